@@ -1,0 +1,1 @@
+"""Shapes that cross a process boundary: models, quantities, manifests, wire protocol."""

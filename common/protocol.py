@@ -1,0 +1,131 @@
+"""The agent link: msgpack frames over one WebSocket that the agent dials.
+
+Every frame is a msgpack map `{"v": PROTOCOL_VERSION, "type": ..., ...}`.
+
+    agent                               scheduler
+      |-- HTTP upgrade, Authorization: Bearer <join token> -->|  refused with 401 before
+      |                                                     |  any frame is read
+      |-- hello {node, pods it runs} ---------------------->|
+      |<-- welcome {config, revision, desired pods, stop} --|  full resync, never a replay
+      |-- heartbeat {usage} (every heartbeat_seconds) ----->|
+      |-- pod_status {uid, status} (on every change) ------>|
+      |<-- desired {revision, upsert, remove} --------------|  increasing revisions
+      |-- ack {revision} ---------------------------------->|
+
+`welcome.pods` is the complete set of incarnations (by uid) the node must run;
+the agent stops anything else it runs (fencing after a partition). Any
+reconnect repeats hello/welcome, so a lost frame is healed by the next resync.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+
+class ProtocolError(ValueError):
+    """A frame that is not valid msgpack, has the wrong version or the wrong shape."""
+
+
+class Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    v: int = PROTOCOL_VERSION
+
+
+class NodeInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    # Kubernetes quantities as strings: {"cpu": "4", "memory": "8Gi", "pods": "110"}
+    capacity: dict[str, str]
+    allocatable: dict[str, str]
+    info: dict[str, str] = Field(default_factory=dict)
+    address: str | None = None
+
+
+class PodReport(BaseModel):
+    """One incarnation the agent runs (or ran), with its last observed status."""
+
+    model_config = ConfigDict(extra="forbid")
+    uid: str
+    namespace: str
+    name: str
+    status: dict[str, Any]  # PodStatus wire form
+
+
+class Hello(Frame):
+    type: Literal["hello"] = "hello"
+    node: NodeInfo
+    pods: list[PodReport] = Field(default_factory=list)
+    agent_version: str = ""
+
+
+class Welcome(Frame):
+    type: Literal["welcome"] = "welcome"
+    revision: int
+    config: dict[str, Any] = Field(default_factory=dict)
+    pods: list[dict[str, Any]]  # Pod wire form: the full desired set
+    stop: list[str] = Field(default_factory=list)  # uids the agent runs that it must stop
+
+
+class Heartbeat(Frame):
+    type: Literal["heartbeat"] = "heartbeat"
+    # {"cpu": millicores used, "memory": bytes used}
+    usage: dict[str, int] = Field(default_factory=dict)
+    pod_usage: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+
+class PodStatusUpdate(Frame):
+    type: Literal["pod_status"] = "pod_status"
+    pods: list[PodReport]
+
+
+class Desired(Frame):
+    type: Literal["desired"] = "desired"
+    revision: int
+    upsert: list[dict[str, Any]] = Field(default_factory=list)
+    remove: list[str] = Field(default_factory=list)
+
+
+class Ack(Frame):
+    type: Literal["ack"] = "ack"
+    revision: int
+
+
+class ErrorFrame(Frame):
+    type: Literal["error"] = "error"
+    message: str
+
+
+AnyFrame = Annotated[
+    Hello | Welcome | Heartbeat | PodStatusUpdate | Desired | Ack | ErrorFrame,
+    Field(discriminator="type"),
+]
+_FRAME = TypeAdapter(AnyFrame)
+
+
+def encode(frame: Frame) -> bytes:
+    return msgpack.packb(frame.model_dump(mode="json"), use_bin_type=True)
+
+
+def decode(data: bytes) -> Frame:
+    """Decode and validate one frame; anything malformed raises `ProtocolError`."""
+    if len(data) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {len(data)} bytes exceeds {MAX_FRAME_BYTES}")
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(f"frame is not msgpack: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError("frame is not a map")
+    if raw.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported protocol version {raw.get('v')!r}, want {PROTOCOL_VERSION}")
+    try:
+        return _FRAME.validate_python(raw)
+    except ValidationError as exc:
+        raise ProtocolError(f"invalid {raw.get('type')!r} frame: {exc.errors(include_url=False)}") from None

@@ -1,0 +1,1 @@
+"""corral-scheduler: the control plane."""

@@ -1,0 +1,1 @@
+"""Controllers: node lifecycle and, later, deployments, jobs and garbage collection."""
