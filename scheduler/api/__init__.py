@@ -1,0 +1,1 @@
+"""The scheduler's HTTP API (aiohttp): one module of routes per resource."""

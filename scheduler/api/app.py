@@ -1,0 +1,104 @@
+"""The aiohttp application: routes, the error middleware, and the control plane's lifetime."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from scheduler.api import nodes, openapi, ops, pods
+from scheduler.api.common import CONTROL_PLANE, json_response
+from scheduler.api.errors import (
+    ApiError,
+    BadRequest,
+    MethodNotAllowed,
+    NotFoundError,
+    TooLarge,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from scheduler.config import SchedulerConfig
+from scheduler.controlplane import ControlPlane
+from scheduler.store import StoreUnavailable
+
+_LOGGER = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_ERRORS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    404: NotFoundError,
+    405: MethodNotAllowed,
+    413: TooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+def _error_response(error: ApiError) -> web.Response:
+    return json_response(error.status().to_dict(), status=error.code)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes a Kubernetes `Status`; no traceback ever reaches a client."""
+    cp = request.app[CONTROL_PLANE]
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = _error_response(exc)
+    except StoreUnavailable as exc:
+        response = _error_response(Unavailable(f"the store could not make the write durable: {exc}"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = _HTTP_ERRORS.get(exc.status)
+        if exc.status == 404:
+            message = f"the server could not find the requested resource ({request.method} {request.path})"
+        elif exc.status == 405:
+            message = f"method {request.method} is not allowed on {request.path}"
+        elif exc.status == 413:
+            message = f"request body is larger than the limit of {cp.config.max_body_bytes} bytes"
+        else:
+            message = exc.text or exc.reason
+        error = kind(message) if kind else ApiError(message)
+        error.code = exc.status
+        response = _error_response(error)
+    except Exception:
+        _LOGGER.exception("unhandled error in %s %s", request.method, request.path)
+        response = _error_response(ApiError("internal error; see the scheduler log"))
+    cp.metrics.http_latency.labels(method=request.method).observe(time.perf_counter() - started)
+    cp.metrics.http_requests.labels(method=request.method, code=str(response.status)).inc()
+    return response
+
+
+def create_app(config: SchedulerConfig, control_plane: ControlPlane | None = None) -> web.Application:
+    """The scheduler's application; the control plane starts and stops with it."""
+    cp = control_plane or ControlPlane(config)
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
+    app[CONTROL_PLANE] = cp
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        await cp.start()
+        yield
+        await cp.stop()
+
+    async def close_links(app: web.Application) -> None:
+        if cp.ready or hasattr(cp, "hub"):
+            await cp.hub.close()
+
+    app.cleanup_ctx.append(lifetime)
+    app.on_shutdown.append(close_links)  # websockets first, or shutdown waits on them
+
+    async def agent_link(request: web.Request) -> web.StreamResponse:
+        """The agent link (WebSocket; see docs/api.md)."""
+        return await request.app[CONTROL_PLANE].hub.handle(request)
+
+    app.router.add_routes(pods.ROUTES)
+    app.router.add_routes(nodes.ROUTES)
+    app.router.add_routes(ops.ROUTES)
+    app.router.add_routes(openapi.ROUTES)
+    app.router.add_get("/api/v1/agent", agent_link)
+    return app

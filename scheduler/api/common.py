@@ -1,0 +1,66 @@
+"""Helpers shared by the API handlers: typed app keys, body parsing, JSON responses."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from common.manifest import ManifestError, parse_documents
+from common.models import check_dns_label, check_dns_subdomain
+from scheduler.api.errors import BadRequest, Invalid
+
+if TYPE_CHECKING:
+    from scheduler.controlplane import ControlPlane
+
+CONTROL_PLANE: web.AppKey[ControlPlane] = web.AppKey("control_plane")
+
+
+def plane(request: web.Request) -> ControlPlane:
+    return request.app[CONTROL_PLANE]
+
+
+def json_response(body: bytes | dict[str, Any], status: int = 200) -> web.Response:
+    data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+    return web.Response(body=data, status=status, content_type="application/json")
+
+
+async def read_documents(request: web.Request) -> list[Any]:
+    """The body as JSON or YAML documents (List wrappers kept); 400 if malformed."""
+    body = await request.read()  # raises 413 past the app's client_max_size
+    if not body.strip():
+        raise BadRequest("request body is empty")
+    try:
+        return parse_documents(body, request.content_type, flatten=False)
+    except ManifestError as exc:
+        raise BadRequest(exc.message) from None
+
+
+def namespace_param(request: web.Request) -> str:
+    namespace = request.match_info["namespace"]
+    try:
+        return check_dns_label(namespace)
+    except ValueError as exc:
+        raise Invalid(f"namespace: {exc}") from None
+
+
+def name_param(request: web.Request) -> str:
+    name = request.match_info["name"]
+    try:
+        return check_dns_subdomain(name)
+    except ValueError as exc:
+        raise Invalid(f"name: {exc}") from None
+
+
+def int_param(request: web.Request, name: str, *, minimum: int = 0) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name}: {raw!r} is not an integer") from None
+    if value < minimum:
+        raise BadRequest(f"query parameter {name}: must be >= {minimum}")
+    return value

@@ -1,0 +1,74 @@
+"""API errors: each carries its HTTP status and Kubernetes reason; one middleware renders them."""
+
+from __future__ import annotations
+
+from common.models import Status, StatusCause, StatusDetails
+
+
+class ApiError(Exception):
+    code = 500
+    reason = "InternalError"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        causes: list[StatusCause] | None = None,
+        name: str | None = None,
+        kind: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.causes = causes or []
+        self.name = name
+        self.kind = kind
+
+    def status(self) -> Status:
+        details = None
+        if self.causes or self.name or self.kind:
+            details = StatusDetails(name=self.name, kind=self.kind, causes=self.causes)
+        return Status(message=self.message, reason=self.reason, code=self.code, details=details)
+
+
+class BadRequest(ApiError):
+    code, reason = 400, "BadRequest"
+
+
+class Unauthorized(ApiError):
+    code, reason = 401, "Unauthorized"
+
+
+class NotFoundError(ApiError):
+    code, reason = 404, "NotFound"
+
+
+class MethodNotAllowed(ApiError):
+    code, reason = 405, "MethodNotAllowed"
+
+
+class AlreadyExists(ApiError):
+    code, reason = 409, "AlreadyExists"
+
+
+class ConflictError(ApiError):
+    code, reason = 409, "Conflict"
+
+
+class Gone(ApiError):
+    code, reason = 410, "Expired"
+
+
+class TooLarge(ApiError):
+    code, reason = 413, "RequestEntityTooLarge"
+
+
+class UnsupportedMediaType(ApiError):
+    code, reason = 415, "UnsupportedMediaType"
+
+
+class Invalid(ApiError):
+    code, reason = 422, "Invalid"
+
+
+class Unavailable(ApiError):
+    code, reason = 503, "ServiceUnavailable"

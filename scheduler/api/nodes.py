@@ -1,0 +1,153 @@
+"""Node routes: list, get (with live usage), delete, cordon, uncordon, drain."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from common.models import Node, Status
+from common.quantity import format_cpu
+from common.selector import SelectorError, parse_selector
+from common.selector import matches as selector_matches
+from scheduler.api.common import json_response, name_param, plane
+from scheduler.api.errors import BadRequest, ConflictError, NotFoundError
+from scheduler.cluster import NodeState
+from scheduler.controlplane import ControlPlane
+from scheduler.eviction import evict
+from scheduler.objects import NODES, decode, encode, mutable_copy, node_key, pod_key
+from scheduler.store import KV, Conflict, NotFound
+
+
+def _live(cp: ControlPlane, kv: KV) -> dict[str, object]:
+    """The stored node with what only the scheduler's memory knows: usage, last heartbeat."""
+    node = decode(kv, Node)
+    data = node.to_dict()
+    data["metadata"]["resourceVersion"] = str(kv.mod_revision)
+    state: NodeState | None = cp.cluster.nodes.get(node.metadata.name)
+    if state is not None and state.connected:
+        import time
+
+        age = time.monotonic() - state.last_heartbeat
+        beat = datetime.now(UTC) - timedelta(seconds=age)
+        data["status"]["lastHeartbeatTime"] = beat.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        data["status"]["usage"] = {"cpu": format_cpu(state.usage_cpu), "memory": str(state.usage_mem)}
+    return data
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    cp = plane(request)
+    try:
+        selector = parse_selector(request.query.get("labelSelector"))
+    except SelectorError as exc:
+        raise BadRequest(f"labelSelector: {exc}") from None
+    kvs, revision = await cp.store.list(NODES)
+    items = [
+        _live(cp, kv) for kv in kvs if not selector or selector_matches(selector, decode(kv, Node).metadata.labels)
+    ]
+    body = {
+        "apiVersion": "v1",
+        "kind": "NodeList",
+        "metadata": {"resourceVersion": str(revision)},
+        "items": items,
+    }
+    return web.Response(body=json.dumps(body).encode(), content_type="application/json")
+
+
+async def _get_kv(cp: ControlPlane, name: str) -> KV:
+    kv = await cp.store.get(node_key(name))
+    if kv is None:
+        raise NotFoundError(f'nodes "{name}" not found', name=name, kind="nodes")
+    return kv
+
+
+async def get_node(request: web.Request) -> web.Response:
+    cp = plane(request)
+    kv = await _get_kv(cp, name_param(request))
+    return json_response(_live(cp, kv))
+
+
+async def _set_unschedulable(cp: ControlPlane, name: str, value: bool) -> KV:
+    for _attempt in range(5):
+        kv = await _get_kv(cp, name)
+        node = decode(kv, Node)
+        if node.spec.unschedulable == value:
+            return kv
+        updated = mutable_copy(node)
+        updated.spec.unschedulable = value
+        try:
+            return await cp.store.put(kv.key, encode(updated), obj=updated, expect=kv.mod_revision)
+        except (Conflict, NotFound):
+            continue
+    raise ConflictError(f'nodes "{name}" kept changing; try again', name=name, kind="nodes")
+
+
+async def cordon(request: web.Request) -> web.Response:
+    cp = plane(request)
+    return json_response(_live(cp, await _set_unschedulable(cp, name_param(request), True)))
+
+
+async def uncordon(request: web.Request) -> web.Response:
+    cp = plane(request)
+    return json_response(_live(cp, await _set_unschedulable(cp, name_param(request), False)))
+
+
+async def _move_pods(cp: ControlPlane, name: str, reason: str, message: str) -> tuple[int, int]:
+    """Evict every unfinished pod bound to the node; (moved, failed for good)."""
+    moved = failed = 0
+    for pod in cp.cluster.bound_to(name):
+        if pod.status.phase in ("Succeeded", "Failed") or pod.metadata.deletion_timestamp:
+            continue
+        key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)
+        kv = cp.cluster.pod_kvs.get(key)
+        if kv is None:
+            continue
+        if await evict(cp.store, pod, kv.mod_revision, reason, message):
+            cp.metrics.evictions.labels(reason=reason).inc()
+            if pod.spec.restart_policy == "Never":
+                failed += 1
+            else:
+                moved += 1
+    return moved, failed
+
+
+async def drain(request: web.Request) -> web.Response:
+    """Cordon, then move every pod that is not finished (new incarnations elsewhere)."""
+    cp = plane(request)
+    name = name_param(request)
+    await _set_unschedulable(cp, name, True)
+    moved, failed = await _move_pods(cp, name, "Evicted", f"node {name} was drained")
+    status = Status(
+        status="Success",
+        code=200,
+        reason="Drained",
+        message=f"node/{name} drained: {moved} pods rescheduled, {failed} pods with "
+        "restartPolicy Never marked Failed",
+    )
+    return json_response(status.to_dict())
+
+
+async def delete_node(request: web.Request) -> web.Response:
+    cp = plane(request)
+    name = name_param(request)
+    kv = await _get_kv(cp, name)
+    try:
+        await cp.store.delete(kv.key, expect=kv.mod_revision)
+    except (Conflict, NotFound):
+        raise ConflictError(f'nodes "{name}" changed meanwhile; try again', name=name, kind="nodes") from None
+    await _move_pods(cp, name, "NodeLost", f"node {name} was deleted")
+    session = cp.hub.sessions.get(name)
+    if session is not None:
+        await session.ws.close(message=b"node deleted")
+    return json_response(_live(cp, kv))
+
+
+ROUTES = [
+    web.get("/api/v1/nodes", list_nodes),
+    web.get("/api/v1/nodes/{name}", get_node),
+    web.delete("/api/v1/nodes/{name}", delete_node),
+    web.post("/api/v1/nodes/{name}/cordon", cordon),
+    web.post("/api/v1/nodes/{name}/uncordon", uncordon),
+    web.post("/api/v1/nodes/{name}/drain", drain),
+]

@@ -1,0 +1,110 @@
+"""The OpenAPI 3 document, generated from the routes actually registered and the pydantic models."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+from pydantic.json_schema import models_json_schema
+
+from common.models import Node, Pod, Status
+from scheduler.api.common import json_response
+
+# What each route takes and returns: (request body schema, success code, response schema).
+_SHAPES: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
+    ("GET", "/api/v1/pods"): (None, 200, "PodList"),
+    ("GET", "/api/v1/namespaces/{namespace}/pods"): (None, 200, "PodList"),
+    ("POST", "/api/v1/namespaces/{namespace}/pods"): ("Pod", 201, "Pod"),
+    ("GET", "/api/v1/namespaces/{namespace}/pods/{name}"): (None, 200, "Pod"),
+    ("PUT", "/api/v1/namespaces/{namespace}/pods/{name}"): ("Pod", 200, "Pod"),
+    ("DELETE", "/api/v1/namespaces/{namespace}/pods/{name}"): (None, 200, "Pod"),
+    ("GET", "/api/v1/nodes"): (None, 200, "NodeList"),
+    ("GET", "/api/v1/nodes/{name}"): (None, 200, "Node"),
+    ("DELETE", "/api/v1/nodes/{name}"): (None, 200, "Node"),
+    ("POST", "/api/v1/nodes/{name}/cordon"): (None, 200, "Node"),
+    ("POST", "/api/v1/nodes/{name}/uncordon"): (None, 200, "Node"),
+    ("POST", "/api/v1/nodes/{name}/drain"): (None, 200, "Status"),
+}
+_QUERY = {
+    "/api/v1/pods": ["labelSelector", "fieldSelector", "limit"],
+    "/api/v1/namespaces/{namespace}/pods": ["labelSelector", "fieldSelector", "limit"],
+    "/api/v1/nodes": ["labelSelector"],
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def build(app: web.Application) -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [(Pod, "validation"), (Node, "validation"), (Status, "validation")],
+        by_alias=True,
+        ref_template="#/components/schemas/{model}",
+    )
+    schemas = dict(defs.get("$defs", {}))
+    for kind, item in (("PodList", "Pod"), ("NodeList", "Node")):
+        schemas[kind] = {
+            "type": "object",
+            "properties": {
+                "apiVersion": {"type": "string"},
+                "kind": {"type": "string", "enum": [kind]},
+                "metadata": {"type": "object", "properties": {"resourceVersion": {"type": "string"}}},
+                "items": {"type": "array", "items": _ref(item)},
+            },
+        }
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        if not path or route.method == "HEAD":
+            continue
+        handler = route.handler
+        doc = (getattr(handler, "__doc__", None) or "").strip().split("\n")[0]
+        op: dict[str, Any] = {
+            "operationId": getattr(handler, "__name__", "op"),
+            "summary": doc or getattr(handler, "__name__", ""),
+            "responses": {"default": {"description": "error", "content": {"application/json": {"schema": _ref("Status")}}}},
+        }
+        params = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in re.findall(r"{(\w+)}", path)
+        ]
+        params += [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}} for q in _QUERY.get(path, [])]
+        if path.endswith("/pods/{name}") and route.method == "DELETE":
+            params.append({"name": "gracePeriodSeconds", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}})
+        if params:
+            op["parameters"] = params
+        shape = _SHAPES.get((route.method, path))
+        if shape is not None:
+            body, code, response = shape
+            if body:
+                op["requestBody"] = {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": _ref(body)},
+                        "application/yaml": {"schema": _ref(body)},
+                    },
+                }
+            op["responses"][str(code)] = {
+                "description": "success",
+                "content": {"application/json": {"schema": _ref(response or "Status")}},
+            }
+        else:
+            op["responses"]["200"] = {"description": "success"}
+        paths.setdefault(path, {})[route.method.lower()] = op
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "corral API", "version": "v1"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """This document."""
+    return json_response(build(request.app))
+
+
+ROUTES = [web.get("/openapi.json", openapi)]

@@ -1,0 +1,81 @@
+"""Routes for operators: health, readiness, the status summary, Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from common.quantity import cpu_millis, memory_bytes
+from scheduler.api.common import json_response, plane
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if not plane(request).ready:
+        return web.Response(text="not ready", status=503)
+    return web.Response(text="ok")
+
+
+async def status(request: web.Request) -> web.Response:
+    """What an on-call person asks first: are the nodes up, is work running, is anything stuck."""
+    cp = plane(request)
+    cluster = cp.cluster
+    mono = time.monotonic()
+    nodes = {"total": len(cluster.nodes), "ready": 0, "notReady": 0, "cordoned": 0, "connected": 0}
+    cpu = {"capacity": 0, "allocatable": 0, "requested": 0, "used": 0}
+    mem = {"capacity": 0, "allocatable": 0, "requested": 0, "used": 0}
+    not_ready = []
+    for name, state in cluster.nodes.items():
+        if state.ready:
+            nodes["ready"] += 1
+        else:
+            nodes["notReady"] += 1
+            not_ready.append({"name": name, "lastHeartbeatSecondsAgo": round(mono - state.last_heartbeat, 1)})
+        nodes["cordoned"] += state.node.spec.unschedulable
+        nodes["connected"] += state.connected
+        capacity = state.node.status.capacity
+        cpu["capacity"] += cpu_millis(capacity.get("cpu", 0))
+        mem["capacity"] += memory_bytes(capacity.get("memory", 0))
+        cpu["allocatable"] += state.alloc_cpu
+        mem["allocatable"] += state.alloc_mem
+        cpu["requested"] += state.req_cpu
+        mem["requested"] += state.req_mem
+        cpu["used"] += state.usage_cpu
+        mem["used"] += state.usage_mem
+    phases = Counter(p.status.phase for p in cluster.pods.values())
+    unschedulable = [
+        {"pod": key, "message": message}
+        for key, message in list(cp.scheduler.unschedulable.items())[:20]
+    ]
+    body = {
+        "revision": cp.store.revision,
+        "nodes": {**nodes, "notReadyNodes": not_ready[:50]},
+        "pods": {
+            "total": len(cluster.pods),
+            "byPhase": {p: phases.get(p, 0) for p in ("Pending", "Running", "Succeeded", "Failed", "Unknown")},
+            "pendingQueue": len(cluster.pending),
+            "unschedulable": unschedulable,
+        },
+        "resources": {"cpuMillicores": cpu, "memoryBytes": mem},
+        "recentErrors": cp.errors.to_list()[-20:],
+    }
+    return json_response(body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    data = generate_latest(plane(request).metrics.registry)
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+ROUTES = [
+    web.get("/healthz", healthz),
+    web.get("/readyz", readyz),
+    web.get("/api/v1/status", status),
+    web.get("/metrics", metrics),
+]

@@ -1,0 +1,247 @@
+"""Pod routes: create (one or a batch), list, get, update labels, delete."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from common.manifest import ManifestError, is_list, load_object
+from common.models import Pod, PodStatus, StatusCause, now
+from common.selector import SelectorError, parse_selector
+from common.selector import matches as selector_matches
+from scheduler.api.common import (
+    int_param,
+    json_response,
+    name_param,
+    namespace_param,
+    plane,
+    read_documents,
+)
+from scheduler.api.errors import (
+    AlreadyExists,
+    BadRequest,
+    ConflictError,
+    Invalid,
+    NotFoundError,
+)
+from scheduler.objects import PODS, decode, encode, list_json, mutable_copy, pod_key, with_resource_version
+from scheduler.store import Conflict, NotFound, Op
+
+MAX_BATCH = 5000
+_FIELDS: dict[str, Callable[[Pod], str]] = {
+    "metadata.name": lambda p: p.metadata.name,
+    "metadata.namespace": lambda p: p.metadata.namespace or "",
+    "spec.nodeName": lambda p: p.spec.node_name or "",
+    "status.phase": lambda p: p.status.phase,
+}
+
+
+def _validate(doc: Any, namespace: str, prefix: str = "") -> Pod:
+    """A client's pod, checked, with the fields the server owns set."""
+    if isinstance(doc, dict) and doc.get("kind") not in (None, "Pod"):
+        raise Invalid(f"{prefix}kind: expected Pod, got {doc.get('kind')!r}")
+    try:
+        obj = load_object(doc)
+    except ManifestError as exc:
+        causes = [
+            StatusCause(reason=c.reason, message=c.message, field=f"{prefix}{c.field}" if c.field else prefix.rstrip("."))
+            for c in exc.causes
+        ]
+        name = doc.get("metadata", {}).get("name") if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict) else None
+        raise Invalid(exc.message, causes=causes, name=name, kind="pods") from None
+    assert isinstance(obj, Pod)
+    meta = obj.metadata
+    if meta.namespace not in (None, namespace):
+        raise Invalid(
+            f"the namespace of the object ({meta.namespace}) does not match the namespace "
+            f"of the request ({namespace})",
+            causes=[StatusCause(reason="FieldValueInvalid", message="does not match the request",
+                                field=f"{prefix}metadata.namespace")],
+            name=meta.name, kind="pods",
+        )
+    meta.namespace = namespace
+    meta.uid = str(uuid.uuid4())
+    meta.creation_timestamp = now()
+    meta.resource_version = None
+    meta.deletion_timestamp = None
+    meta.generation = 1
+    obj.status = PodStatus()
+    return obj
+
+
+async def create_pods(request: web.Request) -> web.Response:
+    namespace = namespace_param(request)
+    docs = await read_documents(request)
+    if len(docs) != 1:
+        raise BadRequest(f"expected one object (a Pod or a PodList), got {len(docs)} documents")
+    doc = docs[0]
+    store = plane(request).store
+    if not is_list(doc):
+        pod = _validate(doc, namespace)
+        key = pod_key(namespace, pod.metadata.name)
+        try:
+            kv = await store.put(key, encode(pod), obj=pod, expect=0)
+        except Conflict:
+            raise AlreadyExists(f'pods "{pod.metadata.name}" already exists', name=pod.metadata.name, kind="pods") from None
+        return json_response(with_resource_version(kv), status=201)
+    items = doc["items"]
+    if len(items) > MAX_BATCH:
+        raise BadRequest(f"a batch holds at most {MAX_BATCH} pods, got {len(items)}")
+    pods = [_validate(item, namespace, f"items[{i}].") for i, item in enumerate(items)]
+    seen: set[str] = set()
+    for i, pod in enumerate(pods):
+        if pod.metadata.name in seen:
+            raise Invalid(
+                f"pod name {pod.metadata.name!r} appears twice in the batch",
+                causes=[StatusCause(reason="FieldValueDuplicate", message="Duplicate value",
+                                    field=f"items[{i}].metadata.name")],
+            )
+        seen.add(pod.metadata.name)
+    ops = [Op("put", pod_key(namespace, p.metadata.name), encode(p), p, expect=0) for p in pods]
+    try:
+        kvs = await store.txn(ops)
+    except Conflict as exc:
+        name = exc.key.rsplit("/", 1)[-1]
+        raise AlreadyExists(f'pods "{name}" already exists; nothing in the batch was created', name=name, kind="pods") from None
+    revision = max(kv.mod_revision for kv in kvs) if kvs else store.revision
+    return json_response(list_json("PodList", kvs, revision), status=201)
+
+
+def _filters(request: web.Request) -> Callable[[Pod], bool] | None:
+    try:
+        labels = parse_selector(request.query.get("labelSelector"))
+    except SelectorError as exc:
+        raise BadRequest(f"labelSelector: {exc}") from None
+    fields: list[tuple[Callable[[Pod], str], str, bool]] = []
+    for expr in filter(None, (request.query.get("fieldSelector") or "").split(",")):
+        negate = "!=" in expr
+        field, _, value = expr.partition("!=" if negate else "=")
+        field = field.strip()
+        value = value.lstrip("=").strip()
+        if field not in _FIELDS:
+            raise BadRequest(f"fieldSelector: {field!r} is not supported (supported: {', '.join(_FIELDS)})")
+        fields.append((_FIELDS[field], value, negate))
+    if not labels and not fields:
+        return None
+
+    def keep(pod: Pod) -> bool:
+        if labels and not selector_matches(labels, pod.metadata.labels):
+            return False
+        return all((get(pod) != value) if negate else (get(pod) == value) for get, value, negate in fields)
+
+    return keep
+
+
+async def list_pods(request: web.Request) -> web.Response:
+    namespace = namespace_param(request) if "namespace" in request.match_info else None
+    keep = _filters(request)
+    prefix = pod_key(namespace, "") if namespace else PODS
+    kvs, revision = await plane(request).store.list(prefix)
+    if keep is not None:
+        kvs = [kv for kv in kvs if keep(decode(kv, Pod))]
+    limit = int_param(request, "limit", minimum=1)
+    if limit is not None:
+        kvs = kvs[:limit]
+    return json_response(list_json("PodList", kvs, revision))
+
+
+async def get_pod(request: web.Request) -> web.Response:
+    namespace, name = namespace_param(request), name_param(request)
+    kv = await plane(request).store.get(pod_key(namespace, name))
+    if kv is None:
+        raise NotFoundError(f'pods "{name}" not found', name=name, kind="pods")
+    return json_response(with_resource_version(kv))
+
+
+async def update_pod(request: web.Request) -> web.Response:
+    """Replace labels and annotations; the spec of a pod is immutable, as in Kubernetes."""
+    namespace, name = namespace_param(request), name_param(request)
+    docs = await read_documents(request)
+    if len(docs) != 1:
+        raise BadRequest(f"expected one Pod, got {len(docs)} documents")
+    store = plane(request).store
+    key = pod_key(namespace, name)
+    kv = await store.get(key)
+    if kv is None:
+        raise NotFoundError(f'pods "{name}" not found', name=name, kind="pods")
+    doc = docs[0]
+    want_rv = doc.get("metadata", {}).get("resourceVersion") if isinstance(doc, dict) else None
+    incoming = _validate(doc, namespace)
+    current = decode(kv, Pod)
+    if incoming.metadata.name != name:
+        raise Invalid("metadata.name does not match the URL", causes=[
+            StatusCause(reason="FieldValueInvalid", message="does not match the URL", field="metadata.name")])
+    if incoming.spec != current.spec.model_copy(update={"node_name": incoming.spec.node_name}) or (
+        incoming.spec.node_name not in (None, current.spec.node_name)
+    ):
+        raise Invalid(
+            f'Pod "{name}" is invalid: spec: pod updates may not change the spec '
+            "(only metadata.labels and metadata.annotations)",
+            causes=[StatusCause(reason="FieldValueForbidden", message="pod spec is immutable", field="spec")],
+            name=name, kind="pods",
+        )
+    expect = kv.mod_revision
+    if want_rv is not None:
+        if not str(want_rv).isdigit():
+            raise Invalid("metadata.resourceVersion must be a number", causes=[
+                StatusCause(reason="FieldValueInvalid", message="not a number", field="metadata.resourceVersion")])
+        expect = int(want_rv)
+    updated = mutable_copy(current)
+    updated.metadata.labels = incoming.metadata.labels
+    updated.metadata.annotations = incoming.metadata.annotations
+    try:
+        new = await store.put(key, encode(updated), obj=updated, expect=expect)
+    except (Conflict, NotFound):
+        raise ConflictError(
+            f'Operation cannot be fulfilled on pods "{name}": the object has been modified; '
+            "please apply your changes to the latest version and try again",
+            name=name, kind="pods",
+        ) from None
+    return json_response(with_resource_version(new))
+
+
+async def delete_pod(request: web.Request) -> web.Response:
+    namespace, name = namespace_param(request), name_param(request)
+    grace = int_param(request, "gracePeriodSeconds")
+    cp = plane(request)
+    key = pod_key(namespace, name)
+    for _attempt in range(5):
+        kv = await cp.store.get(key)
+        if kv is None:
+            raise NotFoundError(f'pods "{name}" not found', name=name, kind="pods")
+        pod = decode(kv, Pod)
+        node = cp.cluster.nodes.get(pod.spec.node_name or "")
+        running_somewhere = (
+            node is not None and node.ready and node.connected
+            and pod.status.phase not in ("Succeeded", "Failed")
+        )
+        try:
+            if running_somewhere and grace != 0:
+                # Graceful: the agent stops it within its grace period and confirms;
+                # the hub then removes it (the node lifecycle controller forces it if not).
+                if pod.metadata.deletion_timestamp is not None:
+                    return json_response(with_resource_version(kv))
+                marked = mutable_copy(pod)
+                marked.metadata.deletion_timestamp = now()
+                if grace is not None:
+                    marked.spec.termination_grace_period_seconds = grace
+                new = await cp.store.put(key, encode(marked), obj=marked, expect=kv.mod_revision)
+                return json_response(with_resource_version(new))
+            await cp.store.delete(key, expect=kv.mod_revision)
+            return json_response(with_resource_version(kv))
+        except (Conflict, NotFound):
+            continue  # changed under us (a status report, say): look again
+    raise ConflictError(f'pods "{name}" kept changing; try again', name=name, kind="pods")
+
+
+ROUTES = [
+    web.get("/api/v1/pods", list_pods),
+    web.get("/api/v1/namespaces/{namespace}/pods", list_pods),
+    web.post("/api/v1/namespaces/{namespace}/pods", create_pods),
+    web.get("/api/v1/namespaces/{namespace}/pods/{name}", get_pod),
+    web.put("/api/v1/namespaces/{namespace}/pods/{name}", update_pod),
+    web.delete("/api/v1/namespaces/{namespace}/pods/{name}", delete_pod),
+]

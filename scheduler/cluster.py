@@ -1,0 +1,226 @@
+"""The scheduler's in-memory view of the cluster, fed by a watch on the store.
+
+It answers what placement and the controllers ask many times a second: the
+pods by key, uid and node, each node's allocatable and requested resources,
+and which pods wait for a node. Bindings are *assumed* here the moment
+placement decides them, before the bind is durable, so the next placement does
+not double-book the node; the watch event of the durable bind then confirms
+them, and a failed bind is forgotten (as kube-scheduler's assume cache does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from common.models import Node, Pod
+from common.quantity import cpu_millis, memory_bytes
+from scheduler.objects import NODES, PODS, decode
+from scheduler.store import KV, Event, Store
+
+_LOGGER = logging.getLogger(__name__)
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+@dataclass(slots=True)
+class NodeState:
+    """What placement needs of one node, kept current from the store and heartbeats."""
+
+    name: str
+    node: Node
+    alloc_cpu: int = 0
+    alloc_mem: int = 0
+    alloc_pods: int = 110
+    req_cpu: int = 0
+    req_mem: int = 0
+    pods: set[str] = field(default_factory=set)  # pod keys accounted to this node
+    # Liveness, from the agent link (monotonic seconds; not stored durably).
+    last_heartbeat: float = 0.0
+    usage_cpu: int = 0
+    usage_mem: int = 0
+    connected: bool = False
+
+    def update(self, node: Node) -> None:
+        self.node = node
+        alloc = node.status.allocatable
+        self.alloc_cpu = cpu_millis(alloc.get("cpu", 0))
+        self.alloc_mem = memory_bytes(alloc.get("memory", 0))
+        self.alloc_pods = int(memory_bytes(alloc.get("pods", 110)))
+
+    @property
+    def ready(self) -> bool:
+        return self.node.ready
+
+    @property
+    def schedulable(self) -> bool:
+        return self.node.ready and not self.node.spec.unschedulable
+
+    @property
+    def free_cpu(self) -> int:
+        return self.alloc_cpu - self.req_cpu
+
+    @property
+    def free_mem(self) -> int:
+        return self.alloc_mem - self.req_mem
+
+
+def needs_node(pod: Pod) -> bool:
+    """A pod waits for placement: not bound, not finished, not being deleted."""
+    return (
+        pod.spec.node_name is None
+        and pod.metadata.deletion_timestamp is None
+        and pod.status.phase not in TERMINAL_PHASES
+    )
+
+
+def occupies_node(pod: Pod) -> bool:
+    """A bound pod holds its requests on its node until it finishes or is removed."""
+    return pod.spec.node_name is not None and pod.status.phase not in TERMINAL_PHASES
+
+
+PodListener = Callable[[str, Pod | None, Pod | None], None]
+NodeListener = Callable[[str, Node | None], None]
+
+
+class ClusterState:
+    """Pods and nodes as of the store's latest durable revision, plus assumed binds."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.pods: dict[str, Pod] = {}
+        self.pod_kvs: dict[str, KV] = {}
+        self.by_uid: dict[str, str] = {}
+        self.nodes: dict[str, NodeState] = {}
+        self.pending: dict[str, float] = {}  # pod key -> monotonic time first seen pending
+        self._accounted: dict[str, tuple[str, int, int]] = {}  # key -> (node, cpu, mem)
+        self.revision = 0
+        self.pod_listeners: list[PodListener] = []
+        self.node_listeners: list[NodeListener] = []
+        self.pending_changed = asyncio.Event()
+        self.capacity_changed = asyncio.Event()
+
+    async def load(self) -> None:
+        """Read everything once; `run` then follows the store from that revision."""
+        pods, revision = await self._store.list(PODS)
+        nodes, _ = await self._store.list(NODES)
+        for kv in nodes:
+            self._apply_node(kv.key, kv)
+        for kv in pods:
+            self._apply_pod(kv.key, kv)
+        self.revision = revision
+
+    async def run(self) -> None:
+        """Apply store events forever (cancel to stop)."""
+        watch = self._store.watch("/", self.revision)
+        try:
+            async for event in watch:
+                self.apply(event)
+        finally:
+            watch.close()
+
+    def apply(self, event: Event) -> None:
+        kv = event.kv if event.type == "PUT" else None
+        if event.kv.key.startswith(PODS):
+            self._apply_pod(event.kv.key, kv)
+        elif event.kv.key.startswith(NODES):
+            self._apply_node(event.kv.key, kv)
+        self.revision = event.revision
+
+    def _apply_node(self, key: str, kv: KV | None) -> None:
+        name = key[len(NODES) :]
+        if kv is None:
+            state = self.nodes.pop(name, None)
+            node = None
+        else:
+            node = decode(kv, Node)
+            state = self.nodes.get(name)
+            if state is None:
+                state = self.nodes[name] = NodeState(name, node, last_heartbeat=time.monotonic())
+                for key, (bound, cpu, mem) in self._accounted.items():
+                    if bound == name:  # pods bound before their node was known
+                        state.req_cpu += cpu
+                        state.req_mem += mem
+                        state.pods.add(key)
+            state.update(node)
+        self.capacity_changed.set()
+        for listener in self.node_listeners:
+            listener(name, node)
+
+    def _apply_pod(self, key: str, kv: KV | None) -> None:
+        old = self.pods.get(key)
+        if kv is None:
+            self.pods.pop(key, None)
+            self.pod_kvs.pop(key, None)
+            new = None
+        else:
+            new = decode(kv, Pod)
+            self.pods[key] = new
+            self.pod_kvs[key] = kv
+        if old is not None and (new is None or old.metadata.uid != new.metadata.uid):
+            self.by_uid.pop(old.metadata.uid or "", None)
+        if new is not None and new.metadata.uid:
+            self.by_uid[new.metadata.uid] = key
+        if new is not None and needs_node(new):
+            if key not in self.pending:
+                self.pending[key] = time.monotonic()
+                self.pending_changed.set()
+        else:
+            self.pending.pop(key, None)
+        self._account(key, new)
+        for listener in self.pod_listeners:
+            listener(key, old, new)
+
+    def _account(self, key: str, pod: Pod | None) -> None:
+        want: tuple[str, int, int] | None = None
+        if pod is not None and occupies_node(pod):
+            assert pod.spec.node_name is not None
+            cpu, mem = pod.spec.requests()
+            want = (pod.spec.node_name, cpu, mem)
+        self._set_accounting(key, want)
+
+    def _set_accounting(self, key: str, want: tuple[str, int, int] | None) -> None:
+        have = self._accounted.get(key)
+        if have == want:
+            return
+        if have is not None:
+            state = self.nodes.get(have[0])
+            if state is not None:
+                state.req_cpu -= have[1]
+                state.req_mem -= have[2]
+                state.pods.discard(key)
+            del self._accounted[key]
+            self.capacity_changed.set()
+        if want is not None:
+            self._accounted[key] = want
+            state = self.nodes.get(want[0])
+            if state is not None:
+                state.req_cpu += want[1]
+                state.req_mem += want[2]
+                state.pods.add(key)
+
+    def assume(self, key: str, node: str, cpu: int, mem: int) -> None:
+        """Count a placement decision against the node before its bind is durable."""
+        self._set_accounting(key, (node, cpu, mem))
+        self.pending.pop(key, None)
+
+    def forget(self, key: str) -> None:
+        """Undo an assumption whose bind failed: recount from the durable object."""
+        pod = self.pods.get(key)
+        self._account(key, pod)
+        if pod is not None and needs_node(pod) and key not in self.pending:
+            self.pending[key] = time.monotonic()
+            self.pending_changed.set()
+
+    def pods_on(self, node: str) -> list[Pod]:
+        state = self.nodes.get(node)
+        if state is None:
+            return [p for p in self.pods.values() if p.spec.node_name == node]
+        return [self.pods[k] for k in state.pods if k in self.pods]
+
+    def bound_to(self, node: str) -> list[Pod]:
+        """Every pod whose spec names this node, finished or not."""
+        return [p for p in self.pods.values() if p.spec.node_name == node]

@@ -1,0 +1,68 @@
+"""corral-scheduler's options: every one has a default, so the embedded defaults run a cluster."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from common.config import DaemonConfig
+
+ENV_PREFIX = "CORRAL_SCHEDULER_"
+
+
+class SchedulerConfig(DaemonConfig):
+    listen: str = Field(
+        "127.0.0.1:7070", description="HOST:PORT the API and the agent link listen on"
+    )
+    state_dir: str = Field(
+        "/var/lib/corral-scheduler", description="directory of the SQLite store (state.db)"
+    )
+    join_token: str | None = Field(
+        None,
+        description="token agents must present to join; if unset, one is generated at start "
+        "and written to STATE_DIR/join-token (mode 0600)",
+    )
+    node_grace_seconds: float = Field(
+        5.0, gt=0, description="a node missing heartbeats this long becomes NotReady"
+    )
+    eviction_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="a NotReady node's pods are marked NodeLost and replaced after this long",
+    )
+    heartbeat_seconds: float = Field(
+        1.0, gt=0, description="how often agents are told to send heartbeats"
+    )
+    placement_strategy: Literal["spread", "binpack"] = Field(
+        "spread",
+        description="spread: prefer the least allocated node; binpack: prefer the most allocated",
+    )
+    placement_sample: int = Field(
+        0,
+        ge=0,
+        description="feasible nodes scored per placement (0: about log2 of the node count, "
+        "at least 8, as Nomad does)",
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="largest request body accepted, in bytes"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="log level"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not HOST:PORT")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])

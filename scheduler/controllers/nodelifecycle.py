@@ -1,0 +1,113 @@
+"""Node lifecycle: heartbeats missing -> NotReady -> pods evicted and replaced.
+
+    Ready ──(no heartbeat for node_grace_seconds)──> NotReady(Unknown)
+      ^                                                 │
+      └──────────(a heartbeat or a new link)────────────┤
+                                                        │ NotReady for eviction_seconds
+                                                        v
+                                  pods replaced elsewhere (Always/OnFailure)
+                                  or Failed with reason NodeLost (Never)
+
+A pod marked for deletion on a node that is not Ready (or no longer exists) is
+removed at once, since no agent will confirm it stopped; one whose agent has
+not confirmed within its grace period plus FORCE_MARGIN is removed too.
+Level-triggered: every pass looks at the whole state, so a restart of the
+scheduler or a missed event is healed by the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+
+from scheduler.cluster import ClusterState
+from scheduler.config import SchedulerConfig
+from scheduler.eviction import evict
+from scheduler.hub import set_node_ready
+from scheduler.metrics import SchedulerMetrics
+from scheduler.objects import pod_key
+from scheduler.recent import RecentErrors
+from scheduler.store import Conflict, NotFound, Store
+
+_LOGGER = logging.getLogger(__name__)
+
+FORCE_MARGIN = 30.0
+
+
+class NodeLifecycleController:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        store: Store,
+        cluster: ClusterState,
+        metrics: SchedulerMetrics,
+        errors: RecentErrors,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._cluster = cluster
+        self._metrics = metrics
+        self._errors = errors
+        self.not_ready_since: dict[str, float] = {}
+        self.period = min(0.5, config.node_grace_seconds / 4)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except Exception:  # one bad pass must not stop node health checking
+                _LOGGER.exception("node lifecycle pass failed")
+            await asyncio.sleep(self.period)
+
+    async def reconcile(self) -> None:
+        mono = time.monotonic()
+        grace, eviction = self._config.node_grace_seconds, self._config.eviction_seconds
+        for name, state in list(self._cluster.nodes.items()):
+            if state.ready:
+                self.not_ready_since.pop(name, None)
+                if mono - state.last_heartbeat > grace:
+                    age = mono - state.last_heartbeat
+                    self._errors.add(f"node {name}: no heartbeat for {age:.1f}s; marking NotReady")
+                    await set_node_ready(
+                        self._store,
+                        name,
+                        False,
+                        "NodeStatusUnknown",
+                        f"corral-agent stopped posting heartbeats ({age:.1f}s > {grace}s)",
+                    )
+                continue
+            since = self.not_ready_since.setdefault(name, mono)
+            if mono - since >= eviction:
+                await self._evict_node(name, f"node {name} was NotReady for more than {eviction}s")
+        await self._finish_deletions()
+
+    async def _evict_node(self, name: str, message: str) -> None:
+        for pod in self._cluster.bound_to(name):
+            if pod.metadata.deletion_timestamp is not None:
+                continue  # handled by _finish_deletions
+            key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)
+            kv = self._cluster.pod_kvs.get(key)
+            if kv is None or pod.status.phase in ("Succeeded", "Failed"):
+                continue
+            if await evict(self._store, pod, kv.mod_revision, "NodeLost", message):
+                self._metrics.evictions.labels(reason="NodeLost").inc()
+                _LOGGER.info("pod %s evicted from lost node %s", key, name)
+
+    async def _finish_deletions(self) -> None:
+        wall = datetime.now(UTC)
+        for key, pod in list(self._cluster.pods.items()):
+            stamp = pod.metadata.deletion_timestamp
+            if stamp is None:
+                continue
+            node = self._cluster.nodes.get(pod.spec.node_name or "")
+            overdue = (wall - stamp).total_seconds() > (
+                pod.spec.termination_grace_period_seconds + FORCE_MARGIN
+            )
+            if node is None or not node.ready or not node.connected or overdue:
+                kv = self._cluster.pod_kvs.get(key)
+                if kv is not None:
+                    with contextlib.suppress(Conflict, NotFound):
+                        await self._store.delete(key, expect=kv.mod_revision)

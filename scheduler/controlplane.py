@@ -1,0 +1,105 @@
+"""The control plane's parts, wired together and run as one supervised group of tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from scheduler.cluster import ClusterState
+from scheduler.config import SchedulerConfig
+from scheduler.controllers.nodelifecycle import NodeLifecycleController
+from scheduler.hub import Hub
+from scheduler.metrics import SchedulerMetrics
+from scheduler.placement import Placement
+from scheduler.recent import RecentErrors
+from scheduler.scheduling import Scheduler
+from scheduler.store import SqliteStore
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def join_token(config: SchedulerConfig) -> str:
+    """The configured join token, or one generated once and kept in the state directory."""
+    if config.join_token:
+        return config.join_token
+    path = Path(config.state_dir) / "join-token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    _LOGGER.info("generated a join token in %s", path)
+    return token
+
+
+class ControlPlane:
+    """Store, cluster view, scheduler, hub and controllers; `start` then `stop`."""
+
+    store: SqliteStore
+    cluster: ClusterState
+    hub: Hub
+
+    def __init__(self, config: SchedulerConfig) -> None:
+        self.config = config
+        self.metrics = SchedulerMetrics()
+        self.errors = RecentErrors()
+        self.ready = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        config = self.config
+        token = await asyncio.to_thread(join_token, config)
+        self.store = await SqliteStore.open(Path(config.state_dir) / "state.db")
+        self.cluster = ClusterState(self.store)
+        await self.cluster.load()
+        self.placement = Placement(self.cluster.nodes, config.placement_strategy, config.placement_sample)
+        self.cluster.node_listeners.append(self._nodes_changed)
+        self.scheduler = Scheduler(self.store, self.cluster, self.placement, self.metrics, self.errors)
+        self.hub = Hub(config, self.store, self.cluster, self.metrics, self.errors, token)
+        self.lifecycle = NodeLifecycleController(config, self.store, self.cluster, self.metrics, self.errors)
+        self.metrics.track_cluster(self.cluster)
+        for name, coro in (
+            ("cluster-watch", self.cluster.run()),
+            ("scheduler", self.scheduler.run()),
+            ("node-lifecycle", self.lifecycle.run()),
+        ):
+            task = asyncio.create_task(coro, name=name)
+            task.add_done_callback(self._task_done)
+            self._tasks.append(task)
+        self.ready = True
+        _LOGGER.info(
+            "control plane started at revision %d: %d nodes, %d pods (%d pending)",
+            self.store.revision, len(self.cluster.nodes), len(self.cluster.pods), len(self.cluster.pending),
+        )
+
+    def _nodes_changed(self, name: str, node: object) -> None:
+        self.placement.version += 1
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            # A dead loop means a silently broken scheduler: report not ready and say why.
+            self.ready = False
+            self.errors.add(f"{task.get_name()} stopped: {exc!r}")
+            _LOGGER.error("task %s died", task.get_name(), exc_info=exc)
+
+    async def stop(self) -> None:
+        self.ready = False
+        if hasattr(self, "hub"):
+            await self.hub.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if hasattr(self, "store"):
+            await self.store.close()
+        _LOGGER.info("control plane stopped")

@@ -1,0 +1,439 @@
+"""The agent hub: one WebSocket session per node, speaking `common.protocol`.
+
+A session starts with hello -> welcome (a full resync: the node's desired pod
+set and the uids it must stop), then carries heartbeats and pod status reports
+in, and desired-set changes out. Desired changes are derived from store events
+(`on_pod_change`), coalesced per session and sent by the session's sender task,
+so a burst of binds reaches an agent in a few frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from pydantic import ValidationError
+
+from common import protocol
+from common.models import (
+    Node,
+    NodeCondition,
+    NodeSpec,
+    NodeStatus,
+    ObjectMeta,
+    Pod,
+    PodStatus,
+    now,
+)
+from common.quantity import QuantityError, cpu_millis, memory_bytes
+from scheduler.cluster import TERMINAL_PHASES, ClusterState
+from scheduler.config import SchedulerConfig
+from scheduler.metrics import SchedulerMetrics
+from scheduler.objects import encode, node_key
+from scheduler.recent import RecentErrors
+from scheduler.store import Conflict, NotFound, Store, StoreError
+
+_LOGGER = logging.getLogger(__name__)
+
+HELLO_TIMEOUT = 10.0
+
+
+def desired_on(pod: Pod | None) -> str | None:
+    """The node that must run this incarnation, if any."""
+    if pod is None or pod.spec.node_name is None:
+        return None
+    if pod.status.phase in TERMINAL_PHASES or pod.metadata.deletion_timestamp is not None:
+        return None
+    return pod.spec.node_name
+
+
+class AgentSession:
+    def __init__(self, node: str, ws: web.WebSocketResponse) -> None:
+        self.node = node
+        self.ws = ws
+        self.desired: set[str] = set()  # uids the agent has been told to run
+        self.upserts: dict[str, Pod] = {}
+        self.removes: set[str] = set()
+        self.changed = asyncio.Event()
+        self.acked_revision = 0
+        self.sender: asyncio.Task[None] | None = None
+
+    def want(self, pod: Pod) -> None:
+        uid = pod.metadata.uid or ""
+        self.removes.discard(uid)
+        if uid not in self.desired:
+            self.desired.add(uid)
+            self.upserts[uid] = pod
+            self.changed.set()
+
+    def unwant(self, uid: str) -> None:
+        self.upserts.pop(uid, None)
+        if uid in self.desired:
+            self.desired.discard(uid)
+            self.removes.add(uid)
+            self.changed.set()
+
+
+class Hub:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        store: Store,
+        cluster: ClusterState,
+        metrics: SchedulerMetrics,
+        errors: RecentErrors,
+        join_token: str,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._cluster = cluster
+        self._metrics = metrics
+        self._errors = errors
+        self._token = join_token.encode()
+        self.sessions: dict[str, AgentSession] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        cluster.pod_listeners.append(self.on_pod_change)
+
+    # -- desired-set changes from the store ---------------------------------
+
+    def on_pod_change(self, key: str, old: Pod | None, new: Pod | None) -> None:
+        old_node, new_node = desired_on(old), desired_on(new)
+        old_uid = old.metadata.uid if old is not None else None
+        new_uid = new.metadata.uid if new is not None else None
+        if old_node is not None and (old_node != new_node or old_uid != new_uid):
+            session = self.sessions.get(old_node)
+            if session is not None and old_uid:
+                session.unwant(old_uid)
+        if new_node is not None and new is not None:
+            session = self.sessions.get(new_node)
+            if session is not None:
+                session.want(new)
+
+    # -- the WebSocket endpoint ---------------------------------------------
+
+    def authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._token)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        from scheduler.api.errors import Unauthorized  # the API owns the error shapes
+
+        if not self.authorized(request):
+            raise Unauthorized("agent link: missing or wrong join token")
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=protocol.MAX_FRAME_BYTES)
+        await ws.prepare(request)
+        session: AgentSession | None = None
+        try:
+            hello = await self._read_hello(ws)
+            if hello is None:
+                return ws
+            session = await self._start_session(ws, hello, request.remote)
+            if session is None:
+                return ws
+            await self._read_loop(session)
+        finally:
+            if session is not None:
+                await self._end_session(session)
+            await ws.close()
+        return ws
+
+    async def _read_hello(self, ws: web.WebSocketResponse) -> protocol.Hello | None:
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                msg = await ws.receive()
+        except TimeoutError:
+            await self._send_error(ws, f"no hello within {HELLO_TIMEOUT:.0f}s")
+            return None
+        if msg.type != WSMsgType.BINARY:
+            await self._send_error(ws, "expected a binary hello frame")
+            return None
+        try:
+            frame = protocol.decode(msg.data)
+        except protocol.ProtocolError as exc:
+            await self._send_error(ws, str(exc))
+            return None
+        if not isinstance(frame, protocol.Hello):
+            await self._send_error(ws, f"expected hello, got {getattr(frame, 'type', '?')}")
+            return None
+        return frame
+
+    async def _send_error(self, ws: web.WebSocketResponse, message: str) -> None:
+        self._errors.add(f"agent link: {message}")
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_bytes(protocol.encode(protocol.ErrorFrame(message=message)))
+
+    async def _start_session(
+        self, ws: web.WebSocketResponse, hello: protocol.Hello, remote: str | None
+    ) -> AgentSession | None:
+        info = hello.node
+        try:
+            node = await self._register(info, remote)
+        except (ValueError, ValidationError, QuantityError) as exc:
+            await self._send_error(ws, f"node {info.name!r} refused: {exc}")
+            return None
+        name = node.metadata.name
+        previous = self.sessions.get(name)
+        if previous is not None:  # the newest link wins; the old one is stale
+            _LOGGER.info("node %s reconnected; closing its previous link", name)
+            await previous.ws.close(message=b"replaced by a newer link")
+        session = AgentSession(name, ws)
+        self.sessions[name] = session
+        state = self._cluster.nodes.get(name)
+        if state is not None:
+            state.connected = True
+            state.last_heartbeat = time.monotonic()
+        await self._apply_reports(session, hello.pods)
+        desired = [p for p in self._cluster.pods_on(name) if desired_on(p) == name]
+        wanted = {p.metadata.uid for p in desired}
+        stop = sorted({r.uid for r in hello.pods} - wanted)
+        session.desired = {uid for uid in wanted if uid}
+        welcome = protocol.Welcome(
+            revision=self._cluster.revision,
+            config={
+                "heartbeat_seconds": self._config.heartbeat_seconds,
+                "node_grace_seconds": self._config.node_grace_seconds,
+            },
+            pods=[p.to_dict() for p in desired],
+            stop=stop,
+        )
+        await ws.send_bytes(protocol.encode(welcome))
+        _LOGGER.info(
+            "node %s joined from %s: runs %d pods, desired %d, told to stop %d",
+            name, remote, len(hello.pods), len(desired), len(stop),
+        )
+        session.sender = asyncio.create_task(self._send_loop(session), name=f"hub-send-{name}")
+        return session
+
+    async def _register(self, info: protocol.NodeInfo, remote: str | None) -> Node:
+        """Create or refresh the Node object, Ready, durably, before the welcome."""
+        for key in ("cpu", "memory"):
+            if key not in info.allocatable:
+                raise ValueError(f"allocatable.{key} is required")
+        cpu_millis(info.allocatable["cpu"])
+        memory_bytes(info.allocatable["memory"])
+        key = node_key(info.name)
+        kv = await self._store.get(key)
+        stamp = now()
+        spec = NodeSpec()
+        created = stamp
+        uid = None
+        if kv is not None:
+            existing = Node.model_validate_json(kv.value)
+            spec = existing.spec
+            created = existing.metadata.creation_timestamp or stamp
+            uid = existing.metadata.uid
+        address = info.address or remote
+        node = Node(
+            metadata=ObjectMeta(
+                name=info.name,
+                labels={"kubernetes.io/hostname": info.name, **info.labels},
+                creation_timestamp=created,
+                uid=uid or _uid(),
+            ),
+            spec=spec,
+            status=NodeStatus(
+                capacity=dict(info.capacity),
+                allocatable=dict(info.allocatable),
+                conditions=[
+                    NodeCondition(
+                        type="Ready",
+                        status="True",
+                        reason="AgentReady",
+                        message="corral-agent is posting heartbeats",
+                        last_heartbeat_time=stamp,
+                        last_transition_time=stamp,
+                    )
+                ],
+                addresses=[{"type": "InternalIP", "address": address}] if address else [],
+                last_heartbeat_time=stamp,
+                node_info=dict(info.info),
+            ),
+        )
+        await self._store.put(key, encode(node), obj=node, expect=kv.mod_revision if kv else 0)
+        return node
+
+    async def _read_loop(self, session: AgentSession) -> None:
+        ws = session.ws
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY:
+                if msg.type == WSMsgType.ERROR:
+                    break
+                await self._send_error(ws, f"node {session.node}: expected binary frames")
+                continue
+            try:
+                frame = protocol.decode(msg.data)
+            except protocol.ProtocolError as exc:
+                await self._send_error(ws, f"node {session.node}: {exc}")
+                continue
+            self._metrics.agent_frames.labels(type=getattr(frame, "type", "?")).inc()
+            state = self._cluster.nodes.get(session.node)
+            if state is not None:
+                state.last_heartbeat = time.monotonic()
+            if isinstance(frame, protocol.Heartbeat):
+                if state is not None:
+                    state.usage_cpu = int(frame.usage.get("cpu", 0))
+                    state.usage_mem = int(frame.usage.get("memory", 0))
+                    if not state.ready:
+                        self._spawn(self.mark_ready(session.node))
+            elif isinstance(frame, protocol.PodStatusUpdate):
+                if frame.pods:
+                    self._spawn(self._apply_reports(session, frame.pods))
+                if frame.stopped:
+                    self._spawn(self._finish_deletions(session, frame.stopped))
+            elif isinstance(frame, protocol.Ack):
+                session.acked_revision = max(session.acked_revision, frame.revision)
+            else:
+                await self._send_error(ws, f"node {session.node}: unexpected {frame.type} frame")
+
+    async def _send_loop(self, session: AgentSession) -> None:
+        while not session.ws.closed:
+            await session.changed.wait()
+            session.changed.clear()
+            upserts, session.upserts = session.upserts, {}
+            removes, session.removes = session.removes, set()
+            if not upserts and not removes:
+                continue
+            frame = protocol.Desired(
+                revision=self._cluster.revision,
+                upsert=[p.to_dict() for p in upserts.values()],
+                remove=sorted(removes),
+            )
+            try:
+                await session.ws.send_bytes(protocol.encode(frame))
+            except (ConnectionError, RuntimeError):
+                return  # the read loop sees the close and ends the session
+
+    async def _end_session(self, session: AgentSession) -> None:
+        if session.sender is not None:
+            session.sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await session.sender
+        if self.sessions.get(session.node) is session:
+            del self.sessions[session.node]
+            state = self._cluster.nodes.get(session.node)
+            if state is not None:
+                state.connected = False
+            _LOGGER.info("node %s disconnected", session.node)
+
+    # -- reports from agents -------------------------------------------------
+
+    async def _apply_reports(self, session: AgentSession, reports: list[protocol.PodReport]) -> None:
+        writes = []
+        for report in reports:
+            key = self._cluster.by_uid.get(report.uid)
+            pod = self._cluster.pods.get(key) if key else None
+            if pod is None or pod.metadata.uid != report.uid:
+                continue  # a stale incarnation: the welcome/desired set stops it
+            if pod.spec.node_name != session.node:
+                self._errors.add(
+                    f"node {session.node} reported pod {pod.key} bound to {pod.spec.node_name}; ignored"
+                )
+                continue
+            try:
+                status = PodStatus.model_validate(report.status)
+            except ValidationError as exc:
+                self._errors.add(f"node {session.node}: invalid status for {pod.key}: {exc.error_count()} errors")
+                continue
+            writes.append(self._write_status(key or "", report.uid, status))
+        if writes:
+            await asyncio.gather(*writes)
+
+    async def _write_status(self, key: str, uid: str, status: PodStatus) -> None:
+        for _attempt in range(3):
+            kv = self._cluster.pod_kvs.get(key)
+            pod = self._cluster.pods.get(key)
+            if kv is None or pod is None or pod.metadata.uid != uid:
+                return
+            # The scheduler owns PodScheduled; the agent owns the rest of the status.
+            kept = [c for c in pod.status.conditions if c.type == "PodScheduled"]
+            status.conditions = kept + [c for c in status.conditions if c.type != "PodScheduled"]
+            if pod.status == status:
+                return
+            updated = pod.model_copy(update={"status": status})
+            try:
+                await self._store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
+                return
+            except Conflict:
+                await asyncio.sleep(0)
+                continue
+            except (NotFound, StoreError) as exc:
+                self._errors.add(f"status of {key}: {exc}")
+                return
+
+    async def _finish_deletions(self, session: AgentSession, uids: list[str]) -> None:
+        """A pod marked for deletion is removed once its node says it stopped."""
+        for uid in uids:
+            key = self._cluster.by_uid.get(uid)
+            kv = self._cluster.pod_kvs.get(key) if key else None
+            pod = self._cluster.pods.get(key) if key else None
+            if kv is None or pod is None or key is None or pod.metadata.uid != uid:
+                continue
+            if pod.metadata.deletion_timestamp is None or pod.spec.node_name != session.node:
+                continue
+            with contextlib.suppress(Conflict, NotFound):
+                await self._store.delete(key, expect=kv.mod_revision)
+
+    async def mark_ready(self, name: str) -> None:
+        """A NotReady node that heartbeats again is Ready."""
+        await set_node_ready(self._store, name, True, "AgentReady", "corral-agent is posting heartbeats")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Close every agent link (on shutdown, before the server stops)."""
+        for session in list(self.sessions.values()):
+            await session.ws.close(message=b"scheduler shutting down")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+_marking: set[str] = set()
+
+
+async def set_node_ready(store: Store, name: str, ready: bool, reason: str, message: str) -> None:
+    """Write the node's Ready condition if it differs (idempotent, one write in flight)."""
+    if name in _marking:
+        return
+    _marking.add(name)
+    try:
+        kv = await store.get(node_key(name))
+        if kv is None:
+            return
+        node = Node.model_validate_json(kv.value)
+        status = "True" if ready else "Unknown"
+        cond = node.condition("Ready")
+        if cond is not None and cond.status == status:
+            return
+        stamp = now()
+        others = [c for c in node.status.conditions if c.type != "Ready"]
+        node.status.conditions = [
+            *others,
+            NodeCondition(
+                type="Ready",
+                status=status,
+                reason=reason,
+                message=message,
+                last_heartbeat_time=cond.last_heartbeat_time if cond and not ready else stamp,
+                last_transition_time=stamp,
+            ),
+        ]
+        with contextlib.suppress(Conflict, NotFound):
+            await store.put(node_key(name), encode(node), obj=node, expect=kv.mod_revision)
+    finally:
+        _marking.discard(name)
+
+
+def _uid() -> str:
+    import uuid
+
+    return str(uuid.uuid4())

@@ -1,0 +1,110 @@
+"""Prometheus metrics of the scheduler, in a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from scheduler.cluster import ClusterState
+
+PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
+
+
+class SchedulerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.scheduling_latency = Histogram(
+            "corral_scheduling_latency_seconds",
+            "Time from a pod becoming pending to its durable bind to a node",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.placement_seconds = Histogram(
+            "corral_placement_duration_seconds",
+            "CPU time of one placement decision (filters and scores)",
+            buckets=(0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01),
+            registry=self.registry,
+        )
+        self.placement_attempts = PromCounter(
+            "corral_placement_attempts_total",
+            "Placement attempts by result (scheduled, unschedulable)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.binds = PromCounter(
+            "corral_binds_total", "Pods durably bound to a node", registry=self.registry
+        )
+        self.http_requests = PromCounter(
+            "corral_http_requests_total",
+            "API requests by method and status code",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.http_latency = Histogram(
+            "corral_http_request_duration_seconds",
+            "API request latency",
+            ["method"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+            registry=self.registry,
+        )
+        self.agent_frames = PromCounter(
+            "corral_agent_frames_total",
+            "Frames received on the agent link, by type",
+            ["type"],
+            registry=self.registry,
+        )
+        self.evictions = PromCounter(
+            "corral_node_evictions_total",
+            "Pods taken off lost or drained nodes, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def track_cluster(self, cluster: ClusterState) -> None:
+        self.registry.register(_ClusterCollector(cluster))
+
+
+class _ClusterCollector(Collector):
+    """Gauges computed at scrape time from the in-memory cluster state."""
+
+    def __init__(self, cluster: ClusterState) -> None:
+        self._cluster = cluster
+
+    def collect(self) -> Iterator[Metric]:
+        cluster = self._cluster
+        phases = Counter(p.status.phase for p in cluster.pods.values())
+        pods = GaugeMetricFamily("corral_pods", "Pods by phase", labels=["phase"])
+        for phase in PHASES:
+            pods.add_metric([phase], phases.get(phase, 0))
+        yield pods
+        yield GaugeMetricFamily(
+            "corral_pending_pods", "Pods waiting for a node", value=len(cluster.pending)
+        )
+        nodes = GaugeMetricFamily("corral_nodes", "Nodes by readiness", labels=["condition"])
+        ready = sum(1 for n in cluster.nodes.values() if n.ready)
+        nodes.add_metric(["Ready"], ready)
+        nodes.add_metric(["NotReady"], len(cluster.nodes) - ready)
+        yield nodes
+        yield GaugeMetricFamily(
+            "corral_connected_agents",
+            "Agents holding a link to this scheduler",
+            value=sum(1 for n in cluster.nodes.values() if n.connected),
+        )
+        age = GaugeMetricFamily(
+            "corral_node_heartbeat_age_seconds",
+            "Seconds since each node's last heartbeat",
+            labels=["node"],
+        )
+        mono = time.monotonic()
+        for name, state in cluster.nodes.items():
+            age.add_metric([name], round(mono - state.last_heartbeat, 3))
+        yield age

@@ -1,0 +1,62 @@
+"""How objects are kept in the store: keys, JSON encoding, and resourceVersion.
+
+An object's `metadata.resourceVersion` is its key's mod revision in the store;
+it is not stored inside the value (the value is written before its revision is
+known) but spliced in when the object is read.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from common.models import Model, Node, Pod
+from scheduler.store import KV
+
+PODS = "/pods/"
+NODES = "/nodes/"
+
+T = TypeVar("T", Pod, Node)
+
+
+def pod_key(namespace: str, name: str) -> str:
+    return f"{PODS}{namespace}/{name}"
+
+
+def node_key(name: str) -> str:
+    return f"{NODES}{name}"
+
+
+def encode(obj: Model) -> bytes:
+    """The stored form: wire JSON without resourceVersion (metadata comes third, after
+    apiVersion and kind, which `with_resource_version` relies on)."""
+    obj.metadata.resource_version = None  # type: ignore[attr-defined]
+    return obj.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def decode(kv: KV, model: type[T]) -> T:
+    """The object in a KV, decoded once and cached on the KV (shared: do not mutate)."""
+    if kv.obj is None:
+        kv.obj = model.model_validate_json(kv.value)
+    return kv.obj  # type: ignore[no-any-return]
+
+
+_META = b'"metadata":{'
+
+
+def with_resource_version(kv: KV) -> bytes:
+    """The object's JSON with `metadata.resourceVersion` set to its mod revision."""
+    return kv.value.replace(_META, b'%s"resourceVersion":"%d",' % (_META, kv.mod_revision), 1)
+
+
+def list_json(kind: str, items: list[KV], revision: int) -> bytes:
+    """A Kubernetes list (`PodList`, `NodeList`) assembled from stored JSON without re-encoding."""
+    head = b'{"apiVersion":"v1","kind":"%s","metadata":{"resourceVersion":"%d"},"items":[' % (
+        kind.encode(),
+        revision,
+    )
+    return head + b",".join(with_resource_version(kv) for kv in items) + b"]}"
+
+
+def mutable_copy(obj: T) -> T:
+    """A deep copy safe to change: objects cached in the store are shared."""
+    return obj.model_copy(deep=True)

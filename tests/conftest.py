@@ -1,0 +1,196 @@
+"""Shared fixtures: the real corral-scheduler process, hollow agents, and a small HTTP client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "test-join-token"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll until `predicate()` is truthy and return it; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the condition may raise while the system converges
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last error: {last_exc!r})")
+
+
+class ApiResponse:
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.status, self.body, self.headers = status, body, headers
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class SchedulerProcess:
+    """A real `corral-scheduler` on a loopback port, with its own state directory."""
+
+    def __init__(self, state_dir: Path, extra_args: list[str] | None = None) -> None:
+        self.state_dir = state_dir
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.port = 0
+        self.log_path = state_dir / "scheduler.log"
+
+    def start(self) -> None:
+        port = self.port or 0
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "a")  # noqa: SIM115 (owned by the process)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "scheduler.main",
+                "--listen", f"127.0.0.1:{port}",
+                "--state-dir", str(self.state_dir),
+                "--join-token", TOKEN,
+                *self.extra_args,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        log.close()
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # "corral-scheduler listening on http://H:P"
+        if "listening on" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"scheduler did not start: {line!r}\n{self.log_path.read_text()}")
+        self.url = line.strip().rsplit(" ", 1)[-1]
+        self.port = int(self.url.rsplit(":", 1)[-1])
+        wait_for(lambda: self.request("GET", "/readyz").status == 200, timeout=10)
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> ApiResponse:
+        data: bytes | None
+        if body is None:
+            data = None
+        elif isinstance(body, bytes):
+            data = body
+        elif isinstance(body, str):
+            data = body.encode()
+        else:
+            data = json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        for key, value in (headers or {}).items():
+            req.add_header(key, value)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return ApiResponse(resp.status, resp.read(), dict(resp.headers))
+        except urllib.error.HTTPError as err:
+            return ApiResponse(err.code, err.read(), dict(err.headers))
+
+    def get(self, path: str) -> Any:
+        resp = self.request("GET", path)
+        assert resp.status == 200, (resp.status, resp.body)
+        return resp.json()
+
+
+class HollowProcess:
+    """`python -m agent.hollow` simulating `nodes` nodes against a scheduler."""
+
+    def __init__(self, scheduler: SchedulerProcess, nodes: int, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "agent.hollow",
+                "--server", scheduler.url, "--token", TOKEN,
+                "--nodes", str(nodes), *args,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(scheduler.state_dir / "hollow.log", "a"),  # noqa: SIM115
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def ready_nodes(scheduler: SchedulerProcess) -> list[str]:
+    items = scheduler.get("/api/v1/nodes")["items"]
+    return [
+        n["metadata"]["name"]
+        for n in items
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+    ]
+
+
+@pytest.fixture
+def bare_scheduler(tmp_path: Path) -> Iterator[SchedulerProcess]:
+    """A running scheduler with no agents."""
+    sched = SchedulerProcess(tmp_path / "scheduler")
+    sched.start()
+    try:
+        yield sched
+    finally:
+        sched.stop()
+
+
+@pytest.fixture
+def scheduler(bare_scheduler: SchedulerProcess) -> Iterator[SchedulerProcess]:
+    """A running scheduler with three hollow nodes (4 CPU, 8Gi each) connected and Ready."""
+    hollow = HollowProcess(bare_scheduler, 3)
+    try:
+        wait_for(lambda: len(ready_nodes(bare_scheduler)) == 3, timeout=20)
+        yield bare_scheduler
+    finally:
+        hollow.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback requests never go through a proxy from the environment."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    os.environ.setdefault("no_proxy", "127.0.0.1,localhost")

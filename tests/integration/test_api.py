@@ -1,0 +1,197 @@
+"""The real corral-scheduler process over HTTP: pods, nodes, errors, operations endpoints."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.conftest import SchedulerProcess, wait_for
+
+
+def pod(name: str, cpu: str = "100m", memory: str = "64Mi", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name.split("-")[0]}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox",
+                    "resources": {"requests": {"cpu": cpu, "memory": memory}},
+                }
+            ],
+            **spec,
+        },
+    }
+
+
+def get_pod(s: SchedulerProcess, name: str, ns: str = "default") -> dict[str, Any]:
+    return s.get(f"/api/v1/namespaces/{ns}/pods/{name}")  # type: ignore[no-any-return]
+
+
+def test_pod_is_bound_and_running(scheduler: SchedulerProcess) -> None:
+    """A created pod is placed on a Ready node and reported Running by its agent."""
+    resp = scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("web"))
+    assert resp.status == 201, resp.body
+    created = resp.json()
+    assert created["kind"] == "Pod" and created["apiVersion"] == "v1"
+    assert created["metadata"]["uid"] and created["metadata"]["resourceVersion"]
+    running = wait_for(lambda: (p := get_pod(scheduler, "web"))["status"]["phase"] == "Running" and p)
+    assert running["spec"]["nodeName"].startswith("hollow-")
+    assert running["metadata"]["uid"] == created["metadata"]["uid"]
+    scheduled = [c for c in running["status"]["conditions"] if c["type"] == "PodScheduled"]
+    assert scheduled and scheduled[0]["status"] == "True"
+
+
+def test_yaml_body_and_list_shape(scheduler: SchedulerProcess) -> None:
+    """YAML bodies are accepted; lists are PodList with items and a resourceVersion."""
+    manifest = (
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: yml\n  labels: {tier: db}\n"
+        "spec:\n  containers:\n  - name: c\n    image: busybox\n"
+    )
+    resp = scheduler.request(
+        "POST", "/api/v1/namespaces/default/pods", manifest, content_type="application/yaml"
+    )
+    assert resp.status == 201, resp.body
+    listing = scheduler.get("/api/v1/namespaces/default/pods")
+    assert listing["kind"] == "PodList"
+    assert int(listing["metadata"]["resourceVersion"]) >= 1
+    assert [p["metadata"]["name"] for p in listing["items"]] == ["yml"]
+
+
+def test_batch_create_is_all_or_nothing(scheduler: SchedulerProcess) -> None:
+    """A PodList is created in one transaction; one bad item creates nothing."""
+    batch = {"apiVersion": "v1", "kind": "PodList", "items": [pod(f"b-{i}") for i in range(50)]}
+    resp = scheduler.request("POST", "/api/v1/namespaces/default/pods", batch)
+    assert resp.status == 201, resp.body
+    assert len(resp.json()["items"]) == 50
+    bad = {"apiVersion": "v1", "kind": "PodList", "items": [pod("c-1"), {"kind": "Pod"}]}
+    resp = scheduler.request("POST", "/api/v1/namespaces/default/pods", bad)
+    assert resp.status == 422
+    fields = [c["field"] for c in resp.json()["details"]["causes"]]
+    assert "items[1].metadata" in fields or "items[1].apiVersion" in fields
+    dup = {"apiVersion": "v1", "kind": "PodList", "items": [pod("c-2"), pod("b-3")]}
+    resp = scheduler.request("POST", "/api/v1/namespaces/default/pods", dup)
+    assert resp.status == 409 and resp.json()["reason"] == "AlreadyExists"
+    names = {p["metadata"]["name"] for p in scheduler.get("/api/v1/pods")["items"]}
+    assert "c-1" not in names and "c-2" not in names
+
+
+def test_selectors(scheduler: SchedulerProcess) -> None:
+    """labelSelector and fieldSelector filter lists."""
+    for name in ("web-1", "web-2", "db-1"):
+        assert scheduler.request("POST", "/api/v1/namespaces/default/pods", pod(name)).status == 201
+    names = lambda q: sorted(p["metadata"]["name"] for p in scheduler.get(f"/api/v1/pods?{q}")["items"])  # noqa: E731
+    assert names("labelSelector=app%3Dweb") == ["web-1", "web-2"]
+    assert names("labelSelector=app%20in%20(db)") == ["db-1"]
+    assert names("labelSelector=app!%3Dweb") == ["db-1"]
+    wait_for(lambda: len(names("fieldSelector=status.phase%3DRunning")) == 3)
+    node = get_pod(scheduler, "db-1")["spec"]["nodeName"]
+    assert "db-1" in names(f"fieldSelector=spec.nodeName%3D{node}")
+    bad = scheduler.request("GET", "/api/v1/pods?labelSelector=a%3D%3D%3Db")
+    assert bad.status == 400 and bad.json()["kind"] == "Status"
+
+
+def test_optimistic_concurrency(scheduler: SchedulerProcess) -> None:
+    """A PUT with a stale resourceVersion gets 409; the spec cannot change."""
+    created = scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("occ")).json()
+    current = wait_for(lambda: (p := get_pod(scheduler, "occ"))["status"]["phase"] == "Running" and p)
+    stale = json.loads(json.dumps(created))
+    stale["metadata"]["labels"]["x"] = "1"
+    resp = scheduler.request("PUT", "/api/v1/namespaces/default/pods/occ", stale)
+    assert resp.status == 409 and resp.json()["reason"] == "Conflict"
+    current["metadata"]["labels"]["x"] = "2"
+    resp = scheduler.request("PUT", "/api/v1/namespaces/default/pods/occ", current)
+    assert resp.status == 200, resp.body
+    assert resp.json()["metadata"]["labels"]["x"] == "2"
+    fresh = resp.json()
+    fresh["spec"]["containers"][0]["image"] = "other"
+    resp = scheduler.request("PUT", "/api/v1/namespaces/default/pods/occ", fresh)
+    assert resp.status == 422 and resp.json()["details"]["causes"][0]["field"] == "spec"
+
+
+def test_unschedulable_reason_and_retry(scheduler: SchedulerProcess) -> None:
+    """A pod that fits nowhere says why in kube-scheduler's words."""
+    resp = scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("huge", memory="64Gi"))
+    assert resp.status == 201
+
+    def message() -> str | None:
+        for cond in get_pod(scheduler, "huge")["status"]["conditions"]:
+            if cond["type"] == "PodScheduled" and cond["status"] == "False":
+                return str(cond["message"])
+        return None
+
+    assert wait_for(message) == "0/3 nodes are available: 3 Insufficient memory."
+    status = scheduler.get("/api/v1/status")
+    assert status["pods"]["pendingQueue"] == 1
+    assert status["pods"]["unschedulable"][0]["message"].startswith("0/3 nodes")
+
+
+def test_delete_is_graceful_and_finishes(scheduler: SchedulerProcess) -> None:
+    """Deleting a running pod marks it, its agent stops it, then it is gone."""
+    scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("gone"))
+    wait_for(lambda: get_pod(scheduler, "gone")["status"]["phase"] == "Running")
+    resp = scheduler.request("DELETE", "/api/v1/namespaces/default/pods/gone")
+    assert resp.status == 200
+    wait_for(lambda: scheduler.request("GET", "/api/v1/namespaces/default/pods/gone").status == 404)
+    resp = scheduler.request("DELETE", "/api/v1/namespaces/default/pods/gone")
+    assert resp.status == 404 and resp.json()["reason"] == "NotFound"
+
+
+def test_cordon_and_drain(scheduler: SchedulerProcess) -> None:
+    """Cordon stops new placements on a node; drain moves its pods elsewhere."""
+    nodes = sorted(n["metadata"]["name"] for n in scheduler.get("/api/v1/nodes")["items"])
+    for other in nodes[1:]:
+        assert scheduler.request("POST", f"/api/v1/nodes/{other}/cordon").status == 200
+    scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("pinned"))
+    first = wait_for(lambda: (p := get_pod(scheduler, "pinned"))["status"]["phase"] == "Running" and p)
+    assert first["spec"]["nodeName"] == nodes[0]
+    node = scheduler.get(f"/api/v1/nodes/{nodes[1]}")
+    assert node["spec"]["unschedulable"] is True
+    assert scheduler.request("POST", f"/api/v1/nodes/{nodes[1]}/uncordon").status == 200
+    resp = scheduler.request("POST", f"/api/v1/nodes/{nodes[0]}/drain")
+    assert resp.status == 200 and "1 pods rescheduled" in resp.json()["message"]
+    moved = wait_for(
+        lambda: (p := get_pod(scheduler, "pinned"))["status"]["phase"] == "Running"
+        and p["spec"]["nodeName"] == nodes[1]
+        and p
+    )
+    assert moved["metadata"]["uid"] != first["metadata"]["uid"]
+    assert scheduler.get(f"/api/v1/nodes/{nodes[0]}")["spec"]["unschedulable"] is True
+
+
+def test_operations_endpoints(scheduler: SchedulerProcess) -> None:
+    """healthz, readyz, status and Prometheus metrics answer."""
+    assert scheduler.request("GET", "/healthz").body == b"ok"
+    assert scheduler.request("GET", "/readyz").body == b"ok"
+    status = scheduler.get("/api/v1/status")
+    assert status["nodes"]["ready"] == 3 and status["nodes"]["connected"] == 3
+    assert status["resources"]["cpuMillicores"]["allocatable"] > 0
+    scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("m"))
+    wait_for(lambda: get_pod(scheduler, "m")["spec"].get("nodeName"))
+    text = scheduler.request("GET", "/metrics").body.decode()
+    for name in (
+        "corral_pods{phase=",
+        "corral_scheduling_latency_seconds_bucket",
+        "corral_placement_attempts_total{result=\"scheduled\"}",
+        "corral_connected_agents 3.0",
+        "corral_node_heartbeat_age_seconds{node=",
+    ):
+        assert name in text, name
+
+
+def test_openapi_matches_routes(bare_scheduler: SchedulerProcess) -> None:
+    """Every documented path is served, and the document names the models."""
+    doc = bare_scheduler.get("/openapi.json")
+    assert doc["openapi"].startswith("3.")
+    for path in (
+        "/api/v1/namespaces/{namespace}/pods",
+        "/api/v1/namespaces/{namespace}/pods/{name}",
+        "/api/v1/nodes/{name}/drain",
+        "/api/v1/status",
+    ):
+        assert path in doc["paths"], path
+    assert {"Pod", "Node", "Status", "PodList"} <= set(doc["components"]["schemas"])
+    post = doc["paths"]["/api/v1/namespaces/{namespace}/pods"]["post"]
+    assert post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/Pod")
