@@ -1,0 +1,149 @@
+"""Bad requests get a 4xx `Status` naming what is wrong, and the scheduler keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import msgpack
+import pytest
+
+from tests.conftest import TOKEN, SchedulerProcess
+from tests.integration.test_api import pod
+
+PODS = "/api/v1/namespaces/default/pods"
+
+
+def status_of(resp_body: bytes) -> dict[str, object]:
+    body = json.loads(resp_body)
+    assert body["kind"] == "Status" and body["apiVersion"] == "v1" and body["status"] == "Failure"
+    return body  # type: ignore[no-any-return]
+
+
+def causes(body: dict[str, object]) -> list[str]:
+    details = body.get("details") or {}
+    assert isinstance(details, dict)
+    return [c["field"] for c in details.get("causes", [])]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "code", "needle"),
+    [
+        (b'{"apiVersion": "v1", "kind": "Pod", ', "application/json", 400, "malformed JSON at line 1"),
+        (b"kind: Pod\n  bad: [indent", "application/yaml", 400, "malformed YAML at line"),
+        (b"", "application/json", 400, "empty"),
+        (b"\xff\xfe\x00", "application/json", 400, "UTF-8"),
+        (b"[1, 2, 3]", "application/json", 400, "expected an object"),
+        (b"apiVersion: v1\nkind: Pod\n---\napiVersion: v1\nkind: Pod\n", "application/yaml", 400, "one object"),
+    ],
+)
+def test_malformed_bodies(
+    bare_scheduler: SchedulerProcess, body: bytes, content_type: str, code: int, needle: str
+) -> None:
+    """Malformed JSON/YAML is answered 400 with where it broke."""
+    resp = bare_scheduler.request("POST", PODS, body, content_type=content_type)
+    assert resp.status in (code, 422), resp.body
+    message = str(status_of(resp.body)["message"])
+    if resp.status == code:
+        assert needle in message, message
+    assert bare_scheduler.request("GET", "/healthz").status == 200
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "needle"),
+    [
+        (lambda p: p["spec"]["containers"][0].update(securityContext={}), "spec.containers[0].securityContext", "not supported"),
+        (lambda p: p["spec"]["containers"][0].pop("image"), "spec.containers[0].image", "Required"),
+        (lambda p: p["metadata"].update(name="Bad_Name"), "metadata.name", "not a valid"),
+        (lambda p: p["metadata"].update(name="x" * 300), "metadata.name", "253"),
+        (lambda p: p["spec"].update(containers="nope"), "spec.containers", ""),
+        (lambda p: p["spec"].update(restartPolicy="Sometimes"), "spec.restartPolicy", ""),
+        (lambda p: p["spec"]["containers"][0]["resources"]["requests"].update(memory="12 parsecs"), "spec.containers[0].resources.requests.memory", "quantity"),
+        (lambda p: p["spec"].update(terminationGracePeriodSeconds="soon"), "spec.terminationGracePeriodSeconds", ""),
+        (lambda p: p["metadata"].update(labels={"bad key!": "v"}), "metadata.labels", "label key"),
+        (lambda p: p["metadata"].update(namespace="other"), "metadata.namespace", ""),
+        (lambda p: p["spec"].update(containers=[]), "spec.containers", ""),
+    ],
+)
+def test_invalid_pods_name_the_field(bare_scheduler: SchedulerProcess, mutate, field: str, needle: str) -> None:  # type: ignore[no-untyped-def]
+    """An invalid pod is refused 422 with the field's path, and nothing is stored."""
+    body = pod("valid-name")
+    mutate(body)
+    resp = bare_scheduler.request("POST", PODS, body)
+    assert resp.status == 422, resp.body
+    status = status_of(resp.body)
+    assert status["reason"] == "Invalid"
+    assert field in causes(status), (field, status)
+    assert needle in json.dumps(status), status
+    assert bare_scheduler.get("/api/v1/pods")["items"] == []
+
+
+def test_wrong_kind_and_namespace(bare_scheduler: SchedulerProcess) -> None:
+    """A Node posted to pods, or an invalid namespace in the path, is refused."""
+    resp = bare_scheduler.request("POST", PODS, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}})
+    assert resp.status == 422
+    resp = bare_scheduler.request("POST", "/api/v1/namespaces/Bad_NS/pods", pod("x"))
+    assert resp.status == 422 and "namespace" in str(status_of(resp.body)["message"])
+    resp = bare_scheduler.request("GET", "/api/v1/namespaces/default/pods?limit=abc")
+    assert resp.status == 400
+    resp = bare_scheduler.request("DELETE", f"{PODS}/x?gracePeriodSeconds=-1")
+    assert resp.status == 400
+
+
+def test_oversized_body(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A body over max_body_bytes is answered 413 and the server keeps serving."""
+    sched = SchedulerProcess(tmp_path / "s", ["--max-body-bytes", "4096"])
+    sched.start()
+    try:
+        big = pod("big")
+        big["metadata"]["annotations"] = {"junk": "x" * 10_000}
+        resp = sched.request("POST", PODS, big)
+        assert resp.status == 413
+        assert status_of(resp.body)["reason"] == "RequestEntityTooLarge"
+        assert sched.request("POST", PODS, pod("small")).status == 201
+    finally:
+        sched.stop()
+
+
+def test_unknown_route_and_method(bare_scheduler: SchedulerProcess) -> None:
+    """404 and 405 come back as Status objects too."""
+    resp = bare_scheduler.request("GET", "/api/v1/widgets")
+    assert resp.status == 404 and status_of(resp.body)["reason"] == "NotFound"
+    resp = bare_scheduler.request("PATCH", "/api/v1/nodes")
+    assert resp.status == 405 and status_of(resp.body)["reason"] == "MethodNotAllowed"
+
+
+async def test_agent_link_requires_join_token(bare_scheduler: SchedulerProcess) -> None:
+    """Without the join token the upgrade is refused 401 before any frame is read."""
+    async with aiohttp.ClientSession() as session:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                await session.ws_connect(bare_scheduler.url + "/api/v1/agent", headers=headers)
+            assert info.value.status == 401
+
+
+async def test_agent_link_survives_garbage(bare_scheduler: SchedulerProcess) -> None:
+    """Garbage frames get an error frame; the scheduler keeps serving other clients."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession() as session:
+        for first in (b"\xc1garbage", msgpack.packb({"v": 99, "type": "hello"}), msgpack.packb([1, 2])):
+            ws = await session.ws_connect(bare_scheduler.url + "/api/v1/agent", headers=auth)
+            await ws.send_bytes(first)
+            msg = await asyncio.wait_for(ws.receive(), 5)
+            assert msg.type == aiohttp.WSMsgType.BINARY
+            frame = msgpack.unpackb(msg.data)
+            assert frame["type"] == "error" and frame["message"]
+            await ws.close()
+        hello = {
+            "v": 1, "type": "hello",
+            "node": {"name": "Bad_Node", "capacity": {"cpu": "1", "memory": "1Gi"},
+                     "allocatable": {"cpu": "1", "memory": "1Gi"}},
+        }
+        ws = await session.ws_connect(bare_scheduler.url + "/api/v1/agent", headers=auth)
+        await ws.send_bytes(msgpack.packb(hello))
+        frame = msgpack.unpackb((await asyncio.wait_for(ws.receive(), 5)).data)
+        assert frame["type"] == "error" and "Bad_Node" in frame["message"]
+        await ws.close()
+    assert bare_scheduler.request("GET", "/readyz").status == 200
+    assert bare_scheduler.get("/api/v1/nodes")["items"] == []

@@ -1,0 +1,139 @@
+"""Node health with real processes: a lost node's pods are replaced; a blip loses nothing."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import HollowProcess, SchedulerProcess, ready_nodes, wait_for
+from tests.integration.test_api import pod
+
+GRACE, EVICTION = 1.0, 2.0
+
+
+@pytest.fixture
+def fast_scheduler(tmp_path: Path) -> Iterator[SchedulerProcess]:
+    """A scheduler with short grace and eviction timeouts."""
+    sched = SchedulerProcess(
+        tmp_path / "scheduler",
+        ["--node-grace-seconds", str(GRACE), "--eviction-seconds", str(EVICTION),
+         "--heartbeat-seconds", "0.2"],
+    )
+    sched.start()
+    try:
+        yield sched
+    finally:
+        sched.stop()
+
+
+def pods_by_name(s: SchedulerProcess) -> dict[str, dict[str, Any]]:
+    return {p["metadata"]["name"]: p for p in s.get("/api/v1/pods")["items"]}
+
+
+def node_ready(s: SchedulerProcess, name: str) -> str:
+    node = s.get(f"/api/v1/nodes/{name}")
+    return next(c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready")
+
+
+def test_lost_node_pods_are_replaced_elsewhere(fast_scheduler: SchedulerProcess) -> None:
+    """Kill a node's agent: NotReady after the grace period, pods replaced after eviction."""
+    a = HollowProcess(fast_scheduler, 1, "--name-prefix", "a")
+    b = HollowProcess(fast_scheduler, 1, "--name-prefix", "b")
+    try:
+        wait_for(lambda: len(ready_nodes(fast_scheduler)) == 2)
+        assert fast_scheduler.request("POST", "/api/v1/nodes/b-0000/cordon").status == 200
+        specs = [pod("keep"), pod("once", restartPolicy="Never")]
+        for spec in specs:
+            assert fast_scheduler.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+        wait_for(lambda: all(p["status"]["phase"] == "Running" for p in pods_by_name(fast_scheduler).values()))
+        before = pods_by_name(fast_scheduler)
+        assert {p["spec"]["nodeName"] for p in before.values()} == {"a-0000"}
+        assert fast_scheduler.request("POST", "/api/v1/nodes/b-0000/uncordon").status == 200
+
+        killed_at = time.monotonic()
+        a.stop(signal.SIGKILL)
+        wait_for(lambda: node_ready(fast_scheduler, "a-0000") == "Unknown", timeout=GRACE + 5)
+        assert time.monotonic() - killed_at >= GRACE * 0.9
+
+        def replaced() -> dict[str, dict[str, Any]] | None:
+            now = pods_by_name(fast_scheduler)
+            keep = now["keep"]
+            if keep["status"]["phase"] == "Running" and keep["spec"]["nodeName"] == "b-0000":
+                return now
+            return None
+
+        after = wait_for(replaced, timeout=GRACE + EVICTION + 5)
+        assert after["keep"]["metadata"]["uid"] != before["keep"]["metadata"]["uid"]
+        once = after["once"]
+        assert once["status"]["phase"] == "Failed" and once["status"]["reason"] == "NodeLost"
+        assert once["metadata"]["uid"] == before["once"]["metadata"]["uid"]
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_returning_node_is_fenced(fast_scheduler: SchedulerProcess) -> None:
+    """A node that comes back after its pods were replaced is told to stop the old incarnations."""
+    a = HollowProcess(fast_scheduler, 1, "--name-prefix", "a")
+    b = HollowProcess(fast_scheduler, 1, "--name-prefix", "b")
+    try:
+        wait_for(lambda: len(ready_nodes(fast_scheduler)) == 2)
+        fast_scheduler.request("POST", "/api/v1/nodes/b-0000/cordon")
+        fast_scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("svc"))
+        first = wait_for(lambda: (p := pods_by_name(fast_scheduler)["svc"])["status"]["phase"] == "Running" and p)
+        fast_scheduler.request("POST", "/api/v1/nodes/b-0000/uncordon")
+        a.proc.send_signal(signal.SIGSTOP)  # frozen, sockets open: a partition, not a crash
+        moved = wait_for(
+            lambda: (p := pods_by_name(fast_scheduler)["svc"])["spec"].get("nodeName") == "b-0000"
+            and p["status"]["phase"] == "Running" and p,
+            timeout=GRACE + EVICTION + 5,
+        )
+        assert moved["metadata"]["uid"] != first["metadata"]["uid"]
+        a.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: node_ready(fast_scheduler, "a-0000") == "True", timeout=10)
+        # The returning node's reports about the old uid are ignored, the new one stays put.
+        time_limit = time.monotonic() + 1.0
+        while time.monotonic() < time_limit:
+            now = pods_by_name(fast_scheduler)["svc"]
+            assert now["metadata"]["uid"] == moved["metadata"]["uid"]
+            assert now["spec"]["nodeName"] == "b-0000"
+            time.sleep(0.1)
+        metrics = fast_scheduler.request("GET", "/metrics").body.decode()
+        assert 'corral_node_evictions_total{reason="NodeLost"} 1.0' in metrics
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+        a.stop()
+        b.stop()
+
+
+def test_blip_shorter_than_grace_loses_nothing(fast_scheduler: SchedulerProcess) -> None:
+    """An agent that pauses for less than the grace period stays Ready and keeps its pods."""
+    a = HollowProcess(fast_scheduler, 1, "--name-prefix", "a")
+    b = HollowProcess(fast_scheduler, 1, "--name-prefix", "b")
+    try:
+        wait_for(lambda: len(ready_nodes(fast_scheduler)) == 2)
+        fast_scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("steady"))
+        first = wait_for(lambda: (p := pods_by_name(fast_scheduler)["steady"])["status"]["phase"] == "Running" and p)
+        victim = a if first["spec"]["nodeName"] == "a-0000" else b
+        victim.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + GRACE * 0.5
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim.proc.send_signal(signal.SIGCONT)
+        # Watch for longer than grace + eviction: nothing may change.
+        deadline = time.monotonic() + GRACE + EVICTION + 0.5
+        while time.monotonic() < deadline:
+            now = pods_by_name(fast_scheduler)["steady"]
+            assert now["metadata"]["uid"] == first["metadata"]["uid"]
+            assert node_ready(fast_scheduler, first["spec"]["nodeName"]) == "True"
+            time.sleep(0.1)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+        b.proc.send_signal(signal.SIGCONT)
+        a.stop()
+        b.stop()
