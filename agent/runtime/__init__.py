@@ -1,0 +1,1 @@
+"""Runtimes: one interface (`base.Runtime`), implementations `native` and (later) `docker`."""

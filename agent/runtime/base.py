@@ -1,0 +1,99 @@
+"""The runtime interface the agent's supervisor drives, whatever runs the containers.
+
+Who calls what:
+
+    supervisor                                runtime
+      recover() once at start  ---------->  every pod found in the state directory, with
+                                            each container running (adopted) or exited
+      create_pod(pod)          ---------->  the sandbox: pod cgroup, shared namespaces
+                                            (net, ipc, uts), volume directories. Idempotent.
+      start_container(pod, c)  ---------->  launch one container; returns once it runs
+      wait_container(uid, c)   ---------->  resolves with its exit, also for adopted ones
+      stop_container(uid, c, grace) ----->  SIGTERM, grace, then SIGKILL of its cgroup
+      remove_pod(uid)          ---------->  stop everything, then delete cgroups, mounts,
+                                            namespaces, directories. Idempotent.
+
+Containers must outlive the agent process: the runtime keeps what it needs to
+re-adopt them (pids, start times, exit records) under the state directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, Protocol
+
+from common.models import Pod
+
+
+class RuntimeFailure(Exception):
+    """A runtime operation failed; the message says what and why (shown to users)."""
+
+    def __init__(self, message: str, reason: str = "RunContainerError") -> None:
+        super().__init__(message)
+        self.reason = reason  # Kubernetes-style reason: RunContainerError, ErrImageNeverPull...
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerExit:
+    exit_code: int
+    reason: str  # "Completed" (exit 0), "Error", "OOMKilled"
+    started_at: datetime | None
+    finished_at: datetime
+    signal: int | None = None
+    message: str | None = None
+
+
+@dataclass(slots=True)
+class ContainerInfo:
+    name: str
+    state: Literal["running", "exited"]
+    pid: int | None = None  # host pid of the container's init process
+    started_at: datetime | None = None
+    exit: ContainerExit | None = None
+
+
+@dataclass(slots=True)
+class PodInfo:
+    uid: str
+    pod: Pod
+    containers: dict[str, ContainerInfo] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    cpu_usage_ns: int  # cumulative CPU time
+    memory_bytes: int  # current memory use
+
+
+class Runtime(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Prepare (probe cgroups, start helpers such as a fork server)."""
+        ...
+
+    async def close(self) -> None:
+        """Release helpers; running containers keep running."""
+        ...
+
+    async def recover(self) -> list[PodInfo]: ...
+
+    async def create_pod(self, pod: Pod) -> None: ...
+
+    async def start_container(self, pod: Pod, container: str) -> ContainerInfo: ...
+
+    async def wait_container(self, uid: str, container: str) -> ContainerExit: ...
+
+    async def stop_container(self, uid: str, container: str, grace: float) -> ContainerExit | None: ...
+
+    async def remove_pod(self, uid: str) -> None: ...
+
+    def usage(self, uid: str) -> Usage | None:
+        """Resource use of the pod (its cgroup), None if unknown."""
+        ...
+
+    def log_path(self, uid: str, container: str) -> Path:
+        """The current log file of a container (older ones rotate to `.1`, `.2`, ...)."""
+        ...

@@ -1,0 +1,1 @@
+"""The native runtime: Linux namespaces, cgroups (v1 and v2), overlay root filesystems."""

@@ -1,0 +1,141 @@
+"""Placement pipeline: filters, scores, bounded sampling and kube-style reasons."""
+
+from __future__ import annotations
+
+import uuid
+
+from common.models import Container, Node, NodeCondition, NodeSpec, NodeStatus, ObjectMeta, Pod, PodSpec
+from common.quantity import cpu_millis, memory_bytes
+from scheduler.cluster import NodeState
+from scheduler.placement import Placement
+
+
+def make_node(
+    name: str,
+    cpu: str = "4",
+    memory: str = "8Gi",
+    *,
+    ready: bool = True,
+    cordoned: bool = False,
+    labels: dict[str, str] | None = None,
+    used_cpu: str = "0",
+    used_mem: str = "0",
+) -> NodeState:
+    node = Node(
+        metadata=ObjectMeta(name=name, labels=labels or {}),
+        spec=NodeSpec(unschedulable=cordoned),
+        status=NodeStatus(
+            capacity={"cpu": cpu, "memory": memory},
+            allocatable={"cpu": cpu, "memory": memory, "pods": "110"},
+            conditions=[NodeCondition(type="Ready", status="True" if ready else "Unknown")],
+        ),
+    )
+    state = NodeState(name, node)
+    state.update(node)
+    state.req_cpu = cpu_millis(used_cpu)
+    state.req_mem = memory_bytes(used_mem)
+    return state
+
+
+def make_pod(cpu: str = "100m", memory: str = "64Mi", selector: dict[str, str] | None = None) -> Pod:
+    return Pod(
+        metadata=ObjectMeta(name="p", namespace="default", uid=str(uuid.uuid4())),
+        spec=PodSpec(
+            containers=[Container(name="c", image="i", resources={"requests": {"cpu": cpu, "memory": memory}})],
+            node_selector=selector or {},
+        ),
+    )
+
+
+def placement(*nodes: NodeState, strategy: str = "spread", sample: int = 0) -> Placement:
+    return Placement({n.name: n for n in nodes}, strategy, sample)
+
+
+def test_spread_prefers_least_allocated() -> None:
+    """The default strategy puts the pod on the emptiest node."""
+    p = placement(make_node("busy", used_cpu="3", used_mem="6Gi"), make_node("idle"))
+    assert p.place(make_pod()).node == "idle"
+
+
+def test_binpack_prefers_most_allocated() -> None:
+    """binpack puts the pod on the fullest node that still fits."""
+    p = placement(make_node("busy", used_cpu="3", used_mem="6Gi"), make_node("idle"), strategy="binpack")
+    assert p.place(make_pod()).node == "busy"
+
+
+def test_filters_and_reason_counts() -> None:
+    """A pod that fits nowhere gets kube-scheduler's message with a count per reason."""
+    p = placement(
+        make_node("small-1", memory="1Gi"),
+        make_node("small-2", memory="1Gi"),
+        make_node("down", ready=False),
+        make_node("off", cordoned=True),
+    )
+    decision = p.place(make_pod(memory="2Gi"))
+    assert decision.node is None
+    assert decision.message == (
+        "0/4 nodes are available: 2 Insufficient memory, 1 node(s) were not ready, "
+        "1 node(s) were unschedulable."
+    )
+
+
+def test_cpu_and_memory_both_reported() -> None:
+    """A node short of both resources counts under both reasons."""
+    decision = placement(make_node("tiny", cpu="100m", memory="64Mi")).place(make_pod("1", "1Gi"))
+    assert decision.message == "0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory."
+
+
+def test_node_selector() -> None:
+    """nodeSelector keeps the pod to nodes with matching labels."""
+    p = placement(make_node("a", labels={"disk": "hdd"}), make_node("b", labels={"disk": "ssd"}))
+    assert p.place(make_pod(selector={"disk": "ssd"})).node == "b"
+    decision = p.place(make_pod(selector={"disk": "nvme"}))
+    assert decision.message == "0/2 nodes are available: 2 node(s) didn't match Pod's node selector."
+
+
+def test_exact_fit_is_accepted() -> None:
+    """A request equal to the free capacity fits (no off-by-one)."""
+    p = placement(make_node("n", cpu="1", memory="1Gi", used_cpu="500m", used_mem="512Mi"))
+    assert p.place(make_pod("500m", "512Mi")).node == "n"
+    assert p.place(make_pod("501m", "512Mi")).node is None
+
+
+def test_sample_is_bounded() -> None:
+    """With many feasible nodes, only about log2(n) are scored, not all of them."""
+    nodes = [make_node(f"n{i:04d}") for i in range(2000)]
+    p = placement(*nodes)
+    decision = p.place(make_pod())
+    assert decision.node is not None
+    assert decision.visited <= p.sample_size(2000) == 11
+
+
+def test_every_node_is_reachable() -> None:
+    """The shuffled visit order covers every node, so a lone feasible node is found."""
+    nodes = [make_node(f"n{i:03d}", memory="1Gi") for i in range(300)]
+    nodes.append(make_node("roomy", memory="64Gi"))
+    p = placement(*nodes)
+    for _ in range(20):
+        assert p.place(make_pod(memory="2Gi")).node == "roomy"
+
+
+def test_replayable_from_uid() -> None:
+    """The same pod uid gives the same decision: placements can be replayed."""
+    nodes = [make_node(f"n{i:03d}") for i in range(100)]
+    p = placement(*nodes)
+    pod = make_pod()
+    assert len({p.place(pod).node for _ in range(5)}) == 1
+
+
+def test_spread_over_cluster() -> None:
+    """Spread with assumed requests distributes pods across nodes evenly."""
+    nodes = {f"n{i}": make_node(f"n{i}") for i in range(4)}
+    p = Placement(nodes, "spread")
+    for _ in range(40):
+        pod = make_pod("100m", "128Mi")
+        decision = p.place(pod)
+        assert decision.node is not None
+        state = nodes[decision.node]
+        state.req_cpu += 100
+        state.req_mem += 128 * 2**20
+        state.pods.add(str(pod.metadata.uid))
+    assert sorted(len(n.pods) for n in nodes.values()) == [10, 10, 10, 10]
