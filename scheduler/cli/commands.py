@@ -1,0 +1,265 @@
+"""What each `corral` subcommand does: requests through the client, output through printers.
+
+Each command takes the client and the parsed arguments and returns an exit code.
+Errors it cannot get past are raised (`CommandError`, `ApiError`, `ConnectionFailed`)
+and printed by `main`; commands that act on several objects report each failure
+and go on, then exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from scheduler.cli import printers
+from scheduler.cli.client import ApiError, Client, nodes_path, pods_path
+from scheduler.cli.errors import CommandError
+
+if TYPE_CHECKING:
+    from scheduler.cli.manifests import PodManifest
+
+Object = dict[str, Any]
+
+# Accepted spellings of each resource, as in kubectl.
+RESOURCES = {
+    "pod": "pods",
+    "pods": "pods",
+    "po": "pods",
+    "node": "nodes",
+    "nodes": "nodes",
+    "no": "nodes",
+}
+
+
+def out(text: str) -> None:
+    if text:
+        print(text)
+
+
+def err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def api_error_text(error: ApiError) -> str:
+    """`Error from server (NotFound): pods "x" not found`, then one line per cause."""
+    status = error.status
+    lines = [f"Error from server ({status.reason or status.code}): {status.message}"]
+    for cause in status.details.causes if status.details else []:
+        line = f"  {cause.field}: {cause.message}" if cause.field else f"  {cause.message}"
+        if line.strip() not in status.message:
+            lines.append(line)
+    if status.code == 401:
+        lines.append("  (set a token with --token, CORRAL_TOKEN or `token` in the config file)")
+    return "\n".join(lines)
+
+
+def resource(name: str) -> str:
+    try:
+        return RESOURCES[name.lower()]
+    except KeyError:
+        raise CommandError(
+            f'the server doesn\'t have a resource type "{name}" (known: pods, nodes)'
+        ) from None
+
+
+def namespace_of(args: argparse.Namespace) -> str | None:
+    """The namespace to act in; None means all of them (`-A`)."""
+    if getattr(args, "all_namespaces", False):
+        return None
+    return getattr(args, "namespace", None) or "default"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- get -----------------------------------------------------------------------------------
+
+
+def get(client: Client, args: argparse.Namespace) -> int:
+    """`corral get pods|nodes [NAME]`."""
+    kind = resource(args.resource)
+    ns = namespace_of(args) if kind == "pods" else None
+    query = {"labelSelector": args.selector, "fieldSelector": args.field_selector}
+    if args.name:
+        if kind == "pods" and ns is None:
+            raise CommandError("a pod cannot be retrieved by name across all namespaces")
+        if args.selector or args.field_selector:
+            raise CommandError("a name cannot be combined with --selector or --field-selector")
+        path = pods_path(ns, args.name) if kind == "pods" else nodes_path(args.name)
+        obj: Object = client.get(path)
+        document: Object = obj
+        items = [obj]
+    else:
+        path = pods_path(ns) if kind == "pods" else nodes_path()
+        document = client.get(path, **query)
+        items = list(document.get("items") or [])
+    fmt = args.output
+    if fmt in ("json", "yaml"):
+        out(printers.dump(document, fmt))
+        return 0
+    if fmt == "name":
+        out(printers.names(items, kind[:-1]))
+        return 0
+    if not items:
+        where = f" in {ns} namespace" if kind == "pods" and ns else ""
+        err(f"No resources found{where}.")
+        return 0
+    items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"].get("name", "")))
+    wide = fmt == "wide"
+    if kind == "pods":
+        out(printers.pods_table(items, _now(), wide=wide, namespaces=ns is None))
+    else:
+        out(printers.nodes_table(items, _now(), wide=wide))
+    return 0
+
+
+# --- describe ------------------------------------------------------------------------------
+
+
+def describe(client: Client, args: argparse.Namespace) -> int:
+    """`corral describe pod|node NAME`."""
+    from scheduler.cli.describe import describe_node, describe_pod
+
+    kind = resource(args.resource)
+    if kind == "pods":
+        ns = namespace_of(args) or "default"
+        out(describe_pod(client.get(pods_path(ns, args.name)), _now()))
+        return 0
+    node = client.get(nodes_path(args.name))
+    pods = client.get(pods_path(None), fieldSelector=f"spec.nodeName={args.name}")
+    out(describe_node(node, list(pods.get("items") or []), _now()))
+    return 0
+
+
+# --- apply and delete ----------------------------------------------------------------------
+
+
+def apply(client: Client, args: argparse.Namespace) -> int:
+    """`corral apply -f FILE`: create each pod; an existing one is left or updated in place."""
+    from scheduler.cli.manifests import read_pods
+
+    failed = False
+    for item in read_pods(args.filename, args.namespace):
+        try:
+            out(_apply_pod(client, item))
+        except ApiError as error:
+            err(api_error_text(error))
+            failed = True
+        except CommandError as error:
+            err(f"error: {error}")
+            failed = True
+    return 1 if failed else 0
+
+
+def _apply_pod(client: Client, item: PodManifest) -> str:
+    """Create one pod, or compare it with the one that exists; returns the line to print."""
+    from scheduler.cli.manifests import spec_changes
+
+    try:
+        client.post(pods_path(item.namespace), item.body())
+        return f"pod/{item.name} created"
+    except ApiError as error:
+        if error.code != 409 or error.reason != "AlreadyExists":
+            raise
+    existing: Object = client.get(pods_path(item.namespace, item.name))
+    wanted = item.body()
+    changed = spec_changes(wanted["spec"], existing.get("spec") or {})
+    if changed:
+        raise CommandError(
+            f"pod/{item.name}: pod specs are immutable and this one differs from the "
+            f"running pod's ({', '.join(changed)}); delete the pod and apply again"
+        )
+    meta = existing.setdefault("metadata", {})
+    labels, annotations = wanted["metadata"]["labels"], wanted["metadata"]["annotations"]
+    if (meta.get("labels") or {}) == labels and (meta.get("annotations") or {}) == annotations:
+        return f"pod/{item.name} unchanged"
+    # Labels and annotations are the mutable part: replace them, guarded by resourceVersion.
+    meta["labels"], meta["annotations"] = labels, annotations
+    client.put(pods_path(item.namespace, item.name), existing)
+    return f"pod/{item.name} configured"
+
+
+def delete(client: Client, args: argparse.Namespace) -> int:
+    """`corral delete pod|node NAME...` or `corral delete -f FILE`."""
+    grace = None if args.grace_period is None else str(args.grace_period)
+    targets: list[tuple[str, str | None, str]] = []  # (kind, namespace, name)
+    if args.filename:
+        if args.resource or args.names:
+            raise CommandError("give either -f FILE or a resource and names, not both")
+        from scheduler.cli.manifests import read_pods
+
+        targets = [("pods", p.namespace, p.name) for p in read_pods(args.filename, args.namespace)]
+    else:
+        if not args.resource or not args.names:
+            raise CommandError("say what to delete: `delete pod NAME`, `delete node NAME` or -f")
+        kind = resource(args.resource)
+        ns = (namespace_of(args) or "default") if kind == "pods" else None
+        targets = [(kind, ns, name) for name in args.names]
+    failed = False
+    for kind, ns, name in targets:
+        try:
+            if kind == "pods":
+                client.delete(pods_path(ns, name), gracePeriodSeconds=grace)
+            else:
+                client.delete(nodes_path(name))
+            out(f'{kind[:-1]} "{name}" deleted')
+        except ApiError as error:
+            if error.code == 404 and args.ignore_not_found:
+                continue
+            err(api_error_text(error))
+            failed = True
+    return 1 if failed else 0
+
+
+# --- nodes ---------------------------------------------------------------------------------
+
+
+def cordon(client: Client, args: argparse.Namespace) -> int:
+    """`corral cordon NODE` / `corral uncordon NODE`."""
+    want = args.command == "cordon"
+    node: Object = client.get(nodes_path(args.node))
+    done = "cordoned" if want else "uncordoned"
+    if bool((node.get("spec") or {}).get("unschedulable")) == want:
+        out(f"node/{args.node} already {done}")
+        return 0
+    client.post(nodes_path(args.node, args.command))
+    out(f"node/{args.node} {done}")
+    return 0
+
+
+def drain(client: Client, args: argparse.Namespace) -> int:
+    """`corral drain NODE`: cordon it and move its pods elsewhere."""
+    node: Object = client.get(nodes_path(args.node))
+    if not (node.get("spec") or {}).get("unschedulable"):
+        out(f"node/{args.node} cordoned")
+    answer = client.post(nodes_path(args.node, "drain"))
+    if isinstance(answer, dict) and answer.get("kind") == "Status" and answer.get("message"):
+        # `node/NAME drained: 3 pods rescheduled, ...`
+        out(str(answer["message"]))
+        return 0
+    items = answer.get("items") if isinstance(answer, dict) else None
+    for pod in items or []:
+        meta = (pod.get("metadata") or {}) if isinstance(pod, dict) else {}
+        if meta.get("name"):
+            out(f"pod/{meta['name']} evicted")
+    out(f"node/{args.node} drained")
+    return 0
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+def status(client: Client, args: argparse.Namespace) -> int:
+    """`corral status`: the operator summary."""
+    summary = client.get("/api/v1/status")
+    if args.output in ("json", "yaml"):
+        out(printers.dump(summary, args.output))
+        return 0
+    from scheduler.cli.status import render_status
+
+    out(f"Server: {client.server}")
+    out(render_status(summary))
+    return 0

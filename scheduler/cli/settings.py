@@ -1,0 +1,79 @@
+"""Where the CLI finds its server and token: flag > environment > config file > default."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_SERVER = "http://127.0.0.1:7070"
+
+
+class SettingsError(ValueError):
+    """A config file that cannot be read or holds values of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: str
+    token: str | None = None
+
+
+def config_path(environ: Mapping[str, str]) -> tuple[Path, bool]:
+    """The config file to read, and whether it was named explicitly (`$CORRAL_CONFIG`).
+
+    A file named explicitly must exist; the default one (`~/.config/corral/config.toml`,
+    or under `$XDG_CONFIG_HOME`) is optional.
+    """
+    explicit = environ.get("CORRAL_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser(), True
+    base = environ.get("XDG_CONFIG_HOME") or str(Path(environ.get("HOME", "~")) / ".config")
+    return Path(base).expanduser() / "corral" / "config.toml", False
+
+
+def read_config(path: Path, required: bool) -> dict[str, object]:
+    """The TOML table in `path`; `{}` when an optional file is missing."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if required:
+            raise SettingsError(f"config file {path} (from CORRAL_CONFIG) does not exist") from None
+        return {}
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def normalize_server(url: str) -> str:
+    """`host:7070` -> `http://host:7070`; no trailing slash."""
+    url = url.strip()
+    if "://" not in url:
+        url = "http://" + url
+    return url.rstrip("/")
+
+
+def resolve(
+    server: str | None,
+    token: str | None,
+    environ: Mapping[str, str],
+) -> Settings:
+    """Merge flags (`server`, `token`), the environment and the config file.
+
+    The config file is read only when a flag or variable leaves something unset.
+    """
+    server = server or environ.get("CORRAL_SERVER") or None
+    token = token or environ.get("CORRAL_TOKEN") or None
+    if server is None or token is None:
+        path, required = config_path(environ)
+        config = read_config(path, required)
+        for key in ("server", "token"):
+            if key in config and not isinstance(config[key], str):
+                raise SettingsError(f"config file {path}: {key} must be a string")
+        server = server or str(config.get("server") or "") or None
+        token = token or str(config.get("token") or "") or None
+    return Settings(server=normalize_server(server or DEFAULT_SERVER), token=token)

@@ -1,0 +1,213 @@
+"""The real `corral` CLI, run as a process, against a real corral-scheduler with hollow agents.
+
+Uses the `scheduler` fixture (tests/conftest.py): an object whose `.url` is the
+base URL of a running scheduler (and `.token`, if the API wants one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+POD = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels:
+    app: cli-test
+spec:
+  containers:
+  - name: app
+    image: busybox:1.36
+    command: ["sleep", "3600"]
+    resources:
+      requests:
+        cpu: 10m
+        memory: 8Mi
+"""
+
+
+def corral(
+    scheduler: Any, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m scheduler.cli.main ARGS` pointed at the test scheduler."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env["CORRAL_SERVER"] = scheduler.url
+    env["CORRAL_CONFIG"] = os.devnull  # an empty TOML file: no user config leaks in
+    token = getattr(scheduler, "token", None)
+    if token:
+        env["CORRAL_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler.cli.main", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 30.0, what: str = "") -> T:
+    """Call `check` until it returns something other than None or False."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        result = check()
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def write_pod(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(POD.format(name=name))
+    return path
+
+
+def test_apply_get_describe_delete(scheduler: Any, tmp_path: Path) -> None:
+    """A pod applied with the CLI is placed, shown, described, re-applied unchanged and deleted."""
+    name = unique("cli")
+    path = write_pod(tmp_path, name)
+    result = corral(scheduler, "apply", "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"pod/{name} created\n"
+
+    def bound() -> str | None:
+        got = corral(scheduler, "get", "pods", "-o", "json")
+        assert got.returncode == 0, got.stderr
+        pods = {p["metadata"]["name"]: p for p in json.loads(got.stdout)["items"]}
+        node: str | None = pods[name]["spec"].get("nodeName")
+        return node
+
+    node = eventually(bound, what=f"{name} to get a spec.nodeName")
+
+    table = corral(scheduler, "get", "pods", "-o", "wide")
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    row = next(r.split() for r in rows if r.split()[0] == name)
+    assert node in row
+
+    described = corral(scheduler, "describe", "pod", name)
+    assert described.returncode == 0, described.stderr
+    lines = [" ".join(line.split()) for line in described.stdout.splitlines()]
+    assert f"Name: {name}" in lines
+    assert "Namespace: default" in lines
+    assert any(line.startswith(f"Node: {node}") for line in lines)
+    assert "Image: busybox:1.36" in lines
+
+    again = corral(scheduler, "apply", "-f", "-", stdin=path.read_text())
+    assert (again.returncode, again.stdout) == (0, f"pod/{name} unchanged\n"), again.stderr
+
+    deleted = corral(scheduler, "delete", "pod", name)
+    assert (deleted.returncode, deleted.stdout) == (0, f'pod "{name}" deleted\n'), deleted.stderr
+
+    def gone() -> bool:
+        got = corral(scheduler, "get", "pod", name)
+        return got.returncode == 1 and "NotFound" in got.stderr
+
+    eventually(gone, what=f"{name} to be removed")
+
+
+def test_delete_by_manifest(scheduler: Any, tmp_path: Path) -> None:
+    """`delete -f` removes what `apply -f` created."""
+    name = unique("cli-f")
+    path = write_pod(tmp_path, name)
+    assert corral(scheduler, "apply", "-f", str(path)).returncode == 0
+    result = corral(scheduler, "delete", "-f", str(path), "--grace-period", "0")
+    assert (result.returncode, result.stdout) == (0, f'pod "{name}" deleted\n'), result.stderr
+
+
+def test_bad_manifest_is_refused_locally(scheduler: Any, tmp_path: Path) -> None:
+    """A manifest missing a required field exits 1 naming the field; nothing is created."""
+    name = unique("cli-bad")
+    path = tmp_path / "bad.yaml"
+    path.write_text(POD.format(name=name).replace("    image: busybox:1.36\n", ""))
+    result = corral(scheduler, "apply", "-f", str(path))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "spec.containers[0].image" in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = corral(scheduler, "get", "pod", name)
+    assert missing.returncode == 1 and "NotFound" in missing.stderr
+
+
+def test_unknown_pod_is_not_found(scheduler: Any) -> None:
+    """Asking for a pod that does not exist prints the server's NotFound and exits 1."""
+    name = unique("nope")
+    for args in (["get", "pod", name], ["describe", "pod", name], ["delete", "pod", name]):
+        result = corral(scheduler, *args)
+        assert result.returncode == 1, args
+        assert result.stderr.startswith("Error from server (NotFound): "), result.stderr
+        assert name in result.stderr
+
+
+def test_cordon_shows_scheduling_disabled(scheduler: Any) -> None:
+    """cordon marks a node SchedulingDisabled in `get nodes`; uncordon clears it."""
+    listed = corral(scheduler, "get", "nodes", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    node = json.loads(listed.stdout)["items"][0]["metadata"]["name"]
+
+    def status_of(node_name: str) -> str:
+        table = corral(scheduler, "get", "nodes")
+        assert table.returncode == 0, table.stderr
+        rows = [line.split() for line in table.stdout.splitlines()[1:]]
+        return next(r[1] for r in rows if r[0] == node_name)
+
+    try:
+        result = corral(scheduler, "cordon", node)
+        assert (result.returncode, result.stdout) == (0, f"node/{node} cordoned\n"), result.stderr
+        assert status_of(node).endswith(",SchedulingDisabled")
+        described = corral(scheduler, "describe", "node", node)
+        assert described.returncode == 0, described.stderr
+        assert "Unschedulable:" in described.stdout and "true" in described.stdout
+    finally:
+        result = corral(scheduler, "uncordon", node)
+        assert result.returncode == 0, result.stderr
+    assert "SchedulingDisabled" not in status_of(node)
+
+
+def test_status_summary(scheduler: Any) -> None:
+    """status prints a readable summary, and the server's JSON with -o json."""
+    text = corral(scheduler, "status")
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith(f"Server: {scheduler.url.rstrip('/')}")
+    raw = corral(scheduler, "status", "-o", "json")
+    assert raw.returncode == 0, raw.stderr
+    assert isinstance(json.loads(raw.stdout), dict)
+
+
+def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    """With nothing listening, the CLI names the server in one line and exits 1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    class Nowhere:
+        url = f"http://127.0.0.1:{port}"
+
+    result = corral(Nowhere(), "get", "pods")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert f"http://127.0.0.1:{port}" in result.stderr

@@ -1,0 +1,349 @@
+"""The `corral` commands end to end against a small in-process fake of the API.
+
+The fake speaks only what the CLI uses, in the shapes of docs/api.md; the real
+server is exercised by tests/integration/test_cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from scheduler.cli.main import main
+
+Object = dict[str, Any]
+
+
+def status(code: int, reason: str, message: str, causes: list[Object] | None = None) -> Object:
+    body: Object = {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+        "metadata": {},
+    }
+    if causes:
+        body["details"] = {"causes": causes}
+    return body
+
+
+class FakeApi:
+    """Pods and nodes in dicts; every request is recorded as (method, path, query, headers)."""
+
+    def __init__(self) -> None:
+        self.pods: dict[tuple[str, str], Object] = {}
+        self.nodes: dict[str, Object] = {
+            "node-1": {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": "node-1", "creationTimestamp": "2024-01-01T00:00:00Z"},
+                "spec": {},
+                "status": {
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                    "allocatable": {"cpu": "2", "memory": "4Gi"},
+                },
+            }
+        }
+        self.requests: list[tuple[str, str, dict[str, list[str]], dict[str, str]]] = []
+        self.revision = 0
+
+    def handle(self, method: str, url: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        self.requests.append((method, parts.path, query, headers))
+        path = parts.path
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods(?:/([^/]+))?", path):
+            return self.pods_route(method, m[1], m[2], query, body)
+        if path == "/api/v1/pods" and method == "GET":
+            items = list(self.pods.values())
+            for selector in query.get("fieldSelector", []):
+                bound = selector.removeprefix("spec.nodeName=")
+                items = [p for p in items if p["spec"].get("nodeName") == bound]
+            return 200, {"kind": "PodList", "apiVersion": "v1", "items": items}
+        if path == "/api/v1/nodes" and method == "GET":
+            return 200, {"kind": "NodeList", "items": list(self.nodes.values())}
+        if m := re.fullmatch(r"/api/v1/nodes/([^/]+)(?:/(\w+))?", path):
+            node = self.nodes.get(m[1])
+            if node is None:
+                return 404, status(404, "NotFound", f'nodes "{m[1]}" not found')
+            if method == "POST" and m[2] in ("cordon", "drain"):
+                node["spec"]["unschedulable"] = True
+            elif method == "POST" and m[2] == "uncordon":
+                node["spec"]["unschedulable"] = False
+            return 200, node
+        if path == "/api/v1/status":
+            return 200, {"nodes": {"Ready": 1}, "pods": {"Running": len(self.pods)}}
+        return 404, status(404, "NotFound", "the server could not find the requested resource")
+
+    def pods_route(
+        self, method: str, ns: str, name: str | None, query: dict[str, list[str]], body: Any
+    ) -> tuple[int, Any]:
+        if name is None and method == "GET":
+            items = [p for (n, _), p in self.pods.items() if n == ns]
+            return 200, {"kind": "PodList", "apiVersion": "v1", "items": items}
+        if name is None and method == "POST":
+            key = (ns, body["metadata"]["name"])
+            if not body["spec"]["containers"][0]["image"].strip():
+                causes = [{"field": "spec.containers[0].image", "message": "Required value"}]
+                return 422, status(422, "Invalid", f'Pod "{key[1]}" is invalid', causes)
+            if key in self.pods:
+                return 409, status(409, "AlreadyExists", f'pods "{key[1]}" already exists')
+            self.revision += 1
+            body["metadata"] |= {"resourceVersion": str(self.revision), "uid": "u1"}
+            body["metadata"]["creationTimestamp"] = "2024-01-01T00:00:00Z"
+            body["spec"]["nodeName"] = "node-1"
+            body["status"] = {"phase": "Pending"}
+            self.pods[key] = body
+            return 201, body
+        pod = self.pods.get((ns, name or ""))
+        if pod is None:
+            return 404, status(404, "NotFound", f'pods "{name}" not found')
+        if method == "PUT":
+            pod["metadata"]["labels"] = body["metadata"]["labels"]
+            return 200, pod
+        if method == "DELETE":
+            del self.pods[(ns, name or "")]
+        return 200, pod
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeApi]:
+    """A FakeApi served on a free port; CORRAL_SERVER points the CLI at it."""
+    fake = FakeApi()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            code, answer = fake.handle(self.command, self.path, dict(self.headers), body)
+            data = json.dumps(answer).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    monkeypatch.setenv("CORRAL_SERVER", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.delenv("CORRAL_TOKEN", raising=False)
+    monkeypatch.delenv("CORRAL_CONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+POD = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: web}}
+spec:
+  containers:
+  - name: app
+    image: {image}
+"""
+
+
+def manifest(tmp_path: Path, name: str = "web", image: str = "nginx", extra: str = "") -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(POD.format(name=name, image=image) + extra)
+    return str(path)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_apply_create_unchanged_configured_immutable(
+    api: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """apply creates, then reports unchanged, relabels in place, and refuses a spec change."""
+    path = manifest(tmp_path)
+    assert run(capsys, "apply", "-f", path) == (0, "pod/web created\n", "")
+    assert run(capsys, "apply", "-f", path) == (0, "pod/web unchanged\n", "")
+
+    Path(path).write_text(Path(path).read_text().replace("app: web", "app: web2"))
+    assert run(capsys, "apply", "-f", path) == (0, "pod/web configured\n", "")
+    assert api.pods[("default", "web")]["metadata"]["labels"] == {"app": "web2"}
+    assert api.requests[-1][0] == "PUT"
+
+    code, out, err = run(capsys, "apply", "-f", manifest(tmp_path, image="nginx:2"))
+    assert code == 1 and out == ""
+    assert "immutable" in err and "spec.containers[0].image" in err
+
+
+def test_apply_from_stdin_with_namespace(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`-f -` reads stdin; -n sends the pods to that namespace."""
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(POD.format(name="a", image="x")))
+    assert run(capsys, "apply", "-f", "-", "-n", "prod") == (0, "pod/a created\n", "")
+    assert ("prod", "a") in api.pods
+
+
+def test_bad_manifest_sends_nothing(
+    api: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest that does not validate is reported with its field path; no request is made."""
+    good = manifest(tmp_path, "good")
+    bad = manifest(tmp_path, "bad", extra="  restartPolicy: Sometimes\n")
+    code, out, err = run(capsys, "apply", "-f", good, "-f", bad)
+    assert code == 1 and out == ""
+    assert err.startswith(f"error: {bad}: Pod 'bad' is invalid")
+    assert "spec.restartPolicy" in err
+    assert api.requests == []
+
+
+def test_server_validation_error_shows_causes(
+    api: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 422 from the server prints its reason, message and each cause's field."""
+    code, _, err = run(capsys, "apply", "-f", manifest(tmp_path, image="' '"))
+    assert code == 1
+    assert err.splitlines() == [
+        'Error from server (Invalid): Pod "web" is invalid',
+        "  spec.containers[0].image: Required value",
+    ]
+
+
+def test_get_pods_formats(api: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """get pods prints a table, JSON, YAML or names; a missing pod is NotFound and exit 1."""
+    run(capsys, "apply", "-f", manifest(tmp_path))
+    code, out, _ = run(capsys, "get", "pods")
+    assert code == 0
+    assert out.splitlines()[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert out.splitlines()[1].split()[:3] == ["web", "0/1", "Pending"]
+
+    code, out, _ = run(capsys, "get", "pods", "-o", "json")
+    assert json.loads(out)["items"][0]["spec"]["nodeName"] == "node-1"
+    assert run(capsys, "get", "po", "web", "-o", "name") == (0, "pod/web\n", "")
+    code, out, _ = run(capsys, "get", "pod", "web", "-o", "yaml")
+    assert "name: web" in out
+
+    assert run(capsys, "get", "pod", "nope") == (
+        1,
+        "",
+        'Error from server (NotFound): pods "nope" not found\n',
+    )
+    assert run(capsys, "get", "pods", "-n", "empty") == (
+        0,
+        "",
+        "No resources found in empty namespace.\n",
+    )
+
+
+def test_get_sends_selectors(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    """-l and --field-selector become labelSelector and fieldSelector; -A lists everywhere."""
+    run(capsys, "get", "pods", "-A", "-l", "app=web,tier!=db", "--field-selector", "x=y")
+    method, path, query, _ = api.requests[-1]
+    assert (method, path) == ("GET", "/api/v1/pods")
+    assert query == {"labelSelector": ["app=web,tier!=db"], "fieldSelector": ["x=y"]}
+
+
+def test_token_is_sent(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A token from the environment or --token goes in an Authorization: Bearer header."""
+    monkeypatch.setenv("CORRAL_TOKEN", "s3cret")
+    run(capsys, "get", "nodes")
+    assert api.requests[-1][3]["Authorization"] == "Bearer s3cret"
+    run(capsys, "get", "nodes", "--token", "other")
+    assert api.requests[-1][3]["Authorization"] == "Bearer other"
+
+
+def test_delete(api: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """delete by name (with a grace period) or by manifest; a missing pod fails the command."""
+    path = manifest(tmp_path)
+    run(capsys, "apply", "-f", path)
+    assert run(capsys, "delete", "pod", "web", "--grace-period", "0") == (
+        0,
+        'pod "web" deleted\n',
+        "",
+    )
+    assert api.requests[-1][2] == {"gracePeriodSeconds": ["0"]}
+    code, _, err = run(capsys, "delete", "-f", path)
+    assert code == 1 and "NotFound" in err
+    assert run(capsys, "delete", "-f", path, "--ignore-not-found") == (0, "", "")
+    run(capsys, "apply", "-f", path)
+    assert run(capsys, "delete", "-f", path) == (0, 'pod "web" deleted\n', "")
+
+
+def test_nodes_cordon_uncordon_drain(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    """cordon shows in get nodes as SchedulingDisabled; repeating it says so."""
+    assert run(capsys, "cordon", "node-1") == (0, "node/node-1 cordoned\n", "")
+    assert run(capsys, "cordon", "node-1") == (0, "node/node-1 already cordoned\n", "")
+    _, out, _ = run(capsys, "get", "nodes")
+    assert out.splitlines()[1].split()[:2] == ["node-1", "Ready,SchedulingDisabled"]
+    assert run(capsys, "uncordon", "node-1") == (0, "node/node-1 uncordoned\n", "")
+    assert run(capsys, "drain", "node-1") == (0, "node/node-1 cordoned\nnode/node-1 drained\n", "")
+    code, _, err = run(capsys, "cordon", "ghost")
+    assert code == 1 and err == 'Error from server (NotFound): nodes "ghost" not found\n'
+
+
+def test_describe_node_asks_for_its_pods(
+    api: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """describe node lists the pods bound to it, found with a spec.nodeName field selector."""
+    run(capsys, "apply", "-f", manifest(tmp_path))
+    code, out, _ = run(capsys, "describe", "node", "node-1")
+    assert code == 0
+    assert api.requests[-1][2] == {"fieldSelector": ["spec.nodeName=node-1"]}
+    assert "Non-terminated Pods:  (1 in total)" in out
+    code, out, _ = run(capsys, "describe", "pod", "web")
+    assert code == 0 and "Node:" in out and "node-1" in out
+
+
+def test_status(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    """status renders the summary as text, or passes it through as JSON."""
+    code, out, _ = run(capsys, "status")
+    assert code == 0 and "Nodes:" in out and "Ready:" in out
+    code, out, _ = run(capsys, "status", "-o", "json")
+    assert json.loads(out) == {"nodes": {"Ready": 1}, "pods": {"Running": 0}}
+
+
+def test_connection_refused_names_the_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No server listening: one line naming the address, exit 1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, out, err = run(capsys, "--server", f"127.0.0.1:{port}", "get", "pods")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: cannot connect to the corral server at http://127.0.0.1:{port}")
+    assert "refused" in err
+
+
+def test_usage_errors(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    """Unknown resources and contradictory flags are refused before any request."""
+    assert run(capsys, "get", "deployments")[0] == 1
+    assert run(capsys, "get", "pod", "web", "-A")[0] == 1
+    assert run(capsys, "delete", "pod")[0] == 1
+    assert api.requests == []
