@@ -6,7 +6,9 @@ supported`) so a person can find the line to fix.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,16 +41,24 @@ class ManifestError(ValueError):
         return "\n".join(lines)
 
 
+# Parts pydantic inserts into `loc` that name a schema rather than a field:
+# validators and parametrised types (`function-after[...]`, `list[str]`), the
+# members of a plain union (`int`, `str`), and the marker of a bad dict key.
+_SCHEMA_TAG = re.compile(r"^[a-z][a-z0-9_-]*\[.*\]$")
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "bytes", "none", "[key]"})
+
+
 def field_path(loc: Iterable[int | str], prefix: str = "") -> str:
     """`('spec', 'containers', 0, 'image')` -> `spec.containers[0].image`."""
     path = prefix
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) and not isinstance(part, bool):
             path += f"[{part}]"
-        elif part.startswith("function-after") or part in ("str", "int", "float"):
-            continue  # pydantic names union/validator branches in loc; not a field
-        else:
-            path += f".{part}" if path else part
+            continue
+        part = str(part)
+        if part in _TYPE_TAGS or _SCHEMA_TAG.match(part):
+            continue
+        path += f".{part}" if path else part
     return path
 
 
@@ -60,38 +70,165 @@ _REASONS = {
 
 def causes_from_validation(error: ValidationError, prefix: str = "") -> list[StatusCause]:
     """Turn pydantic's errors into Kubernetes-style causes with field paths."""
-    causes = []
+    causes: list[StatusCause] = []
     for err in error.errors(include_url=False):
         reason, message = _REASONS.get(err["type"], ("FieldValueInvalid", err["msg"]))
         message = message.removeprefix("Value error, ")
-        causes.append(StatusCause(reason=reason, message=message, field=field_path(err["loc"], prefix)))
+        cause = StatusCause(reason=reason, message=message, field=field_path(err["loc"], prefix))
+        if cause not in causes:
+            causes.append(cause)
     return causes
 
 
-def parse_documents(text: str | bytes, content_type: str = "") -> list[Any]:
-    """Parse JSON or (multi-document) YAML; empty documents are skipped."""
+# A manifest expands to at most this many values once YAML aliases are followed:
+# ten nested aliases of ten items each ("billion laughs") would otherwise take
+# the validator hours.
+MAX_VALUES = 1_000_000
+
+
+# Far deeper than any object corral knows. PyYAML composes recursively; refusing
+# here answers with a line and column long before Python's recursion limit.
+MAX_DEPTH = 100
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping, as Kubernetes does,
+    and nesting deeper than MAX_DEPTH."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` may repeat keys of the base on purpose
+            key = self.construct_object(key_node, deep=deep)
+            with contextlib.suppress(TypeError):  # unhashable keys fail below
+                if key in seen:
+                    mark = key_node.start_mark
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ManifestError(f"malformed JSON: duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _check_size(doc: Any) -> None:
+    """Refuse documents that are cyclic or expand (through YAML aliases) beyond MAX_VALUES.
+
+    Counts values as if every alias were expanded, without expanding: each shared
+    node is sized once. Iterative, so deep nesting cannot exhaust the stack.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()  # expanded but not yet sized: the current path
+    stack: list[tuple[Any, bool]] = [(doc, False)]
+    while stack:
+        value, expanded = stack.pop()
+        if not isinstance(value, dict | list):
+            continue
+        ident = id(value)
+        children = list(value.values()) if isinstance(value, dict) else value
+        if expanded:
+            active.discard(ident)
+            sizes[ident] = 1 + sum(sizes.get(id(c), 1) for c in children)
+            if sizes[ident] > MAX_VALUES:
+                raise ManifestError(f"manifest is too large: more than {MAX_VALUES} values")
+        elif ident in active:
+            raise ManifestError("manifest refers to itself (a YAML alias inside its own anchor)")
+        elif ident not in sizes:
+            active.add(ident)
+            stack.append((value, True))
+            stack.extend((c, False) for c in children)
+
+
+def _expand_lists(docs: list[Any]) -> list[Any]:
+    """Replace each `kind: ...List` document with its items, as kubectl does."""
+    result: list[Any] = []
+    for doc in docs:
+        kind = doc.get("kind") if isinstance(doc, dict) else None
+        if isinstance(kind, str) and kind.endswith("List") and "items" in doc:
+            if not isinstance(doc["items"], list):
+                raise ManifestError(f"{kind}.items must be a list")
+            result.extend(doc["items"])
+        else:
+            result.append(doc)
+    return result
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_json_pairs)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(
+            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+
+
+def parse_documents(
+    text: str | bytes, content_type: str = "", *, flatten: bool = True
+) -> list[Any]:
+    """Parse JSON or (multi-document) YAML; empty documents are skipped.
+
+    With `flatten`, the items of a `List`/`PodList` document become documents of their own.
+    """
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ManifestError(f"body is not UTF-8: {exc}") from None
-    if "json" in content_type:
-        try:
-            return [json.loads(text)]
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     try:
-        # JSON is a subset of YAML 1.2, so one parser serves both when the type is unknown.
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        if "json" in content_type:
+            docs = [_parse_json(text)]
+        elif text.lstrip().startswith("{"):
+            # Most likely JSON, which YAML mostly (not wholly: tabs) accepts too;
+            # try JSON first for exact messages, fall back to YAML.
+            try:
+                docs = [json.loads(text, object_pairs_hook=_json_pairs)]
+            except json.JSONDecodeError:
+                try:
+                    docs = _parse_yaml(text)  # a YAML flow mapping: `{name: x}`
+                except ManifestError:
+                    docs = [_parse_json(text)]  # raises, naming where the JSON broke
+        else:
+            docs = _parse_yaml(text)
+    except RecursionError:
+        raise ManifestError("manifest is nested too deeply") from None
+    if flatten:
+        docs = _expand_lists(docs)
+    for doc in docs:
+        _check_size(doc)
+    return docs
+
+
+def _parse_yaml(text: str) -> list[Any]:
+    try:
+        return [d for d in yaml.load_all(text, Loader=_StrictLoader) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ManifestError(f"malformed YAML{where}: {problem}") from None
-    for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind", "").endswith("List") and "items" in doc:
-            docs = [*docs[: docs.index(doc)], *doc["items"], *docs[docs.index(doc) + 1 :]]
-    return docs
 
 
 def load_object(doc: Any, index: int | None = None) -> Pod | Node:
@@ -104,16 +241,29 @@ def load_object(doc: Any, index: int | None = None) -> Pod | Node:
         missing = [f for f in ("apiVersion", "kind") if not doc.get(f)]
         raise ManifestError(
             f"{where}missing {' and '.join(missing)}",
-            [StatusCause(reason="FieldValueRequired", message="Required value", field=f) for f in missing],
+            [
+                StatusCause(reason="FieldValueRequired", message="Required value", field=f)
+                for f in missing
+            ],
         )
+    for field, value in (("apiVersion", api_version), ("kind", kind)):
+        if not isinstance(value, str):
+            raise ManifestError(
+                f"{where}{field} must be a string",
+                [StatusCause(reason="FieldValueInvalid", message="must be a string", field=field)],
+            )
     model = KINDS.get((api_version, kind))
     if model is None:
         supported = ", ".join(f"{v}/{k}" for v, k in KINDS)
-        raise ManifestError(f"{where}{api_version}/{kind} is not supported (supported: {supported})")
+        raise ManifestError(
+            f"{where}{api_version}/{kind} is not supported (supported: {supported})",
+            [StatusCause(reason="FieldValueNotSupported", message="not supported", field="kind")],
+        )
     try:
         return model.model_validate(doc)
     except ValidationError as exc:
-        name = doc.get("metadata", {}).get("name") if isinstance(doc.get("metadata"), dict) else None
+        meta = doc.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
         raise ManifestError(
             f"{where}{kind} {name!r} is invalid" if name else f"{where}{kind} is invalid",
             causes_from_validation(exc),
@@ -125,3 +275,13 @@ def load_manifests(text: str | bytes, content_type: str = "") -> list[Pod | Node
     docs = parse_documents(text, content_type)
     many = len(docs) > 1
     return [load_object(doc, i if many else None) for i, doc in enumerate(docs)]
+
+
+def is_list(doc: Any) -> bool:
+    """A `List`, `PodList`, ... document: a wrapper around `items`."""
+    return (
+        isinstance(doc, dict)
+        and isinstance(doc.get("kind"), str)
+        and doc["kind"].endswith("List")
+        and isinstance(doc.get("items"), list)
+    )

@@ -8,6 +8,7 @@ is refused by its path instead of being silently dropped.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     field_validator,
     model_validator,
 )
@@ -61,8 +63,9 @@ def check_dns_subdomain(value: str) -> str:
 
 
 def check_label_key(key: str) -> str:
-    prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    """A label key: an optional DNS-subdomain prefix and '/', then a name of at most 63."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
         raise ValueError(f"label key {key!r}: prefix must be a DNS subdomain")
     if len(name) > 63 or not _LABEL_NAME.match(name):
         raise ValueError(
@@ -73,6 +76,7 @@ def check_label_key(key: str) -> str:
 
 
 def check_label_value(value: str) -> str:
+    """A label value: empty, or at most 63 characters like a label name."""
     if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
         raise ValueError(
             f"label value {value!r} must be empty or at most 63 characters of letters, "
@@ -100,7 +104,16 @@ def _check_quantity(value: Any) -> str:
     return str(value)
 
 
+def _int_or_string(value: Any) -> int | str:
+    # One validator instead of `int | str`: a union would report one error per
+    # member, with the member's type name inserted into the field path.
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"must be an integer or a string, not {type(value).__name__}")
+    return value
+
+
 Quantity = Annotated[Any, AfterValidator(_check_quantity)]
+IntOrString = Annotated[int | str, PlainValidator(_int_or_string, json_schema_input_type=int | str)]
 Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
 
 
@@ -166,6 +179,22 @@ class ResourceRequirements(Model):
     requests: dict[Literal["cpu", "memory"], Quantity] = Field(default_factory=dict)
     limits: dict[Literal["cpu", "memory"], Quantity] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourceRequirements:
+        # As in Kubernetes: a request above its limit could never be honoured.
+        checks: tuple[tuple[Literal["cpu", "memory"], Callable[[Any], int]], ...] = (
+            ("cpu", cpu_millis),
+            ("memory", memory_bytes),
+        )
+        for resource, amount in checks:
+            request, limit = self.requests.get(resource), self.limits.get(resource)
+            if request is not None and limit is not None and amount(request) > amount(limit):
+                raise ValueError(
+                    f"{resource} request {request} must be less than or equal to "
+                    f"{resource} limit {limit}"
+                )
+        return self
+
 
 class ExecAction(Model):
     command: list[str] = Field(min_length=1)
@@ -178,14 +207,14 @@ class HTTPHeader(Model):
 
 class HTTPGetAction(Model):
     path: str = "/"
-    port: int | str
+    port: IntOrString
     host: str | None = None
     scheme: Literal["HTTP", "HTTPS"] = "HTTP"
     http_headers: list[HTTPHeader] | None = None
 
 
 class TCPSocketAction(Model):
-    port: int | str
+    port: IntOrString
     host: str | None = None
 
 
@@ -270,14 +299,19 @@ class PodSpec(Model):
     host_network: bool = False
     volumes: list[Volume] = Field(default_factory=list)
 
+    @field_validator("containers", "volumes")
+    @classmethod
+    def _unique_names(cls, items: list[Container] | list[Volume]) -> Any:
+        seen: set[str] = set()
+        for item in items:
+            if item.name in seen:
+                raise ValueError(f"duplicate name {item.name!r}: names must be unique within a pod")
+            seen.add(item.name)
+        return items
+
     @model_validator(mode="after")
-    def _unique_names(self) -> PodSpec:
-        names = [c.name for c in self.containers]
-        if len(set(names)) != len(names):
-            raise ValueError("container names must be unique within a pod")
+    def _known_volumes(self) -> PodSpec:
         volumes = {v.name for v in self.volumes}
-        if len(volumes) != len(self.volumes):
-            raise ValueError("volume names must be unique within a pod")
         for container in self.containers:
             for mount in container.volume_mounts:
                 if mount.name not in volumes:

@@ -8,9 +8,12 @@ Every frame is a msgpack map `{"v": PROTOCOL_VERSION, "type": ..., ...}`.
       |-- hello {node, pods it runs} ---------------------->|
       |<-- welcome {config, revision, desired pods, stop} --|  full resync, never a replay
       |-- heartbeat {usage} (every heartbeat_seconds) ----->|
-      |-- pod_status {uid, status} (on every change) ------>|
+      |-- pod_status {pods, stopped uids} (on change) ----->|
       |<-- desired {revision, upsert, remove} --------------|  increasing revisions
       |-- ack {revision} ---------------------------------->|
+      |<-- logs {id, uid, container, tail, follow} ---------|  `corral logs`
+      |-- logs_chunk {id, data, eof, error} --------------->|
+      |<-- logs_cancel {id} --------------------------------|
 
 `welcome.pods` is the complete set of incarnations (by uid) the node must run;
 the agent stops anything else it runs (fencing after a partition). Any
@@ -82,7 +85,10 @@ class Heartbeat(Frame):
 
 class PodStatusUpdate(Frame):
     type: Literal["pod_status"] = "pod_status"
-    pods: list[PodReport]
+    pods: list[PodReport] = Field(default_factory=list)
+    # Incarnations that no longer run on the node after the scheduler removed them
+    # from its desired set; a pod being deleted is removed from the store on this.
+    stopped: list[str] = Field(default_factory=list)
 
 
 class Desired(Frame):
@@ -97,19 +103,59 @@ class Ack(Frame):
     revision: int
 
 
+class LogsRequest(Frame):
+    """Scheduler -> agent: stream a container's log (for `corral logs`)."""
+
+    type: Literal["logs"] = "logs"
+    id: int
+    uid: str
+    container: str
+    tail_lines: int | None = None
+    follow: bool = False
+    timestamps: bool = False
+    previous: bool = False
+
+
+class LogsChunk(Frame):
+    """Agent -> scheduler: part of a log stream; `eof` ends it, `error` says why it failed."""
+
+    type: Literal["logs_chunk"] = "logs_chunk"
+    id: int
+    data: str = ""
+    eof: bool = False
+    error: str | None = None
+
+
+class LogsCancel(Frame):
+    """Scheduler -> agent: the reader went away; stop streaming `id`."""
+
+    type: Literal["logs_cancel"] = "logs_cancel"
+    id: int
+
+
 class ErrorFrame(Frame):
     type: Literal["error"] = "error"
     message: str
 
 
 AnyFrame = Annotated[
-    Hello | Welcome | Heartbeat | PodStatusUpdate | Desired | Ack | ErrorFrame,
+    Hello
+    | Welcome
+    | Heartbeat
+    | PodStatusUpdate
+    | Desired
+    | Ack
+    | LogsRequest
+    | LogsChunk
+    | LogsCancel
+    | ErrorFrame,
     Field(discriminator="type"),
 ]
-_FRAME = TypeAdapter(AnyFrame)
+_FRAME: TypeAdapter[Frame] = TypeAdapter(AnyFrame)
 
 
 def encode(frame: Frame) -> bytes:
+    """One frame as msgpack bytes, ready to send as a binary WebSocket message."""
     return msgpack.packb(frame.model_dump(mode="json"), use_bin_type=True)
 
 
@@ -123,9 +169,16 @@ def decode(data: bytes) -> Frame:
         raise ProtocolError(f"frame is not msgpack: {exc}") from None
     if not isinstance(raw, dict):
         raise ProtocolError("frame is not a map")
-    if raw.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {raw.get('v')!r}, want {PROTOCOL_VERSION}")
+    version = raw.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:  # not True, not 1.0
+        raise ProtocolError(f"unsupported protocol version {version!r}, want {PROTOCOL_VERSION}")
     try:
-        return _FRAME.validate_python(raw)
+        # Strict: msgpack carries types, so a string where a number belongs is a bug
+        # in the peer, not something to coerce.
+        return _FRAME.validate_python(raw, strict=True)
     except ValidationError as exc:
-        raise ProtocolError(f"invalid {raw.get('type')!r} frame: {exc.errors(include_url=False)}") from None
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'frame'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise ProtocolError(f"invalid {raw.get('type')!r} frame: {problems}") from None

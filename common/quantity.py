@@ -30,8 +30,10 @@ _QUANTITY = re.compile(
     r"^(?P<num>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
     r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
 )
-# Bounds keep a hostile exponent (`1e999999999`) from building a huge integer.
+# Bounds keep a hostile exponent (`1e999999999`) or mantissa (a thousand digits)
+# from building a huge integer.
 _MAX_EXPONENT = 30
+_MAX_DIGITS = 40
 
 
 class QuantityError(ValueError):
@@ -56,6 +58,8 @@ def parse_quantity(text: str | int | float) -> Fraction:
             f"{text!r} is not a quantity: expected a number with an optional suffix "
             "such as 500m, 2, 129e6, 128Mi or 1.5Gi"
         )
+    if sum(ch.isdigit() for ch in match["num"]) > _MAX_DIGITS:
+        raise QuantityError(f"{text!r}: more than {_MAX_DIGITS} digits")
     number = Fraction(match["num"])
     suffix = match["suffix"] or ""
     if suffix in _BINARY:

@@ -11,7 +11,8 @@ such objects are shared and must be treated as immutable.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import builtins
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -97,12 +98,19 @@ class Store(Protocol):
         """Every key under the prefix, sorted, with the revision the listing reflects."""
         ...
 
-    async def put(self, key: str, value: bytes, *, obj: Any = None, expect: int | None = None) -> KV: ...
+    async def put(
+        self, key: str, value: bytes, *, obj: Any = None, expect: int | None = None
+    ) -> KV: ...
 
     async def delete(self, key: str, *, expect: int | None = None) -> KV: ...
 
-    async def txn(self, ops: list[Op]) -> list[KV]:
-        """Apply every op or none; raises `Conflict` naming the first failed guard."""
+    def txn(self, ops: builtins.list[Op]) -> Awaitable[builtins.list[KV]]:
+        """Apply every op or none; raises `Conflict` naming the first failed guard.
+
+        Declared as returning an awaitable (`await store.txn(ops)`), so that an
+        implementation may check guards and queue the write synchronously, fixing
+        its order at the call, as `SqliteStore` does; an `async def` fits too.
+        """
         ...
 
     def watch(self, prefix: str, start_revision: int) -> Watch:

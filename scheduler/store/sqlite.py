@@ -12,8 +12,10 @@ disk.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
+import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -56,15 +58,23 @@ class _Pending:
 
 
 class _SqliteWatch:
-    def __init__(self, store: SqliteStore, prefix: str, max_backlog: int) -> None:
+    def __init__(
+        self, store: SqliteStore, prefix: str, start_revision: int, max_backlog: int
+    ) -> None:
         self._store, self.prefix, self._max = store, prefix, max_backlog
+        self._start = start_revision
         self._queue: deque[Event] = deque()
         self._wake = asyncio.Event()
         self._error: StoreError | None = None
         self._closed = False
 
     def push(self, event: Event) -> None:
+        """Queue one event (called by the store, in revision order)."""
+        if self._error is not None or self._closed or event.revision <= self._start:
+            return
         if len(self._queue) >= self._max:
+            # Never buffer without bound for a consumer that does not keep up: it
+            # gets what is queued, then `Compacted`, and must list and re-watch.
             self._error = Compacted(f"watch on {self.prefix!r} fell {self._max} events behind")
             self._store._watchers.discard(self)
         else:
@@ -104,6 +114,9 @@ class SqliteStore:
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._history: deque[Event] = deque(maxlen=history)
+        # Watches must start at or after this revision: events of it and before
+        # have (at least partly) left the history, or predate this process.
+        self._compacted = 0
         self._watchers: set[_SqliteWatch] = set()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
@@ -112,21 +125,27 @@ class SqliteStore:
 
     @classmethod
     async def open(cls, path: str | Path, *, history: int = 100_000) -> SqliteStore:
+        """Open (creating and migrating as needed) the database at `path`."""
         path = str(path)
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+            await asyncio.to_thread(Path(path).parent.mkdir, parents=True, exist_ok=True)
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from exc
         try:
             await db.execute("PRAGMA journal_mode=WAL")
             # FULL: the WAL is fsynced at every commit, so an acknowledged write
             # survives power loss, not only a crash of this process.
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA busy_timeout=5000")
-            await _migrate(db)
+            await _migrate(db, path)
             store = cls(db, path, history)
             await store._load()
-        except BaseException:
+        except BaseException as exc:
             await db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open store {path}: {exc}") from exc
             raise
         store._writer = asyncio.create_task(store._write_loop(), name="store-writer")
         return store
@@ -135,13 +154,17 @@ class SqliteStore:
         async with self._db.execute("SELECT value FROM meta WHERE name = 'revision'") as cur:
             row = await cur.fetchone()
         self._revision = self._next_revision = int(row[0]) if row else 0
+        self._compacted = self._revision  # the history starts empty at every open
         async with self._db.execute(
             "SELECT key, value, create_revision, mod_revision FROM kv"
         ) as cur:
             async for key, value, create_rev, mod_rev in cur:
                 self._committed[key] = KV(key, bytes(value), create_rev, mod_rev)
         _LOGGER.info(
-            "store %s opened at revision %d with %d keys", self.path, self._revision, len(self._committed)
+            "store %s opened at revision %d with %d keys",
+            self.path,
+            self._revision,
+            len(self._committed),
         )
 
     @property
@@ -156,11 +179,13 @@ class SqliteStore:
         items.sort(key=lambda kv: kv.key)
         return items, self._revision
 
-    def list_now(self, prefix: str) -> list[KV]:
+    def list_now(self, prefix: str) -> builtins.list[KV]:
         """Synchronous listing of committed keys (in-process readers only)."""
         return [kv for key, kv in self._committed.items() if key.startswith(prefix)]
 
-    async def put(self, key: str, value: bytes, *, obj: Any = None, expect: int | None = None) -> KV:
+    async def put(
+        self, key: str, value: bytes, *, obj: Any = None, expect: int | None = None
+    ) -> KV:
         return (await self.txn([Op("put", key, value, obj, expect)]))[0]
 
     async def delete(self, key: str, *, expect: int | None = None) -> KV:
@@ -171,50 +196,54 @@ class SqliteStore:
             return self._latest[key]
         return self._committed.get(key)
 
-    def txn(self, ops: list[Op]) -> asyncio.Future[list[KV]]:  # type: ignore[override]
-        """Check every guard now, then queue the writes; the future resolves once durable."""
+    def txn(self, ops: builtins.list[Op]) -> asyncio.Future[builtins.list[KV]]:
+        """Check every guard now, then queue the writes; the future resolves once durable.
+
+        Ops apply in order, so a later op on the same key sees the earlier one
+        (its guard compares with the revision this transaction will get). An
+        empty transaction writes nothing and takes no revision.
+        """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[KV]] = loop.create_future()
+        future: asyncio.Future[builtins.list[KV]] = loop.create_future()
         if self._closing:
             future.set_exception(StoreUnavailable("store is closing"))
             return future
+        if not ops:
+            future.set_result([])
+            return future
+        revision = self._next_revision + 1
         staged: dict[str, KV | None] = {}
-        for op in ops:
-            current = staged[op.key] if op.key in staged else self._current(op.key)
-            if op.expect is not None:
-                have = current.mod_revision if current else 0
-                if have != op.expect:
-                    future.set_exception(Conflict(op.key, op.expect, current))
-                    return future
-            if op.kind == "delete" and current is None:
-                future.set_exception(NotFound(op.key))
-                return future
-            staged[op.key] = current if op.kind == "put" else None
-        self._next_revision += 1
-        revision = self._next_revision
         events: list[Event] = []
         for op in ops:
-            prev = self._current(op.key)  # includes this transaction's earlier ops
+            prev = staged[op.key] if op.key in staged else self._current(op.key)
+            if op.expect is not None and (prev.mod_revision if prev else 0) != op.expect:
+                future.set_exception(Conflict(op.key, op.expect, prev))
+                return future
             if op.kind == "put":
-                kv = KV(op.key, op.value, prev.create_revision if prev else revision, revision, op.obj)
+                create = prev.create_revision if prev else revision
+                kv = KV(op.key, op.value, create, revision, op.obj)
                 events.append(Event("PUT", kv, prev, revision))
-                self._latest[op.key] = kv
+                staged[op.key] = kv
+            elif prev is None:
+                future.set_exception(NotFound(op.key))
+                return future
             else:
-                assert prev is not None
                 kv = KV(op.key, prev.value, prev.create_revision, revision, prev.obj)
                 events.append(Event("DELETE", kv, prev, revision))
-                self._latest[op.key] = None
+                staged[op.key] = None
+        self._next_revision = revision
+        self._latest.update(staged)
         self._queue.append(_Pending(events, future))
         self._wake.set()
         return future
 
     async def _write_loop(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
             if not self._queue:
                 if self._closing:
                     return
+                self._wake.clear()
+                await self._wake.wait()
                 continue
             batch, self._queue = self._queue, []
             try:
@@ -223,6 +252,7 @@ class SqliteStore:
                 _LOGGER.exception("store commit failed; %d writes not acknowledged", len(batch))
                 with contextlib.suppress(Exception):
                     await self._db.execute("ROLLBACK")
+                # Writes queued meanwhile were checked against the failed ones: fail them too.
                 failed = batch + self._queue
                 self._queue = []
                 self._latest.clear()
@@ -233,32 +263,38 @@ class SqliteStore:
                 continue
             self._publish(batch)
 
-    async def _commit(self, batch: list[_Pending]) -> None:
-        upserts: list[tuple[str, bytes, int, int]] = []
-        deletes: list[tuple[str]] = []
+    async def _commit(self, batch: builtins.list[_Pending]) -> None:
+        # Only each key's final state in the batch goes to disk; later writes win.
+        final: dict[str, Event] = {}
         for pending in batch:
             for ev in pending.events:
-                if ev.type == "PUT":
-                    upserts.append((ev.kv.key, ev.kv.value, ev.kv.create_revision, ev.kv.mod_revision))
-                else:
-                    deletes.append((ev.kv.key,))
+                final[ev.kv.key] = ev
+        upserts = [
+            (key, ev.kv.value, ev.kv.create_revision, ev.kv.mod_revision)
+            for key, ev in final.items()
+            if ev.type == "PUT"
+        ]
+        deletes = [(key,) for key, ev in final.items() if ev.type == "DELETE"]
         last_revision = batch[-1].events[0].revision
         await self._db.execute("BEGIN IMMEDIATE")
         if upserts:
             await self._db.executemany(
                 "INSERT INTO kv (key, value, create_revision, mod_revision) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
+                " create_revision = excluded.create_revision,"
                 " mod_revision = excluded.mod_revision",
                 upserts,
             )
         if deletes:
             await self._db.executemany("DELETE FROM kv WHERE key = ?", deletes)
-        await self._db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (last_revision,))
+        await self._db.execute(
+            "UPDATE meta SET value = ? WHERE name = 'revision'", (last_revision,)
+        )
         await self._db.execute("COMMIT")
         self.commits += 1
         self.writes += len(batch)
 
-    def _publish(self, batch: list[_Pending]) -> None:
+    def _publish(self, batch: builtins.list[_Pending]) -> None:
         for pending in batch:
             for ev in pending.events:
                 if ev.type == "PUT":
@@ -269,6 +305,10 @@ class SqliteStore:
                 latest = self._latest.get(ev.kv.key, ...)
                 if latest is ev.kv or (ev.type == "DELETE" and latest is None):
                     del self._latest[ev.kv.key]
+                if self._history.maxlen == 0:
+                    self._compacted = ev.revision
+                elif len(self._history) == self._history.maxlen:
+                    self._compacted = self._history[0].revision
                 self._history.append(ev)
                 for watcher in list(self._watchers):
                     if ev.kv.key.startswith(watcher.prefix):
@@ -277,34 +317,46 @@ class SqliteStore:
             if not pending.future.done():
                 pending.future.set_result([ev.kv for ev in pending.events])
 
-    def watch(self, prefix: str, start_revision: int, *, max_backlog: int = 100_000) -> _SqliteWatch:
-        """Events under `prefix` after `start_revision` (history first, then live)."""
-        watcher = _SqliteWatch(self, prefix, max_backlog)
+    def watch(
+        self, prefix: str, start_revision: int, *, max_backlog: int = 100_000
+    ) -> _SqliteWatch:
+        """Events under `prefix` after `start_revision` (history first, then live).
+
+        Raises `Compacted` if events after `start_revision` are no longer all
+        kept (list again, then watch from the listing's revision).
+        """
+        if start_revision < self._compacted:
+            raise Compacted(
+                f"revision {start_revision} is compacted: watch from {self._compacted} or later"
+            )
+        watcher = _SqliteWatch(self, prefix, start_revision, max_backlog)
+        if self._closing:
+            watcher.close()
+            return watcher
         if start_revision < self._revision:
-            oldest = self._history[0].revision if self._history else self._revision + 1
-            if start_revision + 1 < oldest:
-                raise Compacted(
-                    f"revision {start_revision} is older than the oldest kept ({oldest - 1})"
-                )
             for ev in self._history:
-                if ev.revision > start_revision and ev.kv.key.startswith(prefix):
+                if ev.kv.key.startswith(prefix):
                     watcher.push(ev)
-        self._watchers.add(watcher)
+        if watcher._error is None:
+            self._watchers.add(watcher)
         return watcher
 
     async def close(self) -> None:
-        """Write what is queued, stop the writer, close the database."""
+        """Write what is queued, stop the writer, close the database. Idempotent."""
+        if self._closing:
+            if self._writer is not None:
+                await asyncio.shield(self._writer)
+            return
         self._closing = True
         self._wake.set()
         if self._writer is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+            await self._writer
         for watcher in list(self._watchers):
             watcher.close()
         await self._db.close()
 
 
-async def _migrate(db: aiosqlite.Connection) -> None:
+async def _migrate(db: aiosqlite.Connection, path: str) -> None:
     await db.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
         " applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
@@ -314,7 +366,10 @@ async def _migrate(db: aiosqlite.Connection) -> None:
     current = int(row[0]) if row else 0
     known = MIGRATIONS[-1][0]
     if current > known:
-        raise StoreError(f"database schema version {current} is newer than this corral ({known})")
+        raise StoreError(
+            f"store {path} has schema version {current}, newer than this corral knows"
+            f" ({known}): it was written by a newer corral; upgrade corral to open it"
+        )
     for version, statements in MIGRATIONS:
         if version <= current:
             continue

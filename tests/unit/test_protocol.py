@@ -1,0 +1,153 @@
+"""The agent link's frames: msgpack round trips and refusal of anything malformed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+
+from common.protocol import (
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    Ack,
+    Desired,
+    ErrorFrame,
+    Frame,
+    Heartbeat,
+    Hello,
+    NodeInfo,
+    PodReport,
+    PodStatusUpdate,
+    ProtocolError,
+    Welcome,
+    decode,
+    encode,
+)
+
+_POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "web", "namespace": "default", "uid": "u-1"},
+    "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+}
+_REPORT = PodReport(uid="u-1", namespace="default", name="web", status={"phase": "Running"})
+
+FRAMES: list[Frame] = [
+    Hello(
+        node=NodeInfo(
+            name="n1",
+            labels={"zone": "a"},
+            capacity={"cpu": "4", "memory": "8Gi", "pods": "110"},
+            allocatable={"cpu": "3800m", "memory": "7Gi", "pods": "110"},
+            info={"kernel": "6.1"},
+            address="10.0.0.5",
+        ),
+        pods=[_REPORT],
+        agent_version="0.1.0",
+    ),
+    Welcome(revision=42, config={"heartbeat_seconds": 2.5}, pods=[_POD], stop=["u-0"]),
+    Heartbeat(usage={"cpu": 250, "memory": 2**30}, pod_usage={"u-1": {"cpu": 5}}),
+    PodStatusUpdate(pods=[_REPORT]),
+    Desired(revision=43, upsert=[_POD], remove=["u-2"]),
+    Ack(revision=43),
+    ErrorFrame(message="join token refused"),
+]
+
+
+def _pack(raw: Any) -> bytes:
+    """Raw msgpack bytes of any value, bypassing `encode`'s checks."""
+    return msgpack.packb(raw, use_bin_type=True)
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=lambda f: type(f).__name__)
+def test_round_trip(frame: Frame) -> None:
+    """Every frame type decodes to an equal frame of the same class."""
+    data = encode(frame)
+    assert isinstance(data, bytes)
+    decoded = decode(data)
+    assert type(decoded) is type(frame)
+    assert decoded == frame
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=lambda f: type(f).__name__)
+def test_wire_is_map_with_type_and_version(frame: Frame) -> None:
+    """On the wire a frame is a msgpack map carrying its type and the protocol version."""
+    raw = msgpack.unpackb(encode(frame))
+    assert raw["v"] == PROTOCOL_VERSION
+    assert raw["type"] == frame.type  # type: ignore[attr-defined]
+
+
+def test_decode_accepts_minimal_frames() -> None:
+    """Optional fields may be left out by the sender."""
+    frame = decode(_pack({"v": 1, "type": "heartbeat"}))
+    assert frame == Heartbeat()
+
+
+@pytest.mark.parametrize("version", [0, 2, None, "1", 1.0, True])
+def test_wrong_version_refused(version: Any) -> None:
+    """A frame with another (or a non-integer) version is refused, naming the version."""
+    with pytest.raises(ProtocolError, match="unsupported protocol version"):
+        decode(_pack({"v": version, "type": "ack", "revision": 1}))
+
+
+def test_missing_version_refused() -> None:
+    """A frame without a version is refused."""
+    with pytest.raises(ProtocolError, match="unsupported protocol version None"):
+        decode(_pack({"type": "ack", "revision": 1}))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc1",  # never used in msgpack
+        b"\x92\x01",  # array header promising two items, one given
+        b"\x81\x01\x02",  # map with an integer key
+        _pack({"v": 1}) + b"\x00",  # trailing bytes
+        b"hello, scheduler",
+    ],
+)
+def test_garbage_refused(data: bytes) -> None:
+    """Bytes that are not one msgpack value are refused as ProtocolError."""
+    with pytest.raises(ProtocolError, match="not msgpack"):
+        decode(data)
+
+
+@pytest.mark.parametrize("raw", [[1, "ack"], "ack", 1, None])
+def test_non_map_refused(raw: Any) -> None:
+    """A msgpack value that is not a map is refused."""
+    with pytest.raises(ProtocolError, match="frame is not a map"):
+        decode(_pack(raw))
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({"v": 1}, "type"),
+        ({"v": 1, "type": "teleport"}, "teleport"),
+        ({"v": 1, "type": "ack"}, "revision: Field required"),
+        ({"v": 1, "type": "ack", "revision": "5"}, "revision"),
+        ({"v": 1, "type": "ack", "revision": 1, "extra": True}, "extra"),
+        ({"v": 1, "type": "hello", "node": {"name": "n1"}}, "capacity"),
+        ({"v": 1, "type": "heartbeat", "usage": {"cpu": "lots"}}, "usage.cpu"),
+        ({"v": 1, "type": "pod_status", "pods": [{"uid": "u"}]}, "pods.0.namespace"),
+        ({"v": 1, "type": "welcome", "revision": 1, "pods": {}}, "pods"),
+    ],
+)
+def test_wrong_shape_refused(raw: dict[str, Any], fragment: str) -> None:
+    """A map of the wrong shape is refused, naming the offending field."""
+    with pytest.raises(ProtocolError) as info:
+        decode(_pack(raw))
+    assert fragment in str(info.value)
+
+
+def test_oversized_frame_refused() -> None:
+    """A frame larger than MAX_FRAME_BYTES is refused before it is parsed."""
+    with pytest.raises(ProtocolError, match="exceeds"):
+        decode(b"\x00" * (MAX_FRAME_BYTES + 1))
+
+
+def test_protocol_error_is_value_error() -> None:
+    """ProtocolError is a ValueError, so callers can treat it as bad input."""
+    assert issubclass(ProtocolError, ValueError)

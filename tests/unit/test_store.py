@@ -1,0 +1,539 @@
+"""The SQLite store, on real database files: guards, transactions, revisions, watches,
+group commit, migrations and commit failures."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from scheduler.store import (
+    KV,
+    Compacted,
+    Conflict,
+    Event,
+    NotFound,
+    Op,
+    SqliteStore,
+    StoreError,
+    StoreUnavailable,
+)
+from scheduler.store.base import Watch
+
+TIMEOUT = 10.0
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """Where the test's database file lives (created by the store)."""
+    return tmp_path / "state" / "corral.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
+    """An open store on a fresh file, closed after the test."""
+    opened = await SqliteStore.open(db_path)
+    yield opened
+    await opened.close()
+
+
+async def _take(watch: Watch, count: int) -> list[Event]:
+    """The next `count` events of a watch, failing the test if they do not come in time."""
+    events: list[Event] = []
+
+    async def collect() -> None:
+        async for event in watch:
+            events.append(event)
+            if len(events) == count:
+                return
+
+    await asyncio.wait_for(collect(), TIMEOUT)
+    return events
+
+
+def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows of a query on the database file, read with a separate plain connection."""
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def test_put_get(store: SqliteStore) -> None:
+    """A put is readable at once, with create and mod revision set to its revision."""
+    kv = await store.put("/pods/default/a", b'{"a": 1}')
+    assert kv == KV("/pods/default/a", b'{"a": 1}', 1, 1)
+    assert await store.get("/pods/default/a") == kv
+    assert await store.get("/pods/default/b") is None
+    assert store.revision == 1
+
+
+async def test_put_carries_decoded_object(store: SqliteStore) -> None:
+    """The optional decoded object travels with the KV for in-process readers."""
+    obj = {"decoded": True}
+    await store.put("k", b"{}", obj=obj)
+    got = await store.get("k")
+    assert got is not None and got.obj is obj
+
+
+async def test_update_keeps_create_revision(store: SqliteStore) -> None:
+    """An update bumps mod_revision and keeps create_revision."""
+    await store.put("a", b"1")
+    await store.put("b", b"1")
+    kv = await store.put("a", b"2")
+    assert (kv.create_revision, kv.mod_revision, kv.value) == (1, 3, b"2")
+
+
+async def test_list_by_prefix(store: SqliteStore) -> None:
+    """list() returns the keys under a prefix, sorted, with the current revision."""
+    for key in ["/pods/ns2/z", "/pods/ns1/b", "/nodes/n1", "/pods/ns1/a", "/podsx/q"]:
+        await store.put(key, key.encode())
+    items, revision = await store.list("/pods/")
+    assert [kv.key for kv in items] == ["/pods/ns1/a", "/pods/ns1/b", "/pods/ns2/z"]
+    assert revision == store.revision == 5
+    items, _ = await store.list("/pods/ns1/")
+    assert [kv.value for kv in items] == [b"/pods/ns1/a", b"/pods/ns1/b"]
+    assert (await store.list("/none/"))[0] == []
+    assert len((await store.list(""))[0]) == 5
+    assert sorted(kv.key for kv in store.list_now("/pods/")) == [kv.key for kv in items] + [
+        "/pods/ns2/z"
+    ]
+
+
+async def test_delete(store: SqliteStore) -> None:
+    """delete() removes the key and returns its last value at the delete's revision."""
+    await store.put("a", b"v")
+    kv = await store.delete("a")
+    assert (kv.key, kv.value, kv.create_revision, kv.mod_revision) == ("a", b"v", 1, 2)
+    assert await store.get("a") is None
+    assert store.revision == 2
+
+
+async def test_delete_absent_not_found(store: SqliteStore) -> None:
+    """Deleting a key that does not exist raises NotFound and takes no revision."""
+    with pytest.raises(NotFound):
+        await store.delete("nope")
+    assert store.revision == 0
+
+
+async def test_create_guard(store: SqliteStore) -> None:
+    """expect=0 creates only if absent; otherwise Conflict carries the current KV."""
+    created = await store.put("a", b"1", expect=0)
+    with pytest.raises(Conflict) as info:
+        await store.put("a", b"2", expect=0)
+    assert info.value.key == "a"
+    assert info.value.expected == 0
+    assert info.value.current == created
+    assert "expected revision absent, found 1" in str(info.value)
+    assert (await store.get("a")) == created
+
+
+async def test_revision_guard(store: SqliteStore) -> None:
+    """expect=rev writes only if the key is still at that mod revision."""
+    first = await store.put("a", b"1")
+    second = await store.put("a", b"2", expect=first.mod_revision)
+    with pytest.raises(Conflict) as info:
+        await store.put("a", b"3", expect=first.mod_revision)
+    assert info.value.current == second
+    assert f"expected revision {first.mod_revision}, found {second.mod_revision}" in str(info.value)
+    with pytest.raises(Conflict) as absent:
+        await store.put("b", b"1", expect=5)
+    assert absent.value.current is None
+
+
+async def test_guarded_delete(store: SqliteStore) -> None:
+    """A delete guarded by a stale revision conflicts; with the right one it deletes."""
+    kv = await store.put("a", b"1")
+    await store.put("a", b"2")
+    with pytest.raises(Conflict):
+        await store.delete("a", expect=kv.mod_revision)
+    await store.delete("a", expect=2)
+    assert await store.get("a") is None
+
+
+async def test_txn_applies_all(store: SqliteStore) -> None:
+    """A transaction's ops share one revision and all become visible together."""
+    await store.put("a", b"0")
+    result = await store.txn(
+        [Op("put", "b", b"1", expect=0), Op("delete", "a", expect=1), Op("put", "c", b"2")]
+    )
+    assert [kv.mod_revision for kv in result] == [2, 2, 2]
+    assert store.revision == 2
+    assert await store.get("a") is None
+    assert [kv.key for kv in (await store.list(""))[0]] == ["b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("failing", "error"),
+    [(Op("put", "x", b"1", expect=99), Conflict), (Op("delete", "absent"), NotFound)],
+)
+async def test_txn_all_or_nothing(store: SqliteStore, failing: Op, error: type[StoreError]) -> None:
+    """One failing op fails the transaction: nothing written, seen, or watched."""
+    await store.put("a", b"0")
+    watch = store.watch("", store.revision)
+    with pytest.raises(error):
+        await store.txn([Op("put", "b", b"1"), Op("put", "a", b"changed"), failing])
+    assert store.revision == 1
+    assert await store.get("b") is None
+    assert (await store.get("a")) == KV("a", b"0", 1, 1)
+    # The next write gets the next revision, and is the first event the watch sees.
+    await store.put("c", b"1")
+    [event] = await _take(watch, 1)
+    assert (event.kv.key, event.revision) == ("c", 2)
+    watch.close()
+
+
+async def test_txn_ops_apply_in_order(store: SqliteStore) -> None:
+    """Later ops on a key in one transaction see the earlier ones."""
+    await store.put("a", b"0")
+    next_revision = store.revision + 1
+    await store.txn([Op("put", "n", b"1", expect=0), Op("put", "n", b"2", expect=next_revision)])
+    assert (await store.get("n")) == KV("n", b"2", 2, 2)
+    with pytest.raises(Conflict):  # the second create of the same key must fail
+        await store.txn([Op("put", "m", b"1", expect=0), Op("put", "m", b"2", expect=0)])
+    assert await store.get("m") is None
+    await store.txn([Op("put", "t", b"1"), Op("delete", "t")])
+    assert await store.get("t") is None
+    kv = (await store.txn([Op("delete", "a"), Op("put", "a", b"new")]))[1]
+    assert (kv.create_revision, kv.mod_revision) == (store.revision, store.revision)
+
+
+async def test_empty_txn(store: SqliteStore) -> None:
+    """An empty transaction succeeds, writes nothing and takes no revision."""
+    await store.put("a", b"1")
+    assert await store.txn([]) == []
+    assert store.revision == 1
+    assert (await store.put("b", b"1")).mod_revision == 2
+
+
+async def test_revisions_monotonic(store: SqliteStore) -> None:
+    """Every successful write takes exactly the next revision; failures take none."""
+    seen = []
+    for i in range(20):
+        if i % 5 == 4:
+            with pytest.raises(Conflict):
+                await store.put(f"k{i % 3}", b"x", expect=10_000)
+        elif i % 7 == 6:
+            seen.append((await store.delete(f"k{(i - 1) % 3}")).mod_revision)
+        else:
+            seen.append((await store.put(f"k{i % 3}", str(i).encode())).mod_revision)
+    assert seen == list(range(1, len(seen) + 1))
+    assert store.revision == len(seen)
+
+
+async def test_reads_see_only_durable_writes(store: SqliteStore) -> None:
+    """A queued write is invisible to readers until it is durable and acknowledged."""
+    pending = store.txn([Op("put", "a", b"1")])
+    assert await store.get("a") is None
+    assert store.revision == 0
+    await asyncio.wait_for(pending, TIMEOUT)
+    assert await store.get("a") is not None
+
+
+async def test_guards_see_queued_writes(store: SqliteStore) -> None:
+    """Guards are checked against queued writes too, so two creates cannot both win."""
+    first = store.txn([Op("put", "a", b"1", expect=0)])
+    second = store.txn([Op("put", "a", b"2", expect=0)])
+    with pytest.raises(Conflict):
+        await second
+    assert (await asyncio.wait_for(first, TIMEOUT))[0].value == b"1"
+
+
+async def test_same_batch_delete_then_put_on_disk(db_path: Path) -> None:
+    """A delete and re-create of one key in one group commit lands on disk in order."""
+    store = await SqliteStore.open(db_path)
+    await store.put("a", b"old")
+    await store.put("b", b"old")
+    batch = [
+        store.txn([Op("delete", "a")]),
+        store.txn([Op("put", "a", b"new")]),
+        store.txn([Op("put", "b", b"mid")]),
+        store.txn([Op("delete", "b")]),
+    ]
+    await asyncio.wait_for(asyncio.gather(*batch), TIMEOUT)
+    assert store.commits == 3  # two single puts, then the four writes in one commit
+    expected = await store.get("a")
+    assert expected == KV("a", b"new", 4, 4)
+    assert await store.get("b") is None
+    await store.close()
+    reopened = await SqliteStore.open(db_path)
+    try:
+        assert await reopened.get("a") == expected
+        assert await reopened.get("b") is None
+        assert reopened.revision == 6
+    finally:
+        await reopened.close()
+
+
+async def test_reopen_keeps_state(db_path: Path) -> None:
+    """Closing and reopening the file gives the same keys, revisions and next revision."""
+    store = await SqliteStore.open(db_path)
+    for i in range(10):
+        await store.put(f"/k/{i}", f"v{i}".encode())
+    await store.delete("/k/3")
+    await store.put("/k/4", b"again")
+    before, revision = await store.list("")
+    await store.close()
+
+    reopened = await SqliteStore.open(db_path)
+    try:
+        after, reopened_revision = await reopened.list("")
+        assert (after, reopened_revision) == (before, revision) == (after, 12)
+        assert (await reopened.put("/k/new", b"x")).mod_revision == 13
+    finally:
+        await reopened.close()
+
+
+async def test_watch_from_zero_history_then_live(store: SqliteStore) -> None:
+    """A watch from 0 replays the history, then follows live writes, in revision order."""
+    await store.put("a", b"1")
+    await store.put("a", b"2")
+    await store.delete("a")
+    watch = store.watch("", 0)
+    await store.put("b", b"1")
+    await store.txn([Op("put", "c", b"1"), Op("put", "d", b"1")])
+    events = await _take(watch, 6)
+    assert [(e.type, e.kv.key, e.revision) for e in events] == [
+        ("PUT", "a", 1),
+        ("PUT", "a", 2),
+        ("DELETE", "a", 3),
+        ("PUT", "b", 4),
+        ("PUT", "c", 5),
+        ("PUT", "d", 5),
+    ]
+    put2, delete = events[1], events[2]
+    assert put2.prev is not None and put2.prev.value == b"1"
+    assert delete.prev == put2.kv
+    assert (delete.kv.value, delete.kv.mod_revision) == (b"2", 3)
+    assert events[0].prev is None
+    watch.close()
+
+
+async def test_watch_from_revision_skips_older(store: SqliteStore) -> None:
+    """A watch from revision r gets only events after r."""
+    for i in range(5):
+        await store.put(f"k{i}", b"x")
+    watch = store.watch("", 3)
+    assert [e.revision for e in await _take(watch, 2)] == [4, 5]
+    watch.close()
+
+
+async def test_watch_from_future_revision(store: SqliteStore) -> None:
+    """A watch from a revision not yet reached starts delivering after it."""
+    watch = store.watch("", 2)
+    for i in range(4):
+        await store.put(f"k{i}", b"x")
+    assert [e.revision for e in await _take(watch, 2)] == [3, 4]
+    watch.close()
+
+
+async def test_watch_prefix_filter(store: SqliteStore) -> None:
+    """A watch sees only keys under its prefix, in history and live."""
+    await store.put("/pods/a", b"1")
+    await store.put("/nodes/n1", b"1")
+    watch = store.watch("/pods/", 0)
+    await store.put("/nodes/n2", b"1")
+    await store.put("/podsx", b"1")
+    await store.put("/pods/b", b"1")
+    await store.delete("/pods/a")
+    events = await _take(watch, 3)
+    assert [(e.type, e.kv.key) for e in events] == [
+        ("PUT", "/pods/a"),
+        ("PUT", "/pods/b"),
+        ("DELETE", "/pods/a"),
+    ]
+    watch.close()
+
+
+async def test_watch_compacted(db_path: Path) -> None:
+    """With a small history, a watch from a revision no longer kept raises Compacted."""
+    store = await SqliteStore.open(db_path, history=3)
+    try:
+        for i in range(6):
+            await store.put(f"k{i}", b"x")
+        with pytest.raises(Compacted, match="revision 2 is compacted"):
+            store.watch("", 2)
+        watch = store.watch("", 3)  # events 4, 5, 6 are all kept
+        assert [e.revision for e in await _take(watch, 3)] == [4, 5, 6]
+        watch.close()
+    finally:
+        await store.close()
+
+
+async def test_watch_compacted_mid_transaction(db_path: Path) -> None:
+    """If only part of a transaction's events are kept, watching from before it is refused."""
+    store = await SqliteStore.open(db_path, history=2)
+    try:
+        await store.put("a", b"x")
+        await store.txn([Op("put", "b", b"x"), Op("put", "c", b"x"), Op("put", "d", b"x")])
+        with pytest.raises(Compacted):
+            store.watch("", 1)  # would miss b
+        store.watch("", 2).close()
+    finally:
+        await store.close()
+
+
+async def test_watch_after_reopen_needs_current_revision(db_path: Path) -> None:
+    """History does not survive a restart: watch from an older revision is Compacted."""
+    store = await SqliteStore.open(db_path)
+    await store.put("a", b"x")
+    await store.put("b", b"x")
+    await store.close()
+    reopened = await SqliteStore.open(db_path)
+    try:
+        with pytest.raises(Compacted):
+            reopened.watch("", 0)
+        _, revision = await reopened.list("")
+        watch = reopened.watch("", revision)
+        await reopened.put("c", b"x")
+        [event] = await _take(watch, 1)
+        assert (event.kv.key, event.revision) == ("c", 3)
+        watch.close()
+    finally:
+        await reopened.close()
+
+
+async def test_slow_watcher_overflow(store: SqliteStore) -> None:
+    """A watcher that falls too far behind gets what was queued, then Compacted."""
+    watch = store.watch("", 0, max_backlog=5)
+    for i in range(8):
+        await store.put(f"k{i}", b"x")
+    received: list[int] = []
+    with pytest.raises(Compacted, match="fell 5 events behind"):
+        async with asyncio.timeout(TIMEOUT):
+            async for event in watch:
+                received.append(event.revision)
+    assert received == [1, 2, 3, 4, 5]
+    assert (await store.put("after", b"x")).mod_revision == 9  # writers are unaffected
+
+
+async def test_watch_history_overflow(store: SqliteStore) -> None:
+    """A watch whose replay alone exceeds its backlog fails with Compacted, not unbounded."""
+    for i in range(8):
+        await store.put(f"k{i}", b"x")
+    watch = store.watch("", 0, max_backlog=3)
+    with pytest.raises(Compacted):
+        await _take(watch, 8)
+
+
+async def test_close_ends_watches(db_path: Path) -> None:
+    """Closing the store ends every watch's iteration."""
+    store = await SqliteStore.open(db_path)
+    watch = store.watch("", 0)
+
+    async def drain() -> list[Event]:
+        return [event async for event in watch]
+
+    task = asyncio.create_task(drain())
+    await store.put("a", b"x")
+    await store.close()
+    events = await asyncio.wait_for(task, TIMEOUT)
+    assert [e.kv.key for e in events] == ["a"]
+
+
+async def test_close_writes_what_is_queued(db_path: Path) -> None:
+    """close() makes queued writes durable before closing (it once hung instead)."""
+    store = await SqliteStore.open(db_path)
+    await store.put("first", b"x")
+    pending = [store.txn([Op("put", f"k{i}", b"x")]) for i in range(50)]
+    async with asyncio.timeout(TIMEOUT) as deadline:  # close() in this task, right away
+        await store.close()
+    assert not deadline.expired()
+    assert all(f.done() and f.exception() is None for f in pending)
+    with pytest.raises(StoreUnavailable, match="closing"):
+        await store.put("late", b"x")
+    reopened = await SqliteStore.open(db_path)
+    try:
+        assert len((await reopened.list("k"))[0]) == 50
+        assert reopened.revision == 51
+    finally:
+        await reopened.close()
+
+
+async def test_close_twice(db_path: Path) -> None:
+    """close() may be called more than once."""
+    store = await SqliteStore.open(db_path)
+    await store.close()
+    await asyncio.wait_for(store.close(), TIMEOUT)
+
+
+async def test_group_commit(db_path: Path) -> None:
+    """2,000 concurrent puts share far fewer commits than writes, and all are durable."""
+    store = await SqliteStore.open(db_path)
+    count = 2000
+    results = await asyncio.wait_for(
+        asyncio.gather(*(store.put(f"/k/{i:05d}", b"v" * 100) for i in range(count))), TIMEOUT
+    )
+    assert sorted(kv.mod_revision for kv in results) == list(range(1, count + 1))
+    assert store.writes == count
+    assert store.commits <= count // 20, store.commits
+    await store.close()
+    assert _rows(db_path, "SELECT COUNT(*), MAX(mod_revision) FROM kv") == [(count, count)]
+    assert _rows(db_path, "SELECT value FROM meta WHERE name = 'revision'") == [(count,)]
+
+
+async def test_durable_settings(store: SqliteStore, db_path: Path) -> None:
+    """The file is in WAL mode and the store's connection fsyncs every commit."""
+    await store.put("a", b"x")
+    assert _rows(db_path, "PRAGMA journal_mode") == [("wal",)]
+    async with store._db.execute("PRAGMA synchronous") as cursor:
+        assert await cursor.fetchone() == (2,)  # FULL
+
+
+async def test_schema_version(store: SqliteStore, db_path: Path) -> None:
+    """A new database records schema version 1 in schema_migrations."""
+    versions = _rows(db_path, "SELECT version FROM schema_migrations")
+    assert versions == [(1,)]
+
+
+async def test_newer_schema_refused(db_path: Path) -> None:
+    """A database written by a newer corral is refused with a clear error."""
+    store = await SqliteStore.open(db_path)
+    await store.close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (2)")
+    with pytest.raises(StoreError, match="schema version 2, newer than this corral knows"):
+        await SqliteStore.open(db_path)
+
+
+async def test_not_a_database_refused(db_path: Path) -> None:
+    """A file that is not SQLite is refused as a StoreError naming it."""
+    await asyncio.to_thread(db_path.parent.mkdir, parents=True)
+    await asyncio.to_thread(db_path.write_bytes, b"this is not a database, just text" * 100)
+    with pytest.raises(StoreError, match=f"cannot open store {db_path}"):
+        await SqliteStore.open(db_path)
+
+
+async def test_commit_failure(store: SqliteStore, db_path: Path) -> None:
+    """A commit the disk refuses (SQLITE_FULL) fails its writers with StoreUnavailable,
+    leaves nothing half-visible, and the store keeps working once there is room."""
+    await store.put("a", b"before")
+    watch = store.watch("", store.revision)
+    # A real SQLITE_FULL: cap this connection's database at its current size.
+    async with store._db.execute("PRAGMA page_count") as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    await store._db.execute(f"PRAGMA max_page_count = {row[0]}")
+
+    writers = [
+        store.txn([Op("put", "big", b"x" * 200_000)]),
+        store.txn([Op("put", "a", b"after", expect=1)]),
+        store.txn([Op("delete", "a")]),
+    ]
+    results = await asyncio.wait_for(asyncio.gather(*writers, return_exceptions=True), TIMEOUT)
+    assert all(isinstance(r, StoreUnavailable) for r in results), results
+    assert "database or disk is full" in str(results[0])
+
+    assert store.revision == 1
+    assert await store.get("big") is None
+    assert await store.get("a") == KV("a", b"before", 1, 1)
+    assert [kv.key for kv in (await store.list(""))[0]] == ["a"]
+
+    await store._db.execute("PRAGMA max_page_count = 1073741823")
+    kv = await store.put("a", b"after", expect=1)  # guards see the committed state again
+    assert kv.mod_revision == 2
+    [event] = await _take(watch, 1)  # the failed writes were never published
+    assert (event.kv.value, event.revision) == (b"after", 2)
+    watch.close()
+    assert _rows(db_path, "SELECT key, value, mod_revision FROM kv") == [("a", b"after", 2)]
