@@ -14,6 +14,8 @@ import contextlib
 import hmac
 import logging
 import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -43,6 +45,10 @@ _LOGGER = logging.getLogger(__name__)
 HELLO_TIMEOUT = 10.0
 
 
+class LogsUnavailable(Exception):
+    """A log stream could not be had from the node (not connected, unknown container...)."""
+
+
 def desired_on(pod: Pod | None) -> str | None:
     """The node that must run this incarnation, if any."""
     if pod is None or pod.spec.node_name is None:
@@ -62,6 +68,7 @@ class AgentSession:
         self.changed = asyncio.Event()
         self.acked_revision = 0
         self.sender: asyncio.Task[None] | None = None
+        self.log_streams: dict[int, asyncio.Queue[protocol.LogsChunk | None]] = {}
 
     def want(self, pod: Pod) -> None:
         uid = pod.metadata.uid or ""
@@ -97,6 +104,7 @@ class Hub:
         self._token = join_token.encode()
         self.sessions: dict[str, AgentSession] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._log_ids = 0
         cluster.pod_listeners.append(self.on_pod_change)
 
     # -- desired-set changes from the store ---------------------------------
@@ -288,6 +296,10 @@ class Hub:
                     self._spawn(self._finish_deletions(session, frame.stopped))
             elif isinstance(frame, protocol.Ack):
                 session.acked_revision = max(session.acked_revision, frame.revision)
+            elif isinstance(frame, protocol.LogsChunk):
+                stream = session.log_streams.get(frame.id)
+                if stream is not None:
+                    stream.put_nowait(frame)
             else:
                 await self._send_error(ws, f"node {session.node}: unexpected {frame.type} frame")
 
@@ -310,6 +322,8 @@ class Hub:
                 return  # the read loop sees the close and ends the session
 
     async def _end_session(self, session: AgentSession) -> None:
+        for stream in session.log_streams.values():
+            stream.put_nowait(None)  # readers see the node go away
         if session.sender is not None:
             session.sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -379,6 +393,54 @@ class Hub:
             with contextlib.suppress(Conflict, NotFound):
                 await self._store.delete(key, expect=kv.mod_revision)
 
+    async def stream_logs(
+        self,
+        node: str,
+        uid: str,
+        container: str,
+        *,
+        tail_lines: int | None = None,
+        follow: bool = False,
+        timestamps: bool = False,
+        previous: bool = False,
+    ) -> AsyncIterator[str]:
+        """A container's log, read by its node's agent and relayed over the link."""
+        session = self.sessions.get(node)
+        if session is None:
+            raise LogsUnavailable(f"node {node} is not connected")
+        self._log_ids += 1
+        stream_id = self._log_ids
+        queue: asyncio.Queue[protocol.LogsChunk | None] = asyncio.Queue()
+        session.log_streams[stream_id] = queue
+        finished = False
+        try:
+            await session.ws.send_bytes(
+                protocol.encode(
+                    protocol.LogsRequest(
+                        id=stream_id, uid=uid, container=container, tail_lines=tail_lines,
+                        follow=follow, timestamps=timestamps, previous=previous,
+                    )
+                )
+            )
+            while True:
+                chunk = await queue.get()
+                if chunk is None:
+                    finished = True
+                    raise LogsUnavailable(f"node {node} disconnected")
+                if chunk.error:
+                    finished = True
+                    raise LogsUnavailable(chunk.error)
+                if chunk.data:
+                    yield chunk.data
+                if chunk.eof:
+                    finished = True
+                    return
+        finally:
+            session.log_streams.pop(stream_id, None)
+            if not finished and not session.ws.closed:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await session.ws.send_bytes(protocol.encode(protocol.LogsCancel(id=stream_id)))
+
     async def mark_ready(self, name: str) -> None:
         """A NotReady node that heartbeats again is Ready."""
         await set_node_ready(self._store, name, True, "AgentReady", "corral-agent is posting heartbeats")
@@ -434,6 +496,4 @@ async def set_node_ready(store: Store, name: str, ready: bool, reason: str, mess
 
 
 def _uid() -> str:
-    import uuid
-
     return str(uuid.uuid4())

@@ -30,6 +30,9 @@ _QUERY = {
     "/api/v1/pods": ["labelSelector", "fieldSelector", "limit"],
     "/api/v1/namespaces/{namespace}/pods": ["labelSelector", "fieldSelector", "limit"],
     "/api/v1/nodes": ["labelSelector"],
+    "/api/v1/namespaces/{namespace}/pods/{name}/log": [
+        "container", "follow", "tailLines", "timestamps", "previous",
+    ],
 }
 
 

@@ -28,6 +28,7 @@ from scheduler.api.errors import (
     NotFoundError,
 )
 from scheduler.objects import PODS, decode, encode, list_json, mutable_copy, pod_key, with_resource_version
+from scheduler.hub import LogsUnavailable
 from scheduler.store import Conflict, NotFound, Op
 
 MAX_BATCH = 5000
@@ -245,3 +246,61 @@ ROUTES = [
     web.put("/api/v1/namespaces/{namespace}/pods/{name}", update_pod),
     web.delete("/api/v1/namespaces/{namespace}/pods/{name}", delete_pod),
 ]
+
+
+def _bool_param(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0", ""):
+        raise BadRequest(f"query parameter {name}: {raw!r} is not true or false")
+    return raw in ("true", "1")
+
+
+async def pod_log(request: web.Request) -> web.StreamResponse:
+    """A container's log, streamed from its node (`?container=&follow=&tailLines=&timestamps=`)."""
+    namespace, name = namespace_param(request), name_param(request)
+    cp = plane(request)
+    kv = await cp.store.get(pod_key(namespace, name))
+    if kv is None:
+        raise NotFoundError(f'pods "{name}" not found', name=name, kind="pods")
+    pod = decode(kv, Pod)
+    names = [c.name for c in pod.spec.containers]
+    container = request.query.get("container") or (names[0] if len(names) == 1 else None)
+    if container is None:
+        raise BadRequest(
+            f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]"
+        )
+    if container not in names:
+        raise BadRequest(f"container {container} is not valid for pod {name}")
+    if pod.spec.node_name is None:
+        raise BadRequest(f'pod "{name}" is not bound to a node yet; no logs')
+    stream = cp.hub.stream_logs(
+        pod.spec.node_name,
+        pod.metadata.uid or "",
+        container,
+        tail_lines=int_param(request, "tailLines"),
+        follow=_bool_param(request, "follow"),
+        timestamps=_bool_param(request, "timestamps"),
+        previous=_bool_param(request, "previous"),
+    )
+    iterator = aiter(stream)
+    try:
+        first = await anext(iterator, None)  # errors before the first byte become a Status
+    except LogsUnavailable as exc:
+        await stream.aclose()
+        raise BadRequest(f"cannot read logs of pod {name}: {exc}") from None
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await response.prepare(request)
+    try:
+        if first is not None:
+            await response.write(first.encode())
+            async for data in iterator:
+                await response.write(data.encode())
+    except LogsUnavailable as exc:
+        await response.write(f"\n[corral: log stream ended: {exc}]\n".encode())
+    finally:
+        await stream.aclose()
+    await response.write_eof()
+    return response
+
+
+ROUTES.append(web.get("/api/v1/namespaces/{namespace}/pods/{name}/log", pod_log))

@@ -8,6 +8,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from http import HTTPStatus
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -145,6 +146,29 @@ class Client:
 
     def get(self, path: str, **query: str | None) -> Any:
         return self.request("GET", path, query=_clean(query))
+
+    def stream(self, path: str, **query: str | None) -> Iterator[bytes]:
+        """GET a streamed body (a followed log) and yield it as it arrives."""
+        url = self.server + path
+        params = _clean(query)
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        headers = {"User-Agent": "corral-cli"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(url, headers=headers, method="GET")
+        try:
+            # No read timeout: a followed log may be quiet for a long time.
+            resp = urllib.request.urlopen(req, timeout=None)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise ApiError.from_response(exc.code, exc.read()) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise ConnectionFailed(self.server, _describe(reason)) from None
+        with resp:
+            while chunk := resp.read1(65536):
+                yield chunk
 
     def post(self, path: str, body: Object | None = None) -> Any:
         return self.request("POST", path, body=body)

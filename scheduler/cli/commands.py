@@ -263,3 +263,21 @@ def status(client: Client, args: argparse.Namespace) -> int:
     out(f"Server: {client.server}")
     out(render_status(summary))
     return 0
+
+
+def logs(client: Client, args: argparse.Namespace) -> int:
+    """Print (or follow) a container's log, read by its node's agent."""
+    namespace = namespace_of(args) or "default"
+    path = pods_path(namespace, args.pod) + "/log"
+    query = {
+        "container": args.container,
+        "follow": "true" if args.follow else None,
+        "tailLines": str(args.tail) if args.tail is not None and args.tail >= 0 else None,
+        "timestamps": "true" if args.timestamps else None,
+        "previous": "true" if args.previous else None,
+    }
+    out_stream = sys.stdout.buffer
+    for chunk in client.stream(path, **query):
+        out_stream.write(chunk)
+        out_stream.flush()
+    return 0

@@ -188,6 +188,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("node", metavar="NODE")
 
+    p = add(
+        "logs",
+        commands.logs,
+        "Print the log of a pod's container.",
+        "examples:\n  corral logs web\n  corral logs web -c sidecar -f\n  corral logs web --tail 20",
+    )
+    p.add_argument("pod", metavar="POD")
+    p.add_argument("-c", "--container", metavar="NAME", help="container (needed if several)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.add_argument("--tail", metavar="N", type=int, help="only the last N lines")
+    p.add_argument("--timestamps", action="store_true", help="prefix each line with its time")
+    p.add_argument(
+        "-p", "--previous", action="store_true", help="the log of the previous (restarted) run"
+    )
+    _namespace(p)
+
     p = add("status", commands.status, "Summarize the cluster: nodes, pods, capacity, errors.")
     p.add_argument("-o", "--output", choices=["json", "yaml"], help="output format (default: text)")
     return parser
