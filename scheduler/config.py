@@ -47,9 +47,7 @@ class SchedulerConfig(DaemonConfig):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="largest request body accepted, in bytes"
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="log level"
-    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
 
     @field_validator("listen")
     @classmethod

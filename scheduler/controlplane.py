@@ -58,11 +58,17 @@ class ControlPlane:
         self.store = await SqliteStore.open(Path(config.state_dir) / "state.db")
         self.cluster = ClusterState(self.store)
         await self.cluster.load()
-        self.placement = Placement(self.cluster.nodes, config.placement_strategy, config.placement_sample)
+        self.placement = Placement(
+            self.cluster.nodes, config.placement_strategy, config.placement_sample
+        )
         self.cluster.node_listeners.append(self._nodes_changed)
-        self.scheduler = Scheduler(self.store, self.cluster, self.placement, self.metrics, self.errors)
+        self.scheduler = Scheduler(
+            self.store, self.cluster, self.placement, self.metrics, self.errors
+        )
         self.hub = Hub(config, self.store, self.cluster, self.metrics, self.errors, token)
-        self.lifecycle = NodeLifecycleController(config, self.store, self.cluster, self.metrics, self.errors)
+        self.lifecycle = NodeLifecycleController(
+            config, self.store, self.cluster, self.metrics, self.errors
+        )
         self.metrics.track_cluster(self.cluster)
         for name, coro in (
             ("cluster-watch", self.cluster.run()),
@@ -75,7 +81,10 @@ class ControlPlane:
         self.ready = True
         _LOGGER.info(
             "control plane started at revision %d: %d nodes, %d pods (%d pending)",
-            self.store.revision, len(self.cluster.nodes), len(self.cluster.pods), len(self.cluster.pending),
+            self.store.revision,
+            len(self.cluster.nodes),
+            len(self.cluster.pods),
+            len(self.cluster.pending),
         )
 
     def _nodes_changed(self, name: str, node: object) -> None:

@@ -68,8 +68,10 @@ async def evict(store: Store, pod: Pod, expect: int, reason: str, message: str) 
     """Replace or fail one pod; False if it changed meanwhile (the next pass retries)."""
     if pod.status.phase in TERMINAL_PHASES:
         return True
-    new = replacement(pod, reason, message) if pod.spec.restart_policy != "Never" else failed(
-        pod, reason, message
+    new = (
+        replacement(pod, reason, message)
+        if pod.spec.restart_policy != "Never"
+        else failed(pod, reason, message)
     )
     key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)
     with contextlib.suppress(Conflict, NotFound):

@@ -127,7 +127,9 @@ class Hub:
     def authorized(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._token)
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), self._token
+        )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         from scheduler.api.errors import Unauthorized  # the API owns the error shapes
@@ -213,7 +215,11 @@ class Hub:
         await ws.send_bytes(protocol.encode(welcome))
         _LOGGER.info(
             "node %s joined from %s: runs %d pods, desired %d, told to stop %d",
-            name, remote, len(hello.pods), len(desired), len(stop),
+            name,
+            remote,
+            len(hello.pods),
+            len(desired),
+            len(stop),
         )
         session.sender = asyncio.create_task(self._send_loop(session), name=f"hub-send-{name}")
         return session
@@ -337,7 +343,9 @@ class Hub:
 
     # -- reports from agents -------------------------------------------------
 
-    async def _apply_reports(self, session: AgentSession, reports: list[protocol.PodReport]) -> None:
+    async def _apply_reports(
+        self, session: AgentSession, reports: list[protocol.PodReport]
+    ) -> None:
         writes = []
         for report in reports:
             key = self._cluster.by_uid.get(report.uid)
@@ -346,13 +354,16 @@ class Hub:
                 continue  # a stale incarnation: the welcome/desired set stops it
             if pod.spec.node_name != session.node:
                 self._errors.add(
-                    f"node {session.node} reported pod {pod.key} bound to {pod.spec.node_name}; ignored"
+                    f"node {session.node} reported pod {pod.key}, "
+                    f"which is bound to {pod.spec.node_name}; ignored"
                 )
                 continue
             try:
                 status = PodStatus.model_validate(report.status)
             except ValidationError as exc:
-                self._errors.add(f"node {session.node}: invalid status for {pod.key}: {exc.error_count()} errors")
+                self._errors.add(
+                    f"node {session.node}: invalid status for {pod.key}: {exc.error_count()} errors"
+                )
                 continue
             writes.append(self._write_status(key or "", report.uid, status))
         if writes:
@@ -417,8 +428,13 @@ class Hub:
             await session.ws.send_bytes(
                 protocol.encode(
                     protocol.LogsRequest(
-                        id=stream_id, uid=uid, container=container, tail_lines=tail_lines,
-                        follow=follow, timestamps=timestamps, previous=previous,
+                        id=stream_id,
+                        uid=uid,
+                        container=container,
+                        tail_lines=tail_lines,
+                        follow=follow,
+                        timestamps=timestamps,
+                        previous=previous,
                     )
                 )
             )
@@ -443,7 +459,9 @@ class Hub:
 
     async def mark_ready(self, name: str) -> None:
         """A NotReady node that heartbeats again is Ready."""
-        await set_node_ready(self._store, name, True, "AgentReady", "corral-agent is posting heartbeats")
+        await set_node_ready(
+            self._store, name, True, "AgentReady", "corral-agent is posting heartbeats"
+        )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -148,14 +148,18 @@ class Decision:
             return f"placed on {self.node}"
         if not self.total_nodes:
             return "0/0 nodes are available: no nodes registered."
-        parts = ", ".join(f"{n} {r}" for r, n in sorted(self.reasons.items(), key=lambda x: (-x[1], x[0])))
+        parts = ", ".join(
+            f"{n} {r}" for r, n in sorted(self.reasons.items(), key=lambda x: (-x[1], x[0]))
+        )
         return f"0/{self.total_nodes} nodes are available: {parts}."
 
 
 class Placement:
     """The pipeline, assembled once. `place` is called by the scheduling loop per pod."""
 
-    def __init__(self, nodes: dict[str, NodeState], strategy: str = "spread", sample: int = 0) -> None:
+    def __init__(
+        self, nodes: dict[str, NodeState], strategy: str = "spread", sample: int = 0
+    ) -> None:
         self._nodes = nodes
         # Cheapest and most selective first: readiness and cordons are a field read,
         # the selector a few dict lookups, resources some arithmetic.

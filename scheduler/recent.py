@@ -22,4 +22,6 @@ class RecentErrors:
         self._items.append((now(), message))
 
     def to_list(self) -> list[dict[str, str]]:
-        return [{"time": t.isoformat().replace("+00:00", "Z"), "message": m} for t, m in self._items]
+        return [
+            {"time": t.isoformat().replace("+00:00", "Z"), "message": m} for t, m in self._items
+        ]

@@ -115,7 +115,9 @@ class Scheduler:
             return
         bound = mutable_copy(pod)
         bound.spec.node_name = node
-        _set_condition(bound, PodCondition(type="PodScheduled", status="True", last_transition_time=now()))
+        _set_condition(
+            bound, PodCondition(type="PodScheduled", status="True", last_transition_time=now())
+        )
         bound.status.reason = None
         bound.status.message = None
         try:

@@ -57,13 +57,18 @@ class SchedulerProcess:
     def start(self) -> None:
         port = self.port or 0
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "a")  # noqa: SIM115 (owned by the process)
+        log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "scheduler.main",
-                "--listen", f"127.0.0.1:{port}",
-                "--state-dir", str(self.state_dir),
-                "--join-token", TOKEN,
+                sys.executable,
+                "-m",
+                "scheduler.main",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--state-dir",
+                str(self.state_dir),
+                "--join-token",
+                TOKEN,
                 *self.extra_args,
             ],
             cwd=ROOT,
@@ -137,13 +142,20 @@ class HollowProcess:
     def __init__(self, scheduler: SchedulerProcess, nodes: int, *args: str) -> None:
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "agent.hollow",
-                "--server", scheduler.url, "--token", TOKEN,
-                "--nodes", str(nodes), *args,
+                sys.executable,
+                "-m",
+                "agent.hollow",
+                "--server",
+                scheduler.url,
+                "--token",
+                TOKEN,
+                "--nodes",
+                str(nodes),
+                *args,
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=open(scheduler.state_dir / "hollow.log", "a"),  # noqa: SIM115
+            stderr=open(scheduler.state_dir / "hollow.log", "a"),
         )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

@@ -50,13 +50,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         response = _error_response(exc)
     except StoreUnavailable as exc:
-        response = _error_response(Unavailable(f"the store could not make the write durable: {exc}"))
+        response = _error_response(
+            Unavailable(f"the store could not make the write durable: {exc}")
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         kind = _HTTP_ERRORS.get(exc.status)
         if exc.status == 404:
-            message = f"the server could not find the requested resource ({request.method} {request.path})"
+            message = (
+                "the server could not find the requested resource "
+                f"({request.method} {request.path})"
+            )
         elif exc.status == 405:
             message = f"method {request.method} is not allowed on {request.path}"
         elif exc.status == 413:
@@ -74,7 +79,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
-def create_app(config: SchedulerConfig, control_plane: ControlPlane | None = None) -> web.Application:
+def create_app(
+    config: SchedulerConfig, control_plane: ControlPlane | None = None
+) -> web.Application:
     """The scheduler's application; the control plane starts and stops with it."""
     cp = control_plane or ControlPlane(config)
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)

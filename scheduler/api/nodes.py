@@ -31,8 +31,13 @@ def _live(cp: ControlPlane, kv: KV) -> dict[str, object]:
 
         age = time.monotonic() - state.last_heartbeat
         beat = datetime.now(UTC) - timedelta(seconds=age)
-        data["status"]["lastHeartbeatTime"] = beat.replace(microsecond=0).isoformat().replace("+00:00", "Z")
-        data["status"]["usage"] = {"cpu": format_cpu(state.usage_cpu), "memory": str(state.usage_mem)}
+        data["status"]["lastHeartbeatTime"] = (
+            beat.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        )
+        data["status"]["usage"] = {
+            "cpu": format_cpu(state.usage_cpu),
+            "memory": str(state.usage_mem),
+        }
     return data
 
 
@@ -44,7 +49,9 @@ async def list_nodes(request: web.Request) -> web.Response:
         raise BadRequest(f"labelSelector: {exc}") from None
     kvs, revision = await cp.store.list(NODES)
     items = [
-        _live(cp, kv) for kv in kvs if not selector or selector_matches(selector, decode(kv, Node).metadata.labels)
+        _live(cp, kv)
+        for kv in kvs
+        if not selector or selector_matches(selector, decode(kv, Node).metadata.labels)
     ]
     body = {
         "apiVersion": "v1",
@@ -135,7 +142,9 @@ async def delete_node(request: web.Request) -> web.Response:
     try:
         await cp.store.delete(kv.key, expect=kv.mod_revision)
     except (Conflict, NotFound):
-        raise ConflictError(f'nodes "{name}" changed meanwhile; try again', name=name, kind="nodes") from None
+        raise ConflictError(
+            f'nodes "{name}" changed meanwhile; try again', name=name, kind="nodes"
+        ) from None
     await _move_pods(cp, name, "NodeLost", f"node {name} was deleted")
     session = cp.hub.sessions.get(name)
     if session is not None:

@@ -31,7 +31,11 @@ _QUERY = {
     "/api/v1/namespaces/{namespace}/pods": ["labelSelector", "fieldSelector", "limit"],
     "/api/v1/nodes": ["labelSelector"],
     "/api/v1/namespaces/{namespace}/pods/{name}/log": [
-        "container", "follow", "tailLines", "timestamps", "previous",
+        "container",
+        "follow",
+        "tailLines",
+        "timestamps",
+        "previous",
     ],
 }
 
@@ -53,7 +57,10 @@ def build(app: web.Application) -> dict[str, Any]:
             "properties": {
                 "apiVersion": {"type": "string"},
                 "kind": {"type": "string", "enum": [kind]},
-                "metadata": {"type": "object", "properties": {"resourceVersion": {"type": "string"}}},
+                "metadata": {
+                    "type": "object",
+                    "properties": {"resourceVersion": {"type": "string"}},
+                },
                 "items": {"type": "array", "items": _ref(item)},
             },
         }
@@ -68,15 +75,30 @@ def build(app: web.Application) -> dict[str, Any]:
         op: dict[str, Any] = {
             "operationId": getattr(handler, "__name__", "op"),
             "summary": doc or getattr(handler, "__name__", ""),
-            "responses": {"default": {"description": "error", "content": {"application/json": {"schema": _ref("Status")}}}},
+            "responses": {
+                "default": {
+                    "description": "error",
+                    "content": {"application/json": {"schema": _ref("Status")}},
+                }
+            },
         }
         params = [
             {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
             for p in re.findall(r"{(\w+)}", path)
         ]
-        params += [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}} for q in _QUERY.get(path, [])]
+        params += [
+            {"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
+            for q in _QUERY.get(path, [])
+        ]
         if path.endswith("/pods/{name}") and route.method == "DELETE":
-            params.append({"name": "gracePeriodSeconds", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}})
+            params.append(
+                {
+                    "name": "gracePeriodSeconds",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+            )
         if params:
             op["parameters"] = params
         shape = _SHAPES.get((route.method, path))

@@ -36,7 +36,9 @@ async def status(request: web.Request) -> web.Response:
             nodes["ready"] += 1
         else:
             nodes["notReady"] += 1
-            not_ready.append({"name": name, "lastHeartbeatSecondsAgo": round(mono - state.last_heartbeat, 1)})
+            not_ready.append(
+                {"name": name, "lastHeartbeatSecondsAgo": round(mono - state.last_heartbeat, 1)}
+            )
         nodes["cordoned"] += state.node.spec.unschedulable
         nodes["connected"] += state.connected
         capacity = state.node.status.capacity
@@ -58,7 +60,10 @@ async def status(request: web.Request) -> web.Response:
         "nodes": {**nodes, "notReadyNodes": not_ready[:50]},
         "pods": {
             "total": len(cluster.pods),
-            "byPhase": {p: phases.get(p, 0) for p in ("Pending", "Running", "Succeeded", "Failed", "Unknown")},
+            "byPhase": {
+                p: phases.get(p, 0)
+                for p in ("Pending", "Running", "Succeeded", "Failed", "Unknown")
+            },
             "pendingQueue": len(cluster.pending),
             "unschedulable": unschedulable,
         },

@@ -27,8 +27,16 @@ from scheduler.api.errors import (
     Invalid,
     NotFoundError,
 )
-from scheduler.objects import PODS, decode, encode, list_json, mutable_copy, pod_key, with_resource_version
 from scheduler.hub import LogsUnavailable
+from scheduler.objects import (
+    PODS,
+    decode,
+    encode,
+    list_json,
+    mutable_copy,
+    pod_key,
+    with_resource_version,
+)
 from scheduler.store import Conflict, NotFound, Op
 
 MAX_BATCH = 5000
@@ -48,10 +56,18 @@ def _validate(doc: Any, namespace: str, prefix: str = "") -> Pod:
         obj = load_object(doc)
     except ManifestError as exc:
         causes = [
-            StatusCause(reason=c.reason, message=c.message, field=f"{prefix}{c.field}" if c.field else prefix.rstrip("."))
+            StatusCause(
+                reason=c.reason,
+                message=c.message,
+                field=f"{prefix}{c.field}" if c.field else prefix.rstrip("."),
+            )
             for c in exc.causes
         ]
-        name = doc.get("metadata", {}).get("name") if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict) else None
+        name = (
+            doc.get("metadata", {}).get("name")
+            if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict)
+            else None
+        )
         raise Invalid(exc.message, causes=causes, name=name, kind="pods") from None
     assert isinstance(obj, Pod)
     meta = obj.metadata
@@ -59,9 +75,15 @@ def _validate(doc: Any, namespace: str, prefix: str = "") -> Pod:
         raise Invalid(
             f"the namespace of the object ({meta.namespace}) does not match the namespace "
             f"of the request ({namespace})",
-            causes=[StatusCause(reason="FieldValueInvalid", message="does not match the request",
-                                field=f"{prefix}metadata.namespace")],
-            name=meta.name, kind="pods",
+            causes=[
+                StatusCause(
+                    reason="FieldValueInvalid",
+                    message="does not match the request",
+                    field=f"{prefix}metadata.namespace",
+                )
+            ],
+            name=meta.name,
+            kind="pods",
         )
     meta.namespace = namespace
     meta.uid = str(uuid.uuid4())
@@ -86,7 +108,9 @@ async def create_pods(request: web.Request) -> web.Response:
         try:
             kv = await store.put(key, encode(pod), obj=pod, expect=0)
         except Conflict:
-            raise AlreadyExists(f'pods "{pod.metadata.name}" already exists', name=pod.metadata.name, kind="pods") from None
+            raise AlreadyExists(
+                f'pods "{pod.metadata.name}" already exists', name=pod.metadata.name, kind="pods"
+            ) from None
         return json_response(with_resource_version(kv), status=201)
     items = doc["items"]
     if len(items) > MAX_BATCH:
@@ -97,8 +121,13 @@ async def create_pods(request: web.Request) -> web.Response:
         if pod.metadata.name in seen:
             raise Invalid(
                 f"pod name {pod.metadata.name!r} appears twice in the batch",
-                causes=[StatusCause(reason="FieldValueDuplicate", message="Duplicate value",
-                                    field=f"items[{i}].metadata.name")],
+                causes=[
+                    StatusCause(
+                        reason="FieldValueDuplicate",
+                        message="Duplicate value",
+                        field=f"items[{i}].metadata.name",
+                    )
+                ],
             )
         seen.add(pod.metadata.name)
     ops = [Op("put", pod_key(namespace, p.metadata.name), encode(p), p, expect=0) for p in pods]
@@ -106,7 +135,11 @@ async def create_pods(request: web.Request) -> web.Response:
         kvs = await store.txn(ops)
     except Conflict as exc:
         name = exc.key.rsplit("/", 1)[-1]
-        raise AlreadyExists(f'pods "{name}" already exists; nothing in the batch was created', name=name, kind="pods") from None
+        raise AlreadyExists(
+            f'pods "{name}" already exists; nothing in the batch was created',
+            name=name,
+            kind="pods",
+        ) from None
     revision = max(kv.mod_revision for kv in kvs) if kvs else store.revision
     return json_response(list_json("PodList", kvs, revision), status=201)
 
@@ -123,7 +156,9 @@ def _filters(request: web.Request) -> Callable[[Pod], bool] | None:
         field = field.strip()
         value = value.lstrip("=").strip()
         if field not in _FIELDS:
-            raise BadRequest(f"fieldSelector: {field!r} is not supported (supported: {', '.join(_FIELDS)})")
+            raise BadRequest(
+                f"fieldSelector: {field!r} is not supported (supported: {', '.join(_FIELDS)})"
+            )
         fields.append((_FIELDS[field], value, negate))
     if not labels and not fields:
         return None
@@ -131,7 +166,9 @@ def _filters(request: web.Request) -> Callable[[Pod], bool] | None:
     def keep(pod: Pod) -> bool:
         if labels and not selector_matches(labels, pod.metadata.labels):
             return False
-        return all((get(pod) != value) if negate else (get(pod) == value) for get, value, negate in fields)
+        return all(
+            (get(pod) != value) if negate else (get(pod) == value) for get, value, negate in fields
+        )
 
     return keep
 
@@ -173,22 +210,43 @@ async def update_pod(request: web.Request) -> web.Response:
     incoming = _validate(doc, namespace)
     current = decode(kv, Pod)
     if incoming.metadata.name != name:
-        raise Invalid("metadata.name does not match the URL", causes=[
-            StatusCause(reason="FieldValueInvalid", message="does not match the URL", field="metadata.name")])
+        raise Invalid(
+            "metadata.name does not match the URL",
+            causes=[
+                StatusCause(
+                    reason="FieldValueInvalid",
+                    message="does not match the URL",
+                    field="metadata.name",
+                )
+            ],
+        )
     if incoming.spec != current.spec.model_copy(update={"node_name": incoming.spec.node_name}) or (
         incoming.spec.node_name not in (None, current.spec.node_name)
     ):
         raise Invalid(
             f'Pod "{name}" is invalid: spec: pod updates may not change the spec '
             "(only metadata.labels and metadata.annotations)",
-            causes=[StatusCause(reason="FieldValueForbidden", message="pod spec is immutable", field="spec")],
-            name=name, kind="pods",
+            causes=[
+                StatusCause(
+                    reason="FieldValueForbidden", message="pod spec is immutable", field="spec"
+                )
+            ],
+            name=name,
+            kind="pods",
         )
     expect = kv.mod_revision
     if want_rv is not None:
         if not str(want_rv).isdigit():
-            raise Invalid("metadata.resourceVersion must be a number", causes=[
-                StatusCause(reason="FieldValueInvalid", message="not a number", field="metadata.resourceVersion")])
+            raise Invalid(
+                "metadata.resourceVersion must be a number",
+                causes=[
+                    StatusCause(
+                        reason="FieldValueInvalid",
+                        message="not a number",
+                        field="metadata.resourceVersion",
+                    )
+                ],
+            )
         expect = int(want_rv)
     updated = mutable_copy(current)
     updated.metadata.labels = incoming.metadata.labels
@@ -199,7 +257,8 @@ async def update_pod(request: web.Request) -> web.Response:
         raise ConflictError(
             f'Operation cannot be fulfilled on pods "{name}": the object has been modified; '
             "please apply your changes to the latest version and try again",
-            name=name, kind="pods",
+            name=name,
+            kind="pods",
         ) from None
     return json_response(with_resource_version(new))
 
@@ -216,7 +275,9 @@ async def delete_pod(request: web.Request) -> web.Response:
         pod = decode(kv, Pod)
         node = cp.cluster.nodes.get(pod.spec.node_name or "")
         running_somewhere = (
-            node is not None and node.ready and node.connected
+            node is not None
+            and node.ready
+            and node.connected
             and pod.status.phase not in ("Succeeded", "Failed")
         )
         try:

@@ -7,8 +7,8 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from http import HTTPStatus
 from collections.abc import Iterator
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:

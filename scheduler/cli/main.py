@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from scheduler.cli import commands
+from scheduler.cli import commands, up
 from scheduler.cli.client import ApiError, Client, ConnectionFailed
 from scheduler.cli.errors import CommandError
 from scheduler.cli.settings import DEFAULT_SERVER, SettingsError, resolve
@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
         "logs",
         commands.logs,
         "Print the log of a pod's container.",
-        "examples:\n  corral logs web\n  corral logs web -c sidecar -f\n  corral logs web --tail 20",
+        "examples:\n  corral logs web\n  corral logs web -c sidecar -f\n"
+        "  corral logs web --tail 20",
     )
     p.add_argument("pod", metavar="POD")
     p.add_argument("-c", "--container", metavar="NAME", help="container (needed if several)")
@@ -203,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
         "-p", "--previous", action="store_true", help="the log of the previous (restarted) run"
     )
     _namespace(p)
+
+    p = add(
+        "up",
+        lambda client, args: up.up(args),
+        "Run a local cluster: a scheduler and this machine as a node, until Ctrl-C.",
+        "Needs root. State and logs go to --state-dir; Ctrl-C stops the pods and both daemons.",
+    )
+    p.add_argument("--state-dir", default=".corral", help="state and logs (default: ./.corral)")
+    p.add_argument("--listen", default="127.0.0.1:7070", help="API address (default: %(default)s)")
 
     p = add("status", commands.status, "Summarize the cluster: nodes, pods, capacity, errors.")
     p.add_argument("-o", "--output", choices=["json", "yaml"], help="output format (default: text)")

@@ -37,7 +37,9 @@ def test_pod_is_bound_and_running(scheduler: SchedulerProcess) -> None:
     created = resp.json()
     assert created["kind"] == "Pod" and created["apiVersion"] == "v1"
     assert created["metadata"]["uid"] and created["metadata"]["resourceVersion"]
-    running = wait_for(lambda: (p := get_pod(scheduler, "web"))["status"]["phase"] == "Running" and p)
+    running = wait_for(
+        lambda: (p := get_pod(scheduler, "web"))["status"]["phase"] == "Running" and p
+    )
     assert running["spec"]["nodeName"].startswith("hollow-")
     assert running["metadata"]["uid"] == created["metadata"]["uid"]
     scheduled = [c for c in running["status"]["conditions"] if c["type"] == "PodScheduled"]
@@ -82,7 +84,12 @@ def test_selectors(scheduler: SchedulerProcess) -> None:
     """labelSelector and fieldSelector filter lists."""
     for name in ("web-1", "web-2", "db-1"):
         assert scheduler.request("POST", "/api/v1/namespaces/default/pods", pod(name)).status == 201
-    names = lambda q: sorted(p["metadata"]["name"] for p in scheduler.get(f"/api/v1/pods?{q}")["items"])  # noqa: E731
+
+    def names(query: str) -> list[str]:
+        return sorted(
+            p["metadata"]["name"] for p in scheduler.get(f"/api/v1/pods?{query}")["items"]
+        )
+
     assert names("labelSelector=app%3Dweb") == ["web-1", "web-2"]
     assert names("labelSelector=app%20in%20(db)") == ["db-1"]
     assert names("labelSelector=app!%3Dweb") == ["db-1"]
@@ -96,7 +103,9 @@ def test_selectors(scheduler: SchedulerProcess) -> None:
 def test_optimistic_concurrency(scheduler: SchedulerProcess) -> None:
     """A PUT with a stale resourceVersion gets 409; the spec cannot change."""
     created = scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("occ")).json()
-    current = wait_for(lambda: (p := get_pod(scheduler, "occ"))["status"]["phase"] == "Running" and p)
+    current = wait_for(
+        lambda: (p := get_pod(scheduler, "occ"))["status"]["phase"] == "Running" and p
+    )
     stale = json.loads(json.dumps(created))
     stale["metadata"]["labels"]["x"] = "1"
     resp = scheduler.request("PUT", "/api/v1/namespaces/default/pods/occ", stale)
@@ -145,7 +154,9 @@ def test_cordon_and_drain(scheduler: SchedulerProcess) -> None:
     for other in nodes[1:]:
         assert scheduler.request("POST", f"/api/v1/nodes/{other}/cordon").status == 200
     scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("pinned"))
-    first = wait_for(lambda: (p := get_pod(scheduler, "pinned"))["status"]["phase"] == "Running" and p)
+    first = wait_for(
+        lambda: (p := get_pod(scheduler, "pinned"))["status"]["phase"] == "Running" and p
+    )
     assert first["spec"]["nodeName"] == nodes[0]
     node = scheduler.get(f"/api/v1/nodes/{nodes[1]}")
     assert node["spec"]["unschedulable"] is True
@@ -153,9 +164,11 @@ def test_cordon_and_drain(scheduler: SchedulerProcess) -> None:
     resp = scheduler.request("POST", f"/api/v1/nodes/{nodes[0]}/drain")
     assert resp.status == 200 and "1 pods rescheduled" in resp.json()["message"]
     moved = wait_for(
-        lambda: (p := get_pod(scheduler, "pinned"))["status"]["phase"] == "Running"
-        and p["spec"]["nodeName"] == nodes[1]
-        and p
+        lambda: (
+            (p := get_pod(scheduler, "pinned"))["status"]["phase"] == "Running"
+            and p["spec"]["nodeName"] == nodes[1]
+            and p
+        )
     )
     assert moved["metadata"]["uid"] != first["metadata"]["uid"]
     assert scheduler.get(f"/api/v1/nodes/{nodes[0]}")["spec"]["unschedulable"] is True
@@ -174,7 +187,7 @@ def test_operations_endpoints(scheduler: SchedulerProcess) -> None:
     for name in (
         "corral_pods{phase=",
         "corral_scheduling_latency_seconds_bucket",
-        "corral_placement_attempts_total{result=\"scheduled\"}",
+        'corral_placement_attempts_total{result="scheduled"}',
         "corral_connected_agents 3.0",
         "corral_node_heartbeat_age_seconds{node=",
     ):
@@ -194,4 +207,6 @@ def test_openapi_matches_routes(bare_scheduler: SchedulerProcess) -> None:
         assert path in doc["paths"], path
     assert {"Pod", "Node", "Status", "PodList"} <= set(doc["components"]["schemas"])
     post = doc["paths"]["/api/v1/namespaces/{namespace}/pods"]["post"]
-    assert post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/Pod")
+    assert post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/Pod"
+    )

@@ -30,12 +30,22 @@ def causes(body: dict[str, object]) -> list[str]:
 @pytest.mark.parametrize(
     ("body", "content_type", "code", "needle"),
     [
-        (b'{"apiVersion": "v1", "kind": "Pod", ', "application/json", 400, "malformed JSON at line 1"),
+        (
+            b'{"apiVersion": "v1", "kind": "Pod", ',
+            "application/json",
+            400,
+            "malformed JSON at line 1",
+        ),
         (b"kind: Pod\n  bad: [indent", "application/yaml", 400, "malformed YAML at line"),
         (b"", "application/json", 400, "empty"),
         (b"\xff\xfe\x00", "application/json", 400, "UTF-8"),
         (b"[1, 2, 3]", "application/json", 400, "expected an object"),
-        (b"apiVersion: v1\nkind: Pod\n---\napiVersion: v1\nkind: Pod\n", "application/yaml", 400, "one object"),
+        (
+            b"apiVersion: v1\nkind: Pod\n---\napiVersion: v1\nkind: Pod\n",
+            "application/yaml",
+            400,
+            "one object",
+        ),
     ],
 )
 def test_malformed_bodies(
@@ -53,20 +63,36 @@ def test_malformed_bodies(
 @pytest.mark.parametrize(
     ("mutate", "field", "needle"),
     [
-        (lambda p: p["spec"]["containers"][0].update(securityContext={}), "spec.containers[0].securityContext", "not supported"),
+        (
+            lambda p: p["spec"]["containers"][0].update(securityContext={}),
+            "spec.containers[0].securityContext",
+            "not supported",
+        ),
         (lambda p: p["spec"]["containers"][0].pop("image"), "spec.containers[0].image", "Required"),
         (lambda p: p["metadata"].update(name="Bad_Name"), "metadata.name", "not a valid"),
         (lambda p: p["metadata"].update(name="x" * 300), "metadata.name", "253"),
         (lambda p: p["spec"].update(containers="nope"), "spec.containers", ""),
         (lambda p: p["spec"].update(restartPolicy="Sometimes"), "spec.restartPolicy", ""),
-        (lambda p: p["spec"]["containers"][0]["resources"]["requests"].update(memory="12 parsecs"), "spec.containers[0].resources.requests.memory", "quantity"),
-        (lambda p: p["spec"].update(terminationGracePeriodSeconds="soon"), "spec.terminationGracePeriodSeconds", ""),
+        (
+            lambda p: p["spec"]["containers"][0]["resources"]["requests"].update(
+                memory="12 parsecs"
+            ),
+            "spec.containers[0].resources.requests.memory",
+            "quantity",
+        ),
+        (
+            lambda p: p["spec"].update(terminationGracePeriodSeconds="soon"),
+            "spec.terminationGracePeriodSeconds",
+            "",
+        ),
         (lambda p: p["metadata"].update(labels={"bad key!": "v"}), "metadata.labels", "label key"),
         (lambda p: p["metadata"].update(namespace="other"), "metadata.namespace", ""),
         (lambda p: p["spec"].update(containers=[]), "spec.containers", ""),
     ],
 )
-def test_invalid_pods_name_the_field(bare_scheduler: SchedulerProcess, mutate, field: str, needle: str) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_pods_name_the_field(
+    bare_scheduler: SchedulerProcess, mutate, field: str, needle: str
+) -> None:  # type: ignore[no-untyped-def]
     """An invalid pod is refused 422 with the field's path, and nothing is stored."""
     body = pod("valid-name")
     mutate(body)
@@ -81,7 +107,9 @@ def test_invalid_pods_name_the_field(bare_scheduler: SchedulerProcess, mutate, f
 
 def test_wrong_kind_and_namespace(bare_scheduler: SchedulerProcess) -> None:
     """A Node posted to pods, or an invalid namespace in the path, is refused."""
-    resp = bare_scheduler.request("POST", PODS, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}})
+    resp = bare_scheduler.request(
+        "POST", PODS, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}}
+    )
     assert resp.status == 422
     resp = bare_scheduler.request("POST", "/api/v1/namespaces/Bad_NS/pods", pod("x"))
     assert resp.status == 422 and "namespace" in str(status_of(resp.body)["message"])
@@ -127,7 +155,11 @@ async def test_agent_link_survives_garbage(bare_scheduler: SchedulerProcess) -> 
     """Garbage frames get an error frame; the scheduler keeps serving other clients."""
     auth = {"Authorization": f"Bearer {TOKEN}"}
     async with aiohttp.ClientSession() as session:
-        for first in (b"\xc1garbage", msgpack.packb({"v": 99, "type": "hello"}), msgpack.packb([1, 2])):
+        for first in (
+            b"\xc1garbage",
+            msgpack.packb({"v": 99, "type": "hello"}),
+            msgpack.packb([1, 2]),
+        ):
             ws = await session.ws_connect(bare_scheduler.url + "/api/v1/agent", headers=auth)
             await ws.send_bytes(first)
             msg = await asyncio.wait_for(ws.receive(), 5)
@@ -136,9 +168,13 @@ async def test_agent_link_survives_garbage(bare_scheduler: SchedulerProcess) -> 
             assert frame["type"] == "error" and frame["message"]
             await ws.close()
         hello = {
-            "v": 1, "type": "hello",
-            "node": {"name": "Bad_Node", "capacity": {"cpu": "1", "memory": "1Gi"},
-                     "allocatable": {"cpu": "1", "memory": "1Gi"}},
+            "v": 1,
+            "type": "hello",
+            "node": {
+                "name": "Bad_Node",
+                "capacity": {"cpu": "1", "memory": "1Gi"},
+                "allocatable": {"cpu": "1", "memory": "1Gi"},
+            },
         }
         ws = await session.ws_connect(bare_scheduler.url + "/api/v1/agent", headers=auth)
         await ws.send_bytes(msgpack.packb(hello))

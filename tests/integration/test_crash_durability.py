@@ -26,7 +26,9 @@ def test_acknowledged_pods_survive_kill_9(tmp_path: Path) -> None:
             name = f"w{index}-{n}"
             n += 1
             try:
-                resp = sched.request("POST", "/api/v1/namespaces/default/pods", pod(name), timeout=5)
+                resp = sched.request(
+                    "POST", "/api/v1/namespaces/default/pods", pod(name), timeout=5
+                )
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 return  # the server died under us: this write was never acknowledged
             if resp.status == 201:

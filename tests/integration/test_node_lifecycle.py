@@ -21,8 +21,14 @@ def fast_scheduler(tmp_path: Path) -> Iterator[SchedulerProcess]:
     """A scheduler with short grace and eviction timeouts."""
     sched = SchedulerProcess(
         tmp_path / "scheduler",
-        ["--node-grace-seconds", str(GRACE), "--eviction-seconds", str(EVICTION),
-         "--heartbeat-seconds", "0.2"],
+        [
+            "--node-grace-seconds",
+            str(GRACE),
+            "--eviction-seconds",
+            str(EVICTION),
+            "--heartbeat-seconds",
+            "0.2",
+        ],
     )
     sched.start()
     try:
@@ -49,8 +55,15 @@ def test_lost_node_pods_are_replaced_elsewhere(fast_scheduler: SchedulerProcess)
         assert fast_scheduler.request("POST", "/api/v1/nodes/b-0000/cordon").status == 200
         specs = [pod("keep"), pod("once", restartPolicy="Never")]
         for spec in specs:
-            assert fast_scheduler.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
-        wait_for(lambda: all(p["status"]["phase"] == "Running" for p in pods_by_name(fast_scheduler).values()))
+            assert (
+                fast_scheduler.request("POST", "/api/v1/namespaces/default/pods", spec).status
+                == 201
+            )
+        wait_for(
+            lambda: all(
+                p["status"]["phase"] == "Running" for p in pods_by_name(fast_scheduler).values()
+            )
+        )
         before = pods_by_name(fast_scheduler)
         assert {p["spec"]["nodeName"] for p in before.values()} == {"a-0000"}
         assert fast_scheduler.request("POST", "/api/v1/nodes/b-0000/uncordon").status == 200
@@ -85,12 +98,17 @@ def test_returning_node_is_fenced(fast_scheduler: SchedulerProcess) -> None:
         wait_for(lambda: len(ready_nodes(fast_scheduler)) == 2)
         fast_scheduler.request("POST", "/api/v1/nodes/b-0000/cordon")
         fast_scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("svc"))
-        first = wait_for(lambda: (p := pods_by_name(fast_scheduler)["svc"])["status"]["phase"] == "Running" and p)
+        first = wait_for(
+            lambda: (p := pods_by_name(fast_scheduler)["svc"])["status"]["phase"] == "Running" and p
+        )
         fast_scheduler.request("POST", "/api/v1/nodes/b-0000/uncordon")
         a.proc.send_signal(signal.SIGSTOP)  # frozen, sockets open: a partition, not a crash
         moved = wait_for(
-            lambda: (p := pods_by_name(fast_scheduler)["svc"])["spec"].get("nodeName") == "b-0000"
-            and p["status"]["phase"] == "Running" and p,
+            lambda: (
+                (p := pods_by_name(fast_scheduler)["svc"])["spec"].get("nodeName") == "b-0000"
+                and p["status"]["phase"] == "Running"
+                and p
+            ),
             timeout=GRACE + EVICTION + 5,
         )
         assert moved["metadata"]["uid"] != first["metadata"]["uid"]
@@ -118,7 +136,11 @@ def test_blip_shorter_than_grace_loses_nothing(fast_scheduler: SchedulerProcess)
     try:
         wait_for(lambda: len(ready_nodes(fast_scheduler)) == 2)
         fast_scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("steady"))
-        first = wait_for(lambda: (p := pods_by_name(fast_scheduler)["steady"])["status"]["phase"] == "Running" and p)
+        first = wait_for(
+            lambda: (
+                (p := pods_by_name(fast_scheduler)["steady"])["status"]["phase"] == "Running" and p
+            )
+        )
         victim = a if first["spec"]["nodeName"] == "a-0000" else b
         victim.proc.send_signal(signal.SIGSTOP)
         deadline = time.monotonic() + GRACE * 0.5

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import uuid
 
-from common.models import Container, Node, NodeCondition, NodeSpec, NodeStatus, ObjectMeta, Pod, PodSpec
+from common.models import (
+    Container,
+    Node,
+    NodeCondition,
+    NodeSpec,
+    NodeStatus,
+    ObjectMeta,
+    Pod,
+    PodSpec,
+)
 from common.quantity import cpu_millis, memory_bytes
 from scheduler.cluster import NodeState
 from scheduler.placement import Placement
@@ -37,11 +46,17 @@ def make_node(
     return state
 
 
-def make_pod(cpu: str = "100m", memory: str = "64Mi", selector: dict[str, str] | None = None) -> Pod:
+def make_pod(
+    cpu: str = "100m", memory: str = "64Mi", selector: dict[str, str] | None = None
+) -> Pod:
     return Pod(
         metadata=ObjectMeta(name="p", namespace="default", uid=str(uuid.uuid4())),
         spec=PodSpec(
-            containers=[Container(name="c", image="i", resources={"requests": {"cpu": cpu, "memory": memory}})],
+            containers=[
+                Container(
+                    name="c", image="i", resources={"requests": {"cpu": cpu, "memory": memory}}
+                )
+            ],
             node_selector=selector or {},
         ),
     )
@@ -59,7 +74,9 @@ def test_spread_prefers_least_allocated() -> None:
 
 def test_binpack_prefers_most_allocated() -> None:
     """binpack puts the pod on the fullest node that still fits."""
-    p = placement(make_node("busy", used_cpu="3", used_mem="6Gi"), make_node("idle"), strategy="binpack")
+    p = placement(
+        make_node("busy", used_cpu="3", used_mem="6Gi"), make_node("idle"), strategy="binpack"
+    )
     assert p.place(make_pod()).node == "busy"
 
 
@@ -90,7 +107,9 @@ def test_node_selector() -> None:
     p = placement(make_node("a", labels={"disk": "hdd"}), make_node("b", labels={"disk": "ssd"}))
     assert p.place(make_pod(selector={"disk": "ssd"})).node == "b"
     decision = p.place(make_pod(selector={"disk": "nvme"}))
-    assert decision.message == "0/2 nodes are available: 2 node(s) didn't match Pod's node selector."
+    assert (
+        decision.message == "0/2 nodes are available: 2 node(s) didn't match Pod's node selector."
+    )
 
 
 def test_exact_fit_is_accepted() -> None:

@@ -1,0 +1,209 @@
+"""The agent's end of the agent link: dial, hello/welcome resync, heartbeats, reports.
+
+The agent dials the scheduler (so agents behind NAT work) and holds one
+WebSocket. Each connection starts with a full resync: hello lists every pod
+this node runs, the welcome carries the complete desired set, and the
+supervisor stops whatever is not in it (fencing). After that, desired-set
+changes are applied and acknowledged, and status changes are reported,
+coalesced into one frame per burst. A lost link is redialled with jittered
+exponential backoff; the pods keep running meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+import aiohttp
+from pydantic import ValidationError
+
+from agent import stats
+from agent.config import AgentConfig
+from agent.logserve import LogServer
+from agent.supervisor import Supervisor
+from common import protocol
+from common.models import Pod
+
+_LOGGER = logging.getLogger(__name__)
+
+BACKOFF_INITIAL, BACKOFF_CAP = 0.2, 5.0
+WELCOME_TIMEOUT = 15.0
+
+
+class LinkRefused(Exception):
+    """The scheduler refused this agent (wrong token, invalid node); retrying may not help."""
+
+
+class SchedulerLink:
+    def __init__(self, config: AgentConfig, supervisor: Supervisor, token: str) -> None:
+        self._config = config
+        self._supervisor = supervisor
+        self._token = token
+        self._dirty: set[str] = set()
+        self._stopped: set[str] = set()
+        self._wake = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.heartbeat_seconds = 1.0
+        capacity, allocatable = stats.node_quantities(
+            config.cpu_reserved, config.memory_reserved, config.max_pods
+        )
+        self._node = protocol.NodeInfo(
+            name=config.node_name,
+            labels=dict(config.labels),
+            capacity=capacity,
+            allocatable=allocatable,
+            info=stats.node_info(),
+        )
+        supervisor.on_stopped = self.report_stopped
+        self._logs = LogServer(supervisor)
+
+    # -- called by the supervisor -------------------------------------------
+
+    def report(self, uid: str) -> None:
+        self._dirty.add(uid)
+        self._wake.set()
+
+    def report_stopped(self, uid: str) -> None:
+        self._stopped.add(uid)
+        self._dirty.discard(uid)
+        self._wake.set()
+
+    # -- the connection loop ------------------------------------------------
+
+    async def run(self) -> None:
+        url = self._config.server.rstrip("/") + "/api/v1/agent"
+        headers = {"Authorization": f"Bearer {self._token}"}
+        attempt = 0
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.ws_connect(
+                        url, headers=headers, heartbeat=30.0, max_msg_size=protocol.MAX_FRAME_BYTES
+                    ) as ws:
+                        attempt = 0
+                        await self._session(ws)
+                except aiohttp.WSServerHandshakeError as exc:
+                    level = logging.ERROR if exc.status == 401 else logging.WARNING
+                    _LOGGER.log(level, "scheduler refused the link: %s %s", exc.status, exc.message)
+                except (aiohttp.ClientError, OSError, TimeoutError, protocol.ProtocolError) as exc:
+                    _LOGGER.warning(
+                        "link to %s lost: %s", self._config.server, exc or type(exc).__name__
+                    )
+                except LinkRefused as exc:
+                    _LOGGER.error("%s", exc)
+                finally:
+                    self.connected.clear()
+                attempt += 1
+                delay = min(BACKOFF_CAP, BACKOFF_INITIAL * 2 ** min(attempt, 10))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        reports = self._reports(list(self._supervisor.workers))
+        await ws.send_bytes(protocol.encode(protocol.Hello(node=self._node, pods=reports)))
+        async with asyncio.timeout(WELCOME_TIMEOUT):
+            welcome = await self._receive(ws)
+        if isinstance(welcome, protocol.ErrorFrame):
+            raise LinkRefused(f"scheduler refused the node: {welcome.message}")
+        if not isinstance(welcome, protocol.Welcome):
+            raise protocol.ProtocolError(f"expected welcome, got {welcome.type}")  # type: ignore[attr-defined]
+        self.heartbeat_seconds = float(welcome.config.get("heartbeat_seconds", 1.0))
+        self._dirty.clear()
+        await self._supervisor.apply(self._pods(welcome.pods), welcome.stop, full=True)
+        self.connected.set()
+        _LOGGER.info(
+            "joined %s as %s: %d desired pods at revision %d",
+            self._config.server,
+            self._node.name,
+            len(welcome.pods),
+            welcome.revision,
+        )
+        tasks = [
+            asyncio.create_task(self._heartbeats(ws), name="link-heartbeats"),
+            asyncio.create_task(self._reporter(ws), name="link-reporter"),
+        ]
+        try:
+            await self._receiver(ws)  # returns only by raising: the link is gone
+        finally:
+            await self._logs.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> Any:
+        msg = await ws.receive()
+        if msg.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.CLOSING,
+        ):
+            raise ConnectionError(f"scheduler closed the link ({ws.close_code}: {msg.extra or ''})")
+        if msg.type == aiohttp.WSMsgType.ERROR:
+            raise ConnectionError(f"link error: {ws.exception()}")
+        if msg.type != aiohttp.WSMsgType.BINARY:
+            raise protocol.ProtocolError(f"unexpected {msg.type.name} message")
+        return protocol.decode(msg.data)
+
+    async def _receiver(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            frame = await self._receive(ws)
+            if isinstance(frame, protocol.Desired):
+                await self._supervisor.apply(self._pods(frame.upsert), frame.remove)
+                await ws.send_bytes(protocol.encode(protocol.Ack(revision=frame.revision)))
+            elif isinstance(frame, protocol.LogsRequest):
+                self._logs.open(frame, lambda f: ws.send_bytes(protocol.encode(f)))
+            elif isinstance(frame, protocol.LogsCancel):
+                self._logs.cancel(frame.id)
+            elif isinstance(frame, protocol.ErrorFrame):
+                _LOGGER.warning("scheduler says: %s", frame.message)
+            else:
+                _LOGGER.warning("ignoring unexpected %s frame", getattr(frame, "type", "?"))
+
+    async def _heartbeats(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            usage = await asyncio.to_thread(stats.usage)
+            await ws.send_bytes(protocol.encode(protocol.Heartbeat(usage=usage)))
+            await asyncio.sleep(self.heartbeat_seconds)
+
+    async def _reporter(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(0.002)  # coalesce a burst of changes into one frame
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            stopped, self._stopped = self._stopped, set()
+            frame = protocol.PodStatusUpdate(pods=self._reports(dirty), stopped=sorted(stopped))
+            if frame.pods or frame.stopped:
+                try:
+                    await ws.send_bytes(protocol.encode(frame))
+                except BaseException:
+                    self._dirty |= dirty  # resent after reconnect (the hello has them anyway)
+                    self._stopped |= stopped
+                    raise
+
+    def _reports(self, uids: Any) -> list[protocol.PodReport]:
+        reports = []
+        for uid in uids:
+            worker = self._supervisor.workers.get(uid)
+            if worker is None:
+                continue
+            reports.append(
+                protocol.PodReport(
+                    uid=uid,
+                    namespace=worker.pod.metadata.namespace or "default",
+                    name=worker.pod.metadata.name,
+                    status=worker.status().to_dict(),
+                )
+            )
+        return reports
+
+    @staticmethod
+    def _pods(items: list[dict[str, Any]]) -> list[Pod]:
+        pods = []
+        for item in items:
+            try:
+                pods.append(Pod.model_validate(item))
+            except ValidationError as exc:
+                _LOGGER.error("ignoring an invalid pod from the scheduler: %s", exc)
+        return pods

@@ -1,0 +1,391 @@
+"""The pod supervisor: makes what runs match the desired set, and keeps it running.
+
+One `PodWorker` per pod incarnation (uid), one task per container:
+
+    ContainerCreating ──start ok──> running ──exit──> restart policy (agent/restart.py)
+          ^    │                                           │ restart now / after backoff
+          │    └─start failed (image missing...)──┐        │   (waiting: CrashLoopBackOff)
+          └────────────── backoff ────────────────┘<───────┘
+                                                           │ no restart
+                                                           v
+                                                      terminated
+
+The supervisor works with or without the scheduler: restart policies keep
+working while the link is down. What it runs survives the agent: on start it
+re-adopts every pod the runtime finds (`recover`), including the exits that
+happened while no agent ran, and restart counts are kept in the state directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agent.restart import RestartBackoff
+from agent.runtime.base import ContainerExit, PodInfo, Runtime, RuntimeFailure
+from common.models import (
+    ContainerState,
+    ContainerStateRunning,
+    ContainerStateTerminated,
+    ContainerStateWaiting,
+    ContainerStatus,
+    Pod,
+    PodCondition,
+    PodStatus,
+    now,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ContainerRecord:
+    name: str
+    image: str
+    state: ContainerState
+    last_state: ContainerState
+    restart_count: int = 0
+    ever_started: bool = False
+    finished: bool = False  # terminated and will not restart
+
+    def status(self) -> ContainerStatus:
+        running = self.state.running is not None
+        return ContainerStatus(
+            name=self.name,
+            image=self.image,
+            state=self.state,
+            last_state=self.last_state,
+            restart_count=self.restart_count,
+            ready=running,
+            started=running,
+        )
+
+
+def _terminated(exit: ContainerExit) -> ContainerState:
+    return ContainerState(
+        terminated=ContainerStateTerminated(
+            exit_code=exit.exit_code,
+            signal=exit.signal,
+            reason=exit.reason,
+            message=exit.message,
+            started_at=exit.started_at,
+            finished_at=exit.finished_at,
+        )
+    )
+
+
+class PodWorker:
+    """Runs one pod incarnation's containers until stopped."""
+
+    def __init__(
+        self,
+        pod: Pod,
+        runtime: Runtime,
+        on_change: Callable[[str], None],
+        persist_path: Path,
+        adopted: PodInfo | None = None,
+    ) -> None:
+        self.pod = pod
+        self.uid = pod.metadata.uid or ""
+        self._runtime = runtime
+        self._on_change = on_change
+        self._persist_path = persist_path
+        self._adopted = adopted
+        self.start_time: datetime | None = None
+        self.containers = {
+            c.name: ContainerRecord(
+                c.name,
+                c.image,
+                ContainerState(waiting=ContainerStateWaiting(reason="ContainerCreating")),
+                ContainerState(),
+            )
+            for c in pod.spec.containers
+        }
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stopping = False
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        saved = await asyncio.to_thread(_read_json, self._persist_path)
+        for name, data in (saved or {}).get("containers", {}).items():
+            record = self.containers.get(name)
+            if record is not None:
+                record.restart_count = int(data.get("restartCount", 0))
+                if data.get("lastState"):
+                    record.last_state = ContainerState.model_validate(data["lastState"])
+        self.start_time = now()
+        if self._adopted is None:
+            try:
+                await self._runtime.create_pod(self.pod)
+            except RuntimeFailure as exc:
+                for record in self.containers.values():
+                    record.state = ContainerState(
+                        waiting=ContainerStateWaiting(reason=exc.reason, message=str(exc))
+                    )
+                self._changed()
+                # The containers' loops retry creation with backoff.
+        for container in self.pod.spec.containers:
+            info = self._adopted.containers.get(container.name) if self._adopted else None
+            self._tasks.append(
+                asyncio.create_task(
+                    self._run_container(container.name, info),
+                    name=f"pod-{self.uid}-{container.name}",
+                )
+            )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop every container (SIGTERM, grace, SIGKILL) and remove the pod's sandbox."""
+        self.stopping = True
+        grace = float(self.pod.spec.termination_grace_period_seconds if grace is None else grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(
+                self._runtime.stop_container(self.uid, name, grace)
+                for name, record in self.containers.items()
+                if record.ever_started or self._adopted is not None
+            ),
+            return_exceptions=True,
+        )
+        await self._runtime.remove_pod(self.uid)
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(os.unlink, self._persist_path)
+
+    def detach(self) -> None:
+        """Stop supervising without touching the containers (agent shutdown)."""
+        for task in self._tasks:
+            task.cancel()
+
+    # -- one container ------------------------------------------------------
+
+    async def _run_container(self, name: str, adopted: Any) -> None:
+        record = self.containers[name]
+        backoff = RestartBackoff.for_annotations(self.pod.metadata.annotations)
+        policy = self.pod.spec.restart_policy
+        info = adopted
+        while True:
+            if info is None:
+                started = time.monotonic()
+                record.state = ContainerState(
+                    waiting=ContainerStateWaiting(reason="ContainerCreating")
+                )
+                try:
+                    await self._runtime.create_pod(self.pod)
+                    info = await self._runtime.start_container(self.pod, name)
+                except RuntimeFailure as exc:
+                    _LOGGER.warning(
+                        "pod %s container %s failed to start: %s", self.pod.key, name, exc
+                    )
+                    decision = backoff.on_exit("Always", 1, 0.0)  # retry whatever the policy
+                    delay = max(decision.delay, backoff.initial)
+                    record.state = ContainerState(
+                        waiting=ContainerStateWaiting(reason=exc.reason, message=str(exc))
+                    )
+                    self._changed()
+                    await asyncio.sleep(delay)
+                    continue
+            else:
+                started = time.monotonic()
+            if info.state == "running":
+                record.ever_started = True
+                record.state = ContainerState(
+                    running=ContainerStateRunning(started_at=info.started_at or now())
+                )
+                self._changed()
+                exit = await self._runtime.wait_container(self.uid, name)
+            else:
+                assert info.exit is not None  # exited while no agent watched it
+                record.ever_started = True
+                exit = info.exit
+                if exit.started_at is not None:
+                    started = (
+                        time.monotonic() - (exit.finished_at - exit.started_at).total_seconds()
+                    )
+            ran_for = time.monotonic() - started
+            info = None
+            record.state = _terminated(exit)
+            decision = backoff.on_exit(policy, exit.exit_code, ran_for)
+            _LOGGER.info(
+                "pod %s container %s exited %d (%s); restart=%s delay=%.2fs",
+                self.pod.key,
+                name,
+                exit.exit_code,
+                exit.reason,
+                decision.restart,
+                decision.delay,
+            )
+            if not decision.restart:
+                record.finished = True
+                self._changed()
+                await self._persist()
+                return
+            record.last_state = record.state
+            record.restart_count += 1
+            await self._persist()
+            if decision.delay:
+                record.state = ContainerState(
+                    waiting=ContainerStateWaiting(
+                        reason=decision.reason,
+                        message=f"back-off {decision.delay:.1f}s restarting failed container "
+                        f"{name} in pod {self.pod.key}",
+                    )
+                )
+                self._changed()
+                await asyncio.sleep(decision.delay)
+
+    async def _persist(self) -> None:
+        data = {
+            "containers": {
+                name: {
+                    "restartCount": r.restart_count,
+                    "lastState": r.last_state.to_dict(),
+                }
+                for name, r in self.containers.items()
+            }
+        }
+        await asyncio.to_thread(_write_json, self._persist_path, data)
+
+    def _changed(self) -> None:
+        if not self.stopping:
+            self._on_change(self.uid)
+
+    # -- status -------------------------------------------------------------
+
+    def status(self) -> PodStatus:
+        records = list(self.containers.values())
+        statuses = [r.status() for r in records]
+        if all(r.finished for r in records):
+            failed = any(
+                r.state.terminated is not None and r.state.terminated.exit_code != 0
+                for r in records
+            )
+            phase = "Failed" if failed else "Succeeded"
+        elif any(r.ever_started for r in records):
+            phase = "Running"
+        else:
+            phase = "Pending"
+        ready = all(s.ready for s in statuses)
+        stamp = self.start_time or now()
+        conditions = [
+            PodCondition(type="Initialized", status="True", last_transition_time=stamp),
+            PodCondition(type="ContainersReady", status="True" if ready else "False"),
+            PodCondition(type="Ready", status="True" if ready else "False"),
+        ]
+        return PodStatus(
+            phase=phase,
+            conditions=conditions,
+            container_statuses=statuses,
+            start_time=self.start_time,
+        )
+
+
+class Supervisor:
+    """All pod workers of this node; the link feeds it desired pods and reads its status."""
+
+    def __init__(self, runtime: Runtime, state_dir: Path, on_change: Callable[[str], None]) -> None:
+        self.runtime = runtime
+        self._runtime = runtime
+        self._dir = state_dir / "supervisor"
+        self._on_change = on_change
+        self.workers: dict[str, PodWorker] = {}
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+        self.on_stopped: Callable[[str], None] = lambda uid: None
+
+    async def recover(self) -> None:
+        """Adopt every pod the runtime still has: they keep running, unsupervised no more."""
+        await asyncio.to_thread(self._dir.mkdir, parents=True, exist_ok=True)
+        for info in await self._runtime.recover():
+            running = sum(1 for c in info.containers.values() if c.state == "running")
+            _LOGGER.info(
+                "adopted pod %s (%s): %d of %d containers running",
+                info.pod.key,
+                info.uid,
+                running,
+                len(info.containers),
+            )
+            worker = self._worker(info.pod, info)
+            await worker.start()
+
+    def _worker(self, pod: Pod, adopted: PodInfo | None = None) -> PodWorker:
+        uid = pod.metadata.uid or ""
+        worker = PodWorker(pod, self._runtime, self._on_change, self._dir / f"{uid}.json", adopted)
+        self.workers[uid] = worker
+        return worker
+
+    async def apply(self, upsert: list[Pod], remove: list[str], *, full: bool = False) -> None:
+        """Start pods new to this node, stop removed ones. `full`: `upsert` is the whole
+        desired set, so anything else running is stopped (resync and fencing)."""
+        wanted = {p.metadata.uid for p in upsert}
+        stop = set(remove)
+        if full:
+            stop |= set(self.workers) - wanted
+        for uid in stop:
+            self._stop(uid)
+        for pod in upsert:
+            uid = pod.metadata.uid or ""
+            if uid in self.workers or uid in self._stopping or uid in stop:
+                continue
+            worker = self._worker(pod)
+            await worker.start()
+            self._on_change(uid)
+
+    def _stop(self, uid: str) -> None:
+        worker = self.workers.pop(uid, None)
+        if worker is None:
+            self.on_stopped(uid)  # not ours (any more): say so, the scheduler may wait on it
+            return
+        if uid in self._stopping:
+            return
+
+        async def stop() -> None:
+            try:
+                await worker.stop()
+            except Exception:
+                _LOGGER.exception("stopping pod %s failed", worker.pod.key)
+            finally:
+                self._stopping.pop(uid, None)
+                self.on_stopped(uid)
+
+        self._stopping[uid] = asyncio.create_task(stop(), name=f"stop-{uid}")
+
+    def status(self, uid: str) -> PodStatus | None:
+        worker = self.workers.get(uid)
+        return worker.status() if worker else None
+
+    async def close(self, *, stop_pods: bool = False) -> None:
+        """Agent shutdown: stop supervising; containers keep running for the next agent,
+        unless `stop_pods` (then every pod is stopped within its grace period)."""
+        if stop_pods:
+            for uid in list(self.workers):
+                self._stop(uid)
+        for worker in self.workers.values():
+            worker.detach()
+        if self._stopping:
+            await asyncio.gather(*self._stopping.values(), return_exceptions=True)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

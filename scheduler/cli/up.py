@@ -1,0 +1,115 @@
+"""`corral up`: a local cluster — a scheduler and this machine as its node — until Ctrl-C.
+
+Both daemons run as child processes on the embedded defaults, with their state
+under one directory. On Ctrl-C (or SIGTERM) the agent stops its pods and exits,
+then the scheduler; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from scheduler.cli.errors import CommandError
+
+
+def _wait_listening(proc: subprocess.Popen[str], what: str, timeout: float = 30.0) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if "listening on" in line:
+            return line.strip().rsplit(" ", 1)[-1]
+    proc.kill()
+    raise CommandError(f"{what} did not start; see its log")
+
+
+def _stop(proc: subprocess.Popen[str] | None, timeout: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def up(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        raise CommandError(
+            "corral up runs this machine as a node, which needs root "
+            "(the native runtime uses namespaces, cgroups and mounts)"
+        )
+    state = Path(args.state_dir).resolve()
+    (state / "scheduler").mkdir(parents=True, exist_ok=True)
+    (state / "agent").mkdir(parents=True, exist_ok=True)
+    scheduler_log = open(state / "scheduler.log", "a")
+    agent_log = open(state / "agent.log", "a")
+    stop_requested = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    scheduler: subprocess.Popen[str] | None = None
+    agent: subprocess.Popen[str] | None = None
+    try:
+        scheduler = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "scheduler.main",
+                "--listen",
+                args.listen,
+                "--state-dir",
+                str(state / "scheduler"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=scheduler_log,
+            text=True,
+            start_new_session=True,  # Ctrl-C reaches `corral up` only; it stops the children
+        )
+        url = _wait_listening(scheduler, f"corral-scheduler (log: {state / 'scheduler.log'})")
+        agent = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agent.main",
+                "--server",
+                url,
+                "--join-token-file",
+                str(state / "scheduler" / "join-token"),
+                "--state-dir",
+                str(state / "agent"),
+                "--stop-pods-on-exit",
+            ],
+            stdout=agent_log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        print(f"corral is up: API {url}  status {url}/api/v1/status  metrics {url}/metrics")
+        print(f"state and logs in {state}; Ctrl-C stops the cluster", flush=True)
+        while not stop_requested:
+            for proc, name in ((scheduler, "corral-scheduler"), (agent, "corral-agent")):
+                if proc.poll() is not None:
+                    log = state / f"{name.split('-')[1]}.log"
+                    raise CommandError(f"{name} exited with code {proc.returncode}; see {log}")
+            time.sleep(0.2)
+        print("stopping corral...", flush=True)
+        return 0
+    finally:
+        _stop(agent, 60.0)  # stops its pods first (their grace periods)
+        _stop(scheduler, 15.0)
+        scheduler_log.close()
+        agent_log.close()
