@@ -1,0 +1,701 @@
+"""Hollow agents: the real agent-link protocol with simulated pods, many nodes per process.
+
+A hollow node dials the scheduler exactly as `corral-agent` does (WebSocket,
+join token, msgpack frames from `common.protocol`), but its pods are entries
+in a dict: nothing is launched. It exists to load the scheduler (placement,
+the hub, node lifecycle) with thousands of nodes on one machine. It proves
+nothing about the real agent.
+
+Life of a simulated pod (all containers of a pod share one state):
+
+    start --(start delay)--> Running --(crash after, if chosen)--> exit 1
+      |                        |                                   |
+      | fail-start chosen      | complete after (Never/OnFailure)   +-- Always/OnFailure:
+      v                        v                                   |   restartCount+1, Running
+    Never: Failed (Error)    Succeeded (Completed)                 +-- Never: Failed (Error)
+    else: Pending (CrashLoopBackOff)
+
+A pod the scheduler removes (desired.remove, or fenced by a welcome) is
+forgotten at once and its uid reported in `pod_status.stopped`, which is what
+lets the scheduler finish a deletion. Which pods crash or fail to start is
+decided by a hash of the uid and `--seed`, so a run is reproducible. Status
+changes made within `--batch-ms` share one pod_status frame.
+
+    python -m agent.hollow --server http://127.0.0.1:7070 --token T --nodes 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import enum
+import hashlib
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from common.models import (
+    ContainerState,
+    ContainerStateRunning,
+    ContainerStateTerminated,
+    ContainerStateWaiting,
+    ContainerStatus,
+    PodCondition,
+    PodStatus,
+    now,
+)
+from common.protocol import (
+    MAX_FRAME_BYTES,
+    Ack,
+    Desired,
+    ErrorFrame,
+    Frame,
+    Heartbeat,
+    Hello,
+    NodeInfo,
+    PodReport,
+    PodStatusUpdate,
+    ProtocolError,
+    Welcome,
+    decode,
+    encode,
+)
+from common.quantity import cpu_millis, memory_bytes
+
+_LOGGER = logging.getLogger(__name__)
+
+AGENT_VERSION = "hollow"
+DEFAULT_HEARTBEAT_SECONDS = 1.0
+WELCOME_TIMEOUT = 30.0
+MAX_REPORTS_PER_FRAME = 1000
+
+
+# ---- pure pieces: failure decisions, restart policy, desired-set diffing -------------------
+
+
+class Fate(enum.Enum):
+    """What the failure injector chose for one pod incarnation."""
+
+    OK = "ok"
+    CRASH = "crash"  # runs, then exits 1 every `crash_after` seconds
+    FAIL_START = "fail_start"  # exits 1 at once, never runs
+
+
+@dataclass(frozen=True)
+class HollowOptions:
+    """Per-process simulation knobs, shared by every node of a `HollowCluster`."""
+
+    cpu: str = "4"
+    memory: str = "8Gi"
+    max_pods: int = 110
+    labels: dict[str, str] = field(default_factory=dict)
+    zones: int = 0  # > 0: label topology.kubernetes.io/zone=zone-<index % zones>
+    start_delay: float = 0.0
+    crash_rate: float = 0.0
+    crash_after: float = 10.0
+    fail_start_rate: float = 0.0
+    complete_after: float | None = None  # Never/OnFailure pods exit 0 after this long
+    utilization: float = 0.5  # reported usage as a fraction of each pod's requests
+    batch_seconds: float = 0.005  # status updates within this window share one frame
+    seed: str = ""
+    backoff_cap: float = 4.0
+
+    def fate(self, uid: str) -> Fate:
+        """Deterministic for a (seed, uid): the same pod meets the same fate on every run."""
+        digest = hashlib.blake2b(f"{self.seed}:{uid}".encode(), digest_size=8).digest()
+        draw = int.from_bytes(digest, "big") / 2**64
+        if draw < self.fail_start_rate:
+            return Fate.FAIL_START
+        if draw < self.fail_start_rate + self.crash_rate:
+            return Fate.CRASH
+        return Fate.OK
+
+
+def restarts_after_exit(restart_policy: str, exit_code: int) -> bool:
+    """The kubelet's rule: Always restarts, OnFailure restarts a non-zero exit, Never does not."""
+    if restart_policy == "Always":
+        return True
+    if restart_policy == "OnFailure":
+        return exit_code != 0
+    return False
+
+
+def diff_desired(
+    running: Iterable[str], desired: Iterable[str], stop: Iterable[str] = ()
+) -> tuple[set[str], set[str]]:
+    """(uids to start, uids to stop) to turn what runs into the desired set.
+
+    Anything running that is not desired, or that the scheduler fences with `stop`,
+    is stopped; anything desired (and not fenced) that does not run is started.
+    """
+    running_set, fenced = set(running), set(stop)
+    wanted = set(desired) - fenced
+    return wanted - running_set, (running_set - wanted)
+
+
+def backoff_delay(attempt: int, cap: float, base: float = 0.1) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(cap, base * 2 ** min(attempt, 30)))
+
+
+# ---- one simulated pod ---------------------------------------------------------------------
+
+
+class SimState(enum.Enum):
+    CREATING = "creating"
+    RUNNING = "running"
+    CRASH_LOOP = "crash_loop"
+    FAILED = "failed"
+    SUCCEEDED = "succeeded"
+
+
+@dataclass
+class SimPod:
+    """One incarnation as the hollow node sees it: identity, requests and simulated state."""
+
+    uid: str
+    namespace: str
+    name: str
+    restart_policy: str
+    containers: list[tuple[str, str]]  # (name, image)
+    cpu_millis: int
+    memory_bytes: int
+    state: SimState = SimState.CREATING
+    restart_count: int = 0
+    start_time: datetime | None = None
+    started_at: datetime | None = None
+    last_exit: tuple[int, str, datetime | None, datetime] | None = None  # code, reason, times
+    timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def from_wire(cls, pod: dict[str, Any]) -> SimPod:
+        """Take the few fields a hollow node needs from a Pod wire dict."""
+        meta, spec = pod["metadata"], pod.get("spec", {})
+        cpu = mem = 0
+        containers = []
+        for c in spec.get("containers", []):
+            containers.append((c["name"], c.get("image", "")))
+            res = c.get("resources") or {}
+            requests, limits = res.get("requests") or {}, res.get("limits") or {}
+            if (q := requests.get("cpu", limits.get("cpu"))) is not None:
+                cpu += cpu_millis(q)
+            if (q := requests.get("memory", limits.get("memory"))) is not None:
+                mem += memory_bytes(q)
+        return cls(
+            uid=meta["uid"],
+            namespace=meta.get("namespace") or "default",
+            name=meta["name"],
+            restart_policy=spec.get("restartPolicy", "Always"),
+            containers=containers or [("main", "")],
+            cpu_millis=cpu,
+            memory_bytes=mem,
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.state in (SimState.CREATING, SimState.RUNNING, SimState.CRASH_LOOP)
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def status(self) -> dict[str, Any]:
+        """The PodStatus wire dict (camelCase) for the current simulated state."""
+        last = ContainerState()
+        if self.last_exit is not None:
+            code, reason, started, finished = self.last_exit
+            last = ContainerState(
+                terminated=ContainerStateTerminated(
+                    exit_code=code, reason=reason, started_at=started, finished_at=finished
+                )
+            )
+        running = self.state is SimState.RUNNING
+        if running:
+            state = ContainerState(running=ContainerStateRunning(started_at=self.started_at))
+        elif self.state is SimState.CREATING:
+            state = ContainerState(waiting=ContainerStateWaiting(reason="ContainerCreating"))
+        elif self.state is SimState.CRASH_LOOP:
+            state = ContainerState(waiting=ContainerStateWaiting(reason="CrashLoopBackOff"))
+        else:  # terminal: the last exit is the current state
+            state, last = last, ContainerState()
+        phase = {
+            SimState.CREATING: "Pending",
+            SimState.RUNNING: "Running",
+            SimState.CRASH_LOOP: "Pending",
+            SimState.FAILED: "Failed",
+            SimState.SUCCEEDED: "Succeeded",
+        }[self.state]
+        ready = "True" if running else "False"
+        return PodStatus(
+            phase=phase,
+            start_time=self.start_time,
+            conditions=[
+                PodCondition(type="Initialized", status="True"),
+                PodCondition(type="ContainersReady", status=ready),
+                PodCondition(type="Ready", status=ready),
+            ],
+            container_statuses=[
+                ContainerStatus(
+                    name=name,
+                    image=image,
+                    state=state,
+                    last_state=last,
+                    ready=running,
+                    started=running,
+                    restart_count=self.restart_count,
+                )
+                for name, image in self.containers
+            ],
+        ).to_dict()
+
+    def report(self) -> PodReport:
+        return PodReport(
+            uid=self.uid, namespace=self.namespace, name=self.name, status=self.status()
+        )
+
+
+def new_session() -> aiohttp.ClientSession:
+    """A session for many long-lived sockets: no pool limit, a bounded connect time."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        timeout=aiohttp.ClientTimeout(total=None, connect=10.0),
+    )
+
+
+# ---- one hollow node -----------------------------------------------------------------------
+
+
+class HollowNode:
+    """One simulated node: one WebSocket to the scheduler, reconnecting with backoff forever.
+
+    `run()` is the node's only task (its per-connection helpers are children of it);
+    `start()`/`stop()` wrap it for callers that want one node on its own.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        server: str,
+        token: str,
+        options: HollowOptions | None = None,
+        *,
+        labels: dict[str, str] | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.name = name
+        self.url = server.rstrip("/") + "/api/v1/agent"
+        self.token = token
+        self.options = options or HollowOptions()
+        self.labels = {"kubernetes.io/hostname": name, **self.options.labels, **(labels or {})}
+        self.pods: dict[str, SimPod] = {}
+        self.revision = 0
+        self.connected = asyncio.Event()  # set between a welcome and the next disconnect
+        self.connects = 0
+        self.frames_sent = 0
+        self.session = session  # shared by a HollowCluster's nodes; else the node opens its own
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._pending: dict[str, SimPod] = {}
+        self._stopped: set[str] = set()  # uids forgotten but not yet reported stopped
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"hollow:{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect with jittered exponential backoff; until cancelled."""
+        own_session = self.session is None
+        session = self.session or new_session()
+        attempt = 0
+        try:
+            while True:
+                welcomed = self.connects
+                try:
+                    await self._serve(session)
+                except* (aiohttp.ClientError, OSError, ProtocolError, TimeoutError) as group:
+                    _LOGGER.debug("%s: link failed: %r", self.name, group.exceptions)
+                except* Exception:
+                    _LOGGER.exception("%s: unexpected error on the link", self.name)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError  # a stop raced a link error inside a TaskGroup
+                self.connected.clear()
+                self._ws = None
+                attempt = 0 if self.connects > welcomed else attempt + 1
+                await asyncio.sleep(backoff_delay(attempt, self.options.backoff_cap))
+        finally:
+            for pod in self.pods.values():
+                pod.cancel_timer()
+            if own_session:
+                await session.close()
+
+    async def _serve(self, session: aiohttp.ClientSession) -> None:
+        """One connection: hello, welcome, then heartbeats, statuses and desired changes."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with session.ws_connect(
+            self.url, headers=headers, max_msg_size=MAX_FRAME_BYTES, autoping=True
+        ) as ws:
+            self._ws = ws
+            self._pending.clear()  # hello carries every status; `_stopped` is kept
+            await self._send(Hello(node=self.node_info(), pods=self._reports(self.pods.values())))
+            async with asyncio.timeout(WELCOME_TIMEOUT):
+                welcome = await self._receive(ws)
+            if not isinstance(welcome, Welcome):
+                raise ProtocolError(f"expected a welcome frame, got {type(welcome).__name__}")
+            self.connects += 1
+            self._apply(welcome.revision, welcome.pods, [], welcome.stop, full=True)
+            heartbeat = float(welcome.config.get("heartbeat_seconds", DEFAULT_HEARTBEAT_SECONDS))
+            self.connected.set()
+            if self._stopped:
+                self._dirty.set()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._heartbeats(heartbeat))
+                    tg.create_task(self._flusher())
+                    await self._receive_loop(ws)
+                    raise _Disconnected  # the socket closed: end the helpers, then reconnect
+            except* _Disconnected:
+                pass
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> Frame:
+        msg = await ws.receive()
+        if msg.type is not aiohttp.WSMsgType.BINARY:
+            raise ConnectionError(f"link closed ({msg.type.name}, {msg.data!r})")
+        return decode(msg.data)
+
+    async def _receive_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            try:
+                frame = await self._receive(ws)
+            except ConnectionError as exc:
+                _LOGGER.debug("%s: %s", self.name, exc)
+                return
+            if isinstance(frame, Desired):
+                self._apply(frame.revision, frame.upsert, frame.remove, [], full=False)
+                await self._send(Ack(revision=frame.revision))
+            elif isinstance(frame, ErrorFrame):
+                _LOGGER.warning("%s: scheduler says: %s", self.name, frame.message)
+            else:
+                _LOGGER.warning("%s: ignoring unexpected %r frame", self.name, frame)
+
+    async def _send(self, frame: Frame) -> None:
+        if self._ws is None or self._ws.closed:
+            raise ConnectionError("not connected")
+        await self._ws.send_bytes(encode(frame))
+        self.frames_sent += 1
+
+    async def _heartbeats(self, period: float) -> None:
+        await asyncio.sleep(random.uniform(0, period))  # spread many nodes over the period
+        while True:
+            await self._send(self.heartbeat())
+            await asyncio.sleep(period)
+
+    async def _flusher(self) -> None:
+        """Coalesce status changes made within `batch_seconds` into one pod_status frame."""
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self.options.batch_seconds)
+            self._dirty.clear()
+            pods, self._pending = list(self._pending.values()), {}
+            stopped, self._stopped = sorted(self._stopped), set()
+            step = MAX_REPORTS_PER_FRAME
+            for i in range(0, max(len(pods), len(stopped)), step):
+                frame = PodStatusUpdate(
+                    pods=self._reports(pods[i : i + step]), stopped=stopped[i : i + step]
+                )
+                try:
+                    await self._send(frame)
+                except BaseException:
+                    self._stopped.update(stopped[i:])  # unsent: report them after the resync
+                    raise
+
+    # -- frames
+
+    def node_info(self) -> NodeInfo:
+        capacity = {"cpu": self.options.cpu, "memory": self.options.memory}
+        capacity["pods"] = str(self.options.max_pods)
+        return NodeInfo(
+            name=self.name,
+            labels=self.labels,
+            capacity=capacity,
+            allocatable=dict(capacity),
+            info={"agentVersion": AGENT_VERSION, "runtime": "hollow"},
+            address="127.0.0.1",
+        )
+
+    def heartbeat(self) -> Heartbeat:
+        util = self.options.utilization
+        pod_usage = {
+            uid: {"cpu": int(p.cpu_millis * util), "memory": int(p.memory_bytes * util)}
+            for uid, p in self.pods.items()
+            if p.state is SimState.RUNNING
+        }
+        return Heartbeat(
+            usage={
+                "cpu": sum(u["cpu"] for u in pod_usage.values()),
+                "memory": sum(u["memory"] for u in pod_usage.values()),
+            },
+            pod_usage=pod_usage,
+        )
+
+    @staticmethod
+    def _reports(pods: Iterable[SimPod]) -> list[PodReport]:
+        return [pod.report() for pod in pods]
+
+    # -- desired state
+
+    def _apply(
+        self,
+        revision: int,
+        upsert: list[dict[str, Any]],
+        remove: list[str],
+        stop: list[str],
+        *,
+        full: bool,
+    ) -> None:
+        """Reconcile simulated pods with a welcome (`full`) or a desired-set change."""
+        # Both kinds are idempotent, so a frame is applied whatever its revision: a
+        # desired change may carry the welcome's own revision if it raced the welcome.
+        self.revision = revision if full else max(self.revision, revision)
+        by_uid = {p["metadata"]["uid"]: p for p in upsert}
+        if full:
+            to_start, to_stop = diff_desired(self.pods, by_uid, stop)
+            to_stop |= set(stop)  # say "stopped" even for what already stopped here
+        else:
+            to_stop = set(remove)
+            to_start = set(by_uid) - set(self.pods) - to_stop
+        for uid in to_stop:
+            self._forget(uid)
+        for uid in to_start:
+            self._start(SimPod.from_wire(by_uid[uid]))
+
+    def _forget(self, uid: str) -> None:
+        """Stop = forget; the uid is reported stopped, on this link or after a resync."""
+        pod = self.pods.pop(uid, None)
+        if pod is not None:
+            pod.cancel_timer()
+        self._pending.pop(uid, None)
+        self._stopped.add(uid)
+        self._dirty.set()
+
+    def _changed(self, pod: SimPod) -> None:
+        if pod.uid in self.pods:
+            self._pending[pod.uid] = pod
+            self._dirty.set()
+
+    def _later(self, pod: SimPod, delay: float, action: Callable[[SimPod], None]) -> None:
+        pod.cancel_timer()
+        pod.timer = asyncio.get_running_loop().call_later(delay, action, pod)
+
+    def _start(self, pod: SimPod) -> None:
+        self.pods[pod.uid] = pod
+        self._stopped.discard(pod.uid)
+        pod.start_time = now()
+        fate = self.options.fate(pod.uid)
+        if fate is Fate.FAIL_START:
+            self._exit(pod, 1, "Error", started=False)
+        elif self.options.start_delay > 0:
+            self._changed(pod)  # report ContainerCreating first
+            self._later(pod, self.options.start_delay, self._run)
+        else:
+            self._run(pod)
+
+    def _run(self, pod: SimPod) -> None:
+        pod.timer = None
+        pod.state, pod.started_at = SimState.RUNNING, now()
+        self._changed(pod)
+        if self.options.fate(pod.uid) is Fate.CRASH:
+            self._later(pod, self.options.crash_after, lambda p: self._exit(p, 1, "Error"))
+        elif self.options.complete_after is not None and pod.restart_policy != "Always":
+            self._later(pod, self.options.complete_after, lambda p: self._exit(p, 0, "Completed"))
+
+    def _exit(self, pod: SimPod, code: int, reason: str, *, started: bool = True) -> None:
+        pod.timer = None
+        pod.last_exit = (code, reason, pod.started_at, now())
+        if not restarts_after_exit(pod.restart_policy, code):
+            pod.state = SimState.SUCCEEDED if code == 0 else SimState.FAILED
+        elif started:
+            pod.restart_count += 1
+            self._run(pod)
+            return
+        else:
+            pod.state = SimState.CRASH_LOOP  # fails every start: stays waiting
+        self._changed(pod)
+
+
+class _Disconnected(Exception):
+    """The scheduler closed the link; raised inside a session's TaskGroup to end its helpers."""
+
+
+# ---- many nodes ----------------------------------------------------------------------------
+
+
+class HollowCluster:
+    """`count` hollow nodes named `{prefix}-{index:04d}`, one task each, in one TaskGroup."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        count: int,
+        options: HollowOptions | None = None,
+        *,
+        prefix: str = "hollow",
+        first_index: int = 0,
+        ramp_seconds: float = 0.0,
+    ) -> None:
+        self.server, self.token, self.options = server, token, options or HollowOptions()
+        self.ramp_seconds = ramp_seconds
+        self.nodes: list[HollowNode] = []
+        for index in range(first_index, first_index + count):
+            labels = {}
+            if self.options.zones > 0:
+                labels["topology.kubernetes.io/zone"] = f"zone-{index % self.options.zones}"
+            self.nodes.append(
+                HollowNode(f"{prefix}-{index:04d}", server, token, self.options, labels=labels)
+            )
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        """Run every node until cancelled; their sockets share one connection pool."""
+        async with new_session() as session:
+            async with asyncio.TaskGroup() as tg:
+                step = self.ramp_seconds / max(1, len(self.nodes))
+                for node in self.nodes:
+                    node.session = session
+                    tg.create_task(node.run(), name=f"hollow:{node.name}")
+                    if step:
+                        await asyncio.sleep(step)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="hollow-cluster")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def wait_connected(self, seconds: float = 30.0) -> None:
+        """Until every node has been welcomed; TimeoutError after `seconds`."""
+        async with asyncio.timeout(seconds):
+            await asyncio.gather(*(node.connected.wait() for node in self.nodes))
+
+    async def __aenter__(self) -> HollowCluster:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+# ---- command line --------------------------------------------------------------------------
+
+
+def _parse_labels(text: str) -> dict[str, str]:
+    pairs = (item.split("=", 1) for item in text.split(",") if item)
+    return {key: value for key, value in pairs}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m agent.hollow",
+        description="Simulated nodes speaking the real agent link, for scale tests.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--server", default="http://127.0.0.1:7070", help="scheduler base URL")
+    p.add_argument("--token", default=os.environ.get("CORRAL_JOIN_TOKEN", ""), help="join token")
+    p.add_argument("--nodes", type=int, default=1, help="simulated nodes in this process")
+    p.add_argument("--name-prefix", default="hollow", help="nodes are PREFIX-0000, PREFIX-0001…")
+    p.add_argument("--first-index", type=int, default=0, help="index of this process' 1st node")
+    p.add_argument("--cpu", default="4", help="cpu capacity of each node")
+    p.add_argument("--memory", default="8Gi", help="memory capacity of each node")
+    p.add_argument("--max-pods", type=int, default=110, help="pods capacity of each node")
+    p.add_argument("--labels", type=_parse_labels, default={}, help="k=v,k2=v2 on every node")
+    p.add_argument("--zones", type=int, default=0, help="spread nodes over N zone labels")
+    p.add_argument("--start-delay", type=float, default=0.0, help="seconds until Running")
+    p.add_argument("--crash-rate", type=float, default=0.0, help="fraction of pods that crash")
+    p.add_argument("--crash-after", type=float, default=10.0, help="seconds a crasher runs")
+    p.add_argument("--fail-start-rate", type=float, default=0.0, help="fraction failing to start")
+    p.add_argument(
+        "--complete-after", type=float, default=None, help="Never/OnFailure pods exit 0 after"
+    )
+    p.add_argument("--utilization", type=float, default=0.5, help="usage / requests")
+    p.add_argument("--batch-ms", type=float, default=5.0, help="status coalescing window")
+    p.add_argument("--ramp-seconds", type=float, default=0.0, help="spread node connects")
+    p.add_argument("--seed", default="", help="seed of the failure injection")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    return p.parse_args(argv)
+
+
+async def _main(args: argparse.Namespace) -> None:
+    options = HollowOptions(
+        cpu=args.cpu,
+        memory=args.memory,
+        max_pods=args.max_pods,
+        labels=args.labels,
+        zones=args.zones,
+        start_delay=args.start_delay,
+        crash_rate=args.crash_rate,
+        crash_after=args.crash_after,
+        fail_start_rate=args.fail_start_rate,
+        complete_after=args.complete_after,
+        utilization=args.utilization,
+        batch_seconds=args.batch_ms / 1000,
+        seed=args.seed,
+    )
+    cluster = HollowCluster(
+        args.server,
+        args.token,
+        args.nodes,
+        options,
+        prefix=args.name_prefix,
+        first_index=args.first_index,
+        ramp_seconds=args.ramp_seconds,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    await cluster.start()
+    await stop.wait()
+    _LOGGER.info("stopping %d hollow nodes after %.1fs", args.nodes, time.monotonic() - started)
+    await cluster.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_main(args))
+    else:
+        uvloop.run(_main(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

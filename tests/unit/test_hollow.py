@@ -1,0 +1,395 @@
+"""Hollow agents: failure decisions, status construction, desired-set diffing, and the link.
+
+The link tests run a minimal agent-link endpoint in the test (aiohttp on
+loopback) that speaks `common.protocol`, so they need neither root nor the
+real scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from agent.hollow import (
+    Fate,
+    HollowCluster,
+    HollowNode,
+    HollowOptions,
+    SimPod,
+    SimState,
+    backoff_delay,
+    diff_desired,
+    restarts_after_exit,
+)
+from common.models import PodStatus, now
+from common.protocol import (
+    Ack,
+    Desired,
+    Frame,
+    Heartbeat,
+    Hello,
+    PodStatusUpdate,
+    Welcome,
+    decode,
+    encode,
+)
+
+TOKEN = "s3cret"
+
+
+async def eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Poll until `predicate()` holds; timers in these tests fire within milliseconds."""
+    for _ in range(int(seconds / 0.005)):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"not true within {seconds}s")
+
+
+def wire_pod(uid: str, name: str | None = None, restart_policy: str = "Always") -> dict[str, Any]:
+    """A Pod wire dict as the scheduler sends it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name or f"pod-{uid}", "namespace": "default", "uid": uid},
+        "spec": {
+            "restartPolicy": restart_policy,
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "busybox",
+                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                },
+                {"name": "side", "image": "pause", "resources": {"limits": {"cpu": "0.05"}}},
+            ],
+        },
+    }
+
+
+# ---- pure pieces ---------------------------------------------------------------------------
+
+
+def test_fate_is_deterministic_and_follows_rates() -> None:
+    """The same (seed, uid) always meets the same fate; rates hold over many uids."""
+    options = HollowOptions(crash_rate=0.2, fail_start_rate=0.1, seed="x")
+    uids = [f"uid-{i}" for i in range(5000)]
+    fates = [options.fate(uid) for uid in uids]
+    assert fates == [options.fate(uid) for uid in uids]
+    assert 0.17 < fates.count(Fate.CRASH) / len(uids) < 0.23
+    assert 0.08 < fates.count(Fate.FAIL_START) / len(uids) < 0.12
+    assert all(HollowOptions().fate(uid) is Fate.OK for uid in uids[:100])
+    assert all(HollowOptions(crash_rate=1.0).fate(uid) is Fate.CRASH for uid in uids[:100])
+
+
+def test_fate_depends_on_seed() -> None:
+    """Another seed picks other pods."""
+    a = [HollowOptions(crash_rate=0.5, seed="a").fate(f"u{i}") for i in range(200)]
+    b = [HollowOptions(crash_rate=0.5, seed="b").fate(f"u{i}") for i in range(200)]
+    assert a != b
+
+
+@pytest.mark.parametrize(
+    ("policy", "code", "restarts"),
+    [
+        ("Always", 0, True),
+        ("Always", 1, True),
+        ("OnFailure", 0, False),
+        ("OnFailure", 1, True),
+        ("Never", 0, False),
+        ("Never", 1, False),
+    ],
+)
+def test_restart_policy(policy: str, code: int, restarts: bool) -> None:
+    """The kubelet's restart rule."""
+    assert restarts_after_exit(policy, code) is restarts
+
+
+def test_diff_desired() -> None:
+    """Start what is desired and missing; stop what is undesired or fenced."""
+    start, stop = diff_desired({"a", "b", "c"}, {"b", "c", "d"}, stop=["c", "x"])
+    assert start == {"d"}
+    assert stop == {"a", "c"}
+    assert diff_desired([], [], []) == (set(), set())
+    assert diff_desired(["a"], ["a"]) == (set(), set())
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    """Full jitter below an exponential bound that stops at the cap."""
+    assert all(0 <= backoff_delay(0, cap=4.0) <= 0.1 for _ in range(100))
+    assert all(0 <= backoff_delay(50, cap=4.0) <= 4.0 for _ in range(100))
+    assert len({backoff_delay(10, cap=4.0) for _ in range(20)}) > 1
+
+
+def test_sim_pod_from_wire_sums_requests() -> None:
+    """Requests are summed over containers; a limit stands in for a missing request."""
+    pod = SimPod.from_wire(wire_pod("u1", restart_policy="Never"))
+    assert (pod.uid, pod.namespace, pod.name) == ("u1", "default", "pod-u1")
+    assert pod.restart_policy == "Never"
+    assert pod.containers == [("app", "busybox"), ("side", "pause")]
+    assert pod.cpu_millis == 150
+    assert pod.memory_bytes == 64 * 2**20
+
+
+def test_status_pending_then_running() -> None:
+    """A creating pod is Pending/ContainerCreating; a running one is Running and Ready."""
+    pod = SimPod.from_wire(wire_pod("u1"))
+    pending = PodStatus.model_validate(pod.status())
+    assert pending.phase == "Pending"
+    assert pending.container_statuses[0].state.waiting is not None
+    assert pending.container_statuses[0].state.waiting.reason == "ContainerCreating"
+
+    pod.state = SimState.RUNNING
+    pod.started_at = now()
+    wire = pod.status()
+    assert wire["phase"] == "Running"
+    assert "containerStatuses" in wire  # camelCase on the wire
+    status = PodStatus.model_validate(wire)
+    assert [c.name for c in status.container_statuses] == ["app", "side"]
+    assert all(c.ready and c.state.running is not None for c in status.container_statuses)
+    assert status.container_statuses[0].state.running.started_at == pod.started_at  # type: ignore[union-attr]
+    ready = {c.type: c.status for c in status.conditions}
+    assert ready["Ready"] == "True"
+
+
+# ---- the node's state machine, without a socket ---------------------------------------------
+
+
+async def test_crash_with_always_restarts() -> None:
+    """A crasher under Always exits 1 with reason Error, restarts, and runs again."""
+    node = HollowNode(
+        "n", "http://127.0.0.1:1", TOKEN, HollowOptions(crash_rate=1.0, crash_after=0.01)
+    )
+    node._apply(1, [wire_pod("u1")], [], [], full=True)
+    assert node.pods["u1"].state is SimState.RUNNING
+    await eventually(lambda: node.pods["u1"].restart_count >= 2)
+    status = PodStatus.model_validate(node.pods["u1"].status())
+    assert status.phase == "Running"
+    container = status.container_statuses[0]
+    assert container.restart_count >= 2
+    assert container.last_state.terminated is not None
+    assert (container.last_state.terminated.exit_code, container.last_state.terminated.reason) == (
+        1,
+        "Error",
+    )
+    node.pods["u1"].cancel_timer()
+
+
+async def test_crash_with_never_fails() -> None:
+    """A crasher under Never ends Failed with its exit code."""
+    node = HollowNode(
+        "n", "http://127.0.0.1:1", TOKEN, HollowOptions(crash_rate=1.0, crash_after=0.01)
+    )
+    node._apply(1, [wire_pod("u1", restart_policy="Never")], [], [], full=True)
+    await eventually(lambda: not node.pods["u1"].active)
+    status = PodStatus.model_validate(node.pods["u1"].status())
+    assert status.phase == "Failed"
+    terminated = status.container_statuses[0].state.terminated
+    assert terminated is not None and (terminated.exit_code, terminated.reason) == (1, "Error")
+    assert status.container_statuses[0].restart_count == 0
+
+
+@pytest.mark.parametrize(("policy", "phase"), [("Never", "Failed"), ("Always", "Pending")])
+async def test_fail_start(policy: str, phase: str) -> None:
+    """A pod that fails to start is Failed under Never, stuck in CrashLoopBackOff otherwise."""
+    node = HollowNode("n", "http://127.0.0.1:1", TOKEN, HollowOptions(fail_start_rate=1.0))
+    node._apply(1, [wire_pod("u1", restart_policy=policy)], [], [], full=True)
+    status = PodStatus.model_validate(node.pods["u1"].status())
+    assert status.phase == phase
+    container = status.container_statuses[0]
+    exit_state = container.state if policy == "Never" else container.last_state
+    assert exit_state.terminated is not None and exit_state.terminated.reason == "Error"
+
+
+async def test_complete_after() -> None:
+    """Never pods complete when asked (Succeeded, Completed); Always pods keep running."""
+    node = HollowNode("n", "http://127.0.0.1:1", TOKEN, HollowOptions(complete_after=0.01))
+    node._apply(1, [wire_pod("job", restart_policy="Never"), wire_pod("web")], [], [], full=True)
+    await eventually(lambda: not node.pods["job"].active)
+    status = PodStatus.model_validate(node.pods["job"].status())
+    assert status.phase == "Succeeded"
+    terminated = status.container_statuses[0].state.terminated
+    assert terminated is not None and (terminated.exit_code, terminated.reason) == (0, "Completed")
+    assert node.pods["web"].state is SimState.RUNNING
+    node.pods["web"].cancel_timer()
+
+
+async def test_desired_applies_whatever_the_revision_and_reports_stopped() -> None:
+    """Desired changes are idempotent: applied even at the welcome's revision; removals are
+    queued as stopped uids, including uids the node never ran."""
+    node = HollowNode("n", "http://127.0.0.1:1", TOKEN)
+    node._apply(5, [wire_pod("a")], [], [], full=True)
+    node._apply(5, [wire_pod("b")], [], [], full=False)
+    assert set(node.pods) == {"a", "b"}
+    node._apply(6, [], ["a", "ghost"], [], full=False)
+    assert set(node.pods) == {"b"}
+    assert node._stopped == {"a", "ghost"}
+    assert node.revision == 6
+    node._apply(7, [wire_pod("a")], [], ["b"], full=True)  # a welcome: b is fenced
+    assert set(node.pods) == {"a"} and node._stopped == {"b", "ghost"}
+
+
+async def test_start_delay_reports_creating_then_running() -> None:
+    """With a start delay the pod is ContainerCreating first, then Running."""
+    node = HollowNode("n", "http://127.0.0.1:1", TOKEN, HollowOptions(start_delay=0.02))
+    node._apply(1, [wire_pod("u1")], [], [], full=True)
+    assert node.pods["u1"].state is SimState.CREATING
+    await eventually(lambda: node.pods["u1"].state is not SimState.CREATING)
+    assert node.pods["u1"].state is SimState.RUNNING
+
+
+def test_heartbeat_usage() -> None:
+    """Usage is requests times utilization, per pod and summed, for running pods."""
+    node = HollowNode("n", "http://127.0.0.1:1", TOKEN, HollowOptions(utilization=0.5))
+    pod = SimPod.from_wire(wire_pod("u1"))
+    pod.state = SimState.RUNNING
+    node.pods["u1"] = pod
+    node.pods["u2"] = SimPod.from_wire(wire_pod("u2"))  # still creating: no usage
+    beat = node.heartbeat()
+    assert beat.pod_usage == {"u1": {"cpu": 75, "memory": 32 * 2**20}}
+    assert beat.usage == {"cpu": 75, "memory": 32 * 2**20}
+
+
+# ---- over a real socket, against a minimal link endpoint -------------------------------------
+
+
+@dataclass
+class FakeHub:
+    """Just enough of the scheduler's agent hub to drive hollow nodes from a test."""
+
+    desired: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    stop: list[str] = field(default_factory=list)
+    hellos: list[Hello] = field(default_factory=list)
+    frames: list[tuple[str, Frame]] = field(default_factory=list)
+    sockets: dict[str, web.WebSocketResponse] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            raise web.HTTPUnauthorized()
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        hello = decode((await ws.receive()).data)
+        assert isinstance(hello, Hello)
+        self.hellos.append(hello)
+        name = hello.node.name
+        self.sockets[name] = ws
+        welcome = Welcome(
+            revision=1,
+            config={"heartbeat_seconds": 0.05},
+            pods=self.desired.get(name, []),
+            stop=self.stop,
+        )
+        await ws.send_bytes(encode(welcome))
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                self.frames.append((name, decode(msg.data)))
+                self.changed.set()
+        return ws
+
+    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+        async with asyncio.timeout(seconds):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+    def stopped(self, node: str) -> set[str]:
+        """Every uid a node reported stopped."""
+        return {
+            uid
+            for name, frame in self.frames
+            if name == node and isinstance(frame, PodStatusUpdate)
+            for uid in frame.stopped
+        }
+
+    def statuses(self, node: str) -> dict[str, dict[str, Any]]:
+        """The last status each pod of a node reported."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, frame in self.frames:
+            if name == node and isinstance(frame, PodStatusUpdate):
+                out.update({report.uid: report.status for report in frame.pods})
+        return out
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[tuple[FakeHub, str]]:
+    """A fake hub on a loopback port, and its base URL."""
+    fake = FakeHub()
+    app = web.Application()
+    app.router.add_get("/api/v1/agent", fake.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield fake, f"http://127.0.0.1:{port}"
+    for ws in list(fake.sockets.values()):
+        await ws.close()
+    await runner.cleanup()
+
+
+async def test_link_hello_welcome_status_desired_ack(hub: tuple[FakeHub, str]) -> None:
+    """Hello names the node; welcomed pods run; desired changes are applied and acked."""
+    fake, url = hub
+    fake.desired["hollow-0000"] = [wire_pod("a"), wire_pod("b")]
+    async with HollowCluster(url, TOKEN, 2, HollowOptions(cpu="2", memory="4Gi")) as cluster:
+        await cluster.wait_connected(5)
+        names = sorted(h.node.name for h in fake.hellos)
+        assert names == ["hollow-0000", "hollow-0001"]
+        assert fake.hellos[0].node.capacity == {"cpu": "2", "memory": "4Gi", "pods": "110"}
+
+        await fake.wait_for(lambda: len(fake.statuses("hollow-0000")) == 2)
+        assert {s["phase"] for s in fake.statuses("hollow-0000").values()} == {"Running"}
+        # both pods started in one tick: one coalesced frame
+        updates = [f for n, f in fake.frames if isinstance(f, PodStatusUpdate)]
+        assert len(updates) == 1 and len(updates[0].pods) == 2
+
+        await fake.wait_for(
+            lambda: any(isinstance(f, Heartbeat) and f.pod_usage for _, f in fake.frames)
+        )
+
+        ws = fake.sockets["hollow-0000"]
+        await ws.send_bytes(encode(Desired(revision=2, upsert=[wire_pod("c")], remove=["a"])))
+        await fake.wait_for(lambda: any(isinstance(f, Ack) for _, f in fake.frames))
+        ack = next(f for _, f in fake.frames if isinstance(f, Ack))
+        assert ack.revision == 2
+        node = cluster.nodes[0]
+        assert set(node.pods) == {"b", "c"}
+        await fake.wait_for(lambda: "c" in fake.statuses("hollow-0000"))
+        await fake.wait_for(lambda: fake.stopped("hollow-0000") == {"a"})
+
+
+async def test_link_reconnects_and_resyncs_with_fencing(hub: tuple[FakeHub, str]) -> None:
+    """After a dropped link the node says hello with all it runs and obeys the new welcome."""
+    fake, url = hub
+    fake.desired["hollow-0000"] = [wire_pod("a"), wire_pod("b"), wire_pod("c")]
+    async with HollowCluster(url, TOKEN, 1) as cluster:
+        node = cluster.nodes[0]
+        await cluster.wait_connected(5)
+        assert set(node.pods) == {"a", "b", "c"}
+        fake.desired["hollow-0000"] = [wire_pod("a"), wire_pod("b"), wire_pod("d")]
+        fake.stop = ["b"]
+        await fake.sockets["hollow-0000"].close()
+        await fake.wait_for(lambda: len(fake.hellos) == 2)
+        resync = fake.hellos[1]
+        assert {p.uid for p in resync.pods} == {"a", "b", "c"}
+        assert all(p.status["phase"] == "Running" for p in resync.pods)
+        await asyncio.wait_for(node.connected.wait(), 5)
+        assert set(node.pods) == {"a", "d"}  # c not desired, b fenced
+        assert node.connects == 2
+        await fake.wait_for(lambda: fake.stopped("hollow-0000") == {"b", "c"})
+
+
+async def test_wrong_token_keeps_retrying(hub: tuple[FakeHub, str]) -> None:
+    """A refused upgrade is retried with backoff and never welcomed."""
+    fake, url = hub
+    node = HollowNode("lonely", url, "wrong", HollowOptions(backoff_cap=0.05))
+    await node.start()
+    await asyncio.sleep(0.3)
+    assert not node.connected.is_set() and fake.hellos == []
+    await node.stop()
