@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    PrivateAttr,
     field_validator,
     model_validator,
 )
@@ -298,6 +299,8 @@ class PodSpec(Model):
     termination_grace_period_seconds: int = Field(default=30, ge=0)
     host_network: bool = False
     volumes: list[Volume] = Field(default_factory=list)
+    # Cached by requests(); private attributes are not fields and never serialized.
+    _requests: tuple[int, int] | None = PrivateAttr(default=None)
 
     @field_validator("containers", "volumes")
     @classmethod
@@ -324,7 +327,10 @@ class PodSpec(Model):
         """What placement reserves: (millicores, bytes), summed over containers.
 
         As in Kubernetes, a container with a limit and no request requests its limit.
+        Computed once: a pod's spec does not change after it is created.
         """
+        if self._requests is not None:
+            return self._requests
         cpu = mem = 0
         for container in self.containers:
             res = container.resources
@@ -332,6 +338,7 @@ class PodSpec(Model):
             m = res.requests.get("memory", res.limits.get("memory"))
             cpu += cpu_millis(c) if c is not None else 0
             mem += memory_bytes(m) if m is not None else 0
+        self._requests = (cpu, mem)
         return cpu, mem
 
 

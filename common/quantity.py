@@ -7,6 +7,7 @@ Kubernetes does (`0.1m` of CPU is 1 millicore, `0.5` bytes is 1 byte).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from fractions import Fraction
@@ -42,6 +43,18 @@ class QuantityError(ValueError):
 
 def parse_quantity(text: str | int | float) -> Fraction:
     """Parse a quantity into an exact non-negative rational number of base units."""
+    if type(text) is str:
+        return _parse_cached(text)
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> Fraction:
+    # The same few quantities (`100m`, `64Mi`) come up again and again.
+    return _parse(text)
+
+
+def _parse(text: str | int | float) -> Fraction:
     if isinstance(text, bool):
         raise QuantityError(f"quantities must be strings or numbers, not {text!r}")
     if isinstance(text, int):

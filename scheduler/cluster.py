@@ -43,21 +43,17 @@ class NodeState:
     usage_cpu: int = 0
     usage_mem: int = 0
     connected: bool = False
+    ready: bool = False
+    schedulable: bool = False
 
     def update(self, node: Node) -> None:
         self.node = node
+        self.ready = node.ready
+        self.schedulable = node.ready and not node.spec.unschedulable
         alloc = node.status.allocatable
         self.alloc_cpu = cpu_millis(alloc.get("cpu", 0))
         self.alloc_mem = memory_bytes(alloc.get("memory", 0))
         self.alloc_pods = int(memory_bytes(alloc.get("pods", 110)))
-
-    @property
-    def ready(self) -> bool:
-        return self.node.ready
-
-    @property
-    def schedulable(self) -> bool:
-        return self.node.ready and not self.node.spec.unschedulable
 
     @property
     def free_cpu(self) -> int:
@@ -96,6 +92,7 @@ class ClusterState:
         self.by_uid: dict[str, str] = {}
         self.nodes: dict[str, NodeState] = {}
         self.pending: dict[str, float] = {}  # pod key -> monotonic time first seen pending
+        self.terminating: set[str] = set()  # pods marked for deletion
         self._accounted: dict[str, tuple[str, int, int]] = {}  # key -> (node, cpu, mem)
         self.revision = 0
         self.pod_listeners: list[PodListener] = []
@@ -164,6 +161,10 @@ class ClusterState:
             self.by_uid.pop(old.metadata.uid or "", None)
         if new is not None and new.metadata.uid:
             self.by_uid[new.metadata.uid] = key
+        if new is not None and new.metadata.deletion_timestamp is not None:
+            self.terminating.add(key)
+        else:
+            self.terminating.discard(key)
         if new is not None and needs_node(new):
             if key not in self.pending:
                 self.pending[key] = time.monotonic()
@@ -220,7 +221,3 @@ class ClusterState:
         if state is None:
             return [p for p in self.pods.values() if p.spec.node_name == node]
         return [self.pods[k] for k in state.pods if k in self.pods]
-
-    def bound_to(self, node: str) -> list[Pod]:
-        """Every pod whose spec names this node, finished or not."""
-        return [p for p in self.pods.values() if p.spec.node_name == node]

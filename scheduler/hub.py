@@ -38,7 +38,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.metrics import SchedulerMetrics
 from scheduler.objects import encode, node_key
 from scheduler.recent import RecentErrors
-from scheduler.store import Conflict, NotFound, Store, StoreError
+from scheduler.store import KV, Conflict, NotFound, Op, Store
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -346,7 +346,7 @@ class Hub:
     async def _apply_reports(
         self, session: AgentSession, reports: list[protocol.PodReport]
     ) -> None:
-        writes = []
+        statuses: list[tuple[str, str, PodStatus]] = []
         for report in reports:
             key = self._cluster.by_uid.get(report.uid)
             pod = self._cluster.pods.get(key) if key else None
@@ -365,31 +365,35 @@ class Hub:
                     f"node {session.node}: invalid status for {pod.key}: {exc.error_count()} errors"
                 )
                 continue
-            writes.append(self._write_status(key or "", report.uid, status))
-        if writes:
-            await asyncio.gather(*writes)
-
-    async def _write_status(self, key: str, uid: str, status: PodStatus) -> None:
+            statuses.append((key or "", report.uid, status))
         for _attempt in range(3):
-            kv = self._cluster.pod_kvs.get(key)
-            pod = self._cluster.pods.get(key)
-            if kv is None or pod is None or pod.metadata.uid != uid:
+            writes = [(k, u, st, w) for k, u, st in statuses if (w := self._status_write(k, u, st))]
+            if not writes:
                 return
-            # The scheduler owns PodScheduled; the agent owns the rest of the status.
-            kept = [c for c in pod.status.conditions if c.type == "PodScheduled"]
-            status.conditions = kept + [c for c in status.conditions if c.type != "PodScheduled"]
-            if pod.status == status:
-                return
-            updated = pod.model_copy(update={"status": status})
-            try:
-                await self._store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
-                return
-            except Conflict:
-                await asyncio.sleep(0)
-                continue
-            except (NotFound, StoreError) as exc:
-                self._errors.add(f"status of {key}: {exc}")
-                return
+            results = await asyncio.gather(*(w for *_, w in writes), return_exceptions=True)
+            statuses = []
+            for (key, uid, status, _), result in zip(writes, results, strict=True):
+                if isinstance(result, Conflict):
+                    statuses.append((key, uid, status))  # changed meanwhile: merge again
+                elif isinstance(result, BaseException) and not isinstance(result, NotFound):
+                    self._errors.add(f"status of {key}: {result}")
+            await asyncio.sleep(0)
+
+    def _status_write(
+        self, key: str, uid: str, status: PodStatus
+    ) -> asyncio.Future[list[KV]] | None:
+        """Queue the write of an agent's status for the pod, if the pod and status changed."""
+        kv = self._cluster.pod_kvs.get(key)
+        pod = self._cluster.pods.get(key)
+        if kv is None or pod is None or pod.metadata.uid != uid:
+            return None
+        # The scheduler owns PodScheduled; the agent owns the rest of the status.
+        kept = [c for c in pod.status.conditions if c.type == "PodScheduled"]
+        status.conditions = kept + [c for c in status.conditions if c.type != "PodScheduled"]
+        if pod.status == status:
+            return None
+        updated = pod.model_copy(update={"status": status})
+        return self._store.txn([Op("put", key, encode(updated), updated, kv.mod_revision)])
 
     async def _finish_deletions(self, session: AgentSession, uids: list[str]) -> None:
         """A pod marked for deletion is removed once its node says it stopped."""

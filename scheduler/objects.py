@@ -29,8 +29,9 @@ def node_key(name: str) -> str:
 def encode(obj: Model) -> bytes:
     """The stored form: wire JSON without resourceVersion (metadata comes third, after
     apiVersion and kind, which `with_resource_version` relies on)."""
-    obj.metadata.resource_version = None  # type: ignore[attr-defined]
-    return obj.model_dump_json(by_alias=True, exclude_none=True).encode()
+    return obj.model_dump_json(
+        by_alias=True, exclude_none=True, exclude={"metadata": {"resource_version"}}
+    ).encode()
 
 
 def decode(kv: KV, model: type[T]) -> T:

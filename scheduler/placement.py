@@ -18,7 +18,7 @@ debugging. A pod that fits nowhere gets a kube-scheduler-style message:
 from __future__ import annotations
 
 import math
-import random
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -196,11 +196,12 @@ class Placement:
         if not total:
             return decision
         want = self.sample_size(total)
-        rng = random.Random(pod.metadata.uid)
-        # A random start and a random stride coprime with the count visit every node
-        # exactly once in a shuffled order, without shuffling a list per placement.
-        start = rng.randrange(total)
-        stride = rng.randrange(1, total) if total > 2 else 1
+        # A start and a stride coprime with the count, both drawn from the uid, visit
+        # every node exactly once in a shuffled order without shuffling a list per
+        # placement; crc32 (not hash()) so that a placement replays across processes.
+        seed = zlib.crc32((pod.metadata.uid or pod.metadata.name).encode())
+        start = seed % total
+        stride = 1 + (seed >> 8) % (total - 1) if total > 2 else 1
         while math.gcd(stride, total) != 1:
             stride += 1
         best: NodeState | None = None

@@ -18,10 +18,10 @@ import time
 from common.models import Pod, PodCondition, now
 from scheduler.cluster import ClusterState, needs_node
 from scheduler.metrics import SchedulerMetrics
-from scheduler.objects import encode, mutable_copy
+from scheduler.objects import encode
 from scheduler.placement import Placement
 from scheduler.recent import RecentErrors
-from scheduler.store import Conflict, NotFound, Store, StoreError
+from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -85,6 +85,9 @@ class Scheduler:
 
     def _schedule_batch(self) -> None:
         cluster = self._cluster
+        scheduled = self._metrics.placement_attempts.labels(result="scheduled")
+        unschedulable = self._metrics.placement_attempts.labels(result="unschedulable")
+        binds: list[tuple[str, str, float, asyncio.Future[list[KV]]]] = []
         for key in self._ready_keys():
             pod = cluster.pods.get(key)
             if pod is None or not needs_node(pod):
@@ -94,45 +97,44 @@ class Scheduler:
             decision = self._placement.place(pod)
             self._metrics.placement_seconds.observe(time.perf_counter() - started)
             if decision.node is None:
-                self._metrics.placement_attempts.labels(result="unschedulable").inc()
+                unschedulable.inc()
                 self._parked.add(key)
                 self._mark_unschedulable(key, pod, decision.message)
                 continue
-            self._metrics.placement_attempts.labels(result="scheduled").inc()
+            scheduled.inc()
+            kv = cluster.pod_kvs.get(key)
+            if kv is None:
+                continue
             cpu, mem = pod.spec.requests()
             first_seen = cluster.pending.get(key, time.monotonic())
             cluster.assume(key, decision.node, cpu, mem)
             self._parked.discard(key)
             self.unschedulable.pop(key, None)
-            task = asyncio.create_task(self._bind(key, pod, decision.node, first_seen))
+            bound = _bound(pod, decision.node)
+            write = self._store.txn([Op("put", key, encode(bound), bound, kv.mod_revision)])
+            binds.append((key, decision.node, first_seen, write))
+        if binds:
+            # One task waits for the whole batch: the group commit makes them durable together.
+            task = asyncio.create_task(self._finish_binds(binds))
             self._binds.add(task)
             task.add_done_callback(self._binds.discard)
 
-    async def _bind(self, key: str, pod: Pod, node: str, first_seen: float) -> None:
-        kv = self._cluster.pod_kvs.get(key)
-        if kv is None:
-            self._cluster.forget(key)
-            return
-        bound = mutable_copy(pod)
-        bound.spec.node_name = node
-        _set_condition(
-            bound, PodCondition(type="PodScheduled", status="True", last_transition_time=now())
-        )
-        bound.status.reason = None
-        bound.status.message = None
-        try:
-            await self._store.put(key, encode(bound), obj=bound, expect=kv.mod_revision)
-        except (Conflict, NotFound):
-            # Changed or deleted meanwhile: recount from the durable object, which the
-            # watch will bring back to the queue if it still needs a node.
-            self._cluster.forget(key)
-            return
-        except StoreError as exc:
-            self._errors.add(f"bind {key} to {node}: {exc}")
-            self._cluster.forget(key)
-            return
-        self._metrics.scheduling_latency.observe(time.monotonic() - first_seen)
-        self._metrics.binds.inc()
+    async def _finish_binds(
+        self, binds: list[tuple[str, str, float, asyncio.Future[list[KV]]]]
+    ) -> None:
+        results = await asyncio.gather(*(w for *_, w in binds), return_exceptions=True)
+        done = time.monotonic()
+        latency = self._metrics.scheduling_latency
+        for (key, node, first_seen, _), result in zip(binds, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Conflict | NotFound):
+                    self._errors.add(f"bind {key} to {node}: {result}")
+                # Changed or deleted meanwhile: recount from the durable object, which
+                # the watch brings back to the queue if it still needs a node.
+                self._cluster.forget(key)
+                continue
+            latency.observe(done - first_seen)
+        self._metrics.binds.inc(sum(1 for r in results if not isinstance(r, BaseException)))
 
     def _mark_unschedulable(self, key: str, pod: Pod, message: str) -> None:
         if self.unschedulable.get(key) == message:
@@ -141,9 +143,9 @@ class Scheduler:
         kv = self._cluster.pod_kvs.get(key)
         if kv is None:
             return
-        updated = mutable_copy(pod)
-        _set_condition(
-            updated,
+        status = pod.status.model_copy()
+        status.conditions = _with_condition(
+            pod.status.conditions,
             PodCondition(
                 type="PodScheduled",
                 status="False",
@@ -152,6 +154,7 @@ class Scheduler:
                 last_transition_time=now(),
             ),
         )
+        updated = pod.model_copy(update={"status": status})
         task = asyncio.create_task(self._write_status(key, updated, kv.mod_revision))
         self._binds.add(task)
         task.add_done_callback(self._binds.discard)
@@ -164,12 +167,12 @@ class Scheduler:
                 self._errors.add(f"update {key}: {exc}")
 
 
-def _set_condition(pod: Pod, condition: PodCondition) -> None:
-    conditions = [c for c in pod.status.conditions if c.type != condition.type]
-    old = next((c for c in pod.status.conditions if c.type == condition.type), None)
+def _with_condition(conditions: list[PodCondition], condition: PodCondition) -> list[PodCondition]:
+    """`conditions` with `condition` set; the transition time is kept if the status is the same."""
+    old = next((c for c in conditions if c.type == condition.type), None)
     if old is not None and old.status == condition.status:
         condition.last_transition_time = old.last_transition_time
-    pod.status.conditions = [*conditions, condition]
+    return [*(c for c in conditions if c.type != condition.type), condition]
 
 
 async def _first(*events: asyncio.Event) -> None:
@@ -179,3 +182,15 @@ async def _first(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def _bound(pod: Pod, node: str) -> Pod:
+    """The pod bound to `node`, PodScheduled=True; shallow copies, the cached object is shared."""
+    status = pod.status.model_copy(update={"reason": None, "message": None})
+    status.conditions = _with_condition(
+        pod.status.conditions,
+        PodCondition(type="PodScheduled", status="True", last_transition_time=now()),
+    )
+    return pod.model_copy(
+        update={"spec": pod.spec.model_copy(update={"node_name": node}), "status": status}
+    )

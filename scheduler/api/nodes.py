@@ -103,7 +103,7 @@ async def uncordon(request: web.Request) -> web.Response:
 async def _move_pods(cp: ControlPlane, name: str, reason: str, message: str) -> tuple[int, int]:
     """Evict every unfinished pod bound to the node; (moved, failed for good)."""
     moved = failed = 0
-    for pod in cp.cluster.bound_to(name):
+    for pod in cp.cluster.pods_on(name):
         if pod.status.phase in ("Succeeded", "Failed") or pod.metadata.deletion_timestamp:
             continue
         key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)

@@ -220,7 +220,8 @@ async def update_pod(request: web.Request) -> web.Response:
                 )
             ],
         )
-    if incoming.spec != current.spec.model_copy(update={"node_name": incoming.spec.node_name}) or (
+    comparable = current.spec.model_copy(update={"node_name": incoming.spec.node_name})
+    if incoming.spec.to_dict() != comparable.to_dict() or (
         incoming.spec.node_name not in (None, current.spec.node_name)
     ):
         raise Invalid(

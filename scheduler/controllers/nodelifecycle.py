@@ -85,7 +85,7 @@ class NodeLifecycleController:
         await self._finish_deletions()
 
     async def _evict_node(self, name: str, message: str) -> None:
-        for pod in self._cluster.bound_to(name):
+        for pod in self._cluster.pods_on(name):
             if pod.metadata.deletion_timestamp is not None:
                 continue  # handled by _finish_deletions
             key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)
@@ -98,9 +98,10 @@ class NodeLifecycleController:
 
     async def _finish_deletions(self) -> None:
         wall = datetime.now(UTC)
-        for key, pod in list(self._cluster.pods.items()):
-            stamp = pod.metadata.deletion_timestamp
-            if stamp is None:
+        for key in list(self._cluster.terminating):
+            pod = self._cluster.pods.get(key)
+            stamp = pod.metadata.deletion_timestamp if pod is not None else None
+            if pod is None or stamp is None:
                 continue
             node = self._cluster.nodes.get(pod.spec.node_name or "")
             overdue = (wall - stamp).total_seconds() > (
