@@ -126,11 +126,13 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ManifestError(f"malformed JSON: duplicate key {key!r}")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):  # the rare case, found without a Python-level loop
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ManifestError(f"malformed JSON: duplicate key {key!r}")
+            seen.add(key)
     return result
 
 
@@ -197,14 +199,17 @@ def parse_documents(
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ManifestError(f"body is not UTF-8: {exc}") from None
+    from_yaml = True
     try:
         if "json" in content_type:
             docs = [_parse_json(text)]
+            from_yaml = False
         elif text.lstrip().startswith("{"):
             # Most likely JSON, which YAML mostly (not wholly: tabs) accepts too;
             # try JSON first for exact messages, fall back to YAML.
             try:
                 docs = [json.loads(text, object_pairs_hook=_json_pairs)]
+                from_yaml = False
             except json.JSONDecodeError:
                 try:
                     docs = _parse_yaml(text)  # a YAML flow mapping: `{name: x}`
@@ -216,8 +221,9 @@ def parse_documents(
         raise ManifestError("manifest is nested too deeply") from None
     if flatten:
         docs = _expand_lists(docs)
-    for doc in docs:
-        _check_size(doc)
+    if from_yaml:  # only YAML aliases can make a document bigger than its text
+        for doc in docs:
+            _check_size(doc)
     return docs
 
 

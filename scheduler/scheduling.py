@@ -25,7 +25,7 @@ from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
-BATCH = 2000  # pods placed per pass before yielding to the event loop
+BATCH = 256  # pods placed per pass before yielding to the event loop (bounds API latency)
 RETRY_SECONDS = 5.0
 
 
