@@ -206,3 +206,11 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `root` skip without root, except in CI (CI=true), where they fail."""
+    if item.get_closest_marker("root") is not None and os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("this test needs root, and CI must run it (run the suite as root)")
+        pytest.skip("needs root")
