@@ -1,0 +1,192 @@
+"""The fork server: a small, single-threaded Python that forks monitors and sandbox helpers.
+
+Why: the agent is an asyncio process with threads, where fork() is unsafe and a fresh
+interpreter per container (~20 ms, ~10 MB) is too slow and too big. So the agent
+starts this once (`NativeRuntime.start()`)::
+
+    sys.executable -I -S -c <bootstrap> <project root>
+
+(-I -S: no site-packages, no environment; the bootstrap puts the project root on
+sys.path, as ``-m`` alone would not find the package without site). It imports what
+monitors need, freezes the GC (so children do not dirty inherited pages just by
+collecting), and serves requests:
+
+- its stdin is a unix socket to the agent; each request is one byte carrying one fd
+  (SCM_RIGHTS): a fresh socket on which, once the fork server has acknowledged it
+  with one byte, the agent writes one JSON line, the request, and later reads one
+  JSON line, the answer;
+- for each request it forks; the child calls setsid() and forks again, so the
+  grandchild (the helper) is re-parented to init: it survives `kill -9` of both the
+  agent and the fork server. The helper reads the request and answers it itself, so
+  the fork server never blocks on a client;
+- when the agent closes its end (or dies), the fork server exits.
+
+Requests (``op``): ``run`` starts a container monitor (`monitor.run`), ``sandbox``
+creates a pod's shared namespaces, ``ping`` answers with the helper's pid.
+
+Keep the import list short and free of third-party packages: there is no
+site-packages here, and everything imported is memory every monitor maps.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+
+from agent.runtime.native import monitor
+from agent.runtime.native import syscalls as sc
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+BOOTSTRAP = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from agent.runtime.native.forkserver import main; main()"
+)
+READY = b"R"
+SPAWNED = b"k"
+MAX_REQUEST = 16 * 1024 * 1024
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def main() -> None:
+    """Serve requests on fd 0 until the agent goes away."""
+    sc.set_process_name("corral-forkserv")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C at the agent's terminal is not for us
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    ctrl = socket.socket(fileno=0)
+    gc.freeze()  # everything imported so far stays untouched in the children
+    ctrl.sendall(READY)
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(ctrl, 64, 16)
+        except InterruptedError:
+            continue
+        except OSError as exc:
+            print(f"corral fork server: {exc}", file=sys.stderr)
+            break
+        if not msg and not fds:
+            break  # EOF: the agent closed its end or died
+        for fd in fds:
+            _spawn(ctrl.fileno(), fd)
+            # "A helper holds your socket": only now may the agent write the request, so
+            # a request is never lost with a fork server that died holding its socket.
+            ctrl.sendall(SPAWNED)
+
+
+def _spawn(ctrl_fd: int, conn: int) -> None:
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            # A new session, then fork again: the helper is nobody's child but init's,
+            # and has no controlling terminal to be signalled through.
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            _detach(ctrl_fd, conn)
+            _serve(conn)
+        except BaseException as exc:
+            print(f"corral helper {os.getpid()}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(conn)
+    os.waitpid(pid, 0)  # the middle process exits at once
+
+
+def _detach(ctrl_fd: int, conn: int) -> None:
+    """Drop what the helper must not hold: the agent's control socket, the cwd."""
+    os.close(ctrl_fd)
+    null = os.open("/dev/null", os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)  # stderr stays: the fork server's log
+    os.close(null)
+    os.closerange(3, conn)
+    os.closerange(conn + 1, 1 << 16)
+    os.chdir("/")
+    os.umask(0o022)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # SIGINT and SIGHUP stay ignored
+
+
+def _read_request(conn: int) -> dict[str, Any]:
+    data = bytearray()
+    while not data.endswith(b"\n"):
+        chunk = os.read(conn, 65536)
+        if not chunk:
+            raise EOFError("the agent closed the request socket")
+        data += chunk
+        if len(data) > MAX_REQUEST:
+            raise ValueError("request too large")
+    request = json.loads(data)
+    if not isinstance(request, dict):
+        raise ValueError("a request is a JSON object")
+    return request
+
+
+def _serve(conn: int) -> None:
+    request = _read_request(conn)
+    op = request.get("op")
+    if op == "run":
+        # Log the monitor's own troubles next to the container's records.
+        err = os.open(f"{request['dir']}/monitor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.dup2(err, 2)
+        os.close(err)
+        monitor.run(request, conn)
+    elif op == "sandbox":
+        try:
+            create_sandbox(request)
+        except Exception as exc:
+            monitor.reply(conn, {"ok": False, "error": str(exc) or type(exc).__name__})
+        else:
+            monitor.reply(conn, {"ok": True})
+    elif op == "ping":
+        monitor.reply(conn, {"ok": True, "pid": os.getpid()})
+    else:
+        monitor.reply(conn, {"ok": False, "error": f"unknown op {op!r}"})
+
+
+def create_sandbox(request: dict[str, Any]) -> None:
+    """Create a pod's shared namespaces and pin each one with a bind mount.
+
+    Like `ip netns add`: unshare, then bind-mount /proc/self/ns/<kind> onto a file in
+    the pod's state dir. The mount keeps the namespace alive after this helper exits;
+    containers join it with setns(), remove_pod unmounts it.
+    `request`: {"ns_dir", "kinds": ["ipc", "uts", "net"], "hostname"}.
+    """
+    kinds = [k for k in request["kinds"] if k in sc.NS_FLAGS]
+    flags = 0
+    for kind in kinds:
+        flags |= sc.NS_FLAGS[kind]
+    sc.unshare(flags)
+    if "uts" in kinds:
+        socket.sethostname(request["hostname"])
+    if "net" in kinds:
+        loopback_up()
+    for kind in kinds:
+        target = os.path.join(request["ns_dir"], kind)
+        os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444))
+        sc.mount(f"/proc/self/ns/{kind}", target, None, sc.MS_BIND)
+
+
+def loopback_up() -> None:
+    """Bring `lo` up in the caller's network namespace (a new one starts with it down)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        # struct ifreq: a 16-byte name, then a union whose first member is the flags.
+        request = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(s, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+
+
+if __name__ == "__main__":
+    main()

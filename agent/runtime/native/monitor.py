@@ -1,0 +1,330 @@
+"""The per-container monitor: starts the container's init, holds its stdio, records its exit.
+
+Like containerd's shim or conmon: the agent does not wait for containers itself,
+or an agent restart would orphan their exit statuses. The fork server forks one
+monitor per container (already detached: double fork and setsid, so it is the child
+of neither the agent nor the fork server) and the monitor:
+
+    write monitor.pid                       the agent re-adopts monitors after a restart
+    setns(pod's ipc, uts, net)              containers of one pod share them
+    unshare(CLONE_NEWPID)                   our next child is PID 1 of a new namespace
+    fork --------------------------------> init (child)
+      write init.pid                          PR_SET_PDEATHSIG: dies with the monitor
+      pid into the container's cgroups        rootfs.enter(): mount ns, overlay, pivot_root
+      sync pipe: "go"  -------------------->  waits for "go": the command runs nothing
+                                              outside its cgroups
+                                              drop to the image's user, chdir, execve
+      error pipe EOF (exec succeeded)  <----  (the pipe is O_CLOEXEC; a failure writes why)
+      write started.json, answer the agent
+      copy stdout/stderr to the log file (CRI format, rotated by size)
+      waitpid -> exit.json (temp file, fsync, rename): code, signal, times, OOM kill
+    exit
+
+Everything the monitor needs is imported by the fork server before it forks, and
+this module imports only small stdlib modules, so that a monitor costs little memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import time
+
+from agent.runtime.native import logs, rootfs
+from agent.runtime.native import syscalls as sc
+
+DRAIN_SECONDS = 2.0  # after the init exits, how long stray writers may keep the pipes open
+STDIO_CHUNK = 65536
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing into every monitor
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def proc_start_time(pid: int | str) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks since boot): with the pid it
+    names one process, even after the pid is reused. None if there is no such process
+    or it is a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] == b"Z":
+        return None
+    return int(fields[19])
+
+
+def write_json(path: str, data: dict[str, Any], *, durable: bool = False) -> None:
+    """Replace `path` atomically: write a temporary file, rename it over the old one.
+
+    `durable` also fsyncs the file (exit.json); pid files describe processes a reboot
+    ends anyway.
+    """
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, json.dumps(data).encode())
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    # No fsync of the directory: after a machine crash the containers are gone too, and
+    # the agent reports a missing record as "monitor lost"; what matters is that a
+    # reader never sees a half-written file.
+    os.rename(tmp, path)
+
+
+def oom_kills(cgroup_dirs: list[str]) -> int:
+    """OOM kills counted in the container's cgroup: v2 memory.events, v1 memory.oom_control."""
+    total = 0
+    for d in cgroup_dirs:
+        for name in ("memory.events", "memory.oom_control"):
+            try:
+                with open(os.path.join(d, name)) as f:
+                    for line in f:
+                        key, _, value = line.partition(" ")
+                        if key == "oom_kill":
+                            total += int(value)
+                break
+            except OSError:
+                continue
+    return total
+
+
+def reply(conn: int, message: dict[str, Any]) -> None:
+    """Answer the agent's request (it may have gone away: then nobody is listening)."""
+    try:
+        os.write(conn, json.dumps(message).encode() + b"\n")
+    except OSError:
+        pass
+
+
+def _exit_record(
+    spec: dict[str, Any], code: int, sig: int | None, started: float | None, **extra: object
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "exit_code": code,
+        "signal": sig,
+        "started_at": started,
+        "finished_at": time.time(),
+        "oom_killed": False,
+    }
+    record.update(extra)
+    return record
+
+
+def run(spec: dict[str, Any], conn: int) -> None:
+    """Monitor one container (see the module docstring); returns when it has exited.
+
+    Runs in a detached process forked by the fork server; `conn` is the socket on
+    which the agent waits for "started" (or why not).
+    """
+    cdir = str(spec["dir"])
+    sc.set_process_name("corral-monitor")
+    # The monitor must outlive pressure the container causes: make the OOM killer
+    # prefer anything else (the init resets its own score before exec).
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("-999")
+    except OSError:
+        pass
+    write_json(f"{cdir}/monitor.pid", {"pid": os.getpid(), "start": proc_start_time("self")})
+    try:
+        pid, writer, pipes = _start(spec, conn)
+    except Exception as exc:  # the container never ran: say why, here and to the agent
+        message = str(exc) or type(exc).__name__
+        record = _exit_record(spec, 128, None, None, reason="StartError", message=message)
+        write_json(f"{cdir}/exit.json", record, durable=True)
+        reply(conn, {"ok": False, "error": message})
+        return
+    started = time.time()
+    write_json(f"{cdir}/started.json", {"init_pid": pid, "started_at": started})
+    reply(conn, {"ok": True, "monitor_pid": os.getpid(), "init_pid": pid, "started_at": started})
+    os.close(conn)
+    status = _pump(pid, writer, pipes)
+    writer.close()
+    if os.WIFSIGNALED(status):
+        sig: int | None = os.WTERMSIG(status)
+        code = 128 + os.WTERMSIG(status)  # as docker and the kubelet report it
+    else:
+        sig, code = None, os.WEXITSTATUS(status)
+    cgroups = [str(d) for d in spec.get("cgroups") or []]
+    oom = oom_kills(cgroups) > int(spec.get("oom_before") or 0)
+    record = _exit_record(spec, code, sig, started, oom_killed=oom)
+    write_json(f"{cdir}/exit.json", record, durable=True)
+
+
+def _start(spec: dict[str, Any], conn: int) -> tuple[int, logs.LogWriter, dict[int, str]]:
+    """Fork the container's init into its namespaces and cgroups; return once it has
+    exec'd. Raises with a message on any failure (the init is reaped then)."""
+    cdir = str(spec["dir"])
+    cgroups = [str(d) for d in spec.get("cgroups") or []]
+    # The OOM counter before the container runs: only an increase means it was OOM-killed.
+    spec["oom_before"] = oom_kills(cgroups)
+    log = spec["log"]
+    assert isinstance(log, dict)
+    writer = logs.LogWriter(str(log["path"]), int(log["max_bytes"]), int(log["max_files"]))
+
+    # Join the pod's namespaces (kept alive by bind mounts under the pod's state dir),
+    # so the init we fork is born into them.
+    namespaces = spec.get("ns") or {}
+    assert isinstance(namespaces, dict)
+    for kind, flag in sc.NS_FLAGS.items():
+        path = namespaces.get(kind)
+        if path:
+            fd = os.open(str(path), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                sc.setns(fd, flag)
+            finally:
+                os.close(fd)
+    # A new PID namespace applies to our children only: the next fork is its PID 1,
+    # and when that PID 1 exits the kernel kills everything else in the namespace.
+    sc.unshare(sc.CLONE_NEWPID)
+
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    go_r, go_w = os.pipe()
+    fail_r, fail_w = os.pipe()  # O_CLOEXEC (as all os.pipe fds): EOF means exec worked
+    pid = os.fork()
+    if pid == 0:
+        _init(spec, out_w, err_w, go_r, fail_w)  # never returns
+    for fd in (out_w, err_w, go_r, fail_w):
+        os.close(fd)
+    write_json(f"{cdir}/init.pid", {"pid": pid, "start": proc_start_time(pid)})
+    try:
+        # Into the container's cgroup (one dir per hierarchy) before it runs anything,
+        # so its limits hold from the first instruction of the container's command.
+        for d in cgroups:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        os.write(go_w, b"g")
+    except OSError:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(go_w)
+    failure = b""
+    while chunk := os.read(fail_r, 4096):
+        failure += chunk
+    os.close(fail_r)
+    if failure:
+        os.waitpid(pid, 0)
+        raise RuntimeError(failure.decode("utf-8", "replace"))
+    return pid, writer, {out_r: "stdout", err_r: "stderr"}
+
+
+def _init(spec: dict[str, Any], out_w: int, err_w: int, go_r: int, fail_w: int) -> None:
+    """The container's init: PID 1 in its PID namespace; ends in execve or _exit."""
+    try:
+        # If the monitor dies, nobody would read our output or record our exit:
+        # die with it, so the agent sees "monitor lost" and restarts us cleanly.
+        sc.set_pdeathsig(signal.SIGKILL)
+        # The monitor's signal dispositions (Python ignores SIGPIPE and SIGXFSZ) would
+        # survive exec: give the container the defaults.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.setsid()
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("0")  # undo the monitor's protection
+        null = os.open("/dev/null", os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        for fd in (null, out_w, err_w):
+            os.close(fd)
+        rootfs.enter(spec)
+        uid, gid, groups = rootfs.resolve_user(spec.get("user"))
+        cwd = str(spec.get("cwd") or "/")
+        try:
+            os.chdir(cwd)
+        except FileNotFoundError:
+            os.makedirs(cwd, 0o755)  # as docker and containerd do for a missing WORKDIR
+            os.chdir(cwd)
+        # Building the root overlapped with the monitor's cgroup writes (slow: each
+        # migration waits for an RCU grace period); the command itself must not start
+        # before we are in the container's cgroups.
+        if os.read(go_r, 1) != b"g":
+            os._exit(1)  # the monitor failed to place us there, and is killing us
+        os.close(go_r)
+        if (uid, gid) != (0, 0) or groups:
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+        argv = [str(a) for a in spec["argv"]]
+        env = dict(str(e).split("=", 1) for e in spec["env"])
+        _exec(argv, env)
+    except BaseException as exc:
+        message = str(exc) or type(exc).__name__
+        try:
+            os.write(fail_w, message.encode()[:4000])
+        finally:
+            os._exit(127)
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> None:
+    """execve, searching the PATH of the container's environment (not ours) as execvp
+    does. Not os.execvpe: it imports `warnings` on the way, and after pivot_root there
+    is no standard library to import from."""
+    if "/" in argv[0]:
+        candidates = [argv[0]]
+    else:
+        path = env.get("PATH") or "/usr/local/bin:/usr/bin:/bin"
+        candidates = [os.path.join(d or ".", argv[0]) for d in path.split(":")]
+    denied: OSError | None = None
+    for candidate in candidates:
+        try:
+            os.execve(candidate, argv, env)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError as exc:
+            denied = exc  # keep looking, as execvp does, but report this if nothing runs
+        except OSError as exc:
+            raise RuntimeError(f"exec {argv[0]!r}: {exc.strerror}") from None
+    if denied is not None:
+        raise RuntimeError(f"exec {argv[0]!r}: {denied.strerror}")
+    where = "" if "/" in argv[0] else " in $PATH"
+    raise RuntimeError(f"exec {argv[0]!r}: executable file not found{where}")
+
+
+def _pump(pid: int, writer: logs.LogWriter, pipes: dict[int, str]) -> int:
+    """Copy the init's output to the log until it has exited; return its wait status."""
+    poller = select.poll()
+    for fd in pipes:
+        poller.register(fd, select.POLLIN)
+    # A pidfd becomes readable when the process exits: one poll() covers both.
+    pidfd = os.pidfd_open(pid)
+    poller.register(pidfd, select.POLLIN)
+    status: int | None = None
+    deadline = 0.0
+    while pipes or status is None:
+        timeout = None
+        if status is not None:
+            # When PID 1 exits the kernel kills the rest of its namespace, so the pipes
+            # close right away; do not wait forever on a writer that leaked out.
+            timeout = max(0.0, deadline - time.monotonic()) * 1000
+        events = poller.poll(timeout)
+        if not events and status is not None:
+            break
+        for fd, _mask in events:
+            if fd == pidfd:
+                _, status = os.waitpid(pid, 0)
+                poller.unregister(pidfd)
+                os.close(pidfd)
+                deadline = time.monotonic() + DRAIN_SECONDS
+                continue
+            data = os.read(fd, STDIO_CHUNK)
+            if data:
+                writer.write(pipes[fd], data)
+            else:
+                writer.flush(pipes[fd])
+                poller.unregister(fd)
+                os.close(fd)
+                del pipes[fd]
+    assert status is not None
+    return status

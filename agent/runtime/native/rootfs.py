@@ -1,0 +1,331 @@
+"""A container's root filesystem: overlay over the image layers, pivot_root, /proc, /dev, volumes.
+
+`enter(spec)` runs in the container's init process (PID 1 of its new PID namespace,
+forked by the monitor) just before it execs the container's command. The canonical
+order, as in rubber-docker, one step per line with its why:
+
+    unshare(CLONE_NEWNS)              own mount table (the monitor keeps the host's)
+    mount / MS_REC|MS_PRIVATE         nothing mounted below leaks back to the host
+    mount overlay on <rootfs>         image layers (read-only) + a per-container upper dir
+    open volume sources (O_PATH)      resolved on the host, checked against allowed prefixes
+    pivot_root <rootfs> <rootfs>/.oldroot; chdir /
+    mount /proc, /sys (ro), /dev      fresh proc for the new PID namespace, minimal devices
+    bind volumes and /etc files       targets resolved inside the new root, so an image's
+                                      symlinks cannot point a mount at the host
+    umount2 /.oldroot MNT_DETACH      the host's tree is gone from the container's view
+
+The overlay lives only in the container's mount namespace: when the container's last
+process exits, the kernel unmounts it; nothing needs unmounting on the host.
+
+The host-side helpers at the end (`check_host_path`, `mountinfo`, `unmount_below`) are
+used by the runtime. Imported by the fork server, so only `os` and `stat` at load time.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from agent.runtime.native import syscalls as sc
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing into the fork server
+if TYPE_CHECKING:
+    from typing import Any
+
+OLD_ROOT = "/.oldroot"
+
+# (name, major, minor): the character devices every container gets, as runc creates them.
+DEVICES = (
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+)
+DEV_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+)
+
+
+class SetupError(Exception):
+    """A step of building the container's root failed; the message names the step."""
+
+
+def _escape_overlay(path: str) -> str:
+    # overlayfs splits lowerdir on ':' and the option string on ','; a backslash escapes.
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def overlay_options(lower: list[str], upper: str, work: str) -> str:
+    """The overlay mount data, shortened if the absolute form does not fit in a page.
+
+    Shortening, as Docker's overlay2 does: short symlinks ``l/0``, ``l/1``... to the
+    layers, next to the upper dir, and paths relative to there (this changes the cwd:
+    call it in the single-threaded child, and restore the cwd after mounting).
+    """
+    data = _overlay_data(lower, upper, work)
+    if len(data) <= 3800:  # mount(2) copies one page of options
+        return data
+    base = os.path.dirname(upper)
+    links = os.path.join(base, "l")
+    os.makedirs(links, exist_ok=True)
+    short = []
+    for index, layer in enumerate(lower):
+        link = os.path.join(links, str(index))
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(layer, link)
+        short.append(f"l/{index}")
+    os.chdir(base)
+    return _overlay_data(short, os.path.relpath(upper, base), os.path.relpath(work, base))
+
+
+def _overlay_data(lower: list[str], upper: str, work: str) -> str:
+    return (
+        f"lowerdir={':'.join(_escape_overlay(p) for p in lower)},"
+        f"upperdir={_escape_overlay(upper)},workdir={_escape_overlay(work)}"
+    )
+
+
+def _open_source(mount: dict[str, Any]) -> int:
+    """An O_PATH fd for a bind source on the host, checked against its allowed prefixes."""
+    source = str(mount["source"])
+    fd = os.open(source, os.O_PATH | os.O_CLOEXEC)
+    within = mount.get("within")
+    if isinstance(within, list):
+        # Check what the fd really is, not the name: a symlink swapped in after the
+        # agent validated the path would resolve somewhere else.
+        real = os.readlink(f"/proc/self/fd/{fd}")
+        if not any(real == p or real.startswith(p.rstrip("/") + "/") for p in within):
+            os.close(fd)
+            raise SetupError(f"hostPath {source} resolves to {real}, outside {within}")
+    return fd
+
+
+def _mkdir_p(path: str) -> None:
+    try:
+        os.makedirs(path, 0o755, exist_ok=True)
+    except FileExistsError:
+        pass  # a symlink to a directory, or a file: mount() will say which
+
+
+def _touch(path: str) -> None:
+    _mkdir_p(os.path.dirname(path))
+    if not os.path.lexists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+
+def _mount_dev() -> None:
+    # A tmpfs instead of the host's /dev: the container sees only what we create.
+    _mkdir_p("/dev")
+    sc.mount("tmpfs", "/dev", "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
+    for name, major, minor in DEVICES:
+        path = f"/dev/{name}"
+        try:
+            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+            os.chmod(path, 0o666)  # mknod's mode is filtered by the umask
+        except PermissionError:
+            # No CAP_MKNOD (a user namespace): bind the host's node instead.
+            _touch(path)
+            sc.mount(f"{OLD_ROOT}/dev/{name}", path, None, sc.MS_BIND)
+    # newinstance: the container's own pty numbering, not the host's /dev/pts.
+    _mkdir_p("/dev/pts")
+    sc.mount(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        sc.MS_NOSUID | sc.MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    )
+    _mkdir_p("/dev/shm")
+    sc.mount("shm", "/dev/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=1777")
+    # POSIX message queues of the pod's IPC namespace.
+    _mkdir_p("/dev/mqueue")
+    sc.mount("mqueue", "/dev/mqueue", "mqueue", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    for name, target in DEV_LINKS:
+        os.symlink(target, f"/dev/{name}")
+
+
+def _bind(fd: int, target: str, readonly: bool) -> None:
+    # Mount through the fd's magic link: the source is the file opened (and checked)
+    # on the host, whatever its name points to now.
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        _mkdir_p(target)
+    else:
+        _touch(target)
+    sc.mount(f"/proc/self/fd/{fd}", target, None, sc.MS_BIND | sc.MS_REC)
+    if readonly:
+        # MS_RDONLY is ignored on the first bind mount; it takes a remount.
+        flags = sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY
+        sc.mount(None, target, None, flags)
+
+
+def enter(spec: dict[str, Any]) -> None:
+    """Build the container's root and make it `/` for the calling process (the init).
+
+    `spec["rootfs"]`: {"lower": [dirs, top first], "upper", "work", "target"};
+    `spec["mounts"]`: [{"source", "target", "readonly", "within"?}], volumes then
+    /etc files. Raises OSError or SetupError naming the failed step.
+    """
+    rootfs = spec["rootfs"]
+    assert isinstance(rootfs, dict)
+    mounts = spec.get("mounts") or []
+    assert isinstance(mounts, list)
+    new_root = str(rootfs["target"])
+
+    # A mount namespace of our own: what we mount from here on is invisible to the host,
+    # and all of it is unmounted by the kernel when the container's last process exits.
+    # (Not in the monitor: pivot_root would move the root of every process in the
+    # namespace, the monitor's too.)
+    sc.unshare(sc.CLONE_NEWNS)
+    # Stop propagation both ways: the host's mounts were copied as shared, and
+    # pivot_root refuses to work on shared mounts.
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+
+    # The writable root: image layers below, this container's changes in upperdir.
+    # The fresh overlay mount is also the mount point pivot_root requires of new_root.
+    cwd = os.getcwd()
+    data = overlay_options([str(p) for p in rootfs["lower"]], rootfs["upper"], rootfs["work"])
+    sc.mount("overlay", new_root, "overlay", 0, data)
+    os.chdir(cwd)
+
+    # Open bind sources while the host's tree is still "/": names are resolved there.
+    fds = [_open_source(m) for m in mounts]
+
+    # Swap roots: the overlay becomes "/", the host's root moves to /.oldroot until
+    # we have taken what we need from it.
+    put_old = new_root + OLD_ROOT
+    _mkdir_p(put_old)
+    sc.pivot_root(new_root, put_old)
+    os.chdir("/")
+
+    # proc for the new PID namespace (the init is PID 1 in it): `ps` shows the container.
+    _mkdir_p("/proc")
+    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    # sysfs read-only: tools read it, nothing in a container should write it.
+    _mkdir_p("/sys")
+    sc.mount("sysfs", "/sys", "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    _mount_dev()
+
+    # Volumes and /etc/{hostname,hosts,resolv.conf}; targets resolve inside the new root.
+    for mount, fd in zip(mounts, fds, strict=True):
+        _bind(fd, str(mount["target"]), bool(mount.get("readonly")))
+        os.close(fd)
+
+    # Detach the host's tree: lazily, as the overlay still holds references into it.
+    sc.umount2(OLD_ROOT, sc.MNT_DETACH)
+    os.rmdir(OLD_ROOT)
+
+
+def resolve_user(user: str | None) -> tuple[int, int, list[int]]:
+    """(uid, gid, supplementary gids) for an image's or pod's `user`, read from the
+    container's /etc/passwd and /etc/group (call after `enter`). "" is root."""
+    if not user:
+        return 0, 0, []
+    name, _, group = user.partition(":")
+    uid = gid = None
+    home_gid = 0
+    if name.isdigit():
+        uid = int(name)
+    for fields in _table("/etc/passwd"):
+        if len(fields) >= 4 and (fields[0] == name or (uid is not None and fields[2] == name)):
+            uid, home_gid = int(fields[2]), int(fields[3])
+            break
+    if uid is None:
+        raise SetupError(f"user {name!r} not found in the image's /etc/passwd")
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            gid = next((int(f[2]) for f in _table("/etc/group") if f[0] == group), None)
+            if gid is None:
+                raise SetupError(f"group {group!r} not found in the image's /etc/group")
+    else:
+        gid = home_gid
+    members = [
+        int(f[2])
+        for f in _table("/etc/group")
+        if len(f) >= 4 and name in f[3].split(",") and f[2].isdigit()
+    ]
+    return uid, gid, sorted({gid, *members})
+
+
+def _table(path: str) -> list[list[str]]:
+    try:
+        with open(path) as f:
+            return [line.rstrip("\n").split(":") for line in f if line.strip()]
+    except OSError:
+        return []
+
+
+# --- host side (the runtime) ---
+
+
+def check_host_path(path: str, allowed: list[str]) -> str:
+    """The real path of a hostPath volume, if it lies below one of the allowed prefixes.
+
+    Refuses relative paths, `..` components and symlinks that resolve outside; raises
+    SetupError saying why.
+    """
+    if not path.startswith("/") or ".." in path.split("/"):
+        raise SetupError(f"hostPath {path!r} must be an absolute path without '..'")
+    if not allowed:
+        raise SetupError(f"hostPath {path} is not allowed: no host paths are allowed on this node")
+    real = os.path.realpath(path)
+    prefixes = [os.path.realpath(p) for p in allowed]
+    for prefix in prefixes:
+        if real == prefix or real.startswith(prefix.rstrip("/") + "/"):
+            return real
+    shown = path if real == path else f"{path} (resolving to {real})"
+    raise SetupError(f"hostPath {shown} is not below an allowed prefix ({', '.join(allowed)})")
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo.
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mountinfo(path: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
+    """(mount point, fs type) of every mount in the caller's mount namespace."""
+    with open(path) as f:
+        out = []
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split(" ")
+            if len(fields) >= 5:
+                out.append((_unescape(fields[4]), right.split(" ", 1)[0]))
+        return out
+
+
+def mounts_below(prefix: str) -> list[str]:
+    """Mount points at or below `prefix`, deepest first."""
+    prefix = prefix.rstrip("/")
+    points = [p for p, _ in mountinfo() if p == prefix or p.startswith(prefix + "/")]
+    return sorted(set(points), key=lambda p: (-p.count("/"), p))
+
+
+def unmount_below(prefix: str) -> None:
+    """Detach every mount at or below `prefix` (ns files, emptyDir tmpfs, stray overlays)."""
+    for _ in range(8):  # stacked mounts come off one layer per pass
+        points = mounts_below(prefix)
+        if not points:
+            return
+        for point in points:
+            try:
+                sc.umount2(point, sc.MNT_DETACH | sc.UMOUNT_NOFOLLOW)
+            except OSError as exc:
+                if exc.errno not in (2, 22):  # ENOENT, EINVAL: gone already
+                    raise

@@ -1,0 +1,766 @@
+"""NativeRuntime: corral's own container launcher (namespaces, cgroups, overlay, monitors).
+
+The agent-side half. It resolves what to run (image config + pod spec, the Kubernetes
+way), prepares directories and cgroups, and asks the fork server (forkserver.py) for
+the processes: a short-lived helper that creates a pod's shared namespaces, and one
+monitor per container (monitor.py) that starts it, logs it and records its exit.
+It never waits for a container itself, so containers outlive the agent; everything
+it needs to find them again lives under the state directory:
+
+    <state>/forkserver.log                the fork server's and helpers' stderr
+    <state>/pods/<uid>/pod.json           the pod as create_pod saw it (for recover)
+    <state>/pods/<uid>/ns/{net,ipc,uts}   bind mounts that keep the pod's namespaces
+    <state>/pods/<uid>/etc/               hostname, hosts, resolv.conf for its containers
+    <state>/pods/<uid>/volumes/<name>     emptyDir volumes
+    <state>/pods/<uid>/containers/<name>/ monitor.pid, init.pid, started.json, exit.json,
+                                          monitor.log, upper/ work/ rootfs/ (the overlay)
+    <log_dir>/<uid>/<name>.log[.1 ...]    the container's output, CRI format
+
+Cgroups: ``pod-<uid>`` (pids limit) and ``pod-<uid>/<container>`` (cpu, memory)
+below the driver's parent. Blocking work runs in threads (asyncio.to_thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.runtime.base import (
+    ContainerExit,
+    ContainerInfo,
+    PodInfo,
+    RuntimeFailure,
+    Usage,
+)
+from agent.runtime.native import rootfs
+from agent.runtime.native.cgroups import CgroupDriver, CgroupError, Limits
+from agent.runtime.native.forkserver import BOOTSTRAP, READY, SPAWNED
+from agent.runtime.native.images import ImageConfig, ImageStore
+from agent.runtime.native.monitor import proc_start_time, write_json
+from common.models import Container, Pod
+from common.quantity import cpu_millis, memory_bytes
+
+_LOGGER = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]  # holds the `agent` package
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+START_TIMEOUT = 60.0  # the monitor answers once the container has exec'd
+SANDBOX_TIMEOUT = 30.0
+ACK_TIMEOUT = 10.0  # the fork server forks, then acknowledges: milliseconds, normally
+KILL_WAIT = 10.0  # after SIGKILL, how long until the monitor must have recorded the exit
+NS_KINDS = ("ipc", "uts", "net")
+
+
+class _ForkServer:
+    """The agent's end of forkserver.py: starts it (again, if it died) and sends requests."""
+
+    def __init__(self, log_path: Path) -> None:
+        self._log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ctrl: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def _start_locked(self) -> None:
+        self._stop_locked()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with open(self._log_path, "ab") as log:
+            # sys.executable, never `python3` from PATH (a slow pyenv shim, maybe another
+            # version); -I -S: no site-packages or environment, so it starts fast and small.
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(PROJECT_ROOT)],
+                stdin=theirs.fileno(),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                cwd="/",
+                start_new_session=True,  # a ^C to the agent's process group is not for it
+            )
+        theirs.close()
+        ours.settimeout(15)
+        try:
+            ready = ours.recv(1)
+        except OSError as exc:
+            ready = b""
+            _LOGGER.error("fork server did not start: %s", exc)
+        if ready != READY:
+            ours.close()
+            self._stop_locked()
+            raise RuntimeFailure(f"the fork server did not start; see {self._log_path}")
+        ours.settimeout(None)
+        self._ctrl = ours
+        _LOGGER.debug("fork server started, pid %d", self._proc.pid)
+
+    def _stop_locked(self) -> None:
+        if self._ctrl is not None:
+            self._ctrl.close()  # EOF: the fork server exits
+            self._ctrl = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def start(self) -> None:
+        with self._lock:
+            self._start_locked()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop_locked()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def connect(self) -> socket.socket:
+        """A fresh socket whose other end a new helper holds (blocking).
+
+        Restarts the fork server if it is gone; a fork server that dies with our
+        socket unanswered is noticed by the missing acknowledgement, before anything
+        was asked of it, so retrying is safe.
+        """
+        with self._lock:
+            for attempt in range(2):
+                if self._ctrl is None or self._proc is None or self._proc.poll() is not None:
+                    if self._proc is not None:
+                        _LOGGER.warning("fork server is gone; starting it again")
+                    self._start_locked()
+                assert self._ctrl is not None
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    socket.send_fds(self._ctrl, [b"r"], [theirs.fileno()])
+                    theirs.close()
+                    self._ctrl.settimeout(ACK_TIMEOUT)
+                    if self._ctrl.recv(1) == SPAWNED:
+                        self._ctrl.settimeout(None)
+                        return ours
+                except OSError as exc:
+                    _LOGGER.warning("fork server did not take a request: %s", exc)
+                theirs.close()
+                ours.close()
+                self._ctrl.close()
+                self._ctrl = None
+                if attempt:
+                    break
+        raise RuntimeFailure("the fork server does not answer; see its log")
+
+    async def request(self, payload: dict[str, Any], answer_within: float) -> dict[str, Any]:
+        """Send one request, return the helper's one-line JSON answer."""
+        sock = await asyncio.to_thread(self.connect)
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+        try:
+            writer.write(json.dumps(payload).encode() + b"\n")
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), answer_within)
+        finally:
+            writer.close()
+        if not line:
+            raise RuntimeFailure(f"the {payload.get('op')} helper died without an answer")
+        answer = json.loads(line)
+        assert isinstance(answer, dict)
+        return answer
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        _LOGGER.warning("unreadable %s: %s", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _exit_from(record: dict[str, Any]) -> ContainerExit:
+    code = int(record["exit_code"])
+    reason = record.get("reason")
+    if not reason:
+        reason = "OOMKilled" if record.get("oom_killed") else "Completed" if code == 0 else "Error"
+    finished = _dt(record.get("finished_at")) or datetime.now(UTC)
+    return ContainerExit(
+        exit_code=code,
+        reason=reason,
+        started_at=_dt(record.get("started_at")),
+        finished_at=finished,
+        signal=record.get("signal"),
+        message=record.get("message"),
+    )
+
+
+def _pidfd(record: dict[str, Any] | None) -> int | None:
+    """A pidfd for the process a pid file names, if it still runs (same start time)."""
+    if not record or not record.get("pid"):
+        return None
+    try:
+        fd = os.pidfd_open(int(record["pid"]))
+    except (ProcessLookupError, OSError):
+        return None
+    # Check the start time after opening: from now on the fd names this very process,
+    # so a pid reused since the file was written cannot slip through.
+    if record.get("start") is None or proc_start_time(int(record["pid"])) != record["start"]:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _alive(record: dict[str, Any] | None) -> bool:
+    fd = _pidfd(record)
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
+
+
+def _signal(record: dict[str, Any] | None, sig: int) -> bool:
+    """Signal the process a pid file names, if it is still that process."""
+    fd = _pidfd(record)
+    if fd is None:
+        return False
+    try:
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def command_line(container: Container, config: ImageConfig) -> list[str]:
+    """Kubernetes' rule: `command` replaces ENTRYPOINT, `args` replace CMD, and a
+    `command` without `args` drops the image's CMD."""
+    if container.command:
+        return [*container.command, *(container.args or [])]
+    return [*(config.entrypoint or []), *(container.args or config.cmd or [])]
+
+
+def environment(container: Container, config: ImageConfig, hostname: str) -> list[str]:
+    """Image env, then the container's (later wins), with PATH and HOSTNAME defaults."""
+    env: dict[str, str] = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    for item in config.env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    for var in container.env:
+        env[var.name] = var.value
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def limits_of(container: Container) -> Limits:
+    """cpu limit -> CFS quota, cpu request (default: the limit) -> shares, memory limit."""
+    res = container.resources
+    cpu_limit = res.limits.get("cpu")
+    cpu_request = res.requests.get("cpu", cpu_limit)
+    memory = res.limits.get("memory")
+    return Limits(
+        cpu_limit_millis=cpu_millis(cpu_limit) if cpu_limit is not None else None,
+        cpu_request_millis=cpu_millis(cpu_request) if cpu_request is not None else None,
+        memory_limit_bytes=memory_bytes(memory) if memory is not None else None,
+    )
+
+
+def pod_hostname(pod: Pod) -> str:
+    """The pod name, cut to the 63 characters a hostname may have."""
+    return pod.metadata.name[:63].rstrip("-.") or "pod"
+
+
+class NativeRuntime:
+    """The Runtime (agent/runtime/base.py) on Linux namespaces, cgroups and overlayfs."""
+
+    name = "native"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        images: ImageStore,
+        cgroups: CgroupDriver,
+        *,
+        log_dir: Path | None = None,
+        log_max_bytes: int = 10 * 1024 * 1024,
+        log_max_files: int = 3,
+        pids_limit: int = 1024,
+        allowed_host_paths: list[str] | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.images = images
+        self.cgroups = cgroups
+        self.log_dir = Path(log_dir).resolve() if log_dir else self.state_dir / "logs"
+        self.log_max_bytes = log_max_bytes
+        self.log_max_files = log_max_files
+        self.pids_limit = pids_limit
+        self.allowed_host_paths = list(allowed_host_paths or [])
+        self.pods_dir = self.state_dir / "pods"
+        self._forkserver = _ForkServer(self.state_dir / "forkserver.log")
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # --- paths ---
+
+    def pod_dir(self, uid: str) -> Path:
+        if not uid or "/" in uid or uid in (".", ".."):
+            raise RuntimeFailure(f"invalid pod uid {uid!r}")
+        return self.pods_dir / uid
+
+    def container_dir(self, uid: str, container: str) -> Path:
+        return self.pod_dir(uid) / "containers" / container
+
+    def log_path(self, uid: str, container: str) -> Path:
+        return self.log_dir / uid / f"{container}.log"
+
+    @staticmethod
+    def pod_cgroup(uid: str) -> str:
+        return f"pod-{uid}"
+
+    def _lock(self, uid: str) -> asyncio.Lock:
+        return self._locks.setdefault(uid, asyncio.Lock())
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        def prepare() -> None:
+            for d in (self.state_dir, self.pods_dir, self.log_dir):
+                d.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.state_dir, 0o700)
+            self._forkserver.start()
+
+        await asyncio.to_thread(prepare)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._forkserver.stop)
+
+    @property
+    def forkserver_pid(self) -> int | None:
+        return self._forkserver.pid
+
+    # --- pods ---
+
+    async def create_pod(self, pod: Pod) -> None:
+        uid = pod.metadata.uid
+        if not uid:
+            raise RuntimeFailure("the pod has no uid")
+        async with self._lock(uid):
+            kinds = await asyncio.to_thread(self._prepare_pod, pod)
+            if not kinds:
+                return
+            answer = await self._forkserver.request(
+                {
+                    "op": "sandbox",
+                    "ns_dir": str(self.pod_dir(uid) / "ns"),
+                    "kinds": kinds,
+                    "hostname": pod_hostname(pod),
+                },
+                SANDBOX_TIMEOUT,
+            )
+            if not answer.get("ok"):
+                raise RuntimeFailure(
+                    f"cannot create the pod's namespaces: {answer.get('error')}",
+                    reason="CreatePodSandboxError",
+                )
+
+    def _namespaces(self, pod: Pod) -> list[str]:
+        # hostNetwork pods share the node's network and, as in Kubernetes, its hostname.
+        if pod.spec.host_network:
+            return ["ipc"]
+        return list(NS_KINDS)
+
+    def _prepare_pod(self, pod: Pod) -> list[str]:
+        """Directories, pod.json, /etc files, volumes, the pod cgroup (blocking, idempotent).
+
+        Returns the namespaces still to create.
+        """
+        uid = str(pod.metadata.uid)
+        pdir = self.pod_dir(uid)
+        for d in ("ns", "etc", "volumes", "containers"):
+            (pdir / d).mkdir(parents=True, exist_ok=True)
+        (self.log_dir / uid).mkdir(parents=True, exist_ok=True)
+        write_json(str(pdir / "pod.json"), pod.to_dict())
+        hostname = pod_hostname(pod)
+        etc = pdir / "etc"
+        (etc / "hostname").write_text(hostname + "\n")
+        if pod.spec.host_network:
+            shutil.copyfile("/etc/hosts", etc / "hosts")
+        else:
+            (etc / "hosts").write_text(
+                f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            )
+        try:
+            shutil.copyfile("/etc/resolv.conf", etc / "resolv.conf")
+        except OSError:
+            (etc / "resolv.conf").write_text("")
+        for volume in pod.spec.volumes:
+            if volume.empty_dir is not None:
+                vdir = pdir / "volumes" / volume.name
+                vdir.mkdir(mode=0o777, exist_ok=True)
+                os.chmod(vdir, 0o777)  # as Kubernetes makes emptyDirs: any user may write
+                if volume.empty_dir.medium == "Memory" and not self._is_mount(vdir):
+                    size = volume.empty_dir.size_limit
+                    opts = "mode=1777" + (f",size={memory_bytes(size)}" if size else "")
+                    rootfs.sc.mount("tmpfs", str(vdir), "tmpfs", rootfs.sc.MS_NOSUID, opts)
+        self.cgroups.create(self.pod_cgroup(uid), Limits(pids_limit=self.pids_limit))
+        return [k for k in self._namespaces(pod) if not self._is_mount(pdir / "ns" / k)]
+
+    @staticmethod
+    def _is_mount(path: Path) -> bool:
+        return any(point == str(path) for point, _ in rootfs.mountinfo())
+
+    # --- containers ---
+
+    async def start_container(self, pod: Pod, container: str) -> ContainerInfo:
+        uid = str(pod.metadata.uid)
+        spec_c = next((c for c in pod.spec.containers if c.name == container), None)
+        if spec_c is None:
+            raise RuntimeFailure(f"pod {pod.key} has no container {container!r}")
+        # The pod's lock: remove_pod must not tear down a sandbox a start is using.
+        async with self._lock(uid):
+            running = await asyncio.to_thread(self._container_info, uid, container, False)
+            if running is not None and running.state == "running":
+                return running  # already started (idempotent, e.g. after a lost answer)
+            image = await asyncio.to_thread(self.images.require, spec_c.image)
+            layers = await asyncio.to_thread(self.images.layer_dirs, image)
+            spec = await asyncio.to_thread(
+                self._prepare_container, pod, spec_c, image.config, layers
+            )
+            answer = await self._forkserver.request(spec, START_TIMEOUT)
+        if not answer.get("ok"):
+            raise RuntimeFailure(
+                f"cannot start container {container}: {answer.get('error')}", "RunContainerError"
+            )
+        return ContainerInfo(
+            name=container,
+            state="running",
+            pid=int(answer["init_pid"]),
+            started_at=_dt(answer.get("started_at")),
+        )
+
+    def _prepare_container(
+        self, pod: Pod, container: Container, config: ImageConfig, layers: list[Path]
+    ) -> dict[str, Any]:
+        """Fresh overlay dirs, the container cgroup, and the monitor's launch spec (blocking)."""
+        uid = str(pod.metadata.uid)
+        pdir = self.pod_dir(uid)
+        cdir = self.container_dir(uid, container.name)
+        if not pdir.is_dir():
+            raise RuntimeFailure(f"pod {uid} has no sandbox: create_pod first")
+        argv = command_line(container, config)
+        if not argv:
+            raise RuntimeFailure(
+                f"container {container.name}: no command (neither the pod nor the image gives one)",
+                "CreateContainerConfigError",
+            )
+        mounts = self._mounts(pod, container)
+        # A restarted container starts from the image again, as in Kubernetes.
+        for name in ("upper", "work", "empty"):
+            shutil.rmtree(cdir / name, ignore_errors=True)
+        for name in ("monitor.pid", "init.pid", "started.json", "exit.json"):
+            with contextlib.suppress(FileNotFoundError):
+                (cdir / name).unlink()
+        for name in ("upper", "work", "rootfs"):
+            (cdir / name).mkdir(parents=True, exist_ok=True)
+        if not layers:  # an image with no layers: overlayfs still needs a lower dir
+            (cdir / "empty").mkdir()
+            layers = [cdir / "empty"]
+        cgroup = f"{self.pod_cgroup(uid)}/{container.name}"
+        try:
+            if not self.cgroups.exists(self.pod_cgroup(uid)):  # gone since create_pod
+                self.cgroups.create(self.pod_cgroup(uid), Limits(pids_limit=self.pids_limit))
+            self.cgroups.create(cgroup, limits_of(container))
+        except CgroupError as exc:
+            raise RuntimeFailure(f"container {container.name}: {exc}") from exc
+        ns = {k: str(pdir / "ns" / k) for k in self._namespaces(pod)}
+        return {
+            "op": "run",
+            "name": f"{uid}/{container.name}",
+            "dir": str(cdir),
+            "argv": argv,
+            "env": environment(container, config, pod_hostname(pod)),
+            "cwd": container.working_dir or config.working_dir or "/",
+            "user": config.user or None,
+            "rootfs": {
+                "lower": [str(p) for p in layers],
+                "upper": str(cdir / "upper"),
+                "work": str(cdir / "work"),
+                "target": str(cdir / "rootfs"),
+            },
+            "mounts": mounts,
+            "ns": ns,
+            "cgroups": self.cgroups.paths(cgroup),
+            "log": {
+                "path": str(self.log_path(uid, container.name)),
+                "max_bytes": self.log_max_bytes,
+                "max_files": self.log_max_files,
+            },
+        }
+
+    def _mounts(self, pod: Pod, container: Container) -> list[dict[str, Any]]:
+        """Bind mounts for the launch spec: volumes, then /etc files the pod does not cover."""
+        pdir = self.pod_dir(str(pod.metadata.uid))
+        volumes = {v.name: v for v in pod.spec.volumes}
+        mounts: list[dict[str, Any]] = []
+        for vm in container.volume_mounts:
+            volume = volumes[vm.name]
+            entry: dict[str, Any] = {"target": vm.mount_path, "readonly": vm.read_only}
+            if volume.empty_dir is not None:
+                entry["source"] = str(pdir / "volumes" / volume.name)
+            else:
+                assert volume.host_path is not None
+                entry["source"] = self._host_path(container.name, volume.name, volume.host_path)
+                entry["within"] = [os.path.realpath(p) for p in self.allowed_host_paths]
+            mounts.append(entry)
+        targets = {vm.mount_path.rstrip("/") for vm in container.volume_mounts}
+        for name in ("hostname", "hosts", "resolv.conf"):
+            if f"/etc/{name}" not in targets and "/etc" not in targets:
+                mounts.append({"source": str(pdir / "etc" / name), "target": f"/etc/{name}"})
+        return mounts
+
+    def _host_path(self, container: str, volume: str, source: Any) -> str:
+        try:
+            real = rootfs.check_host_path(source.path, self.allowed_host_paths)
+        except rootfs.SetupError as exc:
+            raise RuntimeFailure(
+                f"container {container}, volume {volume}: {exc}", "CreateContainerConfigError"
+            ) from None
+        kind = source.type or ""
+        exists = os.path.exists(real)
+        if kind == "DirectoryOrCreate" and not exists:
+            os.makedirs(real, 0o755, exist_ok=True)
+        elif kind == "FileOrCreate" and not exists:
+            os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        elif not exists:
+            raise RuntimeFailure(
+                f"container {container}, volume {volume}: hostPath {source.path} does not exist",
+                "CreateContainerConfigError",
+            )
+        wanted = {"Directory": os.path.isdir, "File": os.path.isfile}.get(kind)
+        if wanted is not None and not wanted(real):
+            raise RuntimeFailure(
+                f"container {container}, volume {volume}: hostPath {source.path} is not a "
+                f"{kind.lower()}",
+                "CreateContainerConfigError",
+            )
+        return real
+
+    async def wait_container(self, uid: str, container: str) -> ContainerExit:
+        cdir = self.container_dir(uid, container)
+        record = await asyncio.to_thread(_read_json, cdir / "exit.json")
+        if record is not None:
+            return _exit_from(record)
+        mon = await asyncio.to_thread(_read_json, cdir / "monitor.pid")
+        if mon is None:
+            raise RuntimeFailure(f"pod {uid} has no started container {container!r}")
+        pidfd = await asyncio.to_thread(_pidfd, mon)
+        if pidfd is not None:
+            # A pidfd becomes readable when the process exits: no polling, no SIGCHLD,
+            # and it works for monitors that are not our children (re-adopted ones).
+            loop = asyncio.get_running_loop()
+            exited: asyncio.Future[None] = loop.create_future()
+
+            def on_exit() -> None:
+                if not exited.done():
+                    exited.set_result(None)
+
+            loop.add_reader(pidfd, on_exit)
+            try:
+                await exited
+            finally:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+        return await asyncio.to_thread(self._exit_or_lost, uid, container)
+
+    def _exit_or_lost(self, uid: str, container: str) -> ContainerExit:
+        """The recorded exit, or (the monitor died without one) a 137 "monitor lost" that
+        is recorded too, after killing whatever the container left running (blocking)."""
+        cdir = self.container_dir(uid, container)
+        record = _read_json(cdir / "exit.json")
+        if record is not None:
+            return _exit_from(record)
+        started = _read_json(cdir / "started.json") or {}
+        with contextlib.suppress(CgroupError):
+            path = f"{self.pod_cgroup(uid)}/{container}"
+            if self.cgroups.exists(path):
+                self.cgroups.kill(path)
+        record = {
+            "exit_code": 137,
+            "signal": None,
+            "started_at": started.get("started_at"),
+            "finished_at": datetime.now(UTC).timestamp(),
+            "oom_killed": False,
+            "reason": "Error",
+            "message": "monitor lost",
+        }
+        if cdir.is_dir():
+            write_json(str(cdir / "exit.json"), record, durable=True)
+        return _exit_from(record)
+
+    async def stop_container(self, uid: str, container: str, grace: float) -> ContainerExit | None:
+        cdir = self.container_dir(uid, container)
+        record = await asyncio.to_thread(_read_json, cdir / "exit.json")
+        if record is not None:
+            return _exit_from(record)
+        if not await asyncio.to_thread((cdir / "monitor.pid").exists):
+            return None  # never started
+        init = await asyncio.to_thread(_read_json, cdir / "init.pid")
+        if grace > 0 and await asyncio.to_thread(_signal, init, signal.SIGTERM):
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(self.wait_container(uid, container), grace)
+        # Grace is over: SIGKILL the whole cgroup (the init may have forked helpers; PID 1
+        # dying takes its namespace with it, but the cgroup catches anything in flight).
+        await asyncio.to_thread(_signal, init, signal.SIGKILL)
+        path = f"{self.pod_cgroup(uid)}/{container}"
+        with contextlib.suppress(CgroupError):
+            await asyncio.to_thread(self.cgroups.kill, path)
+        try:
+            return await asyncio.wait_for(self.wait_container(uid, container), KILL_WAIT)
+        except TimeoutError:
+            raise RuntimeFailure(
+                f"container {container} of pod {uid} did not stop within {KILL_WAIT}s of SIGKILL"
+            ) from None
+
+    async def remove_pod(self, uid: str) -> None:
+        pdir = self.pod_dir(uid)
+        async with self._lock(uid):
+            names = await asyncio.to_thread(self._container_names, uid)
+            results = await asyncio.gather(
+                *(self.stop_container(uid, name, 0) for name in names), return_exceptions=True
+            )
+            for name, result in zip(names, results, strict=True):
+                if isinstance(result, BaseException):
+                    _LOGGER.warning("pod %s: stopping %s: %s", uid, name, result)
+            await asyncio.to_thread(self._teardown, uid)
+        self._locks.pop(uid, None)
+        _LOGGER.debug("pod %s removed (%s)", uid, pdir)
+
+    def _container_names(self, uid: str) -> list[str]:
+        try:
+            return sorted(p.name for p in (self.pod_dir(uid) / "containers").iterdir())
+        except FileNotFoundError:
+            return []
+
+    def _teardown(self, uid: str) -> None:
+        """Kill what is left, then remove mounts, cgroups and directories (blocking)."""
+        pdir = self.pod_dir(uid)
+        cgroup = self.pod_cgroup(uid)
+        try:
+            if self.cgroups.exists(cgroup):
+                self.cgroups.kill(cgroup)
+        except CgroupError as exc:
+            raise RuntimeFailure(f"pod {uid}: {exc}") from exc
+        # Monitors record the exit and leave right after their init; none may still be
+        # writing into the directories we are about to delete.
+        for name in self._container_names(uid):
+            self._wait_gone(_read_json(pdir / "containers" / name / "monitor.pid"))
+        rootfs.unmount_below(str(pdir))
+        left = rootfs.mounts_below(str(pdir))
+        if left:
+            # Never rm -rf through a mount point: it would delete what is mounted there.
+            raise RuntimeFailure(f"pod {uid}: mounts remain after unmounting: {left}")
+        try:
+            if self.cgroups.exists(cgroup):
+                self.cgroups.remove(cgroup)
+        except CgroupError as exc:
+            raise RuntimeFailure(f"pod {uid}: {exc}") from exc
+        shutil.rmtree(pdir, ignore_errors=True)
+        shutil.rmtree(self.log_dir / uid, ignore_errors=True)
+        if pdir.exists():
+            raise RuntimeFailure(f"pod {uid}: cannot remove {pdir}")
+
+    @staticmethod
+    def _wait_gone(record: dict[str, Any] | None, timeout: float = 5.0) -> None:
+        import select
+
+        fd = _pidfd(record)
+        if fd is None:
+            return
+        try:
+            if not select.select([fd], [], [], timeout)[0]:
+                _LOGGER.warning("monitor %s did not exit; killing it", record)
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+                select.select([fd], [], [], timeout)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(fd)
+
+    # --- re-adoption ---
+
+    async def recover(self) -> list[PodInfo]:
+        return await asyncio.to_thread(self._recover)
+
+    def _recover(self) -> list[PodInfo]:
+        found = []
+        try:
+            pod_dirs = sorted(p for p in self.pods_dir.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return []
+        for pdir in pod_dirs:
+            uid = pdir.name
+            record = _read_json(pdir / "pod.json")
+            try:
+                pod = Pod.model_validate(record) if record is not None else None
+            except ValueError as exc:
+                _LOGGER.warning("pod %s: unreadable pod.json: %s", uid, exc)
+                pod = None
+            if pod is None:
+                # create_pod died before it saved the pod: nothing of it ever ran.
+                _LOGGER.warning("pod %s: no pod.json; removing its leftovers", uid)
+                try:
+                    self._teardown(uid)
+                except RuntimeFailure as exc:
+                    _LOGGER.warning("pod %s: %s", uid, exc)
+                continue
+            info = PodInfo(uid=uid, pod=pod)
+            for name in self._container_names(uid):
+                container = self._container_info(uid, name, True)
+                if container is not None:
+                    info.containers[name] = container
+            found.append(info)
+        return found
+
+    def _container_info(self, uid: str, name: str, settle: bool) -> ContainerInfo | None:
+        """What the records say of one container; None if it never started (blocking).
+
+        `settle`: if the monitor died without recording an exit, record "monitor lost".
+        """
+        cdir = self.container_dir(uid, name)
+        record = _read_json(cdir / "exit.json")
+        if record is None:
+            mon = _read_json(cdir / "monitor.pid")
+            if mon is None:
+                return None
+            if _alive(mon):
+                init = _read_json(cdir / "init.pid") or {}
+                started = _read_json(cdir / "started.json") or {}
+                return ContainerInfo(
+                    name=name,
+                    state="running",
+                    pid=init.get("pid"),
+                    started_at=_dt(started.get("started_at")),
+                )
+            if not settle:
+                return None
+        exit = _exit_from(record) if record is not None else self._exit_or_lost(uid, name)
+        return ContainerInfo(name=name, state="exited", started_at=exit.started_at, exit=exit)
+
+    # --- metrics ---
+
+    def usage(self, uid: str) -> Usage | None:
+        try:
+            stats = self.cgroups.stats(self.pod_cgroup(uid))
+        except (CgroupError, OSError):
+            return None
+        return Usage(cpu_usage_ns=stats.cpu_usage_ns, memory_bytes=stats.memory_bytes)

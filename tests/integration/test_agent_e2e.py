@@ -1,0 +1,253 @@
+"""The real corral-agent with the real scheduler: apply, Running, logs, agent restart, delete."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, TOKEN, SchedulerProcess, wait_for
+from tests.imagebuild import build_busybox_rootfs, write_oci_layout
+
+pytestmark = pytest.mark.root
+
+
+class AgentProcess:
+    """`corral-agent` against a scheduler, with its own state directory and cgroup parent."""
+
+    def __init__(self, scheduler: SchedulerProcess, state: Path, node: str) -> None:
+        self.scheduler, self.state, self.node = scheduler, state, node
+        self.cgroup_parent = f"corral-e2e-{os.getpid()}-{node}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.state / "agent.log", "ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agent.main",
+                "--server",
+                self.scheduler.url,
+                "--join-token",
+                TOKEN,
+                "--node-name",
+                self.node,
+                "--state-dir",
+                str(self.state),
+                "--cgroup-parent",
+                self.cgroup_parent,
+                "--log-level",
+                "debug",
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                return self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def image_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox OCI image layout named busybox:latest."""
+    base = tmp_path_factory.mktemp("image")
+    rootfs = build_busybox_rootfs(base / "rootfs")
+    return write_oci_layout(rootfs, base / "layout", ref="busybox:latest")
+
+
+@pytest.fixture
+def agent(
+    bare_scheduler: SchedulerProcess, tmp_path: Path, image_layout: Path
+) -> Iterator[AgentProcess]:
+    """A real agent, its image store filled with busybox, joined and Ready."""
+    state = tmp_path / "agent"
+    state.mkdir()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent.main",
+            "image",
+            "import",
+            str(image_layout),
+            "--root",
+            str(state / "images"),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    proc = AgentProcess(bare_scheduler, state, "node-a")
+    proc.start()
+    try:
+        wait_for(lambda: ready(bare_scheduler, "node-a"), timeout=30)
+        yield proc
+    finally:
+        for pod in bare_scheduler.get("/api/v1/pods")["items"]:
+            bare_scheduler.request(
+                "DELETE", f"/api/v1/namespaces/default/pods/{pod['metadata']['name']}"
+            )
+        wait_for(lambda: not bare_scheduler.get("/api/v1/pods")["items"], timeout=60)
+        proc.stop()
+
+
+def ready(s: SchedulerProcess, node: str) -> bool:
+    resp = s.request("GET", f"/api/v1/nodes/{node}")
+    if resp.status != 200:
+        return False
+    return any(
+        c["type"] == "Ready" and c["status"] == "True" for c in resp.json()["status"]["conditions"]
+    )
+
+
+def corral(
+    s: SchedulerProcess, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler.cli.main", "--server", s.url, *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+POD = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: {policy}
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: busybox
+    command: ["sh", "-c", {script!r}]
+    resources:
+      limits: {{cpu: 500m, memory: 64Mi}}
+"""
+
+
+def pod_json(s: SchedulerProcess, name: str) -> dict[str, Any]:
+    return s.get(f"/api/v1/namespaces/default/pods/{name}")  # type: ignore[no-any-return]
+
+
+def container_pid(agent: AgentProcess, name: str) -> int:
+    uid = agent.scheduler.get(f"/api/v1/namespaces/default/pods/{name}")["metadata"]["uid"]
+    pid_file = next((agent.state / "pods" / uid).rglob("init.pid"))
+    return int(json.loads(pid_file.read_text())["pid"])
+
+
+def test_apply_run_logs_and_delete(agent: AgentProcess) -> None:
+    """corral apply -f reaches Running; corral logs shows the output; delete cleans up."""
+    s = agent.scheduler
+    manifest = POD.format(name="hello", policy="Always", script="echo hello from corral; sleep 300")
+    result = corral(s, "apply", "-f", "-", stdin=manifest)
+    assert result.returncode == 0, result.stderr
+    running = wait_for(
+        lambda: (p := pod_json(s, "hello"))["status"]["phase"] == "Running" and p, 30
+    )
+    assert running["spec"]["nodeName"] == "node-a"
+    wait_for(lambda: "hello from corral" in corral(s, "logs", "hello").stdout, timeout=15)
+    uid = running["metadata"]["uid"]
+    pid = container_pid(agent, "hello")
+    assert os.path.exists(f"/proc/{pid}")
+    assert corral(s, "delete", "pod", "hello").returncode == 0
+    wait_for(lambda: s.request("GET", "/api/v1/namespaces/default/pods/hello").status == 404, 30)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10)
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert uid not in mounts
+    assert not (agent.state / "pods" / uid).exists()
+
+
+def test_pods_survive_agent_kill_9(agent: AgentProcess) -> None:
+    """kill -9 of the agent restarts nothing; a pod that ended meanwhile reports its exit."""
+    s = agent.scheduler
+    corral(
+        s, "apply", "-f", "-", stdin=POD.format(name="steady", policy="Always", script="sleep 300")
+    )
+    corral(
+        s,
+        "apply",
+        "-f",
+        "-",
+        stdin=POD.format(name="ender", policy="Never", script="sleep 3; exit 7"),
+    )
+    for name in ("steady", "ender"):
+        wait_for(lambda n=name: pod_json(s, n)["status"]["phase"] == "Running", 30)
+    before = container_pid(agent, "steady")
+    agent.kill()
+    # "ender" exits 7 about 3 s after it started, while no agent runs.
+    wait_for(lambda: not os.path.exists(f"/proc/{container_pid(agent, 'ender')}"), timeout=15)
+    agent.start()
+    wait_for(lambda: ready(s, "node-a"), timeout=30)
+    assert container_pid(agent, "steady") == before
+    assert os.path.exists(f"/proc/{before}")
+    ended = wait_for(lambda: (p := pod_json(s, "ender"))["status"]["phase"] == "Failed" and p, 30)
+    state = ended["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert state["exitCode"] == 7
+    steady = pod_json(s, "steady")
+    assert steady["status"]["phase"] == "Running"
+    assert steady["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_crash_is_restarted_with_count(agent: AgentProcess) -> None:
+    """A crashing container is restarted by policy; restartCount and lastState are kept."""
+    s = agent.scheduler
+    corral(
+        s,
+        "apply",
+        "-f",
+        "-",
+        stdin=POD.format(name="crasher", policy="OnFailure", script="sleep 0.3; exit 3"),
+    )
+
+    def restarted() -> dict[str, Any] | None:
+        status = pod_json(s, "crasher")["status"]
+        statuses = status.get("containerStatuses") or []
+        if statuses and statuses[0]["restartCount"] >= 2:
+            return statuses[0]  # type: ignore[no-any-return]
+        return None
+
+    cs = wait_for(restarted, timeout=30)
+    assert cs["lastState"]["terminated"]["exitCode"] == 3
+    assert cs["lastState"]["terminated"]["reason"] == "Error"
+
+
+def test_sigterm_exits_zero_and_leaves_pods(agent: AgentProcess) -> None:
+    """SIGTERM stops the agent with exit 0; its pods keep running for the next agent."""
+    s = agent.scheduler
+    corral(
+        s, "apply", "-f", "-", stdin=POD.format(name="keep", policy="Always", script="sleep 300")
+    )
+    wait_for(lambda: pod_json(s, "keep")["status"]["phase"] == "Running", 30)
+    pid = container_pid(agent, "keep")
+    assert agent.stop() == 0
+    assert os.path.exists(f"/proc/{pid}")
+    agent.start()
+    wait_for(lambda: ready(s, "node-a"), timeout=30)
+    assert container_pid(agent, "keep") == pid
