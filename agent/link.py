@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from typing import Any
 
 import aiohttp
@@ -46,6 +47,7 @@ class SchedulerLink:
         self._wake = asyncio.Event()
         self.connected = asyncio.Event()
         self.heartbeat_seconds = 1.0
+        self._cpu_seen: dict[str, tuple[int, float]] = {}
         capacity, allocatable = stats.node_quantities(
             config.cpu_reserved, config.memory_reserved, config.max_pods
         )
@@ -162,9 +164,29 @@ class SchedulerLink:
 
     async def _heartbeats(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
-            usage = await asyncio.to_thread(stats.usage)
-            await ws.send_bytes(protocol.encode(protocol.Heartbeat(usage=usage)))
+            usage, pod_usage = await asyncio.to_thread(self._measure)
+            frame = protocol.Heartbeat(usage=usage, pod_usage=pod_usage)
+            await ws.send_bytes(protocol.encode(frame))
             await asyncio.sleep(self.heartbeat_seconds)
+
+    def _measure(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        """Node usage (psutil) and each pod's, from its cgroup: CPU as millicores used
+        since the previous heartbeat. Reads /proc and cgroup files: runs in a thread."""
+        now = time.monotonic()
+        pods: dict[str, dict[str, int]] = {}
+        previous, self._cpu_seen = self._cpu_seen, {}
+        for uid in list(self._supervisor.workers):
+            usage = self._supervisor.runtime.usage(uid)
+            if usage is None:
+                continue
+            self._cpu_seen[uid] = (usage.cpu_usage_ns, now)
+            millis = 0
+            if uid in previous:
+                ns, at = previous[uid]
+                if now > at:
+                    millis = int((usage.cpu_usage_ns - ns) / 1e6 / (now - at))
+            pods[uid] = {"cpu": max(0, millis), "memory": usage.memory_bytes}
+        return stats.usage(), pods
 
     async def _reporter(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:

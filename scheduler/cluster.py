@@ -42,6 +42,7 @@ class NodeState:
     last_heartbeat: float = 0.0
     usage_cpu: int = 0
     usage_mem: int = 0
+    pod_usage: dict[str, dict[str, int]] = field(default_factory=dict)  # uid -> cpu, memory
     connected: bool = False
     ready: bool = False
     schedulable: bool = False

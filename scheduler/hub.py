@@ -293,6 +293,7 @@ class Hub:
                 if state is not None:
                     state.usage_cpu = int(frame.usage.get("cpu", 0))
                     state.usage_mem = int(frame.usage.get("memory", 0))
+                    state.pod_usage = frame.pod_usage
                     if not state.ready:
                         self._spawn(self.mark_ready(session.node))
             elif isinstance(frame, protocol.PodStatusUpdate):

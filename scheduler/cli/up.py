@@ -106,7 +106,7 @@ def up(args: argparse.Namespace) -> int:
                     log = state / f"{name.split('-')[1]}.log"
                     raise CommandError(f"{name} exited with code {proc.returncode}; see {log}")
             time.sleep(0.2)
-        print("stopping corral...", flush=True)
+        print("stopping corral: pods get their grace periods to exit...", flush=True)
         return 0
     finally:
         _stop(agent, 60.0)  # stops its pods first (their grace periods)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from agent.runtime.native.cgroups import probe
 from tests.conftest import ROOT, TOKEN, SchedulerProcess, wait_for
 from tests.imagebuild import build_busybox_rootfs, write_oci_layout
 
@@ -111,6 +112,7 @@ def agent(
             )
         wait_for(lambda: not bare_scheduler.get("/api/v1/pods")["items"], timeout=60)
         proc.stop()
+        probe(proc.cgroup_parent).remove("")  # the agent's subtree, empty once its pods are gone
 
 
 def ready(s: SchedulerProcess, node: str) -> bool:
