@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from common.config import DaemonConfig
 
@@ -29,7 +29,8 @@ class SchedulerConfig(DaemonConfig):
     eviction_seconds: float = Field(
         10.0,
         gt=0,
-        description="a NotReady node's pods are marked NodeLost and replaced after this long",
+        description="a node's pods are replaced (or marked NodeLost) once it has sent no "
+        "heartbeat for this long; at least node_grace_seconds",
     )
     heartbeat_seconds: float = Field(
         1.0, gt=0, description="how often agents are told to send heartbeats"
@@ -56,6 +57,15 @@ class SchedulerConfig(DaemonConfig):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"{value!r} is not HOST:PORT")
         return value
+
+    @model_validator(mode="after")
+    def _eviction_after_grace(self) -> SchedulerConfig:
+        if self.eviction_seconds < self.node_grace_seconds:
+            raise ValueError(
+                f"eviction_seconds ({self.eviction_seconds}) must be at least "
+                f"node_grace_seconds ({self.node_grace_seconds})"
+            )
+        return self
 
     @property
     def host(self) -> str:

@@ -3,7 +3,8 @@
     Ready ──(no heartbeat for node_grace_seconds)──> NotReady(Unknown)
       ^                                                 │
       └──────────(a heartbeat or a new link)────────────┤
-                                                        │ NotReady for eviction_seconds
+                                                        │ no heartbeat for eviction_seconds
+                                                        │ (counted from the last heartbeat)
                                                         v
                                   pods replaced elsewhere (Always/OnFailure)
                                   or Failed with reason NodeLost (Never)
@@ -80,8 +81,13 @@ class NodeLifecycleController:
                     )
                 continue
             since = self.not_ready_since.setdefault(name, mono)
-            if mono - since >= eviction:
-                await self._evict_node(name, f"node {name} was NotReady for more than {eviction}s")
+            # Evict once the node has been silent for eviction_seconds in all (counted
+            # from its last heartbeat), and NotReady for at least one pass.
+            silent = mono - min(state.last_heartbeat, since)
+            if silent >= eviction and (mono > since or not state.connected):
+                await self._evict_node(
+                    name, f"node {name} sent no heartbeat for more than {eviction}s"
+                )
         await self._finish_deletions()
 
     async def _evict_node(self, name: str, message: str) -> None:
