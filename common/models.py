@@ -448,6 +448,38 @@ class Node(Model):
         return cond is not None and cond.status == "True"
 
 
+class ObjectReference(Model):
+    kind: str
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+
+
+class EventSource(Model):
+    component: str
+    host: str | None = None
+
+
+class Event(Model):
+    """Something that happened to an object: `Scheduled`, `BackOff`, `NodeNotReady`...
+
+    Repeats of the same (object, reason, message) are folded into one event with a
+    count and first/last timestamps, as Kubernetes does.
+    """
+
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["Event"] = "Event"
+    metadata: ObjectMeta
+    involved_object: ObjectReference
+    reason: str
+    message: str = ""
+    type: Literal["Normal", "Warning"] = "Normal"
+    count: int = 1
+    first_timestamp: datetime | None = None
+    last_timestamp: datetime | None = None
+    source: EventSource | None = None
+
+
 class StatusCause(Model):
     reason: str | None = None
     message: str

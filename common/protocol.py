@@ -9,6 +9,7 @@ Every frame is a msgpack map `{"v": PROTOCOL_VERSION, "type": ..., ...}`.
       |<-- welcome {config, revision, desired pods, stop} --|  full resync, never a replay
       |-- heartbeat {usage} (every heartbeat_seconds) ----->|
       |-- pod_status {pods, stopped uids} (on change) ----->|
+      |-- events {what happened to pods} ------------------>|
       |<-- desired {revision, upsert, remove} --------------|  increasing revisions
       |-- ack {revision} ---------------------------------->|
       |<-- logs {id, uid, container, tail, follow} ---------|  `corral logs`
@@ -91,6 +92,24 @@ class PodStatusUpdate(Frame):
     stopped: list[str] = Field(default_factory=list)
 
 
+class EventReport(BaseModel):
+    """Something that happened to a pod on the node (`Started`, `BackOff`, `Killing`...)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    uid: str
+    namespace: str
+    name: str
+    reason: str
+    message: str = ""
+    type: Literal["Normal", "Warning"] = "Normal"
+    timestamp: str  # RFC 3339
+
+
+class PodEvents(Frame):
+    type: Literal["events"] = "events"
+    events: list[EventReport]
+
+
 class Desired(Frame):
     type: Literal["desired"] = "desired"
     revision: int
@@ -143,6 +162,7 @@ AnyFrame = Annotated[
     | Welcome
     | Heartbeat
     | PodStatusUpdate
+    | PodEvents
     | Desired
     | Ack
     | LogsRequest

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from scheduler.cluster import ClusterState
 from scheduler.config import SchedulerConfig
+from scheduler.context import Context
 from scheduler.controllers.nodelifecycle import NodeLifecycleController
+from scheduler.events import EventRecorder
 from scheduler.hub import Hub
 from scheduler.metrics import SchedulerMetrics
 from scheduler.placement import Placement
@@ -58,22 +60,22 @@ class ControlPlane:
         self.store = await SqliteStore.open(Path(config.state_dir) / "state.db")
         self.cluster = ClusterState(self.store)
         await self.cluster.load()
+        self.events = EventRecorder(self.store)
+        await self.events.load()
+        ctx = Context(config, self.store, self.cluster, self.metrics, self.errors, self.events)
         self.placement = Placement(
             self.cluster.nodes, config.placement_strategy, config.placement_sample
         )
         self.cluster.node_listeners.append(self._nodes_changed)
-        self.scheduler = Scheduler(
-            self.store, self.cluster, self.placement, self.metrics, self.errors
-        )
-        self.hub = Hub(config, self.store, self.cluster, self.metrics, self.errors, token)
-        self.lifecycle = NodeLifecycleController(
-            config, self.store, self.cluster, self.metrics, self.errors
-        )
+        self.scheduler = Scheduler(ctx, self.placement)
+        self.hub = Hub(ctx, token)
+        self.lifecycle = NodeLifecycleController(ctx)
         self.metrics.track_cluster(self.cluster)
         for name, coro in (
             ("cluster-watch", self.cluster.run()),
             ("scheduler", self.scheduler.run()),
             ("node-lifecycle", self.lifecycle.run()),
+            ("events", self.events.run()),
         ):
             task = asyncio.create_task(coro, name=name)
             task.add_done_callback(self._task_done)
@@ -109,6 +111,9 @@ class ControlPlane:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if hasattr(self, "events"):
+            with contextlib.suppress(Exception):
+                await self.events.flush()  # what was recorded last is not lost
         if hasattr(self, "store"):
             await self.store.close()
         _LOGGER.info("control plane stopped")

@@ -9,7 +9,6 @@ reason (`NodeLost`), as Kubernetes does, and stays for people to inspect.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 
 from common.models import (
@@ -21,6 +20,7 @@ from common.models import (
     now,
 )
 from scheduler.cluster import TERMINAL_PHASES
+from scheduler.events import EventRecorder, pod_ref
 from scheduler.objects import encode, mutable_copy, pod_key
 from scheduler.store import Conflict, NotFound, Store
 
@@ -64,17 +64,25 @@ def failed(pod: Pod, reason: str, message: str) -> Pod:
     return new
 
 
-async def evict(store: Store, pod: Pod, expect: int, reason: str, message: str) -> bool:
+async def evict(
+    store: Store, pod: Pod, expect: int, reason: str, message: str, events: EventRecorder
+) -> bool:
     """Replace or fail one pod; False if it changed meanwhile (the next pass retries)."""
     if pod.status.phase in TERMINAL_PHASES:
         return True
-    new = (
-        replacement(pod, reason, message)
-        if pod.spec.restart_policy != "Never"
-        else failed(pod, reason, message)
-    )
+    replace = pod.spec.restart_policy != "Never"
+    new = replacement(pod, reason, message) if replace else failed(pod, reason, message)
     key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)
-    with contextlib.suppress(Conflict, NotFound):
+    try:
         await store.put(key, encode(new), obj=new, expect=expect)
-        return True
-    return False
+    except (Conflict, NotFound):
+        return False
+    events.record(pod_ref(pod), reason, message, type="Warning")
+    if replace:
+        events.record(
+            pod_ref(new),
+            "Rescheduled",
+            f"incarnation {pod.metadata.uid} on {pod.spec.node_name} replaced by "
+            f"{new.metadata.uid}",
+        )
+    return True

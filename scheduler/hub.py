@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -33,11 +34,10 @@ from common.models import (
     now,
 )
 from common.quantity import QuantityError, cpu_millis, memory_bytes
-from scheduler.cluster import TERMINAL_PHASES, ClusterState
-from scheduler.config import SchedulerConfig
-from scheduler.metrics import SchedulerMetrics
+from scheduler.cluster import TERMINAL_PHASES
+from scheduler.context import Context
+from scheduler.events import node_ref, pod_ref
 from scheduler.objects import encode, node_key
-from scheduler.recent import RecentErrors
 from scheduler.store import KV, Conflict, NotFound, Op, Store
 
 _LOGGER = logging.getLogger(__name__)
@@ -87,25 +87,18 @@ class AgentSession:
 
 
 class Hub:
-    def __init__(
-        self,
-        config: SchedulerConfig,
-        store: Store,
-        cluster: ClusterState,
-        metrics: SchedulerMetrics,
-        errors: RecentErrors,
-        join_token: str,
-    ) -> None:
-        self._config = config
-        self._store = store
-        self._cluster = cluster
-        self._metrics = metrics
-        self._errors = errors
+    def __init__(self, ctx: Context, join_token: str) -> None:
+        self._config = ctx.config
+        self._store = ctx.store
+        self._cluster = ctx.cluster
+        self._metrics = ctx.metrics
+        self._errors = ctx.errors
+        self._events = ctx.events
         self._token = join_token.encode()
         self.sessions: dict[str, AgentSession] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._log_ids = 0
-        cluster.pod_listeners.append(self.on_pod_change)
+        self._cluster.pod_listeners.append(self.on_pod_change)
 
     # -- desired-set changes from the store ---------------------------------
 
@@ -213,6 +206,7 @@ class Hub:
             stop=stop,
         )
         await ws.send_bytes(protocol.encode(welcome))
+        self._events.record(node_ref(name), "NodeReady", f"corral-agent on {name} joined")
         _LOGGER.info(
             "node %s joined from %s: runs %d pods, desired %d, told to stop %d",
             name,
@@ -301,6 +295,8 @@ class Hub:
                     self._spawn(self._apply_reports(session, frame.pods))
                 if frame.stopped:
                     self._spawn(self._finish_deletions(session, frame.stopped))
+            elif isinstance(frame, protocol.PodEvents):
+                self._record_agent_events(session, frame.events)
             elif isinstance(frame, protocol.Ack):
                 session.acked_revision = max(session.acked_revision, frame.revision)
             elif isinstance(frame, protocol.LogsChunk):
@@ -395,6 +391,28 @@ class Hub:
             return None
         updated = pod.model_copy(update={"status": status})
         return self._store.txn([Op("put", key, encode(updated), updated, kv.mod_revision)])
+
+    def _record_agent_events(
+        self, session: AgentSession, events: list[protocol.EventReport]
+    ) -> None:
+        for ev in events:
+            key = self._cluster.by_uid.get(ev.uid)
+            pod = self._cluster.pods.get(key) if key else None
+            if pod is None or pod.spec.node_name != session.node:
+                continue  # only a pod's own node speaks for it
+            try:
+                stamp: datetime | None = datetime.fromisoformat(ev.timestamp)
+            except ValueError:
+                stamp = None
+            self._events.record(
+                pod_ref(pod),
+                ev.reason,
+                ev.message,
+                type=ev.type,
+                component="corral-agent",
+                host=session.node,
+                timestamp=stamp,
+            )
 
     async def _finish_deletions(self, session: AgentSession, uids: list[str]) -> None:
         """A pod marked for deletion is removed once its node says it stopped."""

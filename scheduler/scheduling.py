@@ -16,12 +16,12 @@ import logging
 import time
 
 from common.models import Pod, PodCondition, now
-from scheduler.cluster import ClusterState, needs_node
-from scheduler.metrics import SchedulerMetrics
+from scheduler.cluster import needs_node
+from scheduler.context import Context
+from scheduler.events import pod_ref
 from scheduler.objects import encode
 from scheduler.placement import Placement
-from scheduler.recent import RecentErrors
-from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreError
+from scheduler.store import KV, Conflict, NotFound, Op, StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -30,19 +30,13 @@ RETRY_SECONDS = 5.0
 
 
 class Scheduler:
-    def __init__(
-        self,
-        store: Store,
-        cluster: ClusterState,
-        placement: Placement,
-        metrics: SchedulerMetrics,
-        errors: RecentErrors,
-    ) -> None:
-        self._store = store
-        self._cluster = cluster
+    def __init__(self, ctx: Context, placement: Placement) -> None:
+        self._store = ctx.store
+        self._cluster = ctx.cluster
         self._placement = placement
-        self._metrics = metrics
-        self._errors = errors
+        self._metrics = ctx.metrics
+        self._errors = ctx.errors
+        self._events = ctx.events
         self.unschedulable: dict[str, str] = {}  # pod key -> last message written
         self._parked: set[str] = set()  # fit nowhere; retried when capacity changes
         self._binds: set[asyncio.Task[None]] = set()
@@ -113,6 +107,9 @@ class Scheduler:
             bound = _bound(pod, decision.node)
             write = self._store.txn([Op("put", key, encode(bound), bound, kv.mod_revision)])
             binds.append((key, decision.node, first_seen, write))
+            self._events.record(
+                pod_ref(pod), "Scheduled", f"Successfully assigned {pod.key} to {decision.node}"
+            )
         if binds:
             # One task waits for the whole batch: the group commit makes them durable together.
             task = asyncio.create_task(self._finish_binds(binds))
@@ -140,6 +137,7 @@ class Scheduler:
         if self.unschedulable.get(key) == message:
             return
         self.unschedulable[key] = message
+        self._events.record(pod_ref(pod), "FailedScheduling", message, type="Warning")
         kv = self._cluster.pod_kvs.get(key)
         if kv is None:
             return

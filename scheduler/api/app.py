@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from scheduler.api import nodes, openapi, ops, pods
+from scheduler.api import events, nodes, openapi, ops, pods
 from scheduler.api.common import CONTROL_PLANE, json_response
 from scheduler.api.errors import (
     ApiError,
@@ -105,6 +105,7 @@ def create_app(
 
     app.router.add_routes(pods.ROUTES)
     app.router.add_routes(nodes.ROUTES)
+    app.router.add_routes(events.ROUTES)
     app.router.add_routes(ops.ROUTES)
     app.router.add_routes(openapi.ROUTES)
     app.router.add_get("/api/v1/agent", agent_link)

@@ -110,7 +110,7 @@ async def _move_pods(cp: ControlPlane, name: str, reason: str, message: str) -> 
         kv = cp.cluster.pod_kvs.get(key)
         if kv is None:
             continue
-        if await evict(cp.store, pod, kv.mod_revision, reason, message):
+        if await evict(cp.store, pod, kv.mod_revision, reason, message, cp.events):
             cp.metrics.evictions.labels(reason=reason).inc()
             if pod.spec.restart_policy == "Never":
                 failed += 1

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
-from common.models import Node, Pod, Status
+from common.models import Event, Node, Pod, Status
 from scheduler.api.common import json_response
 
 # What each route takes and returns: (request body schema, success code, response schema).
@@ -25,11 +25,15 @@ _SHAPES: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
     ("POST", "/api/v1/nodes/{name}/cordon"): (None, 200, "Node"),
     ("POST", "/api/v1/nodes/{name}/uncordon"): (None, 200, "Node"),
     ("POST", "/api/v1/nodes/{name}/drain"): (None, 200, "Status"),
+    ("GET", "/api/v1/events"): (None, 200, "EventList"),
+    ("GET", "/api/v1/namespaces/{namespace}/events"): (None, 200, "EventList"),
 }
 _QUERY = {
     "/api/v1/pods": ["labelSelector", "fieldSelector", "limit"],
     "/api/v1/namespaces/{namespace}/pods": ["labelSelector", "fieldSelector", "limit"],
     "/api/v1/nodes": ["labelSelector"],
+    "/api/v1/events": ["fieldSelector"],
+    "/api/v1/namespaces/{namespace}/events": ["fieldSelector"],
     "/api/v1/namespaces/{namespace}/pods/{name}/log": [
         "container",
         "follow",
@@ -46,12 +50,12 @@ def _ref(name: str) -> dict[str, str]:
 
 def build(app: web.Application) -> dict[str, Any]:
     _, defs = models_json_schema(
-        [(Pod, "validation"), (Node, "validation"), (Status, "validation")],
+        [(Pod, "validation"), (Node, "validation"), (Status, "validation"), (Event, "validation")],
         by_alias=True,
         ref_template="#/components/schemas/{model}",
     )
     schemas = dict(defs.get("$defs", {}))
-    for kind, item in (("PodList", "Pod"), ("NodeList", "Node")):
+    for kind, item in (("PodList", "Pod"), ("NodeList", "Node"), ("EventList", "Event")):
         schemas[kind] = {
             "type": "object",
             "properties": {

@@ -24,14 +24,12 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from scheduler.cluster import ClusterState
-from scheduler.config import SchedulerConfig
+from scheduler.context import Context
+from scheduler.events import node_ref
 from scheduler.eviction import evict
 from scheduler.hub import set_node_ready
-from scheduler.metrics import SchedulerMetrics
 from scheduler.objects import pod_key
-from scheduler.recent import RecentErrors
-from scheduler.store import Conflict, NotFound, Store
+from scheduler.store import Conflict, NotFound
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -39,21 +37,15 @@ FORCE_MARGIN = 30.0
 
 
 class NodeLifecycleController:
-    def __init__(
-        self,
-        config: SchedulerConfig,
-        store: Store,
-        cluster: ClusterState,
-        metrics: SchedulerMetrics,
-        errors: RecentErrors,
-    ) -> None:
-        self._config = config
-        self._store = store
-        self._cluster = cluster
-        self._metrics = metrics
-        self._errors = errors
+    def __init__(self, ctx: Context) -> None:
+        self._config = ctx.config
+        self._store = ctx.store
+        self._cluster = ctx.cluster
+        self._metrics = ctx.metrics
+        self._errors = ctx.errors
+        self._events = ctx.events
         self.not_ready_since: dict[str, float] = {}
-        self.period = min(0.5, config.node_grace_seconds / 4)
+        self.period = min(0.5, ctx.config.node_grace_seconds / 4)
 
     async def run(self) -> None:
         while True:
@@ -72,6 +64,12 @@ class NodeLifecycleController:
                 if mono - state.last_heartbeat > grace:
                     age = mono - state.last_heartbeat
                     self._errors.add(f"node {name}: no heartbeat for {age:.1f}s; marking NotReady")
+                    self._events.record(
+                        node_ref(name),
+                        "NodeNotReady",
+                        f"Node {name} status is now: NodeNotReady (no heartbeat for {age:.1f}s)",
+                        type="Warning",
+                    )
                     await set_node_ready(
                         self._store,
                         name,
@@ -98,7 +96,7 @@ class NodeLifecycleController:
             kv = self._cluster.pod_kvs.get(key)
             if kv is None or pod.status.phase in ("Succeeded", "Failed"):
                 continue
-            if await evict(self._store, pod, kv.mod_revision, "NodeLost", message):
+            if await evict(self._store, pod, kv.mod_revision, "NodeLost", message, self._events):
                 self._metrics.evictions.labels(reason="NodeLost").inc()
                 _LOGGER.info("pod %s evicted from lost node %s", key, name)
 

@@ -116,8 +116,9 @@ def agent(
 
 
 def ready(s: SchedulerProcess, node: str) -> bool:
+    """The node is Ready and its agent holds a link (a restarted agent has rejoined)."""
     resp = s.request("GET", f"/api/v1/nodes/{node}")
-    if resp.status != 200:
+    if resp.status != 200 or s.get("/api/v1/status")["nodes"]["connected"] < 1:
         return False
     return any(
         c["type"] == "Ready" and c["status"] == "True" for c in resp.json()["status"]["conditions"]
@@ -203,6 +204,7 @@ def test_pods_survive_agent_kill_9(agent: AgentProcess) -> None:
         wait_for(lambda n=name: pod_json(s, n)["status"]["phase"] == "Running", 30)
     before = container_pid(agent, "steady")
     agent.kill()
+    wait_for(lambda: not ready(s, "node-a"), timeout=10)  # the scheduler saw it go
     # "ender" exits 7 about 3 s after it started, while no agent runs.
     wait_for(lambda: not os.path.exists(f"/proc/{container_pid(agent, 'ender')}"), timeout=15)
     agent.start()
@@ -249,6 +251,7 @@ def test_sigterm_exits_zero_and_leaves_pods(agent: AgentProcess) -> None:
     wait_for(lambda: pod_json(s, "keep")["status"]["phase"] == "Running", 30)
     pid = container_pid(agent, "keep")
     assert agent.stop() == 0
+    wait_for(lambda: not ready(s, "node-a"), timeout=10)
     assert os.path.exists(f"/proc/{pid}")
     agent.start()
     wait_for(lambda: ready(s, "node-a"), timeout=30)

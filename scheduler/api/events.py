@@ -1,0 +1,48 @@
+"""Event routes: list events, everywhere or per namespace, filtered by the object concerned."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from common.models import Event
+from scheduler.api.common import json_response, namespace_param, plane
+from scheduler.api.errors import BadRequest
+from scheduler.events import EVENTS, event_key
+from scheduler.objects import decode, list_json
+
+_FIELDS: dict[str, Callable[[Event], str]] = {
+    "involvedObject.kind": lambda e: e.involved_object.kind,
+    "involvedObject.name": lambda e: e.involved_object.name,
+    "involvedObject.namespace": lambda e: e.involved_object.namespace or "",
+    "involvedObject.uid": lambda e: e.involved_object.uid or "",
+    "reason": lambda e: e.reason,
+    "type": lambda e: e.type,
+}
+
+
+async def list_events(request: web.Request) -> web.Response:
+    """Events, oldest first (`fieldSelector=involvedObject.name=web,reason=BackOff`)."""
+    namespace = namespace_param(request) if "namespace" in request.match_info else None
+    wanted: list[tuple[Callable[[Event], str], str]] = []
+    for expr in filter(None, (request.query.get("fieldSelector") or "").split(",")):
+        field, sep, value = expr.partition("=")
+        field = field.strip()
+        if not sep or field not in _FIELDS:
+            raise BadRequest(
+                f"fieldSelector: {expr!r} is not supported (supported: {', '.join(_FIELDS)})"
+            )
+        wanted.append((_FIELDS[field], value.lstrip("=").strip()))
+    store = plane(request).store
+    kvs, revision = await store.list(event_key(namespace, "") if namespace else EVENTS)
+    if wanted:
+        kvs = [kv for kv in kvs if all(get(decode(kv, Event)) == v for get, v in wanted)]
+    kvs.sort(key=lambda kv: (decode(kv, Event).last_timestamp or 0, kv.mod_revision))  # type: ignore[operator]
+    return json_response(list_json("EventList", kvs, revision))
+
+
+ROUTES = [
+    web.get("/api/v1/events", list_events),
+    web.get("/api/v1/namespaces/{namespace}/events", list_events),
+]
