@@ -25,11 +25,12 @@ from agent.config import AgentConfig
 from agent.logserve import LogServer
 from agent.supervisor import Supervisor
 from common import protocol
-from common.models import Pod
+from common.models import Pod, now
 
 _LOGGER = logging.getLogger(__name__)
 
 BACKOFF_INITIAL, BACKOFF_CAP = 0.2, 5.0
+MAX_QUEUED_EVENTS = 1000
 WELCOME_TIMEOUT = 15.0
 
 
@@ -59,12 +60,30 @@ class SchedulerLink:
             info=stats.node_info(),
         )
         supervisor.on_stopped = self.report_stopped
+        supervisor.on_event = self.report_event
+        self._events: list[protocol.EventReport] = []
         self._logs = LogServer(supervisor)
 
     # -- called by the supervisor -------------------------------------------
 
     def report(self, uid: str) -> None:
         self._dirty.add(uid)
+        self._wake.set()
+
+    def report_event(self, pod: Pod, reason: str, message: str, kind: str) -> None:
+        if len(self._events) >= MAX_QUEUED_EVENTS:
+            return  # bounded: a flood while the link is down is dropped, not hoarded
+        self._events.append(
+            protocol.EventReport(
+                uid=pod.metadata.uid or "",
+                namespace=pod.metadata.namespace or "default",
+                name=pod.metadata.name,
+                reason=reason,
+                message=message,
+                type="Warning" if kind == "Warning" else "Normal",
+                timestamp=now().isoformat(),
+            )
+        )
         self._wake.set()
 
     def report_stopped(self, uid: str) -> None:
@@ -195,6 +214,13 @@ class SchedulerLink:
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
             stopped, self._stopped = self._stopped, set()
+            events, self._events = self._events, []
+            if events:
+                try:
+                    await ws.send_bytes(protocol.encode(protocol.PodEvents(events=events)))
+                except BaseException:
+                    self._events = events + self._events
+                    raise
             frame = protocol.PodStatusUpdate(pods=self._reports(dirty), stopped=sorted(stopped))
             if frame.pods or frame.stopped:
                 try:

@@ -46,6 +46,8 @@ from common.models import (
 
 _LOGGER = logging.getLogger(__name__)
 
+EventSink = Callable[[Pod, str, str, str], None]  # pod, reason, message, Normal|Warning
+
 
 @dataclass(slots=True)
 class ContainerRecord:
@@ -112,6 +114,7 @@ class PodWorker:
         }
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = False
+        self.on_event: EventSink = lambda pod, reason, message, kind: None
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -147,6 +150,9 @@ class PodWorker:
         """Stop every container (SIGTERM, grace, SIGKILL) and remove the pod's sandbox."""
         self.stopping = True
         grace = float(self.pod.spec.termination_grace_period_seconds if grace is None else grace)
+        for name, record in self.containers.items():
+            if record.state.running is not None:
+                self._event("Killing", f"Stopping container {name}")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -187,6 +193,7 @@ class PodWorker:
                     _LOGGER.warning(
                         "pod %s container %s failed to start: %s", self.pod.key, name, exc
                     )
+                    self._event("Failed", f"Error: {exc.reason}: {exc}", "Warning")
                     decision = backoff.on_exit("Always", 1, 0.0)  # retry whatever the policy
                     delay = max(decision.delay, backoff.initial)
                     record.state = ContainerState(
@@ -198,6 +205,8 @@ class PodWorker:
             else:
                 started = time.monotonic()
             if info.state == "running":
+                if info is not adopted:
+                    self._event("Started", f"Started container {name}")
                 record.ever_started = True
                 record.state = ContainerState(
                     running=ContainerStateRunning(started_at=info.started_at or now())
@@ -215,6 +224,8 @@ class PodWorker:
             ran_for = time.monotonic() - started
             info = None
             record.state = _terminated(exit)
+            if exit.reason == "OOMKilled":
+                self._event("OOMKilled", f"Container {name} exceeded its memory limit", "Warning")
             decision = backoff.on_exit(policy, exit.exit_code, ran_for)
             _LOGGER.info(
                 "pod %s container %s exited %d (%s); restart=%s delay=%.2fs",
@@ -234,6 +245,11 @@ class PodWorker:
             record.restart_count += 1
             await self._persist()
             if decision.delay:
+                self._event(
+                    "BackOff",
+                    f"Back-off {decision.delay:.1f}s restarting failed container {name}",
+                    "Warning",
+                )
                 record.state = ContainerState(
                     waiting=ContainerStateWaiting(
                         reason=decision.reason,
@@ -255,6 +271,10 @@ class PodWorker:
             }
         }
         await asyncio.to_thread(_write_json, self._persist_path, data)
+
+    def _event(self, reason: str, message: str, kind: str = "Normal") -> None:
+        if not self.stopping or reason == "Killing":
+            self.on_event(self.pod, reason, message, kind)
 
     def _changed(self) -> None:
         if not self.stopping:
@@ -301,6 +321,7 @@ class Supervisor:
         self.workers: dict[str, PodWorker] = {}
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self.on_stopped: Callable[[str], None] = lambda uid: None
+        self.on_event: EventSink = lambda pod, reason, message, kind: None
 
     async def recover(self) -> None:
         """Adopt every pod the runtime still has: they keep running, unsupervised no more."""
@@ -320,6 +341,7 @@ class Supervisor:
     def _worker(self, pod: Pod, adopted: PodInfo | None = None) -> PodWorker:
         uid = pod.metadata.uid or ""
         worker = PodWorker(pod, self._runtime, self._on_change, self._dir / f"{uid}.json", adopted)
+        worker.on_event = lambda *args: self.on_event(*args)
         self.workers[uid] = worker
         return worker
 

@@ -30,6 +30,9 @@ RESOURCES = {
     "node": "nodes",
     "nodes": "nodes",
     "no": "nodes",
+    "event": "events",
+    "events": "events",
+    "ev": "events",
 }
 
 
@@ -60,7 +63,7 @@ def resource(name: str) -> str:
         return RESOURCES[name.lower()]
     except KeyError:
         raise CommandError(
-            f'the server doesn\'t have a resource type "{name}" (known: pods, nodes)'
+            f'the server doesn\'t have a resource type "{name}" (known: pods, nodes, events)'
         ) from None
 
 
@@ -81,8 +84,10 @@ def _now() -> datetime:
 def get(client: Client, args: argparse.Namespace) -> int:
     """`corral get pods|nodes [NAME]`."""
     kind = resource(args.resource)
-    ns = namespace_of(args) if kind == "pods" else None
+    ns = namespace_of(args) if kind in ("pods", "events") else None
     query = {"labelSelector": args.selector, "fieldSelector": args.field_selector}
+    if kind == "events":
+        return _get_events(client, args, ns)
     if args.name:
         if kind == "pods" and ns is None:
             raise CommandError("a pod cannot be retrieved by name across all namespaces")
@@ -116,6 +121,32 @@ def get(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _get_events(client: Client, args: argparse.Namespace, ns: str | None) -> int:
+    """`corral get events [-n NS | -A] [--field-selector involvedObject.name=web]`."""
+    path = f"/api/v1/namespaces/{ns}/events" if ns else "/api/v1/events"
+    document = client.get(path, fieldSelector=args.field_selector)
+    if args.output in ("json", "yaml"):
+        out(printers.dump(document, args.output))
+        return 0
+    items = list(document.get("items") or [])
+    if not items:
+        err(f"No events found{f' in {ns} namespace' if ns else ''}.")
+        return 0
+    out(printers.events_table(items, _now(), namespaces=ns is None))
+    return 0
+
+
+def _events_for(client: Client, kind: str, name: str, namespace: str) -> list[Object]:
+    try:
+        found = client.get(
+            f"/api/v1/namespaces/{namespace}/events",
+            fieldSelector=f"involvedObject.kind={kind},involvedObject.name={name}",
+        )
+    except ApiError:
+        return []  # an older server without events: describe still works
+    return list(found.get("items") or [])
+
+
 # --- describe ------------------------------------------------------------------------------
 
 
@@ -126,11 +157,14 @@ def describe(client: Client, args: argparse.Namespace) -> int:
     kind = resource(args.resource)
     if kind == "pods":
         ns = namespace_of(args) or "default"
-        out(describe_pod(client.get(pods_path(ns, args.name)), _now()))
+        pod = client.get(pods_path(ns, args.name))
+        out(describe_pod(pod, _now()))
+        out(printers.events_section(_events_for(client, "Pod", args.name, ns), _now()))
         return 0
     node = client.get(nodes_path(args.name))
     pods = client.get(pods_path(None), fieldSelector=f"spec.nodeName={args.name}")
     out(describe_node(node, list(pods.get("items") or []), _now()))
+    out(printers.events_section(_events_for(client, "Node", args.name, "default"), _now()))
     return 0
 
 

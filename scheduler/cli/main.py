@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         "examples:\n  corral get pods\n  corral get pods -A -l app=web -o wide\n"
         "  corral get pod web -o yaml\n  corral get nodes -o wide",
     )
-    p.add_argument("resource", metavar="RESOURCE", help="pods or nodes (also pod, po, node, no)")
+    p.add_argument(
+        "resource", metavar="RESOURCE", help="pods, nodes or events (also pod, po, node, no, ev)"
+    )
     p.add_argument("name", metavar="NAME", nargs="?", help="show only this one")
     _namespace(p, all_namespaces=True)
     p.add_argument(

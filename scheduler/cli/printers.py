@@ -326,3 +326,54 @@ def nodes_table(nodes: Sequence[Object], now: datetime, *, wide: bool = False) -
 def names(objects: Iterable[Object], kind: str) -> str:
     """`-o name`: one `kind/name` a line."""
     return "\n".join(f"{kind}/{_meta(o).get('name', '')}" for o in objects)
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+def event_age(event: Object, now: datetime) -> str:
+    """`3m (x5 over 10m)` when repeated, as kubectl describe prints it."""
+    last = age(event.get("lastTimestamp"), now)
+    count = event.get("count") or 1
+    if count > 1:
+        return f"{last} (x{count} over {age(event.get('firstTimestamp'), now)})"
+    return last
+
+
+def events_table(events: Sequence[Object], now: datetime, *, namespaces: bool = False) -> str:
+    """`corral get events`: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE."""
+    headers = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    if namespaces:
+        headers.insert(0, "NAMESPACE")
+    rows = []
+    for event in events:
+        ref = event.get("involvedObject") or {}
+        row = [
+            age(event.get("lastTimestamp"), now),
+            event.get("type", ""),
+            event.get("reason", ""),
+            f"{str(ref.get('kind', '')).lower()}/{ref.get('name', '')}",
+            event.get("message", ""),
+        ]
+        if namespaces:
+            row.insert(0, _meta(event).get("namespace", ""))
+        rows.append(row)
+    return table(headers, rows)
+
+
+def events_section(events: Sequence[Object], now: datetime) -> str:
+    """The `Events:` block at the end of `corral describe`."""
+    if not events:
+        return "Events:  <none>"
+    rows = [
+        (
+            e.get("type", ""),
+            e.get("reason", ""),
+            event_age(e, now),
+            (e.get("source") or {}).get("component", ""),
+            e.get("message", ""),
+        )
+        for e in events
+    ]
+    body = table(["Type", "Reason", "Age", "From", "Message"], rows)
+    return "Events:\n" + "\n".join("  " + line for line in body.splitlines())

@@ -240,6 +240,10 @@ def test_crash_is_restarted_with_count(agent: AgentProcess) -> None:
     cs = wait_for(restarted, timeout=30)
     assert cs["lastState"]["terminated"]["exitCode"] == 3
     assert cs["lastState"]["terminated"]["reason"] == "Error"
+    described = wait_for(
+        lambda: (out := corral(s, "describe", "pod", "crasher").stdout) and "BackOff" in out and out
+    )
+    assert "Started" in described and "Scheduled" in described
 
 
 def test_sigterm_exits_zero_and_leaves_pods(agent: AgentProcess) -> None:

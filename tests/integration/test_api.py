@@ -210,3 +210,25 @@ def test_openapi_matches_routes(bare_scheduler: SchedulerProcess) -> None:
     assert post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/Pod"
     )
+
+
+def test_events_recorded_and_listed(scheduler: SchedulerProcess) -> None:
+    """Scheduling decisions are events, listed per namespace and filtered by object."""
+    scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("ev"))
+    scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("ev-huge", memory="64Gi"))
+
+    def reasons(name: str) -> list[str]:
+        query = f"fieldSelector=involvedObject.name%3D{name}"
+        items = scheduler.get(f"/api/v1/namespaces/default/events?{query}")["items"]
+        return [e["reason"] for e in items]
+
+    assert "Scheduled" in wait_for(lambda: reasons("ev"))
+    assert "FailedScheduling" in wait_for(lambda: reasons("ev-huge"))
+    listing = scheduler.get("/api/v1/events")
+    assert listing["kind"] == "EventList"
+    scheduled = next(e for e in listing["items"] if e["reason"] == "Scheduled")
+    assert scheduled["involvedObject"]["kind"] == "Pod"
+    assert scheduled["message"].startswith("Successfully assigned default/ev to hollow-")
+    assert scheduled["count"] == 1 and scheduled["source"]["component"] == "corral-scheduler"
+    bad = scheduler.request("GET", "/api/v1/events?fieldSelector=color%3Dred")
+    assert bad.status == 400
