@@ -226,7 +226,8 @@ async def test_container_is_pid1_with_own_hostname_network_and_proc(
     script = (
         "echo pid=$$; echo host=$(hostname); echo flags=$(cat /sys/class/net/lo/flags);"
         "echo ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ');"
-        "echo procs=$(ls /proc | grep -c '^[0-9]')"
+        "echo procs=$(ls /proc | grep -c '^[0-9]');"
+        "ls -l /proc/1/fd > /tmp/fds; echo leaked=$(grep -c -e socket -e anon_inode /tmp/fds)"
     )
     pod = make_pod("isolated", sh("c", script))
     await run_pod(runtime, pod)
@@ -238,6 +239,7 @@ async def test_container_is_pid1_with_own_hostname_network_and_proc(
     assert out["ifaces"] == "lo"
     assert int(out["flags"], 16) & 1, "lo is not up"  # IFF_UP
     assert int(out["procs"]) <= 5  # sh, the $(...) subshell, ls, grep: none of the host
+    assert out["leaked"] == "0"  # no socket or pidfd of the agent or monitor leaks in
     await remove_and_check(runtime, pod)
 
 

@@ -107,13 +107,15 @@ def _spawn(ctrl_fd: int, conn: int) -> None:
 
 def _detach(ctrl_fd: int, conn: int) -> None:
     """Drop what the helper must not hold: the agent's control socket, the cwd."""
-    os.close(ctrl_fd)
     null = os.open("/dev/null", os.O_RDWR)
-    os.dup2(null, 0)
+    os.dup2(null, 0)  # closes the control socket if it was fd 0 (it is, as stdin)
     os.dup2(null, 1)  # stderr stays: the fork server's log
-    os.close(null)
+    for fd in {null, ctrl_fd} - {0, 1, 2}:
+        os.close(fd)
     os.closerange(3, conn)
     os.closerange(conn + 1, 1 << 16)
+    # Received fds come without O_CLOEXEC: the container must not inherit the agent's socket.
+    os.set_inheritable(conn, False)
     os.chdir("/")
     os.umask(0o022)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # SIGINT and SIGHUP stay ignored

@@ -143,7 +143,9 @@ def _mount_dev() -> None:
         "newinstance,ptmxmode=0666,mode=0620,gid=5",
     )
     _mkdir_p("/dev/shm")
-    sc.mount("shm", "/dev/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=1777")
+    # 64 MiB, as docker gives containers by default (a tmpfs is otherwise half the RAM).
+    shm_flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    sc.mount("shm", "/dev/shm", "tmpfs", shm_flags, "mode=1777,size=65536k")
     # POSIX message queues of the pod's IPC namespace.
     _mkdir_p("/dev/mqueue")
     sc.mount("mqueue", "/dev/mqueue", "mqueue", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)

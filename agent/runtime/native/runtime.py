@@ -44,7 +44,7 @@ from agent.runtime.base import (
     RuntimeFailure,
     Usage,
 )
-from agent.runtime.native import rootfs
+from agent.runtime.native import rootfs, syscalls
 from agent.runtime.native.cgroups import CgroupDriver, CgroupError, Limits
 from agent.runtime.native.forkserver import BOOTSTRAP, READY, SPAWNED
 from agent.runtime.native.images import ImageConfig, ImageStore
@@ -411,7 +411,7 @@ class NativeRuntime:
                 if volume.empty_dir.medium == "Memory" and not self._is_mount(vdir):
                     size = volume.empty_dir.size_limit
                     opts = "mode=1777" + (f",size={memory_bytes(size)}" if size else "")
-                    rootfs.sc.mount("tmpfs", str(vdir), "tmpfs", rootfs.sc.MS_NOSUID, opts)
+                    syscalls.mount("tmpfs", str(vdir), "tmpfs", syscalls.MS_NOSUID, opts)
         self.cgroups.create(self.pod_cgroup(uid), Limits(pids_limit=self.pids_limit))
         return [k for k in self._namespaces(pod) if not self._is_mount(pdir / "ns" / k)]
 
