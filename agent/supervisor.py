@@ -10,6 +10,10 @@ One `PodWorker` per pod incarnation (uid), one task per container:
                                                            v
                                                       terminated
 
+While a container runs, its probes (agent/probes.py) run too: a failed liveness or
+startup probe stops it (then the restart policy applies, as for any exit); the
+readiness probe decides its `ready`, and the pod's Ready condition follows.
+
 The supervisor works with or without the scheduler: restart policies keep
 working while the link is down. What it runs survives the agent: on start it
 re-adopts every pod the runtime finds (`recover`), including the exits that
@@ -26,10 +30,11 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.probes import ContainerProbes, Kind, Prober
 from agent.restart import RestartBackoff
 from agent.runtime.base import ContainerExit, PodInfo, Runtime, RuntimeFailure
 from common.models import (
@@ -58,17 +63,22 @@ class ContainerRecord:
     restart_count: int = 0
     ever_started: bool = False
     finished: bool = False  # terminated and will not restart
+    probes: ContainerProbes | None = None  # while it runs, if it has any
 
     def status(self) -> ContainerStatus:
+        # As in Kubernetes: started once the startup probe passed (if any), ready once
+        # started and the readiness probe passes (if any).
         running = self.state.running is not None
+        started = running and (self.probes is None or self.probes.started)
+        ready = started and (self.probes is None or self.probes.ready)
         return ContainerStatus(
             name=self.name,
             image=self.image,
             state=self.state,
             last_state=self.last_state,
             restart_count=self.restart_count,
-            ready=running,
-            started=running,
+            ready=ready,
+            started=started,
         )
 
 
@@ -115,6 +125,7 @@ class PodWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = False
         self.on_event: EventSink = lambda pod, reason, message, kind: None
+        self._ready: tuple[bool, datetime] | None = None  # the Ready condition, since when
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -211,8 +222,14 @@ class PodWorker:
                 record.state = ContainerState(
                     running=ContainerStateRunning(started_at=info.started_at or now())
                 )
+                record.probes = self._probes(name, info.started_at)
                 self._changed()
-                exit = await self._runtime.wait_container(self.uid, name)
+                try:
+                    exit = await self._runtime.wait_container(self.uid, name)
+                finally:
+                    if record.probes is not None:
+                        await record.probes.close()
+                        record.probes = None
             else:
                 assert info.exit is not None  # exited while no agent watched it
                 record.ever_started = True
@@ -260,6 +277,34 @@ class PodWorker:
                 self._changed()
                 await asyncio.sleep(decision.delay)
 
+    def _probes(self, name: str, started_at: datetime | None) -> ContainerProbes | None:
+        """The probes of a container that has just started (or was adopted running)."""
+        container = next(c for c in self.pod.spec.containers if c.name == name)
+        if not ContainerProbes.wanted(container):
+            return None
+        running_for = 0.0
+        if started_at is not None:
+            running_for = max(0.0, (datetime.now(UTC) - started_at).total_seconds())
+
+        async def failed(kind: Kind) -> None:
+            self._event("Killing", f"Container {name} failed {kind} probe, will be restarted")
+            grace = float(self.pod.spec.termination_grace_period_seconds)
+            try:
+                await self._runtime.stop_container(self.uid, name, grace)
+            except RuntimeFailure as exc:
+                _LOGGER.warning("pod %s: stopping container %s: %s", self.pod.key, name, exc)
+
+        probes = ContainerProbes(
+            Prober(self._runtime, self.pod, container),
+            container,
+            running_for=running_for,
+            on_change=self._changed,
+            on_event=self._event,
+            on_failure=failed,
+        )
+        probes.start()
+        return probes
+
     async def _persist(self) -> None:
         data = {
             "containers": {
@@ -295,12 +340,25 @@ class PodWorker:
             phase = "Running"
         else:
             phase = "Pending"
-        ready = all(s.ready for s in statuses)
+        unready = [s.name for s in statuses if not s.ready]
+        ready = not unready
+        if self._ready is None or self._ready[0] != ready:
+            self._ready = (ready, now())
         stamp = self.start_time or now()
+        reason = None if ready else "ContainersNotReady"
+        message = None if ready else f"containers with unready status: [{' '.join(unready)}]"
         conditions = [
             PodCondition(type="Initialized", status="True", last_transition_time=stamp),
-            PodCondition(type="ContainersReady", status="True" if ready else "False"),
-            PodCondition(type="Ready", status="True" if ready else "False"),
+            *(
+                PodCondition(
+                    type=kind,
+                    status="True" if ready else "False",
+                    reason=reason,
+                    message=message,
+                    last_transition_time=self._ready[1],
+                )
+                for kind in ("ContainersReady", "Ready")
+            ),
         ]
         return PodStatus(
             phase=phase,

@@ -188,6 +188,9 @@ class RssSampler:
 # ---- talking to the scheduler ----------------------------------------------------------------
 
 
+# The API needs a token; this run's scheduler accepts this one (it lives only as long).
+ADMIN_TOKEN = "corral_bench_" + secrets.token_urlsafe(24)
+
 class Api:
     def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
         self.http, self.base = http, base
@@ -406,6 +409,7 @@ async def start_cluster(
         "scheduler",
         *("-m", "scheduler.main", "--listen", f"127.0.0.1:{port}"),
         *("--state-dir", str(tmp / "state"), "--join-token", token),
+        *("--admin-token", ADMIN_TOKEN),
         env=env,
     )
     sampler = RssSampler(sched.pid)
@@ -524,7 +528,8 @@ async def run(args: argparse.Namespace) -> None:
         sampler: RssSampler | None = None
         connector = aiohttp.TCPConnector(limit=args.clients + 4)
         try:
-            async with aiohttp.ClientSession(connector=connector) as http:
+            auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            async with aiohttp.ClientSession(connector=connector, headers=auth) as http:
                 api = Api(http, f"http://127.0.0.1:{free_port()}")
                 sched, sampler = await start_cluster(procs, api, args, Path(tmp))
                 await place(api, args, sampler)

@@ -23,6 +23,14 @@ class SchedulerConfig(DaemonConfig):
         description="token agents must present to join; if unset, one is generated at start "
         "and written to STATE_DIR/join-token (mode 0600)",
     )
+    admin_token: str | None = Field(
+        None,
+        description="an admin API token to accept (stored hashed); if unset and no admin "
+        "token exists, one is generated at first start into STATE_DIR/admin-token (0600)",
+    )
+    metrics_public: bool = Field(
+        False, description="serve /metrics without a token (for a scraper on a trusted network)"
+    )
     node_grace_seconds: float = Field(
         5.0, gt=0, description="a node missing heartbeats this long becomes NotReady"
     )

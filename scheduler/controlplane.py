@@ -9,6 +9,7 @@ import os
 import secrets
 from pathlib import Path
 
+from scheduler.auth import TokenAuth
 from scheduler.cluster import ClusterState
 from scheduler.config import SchedulerConfig
 from scheduler.context import Context
@@ -62,6 +63,8 @@ class ControlPlane:
         await self.cluster.load()
         self.events = EventRecorder(self.store)
         await self.events.load()
+        self.auth = TokenAuth(self.store)
+        await self.auth.bootstrap(Path(config.state_dir), config.admin_token)
         ctx = Context(config, self.store, self.cluster, self.metrics, self.errors, self.events)
         self.placement = Placement(
             self.cluster.nodes, config.placement_strategy, config.placement_sample

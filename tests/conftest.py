@@ -18,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-join-token"
+ADMIN_TOKEN = "corral_test_admin-token-for-tests"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
@@ -53,6 +54,7 @@ class SchedulerProcess:
         self.url = ""
         self.port = 0
         self.log_path = state_dir / "scheduler.log"
+        self.token = ADMIN_TOKEN
 
     def start(self) -> None:
         port = self.port or 0
@@ -69,6 +71,8 @@ class SchedulerProcess:
                 str(self.state_dir),
                 "--join-token",
                 TOKEN,
+                "--admin-token",
+                ADMIN_TOKEN,
                 *self.extra_args,
             ],
             cwd=ROOT,
@@ -109,7 +113,9 @@ class SchedulerProcess:
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
         timeout: float = 10.0,
+        token: str | None = ADMIN_TOKEN,
     ) -> ApiResponse:
+        """One request; authenticated as admin unless `token` says otherwise (None: none)."""
         data: bytes | None
         if body is None:
             data = None
@@ -122,6 +128,8 @@ class SchedulerProcess:
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", content_type)
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
         for key, value in (headers or {}).items():
             req.add_header(key, value)
         try:
@@ -205,6 +213,7 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("CORRAL_TOKEN", ADMIN_TOKEN)  # for `corral` run as a subprocess
     os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 
 

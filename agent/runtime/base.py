@@ -10,6 +10,8 @@ Who calls what:
       start_container(pod, c)  ---------->  launch one container; returns once it runs
       wait_container(uid, c)   ---------->  resolves with its exit, also for adopted ones
       stop_container(uid, c, grace) ----->  SIGTERM, grace, then SIGKILL of its cgroup
+      exec_in_container(uid, c, argv, t) ->  run a command inside a running container
+                                            (exec probes); killed after t seconds
       remove_pod(uid)          ---------->  stop everything, then delete cgroups, mounts,
                                             namespaces, directories. Idempotent.
 
@@ -86,7 +88,31 @@ class Runtime(Protocol):
 
     async def wait_container(self, uid: str, container: str) -> ContainerExit: ...
 
-    async def stop_container(self, uid: str, container: str, grace: float) -> ContainerExit | None: ...
+    async def stop_container(
+        self, uid: str, container: str, grace: float
+    ) -> ContainerExit | None: ...
+
+    async def exec_in_container(
+        self,
+        uid: str,
+        container: str,
+        argv: list[str],
+        timeout: float,  # noqa: ASYNC109
+    ) -> tuple[int, bytes]:
+        """Run `argv` inside a running container: its namespaces (pid, mnt, net, ipc,
+        uts), root and cgroups, as root. Returns (exit code, the first 10 KiB of
+        stdout+stderr). Called by exec probes (agent/probes.py), concurrently.
+
+        Raises TimeoutError once `timeout` seconds have passed (the command has then
+        been killed), RuntimeFailure if the container is not running.
+        """
+        ...
+
+    def netns_path(self, uid: str) -> Path | None:
+        """The file naming the pod's network namespace (open it, setns), or None when
+        the pod has none of its own (hostNetwork). Blocking: called in a thread by
+        httpGet and tcpSocket probes, which connect from inside that namespace."""
+        ...
 
     async def remove_pod(self, uid: str) -> None: ...
 

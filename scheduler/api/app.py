@@ -8,14 +8,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from scheduler.api import events, nodes, openapi, ops, pods
+from scheduler.api import events, nodes, openapi, ops, pods, tokens
 from scheduler.api.common import CONTROL_PLANE, json_response
 from scheduler.api.errors import (
     ApiError,
     BadRequest,
+    Forbidden,
     MethodNotAllowed,
     NotFoundError,
     TooLarge,
+    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
 )
@@ -79,12 +81,45 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+# Reachable without an API token: probes of the process itself, the API's own
+# description, and the agent link (which checks the join token itself).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/api/v1/agent"})
+ADMIN_ONLY_PREFIXES = ("/api/v1/tokens",)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every route but PUBLIC_PATHS needs a bearer token; viewers may only read."""
+    cp = request.app[CONTROL_PLANE]
+    path = request.path
+    if path in PUBLIC_PATHS or (path == "/metrics" and cp.config.metrics_public):
+        return await handler(request)
+    if not cp.ready:
+        raise Unavailable("the control plane is starting")
+    record = await cp.auth.authenticate(request.headers.get("Authorization"))
+    if record is None:
+        raise Unauthorized(
+            "a valid bearer token is required (Authorization: Bearer <token>); "
+            "see `corral token` and STATE_DIR/admin-token"
+        )
+    if record.role != "admin":
+        if request.method not in ("GET", "HEAD") or path.startswith(ADMIN_ONLY_PREFIXES):
+            raise Forbidden(
+                f"token {record.id} (role {record.role}) may not {request.method} {path}"
+            )
+        if path.endswith("/log"):
+            raise Forbidden(f"token {record.id} (role {record.role}) may not read container logs")
+    return await handler(request)
+
+
 def create_app(
     config: SchedulerConfig, control_plane: ControlPlane | None = None
 ) -> web.Application:
     """The scheduler's application; the control plane starts and stops with it."""
     cp = control_plane or ControlPlane(config)
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware], client_max_size=config.max_body_bytes
+    )
     app[CONTROL_PLANE] = cp
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -106,6 +141,7 @@ def create_app(
     app.router.add_routes(pods.ROUTES)
     app.router.add_routes(nodes.ROUTES)
     app.router.add_routes(events.ROUTES)
+    app.router.add_routes(tokens.ROUTES)
     app.router.add_routes(ops.ROUTES)
     app.router.add_routes(openapi.ROUTES)
     app.router.add_get("/api/v1/agent", agent_link)

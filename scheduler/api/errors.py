@@ -38,6 +38,10 @@ class Unauthorized(ApiError):
     code, reason = 401, "Unauthorized"
 
 
+class Forbidden(ApiError):
+    code, reason = 403, "Forbidden"
+
+
 class NotFoundError(ApiError):
     code, reason = 404, "NotFound"
 

@@ -51,6 +51,13 @@ async def status(request: web.Request) -> web.Response:
         cpu["used"] += state.usage_cpu
         mem["used"] += state.usage_mem
     phases = Counter(p.status.phase for p in cluster.pods.values())
+    # Running but failing readiness (or still starting): what a probe holds out of service.
+    pods_not_ready = sum(
+        1
+        for p in cluster.pods.values()
+        if p.status.phase == "Running"
+        and any(c.type == "Ready" and c.status == "False" for c in p.status.conditions)
+    )
     unschedulable = [
         {"pod": key, "message": message}
         for key, message in list(cp.scheduler.unschedulable.items())[:20]
@@ -64,6 +71,7 @@ async def status(request: web.Request) -> web.Response:
                 p: phases.get(p, 0)
                 for p in ("Pending", "Running", "Succeeded", "Failed", "Unknown")
             },
+            "notReady": pods_not_ready,
             "pendingQueue": len(cluster.pending),
             "unschedulable": unschedulable,
         },

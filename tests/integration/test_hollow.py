@@ -16,7 +16,14 @@ import aiohttp
 import pytest
 
 from agent.hollow import HollowCluster, HollowOptions
-from tests.conftest import TOKEN, HollowProcess, SchedulerProcess, ready_nodes, wait_for
+from tests.conftest import (
+    ADMIN_TOKEN,
+    TOKEN,
+    HollowProcess,
+    SchedulerProcess,
+    ready_nodes,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +64,8 @@ class Api:
         self.session, self.base = session, base
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.session.request(method, self.base + path, json=body) as resp:
+        auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with self.session.request(method, self.base + path, json=body, headers=auth) as resp:
             return resp.status, await resp.json(content_type=None)
 
     async def ready_nodes(self) -> set[str]:

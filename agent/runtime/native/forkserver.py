@@ -22,7 +22,8 @@ collecting), and serves requests:
 - when the agent closes its end (or dies), the fork server exits.
 
 Requests (``op``): ``run`` starts a container monitor (`monitor.run`), ``sandbox``
-creates a pod's shared namespaces, ``ping`` answers with the helper's pid.
+creates a pod's shared namespaces, ``exec`` runs a command inside a running container
+(exec probes), ``ping`` answers with the helper's pid.
 
 Keep the import list short and free of third-party packages: there is no
 site-packages here, and everything imported is memory every monitor maps.
@@ -34,10 +35,12 @@ import fcntl
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import struct
 import sys
+import time
 
 from agent.runtime.native import monitor
 from agent.runtime.native import syscalls as sc
@@ -53,6 +56,17 @@ BOOTSTRAP = (
 READY = b"R"
 SPAWNED = b"k"
 MAX_REQUEST = 16 * 1024 * 1024
+
+EXEC_DRAIN_SECONDS = 0.2  # after an exec'd command exits, how long stragglers may still write
+
+# The namespaces an exec joins, in nsenter's order: mnt last, as it changes our root.
+EXEC_NAMESPACES = (
+    ("ipc", sc.CLONE_NEWIPC),
+    ("uts", sc.CLONE_NEWUTS),
+    ("net", sc.CLONE_NEWNET),
+    ("pid", sc.CLONE_NEWPID),
+    ("mnt", sc.CLONE_NEWNS),
+)
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -152,6 +166,12 @@ def _serve(conn: int) -> None:
             monitor.reply(conn, {"ok": False, "error": str(exc) or type(exc).__name__})
         else:
             monitor.reply(conn, {"ok": True})
+    elif op == "exec":
+        try:
+            answer = exec_command(request)
+        except Exception as exc:
+            answer = {"ok": False, "error": str(exc) or type(exc).__name__}
+        monitor.reply(conn, answer)
     elif op == "ping":
         monitor.reply(conn, {"ok": True, "pid": os.getpid()})
     else:
@@ -179,6 +199,182 @@ def create_sandbox(request: dict[str, Any]) -> None:
         target = os.path.join(request["ns_dir"], kind)
         os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444))
         sc.mount(f"/proc/self/ns/{kind}", target, None, sc.MS_BIND)
+
+
+def exec_command(request: dict[str, Any]) -> dict[str, Any]:
+    """Run a command inside a running container, as `nsenter` plus a cgroup join would.
+
+    `request`: {"pid", "start"} of the container's init, "cgroups" (its cgroup dirs),
+    "argv", "timeout" (seconds; then the command and what it started are killed),
+    "max_output" (bytes of stdout+stderr kept; the rest is read and dropped).
+    Answers {"ok": True, "exit_code", "output" (hex), "timed_out"}. The command runs as
+    root, with the environment, root, working directory and namespaces (pid, mnt, net,
+    ipc, uts) of the init, and in its cgroups; this helper joins the namespaces but
+    not the cgroups, so only the command is charged to (and killed with) the container.
+    """
+    pid = int(request["pid"])
+    # Everything from the host first: after setns(mnt) and chroot its paths are gone.
+    ns_fds = [
+        (os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC), flag)
+        for kind, flag in EXEC_NAMESPACES
+    ]
+    root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    cwd = os.open(f"/proc/{pid}/cwd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        environ = f.read()
+    procs = [
+        os.open(os.path.join(str(d), "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        for d in request.get("cgroups") or []
+    ]
+    host_proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # Checked after opening: what we opened belongs to the container's init, not to a
+    # process that was given its pid since.
+    if monitor.proc_start_time(pid) != request.get("start"):
+        raise ProcessLookupError("the container is not running")
+    for fd, flag in ns_fds:
+        sc.setns(fd, flag)
+        os.close(fd)
+    # The container's root and working directory (setns(mnt) alone would give us the
+    # namespace's root mount, not a root the container may have changed since).
+    os.fchdir(root)
+    os.chroot(".")
+    try:
+        os.fchdir(cwd)
+    except OSError:
+        os.chdir("/")
+    os.close(root)
+    os.close(cwd)
+    env: dict[str, str] = {}
+    for item in environ.split(b"\0"):
+        key, sep, value = item.decode("utf-8", "surrogateescape").partition("=")
+        if sep:
+            env[key] = value
+    argv = [str(a) for a in request["argv"]]
+    out_r, out_w = os.pipe()
+    # setns(pid) applies to our children only: this child is a process of the container.
+    child = os.fork()
+    if child == 0:
+        _exec_child(argv, env, out_w, procs)  # never returns
+    os.close(out_w)
+    for fd in procs:
+        os.close(fd)
+    status, output, timed_out = _collect(
+        child, out_r, host_proc, float(request["timeout"]), int(request["max_output"])
+    )
+    if os.WIFSIGNALED(status):
+        code = 128 + os.WTERMSIG(status)
+    else:
+        code = os.WEXITSTATUS(status)
+    return {"ok": True, "exit_code": code, "output": output.hex(), "timed_out": timed_out}
+
+
+def _exec_child(argv: list[str], env: dict[str, str], out_w: int, procs: list[int]) -> None:
+    """The exec'd command's process: into the container's cgroups, own process group."""
+    try:
+        sc.set_pdeathsig(signal.SIGKILL)  # a helper killed on its way must not leak it
+        for fd in procs:
+            os.write(fd, b"0")  # "0": the writer itself (our pid differs in each namespace)
+            os.close(fd)
+        os.setsid()  # a process group of its own: a timeout kills the whole group
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        os.dup2(out_w, 1)
+        os.dup2(out_w, 2)
+        os.close(out_w)
+        monitor.exec_in_path(argv, env)
+    except BaseException as exc:
+        try:
+            os.write(2, f"{exc}\n".encode())
+        finally:
+            os._exit(127)
+
+
+def _collect(
+    pid: int, out_r: int, host_proc: int, timeout: float, max_output: int
+) -> tuple[int, bytes, bool]:
+    """Read the command's output until it exits or `timeout` passes (then kill it); return
+    its wait status, the first `max_output` bytes of output, and whether it timed out."""
+    poller = select.poll()
+    poller.register(out_r, select.POLLIN)
+    pidfd = os.pidfd_open(pid)
+    poller.register(pidfd, select.POLLIN)
+    output = bytearray()
+    status: int | None = None
+    timed_out = False
+    pipe_open = True
+    stop_at = time.monotonic() + timeout
+    while pipe_open or status is None:
+        left = stop_at - time.monotonic()
+        if left <= 0:
+            if status is None:
+                _kill_tree(pid, host_proc)
+                timed_out = True
+                status = os.waitpid(pid, 0)[1]
+            break  # or: exited, but something it started still holds the pipe
+        for fd, _mask in poller.poll(left * 1000):
+            if fd == pidfd:
+                status = os.waitpid(pid, 0)[1]
+                poller.unregister(pidfd)
+                stop_at = time.monotonic() + EXEC_DRAIN_SECONDS
+                continue
+            data = os.read(out_r, 65536)
+            if not data:
+                poller.unregister(out_r)
+                pipe_open = False
+            elif len(output) < max_output:
+                output += data[: max_output - len(output)]
+    os.close(pidfd)
+    os.close(out_r)
+    os.close(host_proc)
+    assert status is not None
+    return status, bytes(output), timed_out
+
+
+def _kill_tree(pid: int, host_proc: int) -> None:
+    """SIGKILL a timed-out command: its process group and every process still below it
+    (also those that made a group of their own). Orphans it left to the container's
+    init are beyond reach, as with the kubelet."""
+    _signal_group(pid, signal.SIGSTOP)  # no more forks while we look
+    victims = [pid]
+    index = 0
+    while index < len(victims):
+        victims += _children(victims[index], host_proc)
+        index += 1
+    for victim in victims:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _signal_group(pid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _children(pid: int, host_proc: int) -> list[int]:
+    """The children of `pid` (all its threads'), by the host's /proc opened as `host_proc`."""
+    try:
+        tasks = os.open(f"{pid}/task", os.O_RDONLY | os.O_DIRECTORY, dir_fd=host_proc)
+    except OSError:
+        return []
+    found = []
+    try:
+        for tid in os.listdir(tasks):
+            try:
+                fd = os.open(f"{tid}/children", os.O_RDONLY, dir_fd=tasks)
+            except OSError:
+                continue
+            try:
+                found += [int(p) for p in os.read(fd, 1 << 16).split()]
+            finally:
+                os.close(fd)
+    finally:
+        os.close(tasks)
+    return found
 
 
 def loopback_up() -> None:

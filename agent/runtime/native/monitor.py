@@ -258,7 +258,7 @@ def _init(spec: dict[str, Any], out_w: int, err_w: int, go_r: int, fail_w: int) 
             os.setuid(uid)
         argv = [str(a) for a in spec["argv"]]
         env = dict(str(e).split("=", 1) for e in spec["env"])
-        _exec(argv, env)
+        exec_in_path(argv, env)
     except BaseException as exc:
         message = str(exc) or type(exc).__name__
         try:
@@ -267,7 +267,7 @@ def _init(spec: dict[str, Any], out_w: int, err_w: int, go_r: int, fail_w: int) 
             os._exit(127)
 
 
-def _exec(argv: list[str], env: dict[str, str]) -> None:
+def exec_in_path(argv: list[str], env: dict[str, str]) -> None:
     """execve, searching the PATH of the container's environment (not ours) as execvp
     does. Not os.execvpe: it imports `warnings` on the way, and after pivot_root there
     is no standard library to import from."""

@@ -60,6 +60,8 @@ START_TIMEOUT = 60.0  # the monitor answers once the container has exec'd
 SANDBOX_TIMEOUT = 30.0
 ACK_TIMEOUT = 10.0  # the fork server forks, then acknowledges: milliseconds, normally
 KILL_WAIT = 10.0  # after SIGKILL, how long until the monitor must have recorded the exit
+EXEC_ANSWER_MARGIN = 5.0  # an exec's helper kills the command at its timeout, answers soon after
+MAX_EXEC_OUTPUT = 10 * 1024  # as the kubelet, which keeps 10 KiB of a probe's output
 NS_KINDS = ("ipc", "uts", "net")
 
 
@@ -322,6 +324,12 @@ class NativeRuntime:
 
     def log_path(self, uid: str, container: str) -> Path:
         return self.log_dir / uid / f"{container}.log"
+
+    def netns_path(self, uid: str) -> Path | None:
+        """The bind mount that holds the pod's network namespace; None if it has none
+        (hostNetwork pods use the node's). Blocking (a stat): call it in a thread."""
+        path = self.pod_dir(uid) / "ns" / "net"
+        return path if path.exists() else None
 
     @staticmethod
     def pod_cgroup(uid: str) -> str:
@@ -630,6 +638,46 @@ class NativeRuntime:
             raise RuntimeFailure(
                 f"container {container} of pod {uid} did not stop within {KILL_WAIT}s of SIGKILL"
             ) from None
+
+    async def exec_in_container(
+        self,
+        uid: str,
+        container: str,
+        argv: list[str],
+        timeout: float,  # noqa: ASYNC109
+    ) -> tuple[int, bytes]:
+        """Run `argv` in a running container (its namespaces, root, cgroups, environment;
+        as root); return its exit code and first 10 KiB of output (stdout and stderr).
+
+        The fork server's helper does the work (`forkserver.exec_command`): the agent
+        has threads, so it forks nothing itself. Past `timeout` the command and what it
+        started are killed and TimeoutError is raised; RuntimeFailure if the container
+        does not run.
+        """
+        cdir = self.container_dir(uid, container)
+        init = await asyncio.to_thread(_read_json, cdir / "init.pid")
+        if init is None or not init.get("pid"):
+            raise RuntimeFailure(f"container {container} of pod {uid} is not running")
+        request = {
+            "op": "exec",
+            "pid": int(init["pid"]),
+            "start": init.get("start"),
+            "cgroups": self.cgroups.paths(f"{self.pod_cgroup(uid)}/{container}"),
+            "argv": [str(a) for a in argv],
+            "timeout": timeout,
+            "max_output": MAX_EXEC_OUTPUT,
+        }
+        try:
+            answer = await self._forkserver.request(request, timeout + EXEC_ANSWER_MARGIN)
+        except TimeoutError:
+            raise TimeoutError(f"command timed out after {timeout:g}s") from None
+        if not answer.get("ok"):
+            raise RuntimeFailure(
+                f"cannot exec in container {container}: {answer.get('error')}", "ExecError"
+            )
+        if answer.get("timed_out"):
+            raise TimeoutError(f"command timed out after {timeout:g}s")
+        return int(answer["exit_code"]), bytes.fromhex(str(answer.get("output") or ""))
 
     async def remove_pod(self, uid: str) -> None:
         pdir = self.pod_dir(uid)
