@@ -315,3 +315,27 @@ def logs(client: Client, args: argparse.Namespace) -> int:
         out_stream.write(chunk)
         out_stream.flush()
     return 0
+
+
+# --- tokens --------------------------------------------------------------------------------
+
+
+def token(client: Client, args: argparse.Namespace) -> int:
+    """`corral token create|list|revoke`."""
+    if args.action == "create":
+        created = client.post(
+            "/api/v1/tokens", {"role": args.role, "description": args.description or ""}
+        )
+        err(f"token {created['id']} created (role {created['role']}); it is shown only once:")
+        out(created["token"])
+        return 0
+    if args.action == "list":
+        items = client.get("/api/v1/tokens").get("items") or []
+        rows = [(t["id"], t["role"], t.get("created", ""), t.get("description", "")) for t in items]
+        out(printers.table(["ID", "ROLE", "CREATED", "DESCRIPTION"], rows))
+        return 0
+    if not args.id:
+        raise CommandError("token revoke needs the token's ID (see `corral token list`)")
+    client.delete(f"/api/v1/tokens/{args.id}")
+    out(f"token {args.id} revoked")
+    return 0

@@ -208,6 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     _namespace(p)
 
     p = add(
+        "token",
+        commands.token,
+        "Create, list or revoke API tokens (admin only).",
+        "examples:\n  corral token create --role viewer --description grafana\n"
+        "  corral token list\n  corral token revoke 3f2a9c01",
+    )
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("id", nargs="?", metavar="ID", help="the token to revoke")
+    p.add_argument("--role", choices=["admin", "viewer"], default="viewer", help="(create)")
+    p.add_argument("--description", help="what the token is for (create)")
+
+    p = add(
         "up",
         lambda client, args: up.up(args),
         "Run a local cluster: a scheduler and this machine as a node, until Ctrl-C.",

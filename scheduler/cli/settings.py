@@ -71,9 +71,17 @@ def resolve(
     if server is None or token is None:
         path, required = config_path(environ)
         config = read_config(path, required)
-        for key in ("server", "token"):
+        for key in ("server", "token", "token_file"):
             if key in config and not isinstance(config[key], str):
                 raise SettingsError(f"config file {path}: {key} must be a string")
         server = server or str(config.get("server") or "") or None
         token = token or str(config.get("token") or "") or None
+        if token is None and config.get("token_file"):
+            token_file = Path(str(config["token_file"])).expanduser()
+            try:
+                token = token_file.read_text().strip() or None
+            except OSError as exc:
+                raise SettingsError(
+                    f"config file {path}: cannot read token_file {token_file}: {exc.strerror}"
+                ) from None
     return Settings(server=normalize_server(server or DEFAULT_SERVER), token=token)

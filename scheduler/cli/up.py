@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from scheduler.cli.errors import CommandError
+from scheduler.cli.settings import config_path
 
 
 def _wait_listening(proc: subprocess.Popen[str], what: str, timeout: float = 30.0) -> str:
@@ -40,6 +41,22 @@ def _stop(proc: subprocess.Popen[str] | None, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def _point_cli_at(url: str, token_file: Path) -> str:
+    """Let a plain `corral` reach this cluster: a CLI config naming the admin token file,
+    unless the user already has a config (then say how to use the token instead)."""
+    path, _ = config_path(os.environ)
+    if path.exists():
+        return (
+            f"the admin token is in {token_file}; your CLI config {path} is left alone: "
+            f"export CORRAL_SERVER={url} CORRAL_TOKEN=$(cat {token_file})"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f'# written by `corral up`\nserver = "{url}"\ntoken_file = "{token_file}"\n')
+    return f"the CLI is configured in {path} (admin token in {token_file})"
 
 
 def up(args: argparse.Namespace) -> int:
@@ -99,6 +116,7 @@ def up(args: argparse.Namespace) -> int:
             start_new_session=True,
         )
         print(f"corral is up: API {url}  status {url}/api/v1/status  metrics {url}/metrics")
+        print(_point_cli_at(url, state / "scheduler" / "admin-token"))
         print(f"state and logs in {state}; Ctrl-C stops the cluster", flush=True)
         while not stop_requested:
             for proc, name in ((scheduler, "corral-scheduler"), (agent, "corral-agent")):
