@@ -128,7 +128,7 @@ class SchedulerLink:
         if isinstance(welcome, protocol.ErrorFrame):
             raise LinkRefused(f"scheduler refused the node: {welcome.message}")
         if not isinstance(welcome, protocol.Welcome):
-            raise protocol.ProtocolError(f"expected welcome, got {welcome.type}")  # type: ignore[attr-defined]
+            raise protocol.ProtocolError(f"expected welcome, got {welcome.type}")
         self.heartbeat_seconds = float(welcome.config.get("heartbeat_seconds", 1.0))
         self._dirty.clear()
         await self._supervisor.apply(self._pods(welcome.pods), welcome.stop, full=True)

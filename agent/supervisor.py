@@ -457,7 +457,7 @@ class Supervisor:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
+        return json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
 

@@ -15,7 +15,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Awaitable
 from datetime import datetime
 from typing import Any
 
@@ -304,7 +304,8 @@ class Hub:
                 if stream is not None:
                     stream.put_nowait(frame)
             else:
-                await self._send_error(ws, f"node {session.node}: unexpected {frame.type} frame")
+                kind = getattr(frame, "type", type(frame).__name__)
+                await self._send_error(ws, f"node {session.node}: unexpected {kind} frame")
 
     async def _send_loop(self, session: AgentSession) -> None:
         while not session.ws.closed:
@@ -378,7 +379,7 @@ class Hub:
 
     def _status_write(
         self, key: str, uid: str, status: PodStatus
-    ) -> asyncio.Future[list[KV]] | None:
+    ) -> Awaitable[list[KV]] | None:
         """Queue the write of an agent's status for the pod, if the pod and status changed."""
         kv = self._cluster.pod_kvs.get(key)
         pod = self._cluster.pods.get(key)
@@ -437,7 +438,7 @@ class Hub:
         follow: bool = False,
         timestamps: bool = False,
         previous: bool = False,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """A container's log, read by its node's agent and relayed over the link."""
         session = self.sessions.get(node)
         if session is None:

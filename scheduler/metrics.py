@@ -96,7 +96,7 @@ class _ClusterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         cluster = self._cluster
-        phases = Counter(p.status.phase for p in cluster.pods.values())
+        phases: Counter[str] = Counter(p.status.phase for p in cluster.pods.values())
         pods = GaugeMetricFamily("corral_pods", "Pods by phase", labels=["phase"])
         for phase in PHASES:
             pods.add_metric([phase], phases.get(phase, 0))

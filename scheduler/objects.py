@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from common.models import Model, Node, Pod
+from common.models import Event, Model, Node, Pod
 from scheduler.store import KV
 
 PODS = "/pods/"
 NODES = "/nodes/"
 
-T = TypeVar("T", Pod, Node)
+T = TypeVar("T", Pod, Node, Event)
 
 
 def pod_key(namespace: str, name: str) -> str:
@@ -38,7 +38,8 @@ def decode(kv: KV, model: type[T]) -> T:
     """The object in a KV, decoded once and cached on the KV (shared: do not mutate)."""
     if kv.obj is None:
         kv.obj = model.model_validate_json(kv.value)
-    return kv.obj  # type: ignore[no-any-return]
+    obj: T = kv.obj
+    return obj
 
 
 _META = b'"metadata":{'

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 
 from common.models import Pod, PodCondition, now
 from scheduler.cluster import needs_node
@@ -81,7 +82,7 @@ class Scheduler:
         cluster = self._cluster
         scheduled = self._metrics.placement_attempts.labels(result="scheduled")
         unschedulable = self._metrics.placement_attempts.labels(result="unschedulable")
-        binds: list[tuple[str, str, float, asyncio.Future[list[KV]]]] = []
+        binds: list[tuple[str, str, float, Awaitable[list[KV]]]] = []
         for key in self._ready_keys():
             pod = cluster.pods.get(key)
             if pod is None or not needs_node(pod):
@@ -117,7 +118,7 @@ class Scheduler:
             task.add_done_callback(self._binds.discard)
 
     async def _finish_binds(
-        self, binds: list[tuple[str, str, float, asyncio.Future[list[KV]]]]
+        self, binds: list[tuple[str, str, float, Awaitable[list[KV]]]]
     ) -> None:
         results = await asyncio.gather(*(w for *_, w in binds), return_exceptions=True)
         done = time.monotonic()

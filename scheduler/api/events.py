@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from aiohttp import web
 
@@ -38,7 +39,8 @@ async def list_events(request: web.Request) -> web.Response:
     kvs, revision = await store.list(event_key(namespace, "") if namespace else EVENTS)
     if wanted:
         kvs = [kv for kv in kvs if all(get(decode(kv, Event)) == v for get, v in wanted)]
-    kvs.sort(key=lambda kv: (decode(kv, Event).last_timestamp or 0, kv.mod_revision))  # type: ignore[operator]
+    epoch = datetime.min.replace(tzinfo=UTC)
+    kvs.sort(key=lambda kv: (decode(kv, Event).last_timestamp or epoch, kv.mod_revision))
     return json_response(list_json("EventList", kvs, revision))
 
 
