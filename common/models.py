@@ -329,8 +329,12 @@ class PodSpec(Model):
         As in Kubernetes, a container with a limit and no request requests its limit.
         Computed once: a pod's spec does not change after it is created.
         """
-        if self._requests is not None:
-            return self._requests
+        # The private dict directly: pydantic's attribute path for private
+        # attributes is several times slower, and placement asks this often.
+        private = self.__pydantic_private__
+        cached = private.get("_requests") if private is not None else None
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
         cpu = mem = 0
         for container in self.containers:
             res = container.resources
