@@ -20,6 +20,8 @@ Agents are started with `nsenter --net=/run/netns/NS`, not `ip netns exec`: the
 latter also enters a new mount namespace with a fresh /sys, which hides the cgroup
 hierarchies under /sys/fs/cgroup from the agent.
 
+The API and the agent link are plain HTTP on the bridge's private address, allowed
+explicitly (`allow_insecure_http` on both sides, set through the environment).
 Traffic only ever goes to addresses created here (the bridge's /24 inside
 10.251.0.0/16, the first one free on this machine, 10.251.0.0/24 normally).
 No pytest in here: `bench/recovery.py` uses the same topology.
@@ -53,6 +55,8 @@ _LOGGER = logging.getLogger(__name__)
 
 NODE_NAMES = ("node-a", "node-b", "node-c")
 NETNS_DIR = Path("/run/netns")
+INSECURE_SCHEDULER = "CORRAL_SCHEDULER_ALLOW_INSECURE_HTTP"
+INSECURE_AGENT = "CORRAL_AGENT_ALLOW_INSECURE_HTTP"
 _instances = itertools.count()
 
 
@@ -101,6 +105,12 @@ class LiveContainer:
     pod: str  # the pod's name (namespace default)
     container: str
     pid: int
+    start: int | None  # the process's start time (clock ticks since boot): pid + start = it
+
+    def alive(self) -> bool:
+        """Still this process, and not a zombie."""
+        now = proc_start_time(self.pid)
+        return now is not None and (self.start is None or now == self.start)
 
 
 class BridgeScheduler(SchedulerProcess):
@@ -115,6 +125,19 @@ class BridgeScheduler(SchedulerProcess):
             sock.bind((address, 0))
             port = sock.getsockname()[1]
         super().__init__(state_dir, ["--listen", f"{address}:{port}", *extra_args])
+
+    def start(self) -> None:
+        # Plain HTTP on a private bridge address must be allowed explicitly. Through the
+        # environment, which a scheduler without the option ignores (a flag it would refuse).
+        saved = os.environ.get(INSECURE_SCHEDULER)
+        os.environ[INSECURE_SCHEDULER] = "true"
+        try:
+            super().start()
+        finally:
+            if saved is None:
+                del os.environ[INSECURE_SCHEDULER]
+            else:
+                os.environ[INSECURE_SCHEDULER] = saved
 
 
 class Node:
@@ -135,6 +158,7 @@ class Node:
         """Start corral-agent inside the node's network namespace."""
         self.state.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env[INSECURE_AGENT] = "true"  # http:// to the bridge address (see BridgeScheduler)
         with open(self.state / "agent.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -195,11 +219,8 @@ class Node:
             now = proc_start_time(pid)
             if now is None or (start is not None and now != start):
                 continue  # exited (maybe its pid is someone else's now)
-            found.append(
-                LiveContainer(
-                    self.name, cdir.parent.parent.name, pod["metadata"]["name"], cdir.name, pid
-                )
-            )
+            uid, name = cdir.parent.parent.name, pod["metadata"]["name"]
+            found.append(LiveContainer(self.name, uid, name, cdir.name, pid, start))
         return found
 
     def kill(self, *, with_pods: bool = True) -> None:
@@ -274,11 +295,17 @@ class Cluster:
             raise ClusterError("nsenter (util-linux) is needed to start agents in a netns")
         self.base.mkdir(parents=True, exist_ok=True)
         self._network()
+        imports = self._import(image_layout)  # meanwhile, the scheduler starts
         self._scheduler = BridgeScheduler(
             self.base / "scheduler", f"{self.subnet}.1", self.scheduler_args
         )
-        self._scheduler.start()
-        self._import(image_layout)
+        try:
+            self._scheduler.start()
+        finally:
+            for proc in imports:
+                out, _ = proc.communicate(timeout=120)
+                if proc.returncode != 0:
+                    raise ClusterError(f"image import failed: {out.decode(errors='replace')}")
         for node in self.nodes.values():
             node.start()
         try:
@@ -305,8 +332,8 @@ class Cluster:
             sh("ip", "-n", node.netns, "link", "set", node.ns_if, "up")
             sh("ip", "-n", node.netns, "link", "set", "lo", "up")
 
-    def _import(self, layout: Path) -> None:
-        """`corral-agent image import` into every node's store, in parallel."""
+    def _import(self, layout: Path) -> list[subprocess.Popen[bytes]]:
+        """Start `corral-agent image import` into every node's store, in parallel."""
         procs = []
         for node in self.nodes.values():
             node.state.mkdir(parents=True, exist_ok=True)
@@ -315,10 +342,7 @@ class Cluster:
             procs.append(
                 subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             )
-        for proc in procs:
-            out, _ = proc.communicate(timeout=120)
-            if proc.returncode != 0:
-                raise ClusterError(f"image import failed: {out.decode(errors='replace')}")
+        return procs
 
     # -- tearing down -------------------------------------------------------
 
@@ -348,6 +372,19 @@ class Cluster:
             self._made_bridge = False
         if errors:
             raise ClusterError("cleanup incomplete: " + "; ".join(errors))
+
+    # -- what happens to machines -----------------------------------------------
+
+    def partition(self, node: str) -> None:
+        """Take the node's link down (its host end): it and the scheduler lose each other."""
+        self.nodes[node].partition()
+
+    def heal(self, node: str) -> None:
+        self.nodes[node].heal()
+
+    def kill_agent(self, node: str, *, with_pods: bool = True) -> None:
+        """kill -9 the node's agent; with its pods, as if the machine died (Node.kill)."""
+        self.nodes[node].kill(with_pods=with_pods)
 
     # -- the API --------------------------------------------------------------
 
