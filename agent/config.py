@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from typing import Literal
 
 from pydantic import Field, field_validator
 
+from agent.runtime.pulls import RegistryHost
 from common.config import DaemonConfig
 from common.models import check_dns_subdomain
 from common.quantity import QuantityError, cpu_millis, memory_bytes
@@ -24,6 +26,18 @@ class AgentConfig(DaemonConfig):
         None, description="the scheduler's join token (or join_token_file)"
     )
     join_token_file: str | None = Field(None, description="file holding the join token")
+    ca_file: str | None = Field(
+        None, description="CA certificate to verify an https scheduler with (default: system CAs)"
+    )
+    client_cert: str | None = Field(
+        None, description="client certificate for a scheduler that sets tls_client_ca"
+    )
+    client_key: str | None = Field(None, description="the client certificate's key")
+    allow_insecure_http: bool = Field(
+        False,
+        description="allow an http:// server that is not loopback (the join token and node "
+        "credential then cross the network in the clear)",
+    )
     node_name: str = Field(default_factory=_hostname, description="this node's name")
     labels: dict[str, str] = Field(default_factory=dict, description="node labels (TOML table)")
     state_dir: str = Field("/var/lib/corral", description="pods' state, images, exit records")
@@ -37,6 +51,11 @@ class AgentConfig(DaemonConfig):
     cgroup_parent: str = Field(
         "corral", description="cgroup subtree of the pods (below the agent's own under systemd)"
     )
+    cgroup_delegated: bool = Field(
+        False,
+        description="the agent's cgroup is delegated to it (systemd's Delegate=yes; the unit "
+        "sets this): cgroup_parent is then below the agent's own cgroup",
+    )
     allowed_host_paths: list[str] = Field(
         default_factory=list, description="prefixes hostPath volumes may use (none by default)"
     )
@@ -45,8 +64,39 @@ class AgentConfig(DaemonConfig):
         description="stop every pod when the agent exits (for `corral up`); by default pods "
         "keep running and the next agent re-adopts them",
     )
-    runtime: Literal["native"] = Field("native", description="container runtime")
+    runtime: Literal["native", "docker"] = Field(
+        "native", description="runtime of pods without a runtimeClassName (native or docker)"
+    )
+    docker_host: str = Field(
+        "unix:///var/run/docker.sock", description="the Docker daemon, for docker pods"
+    )
+    docker_pause_image: str | None = Field(
+        None,
+        description="infra (pause) image of docker pods (default: built from the node's "
+        "static busybox)",
+    )
+    insecure_registries: list[str] = Field(
+        default_factory=list, description="registries (HOST:PORT) pulled from over plain HTTP"
+    )
+    registry_ca_file: str | None = Field(None, description="extra CA bundle for registries")
+    registry_auth_file: str | None = Field(
+        None, description="registry credentials, Docker config.json style (a pull secret)"
+    )
+    registries: dict[str, RegistryHost] = Field(
+        default_factory=dict,
+        description='per-registry settings, [registries."HOST:PORT"] username, password, '
+        "password_file, ca_file, insecure",
+    )
+    max_concurrent_downloads: int = Field(3, gt=0, description="layer downloads per pull")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log lines: text (for people) or json (one object a line)"
+    )
+    metrics_listen: str = Field(
+        "127.0.0.1:7071",
+        description="HOST:PORT of Prometheus /metrics (the agent's only listening socket; "
+        'loopback by default; "" disables it)',
+    )
 
     @field_validator("node_name")
     @classmethod
@@ -79,9 +129,34 @@ class AgentConfig(DaemonConfig):
             return {k.strip(): v.strip() for k, v in pairs}
         return value
 
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if value and (not sep or not host or not port.isdigit() or int(port) > 65535):
+            raise ValueError(f"{value!r} is not HOST:PORT (or empty to disable)")
+        return value
+
     @field_validator("allowed_host_paths", mode="before")
     @classmethod
     def _paths(cls, value: object) -> object:
         if isinstance(value, str):
             return [p for p in value.split(",") if p]
+        return value
+
+    @field_validator("insecure_registries", mode="before")
+    @classmethod
+    def _registries_list(cls, value: object) -> object:
+        if isinstance(value, str):  # from a flag or the environment: h1:5000,h2
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("registries", mode="before")
+    @classmethod
+    def _registries(cls, value: object) -> object:
+        if isinstance(value, str):  # from a flag or the environment: JSON
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("expected a JSON object of HOST: {username, ...}") from None
         return value

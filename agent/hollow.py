@@ -1,7 +1,9 @@
 """Hollow agents: the real agent-link protocol with simulated pods, many nodes per process.
 
 A hollow node dials the scheduler exactly as `corral-agent` does (WebSocket,
-join token, msgpack frames from `common.protocol`), but its pods are entries
+join token then its node credential, kept in memory only, so a new process with
+the same node names is refused until the nodes are deleted; msgpack frames from
+`common.protocol`), but its pods are entries
 in a dict: nothing is launched. It exists to load the scheduler (placement,
 the hub, node lifecycle) with thousands of nodes on one machine. It proves
 nothing about the real agent.
@@ -57,6 +59,7 @@ from common.models import (
 from common.protocol import (
     MAX_FRAME_BYTES,
     Ack,
+    CredentialAck,
     Desired,
     ErrorFrame,
     Frame,
@@ -109,6 +112,12 @@ class HollowOptions:
     batch_seconds: float = 0.005  # status updates within this window share one frame
     seed: str = ""
     backoff_cap: float = 4.0
+    # The first `fail_first` runs of the pods that share a value of the label
+    # `fail_first_key` (per namespace, over all nodes of this process) exit 1 after
+    # `complete_after` (or at once): "fails twice, then succeeds" for a Job's pods.
+    fail_first: int = 0
+    fail_first_key: str = ""
+    attempts: dict[tuple[str, str], int] = field(default_factory=dict, compare=False, repr=False)
 
     def fate(self, uid: str) -> Fate:
         """Deterministic for a (seed, uid): the same pod meets the same fate on every run."""
@@ -119,6 +128,15 @@ class HollowOptions:
         if draw < self.fail_start_rate + self.crash_rate:
             return Fate.CRASH
         return Fate.OK
+
+    def doomed(self, namespace: str, labels: dict[str, str]) -> bool:
+        """Count one run of a pod; True if it is among the first `fail_first` of its group."""
+        if self.fail_first <= 0 or self.fail_first_key not in labels:
+            return False
+        group = (namespace, labels[self.fail_first_key])
+        runs = self.attempts.get(group, 0)
+        self.attempts[group] = runs + 1
+        return runs < self.fail_first
 
 
 def restarts_after_exit(restart_policy: str, exit_code: int) -> bool:
@@ -170,6 +188,7 @@ class SimPod:
     containers: list[tuple[str, str]]  # (name, image)
     cpu_millis: int
     memory_bytes: int
+    labels: dict[str, str] = field(default_factory=dict)
     state: SimState = SimState.CREATING
     restart_count: int = 0
     start_time: datetime | None = None
@@ -199,6 +218,7 @@ class SimPod:
             containers=containers or [("main", "")],
             cpu_millis=cpu,
             memory_bytes=mem,
+            labels=dict(meta.get("labels") or {}),
         )
 
     @property
@@ -296,6 +316,7 @@ class HollowNode:
         self.name = name
         self.url = server.rstrip("/") + "/api/v1/agent"
         self.token = token
+        self.credential: str | None = None  # the node credential, kept in memory only
         self.options = options or HollowOptions()
         self.labels = {"kubernetes.io/hostname": name, **self.options.labels, **(labels or {})}
         self.pods: dict[str, SimPod] = {}
@@ -351,10 +372,16 @@ class HollowNode:
 
     async def _serve(self, session: aiohttp.ClientSession) -> None:
         """One connection: hello, welcome, then heartbeats, statuses and desired changes."""
-        headers = {"Authorization": f"Bearer {self.token}"}
-        async with session.ws_connect(
-            self.url, headers=headers, max_msg_size=MAX_FRAME_BYTES, autoping=True
-        ) as ws:
+        headers = {"Authorization": f"Bearer {self.credential or self.token}"}
+        try:
+            ws = await session.ws_connect(
+                self.url, headers=headers, max_msg_size=MAX_FRAME_BYTES, autoping=True
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 401 and self.credential is not None:
+                self.credential = None  # revoked (node deleted): join again with the join token
+            raise
+        async with ws:
             self._ws = ws
             self._pending.clear()  # hello carries every status; `_stopped` is kept
             await self._send(Hello(node=self.node_info(), pods=self._reports(self.pods.values())))
@@ -363,6 +390,9 @@ class HollowNode:
             if not isinstance(welcome, Welcome):
                 raise ProtocolError(f"expected a welcome frame, got {type(welcome).__name__}")
             self.connects += 1
+            if welcome.credential is not None:
+                self.credential = welcome.credential
+                await self._send(CredentialAck())
             self._apply(welcome.revision, welcome.pods, [], welcome.stop, full=True)
             heartbeat = float(welcome.config.get("heartbeat_seconds", DEFAULT_HEARTBEAT_SECONDS))
             self.connected.set()
@@ -524,7 +554,10 @@ class HollowNode:
         pod.timer = None
         pod.state, pod.started_at = SimState.RUNNING, now()
         self._changed(pod)
-        if self.options.fate(pod.uid) is Fate.CRASH:
+        if self.options.doomed(pod.namespace, pod.labels):
+            delay = self.options.complete_after or 0.0
+            self._later(pod, delay, lambda p: self._exit(p, 1, "Error"))
+        elif self.options.fate(pod.uid) is Fate.CRASH:
             self._later(pod, self.options.crash_after, lambda p: self._exit(p, 1, "Error"))
         elif self.options.complete_after is not None and pod.restart_policy != "Always":
             self._later(pod, self.options.complete_after, lambda p: self._exit(p, 0, "Completed"))
@@ -645,6 +678,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-ms", type=float, default=5.0, help="status coalescing window")
     p.add_argument("--ramp-seconds", type=float, default=0.0, help="spread node connects")
     p.add_argument("--seed", default="", help="seed of the failure injection")
+    p.add_argument(
+        "--fail-first", type=int, default=0, help="the first N runs of each --fail-first-key group"
+    )
+    p.add_argument(
+        "--fail-first-key", default="", help="label grouping pods for --fail-first (job-name)"
+    )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 
@@ -664,6 +703,8 @@ async def _main(args: argparse.Namespace) -> None:
         utilization=args.utilization,
         batch_seconds=args.batch_ms / 1000,
         seed=args.seed,
+        fail_first=args.fail_first,
+        fail_first_key=args.fail_first_key,
     )
     cluster = HollowCluster(
         args.server,

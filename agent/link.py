@@ -7,6 +7,10 @@ supervisor stops whatever is not in it (fencing). After that, desired-set
 changes are applied and acknowledged, and status changes are reported,
 coalesced into one frame per burst. A lost link is redialled with jittered
 exponential backoff; the pods keep running meanwhile.
+
+The link is opened with the node credential (`agent/credentials.py`) once the
+agent has one, else with the join token; the welcome to a join carries the
+credential, which is stored before the agent acknowledges it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,16 +28,19 @@ from pydantic import ValidationError
 
 from agent import stats
 from agent.config import AgentConfig
+from agent.credentials import CredentialStore
 from agent.logserve import LogServer
 from agent.supervisor import Supervisor
 from common import protocol
 from common.models import Pod, now
+from common.tls import client_context
 
 _LOGGER = logging.getLogger(__name__)
 
 BACKOFF_INITIAL, BACKOFF_CAP = 0.2, 5.0
 MAX_QUEUED_EVENTS = 1000
 WELCOME_TIMEOUT = 15.0
+COALESCE_SECONDS = 0.002  # status changes this close together share one frame
 
 
 class LinkRefused(Exception):
@@ -39,10 +48,20 @@ class LinkRefused(Exception):
 
 
 class SchedulerLink:
-    def __init__(self, config: AgentConfig, supervisor: Supervisor, token: str) -> None:
+    def __init__(self, config: AgentConfig, supervisor: Supervisor, token: str | None) -> None:
         self._config = config
         self._supervisor = supervisor
-        self._token = token
+        self._token = token  # the join token; None once the node holds a credential
+        self._credentials = CredentialStore(Path(config.state_dir))
+        self._credential = self._credentials.load()
+        if self._credential and not self._credential.startswith(f"corralnode_{config.node_name}_"):
+            # Issued to another node name (node_name was changed): useless, and the
+            # scheduler would refuse it; join under the new name with the join token.
+            _LOGGER.warning("the stored node credential is not %s's; ignoring it", config.node_name)
+            self._credential = None
+        self._ssl: ssl.SSLContext | bool = True
+        if config.server.startswith("https://"):
+            self._ssl = client_context(config.ca_file, config.client_cert, config.client_key)
         self._dirty: set[str] = set()
         self._stopped: set[str] = set()
         self._wake = asyncio.Event()
@@ -93,21 +112,53 @@ class SchedulerLink:
 
     # -- the connection loop ------------------------------------------------
 
+    def _authorization(self) -> str | None:
+        secret = self._credential or self._token
+        return f"Bearer {secret}" if secret else None
+
+    def _refused(self, status: int, message: str) -> None:
+        """The upgrade was refused: with a credential and a 401, fall back to the join token."""
+        if status != 401:
+            _LOGGER.warning("scheduler refused the link: %s %s", status, message)
+            return
+        if self._credential is None:
+            _LOGGER.error("scheduler refused the join token (401): is it the scheduler's?")
+            return
+        self._credential = None
+        self._credentials.forget()
+        if self._token:
+            _LOGGER.warning(
+                "scheduler refused this node's credential (was the node deleted?); "
+                "joining again with the join token"
+            )
+        else:
+            _LOGGER.error(
+                "scheduler refused this node's credential (was the node deleted?) and no "
+                "join token is configured: set join_token or join_token_file to join again"
+            )
+
     async def run(self) -> None:
         url = self._config.server.rstrip("/") + "/api/v1/agent"
-        headers = {"Authorization": f"Bearer {self._token}"}
         attempt = 0
         async with aiohttp.ClientSession() as http:
             while True:
+                authorization = self._authorization()
                 try:
+                    if authorization is None:
+                        raise LinkRefused("no node credential and no join token: cannot join")
                     async with http.ws_connect(
-                        url, headers=headers, heartbeat=30.0, max_msg_size=protocol.MAX_FRAME_BYTES
+                        url,
+                        headers={"Authorization": authorization},
+                        heartbeat=30.0,
+                        max_msg_size=protocol.MAX_FRAME_BYTES,
+                        ssl=self._ssl,
                     ) as ws:
                         attempt = 0
                         await self._session(ws)
                 except aiohttp.WSServerHandshakeError as exc:
-                    level = logging.ERROR if exc.status == 401 else logging.WARNING
-                    _LOGGER.log(level, "scheduler refused the link: %s %s", exc.status, exc.message)
+                    self._refused(exc.status, exc.message)
+                except aiohttp.ClientSSLError as exc:
+                    _LOGGER.error("TLS with %s failed: %s", self._config.server, exc)
                 except (aiohttp.ClientError, OSError, TimeoutError, protocol.ProtocolError) as exc:
                     _LOGGER.warning(
                         "link to %s lost: %s", self._config.server, exc or type(exc).__name__
@@ -121,6 +172,9 @@ class SchedulerLink:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
     async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        # Cleared before the hello is built, not after the welcome: a change in between
+        # (an adopted container's first probe result) must still be reported.
+        self._dirty.clear()
         reports = self._reports(list(self._supervisor.workers))
         await ws.send_bytes(protocol.encode(protocol.Hello(node=self._node, pods=reports)))
         async with asyncio.timeout(WELCOME_TIMEOUT):
@@ -129,8 +183,13 @@ class SchedulerLink:
             raise LinkRefused(f"scheduler refused the node: {welcome.message}")
         if not isinstance(welcome, protocol.Welcome):
             raise protocol.ProtocolError(f"expected welcome, got {welcome.type}")
+        if welcome.credential is not None:
+            # Durable before the ack: once acknowledged, the join token no longer
+            # works for this node, so a lost credential would lock it out.
+            await asyncio.to_thread(self._credentials.save, welcome.credential)
+            self._credential = welcome.credential
+            await ws.send_bytes(protocol.encode(protocol.CredentialAck()))
         self.heartbeat_seconds = float(welcome.config.get("heartbeat_seconds", 1.0))
-        self._dirty.clear()
         await self._supervisor.apply(self._pods(welcome.pods), welcome.stop, full=True)
         self.connected.set()
         _LOGGER.info(
@@ -208,9 +267,14 @@ class SchedulerLink:
         return stats.usage(), pods
 
     async def _reporter(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        sent = 0.0
         while True:
             await self._wake.wait()
-            await asyncio.sleep(0.002)  # coalesce a burst of changes into one frame
+            # A change after a quiet spell goes out at once (a pod's Running waits for
+            # nothing); one within a burst waits a moment, so the burst shares a frame.
+            if time.monotonic() - sent < COALESCE_SECONDS:
+                await asyncio.sleep(COALESCE_SECONDS)
+            sent = time.monotonic()
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
             stopped, self._stopped = self._stopped, set()

@@ -14,47 +14,39 @@ from pathlib import Path
 
 from agent.config import ENV_PREFIX, AgentConfig
 from common.config import ConfigError, load_config
+from common.logs import setup_logging
+from common.sdnotify import Notifier
 
 _LOGGER = logging.getLogger("agent")
 
 
-def read_token(config: AgentConfig) -> str:
-    if config.join_token:
-        return config.join_token
-    if config.join_token_file:
-        try:
-            return Path(config.join_token_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read join_token_file {config.join_token_file}: {exc.strerror}"
-            ) from None
-    raise ConfigError("a join token is required: set join_token or join_token_file")
+def read_token(config: AgentConfig) -> str | None:
+    """The join token (None if the node holds a credential already); see agent/security.py."""
+    from agent.security import join_token
+
+    return join_token(config)
 
 
-async def run(config: AgentConfig, token: str) -> None:
+async def run(config: AgentConfig, token: str | None) -> None:
+    from agent.delegation import pods_parent
     from agent.link import SchedulerLink
     from agent.runtime.native.cgroups import probe
-    from agent.runtime.native.images import ImageStore
-    from agent.runtime.native.runtime import NativeRuntime
+    from agent.runtime.setup import build_runtime
+    from agent.service import AgentService
     from agent.supervisor import Supervisor
 
+    # Taken out of the environment before anything is started: the fork server,
+    # monitors and pods must not inherit systemd's notification socket.
+    notifier = Notifier.from_environment()
     state = Path(config.state_dir)
-    cgroups = await asyncio.to_thread(probe, config.cgroup_parent)
-    images = ImageStore(state / "images")
-    runtime = NativeRuntime(
-        state,
-        images,
-        cgroups,
-        log_dir=Path(config.log_dir) if config.log_dir else state / "logs",
-        log_max_bytes=config.log_max_bytes,
-        log_max_files=config.log_max_files,
-        pids_limit=config.pids_limit,
-        allowed_host_paths=config.allowed_host_paths,
-    )
+    parent = await asyncio.to_thread(pods_parent, config.cgroup_parent, config.cgroup_delegated)
+    cgroups = await asyncio.to_thread(probe, parent)
+    runtime = build_runtime(config, state, cgroups)  # native and docker, routed per pod
     await runtime.start()
     link: SchedulerLink | None = None
     supervisor = Supervisor(runtime, state, lambda uid: link.report(uid) if link else None)
     link = SchedulerLink(config, supervisor, token)
+    service = AgentService(config, supervisor, link, notifier)  # sd_notify and /metrics
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -62,12 +54,14 @@ async def run(config: AgentConfig, token: str) -> None:
     try:
         await supervisor.recover()
         link_task = asyncio.create_task(link.run(), name="scheduler-link")
+        await service.start()
         _LOGGER.info("corral-agent %s running (cgroup v%d)", config.node_name, cgroups.version)
         await stop.wait()
         _LOGGER.info("shutting down; pods keep running")
         link_task.cancel()
         await asyncio.gather(link_task, return_exceptions=True)
     finally:
+        await service.close()
         await supervisor.close(stop_pods=config.stop_pods_on_exit)
         await runtime.close()
 
@@ -88,12 +82,15 @@ def main(argv: list[str] | None = None) -> int:
             env_prefix=ENV_PREFIX,
         )
         token = read_token(config)
+        from agent.security import check_transport
+
+        insecure = check_transport(config)
     except ConfigError as exc:
         print(f"corral-agent: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(config.log_level, config.log_format)
+    if insecure:
+        _LOGGER.warning("%s", insecure)
     try:
         import uvloop
 

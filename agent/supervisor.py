@@ -4,7 +4,8 @@ One `PodWorker` per pod incarnation (uid), one task per container:
 
     ContainerCreating ──start ok──> running ──exit──> restart policy (agent/restart.py)
           ^    │                                           │ restart now / after backoff
-          │    └─start failed (image missing...)──┐        │   (waiting: CrashLoopBackOff)
+          │    └─pull or start failed─────────────┐        │   (waiting: CrashLoopBackOff)
+          │      (ErrImagePull, ImagePullBackOff) │        │
           └────────────── backoff ────────────────┘<───────┘
                                                            │ no restart
                                                            v
@@ -37,6 +38,7 @@ from typing import Any
 from agent.probes import ContainerProbes, Kind, Prober
 from agent.restart import RestartBackoff
 from agent.runtime.base import ContainerExit, PodInfo, Runtime, RuntimeFailure
+from agent.runtime.pulls import ERR_IMAGE_PULL, IMAGE_PULL_BACKOFF
 from common.models import (
     ContainerState,
     ContainerStateRunning,
@@ -130,7 +132,11 @@ class PodWorker:
     # -- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
-        saved = await asyncio.to_thread(_read_json, self._persist_path)
+        # The saved restart counts and (a new pod) the sandbox side by side: two thread
+        # hops at once, not one after the other.
+        saved, failure = await asyncio.gather(
+            asyncio.to_thread(_read_json, self._persist_path), self._create_pod()
+        )
         for name, data in (saved or {}).get("containers", {}).items():
             record = self.containers.get(name)
             if record is not None:
@@ -138,16 +144,13 @@ class PodWorker:
                 if data.get("lastState"):
                     record.last_state = ContainerState.model_validate(data["lastState"])
         self.start_time = now()
-        if self._adopted is None:
-            try:
-                await self._runtime.create_pod(self.pod)
-            except RuntimeFailure as exc:
-                for record in self.containers.values():
-                    record.state = ContainerState(
-                        waiting=ContainerStateWaiting(reason=exc.reason, message=str(exc))
-                    )
-                self._changed()
-                # The containers' loops retry creation with backoff.
+        if failure is not None:
+            for record in self.containers.values():
+                record.state = ContainerState(
+                    waiting=ContainerStateWaiting(reason=failure.reason, message=str(failure))
+                )
+            self._changed()
+            # The containers' loops retry creation with backoff.
         for container in self.pod.spec.containers:
             info = self._adopted.containers.get(container.name) if self._adopted else None
             self._tasks.append(
@@ -156,6 +159,16 @@ class PodWorker:
                     name=f"pod-{self.uid}-{container.name}",
                 )
             )
+
+    async def _create_pod(self) -> RuntimeFailure | None:
+        """The sandbox of a new (not adopted) pod; the failure, if it failed."""
+        if self._adopted is not None:
+            return None
+        try:
+            await self._runtime.create_pod(self.pod)
+        except RuntimeFailure as exc:
+            return exc
+        return None
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop every container (SIGTERM, grace, SIGKILL) and remove the pod's sandbox."""
@@ -191,6 +204,7 @@ class PodWorker:
         backoff = RestartBackoff.for_annotations(self.pod.metadata.annotations)
         policy = self.pod.spec.restart_policy
         info = adopted
+        pull_failures = 0  # in a row: the first shows ErrImagePull, later ones ImagePullBackOff
         while True:
             if info is None:
                 started = time.monotonic()
@@ -199,7 +213,9 @@ class PodWorker:
                 )
                 try:
                     await self._runtime.create_pod(self.pod)
+                    await self._runtime.ensure_image(self.pod, name, self._event)
                     info = await self._runtime.start_container(self.pod, name)
+                    pull_failures = 0
                 except RuntimeFailure as exc:
                     _LOGGER.warning(
                         "pod %s container %s failed to start: %s", self.pod.key, name, exc
@@ -207,8 +223,13 @@ class PodWorker:
                     self._event("Failed", f"Error: {exc.reason}: {exc}", "Warning")
                     decision = backoff.on_exit("Always", 1, 0.0)  # retry whatever the policy
                     delay = max(decision.delay, backoff.initial)
+                    reason = exc.reason
+                    if reason == ERR_IMAGE_PULL:  # pulls back off like starts, as in Kubernetes
+                        pull_failures += 1
+                        reason = ERR_IMAGE_PULL if pull_failures == 1 else IMAGE_PULL_BACKOFF
+                        self._event("BackOff", f'Back-off pulling image "{record.image}"')
                     record.state = ContainerState(
-                        waiting=ContainerStateWaiting(reason=exc.reason, message=str(exc))
+                        waiting=ContainerStateWaiting(reason=reason, message=str(exc))
                     )
                     self._changed()
                     await asyncio.sleep(delay)
@@ -412,12 +433,16 @@ class Supervisor:
             stop |= set(self.workers) - wanted
         for uid in stop:
             self._stop(uid)
+        new = []
         for pod in upsert:
             uid = pod.metadata.uid or ""
-            if uid in self.workers or uid in self._stopping or uid in stop:
+            if uid in self.workers or uid in self._stopping or uid in stop or uid in new:
                 continue
-            worker = self._worker(pod)
-            await worker.start()
+            self._worker(pod)
+            new.append(uid)
+        # Side by side: a burst of new pods does not wait for each other's sandboxes.
+        await asyncio.gather(*(self.workers[uid].start() for uid in new))
+        for uid in new:
             self._on_change(uid)
 
     def _stop(self, uid: str) -> None:

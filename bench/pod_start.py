@@ -8,9 +8,11 @@ with the same limits (cpu 500m, memory 64Mi, pids 1024). One sample is the whole
 life of one container, launch + exit + cleanup:
 
 - native: `NativeRuntime` in this process (uvloop, as the agent), a fresh pod each time:
-  create_pod (pod cgroup, ipc/uts/net namespaces) -> start_container (container
-  cgroup with the limits, overlay root, pivot_root, exec, via the fork server and a
-  monitor) -> wait_container -> remove_pod (cgroups, mounts, directories gone);
+  create_pod (pod directories and cgroup) -> start_container (container cgroup with
+  the limits; through a waiting fork-server helper, a monitor and the init: ipc/uts/net
+  namespaces made and pinned, overlay root, pivot_root, exec) -> wait_container (the
+  monitor sends the exit record once exit.json is durable) -> remove_pod (cgroups and
+  mounts gone, directories moved to the trash that a helper empties in the background);
 - runc, crun: `<rt> --root R run --bundle B <unique id>`; the bundle is `runc spec`
   with args `sh -c 'exit 0'`, no terminal, a writable root (the rootfs directory
   itself: no overlay) and the same cpu/memory/pids limits. crun refuses hybrid cgroup
@@ -66,6 +68,8 @@ from typing import Any
 import psutil
 
 from agent.runtime.base import RuntimeFailure
+from agent.runtime.native import forkclient as native_forkclient
+from agent.runtime.native import namespaces as native_namespaces
 from agent.runtime.native import rootfs as native_rootfs
 from agent.runtime.native import runtime as native_runtime_module
 from agent.runtime.native import syscalls as sc
@@ -153,6 +157,9 @@ def bench_pod(name: str, command: list[str], cpu: str, memory: str) -> dict[str,
                 {
                     "name": "main",
                     "image": "busybox",
+                    # The image is imported, not pulled: measure the launcher, not a pull
+                    # attempt (busybox means :latest, whose default policy is Always).
+                    "imagePullPolicy": "IfNotPresent",
                     "command": command,
                     "resources": {"limits": {"cpu": cpu, "memory": memory}},
                 }
@@ -247,17 +254,16 @@ class NativeSubject:
 
 def _fork_server_profiler() -> None:
     """Runs first in a profiling fork server (`python -I -S`: stdlib only): wraps the steps
-    of sandbox helpers, monitors and container inits to record (step, start, end) with
-    CLOCK_MONOTONIC, the clock of every process, and writes them next to the records:
-    prof.sandbox.json in the pod dir, prof.monitor.json and prof.init.json in the
-    container dir (the init writes through a descriptor opened before pivot_root)."""
-    import builtins
+    of helpers, monitors and container inits to record (step, start, end) with
+    CLOCK_MONOTONIC, the clock of every process, and writes them next to the records in
+    the container dir: prof.monitor.json and prof.init.json (the init writes through a
+    descriptor opened before pivot_root)."""
     import json
     import os
     import sys
     import time
 
-    from agent.runtime.native import forkserver, logs, monitor, rootfs
+    from agent.runtime.native import forkserver, logs, monitor, namespaces, rootfs
     from agent.runtime.native import syscalls as sc
 
     events: list[tuple[str, float, float]] = []
@@ -320,57 +326,39 @@ def _fork_server_profiler() -> None:
     timed(sc, "umount2", "umount2 old root")
     timed(rootfs, "_mount_dev", "/dev (tmpfs, mknod, devpts, shm, mqueue)")
     timed(rootfs, "resolve_user", "resolve_user")
-    timed(forkserver, "loopback_up", "lo up")
+    timed(namespaces, "loopback_up", "lo up")
+    timed(namespaces, "enter", "namespaces: join or make (all of it)")
+    timed(namespaces, "pin", "pin the new namespaces")
     timed(logs, "LogWriter", "open log")
     timed(monitor, "write_json", lambda path, *_: f"write {os.path.basename(path)}")
     timed(monitor, "reply", "reply to agent")
+    original_reply = monitor.reply
+
+    def reply(conn: int, message: dict[str, Any]) -> None:
+        if role[0] == "monitor" and "init_pid" in message:  # the answer to "run"
+            now = clock()
+            mark("CPU time used until the answer (user + system)", now - time.process_time(), now)
+        original_reply(conn, message)
+
+    monitor.reply = reply
     timed(monitor, "_pump", "pump (container runs, exits)")
     timed(monitor, "oom_kills", "read oom counters")
 
-    class TimedFile:
-        def __init__(self, file: Any, label: str) -> None:
-            self.file, self.label, self.start = file, label, clock()
+    original_read_request = forkserver._read_request
 
-        def __enter__(self) -> Any:
-            return self.file.__enter__()
-
-        def __exit__(self, *exc: Any) -> Any:
-            try:
-                return self.file.__exit__(*exc)
-            finally:
-                mark(self.label, self.start)
-
-    def timed_open(file: Any, *args: Any, **kwargs: Any) -> Any:
-        opened = builtins.open(file, *args, **kwargs)
-        name = str(file)
-        if name.endswith("/cgroup.procs"):
-            hierarchy = name.split("/")[4] if name.startswith("/sys/fs/cgroup/") else name
-            return TimedFile(opened, f"attach init to cgroup {hierarchy}")
-        return opened
-
-    monitor.open = timed_open  # type: ignore[attr-defined]
-
-    original_serve = forkserver._serve
-
-    def serve(conn: int) -> None:
-        events.clear()  # forked from the fork server: start this helper's record afresh
+    def read_request(conn: int) -> dict[str, Any]:
+        # A spare helper waits for its request for as long as it takes: only its arrival
+        # counts (a point in time), as the start of this helper's record.
+        request = original_read_request(conn)
+        events.clear()
         role[0] = "helper"
-        mark("start", clock())
-        original_serve(conn)
+        now = clock()
+        mark("request received", now, now)
+        return request
 
-    forkserver._serve = serve
+    forkserver._read_request = read_request
 
-    original_sandbox = forkserver.create_sandbox
-
-    def create_sandbox(request: dict[str, Any]) -> None:
-        role[0] = "sandbox"
-        try:
-            original_sandbox(request)
-        finally:
-            dump(os.path.join(os.path.dirname(request["ns_dir"]), "prof.sandbox.json"))
-
-    forkserver.create_sandbox = create_sandbox
-
+    timed(monitor, "attach_cgroups", "attach init to its cgroups (all hierarchies)")
     original_run = monitor.run
 
     def run(spec: dict[str, Any], conn: int) -> None:
@@ -411,6 +399,8 @@ def _fork_server_profiler() -> None:
         def exec_(argv: list[str], env: dict[str, str]) -> None:
             now = clock()
             mark("execve", now, now)
+            # The CPU the init used since its fork, drawn as a span that ends here.
+            mark("CPU time used until exec (user + system)", now - time.process_time(), now)
             if init_fd[0] >= 0:
                 dump_to(init_fd[0])  # O_CLOEXEC: closed by the exec itself
             original(argv, env)
@@ -475,7 +465,7 @@ class Recorder:
 
 def _rmtree_label(path: Any, *_: Any) -> str:
     name = Path(path).name
-    return f"rmtree {name}" if name in ("upper", "work", "empty") else "rmtree pod and log dirs"
+    return f"rmtree {name}" if name in ("upper", "work", "empty") else "background: rmtree"
 
 
 class ProfiledNative(NativeSubject):
@@ -496,34 +486,37 @@ class ProfiledNative(NativeSubject):
             "    print(f'profiler not installed: {exc!r}', file=sys.stderr)\n"
             "from agent.runtime.native.forkserver import main\nmain()\n"
         )
-        saved = native_runtime_module.BOOTSTRAP
-        native_runtime_module.BOOTSTRAP = bootstrap
+        saved = native_forkclient.BOOTSTRAP
+        native_forkclient.BOOTSTRAP = bootstrap
         try:
             super().__init__(work, layout, cleanup, label="native-profile")
         finally:
-            native_runtime_module.BOOTSTRAP = saved
+            native_forkclient.BOOTSTRAP = saved
         rt, rec = self.runtime, self.recorder
         rec.wrap(rt, "create_pod", "create_pod (all of it)")
         rec.wrap(rt, "start_container", "start_container (all of it)")
         rec.wrap(rt, "wait_container", "wait_container (all of it)")
         rec.wrap(rt, "remove_pod", "remove_pod (all of it)")
         rec.wrap(rt, "_prepare_pod", "prepare pod: dirs, pod.json, /etc files, pod cgroup")
+        rec.wrap(rt, "_prepare_start", "prepare start, one thread call (all of it)")
         rec.wrap(rt, "_prepare_container", "prepare container: dirs, cgroup + limits")
         rec.wrap(rt, "_container_info", "read container records")
+        rec.wrap(rt, "_exit_or_monitor", "read exit.json, monitor.pid")
         rec.wrap(rt, "_exit_or_lost", "read exit.json")
-        rec.wrap(rt, "_teardown", "teardown (all of it)")
+        rec.wrap(rt, "_teardown", "teardown, one thread call (all of it)")
         rec.wrap(rt, "_wait_gone", "teardown: wait for monitor gone")
+        rec.wrap(rt, "_trash", "teardown: move a directory to the trash")
+        rec.wrap(rt, "_sweep_loop", "background: empty the trash (a helper process)")
         rec.wrap(rt.images, "require", "image lookup")
         rec.wrap(rt.images, "layer_dirs", "image layer dirs")
         rec.wrap(rt.cgroups, "create", "cgroup create (+limits)")
         rec.wrap(rt.cgroups, "kill", "cgroup kill")
         rec.wrap(rt.cgroups, "remove", "cgroup remove")
         forkserver = rt._forkserver
-        rec.wrap(forkserver, "connect", "fork server: connect, fork, ack")
-        rec.wrap(
-            forkserver, "request", lambda payload, *_: f"fork server request {payload.get('op')}"
-        )
-        rec.wrap(native_rootfs, "unmount_below", "teardown: unmount namespaces")
+        rec.wrap(forkserver, "_helper", "take a helper (the spare, else connect)")
+        rec.wrap(forkserver, "_fill", "background: ask the fork server for the next spare")
+        rec.wrap(forkserver, "run", "fork server request run (until the monitor answers)")
+        rec.wrap(native_namespaces, "unpin", "teardown: unpin namespaces (one umount)")
         rec.wrap(native_rootfs, "mountinfo", "read /proc/self/mountinfo")
         rec.wrap(native_runtime_module.shutil, "rmtree", _rmtree_label)
         self.timelines: list[list[tuple[str, float, float]]] = []
@@ -531,11 +524,11 @@ class ProfiledNative(NativeSubject):
 
     async def exited(self, pod: Pod) -> None:
         uid = str(pod.metadata.uid)
-        files = (
-            self.runtime.pod_dir(uid) / "prof.sandbox.json",
-            self.runtime.container_dir(uid, "main") / "prof.monitor.json",
-            self.runtime.container_dir(uid, "main") / "prof.init.json",
-        )
+        cdir = self.runtime.container_dir(uid, "main")
+        # The monitor writes its record after it has told us the exit: wait until it is gone.
+        with contextlib.suppress(OSError, ValueError):
+            NativeRuntime._wait_gone(json.loads((cdir / "monitor.pid").read_bytes()))
+        files = (cdir / "prof.monitor.json", cdir / "prof.init.json")
         self._children = []
         for path in files:
             with contextlib.suppress(FileNotFoundError, ValueError):
@@ -555,7 +548,8 @@ class ProfiledNative(NativeSubject):
         offsets: dict[str, list[float]] = {}
         durations: dict[str, list[float]] = {}
         for events in self.timelines[skip:]:
-            t0 = min(start for _, start, _ in events)
+            # From create_pod's start: background work of the previous pod may end here.
+            t0 = min(start for label, start, _ in events if "background:" not in label)
             first: dict[str, float] = {}
             total: dict[str, float] = {}
             for label, start, end in events:

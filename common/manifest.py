@@ -15,12 +15,18 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from common.models import Node, Pod, StatusCause
+from common.models import Deployment, Job, Namespace, Node, Pod, StatusCause
 
-# (apiVersion, kind) -> model. Later kinds (Deployment, Job, Namespace) register here.
-KINDS: dict[tuple[str, str], type[Pod] | type[Node]] = {
+# An object a manifest may hold.
+ManifestObject = Pod | Node | Deployment | Job | Namespace
+
+# (apiVersion, kind) -> model.
+KINDS: dict[tuple[str, str], type[ManifestObject]] = {
     ("v1", "Pod"): Pod,
     ("v1", "Node"): Node,
+    ("v1", "Namespace"): Namespace,
+    ("apps/v1", "Deployment"): Deployment,
+    ("batch/v1", "Job"): Job,
 }
 
 
@@ -237,7 +243,7 @@ def _parse_yaml(text: str) -> list[Any]:
         raise ManifestError(f"malformed YAML{where}: {problem}") from None
 
 
-def load_object(doc: Any, index: int | None = None) -> Pod | Node:
+def load_object(doc: Any, index: int | None = None) -> ManifestObject:
     """Validate one document as the object its apiVersion and kind name."""
     where = f"document {index}: " if index is not None else ""
     if not isinstance(doc, dict):
@@ -276,7 +282,7 @@ def load_object(doc: Any, index: int | None = None) -> Pod | Node:
         ) from None
 
 
-def load_manifests(text: str | bytes, content_type: str = "") -> list[Pod | Node]:
+def load_manifests(text: str | bytes, content_type: str = "") -> list[ManifestObject]:
     """Every object in a manifest file; the first invalid document fails the whole load."""
     docs = parse_documents(text, content_type)
     many = len(docs) > 1

@@ -19,11 +19,14 @@ from pydantic import (
     Field,
     PlainValidator,
     PrivateAttr,
+    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from common.limits import check_annotations, check_env_sizes
 from common.quantity import QuantityError, cpu_millis, memory_bytes, parse_quantity
 
 API_VERSION = "v1"
@@ -116,6 +119,8 @@ def _int_or_string(value: Any) -> int | str:
 Quantity = Annotated[Any, AfterValidator(_check_quantity)]
 IntOrString = Annotated[int | str, PlainValidator(_int_or_string, json_schema_input_type=int | str)]
 Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
+# Keys like label keys, at most 256 KiB in all (common/limits.py).
+Annotations = Annotated[dict[str, str], AfterValidator(check_annotations)]
 
 
 class Model(BaseModel):
@@ -140,6 +145,7 @@ class OwnerReference(Model):
     name: str
     uid: str
     controller: bool | None = None
+    block_owner_deletion: bool | None = None  # accepted; corral's deletion does not wait
 
 
 class ObjectMeta(Model):
@@ -147,12 +153,17 @@ class ObjectMeta(Model):
     namespace: Annotated[str, AfterValidator(check_dns_label)] | None = None
     uid: str | None = None
     labels: Labels = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    annotations: Annotations = Field(default_factory=dict)
     resource_version: str | None = None
     creation_timestamp: datetime | None = None
     deletion_timestamp: datetime | None = None
     generation: int | None = None
     owner_references: list[OwnerReference] | None = None
+
+
+def _check_env(env: list[EnvVar]) -> list[EnvVar]:
+    check_env_sizes([(e.name, e.value) for e in env])  # execve's limits (common/limits.py)
+    return env
 
 
 class EnvVar(Model):
@@ -255,7 +266,9 @@ class Container(Model):
     image: str = Field(min_length=1)
     command: list[str] | None = None
     args: list[str] | None = None
-    env: list[EnvVar] = Field(default_factory=list, max_length=MAX_ENV)
+    env: Annotated[list[EnvVar], AfterValidator(_check_env)] = Field(
+        default_factory=list, max_length=MAX_ENV
+    )
     working_dir: str | None = None
     ports: list[ContainerPort] = Field(default_factory=list)
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
@@ -299,6 +312,8 @@ class PodSpec(Model):
     termination_grace_period_seconds: int = Field(default=30, ge=0)
     host_network: bool = False
     volumes: list[Volume] = Field(default_factory=list)
+    # The node runtime to run the pod with ("native", "docker"); unset: the node's default.
+    runtime_class_name: Annotated[str, AfterValidator(check_dns_subdomain)] | None = None
     # Cached by requests(); private attributes are not fields and never serialized.
     _requests: tuple[int, int] | None = PrivateAttr(default=None)
 
@@ -511,3 +526,294 @@ class Status(Model):
     reason: str = ""
     details: StatusDetails | None = None
     code: int = 500
+
+
+# --- Workloads: Namespace, Deployment (apps/v1), Job (batch/v1), ControllerRevision --------
+
+
+class LabelSelectorRequirement(Model):
+    key: Annotated[str, AfterValidator(check_label_key)]
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"values: must be non-empty when operator is {self.operator}")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"values: must be empty when operator is {self.operator}")
+        for value in self.values:
+            check_label_value(value)
+        return self
+
+
+class LabelSelector(Model):
+    """`matchLabels` and `matchExpressions`, ANDed; an empty selector matches everything."""
+
+    match_labels: Labels = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        for req in self.match_expressions:
+            present = req.key in labels
+            if req.operator == "In" and labels.get(req.key) not in req.values:
+                return False
+            if req.operator == "NotIn" and present and labels[req.key] in req.values:
+                return False
+            if req.operator == "Exists" and not present:
+                return False
+            if req.operator == "DoesNotExist" and present:
+                return False
+        return True
+
+    def to_query(self) -> str:
+        """The selector as a `labelSelector` string: `app=web,tier in (a,b),!legacy`."""
+        parts = [f"{k}={v}" for k, v in sorted(self.match_labels.items())]
+        for req in self.match_expressions:
+            values = ",".join(sorted(req.values))
+            parts.append(
+                {
+                    "In": f"{req.key} in ({values})",
+                    "NotIn": f"{req.key} notin ({values})",
+                    "Exists": req.key,
+                    "DoesNotExist": f"!{req.key}",
+                }[req.operator]
+            )
+        return ",".join(parts)
+
+
+class TemplateMeta(Model):
+    """A pod template's metadata. Generated manifests carry `creationTimestamp: null`."""
+
+    name: str | None = None
+    labels: Labels = Field(default_factory=dict)
+    annotations: Annotations = Field(default_factory=dict)
+    creation_timestamp: datetime | None = None
+
+
+class PodTemplateSpec(Model):
+    metadata: TemplateMeta = Field(default_factory=TemplateMeta)
+    spec: PodSpec
+
+
+def _check_percent_or_count(value: int | str) -> int | str:
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must be greater than or equal to 0")
+    elif not re.fullmatch(r"(100|[1-9]?[0-9])%", value):
+        raise ValueError(f"{value!r} must be an integer or a percentage from 0% to 100%")
+    return value
+
+
+PercentOrCount = Annotated[IntOrString, AfterValidator(_check_percent_or_count)]
+
+
+def _is_zero(value: int | str) -> bool:
+    return value in (0, "0%")
+
+
+class RollingUpdateDeployment(Model):
+    max_surge: PercentOrCount = "25%"
+    max_unavailable: PercentOrCount = "25%"
+
+    @model_validator(mode="after")
+    def _not_both_zero(self) -> RollingUpdateDeployment:
+        if _is_zero(self.max_surge) and _is_zero(self.max_unavailable):
+            raise ValueError("maxUnavailable may not be 0 when maxSurge is 0")
+        return self
+
+
+class DeploymentStrategy(Model):
+    type: Literal["RollingUpdate", "Recreate"] = "RollingUpdate"
+    rolling_update: RollingUpdateDeployment | None = None
+
+    @model_validator(mode="after")
+    def _recreate_alone(self) -> DeploymentStrategy:
+        if self.type == "Recreate" and self.rolling_update is not None:
+            raise ValueError("rollingUpdate may not be specified when strategy type is Recreate")
+        return self
+
+
+def _invalid(loc: tuple[str | int, ...], message: str, value: Any = None) -> ValidationError:
+    """An error at `loc` below the model being validated (a model validator's own location
+    would name the whole spec; this names the field, as Kubernetes does)."""
+    error = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
+    return ValidationError.from_exception_data("invalid", [error])
+
+
+def _check_workload_template(selector: LabelSelector | None, template: PodTemplateSpec) -> None:
+    if selector is not None and not selector.matches(template.metadata.labels):
+        raise _invalid(
+            ("template", "metadata", "labels"),
+            "selector does not match template labels",
+            template.metadata.labels,
+        )
+
+
+class DeploymentSpec(Model):
+    replicas: int = Field(default=1, ge=0)
+    selector: LabelSelector
+    template: PodTemplateSpec
+    strategy: DeploymentStrategy = Field(default_factory=DeploymentStrategy)
+    min_ready_seconds: int = Field(default=0, ge=0)
+    revision_history_limit: int = Field(default=10, ge=0)
+    progress_deadline_seconds: int = Field(default=600, ge=1)
+    paused: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeploymentSpec:
+        if self.selector.empty:
+            raise _invalid(("selector",), "empty selector is invalid for deployment")
+        _check_workload_template(self.selector, self.template)
+        policy = self.template.spec.restart_policy
+        if policy != "Always":
+            raise _invalid(
+                ("template", "spec", "restartPolicy"),
+                f'Unsupported value: "{policy}": supported values: "Always"',
+                policy,
+            )
+        if self.progress_deadline_seconds <= self.min_ready_seconds:
+            raise _invalid(
+                ("progressDeadlineSeconds",),
+                "must be greater than minReadySeconds",
+                self.progress_deadline_seconds,
+            )
+        return self
+
+
+class WorkloadCondition(Model):
+    """A condition of a Deployment or a Job (`Available`, `Progressing`, `Complete`, `Failed`)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str | None = None
+    message: str | None = None
+    last_update_time: datetime | None = None
+    last_probe_time: datetime | None = None
+    last_transition_time: datetime | None = None
+
+
+class DeploymentStatus(Model):
+    observed_generation: int | None = None
+    replicas: int = 0
+    updated_replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    unavailable_replicas: int = 0
+    conditions: list[WorkloadCondition] = Field(default_factory=list)
+    collision_count: int | None = None
+
+
+class Deployment(Model):
+    api_version: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["Deployment"] = "Deployment"
+    metadata: ObjectMeta
+    spec: DeploymentSpec
+    status: DeploymentStatus = Field(default_factory=DeploymentStatus)
+
+
+class JobSpec(Model):
+    template: PodTemplateSpec
+    completions: int | None = Field(default=None, ge=0)
+    parallelism: int | None = Field(default=None, ge=0)
+    backoff_limit: int = Field(default=6, ge=0)
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    completion_mode: Literal["NonIndexed"] = "NonIndexed"
+    suspend: bool = False
+    # Accepted for manifests that carry them; corral finds a Job's pods by ownership.
+    selector: LabelSelector | None = None
+    manual_selector: bool | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        policy = self.template.spec.restart_policy
+        if policy not in ("OnFailure", "Never"):
+            raise _invalid(
+                ("template", "spec", "restartPolicy"),
+                f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"',
+                policy,
+            )
+        _check_workload_template(self.selector, self.template)
+        return self
+
+
+class JobStatus(Model):
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    ready: int | None = None
+    conditions: list[WorkloadCondition] = Field(default_factory=list)
+
+
+class Job(Model):
+    api_version: Literal["batch/v1"] = "batch/v1"
+    kind: Literal["Job"] = "Job"
+    metadata: ObjectMeta
+    spec: JobSpec
+    status: JobStatus = Field(default_factory=JobStatus)
+
+
+class NamespaceSpec(Model):
+    finalizers: list[str] = Field(default_factory=list)
+
+
+class NamespaceStatus(Model):
+    phase: Literal["Active", "Terminating"] = "Active"
+
+
+class Namespace(Model):
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["Namespace"] = "Namespace"
+    metadata: ObjectMeta
+    spec: NamespaceSpec = Field(default_factory=NamespaceSpec)
+    status: NamespaceStatus = Field(default_factory=NamespaceStatus)
+
+    @model_validator(mode="after")
+    def _label_name(self) -> Namespace:
+        try:
+            check_dns_label(self.metadata.name)
+        except ValueError as exc:
+            raise _invalid(("metadata", "name"), str(exc), self.metadata.name) from None
+        if self.metadata.namespace:
+            raise _invalid(
+                ("metadata", "namespace"), "not allowed: namespaces are not namespaced"
+            )
+        return self
+
+
+class ControllerRevision(Model):
+    """One pod template a Deployment has rolled out: `data.spec.template`, numbered."""
+
+    api_version: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["ControllerRevision"] = "ControllerRevision"
+    metadata: ObjectMeta
+    data: dict[str, Any] = Field(default_factory=dict)
+    revision: int = Field(ge=0)
+
+
+class ScaleSpec(Model):
+    replicas: int = Field(default=0, ge=0)
+
+
+class ScaleStatus(Model):
+    replicas: int = 0
+    selector: str = ""
+
+
+class Scale(Model):
+    """The `/scale` subresource of a Deployment."""
+
+    api_version: Literal["autoscaling/v1"] = "autoscaling/v1"
+    kind: Literal["Scale"] = "Scale"
+    metadata: ObjectMeta
+    spec: ScaleSpec = Field(default_factory=ScaleSpec)
+    status: ScaleStatus = Field(default_factory=ScaleStatus)

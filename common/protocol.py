@@ -3,10 +3,13 @@
 Every frame is a msgpack map `{"v": PROTOCOL_VERSION, "type": ..., ...}`.
 
     agent                               scheduler
-      |-- HTTP upgrade, Authorization: Bearer <join token> -->|  refused with 401 before
+      |-- HTTP upgrade, Authorization: Bearer <credential> ->|  refused with 401 before
       |                                                     |  any frame is read
-      |-- hello {node, pods it runs} ---------------------->|
-      |<-- welcome {config, revision, desired pods, stop} --|  full resync, never a replay
+      |-- hello {node, pods it runs} ---------------------->|  must name the credential's node
+      |<-- welcome {config, revision, desired pods, stop, --|  full resync, never a replay
+      |             credential (only after a join token)}   |
+      |-- credential_ack {} (once it is stored) ----------->|  the join token no longer works
+      |                                                     |  for this node
       |-- heartbeat {usage} (every heartbeat_seconds) ----->|
       |-- pod_status {pods, stopped uids} (on change) ----->|
       |-- events {what happened to pods} ------------------>|
@@ -19,6 +22,11 @@ Every frame is a msgpack map `{"v": PROTOCOL_VERSION, "type": ..., ...}`.
 `welcome.pods` is the complete set of incarnations (by uid) the node must run;
 the agent stops anything else it runs (fencing after a partition). Any
 reconnect repeats hello/welcome, so a lost frame is healed by the next resync.
+
+The credential is the join token on a node's first connection, then the node's
+own credential (`scheduler/nodeauth.py`), which the welcome carries once and the
+agent keeps in its state directory. A node speaks only for itself: a report about
+another node's pod is refused with an `error` frame.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from typing import Annotated, Any, Literal
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-PROTOCOL_VERSION = 1
+# 2: welcome.credential and credential_ack (per-node credentials).
+PROTOCOL_VERSION = 2
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 
@@ -75,6 +84,15 @@ class Welcome(Frame):
     config: dict[str, Any] = Field(default_factory=dict)
     pods: list[dict[str, Any]]  # Pod wire form: the full desired set
     stop: list[str] = Field(default_factory=list)  # uids the agent runs that it must stop
+    # The node's own credential, sent only when the link was opened with the join
+    # token: the agent stores it (0600) and presents it instead from then on.
+    credential: str | None = None
+
+
+class CredentialAck(Frame):
+    """Agent -> scheduler: the credential of the welcome is stored; lock the node name."""
+
+    type: Literal["credential_ack"] = "credential_ack"
 
 
 class Heartbeat(Frame):
@@ -160,6 +178,7 @@ class ErrorFrame(Frame):
 AnyFrame = Annotated[
     Hello
     | Welcome
+    | CredentialAck
     | Heartbeat
     | PodStatusUpdate
     | PodEvents

@@ -81,6 +81,7 @@ def occupies_node(pod: Pod) -> bool:
 
 PodListener = Callable[[str, Pod | None, Pod | None], None]
 NodeListener = Callable[[str, Node | None], None]
+ObjectListener = Callable[[Event], None]  # every other key: deployments, jobs, namespaces...
 
 
 class ClusterState:
@@ -98,6 +99,8 @@ class ClusterState:
         self.revision = 0
         self.pod_listeners: list[PodListener] = []
         self.node_listeners: list[NodeListener] = []
+        # Fed from this one watch, so the workload controllers see the same revision order.
+        self.object_listeners: list[ObjectListener] = []
         self.pending_changed = asyncio.Event()
         self.capacity_changed = asyncio.Event()
 
@@ -126,6 +129,9 @@ class ClusterState:
             self._apply_pod(event.kv.key, kv)
         elif event.kv.key.startswith(NODES):
             self._apply_node(event.kv.key, kv)
+        else:
+            for listener in self.object_listeners:
+                listener(event)
         self.revision = event.revision
 
     def _apply_node(self, key: str, kv: KV | None) -> None:

@@ -28,6 +28,28 @@ class SchedulerConfig(DaemonConfig):
         description="an admin API token to accept (stored hashed); if unset and no admin "
         "token exists, one is generated at first start into STATE_DIR/admin-token (0600)",
     )
+    tls_cert: str | None = Field(
+        None, description="certificate (PEM) to serve the API and the agent link over TLS"
+    )
+    tls_key: str | None = Field(None, description="the certificate's private key (PEM)")
+    tls_client_ca: str | None = Field(
+        None,
+        description="require every client (agents, CLI) to present a certificate signed by "
+        "this CA (mutual TLS), in addition to its token",
+    )
+    allow_insecure_http: bool = Field(
+        False,
+        description="serve plain HTTP on an address that is not loopback (tokens then cross "
+        "the network in the clear; a warning is logged)",
+    )
+    allow_host_network: bool = Field(
+        False, description="accept pods with hostNetwork: true (they see the node's network)"
+    )
+    allowed_host_path_prefixes: list[str] = Field(
+        default_factory=list,
+        description="prefixes hostPath volumes may use (comma-separated; none by default: "
+        "every hostPath is refused). Each agent checks its own allowed_host_paths too",
+    )
     metrics_public: bool = Field(
         False, description="serve /metrics without a token (for a scraper on a trusted network)"
     )
@@ -57,6 +79,9 @@ class SchedulerConfig(DaemonConfig):
         8 * 1024 * 1024, gt=0, description="largest request body accepted, in bytes"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log lines: text (for people) or json (one object a line)"
+    )
 
     @field_validator("listen")
     @classmethod
@@ -65,6 +90,27 @@ class SchedulerConfig(DaemonConfig):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"{value!r} is not HOST:PORT")
         return value
+
+    @field_validator("allowed_host_path_prefixes", mode="before")
+    @classmethod
+    def _prefixes(cls, value: object) -> object:
+        if isinstance(value, str):  # from a flag or the environment: /a,/b
+            value = [p for p in value.split(",") if p]
+        if isinstance(value, list):
+            for prefix in value:
+                if not isinstance(prefix, str) or not prefix.startswith("/"):
+                    raise ValueError(f"{prefix!r} is not an absolute path")
+                if ".." in prefix.split("/"):
+                    raise ValueError(f"{prefix!r} must not contain '..'")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SchedulerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        return self
 
     @model_validator(mode="after")
     def _eviction_after_grace(self) -> SchedulerConfig:

@@ -13,6 +13,7 @@ from scheduler.auth import TokenAuth
 from scheduler.cluster import ClusterState
 from scheduler.config import SchedulerConfig
 from scheduler.context import Context
+from scheduler.controllers.manager import Workloads
 from scheduler.controllers.nodelifecycle import NodeLifecycleController
 from scheduler.events import EventRecorder
 from scheduler.hub import Hub
@@ -73,12 +74,15 @@ class ControlPlane:
         self.scheduler = Scheduler(ctx, self.placement)
         self.hub = Hub(ctx, token)
         self.lifecycle = NodeLifecycleController(ctx)
+        self.workloads = Workloads(ctx)  # deployments, jobs, namespaces, garbage collection
+        await self.workloads.load()
         self.metrics.track_cluster(self.cluster)
         for name, coro in (
             ("cluster-watch", self.cluster.run()),
             ("scheduler", self.scheduler.run()),
             ("node-lifecycle", self.lifecycle.run()),
             ("events", self.events.run()),
+            *self.workloads.tasks(),
         ):
             task = asyncio.create_task(coro, name=name)
             task.add_done_callback(self._task_done)

@@ -2,9 +2,13 @@
 
 A session starts with hello -> welcome (a full resync: the node's desired pod
 set and the uids it must stop), then carries heartbeats and pod status reports
-in, and desired-set changes out. Desired changes are derived from store events
-(`on_pod_change`), coalesced per session and sent by the session's sender task,
-so a burst of binds reaches an agent in a few frames.
+in, and desired-set changes out. A link is opened with the join token (a node's
+first connection: the welcome then carries the node's own credential) or with a
+node credential, which binds the link to that node (`scheduler/nodeauth.py`): it
+cannot say it is another node, and its reports about other nodes' pods are refused.
+Desired changes are derived from store events (`on_pod_change`), coalesced per
+session and sent by the session's sender task, so a burst of binds reaches an
+agent in a few frames.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,14 +36,16 @@ from common.models import (
     ObjectMeta,
     Pod,
     PodStatus,
+    check_dns_subdomain,
     now,
 )
 from common.quantity import QuantityError, cpu_millis, memory_bytes
 from scheduler.cluster import TERMINAL_PHASES
 from scheduler.context import Context
 from scheduler.events import node_ref, pod_ref
-from scheduler.objects import encode, node_key
-from scheduler.store import KV, Conflict, NotFound, Op, Store
+from scheduler.nodeauth import AlreadyJoined, Issued, NodeCredentials
+from scheduler.objects import decode, encode, node_key
+from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreUnavailable
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -47,6 +54,15 @@ HELLO_TIMEOUT = 10.0
 
 class LogsUnavailable(Exception):
     """A log stream could not be had from the node (not connected, unknown container...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkAuth:
+    """Who opened a link: the join token (node None) or the credential of `node`."""
+
+    node: str | None = None
+    credential_id: str | None = None
+    confirmed: bool = False
 
 
 def desired_on(pod: Pod | None) -> str | None:
@@ -69,6 +85,7 @@ class AgentSession:
         self.acked_revision = 0
         self.sender: asyncio.Task[None] | None = None
         self.log_streams: dict[int, asyncio.Queue[protocol.LogsChunk | None]] = {}
+        self.credential_id: str | None = None  # issued in this session's welcome
 
     def want(self, pod: Pod) -> None:
         uid = pod.metadata.uid or ""
@@ -95,6 +112,7 @@ class Hub:
         self._errors = ctx.errors
         self._events = ctx.events
         self._token = join_token.encode()
+        self.credentials = NodeCredentials(ctx.store)
         self.sessions: dict[str, AgentSession] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._log_ids = 0
@@ -117,18 +135,26 @@ class Hub:
 
     # -- the WebSocket endpoint ---------------------------------------------
 
-    def authorized(self, request: web.Request) -> bool:
+    async def authenticate(self, request: web.Request) -> LinkAuth | None:
+        """The join token or a node credential from the upgrade request; None if neither."""
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            token.strip().encode(), self._token
-        )
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return None
+        if hmac.compare_digest(token.encode(), self._token):
+            return LinkAuth()
+        record = await self.credentials.authenticate(token)
+        if record is None:
+            return None
+        return LinkAuth(record.node, record.id, record.confirmed)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         from scheduler.api.errors import Unauthorized  # the API owns the error shapes
 
-        if not self.authorized(request):
-            raise Unauthorized("agent link: missing or wrong join token")
+        auth = await self.authenticate(request)
+        if auth is None:
+            raise Unauthorized("agent link: missing or wrong join token or node credential")
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=protocol.MAX_FRAME_BYTES)
         await ws.prepare(request)
         session: AgentSession | None = None
@@ -136,7 +162,7 @@ class Hub:
             hello = await self._read_hello(ws)
             if hello is None:
                 return ws
-            session = await self._start_session(ws, hello, request.remote)
+            session = await self._start_session(ws, hello, request.remote, auth)
             if session is None:
                 return ws
             await self._read_loop(session)
@@ -171,10 +197,62 @@ class Hub:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.send_bytes(protocol.encode(protocol.ErrorFrame(message=message)))
 
+    async def _refuse(
+        self, ws: web.WebSocketResponse, node: str | None, message: str, reason: str
+    ) -> None:
+        """Refuse what a link asked for: an error frame, the log, and an event on the node."""
+        if node is not None:
+            self._events.record(node_ref(node), reason, message, type="Warning")
+        await self._send_error(ws, message)
+
+    async def _admit(
+        self, ws: web.WebSocketResponse, info: protocol.NodeInfo, auth: LinkAuth
+    ) -> tuple[bool, Issued | None]:
+        """May this link be node `info.name`? (admitted, credential to send in the welcome)."""
+        if auth.node is not None:
+            if info.name != auth.node:
+                await self._refuse(
+                    ws,
+                    auth.node,
+                    f"the credential of node {auth.node} cannot be used as node "
+                    f"{info.name!r}; refused",
+                    "LinkRefused",
+                )
+                return False, None
+            if not auth.confirmed and auth.credential_id:
+                await self.credentials.confirm(auth.node, auth.credential_id)  # used: stored
+            return True, None
+        try:
+            issued = await self.credentials.issue(info.name)
+        except AlreadyJoined:
+            await self._refuse(
+                ws,
+                info.name,
+                f"node {info.name} has already joined and must connect with its node "
+                "credential, not the join token; to join it again, delete it first "
+                f"(corral delete node {info.name})",
+                "JoinRefused",
+            )
+            return False, None
+        return True, issued
+
     async def _start_session(
-        self, ws: web.WebSocketResponse, hello: protocol.Hello, remote: str | None
+        self,
+        ws: web.WebSocketResponse,
+        hello: protocol.Hello,
+        remote: str | None,
+        auth: LinkAuth,
     ) -> AgentSession | None:
         info = hello.node
+        try:
+            check_node_info(info)
+        except (ValueError, QuantityError) as exc:
+            await self._send_error(ws, f"node {info.name!r} refused: {exc}")
+            return None
+        # Before the Node object is written: a refused link must not change it.
+        admitted, issued = await self._admit(ws, info, auth)
+        if not admitted:
+            return None
         try:
             node = await self._register(info, remote)
         except (ValueError, ValidationError, QuantityError) as exc:
@@ -186,6 +264,7 @@ class Hub:
             _LOGGER.info("node %s reconnected; closing its previous link", name)
             await previous.ws.close(message=b"replaced by a newer link")
         session = AgentSession(name, ws)
+        session.credential_id = issued.record.id if issued else None
         self.sessions[name] = session
         state = self._cluster.nodes.get(name)
         if state is not None:
@@ -204,6 +283,7 @@ class Hub:
             },
             pods=[p.to_dict() for p in desired],
             stop=stop,
+            credential=issued.credential if issued else None,
         )
         await ws.send_bytes(protocol.encode(welcome))
         self._events.record(node_ref(name), "NodeReady", f"corral-agent on {name} joined")
@@ -220,11 +300,6 @@ class Hub:
 
     async def _register(self, info: protocol.NodeInfo, remote: str | None) -> Node:
         """Create or refresh the Node object, Ready, durably, before the welcome."""
-        for key in ("cpu", "memory"):
-            if key not in info.allocatable:
-                raise ValueError(f"allocatable.{key} is required")
-        cpu_millis(info.allocatable["cpu"])
-        memory_bytes(info.allocatable["memory"])
         key = node_key(info.name)
         kv = await self._store.get(key)
         stamp = now()
@@ -299,6 +374,9 @@ class Hub:
                 self._record_agent_events(session, frame.events)
             elif isinstance(frame, protocol.Ack):
                 session.acked_revision = max(session.acked_revision, frame.revision)
+            elif isinstance(frame, protocol.CredentialAck):
+                if session.credential_id is not None:
+                    self._spawn(self.credentials.confirm(session.node, session.credential_id))
             elif isinstance(frame, protocol.LogsChunk):
                 stream = session.log_streams.get(frame.id)
                 if stream is not None:
@@ -351,10 +429,7 @@ class Hub:
             if pod is None or pod.metadata.uid != report.uid:
                 continue  # a stale incarnation: the welcome/desired set stops it
             if pod.spec.node_name != session.node:
-                self._errors.add(
-                    f"node {session.node} reported pod {pod.key}, "
-                    f"which is bound to {pod.spec.node_name}; ignored"
-                )
+                await self._refuse_report(session, pod, "status")
                 continue
             try:
                 status = PodStatus.model_validate(report.status)
@@ -371,19 +446,25 @@ class Hub:
             results = await asyncio.gather(*(w for *_, w in writes), return_exceptions=True)
             statuses = []
             for (key, uid, status, _), result in zip(writes, results, strict=True):
-                if isinstance(result, Conflict):
+                if isinstance(result, Conflict | StoreUnavailable):
                     statuses.append((key, uid, status))  # changed meanwhile: merge again
                 elif isinstance(result, BaseException) and not isinstance(result, NotFound):
                     self._errors.add(f"status of {key}: {result}")
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.05)
 
     def _status_write(
         self, key: str, uid: str, status: PodStatus
     ) -> Awaitable[list[KV]] | None:
-        """Queue the write of an agent's status for the pod, if the pod and status changed."""
-        kv = self._cluster.pod_kvs.get(key)
-        pod = self._cluster.pods.get(key)
-        if kv is None or pod is None or pod.metadata.uid != uid:
+        """Queue the write of an agent's status for the pod, if the pod and status changed.
+
+        Built on the store's latest value, queued writes included: two reports for
+        one pod within one commit (Pending, then Running) must both land, in order.
+        """
+        kv = self._store.latest(key)
+        if kv is None:
+            return None
+        pod = decode(kv, Pod)
+        if pod.metadata.uid != uid:
             return None
         # The scheduler owns PodScheduled; the agent owns the rest of the status.
         kept = [c for c in pod.status.conditions if c.type == "PodScheduled"]
@@ -399,8 +480,11 @@ class Hub:
         for ev in events:
             key = self._cluster.by_uid.get(ev.uid)
             pod = self._cluster.pods.get(key) if key else None
-            if pod is None or pod.spec.node_name != session.node:
-                continue  # only a pod's own node speaks for it
+            if pod is None:
+                continue
+            if pod.spec.node_name != session.node:  # only a pod's own node speaks for it
+                self._spawn(self._refuse_report(session, pod, "events"))
+                continue
             try:
                 stamp: datetime | None = datetime.fromisoformat(ev.timestamp)
             except ValueError:
@@ -423,10 +507,28 @@ class Hub:
             pod = self._cluster.pods.get(key) if key else None
             if kv is None or pod is None or key is None or pod.metadata.uid != uid:
                 continue
-            if pod.metadata.deletion_timestamp is None or pod.spec.node_name != session.node:
+            if pod.spec.node_name != session.node:
+                await self._refuse_report(session, pod, "a stop")
+                continue
+            if pod.metadata.deletion_timestamp is None:
                 continue
             with contextlib.suppress(Conflict, NotFound):
                 await self._store.delete(key, expect=kv.mod_revision)
+
+    async def _refuse_report(self, session: AgentSession, pod: Pod, what: str) -> None:
+        """A node spoke for a pod bound elsewhere: refuse, log, record, tell the agent."""
+        message = (
+            f"node {session.node} reported {what} for pod {pod.key}, which is bound to "
+            f"{pod.spec.node_name or 'no node'}; refused"
+        )
+        await self._refuse(session.ws, session.node, message, "ReportRefused")
+
+    async def forget_node(self, name: str) -> None:
+        """The node was deleted: revoke its credential and drop its link."""
+        await self.credentials.revoke(name)
+        session = self.sessions.get(name)
+        if session is not None:
+            await session.ws.close(message=b"node deleted; its credential is revoked")
 
     async def stream_logs(
         self,
@@ -499,6 +601,16 @@ class Hub:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def check_node_info(info: protocol.NodeInfo) -> None:
+    """A hello's node: a valid name and the quantities placement needs; ValueError if not."""
+    check_dns_subdomain(info.name)
+    for key in ("cpu", "memory"):
+        if key not in info.allocatable:
+            raise ValueError(f"allocatable.{key} is required")
+    cpu_millis(info.allocatable["cpu"])
+    memory_bytes(info.allocatable["memory"])
 
 
 _marking: set[str] = set()

@@ -6,18 +6,24 @@ import asyncio
 import gc
 import logging
 import signal
+import ssl
 import sys
 
 from aiohttp import web
 
 from common.config import ConfigError, load_config
+from common.logs import setup_logging
+from common.sdnotify import Notifier
+from scheduler import service
 from scheduler.api.app import create_app
+from scheduler.api.common import CONTROL_PLANE
 from scheduler.config import ENV_PREFIX, SchedulerConfig
+from scheduler.transport import listener
 
 _LOGGER = logging.getLogger("scheduler")
 
 
-async def serve(config: SchedulerConfig) -> None:
+async def serve(config: SchedulerConfig, ssl_context: ssl.SSLContext | None = None) -> None:
     # The scheduler keeps every object in memory: millions of long-lived objects
     # that the cyclic GC would otherwise traverse again and again. Collect the
     # young generation less often; frozen startup objects are never traversed.
@@ -26,20 +32,34 @@ async def serve(config: SchedulerConfig) -> None:
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=1024, reuse_address=True)
+    site = web.TCPSite(
+        runner,
+        config.host,
+        config.port,
+        backlog=1024,
+        reuse_address=True,
+        ssl_context=ssl_context,
+    )
+    scheme = "https" if ssl_context is not None else "http"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier.from_environment()  # systemd's Type=notify (no-op outside systemd)
+    keepalive: asyncio.Task[None] | None = None
     try:
         await site.start()
         for sock in site._server.sockets if site._server else []:  # the real port when 0 was asked
             host, port = sock.getsockname()[:2]
-            _LOGGER.info("serving the API on http://%s:%d", host, port)
-            print(f"corral-scheduler listening on http://{host}:{port}", flush=True)
+            _LOGGER.info("serving the API on %s://%s:%d", scheme, host, port)
+            print(f"corral-scheduler listening on {scheme}://{host}:{port}", flush=True)
+        keepalive = service.announce(notifier, app[CONTROL_PLANE], site)
         await stop.wait()
+        notifier.notify("STOPPING=1", "STATUS=shutting down")
         _LOGGER.info("shutting down")
     finally:
+        if keepalive is not None:
+            keepalive.cancel()
         await runner.cleanup()
 
 
@@ -52,13 +72,13 @@ def main(argv: list[str] | None = None) -> int:
             description="corral's control plane: the API, the store, placement and node health.",
             env_prefix=ENV_PREFIX,
         )
+        ssl_context, insecure = listener(config)
     except ConfigError as exc:
         print(f"corral-scheduler: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(config.log_level, config.log_format)
+    if insecure:
+        _LOGGER.warning("%s", insecure)
     try:
         import uvloop
 
@@ -66,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         runner = asyncio.run
     try:
-        runner(serve(config))
+        runner(serve(config, ssl_context))
     except OSError as exc:
         print(f"corral-scheduler: {exc}", file=sys.stderr)
         return 1

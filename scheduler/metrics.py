@@ -104,6 +104,12 @@ class _ClusterCollector(Collector):
         yield GaugeMetricFamily(
             "corral_pending_pods", "Pods waiting for a node", value=len(cluster.pending)
         )
+        oldest = min(cluster.pending.values(), default=None)  # for "pending too long" alerts
+        yield GaugeMetricFamily(
+            "corral_pending_oldest_seconds",
+            "How long the pod waiting longest for a node has waited (0: none waits)",
+            value=0.0 if oldest is None else round(time.monotonic() - oldest, 3),
+        )
         nodes = GaugeMetricFamily("corral_nodes", "Nodes by readiness", labels=["condition"])
         ready = sum(1 for n in cluster.nodes.values() if n.ready)
         nodes.add_metric(["Ready"], ready)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from common.models import Event, Model, Node, Pod
+from common.models import Model
 from scheduler.store import KV
 
 PODS = "/pods/"
 NODES = "/nodes/"
 
-T = TypeVar("T", Pod, Node, Event)
+T = TypeVar("T", bound=Model)
 
 
 def pod_key(namespace: str, name: str) -> str:
@@ -50,9 +50,10 @@ def with_resource_version(kv: KV) -> bytes:
     return kv.value.replace(_META, b'%s"resourceVersion":"%d",' % (_META, kv.mod_revision), 1)
 
 
-def list_json(kind: str, items: list[KV], revision: int) -> bytes:
+def list_json(kind: str, items: list[KV], revision: int, api_version: str = "v1") -> bytes:
     """A Kubernetes list (`PodList`, `NodeList`) assembled from stored JSON without re-encoding."""
-    head = b'{"apiVersion":"v1","kind":"%s","metadata":{"resourceVersion":"%d"},"items":[' % (
+    head = b'{"apiVersion":"%s","kind":"%s","metadata":{"resourceVersion":"%d"},"items":[' % (
+        api_version.encode(),
         kind.encode(),
         revision,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -55,6 +56,7 @@ class SchedulerProcess:
         self.port = 0
         self.log_path = state_dir / "scheduler.log"
         self.token = ADMIN_TOKEN
+        self.ssl_context: ssl.SSLContext | None = None  # set to talk to a TLS scheduler
 
     def start(self) -> None:
         port = self.port or 0
@@ -133,7 +135,7 @@ class SchedulerProcess:
         for key, value in (headers or {}).items():
             req.add_header(key, value)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl_context) as resp:
                 return ApiResponse(resp.status, resp.read(), dict(resp.headers))
         except urllib.error.HTTPError as err:
             return ApiResponse(err.code, err.read(), dict(err.headers))

@@ -1,1 +1,1 @@
-"""Runtimes: one interface (`base.Runtime`), implementations `native` and (later) `docker`."""
+"""Runtimes: one interface (`base.Runtime`), two implementations (`native`, `docker`)."""

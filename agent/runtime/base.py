@@ -7,6 +7,8 @@ Who calls what:
                                             each container running (adopted) or exited
       create_pod(pod)          ---------->  the sandbox: pod cgroup, shared namespaces
                                             (net, ipc, uts), volume directories. Idempotent.
+      ensure_image(pod, c, ev) ---------->  the container's image, pulled first if its
+                                            imagePullPolicy says so (events Pulling, Pulled)
       start_container(pod, c)  ---------->  launch one container; returns once it runs
       wait_container(uid, c)   ---------->  resolves with its exit, also for adopted ones
       stop_container(uid, c, grace) ----->  SIGTERM, grace, then SIGKILL of its cgroup
@@ -21,6 +23,7 @@ re-adopt them (pids, start times, exit records) under the state directory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +38,9 @@ class RuntimeFailure(Exception):
     def __init__(self, message: str, reason: str = "RunContainerError") -> None:
         super().__init__(message)
         self.reason = reason  # Kubernetes-style reason: RunContainerError, ErrImageNeverPull...
+
+
+EventCallback = Callable[[str, str, str], None]  # reason, message, "Normal" | "Warning"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,15 @@ class Runtime(Protocol):
     async def recover(self) -> list[PodInfo]: ...
 
     async def create_pod(self, pod: Pod) -> None: ...
+
+    async def ensure_image(self, pod: Pod, container: str, events: EventCallback) -> None:
+        """Make the container's image runnable as its imagePullPolicy says (Kubernetes'
+        default when unset: Always for `:latest` or no tag, else IfNotPresent), pulling it
+        if need be; `events(reason, message, kind)` gets Pulling and Pulled (with the time
+        taken). Called by the supervisor before each start_container; concurrent calls for
+        one image share a pull. RuntimeFailure with reason ErrImagePull (the registry's
+        message, never a credential), ErrImageNeverPull or InvalidImageName otherwise."""
+        ...
 
     async def start_container(self, pod: Pod, container: str) -> ContainerInfo: ...
 

@@ -8,7 +8,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from scheduler.api import events, nodes, openapi, ops, pods, tokens
+from scheduler.api import (
+    access,
+    events,
+    namespaces,
+    nodes,
+    openapi,
+    ops,
+    pods,
+    tokens,
+    ui,
+    usage,
+    watch,
+    workloads,
+)
 from scheduler.api.common import CONTROL_PLANE, json_response
 from scheduler.api.errors import (
     ApiError,
@@ -82,8 +95,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 # Reachable without an API token: probes of the process itself, the API's own
-# description, and the agent link (which checks the join token itself).
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/api/v1/agent"})
+# description, the agent link (which checks the join token itself) and the status
+# page `/` (which checks a token itself: from the header, ?token= or its cookie; ui.py).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/api/v1/agent", "/"})
 ADMIN_ONLY_PREFIXES = ("/api/v1/tokens",)
 
 
@@ -121,6 +135,7 @@ def create_app(
         middlewares=[error_middleware, auth_middleware], client_max_size=config.max_body_bytes
     )
     app[CONTROL_PLANE] = cp
+    access.install(app)  # request ids and the access log, outermost
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         await cp.start()
@@ -144,5 +159,10 @@ def create_app(
     app.router.add_routes(tokens.ROUTES)
     app.router.add_routes(ops.ROUTES)
     app.router.add_routes(openapi.ROUTES)
+    app.router.add_routes(ui.ROUTES)
+    app.router.add_routes(namespaces.ROUTES)
+    app.router.add_routes(workloads.ROUTES)
+    app.router.add_routes(usage.ROUTES)
+    watch.setup(app)  # ?watch=true streams, ended on shutdown
     app.router.add_get("/api/v1/agent", agent_link)
     return app

@@ -8,10 +8,14 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from common.models import Event
+from common.selector import SelectorError, parse_selector
+from common.selector import matches as selector_matches
 from scheduler.api.common import json_response, namespace_param, plane
 from scheduler.api.errors import BadRequest
+from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.events import EVENTS, event_key
 from scheduler.objects import decode, list_json
+from scheduler.store import KV
 
 _FIELDS: dict[str, Callable[[Event], str]] = {
     "involvedObject.kind": lambda e: e.involved_object.kind,
@@ -23,7 +27,7 @@ _FIELDS: dict[str, Callable[[Event], str]] = {
 }
 
 
-async def list_events(request: web.Request) -> web.Response:
+async def list_events(request: web.Request) -> web.StreamResponse:
     """Events, oldest first (`fieldSelector=involvedObject.name=web,reason=BackOff`)."""
     namespace = namespace_param(request) if "namespace" in request.match_info else None
     wanted: list[tuple[Callable[[Event], str], str]] = []
@@ -35,10 +39,24 @@ async def list_events(request: web.Request) -> web.Response:
                 f"fieldSelector: {expr!r} is not supported (supported: {', '.join(_FIELDS)})"
             )
         wanted.append((_FIELDS[field], value.lstrip("=").strip()))
+    try:
+        labels = parse_selector(request.query.get("labelSelector"))
+    except SelectorError as exc:
+        raise BadRequest(f"labelSelector: {exc}") from None
+
+    def keep(kv: KV) -> bool:
+        event = decode(kv, Event)
+        return all(get(event) == v for get, v in wanted) and (
+            not labels or selector_matches(labels, event.metadata.labels)
+        )
+
     store = plane(request).store
-    kvs, revision = await store.list(event_key(namespace, "") if namespace else EVENTS)
-    if wanted:
-        kvs = [kv for kv in kvs if all(get(decode(kv, Event)) == v for get, v in wanted)]
+    prefix = event_key(namespace, "") if namespace else EVENTS
+    if wants_watch(request):
+        return await serve_watch(request, prefix, keep if wanted or labels else None)
+    kvs, revision = await store.list(prefix)
+    if wanted or labels:
+        kvs = [kv for kv in kvs if keep(kv)]
     epoch = datetime.min.replace(tzinfo=UTC)
     kvs.sort(key=lambda kv: (decode(kv, Event).last_timestamp or epoch, kv.mod_revision))
     return json_response(list_json("EventList", kvs, revision))

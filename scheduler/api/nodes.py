@@ -13,6 +13,7 @@ from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
 from scheduler.api.common import json_response, name_param, plane
 from scheduler.api.errors import BadRequest, ConflictError, NotFoundError
+from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.cluster import NodeState
 from scheduler.controlplane import ControlPlane
 from scheduler.eviction import evict
@@ -41,12 +42,18 @@ def _live(cp: ControlPlane, kv: KV) -> dict[str, object]:
     return data
 
 
-async def list_nodes(request: web.Request) -> web.Response:
+async def list_nodes(request: web.Request) -> web.StreamResponse:
     cp = plane(request)
     try:
         selector = parse_selector(request.query.get("labelSelector"))
     except SelectorError as exc:
         raise BadRequest(f"labelSelector: {exc}") from None
+    if wants_watch(request):  # the stored nodes, without live usage (scheduler/api/watch.py)
+        return await serve_watch(
+            request,
+            NODES,
+            lambda kv: selector_matches(selector, decode(kv, Node).metadata.labels),
+        )
     kvs, revision = await cp.store.list(NODES)
     items = [
         _live(cp, kv)
@@ -136,9 +143,13 @@ async def drain(request: web.Request) -> web.Response:
 
 
 async def delete_node(request: web.Request) -> web.Response:
+    """Forget a node: revoke its credential, drop its link, move its pods elsewhere."""
     cp = plane(request)
     name = name_param(request)
     kv = await _get_kv(cp, name)
+    # The credential goes first: if we stop half-way, the node can only join again
+    # with the join token, never keep acting with the old credential.
+    await cp.hub.credentials.revoke(name)
     try:
         await cp.store.delete(kv.key, expect=kv.mod_revision)
     except (Conflict, NotFound):
@@ -146,9 +157,7 @@ async def delete_node(request: web.Request) -> web.Response:
             f'nodes "{name}" changed meanwhile; try again', name=name, kind="nodes"
         ) from None
     await _move_pods(cp, name, "NodeLost", f"node {name} was deleted")
-    session = cp.hub.sessions.get(name)
-    if session is not None:
-        await session.ws.close(message=b"node deleted")
+    await cp.hub.forget_node(name)
     return json_response(_live(cp, kv))
 
 

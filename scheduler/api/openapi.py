@@ -8,8 +8,22 @@ from typing import Any
 from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
-from common.models import Event, Node, Pod, Status
+from common.models import (
+    _DNS_LABEL,
+    _DNS_SUBDOMAIN,
+    ControllerRevision,
+    Deployment,
+    Event,
+    Job,
+    Namespace,
+    Node,
+    Pod,
+    Scale,
+    Status,
+)
+from scheduler.api import tokens
 from scheduler.api.common import json_response
+from scheduler.api.workloads import OPENAPI_SHAPES
 
 # What each route takes and returns: (request body schema, success code, response schema).
 _SHAPES: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
@@ -28,9 +42,24 @@ _SHAPES: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
     ("GET", "/api/v1/events"): (None, 200, "EventList"),
     ("GET", "/api/v1/namespaces/{namespace}/events"): (None, 200, "EventList"),
 }
+_SHAPES |= {
+    ("GET", "/api/v1/namespaces"): (None, 200, "NamespaceList"),
+    ("POST", "/api/v1/namespaces"): ("Namespace", 201, "Namespace"),
+    ("GET", "/api/v1/namespaces/{name}"): (None, 200, "Namespace"),
+    ("PUT", "/api/v1/namespaces/{name}"): ("Namespace", 200, "Namespace"),
+    ("DELETE", "/api/v1/namespaces/{name}"): (None, 200, "Namespace"),
+    **OPENAPI_SHAPES,
+    **tokens.OPENAPI_SHAPES,
+}
+_MODELS = (
+    *(Pod, Node, Status, Event, Namespace, Deployment, Job, ControllerRevision, Scale),
+    *tokens.OPENAPI_MODELS,
+)
+# Every list also takes these (scheduler/api/watch.py).
+_WATCH_QUERY = ["labelSelector", "watch", "resourceVersion", "timeoutSeconds"]
 _QUERY = {
-    "/api/v1/pods": ["labelSelector", "fieldSelector", "limit"],
-    "/api/v1/namespaces/{namespace}/pods": ["labelSelector", "fieldSelector", "limit"],
+    "/api/v1/pods": ["labelSelector", "fieldSelector", "limit", "continue"],
+    "/api/v1/namespaces/{namespace}/pods": ["labelSelector", "fieldSelector", "limit", "continue"],
     "/api/v1/nodes": ["labelSelector"],
     "/api/v1/events": ["fieldSelector"],
     "/api/v1/namespaces/{namespace}/events": ["fieldSelector"],
@@ -44,18 +73,28 @@ _QUERY = {
 }
 
 
+_STRING = {"type": "string"}
+# What the routes accept in the path (scheduler/api/common.py): names are checked before
+# anything is looked up, so the document says so (and a fuzzer knows valid from invalid).
+_PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "namespace": {"type": "string", "pattern": _DNS_LABEL.pattern},
+    "name": {"type": "string", "pattern": _DNS_SUBDOMAIN.pattern},
+}
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
 def build(app: web.Application) -> dict[str, Any]:
     _, defs = models_json_schema(
-        [(Pod, "validation"), (Node, "validation"), (Status, "validation"), (Event, "validation")],
+        [(m, "validation") for m in _MODELS],
         by_alias=True,
         ref_template="#/components/schemas/{model}",
     )
     schemas = dict(defs.get("$defs", {}))
-    for kind, item in (("PodList", "Pod"), ("NodeList", "Node"), ("EventList", "Event")):
+    lists = ("Pod", "Node", "Event", "Namespace", "Deployment", "Job", "ControllerRevision")
+    for kind, item in ((f"{name}List", name) for name in lists):
         schemas[kind] = {
             "type": "object",
             "properties": {
@@ -87,7 +126,7 @@ def build(app: web.Application) -> dict[str, Any]:
             },
         }
         params = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": p, "in": "path", "required": True, "schema": _PATH_SCHEMAS.get(p, _STRING)}
             for p in re.findall(r"{(\w+)}", path)
         ]
         params += [
@@ -103,6 +142,14 @@ def build(app: web.Application) -> dict[str, Any]:
                     "schema": {"type": "integer", "minimum": 0},
                 }
             )
+        listing = _SHAPES.get((route.method, path), (None, 0, None))[2] or ""
+        if listing.endswith("List"):
+            known = {p["name"] for p in params}
+            params += [
+                {"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
+                for q in _WATCH_QUERY
+                if q not in known
+            ]
         if params:
             op["parameters"] = params
         shape = _SHAPES.get((route.method, path))

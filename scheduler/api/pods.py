@@ -12,6 +12,7 @@ from common.manifest import ManifestError, is_list, load_object
 from common.models import Pod, PodStatus, StatusCause, now
 from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
+from scheduler.admission import admit
 from scheduler.api.common import (
     int_param,
     json_response,
@@ -27,6 +28,9 @@ from scheduler.api.errors import (
     Invalid,
     NotFoundError,
 )
+from scheduler.api.generic import require_namespace
+from scheduler.api.paging import page, with_continue
+from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.hub import LogsUnavailable
 from scheduler.objects import (
     PODS,
@@ -102,8 +106,11 @@ async def create_pods(request: web.Request) -> web.Response:
         raise BadRequest(f"expected one object (a Pod or a PodList), got {len(docs)} documents")
     doc = docs[0]
     store = plane(request).store
+    await require_namespace(store, namespace)  # 404 if it does not exist, as in Kubernetes
+    config = plane(request).config
     if not is_list(doc):
         pod = _validate(doc, namespace)
+        admit(config, pod)  # hostNetwork, hostPath: by the scheduler's options
         key = pod_key(namespace, pod.metadata.name)
         try:
             kv = await store.put(key, encode(pod), obj=pod, expect=0)
@@ -116,6 +123,8 @@ async def create_pods(request: web.Request) -> web.Response:
     if len(items) > MAX_BATCH:
         raise BadRequest(f"a batch holds at most {MAX_BATCH} pods, got {len(items)}")
     pods = [_validate(item, namespace, f"items[{i}].") for i, item in enumerate(items)]
+    for i, pod in enumerate(pods):
+        admit(config, pod, f"items[{i}].")
     seen: set[str] = set()
     for i, pod in enumerate(pods):
         if pod.metadata.name in seen:
@@ -173,17 +182,20 @@ def _filters(request: web.Request) -> Callable[[Pod], bool] | None:
     return keep
 
 
-async def list_pods(request: web.Request) -> web.Response:
+async def list_pods(request: web.Request) -> web.StreamResponse:
     namespace = namespace_param(request) if "namespace" in request.match_info else None
     keep = _filters(request)
     prefix = pod_key(namespace, "") if namespace else PODS
+    if wants_watch(request):  # ?watch=true: a stream of changes (scheduler/api/watch.py)
+        test = keep
+        return await serve_watch(
+            request, prefix, None if test is None else lambda kv: test(decode(kv, Pod))
+        )
     kvs, revision = await plane(request).store.list(prefix)
     if keep is not None:
         kvs = [kv for kv in kvs if keep(decode(kv, Pod))]
-    limit = int_param(request, "limit", minimum=1)
-    if limit is not None:
-        kvs = kvs[:limit]
-    return json_response(list_json("PodList", kvs, revision))
+    kvs, more = page(request, kvs, prefix)  # ?limit= and ?continue= (api/paging.py)
+    return json_response(with_continue(list_json("PodList", kvs, revision), more))
 
 
 async def get_pod(request: web.Request) -> web.Response:

@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.models import StatusCause
 from scheduler.api.common import json_response, plane, read_documents
 from scheduler.api.errors import BadRequest, Invalid, NotFoundError
+from scheduler.auth import TokenRecord
+
+MAX_DESCRIPTION = 200
+
+
+class TokenRequest(BaseModel):
+    """The body of POST /api/v1/tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["admin", "viewer"]
+    description: str = Field("", max_length=MAX_DESCRIPTION)
+
+
+class TokenCreated(TokenRecord):
+    """The answer to POST /api/v1/tokens: the record and, this once, the token."""
+
+    token: str
+
+
+class TokenList(BaseModel):
+    kind: Literal["TokenList"] = "TokenList"
+    items: list[TokenRecord]
+
+
+# For scheduler/api/openapi.py: the shapes of these routes.
+OPENAPI_MODELS = (TokenRequest, TokenCreated, TokenList)
+OPENAPI_SHAPES: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
+    ("GET", "/api/v1/tokens"): (None, 200, "TokenList"),
+    ("POST", "/api/v1/tokens"): ("TokenRequest", 201, "TokenCreated"),
+    ("DELETE", "/api/v1/tokens/{id}"): (None, 200, "TokenRecord"),
+}
 
 
 async def create_token(request: web.Request) -> web.Response:
@@ -35,8 +69,17 @@ async def create_token(request: web.Request) -> web.Response:
             ],
         )
     description = body.get("description", "")
-    if not isinstance(description, str):
-        raise Invalid("description must be a string")
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+        raise Invalid(
+            f"description must be a string of at most {MAX_DESCRIPTION} characters",
+            causes=[
+                StatusCause(
+                    reason="FieldValueInvalid",
+                    message=f"a string of at most {MAX_DESCRIPTION} characters",
+                    field="description",
+                )
+            ],
+        )
     record, token = await plane(request).auth.create(role, description)
     return json_response({**record.model_dump(), "token": token}, status=201)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,10 +26,10 @@ class ConnectionFailed(ClientError):
     """The server could not be reached at all (refused, unknown host, timeout)."""
 
     def __init__(self, server: str, reason: str) -> None:
-        super().__init__(
-            f"cannot connect to the corral server at {server}: {reason} "
-            "(is corral-scheduler running? set --server or CORRAL_SERVER)"
-        )
+        hint = "is corral-scheduler running? set --server or CORRAL_SERVER"
+        if "certificate" in reason.lower() or "ssl" in reason.lower():
+            hint = "TLS: set --ca-file or CORRAL_CA_FILE to the cluster's CA (corral certs)"
+        super().__init__(f"cannot connect to the corral server at {server}: {reason} ({hint})")
         self.server = server
         self.reason = reason
 
@@ -98,10 +99,17 @@ def _phrase(code: int) -> str:
 class Client:
     """Blocking JSON requests to one server, with an optional bearer token."""
 
-    def __init__(self, server: str, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.server = server.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.ssl_context = ssl_context  # for https: verifies the server (common/tls.py)
 
     def request(
         self,
@@ -128,7 +136,8 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token}"
         req = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            context = self.ssl_context
+            with urllib.request.urlopen(req, timeout=self.timeout, context=context) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             with exc:
@@ -159,7 +168,7 @@ class Client:
         req = urllib.request.Request(url, headers=headers, method="GET")
         try:
             # No read timeout: a followed log may be quiet for a long time.
-            resp = urllib.request.urlopen(req, timeout=None)
+            resp = urllib.request.urlopen(req, timeout=None, context=self.ssl_context)
         except urllib.error.HTTPError as exc:
             with exc:
                 raise ApiError.from_response(exc.code, exc.read()) from None

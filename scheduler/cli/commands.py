@@ -83,6 +83,11 @@ def _now() -> datetime:
 
 def get(client: Client, args: argparse.Namespace) -> int:
     """`corral get pods|nodes [NAME]`."""
+    from scheduler.cli.verbs import dispatch_get
+
+    handled = dispatch_get(client, args)  # other kinds, `all` and `-w`
+    if handled is not None:
+        return handled
     kind = resource(args.resource)
     ns = namespace_of(args) if kind in ("pods", "events") else None
     query = {"labelSelector": args.selector, "fieldSelector": args.field_selector}
@@ -153,7 +158,11 @@ def _events_for(client: Client, kind: str, name: str, namespace: str) -> list[Ob
 def describe(client: Client, args: argparse.Namespace) -> int:
     """`corral describe pod|node NAME`."""
     from scheduler.cli.describe import describe_node, describe_pod
+    from scheduler.cli.verbs import dispatch_describe
 
+    handled = dispatch_describe(client, args)  # deployments, jobs, namespaces
+    if handled is not None:
+        return handled
     kind = resource(args.resource)
     if kind == "pods":
         ns = namespace_of(args) or "default"
@@ -172,20 +181,10 @@ def describe(client: Client, args: argparse.Namespace) -> int:
 
 
 def apply(client: Client, args: argparse.Namespace) -> int:
-    """`corral apply -f FILE`: create each pod; an existing one is left or updated in place."""
-    from scheduler.cli.manifests import read_pods
+    """`corral apply -f FILE`: create each object; an existing one is left or updated in place."""
+    from scheduler.cli.apply import apply as apply_objects
 
-    failed = False
-    for item in read_pods(args.filename, args.namespace):
-        try:
-            out(_apply_pod(client, item))
-        except ApiError as error:
-            err(api_error_text(error))
-            failed = True
-        except CommandError as error:
-            err(f"error: {error}")
-            failed = True
-    return 1 if failed else 0
+    return apply_objects(client, args)  # every kind; pods through _apply_pod
 
 
 def _apply_pod(client: Client, item: PodManifest) -> str:
@@ -218,6 +217,11 @@ def _apply_pod(client: Client, item: PodManifest) -> str:
 
 def delete(client: Client, args: argparse.Namespace) -> int:
     """`corral delete pod|node NAME...` or `corral delete -f FILE`."""
+    from scheduler.cli.verbs import dispatch_delete
+
+    handled = dispatch_delete(client, args)  # -f, and kinds beyond pods and nodes
+    if handled is not None:
+        return handled
     grace = None if args.grace_period is None else str(args.grace_period)
     targets: list[tuple[str, str | None, str]] = []  # (kind, namespace, name)
     if args.filename:
@@ -301,8 +305,10 @@ def status(client: Client, args: argparse.Namespace) -> int:
 
 def logs(client: Client, args: argparse.Namespace) -> int:
     """Print (or follow) a container's log, read by its node's agent."""
+    from scheduler.cli.verbs import resolve_log_target
+
     namespace = namespace_of(args) or "default"
-    path = pods_path(namespace, args.pod) + "/log"
+    path = pods_path(namespace, resolve_log_target(client, args)) + "/log"  # or deploy/NAME
     query = {
         "container": args.container,
         "follow": "true" if args.follow else None,

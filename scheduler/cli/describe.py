@@ -190,6 +190,7 @@ def describe_pod(pod: Object, now: datetime) -> str:
             ("IP", status.get("podIP") or status.get("hostIP")),
             ("UID", meta.get("uid")),
             ("Restart Policy", spec.get("restartPolicy")),
+            ("Controlled By", _controller(meta)),
             ("Node Selector", mapping(spec["nodeSelector"]) if spec.get("nodeSelector") else None),
         ]
     )
@@ -211,6 +212,14 @@ def describe_pod(pod: Object, now: datetime) -> str:
             detail = (vol.get("hostPath") or {}).get("path", "")
             w.line(f"{vol.get('name', '')}: {source} {detail}".rstrip(), 2)
     return w.text()
+
+
+def _controller(meta: Object) -> str | None:
+    """`Deployment/web`: the owner with `controller: true`, as kubectl shows it."""
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller"):
+            return f"{ref.get('kind', '')}/{ref.get('name', '')}"
+    return None
 
 
 # --- nodes ---------------------------------------------------------------------------------

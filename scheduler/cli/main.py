@@ -7,10 +7,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from scheduler.cli import commands, up
+from scheduler.cli import certs, commands, install, up, verbs
 from scheduler.cli.client import ApiError, Client, ConnectionFailed
 from scheduler.cli.errors import CommandError
-from scheduler.cli.settings import DEFAULT_SERVER, SettingsError, resolve
+from scheduler.cli.settings import DEFAULT_SERVER, SettingsError, resolve, ssl_context
 
 Command = Callable[[Client, argparse.Namespace], int]
 
@@ -19,7 +19,8 @@ DESCRIPTION = "corral controls a corral cluster through the scheduler's HTTP API
 EPILOG = f"""\
 examples:
   corral get pods -A -o wide        every pod, with its node
-  corral apply -f web.yaml          create the pods in a manifest
+  corral apply -f web.yaml          create or update what a manifest describes
+  corral rollout status deploy/web  follow a deployment's rollout
   corral describe pod web           details and container states of one pod
   corral delete pod web             stop and remove a pod
   corral drain node-3               cordon a node and move its pods away
@@ -60,6 +61,13 @@ def _connection_options() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="give up on a request after this long (default: 30)",
     )
+    group.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="CA certificate to verify an https server with (default: $CORRAL_CA_FILE, "
+        "config `ca_file`, the system's CAs)",
+    )
     return parent
 
 
@@ -99,12 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "get",
         commands.get,
-        "List pods or nodes, or show one.",
+        "List objects of a kind, or show one.",
         "examples:\n  corral get pods\n  corral get pods -A -l app=web -o wide\n"
-        "  corral get pod web -o yaml\n  corral get nodes -o wide",
+        "  corral get pod web -o yaml\n  corral get nodes -o wide\n"
+        "  corral get deployments -w\n  corral get all -n web",
     )
     p.add_argument(
-        "resource", metavar="RESOURCE", help="pods, nodes or events (also pod, po, node, no, ev)"
+        "resource",
+        metavar="RESOURCE",
+        help="pods, nodes, events, namespaces, deployments, jobs, controllerrevisions or all "
+        "(kubectl's short names too: po, no, ev, ns, deploy)",
     )
     p.add_argument("name", metavar="NAME", nargs="?", help="show only this one")
     _namespace(p, all_namespaces=True)
@@ -129,11 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "apply",
         commands.apply,
-        "Create the pods in manifest files (YAML or JSON).",
-        "A pod that already exists is left alone when its spec is the same (`unchanged`),\n"
-        "gets new labels and annotations when only those differ (`configured`), and is\n"
-        "reported when its spec differs: pod specs are immutable, delete and apply again.\n"
-        "Every manifest is checked before anything is sent.",
+        "Create or update the objects in manifest files (YAML or JSON).",
+        "Each object is created (`created`), left alone when it matches (`unchanged`), or\n"
+        "updated (`configured`): labels and annotations of every kind, and the spec of\n"
+        "deployments and jobs. Pod specs are immutable (delete and apply again), as are a\n"
+        "job's template and a deployment's selector. Every manifest is checked before\n"
+        "anything is sent. --wait then follows each object until it is ready.",
     )
     p.add_argument(
         "-f",
@@ -148,11 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "delete",
         commands.delete,
-        "Delete pods or nodes, by name or by manifest.",
+        "Delete objects, by name or by manifest.",
         "examples:\n  corral delete pod web\n  corral delete pod web --grace-period 0\n"
-        "  corral delete -f web.yaml\n  corral delete node node-3",
+        "  corral delete -f web.yaml\n  corral delete node node-3\n"
+        "  corral delete deployment web --cascade=orphan\n  corral delete namespace test",
     )
-    p.add_argument("resource", metavar="RESOURCE", nargs="?", help="pod or node")
+    p.add_argument(
+        "resource", metavar="RESOURCE", nargs="?", help="pod, node, deployment, job, namespace"
+    )
     p.add_argument("names", metavar="NAME", nargs="*", help="what to delete")
     p.add_argument(
         "-f",
@@ -172,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ignore-not-found", action="store_true", help="do not fail on what does not exist"
     )
 
-    p = add("describe", commands.describe, "Show a pod or node in detail.")
-    p.add_argument("resource", metavar="RESOURCE", help="pod or node")
+    p = add("describe", commands.describe, "Show an object in detail, with its events.")
+    p.add_argument("resource", metavar="RESOURCE", help="pod, node, deployment, job, namespace")
     p.add_argument("name", metavar="NAME")
     _namespace(p)
 
@@ -197,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "examples:\n  corral logs web\n  corral logs web -c sidecar -f\n"
         "  corral logs web --tail 20",
     )
-    p.add_argument("pod", metavar="POD")
+    p.add_argument("pod", metavar="POD", help="a pod, or deploy/NAME or job/NAME: one of its pods")
     p.add_argument("-c", "--container", metavar="NAME", help="container (needed if several)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.add_argument("--tail", metavar="N", type=int, help="only the last N lines")
@@ -228,8 +244,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=".corral", help="state and logs (default: ./.corral)")
     p.add_argument("--listen", default="127.0.0.1:7070", help="API address (default: %(default)s)")
 
+    p = add(
+        "install",
+        lambda client, args: install.install(args),
+        "Install corral-agent or corral-scheduler on this machine as a systemd service.",
+        "examples:\n  corral install scheduler --set tls_cert=/etc/corral/pki/scheduler.crt "
+        "--set tls_key=/etc/corral/pki/scheduler.key\n"
+        "  corral install agent --server https://10.0.0.1:7070 --token JOIN_TOKEN "
+        "--ca-file /etc/corral/pki/ca.crt\n\n"
+        "--token is the scheduler's join token (its STATE_DIR/join-token), not an API token.\n"
+        "Every config option can be set with --set OPTION=VALUE; README has the whole path.",
+    )
+    q = add(
+        "uninstall",
+        lambda client, args: install.uninstall(args),
+        "Remove the systemd service of corral-agent or corral-scheduler.",
+    )
+    install.add_arguments(p, q)
+
     p = add("status", commands.status, "Summarize the cluster: nodes, pods, capacity, errors.")
     p.add_argument("-o", "--output", choices=["json", "yaml"], help="output format (default: text)")
+
+    certs.add_parser(sub, [conn])
+    verbs.extend_parser(sub, add)  # rollout, scale, top, completion; get -w, apply --wait
     return parser
 
 
@@ -237,8 +274,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Parse `argv`, run the command; every expected failure becomes a message and exit 1."""
     args = build_parser().parse_args(argv)
     try:
-        settings = resolve(getattr(args, "server", None), getattr(args, "token", None), os.environ)
-        client = Client(settings.server, settings.token, timeout=getattr(args, "timeout", 30.0))
+        settings = resolve(
+            getattr(args, "server", None),
+            getattr(args, "token", None),
+            os.environ,
+            getattr(args, "ca_file", None),
+        )
+        client = Client(
+            settings.server,
+            settings.token,
+            timeout=getattr(args, "timeout", 30.0),
+            ssl_context=ssl_context(settings),
+        )
         code: int = args.run(client, args)
         return code
     except ApiError as error:

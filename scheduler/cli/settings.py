@@ -1,4 +1,10 @@
-"""Where the CLI finds its server and token: flag > environment > config file > default."""
+"""Where the CLI finds its server, token and TLS files: flag > environment > config file > default.
+
+TLS: `ca_file` (verify an https server against this CA instead of the system's),
+`client_cert` and `client_key` (for a scheduler that asks for client certificates);
+as `--ca-file`, `CORRAL_CA_FILE`, `CORRAL_CLIENT_CERT`, `CORRAL_CLIENT_KEY` or keys
+of the config file.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,10 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
 
 DEFAULT_SERVER = "http://127.0.0.1:7070"
 
@@ -18,6 +28,9 @@ class SettingsError(ValueError):
 class Settings:
     server: str
     token: str | None = None
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
 
 
 def config_path(environ: Mapping[str, str]) -> tuple[Path, bool]:
@@ -61,21 +74,31 @@ def resolve(
     server: str | None,
     token: str | None,
     environ: Mapping[str, str],
+    ca_file: str | None = None,
 ) -> Settings:
-    """Merge flags (`server`, `token`), the environment and the config file.
+    """Merge flags (`server`, `token`, `ca_file`), the environment and the config file.
 
     The config file is read only when a flag or variable leaves something unset.
     """
     server = server or environ.get("CORRAL_SERVER") or None
     token = token or environ.get("CORRAL_TOKEN") or None
-    if server is None or token is None:
+    tls = {
+        "ca_file": ca_file or environ.get("CORRAL_CA_FILE") or None,
+        "client_cert": environ.get("CORRAL_CLIENT_CERT") or None,
+        "client_key": environ.get("CORRAL_CLIENT_KEY") or None,
+    }
+    https = (server or "").startswith("https://")
+    if server is None or token is None or (https and None in tls.values()):
         path, required = config_path(environ)
         config = read_config(path, required)
-        for key in ("server", "token", "token_file"):
+        for key in ("server", "token", "token_file", *tls):
             if key in config and not isinstance(config[key], str):
                 raise SettingsError(f"config file {path}: {key} must be a string")
         server = server or str(config.get("server") or "") or None
         token = token or str(config.get("token") or "") or None
+        for key, value in tls.items():
+            if value is None and config.get(key):
+                tls[key] = str(Path(str(config[key])).expanduser())
         if token is None and config.get("token_file"):
             token_file = Path(str(config["token_file"])).expanduser()
             try:
@@ -84,4 +107,17 @@ def resolve(
                 raise SettingsError(
                     f"config file {path}: cannot read token_file {token_file}: {exc.strerror}"
                 ) from None
-    return Settings(server=normalize_server(server or DEFAULT_SERVER), token=token)
+    return Settings(server=normalize_server(server or DEFAULT_SERVER), token=token, **tls)
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The client context for an https server (verifying it against `ca_file` or the
+    system's CAs); None for http."""
+    if not settings.server.startswith("https://"):
+        return None
+    from common.tls import TLSConfigError, client_context
+
+    try:
+        return client_context(settings.ca_file, settings.client_cert, settings.client_key)
+    except TLSConfigError as exc:
+        raise SettingsError(str(exc)) from None

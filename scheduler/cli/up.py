@@ -116,6 +116,10 @@ def up(args: argparse.Namespace) -> int:
             start_new_session=True,
         )
         print(f"corral is up: API {url}  status {url}/api/v1/status  metrics {url}/metrics")
+        print(
+            f"status page: {url}/ (open {url}/?token=TOKEN once; "
+            f"the admin TOKEN is in {state / 'scheduler' / 'admin-token'})"
+        )
         print(_point_cli_at(url, state / "scheduler" / "admin-token"))
         print(f"state and logs in {state}; Ctrl-C stops the cluster", flush=True)
         while not stop_requested:

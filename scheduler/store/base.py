@@ -94,6 +94,11 @@ class Store(Protocol):
 
     async def get(self, key: str) -> KV | None: ...
 
+    def latest(self, key: str) -> KV | None:
+        """The newest value, counting writes accepted but not yet durable (an
+        implementation without such a queue returns what `get` would)."""
+        ...
+
     async def list(self, prefix: str) -> tuple[list[KV], int]:
         """Every key under the prefix, sorted, with the revision the listing reflects."""
         ...

@@ -191,6 +191,14 @@ class SqliteStore:
     async def delete(self, key: str, *, expect: int | None = None) -> KV:
         return (await self.txn([Op("delete", key, expect=expect)]))[0]
 
+    def latest(self, key: str) -> KV | None:
+        """The newest value of a key, counting writes queued but not yet durable.
+
+        For in-process writers that build a write on top of another (an agent's
+        status reports arriving faster than commits); readers use `get`.
+        """
+        return self._current(key)
+
     def _current(self, key: str) -> KV | None:
         if key in self._latest:
             return self._latest[key]

@@ -9,6 +9,7 @@ import aiohttp
 import msgpack
 import pytest
 
+from common.protocol import PROTOCOL_VERSION
 from tests.conftest import TOKEN, SchedulerProcess
 from tests.integration.test_api import pod
 
@@ -168,7 +169,7 @@ async def test_agent_link_survives_garbage(bare_scheduler: SchedulerProcess) -> 
             assert frame["type"] == "error" and frame["message"]
             await ws.close()
         hello = {
-            "v": 1,
+            "v": PROTOCOL_VERSION,
             "type": "hello",
             "node": {
                 "name": "Bad_Node",

@@ -344,7 +344,7 @@ def test_connection_refused_names_the_server(
 
 def test_usage_errors(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     """Unknown resources and contradictory flags are refused before any request."""
-    assert run(capsys, "get", "deployments")[0] == 1
+    assert run(capsys, "get", "widgets")[0] == 1
     assert run(capsys, "get", "pod", "web", "-A")[0] == 1
     assert run(capsys, "delete", "pod")[0] == 1
     assert api.requests == []

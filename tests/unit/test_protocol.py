@@ -11,6 +11,7 @@ from common.protocol import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     Ack,
+    CredentialAck,
     Desired,
     ErrorFrame,
     Frame,
@@ -47,6 +48,8 @@ FRAMES: list[Frame] = [
         agent_version="0.1.0",
     ),
     Welcome(revision=42, config={"heartbeat_seconds": 2.5}, pods=[_POD], stop=["u-0"]),
+    Welcome(revision=1, pods=[], credential="corralnode_n1_secret"),
+    CredentialAck(),
     Heartbeat(usage={"cpu": 250, "memory": 2**30}, pod_usage={"u-1": {"cpu": 5}}),
     PodStatusUpdate(pods=[_REPORT]),
     Desired(revision=43, upsert=[_POD], remove=["u-2"]),
@@ -80,11 +83,11 @@ def test_wire_is_map_with_type_and_version(frame: Frame) -> None:
 
 def test_decode_accepts_minimal_frames() -> None:
     """Optional fields may be left out by the sender."""
-    frame = decode(_pack({"v": 1, "type": "heartbeat"}))
+    frame = decode(_pack({"v": PROTOCOL_VERSION, "type": "heartbeat"}))
     assert frame == Heartbeat()
 
 
-@pytest.mark.parametrize("version", [0, 2, None, "1", 1.0, True])
+@pytest.mark.parametrize("version", [0, 1, 3, None, "2", 2.0, True])
 def test_wrong_version_refused(version: Any) -> None:
     """A frame with another (or a non-integer) version is refused, naming the version."""
     with pytest.raises(ProtocolError, match="unsupported protocol version"):
@@ -104,7 +107,7 @@ def test_missing_version_refused() -> None:
         b"\xc1",  # never used in msgpack
         b"\x92\x01",  # array header promising two items, one given
         b"\x81\x01\x02",  # map with an integer key
-        _pack({"v": 1}) + b"\x00",  # trailing bytes
+        _pack({"v": PROTOCOL_VERSION}) + b"\x00",  # trailing bytes
         b"hello, scheduler",
     ],
 )
@@ -124,15 +127,15 @@ def test_non_map_refused(raw: Any) -> None:
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
-        ({"v": 1}, "type"),
-        ({"v": 1, "type": "teleport"}, "teleport"),
-        ({"v": 1, "type": "ack"}, "revision: Field required"),
-        ({"v": 1, "type": "ack", "revision": "5"}, "revision"),
-        ({"v": 1, "type": "ack", "revision": 1, "extra": True}, "extra"),
-        ({"v": 1, "type": "hello", "node": {"name": "n1"}}, "capacity"),
-        ({"v": 1, "type": "heartbeat", "usage": {"cpu": "lots"}}, "usage.cpu"),
-        ({"v": 1, "type": "pod_status", "pods": [{"uid": "u"}]}, "pods.0.namespace"),
-        ({"v": 1, "type": "welcome", "revision": 1, "pods": {}}, "pods"),
+        ({"v": PROTOCOL_VERSION}, "type"),
+        ({"v": PROTOCOL_VERSION, "type": "teleport"}, "teleport"),
+        ({"v": PROTOCOL_VERSION, "type": "ack"}, "revision: Field required"),
+        ({"v": PROTOCOL_VERSION, "type": "ack", "revision": "5"}, "revision"),
+        ({"v": PROTOCOL_VERSION, "type": "ack", "revision": 1, "extra": True}, "extra"),
+        ({"v": PROTOCOL_VERSION, "type": "hello", "node": {"name": "n1"}}, "capacity"),
+        ({"v": PROTOCOL_VERSION, "type": "heartbeat", "usage": {"cpu": "lots"}}, "usage.cpu"),
+        ({"v": PROTOCOL_VERSION, "type": "pod_status", "pods": [{"uid": "u"}]}, "pods.0.namespace"),
+        ({"v": PROTOCOL_VERSION, "type": "welcome", "revision": 1, "pods": {}}, "pods"),
     ],
 )
 def test_wrong_shape_refused(raw: dict[str, Any], fragment: str) -> None:

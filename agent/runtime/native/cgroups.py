@@ -262,15 +262,45 @@ def _keyed(path: str) -> dict[str, int]:
     return out
 
 
+def _tree(top: str) -> list[str]:
+    """`top` and every cgroup below it, each before its children ([] if `top` is gone).
+    Not os.walk: a cgroup directory holds dozens of control files, and this looks at
+    nothing but the type the directory entry already carries."""
+    found = []
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as entries:
+                stack += [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed while we looked
+        found.append(directory)
+    return found
+
+
 def _procs_under(top: str) -> set[int]:
     pids: set[int] = set()
-    for dirpath, _dirs, _files in os.walk(top):  # a missing top yields nothing
+    for dirpath in _tree(top):  # a missing top yields nothing
         try:
             with open(os.path.join(dirpath, "cgroup.procs")) as f:
                 pids.update(int(p) for p in f.read().split())
         except (FileNotFoundError, ProcessLookupError):
             continue  # removed while we walked
     return pids
+
+
+def _mkdir(path: str) -> bool:
+    """Create a cgroup directory (and missing ancestors); True if it is new, so that it
+    still holds the kernel's defaults and writing them again can be skipped."""
+    try:
+        os.mkdir(path)
+        return True
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
+        return True
 
 
 def _wait(predicate: Callable[[], bool], until: float) -> bool:
@@ -401,11 +431,10 @@ class _Driver:
 
     def remove(self, path: str) -> None:
         rel = self._rel(path)
-        left = self.procs(rel)
-        if left:
-            raise CgroupError(f"cannot remove cgroup {self.parent}/{rel}: processes {left} remain")
+        # No walk for processes first: rmdir refuses (EBUSY) while any remain, and
+        # _rmdir names them then.
         for top in self.paths(rel):
-            for dirpath, _dirs, _files in os.walk(top, topdown=False):  # deepest first
+            for dirpath in reversed(_tree(top)):  # children before their parents
                 self._rmdir(dirpath)
 
     def _rmdir(self, directory: str) -> None:
@@ -419,8 +448,8 @@ class _Driver:
             except FileNotFoundError:
                 return
             except OSError as exc:
-                if exc.errno != errno.EBUSY or time.monotonic() >= until:
-                    left = sorted(_procs_under(directory))
+                left = sorted(_procs_under(directory)) if exc.errno == errno.EBUSY else []
+                if exc.errno != errno.EBUSY or left or time.monotonic() >= until:
                     raise CgroupError(
                         f"cannot remove {directory}: {exc.strerror}"
                         + (f" (processes {left} remain)" if left else "")
@@ -440,14 +469,15 @@ class V2Driver(_Driver):
     def create(self, path: str, limits: Limits | None = None) -> None:
         rel = self._rel(path)
         current = self.root
+        fresh = False
         for part in [*self.parent.split("/"), *rel.split("/")]:
             if not part:
                 continue
             self._enable_controllers(current)
             current = os.path.join(current, part)
-            os.makedirs(current, exist_ok=True)
+            fresh = _mkdir(current)
         if limits is not None:
-            self.set_limits(rel, limits)
+            self._apply(rel, limits, fresh)
 
     def _enable_controllers(self, directory: str) -> None:
         """Let the children of `directory` use cpu, memory and pids, if it has them."""
@@ -470,8 +500,12 @@ class V2Driver(_Driver):
             raise CgroupError(f"cannot enable {wanted} in {subtree}: {exc.strerror}{hint}") from exc
 
     def set_limits(self, path: str, limits: Limits) -> None:
+        self._apply(self._rel(path), limits, fresh=False)
+
+    def _apply(self, rel: str, limits: Limits, fresh: bool) -> None:
+        """set_limits; `fresh`: the cgroup was just made, so defaults need no writing."""
         _check_limits(limits)
-        d = self._dir(self.root, self._rel(path))
+        d = self._dir(self.root, rel)
         available = set(_read(os.path.join(d, "cgroup.controllers")).split())
         wanted = {
             "cpu": limits.cpu_limit_millis is not None or limits.cpu_request_millis is not None,
@@ -489,20 +523,24 @@ class V2Driver(_Driver):
         # that are absent, as there is nothing to reset.
         if "cpu" in available:
             quota = limits.cpu_limit_millis
-            max_ = f"{'max' if quota is None else cfs_quota_us(quota)} {CFS_PERIOD_US}"
-            _write(os.path.join(d, "cpu.max"), max_)
+            if quota is not None or not fresh:
+                max_ = f"{'max' if quota is None else cfs_quota_us(quota)} {CFS_PERIOD_US}"
+                _write(os.path.join(d, "cpu.max"), max_)
             request = limits.cpu_request_millis
             weight = cpu_weight(cpu_shares(request)) if request else DEFAULT_WEIGHT
-            _write(os.path.join(d, "cpu.weight"), str(weight))
+            if weight != DEFAULT_WEIGHT or not fresh:
+                _write(os.path.join(d, "cpu.weight"), str(weight))
         if "memory" in available:
             memory = limits.memory_limit_bytes
-            _write(os.path.join(d, "memory.max"), str(memory) if memory else "max")
-            swap = os.path.join(d, "memory.swap.max")  # absent without swap accounting
-            if os.path.exists(swap):
-                _write(swap, "0" if memory else "max")
+            if memory or not fresh:
+                _write(os.path.join(d, "memory.max"), str(memory) if memory else "max")
+                swap = os.path.join(d, "memory.swap.max")  # absent without swap accounting
+                if os.path.exists(swap):
+                    _write(swap, "0" if memory else "max")
         if "pids" in available:
             pids = limits.pids_limit
-            _write(os.path.join(d, "pids.max"), str(pids) if pids else "max")
+            if pids or not fresh:
+                _write(os.path.join(d, "pids.max"), str(pids) if pids else "max")
 
     def stats(self, path: str) -> CgroupStats:
         rel = self._rel(path)
@@ -591,27 +629,35 @@ class V1Driver(_Driver):
         return self._dir(self.mounts[controller], rel)
 
     def create(self, path: str, limits: Limits | None = None) -> None:
-        for d in self.paths(path):
-            os.makedirs(d, exist_ok=True)
+        fresh = [_mkdir(d) for d in self.paths(path)]
         if limits is not None:
-            self.set_limits(path, limits)
+            self._apply(self._rel(path), limits, all(fresh))
 
     def set_limits(self, path: str, limits: Limits) -> None:
+        self._apply(self._rel(path), limits, fresh=False)
+
+    def _apply(self, rel: str, limits: Limits, fresh: bool) -> None:
+        """set_limits; `fresh`: the cgroup was just made, so defaults need no writing (the
+        CFS period is 100 ms and the shares 1024 by default, memory and pids unlimited)."""
         _check_limits(limits)
-        rel = self._rel(path)
         cpu = self._ctl("cpu", rel)
         quota = limits.cpu_limit_millis
         if quota is None:
-            _write(os.path.join(cpu, "cpu.cfs_quota_us"), "-1")
+            if not fresh:
+                _write(os.path.join(cpu, "cpu.cfs_quota_us"), "-1")
         else:
-            _write(os.path.join(cpu, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
+            if not fresh:
+                _write(os.path.join(cpu, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
             _write(os.path.join(cpu, "cpu.cfs_quota_us"), str(cfs_quota_us(quota)))
         request = limits.cpu_request_millis
         shares = cpu_shares(request) if request else DEFAULT_SHARES
-        _write(os.path.join(cpu, "cpu.shares"), str(shares))
-        self._set_memory(self._ctl("memory", rel), limits.memory_limit_bytes)
+        if shares != DEFAULT_SHARES or not fresh:
+            _write(os.path.join(cpu, "cpu.shares"), str(shares))
+        if limits.memory_limit_bytes or not fresh:
+            self._set_memory(self._ctl("memory", rel), limits.memory_limit_bytes)
         pids = limits.pids_limit
-        _write(os.path.join(self._ctl("pids", rel), "pids.max"), str(pids) if pids else "max")
+        if pids or not fresh:
+            _write(os.path.join(self._ctl("pids", rel), "pids.max"), str(pids) if pids else "max")
 
     @staticmethod
     def _set_memory(d: str, limit: int | None) -> None:
@@ -645,7 +691,7 @@ class V1Driver(_Driver):
         # v1 counts an OOM kill only in the victim's own cgroup (v2 propagates it up),
         # so sum the subtree to report the same number as the v2 driver.
         total = 0
-        for dirpath, _dirs, _files in os.walk(self._ctl("memory", self._rel(path))):
+        for dirpath in _tree(self._ctl("memory", self._rel(path))):
             try:
                 total += _keyed(os.path.join(dirpath, "memory.oom_control")).get("oom_kill", 0)
             except CgroupError:

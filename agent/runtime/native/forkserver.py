@@ -1,4 +1,4 @@
-"""The fork server: a small, single-threaded Python that forks monitors and sandbox helpers.
+"""The fork server: a small, single-threaded Python that forks monitors and exec helpers.
 
 Why: the agent is an asyncio process with threads, where fork() is unsafe and a fresh
 interpreter per container (~20 ms, ~10 MB) is too slow and too big. So the agent
@@ -18,12 +18,16 @@ collecting), and serves requests:
 - for each request it forks; the child calls setsid() and forks again, so the
   grandchild (the helper) is re-parented to init: it survives `kill -9` of both the
   agent and the fork server. The helper reads the request and answers it itself, so
-  the fork server never blocks on a client;
+  the fork server never blocks on a client. The agent asks for a helper ahead of its
+  next request (a spare, waiting on its socket), so no request waits for a fork; a
+  spare whose agent goes away reads EOF and leaves without a word;
 - when the agent closes its end (or dies), the fork server exits.
 
-Requests (``op``): ``run`` starts a container monitor (`monitor.run`), ``sandbox``
-creates a pod's shared namespaces, ``exec`` runs a command inside a running container
-(exec probes), ``ping`` answers with the helper's pid.
+Requests (``op``): ``run`` starts a container monitor (`monitor.run`; the pod's shared
+namespaces are made by its first container's init, see namespaces.py), ``exec`` runs a
+command inside a running container (exec probes), ``sweep`` deletes the runtime's trash
+(removed pods' directories) at the lowest CPU priority, ``ping`` answers with the
+helper's pid.
 
 Keep the import list short and free of third-party packages: there is no
 site-packages here, and everything imported is memory every monitor maps.
@@ -31,18 +35,16 @@ site-packages here, and everything imported is memory every monitor maps.
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import json
 import os
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 
-from agent.runtime.native import monitor
+from agent.runtime.native import monitor, rootfs
 from agent.runtime.native import syscalls as sc
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
@@ -67,10 +69,6 @@ EXEC_NAMESPACES = (
     ("pid", sc.CLONE_NEWPID),
     ("mnt", sc.CLONE_NEWNS),
 )
-
-SIOCGIFFLAGS = 0x8913
-SIOCSIFFLAGS = 0x8914
-IFF_UP = 0x1
 
 
 def main() -> None:
@@ -110,6 +108,8 @@ def _spawn(ctrl_fd: int, conn: int) -> None:
                 os._exit(0)
             _detach(ctrl_fd, conn)
             _serve(conn)
+        except _Unused:
+            pass  # a spare helper whose agent went away
         except BaseException as exc:
             print(f"corral helper {os.getpid()}: {type(exc).__name__}: {exc}", file=sys.stderr)
             code = 1
@@ -135,11 +135,17 @@ def _detach(ctrl_fd: int, conn: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # SIGINT and SIGHUP stay ignored
 
 
+class _Unused(Exception):
+    """The agent closed a helper's socket before sending a request."""
+
+
 def _read_request(conn: int) -> dict[str, Any]:
     data = bytearray()
     while not data.endswith(b"\n"):
         chunk = os.read(conn, 65536)
         if not chunk:
+            if not data:
+                raise _Unused
             raise EOFError("the agent closed the request socket")
         data += chunk
         if len(data) > MAX_REQUEST:
@@ -154,21 +160,16 @@ def _serve(conn: int) -> None:
     request = _read_request(conn)
     op = request.get("op")
     if op == "run":
-        # Log the monitor's own troubles next to the container's records.
-        err = os.open(f"{request['dir']}/monitor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        os.dup2(err, 2)
-        os.close(err)
-        monitor.run(request, conn)
-    elif op == "sandbox":
-        try:
-            create_sandbox(request)
-        except Exception as exc:
-            monitor.reply(conn, {"ok": False, "error": str(exc) or type(exc).__name__})
-        else:
-            monitor.reply(conn, {"ok": True})
+        monitor.run(request, conn)  # its own troubles go to monitor.log, once it has forked
     elif op == "exec":
         try:
             answer = exec_command(request)
+        except Exception as exc:
+            answer = {"ok": False, "error": str(exc) or type(exc).__name__}
+        monitor.reply(conn, answer)
+    elif op == "sweep":
+        try:
+            answer = {"ok": True, "removed": empty_trash(str(request["dir"]))}
         except Exception as exc:
             answer = {"ok": False, "error": str(exc) or type(exc).__name__}
         monitor.reply(conn, answer)
@@ -178,27 +179,31 @@ def _serve(conn: int) -> None:
         monitor.reply(conn, {"ok": False, "error": f"unknown op {op!r}"})
 
 
-def create_sandbox(request: dict[str, Any]) -> None:
-    """Create a pod's shared namespaces and pin each one with a bind mount.
+def empty_trash(trash: str) -> int:
+    """Delete what the runtime moved to the trash, at the lowest CPU priority; return how
+    many entries went. Never through a mount point: a stray mount below an entry is
+    detached first, or the entry stays (and the next sweep tries again)."""
+    import shutil  # here, not at the top: only this helper needs it
 
-    Like `ip netns add`: unshare, then bind-mount /proc/self/ns/<kind> onto a file in
-    the pod's state dir. The mount keeps the namespace alive after this helper exits;
-    containers join it with setns(), remove_pod unmounts it.
-    `request`: {"ns_dir", "kinds": ["ipc", "uts", "net"], "hostname"}.
-    """
-    kinds = [k for k in request["kinds"] if k in sc.NS_FLAGS]
-    flags = 0
-    for kind in kinds:
-        flags |= sc.NS_FLAGS[kind]
-    sc.unshare(flags)
-    if "uts" in kinds:
-        socket.sethostname(request["hostname"])
-    if "net" in kinds:
-        loopback_up()
-    for kind in kinds:
-        target = os.path.join(request["ns_dir"], kind)
-        os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444))
-        sc.mount(f"/proc/self/ns/{kind}", target, None, sc.MS_BIND)
+    os.nice(19)
+    try:
+        entries = sorted(os.listdir(trash))
+    except FileNotFoundError:
+        return 0
+    left: list[str] = []
+    if entries and rootfs.mounts_below(trash):
+        rootfs.unmount_below(trash)
+        left = rootfs.mounts_below(trash)
+    removed = 0
+    for name in entries:
+        entry = os.path.join(trash, name)
+        stuck = [p for p in left if p == entry or p.startswith(f"{entry}/")]
+        if stuck:
+            print(f"corral sweep: not deleting {entry}: mounts remain: {stuck}", file=sys.stderr)
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def exec_command(request: dict[str, Any]) -> dict[str, Any]:
@@ -375,15 +380,6 @@ def _children(pid: int, host_proc: int) -> list[int]:
     finally:
         os.close(tasks)
     return found
-
-
-def loopback_up() -> None:
-    """Bring `lo` up in the caller's network namespace (a new one starts with it down)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        # struct ifreq: a 16-byte name, then a union whose first member is the flags.
-        request = struct.pack("16sH22x", b"lo", 0)
-        flags = struct.unpack("16sH22x", fcntl.ioctl(s, SIOCGIFFLAGS, request))[1]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
 
 
 if __name__ == "__main__":

@@ -599,7 +599,8 @@ def _familiar(ref: str) -> str:
 
 
 def image_main(argv: list[str]) -> int:
-    """`corral-agent image import PATH | ls | rm REF... [--root DIR]`; returns the exit code."""
+    """`corral-agent image import PATH | pull REF | ls | rm REF... [--root DIR]`; returns the
+    exit code."""
     parser = argparse.ArgumentParser(
         prog="corral-agent image", description="Manage the node's local image store."
     )
@@ -611,7 +612,14 @@ def image_main(argv: list[str]) -> int:
     p_ls = sub.add_parser("ls", help="list images")
     p_rm = sub.add_parser("rm", help="remove image names")
     p_rm.add_argument("refs", nargs="+", metavar="REF")
-    for p in (p_import, p_ls, p_rm):  # --root is accepted after the subcommand too
+    p_pull = sub.add_parser("pull", help="pull an image from a registry")
+    p_pull.add_argument("ref", metavar="REF")
+    p_pull.add_argument("--config", help="the agent's TOML config: registries and credentials")
+    p_pull.add_argument(
+        "--insecure-registry", action="append", default=[], metavar="HOST", help="plain HTTP"
+    )
+    p_pull.add_argument("--auth-file", help="Docker config.json-style credentials file")
+    for p in (p_import, p_ls, p_rm, p_pull):  # --root is accepted after the subcommand too
         p.add_argument("--root", default=argparse.SUPPRESS, help="store directory")
     try:
         args = parser.parse_args(argv)
@@ -622,6 +630,10 @@ def image_main(argv: list[str]) -> int:
         if args.command == "import":
             for image in store.import_path(args.path, name=args.name):
                 print(f"imported {_familiar(image.ref)} {image.digest}")
+        elif args.command == "pull":
+            from agent.runtime.native.puller import pull_main  # aiohttp only when pulling
+
+            return pull_main(store, args)
         elif args.command == "ls":
             rows = [("REPOSITORY", "TAG", "DIGEST", "SIZE"), *map(_ls_row, store.list())]
             widths = [max(len(row[i]) for row in rows) for i in range(3)]

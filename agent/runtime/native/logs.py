@@ -98,6 +98,12 @@ class LogWriter:
         del buf[:start]
         self._append(records)
 
+    def write_record(self, stamp: str, stream: str, partial: bool, text: bytes) -> None:
+        """Append one record as given, with its own time: a copy of another runtime's log
+        (the Docker runtime's). `text` holds no newline."""
+        tag = b" P " if partial else b" F "
+        self._append([stamp.encode() + b" " + stream.encode() + tag + text + b"\n"])
+
     def flush(self, stream: str | None = None) -> None:
         """Write what is held back of an unterminated last line (at EOF) as a full line."""
         for name in [stream] if stream else list(self._pending):

@@ -5,19 +5,22 @@ or an agent restart would orphan their exit statuses. The fork server forks one
 monitor per container (already detached: double fork and setsid, so it is the child
 of neither the agent nor the fork server) and the monitor:
 
-    write monitor.pid                       the agent re-adopts monitors after a restart
-    setns(pod's ipc, uts, net)              containers of one pod share them
     unshare(CLONE_NEWPID)                   our next child is PID 1 of a new namespace
     fork --------------------------------> init (child)
-      write init.pid                          PR_SET_PDEATHSIG: dies with the monitor
-      pid into the container's cgroups        rootfs.enter(): mount ns, overlay, pivot_root
+      pid into the container's cgroups        PR_SET_PDEATHSIG: dies with the monitor
+      (slow: an RCU grace period)             joins the pod's ipc/uts/net namespaces, or
+                                              makes and pins them (first container:
+                                              hostname, lo up; namespaces.py)
+                                              rootfs.enter(): mount ns, overlay, pivot_root
+      write monitor.pid, init.pid, open log
       sync pipe: "go"  -------------------->  waits for "go": the command runs nothing
                                               outside its cgroups
                                               drop to the image's user, chdir, execve
       error pipe EOF (exec succeeded)  <----  (the pipe is O_CLOEXEC; a failure writes why)
-      write started.json, answer the agent
+      answer the agent, write started.json
       copy stdout/stderr to the log file (CRI format, rotated by size)
       waitpid -> exit.json (temp file, fsync, rename): code, signal, times, OOM kill
+      the same record to the agent, if the one that started us still listens
     exit
 
 Everything the monitor needs is imported by the fork server before it forks, and
@@ -32,7 +35,7 @@ import select
 import signal
 import time
 
-from agent.runtime.native import logs, rootfs
+from agent.runtime.native import logs, namespaces, rootfs
 from agent.runtime.native import syscalls as sc
 
 DRAIN_SECONDS = 2.0  # after the init exits, how long stray writers may keep the pipes open
@@ -122,7 +125,7 @@ def run(spec: dict[str, Any], conn: int) -> None:
     """Monitor one container (see the module docstring); returns when it has exited.
 
     Runs in a detached process forked by the fork server; `conn` is the socket on
-    which the agent waits for "started" (or why not).
+    which the agent waits for "started" (or why not), and later for the exit record.
     """
     cdir = str(spec["dir"])
     sc.set_process_name("corral-monitor")
@@ -133,7 +136,6 @@ def run(spec: dict[str, Any], conn: int) -> None:
             f.write("-999")
     except OSError:
         pass
-    write_json(f"{cdir}/monitor.pid", {"pid": os.getpid(), "start": proc_start_time("self")})
     try:
         pid, writer, pipes = _start(spec, conn)
     except Exception as exc:  # the container never ran: say why, here and to the agent
@@ -143,9 +145,9 @@ def run(spec: dict[str, Any], conn: int) -> None:
         reply(conn, {"ok": False, "error": message})
         return
     started = time.time()
-    write_json(f"{cdir}/started.json", {"init_pid": pid, "started_at": started})
     reply(conn, {"ok": True, "monitor_pid": os.getpid(), "init_pid": pid, "started_at": started})
-    os.close(conn)
+    # After the answer: only a re-adopting agent reads it, for the start time.
+    write_json(f"{cdir}/started.json", {"init_pid": pid, "started_at": started})
     status = _pump(pid, writer, pipes)
     writer.close()
     if os.WIFSIGNALED(status):
@@ -157,31 +159,29 @@ def run(spec: dict[str, Any], conn: int) -> None:
     oom = oom_kills(cgroups) > int(spec.get("oom_before") or 0)
     record = _exit_record(spec, code, sig, started, oom_killed=oom)
     write_json(f"{cdir}/exit.json", record, durable=True)
+    # Durable first, then told: the agent that started us (if it still listens) needs no
+    # pidfd and no read of exit.json; any other agent finds the file.
+    reply(conn, {"exit": record})
+    os.close(conn)
+
+
+def attach_cgroups(pid: bytes, cgroup_dirs: list[str]) -> None:
+    """Move process `pid` (b"0": the caller's) into each cgroup directory (one per
+    hierarchy)."""
+    for d in cgroup_dirs:
+        fd = os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, pid)
+        finally:
+            os.close(fd)
 
 
 def _start(spec: dict[str, Any], conn: int) -> tuple[int, logs.LogWriter, dict[int, str]]:
     """Fork the container's init into its namespaces and cgroups; return once it has
     exec'd. Raises with a message on any failure (the init is reaped then)."""
     cdir = str(spec["dir"])
-    cgroups = [str(d) for d in spec.get("cgroups") or []]
-    # The OOM counter before the container runs: only an increase means it was OOM-killed.
-    spec["oom_before"] = oom_kills(cgroups)
-    log = spec["log"]
-    assert isinstance(log, dict)
-    writer = logs.LogWriter(str(log["path"]), int(log["max_bytes"]), int(log["max_files"]))
-
-    # Join the pod's namespaces (kept alive by bind mounts under the pod's state dir),
-    # so the init we fork is born into them.
-    namespaces = spec.get("ns") or {}
-    assert isinstance(namespaces, dict)
-    for kind, flag in sc.NS_FLAGS.items():
-        path = namespaces.get(kind)
-        if path:
-            fd = os.open(str(path), os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                sc.setns(fd, flag)
-            finally:
-                os.close(fd)
+    sandbox = spec.get("sandbox")
+    create = namespaces.missing(sandbox) if sandbox else []
     # A new PID namespace applies to our children only: the next fork is its PID 1,
     # and when that PID 1 exits the kernel kills everything else in the namespace.
     sc.unshare(sc.CLONE_NEWPID)
@@ -192,20 +192,34 @@ def _start(spec: dict[str, Any], conn: int) -> tuple[int, logs.LogWriter, dict[i
     fail_r, fail_w = os.pipe()  # O_CLOEXEC (as all os.pipe fds): EOF means exec worked
     pid = os.fork()
     if pid == 0:
-        _init(spec, out_w, err_w, go_r, fail_w)  # never returns
+        for fd in (out_r, err_r, go_w, fail_r):
+            os.close(fd)
+        _init(spec, create, out_w, err_w, go_r, fail_w)  # never returns
     for fd in (out_w, err_w, go_r, fail_w):
         os.close(fd)
-    write_json(f"{cdir}/init.pid", {"pid": pid, "start": proc_start_time(pid)})
+    writer = None
     try:
-        # Into the container's cgroup (one dir per hierarchy) before it runs anything,
-        # so its limits hold from the first instruction of the container's command.
-        for d in cgroups:
-            with open(os.path.join(d, "cgroup.procs"), "w") as f:
-                f.write(str(pid))
+        # Into the container's cgroups (one dir per hierarchy) before it runs anything,
+        # so its limits hold from the first instruction of the container's command. The
+        # first write waits for an RCU grace period (the kernel's cgroup_threadgroup_rwsem,
+        # 5-15 ms on a busy machine): the init builds its root meanwhile.
+        attach_cgroups(str(pid).encode(), [str(d) for d in spec.get("cgroups") or []])
+        # Then our own troubles' log next to the container's records (until now they went
+        # to the fork server's), the records the agent re-adopts us by, and the log (what
+        # the container writes before we read it waits in the pipes).
+        err = os.open(f"{cdir}/monitor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(err, 2)
+        os.close(err)
+        write_json(f"{cdir}/monitor.pid", {"pid": os.getpid(), "start": proc_start_time("self")})
+        write_json(f"{cdir}/init.pid", {"pid": pid, "start": proc_start_time(pid)})
+        log = spec["log"]
+        writer = logs.LogWriter(str(log["path"]), int(log["max_bytes"]), int(log["max_files"]))
         os.write(go_w, b"g")
-    except OSError:
+    except BaseException:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+        if writer is not None:
+            writer.close()
         raise
     finally:
         os.close(go_w)
@@ -215,11 +229,14 @@ def _start(spec: dict[str, Any], conn: int) -> tuple[int, logs.LogWriter, dict[i
     os.close(fail_r)
     if failure:
         os.waitpid(pid, 0)
+        writer.close()
         raise RuntimeError(failure.decode("utf-8", "replace"))
     return pid, writer, {out_r: "stdout", err_r: "stderr"}
 
 
-def _init(spec: dict[str, Any], out_w: int, err_w: int, go_r: int, fail_w: int) -> None:
+def _init(
+    spec: dict[str, Any], create: list[str], out_w: int, err_w: int, go_r: int, fail_w: int
+) -> None:
     """The container's init: PID 1 in its PID namespace; ends in execve or _exit."""
     try:
         # If the monitor dies, nobody would read our output or record our exit:
@@ -238,6 +255,13 @@ def _init(spec: dict[str, Any], out_w: int, err_w: int, go_r: int, fail_w: int) 
         os.dup2(err_w, 2)
         for fd in (null, out_w, err_w):
             os.close(fd)
+        # The pod's ipc, uts and net namespaces: joined, or (first container) made and
+        # pinned here, while we still share the host's mount namespace.
+        sandbox = spec.get("sandbox")
+        if sandbox:
+            namespaces.enter(sandbox, create)
+            if create:
+                namespaces.pin("self", sandbox, create)
         rootfs.enter(spec)
         uid, gid, groups = rootfs.resolve_user(spec.get("user"))
         cwd = str(spec.get("cwd") or "/")
@@ -246,9 +270,7 @@ def _init(spec: dict[str, Any], out_w: int, err_w: int, go_r: int, fail_w: int) 
         except FileNotFoundError:
             os.makedirs(cwd, 0o755)  # as docker and containerd do for a missing WORKDIR
             os.chdir(cwd)
-        # Building the root overlapped with the monitor's cgroup writes (slow: each
-        # migration waits for an RCU grace period); the command itself must not start
-        # before we are in the container's cgroups.
+        # The command itself must not start before we are in the container's cgroups.
         if os.read(go_r, 1) != b"g":
             os._exit(1)  # the monitor failed to place us there, and is killing us
         os.close(go_r)

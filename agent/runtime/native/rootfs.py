@@ -8,17 +8,21 @@ order, as in rubber-docker, one step per line with its why:
     mount / MS_REC|MS_PRIVATE         nothing mounted below leaks back to the host
     mount overlay on <rootfs>         image layers (read-only) + a per-container upper dir
     open volume sources (O_PATH)      resolved on the host, checked against allowed prefixes
-    pivot_root <rootfs> <rootfs>/.oldroot; chdir /
-    mount /proc, /sys (ro), /dev      fresh proc for the new PID namespace, minimal devices
+    mount a tmpfs on <rootfs>/dev     minimal devices; the host's root will move to a
+                                      directory on it, so making and removing that
+                                      directory writes nothing to the disk's journal
+    pivot_root <rootfs> <rootfs>/dev/.oldroot; chdir /
+    mount /proc, /sys (ro)            fresh proc for the new PID namespace
     bind volumes and /etc files       targets resolved inside the new root, so an image's
                                       symlinks cannot point a mount at the host
-    umount2 /.oldroot MNT_DETACH      the host's tree is gone from the container's view
+    umount2 /dev/.oldroot MNT_DETACH  the host's tree is gone from the container's view
 
 The overlay lives only in the container's mount namespace: when the container's last
 process exits, the kernel unmounts it; nothing needs unmounting on the host.
 
-The host-side helpers at the end (`check_host_path`, `mountinfo`, `unmount_below`) are
-used by the runtime. Imported by the fork server, so only `os` and `stat` at load time.
+The host-side helpers at the end (`check_host_path`, `mountinfo`, `detach`,
+`unmount_below`) are used by the runtime. Imported by the fork server, so only `os` and
+`stat` at load time.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing into the 
 if TYPE_CHECKING:
     from typing import Any
 
-OLD_ROOT = "/.oldroot"
+OLD_ROOT = "/dev/.oldroot"  # in the container's /dev tmpfs
 
 # (name, major, minor): the character devices every container gets, as runc creates them.
 DEVICES = (
@@ -120,37 +124,50 @@ def _touch(path: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
 
 
-def _mount_dev() -> None:
-    # A tmpfs instead of the host's /dev: the container sees only what we create.
-    _mkdir_p("/dev")
-    sc.mount("tmpfs", "/dev", "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
+def _plain_dir(path: str) -> str:
+    """`path` as a real directory of the new root, which is still mounted below the host's
+    tree: an image's symlink there (which would resolve on the host) is replaced."""
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            return path
+        os.unlink(path)  # in the overlay: a whiteout over the image's entry
+    except FileNotFoundError:
+        pass
+    os.mkdir(path, 0o755)
+    return path
+
+
+def _mount_dev(dev: str) -> None:
+    """A tmpfs on `dev` (the new root's /dev, before the swap: the host's /dev is still
+    at hand) instead of the host's /dev: the container sees only what we create."""
+    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
     for name, major, minor in DEVICES:
-        path = f"/dev/{name}"
+        path = f"{dev}/{name}"
         try:
             os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
             os.chmod(path, 0o666)  # mknod's mode is filtered by the umask
         except PermissionError:
             # No CAP_MKNOD (a user namespace): bind the host's node instead.
             _touch(path)
-            sc.mount(f"{OLD_ROOT}/dev/{name}", path, None, sc.MS_BIND)
+            sc.mount(f"/dev/{name}", path, None, sc.MS_BIND)
     # newinstance: the container's own pty numbering, not the host's /dev/pts.
-    _mkdir_p("/dev/pts")
+    os.mkdir(f"{dev}/pts")
     sc.mount(
         "devpts",
-        "/dev/pts",
+        f"{dev}/pts",
         "devpts",
         sc.MS_NOSUID | sc.MS_NOEXEC,
         "newinstance,ptmxmode=0666,mode=0620,gid=5",
     )
-    _mkdir_p("/dev/shm")
+    os.mkdir(f"{dev}/shm")
     # 64 MiB, as docker gives containers by default (a tmpfs is otherwise half the RAM).
     shm_flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
-    sc.mount("shm", "/dev/shm", "tmpfs", shm_flags, "mode=1777,size=65536k")
+    sc.mount("shm", f"{dev}/shm", "tmpfs", shm_flags, "mode=1777,size=65536k")
     # POSIX message queues of the pod's IPC namespace.
-    _mkdir_p("/dev/mqueue")
-    sc.mount("mqueue", "/dev/mqueue", "mqueue", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    os.mkdir(f"{dev}/mqueue")
+    sc.mount("mqueue", f"{dev}/mqueue", "mqueue", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
     for name, target in DEV_LINKS:
-        os.symlink(target, f"/dev/{name}")
+        os.symlink(target, f"{dev}/{name}")
 
 
 def _bind(fd: int, target: str, readonly: bool) -> None:
@@ -199,10 +216,11 @@ def enter(spec: dict[str, Any]) -> None:
     # Open bind sources while the host's tree is still "/": names are resolved there.
     fds = [_open_source(m) for m in mounts]
 
-    # Swap roots: the overlay becomes "/", the host's root moves to /.oldroot until
-    # we have taken what we need from it.
+    # /dev before the swap, and in it the directory the host's root moves to until we
+    # have taken what we need from it: both on the tmpfs, not in the upper dir.
+    _mount_dev(_plain_dir(new_root + "/dev"))
     put_old = new_root + OLD_ROOT
-    _mkdir_p(put_old)
+    os.mkdir(put_old)
     sc.pivot_root(new_root, put_old)
     os.chdir("/")
 
@@ -212,7 +230,6 @@ def enter(spec: dict[str, Any]) -> None:
     # sysfs read-only: tools read it, nothing in a container should write it.
     _mkdir_p("/sys")
     sc.mount("sysfs", "/sys", "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-    _mount_dev()
 
     # Volumes and /etc/{hostname,hosts,resolv.conf}; targets resolve inside the new root.
     for mount, fd in zip(mounts, fds, strict=True):
@@ -317,6 +334,22 @@ def mounts_below(prefix: str) -> list[str]:
     prefix = prefix.rstrip("/")
     points = [p for p, _ in mountinfo() if p == prefix or p.startswith(prefix + "/")]
     return sorted(set(points), key=lambda p: (-p.count("/"), p))
+
+
+def detach(path: str) -> bool:
+    """Lazily unmount whatever is mounted on `path`, stacked mounts too; True if anything
+    was. Nothing mounted there (or no such path) fails at once in the kernel, so callers
+    that know where their mounts are need no mountinfo read."""
+    detached = False
+    for _ in range(8):
+        try:
+            sc.umount2(path, sc.MNT_DETACH | sc.UMOUNT_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno not in (2, 20, 22):  # ENOENT, ENOTDIR, EINVAL: nothing mounted
+                raise
+            return detached
+        detached = True
+    return detached
 
 
 def unmount_below(prefix: str) -> None:

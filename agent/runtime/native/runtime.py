@@ -1,23 +1,32 @@
 """NativeRuntime: corral's own container launcher (namespaces, cgroups, overlay, monitors).
 
 The agent-side half. It resolves what to run (image config + pod spec, the Kubernetes
-way), prepares directories and cgroups, and asks the fork server (forkserver.py) for
-the processes: a short-lived helper that creates a pod's shared namespaces, and one
-monitor per container (monitor.py) that starts it, logs it and records its exit.
+way), prepares directories and cgroups, and asks the fork server (forkserver.py, through
+forkclient.py) for one monitor per container (monitor.py) that starts it, logs it and
+records its exit. A pod's shared namespaces are made by its first container's init and
+pinned by that monitor (namespaces.py): no process of their own.
 It never waits for a container itself, so containers outlive the agent; everything
 it needs to find them again lives under the state directory:
 
     <state>/forkserver.log                the fork server's and helpers' stderr
     <state>/pods/<uid>/pod.json           the pod as create_pod saw it (for recover)
-    <state>/pods/<uid>/ns/{net,ipc,uts}   bind mounts that keep the pod's namespaces
+    <state>/pods/<uid>/ns/{net,ipc,uts}   bind mounts that keep the pod's namespaces,
+                                          on a small tmpfs mounted on ns/
     <state>/pods/<uid>/etc/               hostname, hosts, resolv.conf for its containers
     <state>/pods/<uid>/volumes/<name>     emptyDir volumes
     <state>/pods/<uid>/containers/<name>/ monitor.pid, init.pid, started.json, exit.json,
                                           monitor.log, upper/ work/ rootfs/ (the overlay)
     <log_dir>/<uid>/<name>.log[.1 ...]    the container's output, CRI format
+    <state>/trash/                        removed pods' directories, moved there by one
+                                          rename each and deleted in the background
+    <state>/init-layer/etc/{hostname,hosts,resolv.conf}
+                                          empty files, the top (read-only) layer of every
+                                          container: mount points for the pod's /etc
+                                          files without a copy-up of /etc in each one
 
 Cgroups: ``pod-<uid>`` (pids limit) and ``pod-<uid>/<container>`` (cpu, memory)
-below the driver's parent. Blocking work runs in threads (asyncio.to_thread).
+below the driver's parent. Blocking work runs in threads (asyncio.to_thread), one
+hop per step where it can (each hop wakes a thread, then the loop again).
 """
 
 from __future__ import annotations
@@ -29,152 +38,43 @@ import logging
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import threading
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.runtime.base import (
     ContainerExit,
     ContainerInfo,
+    EventCallback,
     PodInfo,
     RuntimeFailure,
     Usage,
 )
-from agent.runtime.native import rootfs, syscalls
+from agent.runtime.native import namespaces, rootfs, syscalls
 from agent.runtime.native.cgroups import CgroupDriver, CgroupError, Limits
-from agent.runtime.native.forkserver import BOOTSTRAP, READY, SPAWNED
+from agent.runtime.native.forkclient import ExitWatch, ForkServerClient
 from agent.runtime.native.images import ImageConfig, ImageStore
 from agent.runtime.native.monitor import proc_start_time, write_json
+from agent.runtime.pulls import pull_policy
 from common.models import Container, Pod
 from common.quantity import cpu_millis, memory_bytes
+
+if TYPE_CHECKING:
+    from agent.runtime.native.puller import ImagePuller  # aiohttp: only where pulls happen
 
 _LOGGER = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]  # holds the `agent` package
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 START_TIMEOUT = 60.0  # the monitor answers once the container has exec'd
-SANDBOX_TIMEOUT = 30.0
-ACK_TIMEOUT = 10.0  # the fork server forks, then acknowledges: milliseconds, normally
 KILL_WAIT = 10.0  # after SIGKILL, how long until the monitor must have recorded the exit
 EXEC_ANSWER_MARGIN = 5.0  # an exec's helper kills the command at its timeout, answers soon after
 MAX_EXEC_OUTPUT = 10 * 1024  # as the kubelet, which keeps 10 KiB of a probe's output
+SWEEP_TIMEOUT = 600.0  # emptying the trash: a busy disk deletes slowly, nobody waits for it
+SWEEP_DELAY = 1.0  # removals within this share one sweep (one helper process)
 NS_KINDS = ("ipc", "uts", "net")
-
-
-class _ForkServer:
-    """The agent's end of forkserver.py: starts it (again, if it died) and sends requests."""
-
-    def __init__(self, log_path: Path) -> None:
-        self._log_path = log_path
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._ctrl: socket.socket | None = None
-        self._lock = threading.Lock()
-
-    def _start_locked(self) -> None:
-        self._stop_locked()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        with open(self._log_path, "ab") as log:
-            # sys.executable, never `python3` from PATH (a slow pyenv shim, maybe another
-            # version); -I -S: no site-packages or environment, so it starts fast and small.
-            self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(PROJECT_ROOT)],
-                stdin=theirs.fileno(),
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                cwd="/",
-                start_new_session=True,  # a ^C to the agent's process group is not for it
-            )
-        theirs.close()
-        ours.settimeout(15)
-        try:
-            ready = ours.recv(1)
-        except OSError as exc:
-            ready = b""
-            _LOGGER.error("fork server did not start: %s", exc)
-        if ready != READY:
-            ours.close()
-            self._stop_locked()
-            raise RuntimeFailure(f"the fork server did not start; see {self._log_path}")
-        ours.settimeout(None)
-        self._ctrl = ours
-        _LOGGER.debug("fork server started, pid %d", self._proc.pid)
-
-    def _stop_locked(self) -> None:
-        if self._ctrl is not None:
-            self._ctrl.close()  # EOF: the fork server exits
-            self._ctrl = None
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
-
-    def start(self) -> None:
-        with self._lock:
-            self._start_locked()
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stop_locked()
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def connect(self) -> socket.socket:
-        """A fresh socket whose other end a new helper holds (blocking).
-
-        Restarts the fork server if it is gone; a fork server that dies with our
-        socket unanswered is noticed by the missing acknowledgement, before anything
-        was asked of it, so retrying is safe.
-        """
-        with self._lock:
-            for attempt in range(2):
-                if self._ctrl is None or self._proc is None or self._proc.poll() is not None:
-                    if self._proc is not None:
-                        _LOGGER.warning("fork server is gone; starting it again")
-                    self._start_locked()
-                assert self._ctrl is not None
-                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    socket.send_fds(self._ctrl, [b"r"], [theirs.fileno()])
-                    theirs.close()
-                    self._ctrl.settimeout(ACK_TIMEOUT)
-                    if self._ctrl.recv(1) == SPAWNED:
-                        self._ctrl.settimeout(None)
-                        return ours
-                except OSError as exc:
-                    _LOGGER.warning("fork server did not take a request: %s", exc)
-                theirs.close()
-                ours.close()
-                self._ctrl.close()
-                self._ctrl = None
-                if attempt:
-                    break
-        raise RuntimeFailure("the fork server does not answer; see its log")
-
-    async def request(self, payload: dict[str, Any], answer_within: float) -> dict[str, Any]:
-        """Send one request, return the helper's one-line JSON answer."""
-        sock = await asyncio.to_thread(self.connect)
-        sock.setblocking(False)
-        reader, writer = await asyncio.open_unix_connection(sock=sock)
-        try:
-            writer.write(json.dumps(payload).encode() + b"\n")
-            await writer.drain()
-            line = await asyncio.wait_for(reader.readline(), answer_within)
-        finally:
-            writer.close()
-        if not line:
-            raise RuntimeFailure(f"the {payload.get('op')} helper died without an answer")
-        answer = json.loads(line)
-        assert isinstance(answer, dict)
-        return answer
+ETC_FILES = ("hostname", "hosts", "resolv.conf")  # the pod's, bound into each container
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -299,9 +199,11 @@ class NativeRuntime:
         log_max_files: int = 3,
         pids_limit: int = 1024,
         allowed_host_paths: list[str] | None = None,
+        puller: ImagePuller | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.images = images
+        self.puller = puller  # None: images come only from `corral-agent image import`
         self.cgroups = cgroups
         self.log_dir = Path(log_dir).resolve() if log_dir else self.state_dir / "logs"
         self.log_max_bytes = log_max_bytes
@@ -309,8 +211,16 @@ class NativeRuntime:
         self.pids_limit = pids_limit
         self.allowed_host_paths = list(allowed_host_paths or [])
         self.pods_dir = self.state_dir / "pods"
-        self._forkserver = _ForkServer(self.state_dir / "forkserver.log")
+        self.trash_dir = self.state_dir / "trash"
+        self.init_layer = self.state_dir / "init-layer"
+        self._init_layer_fits: dict[tuple[str, ...], bool] = {}  # per image (layer list)
+        self._forkserver = ForkServerClient(self.state_dir / "forkserver.log")
         self._locks: dict[str, asyncio.Lock] = {}
+        self._prepared: set[str] = set()  # pods create_pod has prepared in this process
+        self._watches: dict[tuple[str, str], ExitWatch] = {}  # containers started here
+        self._sweeping: asyncio.Task[None] | None = None
+        self._sweep_again = False
+        self._sweep_waiting = False  # the sweep task waits for more removals to gather
 
     # --- paths ---
 
@@ -342,15 +252,28 @@ class NativeRuntime:
 
     async def start(self) -> None:
         def prepare() -> None:
-            for d in (self.state_dir, self.pods_dir, self.log_dir):
+            for d in (self.state_dir, self.pods_dir, self.log_dir, self.trash_dir):
                 d.mkdir(parents=True, exist_ok=True)
             os.chmod(self.state_dir, 0o700)
+            (self.init_layer / "etc").mkdir(mode=0o755, parents=True, exist_ok=True)
+            for name in ETC_FILES:
+                path = self.init_layer / "etc" / name
+                if not path.exists():
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
             self._forkserver.start()
 
         await asyncio.to_thread(prepare)
+        self._sweep(delay=0.0)  # whatever a previous agent left in the trash
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._forkserver.stop)
+        for watch in self._watches.values():
+            watch.close()  # the monitors carry on; they record their exits in exit.json
+        self._watches.clear()
+        if self._sweeping is not None:
+            if self._sweep_waiting:
+                self._sweeping.cancel()  # the next start() empties the trash
+            await asyncio.wait({self._sweeping})
+        await self._forkserver.aclose()
 
     @property
     def forkserver_pid(self) -> int | None:
@@ -362,24 +285,12 @@ class NativeRuntime:
         uid = pod.metadata.uid
         if not uid:
             raise RuntimeFailure("the pod has no uid")
+        if uid in self._prepared:
+            return  # the supervisor asks again before every start: once is enough
         async with self._lock(uid):
-            kinds = await asyncio.to_thread(self._prepare_pod, pod)
-            if not kinds:
-                return
-            answer = await self._forkserver.request(
-                {
-                    "op": "sandbox",
-                    "ns_dir": str(self.pod_dir(uid) / "ns"),
-                    "kinds": kinds,
-                    "hostname": pod_hostname(pod),
-                },
-                SANDBOX_TIMEOUT,
-            )
-            if not answer.get("ok"):
-                raise RuntimeFailure(
-                    f"cannot create the pod's namespaces: {answer.get('error')}",
-                    reason="CreatePodSandboxError",
-                )
+            if uid not in self._prepared:
+                await asyncio.to_thread(self._prepare_pod, pod)
+                self._prepared.add(uid)
 
     def _namespaces(self, pod: Pod) -> list[str]:
         # hostNetwork pods share the node's network and, as in Kubernetes, its hostname.
@@ -387,10 +298,10 @@ class NativeRuntime:
             return ["ipc"]
         return list(NS_KINDS)
 
-    def _prepare_pod(self, pod: Pod) -> list[str]:
+    def _prepare_pod(self, pod: Pod) -> None:
         """Directories, pod.json, /etc files, volumes, the pod cgroup (blocking, idempotent).
 
-        Returns the namespaces still to create.
+        The namespaces come with the first container (namespaces.py).
         """
         uid = str(pod.metadata.uid)
         pdir = self.pod_dir(uid)
@@ -421,13 +332,30 @@ class NativeRuntime:
                     opts = "mode=1777" + (f",size={memory_bytes(size)}" if size else "")
                     syscalls.mount("tmpfs", str(vdir), "tmpfs", syscalls.MS_NOSUID, opts)
         self.cgroups.create(self.pod_cgroup(uid), Limits(pids_limit=self.pids_limit))
-        return [k for k in self._namespaces(pod) if not self._is_mount(pdir / "ns" / k)]
 
     @staticmethod
     def _is_mount(path: Path) -> bool:
-        return any(point == str(path) for point, _ in rootfs.mountinfo())
+        """Whether something is mounted on `path`: its st_dev differs from its parent's
+        (a tmpfs here), which costs two stats instead of a read of mountinfo."""
+        try:
+            return os.stat(path).st_dev != os.stat(path.parent).st_dev
+        except FileNotFoundError:
+            return False
 
     # --- containers ---
+
+    async def ensure_image(self, pod: Pod, container: str, events: EventCallback) -> None:
+        """The container's image in the store, pulled per its imagePullPolicy (puller.py).
+        Without a puller, the store must already have it (ErrImageNeverPull)."""
+        spec_c = next((c for c in pod.spec.containers if c.name == container), None)
+        if spec_c is None:
+            raise RuntimeFailure(f"pod {pod.key} has no container {container!r}")
+        if self.puller is None:
+            # Nothing to pull: start_container looks the image up anyway (ErrImageNeverPull
+            # if it is missing), in the thread hop it makes for its files; no second hop.
+            return
+        policy = pull_policy(spec_c.image, spec_c.image_pull_policy)
+        await self.puller.ensure(spec_c.image, policy, events)
 
     async def start_container(self, pod: Pod, container: str) -> ContainerInfo:
         uid = str(pod.metadata.uid)
@@ -436,15 +364,15 @@ class NativeRuntime:
             raise RuntimeFailure(f"pod {pod.key} has no container {container!r}")
         # The pod's lock: remove_pod must not tear down a sandbox a start is using.
         async with self._lock(uid):
-            running = await asyncio.to_thread(self._container_info, uid, container, False)
-            if running is not None and running.state == "running":
-                return running  # already started (idempotent, e.g. after a lost answer)
-            image = await asyncio.to_thread(self.images.require, spec_c.image)
-            layers = await asyncio.to_thread(self.images.layer_dirs, image)
-            spec = await asyncio.to_thread(
-                self._prepare_container, pod, spec_c, image.config, layers
-            )
-            answer = await self._forkserver.request(spec, START_TIMEOUT)
+            prepared = await asyncio.to_thread(self._prepare_start, pod, spec_c)
+            if isinstance(prepared, ContainerInfo):
+                return prepared  # already started (idempotent, e.g. after a lost answer)
+            old = self._watches.pop((uid, container), None)
+            if old is not None:
+                old.close()
+            answer, watch = await self._forkserver.run(prepared, START_TIMEOUT)
+            if watch is not None:
+                self._watches[(uid, container)] = watch
         if not answer.get("ok"):
             raise RuntimeFailure(
                 f"cannot start container {container}: {answer.get('error')}", "RunContainerError"
@@ -456,6 +384,16 @@ class NativeRuntime:
             started_at=_dt(answer.get("started_at")),
         )
 
+    def _prepare_start(self, pod: Pod, container: Container) -> ContainerInfo | dict[str, Any]:
+        """All of a start's file work in one thread hop: the container's info if it runs
+        already, else the monitor's launch spec (image, fresh overlay dirs, cgroup)."""
+        running = self._container_info(str(pod.metadata.uid), container.name, False)
+        if running is not None and running.state == "running":
+            return running
+        image = self.images.require(container.image)
+        layers = self.images.layer_dirs(image)
+        return self._prepare_container(pod, container, image.config, layers)
+
     def _prepare_container(
         self, pod: Pod, container: Container, config: ImageConfig, layers: list[Path]
     ) -> dict[str, Any]:
@@ -464,6 +402,7 @@ class NativeRuntime:
         pdir = self.pod_dir(uid)
         cdir = self.container_dir(uid, container.name)
         if not pdir.is_dir():
+            self._prepared.discard(uid)  # removed behind our back: the next create_pod redoes it
             raise RuntimeFailure(f"pod {uid} has no sandbox: create_pod first")
         argv = command_line(container, config)
         if not argv:
@@ -483,14 +422,24 @@ class NativeRuntime:
         if not layers:  # an image with no layers: overlayfs still needs a lower dir
             (cdir / "empty").mkdir()
             layers = [cdir / "empty"]
+        if self._fits_init_layer(layers):
+            layers = [self.init_layer, *layers]
         cgroup = f"{self.pod_cgroup(uid)}/{container.name}"
         try:
             if not self.cgroups.exists(self.pod_cgroup(uid)):  # gone since create_pod
                 self.cgroups.create(self.pod_cgroup(uid), Limits(pids_limit=self.pids_limit))
             self.cgroups.create(cgroup, limits_of(container))
+            # Before the container runs (a restart reuses the cgroup): only an increase
+            # of the OOM kill counter means it was OOM-killed.
+            oom_before = self.cgroups.oom_kills(cgroup)
         except CgroupError as exc:
             raise RuntimeFailure(f"container {container.name}: {exc}") from exc
-        ns = {k: str(pdir / "ns" / k) for k in self._namespaces(pod)}
+        # Joined if pinned, else made by this container's init (namespaces.py).
+        sandbox = {
+            "dir": str(pdir / "ns"),
+            "kinds": self._namespaces(pod),
+            "hostname": pod_hostname(pod),
+        }
         return {
             "op": "run",
             "name": f"{uid}/{container.name}",
@@ -506,14 +455,34 @@ class NativeRuntime:
                 "target": str(cdir / "rootfs"),
             },
             "mounts": mounts,
-            "ns": ns,
+            "sandbox": sandbox,
             "cgroups": self.cgroups.paths(cgroup),
+            "oom_before": oom_before,
             "log": {
                 "path": str(self.log_path(uid, container.name)),
                 "max_bytes": self.log_max_bytes,
                 "max_files": self.log_max_files,
             },
         }
+
+    def _fits_init_layer(self, layers: list[Path]) -> bool:
+        """Whether the image's /etc is a directory (or missing), so that the init layer's
+        /etc merges with it, as docker's "-init" layer does. An image whose /etc is a
+        symlink keeps it: the init makes the mount points in the upper dir instead.
+        Cached per image (blocking)."""
+        key = tuple(str(p) for p in layers)
+        fits = self._init_layer_fits.get(key)
+        if fits is None:
+            fits = True
+            for layer in layers:  # the top layer first
+                try:
+                    mode = os.lstat(layer / "etc").st_mode
+                except FileNotFoundError:
+                    continue
+                fits = stat.S_ISDIR(mode) or stat.S_ISCHR(mode)  # a directory, or whiteout
+                break
+            self._init_layer_fits[key] = fits
+        return fits
 
     def _mounts(self, pod: Pod, container: Container) -> list[dict[str, Any]]:
         """Bind mounts for the launch spec: volumes, then /etc files the pod does not cover."""
@@ -531,7 +500,7 @@ class NativeRuntime:
                 entry["within"] = [os.path.realpath(p) for p in self.allowed_host_paths]
             mounts.append(entry)
         targets = {vm.mount_path.rstrip("/") for vm in container.volume_mounts}
-        for name in ("hostname", "hosts", "resolv.conf"):
+        for name in ETC_FILES:
             if f"/etc/{name}" not in targets and "/etc" not in targets:
                 mounts.append({"source": str(pdir / "etc" / name), "target": f"/etc/{name}"})
         return mounts
@@ -564,14 +533,19 @@ class NativeRuntime:
         return real
 
     async def wait_container(self, uid: str, container: str) -> ContainerExit:
+        watch = self._watches.get((uid, container))
+        if watch is not None:
+            # Started here: its monitor sends the exit record once exit.json is durable.
+            # (Shielded: a waiter that gives up must not end the watch for the others.)
+            record = await asyncio.shield(watch.future)
+            if record is not None:
+                return _exit_from(record)
         cdir = self.container_dir(uid, container)
-        record = await asyncio.to_thread(_read_json, cdir / "exit.json")
+        record, started, pidfd = await asyncio.to_thread(self._exit_or_monitor, cdir)
         if record is not None:
             return _exit_from(record)
-        mon = await asyncio.to_thread(_read_json, cdir / "monitor.pid")
-        if mon is None:
+        if not started:
             raise RuntimeFailure(f"pod {uid} has no started container {container!r}")
-        pidfd = await asyncio.to_thread(_pidfd, mon)
         if pidfd is not None:
             # A pidfd becomes readable when the process exits: no polling, no SIGCHLD,
             # and it works for monitors that are not our children (re-adopted ones).
@@ -589,6 +563,23 @@ class NativeRuntime:
                 loop.remove_reader(pidfd)
                 os.close(pidfd)
         return await asyncio.to_thread(self._exit_or_lost, uid, container)
+
+    @staticmethod
+    def _exit_or_monitor(cdir: Path) -> tuple[dict[str, Any] | None, bool, int | None]:
+        """(exit record, started, pidfd of its live monitor), read in one thread hop."""
+        record = _read_json(cdir / "exit.json")
+        if record is not None:
+            return record, True, None
+        mon = _read_json(cdir / "monitor.pid")
+        return None, mon is not None, _pidfd(mon)
+
+    def _recorded_exit(self, uid: str, container: str) -> ContainerExit | None:
+        """The exit its monitor sent us, if we started it and it has exited (no I/O)."""
+        watch = self._watches.get((uid, container))
+        if watch is None or not watch.future.done():
+            return None
+        record = watch.future.result()
+        return _exit_from(record) if record is not None else None
 
     def _exit_or_lost(self, uid: str, container: str) -> ContainerExit:
         """The recorded exit, or (the monitor died without one) a 137 "monitor lost" that
@@ -616,6 +607,9 @@ class NativeRuntime:
         return _exit_from(record)
 
     async def stop_container(self, uid: str, container: str, grace: float) -> ContainerExit | None:
+        exited = self._recorded_exit(uid, container)
+        if exited is not None:
+            return exited
         cdir = self.container_dir(uid, container)
         record = await asyncio.to_thread(_read_json, cdir / "exit.json")
         if record is not None:
@@ -682,15 +676,24 @@ class NativeRuntime:
     async def remove_pod(self, uid: str) -> None:
         pdir = self.pod_dir(uid)
         async with self._lock(uid):
-            names = await asyncio.to_thread(self._container_names, uid)
-            results = await asyncio.gather(
-                *(self.stop_container(uid, name, 0) for name in names), return_exceptions=True
-            )
-            for name, result in zip(names, results, strict=True):
-                if isinstance(result, BaseException):
-                    _LOGGER.warning("pod %s: stopping %s: %s", uid, name, result)
-            await asyncio.to_thread(self._teardown, uid)
+            self._prepared.discard(uid)
+            exited = {c for u, c in self._watches if u == uid and self._recorded_exit(u, c)}
+            # One thread hop when every container has exited (the common case): the
+            # teardown itself says which ones still need stopping first.
+            names = await asyncio.to_thread(self._teardown, uid, exited)
+            if names:
+                results = await asyncio.gather(
+                    *(self.stop_container(uid, name, 0) for name in names),
+                    return_exceptions=True,
+                )
+                for name, result in zip(names, results, strict=True):
+                    if isinstance(result, BaseException):
+                        _LOGGER.warning("pod %s: stopping %s: %s", uid, name, result)
+                await asyncio.to_thread(self._teardown, uid)
+            for key in [k for k in self._watches if k[0] == uid]:
+                self._watches.pop(key).close()
         self._locks.pop(uid, None)
+        self._sweep()
         _LOGGER.debug("pod %s removed (%s)", uid, pdir)
 
     def _container_names(self, uid: str) -> list[str]:
@@ -699,33 +702,99 @@ class NativeRuntime:
         except FileNotFoundError:
             return []
 
-    def _teardown(self, uid: str) -> None:
-        """Kill what is left, then remove mounts, cgroups and directories (blocking)."""
+    def _teardown(self, uid: str, exited: set[str] | None = None) -> list[str]:
+        """Kill what is left, then remove mounts and cgroups, and move the directories to
+        the trash (blocking). With `exited` (containers known to have exited), first
+        return the containers that may still run, if any, and do nothing else."""
         pdir = self.pod_dir(uid)
+        names = self._container_names(uid)
+        if exited is not None:
+            running = [n for n in names if n not in exited and self._may_run(uid, n)]
+            if running:
+                return running
         cgroup = self.pod_cgroup(uid)
-        try:
-            if self.cgroups.exists(cgroup):
-                self.cgroups.kill(cgroup)
-        except CgroupError as exc:
-            raise RuntimeFailure(f"pod {uid}: {exc}") from exc
+        # When every container's monitor has told us its exit, the cgroups are empty: a
+        # PID 1 takes its namespace's processes with it. Then removing them (rmdir refuses
+        # a cgroup that still holds a process) stands in for the kill, which walks every
+        # hierarchy to make sure; anything else, or a refusal, gets the kill first.
+        quiet = exited is not None and all(name in exited for name in names)
+        if not quiet:
+            try:
+                self.cgroups.kill(cgroup)  # idempotent: a cgroup that is gone is empty
+            except CgroupError as exc:
+                raise RuntimeFailure(f"pod {uid}: {exc}") from exc
         # Monitors record the exit and leave right after their init; none may still be
-        # writing into the directories we are about to delete.
-        for name in self._container_names(uid):
+        # writing into the directories we are about to move.
+        for name in names:
             self._wait_gone(_read_json(pdir / "containers" / name / "monitor.pid"))
-        rootfs.unmount_below(str(pdir))
-        left = rootfs.mounts_below(str(pdir))
-        if left:
-            # Never rm -rf through a mount point: it would delete what is mounted there.
-            raise RuntimeFailure(f"pod {uid}: mounts remain after unmounting: {left}")
+        # Our mounts, by name (the namespace pins, memory emptyDirs): what is not mounted
+        # fails at once, so no mountinfo read. The sweep checks the trash for strays
+        # before it deletes anything.
+        namespaces.unpin(str(pdir / "ns"))
+        with contextlib.suppress(FileNotFoundError):
+            for volume in os.listdir(pdir / "volumes"):
+                rootfs.detach(str(pdir / "volumes" / volume))
         try:
-            if self.cgroups.exists(cgroup):
+            try:
+                self.cgroups.remove(cgroup)  # idempotent too
+            except CgroupError:
+                if not quiet:
+                    raise
+                self.cgroups.kill(cgroup)
                 self.cgroups.remove(cgroup)
         except CgroupError as exc:
             raise RuntimeFailure(f"pod {uid}: {exc}") from exc
-        shutil.rmtree(pdir, ignore_errors=True)
-        shutil.rmtree(self.log_dir / uid, ignore_errors=True)
+        self._trash(pdir, uid)
+        self._trash(self.log_dir / uid, f"{uid}.logs")
         if pdir.exists():
             raise RuntimeFailure(f"pod {uid}: cannot remove {pdir}")
+        return []
+
+    def _may_run(self, uid: str, container: str) -> bool:
+        """Started, and no exit recorded yet (blocking)."""
+        cdir = self.container_dir(uid, container)
+        return not (cdir / "exit.json").exists() and (cdir / "monitor.pid").exists()
+
+    def _trash(self, path: Path, name: str) -> None:
+        """Move a directory to the trash (one rename: deleting a pod's files takes 5-60 ms
+        on a busy disk), or delete it here if it cannot be moved (blocking)."""
+        if not os.path.lexists(path):
+            return
+        try:
+            os.rename(path, self.trash_dir / f"{name}.{os.urandom(4).hex()}")
+        except OSError as exc:  # another filesystem, say; then the slow way
+            _LOGGER.debug("cannot move %s to the trash (%s); deleting it now", path, exc)
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _sweep(self, delay: float = SWEEP_DELAY) -> None:
+        """Empty the trash off every caller's path, `delay` seconds from now so that the
+        removals of a burst share one sweep, one sweep at a time (and one more if asked
+        while it runs). A helper of the fork server does it, at the lowest CPU priority:
+        deleting a pod's files is mostly Python and journal waits, which in the agent
+        would take the GIL from the event loop, and the CPU from pods starting."""
+        if self._sweeping is not None and not self._sweeping.done():
+            self._sweep_again = True
+            return
+        self._sweeping = asyncio.create_task(self._sweep_loop(delay), name="native-trash")
+
+    async def _sweep_loop(self, delay: float = SWEEP_DELAY) -> None:
+        request = {"op": "sweep", "dir": str(self.trash_dir)}
+        while True:
+            self._sweep_waiting = True
+            try:
+                await asyncio.sleep(delay)  # let the removals of a burst gather
+            finally:
+                self._sweep_waiting = False
+            self._sweep_again = False
+            try:
+                answer = await self._forkserver.request(request, SWEEP_TIMEOUT, spare=False)
+                if not answer.get("ok"):
+                    _LOGGER.warning("cannot empty %s: %s", self.trash_dir, answer.get("error"))
+            except (RuntimeFailure, OSError, TimeoutError) as exc:
+                _LOGGER.warning("cannot empty %s: %s", self.trash_dir, exc)
+            if not self._sweep_again:
+                return
+            delay = SWEEP_DELAY
 
     @staticmethod
     def _wait_gone(record: dict[str, Any] | None, timeout: float = 5.0) -> None:
@@ -747,7 +816,9 @@ class NativeRuntime:
     # --- re-adoption ---
 
     async def recover(self) -> list[PodInfo]:
-        return await asyncio.to_thread(self._recover)
+        found = await asyncio.to_thread(self._recover)
+        self._sweep()  # leftovers of pods that never had a pod.json
+        return found
 
     def _recover(self) -> list[PodInfo]:
         found = []

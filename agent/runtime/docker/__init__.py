@@ -1,0 +1,1 @@
+"""The Docker runtime: pods as Docker containers through aiodocker (runtimeClassName: docker)."""

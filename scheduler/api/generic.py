@@ -1,0 +1,185 @@
+"""What the handlers of every stored kind share: validation, selectors, lists, guarded writes.
+
+Namespaces, Deployments, Jobs and ControllerRevisions are served by small
+handler modules built on these: a body becomes a typed object through the same
+manifest validation as `corral apply` (422 naming the field), a list takes
+`labelSelector`, `fieldSelector` (`metadata.name`, `metadata.namespace`) and
+`watch`, and a replace is guarded by `metadata.resourceVersion` when one is given.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from common.manifest import ManifestError, load_object
+from common.models import Model, Namespace, StatusCause, now
+from common.selector import SelectorError, parse_selector
+from common.selector import matches as selector_matches
+from scheduler.api.common import json_response, plane
+from scheduler.api.errors import BadRequest, Forbidden, Invalid, NotFoundError
+from scheduler.api.paging import page, with_continue
+from scheduler.api.watch import serve_watch, wants_watch
+from scheduler.kinds import NAMESPACES, Kind
+from scheduler.objects import decode, list_json
+from scheduler.store import KV, Store
+
+Keep = Callable[[KV], bool]
+
+
+def _meta_fields(obj: Any) -> dict[str, str]:
+    meta = obj.metadata
+    return {"metadata.name": meta.name, "metadata.namespace": meta.namespace or ""}
+
+
+def list_filter(request: web.Request, kind: Kind) -> Keep | None:
+    """labelSelector and fieldSelector (`metadata.name`, `metadata.namespace`) as a KV test."""
+    try:
+        labels = parse_selector(request.query.get("labelSelector"))
+    except SelectorError as exc:
+        raise BadRequest(f"labelSelector: {exc}") from None
+    fields: list[tuple[str, str, bool]] = []
+    for expr in filter(None, (request.query.get("fieldSelector") or "").split(",")):
+        negate = "!=" in expr
+        field, _, value = expr.partition("!=" if negate else "=")
+        field, value = field.strip(), value.lstrip("=").strip()
+        if field not in ("metadata.name", "metadata.namespace"):
+            raise BadRequest(
+                f"fieldSelector: {field!r} is not supported for {kind.plural} "
+                "(supported: metadata.name, metadata.namespace)"
+            )
+        fields.append((field, value, negate))
+    if not labels and not fields:
+        return None
+
+    def keep(kv: KV) -> bool:
+        obj: Any = decode(kv, kind.model)
+        if labels and not selector_matches(labels, obj.metadata.labels):
+            return False
+        have = _meta_fields(obj)
+        return all((have[f] != v) if neg else (have[f] == v) for f, v, neg in fields)
+
+    return keep
+
+
+async def list_objects(
+    request: web.Request, kind: Kind, namespace: str | None
+) -> web.StreamResponse:
+    """A `<Kind>List` of what is under the namespace (all with None), or a watch of it."""
+    keep = list_filter(request, kind)
+    prefix = kind.namespace_prefix(namespace)
+    if wants_watch(request):
+        return await serve_watch(request, prefix, keep)
+    kvs, revision = await plane(request).store.list(prefix)
+    if keep is not None:
+        kvs = [kv for kv in kvs if keep(kv)]
+    kvs, more = page(request, kvs, prefix)  # ?limit= and ?continue=, as for pods
+    body = list_json(kind.list_kind, kvs, revision, kind.api_version)
+    return json_response(with_continue(body, more))
+
+
+def validate(doc: Any, kind: Kind, namespace: str | None) -> Any:
+    """The body as a `kind` object, checked, or 422 naming each bad field."""
+    if not isinstance(doc, dict):
+        raise BadRequest(f"expected a {kind.kind} object, got {type(doc).__name__}")
+    doc.setdefault("apiVersion", kind.api_version)
+    doc.setdefault("kind", kind.kind)
+    if doc.get("kind") != kind.kind or doc.get("apiVersion") != kind.api_version:
+        raise Invalid(
+            f"expected {kind.api_version}/{kind.kind}, got "
+            f"{doc.get('apiVersion')}/{doc.get('kind')}",
+            causes=[StatusCause(reason="FieldValueInvalid", message="wrong kind", field="kind")],
+        )
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    try:
+        obj: Any = load_object(doc)
+    except ManifestError as exc:
+        raise Invalid(exc.message, causes=exc.causes, name=name, kind=kind.plural) from None
+    if namespace is not None:
+        if obj.metadata.namespace not in (None, namespace):
+            raise Invalid(
+                f"the namespace of the object ({obj.metadata.namespace}) does not match the "
+                f"namespace of the request ({namespace})",
+                causes=[
+                    StatusCause(
+                        reason="FieldValueInvalid",
+                        message="does not match the request",
+                        field="metadata.namespace",
+                    )
+                ],
+                name=obj.metadata.name,
+                kind=kind.plural,
+            )
+        obj.metadata.namespace = namespace
+    return obj
+
+
+def stamp_new(obj: Any) -> None:
+    """The metadata the server owns, for an object being created."""
+    meta = obj.metadata
+    meta.uid = str(uuid.uuid4())
+    meta.creation_timestamp = now()
+    meta.resource_version = None
+    meta.deletion_timestamp = None
+    meta.generation = 1
+    obj.status = type(obj.status)()
+
+
+def expected_revision(doc: Any, kv: KV) -> int:
+    """The body's metadata.resourceVersion as a guard; the current one when it has none."""
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    want = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    if want is None or want == "":
+        return kv.mod_revision
+    if not str(want).isdigit():
+        raise Invalid(
+            "metadata.resourceVersion must be a number",
+            causes=[
+                StatusCause(
+                    reason="FieldValueInvalid",
+                    message="not a number",
+                    field="metadata.resourceVersion",
+                )
+            ],
+        )
+    return int(want)
+
+
+async def get_kv(store: Store, kind: Kind, namespace: str | None, name: str) -> KV:
+    kv = await store.get(kind.key(namespace, name))
+    if kv is None:
+        raise NotFoundError(f'{kind.plural} "{name}" not found', name=name, kind=kind.plural)
+    return kv
+
+
+async def require_namespace(store: Store, namespace: str) -> None:
+    """404 for a namespace that does not exist, 403 for one being deleted (as Kubernetes)."""
+    kv = await store.get(NAMESPACES.key(None, namespace))
+    if kv is None:
+        raise NotFoundError(
+            f'namespaces "{namespace}" not found', name=namespace, kind="namespaces"
+        )
+    if decode(kv, Namespace).status.phase == "Terminating":
+        raise Forbidden(
+            f"unable to create new content in namespace {namespace} because it is being terminated",
+            name=namespace,
+            kind="namespaces",
+        )
+
+
+def success(kind: Kind, obj: Model) -> web.Response:
+    """The `Status` Kubernetes answers a delete with."""
+    meta: Any = obj.metadata  # type: ignore[attr-defined]
+    return json_response(
+        {
+            "apiVersion": "v1",
+            "kind": "Status",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": meta.name, "kind": kind.plural, "uid": meta.uid},
+        }
+    )

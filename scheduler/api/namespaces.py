@@ -1,0 +1,126 @@
+"""Namespace routes: list (and watch), create, get, relabel, delete (which empties it first).
+
+`default` always exists and cannot be deleted. Creating an object in a
+namespace that does not exist is refused with 404, as in Kubernetes; creating
+one in a namespace being deleted, with 403.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from common.models import Namespace, NamespaceStatus, StatusCause, now
+from scheduler.api.common import json_response, name_param, plane, read_documents
+from scheduler.api.errors import AlreadyExists, BadRequest, ConflictError, Forbidden, Invalid
+from scheduler.api.generic import expected_revision, get_kv, list_objects, stamp_new, validate
+from scheduler.kinds import DEFAULT_NAMESPACE, NAMESPACES
+from scheduler.objects import decode, encode, mutable_copy, with_resource_version
+from scheduler.store import Conflict, NotFound
+
+
+async def _one_document(request: web.Request) -> Any:
+    docs = await read_documents(request)
+    if len(docs) != 1:
+        raise BadRequest(f"expected one Namespace, got {len(docs)} documents")
+    return docs[0]
+
+
+async def list_namespaces(request: web.Request) -> web.StreamResponse:
+    """`NamespaceList` (labelSelector, fieldSelector=metadata.name=..., watch)."""
+    return await list_objects(request, NAMESPACES, None)
+
+
+async def create_namespace(request: web.Request) -> web.Response:
+    """Create a Namespace (201)."""
+    ns: Namespace = validate(await _one_document(request), NAMESPACES, None)
+    stamp_new(ns)
+    ns.metadata.labels.setdefault("kubernetes.io/metadata.name", ns.metadata.name)
+    key = NAMESPACES.key(None, ns.metadata.name)
+    try:
+        kv = await plane(request).store.put(key, encode(ns), obj=ns, expect=0)
+    except Conflict:
+        raise AlreadyExists(
+            f'namespaces "{ns.metadata.name}" already exists',
+            name=ns.metadata.name,
+            kind="namespaces",
+        ) from None
+    return json_response(with_resource_version(kv), status=201)
+
+
+async def get_namespace(request: web.Request) -> web.Response:
+    """One Namespace."""
+    kv = await get_kv(plane(request).store, NAMESPACES, None, name_param(request))
+    return json_response(with_resource_version(kv))
+
+
+async def update_namespace(request: web.Request) -> web.Response:
+    """Replace labels and annotations (guarded by resourceVersion)."""
+    name = name_param(request)
+    store = plane(request).store
+    kv = await get_kv(store, NAMESPACES, None, name)
+    doc = await _one_document(request)
+    incoming: Namespace = validate(doc, NAMESPACES, None)
+    if incoming.metadata.name != name:
+        raise Invalid(
+            "metadata.name does not match the URL",
+            causes=[
+                StatusCause(
+                    reason="FieldValueInvalid",
+                    message="does not match the URL",
+                    field="metadata.name",
+                )
+            ],
+        )
+    updated = mutable_copy(decode(kv, Namespace))
+    updated.metadata.labels = incoming.metadata.labels
+    updated.metadata.labels.setdefault("kubernetes.io/metadata.name", name)
+    updated.metadata.annotations = incoming.metadata.annotations
+    try:
+        new = await store.put(
+            kv.key, encode(updated), obj=updated, expect=expected_revision(doc, kv)
+        )
+    except (Conflict, NotFound):
+        raise ConflictError(
+            f'Operation cannot be fulfilled on namespaces "{name}": the object has been '
+            "modified; please apply your changes to the latest version and try again",
+            name=name,
+            kind="namespaces",
+        ) from None
+    return json_response(with_resource_version(new))
+
+
+async def delete_namespace(request: web.Request) -> web.Response:
+    """Mark the namespace Terminating; everything in it is deleted, then the namespace."""
+    name = name_param(request)
+    if name == DEFAULT_NAMESPACE:
+        raise Forbidden(
+            f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+            name=name,
+            kind="namespaces",
+        )
+    store = plane(request).store
+    for _attempt in range(5):
+        kv = await get_kv(store, NAMESPACES, None, name)
+        ns = decode(kv, Namespace)
+        if ns.status.phase == "Terminating":
+            return json_response(with_resource_version(kv))
+        marked = mutable_copy(ns)
+        marked.metadata.deletion_timestamp = now()
+        marked.status = NamespaceStatus(phase="Terminating")
+        try:
+            new = await store.put(kv.key, encode(marked), obj=marked, expect=kv.mod_revision)
+        except (Conflict, NotFound):
+            continue
+        return json_response(with_resource_version(new))
+    raise ConflictError(f'namespaces "{name}" kept changing; try again', name=name)
+
+
+ROUTES = [
+    web.get("/api/v1/namespaces", list_namespaces),
+    web.post("/api/v1/namespaces", create_namespace),
+    web.get("/api/v1/namespaces/{name}", get_namespace),
+    web.put("/api/v1/namespaces/{name}", update_namespace),
+    web.delete("/api/v1/namespaces/{name}", delete_namespace),
+]

@@ -1,0 +1,61 @@
+"""List pages: `?limit=N` (1..MAX_LIST_LIMIT) and `?continue=TOKEN`, as in Kubernetes.
+
+A list is sorted by key; a page ends after `limit` items and its
+`metadata.continue` names where the next one starts (the last key, opaque to
+clients). Unlike Kubernetes, a later page is read from the store as it is then,
+not from the first page's snapshot: an object created or deleted between pages
+may be seen or missed once, and `metadata.resourceVersion` is the page's own.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from aiohttp import web
+
+from common.limits import MAX_LIST_LIMIT
+from scheduler.api.common import int_param
+from scheduler.api.errors import BadRequest
+from scheduler.store import KV
+
+
+def _token(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def _start(request: web.Request, prefix: str) -> str | None:
+    """The key the page starts after, from `?continue=`; 400 if it is not ours."""
+    token = request.query.get("continue")
+    if not token:
+        return None
+    try:
+        key = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        key = ""
+    if not key.startswith(prefix):
+        raise BadRequest("query parameter continue: not a continue token of this list")
+    return key
+
+
+def page(request: web.Request, kvs: list[KV], prefix: str) -> tuple[list[KV], str | None]:
+    """The items of this page (`kvs` sorted by key) and the next page's token, if any."""
+    limit = int_param(request, "limit", minimum=1)
+    if limit is not None and limit > MAX_LIST_LIMIT:
+        raise BadRequest(f"query parameter limit: at most {MAX_LIST_LIMIT}")
+    start = _start(request, prefix)
+    if start is not None:
+        kvs = [kv for kv in kvs if kv.key > start]
+    if limit is None or len(kvs) <= limit:
+        return kvs, None
+    kvs = kvs[:limit]
+    return kvs, _token(kvs[-1].key)
+
+
+def with_continue(body: bytes, token: str | None) -> bytes:
+    """A list's JSON (from `list_json`) with `metadata.continue` set, when there is more."""
+    if token is None:
+        return body
+    field = b'"metadata":{"continue":%s,' % json.dumps(token).encode()
+    return body.replace(b'"metadata":{', field, 1)

@@ -1,0 +1,141 @@
+"""Watch: a list endpoint with `?watch=true` streams changes instead of answering once.
+
+The stream is Kubernetes' watch shape, one JSON object a line:
+`{"type": "ADDED" | "MODIFIED" | "DELETED", "object": {...}}`, each object with
+its `metadata.resourceVersion` (for DELETED, the revision of the delete). It is
+backed by the store's own watch, so nothing is polled and nothing is missed:
+
+- without `resourceVersion` (or with `0`) the stream starts with an ADDED event
+  for every object that matches, then follows changes from that listing;
+- with `resourceVersion=N` it sends every change after revision N. A revision
+  the store no longer keeps history for is answered 410 Gone (reason Expired);
+  list again and watch from the list's resourceVersion;
+- with a label or field selector, an object that stops matching is sent as
+  DELETED and one that starts matching as ADDED, as Kubernetes does;
+- `timeoutSeconds` ends the stream after that long; a consumer that falls too
+  far behind gets an ERROR event (a Status, 410 Expired) and the end.
+
+Streams end when the scheduler shuts down (`setup` registers that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from common.models import Status
+from scheduler.api.common import int_param, plane
+from scheduler.api.errors import BadRequest, Gone
+from scheduler.objects import with_resource_version
+from scheduler.store import KV, Compacted
+
+_LOGGER = logging.getLogger(__name__)
+
+Keep = Callable[[KV], bool]
+Closer = Callable[[], None]
+
+
+class OpenStreams:
+    """The close functions of the watches being streamed."""
+
+    def __init__(self) -> None:
+        self.closers: set[Closer] = set()
+
+
+WATCHES: web.AppKey[OpenStreams] = web.AppKey("watches", OpenStreams)
+_BATCH_BYTES = 64 * 1024
+
+
+def setup(app: web.Application) -> None:
+    """Keep track of open streams, and end them when the application shuts down."""
+    app[WATCHES] = OpenStreams()
+
+    async def close_all(app: web.Application) -> None:
+        for close in list(app[WATCHES].closers):
+            close()
+
+    app.on_shutdown.append(close_all)
+
+
+def wants_watch(request: web.Request) -> bool:
+    raw = request.query.get("watch", "").lower()
+    if raw not in ("", "true", "false", "1", "0"):
+        raise BadRequest(f"query parameter watch: {raw!r} is not true or false")
+    return raw in ("true", "1")
+
+
+def _line(kind: str, kv: KV) -> bytes:
+    return b'{"type":"%s","object":%s}\n' % (kind.encode(), with_resource_version(kv))
+
+
+def _error_line(message: str) -> bytes:
+    status = Status(code=410, reason="Expired", message=message)
+    return json.dumps({"type": "ERROR", "object": status.to_dict()}).encode() + b"\n"
+
+
+def event_type(kind: str, kv: KV, prev: KV | None, keep: Keep | None) -> str | None:
+    """What a store event is to a watcher with this filter (None: nothing to send)."""
+    if kind == "DELETE":
+        return "DELETED" if keep is None or keep(kv) else None
+    now = keep is None or keep(kv)
+    before = prev is not None and (keep is None or keep(prev))
+    if now:
+        return "MODIFIED" if before else "ADDED"
+    return "DELETED" if before else None
+
+
+async def serve_watch(request: web.Request, prefix: str, keep: Keep | None) -> web.StreamResponse:
+    """Stream the changes under `prefix` that `keep` accepts (None: all of them)."""
+    store = plane(request).store
+    raw = request.query.get("resourceVersion", "")
+    timeout = int_param(request, "timeoutSeconds")
+    initial: list[KV] = []
+    if raw in ("", "0"):
+        # The listing and the watch are taken without yielding to the loop in between,
+        # so no change can fall between them.
+        kvs, start = await store.list(prefix)
+        initial = [kv for kv in kvs if keep is None or keep(kv)]
+    elif raw.isdigit():
+        start = int(raw)
+    else:
+        raise BadRequest(f"query parameter resourceVersion: {raw!r} is not a revision")
+    try:
+        watch = store.watch(prefix, start)
+    except Compacted as exc:
+        raise Gone(f"too old resource version: {start} ({exc})") from None
+    watches = request.app[WATCHES].closers
+    watches.add(watch.close)
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    try:
+        await response.prepare(request)
+        buffer = bytearray()
+        for kv in initial:
+            buffer += _line("ADDED", kv)
+            if len(buffer) >= _BATCH_BYTES:
+                await response.write(bytes(buffer))
+                buffer.clear()
+        if buffer:
+            await response.write(bytes(buffer))
+        async with asyncio.timeout(timeout):
+            async for event in watch:
+                kind = event_type(event.type, event.kv, event.prev, keep)
+                if kind is not None:
+                    await response.write(_line(kind, event.kv))
+    except TimeoutError:
+        pass  # timeoutSeconds: a clean end of the stream
+    except Compacted as exc:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await response.write(_error_line(f"the watch fell behind: {exc}"))
+    except (ConnectionError, RuntimeError):
+        return response  # the client went away
+    finally:
+        watch.close()
+        watches.discard(watch.close)
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await response.write_eof()
+    return response

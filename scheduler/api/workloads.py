@@ -1,0 +1,364 @@
+"""Deployment (apps/v1) and Job (batch/v1) routes, the `/scale` subresource, and the
+ControllerRevisions that record a Deployment's rollouts.
+
+    GET    /apis/apps/v1/deployments                               every namespace
+    GET    /apis/apps/v1/namespaces/{ns}/deployments               list (selectors, watch)
+    POST   /apis/apps/v1/namespaces/{ns}/deployments               create
+    GET    /apis/apps/v1/namespaces/{ns}/deployments/{name}        get
+    PUT    /apis/apps/v1/namespaces/{ns}/deployments/{name}        replace metadata and spec
+    DELETE /apis/apps/v1/namespaces/{ns}/deployments/{name}        ?propagationPolicy=Orphan
+    GET|PUT|PATCH .../deployments/{name}/scale                     replicas
+    (the same for /apis/batch/v1/.../jobs, without /scale)
+    GET    /apis/apps/v1/[namespaces/{ns}/]controllerrevisions[/{name}]
+
+A replace follows Kubernetes' rules: `spec.selector` is immutable; a Job's
+`template` and `completions` are too. `metadata.generation` counts changes of
+the spec; `status` belongs to the controllers and is kept whatever the body says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from aiohttp import web
+
+from common.models import Deployment, Job, Pod, Scale, ScaleSpec, ScaleStatus, StatusCause, now
+from scheduler.admission import admit
+from scheduler.api.common import json_response, name_param, namespace_param, plane, read_documents
+from scheduler.api.errors import AlreadyExists, BadRequest, ConflictError, Invalid, NotFoundError
+from scheduler.api.generic import (
+    expected_revision,
+    get_kv,
+    list_objects,
+    require_namespace,
+    stamp_new,
+    success,
+    validate,
+)
+from scheduler.controlplane import ControlPlane
+from scheduler.kinds import DEPLOYMENTS, JOBS, REVISIONS, Kind
+from scheduler.objects import decode, encode, mutable_copy, with_resource_version
+from scheduler.store import KV, Conflict, NotFound
+
+# Annotations the controllers keep on the object; a replace that omits them keeps them.
+SYSTEM_ANNOTATIONS = ("deployment.kubernetes.io/revision",)
+PROPAGATION = ("Background", "Foreground", "Orphan")
+
+
+def _kind_of(request: web.Request) -> Kind:
+    return DEPLOYMENTS if "/deployments" in request.path else JOBS
+
+
+def _namespace(request: web.Request) -> str | None:
+    return namespace_param(request) if "namespace" in request.match_info else None
+
+
+async def _one_document(request: web.Request, kind: Kind) -> Any:
+    docs = await read_documents(request)
+    if len(docs) != 1:
+        raise BadRequest(f"expected one {kind.kind}, got {len(docs)} documents")
+    return docs[0]
+
+
+def _immutable(field: str, name: str, kind: Kind) -> Invalid:
+    return Invalid(
+        f'{kind.kind} "{name}" is invalid: {field}: field is immutable',
+        causes=[StatusCause(reason="FieldValueInvalid", message="field is immutable", field=field)],
+        name=name,
+        kind=kind.plural,
+    )
+
+
+def check_update(kind: Kind, old: Any, new: Any) -> None:
+    """Kubernetes' update rules for the fields that may not change."""
+    name = old.metadata.name
+    if isinstance(old, Deployment) and old.spec.selector != new.spec.selector:
+        raise _immutable("spec.selector", name, kind)
+    if isinstance(old, Job):
+        for field, a, b in (
+            ("spec.template", old.spec.template, new.spec.template),
+            ("spec.completions", old.spec.completions, new.spec.completions),
+            ("spec.completionMode", old.spec.completion_mode, new.spec.completion_mode),
+        ):
+            if a != b:
+                raise _immutable(field, name, kind)
+        if new.spec.selector is not None and old.spec.selector != new.spec.selector:
+            raise _immutable("spec.selector", name, kind)
+
+
+def _conflict(kind: Kind, name: str) -> ConflictError:
+    return ConflictError(
+        f'Operation cannot be fulfilled on {kind.plural} "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        name=name,
+        kind=kind.plural,
+    )
+
+
+# -- Deployments and Jobs ---------------------------------------------------------------------
+
+
+async def list_workloads(request: web.Request) -> web.StreamResponse:
+    """A DeploymentList or JobList (labelSelector, fieldSelector, watch)."""
+    return await list_objects(request, _kind_of(request), _namespace(request))
+
+
+async def create_workload(request: web.Request) -> web.Response:
+    """Create a Deployment or Job (201); its controller then creates its pods."""
+    kind = _kind_of(request)
+    namespace = namespace_param(request)
+    obj = validate(await _one_document(request, kind), kind, namespace)
+    admit(plane(request).config, obj)  # the pod template: hostNetwork, hostPath (admission.py)
+    store = plane(request).store
+    await require_namespace(store, namespace)
+    stamp_new(obj)
+    name = obj.metadata.name
+    try:
+        kv = await store.put(kind.key(namespace, name), encode(obj), obj=obj, expect=0)
+    except Conflict:
+        raise AlreadyExists(
+            f'{kind.plural}.{kind.api_version.split("/")[0]} "{name}" already exists',
+            name=name,
+            kind=kind.plural,
+        ) from None
+    return json_response(with_resource_version(kv), status=201)
+
+
+async def get_workload(request: web.Request) -> web.Response:
+    """One Deployment or Job."""
+    kind = _kind_of(request)
+    kv = await get_kv(plane(request).store, kind, namespace_param(request), name_param(request))
+    return json_response(with_resource_version(kv))
+
+
+async def update_workload(request: web.Request) -> web.Response:
+    """Replace metadata (labels, annotations) and spec; status is kept."""
+    kind = _kind_of(request)
+    namespace, name = namespace_param(request), name_param(request)
+    store = plane(request).store
+    kv = await get_kv(store, kind, namespace, name)
+    doc = await _one_document(request, kind)
+    expect = expected_revision(doc, kv)
+    incoming = validate(doc, kind, namespace)
+    admit(plane(request).config, incoming)
+    if incoming.metadata.name != name:
+        raise Invalid(
+            "metadata.name does not match the URL",
+            causes=[
+                StatusCause(
+                    reason="FieldValueInvalid",
+                    message="does not match the URL",
+                    field="metadata.name",
+                )
+            ],
+        )
+    current: Any = decode(kv, kind.model)
+    check_update(kind, current, incoming)
+    updated = mutable_copy(current)
+    annotations = dict(incoming.metadata.annotations)
+    for key in SYSTEM_ANNOTATIONS:
+        if key in current.metadata.annotations:
+            annotations.setdefault(key, current.metadata.annotations[key])
+    updated.metadata.labels = incoming.metadata.labels
+    updated.metadata.annotations = annotations
+    if incoming.metadata.owner_references is not None:
+        updated.metadata.owner_references = incoming.metadata.owner_references
+    if incoming.spec != current.spec:
+        updated.spec = incoming.spec
+        updated.metadata.generation = (current.metadata.generation or 1) + 1
+    if updated == current:
+        return json_response(with_resource_version(kv))
+    try:
+        new = await store.put(kv.key, encode(updated), obj=updated, expect=expect)
+    except (Conflict, NotFound):
+        raise _conflict(kind, name) from None
+    return json_response(with_resource_version(new))
+
+
+async def _propagation(request: web.Request) -> str:
+    """`?propagationPolicy=`, or the same field of a DeleteOptions body (kubectl sends one)."""
+    policy = request.query.get("propagationPolicy")
+    if policy is None and request.can_read_body:
+        with contextlib.suppress(BadRequest):
+            docs = await read_documents(request)
+            if docs and isinstance(docs[0], dict):
+                policy = docs[0].get("propagationPolicy")
+    policy = policy or "Background"
+    if policy not in PROPAGATION:
+        raise BadRequest(f"propagationPolicy: {policy!r} is not one of {', '.join(PROPAGATION)}")
+    return str(policy)
+
+
+async def delete_workload(request: web.Request) -> web.Response:
+    """Delete; its pods follow (Background, Foreground) or are kept without an owner (Orphan)."""
+    kind = _kind_of(request)
+    namespace, name = namespace_param(request), name_param(request)
+    policy = await _propagation(request)
+    cp = plane(request)
+    for _attempt in range(5):
+        kv = await get_kv(cp.store, kind, namespace, name)
+        obj: Any = decode(kv, kind.model)
+        try:
+            if policy == "Orphan":
+                await _orphan(cp, kind, kv, obj)
+            # Unguarded: a status written meanwhile does not change what is deleted.
+            await cp.store.delete(kv.key)
+        except Conflict:
+            continue  # the owner changed while being marked: look again
+        except NotFound:
+            break
+        return success(kind, obj)
+    raise NotFoundError(f'{kind.plural} "{name}" not found', name=name, kind=kind.plural)
+
+
+async def _orphan(cp: ControlPlane, kind: Kind, kv: KV, obj: Any) -> None:
+    """Mark the owner as going (its controller stops), then free its pods of it."""
+    if obj.metadata.deletion_timestamp is None:
+        marked = mutable_copy(obj)
+        marked.metadata.deletion_timestamp = now()
+        await cp.store.put(kv.key, encode(marked), obj=marked, expect=kv.mod_revision)
+    uid = obj.metadata.uid
+    for pod_key in list(cp.workloads.pod_owners.of(uid)):
+        for _attempt in range(5):
+            pod_kv = await cp.store.get(pod_key)
+            if pod_kv is None:
+                break
+            pod = decode(pod_kv, Pod)
+            refs = [r for r in pod.metadata.owner_references or () if r.uid != uid]
+            freed = mutable_copy(pod)
+            freed.metadata.owner_references = refs or None
+            try:
+                await cp.store.put(pod_key, encode(freed), obj=freed, expect=pod_kv.mod_revision)
+                break
+            except (Conflict, NotFound):
+                continue
+
+
+# -- /scale -----------------------------------------------------------------------------------
+
+
+def _scale(d: Deployment, kv: KV) -> dict[str, Any]:
+    scale = Scale(
+        metadata=d.metadata.model_copy(
+            update={"resource_version": str(kv.mod_revision), "owner_references": None}
+        ),
+        spec=ScaleSpec(replicas=d.spec.replicas),
+        status=ScaleStatus(replicas=d.status.replicas, selector=d.spec.selector.to_query()),
+    )
+    return scale.to_dict()
+
+
+async def get_scale(request: web.Request) -> web.Response:
+    """The Deployment's Scale (autoscaling/v1)."""
+    kv = await get_kv(
+        plane(request).store, DEPLOYMENTS, namespace_param(request), name_param(request)
+    )
+    return json_response(_scale(decode(kv, Deployment), kv))
+
+
+async def update_scale(request: web.Request) -> web.Response:
+    """Set `spec.replicas` from a Scale (PUT) or a merge patch `{"spec": {"replicas": N}}`."""
+    namespace, name = namespace_param(request), name_param(request)
+    store = plane(request).store
+    doc = await _one_document(request, DEPLOYMENTS)
+    spec = doc.get("spec") if isinstance(doc, dict) else None
+    replicas = spec.get("replicas") if isinstance(spec, dict) else None
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        raise Invalid(
+            f'Scale "{name}" is invalid: spec.replicas must be an integer >= 0',
+            causes=[
+                StatusCause(
+                    reason="FieldValueInvalid",
+                    message="must be an integer greater than or equal to 0",
+                    field="spec.replicas",
+                )
+            ],
+        )
+    for _attempt in range(5):
+        kv = await get_kv(store, DEPLOYMENTS, namespace, name)
+        current = decode(kv, Deployment)
+        expect = expected_revision(doc, kv) if request.method == "PUT" else kv.mod_revision
+        if current.spec.replicas == replicas:
+            return json_response(_scale(current, kv))
+        updated = mutable_copy(current)
+        updated.spec.replicas = replicas
+        updated.metadata.generation = (current.metadata.generation or 1) + 1
+        try:
+            new = await store.put(kv.key, encode(updated), obj=updated, expect=expect)
+        except (Conflict, NotFound):
+            if request.method == "PUT" and expect != kv.mod_revision:
+                raise _conflict(DEPLOYMENTS, name) from None
+            continue
+        return json_response(_scale(updated, new))
+    raise _conflict(DEPLOYMENTS, name)
+
+
+# -- ControllerRevisions ----------------------------------------------------------------------
+
+
+async def list_revisions(request: web.Request) -> web.StreamResponse:
+    """A ControllerRevisionList (labelSelector, fieldSelector, watch)."""
+    return await list_objects(request, REVISIONS, _namespace(request))
+
+
+async def get_revision(request: web.Request) -> web.Response:
+    """One ControllerRevision."""
+    kv = await get_kv(
+        plane(request).store, REVISIONS, namespace_param(request), name_param(request)
+    )
+    return json_response(with_resource_version(kv))
+
+
+def _routes() -> list[web.RouteDef]:
+    routes = []
+    for kind in (DEPLOYMENTS, JOBS):
+        root = f"{kind.api_root}/namespaces/{{namespace}}/{kind.plural}"
+        routes += [
+            web.get(f"{kind.api_root}/{kind.plural}", list_workloads),
+            web.get(root, list_workloads),
+            web.post(root, create_workload),
+            web.get(root + "/{name}", get_workload),
+            web.put(root + "/{name}", update_workload),
+            web.delete(root + "/{name}", delete_workload),
+        ]
+    scale = f"{DEPLOYMENTS.api_root}/namespaces/{{namespace}}/deployments/{{name}}/scale"
+    routes += [
+        web.get(scale, get_scale),
+        web.put(scale, update_scale),
+        web.patch(scale, update_scale),
+        web.get(f"{REVISIONS.api_root}/{REVISIONS.plural}", list_revisions),
+        web.get(
+            f"{REVISIONS.api_root}/namespaces/{{namespace}}/{REVISIONS.plural}", list_revisions
+        ),
+        web.get(
+            f"{REVISIONS.api_root}/namespaces/{{namespace}}/{REVISIONS.plural}/{{name}}",
+            get_revision,
+        ),
+    ]
+    return routes
+
+
+ROUTES = _routes()
+
+# For the OpenAPI document: (method, path) -> (request schema, success code, response schema).
+_NS = "/namespaces/{namespace}"
+OPENAPI_SHAPES: dict[tuple[str, str], tuple[str | None, int, str | None]] = {}
+for _kind in (DEPLOYMENTS, JOBS):
+    _root = f"{_kind.api_root}{_NS}/{_kind.plural}"
+    OPENAPI_SHAPES |= {
+        ("GET", f"{_kind.api_root}/{_kind.plural}"): (None, 200, _kind.list_kind),
+        ("GET", _root): (None, 200, _kind.list_kind),
+        ("POST", _root): (_kind.kind, 201, _kind.kind),
+        ("GET", _root + "/{name}"): (None, 200, _kind.kind),
+        ("PUT", _root + "/{name}"): (_kind.kind, 200, _kind.kind),
+        ("DELETE", _root + "/{name}"): (None, 200, "Status"),
+    }
+OPENAPI_SHAPES |= {
+    ("GET", f"/apis/apps/v1{_NS}/deployments/{{name}}/scale"): (None, 200, "Scale"),
+    ("PUT", f"/apis/apps/v1{_NS}/deployments/{{name}}/scale"): ("Scale", 200, "Scale"),
+    ("PATCH", f"/apis/apps/v1{_NS}/deployments/{{name}}/scale"): ("Scale", 200, "Scale"),
+    ("GET", "/apis/apps/v1/controllerrevisions"): (None, 200, "ControllerRevisionList"),
+    ("GET", f"/apis/apps/v1{_NS}/controllerrevisions"): (None, 200, "ControllerRevisionList"),
+    ("GET", f"/apis/apps/v1{_NS}/controllerrevisions/{{name}}"): (None, 200, "ControllerRevision"),
+}

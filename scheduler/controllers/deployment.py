@@ -1,0 +1,596 @@
+"""The Deployment controller: `replicas` pods of the current template, rolled out safely.
+
+A Deployment owns its pods directly; corral has no ReplicaSets. What a
+ReplicaSet gives Kubernetes is kept by two things:
+
+- each pod carries `pod-template-hash`, a hash of the template it was made
+  from: the pods with the current template's hash are the *new* pods, every
+  other active pod is *old*;
+- each template rolled out is recorded as a ControllerRevision named
+  `<deployment>-<hash>` (owned by the Deployment, numbered 1, 2, ...), which is
+  what `corral rollout history|undo` read. Returning to an earlier template
+  reuses its revision under the next number, as Kubernetes does.
+
+One pass (`reconcile`) for one Deployment::
+
+    record the template's revision ──> delete finished pods (they are replaced)
+        │
+        ├─ Recreate:      delete every old pod; create new ones only once none is left
+        └─ RollingUpdate: create new pods while   total < replicas + maxSurge
+                          delete old pods while    available > replicas - maxUnavailable
+                          (unavailable old pods first: they cost no availability)
+        │
+        └─> status (replicas, updated, ready, available; Available and Progressing)
+
+A pod is *available* once its Ready condition has been True for
+`minReadySeconds`. Progress (more updated, ready or available pods, fewer old
+ones) refreshes the Progressing condition; none for `progressDeadlineSeconds`
+turns it False with reason ProgressDeadlineExceeded. A paused Deployment's
+pods are left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from common.models import (
+    ControllerRevision,
+    Deployment,
+    DeploymentStatus,
+    ObjectMeta,
+    ObjectReference,
+    Pod,
+    WorkloadCondition,
+    now,
+)
+from scheduler.context import Context
+from scheduler.controllers.base import Controller
+from scheduler.controllers.cache import ObjectCache, OwnerIndex
+from scheduler.controllers.podcontrol import (
+    HASH_LABEL,
+    create_pods,
+    delete_pod,
+    deletion_order,
+    generate_name,
+    is_active,
+    is_ready,
+    new_pod,
+    owner_reference,
+    pod_store_key,
+    prototype,
+    ready_condition,
+    template_hash,
+)
+from scheduler.kinds import DEPLOYMENTS, REVISIONS
+from scheduler.objects import encode
+from scheduler.store import KV, Conflict, NotFound
+
+_LOGGER = logging.getLogger(__name__)
+
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+CHANGE_CAUSE = "kubernetes.io/change-cause"
+
+
+def resolve(value: int | str, replicas: int, *, round_up: bool) -> int:
+    """maxSurge / maxUnavailable as a pod count: `25%` of 10 is 3 (surge) or 2 (unavailable)."""
+    if isinstance(value, int):
+        return value
+    fraction = int(value.rstrip("%")) * replicas / 100
+    return math.ceil(fraction) if round_up else math.floor(fraction)
+
+
+def surge_and_unavailable(d: Deployment) -> tuple[int, int]:
+    """(maxSurge, maxUnavailable) in pods; never both 0, as Kubernetes guarantees."""
+    if d.spec.strategy.type == "Recreate":
+        return 0, d.spec.replicas
+    rolling = d.spec.strategy.rolling_update
+    surge_value = rolling.max_surge if rolling else "25%"
+    unavailable_value = rolling.max_unavailable if rolling else "25%"
+    surge = resolve(surge_value, d.spec.replicas, round_up=True)
+    unavailable = resolve(unavailable_value, d.spec.replicas, round_up=False)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return surge, unavailable
+
+
+def revision_name(deployment: str, hash_: str) -> str:
+    return f"{deployment[:240].rstrip('-.')}-{hash_}"
+
+
+def set_condition(
+    conditions: list[WorkloadCondition], cond: WorkloadCondition
+) -> list[WorkloadCondition]:
+    """Replace the condition of that type. An unchanged condition keeps its times (so a
+    pass that changes nothing writes nothing); a changed one keeps its transition time
+    if its status stayed."""
+    old = next((c for c in conditions if c.type == cond.type), None)
+    if old is not None and (old.status, old.reason, old.message) == (
+        cond.status,
+        cond.reason,
+        cond.message,
+    ):
+        return conditions
+    if old is not None and old.status == cond.status:
+        cond.last_transition_time = old.last_transition_time
+    return [*(c for c in conditions if c.type != cond.type), cond]
+
+
+def find_condition(conditions: list[WorkloadCondition], kind: str) -> WorkloadCondition | None:
+    return next((c for c in conditions if c.type == kind), None)
+
+
+@dataclass
+class Picture:
+    """The pods of one Deployment, sorted for one pass."""
+
+    new: list[Pod] = field(default_factory=list)
+    old: list[Pod] = field(default_factory=list)
+    terminating_old: list[Pod] = field(default_factory=list)
+    finished: list[Pod] = field(default_factory=list)
+    available: set[str] = field(default_factory=set)  # uids
+    next_check: float | None = None  # seconds until a pod becomes available
+
+    def count_available(self, pods: list[Pod]) -> int:
+        return sum(1 for p in pods if p.metadata.uid in self.available)
+
+
+class DeploymentController(Controller):
+    name = "deployment"
+
+    def __init__(
+        self,
+        ctx: Context,
+        deployments: ObjectCache[Deployment],
+        revisions: ObjectCache[ControllerRevision],
+        pod_owners: OwnerIndex,
+        revision_owners: OwnerIndex,
+    ) -> None:
+        super().__init__(ctx)
+        self.deployments = deployments
+        self.revisions = revisions
+        self.pod_owners = pod_owners
+        self.revision_owners = revision_owners
+        self._ready_seen: dict[str, float] = {}  # uid -> when first seen Ready (no timestamp)
+
+    def keys(self) -> list[str]:
+        return list(self.deployments.objects)
+
+    def enqueue(self, namespace: str, name: str) -> None:
+        self.queue.add(DEPLOYMENTS.key(namespace, name))
+
+    def forget_pod(self, uid: str | None) -> None:
+        self._ready_seen.pop(uid or "", None)
+
+    # -- one pass -----------------------------------------------------------------------------
+
+    async def reconcile(self, key: str) -> float | None:
+        d = self.deployments.get(key)
+        kv = self.deployments.kvs.get(key)
+        if d is None or kv is None or d.metadata.deletion_timestamp is not None:
+            return None  # gone or going: the garbage collector takes its pods
+        hash_ = template_hash(d.spec.template)
+        revision = await self._sync_revision(key, d, hash_)
+        if revision is None:
+            return 0.2  # a revision of that name is still being cleaned up
+        picture = self._picture(d, hash_)
+        await asyncio.gather(
+            *(delete_pod(self.store, self.cluster, pod_store_key(p)) for p in picture.finished)
+        )
+        changed = False
+        if not d.spec.paused:
+            if d.spec.strategy.type == "Recreate":
+                changed = await self._recreate(key, d, hash_, revision, picture)
+            else:
+                changed = await self._rolling(key, d, hash_, revision, picture)
+        await self._prune_revisions(d, hash_)
+        requeue = await self._write_status(key, kv, d, hash_, revision, picture, changed)
+        if picture.next_check is not None:
+            requeue = min(requeue or picture.next_check, picture.next_check)
+        return requeue
+
+    def _picture(self, d: Deployment, hash_: str) -> Picture:
+        picture = Picture()
+        wall = time.time()
+        min_ready = d.spec.min_ready_seconds
+        for pod_key in self.pod_owners.of(d.metadata.uid):
+            pod = self.cluster.pods.get(pod_key)
+            if pod is None:
+                continue
+            current = pod.metadata.labels.get(HASH_LABEL) == hash_
+            if pod.metadata.deletion_timestamp is not None:
+                if not current:
+                    picture.terminating_old.append(pod)
+                continue
+            if not is_active(pod):
+                picture.finished.append(pod)
+                continue
+            (picture.new if current else picture.old).append(pod)
+            uid = pod.metadata.uid or ""
+            if not is_ready(pod):
+                self._ready_seen.pop(uid, None)
+                continue
+            cond = ready_condition(pod)
+            if cond is not None and cond.last_transition_time is not None:
+                since = cond.last_transition_time.timestamp()
+            else:  # an agent that does not time its conditions: count from when seen
+                since = self._ready_seen.setdefault(uid, wall)
+            waited = wall - since
+            if waited >= min_ready:
+                picture.available.add(uid)
+            else:
+                left = min_ready - waited
+                picture.next_check = min(picture.next_check or left, left)
+        return picture
+
+    # -- strategies ---------------------------------------------------------------------------
+
+    async def _rolling(
+        self,
+        key: str,
+        d: Deployment,
+        hash_: str,
+        revision: int,
+        picture: Picture,
+    ) -> bool:
+        desired = d.spec.replicas
+        surge, max_unavailable = surge_and_unavailable(d)
+        changed = False
+        new, old = picture.new, picture.old
+        if len(new) > desired:
+            excess = deletion_order(new)[: len(new) - desired]
+            await self._delete(key, d, excess, picture, f"revision {revision}")
+            changed = True
+        elif len(new) < desired:
+            total = len(new) + len(old)
+            count = min(desired + surge - total, desired - len(new))
+            if count > 0:
+                await self._create(key, d, hash_, revision, count, picture)
+                changed = True
+        if not old:
+            return changed
+        min_available = desired - max_unavailable
+        total = len(new) + len(old)
+        new_unavailable = len(new) - picture.count_available(new)
+        budget = total - min_available - new_unavailable
+        if budget <= 0:
+            return changed
+        # Old pods that are not available first: removing them costs no availability.
+        unhealthy = [p for p in deletion_order(old) if p.metadata.uid not in picture.available]
+        doomed = unhealthy[:budget]
+        available = picture.count_available(new) + picture.count_available(old)
+        healthy_budget = min(available - min_available, budget - len(doomed))
+        if healthy_budget > 0:
+            healthy = [p for p in deletion_order(old) if p.metadata.uid in picture.available]
+            doomed += healthy[:healthy_budget]
+        if doomed:
+            await self._delete(key, d, doomed, picture, "old revisions")
+            changed = True
+        return changed
+
+    async def _recreate(
+        self,
+        key: str,
+        d: Deployment,
+        hash_: str,
+        revision: int,
+        picture: Picture,
+    ) -> bool:
+        if picture.old:
+            await self._delete(key, d, list(picture.old), picture, "old revisions")
+            return True
+        if picture.terminating_old:
+            return False  # Recreate: new pods only once every old one is gone
+        desired = d.spec.replicas
+        if len(picture.new) < desired:
+            await self._create(key, d, hash_, revision, desired - len(picture.new), picture)
+            return True
+        if len(picture.new) > desired:
+            excess = deletion_order(picture.new)[: len(picture.new) - desired]
+            await self._delete(key, d, excess, picture, f"revision {revision}")
+            return True
+        return False
+
+    async def _create(
+        self, key: str, d: Deployment, hash_: str, revision: int, count: int, picture: Picture
+    ) -> None:
+        namespace = d.metadata.namespace or "default"
+        proto = prototype(d.spec.template, namespace)
+        owner = owner_reference("Deployment", "apps/v1", d.metadata.name, d.metadata.uid or "")
+        base = f"{d.metadata.name}-{hash_}"
+        pods = [
+            new_pod(proto, d.spec.template, generate_name(base), {HASH_LABEL: hash_}, owner)
+            for _ in range(count)
+        ]
+        kvs = await create_pods(self.store, pods)  # Conflict (a name taken): the next pass
+        self.wrote(key, kvs)
+        picture.new.extend(pods)
+        self.events.record(
+            _ref(d),
+            "ScalingReplicaSet",
+            f"Scaled up revision {revision} ({revision_name(d.metadata.name, hash_)}) "
+            f"to {len(picture.new)}",
+        )
+
+    async def _delete(
+        self, key: str, d: Deployment, pods: list[Pod], picture: Picture, what: str
+    ) -> None:
+        # Concurrently: the store's group commit makes them durable in one fsync.
+        kvs = await asyncio.gather(
+            *(delete_pod(self.store, self.cluster, pod_store_key(p)) for p in pods)
+        )
+        self.wrote(key, [kv for kv in kvs if kv is not None])
+        for pod in pods:
+            if pod in picture.new:
+                picture.new.remove(pod)
+            if pod in picture.old:
+                picture.old.remove(pod)
+                picture.terminating_old.append(pod)
+            picture.available.discard(pod.metadata.uid or "")
+        self.events.record(
+            _ref(d),
+            "ScalingReplicaSet",
+            f"Scaled down {what} by {len(pods)}: "
+            f"{', '.join(p.metadata.name for p in pods[:5])}{' ...' if len(pods) > 5 else ''}",
+        )
+
+    # -- revisions ----------------------------------------------------------------------------
+
+    def _owned_revisions(self, d: Deployment) -> list[ControllerRevision]:
+        found = (self.revisions.get(k) for k in self.revision_owners.of(d.metadata.uid))
+        return [r for r in found if r is not None]
+
+    async def _sync_revision(self, key: str, d: Deployment, hash_: str) -> int | None:
+        """The number of the current template's revision, recording it first if new."""
+        owned = self._owned_revisions(d)
+        name = revision_name(d.metadata.name, hash_)
+        top = max((r.revision for r in owned), default=0)
+        current = next((r for r in owned if r.metadata.name == name), None)
+        cause = d.metadata.annotations.get(CHANGE_CAUSE)
+        namespace = d.metadata.namespace or "default"
+        rkey = REVISIONS.key(namespace, name)
+        if current is not None and current.revision == top:
+            return top
+        if current is not None:
+            # Back to an earlier template (`rollout undo`): it becomes the newest revision.
+            updated = current.model_copy(update={"revision": top + 1})
+            updated.metadata = current.metadata.model_copy(
+                update={"annotations": _with_cause(current.metadata.annotations, cause)}
+            )
+            kv = self.revisions.kvs.get(rkey)
+            if kv is None:
+                return None
+            written = await self.store.put(
+                rkey, encode(updated), obj=updated, expect=kv.mod_revision
+            )
+            self.wrote(key, [written])
+            return top + 1
+        if rkey in self.revisions.objects:
+            return None  # a revision of a deleted namesake: the garbage collector removes it
+        revision = ControllerRevision(
+            metadata=ObjectMeta(
+                name=name,
+                namespace=namespace,
+                uid=_uid(),
+                labels={**d.spec.selector.match_labels, HASH_LABEL: hash_},
+                annotations=_with_cause({}, cause),
+                creation_timestamp=now(),
+                owner_references=[
+                    owner_reference("Deployment", "apps/v1", d.metadata.name, d.metadata.uid or "")
+                ],
+            ),
+            data={"spec": {"template": d.spec.template.to_dict()}},
+            revision=top + 1,
+        )
+        try:
+            written = await self.store.put(rkey, encode(revision), obj=revision, expect=0)
+        except Conflict:
+            return None
+        self.wrote(key, [written])
+        return top + 1
+
+    async def _prune_revisions(self, d: Deployment, hash_: str) -> None:
+        """Keep `revisionHistoryLimit` old revisions; never one that still has pods."""
+        current = revision_name(d.metadata.name, hash_)
+        old = sorted(
+            (r for r in self._owned_revisions(d) if r.metadata.name != current),
+            key=lambda r: r.revision,
+        )
+        excess = len(old) - d.spec.revision_history_limit
+        if excess <= 0:
+            return
+        in_use = {
+            pod.metadata.labels.get(HASH_LABEL)
+            for k in self.pod_owners.of(d.metadata.uid)
+            if (pod := self.cluster.pods.get(k)) is not None
+        }
+        namespace = d.metadata.namespace or "default"
+        for rev in old:
+            if excess <= 0:
+                break
+            if rev.metadata.labels.get(HASH_LABEL) in in_use:
+                continue
+            rkey = REVISIONS.key(namespace, rev.metadata.name)
+            kv = self.revisions.kvs.get(rkey)
+            if kv is not None:
+                try:
+                    await self.store.delete(rkey, expect=kv.mod_revision)
+                except (Conflict, NotFound):
+                    continue
+            excess -= 1
+
+    # -- status -------------------------------------------------------------------------------
+
+    async def _write_status(
+        self,
+        key: str,
+        kv: KV,
+        d: Deployment,
+        hash_: str,
+        revision: int,
+        picture: Picture,
+        changed: bool,
+    ) -> float | None:
+        desired = d.spec.replicas
+        _, max_unavailable = surge_and_unavailable(d)
+        active = picture.new + picture.old
+        available = picture.count_available(active)
+        ready = sum(1 for p in active if is_ready(p))
+        old_status = d.status
+        status = DeploymentStatus(
+            observed_generation=d.metadata.generation,
+            replicas=len(active),
+            updated_replicas=len(picture.new),
+            ready_replicas=ready,
+            available_replicas=available,
+            unavailable_replicas=max(desired - available, 0),
+            conditions=list(old_status.conditions),
+            collision_count=old_status.collision_count,
+        )
+        stamp = now()
+        enough = available >= desired - max_unavailable
+        status.conditions = set_condition(
+            status.conditions,
+            WorkloadCondition(
+                type="Available",
+                status="True" if enough else "False",
+                reason="MinimumReplicasAvailable" if enough else "MinimumReplicasUnavailable",
+                message="Deployment has minimum availability."
+                if enough
+                else "Deployment does not have minimum availability.",
+                last_update_time=stamp,
+                last_transition_time=stamp,
+            ),
+        )
+        requeue = self._progress(d, status, old_status, hash_, revision, changed, stamp)
+        annotations = d.metadata.annotations
+        want_revision = str(revision)
+        if status == old_status and annotations.get(REVISION_ANNOTATION) == want_revision:
+            return requeue
+        meta = d.metadata.model_copy(
+            update={"annotations": {**annotations, REVISION_ANNOTATION: want_revision}}
+        )
+        updated = d.model_copy(update={"metadata": meta, "status": status})
+        written = await self.store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
+        self.wrote(key, [written])
+        return requeue
+
+    def _progress(
+        self,
+        d: Deployment,
+        status: DeploymentStatus,
+        old: DeploymentStatus,
+        hash_: str,
+        revision: int,
+        changed: bool,
+        now_: datetime,
+    ) -> float | None:
+        """Set Progressing; return when to look again for the deadline."""
+        name = revision_name(d.metadata.name, hash_)
+        cond = find_condition(status.conditions, "Progressing")
+        desired = d.spec.replicas
+        if d.spec.paused:
+            status.conditions = set_condition(
+                status.conditions,
+                WorkloadCondition(
+                    type="Progressing",
+                    status="Unknown",
+                    reason="DeploymentPaused",
+                    message="Deployment is paused",
+                    last_update_time=now_,
+                    last_transition_time=now_,
+                ),
+            )
+            return None
+        complete = (
+            status.updated_replicas == desired
+            and status.replicas == desired
+            and status.available_replicas == desired
+        )
+        if complete:
+            reason = "NewReplicaSetAvailable"
+            message = f'Revision {revision} ("{name}") has successfully progressed.'
+            if cond is None or cond.reason != reason or cond.message != message:
+                self._set_progressing(status, "True", reason, message, now_)
+            return None
+        progressed = (
+            changed
+            or old.observed_generation != d.metadata.generation
+            or status.updated_replicas > old.updated_replicas
+            or (status.replicas - status.updated_replicas) < (old.replicas - old.updated_replicas)
+            or status.ready_replicas > old.ready_replicas
+            or status.available_replicas > old.available_replicas
+        )
+        deadline = d.spec.progress_deadline_seconds
+        if progressed or cond is None or cond.last_update_time is None:
+            message = f'Revision {revision} ("{name}") is progressing.'
+            self._set_progressing(status, "True", "ReplicaSetUpdated", message, now_)
+            return float(deadline)
+        waited = (now_ - cond.last_update_time).total_seconds()
+        if cond.reason == "ProgressDeadlineExceeded":
+            return None
+        if waited >= deadline:
+            self._set_progressing(
+                status,
+                "False",
+                "ProgressDeadlineExceeded",
+                f'Revision {revision} ("{name}") has timed out progressing.',
+                cond.last_update_time,
+            )
+            self.events.record(
+                _ref(d),
+                "ProgressDeadlineExceeded",
+                f"Deployment {d.metadata.name} has not progressed for {deadline}s",
+                type="Warning",
+            )
+            return None
+        return max(deadline - waited, 0.5)
+
+    @staticmethod
+    def _set_progressing(
+        status: DeploymentStatus,
+        value: Literal["True", "False", "Unknown"],
+        reason: str,
+        message: str,
+        stamp: datetime | None,
+    ) -> None:
+        """Set Progressing with `stamp` as its update time (progress made, or not since)."""
+        old = find_condition(status.conditions, "Progressing")
+        transition = stamp if old is None or old.status != value else old.last_transition_time
+        status.conditions = [
+            *(c for c in status.conditions if c.type != "Progressing"),
+            WorkloadCondition(
+                type="Progressing",
+                status=value,
+                reason=reason,
+                message=message,
+                last_update_time=stamp,
+                last_transition_time=transition,
+            ),
+        ]
+
+
+def _with_cause(annotations: dict[str, str], cause: str | None) -> dict[str, str]:
+    result = {k: v for k, v in annotations.items() if k != CHANGE_CAUSE}
+    if cause:
+        result[CHANGE_CAUSE] = cause
+    return result
+
+
+def _ref(d: Deployment) -> ObjectReference:
+    return ObjectReference(
+        kind="Deployment",
+        name=d.metadata.name,
+        namespace=d.metadata.namespace,
+        uid=d.metadata.uid,
+    )
+
+
+def _uid() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,82 @@
+"""Garbage collection: what a deleted Deployment or Job owned goes with it.
+
+Deleting an owner removes only the owner (Kubernetes' background propagation);
+this controller then deletes every object whose ownerReferences name an owner
+uid that no longer exists: pods (gracefully, through their agents) and
+ControllerRevisions. Its keys are owner uids. It is told of an owner's
+deletion by the owner caches, of a dependent that names a missing owner by the
+dependents' listeners, and it looks at every owner uid it knows on a periodic
+resync, so an owner deleted while the scheduler was down is collected too.
+
+Only owners of a kind corral runs controllers for (Deployment, Job) are
+checked; an ownerReference to any other kind is kept and ignored.
+`?propagationPolicy=Orphan` is handled by the API: it removes the references
+before it deletes the owner, so nothing is left here to collect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from scheduler.context import Context
+from scheduler.controllers.base import Controller
+from scheduler.controllers.cache import OwnerIndex
+from scheduler.controllers.podcontrol import delete_pod
+from scheduler.kinds import PODS, REVISIONS
+from scheduler.store import Conflict, NotFound
+
+_LOGGER = logging.getLogger(__name__)
+
+OWNER_KINDS = frozenset({"Deployment", "Job"})
+RETRY_SECONDS = 1.0
+
+
+class GarbageCollector(Controller):
+    name = "garbage-collector"
+    workers = 2
+
+    def __init__(
+        self,
+        ctx: Context,
+        owner_exists: Callable[[str], bool],
+        indexes: list[OwnerIndex],
+    ) -> None:
+        super().__init__(ctx)
+        self.owner_exists = owner_exists
+        self.indexes = indexes
+
+    def keys(self) -> list[str]:
+        return [uid for index in self.indexes for uid in index.owners()]
+
+    def check(self, uid: str, kind: str) -> None:
+        """A dependent names this owner: collect if the owner is gone (cheap when it is not)."""
+        if kind in OWNER_KINDS and not self.owner_exists(uid):
+            self.queue.add(uid)
+
+    def owner_deleted(self, uid: str | None) -> None:
+        if uid:
+            self.queue.add(uid)
+
+    async def reconcile(self, uid: str) -> float | None:
+        if self.owner_exists(uid):
+            return None
+        keys = [
+            k for index in self.indexes for k in index.of(uid) if index.kind_of(uid) in OWNER_KINDS
+        ]
+        if not keys:
+            return None
+        pods = [k for k in keys if k.startswith(PODS.prefix)]
+        others = [k for k in keys if k.startswith(REVISIONS.prefix)]
+        await asyncio.gather(*(delete_pod(self.store, self.cluster, k) for k in pods))
+        for key in others:
+            kv = await self.store.get(key)
+            if kv is not None:
+                try:
+                    await self.store.delete(key, expect=kv.mod_revision)
+                except (Conflict, NotFound):
+                    pass
+        _LOGGER.info("collected %d objects of deleted owner %s", len(keys), uid)
+        # Pods stopping gracefully are still listed until their agents confirm.
+        return RETRY_SECONDS

@@ -1,0 +1,136 @@
+"""The workload controllers wired together: caches, owner indexes, and who is told what.
+
+`Workloads` owns the caches of Namespaces, Deployments, Jobs and
+ControllerRevisions (fed by the cluster's one watch), the indexes of what each
+owner owns (pods, revisions), and the controllers: deployment, job, garbage
+collector and namespace. It routes each change to the controller that cares:
+
+    pod changed ─────────> owner index ─> its Deployment / Job queued; GC if the owner is gone
+    Deployment / Job ────> its controller queued; deleted: GC queued with its uid
+    ControllerRevision ──> revision index; GC if its owner is gone
+    Namespace ───────────> namespace controller (when Terminating)
+
+The pod listener runs for every pod write in the cluster, so it returns at once
+for pods without ownerReferences.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from common.models import ControllerRevision, Deployment, Job, Namespace, Pod
+from scheduler.context import Context
+from scheduler.controllers.cache import ObjectCache, OwnerIndex, controller_ref, key_namespace
+from scheduler.controllers.deployment import DeploymentController
+from scheduler.controllers.gc import GarbageCollector
+from scheduler.controllers.job import JobController
+from scheduler.controllers.namespace import NamespaceController, ensure_namespaces
+from scheduler.kinds import DEPLOYMENTS, JOBS, NAMESPACES, REVISIONS
+from scheduler.store import Event
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Workloads:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.namespaces = ObjectCache(NAMESPACES, Namespace)
+        self.deployments = ObjectCache(DEPLOYMENTS, Deployment)
+        self.jobs = ObjectCache(JOBS, Job)
+        self.revisions = ObjectCache(REVISIONS, ControllerRevision)
+        self.pod_owners = OwnerIndex()
+        self.revision_owners = OwnerIndex()
+        self.deployment = DeploymentController(
+            ctx, self.deployments, self.revisions, self.pod_owners, self.revision_owners
+        )
+        self.job = JobController(ctx, self.jobs, self.pod_owners)
+        self.gc = GarbageCollector(ctx, self.owner_exists, [self.pod_owners, self.revision_owners])
+        self.namespace = NamespaceController(ctx, self.namespaces)
+        self.deployments.handlers.append(self._deployment_changed)
+        self.jobs.handlers.append(self._job_changed)
+        self.revisions.handlers.append(self._revision_changed)
+        self.namespaces.handlers.append(self._namespace_changed)
+        ctx.cluster.object_listeners.append(self._object_event)
+        ctx.cluster.pod_listeners.append(self._pod_changed)
+
+    async def load(self) -> None:
+        """Namespaces made sure of, caches filled, indexes built from the cluster's pods."""
+        await ensure_namespaces(self.ctx.store)
+        for cache in (self.namespaces, self.deployments, self.jobs, self.revisions):
+            await cache.load(self.ctx.store)
+        for key, rev in self.revisions.objects.items():
+            self.revision_owners.update(key, rev.metadata.owner_references)
+        for key, pod in self.ctx.cluster.pods.items():
+            if pod.metadata.owner_references:
+                self.pod_owners.update(key, pod.metadata.owner_references)
+
+    def tasks(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        return [
+            ("deployment-controller", self.deployment.run()),
+            ("job-controller", self.job.run()),
+            ("garbage-collector", self.gc.run()),
+            ("namespace-controller", self.namespace.run()),
+        ]
+
+    def owner_exists(self, uid: str) -> bool:
+        return uid in self.deployments.by_uid or uid in self.jobs.by_uid
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def _object_event(self, event: Event) -> None:
+        key = event.kv.key
+        for cache in (self.deployments, self.jobs, self.revisions, self.namespaces):
+            if key.startswith(cache.kind.prefix):
+                cache.apply(event)
+                return
+
+    def _pod_changed(self, key: str, old: Pod | None, new: Pod | None) -> None:
+        new_refs = new.metadata.owner_references if new is not None else None
+        old_refs = old.metadata.owner_references if old is not None else None
+        if not new_refs and not old_refs:
+            return  # the common case: a pod nobody owns
+        try:
+            self.pod_owners.update(key, new_refs)
+            namespace = key_namespace(key)
+            for refs in (new_refs, old_refs):
+                ref = controller_ref(refs)
+                if ref is None:
+                    continue
+                if ref.kind == "Deployment":
+                    self.deployment.enqueue(namespace, ref.name)
+                elif ref.kind == "Job":
+                    self.job.enqueue(namespace, ref.name)
+            for ref in new_refs or ():
+                self.gc.check(ref.uid, ref.kind)
+            if new is None:
+                uid = old.metadata.uid if old is not None else None
+                self.deployment.forget_pod(uid)
+                self.job.forget_pod(uid)
+        except Exception:  # never into the cluster watch
+            _LOGGER.exception("pod listener failed on %s", key)
+
+    def _deployment_changed(self, key: str, old: Deployment | None, new: Deployment | None) -> None:
+        if new is not None:
+            self.deployment.queue.add(key)
+        elif old is not None:
+            self.gc.owner_deleted(old.metadata.uid)
+
+    def _job_changed(self, key: str, old: Job | None, new: Job | None) -> None:
+        if new is not None:
+            self.job.queue.add(key)
+        elif old is not None:
+            self.gc.owner_deleted(old.metadata.uid)
+
+    def _revision_changed(
+        self, key: str, old: ControllerRevision | None, new: ControllerRevision | None
+    ) -> None:
+        refs = new.metadata.owner_references if new is not None else None
+        self.revision_owners.update(key, refs)
+        for ref in refs or ():
+            self.gc.check(ref.uid, ref.kind)
+
+    def _namespace_changed(self, key: str, old: Namespace | None, new: Namespace | None) -> None:
+        if new is not None and new.status.phase == "Terminating":
+            self.namespace.queue.add(key)

@@ -1,0 +1,177 @@
+"""Pods on behalf of a controller: made from a template, named, owned, counted, deleted.
+
+A controller's pods are ordinary pods: they are built from the template as a
+Pod manifest and validated by the same model as a pod posted to the API; they
+carry an ownerReference (`controller: true`) to their Deployment or Job and
+a generated name (`web-7d4b9c6f58-x2x9k`, as Kubernetes' ReplicaSets name
+them). Deleting one follows the API's rules: a pod running on a Ready node is
+marked and stopped by its agent; anything else is removed at once.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+import zlib
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from common.models import (
+    ObjectMeta,
+    OwnerReference,
+    Pod,
+    PodCondition,
+    PodStatus,
+    PodTemplateSpec,
+    now,
+)
+from scheduler.cluster import TERMINAL_PHASES, ClusterState
+from scheduler.kinds import PODS
+from scheduler.objects import decode, encode, mutable_copy
+from scheduler.store import KV, Conflict, NotFound, Op, Store
+
+HASH_LABEL = "pod-template-hash"
+# Kubernetes' alphabet for generated names: no vowels (no words), no look-alikes.
+_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+# A generated pod name is at most 63 characters, so that it fits a hostname.
+_MAX_NAME_BASE = 63 - 6
+
+
+def safe_encode(text: str) -> str:
+    return "".join(_ALPHABET[b % len(_ALPHABET)] for b in text.encode())
+
+
+def template_hash(template: PodTemplateSpec) -> str:
+    """A short, stable name for a template (defaults filled in, so spelling does not matter)."""
+    data = json.dumps(template.to_dict(), sort_keys=True, separators=(",", ":"))
+    return safe_encode(str(zlib.crc32(data.encode())))
+
+
+def random_suffix(length: int = 5) -> str:
+    return "".join(random.choices(_ALPHABET, k=length))
+
+
+def generate_name(base: str) -> str:
+    """`base-xxxxx`, the base shortened so that the name fits in a hostname."""
+    return f"{base[:_MAX_NAME_BASE].rstrip('-.')}-{random_suffix()}"
+
+
+def owner_reference(kind: str, api_version: str, name: str, uid: str) -> OwnerReference:
+    return OwnerReference(
+        api_version=api_version,
+        kind=kind,
+        name=name,
+        uid=uid,
+        controller=True,
+        block_owner_deletion=True,
+    )
+
+
+def prototype(template: PodTemplateSpec, namespace: str) -> Pod:
+    """The template as a Pod, through the same validation as a pod sent to the API."""
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "prototype", "namespace": namespace},
+        "spec": template.spec.to_dict(),
+    }
+    pod = Pod.model_validate(doc)
+    pod.spec.node_name = None  # a template never binds its pods
+    return pod
+
+
+def new_pod(
+    proto: Pod,
+    template: PodTemplateSpec,
+    name: str,
+    labels: dict[str, str],
+    owner: OwnerReference,
+) -> Pod:
+    """One pod from the template's prototype: fresh identity, labels, owner, empty status."""
+    meta = ObjectMeta(
+        name=name,
+        namespace=proto.metadata.namespace,
+        uid=str(uuid.uuid4()),
+        labels={**template.metadata.labels, **labels},
+        annotations=dict(template.metadata.annotations),
+        creation_timestamp=now(),
+        generation=1,
+        owner_references=[owner],
+    )
+    return Pod(metadata=meta, spec=proto.spec.model_copy(deep=True), status=PodStatus())
+
+
+def pod_store_key(pod: Pod) -> str:
+    return PODS.key(pod.metadata.namespace, pod.metadata.name)
+
+
+async def create_pods(store: Store, pods: list[Pod]) -> list[KV]:
+    """Create every pod in one durable transaction (names must be free)."""
+    ops = [Op("put", pod_store_key(p), encode(p), p, expect=0) for p in pods]
+    return await store.txn(ops)
+
+
+async def delete_pod(store: Store, cluster: ClusterState, key: str) -> KV | None:
+    """Delete like `DELETE .../pods/NAME`: graceful where an agent will confirm; None if gone."""
+    kv = await store.get(key)
+    if kv is None:
+        return None
+    pod = decode(kv, Pod)
+    if pod.metadata.deletion_timestamp is not None:
+        return kv
+    node = cluster.nodes.get(pod.spec.node_name or "")
+    running = (
+        node is not None
+        and node.ready
+        and node.connected
+        and pod.status.phase not in TERMINAL_PHASES
+    )
+    try:
+        if running:
+            marked = mutable_copy(pod)
+            marked.metadata.deletion_timestamp = now()
+            return await store.put(key, encode(marked), obj=marked, expect=kv.mod_revision)
+        return await store.delete(key, expect=kv.mod_revision)
+    except (Conflict, NotFound):
+        return None  # changed meanwhile: the next pass looks again
+
+
+def is_active(pod: Pod) -> bool:
+    """Counts toward a controller's replicas: not finished, not being deleted."""
+    return pod.metadata.deletion_timestamp is None and pod.status.phase not in TERMINAL_PHASES
+
+
+def ready_condition(pod: Pod) -> PodCondition | None:
+    for cond in pod.status.conditions:
+        if cond.type == "Ready":
+            return cond
+    return None
+
+
+def is_ready(pod: Pod) -> bool:
+    cond = ready_condition(pod)
+    return cond is not None and cond.status == "True" and pod.status.phase == "Running"
+
+
+def restarts(pod: Pod) -> int:
+    return sum(cs.restart_count for cs in pod.status.container_statuses)
+
+
+def deletion_order(pods: Iterable[Pod]) -> list[Pod]:
+    """Pods in the order a controller scales them down, as Kubernetes' ReplicaSets do:
+    unbound before bound, pending before running, not ready before ready, more
+    restarts before fewer, newer before older."""
+    phase_rank = {"Pending": 0, "Unknown": 1, "Running": 2}
+
+    def rank(pod: Pod) -> tuple[int, int, int, int, float]:
+        created = pod.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC)
+        return (
+            pod.spec.node_name is not None,
+            phase_rank.get(pod.status.phase, 3),
+            is_ready(pod),
+            -restarts(pod),
+            -created.timestamp(),
+        )
+
+    return sorted(pods, key=rank)

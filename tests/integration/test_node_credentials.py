@@ -1,0 +1,204 @@
+"""Agent join and node credentials: one node cannot act as another, deleting a node revokes it.
+
+The "agents" here are raw WebSocket clients speaking `common.protocol`, so each
+test can misbehave on purpose (another node's name, another node's pods).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from common import protocol
+from tests.conftest import TOKEN, SchedulerProcess, wait_for
+from tests.integration.test_api import pod
+
+CAPACITY = {"cpu": "4", "memory": "8Gi", "pods": "110"}
+
+
+class RawAgent:
+    """One link, by hand: hello, then whatever the test sends."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def send(self, frame: protocol.Frame) -> None:
+        await self.ws.send_bytes(protocol.encode(frame))
+
+    async def receive(self, seconds: float = 5.0) -> protocol.Frame | None:
+        """The next frame; None if the scheduler closed the link."""
+        msg = await asyncio.wait_for(self.ws.receive(), seconds)
+        if msg.type != aiohttp.WSMsgType.BINARY:
+            return None
+        return protocol.decode(msg.data)
+
+    async def receive_type(self, kind: type[protocol.Frame], seconds: float = 5.0) -> Any:
+        """Skip other frames until one of `kind` arrives."""
+        async with asyncio.timeout(seconds):
+            while True:
+                frame = await self.receive(seconds)
+                if frame is None or isinstance(frame, kind):
+                    return frame
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def dial(
+    http: aiohttp.ClientSession,
+    s: SchedulerProcess,
+    secret: str,
+    name: str,
+    reports: list[protocol.PodReport] | None = None,
+) -> tuple[RawAgent, protocol.Frame | None]:
+    """Open a link with `secret`, say hello as `name`; (the link, the first answer)."""
+    ws = await http.ws_connect(
+        s.url + "/api/v1/agent", headers={"Authorization": f"Bearer {secret}"}
+    )
+    agent = RawAgent(ws)
+    node = protocol.NodeInfo(name=name, capacity=CAPACITY, allocatable=CAPACITY)
+    await agent.send(protocol.Hello(node=node, pods=reports or []))
+    return agent, await agent.receive()
+
+
+async def join(http: aiohttp.ClientSession, s: SchedulerProcess, name: str) -> tuple[RawAgent, str]:
+    """Join with the join token, store nothing, acknowledge: (the link, the credential)."""
+    agent, welcome = await dial(http, s, TOKEN, name)
+    assert isinstance(welcome, protocol.Welcome), welcome
+    assert welcome.credential and welcome.credential.startswith(f"corralnode_{name}_")
+    await agent.send(protocol.CredentialAck())
+    return agent, welcome.credential
+
+
+def events(s: SchedulerProcess, reason: str) -> list[dict[str, Any]]:
+    items = s.get("/api/v1/events")["items"]
+    return [e for e in items if e["reason"] == reason]
+
+
+async def test_credential_is_bound_to_its_node(
+    http: aiohttp.ClientSession, bare_scheduler: SchedulerProcess
+) -> None:
+    """After a join, the join token cannot connect as that node, and the credential cannot
+    connect as any other; both refusals are events; the store keeps only a hash."""
+    s = bare_scheduler
+    first, credential = await join(http, s, "n1")
+    await asyncio.sleep(0.3)  # the ack is applied asynchronously
+    await first.ws.close()
+
+    again, answer = await dial(http, s, TOKEN, "n1")
+    assert isinstance(answer, protocol.ErrorFrame) and "already joined" in answer.message
+    await again.ws.close()
+
+    other, answer = await dial(http, s, credential, "n2")
+    assert isinstance(answer, protocol.ErrorFrame), answer
+    assert "cannot be used as node 'n2'" in answer.message
+    await other.ws.close()
+    assert s.request("GET", "/api/v1/nodes/n2").status == 404
+
+    same, welcome = await dial(http, s, credential, "n1")
+    assert isinstance(welcome, protocol.Welcome) and welcome.credential is None
+    await same.ws.close()
+
+    wait_for(lambda: events(s, "JoinRefused") and events(s, "LinkRefused"), timeout=10)
+    log = s.log_path.read_text()
+    assert "already joined" in log and credential not in log
+
+    s.stop()
+    data = b"".join(p.read_bytes() for p in s.state_dir.glob("state.db*"))
+    assert credential.encode() not in data
+    assert credential.rpartition("_")[2].encode() not in data
+
+
+async def test_unacknowledged_credential_does_not_lock_the_node(
+    http: aiohttp.ClientSession, bare_scheduler: SchedulerProcess
+) -> None:
+    """A welcome that was lost (never acknowledged, never used) leaves the join token usable;
+    the new join replaces the old credential."""
+    s = bare_scheduler
+    lost, welcome = await dial(http, s, TOKEN, "n1")
+    assert isinstance(welcome, protocol.Welcome) and welcome.credential
+    await lost.ws.close()
+    again, second = await dial(http, s, TOKEN, "n1")
+    assert isinstance(second, protocol.Welcome) and second.credential
+    assert second.credential != welcome.credential
+    await again.ws.close()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await dial(http, s, welcome.credential, "n1")
+    assert info.value.status == 401
+
+
+async def test_node_speaks_only_for_its_own_pods(
+    http: aiohttp.ClientSession, bare_scheduler: SchedulerProcess
+) -> None:
+    """A node never receives another node's pod specs; its status, events and stops about
+    another node's pod are refused (error frame, event, log) and change nothing."""
+    s = bare_scheduler
+    a, _ = await join(http, s, "node-a")
+    b, _ = await join(http, s, "node-b")
+    spec = pod("only-b", nodeSelector={"kubernetes.io/hostname": "node-b"})
+    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+    desired = await b.receive_type(protocol.Desired)
+    assert [p["metadata"]["name"] for p in desired.upsert] == ["only-b"]
+    uid = desired.upsert[0]["metadata"]["uid"]
+
+    # node-a heard nothing of it, and a fresh link of node-a is not told of it either.
+    with pytest.raises(TimeoutError):
+        await a.receive_type(protocol.Desired, seconds=0.5)
+    status = {"phase": "Failed", "reason": "Hijacked"}
+    report = protocol.PodReport(uid=uid, namespace="default", name="only-b", status=status)
+    event = protocol.EventReport(
+        uid=uid, namespace="default", name="only-b", reason="Pwned", timestamp="2026-01-01T00:00:00"
+    )
+    await a.send(protocol.PodStatusUpdate(pods=[report]))
+    refusal = await a.receive_type(protocol.ErrorFrame)
+    assert "bound to node-b; refused" in refusal.message
+    await a.send(protocol.PodEvents(events=[event]))
+    assert "refused" in (await a.receive_type(protocol.ErrorFrame)).message
+    await a.send(protocol.PodStatusUpdate(stopped=[uid]))
+    assert "refused" in (await a.receive_type(protocol.ErrorFrame)).message
+
+    current = s.get("/api/v1/namespaces/default/pods/only-b")
+    assert current["status"].get("reason") != "Hijacked"
+    assert current["spec"]["nodeName"] == "node-b"
+    assert not current["metadata"].get("deletionTimestamp")
+    refused = wait_for(lambda: events(s, "ReportRefused"), timeout=10)
+    assert all(e["involvedObject"]["name"] == "node-a" for e in refused)
+    assert not any(e["reason"] == "Pwned" for e in s.get("/api/v1/events")["items"])
+    assert "reported status for pod default/only-b" in s.log_path.read_text()
+
+    # The same reports from node-b are its to make.
+    await b.send(protocol.PodStatusUpdate(pods=[report.model_copy(update={"status": status})]))
+    wait_for(
+        lambda: (
+            s.get("/api/v1/namespaces/default/pods/only-b")["status"].get("reason") == "Hijacked"
+        ),
+        timeout=10,
+    )
+    await a.ws.close()
+    await b.ws.close()
+
+
+async def test_deleting_a_node_revokes_its_credential(
+    http: aiohttp.ClientSession, bare_scheduler: SchedulerProcess
+) -> None:
+    """DELETE /api/v1/nodes/N drops the link and revokes the credential; the machine may
+    join again with the join token, as a new node (docs/security.md)."""
+    s = bare_scheduler
+    agent, credential = await join(http, s, "gone")
+    await asyncio.sleep(0.3)
+    assert s.request("DELETE", "/api/v1/nodes/gone").status == 200
+    assert await agent.receive_type(protocol.Welcome, seconds=5) is None  # closed
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await dial(http, s, credential, "gone")
+    assert info.value.status == 401
+    rejoined, fresh = await join(http, s, "gone")
+    assert fresh != credential
+    wait_for(lambda: s.request("GET", "/api/v1/nodes/gone").status == 200, timeout=5)
+    await rejoined.ws.close()

@@ -1,0 +1,462 @@
+"""Deployments, Jobs, namespaces, watch and usage through the real corral-scheduler process,
+its HTTP API and the `corral` command, with hollow nodes running the pods.
+
+One scheduler and one hollow process (4 nodes) serve the whole module; each test
+works in its own namespace. The hollow nodes start a pod in 0.2 s, finish
+OnFailure/Never pods after 0.3 s, and fail the first two runs of pods labelled
+`flaky` (per value): what a Job that "fails twice then succeeds" needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ADMIN_TOKEN, HollowProcess, SchedulerProcess, ready_nodes, wait_for
+from tests.integration.test_cli import corral
+
+pytestmark = pytest.mark.slow
+
+HOLLOW = ["--cpu", "8", "--memory", "16Gi", "--start-delay", "0.2", "--complete-after", "0.3"]
+FLAKY = ["--fail-first", "2", "--fail-first-key", "flaky"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchedulerProcess]:
+    """A scheduler with four hollow nodes, shared by the module's tests."""
+    sched = SchedulerProcess(tmp_path_factory.mktemp("workloads") / "scheduler")
+    sched.start()
+    hollow = HollowProcess(sched, 4, *HOLLOW, *FLAKY)
+    try:
+        wait_for(lambda: len(ready_nodes(sched)) == 4, timeout=20)
+        yield sched
+    finally:
+        hollow.stop()
+        sched.stop()
+
+
+@pytest.fixture
+def ns(cluster: SchedulerProcess) -> str:
+    """A fresh namespace for one test."""
+    name = f"t-{uuid.uuid4().hex[:6]}"
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    resp = cluster.request("POST", "/api/v1/namespaces", body)
+    assert resp.status == 201, resp.body
+    return name
+
+
+def deployment(name: str, replicas: int, image: str = "nginx:1", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": image,
+                            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                        }
+                    ]
+                },
+            },
+            **spec,
+        },
+    }
+
+
+def deploy_path(ns: str, name: str = "") -> str:
+    return f"/apis/apps/v1/namespaces/{ns}/deployments" + (f"/{name}" if name else "")
+
+
+def pods(s: SchedulerProcess, ns: str, selector: str = "") -> list[dict[str, Any]]:
+    query = f"?labelSelector={selector}" if selector else ""
+    return s.get(f"/api/v1/namespaces/{ns}/pods{query}")["items"]
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    return pod["status"].get("phase") == "Running" and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])
+    )
+
+
+def rolled_out(s: SchedulerProcess, ns: str, name: str, replicas: int) -> dict[str, Any] | None:
+    d = s.get(deploy_path(ns, name))
+    st = d["status"]
+    done = (
+        st.get("observedGeneration") == d["metadata"]["generation"]
+        and st.get("updatedReplicas")
+        == st.get("availableReplicas")
+        == st.get("replicas")
+        == replicas
+    )
+    return d if done else None
+
+
+class PodWatch:
+    """Follows `?watch=true` on a namespace's pods in a thread, keeping the live picture and
+    checking, after every event, the number of ready and of all non-terminating pods."""
+
+    def __init__(self, s: SchedulerProcess, ns: str, since: str) -> None:
+        url = f"{s.url}/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={since}"
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        self.response = urllib.request.urlopen(req, timeout=60)
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.samples: list[tuple[int, int]] = []  # (ready, total) after each event
+        self.types: set[str] = set()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # closed under it
+            self._read()
+
+    def _read(self) -> None:
+        for line in self.response:
+            event = json.loads(line)
+            obj = event["object"]
+            self.types.add(event["type"])
+            name = obj["metadata"]["name"]
+            if event["type"] == "DELETED" or obj["metadata"].get("deletionTimestamp"):
+                self.pods.pop(name, None)
+            else:
+                self.pods[name] = obj
+            live = list(self.pods.values())
+            self.samples.append((sum(1 for p in live if is_ready(p)), len(live)))
+
+    def close(self) -> None:
+        close_stream(self.response)
+        self.thread.join(5)
+
+
+def close_stream(response: Any) -> None:
+    """End a streamed response another thread is reading: shutting the socket down wakes
+    the reader (closing alone would wait for its read to time out)."""
+    with contextlib.suppress(AttributeError, OSError):
+        response.fp.raw._sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError, ValueError):
+        response.close()
+
+
+def test_rolling_update_never_drops_below_min_available(cluster: SchedulerProcess, ns: str) -> None:
+    """10 replicas, maxSurge 3, maxUnavailable 2, over hollow nodes: at every pod change
+    there are at least 8 ready pods and at most 13 pods; it ends with 10 new ones."""
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}}
+    body = deployment("web", 10, strategy=strategy)
+    assert cluster.request("POST", deploy_path(ns), body).status == 201
+    wait_for(lambda: rolled_out(cluster, ns, "web", 10), timeout=20)
+    since = cluster.get(f"/api/v1/namespaces/{ns}/pods")["metadata"]["resourceVersion"]
+    watch = PodWatch(cluster, ns, "0")  # ADDED for every pod first, then the changes
+    wait_for(lambda: watch.samples and watch.samples[-1] == (10, 10))
+    assert int(since) > 0
+    start = len(watch.samples)  # from here on, the rollout
+    current = cluster.get(deploy_path(ns, "web"))
+    current["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:2"
+    resp = cluster.request("PUT", deploy_path(ns, "web"), current)
+    assert resp.status == 200, resp.body
+    assert resp.json()["metadata"]["generation"] == 2
+    done = wait_for(lambda: rolled_out(cluster, ns, "web", 10), timeout=30)
+    wait_for(lambda: len(pods(cluster, ns)) == 10)
+    watch.close()
+    samples = watch.samples[start:]
+    assert min(ready for ready, _ in samples) >= 8, samples
+    assert max(total for _, total in samples) <= 13, samples
+    assert len(samples) > 40  # the rollout was watched, not just its end
+    assert {p["spec"]["containers"][0]["image"] for p in pods(cluster, ns)} == {"nginx:2"}
+    assert done["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+    progressing = next(c for c in done["status"]["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "NewReplicaSetAvailable"
+
+
+def test_job_fails_twice_then_completes(cluster: SchedulerProcess, ns: str) -> None:
+    """A Job whose pods fail twice (hollow failure injection) ends Complete within its
+    backoffLimit, with the two failures counted; `corral get jobs` says Complete."""
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "pi"},
+        "spec": {
+            "backoffLimit": 3,
+            "template": {
+                "metadata": {"labels": {"flaky": f"{ns}-pi"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "pi", "image": "perl", "command": ["perl"]}],
+                },
+            },
+        },
+    }
+    resp = cluster.request("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", job)
+    assert resp.status == 201, resp.body
+
+    def complete() -> dict[str, Any] | None:
+        got = cluster.get(f"/apis/batch/v1/namespaces/{ns}/jobs/pi")
+        done = any(c["type"] == "Complete" for c in got["status"].get("conditions", []))
+        return got if done else None
+
+    got = wait_for(complete, timeout=30)
+    assert (got["status"]["succeeded"], got["status"]["failed"]) == (1, 2)
+    phases = sorted(p["status"]["phase"] for p in pods(cluster, ns, "job-name%3Dpi"))
+    assert phases == ["Failed", "Failed", "Succeeded"]
+    out = corral(cluster, "get", "jobs", "-n", ns)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1].split()[:3] == ["pi", "Complete", "1/1"]
+    described = corral(cluster, "describe", "job", "pi", "-n", ns)
+    assert "1 Succeeded / 2 Failed" in described.stdout
+    assert "Completed" in described.stdout  # the event
+
+
+def test_cli_apply_rollout_history_undo_scale(
+    cluster: SchedulerProcess, ns: str, tmp_path: Path
+) -> None:
+    """The tutorial manifest applies unchanged; apply is idempotent; a change rolls out and
+    is followed by `rollout status`; history lists both revisions; undo goes back; scale."""
+    manifest = yaml.safe_load(TUTORIAL_DEPLOYMENT)
+    path = tmp_path / "nginx.yaml"
+    path.write_text(TUTORIAL_DEPLOYMENT)
+    first = corral(cluster, "apply", "-f", str(path), "-n", ns, "--wait")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[0] == "deployment.apps/nginx-deployment created"
+    assert first.stdout.splitlines()[-1] == 'deployment "nginx-deployment" successfully rolled out'
+    again = corral(cluster, "apply", "-f", str(path), "-n", ns)
+    assert again.stdout == "deployment.apps/nginx-deployment unchanged\n", again.stderr
+    manifest["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.16.1"
+    path.write_text(yaml.safe_dump(manifest))
+    changed = corral(cluster, "apply", "-f", str(path), "-n", ns)
+    assert changed.stdout == "deployment.apps/nginx-deployment configured\n", changed.stderr
+    status = corral(cluster, "rollout", "status", "deployment/nginx-deployment", "-n", ns)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines()[-1] == 'deployment "nginx-deployment" successfully rolled out'
+    history = corral(cluster, "rollout", "history", "deploy/nginx-deployment", "-n", ns)
+    assert [line.split()[0] for line in history.stdout.splitlines()[2:]] == ["1", "2"]
+    undo = corral(cluster, "rollout", "undo", "deploy/nginx-deployment", "-n", ns)
+    assert undo.stdout == "deployment.apps/nginx-deployment rolled back\n", undo.stderr
+    assert corral(cluster, "rollout", "status", "deploy/nginx-deployment", "-n", ns).returncode == 0
+    images = {p["spec"]["containers"][0]["image"] for p in pods(cluster, ns)}
+    assert images == {"nginx:1.14.2"}
+    history = corral(cluster, "rollout", "history", "deploy/nginx-deployment", "-n", ns)
+    assert [line.split()[0] for line in history.stdout.splitlines()[2:]] == ["2", "3"]
+    scaled = corral(cluster, "scale", "deployment/nginx-deployment", "--replicas", "5", "-n", ns)
+    assert scaled.stdout == "deployment.apps/nginx-deployment scaled\n", scaled.stderr
+    wait_for(lambda: rolled_out(cluster, ns, "nginx-deployment", 5), timeout=20)
+    # The manifest says 3 replicas: applying it again is a change; without `replicas` it is not.
+    del manifest["spec"]["replicas"]
+    manifest["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.14.2"
+    path.write_text(yaml.safe_dump(manifest))
+    kept = corral(cluster, "apply", "-f", str(path), "-n", ns)
+    assert kept.stdout == "deployment.apps/nginx-deployment unchanged\n", kept.stderr
+    table = corral(cluster, "get", "all", "-n", ns)
+    rows = [line.split()[:2] for line in table.stdout.splitlines()]
+    assert ["deployment.apps/nginx-deployment", "5/5"] in rows, table.stdout
+    described = corral(cluster, "describe", "deployment", "nginx-deployment", "-n", ns)
+    assert "5 desired | 5 updated | 5 total | 5 available | 0 unavailable" in described.stdout
+    assert "ScalingReplicaSet" in described.stdout
+    top = corral(cluster, "top", "pods", "-n", ns)
+    assert top.returncode == 0 and top.stdout.splitlines()[0].split() == [
+        "NAME",
+        "CPU(cores)",
+        "MEMORY(bytes)",
+    ]
+    assert corral(cluster, "top", "nodes").stdout.startswith("NAME")
+
+
+TUTORIAL_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: nginx-deployment
+  labels:
+    app: nginx
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: nginx
+  template:
+    metadata:
+      labels:
+        app: nginx
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.14.2
+        ports:
+        - containerPort: 80
+        resources:
+          limits:
+            memory: "256Mi"
+            cpu: "500m"
+"""
+
+
+def test_stuck_rollout_reports_progress_deadline(cluster: SchedulerProcess, ns: str) -> None:
+    """Pods that fit nowhere: Progressing=False ProgressDeadlineExceeded; `rollout status`
+    fails with kubectl's message."""
+    body = deployment("huge", 1, progressDeadlineSeconds=2)
+    body["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+        "requests": {"memory": "64Gi"}
+    }
+    assert cluster.request("POST", deploy_path(ns), body).status == 201
+    result = corral(cluster, "rollout", "status", "deploy/huge", "-n", ns)
+    assert result.returncode == 1
+    assert 'error: deployment "huge" exceeded its progress deadline' in result.stdout
+    got = cluster.get(deploy_path(ns, "huge"))
+    cond = next(c for c in got["status"]["conditions"] if c["type"] == "Progressing")
+    assert (cond["status"], cond["reason"]) == ("False", "ProgressDeadlineExceeded")
+
+
+def test_namespaces_owners_and_garbage(cluster: SchedulerProcess, ns: str) -> None:
+    """Objects need their namespace; orphaned pods stay; deleting an owner deletes its pods;
+    deleting the namespace deletes everything in it; default stays."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+    missing = cluster.request("POST", "/api/v1/namespaces/nowhere/pods", pod)
+    assert missing.status == 404 and missing.json()["details"]["kind"] == "namespaces"
+    for name in ("keep", "drop"):
+        assert cluster.request("POST", deploy_path(ns), deployment(name, 2)).status == 201
+    wait_for(lambda: len([p for p in pods(cluster, ns) if is_ready(p)]) == 4, timeout=20)
+    orphan = cluster.request("DELETE", deploy_path(ns, "keep") + "?propagationPolicy=Orphan")
+    assert orphan.status == 200 and orphan.json()["status"] == "Success"
+    dropped = corral(cluster, "delete", "deployment", "drop", "-n", ns)
+    assert dropped.stdout == 'deployment.apps "drop" deleted\n', dropped.stderr
+    wait_for(lambda: len(pods(cluster, ns)) == 2, timeout=15)
+    kept = pods(cluster, ns)
+    assert {p["metadata"]["labels"]["app"] for p in kept} == {"keep"}
+    assert all("ownerReferences" not in p["metadata"] for p in kept)
+    time.sleep(0.5)  # nothing replaces or collects orphans
+    assert len(pods(cluster, ns)) == 2
+    refused = cluster.request("DELETE", "/api/v1/namespaces/default")
+    assert refused.status == 403
+    assert cluster.request("DELETE", f"/api/v1/namespaces/{ns}").status == 200
+    late = cluster.request("POST", f"/api/v1/namespaces/{ns}/pods", pod)
+    assert late.status == 403 and "being terminated" in late.json()["message"]
+    wait_for(lambda: cluster.request("GET", f"/api/v1/namespaces/{ns}").status == 404, timeout=15)
+    assert pods(cluster, ns) == []
+
+
+def test_watch_streams_changes(cluster: SchedulerProcess, ns: str) -> None:
+    """`?watch=true` on deployments sends ADDED, MODIFIED and DELETED with resourceVersions;
+    `corral get deployments -w` prints a row per change."""
+    since = cluster.get(deploy_path(ns))["metadata"]["resourceVersion"]
+    url = f"{cluster.url}{deploy_path(ns)}?watch=true&resourceVersion={since}&timeoutSeconds=10"
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    events: list[tuple[str, str, int]] = []
+    response = urllib.request.urlopen(req, timeout=20)
+
+    def read() -> None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # closed under it
+            for line in response:
+                event = json.loads(line)
+                meta = event["object"]["metadata"]
+                events.append((event["type"], meta["name"], int(meta["resourceVersion"])))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli.main", "get", "deployments", "-n", ns, "-w"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_cli_env(cluster),
+    )
+    try:
+        time.sleep(1.5)  # the CLI lists and starts watching
+        assert cluster.request("POST", deploy_path(ns), deployment("w", 1)).status == 201
+        wait_for(lambda: rolled_out(cluster, ns, "w", 1))
+        assert cluster.request("DELETE", deploy_path(ns, "w")).status == 200
+        wait_for(lambda: any(t == "DELETED" for t, _, _ in events))
+    finally:
+        close_stream(response)
+        time.sleep(0.5)
+        watcher.terminate()
+        printed, _ = watcher.communicate(timeout=10)
+    kinds = [t for t, _, _ in events]
+    assert kinds[0] == "ADDED" and "MODIFIED" in kinds
+    versions = [v for _, _, v in events]
+    assert versions == sorted(versions)
+    rows = [line.split() for line in printed.splitlines() if line.startswith("w ")]
+    assert rows and rows[-1][1] == "1/1", printed
+
+
+def _cli_env(s: SchedulerProcess) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env |= {"CORRAL_SERVER": s.url, "CORRAL_TOKEN": s.token, "CORRAL_CONFIG": os.devnull}
+    return env
+
+
+def test_scale_subresource_immutable_fields_and_metrics(cluster: SchedulerProcess, ns: str) -> None:
+    """/scale reads and sets replicas; a selector or a Job template cannot change; pod usage
+    is served in metrics-server's shape; the OpenAPI document lists the new routes."""
+    assert cluster.request("POST", deploy_path(ns), deployment("s", 1)).status == 201
+    scale = cluster.get(deploy_path(ns, "s") + "/scale")
+    assert (scale["kind"], scale["spec"]["replicas"], scale["status"]["selector"]) == (
+        "Scale",
+        1,
+        "app=s",
+    )
+    resp = cluster.request("PATCH", deploy_path(ns, "s") + "/scale", {"spec": {"replicas": 2}})
+    assert resp.status == 200 and resp.json()["spec"]["replicas"] == 2
+    wait_for(lambda: rolled_out(cluster, ns, "s", 2), timeout=15)
+    current = cluster.get(deploy_path(ns, "s"))
+    current["spec"]["selector"] = {"matchLabels": {"app": "s", "x": "y"}}
+    current["spec"]["template"]["metadata"]["labels"]["x"] = "y"
+    bad = cluster.request("PUT", deploy_path(ns, "s"), current)
+    assert bad.status == 422 and bad.json()["details"]["causes"][0]["field"] == "spec.selector"
+
+    metrics = wait_for(
+        lambda: (
+            len((m := cluster.get(f"/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods"))["items"])
+            == 2
+            and m
+        )
+    )
+    item = metrics["items"][0]
+    assert metrics["kind"] == "PodMetricsList" and item["containers"][0]["usage"]["cpu"] == "50m"
+    nodes = cluster.get("/apis/metrics.k8s.io/v1beta1/nodes")
+    assert len(nodes["items"]) == 4 and "usage" in nodes["items"][0]
+    doc = cluster.get("/openapi.json")
+    assert "/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale" in doc["paths"]
+    listing = doc["paths"]["/apis/batch/v1/namespaces/{namespace}/jobs"]["get"]
+    assert "watch" in {p["name"] for p in listing["parameters"]}
+
+
+def test_watch_from_a_forgotten_revision_is_gone(bare_scheduler: SchedulerProcess) -> None:
+    """After a restart the store keeps no history: watching from before is 410 Expired."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+    assert bare_scheduler.request("POST", "/api/v1/namespaces/default/pods", pod).status == 201
+    bare_scheduler.stop()
+    bare_scheduler.start()
+    resp = bare_scheduler.request("GET", "/api/v1/pods?watch=true&resourceVersion=1")
+    assert resp.status == 410 and resp.json()["reason"] == "Expired"
+    resp = bare_scheduler.request("GET", "/api/v1/pods?watch=true&timeoutSeconds=1")
+    lines = [json.loads(line) for line in resp.body.splitlines()]
+    seen = [(e["type"], e["object"]["metadata"]["name"]) for e in lines]
+    assert seen[0] == ("ADDED", "p") and {name for _, name in seen} == {"p"}

@@ -1,0 +1,122 @@
+"""The status page's parts without a server: which pods are listed, why, and escaping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from common.models import Event, Pod
+from scheduler.api import ui
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+EVIL = '<script>alert("x")</script>'
+
+
+def pod(name: str = "web", node: str | None = "node-1", **status: Any) -> Pod:
+    return Pod.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "default", "uid": name},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}], "nodeName": node},
+            "status": status,
+        }
+    )
+
+
+def waiting(reason: str, message: str = "", restarts: int = 0) -> dict[str, Any]:
+    return {
+        "name": "main",
+        "restartCount": restarts,
+        "state": {"waiting": {"reason": reason, "message": message}},
+    }
+
+
+def test_healthy_pods_are_not_listed() -> None:
+    """Running and ready, or finished well: nothing to say."""
+    running = {"name": "main", "state": {"running": {}}, "ready": True}
+    assert ui.problem(pod(phase="Running", containerStatuses=[running]), {}, NOW) is None
+    assert ui.problem(pod(phase="Succeeded"), {}, NOW) is None
+    creating = waiting("ContainerCreating")
+    assert ui.problem(pod(phase="Pending", containerStatuses=[creating]), {}, NOW) is None
+
+
+def test_reasons() -> None:
+    """Failed exits, waiting reasons, recent crash loops and unschedulable pods, each with
+    the reason people know, most severe first."""
+    failed = pod(
+        phase="Failed",
+        containerStatuses=[
+            {"name": "main", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+        ],
+    )
+    assert ui.problem(failed, {}, NOW) == (0, "OOMKilled", "container main exited 137")
+    looping = pod(
+        phase="Running",
+        containerStatuses=[waiting("CrashLoopBackOff", "back-off 10s", restarts=4)],
+    )
+    severity, reason, _ = ui.problem(looping, {}, NOW) or (9, "", "")
+    assert (severity, reason) == (1, "CrashLoopBackOff")
+    recent: dict[str, Any] = {
+        "name": "main",
+        "restartCount": 2,
+        "state": {"running": {}},
+        "lastState": {
+            "terminated": {
+                "exitCode": 1,
+                "reason": "Error",
+                "finishedAt": (NOW - timedelta(seconds=30)).isoformat(),
+            }
+        },
+    }
+    listed = ui.problem(pod(phase="Running", containerStatuses=[recent]), {}, NOW)
+    assert listed is not None and "restarted 2 times" in listed[2] and "30s ago" in listed[2]
+    old = {**recent, "lastState": {"terminated": {**recent["lastState"]["terminated"]}}}
+    old["lastState"]["terminated"]["finishedAt"] = (NOW - timedelta(hours=2)).isoformat()
+    assert ui.problem(pod(phase="Running", containerStatuses=[old]), {}, NOW) is None
+    assert ui.problem(pod(node=None, phase="Pending"), {}, NOW) == (
+        2,
+        "Pending",
+        "waiting for a node",
+    )
+    unschedulable = pod(
+        node=None,
+        phase="Pending",
+        conditions=[
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient cpu.",
+            }
+        ],
+    )
+    assert ui.problem(unschedulable, {}, NOW) == (
+        2,
+        "Unschedulable",
+        "0/3 nodes are available: 3 Insufficient cpu.",
+    )
+
+
+def test_everything_is_escaped() -> None:
+    """Messages from agents and events are shown as text, never as markup."""
+    bad = pod(phase="Pending", containerStatuses=[waiting("ErrImagePull", EVIL)])
+    html = ui._problems([bad], {})
+    assert EVIL not in html and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+    event = Event.model_validate(
+        {
+            "metadata": {"name": "e1", "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default"},
+            "reason": "Failed",
+            "message": EVIL,
+            "type": "Warning",
+            "lastTimestamp": NOW.isoformat(),
+        }
+    )
+    assert EVIL not in ui._events([event])
+    assert EVIL not in ui._errors([{"time": "now", "message": EVIL}])
+    assert ui.e(EVIL) == "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"
+
+
+def test_bars_are_bounded() -> None:
+    """Usage above capacity or zero capacity never draws a bar past its box."""
+    html = ui._bar(requested=5000, allocatable=4000, used=9000, capacity=0, fmt="cpu")
+    assert "width:100.0%" in html and "width:0.0%" in html

@@ -1,0 +1,528 @@
+"""The workload controllers in one process, on a real store: Deployments (rolling update,
+Recreate, scaling, history, progress deadline, minReadySeconds), Jobs, garbage collection
+and namespaces.
+
+No API and no agents: a fake kubelet (a pod listener) plays the nodes, turning each
+new pod Running and Ready (or Succeeded, or Failed) after a short delay, and every
+pod change is checked against the rollout's invariants as it happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.models import (
+    ContainerState,
+    ContainerStateTerminated,
+    ContainerStatus,
+    Deployment,
+    Job,
+    Namespace,
+    Pod,
+    PodCondition,
+    PodStatus,
+    now,
+)
+from scheduler.cluster import ClusterState
+from scheduler.config import SchedulerConfig
+from scheduler.context import Context
+from scheduler.controllers import job as job_controller
+from scheduler.controllers.deployment import REVISION_ANNOTATION, surge_and_unavailable
+from scheduler.controllers.manager import Workloads
+from scheduler.controllers.namespace import ensure_namespaces, new_namespace
+from scheduler.controllers.podcontrol import HASH_LABEL, is_ready
+from scheduler.events import EventRecorder
+from scheduler.kinds import DEPLOYMENTS, JOBS, NAMESPACES, PODS, REVISIONS
+from scheduler.metrics import SchedulerMetrics
+from scheduler.objects import decode, encode
+from scheduler.recent import RecentErrors
+from scheduler.store import Conflict, NotFound, SqliteStore
+
+Outcome = Callable[[Pod], str]  # "ready" | "succeed" | "fail" | "stay"
+
+
+def always_ready(pod: Pod) -> str:
+    return "ready"
+
+
+@dataclass
+class Plane:
+    """The control plane's workload half, with a fake kubelet."""
+
+    store: SqliteStore
+    cluster: ClusterState
+    workloads: Workloads
+    delay: float = 0.05
+    outcome: Outcome = always_ready
+    checks: list[Callable[[], None]] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+
+    def pods(self, namespace: str = "default") -> list[Pod]:
+        prefix = PODS.namespace_prefix(namespace)
+        return [p for k, p in self.cluster.pods.items() if k.startswith(prefix)]
+
+    def deployment(self, name: str, namespace: str = "default") -> Deployment | None:
+        return self.workloads.deployments.get(DEPLOYMENTS.key(namespace, name))
+
+    def job(self, name: str, namespace: str = "default") -> Job | None:
+        return self.workloads.jobs.get(JOBS.key(namespace, name))
+
+    async def put(self, obj: Any, kind: Any = DEPLOYMENTS) -> None:
+        """Create or replace a Deployment or Job as the API would (generation counted)."""
+        for _attempt in range(50):
+            try:
+                return await self._put(obj.model_copy(deep=True), kind)
+            except Conflict:  # a status write queued meanwhile: as a client, try again
+                await asyncio.sleep(0.01)
+        raise AssertionError("kept conflicting")
+
+    async def _put(self, obj: Any, kind: Any) -> None:
+        ns = obj.metadata.namespace or "default"
+        obj.metadata.namespace = ns
+        key = kind.key(ns, obj.metadata.name)
+        kv = await self.store.get(key)
+        if kv is None:
+            obj.metadata.uid = f"uid-{obj.metadata.name}"
+            obj.metadata.generation = 1
+            obj.metadata.creation_timestamp = now()
+            await self.store.put(key, encode(obj), obj=obj, expect=0)
+            return
+        current = decode(kv, kind.model)
+        obj.metadata.uid = current.metadata.uid
+        obj.metadata.annotations = dict(current.metadata.annotations)
+        obj.metadata.generation = (current.metadata.generation or 1) + 1
+        obj.metadata.creation_timestamp = current.metadata.creation_timestamp
+        obj.status = current.status
+        await self.store.put(key, encode(obj), obj=obj, expect=kv.mod_revision)
+
+    def on_pod(self, key: str, old: Pod | None, new: Pod | None) -> None:
+        for check in self.checks:
+            check()
+        if new is None or new.metadata.deletion_timestamp is not None:
+            return
+        uid = new.metadata.uid or ""
+        if new.status.phase == "Pending" and uid not in self.seen:
+            self.seen.add(uid)
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.delay, lambda: asyncio.ensure_future(self._kubelet(key, uid)))
+
+    async def _kubelet(self, key: str, uid: str) -> None:
+        kv = await self.store.get(key)
+        if kv is None:
+            return
+        pod = decode(kv, Pod)
+        if pod.metadata.uid != uid or pod.metadata.deletion_timestamp is not None:
+            return
+        outcome = self.outcome(pod)
+        if outcome == "stay":
+            return
+        stamp = now()
+        ready = outcome == "ready"
+        phase = {"ready": "Running", "succeed": "Succeeded", "fail": "Failed"}[outcome]
+        state = ContainerState()
+        if not ready:
+            code = 0 if outcome == "succeed" else 1
+            state = ContainerState(
+                terminated=ContainerStateTerminated(exit_code=code, finished_at=stamp)
+            )
+        status = PodStatus(
+            phase=phase,
+            conditions=[
+                PodCondition(
+                    type="Ready", status="True" if ready else "False", last_transition_time=stamp
+                )
+            ],
+            container_statuses=[
+                ContainerStatus(name=c.name, ready=ready, state=state) for c in pod.spec.containers
+            ],
+        )
+        updated = pod.model_copy(update={"status": status})
+        with contextlib.suppress(Conflict, NotFound):
+            await self.store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
+
+
+@pytest.fixture
+async def plane(tmp_path: Path) -> AsyncIterator[Plane]:
+    """The store, cluster view, event recorder and workload controllers, running."""
+    store = await SqliteStore.open(tmp_path / "state.db")
+    cluster = ClusterState(store)
+    await cluster.load()
+    events = EventRecorder(store)
+    config = SchedulerConfig(state_dir=str(tmp_path))
+    ctx = Context(config, store, cluster, SchedulerMetrics(), RecentErrors(), events)
+    workloads = Workloads(ctx)
+    await workloads.load()
+    p = Plane(store, cluster, workloads)
+    cluster.pod_listeners.append(p.on_pod)
+    tasks = [asyncio.create_task(cluster.run()), asyncio.create_task(events.run())]
+    tasks += [asyncio.create_task(coro) for _, coro in workloads.tasks()]
+    try:
+        yield p
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await store.close()
+
+
+async def until(check: Callable[[], Any], seconds: float = 10.0) -> Any:
+    """Poll `check` until truthy; fail the test after `seconds`."""
+    for _ in range(int(seconds / 0.01)):
+        value = check()
+        if value:
+            return value
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not true within {seconds}s: {check}")
+
+
+def deployment(
+    name: str = "web",
+    replicas: int = 3,
+    image: str = "nginx:1",
+    strategy: dict[str, Any] | None = None,
+    **spec: Any,
+) -> Deployment:
+    return Deployment.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "strategy": strategy or {},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "main", "image": image}]},
+                },
+                **spec,
+            },
+        }
+    )
+
+
+def job(name: str = "batch", policy: str = "Never", **spec: Any) -> Job:
+    return Job.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "template": {
+                    "metadata": {"labels": {"flaky": name}},
+                    "spec": {
+                        "restartPolicy": policy,
+                        "containers": [{"name": "main", "image": "busybox"}],
+                    },
+                },
+                **spec,
+            },
+        }
+    )
+
+
+def active(pods: list[Pod]) -> list[Pod]:
+    return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+
+async def test_deployment_creates_owned_pods_and_reports_status(plane: Plane) -> None:
+    """Replicas pods with generated names, the hash label and an owner; status and revision 1."""
+    await plane.put(deployment(replicas=3))
+    done = await until(
+        lambda: (d := plane.deployment("web")) and d.status.available_replicas == 3 and d
+    )
+    pods = plane.pods()
+    assert len(pods) == 3
+    for pod in pods:
+        ref = pod.metadata.owner_references[0]  # type: ignore[index]
+        assert (ref.kind, ref.name, ref.uid, ref.controller) == (
+            "Deployment",
+            "web",
+            "uid-web",
+            True,
+        )
+        hash_ = pod.metadata.labels[HASH_LABEL]
+        assert pod.metadata.name.startswith(f"web-{hash_}-") and len(pod.metadata.name) <= 63
+        assert pod.metadata.labels["app"] == "web"
+    assert done.status.updated_replicas == 3 and done.status.observed_generation == 1
+    assert {c.type: c.reason for c in done.status.conditions} == {
+        "Available": "MinimumReplicasAvailable",
+        "Progressing": "NewReplicaSetAvailable",
+    }
+    assert done.metadata.annotations[REVISION_ANNOTATION] == "1"
+    revisions = list(plane.workloads.revisions.objects.values())
+    assert [(r.revision, r.metadata.labels[HASH_LABEL]) for r in revisions] == [(1, hash_)]
+
+
+async def test_rolling_update_keeps_availability_and_surge(plane: Plane) -> None:
+    """Every pod change during a rollout keeps >= replicas - maxUnavailable ready pods and
+    <= replicas + maxSurge pods; the rollout ends with only new pods."""
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}}
+    await plane.put(deployment(replicas=10, strategy=strategy))
+    await until(lambda: (d := plane.deployment("web")) and d.status.available_replicas == 10)
+    low = high = 10
+    violations: list[str] = []
+
+    def check() -> None:
+        nonlocal low, high
+        live = active(plane.pods())
+        ready = sum(1 for p in live if is_ready(p))
+        low, high = min(low, ready), max(high, len(live))
+        if ready < 8 or len(live) > 13:
+            violations.append(f"{ready} ready of {len(live)}")
+
+    plane.checks.append(check)
+    await plane.put(deployment(replicas=10, image="nginx:2", strategy=strategy))
+    final = await until(
+        lambda: (
+            (d := plane.deployment("web"))
+            and d.metadata.annotations.get(REVISION_ANNOTATION) == "2"
+            and d.status.updated_replicas == d.status.available_replicas == d.status.replicas == 10
+            and len(plane.pods()) == 10
+            and d
+        )
+    )
+    assert not violations, violations
+    assert low == 8 and high == 13  # the budget was used, not merely respected
+    assert {p.spec.containers[0].image for p in plane.pods()} == {"nginx:2"}
+    assert final.status.observed_generation == 2
+
+
+async def test_recreate_removes_old_pods_before_new_ones(plane: Plane) -> None:
+    """Recreate: no new pod exists while an old one does."""
+    await plane.put(deployment(replicas=4, strategy={"type": "Recreate"}))
+    await until(lambda: len(plane.pods()) == 4 and all(is_ready(p) for p in plane.pods()))
+    old_hash = plane.pods()[0].metadata.labels[HASH_LABEL]
+    mixed: list[int] = []
+
+    def check() -> None:
+        hashes = {p.metadata.labels[HASH_LABEL] for p in plane.pods()}
+        if len(hashes) > 1:
+            mixed.append(len(hashes))
+
+    plane.checks.append(check)
+    await plane.put(deployment(replicas=4, image="nginx:2", strategy={"type": "Recreate"}))
+    await until(
+        lambda: (
+            len(plane.pods()) == 4
+            and all(p.metadata.labels[HASH_LABEL] != old_hash and is_ready(p) for p in plane.pods())
+        )
+    )
+    assert not mixed
+
+
+async def test_lost_pods_are_replaced_and_scaling_prefers_unready(plane: Plane) -> None:
+    """A deleted pod is replaced; scaling down removes pods that are not ready first."""
+    await plane.put(deployment(replicas=3))
+    await until(lambda: len(plane.pods()) == 3 and all(is_ready(p) for p in plane.pods()))
+    victim = plane.pods()[0]
+    await plane.store.delete(PODS.key("default", victim.metadata.name))
+    await until(
+        lambda: (
+            len(plane.pods()) == 3
+            and victim.metadata.name not in {p.metadata.name for p in plane.pods()}
+            and all(is_ready(p) for p in plane.pods())
+        )
+    )
+    plane.outcome = lambda pod: "stay"  # new pods never become ready
+    await plane.put(deployment(replicas=5))
+    await until(lambda: len(plane.pods()) == 5)
+    await plane.put(deployment(replicas=3))
+    await until(lambda: len(active(plane.pods())) == 3)
+    assert all(is_ready(p) for p in active(plane.pods()))
+
+
+async def test_progress_deadline_exceeded(plane: Plane) -> None:
+    """A rollout whose pods never become ready reports Progressing=False."""
+    await plane.put(deployment(replicas=2, progressDeadlineSeconds=1))
+    await until(lambda: (d := plane.deployment("web")) and d.status.available_replicas == 2)
+    plane.outcome = lambda pod: "stay"
+    await plane.put(deployment(replicas=2, image="broken", progressDeadlineSeconds=1))
+
+    def stuck() -> Any:
+        d = plane.deployment("web")
+        cond = (
+            next((c for c in d.status.conditions if c.type == "Progressing"), None) if d else None
+        )
+        return cond is not None and cond.status == "False" and cond.reason
+
+    assert await until(stuck, 6) == "ProgressDeadlineExceeded"
+    # The old pods keep serving: maxUnavailable of 2 replicas (25%) rounds down to 0.
+    assert sum(1 for p in active(plane.pods()) if is_ready(p)) == 2
+
+
+async def test_min_ready_seconds_delays_availability(plane: Plane) -> None:
+    """A pod counts as available only after minReadySeconds of Ready."""
+    await plane.put(deployment(replicas=1, minReadySeconds=2))
+    await until(lambda: plane.pods() and is_ready(plane.pods()[0]))
+    d = plane.deployment("web")
+    assert d is not None and d.status.available_replicas == 0
+    await until(lambda: (d := plane.deployment("web")) and d.status.available_replicas == 1, 5)
+
+
+async def test_history_limit_and_reuse_of_a_revision(plane: Plane) -> None:
+    """Old revisions beyond revisionHistoryLimit go; going back to a template renumbers it."""
+    for image in ("a", "b", "c"):
+        await plane.put(deployment(replicas=1, image=image, revisionHistoryLimit=1))
+        await until(
+            lambda i=image: (
+                all(p.spec.containers[0].image == i for p in plane.pods())  # type: ignore[misc]
+                and len(plane.pods()) == 1
+            )
+        )
+    await until(lambda: len(plane.workloads.revisions.objects) == 2)
+    numbers = sorted(r.revision for r in plane.workloads.revisions.objects.values())
+    assert numbers == [2, 3]
+    await plane.put(deployment(replicas=1, image="b", revisionHistoryLimit=1))  # an undo
+    await until(
+        lambda: (
+            (d := plane.deployment("web")) and d.metadata.annotations[REVISION_ANNOTATION] == "4"
+        )
+    )
+    by_image = {
+        r.data["spec"]["template"]["spec"]["containers"][0]["image"]: r.revision
+        for r in plane.workloads.revisions.objects.values()
+    }
+    assert by_image == {"b": 4, "c": 3}
+
+
+async def test_deleting_an_owner_collects_its_pods_and_revisions(plane: Plane) -> None:
+    """Background deletion: the GC removes what the Deployment owned; others are untouched."""
+    await plane.put(deployment("web", replicas=2))
+    await plane.put(deployment("api", replicas=1))
+    await until(lambda: len(plane.pods()) == 3)
+    await plane.store.delete(DEPLOYMENTS.key("default", "web"))
+    await until(lambda: len(plane.pods()) == 1)
+    assert plane.pods()[0].metadata.labels["app"] == "api"
+    await until(lambda: len(plane.workloads.revisions.objects) == 1)
+
+
+async def test_job_retries_failures_then_completes(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two failed pods, then success: Complete, with the failures counted and backoff honoured."""
+    monkeypatch.setattr(job_controller, "BACKOFF_SECONDS", 0.1)
+    runs: list[str] = []
+
+    def outcome(pod: Pod) -> str:
+        runs.append(pod.metadata.name)
+        return "fail" if len(runs) <= 2 else "succeed"
+
+    plane.outcome = outcome
+    await plane.put(job(backoffLimit=3), JOBS)
+    done = await until(
+        lambda: (
+            (j := plane.job("batch"))
+            and any(c.type == "Complete" for c in j.status.conditions)
+            and j
+        )
+    )
+    assert (done.status.succeeded, done.status.failed, done.status.active) == (1, 2, 0)
+    assert done.status.completion_time is not None
+    pod = plane.pods()[0]
+    assert pod.metadata.labels["job-name"] == "batch"
+    assert pod.metadata.labels["controller-uid"] == "uid-batch"
+
+
+async def test_job_completions_parallelism_and_backoff_limit(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """completions 4 with parallelism 2 runs at most 2 at once; too many failures fail it."""
+    monkeypatch.setattr(job_controller, "BACKOFF_SECONDS", 0.05)
+    most = 0
+
+    def check() -> None:
+        nonlocal most
+        running = [p for p in plane.pods() if p.status.phase in ("Pending", "Running")]
+        most = max(most, len([p for p in running if p.metadata.labels.get("job-name") == "four"]))
+
+    plane.checks.append(check)
+    plane.outcome = lambda pod: "succeed" if pod.metadata.labels["flaky"] == "four" else "fail"
+    await plane.put(job("four", completions=4, parallelism=2), JOBS)
+    await plane.put(job("doomed", backoffLimit=1), JOBS)
+    four = await until(
+        lambda: (
+            (j := plane.job("four"))
+            and any(c.type == "Complete" for c in j.status.conditions)
+            and j
+        )
+    )
+    assert four.status.succeeded == 4 and most == 2
+    doomed = await until(
+        lambda: (
+            (j := plane.job("doomed"))
+            and any(c.type == "Failed" for c in j.status.conditions)
+            and j
+        )
+    )
+    failed = next(c for c in doomed.status.conditions if c.type == "Failed")
+    assert failed.reason == "BackoffLimitExceeded" and doomed.status.failed == 2
+
+
+async def test_job_deadline_and_ttl(plane: Plane) -> None:
+    """activeDeadlineSeconds fails a Job that runs too long (its pods stopped); a finished
+    Job with ttlSecondsAfterFinished is deleted with its pods."""
+    plane.outcome = lambda pod: "stay" if pod.metadata.labels["flaky"] == "slow" else "succeed"
+    await plane.put(job("slow", activeDeadlineSeconds=1), JOBS)
+    await plane.put(job("brief", ttlSecondsAfterFinished=1), JOBS)
+    slow = await until(
+        lambda: (
+            (j := plane.job("slow")) and any(c.type == "Failed" for c in j.status.conditions) and j
+        ),
+        6,
+    )
+    assert (
+        next(c for c in slow.status.conditions if c.type == "Failed").reason == "DeadlineExceeded"
+    )
+    await until(lambda: plane.job("brief") is None, 6)
+    await until(
+        lambda: not [p for p in plane.pods() if p.metadata.labels.get("job-name") == "brief"]
+    )
+    await until(
+        lambda: not active([p for p in plane.pods() if p.metadata.labels["job-name"] == "slow"])
+    )
+
+
+async def test_deleting_a_namespace_empties_it(plane: Plane) -> None:
+    """A Terminating namespace loses its Deployments, Jobs and pods, then itself."""
+    ns = new_namespace("team")
+    await plane.store.put(NAMESPACES.key(None, "team"), encode(ns), obj=ns, expect=0)
+    d = deployment(replicas=2)
+    d.metadata.namespace = "team"
+    await plane.put(d)
+    await until(lambda: len(plane.pods("team")) == 2)
+    kv = await plane.store.get(NAMESPACES.key(None, "team"))
+    assert kv is not None
+    marked = decode(kv, Namespace).model_copy(deep=True)
+    marked.status.phase = "Terminating"
+    await plane.store.put(kv.key, encode(marked), obj=marked, expect=kv.mod_revision)
+    await until(lambda: plane.workloads.namespaces.get(NAMESPACES.key(None, "team")) is None, 6)
+    assert not plane.pods("team") and plane.deployment("web", "team") is None
+    assert not [
+        k for k in plane.workloads.revisions.objects if k.startswith(REVISIONS.prefix + "team/")
+    ]
+
+
+async def test_namespaces_exist_for_what_is_stored(plane: Plane) -> None:
+    """At start, `default` and every namespace that holds objects get a Namespace."""
+    pod = Pod.model_validate(
+        {
+            "metadata": {"name": "old", "namespace": "legacy"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        }
+    )
+    await plane.store.put(PODS.key("legacy", "old"), encode(pod), obj=pod)
+    assert await ensure_namespaces(plane.store) == ["legacy"]
+    assert await plane.store.get(NAMESPACES.key(None, "default")) is not None
+
+
+def test_surge_and_unavailable_resolve_like_kubernetes() -> None:
+    """25% of 10 is 3 (surge, rounded up) and 2 (unavailable, rounded down); never both 0."""
+    assert surge_and_unavailable(deployment(replicas=10)) == (3, 2)
+    assert surge_and_unavailable(deployment(replicas=1)) == (1, 0)
+    zero = {"rollingUpdate": {"maxSurge": "0%", "maxUnavailable": "10%"}}
+    assert surge_and_unavailable(deployment(replicas=3, strategy=zero)) == (0, 1)
+    assert surge_and_unavailable(deployment(replicas=3, strategy={"type": "Recreate"})) == (0, 3)
