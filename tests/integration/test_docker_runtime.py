@@ -347,6 +347,7 @@ def test_docker_pod_logs_probes_and_agent_restart(
     wait_for(lambda: connected(s), timeout=30)
     after = container_state(docker_images, s, "dock")
     assert after["Id"] == before["Id"] and after["State"]["Running"]
+    assert after["HostConfig"]["RestartPolicy"]["Name"] == "no"  # corral restarts, not Docker
     assert after["State"]["StartedAt"] == before["State"]["StartedAt"]
 
     def ready() -> bool:
@@ -376,3 +377,23 @@ def test_docker_pod_oom_killed(docker_agent: AgentProcess) -> None:
     terminated = ended["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["reason"] == "OOMKilled", terminated
     assert terminated["exitCode"] == 137
+
+
+def test_docker_pod_restarted_by_corral(
+    docker_agent: AgentProcess, docker_images: DockerDaemon
+) -> None:
+    """A failing docker container is restarted by corral's policy, as a new container."""
+    s = docker_agent.scheduler
+    corral(s, "apply", "-f", "-", stdin=manifest("crash", "sleep 0.5; exit 3", "OnFailure"))
+    first = wait_for(lambda: container_state(docker_images, s, "crash")["Id"], timeout=30)
+
+    def restarted() -> dict[str, Any] | None:
+        statuses = pod_json(s, "crash")["status"].get("containerStatuses") or []
+        return statuses[0] if statuses and statuses[0]["restartCount"] >= 1 else None
+
+    status = wait_for(restarted, timeout=30)
+    assert status["lastState"]["terminated"]["exitCode"] == 3
+    second = wait_for(
+        lambda: (i := container_state(docker_images, s, "crash")["Id"]) != first and i, 30
+    )
+    assert second != first
