@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 
-from agent.runtime.native.logs import LogLine, follow, read_lines
+from agent.runtime.native.logs import LogLine, follow, previous, read_lines
 from agent.supervisor import Supervisor
 from common import protocol
 
@@ -57,16 +58,19 @@ class LogServer:
                 )
             )
             return
-        if request.previous:
-            await send(
-                protocol.LogsChunk(
-                    id=request.id,
-                    eof=True,
-                    error="previous logs are not kept apart: the log holds every run",
-                )
-            )
-            return
         path = str(self._supervisor.runtime.log_path(request.uid, request.container))
+        if request.previous:
+            path = previous(path)
+            if not await asyncio.to_thread(os.path.exists, path):
+                await send(
+                    protocol.LogsChunk(
+                        id=request.id,
+                        eof=True,
+                        error=f"previous terminated container {request.container!r} not found",
+                    )
+                )
+                return
+            request = request.model_copy(update={"follow": False})
         buffer: list[str] = []
         size = 0
 

@@ -436,7 +436,7 @@ class Supervisor:
         new = []
         for pod in upsert:
             uid = pod.metadata.uid or ""
-            if uid in self.workers or uid in self._stopping or uid in stop or uid in new:
+            if uid in self.workers or uid in self._stopping or uid in stop:
                 continue
             self._worker(pod)
             new.append(uid)

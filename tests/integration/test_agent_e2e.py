@@ -260,3 +260,29 @@ def test_sigterm_exits_zero_and_leaves_pods(agent: AgentProcess) -> None:
     agent.start()
     wait_for(lambda: ready(s, "node-a"), timeout=30)
     assert container_pid(agent, "keep") == pid
+
+
+def test_logs_previous_run(agent: AgentProcess) -> None:
+    """`corral logs --previous` shows the run before the current one; the current log is fresh."""
+    s = agent.scheduler
+    manifest = """
+apiVersion: v1
+kind: Pod
+metadata: {name: runs}
+spec:
+  restartPolicy: Always
+  volumes: [{name: state, emptyDir: {}}]
+  containers:
+  - name: main
+    image: busybox
+    volumeMounts: [{name: state, mountPath: /state}]
+    command: ["sh", "-c"]
+    args: ["if [ -f /state/ran ]; then echo second run; exec sleep 300; fi;
+            touch /state/ran; echo first run; exit 1"]
+"""
+    assert corral(s, "apply", "-f", "-", stdin=manifest).returncode == 0
+    wait_for(lambda: "second run" in corral(s, "logs", "runs").stdout, timeout=30)
+    assert corral(s, "logs", "runs").stdout == "second run\n"  # the current run only
+    previous = corral(s, "logs", "runs", "--previous")
+    assert previous.returncode == 0, previous.stderr
+    assert previous.stdout == "first run\n"

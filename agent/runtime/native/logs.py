@@ -40,6 +40,25 @@ def rotated(path: str, index: int) -> str:
     return path if index == 0 else f"{path}.{index}"
 
 
+def previous(path: str) -> str:
+    """Where the log of a container's previous run is kept (`corral logs --previous`)."""
+    return path + ".previous"
+
+
+def retire(path: str, max_files: int) -> None:
+    """Keep the finished run's log as `previous` and start the next run's log afresh
+    (its rotated parts would otherwise read as older parts of the new run)."""
+    try:
+        os.replace(path, previous(path))
+    except FileNotFoundError:
+        return
+    for index in range(1, max_files + 1):
+        try:
+            os.unlink(rotated(path, index))
+        except FileNotFoundError:
+            pass
+
+
 class LogWriter:
     """Appends CRI log records for several streams to one file, rotating by size.
 

@@ -55,6 +55,7 @@ from agent.runtime.native import namespaces, rootfs, syscalls
 from agent.runtime.native.cgroups import CgroupDriver, CgroupError, Limits
 from agent.runtime.native.forkclient import ExitWatch, ForkServerClient
 from agent.runtime.native.images import ImageConfig, ImageStore
+from agent.runtime.native.logs import retire
 from agent.runtime.native.monitor import proc_start_time, write_json
 from agent.runtime.pulls import pull_policy
 from common.models import Container, Pod
@@ -411,6 +412,8 @@ class NativeRuntime:
                 "CreateContainerConfigError",
             )
         mounts = self._mounts(pod, container)
+        if (cdir / "exit.json").exists():  # a restart: the last run's log becomes "previous"
+            retire(str(self.log_path(uid, container.name)), self.log_max_files)
         # A restarted container starts from the image again, as in Kubernetes.
         for name in ("upper", "work", "empty"):
             shutil.rmtree(cdir / name, ignore_errors=True)
@@ -775,7 +778,22 @@ class NativeRuntime:
         if self._sweeping is not None and not self._sweeping.done():
             self._sweep_again = True
             return
+        self._sweep_waiting = True  # (until the task has slept: it may not have run yet)
         self._sweeping = asyncio.create_task(self._sweep_loop(delay), name="native-trash")
+
+    async def empty_trash(self) -> None:
+        """Empty the trash now and return once it is empty (the sweep otherwise waits a
+        moment for removals to gather): for benchmarks and tests that must not leave
+        deferred work behind them."""
+        if self._sweeping is not None and not self._sweeping.done():
+            if not self._sweep_waiting:
+                await asyncio.wait({self._sweeping})  # a sweep runs: let it end first
+            else:
+                self._sweeping.cancel()
+                await asyncio.wait({self._sweeping})
+        self._sweep(delay=0.0)
+        assert self._sweeping is not None
+        await asyncio.wait({self._sweeping})
 
     async def _sweep_loop(self, delay: float = SWEEP_DELAY) -> None:
         request = {"op": "sweep", "dir": str(self.trash_dir)}
