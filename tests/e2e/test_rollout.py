@@ -87,10 +87,13 @@ def test_rolling_update_keeps_availability(cluster: Cluster) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        current = cluster.scheduler.get(f"{path}/web")
-        updated = deployment("v2")
-        updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        resp = cluster.scheduler.request("PUT", f"{path}/web", updated)
+        for _attempt in range(20):  # the controller writes status meanwhile: retry on 409
+            current = cluster.scheduler.get(f"{path}/web")
+            updated = deployment("v2")
+            updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            resp = cluster.scheduler.request("PUT", f"{path}/web", updated)
+            if resp.status != 409:
+                break
         assert resp.status == 200, resp.body
         poll(
             lambda: (r := ready_pods(cluster)) and len(r) == REPLICAS and set(r.values()) == {"v2"},
