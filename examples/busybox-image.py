@@ -1,4 +1,4 @@
-"""Build a busybox OCI image layout from Debian's busybox-static, for trying corral without a registry.
+"""Build a busybox OCI image layout from Debian's busybox-static, to try corral without a registry.
 
     apt-get install -y busybox-static
     python3 examples/busybox-image.py ./busybox-oci
@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.imagebuild import build_busybox_rootfs, write_oci_layout  # noqa: E402
+from tests.imagebuild import build_busybox_rootfs, write_oci_layout
 
 
 def main() -> int:
