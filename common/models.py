@@ -349,7 +349,7 @@ class PodSpec(Model):
         private = self.__pydantic_private__
         cached = private.get("_requests") if private is not None else None
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
         cpu = mem = 0
         for container in self.containers:
             res = container.resources

@@ -62,7 +62,7 @@ from agent.runtime.docker.pause import PAUSE_COMMAND, PAUSE_REPO, PauseImageErro
 from agent.runtime.native import rootfs, syscalls
 from agent.runtime.native.cgroups import CgroupDriver, CgroupError, Limits, cpu_shares
 from agent.runtime.native.oci import ERR_IMAGE_NEVER_PULL
-from agent.runtime.native.runtime import limits_of, pod_hostname
+from agent.runtime.native.runtime import host_path_source, limits_of, pod_hostname
 from agent.runtime.pulls import (
     ERR_IMAGE_PULL,
     RegistrySettings,
@@ -572,7 +572,9 @@ class DockerRuntime:
                 source = str(pdir / "volumes" / volume.name)
             else:
                 assert volume.host_path is not None
-                source = self._host_path(spec.name, volume.name, volume.host_path)
+                source = host_path_source(
+                    spec.name, volume.name, volume.host_path, self.allowed_host_paths
+                )
             mounts.append(
                 {
                     "Type": "bind",
@@ -583,31 +585,6 @@ class DockerRuntime:
                 }
             )
         return mounts
-
-    def _host_path(self, container: str, volume: str, source: Any) -> str:
-        """The native runtime's hostPath rules: an allowed prefix, then the type's check."""
-        where = f"container {container}, volume {volume}"
-        try:
-            real = rootfs.check_host_path(source.path, self.allowed_host_paths)
-        except rootfs.SetupError as exc:
-            raise RuntimeFailure(f"{where}: {exc}", "CreateContainerConfigError") from None
-        kind = source.type or ""
-        exists = os.path.exists(real)
-        if kind == "DirectoryOrCreate" and not exists:
-            os.makedirs(real, 0o755, exist_ok=True)
-        elif kind == "FileOrCreate" and not exists:
-            os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-        elif not exists:
-            raise RuntimeFailure(
-                f"{where}: hostPath {source.path} does not exist", "CreateContainerConfigError"
-            )
-        wanted = {"Directory": os.path.isdir, "File": os.path.isfile}.get(kind)
-        if wanted is not None and not wanted(real):
-            raise RuntimeFailure(
-                f"{where}: hostPath {source.path} is not a {kind.lower()}",
-                "CreateContainerConfigError",
-            )
-        return real
 
     def _info(self, container: str, state: dict[str, Any]) -> ContainerInfo:
         s = state["State"]

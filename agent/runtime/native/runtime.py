@@ -184,6 +184,36 @@ def pod_hostname(pod: Pod) -> str:
     return pod.metadata.name[:63].rstrip("-.") or "pod"
 
 
+def host_path_source(container: str, volume: str, source: Any, allowed: list[str]) -> str:
+    """A hostPath volume's real path, checked against the allowed prefixes and its type
+    (created for the `...OrCreate` types); shared by the native and Docker runtimes."""
+    try:
+        real = rootfs.check_host_path(source.path, allowed)
+    except rootfs.SetupError as exc:
+        raise RuntimeFailure(
+            f"container {container}, volume {volume}: {exc}", "CreateContainerConfigError"
+        ) from None
+    kind = source.type or ""
+    exists = os.path.exists(real)
+    if kind == "DirectoryOrCreate" and not exists:
+        os.makedirs(real, 0o755, exist_ok=True)
+    elif kind == "FileOrCreate" and not exists:
+        os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    elif not exists:
+        raise RuntimeFailure(
+            f"container {container}, volume {volume}: hostPath {source.path} does not exist",
+            "CreateContainerConfigError",
+        )
+    wanted = {"Directory": os.path.isdir, "File": os.path.isfile}.get(kind)
+    if wanted is not None and not wanted(real):
+        raise RuntimeFailure(
+            f"container {container}, volume {volume}: hostPath {source.path} is not a "
+            f"{kind.lower()}",
+            "CreateContainerConfigError",
+        )
+    return real
+
+
 class NativeRuntime:
     """The Runtime (agent/runtime/base.py) on Linux namespaces, cgroups and overlayfs."""
 
@@ -499,7 +529,9 @@ class NativeRuntime:
                 entry["source"] = str(pdir / "volumes" / volume.name)
             else:
                 assert volume.host_path is not None
-                entry["source"] = self._host_path(container.name, volume.name, volume.host_path)
+                entry["source"] = host_path_source(
+                    container.name, volume.name, volume.host_path, self.allowed_host_paths
+                )
                 entry["within"] = [os.path.realpath(p) for p in self.allowed_host_paths]
             mounts.append(entry)
         targets = {vm.mount_path.rstrip("/") for vm in container.volume_mounts}
@@ -507,33 +539,6 @@ class NativeRuntime:
             if f"/etc/{name}" not in targets and "/etc" not in targets:
                 mounts.append({"source": str(pdir / "etc" / name), "target": f"/etc/{name}"})
         return mounts
-
-    def _host_path(self, container: str, volume: str, source: Any) -> str:
-        try:
-            real = rootfs.check_host_path(source.path, self.allowed_host_paths)
-        except rootfs.SetupError as exc:
-            raise RuntimeFailure(
-                f"container {container}, volume {volume}: {exc}", "CreateContainerConfigError"
-            ) from None
-        kind = source.type or ""
-        exists = os.path.exists(real)
-        if kind == "DirectoryOrCreate" and not exists:
-            os.makedirs(real, 0o755, exist_ok=True)
-        elif kind == "FileOrCreate" and not exists:
-            os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-        elif not exists:
-            raise RuntimeFailure(
-                f"container {container}, volume {volume}: hostPath {source.path} does not exist",
-                "CreateContainerConfigError",
-            )
-        wanted = {"Directory": os.path.isdir, "File": os.path.isfile}.get(kind)
-        if wanted is not None and not wanted(real):
-            raise RuntimeFailure(
-                f"container {container}, volume {volume}: hostPath {source.path} is not a "
-                f"{kind.lower()}",
-                "CreateContainerConfigError",
-            )
-        return real
 
     async def wait_container(self, uid: str, container: str) -> ContainerExit:
         watch = self._watches.get((uid, container))
