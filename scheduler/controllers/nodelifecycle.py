@@ -24,6 +24,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from common.models import Pod
 from scheduler.context import Context
 from scheduler.events import node_ref
 from scheduler.eviction import evict
@@ -53,7 +54,21 @@ class NodeLifecycleController:
                 await self.reconcile()
             except Exception:  # one bad pass must not stop node health checking
                 _LOGGER.exception("node lifecycle pass failed")
-            await asyncio.sleep(self.period)
+            await asyncio.sleep(self.next_pass_in(time.monotonic()))
+
+    def next_pass_in(self, mono: float) -> float:
+        """Seconds to the next pass: the nearest NotReady or eviction deadline, at most
+        `period` (deletions and new nodes are picked up by the periodic pass), so a node
+        is evicted when its time is up rather than up to one period later."""
+        grace, eviction = self._config.node_grace_seconds, self._config.eviction_seconds
+        deadline = mono + self.period
+        for name, state in self._cluster.nodes.items():
+            if state.ready:
+                deadline = min(deadline, state.last_heartbeat + grace)
+            else:
+                since = self.not_ready_since.get(name, mono)
+                deadline = min(deadline, min(state.last_heartbeat, since) + eviction)
+        return max(0.01, deadline - mono)
 
     async def reconcile(self) -> None:
         mono = time.monotonic()
@@ -89,16 +104,20 @@ class NodeLifecycleController:
         await self._finish_deletions()
 
     async def _evict_node(self, name: str, message: str) -> None:
-        for pod in self._cluster.pods_on(name):
-            if pod.metadata.deletion_timestamp is not None:
-                continue  # handled by _finish_deletions
-            key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)
-            kv = self._cluster.pod_kvs.get(key)
-            if kv is None or pod.status.phase in ("Succeeded", "Failed"):
-                continue
-            if await evict(self._store, pod, kv.mod_revision, "NodeLost", message, self._events):
-                self._metrics.evictions.labels(reason="NodeLost").inc()
-                _LOGGER.info("pod %s evicted from lost node %s", key, name)
+        # All of the node's pods at once, so their durable writes share one commit.
+        pods = list(self._cluster.pods_on(name))
+        await asyncio.gather(*(self._evict_pod(pod, name, message) for pod in pods))
+
+    async def _evict_pod(self, pod: Pod, node: str, message: str) -> None:
+        if pod.metadata.deletion_timestamp is not None:
+            return  # handled by _finish_deletions
+        key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)
+        kv = self._cluster.pod_kvs.get(key)
+        if kv is None or pod.status.phase in ("Succeeded", "Failed"):
+            return
+        if await evict(self._store, pod, kv.mod_revision, "NodeLost", message, self._events):
+            self._metrics.evictions.labels(reason="NodeLost").inc()
+            _LOGGER.info("pod %s evicted from lost node %s", key, node)
 
     async def _finish_deletions(self) -> None:
         wall = datetime.now(UTC)

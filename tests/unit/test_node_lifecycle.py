@@ -1,0 +1,61 @@
+"""The node lifecycle controller wakes at the nearest NotReady or eviction deadline."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from common.models import Node, ObjectMeta
+from scheduler.cluster import ClusterState, NodeState
+from scheduler.config import SchedulerConfig
+from scheduler.context import Context
+from scheduler.controllers.nodelifecycle import NodeLifecycleController
+from scheduler.events import EventRecorder
+from scheduler.metrics import SchedulerMetrics
+from scheduler.recent import RecentErrors
+from scheduler.store.sqlite import SqliteStore
+
+
+@pytest.fixture
+async def controller(tmp_path: Path) -> AsyncIterator[NodeLifecycleController]:
+    store = await SqliteStore.open(tmp_path / "state.db")
+    cluster = ClusterState(store)
+    config = SchedulerConfig(state_dir=str(tmp_path), node_grace_seconds=5, eviction_seconds=10)
+    ctx = Context(config, store, cluster, SchedulerMetrics(), RecentErrors(), EventRecorder(store))
+    try:
+        yield NodeLifecycleController(ctx)
+    finally:
+        await store.close()
+
+
+def add_node(ctrl: NodeLifecycleController, name: str, *, ready: bool, heartbeat: float) -> None:
+    state = NodeState(name, Node(metadata=ObjectMeta(name=name)))
+    state.ready, state.last_heartbeat = ready, heartbeat
+    ctrl._cluster.nodes[name] = state
+
+
+async def test_no_nodes_waits_one_period(controller: NodeLifecycleController) -> None:
+    assert controller.next_pass_in(100.0) == pytest.approx(controller.period)
+
+
+async def test_wakes_when_a_ready_node_runs_out_of_grace(
+    controller: NodeLifecycleController,
+) -> None:
+    add_node(controller, "a", ready=True, heartbeat=95.2)  # NotReady due at 100.2
+    assert controller.next_pass_in(100.0) == pytest.approx(0.2)
+
+
+async def test_wakes_at_the_eviction_deadline_from_the_last_heartbeat(
+    controller: NodeLifecycleController,
+) -> None:
+    add_node(controller, "gone", ready=False, heartbeat=90.1)  # evicted at 100.1
+    controller.not_ready_since["gone"] = 95.1
+    add_node(controller, "fine", ready=True, heartbeat=99.9)
+    assert controller.next_pass_in(100.0) == pytest.approx(0.1)
+
+
+async def test_overdue_deadline_still_sleeps_a_little(controller: NodeLifecycleController) -> None:
+    add_node(controller, "late", ready=True, heartbeat=50.0)
+    assert controller.next_pass_in(100.0) == pytest.approx(0.01)
