@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import enum
 import hashlib
+import json
 import logging
 import os
 import random
@@ -41,19 +42,13 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
+from common.heap import tune_gc_for_large_heap
 from common.models import (
-    ContainerState,
-    ContainerStateRunning,
-    ContainerStateTerminated,
-    ContainerStateWaiting,
-    ContainerStatus,
-    PodCondition,
-    PodStatus,
     now,
 )
 from common.protocol import (
@@ -177,6 +172,20 @@ class SimState(enum.Enum):
     SUCCEEDED = "succeeded"
 
 
+_PHASES = {
+    SimState.CREATING: "Pending",
+    SimState.RUNNING: "Running",
+    SimState.CRASH_LOOP: "Pending",
+    SimState.FAILED: "Failed",
+    SimState.SUCCEEDED: "Succeeded",
+}
+
+
+def _stamp(at: datetime) -> str:
+    """A whole-second UTC time as the wire models write it (`now()` gives those)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass
 class SimPod:
     """One incarnation as the hollow node sees it: identity, requests and simulated state."""
@@ -231,53 +240,53 @@ class SimPod:
             self.timer = None
 
     def status(self) -> dict[str, Any]:
-        """The PodStatus wire dict (camelCase) for the current simulated state."""
-        last = ContainerState()
+        """The PodStatus wire dict (camelCase, unset fields left out) for the current
+        simulated state. Built as plain dicts: thousands of hollow pods report at once, and
+        going through the pydantic models cost more than the rest of a report together
+        (tests check that the result is already in PodStatus's canonical wire form)."""
+        last: dict[str, Any] = {}
         if self.last_exit is not None:
             code, reason, started, finished = self.last_exit
-            last = ContainerState(
-                terminated=ContainerStateTerminated(
-                    exit_code=code, reason=reason, started_at=started, finished_at=finished
-                )
-            )
+            terminated: dict[str, Any] = {"exitCode": code, "reason": reason}
+            if started is not None:
+                terminated["startedAt"] = _stamp(started)
+            terminated["finishedAt"] = _stamp(finished)
+            last = {"terminated": terminated}
         running = self.state is SimState.RUNNING
+        state: dict[str, Any]
         if running:
-            state = ContainerState(running=ContainerStateRunning(started_at=self.started_at))
+            started_at = {"startedAt": _stamp(self.started_at)} if self.started_at else {}
+            state = {"running": started_at}
         elif self.state is SimState.CREATING:
-            state = ContainerState(waiting=ContainerStateWaiting(reason="ContainerCreating"))
+            state = {"waiting": {"reason": "ContainerCreating"}}
         elif self.state is SimState.CRASH_LOOP:
-            state = ContainerState(waiting=ContainerStateWaiting(reason="CrashLoopBackOff"))
+            state = {"waiting": {"reason": "CrashLoopBackOff"}}
         else:  # terminal: the last exit is the current state
-            state, last = last, ContainerState()
-        phase = {
-            SimState.CREATING: "Pending",
-            SimState.RUNNING: "Running",
-            SimState.CRASH_LOOP: "Pending",
-            SimState.FAILED: "Failed",
-            SimState.SUCCEEDED: "Succeeded",
-        }[self.state]
+            state, last = last, {}
         ready = "True" if running else "False"
-        return PodStatus(
-            phase=phase,
-            start_time=self.start_time,
-            conditions=[
-                PodCondition(type="Initialized", status="True"),
-                PodCondition(type="ContainersReady", status=ready),
-                PodCondition(type="Ready", status=ready),
+        status: dict[str, Any] = {
+            "phase": _PHASES[self.state],
+            "conditions": [
+                {"type": "Initialized", "status": "True"},
+                {"type": "ContainersReady", "status": ready},
+                {"type": "Ready", "status": ready},
             ],
-            container_statuses=[
-                ContainerStatus(
-                    name=name,
-                    image=image,
-                    state=state,
-                    last_state=last,
-                    ready=running,
-                    started=running,
-                    restart_count=self.restart_count,
-                )
+            "containerStatuses": [
+                {
+                    "name": name,
+                    "state": state,
+                    "lastState": last,
+                    "ready": running,
+                    "restartCount": self.restart_count,
+                    "image": image,
+                    "started": running,
+                }
                 for name, image in self.containers
             ],
-        ).to_dict()
+        }
+        if self.start_time is not None:
+            status["startTime"] = _stamp(self.start_time)
+        return status
 
     def report(self) -> PodReport:
         return PodReport(
@@ -497,7 +506,7 @@ class HollowNode:
     def _apply(
         self,
         revision: int,
-        upsert: list[dict[str, Any]],
+        upsert: list[bytes],
         remove: list[str],
         stop: list[str],
         *,
@@ -507,7 +516,8 @@ class HollowNode:
         # Both kinds are idempotent, so a frame is applied whatever its revision: a
         # desired change may carry the welcome's own revision if it raced the welcome.
         self.revision = revision if full else max(self.revision, revision)
-        by_uid = {p["metadata"]["uid"]: p for p in upsert}
+        pods = [json.loads(p) for p in upsert]
+        by_uid = {p["metadata"]["uid"]: p for p in pods}
         if full:
             to_start, to_stop = diff_desired(self.pods, by_uid, stop)
             to_stop |= set(stop)  # say "stopped" even for what already stopped here
@@ -689,6 +699,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def _main(args: argparse.Namespace) -> None:
+    tune_gc_for_large_heap()
     options = HollowOptions(
         cpu=args.cpu,
         memory=args.memory,

@@ -311,11 +311,11 @@ class SchedulerLink:
         return reports
 
     @staticmethod
-    def _pods(items: list[dict[str, Any]]) -> list[Pod]:
+    def _pods(items: list[bytes]) -> list[Pod]:
         pods = []
         for item in items:
             try:
-                pods.append(Pod.model_validate(item))
+                pods.append(Pod.model_validate_json(item))
             except ValidationError as exc:
                 _LOGGER.error("ignoring an invalid pod from the scheduler: %s", exc)
         return pods

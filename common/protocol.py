@@ -19,6 +19,10 @@ Every frame is a msgpack map `{"v": PROTOCOL_VERSION, "type": ..., ...}`.
       |-- logs_chunk {id, data, eof, error} --------------->|
       |<-- logs_cancel {id} --------------------------------|
 
+`welcome.pods` and `desired.upsert` carry each Pod as its JSON bytes, exactly as
+the scheduler stores it: serialized once when written, never again per agent
+(kube-apiserver's watch cache does the same with its serialized objects).
+
 `welcome.pods` is the complete set of incarnations (by uid) the node must run;
 the agent stops anything else it runs (fencing after a partition). Any
 reconnect repeats hello/welcome, so a lost frame is healed by the next resync.
@@ -37,7 +41,8 @@ import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 # 2: welcome.credential and credential_ack (per-node credentials).
-PROTOCOL_VERSION = 2
+# 3: welcome.pods and desired.upsert are Pod JSON bytes, not maps.
+PROTOCOL_VERSION = 3
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 
@@ -82,7 +87,7 @@ class Welcome(Frame):
     type: Literal["welcome"] = "welcome"
     revision: int
     config: dict[str, Any] = Field(default_factory=dict)
-    pods: list[dict[str, Any]]  # Pod wire form: the full desired set
+    pods: list[bytes]  # Pod JSON, one per incarnation: the full desired set
     stop: list[str] = Field(default_factory=list)  # uids the agent runs that it must stop
     # The node's own credential, sent only when the link was opened with the join
     # token: the agent stores it (0600) and presents it instead from then on.
@@ -131,7 +136,7 @@ class PodEvents(Frame):
 class Desired(Frame):
     type: Literal["desired"] = "desired"
     revision: int
-    upsert: list[dict[str, Any]] = Field(default_factory=list)
+    upsert: list[bytes] = Field(default_factory=list)  # Pod JSON
     remove: list[str] = Field(default_factory=list)
 
 
@@ -195,7 +200,8 @@ _FRAME: TypeAdapter[Frame] = TypeAdapter(AnyFrame)
 
 def encode(frame: Frame) -> bytes:
     """One frame as msgpack bytes, ready to send as a binary WebSocket message."""
-    return msgpack.packb(frame.model_dump(mode="json"), use_bin_type=True)
+    # Python mode: every field is a msgpack type already (bytes travel as bin).
+    return msgpack.packb(frame.model_dump(), use_bin_type=True)
 
 
 def decode(data: bytes) -> Frame:

@@ -44,7 +44,7 @@ from scheduler.cluster import TERMINAL_PHASES
 from scheduler.context import Context
 from scheduler.events import node_ref, pod_ref
 from scheduler.nodeauth import AlreadyJoined, Issued, NodeCredentials
-from scheduler.objects import decode, encode, node_key
+from scheduler.objects import decode, encode, node_key, pod_key
 from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreUnavailable
 
 _LOGGER = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class AgentSession:
         self.node = node
         self.ws = ws
         self.desired: set[str] = set()  # uids the agent has been told to run
-        self.upserts: dict[str, Pod] = {}
+        self.upserts: dict[str, bytes] = {}  # uid -> the pod's stored JSON
         self.removes: set[str] = set()
         self.changed = asyncio.Event()
         self.acked_revision = 0
@@ -87,12 +87,11 @@ class AgentSession:
         self.log_streams: dict[int, asyncio.Queue[protocol.LogsChunk | None]] = {}
         self.credential_id: str | None = None  # issued in this session's welcome
 
-    def want(self, pod: Pod) -> None:
-        uid = pod.metadata.uid or ""
+    def want(self, uid: str, stored: bytes) -> None:
         self.removes.discard(uid)
         if uid not in self.desired:
             self.desired.add(uid)
-            self.upserts[uid] = pod
+            self.upserts[uid] = stored
             self.changed.set()
 
     def unwant(self, uid: str) -> None:
@@ -130,8 +129,9 @@ class Hub:
                 session.unwant(old_uid)
         if new_node is not None and new is not None:
             session = self.sessions.get(new_node)
-            if session is not None:
-                session.want(new)
+            kv = self._cluster.pod_kvs.get(key)
+            if session is not None and kv is not None and new_uid:
+                session.want(new_uid, kv.value)
 
     # -- the WebSocket endpoint ---------------------------------------------
 
@@ -155,7 +155,11 @@ class Hub:
         auth = await self.authenticate(request)
         if auth is None:
             raise Unauthorized("agent link: missing or wrong join token or node credential")
-        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=protocol.MAX_FRAME_BYTES)
+        # No permessage-deflate: the frames are compact msgpack, mostly small, on a
+        # cluster network; deflating each one cost both ends more CPU than it saved.
+        ws = web.WebSocketResponse(
+            heartbeat=30.0, max_msg_size=protocol.MAX_FRAME_BYTES, compress=False
+        )
         await ws.prepare(request)
         session: AgentSession | None = None
         try:
@@ -272,6 +276,8 @@ class Hub:
             state.last_heartbeat = time.monotonic()
         await self._apply_reports(session, hello.pods)
         desired = [p for p in self._cluster.pods_on(name) if desired_on(p) == name]
+        kvs = self._cluster.pod_kvs
+        stored = [kvs[pod_key(p.metadata.namespace or "default", p.metadata.name)] for p in desired]
         wanted = {p.metadata.uid for p in desired}
         stop = sorted({r.uid for r in hello.pods} - wanted)
         session.desired = {uid for uid in wanted if uid}
@@ -281,7 +287,7 @@ class Hub:
                 "heartbeat_seconds": self._config.heartbeat_seconds,
                 "node_grace_seconds": self._config.node_grace_seconds,
             },
-            pods=[p.to_dict() for p in desired],
+            pods=[kv.value for kv in stored],
             stop=stop,
             credential=issued.credential if issued else None,
         )
@@ -395,7 +401,7 @@ class Hub:
                 continue
             frame = protocol.Desired(
                 revision=self._cluster.revision,
-                upsert=[p.to_dict() for p in upserts.values()],
+                upsert=list(upserts.values()),
                 remove=sorted(removes),
             )
             try:
@@ -452,9 +458,7 @@ class Hub:
                     self._errors.add(f"status of {key}: {result}")
             await asyncio.sleep(0.05)
 
-    def _status_write(
-        self, key: str, uid: str, status: PodStatus
-    ) -> Awaitable[list[KV]] | None:
+    def _status_write(self, key: str, uid: str, status: PodStatus) -> Awaitable[list[KV]] | None:
         """Queue the write of an agent's status for the pod, if the pod and status changed.
 
         Built on the store's latest value, queued writes included: two reports for

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import ssl
@@ -12,6 +11,7 @@ import sys
 from aiohttp import web
 
 from common.config import ConfigError, load_config
+from common.heap import tune_gc_for_large_heap
 from common.logs import setup_logging
 from common.sdnotify import Notifier
 from scheduler import service
@@ -24,11 +24,7 @@ _LOGGER = logging.getLogger("scheduler")
 
 
 async def serve(config: SchedulerConfig, ssl_context: ssl.SSLContext | None = None) -> None:
-    # The scheduler keeps every object in memory: millions of long-lived objects
-    # that the cyclic GC would otherwise traverse again and again. Collect the
-    # young generation less often; frozen startup objects are never traversed.
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 1000)
+    tune_gc_for_large_heap()
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()

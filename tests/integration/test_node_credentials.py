@@ -7,6 +7,7 @@ test can misbehave on purpose (another node's name, another node's pods).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -145,8 +146,9 @@ async def test_node_speaks_only_for_its_own_pods(
     spec = pod("only-b", nodeSelector={"kubernetes.io/hostname": "node-b"})
     assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
     desired = await b.receive_type(protocol.Desired)
-    assert [p["metadata"]["name"] for p in desired.upsert] == ["only-b"]
-    uid = desired.upsert[0]["metadata"]["uid"]
+    upserts = [json.loads(p) for p in desired.upsert]
+    assert [p["metadata"]["name"] for p in upserts] == ["only-b"]
+    uid = upserts[0]["metadata"]["uid"]
 
     # node-a heard nothing of it, and a fresh link of node-a is not told of it either.
     with pytest.raises(TimeoutError):

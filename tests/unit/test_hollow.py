@@ -8,6 +8,7 @@ real scheduler.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,11 @@ def wire_pod(uid: str, name: str | None = None, restart_policy: str = "Always") 
             ],
         },
     }
+
+
+def pod_json(uid: str, name: str | None = None, restart_policy: str = "Always") -> bytes:
+    """The pod as the scheduler's frames carry it: its stored JSON."""
+    return json.dumps(wire_pod(uid, name, restart_policy)).encode()
 
 
 # ---- pure pieces ---------------------------------------------------------------------------
@@ -136,6 +142,19 @@ def test_sim_pod_from_wire_sums_requests() -> None:
     assert pod.memory_bytes == 64 * 2**20
 
 
+@pytest.mark.parametrize("state", list(SimState))
+@pytest.mark.parametrize("exited", [False, True])
+def test_status_is_in_canonical_wire_form(state: SimState, exited: bool) -> None:
+    """The hand-built status dict is exactly what PodStatus itself would send."""
+    pod = SimPod.from_wire(wire_pod("u1"))
+    pod.state, pod.start_time, pod.started_at = state, now(), now()
+    if exited:
+        pod.restart_count = 2
+        pod.last_exit = (137, "OOMKilled", now(), now())
+    wire = pod.status()
+    assert PodStatus.model_validate(wire).to_dict() == wire
+
+
 def test_status_pending_then_running() -> None:
     """A creating pod is Pending/ContainerCreating; a running one is Running and Ready."""
     pod = SimPod.from_wire(wire_pod("u1"))
@@ -165,7 +184,7 @@ async def test_crash_with_always_restarts() -> None:
     node = HollowNode(
         "n", "http://127.0.0.1:1", TOKEN, HollowOptions(crash_rate=1.0, crash_after=0.01)
     )
-    node._apply(1, [wire_pod("u1")], [], [], full=True)
+    node._apply(1, [pod_json("u1")], [], [], full=True)
     assert node.pods["u1"].state is SimState.RUNNING
     await eventually(lambda: node.pods["u1"].restart_count >= 2)
     status = PodStatus.model_validate(node.pods["u1"].status())
@@ -185,7 +204,7 @@ async def test_crash_with_never_fails() -> None:
     node = HollowNode(
         "n", "http://127.0.0.1:1", TOKEN, HollowOptions(crash_rate=1.0, crash_after=0.01)
     )
-    node._apply(1, [wire_pod("u1", restart_policy="Never")], [], [], full=True)
+    node._apply(1, [pod_json("u1", restart_policy="Never")], [], [], full=True)
     await eventually(lambda: not node.pods["u1"].active)
     status = PodStatus.model_validate(node.pods["u1"].status())
     assert status.phase == "Failed"
@@ -198,7 +217,7 @@ async def test_crash_with_never_fails() -> None:
 async def test_fail_start(policy: str, phase: str) -> None:
     """A pod that fails to start is Failed under Never, stuck in CrashLoopBackOff otherwise."""
     node = HollowNode("n", "http://127.0.0.1:1", TOKEN, HollowOptions(fail_start_rate=1.0))
-    node._apply(1, [wire_pod("u1", restart_policy=policy)], [], [], full=True)
+    node._apply(1, [pod_json("u1", restart_policy=policy)], [], [], full=True)
     status = PodStatus.model_validate(node.pods["u1"].status())
     assert status.phase == phase
     container = status.container_statuses[0]
@@ -209,7 +228,7 @@ async def test_fail_start(policy: str, phase: str) -> None:
 async def test_complete_after() -> None:
     """Never pods complete when asked (Succeeded, Completed); Always pods keep running."""
     node = HollowNode("n", "http://127.0.0.1:1", TOKEN, HollowOptions(complete_after=0.01))
-    node._apply(1, [wire_pod("job", restart_policy="Never"), wire_pod("web")], [], [], full=True)
+    node._apply(1, [pod_json("job", restart_policy="Never"), pod_json("web")], [], [], full=True)
     await eventually(lambda: not node.pods["job"].active)
     status = PodStatus.model_validate(node.pods["job"].status())
     assert status.phase == "Succeeded"
@@ -223,21 +242,21 @@ async def test_desired_applies_whatever_the_revision_and_reports_stopped() -> No
     """Desired changes are idempotent: applied even at the welcome's revision; removals are
     queued as stopped uids, including uids the node never ran."""
     node = HollowNode("n", "http://127.0.0.1:1", TOKEN)
-    node._apply(5, [wire_pod("a")], [], [], full=True)
-    node._apply(5, [wire_pod("b")], [], [], full=False)
+    node._apply(5, [pod_json("a")], [], [], full=True)
+    node._apply(5, [pod_json("b")], [], [], full=False)
     assert set(node.pods) == {"a", "b"}
     node._apply(6, [], ["a", "ghost"], [], full=False)
     assert set(node.pods) == {"b"}
     assert node._stopped == {"a", "ghost"}
     assert node.revision == 6
-    node._apply(7, [wire_pod("a")], [], ["b"], full=True)  # a welcome: b is fenced
+    node._apply(7, [pod_json("a")], [], ["b"], full=True)  # a welcome: b is fenced
     assert set(node.pods) == {"a"} and node._stopped == {"b", "ghost"}
 
 
 async def test_start_delay_reports_creating_then_running() -> None:
     """With a start delay the pod is ContainerCreating first, then Running."""
     node = HollowNode("n", "http://127.0.0.1:1", TOKEN, HollowOptions(start_delay=0.02))
-    node._apply(1, [wire_pod("u1")], [], [], full=True)
+    node._apply(1, [pod_json("u1")], [], [], full=True)
     assert node.pods["u1"].state is SimState.CREATING
     await eventually(lambda: node.pods["u1"].state is not SimState.CREATING)
     assert node.pods["u1"].state is SimState.RUNNING
@@ -262,7 +281,7 @@ def test_heartbeat_usage() -> None:
 class FakeHub:
     """Just enough of the scheduler's agent hub to drive hollow nodes from a test."""
 
-    desired: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    desired: dict[str, list[bytes]] = field(default_factory=dict)
     stop: list[str] = field(default_factory=list)
     hellos: list[Hello] = field(default_factory=list)
     frames: list[tuple[str, Frame]] = field(default_factory=list)
@@ -336,7 +355,7 @@ async def hub() -> AsyncIterator[tuple[FakeHub, str]]:
 async def test_link_hello_welcome_status_desired_ack(hub: tuple[FakeHub, str]) -> None:
     """Hello names the node; welcomed pods run; desired changes are applied and acked."""
     fake, url = hub
-    fake.desired["hollow-0000"] = [wire_pod("a"), wire_pod("b")]
+    fake.desired["hollow-0000"] = [pod_json("a"), pod_json("b")]
     async with HollowCluster(url, TOKEN, 2, HollowOptions(cpu="2", memory="4Gi")) as cluster:
         await cluster.wait_connected(5)
         names = sorted(h.node.name for h in fake.hellos)
@@ -354,7 +373,7 @@ async def test_link_hello_welcome_status_desired_ack(hub: tuple[FakeHub, str]) -
         )
 
         ws = fake.sockets["hollow-0000"]
-        await ws.send_bytes(encode(Desired(revision=2, upsert=[wire_pod("c")], remove=["a"])))
+        await ws.send_bytes(encode(Desired(revision=2, upsert=[pod_json("c")], remove=["a"])))
         await fake.wait_for(lambda: any(isinstance(f, Ack) for _, f in fake.frames))
         ack = next(f for _, f in fake.frames if isinstance(f, Ack))
         assert ack.revision == 2
@@ -367,12 +386,12 @@ async def test_link_hello_welcome_status_desired_ack(hub: tuple[FakeHub, str]) -
 async def test_link_reconnects_and_resyncs_with_fencing(hub: tuple[FakeHub, str]) -> None:
     """After a dropped link the node says hello with all it runs and obeys the new welcome."""
     fake, url = hub
-    fake.desired["hollow-0000"] = [wire_pod("a"), wire_pod("b"), wire_pod("c")]
+    fake.desired["hollow-0000"] = [pod_json("a"), pod_json("b"), pod_json("c")]
     async with HollowCluster(url, TOKEN, 1) as cluster:
         node = cluster.nodes[0]
         await cluster.wait_connected(5)
         assert set(node.pods) == {"a", "b", "c"}
-        fake.desired["hollow-0000"] = [wire_pod("a"), wire_pod("b"), wire_pod("d")]
+        fake.desired["hollow-0000"] = [pod_json("a"), pod_json("b"), pod_json("d")]
         fake.stop = ["b"]
         await fake.sockets["hollow-0000"].close()
         await fake.wait_for(lambda: len(fake.hellos) == 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgpack
@@ -47,12 +48,17 @@ FRAMES: list[Frame] = [
         pods=[_REPORT],
         agent_version="0.1.0",
     ),
-    Welcome(revision=42, config={"heartbeat_seconds": 2.5}, pods=[_POD], stop=["u-0"]),
+    Welcome(
+        revision=42,
+        config={"heartbeat_seconds": 2.5},
+        pods=[json.dumps(_POD).encode()],
+        stop=["u-0"],
+    ),
     Welcome(revision=1, pods=[], credential="corralnode_n1_secret"),
     CredentialAck(),
     Heartbeat(usage={"cpu": 250, "memory": 2**30}, pod_usage={"u-1": {"cpu": 5}}),
     PodStatusUpdate(pods=[_REPORT]),
-    Desired(revision=43, upsert=[_POD], remove=["u-2"]),
+    Desired(revision=43, upsert=[json.dumps(_POD).encode()], remove=["u-2"]),
     Ack(revision=43),
     ErrorFrame(message="join token refused"),
 ]
@@ -87,7 +93,7 @@ def test_decode_accepts_minimal_frames() -> None:
     assert frame == Heartbeat()
 
 
-@pytest.mark.parametrize("version", [0, 1, 3, None, "2", 2.0, True])
+@pytest.mark.parametrize("version", [0, 2, 4, None, "3", 3.0, True])
 def test_wrong_version_refused(version: Any) -> None:
     """A frame with another (or a non-integer) version is refused, naming the version."""
     with pytest.raises(ProtocolError, match="unsupported protocol version"):
