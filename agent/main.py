@@ -7,17 +7,42 @@ re-adopts them (pods outlive the agent process).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.config import ENV_PREFIX, AgentConfig
 from common.config import ConfigError, load_config
 from common.logs import setup_logging
 from common.sdnotify import Notifier
 
+if TYPE_CHECKING:
+    from agent.link import SchedulerLink
+
 _LOGGER = logging.getLogger("agent")
+TRIM_WAIT_SECONDS = 10.0  # as READY=1 (agent/service.py): joined, or serving without it
+
+
+def trim_memory() -> None:
+    """Give the heap pages freed since the start back to the kernel. glibc keeps freed
+    memory in the process until malloc_trim: the garbage of startup (compiling modules
+    that have no .pyc, building pydantic schemas, the first sync with the scheduler)
+    stays resident otherwise, about 1.2 MiB measured on an idle agent. No gc.collect()
+    first: it blocked the event loop for 70 ms and freed nothing more that was measured."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to do
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+async def _trim_after_start(link: SchedulerLink) -> None:
+    """Once, after the first sync with the scheduler (or after waiting for it as long as
+    READY=1 does), when the startup garbage exists and the pods are applied."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(link.connected.wait(), TRIM_WAIT_SECONDS)
+    trim_memory()
 
 
 def read_token(config: AgentConfig) -> str | None:
@@ -55,11 +80,13 @@ async def run(config: AgentConfig, token: str | None) -> None:
         await supervisor.recover()
         link_task = asyncio.create_task(link.run(), name="scheduler-link")
         await service.start()
+        trim_task = asyncio.create_task(_trim_after_start(link), name="trim-memory")
         _LOGGER.info("corral-agent %s running (cgroup v%d)", config.node_name, cgroups.version)
         await stop.wait()
         _LOGGER.info("shutting down; pods keep running")
         link_task.cancel()
-        await asyncio.gather(link_task, return_exceptions=True)
+        trim_task.cancel()
+        await asyncio.gather(link_task, trim_task, return_exceptions=True)
     finally:
         await service.close()
         await supervisor.close(stop_pods=config.stop_pods_on_exit)

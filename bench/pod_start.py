@@ -37,8 +37,9 @@ timed samples).
 Then the real daemons: `corral-scheduler` and `corral-agent` (its own state directory
 and cgroup parent), to measure `pod_start.submit_to_running` (POST a pod, poll GET
 every --poll-ms until status.phase is Running; then DELETE and wait until it is gone
-from the API and the node), `agent.rss_idle`, `agent.rss_100_pods`, the fork server's
-memory, and `monitor.pss` over the monitors of --pods running pods (smaps_rollup).
+from the API and the node), `agent.rss_idle`, `agent.rss_100_pods` (RSS, PSS, USS), the
+fork server's memory, and `monitor.pss` over the monitors of --pods running pods
+(smaps_rollup).
 
 Everything it starts, mounts or creates is removed at the end, also on failure or ^C.
 """
@@ -996,7 +997,11 @@ class Cluster:
 
     def memory(self) -> dict[str, float]:
         rss, pss = rss_pss_mib(self.agent.pid)
-        out = {"agent_rss": rss, "agent_pss": pss}
+        # USS (private pages) too: PSS moves with how many other processes share the
+        # interpreter's file pages (±2 MiB here from run to run), USS does not.
+        rollup = smaps_rollup(self.agent.pid)
+        uss = rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)
+        out = {"agent_rss": rss, "agent_pss": pss, "agent_uss": round(uss / 1024, 1)}
         fs = self.forkserver_pid()
         if fs is not None:
             out["forkserver_rss"], out["forkserver_pss"] = rss_pss_mib(fs)
@@ -1112,6 +1117,7 @@ class Cluster:
             "MiB",
             value=mem["agent_rss"],
             pss=mem["agent_pss"],
+            uss=mem["agent_uss"],
             pods=pods,
         )
         if "forkserver_rss" in mem:
@@ -1331,6 +1337,7 @@ def run(args: argparse.Namespace, cleanup: Cleanup) -> None:
             "MiB",
             value=idle["agent_rss"],
             pss=idle["agent_pss"],
+            uss=idle["agent_uss"],
             after_start_runs=after["agent_rss"],
         )
         if "forkserver_rss" in idle:

@@ -20,8 +20,6 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.fields import FieldInfo
 
-from common.manifest import field_path
-
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the option and the source."""
@@ -133,6 +131,10 @@ def load_config(
     try:
         return model.model_validate(values)
     except ValidationError as exc:
+        # Here, not at the top: common.manifest imports yaml, which the agent never needs
+        # otherwise (about 1 MiB of its resident memory).
+        from common.manifest import field_path
+
         problems = []
         for err in exc.errors(include_url=False):
             name = field_path(err["loc"])
