@@ -379,6 +379,12 @@ class AgentProcess:
     def log(self) -> str:
         return (self.state / "agent.log").read_text(errors="replace")
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: the agent's pods keep running."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
     def stop(self) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:

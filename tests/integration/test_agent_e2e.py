@@ -13,61 +13,11 @@ from typing import Any
 import pytest
 
 from agent.runtime.native.cgroups import probe
-from tests.conftest import ROOT, TOKEN, SchedulerProcess, wait_for
+from tests.conftest import ROOT, SchedulerProcess, wait_for
 from tests.imagebuild import build_busybox_rootfs, write_oci_layout
+from tests.services import AgentProcess
 
 pytestmark = pytest.mark.root
-
-
-class AgentProcess:
-    """`corral-agent` against a scheduler, with its own state directory and cgroup parent."""
-
-    def __init__(self, scheduler: SchedulerProcess, state: Path, node: str) -> None:
-        self.scheduler, self.state, self.node = scheduler, state, node
-        self.cgroup_parent = f"corral-e2e-{os.getpid()}-{node}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = open(self.state / "agent.log", "ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agent.main",
-                "--server",
-                self.scheduler.url,
-                "--join-token",
-                TOKEN,
-                "--node-name",
-                self.node,
-                "--state-dir",
-                str(self.state),
-                "--cgroup-parent",
-                self.cgroup_parent,
-                "--log-level",
-                "debug",
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                return self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 @pytest.fixture

@@ -23,18 +23,15 @@ import pytest
 
 from agent.runtime.base import RuntimeFailure
 from agent.runtime.native import logs, rootfs
-from agent.runtime.native.cgroups import CgroupDriver, probe
+from agent.runtime.native.cgroups import CgroupDriver
 from agent.runtime.native.images import ImageStore
 from agent.runtime.native.monitor import proc_start_time
 from agent.runtime.native.runtime import NativeRuntime
 from common.models import Pod
 from tests.imagebuild import (
-    BusyboxMissing,
-    build_busybox_rootfs,
     check_root_marker,
-    skip_or_fail,
-    write_oci_layout,
 )
+from tests.nativefixtures import busybox_store, cgroup_driver
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 
@@ -51,38 +48,20 @@ def _root_only(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> ImageStore:
     """An image store with busybox:latest and semantics:1 (ENTRYPOINT, CMD, Env, WorkingDir)."""
-    if os.geteuid() != 0:
-        skip_or_fail("needs root")
-    base = tmp_path_factory.mktemp("images")
-    try:
-        tree = build_busybox_rootfs(base / "rootfs")
-    except BusyboxMissing as exc:
-        skip_or_fail(str(exc))
-    store = ImageStore(base / "store")
-    store.import_path(write_oci_layout(tree, base / "busybox", ref="busybox:latest"))
-    semantics = write_oci_layout(
-        tree,
-        base / "semantics",
-        ref="semantics:1",
-        entrypoint=["/bin/echo", "ep"],
-        cmd=["cmd1"],
-        env=SEMANTICS_ENV,
-        working_dir="/tmp",
-    )
-    store.import_path(semantics)
-    return store
+    semantics = {
+        "entrypoint": ["/bin/echo", "ep"],
+        "cmd": ["cmd1"],
+        "env": SEMANTICS_ENV,
+        "working_dir": "/tmp",
+    }
+    return busybox_store(tmp_path_factory.mktemp("images"), **{"semantics:1": semantics})
 
 
 @pytest.fixture(scope="module")
 def cgroups() -> Iterator[CgroupDriver]:
     """The machine's cgroup driver, below a parent of this test module's own."""
-    if os.geteuid() != 0:
-        skip_or_fail("needs root")
-    driver = probe(f"corral-test-{os.getpid()}")
-    yield driver
-    if driver.exists(""):
-        driver.kill("")
-        driver.remove("")
+    with cgroup_driver(f"corral-test-{os.getpid()}") as driver:
+        yield driver
 
 
 Factory = Callable[..., Awaitable[NativeRuntime]]

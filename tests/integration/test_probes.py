@@ -18,13 +18,12 @@ from typing import Any
 
 import pytest
 
-from agent.runtime.native.cgroups import CgroupDriver, probe
+from agent.runtime.native.cgroups import CgroupDriver
 from agent.runtime.native.images import ImageStore
 from agent.runtime.native.runtime import NativeRuntime
 from agent.supervisor import PodWorker
 from common.models import ContainerStatus, Pod
 from tests.conftest import SchedulerProcess, wait_for
-from tests.imagebuild import BusyboxMissing, build_busybox_rootfs, skip_or_fail, write_oci_layout
 from tests.integration.test_agent_e2e import (  # noqa: F401 (fixtures)
     AgentProcess,
     agent,
@@ -33,6 +32,7 @@ from tests.integration.test_agent_e2e import (  # noqa: F401 (fixtures)
     image_layout,
     pod_json,
 )
+from tests.nativefixtures import busybox_store, cgroup_driver
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 
@@ -40,28 +40,14 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> ImageStore:
     """An image store with busybox:latest."""
-    if os.geteuid() != 0:
-        skip_or_fail("needs root")
-    base = tmp_path_factory.mktemp("images")
-    try:
-        tree = build_busybox_rootfs(base / "rootfs")
-    except BusyboxMissing as exc:
-        skip_or_fail(str(exc))
-    store = ImageStore(base / "store")
-    store.import_path(write_oci_layout(tree, base / "busybox", ref="busybox:latest"))
-    return store
+    return busybox_store(tmp_path_factory.mktemp("images"))
 
 
 @pytest.fixture(scope="module")
 def cgroups() -> Iterator[CgroupDriver]:
     """The machine's cgroup driver, below a parent of this module's own."""
-    if os.geteuid() != 0:
-        skip_or_fail("needs root")
-    driver = probe(f"corral-probes-{os.getpid()}")
-    yield driver
-    if driver.exists(""):
-        driver.kill("")
-        driver.remove("")
+    with cgroup_driver(f"corral-probes-{os.getpid()}") as driver:
+        yield driver
 
 
 @pytest.fixture
