@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 import time
@@ -114,6 +115,10 @@ class Hub:
         self.credentials = NodeCredentials(ctx.store)
         self.sessions: dict[str, AgentSession] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # labels() locks and builds a key on every call: a child per frame type, once.
+        self._frames_counter = functools.cache(
+            lambda kind: ctx.metrics.agent_frames.labels(type=kind)
+        )
         self._log_ids = 0
         self._cluster.pod_listeners.append(self.on_pod_change)
 
@@ -360,7 +365,7 @@ class Hub:
             except protocol.ProtocolError as exc:
                 await self._send_error(ws, f"node {session.node}: {exc}")
                 continue
-            self._metrics.agent_frames.labels(type=getattr(frame, "type", "?")).inc()
+            self._frames_counter(getattr(frame, "type", "?")).inc()
             state = self._cluster.nodes.get(session.node)
             if state is not None:
                 state.last_heartbeat = time.monotonic()
