@@ -191,6 +191,7 @@ class RssSampler:
 # The API needs a token; this run's scheduler accepts this one (it lives only as long).
 ADMIN_TOKEN = "corral_bench_" + secrets.token_urlsafe(24)
 
+
 class Api:
     def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
         self.http, self.base = http, base

@@ -793,9 +793,7 @@ class Namespace(DeferredModel):
         except ValueError as exc:
             raise _invalid(("metadata", "name"), str(exc), self.metadata.name) from None
         if self.metadata.namespace:
-            raise _invalid(
-                ("metadata", "namespace"), "not allowed: namespaces are not namespaced"
-            )
+            raise _invalid(("metadata", "namespace"), "not allowed: namespaces are not namespaced")
         return self
 
 

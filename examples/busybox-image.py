@@ -1,8 +1,8 @@
 """Build a busybox OCI image layout from Debian's busybox-static, to try corral without a registry.
 
-    apt-get install -y busybox-static
-    python3 examples/busybox-image.py ./busybox-oci
-    corral-agent image import ./busybox-oci --root .corral/agent/images
+apt-get install -y busybox-static
+python3 examples/busybox-image.py ./busybox-oci
+corral-agent image import ./busybox-oci --root .corral/agent/images
 """
 
 from __future__ import annotations

@@ -45,8 +45,8 @@ async def serve(config: SchedulerConfig, ssl_context: ssl.SSLContext | None = No
     keepalive: asyncio.Task[None] | None = None
     try:
         await site.start()
-        for sock in site._server.sockets if site._server else []:  # the real port when 0 was asked
-            host, port = sock.getsockname()[:2]
+        for address in runner.addresses:  # the real port when 0 was asked
+            host, port = address[:2]
             _LOGGER.info("serving the API on %s://%s:%d", scheme, host, port)
             print(f"corral-scheduler listening on {scheme}://{host}:{port}", flush=True)
         keepalive = service.announce(notifier, app[CONTROL_PLANE], site)
@@ -76,13 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     if insecure:
         _LOGGER.warning("%s", insecure)
     try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    try:
-        runner(serve(config, ssl_context))
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(serve(config, ssl_context))
+        else:
+            uvloop.run(serve(config, ssl_context))
     except OSError as exc:
         print(f"corral-scheduler: {exc}", file=sys.stderr)
         return 1

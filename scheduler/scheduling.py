@@ -117,9 +117,7 @@ class Scheduler:
             self._binds.add(task)
             task.add_done_callback(self._binds.discard)
 
-    async def _finish_binds(
-        self, binds: list[tuple[str, str, float, Awaitable[list[KV]]]]
-    ) -> None:
+    async def _finish_binds(self, binds: list[tuple[str, str, float, Awaitable[list[KV]]]]) -> None:
         results = await asyncio.gather(*(w for *_, w in binds), return_exceptions=True)
         done = time.monotonic()
         latency = self._metrics.scheduling_latency

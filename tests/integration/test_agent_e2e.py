@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,11 @@ spec:
 
 
 def pod_json(s: SchedulerProcess, name: str) -> dict[str, Any]:
-    return s.get(f"/api/v1/namespaces/default/pods/{name}")  # type: ignore[no-any-return]
+    return s.get(f"/api/v1/namespaces/default/pods/{name}")
+
+
+def phase_is(s: SchedulerProcess, name: str, phase: str) -> bool:
+    return bool(pod_json(s, name)["status"].get("phase") == phase)
 
 
 def container_pid(agent: AgentProcess, name: str) -> int:
@@ -151,7 +156,7 @@ def test_pods_survive_agent_kill_9(agent: AgentProcess) -> None:
         stdin=POD.format(name="ender", policy="Never", script="sleep 3; exit 7"),
     )
     for name in ("steady", "ender"):
-        wait_for(lambda n=name: pod_json(s, n)["status"]["phase"] == "Running", 30)
+        wait_for(partial(phase_is, s, name, "Running"), 30)
     before = container_pid(agent, "steady")
     agent.kill()
     wait_for(lambda: not ready(s, "node-a"), timeout=10)  # the scheduler saw it go
@@ -184,7 +189,7 @@ def test_crash_is_restarted_with_count(agent: AgentProcess) -> None:
         status = pod_json(s, "crasher")["status"]
         statuses = status.get("containerStatuses") or []
         if statuses and statuses[0]["restartCount"] >= 2:
-            return statuses[0]  # type: ignore[no-any-return]
+            return statuses[0]
         return None
 
     cs = wait_for(restarted, timeout=30)

@@ -27,7 +27,7 @@ def pod(name: str, cpu: str = "100m", memory: str = "64Mi", **spec: Any) -> dict
 
 
 def get_pod(s: SchedulerProcess, name: str, ns: str = "default") -> dict[str, Any]:
-    return s.get(f"/api/v1/namespaces/{ns}/pods/{name}")  # type: ignore[no-any-return]
+    return s.get(f"/api/v1/namespaces/{ns}/pods/{name}")
 
 
 def test_pod_is_bound_and_running(scheduler: SchedulerProcess) -> None:

@@ -50,7 +50,7 @@ def snapshot(s: SchedulerProcess) -> tuple[Any, ...]:
 def make_token(s: SchedulerProcess, role: str) -> dict[str, Any]:
     resp = s.request("POST", "/api/v1/tokens", {"role": role, "description": f"a {role}"})
     assert resp.status == 201, resp.body
-    return resp.json()  # type: ignore[no-any-return]
+    return resp.json()
 
 
 @pytest.mark.parametrize(("method", "path", "body"), MUTATING)
@@ -112,7 +112,7 @@ def test_tokens_are_stored_hashed_and_listed_without_secrets(
     assert ADMIN_TOKEN.encode() not in data
 
 
-def test_generated_admin_token(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_generated_admin_token(tmp_path) -> None:
     """Without an admin_token option, one is generated into STATE_DIR/admin-token (0600)."""
     state = tmp_path / "s"
     proc = subprocess.Popen(

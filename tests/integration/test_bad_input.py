@@ -19,7 +19,7 @@ PODS = "/api/v1/namespaces/default/pods"
 def status_of(resp_body: bytes) -> dict[str, object]:
     body = json.loads(resp_body)
     assert body["kind"] == "Status" and body["apiVersion"] == "v1" and body["status"] == "Failure"
-    return body  # type: ignore[no-any-return]
+    return body
 
 
 def causes(body: dict[str, object]) -> list[str]:
@@ -93,7 +93,7 @@ def test_malformed_bodies(
 )
 def test_invalid_pods_name_the_field(
     bare_scheduler: SchedulerProcess, mutate, field: str, needle: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """An invalid pod is refused 422 with the field's path, and nothing is stored."""
     body = pod("valid-name")
     mutate(body)
@@ -120,7 +120,7 @@ def test_wrong_kind_and_namespace(bare_scheduler: SchedulerProcess) -> None:
     assert resp.status == 400
 
 
-def test_oversized_body(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_body(tmp_path) -> None:
     """A body over max_body_bytes is answered 413 and the server keeps serving."""
     sched = SchedulerProcess(tmp_path / "s", ["--max-body-bytes", "4096"])
     sched.start()
