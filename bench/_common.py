@@ -7,6 +7,7 @@ Every benchmark prints one JSON object a line, one metric a line (see DESIGN.md,
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -190,3 +191,23 @@ def ignore_interrupts() -> None:
     """From now on ^C and SIGTERM are ignored (call before running cleanup)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def run_bench(run: Callable[[argparse.Namespace, Cleanup], None], args: argparse.Namespace) -> int:
+    """Run a benchmark's `run(args, cleanup)` with ^C and SIGTERM turned into a clean stop:
+    the cleanup steps always run. Exit code 0, 1 (a BenchError) or 130 (interrupted)."""
+    cleanup = Cleanup()
+    code = 0
+    with interruptible():
+        try:
+            run(args, cleanup)
+        except KeyboardInterrupt:
+            note("interrupted; cleaning up")
+            code = 130
+        except BenchError as exc:
+            note(f"error: {exc}")
+            code = 1
+        finally:
+            ignore_interrupts()
+            cleanup.run()
+    return code

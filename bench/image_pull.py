@@ -43,10 +43,9 @@ from bench._common import (
     Cleanup,
     distribution,
     emit,
-    ignore_interrupts,
-    interruptible,
     machine,
     note,
+    run_bench,
 )
 
 TAG = "corral-bench-pull"
@@ -247,22 +246,7 @@ def run(args: argparse.Namespace, cleanup: Cleanup) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cleanup = Cleanup()
-    code = 0
-    with interruptible():
-        try:
-            run(args, cleanup)
-        except KeyboardInterrupt:
-            note("interrupted; cleaning up")
-            code = 130
-        except BenchError as exc:
-            note(f"error: {exc}")
-            code = 1
-        finally:
-            ignore_interrupts()
-            cleanup.run()
-    return code
+    return run_bench(run, parse_args(argv))
 
 
 if __name__ == "__main__":
