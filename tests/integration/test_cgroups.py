@@ -390,3 +390,22 @@ def test_v2_limits_are_written_where_controllers_exist(v2: V2Driver) -> None:
     assert _read(d, "pids.max") == "10"
     if os.path.exists(os.path.join(d, "memory.swap.max")):
         assert _read(d, "memory.swap.max") == "0"
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_prime_attach_leaves_the_caller_where_it_is(
+    version: str, request: pytest.FixtureRequest
+) -> None:
+    """The priming write is a move of the caller into its own cgroup: nothing changes."""
+    driver: CgroupDriver = request.getfixturevalue(version)
+    before = Path("/proc/self/cgroup").read_text()
+    driver.prime_attach()
+    assert Path("/proc/self/cgroup").read_text() == before
+    procs = driver._own_procs  # type: ignore[attr-defined]
+    assert procs is not None and str(os.getpid()) in Path(procs).read_text().split()
+
+
+def test_prime_attach_never_raises(v1: V1Driver) -> None:
+    """It is an optimization: a cgroup it cannot write to is no error."""
+    v1._own_procs = "/sys/fs/cgroup/pids/corral-no-such-cgroup/cgroup.procs"
+    v1.prime_attach()

@@ -32,6 +32,7 @@ to die); the agent calls the mutating ones through `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -95,6 +96,10 @@ class CgroupDriver(Protocol):
 
     def add_process(self, path: str, pid: int) -> None:
         """Move `pid` (0: the calling process) into the cgroup in every hierarchy."""
+        ...
+
+    def prime_attach(self) -> None:
+        """Make the next moves into cgroups fast for a while (best effort, never raises)."""
         ...
 
     def procs(self, path: str) -> list[int]:
@@ -324,6 +329,7 @@ class _Driver:
             raise CgroupError("the parent must be a subtree, not the hierarchy root")
         self.parent = parent
         self._hierarchies = hierarchies  # mount points, each holding a copy of the tree
+        self._own_procs: str | None = None  # cgroup.procs of our own cgroup (prime_attach)
 
     # paths
 
@@ -362,6 +368,24 @@ class _Driver:
             if not os.path.isdir(d):
                 raise CgroupError(f"cgroup {d} does not exist; create() it first")
             _write(os.path.join(d, "cgroup.procs"), str(pid))  # "0" means the writer itself
+
+    def prime_attach(self) -> None:
+        """A no-op move of this process into the cgroup it is in.
+
+        Any write to a `cgroup.procs` takes the kernel's cgroup_threadgroup_rwsem for
+        writing, and the first writer after a quiet spell waits for an RCU grace period
+        (5-15 ms here) before it may; writers in the next grace period or so do not wait
+        (rcu_sync stays in its writer state). A pod start moves its container's init
+        into its cgroups some milliseconds after the agent begins it: priming the lock
+        then, in a thread, takes that wait off the start's critical path. Measured here:
+        a cold write 7.5 ms, one within ~12 ms of another's end 0.1-0.2 ms."""
+        with contextlib.suppress(OSError, CgroupError):  # an optimization, nothing more
+            if self._own_procs is None:
+                self._own_procs = self._own_procs_file()
+            _write(self._own_procs, str(os.getpid()))
+
+    def _own_procs_file(self) -> str:
+        raise NotImplementedError
 
     def procs(self, path: str) -> list[int]:
         pids: set[int] = set()
@@ -465,6 +489,9 @@ class V2Driver(_Driver):
     def __init__(self, root: str = "/sys/fs/cgroup", parent: str = "corral") -> None:
         super().__init__(parent, [os.path.normpath(root)])
         self.root = os.path.normpath(root)
+
+    def _own_procs_file(self) -> str:
+        return os.path.join(self.root, own_cgroup(""), "cgroup.procs")
 
     def create(self, path: str, limits: Limits | None = None) -> None:
         rel = self._rel(path)
@@ -606,6 +633,9 @@ class V1Driver(_Driver):
         self.unified = os.path.normpath(unified) if unified else None
         hierarchies = list(dict.fromkeys(self.mounts.values()))  # co-mounted: one directory
         super().__init__(parent, hierarchies + ([self.unified] if self.unified else []))
+
+    def _own_procs_file(self) -> str:
+        return os.path.join(self.mounts["pids"], own_cgroup("pids"), "cgroup.procs")
 
     @classmethod
     def from_mounts(

@@ -199,14 +199,9 @@ def _start(spec: dict[str, Any], conn: int) -> tuple[int, logs.LogWriter, dict[i
         os.close(fd)
     writer = None
     try:
-        # Into the container's cgroups (one dir per hierarchy) before it runs anything,
-        # so its limits hold from the first instruction of the container's command. The
-        # first write waits for an RCU grace period (the kernel's cgroup_threadgroup_rwsem,
-        # 5-15 ms on a busy machine): the init builds its root meanwhile.
-        attach_cgroups(str(pid).encode(), [str(d) for d in spec.get("cgroups") or []])
-        # Then our own troubles' log next to the container's records (until now they went
-        # to the fork server's), the records the agent re-adopts us by, and the log (what
-        # the container writes before we read it waits in the pipes).
+        # Our own troubles' log next to the container's records (until now they went to
+        # the fork server's), the records the agent re-adopts us by, and the log (what the
+        # container writes before we read it waits in the pipes).
         err = os.open(f"{cdir}/monitor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(err, 2)
         os.close(err)
@@ -214,6 +209,12 @@ def _start(spec: dict[str, Any], conn: int) -> tuple[int, logs.LogWriter, dict[i
         write_json(f"{cdir}/init.pid", {"pid": pid, "start": proc_start_time(pid)})
         log = spec["log"]
         writer = logs.LogWriter(str(log["path"]), int(log["max_bytes"]), int(log["max_files"]))
+        # Into the container's cgroups (one dir per hierarchy) before it runs anything,
+        # so its limits hold from the first instruction of the container's command. The
+        # first write may wait for an RCU grace period (the kernel's cgroup_threadgroup_rwsem,
+        # 5-15 ms), which the agent's prime_attach started before asking for this start:
+        # the init builds its root meanwhile, and the go follows the attach at once.
+        attach_cgroups(str(pid).encode(), [str(d) for d in spec.get("cgroups") or []])
         os.write(go_w, b"g")
     except BaseException:
         os.kill(pid, signal.SIGKILL)

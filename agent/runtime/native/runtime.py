@@ -248,6 +248,7 @@ class NativeRuntime:
         self._forkserver = ForkServerClient(self.state_dir / "forkserver.log")
         self._locks: dict[str, asyncio.Lock] = {}
         self._prepared: set[str] = set()  # pods create_pod has prepared in this process
+        self._primes: set[asyncio.Future[None]] = set()  # prime_attach calls in threads
         self._watches: dict[tuple[str, str], ExitWatch] = {}  # containers started here
         self._sweeping: asyncio.Task[None] | None = None
         self._sweep_again = False
@@ -297,6 +298,8 @@ class NativeRuntime:
         self._sweep(delay=0.0)  # whatever a previous agent left in the trash
 
     async def close(self) -> None:
+        if self._primes:
+            await asyncio.wait(self._primes)  # a few milliseconds at most
         for watch in self._watches.values():
             watch.close()  # the monitors carry on; they record their exits in exit.json
         self._watches.clear()
@@ -322,6 +325,18 @@ class NativeRuntime:
             if uid not in self._prepared:
                 await asyncio.to_thread(self._prepare_pod, pod)
                 self._prepared.add(uid)
+
+    def _prime_attach(self) -> None:
+        """Prime the kernel's cgroup attach lock in a thread, now, so that the grace period
+        the container's init would wait for when it is moved into its cgroups passes while
+        the fork server and the init do their work (cgroups.py: prime_attach). Called once
+        the container's cgroups exist: while the prime waits it holds the kernel's
+        cgroup_mutex, which creating a cgroup needs too. Skipped while one is under way."""
+        if self._primes:
+            return
+        prime = asyncio.get_running_loop().run_in_executor(None, self.cgroups.prime_attach)
+        self._primes.add(prime)
+        prime.add_done_callback(self._primes.discard)
 
     def _namespaces(self, pod: Pod) -> list[str]:
         # hostNetwork pods share the node's network and, as in Kubernetes, its hostname.
@@ -398,6 +413,7 @@ class NativeRuntime:
             prepared = await asyncio.to_thread(self._prepare_start, pod, spec_c)
             if isinstance(prepared, ContainerInfo):
                 return prepared  # already started (idempotent, e.g. after a lost answer)
+            self._prime_attach()
             old = self._watches.pop((uid, container), None)
             if old is not None:
                 old.close()
