@@ -93,6 +93,9 @@ class ClusterState:
         self.pod_kvs: dict[str, KV] = {}
         self.by_uid: dict[str, str] = {}
         self.nodes: dict[str, NodeState] = {}
+        # Per node, the factor its heartbeat interval and timeouts were stretched by when
+        # its link was welcomed (config.heartbeat_stretch); 1 if absent.
+        self.heartbeat_stretch: dict[str, float] = {}
         self.pending: dict[str, float] = {}  # pod key -> monotonic time first seen pending
         self.terminating: set[str] = set()  # pods marked for deletion
         self._accounted: dict[str, tuple[str, int, int]] = {}  # key -> (node, cpu, mem)
@@ -138,6 +141,7 @@ class ClusterState:
         name = key[len(NODES) :]
         if kv is None:
             state = self.nodes.pop(name, None)
+            self.heartbeat_stretch.pop(name, None)
             node = None
         else:
             node = decode(kv, Node)

@@ -65,6 +65,14 @@ class SchedulerConfig(DaemonConfig):
     heartbeat_seconds: float = Field(
         1.0, gt=0, description="how often agents are told to send heartbeats"
     )
+    max_heartbeats_per_second: float = Field(
+        1000.0,
+        gt=0,
+        description="the agents' heartbeats together stay under this rate: a node joining a "
+        "cluster of N nodes is told to heartbeat every max(heartbeat_seconds, N / this) "
+        "seconds, and its grace and eviction timeouts stretch by the same factor (Nomad's "
+        "max_heartbeats_per_second)",
+    )
     placement_strategy: Literal["spread", "binpack"] = Field(
         "spread",
         description="spread: prefer the least allocated node; binpack: prefer the most allocated",
@@ -128,3 +136,10 @@ class SchedulerConfig(DaemonConfig):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+    def heartbeat_stretch(self, nodes: int) -> float:
+        """How much longer than configured a node joining a cluster of `nodes` heartbeats
+        (and waits for its grace and eviction timeouts): 1 until the heartbeats together
+        would pass max_heartbeats_per_second. Nomad stretches its heartbeat TTL the same way,
+        so that a large cluster's heartbeats cannot swamp the servers."""
+        return max(1.0, nodes / (self.max_heartbeats_per_second * self.heartbeat_seconds))

@@ -286,11 +286,15 @@ class Hub:
         wanted = {p.metadata.uid for p in desired}
         stop = sorted({r.uid for r in hello.pods} - wanted)
         session.desired = {uid for uid in wanted if uid}
+        # The cluster's size, this node included (the watch may not have brought it yet).
+        size = len(self._cluster.nodes) + (name not in self._cluster.nodes)
+        stretch = self._config.heartbeat_stretch(size)
+        self._cluster.heartbeat_stretch[name] = stretch
         welcome = protocol.Welcome(
             revision=self._cluster.revision,
             config={
-                "heartbeat_seconds": self._config.heartbeat_seconds,
-                "node_grace_seconds": self._config.node_grace_seconds,
+                "heartbeat_seconds": self._config.heartbeat_seconds * stretch,
+                "node_grace_seconds": self._config.node_grace_seconds * stretch,
             },
             pods=[kv.value for kv in stored],
             stop=stop,

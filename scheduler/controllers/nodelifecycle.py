@@ -60,9 +60,9 @@ class NodeLifecycleController:
         """Seconds to the next pass: the nearest NotReady or eviction deadline, at most
         `period` (deletions and new nodes are picked up by the periodic pass), so a node
         is evicted when its time is up rather than up to one period later."""
-        grace, eviction = self._config.node_grace_seconds, self._config.eviction_seconds
         deadline = mono + self.period
         for name, state in self._cluster.nodes.items():
+            grace, eviction = self._timeouts(name)
             if state.ready:
                 deadline = min(deadline, state.last_heartbeat + grace)
             else:
@@ -72,8 +72,8 @@ class NodeLifecycleController:
 
     async def reconcile(self) -> None:
         mono = time.monotonic()
-        grace, eviction = self._config.node_grace_seconds, self._config.eviction_seconds
         for name, state in list(self._cluster.nodes.items()):
+            grace, eviction = self._timeouts(name)
             if state.ready:
                 self.not_ready_since.pop(name, None)
                 if mono - state.last_heartbeat > grace:
@@ -90,7 +90,7 @@ class NodeLifecycleController:
                         name,
                         False,
                         "NodeStatusUnknown",
-                        f"corral-agent stopped posting heartbeats ({age:.1f}s > {grace}s)",
+                        f"corral-agent stopped posting heartbeats ({age:.1f}s > {grace:g}s)",
                     )
                 continue
             since = self.not_ready_since.setdefault(name, mono)
@@ -99,9 +99,18 @@ class NodeLifecycleController:
             silent = mono - min(state.last_heartbeat, since)
             if silent >= eviction and (mono > since or not state.connected):
                 await self._evict_node(
-                    name, f"node {name} sent no heartbeat for more than {eviction}s"
+                    name, f"node {name} sent no heartbeat for more than {eviction:g}s"
                 )
         await self._finish_deletions()
+
+    def _timeouts(self, name: str) -> tuple[float, float]:
+        """(grace, eviction) for this node: the configured ones, stretched as its
+        heartbeat interval was (config.heartbeat_stretch)."""
+        stretch = self._cluster.heartbeat_stretch.get(name, 1.0)
+        return (
+            self._config.node_grace_seconds * stretch,
+            self._config.eviction_seconds * stretch,
+        )
 
     async def _evict_node(self, name: str, message: str) -> None:
         # All of the node's pods at once, so their durable writes share one commit.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -204,3 +205,24 @@ async def test_deleting_a_node_revokes_its_credential(
     assert fresh != credential
     wait_for(lambda: s.request("GET", "/api/v1/nodes/gone").status == 200, timeout=5)
     await rejoined.ws.close()
+
+
+async def test_heartbeats_stretch_with_the_cluster(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """With max_heartbeats_per_second 2, the third node is told to heartbeat every 1.5 s
+    (and given a grace period 1.5 times as long); the first two keep 1 s."""
+    s = SchedulerProcess(tmp_path / "scheduler", ["--max-heartbeats-per-second", "2"])
+    s.start()
+    try:
+        intervals = []
+        for name in ("n-1", "n-2", "n-3"):
+            agent, welcome = await dial(http, s, TOKEN, name)
+            assert isinstance(welcome, protocol.Welcome), welcome
+            intervals.append(
+                (welcome.config["heartbeat_seconds"], welcome.config["node_grace_seconds"])
+            )
+            await agent.send(protocol.CredentialAck())
+        assert intervals == [(1.0, 5.0), (1.0, 5.0), (1.5, 7.5)]
+    finally:
+        s.stop()

@@ -59,3 +59,24 @@ async def test_wakes_at_the_eviction_deadline_from_the_last_heartbeat(
 async def test_overdue_deadline_still_sleeps_a_little(controller: NodeLifecycleController) -> None:
     add_node(controller, "late", ready=True, heartbeat=50.0)
     assert controller.next_pass_in(100.0) == pytest.approx(0.01)
+
+
+async def test_a_stretched_node_gets_longer_timeouts(controller: NodeLifecycleController) -> None:
+    """A node welcomed with twice the heartbeat interval is evicted twice as late."""
+    add_node(controller, "big", ready=False, heartbeat=80.1)  # 10 s * 2 from 80.1: 100.1
+    controller.not_ready_since["big"] = 90.1
+    controller._cluster.heartbeat_stretch["big"] = 2.0
+    assert controller.next_pass_in(100.0) == pytest.approx(0.1)
+    assert controller._timeouts("big") == (10.0, 20.0)
+    assert controller._timeouts("unknown") == (5.0, 10.0)
+
+
+def test_heartbeat_stretch_follows_the_cluster_size() -> None:
+    """Heartbeats stay under max_heartbeats_per_second; never faster than configured."""
+    config = SchedulerConfig(state_dir="/x", heartbeat_seconds=1, max_heartbeats_per_second=1000)
+    assert config.heartbeat_stretch(1) == 1.0
+    assert config.heartbeat_stretch(1000) == 1.0
+    assert config.heartbeat_stretch(5000) == 5.0
+    slow = SchedulerConfig(state_dir="/x", heartbeat_seconds=2, max_heartbeats_per_second=100)
+    assert slow.heartbeat_stretch(100) == 1.0  # 100 nodes every 2 s: 50 a second
+    assert slow.heartbeat_stretch(400) == 2.0
