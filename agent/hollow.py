@@ -54,6 +54,7 @@ from common.models import (
 from common.protocol import (
     MAX_FRAME_BYTES,
     Ack,
+    ConfigUpdate,
     CredentialAck,
     Desired,
     ErrorFrame,
@@ -333,6 +334,7 @@ class HollowNode:
         self.connected = asyncio.Event()  # set between a welcome and the next disconnect
         self.connects = 0
         self.frames_sent = 0
+        self.heartbeat_seconds = DEFAULT_HEARTBEAT_SECONDS  # the welcome's, then updates
         self.session = session  # shared by a HollowCluster's nodes; else the node opens its own
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._pending: dict[str, SimPod] = {}
@@ -403,13 +405,15 @@ class HollowNode:
                 self.credential = welcome.credential
                 await self._send(CredentialAck())
             self._apply(welcome.revision, welcome.pods, [], welcome.stop, full=True)
-            heartbeat = float(welcome.config.get("heartbeat_seconds", DEFAULT_HEARTBEAT_SECONDS))
+            self.heartbeat_seconds = float(
+                welcome.config.get("heartbeat_seconds", DEFAULT_HEARTBEAT_SECONDS)
+            )
             self.connected.set()
             if self._stopped:
                 self._dirty.set()
             try:
                 async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._heartbeats(heartbeat))
+                    tg.create_task(self._heartbeats())
                     tg.create_task(self._flusher())
                     await self._receive_loop(ws)
                     raise _Disconnected  # the socket closed: end the helpers, then reconnect
@@ -432,6 +436,9 @@ class HollowNode:
             if isinstance(frame, Desired):
                 self._apply(frame.revision, frame.upsert, frame.remove, [], full=False)
                 await self._send(Ack(revision=frame.revision))
+            elif isinstance(frame, ConfigUpdate):
+                if "heartbeat_seconds" in frame.config:
+                    self.heartbeat_seconds = float(frame.config["heartbeat_seconds"])
             elif isinstance(frame, ErrorFrame):
                 _LOGGER.warning("%s: scheduler says: %s", self.name, frame.message)
             else:
@@ -443,11 +450,13 @@ class HollowNode:
         await self._ws.send_bytes(encode(frame))
         self.frames_sent += 1
 
-    async def _heartbeats(self, period: float) -> None:
-        await asyncio.sleep(random.uniform(0, period))  # spread many nodes over the period
+    async def _heartbeats(self) -> None:
+        # Spread many nodes over the period; the interval is read before each sleep, so a
+        # config update from the scheduler holds from the next beat.
+        await asyncio.sleep(random.uniform(0, self.heartbeat_seconds))
         while True:
             await self._send(self.heartbeat())
-            await asyncio.sleep(period)
+            await asyncio.sleep(self.heartbeat_seconds)
 
     async def _flusher(self) -> None:
         """Coalesce status changes made within `batch_seconds` into one pod_status frame."""

@@ -189,7 +189,8 @@ class SchedulerLink:
             await asyncio.to_thread(self._credentials.save, welcome.credential)
             self._credential = welcome.credential
             await ws.send_bytes(protocol.encode(protocol.CredentialAck()))
-        self.heartbeat_seconds = float(welcome.config.get("heartbeat_seconds", 1.0))
+        self.heartbeat_seconds = 1.0
+        self._configure(welcome.config)
         await self._supervisor.apply(self._pods(welcome.pods), welcome.stop, full=True)
         self.connected.set()
         _LOGGER.info(
@@ -235,10 +236,18 @@ class SchedulerLink:
                 self._logs.open(frame, lambda f: ws.send_bytes(protocol.encode(f)))
             elif isinstance(frame, protocol.LogsCancel):
                 self._logs.cancel(frame.id)
+            elif isinstance(frame, protocol.ConfigUpdate):
+                self._configure(frame.config)
             elif isinstance(frame, protocol.ErrorFrame):
                 _LOGGER.warning("scheduler says: %s", frame.message)
             else:
                 _LOGGER.warning("ignoring unexpected %s frame", getattr(frame, "type", "?"))
+
+    def _configure(self, config: dict[str, Any]) -> None:
+        """Settings from the scheduler (welcome or update); the heartbeat loop reads the
+        interval before each sleep, so a change holds from the next beat."""
+        if "heartbeat_seconds" in config:
+            self.heartbeat_seconds = float(config["heartbeat_seconds"])
 
     async def _heartbeats(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:

@@ -18,6 +18,7 @@ Every frame is a msgpack map `{"v": PROTOCOL_VERSION, "type": ..., ...}`.
       |<-- logs {id, uid, container, tail, follow} ---------|  `corral logs`
       |-- logs_chunk {id, data, eof, error} --------------->|
       |<-- logs_cancel {id} --------------------------------|
+      |<-- config {heartbeat_seconds, ...} -----------------|  the cluster grew
 
 `welcome.pods` and `desired.upsert` carry each Pod as its JSON bytes, exactly as
 the scheduler stores it: serialized once when written, never again per agent
@@ -175,6 +176,14 @@ class LogsCancel(Frame):
     id: int
 
 
+class ConfigUpdate(Frame):
+    """Scheduler -> agent: settings of the welcome's `config` that changed (the heartbeat
+    interval, stretched as the cluster grows); the agent adopts them from its next beat."""
+
+    type: Literal["config"] = "config"
+    config: dict[str, Any]
+
+
 class ErrorFrame(Frame):
     type: Literal["error"] = "error"
     message: str
@@ -192,6 +201,7 @@ AnyFrame = Annotated[
     | LogsRequest
     | LogsChunk
     | LogsCancel
+    | ConfigUpdate
     | ErrorFrame,
     Field(discriminator="type"),
 ]

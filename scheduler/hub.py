@@ -115,6 +115,7 @@ class Hub:
         self.credentials = NodeCredentials(ctx.store)
         self.sessions: dict[str, AgentSession] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stretched_at = 0  # the cluster size when heartbeats were last re-stretched
         # labels() locks and builds a key on every call: a child per frame type, once.
         self._frames_counter = functools.cache(
             lambda kind: ctx.metrics.agent_frames.labels(type=kind)
@@ -301,6 +302,7 @@ class Hub:
             credential=issued.credential if issued else None,
         )
         await ws.send_bytes(protocol.encode(welcome))
+        self._restretch(size)
         self._events.record(node_ref(name), "NodeReady", f"corral-agent on {name} joined")
         _LOGGER.info(
             "node %s joined from %s: runs %d pods, desired %d, told to stop %d",
@@ -601,6 +603,34 @@ class Hub:
         await set_node_ready(
             self._store, name, True, "AgentReady", "corral-agent is posting heartbeats"
         )
+
+    def _restretch(self, size: int) -> None:
+        """Once the cluster has grown by a tenth since the last look, stretch the heartbeat
+        interval of nodes welcomed when it was smaller (config.heartbeat_stretch), so that
+        all heartbeats together keep under max_heartbeats_per_second, and not only those
+        of the nodes that joined last. Only ever longer while a link lasts: the timeouts
+        widen first, then the agent is told, so no node can be late in between; a node
+        gets a shorter interval again at its next welcome."""
+        if size < self._stretched_at * 1.1:
+            return
+        self._stretched_at = size
+        stretch = self._config.heartbeat_stretch(size)
+        for name, session in self.sessions.items():
+            if stretch <= self._cluster.heartbeat_stretch.get(name, 1.0):
+                continue
+            self._cluster.heartbeat_stretch[name] = stretch
+            update = protocol.ConfigUpdate(
+                config={
+                    "heartbeat_seconds": self._config.heartbeat_seconds * stretch,
+                    "node_grace_seconds": self._config.node_grace_seconds * stretch,
+                }
+            )
+            self._spawn(self._send_quietly(session.ws, update))
+
+    @staticmethod
+    async def _send_quietly(ws: web.WebSocketResponse, frame: protocol.Frame) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):  # the read loop sees a close
+            await ws.send_bytes(protocol.encode(frame))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -211,11 +211,11 @@ async def test_heartbeats_stretch_with_the_cluster(
     http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """With max_heartbeats_per_second 2, the third node is told to heartbeat every 1.5 s
-    (and given a grace period 1.5 times as long); the first two keep 1 s."""
+    (and given a grace period 1.5 times as long), and so, then, are the first two."""
     s = SchedulerProcess(tmp_path / "scheduler", ["--max-heartbeats-per-second", "2"])
     s.start()
     try:
-        intervals = []
+        intervals, agents = [], []
         for name in ("n-1", "n-2", "n-3"):
             agent, welcome = await dial(http, s, TOKEN, name)
             assert isinstance(welcome, protocol.Welcome), welcome
@@ -223,6 +223,11 @@ async def test_heartbeats_stretch_with_the_cluster(
                 (welcome.config["heartbeat_seconds"], welcome.config["node_grace_seconds"])
             )
             await agent.send(protocol.CredentialAck())
+            agents.append(agent)
         assert intervals == [(1.0, 5.0), (1.0, 5.0), (1.5, 7.5)]
+        # The nodes welcomed into the smaller cluster are told to slow down too.
+        for agent in agents[:2]:
+            update = await agent.receive_type(protocol.ConfigUpdate)
+            assert update.config == {"heartbeat_seconds": 1.5, "node_grace_seconds": 7.5}
     finally:
         s.stop()

@@ -31,6 +31,7 @@ from agent.hollow import (
 from common.models import PodStatus, now
 from common.protocol import (
     Ack,
+    ConfigUpdate,
     Desired,
     Frame,
     Heartbeat,
@@ -381,6 +382,23 @@ async def test_link_hello_welcome_status_desired_ack(hub: tuple[FakeHub, str]) -
         assert set(node.pods) == {"b", "c"}
         await fake.wait_for(lambda: "c" in fake.statuses("hollow-0000"))
         await fake.wait_for(lambda: fake.stopped("hollow-0000") == {"a"})
+
+
+async def test_link_heartbeat_interval_follows_config_updates(hub: tuple[FakeHub, str]) -> None:
+    """The welcome sets the heartbeat interval; a config frame changes it for the next beat."""
+    fake, url = hub
+    async with HollowCluster(url, TOKEN, 1) as cluster:
+        await cluster.wait_connected(5)
+        node = cluster.nodes[0]
+        assert node.heartbeat_seconds == 0.05  # the fake hub's welcome
+        beats = sum(isinstance(f, Heartbeat) for _, f in fake.frames)
+        await fake.sockets["hollow-0000"].send_bytes(
+            encode(ConfigUpdate(config={"heartbeat_seconds": 30.0}))
+        )
+        await fake.wait_for(lambda: node.heartbeat_seconds == 30.0)
+        # At most the beat already scheduled on the old interval, then none for 30 s.
+        await asyncio.sleep(0.3)
+        assert sum(isinstance(f, Heartbeat) for _, f in fake.frames) <= beats + 2
 
 
 async def test_link_reconnects_and_resyncs_with_fencing(hub: tuple[FakeHub, str]) -> None:

@@ -12,6 +12,7 @@ from common.protocol import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     Ack,
+    ConfigUpdate,
     CredentialAck,
     Desired,
     ErrorFrame,
@@ -60,6 +61,7 @@ FRAMES: list[Frame] = [
     PodStatusUpdate(pods=[_REPORT]),
     Desired(revision=43, upsert=[json.dumps(_POD).encode()], remove=["u-2"]),
     Ack(revision=43),
+    ConfigUpdate(config={"heartbeat_seconds": 2.5, "node_grace_seconds": 12.5}),
     ErrorFrame(message="join token refused"),
 ]
 
