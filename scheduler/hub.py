@@ -293,10 +293,7 @@ class Hub:
         self._cluster.heartbeat_stretch[name] = stretch
         welcome = protocol.Welcome(
             revision=self._cluster.revision,
-            config={
-                "heartbeat_seconds": self._config.heartbeat_seconds * stretch,
-                "node_grace_seconds": self._config.node_grace_seconds * stretch,
-            },
+            config=self._link_config(stretch),
             pods=[kv.value for kv in stored],
             stop=stop,
             credential=issued.credential if issued else None,
@@ -619,13 +616,15 @@ class Hub:
             if stretch <= self._cluster.heartbeat_stretch.get(name, 1.0):
                 continue
             self._cluster.heartbeat_stretch[name] = stretch
-            update = protocol.ConfigUpdate(
-                config={
-                    "heartbeat_seconds": self._config.heartbeat_seconds * stretch,
-                    "node_grace_seconds": self._config.node_grace_seconds * stretch,
-                }
-            )
+            update = protocol.ConfigUpdate(config=self._link_config(stretch))
             self._spawn(self._send_quietly(session.ws, update))
+
+    def _link_config(self, stretch: float) -> dict[str, Any]:
+        """What an agent is told of its timing (welcome and config frames)."""
+        return {
+            "heartbeat_seconds": self._config.heartbeat_seconds * stretch,
+            "node_grace_seconds": self._config.node_grace_seconds * stretch,
+        }
 
     @staticmethod
     async def _send_quietly(ws: web.WebSocketResponse, frame: protocol.Frame) -> None:

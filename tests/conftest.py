@@ -22,6 +22,21 @@ TOKEN = "test-join-token"
 ADMIN_TOKEN = "corral_test_admin-token-for-tests"
 
 
+def stop_process(proc: subprocess.Popen[Any] | None, grace: float) -> int | None:
+    """SIGTERM, then SIGKILL if it is still there after `grace` seconds; its exit code
+    (None if there was no process)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
     """Poll until `predicate()` is truthy and return it; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -98,13 +113,7 @@ class SchedulerProcess:
         return self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
 
     def request(
         self,

@@ -32,7 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT, TOKEN, SchedulerProcess, wait_for
+from tests.conftest import ROOT, TOKEN, SchedulerProcess, stop_process, wait_for
 from tests.imagebuild import skip_or_fail
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -144,13 +144,7 @@ class Registry:
             return ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
 
     def push(self, layout: Path, name: str, *, fmt: str | None = None, all: bool = False) -> str:
         """`skopeo copy oci:LAYOUT docker://HOST/NAME`; returns the pushed reference.
@@ -387,14 +381,9 @@ class AgentProcess:
 
     def stop(self) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                return self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        code = stop_process(self.proc, 30)
+        assert code is not None
+        return code
 
 
 def to_toml(values: dict[str, Any], prefix: str = "") -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from common.manifest import ManifestError, parse_documents
-from common.models import check_dns_label, check_dns_subdomain
+from common.models import StatusCause, check_dns_label, check_dns_subdomain
 from scheduler.api.errors import BadRequest, Invalid
 
 if TYPE_CHECKING:
@@ -51,6 +51,21 @@ def name_param(request: web.Request) -> str:
         return check_dns_subdomain(name)
     except ValueError as exc:
         raise Invalid(f"name: {exc}") from None
+
+
+def require_url_name(body_name: str, url_name: str) -> None:
+    """A replaced object must name itself as its URL does (422, as Kubernetes says it)."""
+    if body_name != url_name:
+        raise Invalid(
+            "metadata.name does not match the URL",
+            causes=[
+                StatusCause(
+                    reason="FieldValueInvalid",
+                    message="does not match the URL",
+                    field="metadata.name",
+                )
+            ],
+        )
 
 
 def int_param(request: web.Request, name: str, *, minimum: int = 0) -> int | None:

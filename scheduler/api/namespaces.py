@@ -11,9 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
-from common.models import Namespace, NamespaceStatus, StatusCause, now
-from scheduler.api.common import json_response, name_param, plane, read_documents
-from scheduler.api.errors import AlreadyExists, BadRequest, ConflictError, Forbidden, Invalid
+from common.models import Namespace, NamespaceStatus, now
+from scheduler.api.common import json_response, name_param, plane, read_documents, require_url_name
+from scheduler.api.errors import AlreadyExists, BadRequest, ConflictError, Forbidden
 from scheduler.api.generic import expected_revision, get_kv, list_objects, stamp_new, validate
 from scheduler.kinds import DEFAULT_NAMESPACE, NAMESPACES
 from scheduler.objects import decode, encode, mutable_copy, with_resource_version
@@ -62,17 +62,7 @@ async def update_namespace(request: web.Request) -> web.Response:
     kv = await get_kv(store, NAMESPACES, None, name)
     doc = await _one_document(request)
     incoming: Namespace = validate(doc, NAMESPACES, None)
-    if incoming.metadata.name != name:
-        raise Invalid(
-            "metadata.name does not match the URL",
-            causes=[
-                StatusCause(
-                    reason="FieldValueInvalid",
-                    message="does not match the URL",
-                    field="metadata.name",
-                )
-            ],
-        )
+    require_url_name(incoming.metadata.name, name)
     updated = mutable_copy(decode(kv, Namespace))
     updated.metadata.labels = incoming.metadata.labels
     updated.metadata.labels.setdefault("kubernetes.io/metadata.name", name)

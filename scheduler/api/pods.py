@@ -20,6 +20,7 @@ from scheduler.api.common import (
     namespace_param,
     plane,
     read_documents,
+    require_url_name,
 )
 from scheduler.api.errors import (
     AlreadyExists,
@@ -221,17 +222,7 @@ async def update_pod(request: web.Request) -> web.Response:
     want_rv = doc.get("metadata", {}).get("resourceVersion") if isinstance(doc, dict) else None
     incoming = _validate(doc, namespace)
     current = decode(kv, Pod)
-    if incoming.metadata.name != name:
-        raise Invalid(
-            "metadata.name does not match the URL",
-            causes=[
-                StatusCause(
-                    reason="FieldValueInvalid",
-                    message="does not match the URL",
-                    field="metadata.name",
-                )
-            ],
-        )
+    require_url_name(incoming.metadata.name, name)
     comparable = current.spec.model_copy(update={"node_name": incoming.spec.node_name})
     if incoming.spec.to_dict() != comparable.to_dict() or (
         incoming.spec.node_name not in (None, current.spec.node_name)

@@ -25,7 +25,14 @@ from aiohttp import web
 
 from common.models import Deployment, Job, Pod, Scale, ScaleSpec, ScaleStatus, StatusCause, now
 from scheduler.admission import admit
-from scheduler.api.common import json_response, name_param, namespace_param, plane, read_documents
+from scheduler.api.common import (
+    json_response,
+    name_param,
+    namespace_param,
+    plane,
+    read_documents,
+    require_url_name,
+)
 from scheduler.api.errors import AlreadyExists, BadRequest, ConflictError, Invalid, NotFoundError
 from scheduler.api.generic import (
     expected_revision,
@@ -142,17 +149,7 @@ async def update_workload(request: web.Request) -> web.Response:
     expect = expected_revision(doc, kv)
     incoming = validate(doc, kind, namespace)
     admit(plane(request).config, incoming)
-    if incoming.metadata.name != name:
-        raise Invalid(
-            "metadata.name does not match the URL",
-            causes=[
-                StatusCause(
-                    reason="FieldValueInvalid",
-                    message="does not match the URL",
-                    field="metadata.name",
-                )
-            ],
-        )
+    require_url_name(incoming.metadata.name, name)
     current: Any = decode(kv, kind.model)
     check_update(kind, current, incoming)
     updated = mutable_copy(current)

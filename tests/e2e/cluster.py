@@ -49,7 +49,7 @@ from typing import Any
 from agent.runtime.native.cgroups import CgroupError, probe
 from agent.runtime.native.monitor import proc_start_time
 from agent.runtime.native.rootfs import unmount_below
-from tests.conftest import ROOT, TOKEN, SchedulerProcess
+from tests.conftest import ROOT, TOKEN, SchedulerProcess, stop_process
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -197,13 +197,7 @@ class Node:
 
     def stop(self) -> None:
         """SIGTERM the agent (pods keep running), SIGKILL if it lingers."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
 
     def containers(self) -> list[LiveContainer]:
         """Containers whose init is alive, from `pods/<uid>/containers/<name>/init.pid`."""

@@ -27,6 +27,7 @@ import yaml
 
 from tests.conftest import ADMIN_TOKEN, HollowProcess, SchedulerProcess, ready_nodes, wait_for
 from tests.integration.test_cli import corral
+from tests.unit.test_workload_models import TUTORIAL
 
 pytestmark = pytest.mark.slow
 
@@ -278,33 +279,7 @@ def test_cli_apply_rollout_history_undo_scale(
     assert corral(cluster, "top", "nodes").stdout.startswith("NAME")
 
 
-TUTORIAL_DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: nginx-deployment
-  labels:
-    app: nginx
-spec:
-  replicas: 3
-  selector:
-    matchLabels:
-      app: nginx
-  template:
-    metadata:
-      labels:
-        app: nginx
-    spec:
-      containers:
-      - name: nginx
-        image: nginx:1.14.2
-        ports:
-        - containerPort: 80
-        resources:
-          limits:
-            memory: "256Mi"
-            cpu: "500m"
-"""
+TUTORIAL_DEPLOYMENT = TUTORIAL.split("---\n")[0]  # the Kubernetes documentation's
 
 
 def test_stuck_rollout_reports_progress_deadline(cluster: SchedulerProcess, ns: str) -> None:
