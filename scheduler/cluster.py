@@ -45,12 +45,12 @@ class NodeState:
     pod_usage: dict[str, dict[str, int]] = field(default_factory=dict)  # uid -> cpu, memory
     connected: bool = False
     ready: bool = False
-    schedulable: bool = False
+    cordoned: bool = False  # spec.unschedulable
 
     def update(self, node: Node) -> None:
         self.node = node
         self.ready = node.ready
-        self.schedulable = node.ready and not node.spec.unschedulable
+        self.cordoned = node.spec.unschedulable
         alloc = node.status.allocatable
         self.alloc_cpu = cpu_millis(alloc.get("cpu", 0))
         self.alloc_mem = memory_bytes(alloc.get("memory", 0))

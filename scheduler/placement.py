@@ -37,13 +37,26 @@ class CycleState:
     node_selector: dict[str, str]
 
 
+Reasons = tuple[str, ...]
+FITS: Reasons = ()  # the node passes the filter
+
+_NOT_READY: Reasons = ("node(s) were not ready",)
+_UNSCHEDULABLE: Reasons = ("node(s) were unschedulable",)
+_SELECTOR: Reasons = ("node(s) didn't match Pod's node selector",)
+_TOO_MANY_PODS: Reasons = ("Too many pods",)
+_NO_CPU: Reasons = ("Insufficient cpu",)
+_NO_MEMORY: Reasons = ("Insufficient memory",)
+_NO_CPU_OR_MEMORY: Reasons = _NO_CPU + _NO_MEMORY
+
+
 class FilterPlugin(Protocol):
     """Called by `Placement.place` for each visited node; returns the reasons the node
-    cannot take the pod (empty if it can). Must be cheap and free of side effects."""
+    cannot take the pod (`FITS`, empty, if it can). Must be cheap and free of side
+    effects: it runs for every node visited, so the reasons are shared constants."""
 
     name: str
 
-    def filter(self, cycle: CycleState, node: NodeState) -> list[str]: ...
+    def filter(self, cycle: CycleState, node: NodeState) -> Reasons: ...
 
 
 class ScorePlugin(Protocol):
@@ -57,45 +70,45 @@ class ScorePlugin(Protocol):
 class NodeReady:
     name = "NodeReady"
 
-    def filter(self, cycle: CycleState, node: NodeState) -> list[str]:
-        return [] if node.ready else ["node(s) were not ready"]
+    def filter(self, cycle: CycleState, node: NodeState) -> Reasons:
+        return FITS if node.ready else _NOT_READY
 
 
 class NodeUnschedulable:
     name = "NodeUnschedulable"
 
-    def filter(self, cycle: CycleState, node: NodeState) -> list[str]:
-        return ["node(s) were unschedulable"] if node.node.spec.unschedulable else []
+    def filter(self, cycle: CycleState, node: NodeState) -> Reasons:
+        return _UNSCHEDULABLE if node.cordoned else FITS
 
 
 class NodeSelector:
     name = "NodeSelector"
 
-    def filter(self, cycle: CycleState, node: NodeState) -> list[str]:
-        labels = node.node.metadata.labels
-        for key, value in cycle.node_selector.items():
-            if labels.get(key) != value:
-                return ["node(s) didn't match Pod's node selector"]
-        return []
+    def filter(self, cycle: CycleState, node: NodeState) -> Reasons:
+        if cycle.node_selector:
+            labels = node.node.metadata.labels
+            for key, value in cycle.node_selector.items():
+                if labels.get(key) != value:
+                    return _SELECTOR
+        return FITS
 
 
 class PodCount:
     name = "PodCount"
 
-    def filter(self, cycle: CycleState, node: NodeState) -> list[str]:
-        return ["Too many pods"] if len(node.pods) >= node.alloc_pods else []
+    def filter(self, cycle: CycleState, node: NodeState) -> Reasons:
+        return _TOO_MANY_PODS if len(node.pods) >= node.alloc_pods else FITS
 
 
 class ResourcesFit:
     name = "ResourcesFit"
 
-    def filter(self, cycle: CycleState, node: NodeState) -> list[str]:
-        reasons = []
-        if cycle.cpu > node.free_cpu:
-            reasons.append("Insufficient cpu")
-        if cycle.mem > node.free_mem:
-            reasons.append("Insufficient memory")
-        return reasons
+    def filter(self, cycle: CycleState, node: NodeState) -> Reasons:
+        no_cpu = cycle.cpu > node.free_cpu
+        no_mem = cycle.mem > node.free_mem
+        if no_cpu or no_mem:
+            return _NO_CPU_OR_MEMORY if no_cpu and no_mem else _NO_CPU if no_cpu else _NO_MEMORY
+        return FITS
 
 
 def _allocated_fraction(cycle: CycleState, node: NodeState) -> float:
@@ -204,30 +217,32 @@ class Placement:
         stride = 1 + (seed >> 8) % (total - 1) if total > 2 else 1
         while math.gcd(stride, total) != 1:
             stride += 1
+        checks = [plugin.filter for plugin in self.filters]
+        score = self.scorer.score
+        nodes = self._nodes
         best: NodeState | None = None
         best_score = -1.0
-        feasible = 0
+        feasible = visited = 0
         index = start
         for _ in range(total):
-            state = self._nodes.get(names[index])
+            state = nodes.get(names[index])
             index = (index + stride) % total
             if state is None:
                 continue
-            decision.visited += 1
-            reasons: list[str] = []
-            for plugin in self.filters:
-                reasons = plugin.filter(cycle, state)
+            visited += 1
+            for check in checks:
+                reasons = check(cycle, state)
                 if reasons:
+                    decision.reasons.update(reasons)
                     break
-            if reasons:
-                decision.reasons.update(reasons)
-                continue
-            score = self.scorer.score(cycle, state)
-            if score > best_score:
-                best, best_score = state, score
-            feasible += 1
-            if feasible >= want:
-                break
+            else:
+                node_score = score(cycle, state)
+                if node_score > best_score:
+                    best, best_score = state, node_score
+                feasible += 1
+                if feasible >= want:
+                    break
+        decision.visited = visited
         if best is not None:
             decision.node = best.name
         return decision
