@@ -4,15 +4,17 @@ Recording must never slow down what it records: `record` only folds the event
 into memory (repeats of the same object, reason and message become one event
 with a count, as in Kubernetes); a flush task writes what changed every
 FLUSH_SECONDS in one transaction. Events are kept bounded: at most
-`max_events`, none older than `ttl_seconds`; the oldest go first.
+`max_events`, none older than `ttl_seconds`; the least recently recorded go
+first, found without sorting (the in-memory dict is kept in recording order).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from common.models import Event, EventSource, ObjectMeta, ObjectReference, now
 from scheduler.objects import decode, encode
@@ -23,6 +25,7 @@ _LOGGER = logging.getLogger(__name__)
 EVENTS = "/events/"
 FLUSH_SECONDS = 0.25
 MAX_MESSAGE = 1024
+_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 def event_key(namespace: str, name: str) -> str:
@@ -36,16 +39,19 @@ class EventRecorder:
         self._store = store
         self.max_events = max_events
         self.ttl = timedelta(seconds=ttl_seconds)
-        self._events: dict[str, Event] = {}  # key -> latest version (written or not)
+        # key -> latest version (written or not), least recently recorded first
+        self._events: dict[str, Event] = {}
         self._dirty: set[str] = set()
         self._written: set[str] = set()  # keys that exist in the store
         self._wake = asyncio.Event()
 
     async def load(self) -> None:
         kvs, _ = await self._store.list(EVENTS)
-        for kv in kvs:
-            self._events[kv.key] = decode(kv, Event)
-            self._written.add(kv.key)
+        loaded = [(kv.key, decode(kv, Event)) for kv in kvs]
+        loaded.sort(key=lambda item: item[1].last_timestamp or _EPOCH)
+        for key, event in loaded:
+            self._events[key] = event
+            self._written.add(key)
 
     def record(
         self,
@@ -72,7 +78,7 @@ class EventRecorder:
         name = f"{ref.name}.{digest}"
         key = event_key(namespace, name)
         stamp = timestamp or now()
-        existing = self._events.get(key)
+        existing = self._events.pop(key, None)  # re-inserted last: recording order
         if existing is not None:
             event = existing.model_copy(
                 update={"count": existing.count + count, "last_timestamp": stamp}
@@ -102,11 +108,11 @@ class EventRecorder:
             await asyncio.sleep(FLUSH_SECONDS)
 
     async def flush(self) -> None:
-        puts = [key for key in self._dirty if key in self._events]
+        puts = {key for key in self._dirty if key in self._events}
         self._dirty.clear()
         ops = [Op("put", key, encode(self._events[key]), self._events[key]) for key in puts]
-        written = self._written | set(puts)
-        ops += [Op("delete", key) for key in self._expired() if key in written]
+        expired = self._expired()
+        ops += [Op("delete", key) for key in expired if key in self._written or key in puts]
         if not ops:
             return
         try:
@@ -114,23 +120,24 @@ class EventRecorder:
         except StoreError as exc:
             _LOGGER.warning("could not write %d events: %s", len(ops), exc)
             return
-        self._written = {k for k in written if k in self._events}
+        self._written.update(puts)
+        self._written.difference_update(expired)
 
     def _expired(self) -> list[str]:
-        """Keys to drop: older than the TTL, then the oldest beyond max_events."""
+        """Keys to drop: older than the TTL, then the least recently recorded beyond
+        max_events. Both are at the front of `_events`, so this never scans the rest."""
         cutoff = now() - self.ttl
-        stale = [k for k, e in self._events.items() if (e.last_timestamp or cutoff) < cutoff]
-        for key in stale:
-            del self._events[key]
-        excess = len(self._events) - self.max_events
+        expired = []
+        for key, event in self._events.items():
+            if (event.last_timestamp or cutoff) >= cutoff:
+                break
+            expired.append(key)
+        excess = len(self._events) - len(expired) - self.max_events
         if excess > 0:
-            oldest = sorted(self._events, key=lambda k: self._events[k].last_timestamp or cutoff)[
-                :excess
-            ]
-            for key in oldest:
-                del self._events[key]
-            stale += oldest
-        return stale
+            expired += itertools.islice(self._events, len(expired), len(expired) + excess)
+        for key in expired:
+            del self._events[key]
+        return expired
 
 
 def pod_ref(pod: object) -> ObjectReference:
