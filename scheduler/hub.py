@@ -453,7 +453,9 @@ class Hub:
                 )
                 continue
             statuses.append((key or "", report.uid, status))
-        for _attempt in range(3):
+        for attempt in range(3):
+            if attempt:
+                await asyncio.sleep(0.05)
             writes = [(k, u, st, w) for k, u, st in statuses if (w := self._status_write(k, u, st))]
             if not writes:
                 return
@@ -464,7 +466,6 @@ class Hub:
                     statuses.append((key, uid, status))  # changed meanwhile: merge again
                 elif isinstance(result, BaseException) and not isinstance(result, NotFound):
                     self._errors.add(f"status of {key}: {result}")
-            await asyncio.sleep(0.05)
 
     def _status_write(self, key: str, uid: str, status: PodStatus) -> Awaitable[list[KV]] | None:
         """Queue the write of an agent's status for the pod, if the pod and status changed.
