@@ -60,22 +60,31 @@ class NodeLifecycleController:
         """Seconds to the next pass: the nearest NotReady or eviction deadline, at most
         `period` (deletions and new nodes are picked up by the periodic pass), so a node
         is evicted when its time is up rather than up to one period later."""
+        # Runs twice a second over every node: the loop reads plain attributes only.
         deadline = mono + self.period
+        grace, eviction = self._config.node_grace_seconds, self._config.eviction_seconds
+        stretches = self._cluster.heartbeat_stretch
         for name, state in self._cluster.nodes.items():
-            grace, eviction = self._timeouts(name)
+            stretch = stretches.get(name, 1.0)
             if state.ready:
-                deadline = min(deadline, state.last_heartbeat + grace)
+                due = state.last_heartbeat + grace * stretch
             else:
                 since = self.not_ready_since.get(name, mono)
-                deadline = min(deadline, min(state.last_heartbeat, since) + eviction)
+                due = min(state.last_heartbeat, since) + eviction * stretch
+            if due < deadline:
+                deadline = due
         return max(0.01, deadline - mono)
 
     async def reconcile(self) -> None:
         mono = time.monotonic()
+        least_grace = self._config.node_grace_seconds  # stretches are never below 1
         for name, state in list(self._cluster.nodes.items()):
-            grace, eviction = self._timeouts(name)
             if state.ready:
-                self.not_ready_since.pop(name, None)
+                if self.not_ready_since:
+                    self.not_ready_since.pop(name, None)
+                if mono - state.last_heartbeat <= least_grace:
+                    continue  # the common case, decided without the node's stretch
+                grace, eviction = self._timeouts(name)
                 if mono - state.last_heartbeat > grace:
                     age = mono - state.last_heartbeat
                     self._errors.add(f"node {name}: no heartbeat for {age:.1f}s; marking NotReady")
@@ -93,6 +102,7 @@ class NodeLifecycleController:
                         f"corral-agent stopped posting heartbeats ({age:.1f}s > {grace:g}s)",
                     )
                 continue
+            grace, eviction = self._timeouts(name)
             since = self.not_ready_since.setdefault(name, mono)
             # Evict once the node has been silent for eviction_seconds in all (counted
             # from its last heartbeat), and NotReady for at least one pass.
