@@ -3,15 +3,21 @@
 Like containerd's shim or conmon: the agent does not wait for containers itself,
 or an agent restart would orphan their exit statuses. The fork server forks one
 monitor per container (already detached: double fork and setsid, so it is the child
-of neither the agent nor the fork server) and the monitor:
+of neither the agent nor the fork server). A spare helper, waiting for its request,
+already does the first part, `prepare()`, ahead of time (the same steps run at request
+time in a helper that had none prepared):
 
     unshare(CLONE_NEWPID)                   our next child is PID 1 of a new namespace
     fork --------------------------------> init (child)
-      pid into the container's cgroups        PR_SET_PDEATHSIG: dies with the monitor
-      (slow: an RCU grace period)             joins the pod's ipc/uts/net namespaces, or
-                                              makes and pins them (first container:
-                                              hostname, lo up; namespaces.py)
-                                              rootfs.enter(): mount ns, overlay, pivot_root
+                                              PR_SET_PDEATHSIG: dies with the monitor
+                                              unshare(ipc, uts, net), `lo` up: the
+                                              namespaces a pod's first container makes
+      <------------------------------------   "w": warm, waiting for the request
+    request: the launch spec  ------------->  joins the pod's pinned namespaces instead
+                                              (later containers; back to the host's
+      pins the new namespaces (namespaces.py)  for hostNetwork), sets the hostname
+      pid into the container's cgroups        rootfs.enter(): mount ns, overlay, pivot_root
+      (slow: an RCU grace period)
       write monitor.pid, init.pid, open log
       sync pipe: "go"  -------------------->  waits for "go": the command runs nothing
                                               outside its cgroups
@@ -23,6 +29,11 @@ of neither the agent nor the fork server) and the monitor:
       the same record to the agent, if the one that started us still listens
     exit
 
+Nothing of the container is known before the request, and the init prepared ahead
+touches nothing of the host's mount table: the mount namespace is made, and every
+path resolved, at request time, so a container sees the host's mounts as they are when
+it starts (a spare may wait for hours).
+
 Everything the monitor needs is imported by the fork server before it forks, and
 this module imports only small stdlib modules, so that a monitor costs little memory.
 """
@@ -33,11 +44,13 @@ import json
 import os
 import select
 import signal
+import socket
 import time
 
 from agent.runtime.native import logs, namespaces, rootfs
 from agent.runtime.native import syscalls as sc
 
+MAX_REQUEST = 16 * 1024 * 1024  # a request is one JSON line
 DRAIN_SECONDS = 2.0  # after the init exits, how long stray writers may keep the pipes open
 STDIO_CHUNK = 65536
 
@@ -121,23 +134,113 @@ def _exit_record(
     return record
 
 
-def run(spec: dict[str, Any], conn: int) -> None:
+def read_line(fd: int, limit: int) -> bytes:
+    """One line from `fd`, newline included; b"" if it ends before the first byte. For a
+    socket on which the other end sends one line and then waits (no over-read)."""
+    data = bytearray()
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            if not data:
+                return b""
+            raise EOFError("the request ends early")
+        data += chunk
+        if len(data) > limit:
+            raise ValueError("request too large")
+    return bytes(data)
+
+
+class Prepared:
+    """A container init forked ahead of its request (`prepare`), in its own PID, ipc, uts
+    and net namespaces, and our ends of its pipes. `lines` reads what the init tells us
+    on `ctl`: the request it read (when it reads the agent's socket itself), then which
+    of the pod's namespaces it keeps."""
+
+    def __init__(
+        self, pid: int, ctl: socket.socket, out_r: int, err_r: int, go_w: int, fail_r: int
+    ) -> None:
+        self.pid = pid
+        self.ctl = ctl
+        self.lines = ctl.makefile("rb")
+        self.out_r = out_r
+        self.err_r = err_r
+        self.go_w = go_w
+        self.fail_r = fail_r
+
+    def read_request(self) -> bytes:
+        """The agent's request, as the init read it: b"" if there was none."""
+        return self.lines.readline(MAX_REQUEST + 1)
+
+    def discard(self) -> None:
+        """Kill the waiting init and close our ends (the helper got another request)."""
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(self.pid, 0)
+        self.lines.close()
+        self.ctl.close()
+        for fd in (self.out_r, self.err_r, self.go_w, self.fail_r):
+            os.close(fd)
+
+
+def prepare(conn: int, reads_request: bool) -> Prepared:
+    """Fork the container's init and let it make its namespaces; return once it waits for
+    its request. A spare helper calls this before its request arrives (`reads_request`:
+    then the init reads it from the agent's socket `conn` itself, and hands it on to us),
+    so that a start waits neither for the fork (a copy of a Python process, 1.5-2.5 ms
+    here), nor for new namespaces (a network namespace alone takes about 1 ms), nor for
+    this process to pass the request on. Raises with a message if the init could not get
+    that far (it is reaped then)."""
+    # A new PID namespace applies to our children only: the next fork is its PID 1,
+    # and when that PID 1 exits the kernel kills everything else in the namespace.
+    sc.unshare(sc.CLONE_NEWPID)
+    ctl, init_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    go_r, go_w = os.pipe()
+    fail_r, fail_w = os.pipe()  # O_CLOEXEC (as all os.pipe fds): EOF means exec worked
+    pid = os.fork()
+    if pid == 0:
+        ctl.close()
+        for fd in (out_r, err_r, go_w, fail_r):
+            os.close(fd)
+        _init(init_ctl, conn, reads_request, out_w, err_w, go_r, fail_w)  # never returns
+    init_ctl.close()
+    for fd in (out_w, err_w, go_r, fail_w):
+        os.close(fd)
+    if ctl.recv(1) != b"w":
+        failure = b""
+        while chunk := os.read(fail_r, 4096):
+            failure += chunk
+        Prepared(pid, ctl, out_r, err_r, go_w, fail_r).discard()
+        raise RuntimeError(failure.decode("utf-8", "replace") or "the init died unprepared")
+    return Prepared(pid, ctl, out_r, err_r, go_w, fail_r)
+
+
+def run(spec: dict[str, Any], conn: int, prepared: Prepared | BaseException | None = None) -> None:
     """Monitor one container (see the module docstring); returns when it has exited.
 
     Runs in a detached process forked by the fork server; `conn` is the socket on
     which the agent waits for "started" (or why not), and later for the exit record.
+    `prepared`: the init `prepare()` made ahead (or why it could not); None: make it now.
     """
     cdir = str(spec["dir"])
     sc.set_process_name("corral-monitor")
     # The monitor must outlive pressure the container causes: make the OOM killer
-    # prefer anything else (the init resets its own score before exec).
+    # prefer anything else (the init sets its own score to 0, whenever it was forked).
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("-999")
     except OSError:
         pass
     try:
-        pid, writer, pipes = _start(spec, conn)
+        if isinstance(prepared, BaseException):
+            raise prepared
+        if prepared is None:  # no spare: the init is forked now, and told its request
+            prepared = prepare(conn, False)
+            prepared.ctl.sendall(json.dumps(spec).encode() + b"\n")
+        pid, writer, pipes = _start(spec, conn, prepared)
     except Exception as exc:  # the container never ran: say why, here and to the agent
         message = str(exc) or type(exc).__name__
         record = _exit_record(spec, 128, None, None, reason="StartError", message=message)
@@ -176,29 +279,29 @@ def attach_cgroups(pid: bytes, cgroup_dirs: list[str]) -> None:
             os.close(fd)
 
 
-def _start(spec: dict[str, Any], conn: int) -> tuple[int, logs.LogWriter, dict[int, str]]:
-    """Fork the container's init into its namespaces and cgroups; return once it has
-    exec'd. Raises with a message on any failure (the init is reaped then)."""
+def _start(
+    spec: dict[str, Any], conn: int, prepared: Prepared
+) -> tuple[int, logs.LogWriter, dict[int, str]]:
+    """Hand the prepared init its spec, pin the pod's new namespaces, move the init into
+    its cgroups; return once it has exec'd. Raises with a message on any failure (the
+    init is reaped then)."""
     cdir = str(spec["dir"])
+    pid = prepared.pid
     sandbox = spec.get("sandbox")
-    create = namespaces.missing(sandbox) if sandbox else []
-    # A new PID namespace applies to our children only: the next fork is its PID 1,
-    # and when that PID 1 exits the kernel kills everything else in the namespace.
-    sc.unshare(sc.CLONE_NEWPID)
-
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    go_r, go_w = os.pipe()
-    fail_r, fail_w = os.pipe()  # O_CLOEXEC (as all os.pipe fds): EOF means exec worked
-    pid = os.fork()
-    if pid == 0:
-        for fd in (out_r, err_r, go_w, fail_r):
-            os.close(fd)
-        _init(spec, create, out_w, err_w, go_r, fail_w)  # never returns
-    for fd in (out_w, err_w, go_r, fail_w):
-        os.close(fd)
     writer = None
     try:
+        # Which of the pod's namespaces nobody had pinned: those the init keeps (it made
+        # them ahead), and we pin; it joins the others. The init looks, and says.
+        line = prepared.lines.readline()
+        if not line:
+            raise RuntimeError("the container's init died before its namespaces were set")
+        create = [str(kind) for kind in json.loads(line)]
+        prepared.lines.close()
+        prepared.ctl.close()
+        if sandbox and create:
+            # In the host's mount namespace, from the init's /proc entry: the init is in
+            # its new namespaces since prepare(), and builds its root meanwhile.
+            namespaces.pin(pid, sandbox, create)
         # Our own troubles' log next to the container's records (until now they went to
         # the fork server's), the records the agent re-adopts us by, and the log (what the
         # container writes before we read it waits in the pipes).
@@ -215,7 +318,7 @@ def _start(spec: dict[str, Any], conn: int) -> tuple[int, logs.LogWriter, dict[i
         # 5-15 ms), which the agent's prime_attach started before asking for this start:
         # the init builds its root meanwhile, and the go follows the attach at once.
         attach_cgroups(str(pid).encode(), [str(d) for d in spec.get("cgroups") or []])
-        os.write(go_w, b"g")
+        os.write(prepared.go_w, b"g")
     except BaseException:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -223,20 +326,48 @@ def _start(spec: dict[str, Any], conn: int) -> tuple[int, logs.LogWriter, dict[i
             writer.close()
         raise
     finally:
-        os.close(go_w)
+        os.close(prepared.go_w)
     failure = b""
-    while chunk := os.read(fail_r, 4096):
+    while chunk := os.read(prepared.fail_r, 4096):
         failure += chunk
-    os.close(fail_r)
+    os.close(prepared.fail_r)
     if failure:
         os.waitpid(pid, 0)
         writer.close()
         raise RuntimeError(failure.decode("utf-8", "replace"))
-    return pid, writer, {out_r: "stdout", err_r: "stderr"}
+    return pid, writer, {prepared.out_r: "stdout", prepared.err_r: "stderr"}
+
+
+def _receive_spec(
+    source: int, ctl: socket.socket, forward: bool
+) -> tuple[dict[str, Any], list[str]]:
+    """In the init: read the request from `source` (`forward`: the agent's socket, and
+    then hand it on to the monitor), say which namespaces of the pod it keeps (those
+    nobody pinned yet: looked up here, still in the host's mount namespace), and return
+    the launch spec and those kinds. A request that is not a start ends the init."""
+    data = read_line(source, MAX_REQUEST)
+    if forward:
+        ctl.sendall(data)  # first: the monitor serves whatever it is
+    if not data:
+        os._exit(0)  # the spare was let go, or the monitor discards us
+    spec = json.loads(data)
+    if not isinstance(spec, dict) or spec.get("op") != "run":
+        os._exit(0)  # not a start: the monitor serves it, and reaps us
+    sandbox = spec.get("sandbox")
+    create = namespaces.missing(sandbox) if sandbox else []
+    ctl.sendall(json.dumps(create).encode() + b"\n")
+    ctl.close()
+    return spec, create
 
 
 def _init(
-    spec: dict[str, Any], create: list[str], out_w: int, err_w: int, go_r: int, fail_w: int
+    ctl: socket.socket,
+    conn: int,
+    reads_request: bool,
+    out_w: int,
+    err_w: int,
+    go_r: int,
+    fail_w: int,
 ) -> None:
     """The container's init: PID 1 in its PID namespace; ends in execve or _exit."""
     try:
@@ -256,13 +387,16 @@ def _init(
         os.dup2(err_w, 2)
         for fd in (null, out_w, err_w):
             os.close(fd)
-        # The pod's ipc, uts and net namespaces: joined, or (first container) made and
-        # pinned here, while we still share the host's mount namespace.
-        sandbox = spec.get("sandbox")
-        if sandbox:
-            namespaces.enter(sandbox, create)
-            if create:
-                namespaces.pin("self", sandbox, create)
+        # New ipc, uts and net namespaces before we know the pod (namespaces.py): a pod's
+        # first container keeps them, later ones and hostNetwork pods leave them again.
+        host = namespaces.make()
+        ctl.sendall(b"w")
+        if reads_request:
+            spec, create = _receive_spec(conn, ctl, True)
+        else:
+            spec, create = _receive_spec(ctl.fileno(), ctl, False)
+        os.close(conn)  # the agent's socket is the monitor's
+        namespaces.enter(spec.get("sandbox"), create, host)
         rootfs.enter(spec)
         uid, gid, groups = rootfs.resolve_user(spec.get("user"))
         cwd = str(spec.get("cwd") or "/")
