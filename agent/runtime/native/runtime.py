@@ -39,6 +39,8 @@ import os
 import shutil
 import signal
 import stat
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -248,7 +250,15 @@ class NativeRuntime:
         self._forkserver = ForkServerClient(self.state_dir / "forkserver.log")
         self._locks: dict[str, asyncio.Lock] = {}
         self._prepared: set[str] = set()  # pods create_pod has prepared in this process
-        self._primes: set[asyncio.Future[None]] = set()  # prime_attach calls in threads
+        # prime_attach runs on a thread of its own, started from whichever thread has just
+        # made the cgroups: no hop through the event loop first, and never a wait behind
+        # the default executor's other work.
+        self._prime_lock = threading.Lock()
+        self._primer: ThreadPoolExecutor | None = None
+        self._priming: Future[None] | None = None
+        # Containers whose cgroup create_pod made, with their limits, and nothing has
+        # used yet: their first start need not make it, nor read its OOM counter (0).
+        self._fresh_cgroups: set[tuple[str, str]] = set()
         self._watches: dict[tuple[str, str], ExitWatch] = {}  # containers started here
         self._sweeping: asyncio.Task[None] | None = None
         self._sweep_again = False
@@ -298,8 +308,11 @@ class NativeRuntime:
         self._sweep(delay=0.0)  # whatever a previous agent left in the trash
 
     async def close(self) -> None:
-        if self._primes:
-            await asyncio.wait(self._primes)  # a few milliseconds at most
+        with self._prime_lock:
+            primer, self._primer = self._primer, None
+        if primer is not None:
+            # A prime under way ends within a few milliseconds.
+            await asyncio.to_thread(primer.shutdown, wait=True)
         for watch in self._watches.values():
             watch.close()  # the monitors carry on; they record their exits in exit.json
         self._watches.clear()
@@ -323,20 +336,33 @@ class NativeRuntime:
             return  # the supervisor asks again before every start: once is enough
         async with self._lock(uid):
             if uid not in self._prepared:
-                await asyncio.to_thread(self._prepare_pod, pod)
+                fresh = await asyncio.to_thread(self._create_pod, pod)
+                self._fresh_cgroups.update((uid, name) for name in fresh)
                 self._prepared.add(uid)
 
+    def _create_pod(self, pod: Pod) -> list[str]:
+        """create_pod's blocking part, in one thread hop: the cgroups first, then the cgroup
+        attach primed at once (the grace period it waits for is the longest step of a
+        start, and it can begin no earlier: creating a cgroup must not wait behind it),
+        then the files. Returns the containers whose cgroups it made (_make_cgroups)."""
+        fresh = self._make_cgroups(pod)
+        self._prime_attach()
+        self._prepare_pod(pod)
+        return fresh
+
     def _prime_attach(self) -> None:
-        """Prime the kernel's cgroup attach lock in a thread, now, so that the grace period
-        the container's init would wait for when it is moved into its cgroups passes while
-        the fork server and the init do their work (cgroups.py: prime_attach). Called once
-        the container's cgroups exist: while the prime waits it holds the kernel's
-        cgroup_mutex, which creating a cgroup needs too. Skipped while one is under way."""
-        if self._primes:
-            return
-        prime = asyncio.get_running_loop().run_in_executor(None, self.cgroups.prime_attach)
-        self._primes.add(prime)
-        prime.add_done_callback(self._primes.discard)
+        """Prime the kernel's cgroup attach lock on the primer thread, now, so that the
+        grace period the container's init would wait for when it is moved into its cgroups
+        passes while the fork server and the init do their work (cgroups.py:
+        prime_attach). Called once the container's cgroups exist: while the prime waits it
+        holds the kernel's cgroup_mutex, which creating a cgroup needs too. Skipped while
+        one is under way. Any thread may call it."""
+        with self._prime_lock:
+            if self._priming is not None and not self._priming.done():
+                return
+            if self._primer is None:
+                self._primer = ThreadPoolExecutor(1, thread_name_prefix="corral-prime")
+            self._priming = self._primer.submit(self.cgroups.prime_attach)
 
     def _namespaces(self, pod: Pod) -> list[str]:
         # hostNetwork pods share the node's network and, as in Kubernetes, its hostname.
@@ -344,10 +370,31 @@ class NativeRuntime:
             return ["ipc"]
         return list(NS_KINDS)
 
-    def _prepare_pod(self, pod: Pod) -> None:
-        """Directories, pod.json, /etc files, volumes, the pod cgroup (blocking, idempotent).
+    def _make_cgroups(self, pod: Pod) -> list[str]:
+        """The pod's cgroup, and those of its containers that have none yet, with their
+        limits; return the names of the containers whose cgroup this made (blocking,
+        idempotent). A container whose limits the driver refuses is left to its start,
+        which reports that as the start's failure, as it always has."""
+        uid = str(pod.metadata.uid)
+        self.cgroups.create(self.pod_cgroup(uid), Limits(pids_limit=self.pids_limit))
+        made = []
+        for container in pod.spec.containers:
+            path = f"{self.pod_cgroup(uid)}/{container.name}"
+            if self.cgroups.exists(path):
+                continue  # a recovered pod's: its start checks it, as before
+            try:
+                self.cgroups.create(path, limits_of(container))
+            except CgroupError as exc:
+                _LOGGER.debug("pod %s: cgroup %s left to the start: %s", uid, path, exc)
+                continue
+            made.append(container.name)
+        return made
 
-        The namespaces come with the first container (namespaces.py).
+    def _prepare_pod(self, pod: Pod) -> None:
+        """Directories, pod.json, /etc files, volumes (blocking, idempotent).
+
+        The cgroups come from _make_cgroups, the namespaces with the first container
+        (namespaces.py).
         """
         uid = str(pod.metadata.uid)
         pdir = self.pod_dir(uid)
@@ -377,7 +424,6 @@ class NativeRuntime:
                     size = volume.empty_dir.size_limit
                     opts = "mode=1777" + (f",size={memory_bytes(size)}" if size else "")
                     syscalls.mount("tmpfs", str(vdir), "tmpfs", syscalls.MS_NOSUID, opts)
-        self.cgroups.create(self.pod_cgroup(uid), Limits(pids_limit=self.pids_limit))
 
     @staticmethod
     def _is_mount(path: Path) -> bool:
@@ -410,9 +456,13 @@ class NativeRuntime:
             raise RuntimeFailure(f"pod {pod.key} has no container {container!r}")
         # The pod's lock: remove_pod must not tear down a sandbox a start is using.
         async with self._lock(uid):
-            prepared = await asyncio.to_thread(self._prepare_start, pod, spec_c)
+            fresh = (uid, container) in self._fresh_cgroups
+            self._fresh_cgroups.discard((uid, container))
+            prepared = await asyncio.to_thread(self._prepare_start, pod, spec_c, fresh)
             if isinstance(prepared, ContainerInfo):
                 return prepared  # already started (idempotent, e.g. after a lost answer)
+            # Usually skipped: create_pod's prime still waits. After a long pull it has
+            # long passed, and this one takes its place.
             self._prime_attach()
             old = self._watches.pop((uid, container), None)
             if old is not None:
@@ -431,7 +481,9 @@ class NativeRuntime:
             started_at=_dt(answer.get("started_at")),
         )
 
-    def _prepare_start(self, pod: Pod, container: Container) -> ContainerInfo | dict[str, Any]:
+    def _prepare_start(
+        self, pod: Pod, container: Container, fresh_cgroup: bool = False
+    ) -> ContainerInfo | dict[str, Any]:
         """All of a start's file work in one thread hop: the container's info if it runs
         already, else the monitor's launch spec (image, fresh overlay dirs, cgroup)."""
         running = self._container_info(str(pod.metadata.uid), container.name, False)
@@ -439,12 +491,18 @@ class NativeRuntime:
             return running
         image = self.images.require(container.image)
         layers = self.images.layer_dirs(image)
-        return self._prepare_container(pod, container, image.config, layers)
+        return self._prepare_container(pod, container, image.config, layers, fresh_cgroup)
 
     def _prepare_container(
-        self, pod: Pod, container: Container, config: ImageConfig, layers: list[Path]
+        self,
+        pod: Pod,
+        container: Container,
+        config: ImageConfig,
+        layers: list[Path],
+        fresh_cgroup: bool = False,
     ) -> dict[str, Any]:
-        """Fresh overlay dirs, the container cgroup, and the monitor's launch spec (blocking)."""
+        """Fresh overlay dirs, the container cgroup (unless `fresh_cgroup`: create_pod made
+        it, and nothing ran in it), and the monitor's launch spec (blocking)."""
         uid = str(pod.metadata.uid)
         pdir = self.pod_dir(uid)
         cdir = self.container_dir(uid, container.name)
@@ -475,12 +533,15 @@ class NativeRuntime:
             layers = [self.init_layer, *layers]
         cgroup = f"{self.pod_cgroup(uid)}/{container.name}"
         try:
-            if not self.cgroups.exists(self.pod_cgroup(uid)):  # gone since create_pod
-                self.cgroups.create(self.pod_cgroup(uid), Limits(pids_limit=self.pids_limit))
-            self.cgroups.create(cgroup, limits_of(container))
-            # Before the container runs (a restart reuses the cgroup): only an increase
-            # of the OOM kill counter means it was OOM-killed.
-            oom_before = self.cgroups.oom_kills(cgroup)
+            if fresh_cgroup and self.cgroups.exists(cgroup):
+                oom_before = 0  # made with its limits by create_pod; nothing has run in it
+            else:
+                if not self.cgroups.exists(self.pod_cgroup(uid)):  # gone since create_pod
+                    self.cgroups.create(self.pod_cgroup(uid), Limits(pids_limit=self.pids_limit))
+                self.cgroups.create(cgroup, limits_of(container))
+                # Before the container runs (a restart reuses the cgroup): only an increase
+                # of the OOM kill counter means it was OOM-killed.
+                oom_before = self.cgroups.oom_kills(cgroup)
         except CgroupError as exc:
             raise RuntimeFailure(f"container {container.name}: {exc}") from exc
         # Joined if pinned, else made by this container's init (namespaces.py).
@@ -701,6 +762,7 @@ class NativeRuntime:
         pdir = self.pod_dir(uid)
         async with self._lock(uid):
             self._prepared.discard(uid)
+            self._fresh_cgroups -= {k for k in self._fresh_cgroups if k[0] == uid}
             exited = {c for u, c in self._watches if u == uid and self._recorded_exit(u, c)}
             # One thread hop when every container has exited (the common case): the
             # teardown itself says which ones still need stopping first.
