@@ -90,8 +90,14 @@ class CgroupDriver(Protocol):
         """Create the cgroup (and missing ancestors) in every hierarchy; apply `limits`."""
         ...
 
-    def set_limits(self, path: str, limits: Limits) -> None:
-        """Apply all four limits; a None field resets that limit to the kernel default."""
+    def make(self, path: str) -> bool:
+        """`create` without limits: the directories (and on cgroup2 the controllers they
+        need), the part that takes the kernel's cgroup_mutex; True if all of it is new."""
+        ...
+
+    def set_limits(self, path: str, limits: Limits, *, fresh: bool = False) -> None:
+        """Apply all four limits; a None field resets that limit to the kernel default.
+        `fresh`: `make` has just made the cgroup, so the defaults need no writing."""
         ...
 
     def add_process(self, path: str, pid: int) -> None:
@@ -494,6 +500,11 @@ class V2Driver(_Driver):
         return os.path.join(self.root, own_cgroup(""), "cgroup.procs")
 
     def create(self, path: str, limits: Limits | None = None) -> None:
+        fresh = self.make(path)
+        if limits is not None:
+            self._apply(self._rel(path), limits, fresh)
+
+    def make(self, path: str) -> bool:
         rel = self._rel(path)
         current = self.root
         fresh = False
@@ -503,8 +514,7 @@ class V2Driver(_Driver):
             self._enable_controllers(current)
             current = os.path.join(current, part)
             fresh = _mkdir(current)
-        if limits is not None:
-            self._apply(rel, limits, fresh)
+        return fresh
 
     def _enable_controllers(self, directory: str) -> None:
         """Let the children of `directory` use cpu, memory and pids, if it has them."""
@@ -526,8 +536,8 @@ class V2Driver(_Driver):
                 )
             raise CgroupError(f"cannot enable {wanted} in {subtree}: {exc.strerror}{hint}") from exc
 
-    def set_limits(self, path: str, limits: Limits) -> None:
-        self._apply(self._rel(path), limits, fresh=False)
+    def set_limits(self, path: str, limits: Limits, *, fresh: bool = False) -> None:
+        self._apply(self._rel(path), limits, fresh)
 
     def _apply(self, rel: str, limits: Limits, fresh: bool) -> None:
         """set_limits; `fresh`: the cgroup was just made, so defaults need no writing."""
@@ -659,12 +669,16 @@ class V1Driver(_Driver):
         return self._dir(self.mounts[controller], rel)
 
     def create(self, path: str, limits: Limits | None = None) -> None:
-        fresh = [_mkdir(d) for d in self.paths(path)]
+        fresh = self.make(path)
         if limits is not None:
-            self._apply(self._rel(path), limits, all(fresh))
+            self._apply(self._rel(path), limits, fresh)
 
-    def set_limits(self, path: str, limits: Limits) -> None:
-        self._apply(self._rel(path), limits, fresh=False)
+    def make(self, path: str) -> bool:
+        fresh = [_mkdir(d) for d in self.paths(path)]  # every one, whatever the first says
+        return all(fresh)
+
+    def set_limits(self, path: str, limits: Limits, *, fresh: bool = False) -> None:
+        self._apply(self._rel(path), limits, fresh)
 
     def _apply(self, rel: str, limits: Limits, fresh: bool) -> None:
         """set_limits; `fresh`: the cgroup was just made, so defaults need no writing (the

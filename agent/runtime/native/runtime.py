@@ -341,12 +341,12 @@ class NativeRuntime:
                 self._prepared.add(uid)
 
     def _create_pod(self, pod: Pod) -> list[str]:
-        """create_pod's blocking part, in one thread hop: the cgroups first, then the cgroup
-        attach primed at once (the grace period it waits for is the longest step of a
-        start, and it can begin no earlier: creating a cgroup must not wait behind it),
-        then the files. Returns the containers whose cgroups it made (_make_cgroups)."""
-        fresh = self._make_cgroups(pod)
-        self._prime_attach()
+        """create_pod's blocking part, in one thread hop: the cgroups first, with the cgroup
+        attach primed as soon as their directories exist (the grace period it waits for
+        is the longest step of a start, and it can begin no earlier: creating a cgroup
+        must not wait behind it), then the files. Returns the containers whose cgroups it
+        made (_make_cgroups)."""
+        fresh = self._make_cgroups(pod)  # primes the attach once the directories exist
         self._prepare_pod(pod)
         return fresh
 
@@ -373,22 +373,31 @@ class NativeRuntime:
     def _make_cgroups(self, pod: Pod) -> list[str]:
         """The pod's cgroup, and those of its containers that have none yet, with their
         limits; return the names of the containers whose cgroup this made (blocking,
-        idempotent). A container whose limits the driver refuses is left to its start,
-        which reports that as the start's failure, as it always has."""
+        idempotent). The directories come first and the cgroup attach is primed right
+        after them (_prime_attach): the limits need not wait for it, the directories
+        would. A container whose limits the driver refuses is left to its start, which
+        reports that as the start's failure, as it always has."""
         uid = str(pod.metadata.uid)
-        self.cgroups.create(self.pod_cgroup(uid), Limits(pids_limit=self.pids_limit))
+        pod_cgroup = self.pod_cgroup(uid)
+        pod_fresh = self.cgroups.make(pod_cgroup)
         made = []
         for container in pod.spec.containers:
-            path = f"{self.pod_cgroup(uid)}/{container.name}"
-            if self.cgroups.exists(path):
-                continue  # a recovered pod's: its start checks it, as before
+            path = f"{pod_cgroup}/{container.name}"
+            if not self.cgroups.exists(path):  # else a recovered pod's: its start checks it
+                self.cgroups.make(path)
+                made.append(container)
+        self._prime_attach()
+        self.cgroups.set_limits(pod_cgroup, Limits(pids_limit=self.pids_limit), fresh=pod_fresh)
+        fresh = []
+        for container in made:
+            path = f"{pod_cgroup}/{container.name}"
             try:
-                self.cgroups.create(path, limits_of(container))
+                self.cgroups.set_limits(path, limits_of(container), fresh=True)
             except CgroupError as exc:
-                _LOGGER.debug("pod %s: cgroup %s left to the start: %s", uid, path, exc)
+                _LOGGER.debug("pod %s: limits of %s left to the start: %s", uid, path, exc)
                 continue
-            made.append(container.name)
-        return made
+            fresh.append(container.name)
+        return fresh
 
     def _prepare_pod(self, pod: Pod) -> None:
         """Directories, pod.json, /etc files, volumes (blocking, idempotent).
