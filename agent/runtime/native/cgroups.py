@@ -128,6 +128,10 @@ class CgroupDriver(Protocol):
 
     def oom_kills(self, path: str) -> int: ...
 
+    def oom_files(self, path: str) -> list[str]:
+        """The files that count this cgroup's own OOM kills (for a monitor to read)."""
+        ...
+
     def paths(self, path: str) -> list[str]:
         """The cgroup's absolute directories, one per hierarchy, existing or not."""
         ...
@@ -589,6 +593,9 @@ class V2Driver(_Driver):
         pids = int(_read(pids_file)) if os.path.exists(pids_file) else len(self.procs(rel))
         return CgroupStats(cpu, memory, pids, self.oom_kills(rel))
 
+    def oom_files(self, path: str) -> list[str]:
+        return [os.path.join(self._dir(self.root, self._rel(path)), "memory.events")]
+
     def oom_kills(self, path: str) -> int:
         # memory.events counts the subtree (unless mounted with memory_localevents).
         events = os.path.join(self._dir(self.root, self._rel(path)), "memory.events")
@@ -730,6 +737,9 @@ class V1Driver(_Driver):
         memory = int(_read(os.path.join(self._ctl("memory", rel), "memory.usage_in_bytes")))
         pids = int(_read(os.path.join(self._ctl("pids", rel), "pids.current")))
         return CgroupStats(cpu, memory, pids, self.oom_kills(rel))
+
+    def oom_files(self, path: str) -> list[str]:
+        return [os.path.join(self._ctl("memory", self._rel(path)), "memory.oom_control")]
 
     def oom_kills(self, path: str) -> int:
         # v1 counts an OOM kill only in the victim's own cgroup (v2 propagates it up),

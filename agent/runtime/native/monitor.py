@@ -95,8 +95,11 @@ def write_json(path: str, data: dict[str, Any], *, durable: bool = False) -> Non
     os.rename(tmp, path)
 
 
-def oom_kills(cgroup_dirs: list[str]) -> int:
-    """OOM kills counted in the container's cgroup: v2 memory.events, v1 memory.oom_control."""
+def oom_kills(cgroup_dirs: list[str], files: list[str] | None = None) -> int:
+    """OOM kills counted in the container's cgroup: v2 memory.events, v1 memory.oom_control;
+    `files`: those files, as the agent's cgroup driver names them (no search)."""
+    if files is not None:
+        return sum(_oom_kill_count(path) for path in files)
     total = 0
     for d in cgroup_dirs:
         for name in ("memory.events", "memory.oom_control"):
@@ -110,6 +113,22 @@ def oom_kills(cgroup_dirs: list[str]) -> int:
             except OSError:
                 continue
     return total
+
+
+def _oom_kill_count(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return 0  # gone with its cgroup: nothing counted there any more
+    try:
+        data = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    for line in data.split(b"\n"):
+        key, _, value = line.partition(b" ")
+        if key == b"oom_kill":
+            return int(value)
+    return 0
 
 
 def reply(conn: int, message: dict[str, Any]) -> None:
@@ -259,7 +278,8 @@ def run(spec: dict[str, Any], conn: int, prepared: Prepared | BaseException | No
     else:
         sig, code = None, os.WEXITSTATUS(status)
     cgroups = [str(d) for d in spec.get("cgroups") or []]
-    oom = oom_kills(cgroups) > int(spec.get("oom_before") or 0)
+    files = spec.get("oom_files")
+    oom = oom_kills(cgroups, files) > int(spec.get("oom_before") or 0)
     record = _exit_record(spec, code, sig, started, oom_killed=oom)
     write_json(f"{cdir}/exit.json", record, durable=True)
     # Durable first, then told: the agent that started us (if it still listens) needs no

@@ -576,6 +576,7 @@ class NativeRuntime:
             "mounts": mounts,
             "sandbox": sandbox,
             "cgroups": self.cgroups.paths(cgroup),
+            "oom_files": self.cgroups.oom_files(cgroup),
             "oom_before": oom_before,
             "log": {
                 "path": str(self.log_path(uid, container.name)),
