@@ -370,7 +370,7 @@ def _fork_server_profiler() -> None:
 
     forkserver._read_request = read_request
 
-    timed(monitor, "attach_cgroups", "attach init to its cgroups (all hierarchies)")
+    timed(monitor, "attach_self", "move itself into its cgroups (all hierarchies)")
     original_run = monitor.run
 
     def run(spec: dict[str, Any], conn: int, prepared: Any = None) -> None:

@@ -13,15 +13,17 @@ time in a helper that had none prepared):
                                               unshare(ipc, uts, net), `lo` up: the
                                               namespaces a pod's first container makes
       <------------------------------------   "w": warm, waiting for the request
-    request: the launch spec  ------------->  joins the pod's pinned namespaces instead
-                                              (later containers; back to the host's
-      pins the new namespaces (namespaces.py)  for hostNetwork), sets the hostname
-      pid into the container's cgroups        rootfs.enter(): mount ns, overlay, pivot_root
-      (slow: an RCU grace period)
-      write monitor.pid, init.pid, open log
-      sync pipe: "go"  -------------------->  waits for "go": the command runs nothing
-                                              outside its cgroups
-                                              drop to the image's user, chdir, execve
+                                              reads the agent's request (a spare's init;
+      <------------------------------------   else we pass it on), hands it on, and says
+                                              which of the pod's namespaces nobody pinned:
+      pins those (namespaces.py)              it keeps those, joins the pinned ones (back
+                                              to the host's for hostNetwork), hostname
+      write monitor.pid, init.pid, open log   opens its cgroup.procs files,
+      sync pipe: "go"  -------------------->  rootfs.enter(): mount ns, overlay, pivot_root
+                                              waits for "go" (the records exist), moves
+                                              itself into its cgroups (slow: the rest of
+                                              an RCU grace period), drops to the image's
+                                              user, chdir, execve
       error pipe EOF (exec succeeded)  <----  (the pipe is O_CLOEXEC; a failure writes why)
       answer the agent, write started.json
       copy stdout/stderr to the log file (CRI format, rotated by size)
@@ -288,13 +290,26 @@ def run(spec: dict[str, Any], conn: int, prepared: Prepared | BaseException | No
     os.close(conn)
 
 
-def attach_cgroups(pid: bytes, cgroup_dirs: list[str]) -> None:
-    """Move process `pid` (b"0": the caller's) into each cgroup directory (one per
-    hierarchy)."""
-    for d in cgroup_dirs:
-        fd = os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+def open_cgroups(cgroup_dirs: list[str]) -> list[int]:
+    """The `cgroup.procs` files of the container's cgroups (one dir per hierarchy), opened
+    for the init while the host's tree is still its root."""
+    fds: list[int] = []
+    try:
+        for d in cgroup_dirs:
+            fds.append(os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def attach_self(procs: list[int]) -> None:
+    """Move the caller into the cgroups whose `cgroup.procs` files `procs` are, and close
+    them. The first write may wait for the rest of an RCU grace period (see _init)."""
+    for fd in procs:
         try:
-            os.write(fd, pid)
+            os.write(fd, b"0")  # "0": the writer itself, whatever its pid in its namespace
         finally:
             os.close(fd)
 
@@ -332,12 +347,8 @@ def _start(
         write_json(f"{cdir}/init.pid", {"pid": pid, "start": proc_start_time(pid)})
         log = spec["log"]
         writer = logs.LogWriter(str(log["path"]), int(log["max_bytes"]), int(log["max_files"]))
-        # Into the container's cgroups (one dir per hierarchy) before it runs anything,
-        # so its limits hold from the first instruction of the container's command. The
-        # first write may wait for an RCU grace period (the kernel's cgroup_threadgroup_rwsem,
-        # 5-15 ms), which the agent's prime_attach started before asking for this start:
-        # the init builds its root meanwhile, and the go follows the attach at once.
-        attach_cgroups(str(pid).encode(), [str(d) for d in spec.get("cgroups") or []])
+        # The records are there: the init may go on to its cgroups and its command. It
+        # is still building its root, usually, so the go waits for it, not it for us.
         os.write(prepared.go_w, b"g")
     except BaseException:
         os.kill(pid, signal.SIGKILL)
@@ -417,6 +428,7 @@ def _init(
             spec, create = _receive_spec(ctl.fileno(), ctl, False)
         os.close(conn)  # the agent's socket is the monitor's
         namespaces.enter(spec.get("sandbox"), create, host)
+        procs = open_cgroups([str(d) for d in spec.get("cgroups") or []])
         rootfs.enter(spec)
         uid, gid, groups = rootfs.resolve_user(spec.get("user"))
         cwd = str(spec.get("cwd") or "/")
@@ -425,10 +437,18 @@ def _init(
         except FileNotFoundError:
             os.makedirs(cwd, 0o755)  # as docker and containerd do for a missing WORKDIR
             os.chdir(cwd)
-        # The command itself must not start before we are in the container's cgroups.
+        # Nothing runs before the monitor has written the records the agent finds the
+        # container by (a failed monitor kills us instead).
         if os.read(go_r, 1) != b"g":
-            os._exit(1)  # the monitor failed to place us there, and is killing us
+            os._exit(1)
         os.close(go_r)
+        # Into the container's cgroups before the command runs, so that its limits hold
+        # from its first instruction. We move ourselves, last: the first write to a
+        # cgroup.procs after a quiet spell waits for an RCU grace period (the kernel's
+        # cgroup_threadgroup_rwsem, 10-13 ms here under load), which the agent's
+        # prime_attach began when the cgroups were made, so what is left of it passes
+        # while we build the root, and the exec follows the move with no process between.
+        attach_self(procs)
         if (uid, gid) != (0, 0) or groups:
             os.setgroups(groups)
             os.setgid(gid)
