@@ -61,6 +61,7 @@ PLAIN = b"r"  # the byte a request for a helper carries: a helper for any reques
 WARM = b"w"  # a spare: it prepares a container's init while it waits (monitor.prepare)
 MAX_REQUEST = monitor.MAX_REQUEST
 
+SPARE_NICE = 10  # how much nicer a spare is while it prepares (see _serve)
 EXEC_DRAIN_SECONDS = 0.2  # after an exec'd command exits, how long stragglers may still write
 
 # The namespaces an exec joins, in nsenter's order: mnt last, as it changes our root.
@@ -159,11 +160,17 @@ def _serve(conn: int, warm: bool = False) -> None:
     if warm:
         # Before the request, so that a start finds its init forked and in its namespaces,
         # reading the request itself. A failure is the start's to report, should a start
-        # be asked of us; the request is then ours to read.
+        # be asked of us; the request is then ours to read. At a lower CPU priority: the
+        # agent asks for a spare as soon as a start has its answer, when it is reporting
+        # that start, and this work is for a later one.
+        priority = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, min(priority + SPARE_NICE, 19))
         try:
-            prepared = monitor.prepare(conn, True)
+            prepared = monitor.prepare(conn, True, priority)
         except Exception as exc:
             prepared = exc
+        finally:
+            os.setpriority(os.PRIO_PROCESS, 0, priority)
     ready = prepared if isinstance(prepared, monitor.Prepared) else None
     try:
         request = _read_request(conn, ready)

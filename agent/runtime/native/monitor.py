@@ -205,14 +205,15 @@ class Prepared:
             os.close(fd)
 
 
-def prepare(conn: int, reads_request: bool) -> Prepared:
+def prepare(conn: int, reads_request: bool, priority: int | None = None) -> Prepared:
     """Fork the container's init and let it make its namespaces; return once it waits for
     its request. A spare helper calls this before its request arrives (`reads_request`:
     then the init reads it from the agent's socket `conn` itself, and hands it on to us),
     so that a start waits neither for the fork (a copy of a Python process, 1.5-2.5 ms
     here), nor for new namespaces (a network namespace alone takes about 1 ms), nor for
-    this process to pass the request on. Raises with a message if the init could not get
-    that far (it is reaped then)."""
+    this process to pass the request on. `priority`: the nice value the init takes back
+    once its request is there (a spare prepares at a lower one). Raises with a message if
+    the init could not get that far (it is reaped then)."""
     # A new PID namespace applies to our children only: the next fork is its PID 1,
     # and when that PID 1 exits the kernel kills everything else in the namespace.
     sc.unshare(sc.CLONE_NEWPID)
@@ -226,7 +227,7 @@ def prepare(conn: int, reads_request: bool) -> Prepared:
         ctl.close()
         for fd in (out_r, err_r, go_w, fail_r):
             os.close(fd)
-        _init(init_ctl, conn, reads_request, out_w, err_w, go_r, fail_w)  # never returns
+        _init(init_ctl, conn, reads_request, priority, out_w, err_w, go_r, fail_w)  # no return
     init_ctl.close()
     for fd in (out_w, err_w, go_r, fail_w):
         os.close(fd)
@@ -395,6 +396,7 @@ def _init(
     ctl: socket.socket,
     conn: int,
     reads_request: bool,
+    priority: int | None,
     out_w: int,
     err_w: int,
     go_r: int,
@@ -427,6 +429,8 @@ def _init(
         else:
             spec, create = _receive_spec(ctl.fileno(), ctl, False)
         os.close(conn)  # the agent's socket is the monitor's
+        if priority is not None:
+            os.setpriority(os.PRIO_PROCESS, 0, priority)  # a start now, not a spare's work
         namespaces.enter(spec.get("sandbox"), create, host)
         procs = open_cgroups([str(d) for d in spec.get("cgroups") or []])
         rootfs.enter(spec)
