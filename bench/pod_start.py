@@ -527,6 +527,8 @@ class ProfiledNative(NativeSubject):
         rec.wrap(rt, "_prepare_pod", "prepare pod: dirs, pod.json, /etc files")
         rec.wrap(rt, "_make_cgroups", "make the pod's and its containers' cgroups")
         rec.wrap(rt.cgroups, "prime_attach", "prime the cgroup attach (a thread)")
+        if getattr(rt, "_primer", None) is not None:
+            rec.wrap(rt._primer, "prime", "prime the cgroup attach (set off)")
         rec.wrap(rt, "_prepare_start", "prepare start, one thread call (all of it)")
         rec.wrap(rt, "_prepare_container", "prepare container: dirs, cgroup + limits")
         rec.wrap(rt, "_container_info", "read container records")

@@ -39,8 +39,6 @@ import os
 import shutil
 import signal
 import stat
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +52,7 @@ from agent.runtime.base import (
     Usage,
 )
 from agent.runtime.native import namespaces, rootfs, syscalls
-from agent.runtime.native.cgroups import CgroupDriver, CgroupError, Limits
+from agent.runtime.native.cgroups import AttachPrimer, CgroupDriver, CgroupError, Limits
 from agent.runtime.native.forkclient import ExitWatch, ForkServerClient
 from agent.runtime.native.images import ImageConfig, ImageStore
 from agent.runtime.native.logs import retire
@@ -250,12 +248,9 @@ class NativeRuntime:
         self._forkserver = ForkServerClient(self.state_dir / "forkserver.log")
         self._locks: dict[str, asyncio.Lock] = {}
         self._prepared: set[str] = set()  # pods create_pod has prepared in this process
-        # prime_attach runs on a thread of its own, started from whichever thread has just
-        # made the cgroups: no hop through the event loop first, and never a wait behind
-        # the default executor's other work.
-        self._prime_lock = threading.Lock()
-        self._primer: ThreadPoolExecutor | None = None
-        self._priming: Future[None] | None = None
+        # Primes the cgroup attach from a thread of its own, as soon as whichever thread
+        # has made a start's cgroups asks (cgroups.py: AttachPrimer); made by start().
+        self._primer: AttachPrimer | None = None
         # Containers whose cgroup create_pod made, with their limits, and nothing has
         # used yet: their first start need not make it, nor read its OOM counter (0).
         self._fresh_cgroups: set[tuple[str, str]] = set()
@@ -303,16 +298,19 @@ class NativeRuntime:
                 if not path.exists():
                     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
             self._forkserver.start()
+            if self._primer is None:
+                try:
+                    self._primer = AttachPrimer(self.cgroups)
+                except (OSError, CgroupError) as exc:  # starts only lose the head start
+                    _LOGGER.warning("cannot prime cgroup attaches: %s", exc)
 
         await asyncio.to_thread(prepare)
         self._sweep(delay=0.0)  # whatever a previous agent left in the trash
 
     async def close(self) -> None:
-        with self._prime_lock:
-            primer, self._primer = self._primer, None
+        primer, self._primer = self._primer, None
         if primer is not None:
-            # A prime under way ends within a few milliseconds.
-            await asyncio.to_thread(primer.shutdown, wait=True)
+            await asyncio.to_thread(primer.close)  # a prime under way ends within ~15 ms
         for watch in self._watches.values():
             watch.close()  # the monitors carry on; they record their exits in exit.json
         self._watches.clear()
@@ -357,12 +355,9 @@ class NativeRuntime:
         prime_attach). Called once the container's cgroups exist: while the prime waits it
         holds the kernel's cgroup_mutex, which creating a cgroup needs too. Skipped while
         one is under way. Any thread may call it."""
-        with self._prime_lock:
-            if self._priming is not None and not self._priming.done():
-                return
-            if self._primer is None:
-                self._primer = ThreadPoolExecutor(1, thread_name_prefix="corral-prime")
-            self._priming = self._primer.submit(self.cgroups.prime_attach)
+        primer = self._primer
+        if primer is not None:
+            primer.prime()
 
     def _namespaces(self, pod: Pod) -> list[str]:
         # hostNetwork pods share the node's network and, as in Kubernetes, its hostname.
