@@ -254,6 +254,8 @@ class NativeRuntime:
         # Containers whose cgroup create_pod made, with their limits, and nothing has
         # used yet: their first start need not make it, nor read its OOM counter (0).
         self._fresh_cgroups: set[tuple[str, str]] = set()
+        # create_pod's file writing, which goes on after it returns (see create_pod).
+        self._pod_files: dict[str, asyncio.Future[None]] = {}
         self._watches: dict[tuple[str, str], ExitWatch] = {}  # containers started here
         self._sweeping: asyncio.Task[None] | None = None
         self._sweep_again = False
@@ -334,19 +336,63 @@ class NativeRuntime:
             return  # the supervisor asks again before every start: once is enough
         async with self._lock(uid):
             if uid not in self._prepared:
-                fresh = await asyncio.to_thread(self._create_pod, pod)
+                # One thread job, answering twice: once the cgroups and the pod's directories
+                # exist (what the start's own preparation needs), and once the rest of the
+                # files are written (pod.json, /etc files, volumes), which the start awaits
+                # only before it asks for the container (_files_written): meanwhile the
+                # supervisor looks up the image and the start prepares the container.
+                loop = asyncio.get_running_loop()
+                made: asyncio.Future[list[str]] = loop.create_future()
+                files = loop.run_in_executor(None, self._create_pod, pod, loop, made)
+                either: set[asyncio.Future[Any]] = {made, files}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if not made.done() or made.exception() is not None:
+                    await files  # failed before it could answer: raises why
+                    raise RuntimeFailure(f"pod {uid}: its sandbox was not made")  # (unreachable)
+                fresh = made.result()
+                self._pod_files[uid] = files
                 self._fresh_cgroups.update((uid, name) for name in fresh)
                 self._prepared.add(uid)
 
-    def _create_pod(self, pod: Pod) -> list[str]:
+    def _create_pod(
+        self, pod: Pod, loop: asyncio.AbstractEventLoop, made: asyncio.Future[list[str]]
+    ) -> None:
         """create_pod's blocking part, in one thread hop: the cgroups first, with the cgroup
         attach primed as soon as their directories exist (the grace period it waits for
         is the longest step of a start, and it can begin no earlier: creating a cgroup
-        must not wait behind it), then the files. Returns the containers whose cgroups it
-        made (_make_cgroups)."""
-        fresh = self._make_cgroups(pod)  # primes the attach once the directories exist
+        must not wait behind it), then the files. `made` gets the containers whose
+        cgroups it made (_make_cgroups) once the pod's directories exist too."""
+
+        def answer(result: list[str] | BaseException) -> None:
+            if made.done():
+                return
+            if isinstance(result, BaseException):
+                made.set_exception(result)
+            else:
+                made.set_result(result)
+
+        try:
+            fresh = self._make_cgroups(pod)  # primes the attach once the directories exist
+            self._pod_dirs(str(pod.metadata.uid))
+        except BaseException as exc:
+            loop.call_soon_threadsafe(answer, exc)
+            raise
+        loop.call_soon_threadsafe(answer, fresh)
         self._prepare_pod(pod)
-        return fresh
+
+    async def _files_written(self, uid: str) -> None:
+        """Wait until create_pod has written the pod's files (raises if it could not)."""
+        files = self._pod_files.get(uid)
+        if files is None:
+            return
+        try:
+            await asyncio.shield(files)  # a cancelled start must not cancel the files
+        except Exception:
+            if self._pod_files.get(uid) is files:
+                # As if create_pod had failed: the supervisor's next call does it again.
+                del self._pod_files[uid]
+                self._prepared.discard(uid)
+            raise
 
     def _prime_attach(self) -> None:
         """Prime the kernel's cgroup attach lock on the primer thread, now, so that the
@@ -394,6 +440,13 @@ class NativeRuntime:
             fresh.append(container.name)
         return fresh
 
+    def _pod_dirs(self, uid: str) -> None:
+        """The pod's directories and its log directory (blocking, idempotent)."""
+        pdir = self.pod_dir(uid)
+        for d in ("ns", "etc", "volumes", "containers"):
+            (pdir / d).mkdir(parents=True, exist_ok=True)
+        (self.log_dir / uid).mkdir(parents=True, exist_ok=True)
+
     def _prepare_pod(self, pod: Pod) -> None:
         """Directories, pod.json, /etc files, volumes (blocking, idempotent).
 
@@ -402,9 +455,7 @@ class NativeRuntime:
         """
         uid = str(pod.metadata.uid)
         pdir = self.pod_dir(uid)
-        for d in ("ns", "etc", "volumes", "containers"):
-            (pdir / d).mkdir(parents=True, exist_ok=True)
-        (self.log_dir / uid).mkdir(parents=True, exist_ok=True)
+        self._pod_dirs(uid)
         write_json(str(pdir / "pod.json"), pod.to_dict())
         hostname = pod_hostname(pod)
         etc = pdir / "etc"
@@ -468,6 +519,10 @@ class NativeRuntime:
             # Usually skipped: create_pod's prime still waits. After a long pull it has
             # long passed, and this one takes its place.
             self._prime_attach()
+            try:
+                await self._files_written(uid)  # the init binds the /etc files and volumes
+            except (OSError, ValueError) as exc:
+                raise RuntimeFailure(f"pod {uid}: cannot write its files: {exc}") from exc
             old = self._watches.pop((uid, container), None)
             if old is not None:
                 old.close()
@@ -768,6 +823,12 @@ class NativeRuntime:
         async with self._lock(uid):
             self._prepared.discard(uid)
             self._fresh_cgroups -= {k for k in self._fresh_cgroups if k[0] == uid}
+            files = self._pod_files.pop(uid, None)
+            if files is not None:
+                # Never move the pod's directory away while create_pod still writes in it.
+                await asyncio.wait({files})
+                if not files.cancelled() and files.exception() is not None:
+                    _LOGGER.debug("pod %s: its files were not written: %s", uid, files.exception())
             exited = {c for u, c in self._watches if u == uid and self._recorded_exit(u, c)}
             # One thread hop when every container has exited (the common case): the
             # teardown itself says which ones still need stopping first.
