@@ -318,9 +318,9 @@ def attach_self(procs: list[int]) -> None:
 def _start(
     spec: dict[str, Any], conn: int, prepared: Prepared
 ) -> tuple[int, logs.LogWriter, dict[int, str]]:
-    """Hand the prepared init its spec, pin the pod's new namespaces, move the init into
-    its cgroups; return once it has exec'd. Raises with a message on any failure (the
-    init is reaped then)."""
+    """Pin the pod's namespaces the prepared init made, write the records, let the init go
+    on (it moves itself into its cgroups); return once it has exec'd. Raises with a
+    message on any failure (the init is reaped then)."""
     cdir = str(spec["dir"])
     pid = prepared.pid
     sandbox = spec.get("sandbox")
