@@ -396,9 +396,9 @@ def _fork_server_profiler() -> None:
     timed(monitor, "prepare", "prepare: fork the init, which makes its namespaces")
     original_receive_spec = getattr(monitor, "_receive_spec", None)
 
-    def receive_spec(source: int, ctl: Any, forward: bool) -> Any:  # an init gets its request
+    def receive_spec(conn: int, up: int) -> Any:  # a spare's init gets its request
         assert original_receive_spec is not None
-        received = original_receive_spec(source, ctl, forward)
+        received = original_receive_spec(conn, up)
         ahead()
         now = clock()
         mark("request received", now, now)

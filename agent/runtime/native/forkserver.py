@@ -144,7 +144,7 @@ class _Unused(Exception):
 
 def _read_request(conn: int, prepared: monitor.Prepared | None = None) -> dict[str, Any]:
     """The request: from the agent's socket, or as the prepared init read it from there."""
-    data = prepared.read_request() if prepared is not None else monitor.read_line(conn, MAX_REQUEST)
+    data = prepared.readline() if prepared is not None else monitor.read_line(conn, MAX_REQUEST)
     if not data:
         raise _Unused
     if not data.endswith(b"\n"):
@@ -166,7 +166,7 @@ def _serve(conn: int, warm: bool = False) -> None:
         priority = os.getpriority(os.PRIO_PROCESS, 0)
         os.setpriority(os.PRIO_PROCESS, 0, min(priority + SPARE_NICE, 19))
         try:
-            prepared = monitor.prepare(conn, True, priority)
+            prepared = monitor.prepare(conn, priority)
         except Exception as exc:
             prepared = exc
         finally:

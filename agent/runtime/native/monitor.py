@@ -46,7 +46,6 @@ import json
 import os
 import select
 import signal
-import socket
 import time
 
 from agent.runtime.native import logs, namespaces, rootfs
@@ -171,26 +170,40 @@ def read_line(fd: int, limit: int) -> bytes:
     return bytes(data)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until all of `data` is written (a pipe takes 64 KiB at a time)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 class Prepared:
     """A container init forked ahead of its request (`prepare`), in its own PID, ipc, uts
-    and net namespaces, and our ends of its pipes. `lines` reads what the init tells us
-    on `ctl`: the request it read (when it reads the agent's socket itself), then which
-    of the pod's namespaces it keeps."""
+    and net namespaces, and our ends of its pipes. On `up` the init tells us, a line
+    each: the request it read (when it read the agent's socket itself), then which of
+    the pod's namespaces it keeps. Plain pipes and bytes: every object a monitor touches
+    is a page copied from the fork server."""
 
-    def __init__(
-        self, pid: int, ctl: socket.socket, out_r: int, err_r: int, go_w: int, fail_r: int
-    ) -> None:
+    def __init__(self, pid: int, up: int, out_r: int, err_r: int, go_w: int, fail_r: int) -> None:
         self.pid = pid
-        self.ctl = ctl
-        self.lines = ctl.makefile("rb")
+        self.up = up
+        self._buf = b""
         self.out_r = out_r
         self.err_r = err_r
         self.go_w = go_w
         self.fail_r = fail_r
 
-    def read_request(self) -> bytes:
-        """The agent's request, as the init read it: b"" if there was none."""
-        return self.lines.readline(MAX_REQUEST + 1)
+    def readline(self, limit: int = MAX_REQUEST) -> bytes:
+        """The init's next line, newline included; b"" if it closed its end first."""
+        while b"\n" not in self._buf:
+            chunk = os.read(self.up, 65536)
+            if not chunk:
+                return b""
+            self._buf += chunk
+            if len(self._buf) > limit:
+                raise ValueError("request too large")
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line + b"\n"
 
     def discard(self) -> None:
         """Kill the waiting init and close our ends (the helper got another request)."""
@@ -199,45 +212,43 @@ class Prepared:
         except ProcessLookupError:
             pass
         os.waitpid(self.pid, 0)
-        self.lines.close()
-        self.ctl.close()
-        for fd in (self.out_r, self.err_r, self.go_w, self.fail_r):
+        for fd in (self.up, self.out_r, self.err_r, self.go_w, self.fail_r):
             os.close(fd)
 
 
-def prepare(conn: int, reads_request: bool, priority: int | None = None) -> Prepared:
+def prepare(conn: int, priority: int | None = None, spec: dict[str, Any] | None = None) -> Prepared:
     """Fork the container's init and let it make its namespaces; return once it waits for
-    its request. A spare helper calls this before its request arrives (`reads_request`:
-    then the init reads it from the agent's socket `conn` itself, and hands it on to us),
-    so that a start waits neither for the fork (a copy of a Python process, 1.5-2.5 ms
-    here), nor for new namespaces (a network namespace alone takes about 1 ms), nor for
-    this process to pass the request on. `priority`: the nice value the init takes back
-    once its request is there (a spare prepares at a lower one). Raises with a message if
-    the init could not get that far (it is reaped then)."""
+    its request. A spare helper calls this before its request arrives (the init then reads
+    it from the agent's socket `conn` itself, and hands it on to us), so that a start
+    waits neither for the fork (a copy of a Python process, 1.5-2.5 ms here), nor for new
+    namespaces (a network namespace alone takes about 1 ms), nor for this process to pass
+    the request on. `priority`: the nice value the init takes back once its request is
+    there (a spare prepares at a lower one). `spec`: the request, when it came first (a
+    helper that was no spare): the init has it as it is, nobody passes it on. Raises
+    with a message if the init could not get that far (it is reaped then)."""
     # A new PID namespace applies to our children only: the next fork is its PID 1,
     # and when that PID 1 exits the kernel kills everything else in the namespace.
     sc.unshare(sc.CLONE_NEWPID)
-    ctl, init_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    up_r, up_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     go_r, go_w = os.pipe()
     fail_r, fail_w = os.pipe()  # O_CLOEXEC (as all os.pipe fds): EOF means exec worked
     pid = os.fork()
     if pid == 0:
-        ctl.close()
-        for fd in (out_r, err_r, go_w, fail_r):
+        for fd in (up_r, out_r, err_r, go_w, fail_r):
             os.close(fd)
-        _init(init_ctl, conn, reads_request, priority, out_w, err_w, go_r, fail_w)  # no return
-    init_ctl.close()
-    for fd in (out_w, err_w, go_r, fail_w):
+        _init(up_w, conn, priority, spec, out_w, err_w, go_r, fail_w)  # never returns
+    for fd in (up_w, out_w, err_w, go_r, fail_w):
         os.close(fd)
-    if ctl.recv(1) != b"w":
+    prepared = Prepared(pid, up_r, out_r, err_r, go_w, fail_r)
+    if os.read(up_r, 1) != b"w":
         failure = b""
         while chunk := os.read(fail_r, 4096):
             failure += chunk
-        Prepared(pid, ctl, out_r, err_r, go_w, fail_r).discard()
+        prepared.discard()
         raise RuntimeError(failure.decode("utf-8", "replace") or "the init died unprepared")
-    return Prepared(pid, ctl, out_r, err_r, go_w, fail_r)
+    return prepared
 
 
 def run(spec: dict[str, Any], conn: int, prepared: Prepared | BaseException | None = None) -> None:
@@ -259,9 +270,8 @@ def run(spec: dict[str, Any], conn: int, prepared: Prepared | BaseException | No
     try:
         if isinstance(prepared, BaseException):
             raise prepared
-        if prepared is None:  # no spare: the init is forked now, and told its request
-            prepared = prepare(conn, False)
-            prepared.ctl.sendall(json.dumps(spec).encode() + b"\n")
+        if prepared is None:  # no spare: the init is forked now, with its request
+            prepared = prepare(conn, spec=spec)
         pid, writer, pipes = _start(spec, conn, prepared)
     except Exception as exc:  # the container never ran: say why, here and to the agent
         message = str(exc) or type(exc).__name__
@@ -328,12 +338,11 @@ def _start(
     try:
         # Which of the pod's namespaces nobody had pinned: those the init keeps (it made
         # them ahead), and we pin; it joins the others. The init looks, and says.
-        line = prepared.lines.readline()
+        line = prepared.readline()
         if not line:
             raise RuntimeError("the container's init died before its namespaces were set")
         create = [str(kind) for kind in json.loads(line)]
-        prepared.lines.close()
-        prepared.ctl.close()
+        os.close(prepared.up)
         if sandbox and create:
             # In the host's mount namespace, from the init's /proc entry: the init is in
             # its new namespaces since prepare(), and builds its root meanwhile.
@@ -370,33 +379,35 @@ def _start(
     return pid, writer, {prepared.out_r: "stdout", prepared.err_r: "stderr"}
 
 
-def _receive_spec(
-    source: int, ctl: socket.socket, forward: bool
-) -> tuple[dict[str, Any], list[str]]:
-    """In the init: read the request from `source` (`forward`: the agent's socket, and
-    then hand it on to the monitor), say which namespaces of the pod it keeps (those
-    nobody pinned yet: looked up here, still in the host's mount namespace), and return
-    the launch spec and those kinds. A request that is not a start ends the init."""
-    data = read_line(source, MAX_REQUEST)
-    if forward:
-        ctl.sendall(data)  # first: the monitor serves whatever it is
+def _receive_spec(conn: int, up: int) -> tuple[dict[str, Any], list[str]]:
+    """In a spare's init: read the request from the agent's socket `conn`, hand it on to
+    the monitor, and return the launch spec and the namespace kinds it keeps (`_keep`).
+    A request that is not a start ends the init."""
+    data = read_line(conn, MAX_REQUEST)
+    write_all(up, data)  # first: the monitor serves whatever it is
     if not data:
         os._exit(0)  # the spare was let go, or the monitor discards us
     spec = json.loads(data)
     if not isinstance(spec, dict) or spec.get("op") != "run":
         os._exit(0)  # not a start: the monitor serves it, and reaps us
+    return spec, _keep(spec, up)
+
+
+def _keep(spec: dict[str, Any], up: int) -> list[str]:
+    """In the init: the kinds of the pod's namespaces nobody pinned yet (looked up here,
+    still in the host's mount namespace), which it keeps; told to the monitor on `up`."""
     sandbox = spec.get("sandbox")
     create = namespaces.missing(sandbox) if sandbox else []
-    ctl.sendall(json.dumps(create).encode() + b"\n")
-    ctl.close()
-    return spec, create
+    write_all(up, json.dumps(create).encode() + b"\n")
+    os.close(up)
+    return create
 
 
 def _init(
-    ctl: socket.socket,
+    up: int,
     conn: int,
-    reads_request: bool,
     priority: int | None,
+    given: dict[str, Any] | None,
     out_w: int,
     err_w: int,
     go_r: int,
@@ -423,11 +434,11 @@ def _init(
         # New ipc, uts and net namespaces before we know the pod (namespaces.py): a pod's
         # first container keeps them, later ones and hostNetwork pods leave them again.
         host = namespaces.make()
-        ctl.sendall(b"w")
-        if reads_request:
-            spec, create = _receive_spec(conn, ctl, True)
+        os.write(up, b"w")
+        if given is not None:
+            spec, create = given, _keep(given, up)
         else:
-            spec, create = _receive_spec(ctl.fileno(), ctl, False)
+            spec, create = _receive_spec(conn, up)
         os.close(conn)  # the agent's socket is the monitor's
         if priority is not None:
             os.setpriority(os.PRIO_PROCESS, 0, priority)  # a start now, not a spare's work
