@@ -54,7 +54,7 @@ from agent.runtime.base import (
 from agent.runtime.native import namespaces, rootfs, syscalls
 from agent.runtime.native.cgroups import AttachPrimer, CgroupDriver, CgroupError, Limits
 from agent.runtime.native.forkclient import ExitWatch, ForkServerClient
-from agent.runtime.native.images import ImageConfig, ImageStore
+from agent.runtime.native.images import Image, ImageConfig, ImageError, ImageStore
 from agent.runtime.native.logs import retire
 from agent.runtime.native.monitor import proc_start_time, write_json
 from agent.runtime.pulls import pull_policy
@@ -256,6 +256,8 @@ class NativeRuntime:
         self._fresh_cgroups: set[tuple[str, str]] = set()
         # create_pod's file writing, which goes on after it returns (see create_pod).
         self._pod_files: dict[str, asyncio.Future[None]] = {}
+        # Images create_pod found in the store for its containers, for ensure_image.
+        self._images_seen: dict[tuple[str, str], Image] = {}
         self._watches: dict[tuple[str, str], ExitWatch] = {}  # containers started here
         self._sweeping: asyncio.Task[None] | None = None
         self._sweep_again = False
@@ -374,11 +376,30 @@ class NativeRuntime:
         try:
             fresh = self._make_cgroups(pod)  # primes the attach once the directories exist
             self._pod_dirs(str(pod.metadata.uid))
+            self._look_up_images(pod)
         except BaseException as exc:
             loop.call_soon_threadsafe(answer, exc)
             raise
         loop.call_soon_threadsafe(answer, fresh)
         self._prepare_pod(pod)
+
+    def _look_up_images(self, pod: Pod) -> None:
+        """Look up the containers' images in the store now, on create_pod's thread, so that
+        ensure_image need not hop to a thread of its own to know they are here (blocking).
+        Only with a puller, and not for the policy Always, which asks the registry anyway;
+        an image not found, or a name that does not parse, is left to ensure_image."""
+        if self.puller is None:
+            return
+        uid = str(pod.metadata.uid)
+        for container in pod.spec.containers:
+            if pull_policy(container.image, container.image_pull_policy) == "Always":
+                continue
+            try:
+                image = self.images.get(container.image)
+            except ImageError:
+                continue
+            if image is not None:
+                self._images_seen[(uid, container.name)] = image
 
     async def _files_written(self, uid: str) -> None:
         """Wait until create_pod has written the pod's files (raises if it could not)."""
@@ -502,7 +523,9 @@ class NativeRuntime:
             # if it is missing), in the thread hop it makes for its files; no second hop.
             return
         policy = pull_policy(spec_c.image, spec_c.image_pull_policy)
-        await self.puller.ensure(spec_c.image, policy, events)
+        # create_pod looked it up (policies other than Always), on its thread: no hop here.
+        local = self._images_seen.pop((str(pod.metadata.uid), container), None)
+        await self.puller.ensure(spec_c.image, policy, events, local=local)
 
     async def start_container(self, pod: Pod, container: str) -> ContainerInfo:
         uid = str(pod.metadata.uid)
@@ -823,6 +846,8 @@ class NativeRuntime:
         async with self._lock(uid):
             self._prepared.discard(uid)
             self._fresh_cgroups -= {k for k in self._fresh_cgroups if k[0] == uid}
+            for key in [k for k in self._images_seen if k[0] == uid]:
+                del self._images_seen[key]
             files = self._pod_files.pop(uid, None)
             if files is not None:
                 # Never move the pod's directory away while create_pod still writes in it.
