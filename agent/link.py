@@ -288,12 +288,8 @@ class SchedulerLink:
             dirty, self._dirty = self._dirty, set()
             stopped, self._stopped = self._stopped, set()
             events, self._events = self._events, []
-            if events:
-                try:
-                    await ws.send_bytes(protocol.encode(protocol.PodEvents(events=events)))
-                except BaseException:
-                    self._events = events + self._events
-                    raise
+            # The statuses first: a pod's Running waits for its durable write in the
+            # scheduler, its "Started" event for nothing (events are flushed in batches).
             frame = protocol.PodStatusUpdate(pods=self._reports(dirty), stopped=sorted(stopped))
             if frame.pods or frame.stopped:
                 try:
@@ -301,6 +297,13 @@ class SchedulerLink:
                 except BaseException:
                     self._dirty |= dirty  # resent after reconnect (the hello has them anyway)
                     self._stopped |= stopped
+                    self._events = events + self._events
+                    raise
+            if events:
+                try:
+                    await ws.send_bytes(protocol.encode(protocol.PodEvents(events=events)))
+                except BaseException:
+                    self._events = events + self._events
                     raise
 
     def _reports(self, uids: Any) -> list[protocol.PodReport]:

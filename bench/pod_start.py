@@ -275,6 +275,7 @@ def _fork_server_profiler() -> None:
     events: list[tuple[str, float, float]] = []
     role = ["helper"]
     init_fd = [-1]
+    init_cpu = [0.0]  # the init's CPU time when its request came (it may be forked ahead)
     clock = time.monotonic
     ns_names = {
         sc.CLONE_NEWNS: "mnt",
@@ -286,6 +287,11 @@ def _fork_server_profiler() -> None:
 
     def mark(name: str, start: float, end: float | None = None) -> None:
         events.append((f"{role[0]}: {name}", start, clock() if end is None else end))
+
+    def ahead() -> None:
+        # What a spare did before its request is not on the start's path: "background"
+        # keeps it out of the timeline's origin.
+        events[:] = [(f"background: ahead: {label}", a, b) for label, a, b in events]
 
     def dump_to(fd: int) -> None:
         os.write(fd, json.dumps(events).encode())
@@ -352,11 +358,11 @@ def _fork_server_profiler() -> None:
 
     original_read_request = forkserver._read_request
 
-    def read_request(conn: int) -> dict[str, Any]:
+    def read_request(conn: int, prepared: Any = None) -> dict[str, Any]:
         # A spare helper waits for its request for as long as it takes: only its arrival
         # counts (a point in time), as the start of this helper's record.
-        request = original_read_request(conn)
-        events.clear()
+        request = original_read_request(conn, prepared)
+        ahead()
         role[0] = "helper"
         now = clock()
         mark("request received", now, now)
@@ -364,13 +370,13 @@ def _fork_server_profiler() -> None:
 
     forkserver._read_request = read_request
 
-    timed(monitor, "attach_cgroups", "attach init to its cgroups (all hierarchies)")
+    timed(monitor, "attach_self", "move itself into its cgroups (all hierarchies)")
     original_run = monitor.run
 
-    def run(spec: dict[str, Any], conn: int) -> None:
+    def run(spec: dict[str, Any], conn: int, prepared: Any = None) -> None:
         role[0] = "monitor"
         try:
-            original_run(spec, conn)
+            original_run(spec, conn, prepared)
         finally:
             mark("exit", clock())
             dump(os.path.join(spec["dir"], "prof.monitor.json"))
@@ -387,6 +393,20 @@ def _fork_server_profiler() -> None:
         mark("start (pdeathsig)", start)
 
     sc.set_pdeathsig = set_pdeathsig
+    timed(monitor, "prepare", "prepare: fork the init, which makes its namespaces")
+    original_receive_spec = getattr(monitor, "_receive_spec", None)
+
+    def receive_spec(conn: int, up: int) -> Any:  # a spare's init gets its request
+        assert original_receive_spec is not None
+        received = original_receive_spec(conn, up)
+        ahead()
+        now = clock()
+        mark("request received", now, now)
+        init_cpu[0] = time.process_time()
+        return received
+
+    if original_receive_spec is not None:
+        monitor._receive_spec = receive_spec
 
     original_enter = rootfs.enter
 
@@ -406,7 +426,8 @@ def _fork_server_profiler() -> None:
             now = clock()
             mark("execve", now, now)
             # The CPU the init used since its fork, drawn as a span that ends here.
-            mark("CPU time used until exec (user + system)", now - time.process_time(), now)
+            used = time.process_time() - init_cpu[0]
+            mark("CPU time used from its request until exec (user + system)", now - used, now)
             if init_fd[0] >= 0:
                 dump_to(init_fd[0])  # O_CLOEXEC: closed by the exec itself
             original(argv, env)
@@ -503,7 +524,11 @@ class ProfiledNative(NativeSubject):
         rec.wrap(rt, "start_container", "start_container (all of it)")
         rec.wrap(rt, "wait_container", "wait_container (all of it)")
         rec.wrap(rt, "remove_pod", "remove_pod (all of it)")
-        rec.wrap(rt, "_prepare_pod", "prepare pod: dirs, pod.json, /etc files, pod cgroup")
+        rec.wrap(rt, "_prepare_pod", "prepare pod: dirs, pod.json, /etc files")
+        rec.wrap(rt, "_make_cgroups", "make the pod's and its containers' cgroups")
+        rec.wrap(rt.cgroups, "prime_attach", "prime the cgroup attach (a thread)")
+        if getattr(rt, "_primer", None) is not None:
+            rec.wrap(rt._primer, "prime", "prime the cgroup attach (set off)")
         rec.wrap(rt, "_prepare_start", "prepare start, one thread call (all of it)")
         rec.wrap(rt, "_prepare_container", "prepare container: dirs, cgroup + limits")
         rec.wrap(rt, "_container_info", "read container records")

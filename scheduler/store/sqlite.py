@@ -284,21 +284,11 @@ class SqliteStore:
         ]
         deletes = [(key,) for key, ev in final.items() if ev.type == "DELETE"]
         last_revision = batch[-1].events[0].revision
-        await self._db.execute("BEGIN IMMEDIATE")
-        if upserts:
-            await self._db.executemany(
-                "INSERT INTO kv (key, value, create_revision, mod_revision) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
-                " create_revision = excluded.create_revision,"
-                " mod_revision = excluded.mod_revision",
-                upserts,
-            )
-        if deletes:
-            await self._db.executemany("DELETE FROM kv WHERE key = ?", deletes)
-        await self._db.execute(
-            "UPDATE meta SET value = ? WHERE name = 'revision'", (last_revision,)
-        )
-        await self._db.execute("COMMIT")
+        # The whole transaction in one call on the connection's thread: each call is a hop
+        # to that thread and back to the event loop, and a busy machine makes every hop
+        # cost (four calls took 0.5-2 ms more than one, on the path of every write).
+        # aiosqlite's `_execute` runs a function there, as its own cursors do.
+        await self._db._execute(_write_batch, self._db._conn, upserts, deletes, last_revision)
         self.commits += 1
         self.writes += len(batch)
 
@@ -362,6 +352,34 @@ class SqliteStore:
         for watcher in list(self._watchers):
             watcher.close()
         await self._db.close()
+
+
+def _write_batch(
+    conn: sqlite3.Connection,
+    upserts: builtins.list[tuple[str, bytes, int, int]],
+    deletes: builtins.list[tuple[str]],
+    revision: int,
+) -> None:
+    """One transaction (blocking: on the connection's thread). A failure rolls it back
+    and raises, so nothing of the batch is on disk."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if upserts:
+            conn.executemany(
+                "INSERT INTO kv (key, value, create_revision, mod_revision) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
+                " create_revision = excluded.create_revision,"
+                " mod_revision = excluded.mod_revision",
+                upserts,
+            )
+        if deletes:
+            conn.executemany("DELETE FROM kv WHERE key = ?", deletes)
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (revision,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 async def _migrate(db: aiosqlite.Connection, path: str) -> None:

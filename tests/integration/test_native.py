@@ -247,11 +247,17 @@ async def test_containers_of_a_pod_share_network_but_not_pids(runtime: NativeRun
 
 
 async def test_host_network_pod_shares_the_hosts_network(runtime: NativeRuntime) -> None:
-    """hostNetwork: the node's network namespace (and, as in Kubernetes, its hostname)."""
-    pod = make_pod("hostnet", sh("c", "readlink /proc/self/ns/net"), hostNetwork=True)
+    """hostNetwork: the node's network namespace (and, as in Kubernetes, its hostname),
+    but an IPC namespace of the pod's own. (The init made new ones of all three before
+    it knew its pod, and goes back to the node's.)"""
+    script = "readlink /proc/self/ns/net; readlink /proc/self/ns/uts; readlink /proc/self/ns/ipc"
+    pod = make_pod("hostnet", sh("c", script), hostNetwork=True)
     await run_pod(runtime, pod)
     await asyncio.wait_for(runtime.wait_container(uid(pod), "c"), 10)
-    assert log_text(runtime, pod, "c") == [os.readlink("/proc/self/ns/net")]
+    net, uts, ipc = log_text(runtime, pod, "c")
+    assert net == os.readlink("/proc/self/ns/net")
+    assert uts == os.readlink("/proc/self/ns/uts")
+    assert ipc != os.readlink("/proc/self/ns/ipc")
     await remove_and_check(runtime, pod)
 
 

@@ -37,7 +37,9 @@ import errno
 import logging
 import os
 import re
+import select
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -90,8 +92,14 @@ class CgroupDriver(Protocol):
         """Create the cgroup (and missing ancestors) in every hierarchy; apply `limits`."""
         ...
 
-    def set_limits(self, path: str, limits: Limits) -> None:
-        """Apply all four limits; a None field resets that limit to the kernel default."""
+    def make(self, path: str) -> bool:
+        """`create` without limits: the directories (and on cgroup2 the controllers they
+        need), the part that takes the kernel's cgroup_mutex; True if all of it is new."""
+        ...
+
+    def set_limits(self, path: str, limits: Limits, *, fresh: bool = False) -> None:
+        """Apply all four limits; a None field resets that limit to the kernel default.
+        `fresh`: `make` has just made the cgroup, so the defaults need no writing."""
         ...
 
     def add_process(self, path: str, pid: int) -> None:
@@ -100,6 +108,11 @@ class CgroupDriver(Protocol):
 
     def prime_attach(self) -> None:
         """Make the next moves into cgroups fast for a while (best effort, never raises)."""
+        ...
+
+    def own_procs_file(self) -> str:
+        """The `cgroup.procs` file of the calling process's own cgroup (what prime_attach
+        writes to); raises CgroupError or OSError if it cannot be found."""
         ...
 
     def procs(self, path: str) -> list[int]:
@@ -121,6 +134,10 @@ class CgroupDriver(Protocol):
     def stats(self, path: str) -> CgroupStats: ...
 
     def oom_kills(self, path: str) -> int: ...
+
+    def oom_files(self, path: str) -> list[str]:
+        """The files that count this cgroup's own OOM kills (for a monitor to read)."""
+        ...
 
     def paths(self, path: str) -> list[str]:
         """The cgroup's absolute directories, one per hierarchy, existing or not."""
@@ -384,6 +401,11 @@ class _Driver:
                 self._own_procs = self._own_procs_file()
             _write(self._own_procs, str(os.getpid()))
 
+    def own_procs_file(self) -> str:
+        if self._own_procs is None:
+            self._own_procs = self._own_procs_file()
+        return self._own_procs
+
     def _own_procs_file(self) -> str:
         raise NotImplementedError
 
@@ -494,6 +516,11 @@ class V2Driver(_Driver):
         return os.path.join(self.root, own_cgroup(""), "cgroup.procs")
 
     def create(self, path: str, limits: Limits | None = None) -> None:
+        fresh = self.make(path)
+        if limits is not None:
+            self._apply(self._rel(path), limits, fresh)
+
+    def make(self, path: str) -> bool:
         rel = self._rel(path)
         current = self.root
         fresh = False
@@ -503,8 +530,7 @@ class V2Driver(_Driver):
             self._enable_controllers(current)
             current = os.path.join(current, part)
             fresh = _mkdir(current)
-        if limits is not None:
-            self._apply(rel, limits, fresh)
+        return fresh
 
     def _enable_controllers(self, directory: str) -> None:
         """Let the children of `directory` use cpu, memory and pids, if it has them."""
@@ -526,8 +552,8 @@ class V2Driver(_Driver):
                 )
             raise CgroupError(f"cannot enable {wanted} in {subtree}: {exc.strerror}{hint}") from exc
 
-    def set_limits(self, path: str, limits: Limits) -> None:
-        self._apply(self._rel(path), limits, fresh=False)
+    def set_limits(self, path: str, limits: Limits, *, fresh: bool = False) -> None:
+        self._apply(self._rel(path), limits, fresh)
 
     def _apply(self, rel: str, limits: Limits, fresh: bool) -> None:
         """set_limits; `fresh`: the cgroup was just made, so defaults need no writing."""
@@ -578,6 +604,9 @@ class V2Driver(_Driver):
         pids_file = os.path.join(d, "pids.current")
         pids = int(_read(pids_file)) if os.path.exists(pids_file) else len(self.procs(rel))
         return CgroupStats(cpu, memory, pids, self.oom_kills(rel))
+
+    def oom_files(self, path: str) -> list[str]:
+        return [os.path.join(self._dir(self.root, self._rel(path)), "memory.events")]
 
     def oom_kills(self, path: str) -> int:
         # memory.events counts the subtree (unless mounted with memory_localevents).
@@ -659,12 +688,16 @@ class V1Driver(_Driver):
         return self._dir(self.mounts[controller], rel)
 
     def create(self, path: str, limits: Limits | None = None) -> None:
-        fresh = [_mkdir(d) for d in self.paths(path)]
+        fresh = self.make(path)
         if limits is not None:
-            self._apply(self._rel(path), limits, all(fresh))
+            self._apply(self._rel(path), limits, fresh)
 
-    def set_limits(self, path: str, limits: Limits) -> None:
-        self._apply(self._rel(path), limits, fresh=False)
+    def make(self, path: str) -> bool:
+        fresh = [_mkdir(d) for d in self.paths(path)]  # every one, whatever the first says
+        return all(fresh)
+
+    def set_limits(self, path: str, limits: Limits, *, fresh: bool = False) -> None:
+        self._apply(self._rel(path), limits, fresh)
 
     def _apply(self, rel: str, limits: Limits, fresh: bool) -> None:
         """set_limits; `fresh`: the cgroup was just made, so defaults need no writing (the
@@ -717,6 +750,9 @@ class V1Driver(_Driver):
         pids = int(_read(os.path.join(self._ctl("pids", rel), "pids.current")))
         return CgroupStats(cpu, memory, pids, self.oom_kills(rel))
 
+    def oom_files(self, path: str) -> list[str]:
+        return [os.path.join(self._ctl("memory", self._rel(path)), "memory.oom_control")]
+
     def oom_kills(self, path: str) -> int:
         # v1 counts an OOM kill only in the victim's own cgroup (v2 propagates it up),
         # so sum the subtree to report the same number as the v2 driver.
@@ -764,6 +800,78 @@ class V1Driver(_Driver):
 
     def _thaw(self, rel: str) -> None:
         _write(os.path.join(self._ctl("freezer", rel), "freezer.state"), "THAWED")
+
+
+class AttachPrimer:
+    """The driver's prime_attach on a thread of its own, set off without waking any Python.
+
+    The thread waits in splice(2) on a pipe. `prime()` writes this process's pid into the
+    pipe, and the kernel moves it on into our own `cgroup.procs`, in the thread's context:
+    the prime (and the grace period it waits for) begins at once. A thread woken to write
+    the pid itself would first need the GIL, which the thread asking keeps but for moments
+    while it makes the pod's files: the prime began 1-1.5 ms after it was asked for, on a
+    path where it is the longest step. Where the kernel cannot splice into cgroupfs, the
+    thread reads the pipe and calls prime_attach instead.
+    """
+
+    def __init__(self, driver: CgroupDriver) -> None:
+        self._driver = driver
+        self._procs = os.open(driver.own_procs_file(), os.O_WRONLY | os.O_CLOEXEC)
+        self._read, self._write = os.pipe()  # both O_CLOEXEC
+        os.set_blocking(self._write, False)  # prime() never waits
+        self._pid = str(os.getpid()).encode()
+        self._lock = threading.Lock()
+        self._busy = False
+        self._splice = hasattr(os, "splice")  # Python 3.10+
+        self._thread = threading.Thread(target=self._run, name="corral-prime", daemon=True)
+        self._thread.start()
+
+    def prime(self) -> None:
+        """Prime now, unless a prime is under way (any thread; never blocks)."""
+        with self._lock:  # held across the write: close() must not close the fd meanwhile
+            if self._busy or self._write < 0:
+                return
+            try:
+                os.write(self._write, self._pid)  # a few bytes: atomic, the pipe is empty
+                self._busy = True
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Stop the thread (blocking: a prime under way ends first)."""
+        with self._lock:
+            write, self._write = self._write, -1
+        if write >= 0:
+            os.close(write)  # EOF: the thread returns
+            self._thread.join()
+            os.close(self._read)
+            os.close(self._procs)
+
+    def _run(self) -> None:
+        while True:
+            if self._splice:
+                try:
+                    moved = os.splice(self._read, self._procs, 64)
+                except OSError as exc:
+                    if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EBADF):
+                        self._splice = False  # this kernel cannot: read and write instead
+                        continue
+                    moved = -1  # the move failed (an optimization, nothing more)
+                    self._drain()
+                if moved == 0:
+                    return
+            else:
+                if not os.read(self._read, 64):
+                    return
+                self._driver.prime_attach()
+            with self._lock:
+                self._busy = False
+
+    def _drain(self) -> None:
+        """Drop a pid a failed splice left in the pipe, without waiting for one."""
+        with contextlib.suppress(OSError):
+            if select.select([self._read], [], [], 0)[0]:
+                os.read(self._read, 64)
 
 
 def probe(

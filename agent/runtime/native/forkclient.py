@@ -8,6 +8,9 @@ and the next spare is asked for once the request has its answer (not during it: 
 busy machine the forks would take CPU from the request's own processes). A spare found
 dead (its socket reads EOF: a live one writes nothing before its request) is replaced
 on the spot, and a dead fork server is started again by the request that notices.
+A spare also forks the init of the next container while it waits, in its new
+namespaces (monitor.prepare): most requests are starts, and a start then waits for
+neither that fork nor those namespaces. Other requests discard it.
 
 After a ``run`` request the socket stays open: the monitor answers "started", and
 once the container has exited and exit.json is durable, it sends the same record
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.runtime.base import RuntimeFailure
-from agent.runtime.native.forkserver import BOOTSTRAP, READY, SPAWNED
+from agent.runtime.native.forkserver import BOOTSTRAP, PLAIN, READY, SPAWNED, WARM
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -162,7 +165,7 @@ class ForkServerClient:
         with self._lock:
             self._start_locked()
         self._closing = False
-        self._spare = self.connect()
+        self._spare = self.connect(warm=True)
 
     def stop(self) -> None:
         """Let the spare helper go, and stop the fork server (blocking)."""
@@ -176,8 +179,9 @@ class ForkServerClient:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def connect(self) -> socket.socket:
+    def connect(self, warm: bool = False) -> socket.socket:
         """A fresh, non-blocking socket whose other end a new helper holds (blocking).
+        `warm`: a spare, which prepares a container's init while it waits.
 
         Restarts the fork server if it is gone; a fork server that dies with our
         socket unanswered is noticed by the missing acknowledgement, before anything
@@ -192,7 +196,7 @@ class ForkServerClient:
                 assert self._ctrl is not None
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
-                    socket.send_fds(self._ctrl, [b"r"], [theirs.fileno()])
+                    socket.send_fds(self._ctrl, [WARM if warm else PLAIN], [theirs.fileno()])
                     theirs.close()
                     self._ctrl.settimeout(ACK_TIMEOUT)
                     if self._ctrl.recv(1) == SPAWNED:
@@ -235,7 +239,7 @@ class ForkServerClient:
 
     async def _fill(self) -> None:
         try:
-            sock = await asyncio.to_thread(self.connect)
+            sock = await asyncio.to_thread(self.connect, True)
         except RuntimeFailure as exc:
             _LOGGER.warning("no spare helper: %s", exc)
             return

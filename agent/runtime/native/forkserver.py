@@ -57,8 +57,11 @@ BOOTSTRAP = (
 )
 READY = b"R"
 SPAWNED = b"k"
-MAX_REQUEST = 16 * 1024 * 1024
+PLAIN = b"r"  # the byte a request for a helper carries: a helper for any request
+WARM = b"w"  # a spare: it prepares a container's init while it waits (monitor.prepare)
+MAX_REQUEST = monitor.MAX_REQUEST
 
+SPARE_NICE = 10  # how much nicer a spare is while it prepares (see _serve)
 EXEC_DRAIN_SECONDS = 0.2  # after an exec'd command exits, how long stragglers may still write
 
 # The namespaces an exec joins, in nsenter's order: mnt last, as it changes our root.
@@ -89,14 +92,14 @@ def main() -> None:
             break
         if not msg and not fds:
             break  # EOF: the agent closed its end or died
-        for fd in fds:
-            _spawn(ctrl.fileno(), fd)
+        for index, fd in enumerate(fds):
+            _spawn(ctrl.fileno(), fd, msg[index : index + 1] == WARM)
             # "A helper holds your socket": only now may the agent write the request, so
             # a request is never lost with a fork server that died holding its socket.
             ctrl.sendall(SPAWNED)
 
 
-def _spawn(ctrl_fd: int, conn: int) -> None:
+def _spawn(ctrl_fd: int, conn: int, warm: bool) -> None:
     pid = os.fork()
     if pid == 0:
         code = 0
@@ -107,7 +110,7 @@ def _spawn(ctrl_fd: int, conn: int) -> None:
             if os.fork() != 0:
                 os._exit(0)
             _detach(ctrl_fd, conn)
-            _serve(conn)
+            _serve(conn, warm)
         except _Unused:
             pass  # a spare helper whose agent went away
         except BaseException as exc:
@@ -139,29 +142,49 @@ class _Unused(Exception):
     """The agent closed a helper's socket before sending a request."""
 
 
-def _read_request(conn: int) -> dict[str, Any]:
-    data = bytearray()
-    while not data.endswith(b"\n"):
-        chunk = os.read(conn, 65536)
-        if not chunk:
-            if not data:
-                raise _Unused
-            raise EOFError("the agent closed the request socket")
-        data += chunk
-        if len(data) > MAX_REQUEST:
-            raise ValueError("request too large")
+def _read_request(conn: int, prepared: monitor.Prepared | None = None) -> dict[str, Any]:
+    """The request: from the agent's socket, or as the prepared init read it from there."""
+    data = prepared.readline() if prepared is not None else monitor.read_line(conn, MAX_REQUEST)
+    if not data:
+        raise _Unused
+    if not data.endswith(b"\n"):
+        raise ValueError("request too large, or cut short")
     request = json.loads(data)
     if not isinstance(request, dict):
         raise ValueError("a request is a JSON object")
     return request
 
 
-def _serve(conn: int) -> None:
-    request = _read_request(conn)
+def _serve(conn: int, warm: bool = False) -> None:
+    prepared: monitor.Prepared | BaseException | None = None
+    if warm:
+        # Before the request, so that a start finds its init forked and in its namespaces,
+        # reading the request itself. A failure is the start's to report, should a start
+        # be asked of us; the request is then ours to read. At a lower CPU priority: the
+        # agent asks for a spare as soon as a start has its answer, when it is reporting
+        # that start, and this work is for a later one.
+        priority = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, min(priority + SPARE_NICE, 19))
+        try:
+            prepared = monitor.prepare(conn, priority)
+        except Exception as exc:
+            prepared = exc
+        finally:
+            os.setpriority(os.PRIO_PROCESS, 0, priority)
+    ready = prepared if isinstance(prepared, monitor.Prepared) else None
+    try:
+        request = _read_request(conn, ready)
+    except BaseException:
+        if ready is not None:
+            ready.discard()
+        raise
     op = request.get("op")
     if op == "run":
-        monitor.run(request, conn)  # its own troubles go to monitor.log, once it has forked
-    elif op == "exec":
+        monitor.run(request, conn, prepared)  # its troubles go to monitor.log, once started
+        return
+    if isinstance(prepared, monitor.Prepared):
+        prepared.discard()  # not a start: the init prepared for one is not needed
+    if op == "exec":
         try:
             answer = exec_command(request)
         except Exception as exc:

@@ -1,13 +1,17 @@
-"""A pod's shared namespaces (ipc, uts, net): made and pinned by its first container's init,
-joined by every later init, detached by the runtime in one umount.
+"""A pod's shared namespaces (ipc, uts, net): made by its first container's init and pinned
+by that container's monitor, joined by every later init, detached by the runtime in one
+umount.
 
 Like `ip netns add`, a namespace outlives its processes while a bind mount pins it::
 
-    first container      init: unshare(ipc, uts, net), sethostname, `lo` up, then (still
-                         in the host's mount namespace) a tmpfs on <pod>/ns/ and
-                         /proc/self/ns/<kind> bind-mounted on <pod>/ns/<kind>: no sandbox
-                         helper process, and it overlaps the init's cgroup attach
+    every init           `make()`, before it knows its pod (a spare helper forks it ahead,
+                         see monitor.py): unshare(ipc, uts, net), `lo` up
+    first container      init: keeps them, sets the hostname; its monitor, in the host's
+                         mount namespace, mounts a tmpfs on <pod>/ns/ and binds
+                         /proc/<init>/ns/<kind> on <pod>/ns/<kind>: no sandbox helper
+                         process, and it overlaps the init's own work
     later containers     init: setns() into each pinned <pod>/ns/<kind>
+    hostNetwork pods     init: setns() back into the host's uts and net namespaces
     remove_pod           umount2(<pod>/ns, MNT_DETACH): the tmpfs and every pin on it,
                          one RCU grace period instead of one per namespace
 
@@ -52,31 +56,45 @@ def missing(sandbox: dict[str, Any]) -> list[str]:
     return [k for k in sandbox["kinds"] if not _on_other_fs(os.path.join(sandbox["dir"], k))]
 
 
-def enter(sandbox: dict[str, Any], create: list[str]) -> None:
-    """In the init, before it builds its root: join the pod's pinned namespaces, create the
-    kinds in `create` (with the pod's hostname, and `lo` up)."""
-    for kind in sandbox["kinds"]:
-        if kind not in create:
-            fd = os.open(os.path.join(sandbox["dir"], kind), os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                sc.setns(fd, sc.NS_FLAGS[kind])
-            finally:
-                os.close(fd)
-    if not create:
-        return
-    flags = 0
-    for kind in create:
-        flags |= sc.NS_FLAGS[kind]
-    sc.unshare(flags)
+def make() -> dict[str, int]:
+    """In an init not yet told its pod: move into new ipc, uts and net namespaces (`lo`
+    up); return fds of the ones it had before (the host's), to go back to (`enter`)."""
+    host = {kind: os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC) for kind in KINDS}
+    sc.unshare(sc.CLONE_NEWIPC | sc.CLONE_NEWUTS | sc.CLONE_NEWNET)
+    loopback_up()
+    return host
+
+
+def enter(sandbox: dict[str, Any] | None, create: list[str], host: dict[str, int]) -> None:
+    """In the init made by `make()`, told its pod: keep the new namespaces of the kinds in
+    `create` (with the pod's hostname), join the pod's pinned ones of its other kinds, and
+    go back to the host's (`host`: fds from `make`) for kinds the pod does not have.
+    Closes the fds in `host`."""
+    kinds = sandbox["kinds"] if sandbox else []
+    try:
+        for kind in KINDS:
+            if kind in create:
+                continue
+            if kind in kinds:
+                assert sandbox is not None
+                fd = os.open(os.path.join(sandbox["dir"], kind), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    sc.setns(fd, sc.NS_FLAGS[kind])
+                finally:
+                    os.close(fd)
+            else:
+                sc.setns(host[kind], sc.NS_FLAGS[kind])
+    finally:
+        for fd in host.values():
+            os.close(fd)
     if "uts" in create:
+        assert sandbox is not None
         socket.sethostname(sandbox["hostname"])
-    if "net" in create:
-        loopback_up()
 
 
 def pin(pid: int | str, sandbox: dict[str, Any], kinds: list[str]) -> None:
-    """Pin the `kinds` namespaces of process `pid` ("self": the caller's, the init's, which
-    must still be in the host's mount namespace) under the pod's ns/ directory."""
+    """Pin the `kinds` namespaces of process `pid` (the init's, from its monitor, which is
+    in the host's mount namespace) under the pod's ns/ directory."""
     ns_dir = sandbox["dir"]
     if not _on_other_fs(ns_dir):
         # A tmpfs: the pin files cost no journal writes, and one umount removes them all.

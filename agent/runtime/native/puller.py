@@ -103,18 +103,30 @@ class ImagePuller:
 
     # --- policy ---
 
-    async def ensure(self, image: str, policy: PullPolicy, events: Events | None = None) -> Image:
+    async def ensure(
+        self,
+        image: str,
+        policy: PullPolicy,
+        events: Events | None = None,
+        *,
+        local: Image | None = None,
+    ) -> Image:
         """The image, pulled first if `policy` asks for it. Events: Pulling, Pulled (with the
         time taken), RegistryUnreachable. RuntimeFailure (ImageError) with reason
-        ErrImagePull, ErrImageNeverPull or InvalidImageName when there is no image to run."""
+        ErrImagePull, ErrImageNeverPull or InvalidImageName when there is no image to run.
+        `local`: the store's image for `image`, looked up by the caller a moment ago (a
+        pod's sandbox is made with its images looked up): no second lookup. None: look."""
 
         def emit(reason: str, message: str, kind: str = "Normal") -> None:
             if events is not None:
                 events(reason, message, kind)
 
         if policy == "Never":
+            if local is not None:
+                return local
             return await asyncio.to_thread(self.store.require, image)
-        local = await asyncio.to_thread(self.store.get, image)
+        if local is None:
+            local = await asyncio.to_thread(self.store.get, image)
         if local is not None and policy == "IfNotPresent":
             emit("Pulled", f'Container image "{image}" already present on machine')
             return local

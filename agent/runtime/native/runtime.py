@@ -52,9 +52,9 @@ from agent.runtime.base import (
     Usage,
 )
 from agent.runtime.native import namespaces, rootfs, syscalls
-from agent.runtime.native.cgroups import CgroupDriver, CgroupError, Limits
+from agent.runtime.native.cgroups import AttachPrimer, CgroupDriver, CgroupError, Limits
 from agent.runtime.native.forkclient import ExitWatch, ForkServerClient
-from agent.runtime.native.images import ImageConfig, ImageStore
+from agent.runtime.native.images import Image, ImageConfig, ImageError, ImageStore
 from agent.runtime.native.logs import retire
 from agent.runtime.native.monitor import proc_start_time, write_json
 from agent.runtime.pulls import pull_policy
@@ -248,7 +248,16 @@ class NativeRuntime:
         self._forkserver = ForkServerClient(self.state_dir / "forkserver.log")
         self._locks: dict[str, asyncio.Lock] = {}
         self._prepared: set[str] = set()  # pods create_pod has prepared in this process
-        self._primes: set[asyncio.Future[None]] = set()  # prime_attach calls in threads
+        # Primes the cgroup attach from a thread of its own, as soon as whichever thread
+        # has made a start's cgroups asks (cgroups.py: AttachPrimer); made by start().
+        self._primer: AttachPrimer | None = None
+        # Containers whose cgroup create_pod made, with their limits, and nothing has
+        # used yet: their first start need not make it, nor read its OOM counter (0).
+        self._fresh_cgroups: set[tuple[str, str]] = set()
+        # create_pod's file writing, which goes on after it returns (see create_pod).
+        self._pod_files: dict[str, asyncio.Future[None]] = {}
+        # Images create_pod found in the store for its containers, for ensure_image.
+        self._images_seen: dict[tuple[str, str], Image] = {}
         self._watches: dict[tuple[str, str], ExitWatch] = {}  # containers started here
         self._sweeping: asyncio.Task[None] | None = None
         self._sweep_again = False
@@ -293,13 +302,19 @@ class NativeRuntime:
                 if not path.exists():
                     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
             self._forkserver.start()
+            if self._primer is None:
+                try:
+                    self._primer = AttachPrimer(self.cgroups)
+                except (OSError, CgroupError) as exc:  # starts only lose the head start
+                    _LOGGER.warning("cannot prime cgroup attaches: %s", exc)
 
         await asyncio.to_thread(prepare)
         self._sweep(delay=0.0)  # whatever a previous agent left in the trash
 
     async def close(self) -> None:
-        if self._primes:
-            await asyncio.wait(self._primes)  # a few milliseconds at most
+        primer, self._primer = self._primer, None
+        if primer is not None:
+            await asyncio.to_thread(primer.close)  # a prime under way ends within ~15 ms
         for watch in self._watches.values():
             watch.close()  # the monitors carry on; they record their exits in exit.json
         self._watches.clear()
@@ -323,20 +338,93 @@ class NativeRuntime:
             return  # the supervisor asks again before every start: once is enough
         async with self._lock(uid):
             if uid not in self._prepared:
-                await asyncio.to_thread(self._prepare_pod, pod)
+                # One thread job, answering twice: once the cgroups and the pod's directories
+                # exist (what the start's own preparation needs), and once the rest of the
+                # files are written (pod.json, /etc files, volumes), which the start awaits
+                # only before it asks for the container (_files_written): meanwhile the
+                # supervisor looks up the image and the start prepares the container.
+                loop = asyncio.get_running_loop()
+                made: asyncio.Future[list[str]] = loop.create_future()
+                files = loop.run_in_executor(None, self._create_pod, pod, loop, made)
+                either: set[asyncio.Future[Any]] = {made, files}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if not made.done() or made.exception() is not None:
+                    await files  # failed before it could answer: raises why
+                    raise RuntimeFailure(f"pod {uid}: its sandbox was not made")  # (unreachable)
+                fresh = made.result()
+                self._pod_files[uid] = files
+                self._fresh_cgroups.update((uid, name) for name in fresh)
                 self._prepared.add(uid)
 
-    def _prime_attach(self) -> None:
-        """Prime the kernel's cgroup attach lock in a thread, now, so that the grace period
-        the container's init would wait for when it is moved into its cgroups passes while
-        the fork server and the init do their work (cgroups.py: prime_attach). Called once
-        the container's cgroups exist: while the prime waits it holds the kernel's
-        cgroup_mutex, which creating a cgroup needs too. Skipped while one is under way."""
-        if self._primes:
+    def _create_pod(
+        self, pod: Pod, loop: asyncio.AbstractEventLoop, made: asyncio.Future[list[str]]
+    ) -> None:
+        """create_pod's blocking part, in one thread hop: the cgroups first, with the cgroup
+        attach primed as soon as their directories exist (the grace period it waits for
+        is the longest step of a start, and it can begin no earlier: creating a cgroup
+        must not wait behind it), then the files. `made` gets the containers whose
+        cgroups it made (_make_cgroups) once the pod's directories exist too."""
+
+        def answer(result: list[str] | BaseException) -> None:
+            if made.done():
+                return
+            if isinstance(result, BaseException):
+                made.set_exception(result)
+            else:
+                made.set_result(result)
+
+        try:
+            fresh = self._make_cgroups(pod)  # primes the attach once the directories exist
+            self._pod_dirs(str(pod.metadata.uid))
+            self._look_up_images(pod)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(answer, exc)
+            raise
+        loop.call_soon_threadsafe(answer, fresh)
+        self._prepare_pod(pod)
+
+    def _look_up_images(self, pod: Pod) -> None:
+        """Look up the containers' images in the store now, on create_pod's thread, so that
+        ensure_image need not hop to a thread of its own to know they are here (blocking).
+        Only with a puller, and not for the policy Always, which asks the registry anyway;
+        an image not found, or a name that does not parse, is left to ensure_image."""
+        if self.puller is None:
             return
-        prime = asyncio.get_running_loop().run_in_executor(None, self.cgroups.prime_attach)
-        self._primes.add(prime)
-        prime.add_done_callback(self._primes.discard)
+        uid = str(pod.metadata.uid)
+        for container in pod.spec.containers:
+            if pull_policy(container.image, container.image_pull_policy) == "Always":
+                continue
+            try:
+                image = self.images.get(container.image)
+            except ImageError:
+                continue
+            if image is not None:
+                self._images_seen[(uid, container.name)] = image
+
+    async def _files_written(self, uid: str) -> None:
+        """Wait until create_pod has written the pod's files (raises if it could not)."""
+        files = self._pod_files.get(uid)
+        if files is None:
+            return
+        try:
+            await asyncio.shield(files)  # a cancelled start must not cancel the files
+        except Exception:
+            if self._pod_files.get(uid) is files:
+                # As if create_pod had failed: the supervisor's next call does it again.
+                del self._pod_files[uid]
+                self._prepared.discard(uid)
+            raise
+
+    def _prime_attach(self) -> None:
+        """Prime the kernel's cgroup attach lock on the primer thread, now, so that the
+        grace period the container's init would wait for when it is moved into its cgroups
+        passes while the fork server and the init do their work (cgroups.py:
+        prime_attach). Called once the container's cgroups exist: while the prime waits it
+        holds the kernel's cgroup_mutex, which creating a cgroup needs too. Skipped while
+        one is under way. Any thread may call it."""
+        primer = self._primer
+        if primer is not None:
+            primer.prime()
 
     def _namespaces(self, pod: Pod) -> list[str]:
         # hostNetwork pods share the node's network and, as in Kubernetes, its hostname.
@@ -344,16 +432,51 @@ class NativeRuntime:
             return ["ipc"]
         return list(NS_KINDS)
 
-    def _prepare_pod(self, pod: Pod) -> None:
-        """Directories, pod.json, /etc files, volumes, the pod cgroup (blocking, idempotent).
-
-        The namespaces come with the first container (namespaces.py).
-        """
+    def _make_cgroups(self, pod: Pod) -> list[str]:
+        """The pod's cgroup, and those of its containers that have none yet, with their
+        limits; return the names of the containers whose cgroup this made (blocking,
+        idempotent). The directories come first and the cgroup attach is primed right
+        after them (_prime_attach): the limits need not wait for it, the directories
+        would. A container whose limits the driver refuses is left to its start, which
+        reports that as the start's failure, as it always has."""
         uid = str(pod.metadata.uid)
+        pod_cgroup = self.pod_cgroup(uid)
+        pod_fresh = self.cgroups.make(pod_cgroup)
+        made = []
+        for container in pod.spec.containers:
+            path = f"{pod_cgroup}/{container.name}"
+            if not self.cgroups.exists(path):  # else a recovered pod's: its start checks it
+                self.cgroups.make(path)
+                made.append(container)
+        self._prime_attach()
+        self.cgroups.set_limits(pod_cgroup, Limits(pids_limit=self.pids_limit), fresh=pod_fresh)
+        fresh = []
+        for container in made:
+            path = f"{pod_cgroup}/{container.name}"
+            try:
+                self.cgroups.set_limits(path, limits_of(container), fresh=True)
+            except CgroupError as exc:
+                _LOGGER.debug("pod %s: limits of %s left to the start: %s", uid, path, exc)
+                continue
+            fresh.append(container.name)
+        return fresh
+
+    def _pod_dirs(self, uid: str) -> None:
+        """The pod's directories and its log directory (blocking, idempotent)."""
         pdir = self.pod_dir(uid)
         for d in ("ns", "etc", "volumes", "containers"):
             (pdir / d).mkdir(parents=True, exist_ok=True)
         (self.log_dir / uid).mkdir(parents=True, exist_ok=True)
+
+    def _prepare_pod(self, pod: Pod) -> None:
+        """Directories, pod.json, /etc files, volumes (blocking, idempotent).
+
+        The cgroups come from _make_cgroups, the namespaces with the first container
+        (namespaces.py).
+        """
+        uid = str(pod.metadata.uid)
+        pdir = self.pod_dir(uid)
+        self._pod_dirs(uid)
         write_json(str(pdir / "pod.json"), pod.to_dict())
         hostname = pod_hostname(pod)
         etc = pdir / "etc"
@@ -377,7 +500,6 @@ class NativeRuntime:
                     size = volume.empty_dir.size_limit
                     opts = "mode=1777" + (f",size={memory_bytes(size)}" if size else "")
                     syscalls.mount("tmpfs", str(vdir), "tmpfs", syscalls.MS_NOSUID, opts)
-        self.cgroups.create(self.pod_cgroup(uid), Limits(pids_limit=self.pids_limit))
 
     @staticmethod
     def _is_mount(path: Path) -> bool:
@@ -401,7 +523,9 @@ class NativeRuntime:
             # if it is missing), in the thread hop it makes for its files; no second hop.
             return
         policy = pull_policy(spec_c.image, spec_c.image_pull_policy)
-        await self.puller.ensure(spec_c.image, policy, events)
+        # create_pod looked it up (policies other than Always), on its thread: no hop here.
+        local = self._images_seen.pop((str(pod.metadata.uid), container), None)
+        await self.puller.ensure(spec_c.image, policy, events, local=local)
 
     async def start_container(self, pod: Pod, container: str) -> ContainerInfo:
         uid = str(pod.metadata.uid)
@@ -410,10 +534,18 @@ class NativeRuntime:
             raise RuntimeFailure(f"pod {pod.key} has no container {container!r}")
         # The pod's lock: remove_pod must not tear down a sandbox a start is using.
         async with self._lock(uid):
-            prepared = await asyncio.to_thread(self._prepare_start, pod, spec_c)
+            fresh = (uid, container) in self._fresh_cgroups
+            self._fresh_cgroups.discard((uid, container))
+            prepared = await asyncio.to_thread(self._prepare_start, pod, spec_c, fresh)
             if isinstance(prepared, ContainerInfo):
                 return prepared  # already started (idempotent, e.g. after a lost answer)
+            # Usually skipped: create_pod's prime still waits. After a long pull it has
+            # long passed, and this one takes its place.
             self._prime_attach()
+            try:
+                await self._files_written(uid)  # the init binds the /etc files and volumes
+            except (OSError, ValueError) as exc:
+                raise RuntimeFailure(f"pod {uid}: cannot write its files: {exc}") from exc
             old = self._watches.pop((uid, container), None)
             if old is not None:
                 old.close()
@@ -431,7 +563,9 @@ class NativeRuntime:
             started_at=_dt(answer.get("started_at")),
         )
 
-    def _prepare_start(self, pod: Pod, container: Container) -> ContainerInfo | dict[str, Any]:
+    def _prepare_start(
+        self, pod: Pod, container: Container, fresh_cgroup: bool = False
+    ) -> ContainerInfo | dict[str, Any]:
         """All of a start's file work in one thread hop: the container's info if it runs
         already, else the monitor's launch spec (image, fresh overlay dirs, cgroup)."""
         running = self._container_info(str(pod.metadata.uid), container.name, False)
@@ -439,12 +573,18 @@ class NativeRuntime:
             return running
         image = self.images.require(container.image)
         layers = self.images.layer_dirs(image)
-        return self._prepare_container(pod, container, image.config, layers)
+        return self._prepare_container(pod, container, image.config, layers, fresh_cgroup)
 
     def _prepare_container(
-        self, pod: Pod, container: Container, config: ImageConfig, layers: list[Path]
+        self,
+        pod: Pod,
+        container: Container,
+        config: ImageConfig,
+        layers: list[Path],
+        fresh_cgroup: bool = False,
     ) -> dict[str, Any]:
-        """Fresh overlay dirs, the container cgroup, and the monitor's launch spec (blocking)."""
+        """Fresh overlay dirs, the container cgroup (unless `fresh_cgroup`: create_pod made
+        it, and nothing ran in it), and the monitor's launch spec (blocking)."""
         uid = str(pod.metadata.uid)
         pdir = self.pod_dir(uid)
         cdir = self.container_dir(uid, container.name)
@@ -475,12 +615,15 @@ class NativeRuntime:
             layers = [self.init_layer, *layers]
         cgroup = f"{self.pod_cgroup(uid)}/{container.name}"
         try:
-            if not self.cgroups.exists(self.pod_cgroup(uid)):  # gone since create_pod
-                self.cgroups.create(self.pod_cgroup(uid), Limits(pids_limit=self.pids_limit))
-            self.cgroups.create(cgroup, limits_of(container))
-            # Before the container runs (a restart reuses the cgroup): only an increase
-            # of the OOM kill counter means it was OOM-killed.
-            oom_before = self.cgroups.oom_kills(cgroup)
+            if fresh_cgroup and self.cgroups.exists(cgroup):
+                oom_before = 0  # made with its limits by create_pod; nothing has run in it
+            else:
+                if not self.cgroups.exists(self.pod_cgroup(uid)):  # gone since create_pod
+                    self.cgroups.create(self.pod_cgroup(uid), Limits(pids_limit=self.pids_limit))
+                self.cgroups.create(cgroup, limits_of(container))
+                # Before the container runs (a restart reuses the cgroup): only an increase
+                # of the OOM kill counter means it was OOM-killed.
+                oom_before = self.cgroups.oom_kills(cgroup)
         except CgroupError as exc:
             raise RuntimeFailure(f"container {container.name}: {exc}") from exc
         # Joined if pinned, else made by this container's init (namespaces.py).
@@ -506,6 +649,7 @@ class NativeRuntime:
             "mounts": mounts,
             "sandbox": sandbox,
             "cgroups": self.cgroups.paths(cgroup),
+            "oom_files": self.cgroups.oom_files(cgroup),
             "oom_before": oom_before,
             "log": {
                 "path": str(self.log_path(uid, container.name)),
@@ -701,6 +845,15 @@ class NativeRuntime:
         pdir = self.pod_dir(uid)
         async with self._lock(uid):
             self._prepared.discard(uid)
+            self._fresh_cgroups -= {k for k in self._fresh_cgroups if k[0] == uid}
+            for key in [k for k in self._images_seen if k[0] == uid]:
+                del self._images_seen[key]
+            files = self._pod_files.pop(uid, None)
+            if files is not None:
+                # Never move the pod's directory away while create_pod still writes in it.
+                await asyncio.wait({files})
+                if not files.cancelled() and files.exception() is not None:
+                    _LOGGER.debug("pod %s: its files were not written: %s", uid, files.exception())
             exited = {c for u, c in self._watches if u == uid and self._recorded_exit(u, c)}
             # One thread hop when every container has exited (the common case): the
             # teardown itself says which ones still need stopping first.
