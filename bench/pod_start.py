@@ -35,9 +35,9 @@ whose fork server, monitors and inits record timestamps of each step; not part o
 timed samples).
 
 Then the real daemons: `corral-scheduler` and `corral-agent` (its own state directory
-and cgroup parent), to measure `pod_start.submit_to_running` (POST a pod, poll GET
-every --poll-ms until status.phase is Running; then DELETE and wait until it is gone
-from the API and the node), `agent.rss_idle`, `agent.rss_100_pods` (RSS, PSS, USS), the
+and cgroup parent), to measure `pod_start.submit_to_running` (POST a pod, read a watch
+opened on it before the POST until status.phase is Running; then DELETE and wait until
+it is gone from the API and the node), `agent.rss_idle`, `agent.rss_100_pods` (RSS, PSS, USS), the
 fork server's memory, and `monitor.pss` over the monitors of --pods running pods
 (smaps_rollup).
 
@@ -882,6 +882,36 @@ class Http:
         self.conn.close()
 
 
+class PodWatch:
+    """A watch on one pod (`?watch=true`, by name), open before the pod exists: when
+    its change reaches the API, the line is here, with no poll interval to wait for
+    and no polls loading the scheduler (as a Kubernetes client would wait)."""
+
+    def __init__(self, http_: Http, path: str, name: str, timeout: float) -> None:
+        self.conn = http.client.HTTPConnection(http_.host, http_.port, timeout=timeout)
+        query = urllib.parse.urlencode({"watch": "true", "fieldSelector": f"metadata.name={name}"})
+        self.conn.request("GET", f"{path}?{query}", headers=http_.auth)
+        # The scheduler registers the watch before it answers: nothing after this is missed.
+        self.resp = self.conn.getresponse()
+        if self.resp.status != 200:
+            raise BenchError(f"watch pod {name}: {self.resp.status} {self.resp.read()[:300]!r}")
+
+    def until_phase(self, phase: str) -> None:
+        """Return once the pod is in `phase`; raise if it ends in another one."""
+        while line := self.resp.readline():
+            event = json.loads(line)
+            pod = event.get("object") or {}
+            current = (pod.get("status") or {}).get("phase")
+            if event.get("type") in ("ADDED", "MODIFIED") and current == phase:
+                return
+            if event.get("type") == "DELETED" or current in ("Succeeded", "Failed"):
+                raise BenchError(f"pod is {event.get('type')} {current}, not {phase}: {pod}")
+        raise BenchError(f"the watch ended before the pod was {phase}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def _stop(proc: subprocess.Popen[Any] | None, timeout: float) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -1036,12 +1066,6 @@ class Cluster:
     def _pod_path(self, name: str = "") -> str:
         return f"/api/v1/namespaces/{NAMESPACE}/pods" + (f"/{name}" if name else "")
 
-    def _phase(self, name: str) -> tuple[str | None, Any]:
-        status, body = self.http.call("GET", self._pod_path(name))
-        if status != 200:
-            return None, body
-        return (body.get("status") or {}).get("phase"), body
-
     def scheduling_latency(self) -> tuple[float, float]:
         """(sum in s, count) of the scheduler's pending-to-bound histogram; (0, 0) if none."""
         status, text = self.http.call("GET", "/metrics")
@@ -1053,8 +1077,9 @@ class Cluster:
                         values[key] = float(line.split()[1])
         return values["sum"], values["count"]
 
-    def submit_to_running(self, n: int, warmup: int, poll: float) -> None:
-        """POST one pod, poll until Running, DELETE it, wait until it is gone; n+warmup times."""
+    def submit_to_running(self, n: int, warmup: int) -> None:
+        """POST one pod, watch it until Running, DELETE it, wait until it is gone; n+warmup
+        times."""
         to_running: list[float] = []
         acks: list[float] = []
         gone: list[float] = []
@@ -1064,21 +1089,18 @@ class Cluster:
                 bound_sum, bound_count = self.scheduling_latency()
             name = f"start-{i:04d}"
             manifest = bench_pod(name, ["sleep", "3600"], CPU_LIMIT, MEMORY_LIMIT)
-            t0 = time.perf_counter()
-            status, body = self.http.call("POST", self._pod_path(), manifest)
-            t_ack = time.perf_counter()
-            if status != 201:
-                raise BenchError(f"POST pod: {status} {body}")
-            uid = body["metadata"]["uid"]
-            deadline = t0 + 30
-            while True:
-                phase, body = self._phase(name)
+            watch = PodWatch(self.http, self._pod_path(), name, timeout=30)
+            try:
+                t0 = time.perf_counter()
+                status, body = self.http.call("POST", self._pod_path(), manifest)
+                t_ack = time.perf_counter()
+                if status != 201:
+                    raise BenchError(f"POST pod: {status} {body}")
+                uid = body["metadata"]["uid"]
+                watch.until_phase("Running")
                 t_seen = time.perf_counter()
-                if phase == "Running":
-                    break
-                if phase in ("Succeeded", "Failed") or t_seen > deadline:
-                    raise BenchError(f"pod {name} is {phase}, not Running: {body.get('status')}")
-                time.sleep(poll)
+            finally:
+                watch.close()
             t_del = time.perf_counter()
             status, body = self.http.call("DELETE", self._pod_path(name))
             if status not in (200, 202):
@@ -1094,8 +1116,7 @@ class Cluster:
                 to_running.append((t_seen - t0) * 1000)
                 acks.append((t_ack - t0) * 1000)
                 gone.append((t_gone - t_del) * 1000)
-        poll_ms = round(poll * 1000, 1)
-        emit("pod_start.submit_to_running", "ms", **distribution(to_running), poll_ms=poll_ms)
+        emit("pod_start.submit_to_running", "ms", **distribution(to_running), observed="watch")
         after_sum, after_count = self.scheduling_latency()
         if after_count > bound_count:
             mean = (after_sum - bound_sum) / (after_count - bound_count) * 1000
@@ -1184,7 +1205,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="warm-up samples, not counted")
     parser.add_argument("--skip", action="append", default=[], help=f"any of {SKIPPABLE}")
     parser.add_argument("--pods", type=int, default=100, help="pods for the memory figures")
-    parser.add_argument("--poll-ms", type=float, default=2.0, help="GET interval for Running")
     parser.add_argument("--profile-n", type=int, default=20, help="profiled native pods")
     parser.add_argument("--seed", type=int, default=1, help="seed of the round order")
     parser.add_argument(
@@ -1353,7 +1373,7 @@ def run(args: argparse.Namespace, cleanup: Cleanup) -> None:
         cluster = Cluster(work, layout, cleanup)
         time.sleep(2)  # idle: connected, heartbeating, no pods
         idle = cluster.memory()
-        cluster.submit_to_running(args.n, args.warmup, args.poll_ms / 1000)
+        cluster.submit_to_running(args.n, args.warmup)
         time.sleep(2)
         after = cluster.memory()
         emit(
