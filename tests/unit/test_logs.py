@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from agent.runtime.native import logs
 
@@ -129,18 +133,65 @@ async def test_follow_reads_history_then_new_lines_across_rotation(tmp_path: Pat
         async for line in logs.follow(str(path), tail=1, done=lambda: finished, interval=0.01):
             got.append(line.text)
 
+    def read_at_least(n: int) -> Callable[[], bool]:
+        return lambda: len(got) >= n
+
     task = asyncio.create_task(reader())
     async with asyncio.timeout(10):
         await _until(lambda: got == ["old-2"])
         for i in range(100):  # about 6 KB: several rotations
             writer.write("stdout", f"new-{i:03d} {'.' * 40}\n".encode())
-            if i % 10 == 0:
-                await asyncio.sleep(0.02)
+            if i % 10 == 9:
+                # Half a file at a time, then let the reader catch up: follow reopens the
+                # path after a rotation, so a reader a whole file behind skips that file
+                # (as kubectl logs -f would), and on a loaded machine a reader can fall
+                # that far behind a writer that does not wait.
+                await _until(read_at_least(i + 2))  # old-2, then new-000 to new-{i}
         writer.close()
         await _until(lambda: len(got) >= 101)
         finished = True
         await task
     assert got == ["old-2"] + [f"new-{i:03d} {'.' * 40}" for i in range(100)]
+
+
+async def test_follow_keeps_lines_written_just_before_a_rotation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line written to the file and rotated away after the reader's last read is still
+    read: follow looks at the path before it reads, not after."""
+    path = tmp_path / "c.log"
+    writer = logs.LogWriter(str(path), max_bytes=1024, max_files=3)
+    writer.write("stdout", b"first\n")
+    got: list[str] = []
+    finished = False
+    real_stat = os.stat
+    injected = False
+
+    def stat(target: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        # The timing that lost lines, made certain: the writer appends and rotates just
+        # as the reader, having read everything, looks at the path.
+        nonlocal injected
+        if str(target) == str(path) and got == ["first"] and not injected:
+            injected = True
+            writer.write("stdout", b"between\n")
+            writer._rotate()
+        return real_stat(target, *args, **kwargs)
+
+    monkeypatch.setattr(logs.os, "stat", stat)
+
+    async def reader() -> None:
+        async for line in logs.follow(str(path), done=lambda: finished, interval=0.01):
+            got.append(line.text)
+
+    task = asyncio.create_task(reader())
+    async with asyncio.timeout(10):
+        await _until(lambda: injected)
+        writer.write("stdout", b"after\n")
+        writer.close()
+        await _until(lambda: "after" in got)
+        finished = True
+        await task
+    assert got == ["first", "between", "after"]
 
 
 async def test_follow_waits_for_a_file_not_yet_written(tmp_path: Path) -> None:

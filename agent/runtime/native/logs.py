@@ -254,11 +254,14 @@ async def follow(
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def current_inode() -> int | None:
+    def read_step(fd: int, ino: int) -> tuple[bool, bytes]:
+        """(rotated, what was appended): the path is looked at before the read, so that
+        lines written between a read and the rotation are not lost with the old file."""
         try:
-            return os.stat(path).st_ino
+            rotated = os.stat(path).st_ino != ino
         except FileNotFoundError:
-            return None
+            rotated = True  # removed: the old file is complete too
+        return rotated, read_more(fd)
 
     opened = await asyncio.to_thread(open_current)
     history: list[LogLine] = []
@@ -280,16 +283,16 @@ async def follow(
                     await asyncio.sleep(interval)
                     continue
             fd, ino, _size = opened
-            data = await asyncio.to_thread(read_more, fd)
+            rotated, data = await asyncio.to_thread(read_step, fd, ino)
             if data:
                 complete, _, pending = (pending + data).rpartition(b"\n")
                 for line in _parse_all(complete):
                     yield line
-                continue
-            if await asyncio.to_thread(current_inode) != ino:
-                # Rotated (or removed): the old file is complete; go on with the new one.
+            if rotated:  # the old file is read to its end: go on with the new one
                 os.close(fd)
                 opened, pending = None, b""
+                continue
+            if data:
                 continue
             if done is not None and done():
                 return
