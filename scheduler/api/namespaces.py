@@ -102,6 +102,7 @@ async def delete_namespace(request: web.Request) -> web.Response:
         try:
             new = await store.put(kv.key, encode(marked), obj=marked, expect=kv.mod_revision)
         except (Conflict, NotFound):
+            await store.settled(kv.key)  # a write of it was queued: read it once durable
             continue
         return json_response(with_resource_version(new))
     raise ConflictError(f'namespaces "{name}" kept changing; try again', name=name)

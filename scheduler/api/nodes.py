@@ -93,7 +93,7 @@ async def _set_unschedulable(cp: ControlPlane, name: str, value: bool) -> KV:
         try:
             return await cp.store.put(kv.key, encode(updated), obj=updated, expect=kv.mod_revision)
         except (Conflict, NotFound):
-            continue
+            await cp.store.settled(kv.key)  # a write of it was queued: read it once durable
     raise ConflictError(f'nodes "{name}" kept changing; try again', name=name, kind="nodes")
 
 

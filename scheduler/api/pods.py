@@ -299,7 +299,8 @@ async def delete_pod(request: web.Request) -> web.Response:
             await cp.store.delete(key, expect=kv.mod_revision)
             return json_response(with_resource_version(kv))
         except (Conflict, NotFound):
-            continue  # changed under us (a status report, say): look again
+            # Changed under us (a status report, say): look again once that is durable.
+            await cp.store.settled(key)
     raise ConflictError(f'pods "{name}" kept changing; try again', name=name, kind="pods")
 
 

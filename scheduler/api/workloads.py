@@ -202,7 +202,8 @@ async def delete_workload(request: web.Request) -> web.Response:
             # Unguarded: a status written meanwhile does not change what is deleted.
             await cp.store.delete(kv.key)
         except Conflict:
-            continue  # the owner changed while being marked: look again
+            await cp.store.settled(kv.key)  # the owner changed while being marked: look again
+            continue
         except NotFound:
             break
         return success(kind, obj)
@@ -229,7 +230,7 @@ async def _orphan(cp: ControlPlane, kind: Kind, kv: KV, obj: Any) -> None:
                 await cp.store.put(pod_key, encode(freed), obj=freed, expect=pod_kv.mod_revision)
                 break
             except (Conflict, NotFound):
-                continue
+                await cp.store.settled(pod_key)  # a write of it was queued: read it durable
 
 
 # -- /scale -----------------------------------------------------------------------------------
@@ -286,6 +287,7 @@ async def update_scale(request: web.Request) -> web.Response:
         except (Conflict, NotFound):
             if request.method == "PUT" and expect != kv.mod_revision:
                 raise _conflict(DEPLOYMENTS, name) from None
+            await store.settled(kv.key)  # a write of it was queued: read it once durable
             continue
         return json_response(_scale(updated, new))
     raise _conflict(DEPLOYMENTS, name)

@@ -99,6 +99,13 @@ class Store(Protocol):
         implementation without such a queue returns what `get` would)."""
         ...
 
+    async def settled(self, key: str) -> KV | None:
+        """The key's durable value once every write to it accepted so far is durable (or
+        has failed): what a read-modify-write that lost to a queued write reads before it
+        tries again, instead of the same committed value (an implementation without such
+        a queue returns what `get` would)."""
+        ...
+
     async def list(self, prefix: str) -> tuple[list[KV], int]:
         """Every key under the prefix, sorted, with the revision the listing reflects."""
         ...

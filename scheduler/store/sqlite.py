@@ -119,6 +119,7 @@ class SqliteStore:
         self._compacted = 0
         self._watchers: set[_SqliteWatch] = set()
         self._writer: asyncio.Task[None] | None = None
+        self._progress = asyncio.Event()  # set, and replaced, after every commit or failure
         self._closing = False
         self.commits = 0  # transactions written, for metrics and benchmarks
         self.writes = 0
@@ -199,6 +200,14 @@ class SqliteStore:
         """
         return self._current(key)
 
+    async def settled(self, key: str) -> KV | None:
+        target = self._next_revision if key in self._latest else self._revision
+        # Until the writes up to `target` are published, or have failed (the failure
+        # path takes _next_revision back below it).
+        while self._revision < target <= self._next_revision:
+            await self._progress.wait()
+        return self._committed.get(key)
+
     def _current(self, key: str) -> KV | None:
         if key in self._latest:
             return self._latest[key]
@@ -268,8 +277,15 @@ class SqliteStore:
                 for pending in failed:
                     if not pending.future.done():
                         pending.future.set_exception(StoreUnavailable(f"write not durable: {exc}"))
+                self._progressed()
                 continue
             self._publish(batch)
+            self._progressed()
+
+    def _progressed(self) -> None:
+        """Wake whoever waits in `settled`."""
+        self._progress.set()
+        self._progress = asyncio.Event()
 
     async def _commit(self, batch: builtins.list[_Pending]) -> None:
         # Only each key's final state in the batch goes to disk; later writes win.

@@ -537,3 +537,18 @@ async def test_commit_failure(store: SqliteStore, db_path: Path) -> None:
     assert (event.kv.value, event.revision) == (b"after", 2)
     watch.close()
     assert _rows(db_path, "SELECT key, value, mod_revision FROM kv") == [("a", b"after", 2)]
+
+
+async def test_settled_reads_a_key_once_its_queued_writes_are_durable(store: SqliteStore) -> None:
+    """A read-modify-write that lost to a queued write waits for it instead of reading
+    the same committed value again (and losing again)."""
+    await store.put("/k", b"1")
+    queued = store.txn([Op("put", "/k", b"2")])
+    committed = await store.get("/k")
+    assert committed is not None and committed.value == b"1"
+    with pytest.raises(Conflict):  # the queued write is newer than what get() shows
+        await store.put("/k", b"3", expect=committed.mod_revision)
+    settled = await store.settled("/k")
+    assert queued.done() and settled is not None and settled.value == b"2"
+    assert (await store.put("/k", b"3", expect=settled.mod_revision)).value == b"3"
+    assert (await store.settled("/untouched")) is None  # nothing queued: at once
