@@ -182,8 +182,8 @@ def _serve(conn: int, warm: bool = False) -> None:
     if op == "run":
         monitor.run(request, conn, prepared)  # its troubles go to monitor.log, once started
         return
-    if isinstance(prepared, monitor.Prepared):
-        prepared.discard()  # not a start: the init prepared for one is not needed
+    if ready is not None:
+        ready.discard()  # not a start: the init prepared for one is not needed
     if op == "exec":
         try:
             answer = exec_command(request)
