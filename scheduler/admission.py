@@ -67,10 +67,11 @@ def check_pod_spec(
 def admit(config: SchedulerConfig, obj: Any, prefix: str = "") -> None:
     """Raise 422 `Invalid` naming each forbidden field of a pod, or of a workload's template."""
     spec: Any = getattr(obj, "spec", None)
-    template_spec = getattr(getattr(spec, "template", None), "spec", None)
-    if isinstance(spec, PodSpec):
+    if isinstance(spec, PodSpec):  # a pod: no look for a template (pydantic's slow miss)
         causes = check_pod_spec(config, spec, f"{prefix}spec")
-    elif isinstance(template_spec, PodSpec):
+    elif isinstance(
+        template_spec := getattr(getattr(spec, "template", None), "spec", None), PodSpec
+    ):
         causes = check_pod_spec(config, template_spec, f"{prefix}spec.template.spec")
     else:
         return

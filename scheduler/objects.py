@@ -7,9 +7,10 @@ known) but spliced in when the object is read.
 
 from __future__ import annotations
 
+import os
 from typing import TypeVar
 
-from common.models import Model
+from common.models import Model, ObjectMeta
 from scheduler.store import KV
 
 PODS = "/pods/"
@@ -26,12 +27,32 @@ def node_key(name: str) -> str:
     return f"{NODES}{name}"
 
 
+def new_uids(count: int) -> list[str]:
+    """`count` random (version 4) UUIDs as strings, as `str(uuid.uuid4())` makes them, from
+    one read of the OS's randomness: a quarter of the time of `uuid4()` per uid."""
+    hexes = os.urandom(16 * count).hex()
+    return [
+        f"{h[0:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+        for h in (hexes[i : i + 32] for i in range(0, 32 * count, 32))
+    ]
+
+
+# RFC 4122's variant: the top two bits of the 17th hex digit are 10.
+_VARIANT = "89ab"
+
+
 def encode(obj: Model) -> bytes:
     """The stored form: wire JSON without resourceVersion (metadata comes third, after
     apiVersion and kind, which `with_resource_version` relies on)."""
-    return obj.model_dump_json(
-        by_alias=True, exclude_none=True, exclude={"metadata": {"resource_version"}}
-    ).encode()
+    # Serialized straight to bytes (model_dump_json makes a str of them); an object without
+    # a resourceVersion, as every new one, needs no `exclude`, which costs about an eighth.
+    serializer = type(obj).__pydantic_serializer__
+    meta = getattr(obj, "metadata", None)
+    if isinstance(meta, ObjectMeta) and meta.resource_version is None:
+        return serializer.to_json(obj, by_alias=True, exclude_none=True)
+    return serializer.to_json(
+        obj, by_alias=True, exclude_none=True, exclude={"metadata": {"resource_version"}}
+    )
 
 
 def decode(kv: KV, model: type[T]) -> T:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -39,6 +39,7 @@ from scheduler.objects import (
     encode,
     list_json,
     mutable_copy,
+    new_uids,
     pod_key,
     with_resource_version,
 )
@@ -53,8 +54,19 @@ _FIELDS: dict[str, Callable[[Pod], str]] = {
 }
 
 
-def _validate(doc: Any, namespace: str, prefix: str = "") -> Pod:
-    """A client's pod, checked, with the fields the server owns set."""
+def _validate(
+    doc: Any,
+    namespace: str,
+    prefix: str = "",
+    *,
+    created: datetime | None = None,
+    uid: str | None = None,
+) -> Pod:
+    """A client's pod, checked, with the fields the server owns set.
+
+    `created` and `uid` are the creation time and uid to give it (a batch passes one time
+    for all its pods and uids made together); by default, now and a new uid.
+    """
     if isinstance(doc, dict) and doc.get("kind") not in (None, "Pod"):
         raise Invalid(f"{prefix}kind: expected Pod, got {doc.get('kind')!r}")
     try:
@@ -76,7 +88,9 @@ def _validate(doc: Any, namespace: str, prefix: str = "") -> Pod:
         raise Invalid(exc.message, causes=causes, name=name, kind="pods") from None
     assert isinstance(obj, Pod)
     meta = obj.metadata
-    if meta.namespace not in (None, namespace):
+    if meta.namespace is None:
+        meta.namespace = namespace
+    elif meta.namespace != namespace:
         raise Invalid(
             f"the namespace of the object ({meta.namespace}) does not match the namespace "
             f"of the request ({namespace})",
@@ -90,13 +104,17 @@ def _validate(doc: Any, namespace: str, prefix: str = "") -> Pod:
             name=meta.name,
             kind="pods",
         )
-    meta.namespace = namespace
-    meta.uid = str(uuid.uuid4())
-    meta.creation_timestamp = now()
-    meta.resource_version = None
-    meta.deletion_timestamp = None
+    # Each assignment to a pydantic model costs a Python-level __setattr__: the fields a
+    # client rarely sends are only reset when it did send them.
+    meta.uid = uid or new_uids(1)[0]
+    meta.creation_timestamp = created or now()
+    if meta.resource_version is not None:
+        meta.resource_version = None
+    if meta.deletion_timestamp is not None:
+        meta.deletion_timestamp = None
     meta.generation = 1
-    obj.status = PodStatus()
+    if "status" in doc:  # what a client says of the status is dropped (validated, above)
+        obj.status = PodStatus()
     return obj
 
 
@@ -123,7 +141,12 @@ async def create_pods(request: web.Request) -> web.Response:
     items = doc["items"]
     if len(items) > MAX_BATCH:
         raise BadRequest(f"a batch holds at most {MAX_BATCH} pods, got {len(items)}")
-    pods = [_validate(item, namespace, f"items[{i}].") for i, item in enumerate(items)]
+    created = now()  # one creation time and one read of randomness for the whole batch
+    uids = new_uids(len(items))
+    pods = [
+        _validate(item, namespace, f"items[{i}].", created=created, uid=uids[i])
+        for i, item in enumerate(items)
+    ]
     for i, pod in enumerate(pods):
         admit(config, pod, f"items[{i}].")
     seen: set[str] = set()
