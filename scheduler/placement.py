@@ -178,6 +178,7 @@ class Decision:
     reasons: dict[str, int] = field(default_factory=dict)  # reason -> nodes that gave it
     total_nodes: int = 0
     visited: int = 0
+    requests: tuple[int, int] = (0, 0)  # what the pod reserves: millicores, bytes
 
     @property
     def message(self) -> str:
@@ -213,12 +214,14 @@ class Placement:
         # Every node with the reasons its node filters gave (empty: pods may go there).
         self._visit: list[tuple[NodeState, Reasons]] = []
         self._visit_version = -1
+        self._want = 1  # sample_size of the visit list
         self.version = 0
 
     def _visit_list(self) -> list[tuple[NodeState, Reasons]]:
         if self._visit_version != self.version or len(self._visit) != len(self._nodes):
             self._visit = [(state, self._node_verdict(state)) for state in self._nodes.values()]
             self._visit_version = self.version
+            self._want = self.sample_size(len(self._visit))
         return self._visit
 
     def _node_verdict(self, node: NodeState) -> Reasons:
@@ -236,12 +239,12 @@ class Placement:
     def place(self, pod: Pod) -> Decision:
         visit = self._visit_list()
         total = len(visit)
-        decision = Decision(None, {}, total)
+        cpu, mem = requests = pod.spec.requests()
+        decision = Decision(None, {}, total, 0, requests)
         if not total:
             return decision
-        cpu, mem = pod.spec.requests()
         cycle = CycleState(pod, cpu, mem, pod.spec.node_selector)
-        want = self.sample_size(total)
+        want = self._want
         # A start and a stride coprime with the count, both drawn from the uid, visit
         # every node exactly once in a shuffled order without shuffling a list per
         # placement; crc32 (not hash()) so that a placement replays across processes.

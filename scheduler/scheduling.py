@@ -21,7 +21,7 @@ from common.models import Pod, PodCondition, now
 from scheduler.cluster import needs_node
 from scheduler.context import Context
 from scheduler.events import pod_ref
-from scheduler.objects import encode
+from scheduler.objects import encode, replaced
 from scheduler.placement import Placement
 from scheduler.store import KV, Conflict, NotFound, Op, StoreError
 
@@ -107,9 +107,8 @@ class Scheduler:
             kv = cluster.pod_kvs.get(key)
             if kv is None:
                 continue
-            cpu, mem = pod.spec.requests()
             first_seen = cluster.pending.get(key, time.monotonic())
-            cluster.assume(key, node, cpu, mem)
+            cluster.assume(key, node, *decision.requests)
             self._parked.discard(key)
             self.unschedulable.pop(key, None)
             bound = _bound(pod, node, scheduled)
@@ -202,13 +201,7 @@ async def _first(*events: asyncio.Event) -> None:
 def _bound(pod: Pod, node: str, scheduled: PodCondition) -> Pod:
     """The pod bound to `node` with the PodScheduled=True condition `scheduled`; shallow
     copies: the cached object and its unchanged parts are shared."""
-    status = pod.status.model_copy(
-        update={
-            "reason": None,
-            "message": None,
-            "conditions": _with_condition(pod.status.conditions, scheduled),
-        }
-    )
-    return pod.model_copy(
-        update={"spec": pod.spec.model_copy(update={"node_name": node}), "status": status}
-    )
+    conditions = _with_condition(pod.status.conditions, scheduled)
+    status = replaced(pod.status, {"reason": None, "message": None, "conditions": conditions})
+    spec = replaced(pod.spec, {"node_name": node})
+    return replaced(pod, {"spec": spec, "status": status})
