@@ -91,12 +91,28 @@ def _parse(text: str | int | float) -> Fraction:
 
 def cpu_millis(text: str | int | float) -> int:
     """CPU in millicores, rounded up: `500m` -> 500, `0.5` -> 500, `2` -> 2000."""
-    return math.ceil(parse_quantity(text) * 1000)
+    if type(text) is str:
+        return _cpu_millis_cached(text)
+    return math.ceil(_parse(text) * 1000)
 
 
 def memory_bytes(text: str | int | float) -> int:
     """Memory (or any byte count) in bytes, rounded up: `1Gi` -> 1073741824."""
-    return math.ceil(parse_quantity(text))
+    if type(text) is str:
+        return _memory_bytes_cached(text)
+    return math.ceil(_parse(text))
+
+
+# The integers too: Fraction arithmetic costs several microseconds a quantity, and
+# every new pod's requests are counted from the same few strings.
+@functools.lru_cache(maxsize=4096)
+def _cpu_millis_cached(text: str) -> int:
+    return math.ceil(_parse_cached(text) * 1000)
+
+
+@functools.lru_cache(maxsize=4096)
+def _memory_bytes_cached(text: str) -> int:
+    return math.ceil(_parse_cached(text))
 
 
 def format_cpu(millis: int) -> str:

@@ -8,7 +8,7 @@ known) but spliced in when the object is read.
 from __future__ import annotations
 
 import os
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from common.models import Model, ObjectMeta
 from scheduler.store import KV
@@ -84,3 +84,23 @@ def list_json(kind: str, items: list[KV], revision: int, api_version: str = "v1"
 def mutable_copy(obj: T) -> T:
     """A deep copy safe to change: objects cached in the store are shared."""
     return obj.model_copy(deep=True)
+
+
+_set = object.__setattr__
+
+
+def replaced(obj: T, changes: dict[str, Any]) -> T:
+    """A shallow copy of `obj` with the fields in `changes` replaced, unvalidated: what
+    `obj.model_copy(update=changes)` gives, at about half the cost for corral's models,
+    which have neither extra fields nor private attributes (pydantic's copy goes through
+    `copy.copy` three times and looks for both on every call). Used on hot paths."""
+    if obj.__pydantic_extra__ is not None or obj.__pydantic_private__ is not None:
+        return obj.model_copy(update=changes)
+    new = type(obj).__new__(type(obj))
+    values = obj.__dict__.copy()
+    values.update(changes)
+    _set(new, "__dict__", values)
+    _set(new, "__pydantic_fields_set__", obj.__pydantic_fields_set__ | changes.keys())
+    _set(new, "__pydantic_extra__", None)
+    _set(new, "__pydantic_private__", None)
+    return new

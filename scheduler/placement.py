@@ -3,8 +3,11 @@
 As in kube-scheduler's framework and Nomad's feasibility checkers and rankers:
 
     pod ──> prepare (requests computed once) ──> visit nodes in a shuffled order
-              │ filters, cheapest first: NodeReady, NodeUnschedulable, NodeSelector,
-              │   PodCount, ResourcesFit; a node that fails is counted under its reason
+              │ node filters (NodeReady, NodeUnschedulable) depend on the node only:
+              │   evaluated when a node changes, not per pod (Nomad's computed node class)
+              │ pod filters, cheapest first: NodeSelector, PodCount, ResourcesFit; one
+              │   that cannot fail for this pod says so once (kube's PreFilter "Skip")
+              │   and is not called per node; a node that fails is counted under its reason
               │ stop once `sample` nodes pass (about log2 of the node count, as Nomad
               │   does), so a placement does not visit every node of a big cluster
               └─> scores on the feasible sample: LeastAllocated (spread, default) or
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -49,12 +51,26 @@ _NO_MEMORY: Reasons = ("Insufficient memory",)
 _NO_CPU_OR_MEMORY: Reasons = _NO_CPU + _NO_MEMORY
 
 
+class NodeFilterPlugin(Protocol):
+    """A filter that looks at the node only (readiness, cordon), whatever the pod: its
+    verdict is computed when the node changes (`Placement.version`), not per placement.
+    Returns the reasons no pod can go to the node (`FITS`, empty, if pods can)."""
+
+    name: str
+
+    def node_filter(self, node: NodeState) -> Reasons: ...
+
+
 class FilterPlugin(Protocol):
     """Called by `Placement.place` for each visited node; returns the reasons the node
     cannot take the pod (`FITS`, empty, if it can). Must be cheap and free of side
-    effects: it runs for every node visited, so the reasons are shared constants."""
+    effects: it runs for every node visited, so the reasons are shared constants.
+    `pre_filter` is asked once per pod: False means the filter cannot fail for this pod
+    (kube-scheduler's PreFilter `Skip`), and it is not called for any node."""
 
     name: str
+
+    def pre_filter(self, cycle: CycleState) -> bool: ...
 
     def filter(self, cycle: CycleState, node: NodeState) -> Reasons: ...
 
@@ -70,31 +86,36 @@ class ScorePlugin(Protocol):
 class NodeReady:
     name = "NodeReady"
 
-    def filter(self, cycle: CycleState, node: NodeState) -> Reasons:
+    def node_filter(self, node: NodeState) -> Reasons:
         return FITS if node.ready else _NOT_READY
 
 
 class NodeUnschedulable:
     name = "NodeUnschedulable"
 
-    def filter(self, cycle: CycleState, node: NodeState) -> Reasons:
+    def node_filter(self, node: NodeState) -> Reasons:
         return _UNSCHEDULABLE if node.cordoned else FITS
 
 
 class NodeSelector:
     name = "NodeSelector"
 
+    def pre_filter(self, cycle: CycleState) -> bool:
+        return bool(cycle.node_selector)  # no selector: every node matches
+
     def filter(self, cycle: CycleState, node: NodeState) -> Reasons:
-        if cycle.node_selector:
-            labels = node.node.metadata.labels
-            for key, value in cycle.node_selector.items():
-                if labels.get(key) != value:
-                    return _SELECTOR
+        labels = node.node.metadata.labels
+        for key, value in cycle.node_selector.items():
+            if labels.get(key) != value:
+                return _SELECTOR
         return FITS
 
 
 class PodCount:
     name = "PodCount"
+
+    def pre_filter(self, cycle: CycleState) -> bool:
+        return True
 
     def filter(self, cycle: CycleState, node: NodeState) -> Reasons:
         return _TOO_MANY_PODS if len(node.pods) >= node.alloc_pods else FITS
@@ -103,9 +124,12 @@ class PodCount:
 class ResourcesFit:
     name = "ResourcesFit"
 
+    def pre_filter(self, cycle: CycleState) -> bool:
+        return True
+
     def filter(self, cycle: CycleState, node: NodeState) -> Reasons:
-        no_cpu = cycle.cpu > node.free_cpu
-        no_mem = cycle.mem > node.free_mem
+        no_cpu = cycle.cpu > node.alloc_cpu - node.req_cpu
+        no_mem = cycle.mem > node.alloc_mem - node.req_mem
         if no_cpu or no_mem:
             return _NO_CPU_OR_MEMORY if no_cpu and no_mem else _NO_CPU if no_cpu else _NO_MEMORY
         return FITS
@@ -115,7 +139,8 @@ def _allocated_fraction(cycle: CycleState, node: NodeState) -> float:
     """Mean of CPU and memory allocated on the node once the pod is added (0..1)."""
     cpu = (node.req_cpu + cycle.cpu) / node.alloc_cpu if node.alloc_cpu else 1.0
     mem = (node.req_mem + cycle.mem) / node.alloc_mem if node.alloc_mem else 1.0
-    return (min(cpu, 1.0) + min(mem, 1.0)) / 2
+    # Conditionals, not min(): the builtin's call costs more than the arithmetic here.
+    return ((cpu if cpu < 1.0 else 1.0) + (mem if mem < 1.0 else 1.0)) / 2
 
 
 class LeastAllocated:
@@ -136,9 +161,9 @@ class MostAllocated:
         return 100.0 * _allocated_fraction(cycle, node)
 
 
-_: FilterPlugin = NodeReady()
-_ = NodeUnschedulable()
-_ = NodeSelector()
+_n: NodeFilterPlugin = NodeReady()
+_n = NodeUnschedulable()
+_: FilterPlugin = NodeSelector()
 _ = PodCount()
 _ = ResourcesFit()
 __: ScorePlugin = LeastAllocated()
@@ -150,9 +175,10 @@ class Decision:
     """The outcome of one placement: a node, or the reasons no node fits."""
 
     node: str | None
-    reasons: Counter[str] = field(default_factory=Counter)
+    reasons: dict[str, int] = field(default_factory=dict)  # reason -> nodes that gave it
     total_nodes: int = 0
     visited: int = 0
+    requests: tuple[int, int] = (0, 0)  # what the pod reserves: millicores, bytes
 
     @property
     def message(self) -> str:
@@ -168,32 +194,42 @@ class Decision:
 
 
 class Placement:
-    """The pipeline, assembled once. `place` is called by the scheduling loop per pod."""
+    """The pipeline, assembled once. `place` is called by the scheduling loop per pod.
+
+    The owner bumps `version` whenever a node is added, removed or changed (the
+    cluster's node listeners), which is when the node filters' verdicts are redone.
+    """
 
     def __init__(
         self, nodes: dict[str, NodeState], strategy: str = "spread", sample: int = 0
     ) -> None:
         self._nodes = nodes
-        # Cheapest and most selective first: readiness and cordons are a field read,
-        # the selector a few dict lookups, resources some arithmetic.
-        self.filters: list[FilterPlugin] = [
-            NodeReady(),
-            NodeUnschedulable(),
-            NodeSelector(),
-            PodCount(),
-            ResourcesFit(),
-        ]
+        # Node filters first (their verdict is cached per node), then the pod filters,
+        # cheapest and most selective first: the selector is a few dict lookups,
+        # the pod count a len(), resources some arithmetic.
+        self.node_filters: list[NodeFilterPlugin] = [NodeReady(), NodeUnschedulable()]
+        self.filters: list[FilterPlugin] = [NodeSelector(), PodCount(), ResourcesFit()]
         self.scorer: ScorePlugin = MostAllocated() if strategy == "binpack" else LeastAllocated()
         self._sample = sample
-        self._names: list[str] = []
-        self._names_version = -1
-        self.version = 0  # bumped by the owner when nodes are added or removed
+        # Every node with the reasons its node filters gave (empty: pods may go there).
+        self._visit: list[tuple[NodeState, Reasons]] = []
+        self._visit_version = -1
+        self._want = 1  # sample_size of the visit list
+        self.version = 0
 
-    def _node_names(self) -> list[str]:
-        if self._names_version != self.version or len(self._names) != len(self._nodes):
-            self._names = list(self._nodes)
-            self._names_version = self.version
-        return self._names
+    def _visit_list(self) -> list[tuple[NodeState, Reasons]]:
+        if self._visit_version != self.version or len(self._visit) != len(self._nodes):
+            self._visit = [(state, self._node_verdict(state)) for state in self._nodes.values()]
+            self._visit_version = self.version
+            self._want = self.sample_size(len(self._visit))
+        return self._visit
+
+    def _node_verdict(self, node: NodeState) -> Reasons:
+        for plugin in self.node_filters:
+            reasons = plugin.node_filter(node)
+            if reasons:
+                return reasons
+        return FITS
 
     def sample_size(self, total: int) -> int:
         if self._sample:
@@ -201,47 +237,49 @@ class Placement:
         return max(8, math.ceil(math.log2(total))) if total > 1 else 1
 
     def place(self, pod: Pod) -> Decision:
-        cpu, mem = pod.spec.requests()
-        cycle = CycleState(pod, cpu, mem, pod.spec.node_selector)
-        names = self._node_names()
-        total = len(names)
-        decision = Decision(None, Counter(), total)
+        visit = self._visit_list()
+        total = len(visit)
+        cpu, mem = requests = pod.spec.requests()
+        decision = Decision(None, {}, total, 0, requests)
         if not total:
             return decision
-        want = self.sample_size(total)
+        cycle = CycleState(pod, cpu, mem, pod.spec.node_selector)
+        want = self._want
         # A start and a stride coprime with the count, both drawn from the uid, visit
         # every node exactly once in a shuffled order without shuffling a list per
         # placement; crc32 (not hash()) so that a placement replays across processes.
         seed = zlib.crc32((pod.metadata.uid or pod.metadata.name).encode())
-        start = seed % total
+        index = seed % total
         stride = 1 + (seed >> 8) % (total - 1) if total > 2 else 1
         while math.gcd(stride, total) != 1:
             stride += 1
-        checks = [plugin.filter for plugin in self.filters]
+        checks = [plugin.filter for plugin in self.filters if plugin.pre_filter(cycle)]
         score = self.scorer.score
-        nodes = self._nodes
+        counts = decision.reasons
         best: NodeState | None = None
         best_score = -1.0
         feasible = visited = 0
-        index = start
         for _ in range(total):
-            state = nodes.get(names[index])
-            index = (index + stride) % total
-            if state is None:
-                continue
+            state, reasons = visit[index]
+            index += stride
+            if index >= total:
+                index -= total
             visited += 1
-            for check in checks:
-                reasons = check(cycle, state)
-                if reasons:
-                    decision.reasons.update(reasons)
-                    break
-            else:
-                node_score = score(cycle, state)
-                if node_score > best_score:
-                    best, best_score = state, node_score
-                feasible += 1
-                if feasible >= want:
-                    break
+            if not reasons:
+                for check in checks:
+                    reasons = check(cycle, state)
+                    if reasons:
+                        break
+            if reasons:
+                for reason in reasons:
+                    counts[reason] = counts.get(reason, 0) + 1
+                continue
+            node_score = score(cycle, state)
+            if node_score > best_score:
+                best, best_score = state, node_score
+            feasible += 1
+            if feasible >= want:
+                break
         decision.visited = visited
         if best is not None:
             decision.node = best.name

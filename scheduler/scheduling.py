@@ -15,12 +15,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable
+from datetime import datetime
 
 from common.models import Pod, PodCondition, now
 from scheduler.cluster import needs_node
 from scheduler.context import Context
 from scheduler.events import pod_ref
-from scheduler.objects import encode
+from scheduler.objects import encode, replaced
 from scheduler.placement import Placement
 from scheduler.store import KV, Conflict, NotFound, Op, StoreError
 
@@ -80,8 +81,13 @@ class Scheduler:
 
     def _schedule_batch(self) -> None:
         cluster = self._cluster
-        scheduled = self._metrics.placement_attempts.labels(result="scheduled")
-        unschedulable = self._metrics.placement_attempts.labels(result="unschedulable")
+        metrics = self._metrics
+        observe = metrics.placement_seconds.observe
+        # One time for the batch (Kubernetes times are whole seconds), and so one
+        # PodScheduled condition, shared by the bound pods as their other fields are.
+        stamp = now()
+        scheduled = PodCondition(type="PodScheduled", status="True", last_transition_time=stamp)
+        placed = unschedulable = 0
         binds: list[tuple[str, str, float, Awaitable[list[KV]]]] = []
         for key in self._ready_keys():
             pod = cluster.pods.get(key)
@@ -90,27 +96,35 @@ class Scheduler:
                 continue
             started = time.perf_counter()
             decision = self._placement.place(pod)
-            self._metrics.placement_seconds.observe(time.perf_counter() - started)
-            if decision.node is None:
-                unschedulable.inc()
+            observe(time.perf_counter() - started)
+            node = decision.node
+            if node is None:
+                unschedulable += 1
                 self._parked.add(key)
-                self._mark_unschedulable(key, pod, decision.message)
+                self._mark_unschedulable(key, pod, decision.message, stamp)
                 continue
-            scheduled.inc()
+            placed += 1
             kv = cluster.pod_kvs.get(key)
             if kv is None:
                 continue
-            cpu, mem = pod.spec.requests()
             first_seen = cluster.pending.get(key, time.monotonic())
-            cluster.assume(key, decision.node, cpu, mem)
+            cluster.assume(key, node, *decision.requests)
             self._parked.discard(key)
             self.unschedulable.pop(key, None)
-            bound = _bound(pod, decision.node)
+            bound = _bound(pod, node, scheduled)
             write = self._store.txn([Op("put", key, encode(bound), bound, kv.mod_revision)])
-            binds.append((key, decision.node, first_seen, write))
+            binds.append((key, node, first_seen, write))
             self._events.record(
-                pod_ref(pod), "Scheduled", f"Successfully assigned {pod.key} to {decision.node}"
+                pod_ref(pod),
+                "Scheduled",
+                f"Successfully assigned {pod.key} to {node}",
+                timestamp=stamp,
             )
+        # Counted once a batch: nothing can read the counters in the middle of one.
+        if placed:
+            metrics.placement_attempts.labels(result="scheduled").inc(placed)
+        if unschedulable:
+            metrics.placement_attempts.labels(result="unschedulable").inc(unschedulable)
         if binds:
             # One task waits for the whole batch: the group commit makes them durable together.
             task = asyncio.create_task(self._finish_binds(binds))
@@ -132,11 +146,13 @@ class Scheduler:
             latency.observe(done - first_seen)
         self._metrics.binds.inc(sum(1 for r in results if not isinstance(r, BaseException)))
 
-    def _mark_unschedulable(self, key: str, pod: Pod, message: str) -> None:
+    def _mark_unschedulable(self, key: str, pod: Pod, message: str, stamp: datetime) -> None:
         if self.unschedulable.get(key) == message:
             return
         self.unschedulable[key] = message
-        self._events.record(pod_ref(pod), "FailedScheduling", message, type="Warning")
+        self._events.record(
+            pod_ref(pod), "FailedScheduling", message, type="Warning", timestamp=stamp
+        )
         kv = self._cluster.pod_kvs.get(key)
         if kv is None:
             return
@@ -148,7 +164,7 @@ class Scheduler:
                 status="False",
                 reason="Unschedulable",
                 message=message,
-                last_transition_time=now(),
+                last_transition_time=stamp,
             ),
         )
         updated = pod.model_copy(update={"status": status})
@@ -165,10 +181,11 @@ class Scheduler:
 
 
 def _with_condition(conditions: list[PodCondition], condition: PodCondition) -> list[PodCondition]:
-    """`conditions` with `condition` set; the transition time is kept if the status is the same."""
+    """`conditions` with `condition` set; the transition time is kept if the status is the
+    same (in a copy: `condition` may be shared)."""
     old = next((c for c in conditions if c.type == condition.type), None)
     if old is not None and old.status == condition.status:
-        condition.last_transition_time = old.last_transition_time
+        condition = condition.model_copy(update={"last_transition_time": old.last_transition_time})
     return [*(c for c in conditions if c.type != condition.type), condition]
 
 
@@ -181,13 +198,10 @@ async def _first(*events: asyncio.Event) -> None:
             waiter.cancel()
 
 
-def _bound(pod: Pod, node: str) -> Pod:
-    """The pod bound to `node`, PodScheduled=True; shallow copies, the cached object is shared."""
-    status = pod.status.model_copy(update={"reason": None, "message": None})
-    status.conditions = _with_condition(
-        pod.status.conditions,
-        PodCondition(type="PodScheduled", status="True", last_transition_time=now()),
-    )
-    return pod.model_copy(
-        update={"spec": pod.spec.model_copy(update={"node_name": node}), "status": status}
-    )
+def _bound(pod: Pod, node: str, scheduled: PodCondition) -> Pod:
+    """The pod bound to `node` with the PodScheduled=True condition `scheduled`; shallow
+    copies: the cached object and its unchanged parts are shared."""
+    conditions = _with_condition(pod.status.conditions, scheduled)
+    status = replaced(pod.status, {"reason": None, "message": None, "conditions": conditions})
+    spec = replaced(pod.spec, {"node_name": node})
+    return replaced(pod, {"spec": spec, "status": status})

@@ -45,7 +45,6 @@ from common.models import (
     Deployment,
     DeploymentStatus,
     ObjectMeta,
-    ObjectReference,
     Pod,
     WorkloadCondition,
     now,
@@ -68,6 +67,7 @@ from scheduler.controllers.podcontrol import (
     ready_condition,
     template_hash,
 )
+from scheduler.events import Ref
 from scheduler.kinds import DEPLOYMENTS, REVISIONS
 from scheduler.objects import encode
 from scheduler.store import KV, Conflict, NotFound
@@ -583,13 +583,8 @@ def _with_cause(annotations: dict[str, str], cause: str | None) -> dict[str, str
     return result
 
 
-def _ref(d: Deployment) -> ObjectReference:
-    return ObjectReference(
-        kind="Deployment",
-        name=d.metadata.name,
-        namespace=d.metadata.namespace,
-        uid=d.metadata.uid,
-    )
+def _ref(d: Deployment) -> Ref:
+    return Ref("Deployment", d.metadata.name, d.metadata.namespace, d.metadata.uid)
 
 
 def _uid() -> str:

@@ -30,7 +30,6 @@ from datetime import datetime
 from common.models import (
     Job,
     JobStatus,
-    ObjectReference,
     Pod,
     WorkloadCondition,
     now,
@@ -51,6 +50,7 @@ from scheduler.controllers.podcontrol import (
     prototype,
     restarts,
 )
+from scheduler.events import Ref
 from scheduler.kinds import JOBS
 from scheduler.objects import encode
 from scheduler.store import Conflict, NotFound
@@ -344,7 +344,5 @@ def _set(
     ]
 
 
-def _ref(job: Job) -> ObjectReference:
-    return ObjectReference(
-        kind="Job", name=job.metadata.name, namespace=job.metadata.namespace, uid=job.metadata.uid
-    )
+def _ref(job: Job) -> Ref:
+    return Ref("Job", job.metadata.name, job.metadata.namespace, job.metadata.uid)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
-from common.models import Event, ObjectReference, now
-from scheduler.events import EVENTS, EventRecorder
-from scheduler.objects import decode
+from common.models import Event, EventSource, ObjectMeta, ObjectReference, now
+from scheduler.events import EVENTS, EventRecorder, Ref, event_key, node_ref
+from scheduler.objects import decode, encode
 from scheduler.store.sqlite import SqliteStore
 
 
@@ -23,8 +25,8 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
         await store.close()
 
 
-def ref(name: str) -> ObjectReference:
-    return ObjectReference(kind="Pod", name=name, namespace="default", uid=f"uid-{name}")
+def ref(name: str) -> Ref:
+    return Ref("Pod", name, "default", f"uid-{name}")
 
 
 async def stored(store: SqliteStore) -> dict[str, Event]:
@@ -85,3 +87,99 @@ async def test_a_restarted_recorder_keeps_the_order_of_the_stored_events(
     second.record(ref("m"), "Scheduled", "placed", timestamp=start)
     await second.flush()
     assert sorted(await stored(store)) == ["a", "m"]  # z, the oldest, made room
+
+
+def _model_of(
+    r: Ref,
+    reason: str,
+    message: str,
+    stamp: datetime,
+    *,
+    type: Literal["Normal", "Warning"] = "Normal",
+    host: str | None = None,
+    component: str = "corral-scheduler",
+    count: int = 1,
+    first: datetime | None = None,
+) -> Event:
+    """The event as the recorder built it when it was a pydantic model per record."""
+    digest = hashlib.sha1(f"{r.kind}/{r.uid or r.name}/{reason}/{message}".encode()).hexdigest()
+    return Event(
+        metadata=ObjectMeta(
+            name=f"{r.name}.{digest[:16]}",
+            namespace=r.namespace or "default",
+            creation_timestamp=first or stamp,
+        ),
+        involved_object=ObjectReference(kind=r.kind, name=r.name, namespace=r.namespace, uid=r.uid),
+        reason=reason,
+        message=message,
+        type=type,
+        count=count,
+        first_timestamp=first or stamp,
+        last_timestamp=stamp,
+        source=EventSource(component=component, host=host),
+    )
+
+
+async def test_stored_json_is_what_the_model_encodes_to(store: SqliteStore) -> None:
+    """Events are kept as plain data and their JSON built at flush: byte for byte what
+    encoding the Event model gives, for odd messages, time zones and references too."""
+    recorder = EventRecorder(store)
+    stamp = now()
+    agent_time = datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=timezone(timedelta(hours=2)))
+    same_instant_utc = agent_time.astimezone(UTC)
+    odd = 'quote " backslash \\ newline \n tab \t nul \x00 \x7f \u2028 é 😀'
+    cases: list[tuple[Ref, str, str, datetime, Literal["Normal", "Warning"], str | None, str]] = [
+        (
+            ref("a"),
+            "Scheduled",
+            "Successfully assigned default/a to n1",
+            stamp,
+            "Normal",
+            None,
+            "corral-scheduler",
+        ),
+        (ref("b"), "BackOff", odd, agent_time, "Warning", "n1", "corral-agent"),
+        (ref("c"), "Started", "ok", same_instant_utc, "Normal", "n1", "corral-agent"),
+        (node_ref("n1"), "NodeReady", "joined", stamp, "Normal", None, "corral-scheduler"),
+        (Ref("Pod", "d"), "Pulled", "no namespace, no uid", stamp, "Normal", None, "c"),
+    ]
+    expected = {}
+    for r, reason, message, when, kind, host, component in cases:
+        recorder.record(
+            r, reason, message, timestamp=when, type=kind, host=host, component=component
+        )
+        model = _model_of(r, reason, message, when, type=kind, host=host, component=component)
+        expected[event_key(model.metadata.namespace or "", model.metadata.name)] = encode(model)
+    await recorder.flush()
+    kvs, _ = await store.list(EVENTS)
+    assert {kv.key: kv.value for kv in kvs} == expected
+    # A fold of a loaded event keeps its first time and counts on.
+    later = stamp + timedelta(seconds=5)
+    second = EventRecorder(store)
+    await second.load()
+    second.record(ref("a"), "Scheduled", "Successfully assigned default/a to n1", timestamp=later)
+    await second.flush()
+    model = _model_of(
+        ref("a"),
+        "Scheduled",
+        "Successfully assigned default/a to n1",
+        later,
+        count=2,
+        first=stamp,
+    )
+    kv = await store.get(event_key("default", model.metadata.name))
+    assert kv is not None and kv.value == encode(model)
+
+
+async def test_a_long_object_name_gives_a_valid_event_name(store: SqliteStore) -> None:
+    """A name near the 253-character limit is cut (the digest keeps events apart), so
+    recording never fails, nor does reading the event back."""
+    long_name = "a" * 235 + "-" + "b" * 17  # 253: the cut (236) falls after the "-"
+    recorder = EventRecorder(store)
+    recorder.record(Ref("Pod", long_name, "default", "u1"), "Scheduled", "placed")
+    recorder.record(Ref("Pod", long_name, "default", "u2"), "Scheduled", "placed")
+    await recorder.flush()
+    kvs, _ = await store.list(EVENTS)
+    names = [decode(kv, Event).metadata.name for kv in kvs]
+    assert len(names) == 2 and all(len(n) <= 253 for n in names)
+    assert all(n.startswith("a" * 235 + ".") for n in names)

@@ -22,6 +22,7 @@ from common.models import (
     check_label_value,
     now,
 )
+from scheduler.objects import mutable_copy
 
 
 def _pod(**spec: Any) -> dict[str, Any]:
@@ -86,6 +87,24 @@ def test_requests_sum_with_limit_as_request() -> None:
         )
     )
     assert pod.spec.requests() == (100 + 1000 + 250, 64 * 2**20 + 2**30 + 128_000_000)
+
+
+def test_requests_follow_each_version_of_the_spec() -> None:
+    """A copy of a pod with other containers (a new version) reserves what it now asks:
+    nothing computed for the object it was copied from carries over."""
+    pod = Pod.model_validate(
+        _pod(containers=[{"name": "a", "image": "x", "resources": {"requests": {"cpu": "1"}}}])
+    )
+    assert pod.spec.requests() == (1000, 0)
+    bigger = pod.spec.containers[0].model_copy(
+        update={"resources": ResourceRequirements(requests={"cpu": "3", "memory": "1Gi"})}
+    )
+    spec = pod.spec.model_copy(update={"containers": [bigger]})
+    assert spec.requests() == (3000, 2**30)
+    changed = mutable_copy(pod)
+    changed.spec.containers[0].resources.requests["cpu"] = "250m"
+    assert changed.spec.requests() == (250, 0)
+    assert pod.spec.requests() == (1000, 0)
 
 
 def test_requests_of_empty_resources_is_zero() -> None:

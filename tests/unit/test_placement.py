@@ -16,7 +16,7 @@ from common.models import (
 )
 from common.quantity import cpu_millis, memory_bytes
 from scheduler.cluster import NodeState
-from scheduler.placement import Placement
+from scheduler.placement import CycleState, NodeSelector, Placement
 
 
 def make_node(
@@ -158,3 +158,64 @@ def test_spread_over_cluster() -> None:
         state.req_mem += 128 * 2**20
         state.pods.add(str(pod.metadata.uid))
     assert sorted(len(n.pods) for n in nodes.values()) == [10, 10, 10, 10]
+
+
+class CountingFilter:
+    """A pod filter that records how often it is asked, per pod and per node."""
+
+    name = "Counting"
+
+    def __init__(self, relevant: bool) -> None:
+        self.relevant = relevant
+        self.pre_filters = 0
+        self.filters = 0
+
+    def pre_filter(self, cycle: CycleState) -> bool:
+        self.pre_filters += 1
+        return self.relevant
+
+    def filter(self, cycle: CycleState, node: NodeState) -> tuple[str, ...]:
+        self.filters += 1
+        return ()
+
+
+def test_a_filter_that_skips_a_pod_is_not_called_per_node() -> None:
+    """pre_filter is asked once per pod; False (kube's Skip) spares the per-node calls."""
+    p = placement(*(make_node(f"n{i}") for i in range(5)), sample=5)
+    skipped, relevant = CountingFilter(False), CountingFilter(True)
+    p.filters += [skipped, relevant]
+    assert p.place(make_pod()).visited == 5
+    assert (skipped.pre_filters, skipped.filters) == (1, 0)
+    assert (relevant.pre_filters, relevant.filters) == (1, 5)
+
+
+def test_node_selector_skips_pods_without_one() -> None:
+    """Without a nodeSelector the NodeSelector filter has nothing to check."""
+    selector = NodeSelector()
+    pod = make_pod()
+    assert not selector.pre_filter(CycleState(pod, 0, 0, pod.spec.node_selector))
+    pod = make_pod(selector={"disk": "ssd"})
+    assert selector.pre_filter(CycleState(pod, 0, 0, pod.spec.node_selector))
+
+
+def test_node_filters_are_redone_when_a_node_changes() -> None:
+    """Readiness and cordons are evaluated per node change (version), not per pod, and
+    a change is seen by the next placement with the exact counts."""
+    nodes = {n.name: n for n in (make_node("a"), make_node("b"))}
+    p = Placement(nodes)
+    assert p.place(make_pod()).node is not None
+    for name, ready, cordoned in (("a", False, False), ("b", True, True)):
+        changed = make_node(name, ready=ready, cordoned=cordoned).node
+        nodes[name].update(changed)
+    p.version += 1  # what the control plane's node listener does
+    assert p.place(make_pod()).message == (
+        "0/2 nodes are available: 1 node(s) were not ready, 1 node(s) were unschedulable."
+    )
+    nodes["a"].update(make_node("a").node)
+    p.version += 1
+    assert p.place(make_pod()).node == "a"
+    nodes["c"] = make_node("c", ready=False)  # a new node is seen even before a bump
+    assert p.place(make_pod(memory="64Gi")).message == (
+        "0/3 nodes are available: 1 Insufficient memory, 1 node(s) were not ready, "
+        "1 node(s) were unschedulable."
+    )

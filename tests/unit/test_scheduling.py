@@ -1,0 +1,90 @@
+"""The bind: the bound pod's object and stored JSON, built from shared parts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+
+from common.models import (
+    Container,
+    ObjectMeta,
+    Pod,
+    PodCondition,
+    PodSpec,
+    PodStatus,
+    now,
+)
+from scheduler.objects import encode, replaced
+from scheduler.scheduling import _bound
+
+
+def pending_pod(conditions: list[PodCondition] | None = None) -> Pod:
+    return Pod(
+        metadata=ObjectMeta(name="p", namespace="default", uid="u1", labels={"app": "a"}),
+        spec=PodSpec(containers=[Container(name="c", image="i")]),
+        status=PodStatus(reason="Unschedulable", message="no room", conditions=conditions or []),
+    )
+
+
+def expected_bound(pod: Pod, stamp: datetime) -> Pod:
+    """The bound pod built the slow, obvious way: a full copy through validation."""
+    data = pod.model_dump()
+    data["spec"]["node_name"] = "n1"
+    data["status"].update(reason=None, message=None)
+    data["status"]["conditions"] = [
+        {"type": "PodScheduled", "status": "True", "last_transition_time": stamp}
+    ]
+    return Pod.model_validate(data)
+
+
+def test_replaced_is_model_copy_with_update() -> None:
+    """The cheap shallow copy gives what pydantic's model_copy(update=...) gives, and
+    leaves the original alone; it relies on BaseModel's instance slots staying these."""
+    assert BaseModel.__slots__ == (
+        "__dict__",
+        "__pydantic_fields_set__",
+        "__pydantic_extra__",
+        "__pydantic_private__",
+    )
+    pod = pending_pod()
+    for obj, changes in (
+        (pod, {"status": PodStatus()}),
+        (pod.spec, {"node_name": "n1"}),
+        (pod.status, {"reason": None, "message": None}),
+    ):
+        ours, theirs = replaced(obj, changes), obj.model_copy(update=changes)
+        assert type(ours) is type(theirs)
+        assert ours.model_fields_set == theirs.model_fields_set
+        assert (ours.__pydantic_extra__, ours.__pydantic_private__) == (None, None)
+        assert ours == theirs
+    assert pod.spec.node_name is None and pod.status.reason == "Unschedulable"
+
+
+def test_bound_pod() -> None:
+    """Bound: nodeName set, the scheduling failure cleared, PodScheduled=True replacing
+    PodScheduled=False with the batch's time; the pending object is unchanged."""
+    stamp = now()
+    earlier = stamp - timedelta(minutes=5)
+    pod = pending_pod(
+        [PodCondition(type="PodScheduled", status="False", last_transition_time=earlier)]
+    )
+    scheduled = PodCondition(type="PodScheduled", status="True", last_transition_time=stamp)
+    bound = _bound(pod, "n1", scheduled)
+    assert encode(bound) == encode(expected_bound(pod, stamp))
+    assert bound.metadata is pod.metadata  # shared, not copied
+    assert pod.spec.node_name is None and pod.status.conditions[0].status == "False"
+
+
+def test_a_kept_transition_time_does_not_change_the_shared_condition() -> None:
+    """A pod already PodScheduled=True keeps its transition time, in a copy: the batch's
+    condition is shared by every pod it binds."""
+    stamp = now()
+    earlier = stamp - timedelta(minutes=5)
+    pod = pending_pod(
+        [PodCondition(type="PodScheduled", status="True", last_transition_time=earlier)]
+    )
+    scheduled = PodCondition(type="PodScheduled", status="True", last_transition_time=stamp)
+    bound = _bound(pod, "n1", scheduled)
+    assert bound.status.conditions[0].last_transition_time == earlier
+    assert scheduled.last_transition_time == stamp
