@@ -51,6 +51,7 @@ from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreUnavailable
 _LOGGER = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 10.0
+STATUS_WRITE_ATTEMPTS = 3
 
 
 class LogsUnavailable(Exception):
@@ -280,7 +281,10 @@ class Hub:
         if state is not None:
             state.connected = True
             state.last_heartbeat = time.monotonic()
-        await self._apply_reports(session, hello.pods)
+        # Durable (or refused) before the welcome, as before any reply on the link.
+        writes = self._apply_reports(session, hello.pods)
+        if writes:
+            await asyncio.wait(writes)
         desired = [p for p in self._cluster.pods_on(name) if desired_on(p) == name]
         kvs = self._cluster.pod_kvs
         stored = [kvs[pod_key(p.metadata.namespace or "default", p.metadata.name)] for p in desired]
@@ -381,7 +385,7 @@ class Hub:
                         self._spawn(self.mark_ready(session.node))
             elif isinstance(frame, protocol.PodStatusUpdate):
                 if frame.pods:
-                    self._spawn(self._apply_reports(session, frame.pods))
+                    self._apply_reports(session, frame.pods)
                 if frame.stopped:
                     self._spawn(self._finish_deletions(session, frame.stopped))
             elif isinstance(frame, protocol.PodEvents):
@@ -433,17 +437,22 @@ class Hub:
 
     # -- reports from agents -------------------------------------------------
 
-    async def _apply_reports(
+    def _apply_reports(
         self, session: AgentSession, reports: list[protocol.PodReport]
-    ) -> None:
-        statuses: list[tuple[str, str, PodStatus]] = []
+    ) -> list[asyncio.Future[list[KV]]]:
+        """Validate an agent's statuses and queue their writes, in the order reported.
+
+        Synchronous up to the queueing (the store fixes the order of writes at the call),
+        so a pod_status frame needs no task of its own; returns the writes' futures.
+        """
+        writes = []
         for report in reports:
             key = self._cluster.by_uid.get(report.uid)
             pod = self._cluster.pods.get(key) if key else None
-            if pod is None or pod.metadata.uid != report.uid:
+            if key is None or pod is None or pod.metadata.uid != report.uid:
                 continue  # a stale incarnation: the welcome/desired set stops it
             if pod.spec.node_name != session.node:
-                await self._refuse_report(session, pod, "status")
+                self._spawn(self._refuse_report(session, pod, "status"))
                 continue
             try:
                 status = PodStatus.model_validate(report.status)
@@ -452,20 +461,37 @@ class Hub:
                     f"node {session.node}: invalid status for {pod.key}: {exc.error_count()} errors"
                 )
                 continue
-            statuses.append((key or "", report.uid, status))
-        for attempt in range(3):
-            if attempt:
-                await asyncio.sleep(0.05)
-            writes = [(k, u, st, w) for k, u, st in statuses if (w := self._status_write(k, u, st))]
-            if not writes:
-                return
-            results = await asyncio.gather(*(w for *_, w in writes), return_exceptions=True)
-            statuses = []
-            for (key, uid, status, _), result in zip(writes, results, strict=True):
-                if isinstance(result, Conflict | StoreUnavailable):
-                    statuses.append((key, uid, status))  # changed meanwhile: merge again
-                elif isinstance(result, BaseException) and not isinstance(result, NotFound):
-                    self._errors.add(f"status of {key}: {result}")
+            write = self._write_status(key, report.uid, status)
+            if write is not None:
+                writes.append(write)
+        return writes
+
+    def _write_status(
+        self, key: str, uid: str, status: PodStatus, attempt: int = 1
+    ) -> asyncio.Future[list[KV]] | None:
+        """Queue the status write. One that lost to another write (or to a failed commit)
+        is merged again and queued 50 ms later, up to STATUS_WRITE_ATTEMPTS in all."""
+        write = self._status_write(key, uid, status)
+        if write is None:
+            return None
+        future = asyncio.ensure_future(write)
+        future.add_done_callback(functools.partial(self._status_written, key, uid, status, attempt))
+        return future
+
+    def _status_written(
+        self, key: str, uid: str, status: PodStatus, attempt: int, future: asyncio.Future[list[KV]]
+    ) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None or isinstance(exc, NotFound):
+            return
+        if isinstance(exc, Conflict | StoreUnavailable):
+            if attempt < STATUS_WRITE_ATTEMPTS:  # changed meanwhile: merge again
+                loop = asyncio.get_running_loop()
+                loop.call_later(0.05, self._write_status, key, uid, status, attempt + 1)
+            return
+        self._errors.add(f"status of {key}: {exc}")
 
     def _status_write(self, key: str, uid: str, status: PodStatus) -> Awaitable[list[KV]] | None:
         """Queue the write of an agent's status for the pod, if the pod and status changed.
