@@ -214,6 +214,15 @@ def encode(frame: Frame) -> bytes:
     return msgpack.packb(frame.model_dump(), use_bin_type=True)
 
 
+def encode_desired(revision: int, upsert: list[bytes], remove: list[str]) -> bytes:
+    """`encode(Desired(revision=..., upsert=..., remove=...))` without building the model:
+    the scheduler sends one per node for every scheduling batch that touches it, from
+    values it made itself (tests check that the bytes are the same)."""
+    frame = {"v": PROTOCOL_VERSION, "type": "desired", "revision": revision}
+    frame["upsert"], frame["remove"] = upsert, remove
+    return msgpack.packb(frame, use_bin_type=True)
+
+
 def decode(data: bytes) -> Frame:
     """Decode and validate one frame; anything malformed raises `ProtocolError`."""
     if len(data) > MAX_FRAME_BYTES:

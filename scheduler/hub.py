@@ -411,13 +411,11 @@ class Hub:
             removes, session.removes = session.removes, set()
             if not upserts and not removes:
                 continue
-            frame = protocol.Desired(
-                revision=self._cluster.revision,
-                upsert=list(upserts.values()),
-                remove=sorted(removes),
+            data = protocol.encode_desired(
+                self._cluster.revision, list(upserts.values()), sorted(removes)
             )
             try:
-                await session.ws.send_bytes(protocol.encode(frame))
+                await session.ws.send_bytes(data)
             except (ConnectionError, RuntimeError):
                 return  # the read loop sees the close and ends the session
 

@@ -26,6 +26,7 @@ from common.protocol import (
     Welcome,
     decode,
     encode,
+    encode_desired,
 )
 
 _POD = {
@@ -162,3 +163,13 @@ def test_oversized_frame_refused() -> None:
 def test_protocol_error_is_value_error() -> None:
     """ProtocolError is a ValueError, so callers can treat it as bad input."""
     assert issubclass(ProtocolError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("upsert", "remove"), [([], []), ([json.dumps(_POD).encode(), b"{}"], ["u-2", "u-3"])]
+)
+def test_encode_desired_is_encode_of_the_model(upsert: list[bytes], remove: list[str]) -> None:
+    """The hub's shortcut sends the very bytes the Desired model would."""
+    frame = Desired(revision=7, upsert=upsert, remove=remove)
+    assert encode_desired(7, upsert, remove) == encode(frame)
+    assert decode(encode_desired(7, upsert, remove)) == frame
