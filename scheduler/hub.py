@@ -51,6 +51,10 @@ from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreUnavailable
 _LOGGER = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 10.0
+# A link that brought no frame for this long (times the node's heartbeat stretch) is
+# taken for dead and closed; the agents heartbeat every second (times the stretch).
+LINK_SILENCE_SECONDS = 30.0
+LINK_CHECK_SECONDS = 5.0
 STATUS_WRITE_ATTEMPTS = 3
 
 
@@ -88,6 +92,7 @@ class AgentSession:
         self.sender: asyncio.Task[None] | None = None
         self.log_streams: dict[int, asyncio.Queue[protocol.LogsChunk | None]] = {}
         self.credential_id: str | None = None  # issued in this session's welcome
+        self.last_frame = time.monotonic()  # when the agent last sent anything
 
     def want(self, uid: str, stored: bytes) -> None:
         self.removes.discard(uid)
@@ -122,6 +127,7 @@ class Hub:
             lambda kind: ctx.metrics.agent_frames.labels(type=kind)
         )
         self._log_ids = 0
+        self._watching = False  # the dead-link watchdog runs
         self._cluster.pod_listeners.append(self.on_pod_change)
 
     # -- desired-set changes from the store ---------------------------------
@@ -164,8 +170,10 @@ class Hub:
             raise Unauthorized("agent link: missing or wrong join token or node credential")
         # No permessage-deflate: the frames are compact msgpack, mostly small, on a
         # cluster network; deflating each one cost both ends more CPU than it saved.
+        # No aiohttp heartbeat: it re-arms a timer for every frame received, and the
+        # agents' own heartbeats prove a link alive (`_watch_links` closes a silent one).
         ws = web.WebSocketResponse(
-            heartbeat=30.0, max_msg_size=protocol.MAX_FRAME_BYTES, compress=False
+            heartbeat=None, max_msg_size=protocol.MAX_FRAME_BYTES, compress=False
         )
         await ws.prepare(request)
         session: AgentSession | None = None
@@ -314,6 +322,9 @@ class Hub:
             len(stop),
         )
         session.sender = asyncio.create_task(self._send_loop(session), name=f"hub-send-{name}")
+        if not self._watching:
+            self._watching = True
+            self._spawn(self._watch_links())
         return session
 
     async def _register(self, info: protocol.NodeInfo, remote: str | None) -> Node:
@@ -373,9 +384,10 @@ class Hub:
                 await self._send_error(ws, f"node {session.node}: {exc}")
                 continue
             self._frames_counter(getattr(frame, "type", "?")).inc()
+            session.last_frame = mono = time.monotonic()
             state = self._cluster.nodes.get(session.node)
             if state is not None:
-                state.last_heartbeat = time.monotonic()
+                state.last_heartbeat = mono
             if isinstance(frame, protocol.Heartbeat):
                 if state is not None:
                     state.usage_cpu = int(frame.usage.get("cpu", 0))
@@ -418,6 +430,18 @@ class Hub:
                 await session.ws.send_bytes(data)
             except (ConnectionError, RuntimeError):
                 return  # the read loop sees the close and ends the session
+
+    async def _watch_links(self) -> None:
+        """Close the links that went silent: a peer gone without a TCP reset (power cut,
+        partition) leaves its socket open, and only its missing frames tell."""
+        while True:
+            await asyncio.sleep(LINK_CHECK_SECONDS)
+            mono = time.monotonic()
+            for name, session in list(self.sessions.items()):
+                limit = LINK_SILENCE_SECONDS * self._cluster.heartbeat_stretch.get(name, 1.0)
+                if mono - session.last_frame > limit and not session.ws.closed:
+                    _LOGGER.warning("node %s: no frame for %.0fs; closing its link", name, limit)
+                    self._spawn(session.ws.close(message=b"link silent; presumed dead"))
 
     async def _end_session(self, session: AgentSession) -> None:
         for stream in session.log_streams.values():

@@ -14,6 +14,7 @@ from aiohttp import WSMessage, WSMsgType
 
 from common import protocol
 from common.models import Pod, now
+from scheduler import hub as hub_module
 from scheduler.config import SchedulerConfig
 from scheduler.controlplane import ControlPlane
 from scheduler.hub import AgentSession
@@ -206,3 +207,21 @@ async def test_an_invalid_status_is_skipped_and_the_rest_of_the_frame_applies(
     assert cp.cluster.pods[pod_key("default", "good")].status.phase == "Running"
     assert any("invalid status for default/bad" in e["message"] for e in cp.errors.to_list())
     reader.cancel()
+
+
+async def test_a_silent_link_is_closed(cp: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without aiohttp's pings, the hub closes a link that brings no frame (a peer gone
+    without a TCP reset); a link that heartbeats stays open."""
+    monkeypatch.setattr(hub_module, "LINK_SILENCE_SECONDS", 0.3)
+    monkeypatch.setattr(hub_module, "LINK_CHECK_SECONDS", 0.05)
+    silent, silent_reader = await serve(cp, "n1")
+    alive, alive_reader = await serve(cp, "n2")
+    cp.hub._spawn(cp.hub._watch_links())
+    heartbeat = protocol.encode(protocol.Heartbeat(usage={"cpu": 1, "memory": 1}))
+    for _ in range(12):
+        alive.feed(heartbeat)
+        await asyncio.sleep(0.05)
+    assert silent.closed and silent.close_message == b"link silent; presumed dead"
+    assert not alive.closed
+    await asyncio.wait_for(silent_reader, 1)  # the read loop ends: the session ends
+    alive_reader.cancel()
