@@ -400,10 +400,10 @@ class Hub:
                     self._apply_reports(session, frame.pods)
                 if frame.stopped:
                     self._spawn(self._finish_deletions(session, frame.stopped))
+                if frame.revision is not None:
+                    session.acked_revision = max(session.acked_revision, frame.revision)
             elif isinstance(frame, protocol.PodEvents):
                 self._record_agent_events(session, frame.events)
-            elif isinstance(frame, protocol.Ack):
-                session.acked_revision = max(session.acked_revision, frame.revision)
             elif isinstance(frame, protocol.CredentialAck):
                 if session.credential_id is not None:
                     self._spawn(self.credentials.confirm(session.node, session.credential_id))

@@ -225,3 +225,18 @@ async def test_a_silent_link_is_closed(cp: ControlPlane, monkeypatch: pytest.Mon
     assert not alive.closed
     await asyncio.wait_for(silent_reader, 1)  # the read loop ends: the session ends
     alive_reader.cancel()
+
+
+async def test_pod_status_revision_acknowledges_desired_frames(cp: ControlPlane) -> None:
+    """The ack rides in pod_status (protocol 4), alone or with statuses; never backwards."""
+    pod = await bound_pod(cp, "web", "n1")
+    ws, reader = await serve(cp, "n1")
+    session = cp.hub.sessions["n1"]
+    ws.feed(protocol.encode(protocol.PodStatusUpdate(revision=7)))
+    ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, "Running")], revision=9)))
+    ws.feed(protocol.encode(protocol.PodStatusUpdate(revision=8)))  # late: changes nothing
+    await settle(cp)
+    assert session.acked_revision == 9
+    assert cp.cluster.pods[pod_key("default", "web")].status.phase == "Running"
+    assert not [f for f in ws.sent if isinstance(f, protocol.ErrorFrame)]
+    reader.cancel()
