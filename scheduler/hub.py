@@ -45,7 +45,7 @@ from scheduler.cluster import TERMINAL_PHASES
 from scheduler.context import Context
 from scheduler.events import node_ref, pod_ref
 from scheduler.nodeauth import AlreadyJoined, Issued, NodeCredentials
-from scheduler.objects import decode, encode, node_key, pod_key
+from scheduler.objects import decode, encode, node_key, pod_key, replace_status, status_json
 from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreUnavailable
 
 _LOGGER = logging.getLogger(__name__)
@@ -530,10 +530,14 @@ class Hub:
         # The scheduler owns PodScheduled; the agent owns the rest of the status.
         kept = [c for c in pod.status.conditions if c.type == "PodScheduled"]
         status.conditions = kept + [c for c in status.conditions if c.type != "PodScheduled"]
-        if pod.status == status:
+        # Only the statuses are serialized: unchanged is the same JSON, and the stored
+        # JSON of the pod ends with its status, which is all that changes.
+        old, new = status_json(pod.status), status_json(status)
+        if old == new:
             return None
         updated = pod.model_copy(update={"status": status})
-        return self._store.txn([Op("put", key, encode(updated), updated, kv.mod_revision)])
+        value = replace_status(kv.value, old, new) or encode(updated)
+        return self._store.txn([Op("put", key, value, updated, kv.mod_revision)])
 
     def _record_agent_events(
         self, session: AgentSession, events: list[protocol.EventReport]

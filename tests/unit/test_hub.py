@@ -13,12 +13,12 @@ import pytest
 from aiohttp import WSMessage, WSMsgType
 
 from common import protocol
-from common.models import Pod, now
+from common.models import Pod, PodStatus, now
 from scheduler import hub as hub_module
 from scheduler.config import SchedulerConfig
 from scheduler.controlplane import ControlPlane
 from scheduler.hub import AgentSession
-from scheduler.objects import encode, pod_key
+from scheduler.objects import encode, pod_key, replace_status, status_json
 from scheduler.store import Conflict, Op
 
 
@@ -239,4 +239,46 @@ async def test_pod_status_revision_acknowledges_desired_frames(cp: ControlPlane)
     assert session.acked_revision == 9
     assert cp.cluster.pods[pod_key("default", "web")].status.phase == "Running"
     assert not [f for f in ws.sent if isinstance(f, protocol.ErrorFrame)]
+    reader.cancel()
+
+
+@pytest.mark.parametrize("resource_version", [None, "12"])
+def test_replace_status_is_encode_of_the_updated_pod(resource_version: str | None) -> None:
+    """The status write serializes only the statuses; the bytes are those of `encode`."""
+    pod = Pod.model_validate(
+        {
+            "metadata": {"name": "web", "uid": "u1", "annotations": {"a": '},"status":{}}'}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "main", "image": "busybox"}]},
+            "status": {"conditions": [{"type": "PodScheduled", "status": "True"}]},
+        }
+    )
+    pod.metadata.resource_version = resource_version
+    stored = encode(pod)
+    running = PodStatus.model_validate(
+        {**status("Running"), "startTime": "2026-01-02T03:04:05Z", "hostIp": "10.0.0.1"}
+    )
+    updated = pod.model_copy(update={"status": running})
+    value = replace_status(stored, status_json(pod.status), status_json(running))
+    assert value == encode(updated)
+
+
+def test_replace_status_refuses_json_that_does_not_end_with_the_old_status() -> None:
+    old, new = b'{"phase":"Pending"}', b'{"phase":"Running"}'
+    assert replace_status(b'{"kind":"Pod","status":{"phase":"Pending"}}', old, new) == (
+        b'{"kind":"Pod","status":{"phase":"Running"}}'
+    )
+    assert replace_status(b'{"kind":"Pod","status":{"phase":"Pending"},"x":1}', old, new) is None
+    assert replace_status(b'{"kind":"Pod","status":{"phase":"Failed"}}', old, new) is None
+    assert replace_status(b'{"kind":"Pod","status":{"phase":"Pending"}} ', old, new) is None
+
+
+async def test_an_unchanged_status_is_not_written(cp: ControlPlane) -> None:
+    pod = await bound_pod(cp, "web", "n1")
+    ws, reader = await serve(cp, "n1")
+    ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, "Running")])))
+    await settle(cp)
+    before = cp.store.revision
+    ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, "Running")])))
+    await settle(cp)
+    assert cp.store.revision == before
     reader.cancel()
