@@ -339,6 +339,7 @@ class HollowNode:
         self._pending: dict[str, SimPod] = {}
         self._stopped: set[str] = set()  # uids forgotten but not yet reported stopped
         self._ack: int | None = None  # desired revision applied, not yet acknowledged
+        self._beat: bytes | None = None  # the encoded heartbeat, until a pod changes
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -447,9 +448,12 @@ class HollowNode:
                 _LOGGER.warning("%s: ignoring unexpected %r frame", self.name, frame)
 
     async def _send(self, frame: Frame) -> None:
+        await self._send_bytes(encode(frame))
+
+    async def _send_bytes(self, data: bytes) -> None:
         if self._ws is None or self._ws.closed:
             raise ConnectionError("not connected")
-        await self._ws.send_bytes(encode(frame))
+        await self._ws.send_bytes(data)
         self.frames_sent += 1
 
     async def _heartbeats(self) -> None:
@@ -457,7 +461,9 @@ class HollowNode:
         # config update from the scheduler holds from the next beat.
         await asyncio.sleep(random.uniform(0, self.heartbeat_seconds))
         while True:
-            await self._send(self.heartbeat())
+            if self._beat is None:  # simulated usage changes only with the pods' states
+                self._beat = encode(self.heartbeat())
+            await self._send_bytes(self._beat)
             await asyncio.sleep(self.heartbeat_seconds)
 
     async def _flusher(self) -> None:
@@ -549,11 +555,13 @@ class HollowNode:
         pod = self.pods.pop(uid, None)
         if pod is not None:
             pod.cancel_timer()
+            self._beat = None
         self._pending.pop(uid, None)
         self._stopped.add(uid)
         self._dirty.set()
 
     def _changed(self, pod: SimPod) -> None:
+        self._beat = None
         if pod.uid in self.pods:
             self._pending[pod.uid] = pod
             self._dirty.set()

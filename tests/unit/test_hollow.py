@@ -385,6 +385,13 @@ async def test_link_hello_welcome_status_desired_ack(hub: tuple[FakeHub, str]) -
         assert [r.uid for r in ack.pods] == ["c"] and ack.stopped == ["a"]
         assert fake.statuses("hollow-0000")["c"]["phase"] == "Running"
         assert fake.stopped("hollow-0000") == {"a"}
+        # The heartbeat (encoded once while nothing changes) follows the pods.
+        await fake.wait_for(
+            lambda: any(
+                n == "hollow-0000" and isinstance(f, Heartbeat) and set(f.pod_usage) == {"b", "c"}
+                for n, f in fake.frames
+            )
+        )
         assert all(f.revision is None for f in updates)  # the welcome is not acked
 
 
