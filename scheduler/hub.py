@@ -289,7 +289,7 @@ class Hub:
         if state is not None:
             state.connected = True
             state.last_heartbeat = time.monotonic()
-        # Durable (or refused) before the welcome, as before any reply on the link.
+        # The hello's statuses are durable (or their writes failed) before the welcome.
         writes = self._apply_reports(session, hello.pods)
         if writes:
             await asyncio.wait(writes)
@@ -440,7 +440,9 @@ class Hub:
             for name, session in list(self.sessions.items()):
                 limit = LINK_SILENCE_SECONDS * self._cluster.heartbeat_stretch.get(name, 1.0)
                 if mono - session.last_frame > limit and not session.ws.closed:
-                    _LOGGER.warning("node %s: no frame for %.0fs; closing its link", name, limit)
+                    _LOGGER.warning(
+                        "node %s: no frame for over %.0fs; closing its link", name, limit
+                    )
                     self._spawn(session.ws.close(message=b"link silent; presumed dead"))
 
     async def _end_session(self, session: AgentSession) -> None:
