@@ -53,7 +53,6 @@ from common.models import (
 )
 from common.protocol import (
     MAX_FRAME_BYTES,
-    Ack,
     ConfigUpdate,
     CredentialAck,
     Desired,
@@ -339,6 +338,8 @@ class HollowNode:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._pending: dict[str, SimPod] = {}
         self._stopped: set[str] = set()  # uids forgotten but not yet reported stopped
+        self._ack: int | None = None  # desired revision applied, not yet acknowledged
+        self._beat: bytes | None = None  # the encoded heartbeat, until a pod changes
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -395,6 +396,7 @@ class HollowNode:
         async with ws:
             self._ws = ws
             self._pending.clear()  # hello carries every status; `_stopped` is kept
+            self._ack = None  # the welcome resyncs: nothing of the old link to acknowledge
             await self._send(Hello(node=self.node_info(), pods=self._reports(self.pods.values())))
             async with asyncio.timeout(WELCOME_TIMEOUT):
                 welcome = await self._receive(ws)
@@ -435,7 +437,8 @@ class HollowNode:
                 return
             if isinstance(frame, Desired):
                 self._apply(frame.revision, frame.upsert, frame.remove, [], full=False)
-                await self._send(Ack(revision=frame.revision))
+                self._ack = frame.revision  # acknowledged by the next pod_status
+                self._dirty.set()
             elif isinstance(frame, ConfigUpdate):
                 if "heartbeat_seconds" in frame.config:
                     self.heartbeat_seconds = float(frame.config["heartbeat_seconds"])
@@ -445,9 +448,12 @@ class HollowNode:
                 _LOGGER.warning("%s: ignoring unexpected %r frame", self.name, frame)
 
     async def _send(self, frame: Frame) -> None:
+        await self._send_bytes(encode(frame))
+
+    async def _send_bytes(self, data: bytes) -> None:
         if self._ws is None or self._ws.closed:
             raise ConnectionError("not connected")
-        await self._ws.send_bytes(encode(frame))
+        await self._ws.send_bytes(data)
         self.frames_sent += 1
 
     async def _heartbeats(self) -> None:
@@ -455,21 +461,27 @@ class HollowNode:
         # config update from the scheduler holds from the next beat.
         await asyncio.sleep(random.uniform(0, self.heartbeat_seconds))
         while True:
-            await self._send(self.heartbeat())
+            if self._beat is None:  # simulated usage changes only with the pods' states
+                self._beat = encode(self.heartbeat())
+            await self._send_bytes(self._beat)
             await asyncio.sleep(self.heartbeat_seconds)
 
     async def _flusher(self) -> None:
-        """Coalesce status changes made within `batch_seconds` into one pod_status frame."""
+        """Coalesce status changes made within `batch_seconds` into one pod_status frame,
+        which also acknowledges the desired frames applied meanwhile."""
         while True:
             await self._dirty.wait()
             await asyncio.sleep(self.options.batch_seconds)
             self._dirty.clear()
             pods, self._pending = list(self._pending.values()), {}
             stopped, self._stopped = sorted(self._stopped), set()
+            ack, self._ack = self._ack, None
             step = MAX_REPORTS_PER_FRAME
-            for i in range(0, max(len(pods), len(stopped)), step):
+            for i in range(0, max(len(pods), len(stopped), ack is not None), step):
                 frame = PodStatusUpdate(
-                    pods=self._reports(pods[i : i + step]), stopped=stopped[i : i + step]
+                    pods=self._reports(pods[i : i + step]),
+                    stopped=stopped[i : i + step],
+                    revision=ack if i == 0 else None,
                 )
                 try:
                     await self._send(frame)
@@ -543,11 +555,13 @@ class HollowNode:
         pod = self.pods.pop(uid, None)
         if pod is not None:
             pod.cancel_timer()
+            self._beat = None
         self._pending.pop(uid, None)
         self._stopped.add(uid)
         self._dirty.set()
 
     def _changed(self, pod: SimPod) -> None:
+        self._beat = None
         if pod.uid in self.pods:
             self._pending[pod.uid] = pod
             self._dirty.set()

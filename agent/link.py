@@ -4,9 +4,10 @@ The agent dials the scheduler (so agents behind NAT work) and holds one
 WebSocket. Each connection starts with a full resync: hello lists every pod
 this node runs, the welcome carries the complete desired set, and the
 supervisor stops whatever is not in it (fencing). After that, desired-set
-changes are applied and acknowledged, and status changes are reported,
-coalesced into one frame per burst. A lost link is redialled with jittered
-exponential backoff; the pods keep running meanwhile.
+changes are applied and status changes are reported, coalesced into one frame
+per burst, which also acknowledges the desired changes applied (its `revision`).
+A lost link is redialled with jittered exponential backoff; the pods keep
+running meanwhile.
 
 The link is opened with the node credential (`agent/credentials.py`) once the
 agent has one, else with the join token; the welcome to a join carries the
@@ -64,6 +65,7 @@ class SchedulerLink:
             self._ssl = client_context(config.ca_file, config.client_cert, config.client_key)
         self._dirty: set[str] = set()
         self._stopped: set[str] = set()
+        self._ack: int | None = None  # desired revision applied, not yet acknowledged
         self._wake = asyncio.Event()
         self.connected = asyncio.Event()
         self.heartbeat_seconds = 1.0
@@ -175,6 +177,7 @@ class SchedulerLink:
         # Cleared before the hello is built, not after the welcome: a change in between
         # (an adopted container's first probe result) must still be reported.
         self._dirty.clear()
+        self._ack = None  # acks of the previous link: the welcome resyncs everything
         reports = self._reports(list(self._supervisor.workers))
         await ws.send_bytes(protocol.encode(protocol.Hello(node=self._node, pods=reports)))
         async with asyncio.timeout(WELCOME_TIMEOUT):
@@ -231,7 +234,8 @@ class SchedulerLink:
             frame = await self._receive(ws)
             if isinstance(frame, protocol.Desired):
                 await self._supervisor.apply(self._pods(frame.upsert), frame.remove)
-                await ws.send_bytes(protocol.encode(protocol.Ack(revision=frame.revision)))
+                self._ack = frame.revision  # the reporter's next pod_status carries it
+                self._wake.set()
             elif isinstance(frame, protocol.LogsRequest):
                 self._logs.open(frame, lambda f: ws.send_bytes(protocol.encode(f)))
             elif isinstance(frame, protocol.LogsCancel):
@@ -288,10 +292,13 @@ class SchedulerLink:
             dirty, self._dirty = self._dirty, set()
             stopped, self._stopped = self._stopped, set()
             events, self._events = self._events, []
+            ack, self._ack = self._ack, None
             # The statuses first: a pod's Running waits for its durable write in the
             # scheduler, its "Started" event for nothing (events are flushed in batches).
-            frame = protocol.PodStatusUpdate(pods=self._reports(dirty), stopped=sorted(stopped))
-            if frame.pods or frame.stopped:
+            frame = protocol.PodStatusUpdate(
+                pods=self._reports(dirty), stopped=sorted(stopped), revision=ack
+            )
+            if frame.pods or frame.stopped or ack is not None:
                 try:
                     await ws.send_bytes(protocol.encode(frame))
                 except BaseException:

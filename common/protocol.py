@@ -11,10 +11,9 @@ Every frame is a msgpack map `{"v": PROTOCOL_VERSION, "type": ..., ...}`.
       |-- credential_ack {} (once it is stored) ----------->|  the join token no longer works
       |                                                     |  for this node
       |-- heartbeat {usage} (every heartbeat_seconds) ----->|
-      |-- pod_status {pods, stopped uids} (on change) ----->|
+      |-- pod_status {pods, stopped uids, revision} ------->|  on change, and to ack
       |-- events {what happened to pods} ------------------>|
       |<-- desired {revision, upsert, remove} --------------|  increasing revisions
-      |-- ack {revision} ---------------------------------->|
       |<-- logs {id, uid, container, tail, follow} ---------|  `corral logs`
       |-- logs_chunk {id, data, eof, error} --------------->|
       |<-- logs_cancel {id} --------------------------------|
@@ -23,6 +22,11 @@ Every frame is a msgpack map `{"v": PROTOCOL_VERSION, "type": ..., ...}`.
 `welcome.pods` and `desired.upsert` carry each Pod as its JSON bytes, exactly as
 the scheduler stores it: serialized once when written, never again per agent
 (kube-apiserver's watch cache does the same with its serialized objects).
+
+A `desired` frame is acknowledged by the next `pod_status`, whose `revision` is
+the latest desired revision the agent has applied: the statuses of the pods it
+just started usually go out in that same frame, so a placed pod costs the link
+two frames in, not three.
 
 `welcome.pods` is the complete set of incarnations (by uid) the node must run;
 the agent stops anything else it runs (fencing after a partition). Any
@@ -43,7 +47,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 # 2: welcome.credential and credential_ack (per-node credentials).
 # 3: welcome.pods and desired.upsert are Pod JSON bytes, not maps.
-PROTOCOL_VERSION = 3
+# 4: no ack frame; pod_status.revision acknowledges desired frames.
+PROTOCOL_VERSION = 4
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 
@@ -114,6 +119,9 @@ class PodStatusUpdate(Frame):
     # Incarnations that no longer run on the node after the scheduler removed them
     # from its desired set; a pod being deleted is removed from the store on this.
     stopped: list[str] = Field(default_factory=list)
+    # The ack: the latest desired revision the agent has applied since its last
+    # pod_status (None: nothing new to acknowledge).
+    revision: int | None = None
 
 
 class EventReport(BaseModel):
@@ -139,11 +147,6 @@ class Desired(Frame):
     revision: int
     upsert: list[bytes] = Field(default_factory=list)  # Pod JSON
     remove: list[str] = Field(default_factory=list)
-
-
-class Ack(Frame):
-    type: Literal["ack"] = "ack"
-    revision: int
 
 
 class LogsRequest(Frame):
@@ -197,7 +200,6 @@ AnyFrame = Annotated[
     | PodStatusUpdate
     | PodEvents
     | Desired
-    | Ack
     | LogsRequest
     | LogsChunk
     | LogsCancel
@@ -212,6 +214,15 @@ def encode(frame: Frame) -> bytes:
     """One frame as msgpack bytes, ready to send as a binary WebSocket message."""
     # Python mode: every field is a msgpack type already (bytes travel as bin).
     return msgpack.packb(frame.model_dump(), use_bin_type=True)
+
+
+def encode_desired(revision: int, upsert: list[bytes], remove: list[str]) -> bytes:
+    """`encode(Desired(revision=..., upsert=..., remove=...))` without building the model:
+    the scheduler sends one per node for every scheduling batch that touches it, from
+    values it made itself (tests check that the bytes are the same)."""
+    frame = {"v": PROTOCOL_VERSION, "type": "desired", "revision": revision}
+    frame["upsert"], frame["remove"] = upsert, remove
+    return msgpack.packb(frame, use_bin_type=True)
 
 
 def decode(data: bytes) -> Frame:

@@ -45,12 +45,17 @@ from scheduler.cluster import TERMINAL_PHASES
 from scheduler.context import Context
 from scheduler.events import node_ref, pod_ref
 from scheduler.nodeauth import AlreadyJoined, Issued, NodeCredentials
-from scheduler.objects import decode, encode, node_key, pod_key
+from scheduler.objects import decode, encode, node_key, pod_key, replace_status, status_json
 from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreUnavailable
 
 _LOGGER = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 10.0
+# A link that brought no frame for this long (times the node's heartbeat stretch) is
+# taken for dead and closed; the agents heartbeat every second (times the stretch).
+LINK_SILENCE_SECONDS = 30.0
+LINK_CHECK_SECONDS = 5.0
+STATUS_WRITE_ATTEMPTS = 3
 
 
 class LogsUnavailable(Exception):
@@ -87,6 +92,7 @@ class AgentSession:
         self.sender: asyncio.Task[None] | None = None
         self.log_streams: dict[int, asyncio.Queue[protocol.LogsChunk | None]] = {}
         self.credential_id: str | None = None  # issued in this session's welcome
+        self.last_frame = time.monotonic()  # when the agent last sent anything
 
     def want(self, uid: str, stored: bytes) -> None:
         self.removes.discard(uid)
@@ -121,6 +127,7 @@ class Hub:
             lambda kind: ctx.metrics.agent_frames.labels(type=kind)
         )
         self._log_ids = 0
+        self._watching = False  # the dead-link watchdog runs
         self._cluster.pod_listeners.append(self.on_pod_change)
 
     # -- desired-set changes from the store ---------------------------------
@@ -163,8 +170,10 @@ class Hub:
             raise Unauthorized("agent link: missing or wrong join token or node credential")
         # No permessage-deflate: the frames are compact msgpack, mostly small, on a
         # cluster network; deflating each one cost both ends more CPU than it saved.
+        # No aiohttp heartbeat: it re-arms a timer for every frame received, and the
+        # agents' own heartbeats prove a link alive (`_watch_links` closes a silent one).
         ws = web.WebSocketResponse(
-            heartbeat=30.0, max_msg_size=protocol.MAX_FRAME_BYTES, compress=False
+            heartbeat=None, max_msg_size=protocol.MAX_FRAME_BYTES, compress=False
         )
         await ws.prepare(request)
         session: AgentSession | None = None
@@ -280,7 +289,10 @@ class Hub:
         if state is not None:
             state.connected = True
             state.last_heartbeat = time.monotonic()
-        await self._apply_reports(session, hello.pods)
+        # The hello's statuses are durable (or their writes failed) before the welcome.
+        writes = self._apply_reports(session, hello.pods)
+        if writes:
+            await asyncio.wait(writes)
         desired = [p for p in self._cluster.pods_on(name) if desired_on(p) == name]
         kvs = self._cluster.pod_kvs
         stored = [kvs[pod_key(p.metadata.namespace or "default", p.metadata.name)] for p in desired]
@@ -310,6 +322,9 @@ class Hub:
             len(stop),
         )
         session.sender = asyncio.create_task(self._send_loop(session), name=f"hub-send-{name}")
+        if not self._watching:
+            self._watching = True
+            self._spawn(self._watch_links())
         return session
 
     async def _register(self, info: protocol.NodeInfo, remote: str | None) -> Node:
@@ -369,9 +384,10 @@ class Hub:
                 await self._send_error(ws, f"node {session.node}: {exc}")
                 continue
             self._frames_counter(getattr(frame, "type", "?")).inc()
+            session.last_frame = mono = time.monotonic()
             state = self._cluster.nodes.get(session.node)
             if state is not None:
-                state.last_heartbeat = time.monotonic()
+                state.last_heartbeat = mono
             if isinstance(frame, protocol.Heartbeat):
                 if state is not None:
                     state.usage_cpu = int(frame.usage.get("cpu", 0))
@@ -381,13 +397,13 @@ class Hub:
                         self._spawn(self.mark_ready(session.node))
             elif isinstance(frame, protocol.PodStatusUpdate):
                 if frame.pods:
-                    self._spawn(self._apply_reports(session, frame.pods))
+                    self._apply_reports(session, frame.pods)
                 if frame.stopped:
                     self._spawn(self._finish_deletions(session, frame.stopped))
+                if frame.revision is not None:
+                    session.acked_revision = max(session.acked_revision, frame.revision)
             elif isinstance(frame, protocol.PodEvents):
                 self._record_agent_events(session, frame.events)
-            elif isinstance(frame, protocol.Ack):
-                session.acked_revision = max(session.acked_revision, frame.revision)
             elif isinstance(frame, protocol.CredentialAck):
                 if session.credential_id is not None:
                     self._spawn(self.credentials.confirm(session.node, session.credential_id))
@@ -407,15 +423,27 @@ class Hub:
             removes, session.removes = session.removes, set()
             if not upserts and not removes:
                 continue
-            frame = protocol.Desired(
-                revision=self._cluster.revision,
-                upsert=list(upserts.values()),
-                remove=sorted(removes),
+            data = protocol.encode_desired(
+                self._cluster.revision, list(upserts.values()), sorted(removes)
             )
             try:
-                await session.ws.send_bytes(protocol.encode(frame))
+                await session.ws.send_bytes(data)
             except (ConnectionError, RuntimeError):
                 return  # the read loop sees the close and ends the session
+
+    async def _watch_links(self) -> None:
+        """Close the links that went silent: a peer gone without a TCP reset (power cut,
+        partition) leaves its socket open, and only its missing frames tell."""
+        while True:
+            await asyncio.sleep(LINK_CHECK_SECONDS)
+            mono = time.monotonic()
+            for name, session in list(self.sessions.items()):
+                limit = LINK_SILENCE_SECONDS * self._cluster.heartbeat_stretch.get(name, 1.0)
+                if mono - session.last_frame > limit and not session.ws.closed:
+                    _LOGGER.warning(
+                        "node %s: no frame for over %.0fs; closing its link", name, limit
+                    )
+                    self._spawn(session.ws.close(message=b"link silent; presumed dead"))
 
     async def _end_session(self, session: AgentSession) -> None:
         for stream in session.log_streams.values():
@@ -433,17 +461,22 @@ class Hub:
 
     # -- reports from agents -------------------------------------------------
 
-    async def _apply_reports(
+    def _apply_reports(
         self, session: AgentSession, reports: list[protocol.PodReport]
-    ) -> None:
-        statuses: list[tuple[str, str, PodStatus]] = []
+    ) -> list[asyncio.Future[list[KV]]]:
+        """Validate an agent's statuses and queue their writes, in the order reported.
+
+        Synchronous up to the queueing (the store fixes the order of writes at the call),
+        so a pod_status frame needs no task of its own; returns the writes' futures.
+        """
+        writes = []
         for report in reports:
             key = self._cluster.by_uid.get(report.uid)
             pod = self._cluster.pods.get(key) if key else None
-            if pod is None or pod.metadata.uid != report.uid:
+            if key is None or pod is None or pod.metadata.uid != report.uid:
                 continue  # a stale incarnation: the welcome/desired set stops it
             if pod.spec.node_name != session.node:
-                await self._refuse_report(session, pod, "status")
+                self._spawn(self._refuse_report(session, pod, "status"))
                 continue
             try:
                 status = PodStatus.model_validate(report.status)
@@ -452,20 +485,37 @@ class Hub:
                     f"node {session.node}: invalid status for {pod.key}: {exc.error_count()} errors"
                 )
                 continue
-            statuses.append((key or "", report.uid, status))
-        for attempt in range(3):
-            if attempt:
-                await asyncio.sleep(0.05)
-            writes = [(k, u, st, w) for k, u, st in statuses if (w := self._status_write(k, u, st))]
-            if not writes:
-                return
-            results = await asyncio.gather(*(w for *_, w in writes), return_exceptions=True)
-            statuses = []
-            for (key, uid, status, _), result in zip(writes, results, strict=True):
-                if isinstance(result, Conflict | StoreUnavailable):
-                    statuses.append((key, uid, status))  # changed meanwhile: merge again
-                elif isinstance(result, BaseException) and not isinstance(result, NotFound):
-                    self._errors.add(f"status of {key}: {result}")
+            write = self._write_status(key, report.uid, status)
+            if write is not None:
+                writes.append(write)
+        return writes
+
+    def _write_status(
+        self, key: str, uid: str, status: PodStatus, attempt: int = 1
+    ) -> asyncio.Future[list[KV]] | None:
+        """Queue the status write. One that lost to another write (or to a failed commit)
+        is merged again and queued 50 ms later, up to STATUS_WRITE_ATTEMPTS in all."""
+        write = self._status_write(key, uid, status)
+        if write is None:
+            return None
+        future = asyncio.ensure_future(write)
+        future.add_done_callback(functools.partial(self._status_written, key, uid, status, attempt))
+        return future
+
+    def _status_written(
+        self, key: str, uid: str, status: PodStatus, attempt: int, future: asyncio.Future[list[KV]]
+    ) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None or isinstance(exc, NotFound):
+            return
+        if isinstance(exc, Conflict | StoreUnavailable):
+            if attempt < STATUS_WRITE_ATTEMPTS:  # changed meanwhile: merge again
+                loop = asyncio.get_running_loop()
+                loop.call_later(0.05, self._write_status, key, uid, status, attempt + 1)
+            return
+        self._errors.add(f"status of {key}: {exc}")
 
     def _status_write(self, key: str, uid: str, status: PodStatus) -> Awaitable[list[KV]] | None:
         """Queue the write of an agent's status for the pod, if the pod and status changed.
@@ -482,10 +532,14 @@ class Hub:
         # The scheduler owns PodScheduled; the agent owns the rest of the status.
         kept = [c for c in pod.status.conditions if c.type == "PodScheduled"]
         status.conditions = kept + [c for c in status.conditions if c.type != "PodScheduled"]
-        if pod.status == status:
+        # Only the statuses are serialized: unchanged is the same JSON, and the stored
+        # JSON of the pod ends with its status, which is all that changes.
+        old, new = status_json(pod.status), status_json(status)
+        if old == new:
             return None
         updated = pod.model_copy(update={"status": status})
-        return self._store.txn([Op("put", key, encode(updated), updated, kv.mod_revision)])
+        value = replace_status(kv.value, old, new) or encode(updated)
+        return self._store.txn([Op("put", key, value, updated, kv.mod_revision)])
 
     def _record_agent_events(
         self, session: AgentSession, events: list[protocol.EventReport]

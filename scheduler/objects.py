@@ -55,6 +55,24 @@ def encode(obj: Model) -> bytes:
     )
 
 
+_STATUS = b',"status":'
+
+
+def status_json(status: Model) -> bytes:
+    """An object's status as `encode` writes it: the last field of the object's JSON."""
+    return status.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def replace_status(stored: bytes, old: bytes, new: bytes) -> bytes | None:
+    """The stored JSON of an object with its status `old` (`status_json`) replaced by
+    `new`, without serializing the rest again; None unless `stored` ends with `old` as
+    its last field, as `encode` writes it."""
+    tail = _STATUS + old + b"}"
+    if not stored.endswith(tail):
+        return None
+    return stored[: len(stored) - len(tail)] + _STATUS + new + b"}"
+
+
 def decode(kv: KV, model: type[T]) -> T:
     """The object in a KV, decoded once and cached on the KV (shared: do not mutate)."""
     if kv.obj is None:

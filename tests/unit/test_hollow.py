@@ -30,7 +30,6 @@ from agent.hollow import (
 )
 from common.models import PodStatus, now
 from common.protocol import (
-    Ack,
     ConfigUpdate,
     Desired,
     Frame,
@@ -354,7 +353,8 @@ async def hub() -> AsyncIterator[tuple[FakeHub, str]]:
 
 
 async def test_link_hello_welcome_status_desired_ack(hub: tuple[FakeHub, str]) -> None:
-    """Hello names the node; welcomed pods run; desired changes are applied and acked."""
+    """Hello names the node; welcomed pods run; desired changes are applied and acked by
+    the pod_status frame that reports what they changed."""
     fake, url = hub
     fake.desired["hollow-0000"] = [pod_json("a"), pod_json("b")]
     async with HollowCluster(url, TOKEN, 2, HollowOptions(cpu="2", memory="4Gi")) as cluster:
@@ -375,13 +375,24 @@ async def test_link_hello_welcome_status_desired_ack(hub: tuple[FakeHub, str]) -
 
         ws = fake.sockets["hollow-0000"]
         await ws.send_bytes(encode(Desired(revision=2, upsert=[pod_json("c")], remove=["a"])))
-        await fake.wait_for(lambda: any(isinstance(f, Ack) for _, f in fake.frames))
-        ack = next(f for _, f in fake.frames if isinstance(f, Ack))
-        assert ack.revision == 2
+        acked = lambda: [  # noqa: E731
+            f for _, f in fake.frames if isinstance(f, PodStatusUpdate) and f.revision == 2
+        ]
+        await fake.wait_for(lambda: bool(acked()))
         node = cluster.nodes[0]
         assert set(node.pods) == {"b", "c"}
-        await fake.wait_for(lambda: "c" in fake.statuses("hollow-0000"))
-        await fake.wait_for(lambda: fake.stopped("hollow-0000") == {"a"})
+        [ack] = acked()  # one frame: the ack, c's status and a's stop
+        assert [r.uid for r in ack.pods] == ["c"] and ack.stopped == ["a"]
+        assert fake.statuses("hollow-0000")["c"]["phase"] == "Running"
+        assert fake.stopped("hollow-0000") == {"a"}
+        # The heartbeat (encoded once while nothing changes) follows the pods.
+        await fake.wait_for(
+            lambda: any(
+                n == "hollow-0000" and isinstance(f, Heartbeat) and set(f.pod_usage) == {"b", "c"}
+                for n, f in fake.frames
+            )
+        )
+        assert all(f.revision is None for f in updates)  # the welcome is not acked
 
 
 async def test_link_heartbeat_interval_follows_config_updates(hub: tuple[FakeHub, str]) -> None:

@@ -11,7 +11,6 @@ import pytest
 from common.protocol import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
-    Ack,
     ConfigUpdate,
     CredentialAck,
     Desired,
@@ -26,6 +25,7 @@ from common.protocol import (
     Welcome,
     decode,
     encode,
+    encode_desired,
 )
 
 _POD = {
@@ -60,7 +60,7 @@ FRAMES: list[Frame] = [
     Heartbeat(usage={"cpu": 250, "memory": 2**30}, pod_usage={"u-1": {"cpu": 5}}),
     PodStatusUpdate(pods=[_REPORT]),
     Desired(revision=43, upsert=[json.dumps(_POD).encode()], remove=["u-2"]),
-    Ack(revision=43),
+    PodStatusUpdate(stopped=["u-2"], revision=43),
     ConfigUpdate(config={"heartbeat_seconds": 2.5, "node_grace_seconds": 12.5}),
     ErrorFrame(message="join token refused"),
 ]
@@ -95,17 +95,20 @@ def test_decode_accepts_minimal_frames() -> None:
     assert frame == Heartbeat()
 
 
-@pytest.mark.parametrize("version", [0, 2, 4, None, "3", 3.0, True])
+@pytest.mark.parametrize(
+    "version",
+    [0, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, None, str(PROTOCOL_VERSION), 4.0, True],
+)
 def test_wrong_version_refused(version: Any) -> None:
     """A frame with another (or a non-integer) version is refused, naming the version."""
     with pytest.raises(ProtocolError, match="unsupported protocol version"):
-        decode(_pack({"v": version, "type": "ack", "revision": 1}))
+        decode(_pack({"v": version, "type": "desired", "revision": 1}))
 
 
 def test_missing_version_refused() -> None:
     """A frame without a version is refused."""
     with pytest.raises(ProtocolError, match="unsupported protocol version None"):
-        decode(_pack({"type": "ack", "revision": 1}))
+        decode(_pack({"type": "desired", "revision": 1}))
 
 
 @pytest.mark.parametrize(
@@ -137,9 +140,11 @@ def test_non_map_refused(raw: Any) -> None:
     [
         ({"v": PROTOCOL_VERSION}, "type"),
         ({"v": PROTOCOL_VERSION, "type": "teleport"}, "teleport"),
-        ({"v": PROTOCOL_VERSION, "type": "ack"}, "revision: Field required"),
-        ({"v": PROTOCOL_VERSION, "type": "ack", "revision": "5"}, "revision"),
-        ({"v": PROTOCOL_VERSION, "type": "ack", "revision": 1, "extra": True}, "extra"),
+        ({"v": PROTOCOL_VERSION, "type": "desired"}, "revision: Field required"),
+        ({"v": PROTOCOL_VERSION, "type": "desired", "revision": "5"}, "revision"),
+        ({"v": PROTOCOL_VERSION, "type": "desired", "revision": 1, "extra": True}, "extra"),
+        ({"v": PROTOCOL_VERSION, "type": "pod_status", "revision": "5"}, "revision"),
+        ({"v": PROTOCOL_VERSION, "type": "ack", "revision": 1}, "'ack'"),  # gone in 4
         ({"v": PROTOCOL_VERSION, "type": "hello", "node": {"name": "n1"}}, "capacity"),
         ({"v": PROTOCOL_VERSION, "type": "heartbeat", "usage": {"cpu": "lots"}}, "usage.cpu"),
         ({"v": PROTOCOL_VERSION, "type": "pod_status", "pods": [{"uid": "u"}]}, "pods.0.namespace"),
@@ -162,3 +167,13 @@ def test_oversized_frame_refused() -> None:
 def test_protocol_error_is_value_error() -> None:
     """ProtocolError is a ValueError, so callers can treat it as bad input."""
     assert issubclass(ProtocolError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("upsert", "remove"), [([], []), ([json.dumps(_POD).encode(), b"{}"], ["u-2", "u-3"])]
+)
+def test_encode_desired_is_encode_of_the_model(upsert: list[bytes], remove: list[str]) -> None:
+    """The hub's shortcut sends the very bytes the Desired model would."""
+    frame = Desired(revision=7, upsert=upsert, remove=remove)
+    assert encode_desired(7, upsert, remove) == encode(frame)
+    assert decode(encode_desired(7, upsert, remove)) == frame

@@ -1,0 +1,284 @@
+"""The agent hub in process: frames fed to a session's read loop over a fake WebSocket,
+with a real control plane (store, cluster view) behind it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from aiohttp import WSMessage, WSMsgType
+
+from common import protocol
+from common.models import Pod, PodStatus, now
+from scheduler import hub as hub_module
+from scheduler.config import SchedulerConfig
+from scheduler.controlplane import ControlPlane
+from scheduler.hub import AgentSession
+from scheduler.objects import encode, pod_key, replace_status, status_json
+from scheduler.store import Conflict, Op
+
+
+class FakeWS:
+    """What the hub uses of a WebSocketResponse: the frames to read, the frames sent."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[WSMessage | None] = asyncio.Queue()
+        self.sent: list[protocol.Frame] = []
+        self.closed = False
+        self.close_message: bytes | None = None
+
+    def feed(self, data: bytes) -> None:
+        self.inbox.put_nowait(WSMessage(WSMsgType.BINARY, data, None))
+
+    def __aiter__(self) -> FakeWS:
+        return self
+
+    async def __anext__(self) -> WSMessage:
+        msg = await self.receive()
+        if msg.type == WSMsgType.CLOSED:
+            raise StopAsyncIteration
+        return msg
+
+    async def receive(self) -> WSMessage:
+        msg = await self.inbox.get()
+        if msg is None:
+            return WSMessage(WSMsgType.CLOSED, None, None)
+        return msg
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.sent.append(protocol.decode(data))
+
+    async def close(self, *, message: bytes = b"") -> bool:
+        self.closed, self.close_message = True, message
+        self.inbox.put_nowait(None)
+        return True
+
+
+@pytest.fixture
+async def cp(tmp_path: Path) -> AsyncIterator[ControlPlane]:
+    config = SchedulerConfig(state_dir=str(tmp_path))
+    plane = ControlPlane(config)
+    await plane.start()
+    try:
+        yield plane
+    finally:
+        await plane.stop()
+
+
+async def bound_pod(cp: ControlPlane, name: str, node: str) -> Pod:
+    """A pod stored already bound to `node`, once the cluster view has it."""
+    pod = Pod.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}"},
+            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox"}]},
+        }
+    )
+    pod.metadata.creation_timestamp = now()
+    key = pod_key("default", name)
+    await cp.store.txn([Op("put", key, encode(pod), pod, expect=0)])
+    for _ in range(200):
+        if key in cp.cluster.pods:
+            return cp.cluster.pods[key]
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{key} never reached the cluster view")
+
+
+def status(phase: str) -> dict[str, Any]:
+    ready = "True" if phase == "Running" else "False"
+    return {"phase": phase, "conditions": [{"type": "Ready", "status": ready}]}
+
+
+def report(pod: Pod, phase: str) -> protocol.PodReport:
+    uid, name = pod.metadata.uid or "", pod.metadata.name
+    return protocol.PodReport(uid=uid, namespace="default", name=name, status=status(phase))
+
+
+async def serve(cp: ControlPlane, node: str) -> tuple[FakeWS, asyncio.Task[None]]:
+    """A session of `node` on a fake link, its read loop running."""
+    ws = FakeWS()
+    session = AgentSession(node, ws)  # type: ignore[arg-type]
+    cp.hub.sessions[node] = session
+    return ws, asyncio.create_task(cp.hub._read_loop(session))
+
+
+async def settle(cp: ControlPlane) -> None:
+    """Until every write queued so far is durable and in the cluster view."""
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if cp.cluster.revision >= cp.store.revision and not cp.store._queue:
+            return
+
+
+async def test_reports_in_consecutive_frames_land_in_order(cp: ControlPlane) -> None:
+    """Pending then Running for one pod, in two frames read back to back: both writes are
+    made, in that order, and the scheduler's PodScheduled condition is kept."""
+    pod = await bound_pod(cp, "web", "n1")
+    before = cp.store.revision
+    ws, reader = await serve(cp, "n1")
+    for phase in ("Pending", "Running"):
+        ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, phase)])))
+    await settle(cp)
+    stored = cp.cluster.pods[pod_key("default", "web")]
+    assert stored.status.phase == "Running"
+    assert cp.store.revision == before + 2
+    assert [c.type for c in stored.status.conditions] == ["Ready"]
+    reader.cancel()
+
+
+async def test_a_status_write_that_loses_is_merged_and_retried(
+    cp: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write refused by a guard (another write came first) is built again on the newer
+    pod and lands."""
+    pod = await bound_pod(cp, "web", "n1")
+    txn = cp.store.txn
+    refused: list[list[Op]] = []
+
+    def lose_once(ops: list[Op]) -> Any:
+        if not refused:
+            refused.append(ops)
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(Conflict(ops[0].key, ops[0].expect or 0, None))
+            return future
+        return txn(ops)
+
+    monkeypatch.setattr(cp.store, "txn", lose_once)
+    ws, reader = await serve(cp, "n1")
+    ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, "Running")])))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if cp.cluster.pods[pod_key("default", "web")].status.phase == "Running":
+            break
+    assert refused
+    assert cp.cluster.pods[pod_key("default", "web")].status.phase == "Running"
+    reader.cancel()
+
+
+async def test_a_report_about_another_nodes_pod_is_refused(cp: ControlPlane) -> None:
+    """An error frame for the status about n2's pod; the link's own pod still lands."""
+    mine = await bound_pod(cp, "mine", "n1")
+    theirs = await bound_pod(cp, "theirs", "n2")
+    ws, reader = await serve(cp, "n1")
+    frame = protocol.PodStatusUpdate(pods=[report(theirs, "Failed"), report(mine, "Running")])
+    ws.feed(protocol.encode(frame))
+    await settle(cp)
+    assert cp.cluster.pods[pod_key("default", "theirs")].status.phase == "Pending"
+    assert cp.cluster.pods[pod_key("default", "mine")].status.phase == "Running"
+    errors = [f for f in ws.sent if isinstance(f, protocol.ErrorFrame)]
+    assert len(errors) == 1 and "bound to n2; refused" in errors[0].message
+    reader.cancel()
+
+
+async def test_a_malformed_frame_gets_an_error_and_the_link_keeps_serving(
+    cp: ControlPlane,
+) -> None:
+    pod = await bound_pod(cp, "web", "n1")
+    ws, reader = await serve(cp, "n1")
+    bad_status = {"v": protocol.PROTOCOL_VERSION, "type": "pod_status", "pods": [{"uid": 5}]}
+    for data in (
+        b"\xc1",  # not msgpack
+        msgpack.packb({"v": protocol.PROTOCOL_VERSION - 1, "type": "heartbeat"}),
+        msgpack.packb(bad_status),
+        msgpack.packb({"v": protocol.PROTOCOL_VERSION, "type": "heartbeat", "usage": {"cpu": "1"}}),
+    ):
+        ws.feed(data)
+    ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, "Running")])))
+    await settle(cp)
+    assert len([f for f in ws.sent if isinstance(f, protocol.ErrorFrame)]) == 4
+    assert cp.cluster.pods[pod_key("default", "web")].status.phase == "Running"
+    assert not reader.done()
+    reader.cancel()
+
+
+async def test_an_invalid_status_is_skipped_and_the_rest_of_the_frame_applies(
+    cp: ControlPlane,
+) -> None:
+    """A status the Pod model refuses is logged and dropped; its neighbours still land."""
+    bad, good = await bound_pod(cp, "bad", "n1"), await bound_pod(cp, "good", "n1")
+    ws, reader = await serve(cp, "n1")
+    invalid = report(bad, "Running").model_copy(update={"status": {"phase": "Sleeping"}})
+    ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[invalid, report(good, "Running")])))
+    await settle(cp)
+    assert cp.cluster.pods[pod_key("default", "bad")].status.phase == "Pending"
+    assert cp.cluster.pods[pod_key("default", "good")].status.phase == "Running"
+    assert any("invalid status for default/bad" in e["message"] for e in cp.errors.to_list())
+    reader.cancel()
+
+
+async def test_a_silent_link_is_closed(cp: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without aiohttp's pings, the hub closes a link that brings no frame (a peer gone
+    without a TCP reset); a link that heartbeats stays open."""
+    monkeypatch.setattr(hub_module, "LINK_SILENCE_SECONDS", 0.3)
+    monkeypatch.setattr(hub_module, "LINK_CHECK_SECONDS", 0.05)
+    silent, silent_reader = await serve(cp, "n1")
+    alive, alive_reader = await serve(cp, "n2")
+    cp.hub._spawn(cp.hub._watch_links())
+    heartbeat = protocol.encode(protocol.Heartbeat(usage={"cpu": 1, "memory": 1}))
+    for _ in range(12):
+        alive.feed(heartbeat)
+        await asyncio.sleep(0.05)
+    assert silent.closed and silent.close_message == b"link silent; presumed dead"
+    assert not alive.closed
+    await asyncio.wait_for(silent_reader, 1)  # the read loop ends: the session ends
+    alive_reader.cancel()
+
+
+async def test_pod_status_revision_acknowledges_desired_frames(cp: ControlPlane) -> None:
+    """The ack rides in pod_status (protocol 4), alone or with statuses; never backwards."""
+    pod = await bound_pod(cp, "web", "n1")
+    ws, reader = await serve(cp, "n1")
+    session = cp.hub.sessions["n1"]
+    ws.feed(protocol.encode(protocol.PodStatusUpdate(revision=7)))
+    ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, "Running")], revision=9)))
+    ws.feed(protocol.encode(protocol.PodStatusUpdate(revision=8)))  # late: changes nothing
+    await settle(cp)
+    assert session.acked_revision == 9
+    assert cp.cluster.pods[pod_key("default", "web")].status.phase == "Running"
+    assert not [f for f in ws.sent if isinstance(f, protocol.ErrorFrame)]
+    reader.cancel()
+
+
+@pytest.mark.parametrize("resource_version", [None, "12"])
+def test_replace_status_is_encode_of_the_updated_pod(resource_version: str | None) -> None:
+    """The status write serializes only the statuses; the bytes are those of `encode`."""
+    pod = Pod.model_validate(
+        {
+            "metadata": {"name": "web", "uid": "u1", "annotations": {"a": '},"status":{}}'}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "main", "image": "busybox"}]},
+            "status": {"conditions": [{"type": "PodScheduled", "status": "True"}]},
+        }
+    )
+    pod.metadata.resource_version = resource_version
+    stored = encode(pod)
+    running = PodStatus.model_validate(
+        {**status("Running"), "startTime": "2026-01-02T03:04:05Z", "hostIp": "10.0.0.1"}
+    )
+    updated = pod.model_copy(update={"status": running})
+    value = replace_status(stored, status_json(pod.status), status_json(running))
+    assert value == encode(updated)
+
+
+def test_replace_status_refuses_json_that_does_not_end_with_the_old_status() -> None:
+    old, new = b'{"phase":"Pending"}', b'{"phase":"Running"}'
+    assert replace_status(b'{"kind":"Pod","status":{"phase":"Pending"}}', old, new) == (
+        b'{"kind":"Pod","status":{"phase":"Running"}}'
+    )
+    assert replace_status(b'{"kind":"Pod","status":{"phase":"Pending"},"x":1}', old, new) is None
+    assert replace_status(b'{"kind":"Pod","status":{"phase":"Failed"}}', old, new) is None
+    assert replace_status(b'{"kind":"Pod","status":{"phase":"Pending"}} ', old, new) is None
+
+
+async def test_an_unchanged_status_is_not_written(cp: ControlPlane) -> None:
+    pod = await bound_pod(cp, "web", "n1")
+    ws, reader = await serve(cp, "n1")
+    ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, "Running")])))
+    await settle(cp)
+    before = cp.store.revision
+    ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, "Running")])))
+    await settle(cp)
+    assert cp.store.revision == before
+    reader.cancel()
