@@ -28,6 +28,11 @@ the latest desired revision the agent has applied: the statuses of the pods it
 just started usually go out in that same frame, so a placed pod costs the link
 two frames in, not three.
 
+Versions: every frame carries its protocol version. An agent speaks and accepts
+its own; the scheduler also accepts agents of the version before
+(`AGENT_PROTOCOLS`) and answers each link in the version of its hello, so the
+scheduler is upgraded first and the agents after it, node by node.
+
 `welcome.pods` is the complete set of incarnations (by uid) the node must run;
 the agent stops anything else it runs (fencing after a partition). Any
 reconnect repeats hello/welcome, so a lost frame is healed by the next resync.
@@ -49,6 +54,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 # 3: welcome.pods and desired.upsert are Pod JSON bytes, not maps.
 # 4: no ack frame; pod_status.revision acknowledges desired frames.
 PROTOCOL_VERSION = 4
+# The oldest agent protocol the scheduler still speaks, so that a cluster is upgraded
+# scheduler first, then its agents one by one, as Kubernetes' skew policy has it (a
+# kubelet may be older than its API server, never newer): a scheduler that refused the
+# agents of the release before would see every node go NotReady and evict its pods.
+# The scheduler answers each agent in the agent's own version (`encode(frame, version)`).
+OLDEST_AGENT_PROTOCOL = 3
+AGENT_PROTOCOLS = tuple(range(OLDEST_AGENT_PROTOCOL, PROTOCOL_VERSION + 1))
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 
@@ -149,6 +161,14 @@ class Desired(Frame):
     remove: list[str] = Field(default_factory=list)
 
 
+class Ack(Frame):
+    """Agent -> scheduler, protocol 3 only: the desired revision applied (from protocol
+    4, `pod_status.revision` carries it). Accepted from agents of protocol 3."""
+
+    type: Literal["ack"] = "ack"
+    revision: int
+
+
 class LogsRequest(Frame):
     """Scheduler -> agent: stream a container's log (for `corral logs`)."""
 
@@ -200,6 +220,7 @@ AnyFrame = Annotated[
     | PodStatusUpdate
     | PodEvents
     | Desired
+    | Ack
     | LogsRequest
     | LogsChunk
     | LogsCancel
@@ -210,23 +231,29 @@ AnyFrame = Annotated[
 _FRAME: TypeAdapter[Frame] = TypeAdapter(AnyFrame)
 
 
-def encode(frame: Frame) -> bytes:
-    """One frame as msgpack bytes, ready to send as a binary WebSocket message."""
+def encode(frame: Frame, version: int = PROTOCOL_VERSION) -> bytes:
+    """One frame as msgpack bytes, ready to send as a binary WebSocket message, stamped
+    with `version` (the scheduler answers an older agent in the agent's version)."""
     # Python mode: every field is a msgpack type already (bytes travel as bin).
-    return msgpack.packb(frame.model_dump(), use_bin_type=True)
+    raw = frame.model_dump()
+    raw["v"] = version
+    return msgpack.packb(raw, use_bin_type=True)
 
 
-def encode_desired(revision: int, upsert: list[bytes], remove: list[str]) -> bytes:
-    """`encode(Desired(revision=..., upsert=..., remove=...))` without building the model:
-    the scheduler sends one per node for every scheduling batch that touches it, from
-    values it made itself (tests check that the bytes are the same)."""
-    frame = {"v": PROTOCOL_VERSION, "type": "desired", "revision": revision}
+def encode_desired(
+    revision: int, upsert: list[bytes], remove: list[str], version: int = PROTOCOL_VERSION
+) -> bytes:
+    """`encode(Desired(revision=..., upsert=..., remove=...), version)` without building
+    the model: the scheduler sends one per node for every scheduling batch that touches
+    it, from values it made itself (tests check that the bytes are the same)."""
+    frame = {"v": version, "type": "desired", "revision": revision}
     frame["upsert"], frame["remove"] = upsert, remove
     return msgpack.packb(frame, use_bin_type=True)
 
 
-def decode(data: bytes) -> Frame:
-    """Decode and validate one frame; anything malformed raises `ProtocolError`."""
+def decode(data: bytes, versions: tuple[int, ...] = (PROTOCOL_VERSION,)) -> Frame:
+    """Decode and validate one frame of one of `versions` (`frame.v` says which); anything
+    malformed raises `ProtocolError`."""
     if len(data) > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {len(data)} bytes exceeds {MAX_FRAME_BYTES}")
     try:
@@ -236,15 +263,21 @@ def decode(data: bytes) -> Frame:
     if not isinstance(raw, dict):
         raise ProtocolError("frame is not a map")
     version = raw.get("v")
-    if type(version) is not int or version != PROTOCOL_VERSION:  # not True, not 1.0
-        raise ProtocolError(f"unsupported protocol version {version!r}, want {PROTOCOL_VERSION}")
+    if type(version) is not int or version not in versions:  # not True, not 1.0
+        want = " or ".join(str(v) for v in versions)
+        raise ProtocolError(f"unsupported protocol version {version!r}, want {want}")
     try:
         # Strict: msgpack carries types, so a string where a number belongs is a bug
         # in the peer, not something to coerce.
-        return _FRAME.validate_python(raw, strict=True)
+        frame = _FRAME.validate_python(raw, strict=True)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'frame'}: {e['msg']}"
             for e in exc.errors(include_url=False)
         )
         raise ProtocolError(f"invalid {raw.get('type')!r} frame: {problems}") from None
+    if isinstance(frame, Ack) and version >= 4:
+        raise ProtocolError(
+            f"invalid 'ack' frame: protocol {version} acknowledges in pod_status.revision"
+        )
+    return frame

@@ -81,9 +81,12 @@ def desired_on(pod: Pod | None) -> str | None:
 
 
 class AgentSession:
-    def __init__(self, node: str, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self, node: str, ws: web.WebSocketResponse, version: int = protocol.PROTOCOL_VERSION
+    ) -> None:
         self.node = node
         self.ws = ws
+        self.version = version  # the agent's protocol, from its hello: every frame to it
         self.desired: set[str] = set()  # uids the agent has been told to run
         self.upserts: dict[str, bytes] = {}  # uid -> the pod's stored JSON
         self.removes: set[str] = set()
@@ -202,30 +205,38 @@ class Hub:
             await self._send_error(ws, "expected a binary hello frame")
             return None
         try:
-            frame = protocol.decode(msg.data)
+            frame = protocol.decode(msg.data, protocol.AGENT_PROTOCOLS)
         except protocol.ProtocolError as exc:
             await self._send_error(ws, str(exc))
             return None
         if not isinstance(frame, protocol.Hello):
-            await self._send_error(ws, f"expected hello, got {getattr(frame, 'type', '?')}")
+            kind = getattr(frame, "type", "?")
+            await self._send_error(ws, f"expected hello, got {kind}", frame.v)
             return None
         return frame
 
-    async def _send_error(self, ws: web.WebSocketResponse, message: str) -> None:
+    async def _send_error(
+        self, ws: web.WebSocketResponse, message: str, version: int = protocol.PROTOCOL_VERSION
+    ) -> None:
         self._errors.add(f"agent link: {message}")
         with contextlib.suppress(ConnectionError, RuntimeError):
-            await ws.send_bytes(protocol.encode(protocol.ErrorFrame(message=message)))
+            await ws.send_bytes(protocol.encode(protocol.ErrorFrame(message=message), version))
 
     async def _refuse(
-        self, ws: web.WebSocketResponse, node: str | None, message: str, reason: str
+        self,
+        ws: web.WebSocketResponse,
+        node: str | None,
+        message: str,
+        reason: str,
+        version: int = protocol.PROTOCOL_VERSION,
     ) -> None:
         """Refuse what a link asked for: an error frame, the log, and an event on the node."""
         if node is not None:
             self._events.record(node_ref(node), reason, message, type="Warning")
-        await self._send_error(ws, message)
+        await self._send_error(ws, message, version)
 
     async def _admit(
-        self, ws: web.WebSocketResponse, info: protocol.NodeInfo, auth: LinkAuth
+        self, ws: web.WebSocketResponse, info: protocol.NodeInfo, auth: LinkAuth, version: int
     ) -> tuple[bool, Issued | None]:
         """May this link be node `info.name`? (admitted, credential to send in the welcome)."""
         if auth.node is not None:
@@ -236,6 +247,7 @@ class Hub:
                     f"the credential of node {auth.node} cannot be used as node "
                     f"{info.name!r}; refused",
                     "LinkRefused",
+                    version,
                 )
                 return False, None
             if not auth.confirmed and auth.credential_id:
@@ -251,6 +263,7 @@ class Hub:
                 "credential, not the join token; to join it again, delete it first "
                 f"(corral delete node {info.name})",
                 "JoinRefused",
+                version,
             )
             return False, None
         return True, issued
@@ -266,23 +279,23 @@ class Hub:
         try:
             check_node_info(info)
         except (ValueError, QuantityError) as exc:
-            await self._send_error(ws, f"node {info.name!r} refused: {exc}")
+            await self._send_error(ws, f"node {info.name!r} refused: {exc}", hello.v)
             return None
         # Before the Node object is written: a refused link must not change it.
-        admitted, issued = await self._admit(ws, info, auth)
+        admitted, issued = await self._admit(ws, info, auth, hello.v)
         if not admitted:
             return None
         try:
             node = await self._register(info, remote)
         except (ValueError, ValidationError, QuantityError) as exc:
-            await self._send_error(ws, f"node {info.name!r} refused: {exc}")
+            await self._send_error(ws, f"node {info.name!r} refused: {exc}", hello.v)
             return None
         name = node.metadata.name
         previous = self.sessions.get(name)
         if previous is not None:  # the newest link wins; the old one is stale
             _LOGGER.info("node %s reconnected; closing its previous link", name)
             await previous.ws.close(message=b"replaced by a newer link")
-        session = AgentSession(name, ws)
+        session = AgentSession(name, ws, hello.v)
         session.credential_id = issued.record.id if issued else None
         self.sessions[name] = session
         state = self._cluster.nodes.get(name)
@@ -310,7 +323,7 @@ class Hub:
             stop=stop,
             credential=issued.credential if issued else None,
         )
-        await ws.send_bytes(protocol.encode(welcome))
+        await ws.send_bytes(protocol.encode(welcome, session.version))
         self._restretch(size)
         self._events.record(node_ref(name), "NodeReady", f"corral-agent on {name} joined")
         _LOGGER.info(
@@ -376,12 +389,14 @@ class Hub:
             if msg.type != WSMsgType.BINARY:
                 if msg.type == WSMsgType.ERROR:
                     break
-                await self._send_error(ws, f"node {session.node}: expected binary frames")
+                await self._send_error(
+                    ws, f"node {session.node}: expected binary frames", session.version
+                )
                 continue
             try:
-                frame = protocol.decode(msg.data)
+                frame = protocol.decode(msg.data, (session.version,))
             except protocol.ProtocolError as exc:
-                await self._send_error(ws, f"node {session.node}: {exc}")
+                await self._send_error(ws, f"node {session.node}: {exc}", session.version)
                 continue
             self._frames_counter(getattr(frame, "type", "?")).inc()
             session.last_frame = mono = time.monotonic()
@@ -402,6 +417,8 @@ class Hub:
                     self._spawn(self._finish_deletions(session, frame.stopped))
                 if frame.revision is not None:
                     session.acked_revision = max(session.acked_revision, frame.revision)
+            elif isinstance(frame, protocol.Ack):  # an agent of protocol 3
+                session.acked_revision = max(session.acked_revision, frame.revision)
             elif isinstance(frame, protocol.PodEvents):
                 self._record_agent_events(session, frame.events)
             elif isinstance(frame, protocol.CredentialAck):
@@ -413,7 +430,9 @@ class Hub:
                     stream.put_nowait(frame)
             else:
                 kind = getattr(frame, "type", type(frame).__name__)
-                await self._send_error(ws, f"node {session.node}: unexpected {kind} frame")
+                await self._send_error(
+                    ws, f"node {session.node}: unexpected {kind} frame", session.version
+                )
 
     async def _send_loop(self, session: AgentSession) -> None:
         while not session.ws.closed:
@@ -424,7 +443,7 @@ class Hub:
             if not upserts and not removes:
                 continue
             data = protocol.encode_desired(
-                self._cluster.revision, list(upserts.values()), sorted(removes)
+                self._cluster.revision, list(upserts.values()), sorted(removes), session.version
             )
             try:
                 await session.ws.send_bytes(data)
@@ -588,7 +607,7 @@ class Hub:
             f"node {session.node} reported {what} for pod {pod.key}, which is bound to "
             f"{pod.spec.node_name or 'no node'}; refused"
         )
-        await self._refuse(session.ws, session.node, message, "ReportRefused")
+        await self._refuse(session.ws, session.node, message, "ReportRefused", session.version)
 
     async def forget_node(self, name: str) -> None:
         """The node was deleted: revoke its credential and drop its link."""
@@ -628,7 +647,8 @@ class Hub:
                         follow=follow,
                         timestamps=timestamps,
                         previous=previous,
-                    )
+                    ),
+                    session.version,
                 )
             )
             while True:
@@ -648,7 +668,9 @@ class Hub:
             session.log_streams.pop(stream_id, None)
             if not finished and not session.ws.closed:
                 with contextlib.suppress(ConnectionError, RuntimeError):
-                    await session.ws.send_bytes(protocol.encode(protocol.LogsCancel(id=stream_id)))
+                    await session.ws.send_bytes(
+                        protocol.encode(protocol.LogsCancel(id=stream_id), session.version)
+                    )
 
     async def mark_ready(self, name: str) -> None:
         """A NotReady node that heartbeats again is Ready."""
@@ -672,7 +694,7 @@ class Hub:
                 continue
             self._cluster.heartbeat_stretch[name] = stretch
             update = protocol.ConfigUpdate(config=self._link_config(stretch))
-            self._spawn(self._send_quietly(session.ws, update))
+            self._spawn(self._send_quietly(session, update))
 
     def _link_config(self, stretch: float) -> dict[str, Any]:
         """What an agent is told of its timing (welcome and config frames)."""
@@ -682,9 +704,9 @@ class Hub:
         }
 
     @staticmethod
-    async def _send_quietly(ws: web.WebSocketResponse, frame: protocol.Frame) -> None:
+    async def _send_quietly(session: AgentSession, frame: protocol.Frame) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):  # the read loop sees a close
-            await ws.send_bytes(protocol.encode(frame))
+            await session.ws.send_bytes(protocol.encode(frame, session.version))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

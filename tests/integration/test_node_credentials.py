@@ -25,18 +25,21 @@ CAPACITY = {"cpu": "4", "memory": "8Gi", "pods": "110"}
 class RawAgent:
     """One link, by hand: hello, then whatever the test sends."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, version: int = protocol.PROTOCOL_VERSION
+    ) -> None:
         self.ws = ws
+        self.version = version  # the protocol this agent speaks, and the only one it reads
 
     async def send(self, frame: protocol.Frame) -> None:
-        await self.ws.send_bytes(protocol.encode(frame))
+        await self.ws.send_bytes(protocol.encode(frame, self.version))
 
     async def receive(self, seconds: float = 5.0) -> protocol.Frame | None:
         """The next frame; None if the scheduler closed the link."""
         msg = await asyncio.wait_for(self.ws.receive(), seconds)
         if msg.type != aiohttp.WSMsgType.BINARY:
             return None
-        return protocol.decode(msg.data)
+        return protocol.decode(msg.data, (self.version,))
 
     async def receive_type(self, kind: type[protocol.Frame], seconds: float = 5.0) -> Any:
         """Skip other frames until one of `kind` arrives."""
@@ -59,12 +62,14 @@ async def dial(
     secret: str,
     name: str,
     reports: list[protocol.PodReport] | None = None,
+    version: int = protocol.PROTOCOL_VERSION,
 ) -> tuple[RawAgent, protocol.Frame | None]:
-    """Open a link with `secret`, say hello as `name`; (the link, the first answer)."""
+    """Open a link with `secret`, say hello as `name` in protocol `version`; (the link,
+    the first answer)."""
     ws = await http.ws_connect(
         s.url + "/api/v1/agent", headers={"Authorization": f"Bearer {secret}"}
     )
-    agent = RawAgent(ws)
+    agent = RawAgent(ws, version)
     node = protocol.NodeInfo(name=name, capacity=CAPACITY, allocatable=CAPACITY)
     await agent.send(protocol.Hello(node=node, pods=reports or []))
     return agent, await agent.receive()
@@ -231,3 +236,48 @@ async def test_heartbeats_stretch_with_the_cluster(
             assert update.config == {"heartbeat_seconds": 1.5, "node_grace_seconds": 7.5}
     finally:
         s.stop()
+
+
+async def test_an_agent_of_the_protocol_before_keeps_its_node(
+    http: aiohttp.ClientSession, bare_scheduler: SchedulerProcess
+) -> None:
+    """Upgrade order: the scheduler first. An agent still on the protocol before (its
+    `ack` frames, no `pod_status.revision`) joins, is answered in its own version, gets
+    its pods and reports them; a version older than that, or newer, is refused."""
+    s = bare_scheduler
+    old = protocol.OLDEST_AGENT_PROTOCOL
+    assert old < protocol.PROTOCOL_VERSION
+    agent, welcome = await dial(http, s, TOKEN, "old-node", version=old)
+    assert isinstance(welcome, protocol.Welcome) and welcome.v == old, welcome
+    await agent.send(protocol.CredentialAck())
+    assert s.request("POST", "/api/v1/namespaces/default/pods", pod("legacy")).status == 201
+    desired = await agent.receive_type(protocol.Desired)
+    assert desired.v == old
+    uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+    await agent.send(protocol.Ack(revision=desired.revision))
+    report = protocol.PodReport(
+        uid=uid, namespace="default", name="legacy", status={"phase": "Running"}
+    )
+    await agent.send(protocol.PodStatusUpdate(pods=[report]))
+    wait_for(
+        lambda: s.get("/api/v1/namespaces/default/pods/legacy")["status"]["phase"] == "Running",
+        timeout=10,
+    )
+    # The agent's own version on every frame: a frame of another version is refused.
+    await agent.ws.send_bytes(protocol.encode(protocol.Heartbeat(), protocol.PROTOCOL_VERSION))
+    refusal = await agent.receive_type(protocol.ErrorFrame)
+    assert "unsupported protocol version" in refusal.message and refusal.v == old
+    await agent.ws.close()
+    assert s.get("/api/v1/nodes/old-node")["metadata"]["name"] == "old-node"
+
+    for version in (old - 1, protocol.PROTOCOL_VERSION + 1):
+        ws = await http.ws_connect(
+            s.url + "/api/v1/agent", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        node = protocol.NodeInfo(name=f"v{version}", capacity=CAPACITY, allocatable=CAPACITY)
+        await ws.send_bytes(protocol.encode(protocol.Hello(node=node), version))
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        answer = protocol.decode(msg.data)  # an error, in the scheduler's own version
+        assert isinstance(answer, protocol.ErrorFrame), answer
+        assert f"unsupported protocol version {version}" in answer.message
+        await ws.close()

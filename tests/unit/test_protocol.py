@@ -9,8 +9,11 @@ import msgpack
 import pytest
 
 from common.protocol import (
+    AGENT_PROTOCOLS,
     MAX_FRAME_BYTES,
+    OLDEST_AGENT_PROTOCOL,
     PROTOCOL_VERSION,
+    Ack,
     ConfigUpdate,
     CredentialAck,
     Desired,
@@ -177,3 +180,22 @@ def test_encode_desired_is_encode_of_the_model(upsert: list[bytes], remove: list
     frame = Desired(revision=7, upsert=upsert, remove=remove)
     assert encode_desired(7, upsert, remove) == encode(frame)
     assert decode(encode_desired(7, upsert, remove)) == frame
+    old = OLDEST_AGENT_PROTOCOL
+    assert encode_desired(7, upsert, remove, old) == encode(frame, old)
+
+
+def test_the_scheduler_speaks_the_protocol_before() -> None:
+    """A frame is stamped with the version asked for and decodes only where that version
+    is accepted; protocol 3's ack frame decodes in 3 and is refused from 4 on."""
+    old = OLDEST_AGENT_PROTOCOL
+    assert AGENT_PROTOCOLS == tuple(range(old, PROTOCOL_VERSION + 1))
+    data = encode(Heartbeat(usage={"cpu": 1}), old)
+    assert msgpack.unpackb(data)["v"] == old
+    frame = decode(data, AGENT_PROTOCOLS)
+    assert isinstance(frame, Heartbeat) and frame.v == old and frame.usage == {"cpu": 1}
+    with pytest.raises(ProtocolError, match=f"unsupported protocol version {old}, want 4"):
+        decode(data)  # an agent reads only its own version
+    ack = decode(encode(Ack(revision=5), old), AGENT_PROTOCOLS)
+    assert isinstance(ack, Ack) and ack.revision == 5
+    with pytest.raises(ProtocolError, match=r"acknowledges in pod_status\.revision"):
+        decode(encode(Ack(revision=5)), AGENT_PROTOCOLS)
