@@ -105,12 +105,15 @@ async def serve(cp: ControlPlane, node: str) -> tuple[FakeWS, asyncio.Task[None]
     return ws, asyncio.create_task(cp.hub._read_loop(session))
 
 
-async def settle(cp: ControlPlane) -> None:
-    """Until every write queued so far is durable and in the cluster view."""
-    for _ in range(100):
+async def settle(cp: ControlPlane, ws: FakeWS) -> None:
+    """Until the read loop has taken every frame fed (it handles one without yielding, so
+    each one's writes are queued by then) and every write is durable and in the view."""
+    store = cp.store
+    for _ in range(500):
         await asyncio.sleep(0.01)
-        if cp.cluster.revision >= cp.store.revision and not cp.store._queue:
+        if ws.inbox.empty() and store._next_revision == store.revision <= cp.cluster.revision:
             return
+    raise AssertionError("the hub, the store or the cluster view did not settle")
 
 
 async def test_reports_in_consecutive_frames_land_in_order(cp: ControlPlane) -> None:
@@ -121,7 +124,7 @@ async def test_reports_in_consecutive_frames_land_in_order(cp: ControlPlane) -> 
     ws, reader = await serve(cp, "n1")
     for phase in ("Pending", "Running"):
         ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, phase)])))
-    await settle(cp)
+    await settle(cp, ws)
     stored = cp.cluster.pods[pod_key("default", "web")]
     assert stored.status.phase == "Running"
     assert cp.store.revision == before + 2
@@ -165,7 +168,7 @@ async def test_a_report_about_another_nodes_pod_is_refused(cp: ControlPlane) -> 
     ws, reader = await serve(cp, "n1")
     frame = protocol.PodStatusUpdate(pods=[report(theirs, "Failed"), report(mine, "Running")])
     ws.feed(protocol.encode(frame))
-    await settle(cp)
+    await settle(cp, ws)
     assert cp.cluster.pods[pod_key("default", "theirs")].status.phase == "Pending"
     assert cp.cluster.pods[pod_key("default", "mine")].status.phase == "Running"
     errors = [f for f in ws.sent if isinstance(f, protocol.ErrorFrame)]
@@ -187,7 +190,7 @@ async def test_a_malformed_frame_gets_an_error_and_the_link_keeps_serving(
     ):
         ws.feed(data)
     ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, "Running")])))
-    await settle(cp)
+    await settle(cp, ws)
     assert len([f for f in ws.sent if isinstance(f, protocol.ErrorFrame)]) == 4
     assert cp.cluster.pods[pod_key("default", "web")].status.phase == "Running"
     assert not reader.done()
@@ -202,7 +205,7 @@ async def test_an_invalid_status_is_skipped_and_the_rest_of_the_frame_applies(
     ws, reader = await serve(cp, "n1")
     invalid = report(bad, "Running").model_copy(update={"status": {"phase": "Sleeping"}})
     ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[invalid, report(good, "Running")])))
-    await settle(cp)
+    await settle(cp, ws)
     assert cp.cluster.pods[pod_key("default", "bad")].status.phase == "Pending"
     assert cp.cluster.pods[pod_key("default", "good")].status.phase == "Running"
     assert any("invalid status for default/bad" in e["message"] for e in cp.errors.to_list())
@@ -235,7 +238,7 @@ async def test_pod_status_revision_acknowledges_desired_frames(cp: ControlPlane)
     ws.feed(protocol.encode(protocol.PodStatusUpdate(revision=7)))
     ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, "Running")], revision=9)))
     ws.feed(protocol.encode(protocol.PodStatusUpdate(revision=8)))  # late: changes nothing
-    await settle(cp)
+    await settle(cp, ws)
     assert session.acked_revision == 9
     assert cp.cluster.pods[pod_key("default", "web")].status.phase == "Running"
     assert not [f for f in ws.sent if isinstance(f, protocol.ErrorFrame)]
@@ -276,9 +279,9 @@ async def test_an_unchanged_status_is_not_written(cp: ControlPlane) -> None:
     pod = await bound_pod(cp, "web", "n1")
     ws, reader = await serve(cp, "n1")
     ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, "Running")])))
-    await settle(cp)
+    await settle(cp, ws)
     before = cp.store.revision
     ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, "Running")])))
-    await settle(cp)
+    await settle(cp, ws)
     assert cp.store.revision == before
     reader.cancel()
