@@ -245,6 +245,27 @@ def _parse_yaml(text: str) -> list[Any]:
 
 def load_object(doc: Any, index: int | None = None) -> ManifestObject:
     """Validate one document as the object its apiVersion and kind name."""
+    model = _model_of(doc, index)
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        meta, kind = doc.get("metadata"), doc["kind"]
+        name = meta.get("name") if isinstance(meta, dict) else None
+        where = f"document {index}: " if index is not None else ""
+        raise ManifestError(
+            f"{where}{kind} {name!r} is invalid" if name else f"{where}{kind} is invalid",
+            causes_from_validation(exc),
+        ) from None
+
+
+def _model_of(doc: Any, index: int | None) -> type[ManifestObject]:
+    """The model a document names by apiVersion and kind, or ManifestError saying why not."""
+    if isinstance(doc, dict):  # the common case first, in one lookup: a known kind
+        api_version, kind = doc.get("apiVersion"), doc.get("kind")
+        if isinstance(api_version, str) and isinstance(kind, str):
+            known = KINDS.get((api_version, kind))
+            if known is not None:
+                return known
     where = f"document {index}: " if index is not None else ""
     if not isinstance(doc, dict):
         raise ManifestError(f"{where}expected an object, got {type(doc).__name__}")
@@ -271,15 +292,7 @@ def load_object(doc: Any, index: int | None = None) -> ManifestObject:
             f"{where}{api_version}/{kind} is not supported (supported: {supported})",
             [StatusCause(reason="FieldValueNotSupported", message="not supported", field="kind")],
         )
-    try:
-        return model.model_validate(doc)
-    except ValidationError as exc:
-        meta = doc.get("metadata")
-        name = meta.get("name") if isinstance(meta, dict) else None
-        raise ManifestError(
-            f"{where}{kind} {name!r} is invalid" if name else f"{where}{kind} is invalid",
-            causes_from_validation(exc),
-        ) from None
+    return model
 
 
 def load_manifests(text: str | bytes, content_type: str = "") -> list[ManifestObject]:

@@ -29,16 +29,20 @@ def node_key(name: str) -> str:
 
 def new_uids(count: int) -> list[str]:
     """`count` random (version 4) UUIDs as strings, as `str(uuid.uuid4())` makes them, from
-    one read of the OS's randomness: a quarter of the time of `uuid4()` per uid."""
-    hexes = os.urandom(16 * count).hex()
+    one read of the OS's randomness: a fifth of the time of `uuid4()` per uid."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = raw[6::16].translate(_VERSION_4)  # the 7th byte's high nibble: 4
+    raw[8::16] = raw[8::16].translate(_VARIANT_RFC_4122)  # the 9th byte's top bits: 10
+    h = raw.hex()
     return [
-        f"{h[0:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
-        for h in (hexes[i : i + 32] for i in range(0, 32 * count, 32))
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-"
+        f"{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
     ]
 
 
-# RFC 4122's variant: the top two bits of the 17th hex digit are 10.
-_VARIANT = "89ab"
+_VERSION_4 = bytes(b & 0x0F | 0x40 for b in range(256))
+_VARIANT_RFC_4122 = bytes(b & 0x3F | 0x80 for b in range(256))
 
 
 def encode(obj: Model) -> bytes:
@@ -96,7 +100,14 @@ def list_json(kind: str, items: list[KV], revision: int, api_version: str = "v1"
         kind.encode(),
         revision,
     )
-    return head + b",".join(with_resource_version(kv) for kv in items) + b"]}"
+    values: list[bytes] = []
+    spliced, splice = -1, b""
+    for kv in items:
+        if kv.mod_revision != spliced:  # items written together share it: format it once
+            spliced = kv.mod_revision
+            splice = b'%s"resourceVersion":"%d",' % (_META, spliced)
+        values.append(kv.value.replace(_META, splice, 1))
+    return head + b",".join(values) + b"]}"
 
 
 def mutable_copy(obj: T) -> T:

@@ -231,23 +231,30 @@ class SqliteStore:
         revision = self._next_revision + 1
         staged: dict[str, KV | None] = {}
         events: list[Event] = []
+        latest, committed = self._latest, self._committed  # what _current reads, inlined
         for op in ops:
-            prev = staged[op.key] if op.key in staged else self._current(op.key)
+            key = op.key
+            if key in staged:
+                prev = staged[key]
+            elif key in latest:
+                prev = latest[key]
+            else:
+                prev = committed.get(key)
             if op.expect is not None and (prev.mod_revision if prev else 0) != op.expect:
-                future.set_exception(Conflict(op.key, op.expect, prev))
+                future.set_exception(Conflict(key, op.expect, prev))
                 return future
             if op.kind == "put":
                 create = prev.create_revision if prev else revision
-                kv = KV(op.key, op.value, create, revision, op.obj)
+                kv = KV(key, op.value, create, revision, op.obj)
                 events.append(Event("PUT", kv, prev, revision))
-                staged[op.key] = kv
+                staged[key] = kv
             elif prev is None:
-                future.set_exception(NotFound(op.key))
+                future.set_exception(NotFound(key))
                 return future
             else:
-                kv = KV(op.key, prev.value, prev.create_revision, revision, prev.obj)
+                kv = KV(key, prev.value, prev.create_revision, revision, prev.obj)
                 events.append(Event("DELETE", kv, prev, revision))
-                staged[op.key] = None
+                staged[key] = None
         self._next_revision = revision
         self._latest.update(staged)
         self._queue.append(_Pending(events, future))
@@ -309,23 +316,29 @@ class SqliteStore:
         self.writes += len(batch)
 
     def _publish(self, batch: builtins.list[_Pending]) -> None:
+        committed, latest, history = self._committed, self._latest, self._history
+        # Copied once for the whole batch, not once per key: a watcher that falls behind
+        # leaves the set meanwhile, and ignores what it is pushed after that.
+        watchers = list(self._watchers)
         for pending in batch:
             for ev in pending.events:
+                kv = ev.kv
+                key = kv.key
                 if ev.type == "PUT":
-                    self._committed[ev.kv.key] = ev.kv
+                    committed[key] = kv
                 else:
-                    self._committed.pop(ev.kv.key, None)
+                    committed.pop(key, None)
                 # Drop the overlay entry unless a later queued write replaced it.
-                latest = self._latest.get(ev.kv.key, ...)
-                if latest is ev.kv or (ev.type == "DELETE" and latest is None):
-                    del self._latest[ev.kv.key]
-                if self._history.maxlen == 0:
+                newest = latest.get(key, ...)
+                if newest is kv or (ev.type == "DELETE" and newest is None):
+                    del latest[key]
+                if history.maxlen == 0:
                     self._compacted = ev.revision
-                elif len(self._history) == self._history.maxlen:
-                    self._compacted = self._history[0].revision
-                self._history.append(ev)
-                for watcher in list(self._watchers):
-                    if ev.kv.key.startswith(watcher.prefix):
+                elif len(history) == history.maxlen:
+                    self._compacted = history[0].revision
+                history.append(ev)
+                for watcher in watchers:
+                    if key.startswith(watcher.prefix):
                         watcher.push(ev)
             self._revision = pending.events[0].revision
             if not pending.future.done():

@@ -408,6 +408,22 @@ async def test_slow_watcher_overflow(store: SqliteStore) -> None:
     assert (await store.put("after", b"x")).mod_revision == 9  # writers are unaffected
 
 
+async def test_watcher_overflow_within_one_commit(store: SqliteStore) -> None:
+    """A watcher that falls behind in the middle of one commit gets what fit, then Compacted;
+    a watcher beside it still gets every event of that commit, in order."""
+    slow = store.watch("", 0, max_backlog=3)
+    other = store.watch("", 0)
+    await store.txn([Op("put", f"k{i}", b"x") for i in range(6)])
+    await store.txn([Op("put", f"j{i}", b"x") for i in range(2)])
+    received: list[str] = []
+    with pytest.raises(Compacted, match="fell 3 events behind"):
+        async with asyncio.timeout(TIMEOUT):
+            async for event in slow:
+                received.append(event.kv.key)
+    assert received == ["k0", "k1", "k2"]
+    assert [e.kv.key for e in await _take(other, 8)] == [f"k{i}" for i in range(6)] + ["j0", "j1"]
+
+
 async def test_watch_history_overflow(store: SqliteStore) -> None:
     """A watch whose replay alone exceeds its backlog fails with Compacted, not unbounded."""
     for i in range(8):
