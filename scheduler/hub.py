@@ -521,6 +521,11 @@ class Hub:
         future.add_done_callback(functools.partial(self._status_written, key, uid, status, attempt))
         return future
 
+    async def _retry_status(self, key: str, uid: str, status: PodStatus, attempt: int) -> None:
+        # A task, not a timer: `close` cancels it with the hub's other tasks.
+        await asyncio.sleep(0.05)
+        self._write_status(key, uid, status, attempt)
+
     def _status_written(
         self, key: str, uid: str, status: PodStatus, attempt: int, future: asyncio.Future[list[KV]]
     ) -> None:
@@ -531,8 +536,7 @@ class Hub:
             return
         if isinstance(exc, Conflict | StoreUnavailable):
             if attempt < STATUS_WRITE_ATTEMPTS:  # changed meanwhile: merge again
-                loop = asyncio.get_running_loop()
-                loop.call_later(0.05, self._write_status, key, uid, status, attempt + 1)
+                self._spawn(self._retry_status(key, uid, status, attempt + 1))
             return
         self._errors.add(f"status of {key}: {exc}")
 
