@@ -204,7 +204,8 @@ class Api:
     async def metrics(self, *names: str) -> dict[str, list[tuple[dict[str, str], float]]]:
         """The samples of /metrics with these names (only those: a scrape of a big cluster
         has a line per node); empty if the scheduler serves no metrics."""
-        async with self.http.get(self.base + "/metrics") as resp:
+        params = [("name[]", name) for name in names]  # only those families are made
+        async with self.http.get(self.base + "/metrics", params=params) as resp:
             if resp.status != 200:
                 return {}
             text = await resp.text()

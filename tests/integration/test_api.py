@@ -192,6 +192,12 @@ def test_operations_endpoints(scheduler: SchedulerProcess) -> None:
         "corral_node_heartbeat_age_seconds{node=",
     ):
         assert name in text, name
+    # `name[]` restricts a scrape to those families, as prometheus-client's exposition does.
+    query = "/metrics?name[]=corral_binds_total&name[]=corral_connected_agents"
+    only = scheduler.request("GET", query).body.decode()
+    families = {line.split()[2] for line in only.splitlines() if line.startswith("# TYPE")}
+    assert families == {"corral_binds_total", "corral_connected_agents"}, only
+    assert "corral_connected_agents 3.0" in only and "heartbeat_age" not in only
 
 
 def test_openapi_matches_routes(bare_scheduler: SchedulerProcess) -> None:
