@@ -56,14 +56,6 @@ class NodeState:
         self.alloc_mem = memory_bytes(alloc.get("memory", 0))
         self.alloc_pods = int(memory_bytes(alloc.get("pods", 110)))
 
-    @property
-    def free_cpu(self) -> int:
-        return self.alloc_cpu - self.req_cpu
-
-    @property
-    def free_mem(self) -> int:
-        return self.alloc_mem - self.req_mem
-
 
 def needs_node(pod: Pod) -> bool:
     """A pod waits for placement: not bound, not finished, not being deleted."""

@@ -231,15 +231,9 @@ class SqliteStore:
         revision = self._next_revision + 1
         staged: dict[str, KV | None] = {}
         events: list[Event] = []
-        latest, committed = self._latest, self._committed  # what _current reads, inlined
         for op in ops:
             key = op.key
-            if key in staged:
-                prev = staged[key]
-            elif key in latest:
-                prev = latest[key]
-            else:
-                prev = committed.get(key)
+            prev = staged[key] if key in staged else self._current(key)
             if op.expect is not None and (prev.mod_revision if prev else 0) != op.expect:
                 future.set_exception(Conflict(key, op.expect, prev))
                 return future
