@@ -129,6 +129,33 @@ def test_request_above_limit_refused() -> None:
     assert ResourceRequirements(requests={"cpu": "1"}, limits={"cpu": "1000m"})
 
 
+def test_request_above_limit_refused_with_other_resource_unlimited() -> None:
+    """The comparison is per resource: a cpu limit bounds the cpu request even when
+    memory is requested without a limit."""
+    resources = {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "1"}}
+    errors = _errors(_pod(containers=[{"name": "a", "image": "x", "resources": resources}]))
+    assert errors["spec.containers[0].resources"] == (
+        "cpu request 2 must be less than or equal to cpu limit 1"
+    )
+    resources = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1"}}
+    Pod.model_validate(_pod(containers=[{"name": "a", "image": "x", "resources": resources}]))
+
+
+def test_cached_checks_refuse_a_bad_value_every_time() -> None:
+    """The checks cache only what passed: a bad name or quantity is refused again."""
+    for _ in range(2):
+        with pytest.raises(ValueError, match="DNS-1123 label"):
+            check_dns_label("Web")
+        with pytest.raises(ValueError, match="label key"):
+            check_label_key("-a")
+        with pytest.raises(ValueError, match="label value"):
+            check_label_value("-a")
+        errors = _errors(
+            _pod(containers=[{"name": "a", "image": "x", "resources": {"limits": {"cpu": "x"}}}])
+        )
+        assert "is not a quantity" in errors["spec.containers[0].resources.limits.cpu"]
+
+
 def test_quantities_normalised_to_strings() -> None:
     """Numeric quantities are kept as strings, as Kubernetes serialises them."""
     pod = Pod.model_validate(

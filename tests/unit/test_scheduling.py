@@ -15,7 +15,7 @@ from common.models import (
     PodStatus,
     now,
 )
-from scheduler.objects import encode, replaced
+from scheduler.objects import encode, replaced, set_fields
 from scheduler.scheduling import _bound
 
 
@@ -59,6 +59,18 @@ def test_replaced_is_model_copy_with_update() -> None:
         assert (ours.__pydantic_extra__, ours.__pydantic_private__) == (None, None)
         assert ours == theirs
     assert pod.spec.node_name is None and pod.status.reason == "Unschedulable"
+
+
+def test_set_fields_is_assignment() -> None:
+    """Setting fields together gives what assigning them one by one gives."""
+    ours, theirs = pending_pod().metadata, pending_pod().metadata
+    changes = {"uid": "u2", "generation": 1, "resource_version": None}
+    set_fields(ours, changes)
+    for name, value in changes.items():
+        setattr(theirs, name, value)
+    assert ours == theirs
+    assert ours.model_fields_set == theirs.model_fields_set
+    assert encode(ours) == encode(theirs)
 
 
 def test_bound_pod() -> None:
