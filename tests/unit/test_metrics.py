@@ -58,3 +58,14 @@ def test_name_restricts_the_families() -> None:
     ages = _families(metrics.exposition([HEARTBEAT_AGE, "corral_binds_total"]))
     assert set(ages) == {HEARTBEAT_AGE, "corral_binds"}
     assert len(ages[HEARTBEAT_AGE]) == 2
+
+
+def test_agent_frames_are_exported_as_a_counter() -> None:
+    """The hub's per-type frame counts are `corral_agent_frames_total{type}`."""
+    metrics = _metrics([])
+    metrics.agent_frames["heartbeat"] += 2
+    metrics.agent_frames["pod_status"] += 1
+    families = _families(metrics.exposition(["corral_agent_frames_total"]))
+    assert set(families) == {"corral_agent_frames"}
+    counts = {s.labels["type"]: s.value for s in families["corral_agent_frames"]}
+    assert counts == {"heartbeat": 2.0, "pod_status": 1.0}
