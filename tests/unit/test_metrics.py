@@ -9,10 +9,11 @@ from typing import cast
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from common.models import Node, ObjectMeta
+from common.models import Container, Node, ObjectMeta, Pod, PodSpec, PodStatus
 from scheduler.cluster import ClusterState, NodeState
 from scheduler.metrics import HEARTBEAT_AGE, SchedulerMetrics
-from scheduler.store import Store
+from scheduler.objects import encode
+from scheduler.store import KV, Event, Store
 
 
 def _metrics(names: list[str]) -> SchedulerMetrics:
@@ -69,3 +70,29 @@ def test_agent_frames_are_exported_as_a_counter() -> None:
     assert set(families) == {"corral_agent_frames"}
     counts = {s.labels["type"]: s.value for s in families["corral_agent_frames"]}
     assert counts == {"heartbeat": 2.0, "pod_status": 1.0}
+
+
+def test_pods_by_phase_follow_the_store() -> None:
+    """`corral_pods{phase}` is kept as pods are created, change phase and are deleted."""
+    metrics = _metrics([])
+    assert metrics._cluster is not None
+    cluster = metrics._cluster
+
+    def put(name: str, phase: str, revision: int) -> None:
+        pod = Pod(
+            metadata=ObjectMeta(name=name, uid=name),
+            spec=PodSpec(containers=[Container(name="app", image="pause")]),
+            status=PodStatus(phase=phase),
+        )
+        kv = KV(f"/pods/default/{name}", encode(pod), 1, revision, pod)
+        cluster.apply(Event("PUT", kv, None, revision))
+
+    put("a", "Pending", 1)
+    put("b", "Pending", 2)
+    put("a", "Running", 3)
+    put("c", "Succeeded", 4)
+    gone = cluster.pod_kvs["/pods/default/c"]
+    cluster.apply(Event("DELETE", gone, gone, 5))
+    samples = _families(metrics.exposition(["corral_pods"]))["corral_pods"]
+    counts = {s.labels["phase"]: s.value for s in samples}
+    assert counts == {"Pending": 1, "Running": 1, "Succeeded": 0, "Failed": 0, "Unknown": 0}
