@@ -269,7 +269,9 @@ def decode(data: bytes, versions: tuple[int, ...] = (PROTOCOL_VERSION,)) -> Fram
     try:
         # Strict: msgpack carries types, so a string where a number belongs is a bug
         # in the peer, not something to coerce.
-        frame = _FRAME.validate_python(raw, strict=True)
+        # The core validator itself: TypeAdapter.validate_python is a Python call around
+        # it that checks its options, for every frame of every agent.
+        frame = _FRAME.validator.validate_python(raw, strict=True)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'frame'}: {e['msg']}"

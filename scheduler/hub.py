@@ -45,7 +45,15 @@ from scheduler.cluster import TERMINAL_PHASES
 from scheduler.context import Context
 from scheduler.events import node_ref, pod_ref
 from scheduler.nodeauth import AlreadyJoined, Issued, NodeCredentials
-from scheduler.objects import decode, encode, node_key, pod_key, replace_status, status_json
+from scheduler.objects import (
+    decode,
+    encode,
+    node_key,
+    pod_key,
+    replace_status,
+    replaced,
+    status_json,
+)
 from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreUnavailable
 
 _LOGGER = logging.getLogger(__name__)
@@ -56,6 +64,8 @@ HELLO_TIMEOUT = 10.0
 LINK_SILENCE_SECONDS = 30.0
 LINK_CHECK_SECONDS = 5.0
 STATUS_WRITE_ATTEMPTS = 3
+# What ends a link's read loop: what ends aiohttp's `async for` over it, and an error.
+_LINK_ENDED = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR))
 
 
 class LogsUnavailable(Exception):
@@ -125,10 +135,7 @@ class Hub:
         self.sessions: dict[str, AgentSession] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stretched_at = 0  # the cluster size when heartbeats were last re-stretched
-        # labels() locks and builds a key on every call: a child per frame type, once.
-        self._frames_counter = functools.cache(
-            lambda kind: ctx.metrics.agent_frames.labels(type=kind)
-        )
+        self._frame_counts = ctx.metrics.agent_frames  # type -> frames received
         self._log_ids = 0
         self._watching = False  # the dead-link watchdog runs
         self._cluster.pod_listeners.append(self.on_pod_change)
@@ -385,9 +392,13 @@ class Hub:
 
     async def _read_loop(self, session: AgentSession) -> None:
         ws = session.ws
-        async for msg in ws:
-            if msg.type != WSMsgType.BINARY:
-                if msg.type == WSMsgType.ERROR:
+        counts = self._frame_counts
+        while True:
+            # receive() itself, not `async for`: the iterator is one more coroutine per
+            # frame around it, and only ends the loop on the types tested here.
+            msg = await ws.receive()
+            if msg.type is not WSMsgType.BINARY:
+                if msg.type in _LINK_ENDED:
                     break
                 await self._send_error(
                     ws, f"node {session.node}: expected binary frames", session.version
@@ -398,15 +409,15 @@ class Hub:
             except protocol.ProtocolError as exc:
                 await self._send_error(ws, f"node {session.node}: {exc}", session.version)
                 continue
-            self._frames_counter(getattr(frame, "type", "?")).inc()
+            counts[getattr(frame, "type", "?")] += 1
             session.last_frame = mono = time.monotonic()
             state = self._cluster.nodes.get(session.node)
             if state is not None:
                 state.last_heartbeat = mono
             if isinstance(frame, protocol.Heartbeat):
                 if state is not None:
-                    state.usage_cpu = int(frame.usage.get("cpu", 0))
-                    state.usage_mem = int(frame.usage.get("memory", 0))
+                    state.usage_cpu = frame.usage.get("cpu", 0)  # ints: validated strictly
+                    state.usage_mem = frame.usage.get("memory", 0)
                     state.pod_usage = frame.pod_usage
                     if not state.ready:
                         self._spawn(self.mark_ready(session.node))
@@ -560,7 +571,7 @@ class Hub:
         old, new = status_json(pod.status), status_json(status)
         if old == new:
             return None
-        updated = pod.model_copy(update={"status": status})
+        updated = replaced(pod, {"status": status})
         value = replace_status(kv.value, old, new) or encode(updated)
         return self._store.txn([Op("put", key, value, updated, kv.mod_revision)])
 

@@ -1,0 +1,98 @@
+"""The scheduler's Prometheus exposition: every family parses, the per-node heartbeat ages
+included, and `?name[]=` restricts a scrape to the families named."""
+
+from __future__ import annotations
+
+import time
+from typing import cast
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from common.models import Container, Node, ObjectMeta, Pod, PodSpec, PodStatus
+from scheduler.cluster import ClusterState, NodeState
+from scheduler.metrics import HEARTBEAT_AGE, SchedulerMetrics
+from scheduler.objects import encode
+from scheduler.store import KV, Event, Store
+
+
+def _metrics(names: list[str]) -> SchedulerMetrics:
+    """Metrics tracking a cluster of `names`, heartbeats 0, 1, 2... seconds ago."""
+    cluster = ClusterState(cast(Store, None))  # no store is read here
+    node = Node(metadata=ObjectMeta(name="n"))
+    mono = time.monotonic()
+    for i, name in enumerate(names):
+        cluster.nodes[name] = NodeState(name=name, node=node, last_heartbeat=mono - i)
+    metrics = SchedulerMetrics()
+    metrics.track_cluster(cluster)
+    metrics.scheduling_latency.observe(0.2)
+    return metrics
+
+
+def _families(text: bytes) -> dict[str, list[Sample]]:
+    return {f.name: f.samples for f in text_string_to_metric_families(text.decode())}
+
+
+def test_full_scrape_parses_with_a_line_per_node() -> None:
+    """A full scrape is valid text format: the cluster's gauges and one age per node."""
+    families = _families(_metrics(["a-0", "b.example", "c-2"]).exposition())
+    ages = {s.labels["node"]: s.value for s in families[HEARTBEAT_AGE]}
+    assert set(ages) == {"a-0", "b.example", "c-2"}
+    assert 0 <= ages["a-0"] < 0.5 and 1 <= ages["b.example"] < 1.5 and 2 <= ages["c-2"] < 2.5
+    assert {"corral_pods", "corral_connected_agents", "corral_scheduling_latency_seconds"} <= set(
+        families
+    )
+
+
+def test_node_label_values_are_escaped() -> None:
+    """A name the text format must escape (quote, backslash, newline) still parses back."""
+    odd = 'we"ird\\name\nx'
+    families = _families(_metrics([odd]).exposition())
+    assert [s.labels["node"] for s in families[HEARTBEAT_AGE]] == [odd]
+
+
+def test_name_restricts_the_families() -> None:
+    """`name[]` keeps only the families named, the per-node one as the others."""
+    metrics = _metrics(["a", "b"])
+    only = _families(metrics.exposition(["corral_connected_agents"]))
+    assert set(only) == {"corral_connected_agents"}
+    ages = _families(metrics.exposition([HEARTBEAT_AGE, "corral_binds_total"]))
+    assert set(ages) == {HEARTBEAT_AGE, "corral_binds"}
+    assert len(ages[HEARTBEAT_AGE]) == 2
+
+
+def test_agent_frames_are_exported_as_a_counter() -> None:
+    """The hub's per-type frame counts are `corral_agent_frames_total{type}`."""
+    metrics = _metrics([])
+    metrics.agent_frames["heartbeat"] += 2
+    metrics.agent_frames["pod_status"] += 1
+    families = _families(metrics.exposition(["corral_agent_frames_total"]))
+    assert set(families) == {"corral_agent_frames"}
+    counts = {s.labels["type"]: s.value for s in families["corral_agent_frames"]}
+    assert counts == {"heartbeat": 2.0, "pod_status": 1.0}
+
+
+def test_pods_by_phase_follow_the_store() -> None:
+    """`corral_pods{phase}` is kept as pods are created, change phase and are deleted."""
+    metrics = _metrics([])
+    assert metrics._cluster is not None
+    cluster = metrics._cluster
+
+    def put(name: str, phase: str, revision: int) -> None:
+        pod = Pod(
+            metadata=ObjectMeta(name=name, uid=name),
+            spec=PodSpec(containers=[Container(name="app", image="pause")]),
+            status=PodStatus(phase=phase),
+        )
+        kv = KV(f"/pods/default/{name}", encode(pod), 1, revision, pod)
+        cluster.apply(Event("PUT", kv, None, revision))
+
+    put("a", "Pending", 1)
+    put("b", "Pending", 2)
+    put("a", "Running", 3)
+    put("c", "Succeeded", 4)
+    gone = cluster.pod_kvs["/pods/default/c"]
+    cluster.apply(Event("DELETE", gone, gone, 5))
+    samples = _families(metrics.exposition(["corral_pods"]))["corral_pods"]
+    counts = {s.labels["phase"]: s.value for s in samples}
+    assert counts == {"Pending": 1, "Running": 1, "Succeeded": 0, "Failed": 0, "Unknown": 0}
