@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import enum
+import functools
 import hashlib
 import json
 import logging
@@ -46,6 +47,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import msgpack
 
 from common.heap import tune_gc_for_large_heap
 from common.models import (
@@ -53,6 +55,7 @@ from common.models import (
 )
 from common.protocol import (
     MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
     ConfigUpdate,
     CredentialAck,
     Desired,
@@ -62,7 +65,6 @@ from common.protocol import (
     Hello,
     NodeInfo,
     PodReport,
-    PodStatusUpdate,
     ProtocolError,
     Welcome,
     decode,
@@ -116,6 +118,8 @@ class HollowOptions:
 
     def fate(self, uid: str) -> Fate:
         """Deterministic for a (seed, uid): the same pod meets the same fate on every run."""
+        if self.fail_start_rate <= 0 and self.crash_rate <= 0:
+            return Fate.OK  # no draw can fall below a zero rate: skip the hash
         digest = hashlib.blake2b(f"{self.seed}:{uid}".encode(), digest_size=8).digest()
         draw = int.from_bytes(digest, "big") / 2**64
         if draw < self.fail_start_rate:
@@ -181,8 +185,12 @@ _PHASES = {
 }
 
 
+@functools.lru_cache(maxsize=256)
 def _stamp(at: datetime) -> str:
-    """A whole-second UTC time as the wire models write it (`now()` gives those)."""
+    """A whole-second UTC time as the wire models write it (`now()` gives those).
+
+    Cached: the pods of a node start within the same few seconds, and every status
+    report writes their times again (strftime is a third of building a status)."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -203,6 +211,7 @@ class SimPod:
     start_time: datetime | None = None
     started_at: datetime | None = None
     last_exit: tuple[int, str, datetime | None, datetime] | None = None  # code, reason, times
+    fate: Fate = Fate.OK  # drawn once when the node starts the pod
     timer: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -289,9 +298,37 @@ class SimPod:
         return status
 
     def report(self) -> PodReport:
-        return PodReport(
-            uid=self.uid, namespace=self.namespace, name=self.name, status=self.status()
-        )
+        return PodReport(**self.report_wire())
+
+    def report_wire(self) -> dict[str, Any]:
+        """`report()` in its wire form (`PodReport.model_dump()`), without the model."""
+        return {
+            "uid": self.uid,
+            "namespace": self.namespace,
+            "name": self.name,
+            "status": self.status(),
+        }
+
+
+# ---- frames packed by hand -------------------------------------------------------------------
+# A hollow process sends a heartbeat per node every few seconds and a pod_status for every
+# pod it places; building the pydantic models for them cost about as much as the rest of
+# that work. These give exactly the bytes of `encode(Heartbeat(...))` and
+# `encode(PodStatusUpdate(...))` (tests compare them): the keys in the models' field order.
+
+
+def encode_heartbeat(usage: dict[str, int], pod_usage: dict[str, dict[str, int]]) -> bytes:
+    frame = {"v": PROTOCOL_VERSION, "type": "heartbeat", "usage": usage, "pod_usage": pod_usage}
+    return msgpack.packb(frame, use_bin_type=True)
+
+
+def encode_pod_status(
+    reports: list[dict[str, Any]], stopped: list[str], revision: int | None
+) -> bytes:
+    """`reports` are `PodReport` wire dicts (`SimPod.report_wire()`)."""
+    frame = {"v": PROTOCOL_VERSION, "type": "pod_status", "pods": reports}
+    frame["stopped"], frame["revision"] = stopped, revision
+    return msgpack.packb(frame, use_bin_type=True)
 
 
 def new_session() -> aiohttp.ClientSession:
@@ -462,7 +499,7 @@ class HollowNode:
         await asyncio.sleep(random.uniform(0, self.heartbeat_seconds))
         while True:
             if self._beat is None:  # simulated usage changes only with the pods' states
-                self._beat = encode(self.heartbeat())
+                self._beat = encode_heartbeat(*self._usage())
             await self._send_bytes(self._beat)
             await asyncio.sleep(self.heartbeat_seconds)
 
@@ -478,13 +515,13 @@ class HollowNode:
             ack, self._ack = self._ack, None
             step = MAX_REPORTS_PER_FRAME
             for i in range(0, max(len(pods), len(stopped), ack is not None), step):
-                frame = PodStatusUpdate(
-                    pods=self._reports(pods[i : i + step]),
-                    stopped=stopped[i : i + step],
-                    revision=ack if i == 0 else None,
+                data = encode_pod_status(
+                    [pod.report_wire() for pod in pods[i : i + step]],
+                    stopped[i : i + step],
+                    ack if i == 0 else None,
                 )
                 try:
-                    await self._send(frame)
+                    await self._send_bytes(data)
                 except BaseException:
                     self._stopped.update(stopped[i:])  # unsent: report them after the resync
                     raise
@@ -504,19 +541,22 @@ class HollowNode:
         )
 
     def heartbeat(self) -> Heartbeat:
+        usage, pod_usage = self._usage()
+        return Heartbeat(usage=usage, pod_usage=pod_usage)
+
+    def _usage(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        """The heartbeat's (usage, pod_usage): requests times utilization, running pods only."""
         util = self.options.utilization
         pod_usage = {
             uid: {"cpu": int(p.cpu_millis * util), "memory": int(p.memory_bytes * util)}
             for uid, p in self.pods.items()
             if p.state is SimState.RUNNING
         }
-        return Heartbeat(
-            usage={
-                "cpu": sum(u["cpu"] for u in pod_usage.values()),
-                "memory": sum(u["memory"] for u in pod_usage.values()),
-            },
-            pod_usage=pod_usage,
-        )
+        usage = {
+            "cpu": sum(u["cpu"] for u in pod_usage.values()),
+            "memory": sum(u["memory"] for u in pod_usage.values()),
+        }
+        return usage, pod_usage
 
     @staticmethod
     def _reports(pods: Iterable[SimPod]) -> list[PodReport]:
@@ -574,8 +614,8 @@ class HollowNode:
         self.pods[pod.uid] = pod
         self._stopped.discard(pod.uid)
         pod.start_time = now()
-        fate = self.options.fate(pod.uid)
-        if fate is Fate.FAIL_START:
+        pod.fate = self.options.fate(pod.uid)
+        if pod.fate is Fate.FAIL_START:
             self._exit(pod, 1, "Error", started=False)
         elif self.options.start_delay > 0:
             self._changed(pod)  # report ContainerCreating first
@@ -590,7 +630,7 @@ class HollowNode:
         if self.options.doomed(pod.namespace, pod.labels):
             delay = self.options.complete_after or 0.0
             self._later(pod, delay, lambda p: self._exit(p, 1, "Error"))
-        elif self.options.fate(pod.uid) is Fate.CRASH:
+        elif pod.fate is Fate.CRASH:
             self._later(pod, self.options.crash_after, lambda p: self._exit(p, 1, "Error"))
         elif self.options.complete_after is not None and pod.restart_policy != "Always":
             self._later(pod, self.options.complete_after, lambda p: self._exit(p, 0, "Completed"))
