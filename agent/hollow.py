@@ -21,7 +21,8 @@ A pod the scheduler removes (desired.remove, or fenced by a welcome) is
 forgotten at once and its uid reported in `pod_status.stopped`, which is what
 lets the scheduler finish a deletion. Which pods crash or fail to start is
 decided by a hash of the uid and `--seed`, so a run is reproducible. Status
-changes made within `--batch-ms` share one pod_status frame.
+changes go out at once after a quiet spell; those made within `--batch-ms` of a
+node's last pod_status frame share the next one.
 
     python -m agent.hollow --server http://127.0.0.1:7070 --token T --nodes 200
 """
@@ -110,7 +111,7 @@ class HollowOptions:
     fail_start_rate: float = 0.0
     complete_after: float | None = None  # Never/OnFailure pods exit 0 after this long
     utilization: float = 0.5  # reported usage as a fraction of each pod's requests
-    batch_seconds: float = 0.005  # status updates within this window share one frame
+    batch_seconds: float = 0.005  # at most one pod_status frame a node in this window
     seed: str = ""
     backoff_cap: float = 4.0
     # The first `fail_first` runs of the pods that share a value of the label
@@ -528,12 +529,17 @@ class HollowNode:
             due = max(due + self.heartbeat_seconds, loop.time())
 
     async def _flusher(self) -> None:
-        """Coalesce status changes made within a slot of `batch_seconds` into one pod_status
-        frame, which also acknowledges the desired frames applied meanwhile."""
+        """Send status changes, and the acknowledgement of the desired frames applied, as
+        pod_status frames: at most one per `batch_seconds`. A change after a quiet window
+        goes out at once, in the wake-up that made it (a desired frame's, mostly: waiting
+        cost a wake-up of its own per placed pod), and the changes made until the window
+        of the last frame ends share the next one."""
         loop = asyncio.get_running_loop()
+        quiet_at = -math.inf  # when the window of the last frame ends
         while True:
             await self._dirty.wait()
-            await sleep_until_slot(loop.time(), self.options.batch_seconds)
+            if loop.time() < quiet_at:
+                await sleep_until_slot(quiet_at, self.options.batch_seconds)
             self._dirty.clear()
             pods, self._pending = list(self._pending.values()), {}
             stopped, self._stopped = sorted(self._stopped), set()
@@ -550,6 +556,7 @@ class HollowNode:
                 except BaseException:
                     self._stopped.update(stopped[i:])  # unsent: report them after the resync
                     raise
+            quiet_at = loop.time() + self.options.batch_seconds
 
     # -- frames
 
