@@ -21,7 +21,8 @@ A pod the scheduler removes (desired.remove, or fenced by a welcome) is
 forgotten at once and its uid reported in `pod_status.stopped`, which is what
 lets the scheduler finish a deletion. Which pods crash or fail to start is
 decided by a hash of the uid and `--seed`, so a run is reproducible. Status
-changes made within `--batch-ms` share one pod_status frame.
+changes go out at once after a quiet spell; those made within `--batch-ms` of a
+node's last pod_status frame share the next one.
 
     python -m agent.hollow --server http://127.0.0.1:7070 --token T --nodes 200
 """
@@ -32,9 +33,11 @@ import argparse
 import asyncio
 import contextlib
 import enum
+import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -46,6 +49,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import msgpack
 
 from common.heap import tune_gc_for_large_heap
 from common.models import (
@@ -53,6 +57,7 @@ from common.models import (
 )
 from common.protocol import (
     MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
     ConfigUpdate,
     CredentialAck,
     Desired,
@@ -62,7 +67,6 @@ from common.protocol import (
     Hello,
     NodeInfo,
     PodReport,
-    PodStatusUpdate,
     ProtocolError,
     Welcome,
     decode,
@@ -76,6 +80,9 @@ AGENT_VERSION = "hollow"
 DEFAULT_HEARTBEAT_SECONDS = 1.0
 WELCOME_TIMEOUT = 30.0
 MAX_REPORTS_PER_FRAME = 1000
+# A heartbeat may wait for the next slot of its node's timer grid (`sleep_until_slot`):
+# at most this fraction of the interval late.
+BEAT_SLOTS = 10
 
 
 # ---- pure pieces: failure decisions, restart policy, desired-set diffing -------------------
@@ -104,7 +111,7 @@ class HollowOptions:
     fail_start_rate: float = 0.0
     complete_after: float | None = None  # Never/OnFailure pods exit 0 after this long
     utilization: float = 0.5  # reported usage as a fraction of each pod's requests
-    batch_seconds: float = 0.005  # status updates within this window share one frame
+    batch_seconds: float = 0.005  # at most one pod_status frame a node in this window
     seed: str = ""
     backoff_cap: float = 4.0
     # The first `fail_first` runs of the pods that share a value of the label
@@ -116,6 +123,8 @@ class HollowOptions:
 
     def fate(self, uid: str) -> Fate:
         """Deterministic for a (seed, uid): the same pod meets the same fate on every run."""
+        if self.fail_start_rate <= 0 and self.crash_rate <= 0:
+            return Fate.OK  # no draw can fall below a zero rate: skip the hash
         digest = hashlib.blake2b(f"{self.seed}:{uid}".encode(), digest_size=8).digest()
         draw = int.from_bytes(digest, "big") / 2**64
         if draw < self.fail_start_rate:
@@ -161,6 +170,23 @@ def backoff_delay(attempt: int, cap: float, base: float = 0.1) -> float:
     return random.uniform(0, min(cap, base * 2 ** min(attempt, 30)))
 
 
+# Every node of a process sets its timers on one grid, so that the nodes due in one slot
+# wake the event loop once between them instead of once each: on the benchmarks' 2-vCPU
+# VM a wake-up of an idle event loop costs 100-200 us of CPU, several times the heartbeat
+# or status frame that it sends. The grid's phase is drawn once per process, so that the
+# processes of a benchmark do not all beat at the same instant.
+_GRID_PHASE = random.randrange(1000) / 1000  # in whole ms, the unit of uvloop's timers
+
+
+async def sleep_until_slot(when: float, grain: float) -> None:
+    """Sleep until the first slot of this process' grid of `grain` seconds at or after
+    `when` (in `loop.time()`); at once if it has passed."""
+    loop = asyncio.get_running_loop()
+    if grain > 0:
+        when = _GRID_PHASE + math.ceil((when - _GRID_PHASE) / grain) * grain
+    await asyncio.sleep(when - loop.time())
+
+
 # ---- one simulated pod ---------------------------------------------------------------------
 
 
@@ -181,8 +207,12 @@ _PHASES = {
 }
 
 
+@functools.lru_cache(maxsize=256)
 def _stamp(at: datetime) -> str:
-    """A whole-second UTC time as the wire models write it (`now()` gives those)."""
+    """A whole-second UTC time as the wire models write it (`now()` gives those).
+
+    Cached: the pods of a node start within the same few seconds, and every status
+    report writes their times again (strftime is a third of building a status)."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -203,6 +233,7 @@ class SimPod:
     start_time: datetime | None = None
     started_at: datetime | None = None
     last_exit: tuple[int, str, datetime | None, datetime] | None = None  # code, reason, times
+    fate: Fate = Fate.OK  # drawn once when the node starts the pod
     timer: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -289,9 +320,37 @@ class SimPod:
         return status
 
     def report(self) -> PodReport:
-        return PodReport(
-            uid=self.uid, namespace=self.namespace, name=self.name, status=self.status()
-        )
+        return PodReport(**self.report_wire())
+
+    def report_wire(self) -> dict[str, Any]:
+        """`report()` in its wire form (`PodReport.model_dump()`), without the model."""
+        return {
+            "uid": self.uid,
+            "namespace": self.namespace,
+            "name": self.name,
+            "status": self.status(),
+        }
+
+
+# ---- frames packed by hand -------------------------------------------------------------------
+# A hollow process sends a heartbeat per node every few seconds and a pod_status for every
+# pod it places; building the pydantic models for them cost about as much as the rest of
+# that work. These give exactly the bytes of `encode(Heartbeat(...))` and
+# `encode(PodStatusUpdate(...))` (tests compare them): the keys in the models' field order.
+
+
+def encode_heartbeat(usage: dict[str, int], pod_usage: dict[str, dict[str, int]]) -> bytes:
+    frame = {"v": PROTOCOL_VERSION, "type": "heartbeat", "usage": usage, "pod_usage": pod_usage}
+    return msgpack.packb(frame, use_bin_type=True)
+
+
+def encode_pod_status(
+    reports: list[dict[str, Any]], stopped: list[str], revision: int | None
+) -> bytes:
+    """`reports` are `PodReport` wire dicts (`SimPod.report_wire()`)."""
+    frame = {"v": PROTOCOL_VERSION, "type": "pod_status", "pods": reports}
+    frame["stopped"], frame["revision"] = stopped, revision
+    return msgpack.packb(frame, use_bin_type=True)
 
 
 def new_session() -> aiohttp.ClientSession:
@@ -457,37 +516,47 @@ class HollowNode:
         self.frames_sent += 1
 
     async def _heartbeats(self) -> None:
-        # Spread many nodes over the period; the interval is read before each sleep, so a
-        # config update from the scheduler holds from the next beat.
-        await asyncio.sleep(random.uniform(0, self.heartbeat_seconds))
+        # Spread many nodes over the period; the interval is read after each beat, so a
+        # config update from the scheduler holds from the next one.
+        loop = asyncio.get_running_loop()
+        due = loop.time() + random.uniform(0, self.heartbeat_seconds)
         while True:
+            await sleep_until_slot(due, self.heartbeat_seconds / BEAT_SLOTS)
             if self._beat is None:  # simulated usage changes only with the pods' states
-                self._beat = encode(self.heartbeat())
+                self._beat = encode_heartbeat(*self._usage())
             await self._send_bytes(self._beat)
-            await asyncio.sleep(self.heartbeat_seconds)
+            # On the node's own schedule, but no catching up with beats missed in a stall.
+            due = max(due + self.heartbeat_seconds, loop.time())
 
     async def _flusher(self) -> None:
-        """Coalesce status changes made within `batch_seconds` into one pod_status frame,
-        which also acknowledges the desired frames applied meanwhile."""
+        """Send status changes, and the acknowledgement of the desired frames applied, as
+        pod_status frames: at most one per `batch_seconds`. A change after a quiet window
+        goes out at once, in the wake-up that made it (a desired frame's, mostly: waiting
+        cost a wake-up of its own per placed pod), and the changes made until the window
+        of the last frame ends share the next one."""
+        loop = asyncio.get_running_loop()
+        quiet_at = -math.inf  # when the window of the last frame ends
         while True:
             await self._dirty.wait()
-            await asyncio.sleep(self.options.batch_seconds)
+            if loop.time() < quiet_at:
+                await sleep_until_slot(quiet_at, self.options.batch_seconds)
             self._dirty.clear()
             pods, self._pending = list(self._pending.values()), {}
             stopped, self._stopped = sorted(self._stopped), set()
             ack, self._ack = self._ack, None
             step = MAX_REPORTS_PER_FRAME
             for i in range(0, max(len(pods), len(stopped), ack is not None), step):
-                frame = PodStatusUpdate(
-                    pods=self._reports(pods[i : i + step]),
-                    stopped=stopped[i : i + step],
-                    revision=ack if i == 0 else None,
+                data = encode_pod_status(
+                    [pod.report_wire() for pod in pods[i : i + step]],
+                    stopped[i : i + step],
+                    ack if i == 0 else None,
                 )
                 try:
-                    await self._send(frame)
+                    await self._send_bytes(data)
                 except BaseException:
                     self._stopped.update(stopped[i:])  # unsent: report them after the resync
                     raise
+            quiet_at = loop.time() + self.options.batch_seconds
 
     # -- frames
 
@@ -504,19 +573,22 @@ class HollowNode:
         )
 
     def heartbeat(self) -> Heartbeat:
+        usage, pod_usage = self._usage()
+        return Heartbeat(usage=usage, pod_usage=pod_usage)
+
+    def _usage(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        """The heartbeat's (usage, pod_usage): requests times utilization, running pods only."""
         util = self.options.utilization
         pod_usage = {
             uid: {"cpu": int(p.cpu_millis * util), "memory": int(p.memory_bytes * util)}
             for uid, p in self.pods.items()
             if p.state is SimState.RUNNING
         }
-        return Heartbeat(
-            usage={
-                "cpu": sum(u["cpu"] for u in pod_usage.values()),
-                "memory": sum(u["memory"] for u in pod_usage.values()),
-            },
-            pod_usage=pod_usage,
-        )
+        usage = {
+            "cpu": sum(u["cpu"] for u in pod_usage.values()),
+            "memory": sum(u["memory"] for u in pod_usage.values()),
+        }
+        return usage, pod_usage
 
     @staticmethod
     def _reports(pods: Iterable[SimPod]) -> list[PodReport]:
@@ -574,8 +646,8 @@ class HollowNode:
         self.pods[pod.uid] = pod
         self._stopped.discard(pod.uid)
         pod.start_time = now()
-        fate = self.options.fate(pod.uid)
-        if fate is Fate.FAIL_START:
+        pod.fate = self.options.fate(pod.uid)
+        if pod.fate is Fate.FAIL_START:
             self._exit(pod, 1, "Error", started=False)
         elif self.options.start_delay > 0:
             self._changed(pod)  # report ContainerCreating first
@@ -590,7 +662,7 @@ class HollowNode:
         if self.options.doomed(pod.namespace, pod.labels):
             delay = self.options.complete_after or 0.0
             self._later(pod, delay, lambda p: self._exit(p, 1, "Error"))
-        elif self.options.fate(pod.uid) is Fate.CRASH:
+        elif pod.fate is Fate.CRASH:
             self._later(pod, self.options.crash_after, lambda p: self._exit(p, 1, "Error"))
         elif self.options.complete_after is not None and pod.restart_policy != "Always":
             self._later(pod, self.options.complete_after, lambda p: self._exit(p, 0, "Completed"))

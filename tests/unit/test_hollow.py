@@ -26,6 +26,8 @@ from agent.hollow import (
     SimState,
     backoff_delay,
     diff_desired,
+    encode_heartbeat,
+    encode_pod_status,
     restarts_after_exit,
 )
 from common.models import PodStatus, now
@@ -272,6 +274,22 @@ def test_heartbeat_usage() -> None:
     beat = node.heartbeat()
     assert beat.pod_usage == {"u1": {"cpu": 75, "memory": 32 * 2**20}}
     assert beat.usage == {"cpu": 75, "memory": 32 * 2**20}
+
+
+def test_hand_packed_frames_are_the_models_bytes() -> None:
+    """Heartbeats and pod_status frames packed without the models are byte for byte theirs."""
+    node = HollowNode("n", "http://127.0.0.1:1", TOKEN)
+    node._apply(1, [pod_json("u1"), pod_json("u2", restart_policy="Never")], [], [], full=True)
+    assert encode_heartbeat(*node._usage()) == encode(node.heartbeat())
+    assert encode_heartbeat({}, {}) == encode(Heartbeat())
+    pods = list(node.pods.values())
+    for revision in (None, 7):
+        for stopped in ([], ["a", "b"]):
+            frame = PodStatusUpdate(
+                pods=[pod.report() for pod in pods], stopped=stopped, revision=revision
+            )
+            wire = [pod.report_wire() for pod in pods]
+            assert encode_pod_status(wire, stopped, revision) == encode(frame)
 
 
 # ---- over a real socket, against a minimal link endpoint -------------------------------------
