@@ -115,20 +115,15 @@ def heartbeat_ages(cluster: ClusterState, mono: float) -> bytes:
     """`corral_node_heartbeat_age_seconds{node}`, a line per node, formatted directly: a
     tenth of the cost of the same lines through prometheus-client (module docstring)."""
     nodes = cluster.nodes
-    lines = [_HEARTBEAT_AGE_HEAD]
     # Node names are DNS subdomains, which the text format need not escape: one scan of
-    # them all instead of a call per line; the escaping path is for anything else.
+    # them all instead of an escaping call per line; `_escaped` is for anything else.
     names = "".join(nodes)
-    if "\\" in names or '"' in names or "\n" in names:
-        lines += [
-            f'{HEARTBEAT_AGE}{{node="{_escaped(name)}"}} {mono - state.last_heartbeat:.3f}\n'
-            for name, state in nodes.items()
-        ]
-    else:
-        lines += [
-            f'{HEARTBEAT_AGE}{{node="{name}"}} {mono - state.last_heartbeat:.3f}\n'
-            for name, state in nodes.items()
-        ]
+    label = _escaped if "\\" in names or '"' in names or "\n" in names else str
+    lines = [_HEARTBEAT_AGE_HEAD]
+    lines += [
+        f'{HEARTBEAT_AGE}{{node="{label(name)}"}} {mono - state.last_heartbeat:.3f}\n'
+        for name, state in nodes.items()
+    ]
     return "".join(lines).encode()
 
 

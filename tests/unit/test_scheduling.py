@@ -73,16 +73,23 @@ def test_set_fields_is_assignment() -> None:
     assert encode(ours) == encode(theirs)
 
 
-def test_bound_pod() -> None:
-    """Bound: nodeName set, the scheduling failure cleared, PodScheduled=True replacing
-    PodScheduled=False with the batch's time; the pending object is unchanged."""
+def bind_after(prior: str) -> tuple[Pod, Pod, PodCondition, datetime, datetime]:
+    """A pending pod whose PodScheduled condition has `prior` status since five minutes
+    ago, bound to n1 with a batch's PodScheduled=True condition of now: (pod, bound,
+    the batch's condition, now, five minutes ago)."""
     stamp = now()
     earlier = stamp - timedelta(minutes=5)
     pod = pending_pod(
-        [PodCondition(type="PodScheduled", status="False", last_transition_time=earlier)]
+        [PodCondition(type="PodScheduled", status=prior, last_transition_time=earlier)]
     )
     scheduled = PodCondition(type="PodScheduled", status="True", last_transition_time=stamp)
-    bound = _bound(pod, "n1", scheduled)
+    return pod, _bound(pod, "n1", scheduled), scheduled, stamp, earlier
+
+
+def test_bound_pod() -> None:
+    """Bound: nodeName set, the scheduling failure cleared, PodScheduled=True replacing
+    PodScheduled=False with the batch's time; the pending object is unchanged."""
+    pod, bound, _, stamp, _ = bind_after("False")
     assert encode(bound) == encode(expected_bound(pod, stamp))
     assert bound.metadata is pod.metadata  # shared, not copied
     assert pod.spec.node_name is None and pod.status.conditions[0].status == "False"
@@ -91,12 +98,6 @@ def test_bound_pod() -> None:
 def test_a_kept_transition_time_does_not_change_the_shared_condition() -> None:
     """A pod already PodScheduled=True keeps its transition time, in a copy: the batch's
     condition is shared by every pod it binds."""
-    stamp = now()
-    earlier = stamp - timedelta(minutes=5)
-    pod = pending_pod(
-        [PodCondition(type="PodScheduled", status="True", last_transition_time=earlier)]
-    )
-    scheduled = PodCondition(type="PodScheduled", status="True", last_transition_time=stamp)
-    bound = _bound(pod, "n1", scheduled)
+    _, bound, scheduled, stamp, earlier = bind_after("True")
     assert bound.status.conditions[0].last_transition_time == earlier
     assert scheduled.last_transition_time == stamp
