@@ -62,6 +62,14 @@ class SchedulerConfig(DaemonConfig):
         description="a node's pods are replaced (or marked NodeLost) once it has sent no "
         "heartbeat for this long; at least node_grace_seconds",
     )
+    failover_grace_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="after the scheduler starts, the nodes it knows get at least this long "
+        "to reconnect before any is marked NotReady (Nomad's failover_heartbeat_ttl): agents "
+        "redial with backoff (up to 5 s apart), so a scheduler that was down for a while "
+        "must not take a late agent for a lost machine and run its pods twice",
+    )
     heartbeat_seconds: float = Field(
         1.0, gt=0, description="how often agents are told to send heartbeats"
     )

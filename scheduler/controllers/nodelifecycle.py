@@ -14,6 +14,15 @@ removed at once, since no agent will confirm it stopped; one whose agent has
 not confirmed within its grace period plus FORCE_MARGIN is removed too.
 Level-triggered: every pass looks at the whole state, so a restart of the
 scheduler or a missed event is healed by the next pass.
+
+After a start the scheduler has heard from no agent, and agents that lost the
+old scheduler are redialling with backoff. So, as Nomad does after a leader
+failover (failover_heartbeat_ttl), a node not heard from since the start counts
+as heard from `failover_grace_seconds - grace` after it: none is marked NotReady
+in the first failover_grace_seconds, and eviction follows eviction_seconds -
+node_grace_seconds after that. Once its agent is back, the usual timeouts apply.
+A node the store already holds as NotReady is evicted eviction_seconds after the
+start, as it would have been without the restart.
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ class NodeLifecycleController:
         self._events = ctx.events
         self.not_ready_since: dict[str, float] = {}
         self.period = min(0.5, ctx.config.node_grace_seconds / 4)
+        # After cluster.load(): the nodes it loaded were last heard from before this.
+        self.started = time.monotonic()
 
     async def run(self) -> None:
         while True:
@@ -66,11 +77,12 @@ class NodeLifecycleController:
         stretches = self._cluster.heartbeat_stretch
         for name, state in self._cluster.nodes.items():
             stretch = stretches.get(name, 1.0)
+            heard = self._heard(state.last_heartbeat, grace * stretch)
             if state.ready:
-                due = state.last_heartbeat + grace * stretch
+                due = heard + grace * stretch
             else:
                 since = self.not_ready_since.get(name, mono)
-                due = min(state.last_heartbeat, since) + eviction * stretch
+                due = min(heard, since) + eviction * stretch
             if due < deadline:
                 deadline = due
         return max(0.01, deadline - mono)
@@ -85,7 +97,7 @@ class NodeLifecycleController:
                 if mono - state.last_heartbeat <= least_grace:
                     continue  # the common case, decided without the node's stretch
                 grace, eviction = self._timeouts(name)
-                if mono - state.last_heartbeat > grace:
+                if mono - self._heard(state.last_heartbeat, grace) > grace:
                     age = mono - state.last_heartbeat
                     self._errors.add(f"node {name}: no heartbeat for {age:.1f}s; marking NotReady")
                     self._events.record(
@@ -106,12 +118,20 @@ class NodeLifecycleController:
             since = self.not_ready_since.setdefault(name, mono)
             # Evict once the node has been silent for eviction_seconds in all (counted
             # from its last heartbeat), and NotReady for at least one pass.
-            silent = mono - min(state.last_heartbeat, since)
+            silent = mono - min(self._heard(state.last_heartbeat, grace), since)
             if silent >= eviction and (mono > since or not state.connected):
                 await self._evict_node(
                     name, f"node {name} sent no heartbeat for more than {eviction:g}s"
                 )
         await self._finish_deletions()
+
+    def _heard(self, last_heartbeat: float, grace: float) -> float:
+        """When the node counts as last heard from: its last heartbeat; if that was
+        before this controller started, no earlier than leaves the node
+        failover_grace_seconds from the start to reconnect."""
+        if last_heartbeat > self.started:
+            return last_heartbeat
+        return max(last_heartbeat, self.started + self._config.failover_grace_seconds - grace)
 
     def _timeouts(self, name: str) -> tuple[float, float]:
         """(grace, eviction) for this node: the configured ones, stretched as its

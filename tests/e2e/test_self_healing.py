@@ -231,16 +231,29 @@ class Sampler(threading.Thread):
         self.cluster = c
         self.stop = threading.Event()
         self.samples = 0
-        self.duplicates: list[dict[str, list[LiveContainer]]] = []
+        self.started = time.monotonic()
+        # (seconds since start, the doubled pods) for every sample that saw any
+        self.duplicates: list[tuple[float, dict[str, list[LiveContainer]]]] = []
 
     def run(self) -> None:
         while not self.stop.is_set():
             live = live_by_pod(self.cluster)
             doubled = {name: xs for name, xs in live.items() if len({x.uid for x in xs}) > 1}
             if doubled:
-                self.duplicates.append(doubled)
+                self.duplicates.append((time.monotonic() - self.started, doubled))
             self.samples += 1
             time.sleep(0.02)
+
+    def report(self) -> str:
+        """The doubled samples, one line each, short enough to survive pytest's cut."""
+        return "\n".join(
+            f"t={t:.2f}s "
+            + "; ".join(
+                f"{name}: " + ", ".join(f"{x.node}/{x.uid[:8]}/pid {x.pid}" for x in xs)
+                for name, xs in doubled.items()
+            )
+            for t, doubled in self.duplicates[:10]
+        )
 
 
 class Writer(threading.Thread):
@@ -284,11 +297,14 @@ def test_scheduler_restart_during_node_loss(cluster: Cluster) -> None:
     writer.start()
     try:
         converge(cluster, lambda: len(writer.acknowledged) >= 5, 10)
+        marks = [f"victim {victim.name} killed at t={time.monotonic() - sampler.started:.2f}s"]
         cluster.kill_agent(victim.name, with_pods=True)
         converge(cluster, lambda: not cluster.ready(victim.name), GRACE + 5)
+        marks.append(f"scheduler killed at t={time.monotonic() - sampler.started:.2f}s")
         cluster.scheduler.kill(signal.SIGKILL)
         acknowledged_before_crash = list(writer.acknowledged)
         cluster.scheduler.start()  # same state directory, same address and port
+        marks.append(f"scheduler restarted at t={time.monotonic() - sampler.started:.2f}s")
         after = converge(
             cluster,
             lambda: replaced_elsewhere(cluster, before, victim),
@@ -306,7 +322,10 @@ def test_scheduler_restart_during_node_loss(cluster: Cluster) -> None:
     assert not missing, f"acknowledged pods lost: {missing}"
     assert acknowledged_before_crash and set(acknowledged_before_crash) <= set(pods)
     assert sampler.samples > 10
-    assert not sampler.duplicates, sampler.duplicates[:3]
+    placed = ", ".join(
+        f"{n}: {p['spec']['nodeName']}/{p['metadata']['uid'][:8]}" for n, p in before.items()
+    )
+    assert not sampler.duplicates, "\n".join([sampler.report(), *marks, f"before: {placed}"])
     live = live_by_pod(cluster)
     for name, pod in after.items():
         assert [(x.node, x.uid) for x in live[name]] == [

@@ -159,3 +159,78 @@ def test_blip_shorter_than_grace_loses_nothing(fast_scheduler: SchedulerProcess)
         b.proc.send_signal(signal.SIGCONT)
         a.stop()
         b.stop()
+
+
+FAILOVER = 6.0
+
+
+def test_restarted_scheduler_gives_agents_time_to_redial(tmp_path: Path) -> None:
+    """After a kill -9 and a restart, an agent back later than grace + eviction (but
+    within failover_grace_seconds) keeps its node Ready and its pods; a node that never
+    returns is NotReady no sooner than failover_grace_seconds, then its pods move."""
+    sched = SchedulerProcess(
+        tmp_path / "scheduler",
+        [
+            "--node-grace-seconds",
+            str(GRACE),
+            "--eviction-seconds",
+            str(EVICTION),
+            "--heartbeat-seconds",
+            "0.2",
+            "--failover-grace-seconds",
+            str(FAILOVER),
+        ],
+    )
+    sched.start()
+    a = HollowProcess(sched, 1, "--name-prefix", "a")
+    b = HollowProcess(sched, 1, "--name-prefix", "b")
+
+    def place(name: str, node: str, other: str) -> dict[str, Any]:
+        assert sched.request("POST", f"/api/v1/nodes/{other}/cordon").status == 200
+        assert sched.request("POST", "/api/v1/namespaces/default/pods", pod(name)).status == 201
+        placed = wait_for(
+            lambda: (p := pods_by_name(sched)[name])["status"]["phase"] == "Running" and p
+        )
+        assert sched.request("POST", f"/api/v1/nodes/{other}/uncordon").status == 200
+        assert placed["spec"]["nodeName"] == node
+        return placed
+
+    try:
+        wait_for(lambda: len(ready_nodes(sched)) == 2)
+        late = place("late", "a-0000", "b-0000")
+        lost = place("lost", "b-0000", "a-0000")
+        sched.kill(signal.SIGKILL)
+        a.proc.send_signal(signal.SIGSTOP)  # its agent will be late
+        b.stop(signal.SIGKILL)  # this machine will not come back
+        restarted = time.monotonic()
+        sched.start()
+
+        def unchanged() -> None:
+            assert node_ready(sched, "a-0000") == "True"
+            assert pods_by_name(sched)["late"]["metadata"]["uid"] == late["metadata"]["uid"]
+
+        deadline = time.monotonic() + GRACE + EVICTION + 0.5
+        while time.monotonic() < deadline:  # the late agent's absence: nothing changes
+            unchanged()
+            time.sleep(0.1)
+        a.proc.send_signal(signal.SIGCONT)
+        b_not_ready: list[float] = []
+
+        def moved() -> dict[str, Any] | None:
+            unchanged()
+            if not b_not_ready and node_ready(sched, "b-0000") != "True":
+                b_not_ready.append(time.monotonic())
+            now = pods_by_name(sched)["lost"]
+            if now["metadata"]["uid"] != lost["metadata"]["uid"] and (
+                now["spec"].get("nodeName") == "a-0000" and now["status"]["phase"] == "Running"
+            ):
+                return now
+            return None
+
+        wait_for(moved, timeout=FAILOVER + EVICTION + 10)
+        assert b_not_ready and b_not_ready[0] - restarted >= FAILOVER
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+        a.stop()
+        b.stop()
+        sched.stop()

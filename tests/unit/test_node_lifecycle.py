@@ -25,7 +25,9 @@ async def controller(tmp_path: Path) -> AsyncIterator[NodeLifecycleController]:
     config = SchedulerConfig(state_dir=str(tmp_path), node_grace_seconds=5, eviction_seconds=10)
     ctx = Context(config, store, cluster, SchedulerMetrics(), RecentErrors(), EventRecorder(store))
     try:
-        yield NodeLifecycleController(ctx)
+        ctrl = NodeLifecycleController(ctx)
+        ctrl.started = 0.0  # long before the tests' times, unless a test says otherwise
+        yield ctrl
     finally:
         await store.close()
 
@@ -69,6 +71,41 @@ async def test_a_stretched_node_gets_longer_timeouts(controller: NodeLifecycleCo
     assert controller.next_pass_in(100.0) == pytest.approx(0.1)
     assert controller._timeouts("big") == (10.0, 20.0)
     assert controller._timeouts("unknown") == (5.0, 10.0)
+
+
+async def test_after_a_start_known_nodes_get_the_failover_grace(
+    controller: NodeLifecycleController,
+) -> None:
+    """Nodes loaded at a (re)start and not heard from since: NotReady only once
+    failover_grace_seconds (15) have passed since the start, not node_grace_seconds (5)."""
+    controller.started = 100.0
+    add_node(controller, "late", ready=True, heartbeat=99.0)  # loaded, agent not back yet
+    assert controller._config.failover_grace_seconds == 15.0
+    assert controller.next_pass_in(104.9) == pytest.approx(controller.period)
+    assert controller.next_pass_in(114.8) == pytest.approx(0.2)  # NotReady due at 115
+    # Marked NotReady at 115: evicted eviction - grace = 5 s later, as if last heard at 110.
+    controller._cluster.nodes["late"].ready = False
+    controller.not_ready_since["late"] = 115.0
+    assert controller.next_pass_in(119.9) == pytest.approx(0.1)
+
+
+async def test_after_a_start_a_node_heard_from_has_the_usual_grace(
+    controller: NodeLifecycleController,
+) -> None:
+    controller.started = 100.0
+    add_node(controller, "back", ready=True, heartbeat=101.0)  # its agent reconnected
+    assert controller.next_pass_in(105.9) == pytest.approx(0.1)  # NotReady due at 106
+
+
+async def test_after_a_start_a_node_stored_not_ready_is_evicted_on_time(
+    controller: NodeLifecycleController,
+) -> None:
+    """The old scheduler already saw it silent: eviction_seconds after the start, as
+    without the restart."""
+    controller.started = 100.0
+    add_node(controller, "gone", ready=False, heartbeat=99.0)
+    controller.not_ready_since["gone"] = 100.0
+    assert controller.next_pass_in(109.9) == pytest.approx(0.1)
 
 
 def test_heartbeat_stretch_follows_the_cluster_size() -> None:
