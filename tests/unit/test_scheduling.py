@@ -15,8 +15,8 @@ from common.models import (
     PodStatus,
     now,
 )
-from scheduler.objects import encode, replaced, set_fields
-from scheduler.scheduling import _bound
+from scheduler.objects import encode, replaced, set_fields, split_unbound_pod
+from scheduler.scheduling import _bind, _bound
 
 
 def pending_pod(conditions: list[PodCondition] | None = None) -> Pod:
@@ -101,3 +101,82 @@ def test_a_kept_transition_time_does_not_change_the_shared_condition() -> None:
     _, bound, scheduled, stamp, earlier = bind_after("True")
     assert bound.status.conditions[0].last_transition_time == earlier
     assert scheduled.last_transition_time == stamp
+
+
+def varied_pods() -> list[Pod]:
+    """Pending pods whose JSON differs where a splice could go wrong: conditions present or
+    not, a failure reason kept, strings needing escapes and unicode, free-form keys named
+    like the fields the splice looks for, volumes after the cut, an unset status."""
+    stamp = now()
+    tricky = 'a"b\\c\n\t\x01é😀,"status":{"terminationGracePeriodSeconds":1}'
+    pods = [
+        pending_pod(),
+        pending_pod([PodCondition(type="PodScheduled", status="False", message=tricky)]),
+        pending_pod([PodCondition(type="PodScheduled", status="True", last_transition_time=stamp)]),
+        pending_pod([PodCondition(type="Ready", status="Unknown", reason="é")]),
+        Pod.model_validate(
+            {
+                "metadata": {
+                    "name": "q",
+                    "namespace": "ns",
+                    "labels": {"status": "x", "terminationGracePeriodSeconds": "1"},
+                    "annotations": {"status": tricky, "nodeName": tricky},
+                    "creationTimestamp": stamp,
+                },
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "i",
+                            "command": [tricky],
+                            "env": [{"name": "E", "value": tricky}],
+                            "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}},
+                        }
+                    ],
+                    "nodeSelector": {"terminationGracePeriodSeconds": tricky, "status": "{"},
+                    "terminationGracePeriodSeconds": 0,
+                    "hostNetwork": True,
+                    "volumes": [
+                        {"name": "v", "hostPath": {"path": tricky}},
+                        {"name": "w", "emptyDir": {"sizeLimit": "1Gi"}},
+                    ],
+                    "runtimeClassName": "docker",
+                },
+                "status": {"phase": "Pending", "message": tricky, "startTime": stamp},
+            }
+        ),
+    ]
+    return [Pod.model_validate_json(encode(pod)) for pod in pods]  # as decoded from the store
+
+
+def test_bind_json_is_encode_of_the_bound_pod() -> None:
+    """The spliced JSON of a bind is byte for byte what serializing the bound pod gives,
+    and the bound object is `_bound`'s, whether its status is shared or made for it."""
+    scheduled = PodCondition(type="PodScheduled", status="True", last_transition_time=now())
+    statuses: dict[bytes, tuple[PodStatus, bytes]] = {}
+    for node in ("n1", "node-é.example"):
+        for pod in varied_pods() + varied_pods():  # twice: the second finds its status shared
+            stored = encode(pod)
+            bound, value = _bind(pod, node, stored, scheduled, statuses)
+            expected = _bound(pod, node, scheduled)
+            assert value == encode(expected)
+            assert bound == expected
+            assert bound.model_fields_set == expected.model_fields_set
+            assert bound.metadata is pod.metadata
+            assert encode(pod) == stored  # the pending object is unchanged
+    assert len(statuses) == 5
+
+
+def test_bind_json_of_json_not_shaped_as_encode_writes_it() -> None:
+    """Stored JSON not cut where a pod's is (another field order, a trailing space) is not
+    spliced: the bound pod is serialized whole."""
+    scheduled = PodCondition(type="PodScheduled", status="True", last_transition_time=now())
+    pod = pending_pod()
+    expected = encode(_bound(pod, "n1", scheduled))
+    for stored in (
+        encode(pod) + b" ",
+        pod.model_dump_json(by_alias=True, exclude_none=True, exclude={"status"}).encode(),
+        b'{"kind":"Pod","status":{"phase":"Pending"}}',
+    ):
+        assert split_unbound_pod(stored) is None
+        assert _bind(pod, "n1", stored, scheduled, {})[1] == expected
