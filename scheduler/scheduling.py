@@ -141,7 +141,22 @@ class Scheduler:
             task.add_done_callback(self._binds.discard)
 
     async def _finish_binds(self, binds: list[tuple[str, str, float, Awaitable[list[KV]]]]) -> None:
-        results = await asyncio.gather(*(w for *_, w in binds), return_exceptions=True)
+        # Awaited one by one, not gathered: they are durable together, so after the first
+        # the rest are done and awaiting them costs nothing, while gather would add a
+        # callback to each and run them all through the event loop (a few us a bind).
+        # Futures as gather makes them, so that coroutines still run concurrently.
+        writes = [asyncio.ensure_future(w) for *_, w in binds]
+        results: list[list[KV] | BaseException] = []
+        try:
+            for write in writes:
+                try:
+                    results.append(await write)
+                except Exception as exc:  # as gather's return_exceptions
+                    results.append(exc)
+        except asyncio.CancelledError:
+            for write in writes:  # as gather, cancelled: nothing is left unawaited
+                write.cancel()
+            raise
         done = time.monotonic()
         latency = self._metrics.scheduling_latency
         for (key, node, first_seen, _), result in zip(binds, results, strict=True):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 from pydantic import BaseModel
 
@@ -15,8 +18,11 @@ from common.models import (
     PodStatus,
     now,
 )
+from scheduler.metrics import SchedulerMetrics
 from scheduler.objects import encode, replaced, set_fields, split_unbound_pod
-from scheduler.scheduling import _bind, _bound
+from scheduler.recent import RecentErrors
+from scheduler.scheduling import Scheduler, _bind, _bound
+from scheduler.store import KV, Conflict, NotFound, StoreUnavailable
 
 
 def pending_pod(conditions: list[PodCondition] | None = None) -> Pod:
@@ -180,3 +186,42 @@ def test_bind_json_of_json_not_shaped_as_encode_writes_it() -> None:
     ):
         assert split_unbound_pod(stored) is None
         assert _bind(pod, "n1", stored, scheduled, {})[1] == expected
+
+
+class _Forgetting:
+    def __init__(self) -> None:
+        self.forgotten: list[str] = []
+
+    def forget(self, key: str) -> None:
+        self.forgotten.append(key)
+
+
+async def test_finish_binds_counts_each_outcome() -> None:
+    """Binds that fail are forgotten (an unexpected failure also reported), the others
+    counted and timed; a write still queued is waited for."""
+    loop = asyncio.get_running_loop()
+    cluster, metrics, errors = _Forgetting(), SchedulerMetrics(), RecentErrors()
+    ctx = SimpleNamespace(store=None, cluster=cluster, metrics=metrics, errors=errors, events=None)
+    scheduler = Scheduler(ctx, None)  # type: ignore[arg-type]
+    outcomes: list[list[KV] | Exception] = [
+        Conflict("/pods/a", 1, None),
+        [KV("/pods/b", b"{}", 1, 2)],
+        StoreUnavailable("disk full"),
+        NotFound("/pods/d"),
+        [KV("/pods/e", b"{}", 1, 2)],
+    ]
+    writes: list[asyncio.Future[list[KV]]] = [loop.create_future() for _ in outcomes]
+    for write, outcome in zip(writes[:-1], outcomes, strict=False):
+        if isinstance(outcome, Exception):
+            write.set_exception(outcome)
+        else:
+            write.set_result(outcome)
+    loop.call_later(0.01, writes[-1].set_result, [KV("/pods/e", b"{}", 1, 2)])
+    keys = ["/pods/a", "/pods/b", "/pods/c", "/pods/d", "/pods/e"]
+    await scheduler._finish_binds(
+        [(key, "n1", time.monotonic(), w) for key, w in zip(keys, writes, strict=True)]
+    )
+    assert cluster.forgotten == ["/pods/a", "/pods/c", "/pods/d"]
+    assert [m for _, m in errors._items] == ["bind /pods/c to n1: disk full"]
+    assert metrics.binds._value.get() == 2
+    assert sum(b.get() for b in metrics.scheduling_latency._buckets) == 2
