@@ -8,6 +8,7 @@ known) but spliced in when the object is read.
 from __future__ import annotations
 
 import os
+from json.encoder import encode_basestring as _string  # JSON string, UTF-8 kept
 from typing import Any, TypeVar
 
 from common.models import Model, ObjectMeta
@@ -75,6 +76,38 @@ def replace_status(stored: bytes, old: bytes, new: bytes) -> bytes | None:
     if not stored.endswith(tail):
         return None
     return stored[: len(stored) - len(tail)] + _STATUS + new + b"}"
+
+
+# Where a pod's JSON, as `encode` writes it, is cut to bind it. spec.nodeName comes right
+# before terminationGracePeriodSeconds, which is always written (it has a default); the
+# status is the pod's last field. The last match before the status is the spec's field:
+# after it come only fields without free-form keys (hostNetwork, volumes, runtimeClassName),
+# and no JSON string can hold `,"` unescaped. `,"status":{` is the pod's status alone: every
+# other "status" in a pod (a condition's, free-form keys') has a string value.
+_NODE_NAME_GOES_BEFORE = b',"terminationGracePeriodSeconds":'
+_POD_STATUS = b',"status":{'
+
+
+def split_unbound_pod(stored: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """The stored JSON of a pod without spec.nodeName, cut where a bind changes it:
+    (up to where nodeName goes, the rest of the spec, the status's JSON as `status_json`
+    writes it). None unless `stored` is shaped as `encode` writes a pod."""
+    at = stored.rfind(_POD_STATUS)
+    if at < 0 or not stored.endswith(b"}}"):
+        return None
+    cut = stored.rfind(_NODE_NAME_GOES_BEFORE, 0, at)
+    if cut < 0:
+        return None
+    return stored[:cut], stored[cut:at], stored[at + len(_STATUS) : -1]
+
+
+def bound_pod_json(head: bytes, node: str, spec_rest: bytes, status: bytes) -> bytes:
+    """The stored JSON of the pod cut by `split_unbound_pod`, with spec.nodeName `node`
+    and the status `status` (`status_json`): what `encode` writes for the bound pod,
+    without serializing the rest of it again."""
+    return b"".join(
+        (head, b',"nodeName":', _string(node).encode(), spec_rest, _STATUS, status, b"}")
+    )
 
 
 def decode(kv: KV, model: type[T]) -> T:
