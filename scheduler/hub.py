@@ -52,6 +52,7 @@ from scheduler.objects import (
     pod_key,
     replace_status,
     replaced,
+    set_fields,
     status_json,
 )
 from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreUnavailable
@@ -509,7 +510,7 @@ class Hub:
                 self._spawn(self._refuse_report(session, pod, "status"))
                 continue
             try:
-                status = PodStatus.model_validate(report.status)
+                status: PodStatus = PodStatus.__pydantic_validator__.validate_python(report.status)
             except ValidationError as exc:
                 self._errors.add(
                     f"node {session.node}: invalid status for {pod.key}: {exc.error_count()} errors"
@@ -565,7 +566,8 @@ class Hub:
             return None
         # The scheduler owns PodScheduled; the agent owns the rest of the status.
         kept = [c for c in pod.status.conditions if c.type == "PodScheduled"]
-        status.conditions = kept + [c for c in status.conditions if c.type != "PodScheduled"]
+        conditions = kept + [c for c in status.conditions if c.type != "PodScheduled"]
+        set_fields(status, {"conditions": conditions})
         # Only the statuses are serialized: unchanged is the same JSON, and the stored
         # JSON of the pod ends with its status, which is all that changes.
         old, new = status_json(pod.status), status_json(status)

@@ -65,7 +65,9 @@ _STATUS = b',"status":'
 
 def status_json(status: Model) -> bytes:
     """An object's status as `encode` writes it: the last field of the object's JSON."""
-    return status.model_dump_json(by_alias=True, exclude_none=True).encode()
+    # Straight to bytes, as `encode`: `model_dump_json` is a Python call around this that
+    # makes a str of the bytes, which was then encoded back.
+    return type(status).__pydantic_serializer__.to_json(status, by_alias=True, exclude_none=True)
 
 
 def replace_status(stored: bytes, old: bytes, new: bytes) -> bytes | None:
