@@ -16,9 +16,8 @@ from tests.integration.test_api import pod
 GRACE, EVICTION = 1.0, 2.0
 
 
-@pytest.fixture
-def fast_scheduler(tmp_path: Path) -> Iterator[SchedulerProcess]:
-    """A scheduler with short grace and eviction timeouts."""
+def started_fast_scheduler(tmp_path: Path, *extra: str) -> SchedulerProcess:
+    """A scheduler with short grace and eviction timeouts, started."""
     sched = SchedulerProcess(
         tmp_path / "scheduler",
         [
@@ -28,9 +27,16 @@ def fast_scheduler(tmp_path: Path) -> Iterator[SchedulerProcess]:
             str(EVICTION),
             "--heartbeat-seconds",
             "0.2",
+            *extra,
         ],
     )
     sched.start()
+    return sched
+
+
+@pytest.fixture
+def fast_scheduler(tmp_path: Path) -> Iterator[SchedulerProcess]:
+    sched = started_fast_scheduler(tmp_path)
     try:
         yield sched
     finally:
@@ -168,20 +174,7 @@ def test_restarted_scheduler_gives_agents_time_to_redial(tmp_path: Path) -> None
     """After a kill -9 and a restart, an agent back later than grace + eviction (but
     within failover_grace_seconds) keeps its node Ready and its pods; a node that never
     returns is NotReady no sooner than failover_grace_seconds, then its pods move."""
-    sched = SchedulerProcess(
-        tmp_path / "scheduler",
-        [
-            "--node-grace-seconds",
-            str(GRACE),
-            "--eviction-seconds",
-            str(EVICTION),
-            "--heartbeat-seconds",
-            "0.2",
-            "--failover-grace-seconds",
-            str(FAILOVER),
-        ],
-    )
-    sched.start()
+    sched = started_fast_scheduler(tmp_path, "--failover-grace-seconds", str(FAILOVER))
     a = HollowProcess(sched, 1, "--name-prefix", "a")
     b = HollowProcess(sched, 1, "--name-prefix", "b")
 
