@@ -225,3 +225,13 @@ async def test_finish_binds_counts_each_outcome() -> None:
     assert [m for _, m in errors._items] == ["bind /pods/c to n1: disk full"]
     assert metrics.binds._value.get() == 2
     assert sum(b.get() for b in metrics.scheduling_latency._buckets) == 2
+
+
+def test_bind_splice_knows_the_fields_after_node_name() -> None:
+    """`split_unbound_pod` relies on no PodSpec field after terminationGracePeriodSeconds
+    having free-form keys (a label key could read `,"terminationGracePeriodSeconds":`):
+    a field added there must be checked against that, then listed here."""
+    fields = list(PodSpec.model_fields)
+    after = fields[fields.index("termination_grace_period_seconds") + 1 :]
+    assert after == ["host_network", "volumes", "runtime_class_name"]
+    assert fields.index("node_name") == fields.index("termination_grace_period_seconds") - 1
