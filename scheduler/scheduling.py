@@ -225,8 +225,12 @@ async def _first(*events: asyncio.Event) -> None:
 def _bound(pod: Pod, node: str, scheduled: PodCondition) -> Pod:
     """The pod bound to `node` with the PodScheduled=True condition `scheduled`; shallow
     copies: the cached object and its unchanged parts are shared."""
+    return _placed(pod, node, _bound_status(pod.status, scheduled))
+
+
+def _placed(pod: Pod, node: str, status: PodStatus) -> Pod:
     spec = replaced(pod.spec, {"node_name": node})
-    return replaced(pod, {"spec": spec, "status": _bound_status(pod.status, scheduled)})
+    return replaced(pod, {"spec": spec, "status": status})
 
 
 def _bound_status(status: PodStatus, scheduled: PodCondition) -> PodStatus:
@@ -255,6 +259,4 @@ def _bind(
     if shared is None:
         status = _bound_status(pod.status, scheduled)
         shared = statuses[pending_status] = (status, status_json(status))
-    spec = replaced(pod.spec, {"node_name": node})
-    bound = replaced(pod, {"spec": spec, "status": shared[0]})
-    return bound, bound_pod_json(head, node, spec_rest, shared[1])
+    return _placed(pod, node, shared[0]), bound_pod_json(head, node, spec_rest, shared[1])
