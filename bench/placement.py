@@ -24,6 +24,9 @@ API in batches from several concurrent clients, and measures:
   reports made all M `Running` (`corral_pods{phase="Running"}`);
 - `placement.scheduler_rss_peak` (MiB, sampled every 100 ms) and
   `placement.scheduler_cpu` (user+system seconds, whole run and placement phase);
+  `scheduler_gc_s` and `scheduler_gc_max_pause`: the scheduler's own
+  `corral_gc_pause_seconds` over the placement phase (seconds stopped in its
+  garbage collector, and the upper bound of the bucket of its longest pause);
 - `api_latency.get_node`, `api_latency.get_pod`, `api_latency.list_pods`
   (`?limit=100`): sequential requests while all N nodes heartbeat every second.
 
@@ -70,6 +73,8 @@ _LABEL = re.compile(r'([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"')
 BINDS = "corral_binds_total"
 PODS_BY_PHASE = "corral_pods"
 LATENCY_BUCKETS = "corral_scheduling_latency_seconds_bucket"
+GC_SECONDS = "corral_gc_pause_seconds_sum"
+GC_BUCKETS = "corral_gc_pause_seconds_bucket"
 
 
 def emit(metric: str, unit: str, **fields: Any) -> None:
@@ -402,6 +407,39 @@ async def api_latency(api: Api, args: argparse.Namespace) -> None:
         )
 
 
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def gc_pauses(before: Samples, after: Samples) -> tuple[float | None, str | None]:
+    """Seconds the scheduler spent in its garbage collector between two scrapes of
+    `corral_gc_pause_seconds`, and the bucket bound (`le`) its longest pause is under;
+    None, None if the scheduler does not export it."""
+    if GC_SECONDS not in after:
+        return None, None
+    seconds = sum(v for _, v in after[GC_SECONDS]) - sum(v for _, v in before.get(GC_SECONDS, []))
+    return round(seconds, 3), _longest_pause(before.get(GC_BUCKETS, []), after[GC_BUCKETS])
+
+
+def _longest_pause(
+    before: list[tuple[dict[str, str], float]], after: list[tuple[dict[str, str], float]]
+) -> str | None:
+    """The smallest bucket bound that holds every pause between two scrapes of the
+    histogram (cumulative buckets: where the longest pause is); None if none happened."""
+    old = {(lbl["generation"], lbl["le"]): v for lbl, v in before}
+    new: dict[str, dict[float, float]] = {}
+    for lbl, count in after:
+        key = (lbl["generation"], lbl["le"])
+        new.setdefault(lbl["generation"], {})[float(lbl["le"])] = count - old.get(key, 0.0)
+    bound = 0.0
+    for buckets in new.values():
+        total = buckets.get(math.inf, 0.0)
+        if total:
+            bound = max(bound, min(le for le, n in buckets.items() if n == total))
+    if not bound:
+        return None
+    return "+Inf" if bound == math.inf else repr(bound)
+
+
 async def start_cluster(
     procs: Processes, api: Api, args: argparse.Namespace, tmp: Path
 ) -> tuple[asyncio.subprocess.Process, RssSampler]:
@@ -452,6 +490,7 @@ async def start_cluster(
 
 async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None:
     """Submit M pods, wait until all are bound (then Running), and report."""
+    gc_before = await api.metrics(GC_SECONDS, GC_BUCKETS)
     cpu_before = sampler.cpu_seconds()
     submitted: dict[str, float] = {}
     t0 = time.monotonic()
@@ -459,6 +498,7 @@ async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None
     bound = await wait_bound(api, args, submitted, t0)
     t_submitted = await submit_task
     cpu_placement = sampler.cpu_seconds() - cpu_before
+    gc_seconds, gc_max_pause = gc_pauses(gc_before, await api.metrics(GC_SECONDS, GC_BUCKETS))
 
     per_node: dict[str, int] = {}
     latest = -math.inf  # wall time of the last bind, truncated to the second by the server
@@ -499,6 +539,8 @@ async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None
         nodes_used=len(per_node),
         max_per_node=max(per_node.values(), default=0),
         scheduler_cpu_s=round(cpu_placement, 2),
+        scheduler_gc_s=gc_seconds,
+        scheduler_gc_max_pause=gc_max_pause,
         cpus=os.cpu_count(),
     )
     if bound.polled is None:

@@ -58,6 +58,7 @@ class ControlPlane:
 
     async def start(self) -> None:
         config = self.config
+        self.metrics.gc_pauses.install()
         token = await asyncio.to_thread(join_token, config)
         self.store = await SqliteStore.open(Path(config.state_dir) / "state.db")
         self.cluster = ClusterState(self.store)
@@ -123,4 +124,5 @@ class ControlPlane:
                 await self.events.flush()  # what was recorded last is not lost
         if hasattr(self, "store"):
             await self.store.close()
+        self.metrics.gc_pauses.uninstall()
         _LOGGER.info("control plane stopped")

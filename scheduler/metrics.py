@@ -10,14 +10,21 @@ format, after the registry's own families (`SchedulerMetrics.exposition`).
 
 from __future__ import annotations
 
+import bisect
+import gc
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client import Counter as PromCounter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -95,6 +102,8 @@ class SchedulerMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.gc_pauses = GcPauses()
+        self.registry.register(self.gc_pauses)
         self._cluster: ClusterState | None = None
 
     def track_cluster(self, cluster: ClusterState) -> None:
@@ -130,6 +139,64 @@ def heartbeat_ages(cluster: ClusterState, mono: float) -> bytes:
 def _escaped(value: str) -> str:
     """A label value as the text format wants it: backslash, quote and newline escaped."""
     return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
+
+
+GC_PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class GcPauses(Collector):
+    """`corral_gc_pause_seconds{generation}`: how long the cyclic garbage collector stopped
+    this process, a histogram per generation (Go's `go_gc_duration_seconds`, which
+    prometheus-client has no counterpart of for Python).
+
+    The scheduler keeps every object in memory, so a collection of an old generation
+    traverses much of the heap and stalls the API and the agent links for as long
+    (seconds, with tens of thousands of pods: docs/benchmarks.md). Recorded by a
+    `gc.callbacks` hook, which runs on whichever thread allocated, in the middle of any
+    allocation: it only adds to plain lists (no lock, no prometheus child, which takes
+    one), and collections never overlap, as they hold the GIL throughout.
+    """
+
+    def __init__(self) -> None:
+        # Per generation: counts per bucket (the last is beyond the largest bound), sum.
+        self.counts = [[0] * (len(GC_PAUSE_BUCKETS) + 1) for _ in range(3)]
+        self.seconds = [0.0] * 3
+        self._started = 0.0
+
+    def install(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def uninstall(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        generation = info["generation"]
+        self.seconds[generation] += pause
+        # bisect_left: a pause equal to a bound belongs to that bucket (`le`).
+        self.counts[generation][bisect.bisect_left(GC_PAUSE_BUCKETS, pause)] += 1
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "corral_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector, by generation (2 traverses the heap)",
+            labels=["generation"],
+        )
+        for generation, counts in enumerate(self.counts):
+            cumulative, buckets = 0, []
+            for bound, count in zip((*GC_PAUSE_BUCKETS, float("inf")), counts, strict=True):
+                cumulative += count
+                buckets.append((_bound(bound), cumulative))
+            family.add_metric([str(generation)], buckets, sum_value=self.seconds[generation])
+        yield family
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 class _FramesCollector(Collector):

@@ -3,6 +3,7 @@ included, and `?name[]=` restricts a scrape to the families named."""
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import cast
 
@@ -11,7 +12,7 @@ from prometheus_client.samples import Sample
 
 from common.models import Container, Node, ObjectMeta, Pod, PodSpec, PodStatus
 from scheduler.cluster import ClusterState, NodeState
-from scheduler.metrics import HEARTBEAT_AGE, SchedulerMetrics
+from scheduler.metrics import GC_PAUSE_BUCKETS, HEARTBEAT_AGE, SchedulerMetrics
 from scheduler.objects import encode
 from scheduler.store import KV, Event, Store
 
@@ -96,3 +97,38 @@ def test_pods_by_phase_follow_the_store() -> None:
     samples = _families(metrics.exposition(["corral_pods"]))["corral_pods"]
     counts = {s.labels["phase"]: s.value for s in samples}
     assert counts == {"Pending": 1, "Running": 1, "Succeeded": 0, "Failed": 0, "Unknown": 0}
+
+
+def test_gc_pauses_are_a_histogram_per_generation() -> None:
+    """Every collection while installed is counted under its generation, with its
+    duration in the sum and the buckets; none once uninstalled."""
+    metrics = SchedulerMetrics()
+    pauses = metrics.gc_pauses
+    gc.disable()  # only the collections asked for here
+    pauses.install()
+    try:
+        gc.collect(2)
+        gc.collect(2)
+        gc.collect(0)
+    finally:
+        pauses.uninstall()
+        gc.enable()
+    gc.collect(2)  # after uninstall: not counted
+    samples = _families(metrics.exposition())["corral_gc_pause_seconds"]
+
+    def value(name: str, generation: str, le: str | None = None) -> float:
+        [sample] = [
+            s
+            for s in samples
+            if s.name == name and s.labels["generation"] == generation and s.labels.get("le") == le
+        ]
+        return sample.value
+
+    assert value("corral_gc_pause_seconds_count", "2") == 2
+    assert value("corral_gc_pause_seconds_count", "1") == 0
+    assert value("corral_gc_pause_seconds_count", "0") == 1
+    assert value("corral_gc_pause_seconds_bucket", "2", "+Inf") == 2
+    assert 0 < value("corral_gc_pause_seconds_sum", "2") < 10
+    buckets = [s.value for s in samples if s.name.endswith("_bucket")]
+    assert len(buckets) == 3 * (len(GC_PAUSE_BUCKETS) + 1)
+    assert gc.callbacks.count(pauses._callback) == 0
