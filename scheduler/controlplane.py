@@ -57,8 +57,17 @@ class ControlPlane:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        config = self.config
+        # First, so that the pauses of loading a big store are counted too; a start that
+        # fails is never stopped, so it takes the hook out itself.
         self.metrics.gc_pauses.install()
+        try:
+            await self._start()
+        except BaseException:
+            self.metrics.gc_pauses.uninstall()
+            raise
+
+    async def _start(self) -> None:
+        config = self.config
         token = await asyncio.to_thread(join_token, config)
         self.store = await SqliteStore.open(Path(config.state_dir) / "state.db")
         self.cluster = ClusterState(self.store)

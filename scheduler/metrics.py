@@ -154,7 +154,7 @@ class GcPauses(Collector):
     (seconds, with tens of thousands of pods: docs/benchmarks.md). Recorded by a
     `gc.callbacks` hook, which runs on whichever thread allocated, in the middle of any
     allocation: it only adds to plain lists (no lock, no prometheus child, which takes
-    one), and collections never overlap, as they hold the GIL throughout.
+    one). CPython runs one collection at a time, so a pause's start and stop pair up.
     """
 
     def __init__(self) -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import gc
 import time
+from pathlib import Path
 from typing import cast
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from common.models import Container, Node, ObjectMeta, Pod, PodSpec, PodStatus
 from scheduler.cluster import ClusterState, NodeState
+from scheduler.config import SchedulerConfig
+from scheduler.controlplane import ControlPlane
 from scheduler.metrics import GC_PAUSE_BUCKETS, HEARTBEAT_AGE, SchedulerMetrics
 from scheduler.objects import encode
 from scheduler.store import KV, Event, Store
@@ -132,3 +136,21 @@ def test_gc_pauses_are_a_histogram_per_generation() -> None:
     buckets = [s.value for s in samples if s.name.endswith("_bucket")]
     assert len(buckets) == 3 * (len(GC_PAUSE_BUCKETS) + 1)
     assert gc.callbacks.count(pauses._callback) == 0
+
+
+async def test_the_control_plane_takes_its_gc_hook_out(tmp_path: Path) -> None:
+    """Stopped, or failed to start (which nothing stops), a control plane leaves no
+    hook of its own in gc.callbacks."""
+    before = list(gc.callbacks)
+    control = ControlPlane(SchedulerConfig(state_dir=str(tmp_path / "ok")))
+    await control.start()
+    assert gc.callbacks == [*before, control.metrics.gc_pauses._callback]
+    await control.stop()
+    assert gc.callbacks == before
+
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the state directory should be")
+    failing = ControlPlane(SchedulerConfig(state_dir=str(blocked)))
+    with pytest.raises(OSError):
+        await failing.start()
+    assert gc.callbacks == before
