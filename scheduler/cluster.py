@@ -45,6 +45,9 @@ class NodeState:
     usage_mem: int = 0
     pod_usage: dict[str, dict[str, int]] = field(default_factory=dict)  # uid -> cpu, memory
     connected: bool = False
+    # When the oldest desired change its agent has not acknowledged was sent (monotonic;
+    # None: all acknowledged, or no link).
+    desired_unacked_since: float | None = None
     ready: bool = False
     cordoned: bool = False  # spec.unschedulable
 

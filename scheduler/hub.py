@@ -20,6 +20,7 @@ import hmac
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +42,7 @@ from common.models import (
     now,
 )
 from common.quantity import QuantityError, cpu_millis, memory_bytes
-from scheduler.cluster import TERMINAL_PHASES
+from scheduler.cluster import TERMINAL_PHASES, NodeState
 from scheduler.context import Context
 from scheduler.events import node_ref, pod_ref
 from scheduler.nodeauth import AlreadyJoined, Issued, NodeCredentials
@@ -58,6 +59,7 @@ from scheduler.objects import (
 from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreUnavailable
 
 _LOGGER = logging.getLogger(__name__)
+MAX_UNACKED = 1000  # desired frames remembered per link until acknowledged
 
 HELLO_TIMEOUT = 10.0
 # A link that brought no frame for this long (times the node's heartbeat stretch) is
@@ -102,7 +104,9 @@ class AgentSession:
         self.upserts: dict[str, bytes] = {}  # uid -> the pod's stored JSON
         self.removes: set[str] = set()
         self.changed = asyncio.Event()
-        self.acked_revision = 0
+        # Desired frames sent and not yet acknowledged (revision, monotonic time sent),
+        # oldest first: an agent that stops acknowledging is stuck applying them.
+        self.unacked: deque[tuple[int, float]] = deque()
         self.sender: asyncio.Task[None] | None = None
         self.log_streams: dict[int, asyncio.Queue[protocol.LogsChunk | None]] = {}
         self.credential_id: str | None = None  # issued in this session's welcome
@@ -114,6 +118,26 @@ class AgentSession:
             self.desired.add(uid)
             self.upserts[uid] = stored
             self.changed.set()
+
+    def sent(self, revision: int, at: float) -> None:
+        """A desired frame of `revision` went out at `at`."""
+        if len(self.unacked) >= MAX_UNACKED:
+            # Bounded for an agent that never answers: the newest entry takes the new
+            # revision and keeps its older time, so a lag is never under-reported.
+            self.unacked[-1] = (revision, self.unacked[-1][1])
+        else:
+            self.unacked.append((revision, at))
+
+    def acked(self, revision: int) -> None:
+        """The agent applied every desired change up to `revision`."""
+        unacked = self.unacked
+        while unacked and unacked[0][0] <= revision:
+            unacked.popleft()
+
+    @property
+    def unacked_since(self) -> float | None:
+        """When the oldest desired frame the agent has not acknowledged was sent."""
+        return self.unacked[0][1] if self.unacked else None
 
     def unwant(self, uid: str) -> None:
         self.upserts.pop(uid, None)
@@ -310,6 +334,7 @@ class Hub:
         if state is not None:
             state.connected = True
             state.last_heartbeat = time.monotonic()
+            state.desired_unacked_since = None  # the welcome resyncs whatever was pending
         # The hello's statuses are durable (or their writes failed) before the welcome.
         writes = self._apply_reports(session, hello.pods)
         if writes:
@@ -428,9 +453,9 @@ class Hub:
                 if frame.stopped:
                     self._spawn(self._finish_deletions(session, frame.stopped))
                 if frame.revision is not None:
-                    session.acked_revision = max(session.acked_revision, frame.revision)
+                    self._acked(session, state, frame.revision)
             elif isinstance(frame, protocol.Ack):  # an agent of protocol 3
-                session.acked_revision = max(session.acked_revision, frame.revision)
+                self._acked(session, state, frame.revision)
             elif isinstance(frame, protocol.PodEvents):
                 self._record_agent_events(session, frame.events)
             elif isinstance(frame, protocol.CredentialAck):
@@ -454,13 +479,18 @@ class Hub:
             removes, session.removes = session.removes, set()
             if not upserts and not removes:
                 continue
+            revision = self._cluster.revision
             data = protocol.encode_desired(
-                self._cluster.revision, list(upserts.values()), sorted(removes), session.version
+                revision, list(upserts.values()), sorted(removes), session.version
             )
             try:
                 await session.ws.send_bytes(data)
             except (ConnectionError, RuntimeError):
                 return  # the read loop sees the close and ends the session
+            session.sent(revision, time.monotonic())
+            state = self._cluster.nodes.get(session.node)
+            if state is not None and self.sessions.get(session.node) is session:
+                state.desired_unacked_since = session.unacked_since
 
     async def _watch_links(self) -> None:
         """Close the links that went silent: a peer gone without a TCP reset (power cut,
@@ -476,6 +506,11 @@ class Hub:
                     )
                     self._spawn(session.ws.close(message=b"link silent; presumed dead"))
 
+    def _acked(self, session: AgentSession, state: NodeState | None, revision: int) -> None:
+        session.acked(revision)
+        if state is not None and self.sessions.get(session.node) is session:
+            state.desired_unacked_since = session.unacked_since
+
     async def _end_session(self, session: AgentSession) -> None:
         for stream in session.log_streams.values():
             stream.put_nowait(None)  # readers see the node go away
@@ -488,6 +523,7 @@ class Hub:
             state = self._cluster.nodes.get(session.node)
             if state is not None:
                 state.connected = False
+                state.desired_unacked_since = None  # the next link's welcome resyncs all
             _LOGGER.info("node %s disconnected", session.node)
 
     # -- reports from agents -------------------------------------------------

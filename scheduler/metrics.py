@@ -246,3 +246,12 @@ class _ClusterCollector(Collector):
             "Agents holding a link to this scheduler",
             value=sum(1 for n in cluster.nodes.values() if n.connected),
         )
+        # One gauge for all nodes, not one per node: what an alert on stuck agents needs.
+        since = [n.desired_unacked_since for n in cluster.nodes.values()]
+        oldest_unacked = min((t for t in since if t is not None), default=None)
+        yield GaugeMetricFamily(
+            "corral_agent_desired_unacked_seconds",
+            "Age of the oldest desired-state change an agent has not acknowledged applying"
+            " (0: every connected agent is up to date)",
+            value=0.0 if oldest_unacked is None else round(time.monotonic() - oldest_unacked, 3),
+        )

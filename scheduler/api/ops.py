@@ -11,6 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from common.quantity import cpu_millis, memory_bytes
 from scheduler.api.common import json_response, plane
 
+UNACKED_REPORT_SECONDS = 10.0  # an unacknowledged desired change older than this is listed
+
 
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
@@ -31,7 +33,11 @@ async def status(request: web.Request) -> web.Response:
     cpu = {"capacity": 0, "allocatable": 0, "requested": 0, "used": 0}
     mem = {"capacity": 0, "allocatable": 0, "requested": 0, "used": 0}
     not_ready = []
+    lagging: list[tuple[float, str]] = []
     for name, state in cluster.nodes.items():
+        since = state.desired_unacked_since
+        if since is not None and mono - since >= UNACKED_REPORT_SECONDS:
+            lagging.append((mono - since, name))
         if state.ready:
             nodes["ready"] += 1
         else:
@@ -64,7 +70,16 @@ async def status(request: web.Request) -> web.Response:
     ]
     body = {
         "revision": cp.store.revision,
-        "nodes": {**nodes, "notReadyNodes": not_ready[:50]},
+        "nodes": {
+            **nodes,
+            "notReadyNodes": not_ready[:50],
+            # Agents that have not applied a desired change (a pod to start or stop) for
+            # a while: a healthy one acknowledges within moments.
+            "desiredNotAcknowledged": [
+                {"name": name, "unacknowledgedSeconds": round(age, 1)}
+                for age, name in sorted(lagging, reverse=True)[:50]
+            ],
+        },
         "pods": {
             "total": len(cluster.pods),
             "byPhase": {

@@ -26,6 +26,7 @@ from aiohttp import web
 from common.models import Event, Pod
 from common.quantity import cpu_millis, humanize_bytes, memory_bytes
 from scheduler.api.common import plane
+from scheduler.api.ops import UNACKED_REPORT_SECONDS
 from scheduler.cluster import NodeState
 from scheduler.controlplane import ControlPlane
 from scheduler.events import EVENTS
@@ -149,10 +150,17 @@ def render(cp: ControlPlane, events: list[Event], who: str) -> str:
     ready = sum(1 for n in cluster.nodes.values() if n.ready)
     cordoned = sum(1 for n in cluster.nodes.values() if n.node.spec.unschedulable)
     not_ready = len(cluster.nodes) - ready
+    late = time.monotonic() - UNACKED_REPORT_SECONDS
+    behind = sum(
+        1
+        for n in cluster.nodes.values()
+        if n.desired_unacked_since is not None and n.desired_unacked_since <= late
+    )
     cards = [
         f"<span><b>Nodes</b> {ready}/{len(cluster.nodes)} ready"
         + (f' <span class="badge bad">{not_ready} NotReady</span>' if not_ready else "")
         + (f' <span class="badge warn">{cordoned} cordoned</span>' if cordoned else "")
+        + (f' <span class="badge bad">{behind} behind on pod changes</span>' if behind else "")
         + "</span>",
         f"<span><b>Pods</b> {len(pods)}: "
         + ", ".join(f"{phases.get(p, 0)} {p}" for p in PHASES)

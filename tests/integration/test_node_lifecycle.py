@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from scheduler.api.ops import UNACKED_REPORT_SECONDS
 from tests.conftest import HollowProcess, SchedulerProcess, ready_nodes, wait_for
 from tests.integration.test_api import pod
 
@@ -226,4 +227,38 @@ def test_restarted_scheduler_gives_agents_time_to_redial(tmp_path: Path) -> None
         a.proc.send_signal(signal.SIGCONT)
         a.stop()
         b.stop()
+        sched.stop()
+
+
+def _unacked_seconds(s: SchedulerProcess) -> float:
+    text = s.request("GET", "/metrics?name[]=corral_agent_desired_unacked_seconds").body.decode()
+    [line] = [ln for ln in text.splitlines() if ln.startswith("corral_agent_desired_unacked")]
+    return float(line.split()[-1])
+
+
+def test_an_agent_that_stops_acknowledging_is_reported(tmp_path: Path) -> None:
+    """A frozen agent is sent a pod it cannot acknowledge: the scheduler's metric and status
+    page report how long it has been behind, and both clear once it catches up."""
+    sched = started_fast_scheduler(
+        tmp_path, "--node-grace-seconds", "60", "--eviction-seconds", "120"
+    )
+    a = HollowProcess(sched, 1, "--name-prefix", "a")
+    try:
+        wait_for(lambda: ready_nodes(sched) == ["a-0000"])
+        assert _unacked_seconds(sched) == 0.0
+        a.proc.send_signal(signal.SIGSTOP)  # its socket stays open: the frame is sent
+        sched.request("POST", "/api/v1/namespaces/default/pods", pod("late"))
+        wait_for(lambda: _unacked_seconds(sched) >= UNACKED_REPORT_SECONDS, timeout=30)
+        [lagging] = sched.get("/api/v1/status")["nodes"]["desiredNotAcknowledged"]
+        assert lagging["name"] == "a-0000"
+        assert lagging["unacknowledgedSeconds"] >= UNACKED_REPORT_SECONDS
+        assert "1 behind on pod changes" in sched.request("GET", "/").body.decode()
+        a.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: _unacked_seconds(sched) == 0.0)
+        assert sched.get("/api/v1/status")["nodes"]["desiredNotAcknowledged"] == []
+        assert "behind on pod changes" not in sched.request("GET", "/").body.decode()
+        wait_for(lambda: pods_by_name(sched)["late"]["status"]["phase"] == "Running")
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+        a.stop()
         sched.stop()

@@ -235,11 +235,13 @@ async def test_pod_status_revision_acknowledges_desired_frames(cp: ControlPlane)
     pod = await bound_pod(cp, "web", "n1")
     ws, reader = await serve(cp, "n1")
     session = cp.hub.sessions["n1"]
+    for revision, at in ((7, 1.0), (9, 2.0), (10, 3.0)):
+        session.sent(revision, at)  # as the send loop records its frames
     ws.feed(protocol.encode(protocol.PodStatusUpdate(revision=7)))
     ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, "Running")], revision=9)))
     ws.feed(protocol.encode(protocol.PodStatusUpdate(revision=8)))  # late: changes nothing
     await settle(cp, ws)
-    assert session.acked_revision == 9
+    assert list(session.unacked) == [(10, 3.0)]
     assert cp.cluster.pods[pod_key("default", "web")].status.phase == "Running"
     assert not [f for f in ws.sent if isinstance(f, protocol.ErrorFrame)]
     reader.cancel()
@@ -285,3 +287,36 @@ async def test_an_unchanged_status_is_not_written(cp: ControlPlane) -> None:
     await settle(cp, ws)
     assert cp.store.revision == before
     reader.cancel()
+
+
+def test_unacknowledged_desired_frames_are_tracked_oldest_first() -> None:
+    """An ack clears every frame up to its revision; the oldest one left says since when
+    the agent is behind."""
+    session = AgentSession("n", None)  # type: ignore[arg-type]
+    assert session.unacked_since is None
+    session.sent(5, 100.0)
+    session.sent(7, 101.0)
+    session.sent(7, 102.0)  # a second frame at the same revision
+    session.sent(9, 103.0)
+    session.acked(4)
+    assert session.unacked_since == 100.0
+    session.acked(7)
+    assert session.unacked_since == 103.0
+    session.acked(12)
+    assert session.unacked_since is None
+
+
+def test_unacknowledged_frames_are_bounded_without_hiding_the_lag() -> None:
+    """An agent that never answers costs MAX_UNACKED entries at most, and the lag of the
+    newest frames is over-reported, never under."""
+    session = AgentSession("n", None)  # type: ignore[arg-type]
+    for revision in range(1, hub_module.MAX_UNACKED + 50):
+        session.sent(revision, float(revision))
+    assert len(session.unacked) == hub_module.MAX_UNACKED
+    session.acked(hub_module.MAX_UNACKED - 1)
+    # The last entry stands for every frame sent since it filled: its first time is kept.
+    assert session.unacked_since == float(hub_module.MAX_UNACKED)
+    session.acked(hub_module.MAX_UNACKED + 48)  # not yet the newest frame (+49)
+    assert session.unacked_since == float(hub_module.MAX_UNACKED)
+    session.acked(hub_module.MAX_UNACKED + 49)
+    assert session.unacked_since is None
