@@ -483,14 +483,16 @@ class Hub:
             data = protocol.encode_desired(
                 revision, list(upserts.values()), sorted(removes), session.version
             )
-            try:
-                await session.ws.send_bytes(data)
-            except (ConnectionError, RuntimeError):
-                return  # the read loop sees the close and ends the session
+            # Counted as sent before the send, which may wait for the socket to drain:
+            # the agent's ack may be read meanwhile, and must find the frame to clear.
             session.sent(revision, time.monotonic())
             state = self._cluster.nodes.get(session.node)
             if state is not None and self.sessions.get(session.node) is session:
                 state.desired_unacked_since = session.unacked_since
+            try:
+                await session.ws.send_bytes(data)
+            except (ConnectionError, RuntimeError):
+                return  # the read loop sees the close and ends the session (and its lag)
 
     async def _watch_links(self) -> None:
         """Close the links that went silent: a peer gone without a TCP reset (power cut,
