@@ -42,7 +42,7 @@ from common.models import (
     now,
 )
 from common.quantity import QuantityError, cpu_millis, memory_bytes
-from scheduler.cluster import TERMINAL_PHASES, NodeState
+from scheduler.cluster import TERMINAL_PHASES
 from scheduler.context import Context
 from scheduler.events import node_ref, pod_ref
 from scheduler.nodeauth import AlreadyJoined, Issued, NodeCredentials
@@ -59,9 +59,9 @@ from scheduler.objects import (
 from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreUnavailable
 
 _LOGGER = logging.getLogger(__name__)
-MAX_UNACKED = 1000  # desired frames remembered per link until acknowledged
 
 HELLO_TIMEOUT = 10.0
+MAX_UNACKED = 1000  # desired frames remembered per link until acknowledged
 # A link that brought no frame for this long (times the node's heartbeat stretch) is
 # taken for dead and closed; the agents heartbeat every second (times the stretch).
 LINK_SILENCE_SECONDS = 30.0
@@ -453,9 +453,11 @@ class Hub:
                 if frame.stopped:
                     self._spawn(self._finish_deletions(session, frame.stopped))
                 if frame.revision is not None:
-                    self._acked(session, state, frame.revision)
+                    session.acked(frame.revision)
+                    self._mirror_lag(session)
             elif isinstance(frame, protocol.Ack):  # an agent of protocol 3
-                self._acked(session, state, frame.revision)
+                session.acked(frame.revision)
+                self._mirror_lag(session)
             elif isinstance(frame, protocol.PodEvents):
                 self._record_agent_events(session, frame.events)
             elif isinstance(frame, protocol.CredentialAck):
@@ -486,9 +488,7 @@ class Hub:
             # Counted as sent before the send, which may wait for the socket to drain:
             # the agent's ack may be read meanwhile, and must find the frame to clear.
             session.sent(revision, time.monotonic())
-            state = self._cluster.nodes.get(session.node)
-            if state is not None and self.sessions.get(session.node) is session:
-                state.desired_unacked_since = session.unacked_since
+            self._mirror_lag(session)
             try:
                 await session.ws.send_bytes(data)
             except (ConnectionError, RuntimeError):
@@ -508,8 +508,9 @@ class Hub:
                     )
                     self._spawn(session.ws.close(message=b"link silent; presumed dead"))
 
-    def _acked(self, session: AgentSession, state: NodeState | None, revision: int) -> None:
-        session.acked(revision)
+    def _mirror_lag(self, session: AgentSession) -> None:
+        """The node's view of its agent's lag, read by the status page and metrics."""
+        state = self._cluster.nodes.get(session.node)
         if state is not None and self.sessions.get(session.node) is session:
             state.desired_unacked_since = session.unacked_since
 

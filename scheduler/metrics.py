@@ -26,6 +26,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from scheduler.cluster import ClusterState
@@ -190,13 +191,9 @@ class GcPauses(Collector):
             cumulative, buckets = 0, []
             for bound, count in zip((*GC_PAUSE_BUCKETS, float("inf")), counts, strict=True):
                 cumulative += count
-                buckets.append((_bound(bound), cumulative))
+                buckets.append((floatToGoString(bound), cumulative))
             family.add_metric([str(generation)], buckets, sum_value=self.seconds[generation])
         yield family
-
-
-def _bound(bound: float) -> str:
-    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 class _FramesCollector(Collector):

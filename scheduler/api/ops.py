@@ -10,8 +10,20 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from common.quantity import cpu_millis, memory_bytes
 from scheduler.api.common import json_response, plane
+from scheduler.cluster import ClusterState
 
 UNACKED_REPORT_SECONDS = 10.0  # an unacknowledged desired change older than this is listed
+
+
+def behind_on_changes(cluster: ClusterState, mono: float) -> list[tuple[float, str]]:
+    """(seconds, node) of the agents that have not acknowledged a desired change for
+    UNACKED_REPORT_SECONDS or more, the longest first."""
+    behind = []
+    for name, state in cluster.nodes.items():
+        since = state.desired_unacked_since
+        if since is not None and mono - since >= UNACKED_REPORT_SECONDS:
+            behind.append((mono - since, name))
+    return sorted(behind, reverse=True)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -33,11 +45,7 @@ async def status(request: web.Request) -> web.Response:
     cpu = {"capacity": 0, "allocatable": 0, "requested": 0, "used": 0}
     mem = {"capacity": 0, "allocatable": 0, "requested": 0, "used": 0}
     not_ready = []
-    lagging: list[tuple[float, str]] = []
     for name, state in cluster.nodes.items():
-        since = state.desired_unacked_since
-        if since is not None and mono - since >= UNACKED_REPORT_SECONDS:
-            lagging.append((mono - since, name))
         if state.ready:
             nodes["ready"] += 1
         else:
@@ -77,7 +85,7 @@ async def status(request: web.Request) -> web.Response:
             # a while: a healthy one acknowledges within moments.
             "desiredNotAcknowledged": [
                 {"name": name, "unacknowledgedSeconds": round(age, 1)}
-                for age, name in sorted(lagging, reverse=True)[:50]
+                for age, name in behind_on_changes(cluster, mono)[:50]
             ],
         },
         "pods": {

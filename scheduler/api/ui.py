@@ -26,7 +26,7 @@ from aiohttp import web
 from common.models import Event, Pod
 from common.quantity import cpu_millis, humanize_bytes, memory_bytes
 from scheduler.api.common import plane
-from scheduler.api.ops import UNACKED_REPORT_SECONDS
+from scheduler.api.ops import behind_on_changes
 from scheduler.cluster import NodeState
 from scheduler.controlplane import ControlPlane
 from scheduler.events import EVENTS
@@ -150,12 +150,7 @@ def render(cp: ControlPlane, events: list[Event], who: str) -> str:
     ready = sum(1 for n in cluster.nodes.values() if n.ready)
     cordoned = sum(1 for n in cluster.nodes.values() if n.node.spec.unschedulable)
     not_ready = len(cluster.nodes) - ready
-    late = time.monotonic() - UNACKED_REPORT_SECONDS
-    behind = sum(
-        1
-        for n in cluster.nodes.values()
-        if n.desired_unacked_since is not None and n.desired_unacked_since <= late
-    )
+    behind = len(behind_on_changes(cluster, time.monotonic()))
     cards = [
         f"<span><b>Nodes</b> {ready}/{len(cluster.nodes)} ready"
         + (f' <span class="badge bad">{not_ready} NotReady</span>' if not_ready else "")
