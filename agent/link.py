@@ -6,8 +6,10 @@ this node runs, the welcome carries the complete desired set, and the
 supervisor stops whatever is not in it (fencing). After that, desired-set
 changes are applied and status changes are reported, coalesced into one frame
 per burst, which also acknowledges the desired changes applied (its `revision`).
-A lost link is redialled with jittered exponential backoff; the pods keep
-running meanwhile.
+A lost link is redialled with jittered exponential backoff, capped at a quarter
+of the node grace the scheduler announces, so that a link lost while the
+scheduler stays up is back before the node would be marked NotReady; the pods
+keep running meanwhile.
 
 The link is opened with the node credential (`agent/credentials.py`) once the
 agent has one, else with the join token; the welcome to a join carries the
@@ -44,6 +46,23 @@ WELCOME_TIMEOUT = 15.0
 COALESCE_SECONDS = 0.002  # status changes this close together share one frame
 
 
+def redial_cap(node_grace_seconds: float) -> float:
+    """The longest wait between redials once the scheduler has announced its node grace.
+
+    A quarter of it (within [BACKOFF_INITIAL, BACKOFF_CAP]): however far the backoff
+    had grown, a link that drops while the scheduler stays up, or comes back after a
+    short outage, is redialled several times before the node would be marked NotReady.
+    """
+    return min(BACKOFF_CAP, max(BACKOFF_INITIAL, node_grace_seconds / 4))
+
+
+def redial_delay(attempt: int, cap: float) -> float:
+    """Seconds before redial `attempt` (1: the first after a loss): doubling from
+    BACKOFF_INITIAL up to `cap`, jittered down by up to half so a fleet does not redial
+    in step after a scheduler restart."""
+    return min(cap, BACKOFF_INITIAL * 2 ** min(attempt, 10)) * random.uniform(0.5, 1.0)
+
+
 class LinkRefused(Exception):
     """The scheduler refused this agent (wrong token, invalid node); retrying may not help."""
 
@@ -69,6 +88,7 @@ class SchedulerLink:
         self._wake = asyncio.Event()
         self.connected = asyncio.Event()
         self.heartbeat_seconds = 1.0
+        self.redial_cap = BACKOFF_CAP  # until a welcome says the node grace
         self._cpu_seen: dict[str, tuple[int, float]] = {}
         capacity, allocatable = stats.node_quantities(
             config.cpu_reserved, config.memory_reserved, config.max_pods
@@ -170,8 +190,7 @@ class SchedulerLink:
                 finally:
                     self.connected.clear()
                 attempt += 1
-                delay = min(BACKOFF_CAP, BACKOFF_INITIAL * 2 ** min(attempt, 10))
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                await asyncio.sleep(redial_delay(attempt, self.redial_cap))
 
     async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         # Cleared before the hello is built, not after the welcome: a change in between
@@ -252,6 +271,8 @@ class SchedulerLink:
         interval before each sleep, so a change holds from the next beat."""
         if "heartbeat_seconds" in config:
             self.heartbeat_seconds = float(config["heartbeat_seconds"])
+        if "node_grace_seconds" in config:
+            self.redial_cap = redial_cap(float(config["node_grace_seconds"]))
 
     async def _heartbeats(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
