@@ -23,6 +23,13 @@ in the first failover_grace_seconds, and eviction follows eviction_seconds -
 node_grace_seconds after that. Once its agent is back, the usual timeouts apply.
 A node the store already holds as NotReady is evicted eviction_seconds after the
 start, as it would have been without the restart.
+
+A scheduler that stalls (a VM or process pause, a long garbage-collector pause)
+reads no frame meanwhile, and on waking its timers may run before the frames
+buffered in its sockets are read. So a pass that wakes at least half a node
+grace late treats the silence as the scheduler's own: every node counts as heard
+at that moment (NotReady one grace later at the earliest, evicted
+eviction_seconds later), as after a restart.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from datetime import UTC, datetime
 
@@ -58,6 +66,8 @@ class NodeLifecycleController:
         self.period = min(0.5, ctx.config.node_grace_seconds / 4)
         # After cluster.load(): the nodes it loaded were last heard from before this.
         self.started = time.monotonic()
+        self.resumed = -math.inf  # when this scheduler last woke from a stall
+        self.stall_seconds = ctx.config.node_grace_seconds / 2
 
     async def run(self) -> None:
         while True:
@@ -65,7 +75,20 @@ class NodeLifecycleController:
                 await self.reconcile()
             except Exception:  # one bad pass must not stop node health checking
                 _LOGGER.exception("node lifecycle pass failed")
-            await asyncio.sleep(self.next_pass_in(time.monotonic()))
+            delay = self.next_pass_in(time.monotonic())
+            due = time.monotonic() + delay
+            await asyncio.sleep(delay)
+            self.note_wake(due, time.monotonic())
+
+    def note_wake(self, due: float, woke: float) -> None:
+        """A pass due at `due` woke at `woke`. If late, the event loop ran nothing meanwhile,
+        so no heartbeat was read either: from half a grace late on, that silence is counted
+        as the scheduler's own, not the nodes' (see the module's docstring)."""
+        late = woke - due
+        if late < self.stall_seconds:
+            return
+        self.resumed = woke
+        self._errors.add(f"scheduler stalled for {late:.1f}s: node timeouts restart from now")
 
     def next_pass_in(self, mono: float) -> float:
         """Seconds to the next pass: the nearest NotReady or eviction deadline, at most
@@ -82,7 +105,7 @@ class NodeLifecycleController:
                 due = heard + grace * stretch
             else:
                 since = self.not_ready_since.get(name, mono)
-                due = min(heard, since) + eviction * stretch
+                due = self._silent_from(heard, since) + eviction * stretch
             if due < deadline:
                 deadline = due
         return max(0.01, deadline - mono)
@@ -118,7 +141,7 @@ class NodeLifecycleController:
             since = self.not_ready_since.setdefault(name, mono)
             # Evict once the node has been silent for eviction_seconds in all (counted
             # from its last heartbeat), and NotReady for at least one pass.
-            silent = mono - min(self._heard(state.last_heartbeat, grace), since)
+            silent = mono - self._silent_from(self._heard(state.last_heartbeat, grace), since)
             if silent >= eviction and (mono > since or not state.connected):
                 await self._evict_node(
                     name, f"node {name} sent no heartbeat for more than {eviction:g}s"
@@ -128,10 +151,16 @@ class NodeLifecycleController:
     def _heard(self, last_heartbeat: float, grace: float) -> float:
         """When the node counts as last heard from: its last heartbeat; if that was
         before this controller started, no earlier than leaves the node
-        failover_grace_seconds from the start to reconnect."""
+        failover_grace_seconds from the start to reconnect; never before the scheduler
+        last woke from a stall."""
         if last_heartbeat > self.started:
-            return last_heartbeat
-        return max(last_heartbeat, self.started + self._config.failover_grace_seconds - grace)
+            return max(last_heartbeat, self.resumed)
+        failover = self.started + self._config.failover_grace_seconds - grace
+        return max(last_heartbeat, failover, self.resumed)
+
+    def _silent_from(self, heard: float, not_ready_since: float) -> float:
+        """Since when a NotReady node counts as silent, for its eviction."""
+        return max(min(heard, not_ready_since), self.resumed)
 
     def _timeouts(self, name: str) -> tuple[float, float]:
         """(grace, eviction) for this node: the configured ones, stretched as its

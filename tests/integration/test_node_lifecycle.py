@@ -262,3 +262,36 @@ def test_an_agent_that_stops_acknowledging_is_reported(tmp_path: Path) -> None:
         a.proc.send_signal(signal.SIGCONT)
         a.stop()
         sched.stop()
+
+
+def test_a_stalled_scheduler_does_not_blame_the_nodes(fast_scheduler: SchedulerProcess) -> None:
+    """A scheduler that stops running for longer than the eviction timeout (a VM pause, a
+    long garbage-collector pause, SIGSTOP) heard nobody meanwhile: its nodes stay Ready and
+    their pods stay put, however long it was gone."""
+    agent = HollowProcess(fast_scheduler, 1, "--name-prefix", "a")
+    scheduler = fast_scheduler.proc
+    assert scheduler is not None
+    try:
+        wait_for(lambda: len(ready_nodes(fast_scheduler)) == 1)
+        fast_scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("steady"))
+        first = wait_for(
+            lambda: (
+                (p := pods_by_name(fast_scheduler)["steady"])["status"]["phase"] == "Running" and p
+            )
+        )
+        scheduler.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + EVICTION * 1.5
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        scheduler.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + GRACE + EVICTION + 0.5
+        while time.monotonic() < deadline:
+            now = pods_by_name(fast_scheduler)["steady"]
+            assert now["metadata"]["uid"] == first["metadata"]["uid"]
+            assert node_ready(fast_scheduler, "a-0000") == "True"
+            time.sleep(0.1)
+        events = fast_scheduler.get("/api/v1/namespaces/default/events")["items"]
+        assert not [e for e in events if e["reason"] == "NodeNotReady"], events
+    finally:
+        scheduler.send_signal(signal.SIGCONT)
+        agent.stop()

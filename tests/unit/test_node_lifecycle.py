@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -117,3 +118,27 @@ def test_heartbeat_stretch_follows_the_cluster_size() -> None:
     slow = SchedulerConfig(state_dir="/x", heartbeat_seconds=2, max_heartbeats_per_second=100)
     assert slow.heartbeat_stretch(100) == 1.0  # 100 nodes every 2 s: 50 a second
     assert slow.heartbeat_stretch(400) == 2.0
+
+
+async def test_after_a_stall_every_node_counts_as_heard_at_the_wake(
+    controller: NodeLifecycleController,
+) -> None:
+    """A pass that wakes half a grace (2.5 s) late or more: the scheduler read no frame
+    meanwhile, so nodes get a grace from the wake to be heard, and NotReady ones an
+    eviction timeout from it."""
+    add_node(controller, "quiet", ready=True, heartbeat=99.0)  # NotReady due at 104
+    add_node(controller, "gone", ready=False, heartbeat=90.0)  # evicted at 100
+    controller.not_ready_since["gone"] = 95.0
+    controller.note_wake(97.6, 100.0)  # a slow pass, not a stall
+    assert controller.resumed == -math.inf
+    assert controller.next_pass_in(100.0) == pytest.approx(0.01)  # gone: overdue
+    controller.note_wake(97.5, 100.0)
+    assert controller.resumed == 100.0
+    errors = [e["message"] for e in controller._errors.to_list()]
+    assert errors == ["scheduler stalled for 2.5s: node timeouts restart from now"]
+    assert controller._heard(99.0, 5.0) == 100.0
+    assert controller._heard(101.0, 5.0) == 101.0  # heard since: as usual
+    assert controller.next_pass_in(100.0) == pytest.approx(controller.period)
+    assert controller.next_pass_in(104.9) == pytest.approx(0.1)  # quiet: NotReady at 105
+    controller._cluster.nodes.pop("quiet")
+    assert controller.next_pass_in(109.9) == pytest.approx(0.1)  # gone: evicted at 110
