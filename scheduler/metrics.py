@@ -121,6 +121,29 @@ class SchedulerMetrics:
         return text
 
 
+def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """`histogram.observe(amount)` for each of `amounts`, in order (an unlabelled histogram,
+    no exemplars): the same buckets and the same sum, the sum added up in the same order,
+    but one increment of the sum and of each bucket touched instead of two locked
+    increments and a Python frame per amount. For the per-pod timings of a scheduling
+    batch, recorded once the batch is done (nothing reads the metrics in the middle)."""
+    if not amounts:
+        return
+    bounds = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        # The first bucket whose bound is >= amount, as `observe` finds it.
+        counts[bisect.bisect_left(bounds, amount)] += 1
+    total = histogram._sum.get()
+    for amount in amounts:
+        total += amount
+    histogram._sum.set(total)
+    buckets = histogram._buckets
+    for i, count in enumerate(counts):
+        if count:
+            buckets[i].inc(count)
+
+
 def heartbeat_ages(cluster: ClusterState, mono: float) -> bytes:
     """`corral_node_heartbeat_age_seconds{node}`, a line per node, formatted directly: a
     tenth of the cost of the same lines through prometheus-client (module docstring)."""

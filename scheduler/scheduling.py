@@ -21,6 +21,7 @@ from common.models import Pod, PodCondition, PodStatus, now
 from scheduler.cluster import needs_node
 from scheduler.context import Context
 from scheduler.events import pod_ref
+from scheduler.metrics import observe_all
 from scheduler.objects import (
     bound_pod_json,
     encode,
@@ -88,7 +89,6 @@ class Scheduler:
     def _schedule_batch(self) -> None:
         cluster = self._cluster
         metrics = self._metrics
-        observe = metrics.placement_seconds.observe
         # One time for the batch (Kubernetes times are whole seconds), and so one
         # PodScheduled condition, shared by the bound pods as their other fields are.
         stamp = now()
@@ -98,6 +98,7 @@ class Scheduler:
         statuses: dict[bytes, tuple[PodStatus, bytes]] = {}
         placed = unschedulable = 0
         binds: list[tuple[str, str, float, Awaitable[list[KV]]]] = []
+        timings: list[float] = []  # placement_seconds, observed once the batch is done
         for key in self._ready_keys():
             pod = cluster.pods.get(key)
             if pod is None or not needs_node(pod):
@@ -105,7 +106,7 @@ class Scheduler:
                 continue
             started = time.perf_counter()
             decision = self._placement.place(pod)
-            observe(time.perf_counter() - started)
+            timings.append(time.perf_counter() - started)
             node = decision.node
             if node is None:
                 unschedulable += 1
@@ -130,6 +131,7 @@ class Scheduler:
                 timestamp=stamp,
             )
         # Counted once a batch: nothing can read the counters in the middle of one.
+        observe_all(metrics.placement_seconds, timings)
         if placed:
             metrics.placement_attempts.labels(result="scheduled").inc(placed)
         if unschedulable:
@@ -158,7 +160,7 @@ class Scheduler:
                 write.cancel()
             raise
         done = time.monotonic()
-        latency = self._metrics.scheduling_latency
+        latencies: list[float] = []
         for (key, node, first_seen, _), result in zip(binds, results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, Conflict | NotFound):
@@ -167,7 +169,8 @@ class Scheduler:
                 # the watch brings back to the queue if it still needs a node.
                 self._cluster.forget(key)
                 continue
-            latency.observe(done - first_seen)
+            latencies.append(done - first_seen)
+        observe_all(self._metrics.scheduling_latency, latencies)
         self._metrics.binds.inc(sum(1 for r in results if not isinstance(r, BaseException)))
 
     def _mark_unschedulable(self, key: str, pod: Pod, message: str, stamp: datetime) -> None:

@@ -16,7 +16,7 @@ from common.models import Container, Node, ObjectMeta, Pod, PodSpec, PodStatus
 from scheduler.cluster import ClusterState, NodeState
 from scheduler.config import SchedulerConfig
 from scheduler.controlplane import ControlPlane
-from scheduler.metrics import GC_PAUSE_BUCKETS, HEARTBEAT_AGE, SchedulerMetrics
+from scheduler.metrics import GC_PAUSE_BUCKETS, HEARTBEAT_AGE, SchedulerMetrics, observe_all
 from scheduler.objects import encode
 from scheduler.store import KV, Event, Store
 
@@ -154,3 +154,17 @@ async def test_the_control_plane_takes_its_gc_hook_out(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         await failing.start()
     assert gc.callbacks == before
+
+
+def test_observe_all_is_observe_for_each() -> None:
+    """The same buckets and the same sum as `observe` per amount, bounds included."""
+    amounts = [0.0, 0.001, 0.0011, 0.3, 0.5, 1e-9, 59.9, 60, 61, 1e9, 0.1]
+    one, many = SchedulerMetrics(), SchedulerMetrics()
+    for amount in amounts:
+        one.scheduling_latency.observe(amount)
+    observe_all(many.scheduling_latency, amounts[:4])
+    observe_all(many.scheduling_latency, [])
+    observe_all(many.scheduling_latency, amounts[4:])
+    a, b = one.scheduling_latency, many.scheduling_latency
+    assert [x.get() for x in a._buckets] == [x.get() for x in b._buckets]
+    assert a._sum.get() == b._sum.get()
