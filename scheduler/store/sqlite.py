@@ -231,9 +231,17 @@ class SqliteStore:
         revision = self._next_revision + 1
         staged: dict[str, KV | None] = {}
         events: list[Event] = []
+        latest, committed = self._latest, self._committed
         for op in ops:
             key = op.key
-            prev = staged[key] if key in staged else self._current(key)
+            # What `_current` gives, seeing this transaction's earlier ops (inline: a call
+            # per op is a good part of a one-op write's cost).
+            if key in staged:
+                prev = staged[key]
+            elif key in latest:
+                prev = latest[key]
+            else:
+                prev = committed.get(key)
             if op.expect is not None and (prev.mod_revision if prev else 0) != op.expect:
                 future.set_exception(Conflict(key, op.expect, prev))
                 return future
@@ -314,9 +322,12 @@ class SqliteStore:
         # Copied once for the whole batch, not once per key: a watcher that falls behind
         # leaves the set meanwhile, and ignores what it is pushed after that.
         watchers = list(self._watchers)
+        maxlen = history.maxlen
         for pending in batch:
+            kvs: builtins.list[KV] = []
             for ev in pending.events:
                 kv = ev.kv
+                kvs.append(kv)
                 key = kv.key
                 if ev.type == "PUT":
                     committed[key] = kv
@@ -326,9 +337,9 @@ class SqliteStore:
                 newest = latest.get(key, ...)
                 if newest is kv or (ev.type == "DELETE" and newest is None):
                     del latest[key]
-                if history.maxlen == 0:
+                if maxlen == 0:
                     self._compacted = ev.revision
-                elif len(history) == history.maxlen:
+                elif len(history) == maxlen:
                     self._compacted = history[0].revision
                 history.append(ev)
                 for watcher in watchers:
@@ -336,7 +347,7 @@ class SqliteStore:
                         watcher.push(ev)
             self._revision = pending.events[0].revision
             if not pending.future.done():
-                pending.future.set_result([ev.kv for ev in pending.events])
+                pending.future.set_result(kvs)
 
     def watch(
         self, prefix: str, start_revision: int, *, max_backlog: int = 100_000
