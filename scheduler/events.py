@@ -113,7 +113,7 @@ class EventRecorder:
         # The digest keeps names unique; a long object name is cut so the event's stays valid.
         prefix = ref.name if len(ref.name) <= MAX_NAME - 17 else ref.name[: MAX_NAME - 17]
         name = f"{prefix.rstrip('-.')}.{digest}"
-        key = event_key(namespace, name)
+        key = f"{EVENTS}{namespace}/{name}"  # event_key, inline
         stamp = timestamp or now()
         event = self._events.pop(key, None)  # re-inserted last: recording order
         if event is not None:
@@ -204,7 +204,16 @@ def _event_json(event: _Recorded) -> bytes:
     (tests/unit/test_events.py compares them), written out directly: building the
     model and encoding it cost three times as much, `json.dumps` of a dict more still."""
     ref = event.ref
-    created = _time_field("creationTimestamp", event.created)
+    stamp = event.created
+    if stamp is not None and event.first is stamp and event.last is stamp:
+        # A new event's three times are one datetime (`record`): formatted once.
+        text = _timestamp(stamp, stamp.utcoffset())
+        created = f',"creationTimestamp":"{text}"'
+        times = f',"firstTimestamp":"{text}","lastTimestamp":"{text}"'
+    else:
+        created = _time_field("creationTimestamp", stamp)
+        times = _time_field("firstTimestamp", event.first)
+        times += _time_field("lastTimestamp", event.last)
     namespace = "" if ref.namespace is None else f',"namespace":{_string(ref.namespace)}'
     uid = "" if ref.uid is None else f',"uid":{_string(ref.uid)}'
     if event.component is None:
@@ -221,9 +230,7 @@ def _event_json(event: _Recorded) -> bytes:
         f'"involvedObject":{{"kind":{_string(ref.kind)},"name":{_string(ref.name)}'
         f"{namespace}{uid}}},"
         f'"reason":{_string(event.reason)},"message":{_string(event.message)},'
-        f'"type":{_string(event.type)},"count":{event.count:d}'
-        f"{_time_field('firstTimestamp', event.first)}{_time_field('lastTimestamp', event.last)}"
-        f"{source}}}"
+        f'"type":{_string(event.type)},"count":{event.count:d}{times}{source}}}'
     ).encode()
 
 
