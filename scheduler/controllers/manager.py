@@ -52,6 +52,13 @@ class Workloads:
         self.jobs.handlers.append(self._job_changed)
         self.revisions.handlers.append(self._revision_changed)
         self.namespaces.handlers.append(self._namespace_changed)
+        # By store prefix, each one path segment ("/deployments/"): one lookup routes an
+        # event, and the many nobody here wants (Events, one per pod placed) stop there.
+        self._caches: dict[str, ObjectCache[Any]] = {}
+        for cache in (self.deployments, self.jobs, self.revisions, self.namespaces):
+            prefix = cache.kind.prefix
+            assert prefix.startswith("/") and prefix.find("/", 1) == len(prefix) - 1, prefix
+            self._caches[prefix] = cache
         ctx.cluster.object_listeners.append(self._object_event)
         ctx.cluster.pod_listeners.append(self._pod_changed)
 
@@ -81,10 +88,9 @@ class Workloads:
 
     def _object_event(self, event: Event) -> None:
         key = event.kv.key
-        for cache in (self.deployments, self.jobs, self.revisions, self.namespaces):
-            if key.startswith(cache.kind.prefix):
-                cache.apply(event)
-                return
+        cache = self._caches.get(key[: key.find("/", 1) + 1])
+        if cache is not None:
+            cache.apply(event)
 
     def _pod_changed(self, key: str, old: Pod | None, new: Pod | None) -> None:
         new_refs = new.metadata.owner_references if new is not None else None
