@@ -51,9 +51,9 @@ from scheduler.objects import (
     encode,
     node_key,
     pod_key,
-    replace_status,
     replaced,
     set_fields,
+    split_status,
     status_json,
 )
 from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreUnavailable
@@ -607,13 +607,21 @@ class Hub:
         kept = [c for c in pod.status.conditions if c.type == "PodScheduled"]
         conditions = kept + [c for c in status.conditions if c.type != "PodScheduled"]
         set_fields(status, {"conditions": conditions})
-        # Only the statuses are serialized: unchanged is the same JSON, and the stored
-        # JSON of the pod ends with its status, which is all that changes.
-        old, new = status_json(pod.status), status_json(status)
-        if old == new:
-            return None
-        updated = replaced(pod, {"status": status})
-        value = replace_status(kv.value, old, new) or encode(updated)
+        # Only the new status is serialized: unchanged is the same JSON, and the stored
+        # JSON of the pod ends with its status (cut from it), which is all that changes.
+        new = status_json(status)
+        cut = split_status(kv.value)
+        if cut is not None:
+            head, old = cut
+            if old == new:
+                return None
+            updated = replaced(pod, {"status": status})
+            value = b"%s%s}" % (head, new)
+        else:
+            if status_json(pod.status) == new:
+                return None
+            updated = replaced(pod, {"status": status})
+            value = encode(updated)
         return self._store.txn([Op("put", key, value, updated, kv.mod_revision)])
 
     def _record_agent_events(

@@ -70,16 +70,6 @@ def status_json(status: Model) -> bytes:
     return type(status).__pydantic_serializer__.to_json(status, by_alias=True, exclude_none=True)
 
 
-def replace_status(stored: bytes, old: bytes, new: bytes) -> bytes | None:
-    """The stored JSON of an object with its status `old` (`status_json`) replaced by
-    `new`, without serializing the rest again; None unless `stored` ends with `old` as
-    its last field, as `encode` writes it."""
-    tail = _STATUS + old + b"}"
-    if not stored.endswith(tail):
-        return None
-    return stored[: len(stored) - len(tail)] + _STATUS + new + b"}"
-
-
 # Where a pod's JSON, as `encode` writes it, is cut to bind it. spec.nodeName comes right
 # before terminationGracePeriodSeconds, which is always written (it has a default); the
 # status is the pod's last field. The last match before the status is the spec's field:
@@ -88,6 +78,18 @@ def replace_status(stored: bytes, old: bytes, new: bytes) -> bytes | None:
 # other "status" in a pod (a condition's, free-form keys') has a string value.
 _NODE_NAME_GOES_BEFORE = b',"terminationGracePeriodSeconds":'
 _POD_STATUS = b',"status":{'
+
+
+def split_status(stored: bytes) -> tuple[bytes, bytes] | None:
+    """The stored JSON of a pod cut before its status: (everything up to `"status":`, the
+    status's JSON as `status_json` writes it), so that a status write compares and
+    replaces the status without serializing the stored one again. None unless `stored`
+    ends with the pod's status object, as `encode` writes it."""
+    at = stored.rfind(_POD_STATUS)
+    if at < 0 or not stored.endswith(b"}}"):
+        return None
+    at += len(_STATUS)
+    return stored[:at], stored[at:-1]
 
 
 def split_unbound_pod(stored: bytes) -> tuple[bytes, bytes, bytes] | None:

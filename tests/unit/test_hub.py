@@ -18,7 +18,7 @@ from scheduler import hub as hub_module
 from scheduler.config import SchedulerConfig
 from scheduler.controlplane import ControlPlane
 from scheduler.hub import AgentSession
-from scheduler.objects import encode, pod_key, replace_status, status_json
+from scheduler.objects import encode, pod_key, split_status, status_json
 from scheduler.store import Conflict, Op
 
 
@@ -248,8 +248,10 @@ async def test_pod_status_revision_acknowledges_desired_frames(cp: ControlPlane)
 
 
 @pytest.mark.parametrize("resource_version", [None, "12"])
-def test_replace_status_is_encode_of_the_updated_pod(resource_version: str | None) -> None:
-    """The status write serializes only the statuses; the bytes are those of `encode`."""
+def test_split_status_cuts_the_stored_status_and_splices_encode_of_the_updated_pod(
+    resource_version: str | None,
+) -> None:
+    """The status write serializes only the new status; the bytes are those of `encode`."""
     pod = Pod.model_validate(
         {
             "metadata": {"name": "web", "uid": "u1", "annotations": {"a": '},"status":{}}'}},
@@ -263,18 +265,25 @@ def test_replace_status_is_encode_of_the_updated_pod(resource_version: str | Non
         {**status("Running"), "startTime": "2026-01-02T03:04:05Z", "hostIp": "10.0.0.1"}
     )
     updated = pod.model_copy(update={"status": running})
-    value = replace_status(stored, status_json(pod.status), status_json(running))
-    assert value == encode(updated)
+    cut = split_status(stored)
+    assert cut is not None
+    head, old = cut
+    assert old == status_json(pod.status)
+    assert head + status_json(running) + b"}" == encode(updated)
+    empty = encode(Pod.model_validate({"metadata": {"name": "a"}, "spec": pod.spec}))
+    default = status_json(PodStatus())
+    assert split_status(empty) == (empty[: -len(default) - 1], default)
 
 
-def test_replace_status_refuses_json_that_does_not_end_with_the_old_status() -> None:
-    old, new = b'{"phase":"Pending"}', b'{"phase":"Running"}'
-    assert replace_status(b'{"kind":"Pod","status":{"phase":"Pending"}}', old, new) == (
-        b'{"kind":"Pod","status":{"phase":"Running"}}'
+def test_split_status_refuses_json_that_does_not_end_with_a_status_object() -> None:
+    assert split_status(b'{"kind":"Pod","status":{"phase":"Pending"}}') == (
+        b'{"kind":"Pod","status":',
+        b'{"phase":"Pending"}',
     )
-    assert replace_status(b'{"kind":"Pod","status":{"phase":"Pending"},"x":1}', old, new) is None
-    assert replace_status(b'{"kind":"Pod","status":{"phase":"Failed"}}', old, new) is None
-    assert replace_status(b'{"kind":"Pod","status":{"phase":"Pending"}} ', old, new) is None
+    assert split_status(b'{"kind":"Pod","status":{"phase":"Pending"},"x":1}') is None
+    assert split_status(b'{"kind":"Pod","status":"Pending"}') is None
+    assert split_status(b'{"kind":"Pod","status":{"phase":"Pending"}} ') is None
+    assert split_status(b'{"kind":"Pod"}') is None
 
 
 async def test_an_unchanged_status_is_not_written(cp: ControlPlane) -> None:
