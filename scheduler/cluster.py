@@ -184,7 +184,16 @@ class ClusterState:
                 self.pending_changed.set()
         else:
             self.pending.pop(key, None)
-        self._account(key, new)
+        if (
+            old is None
+            or new is None
+            or new.spec is not old.spec
+            or not occupies_node(old)
+            or not occupies_node(new)
+        ):
+            self._account(key, new)
+        # else a status change of a pod that stays on its node, its spec shared (`replaced`):
+        # the same requests as accounted for `old` (only pods waiting for a node are assumed).
         for listener in self.pod_listeners:
             listener(key, old, new)
 

@@ -219,3 +219,48 @@ def test_node_filters_are_redone_when_a_node_changes() -> None:
         "0/3 nodes are available: 1 Insufficient memory, 1 node(s) were not ready, "
         "1 node(s) were unschedulable."
     )
+
+
+def test_a_status_change_keeps_the_accounting_of_a_pod_on_its_node() -> None:
+    """`ClusterState._apply_pod` skips recounting a status change that shares the spec; what
+    it keeps must be what recounting gives, and a finished or moved pod still releases."""
+    from typing import cast
+
+    from common.models import PodStatus, ResourceRequirements
+    from scheduler.cluster import ClusterState
+    from scheduler.objects import encode, replaced
+    from scheduler.store import KV, Store
+
+    cluster = ClusterState(cast(Store, None))
+    cluster.nodes["n1"] = make_node("n1")
+    cluster.nodes["n2"] = make_node("n2")
+    container = Container(
+        name="c",
+        image="i",
+        resources=ResourceRequirements(requests={"cpu": "250m", "memory": "1Mi"}),
+    )
+    pod = Pod(
+        metadata=ObjectMeta(name="p", namespace="default", uid="u1"),
+        spec=PodSpec(containers=[container], node_name="n1"),
+    )
+    key, revision = "/pods/default/p", 0
+
+    def apply(p: Pod) -> None:
+        nonlocal revision
+        revision += 1
+        cluster._apply_pod(key, KV(key, encode(p), 1, revision, p))
+
+    apply(pod)
+    n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
+    assert (n1.req_cpu, n1.req_mem, n1.pods) == (250, 1 << 20, {key})
+    running = replaced(pod, {"status": PodStatus(phase="Running")})
+    apply(running)
+    assert (n1.req_cpu, n1.req_mem, n1.pods) == (250, 1 << 20, {key})
+    assert cluster._accounted[key] == ("n1", 250, 1 << 20)
+    apply(replaced(running, {"status": PodStatus(phase="Succeeded")}))
+    assert (n1.req_cpu, n1.req_mem, n1.pods) == (0, 0, set())
+    moved = replaced(pod, {"spec": replaced(pod.spec, {"node_name": "n2"})})
+    apply(moved)
+    assert (n2.req_cpu, n2.pods, n1.pods) == (250, {key}, set())
+    apply(replaced(moved, {"status": PodStatus(phase="Running")}))
+    assert (n2.req_cpu, n2.pods, n1.pods) == (250, {key}, set())
