@@ -498,15 +498,21 @@ class Hub:
         """Close the links that went silent: a peer gone without a TCP reset (power cut,
         partition) leaves its socket open, and only its missing frames tell."""
         while True:
+            due = time.monotonic() + LINK_CHECK_SECONDS
             await asyncio.sleep(LINK_CHECK_SECONDS)
-            mono = time.monotonic()
-            for name, session in list(self.sessions.items()):
-                limit = LINK_SILENCE_SECONDS * self._cluster.heartbeat_stretch.get(name, 1.0)
-                if mono - session.last_frame > limit and not session.ws.closed:
-                    _LOGGER.warning(
-                        "node %s: no frame for over %.0fs; closing its link", name, limit
-                    )
-                    self._spawn(session.ws.close(message=b"link silent; presumed dead"))
+            self.close_silent_links(due, time.monotonic())
+
+    def close_silent_links(self, due: float, mono: float) -> None:
+        """The check due at `due`, run at `mono`. One that wakes half the silence limit
+        late or more closes nothing: the scheduler itself stalled (as the node lifecycle
+        controller's stall rule), and the frames sent meanwhile are still unread."""
+        if mono - due >= LINK_SILENCE_SECONDS / 2:
+            return
+        for name, session in list(self.sessions.items()):
+            limit = LINK_SILENCE_SECONDS * self._cluster.heartbeat_stretch.get(name, 1.0)
+            if mono - session.last_frame > limit and not session.ws.closed:
+                _LOGGER.warning("node %s: no frame for over %.0fs; closing its link", name, limit)
+                self._spawn(session.ws.close(message=b"link silent; presumed dead"))
 
     def _mirror_lag(self, session: AgentSession) -> None:
         """The node's view of its agent's lag, read by the status page and metrics."""

@@ -230,6 +230,20 @@ async def test_a_silent_link_is_closed(cp: ControlPlane, monkeypatch: pytest.Mon
     alive_reader.cancel()
 
 
+async def test_a_stalled_scheduler_closes_no_link_on_waking(cp: ControlPlane) -> None:
+    """A check that wakes half the silence limit late: the scheduler read nothing
+    meanwhile, so every link looks silent; none is closed until a check on time."""
+    ws, reader = await serve(cp, "n1")
+    last = cp.hub.sessions["n1"].last_frame
+    limit = hub_module.LINK_SILENCE_SECONDS
+    cp.hub.close_silent_links(due=last + limit / 2 + 1, mono=last + limit + 1)
+    await asyncio.sleep(0)
+    assert not ws.closed
+    cp.hub.close_silent_links(due=last + limit + 0.9, mono=last + limit + 1)
+    await asyncio.wait_for(reader, 1)  # closed: the read loop ends
+    assert ws.closed and ws.close_message == b"link silent; presumed dead"
+
+
 async def test_pod_status_revision_acknowledges_desired_frames(cp: ControlPlane) -> None:
     """The ack rides in pod_status (protocol 4), alone or with statuses; never backwards."""
     pod = await bound_pod(cp, "web", "n1")
