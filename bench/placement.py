@@ -65,6 +65,8 @@ from typing import Any
 import aiohttp
 import psutil
 
+from scheduler.controlplane import new_join_token
+
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "default"
 # One sample line of the Prometheus text format, and one label pair inside its braces.
@@ -445,7 +447,7 @@ async def start_cluster(
 ) -> tuple[asyncio.subprocess.Process, RssSampler]:
     """The scheduler, then the hollow processes; returns once all N nodes are Ready."""
     port = int(api.base.rsplit(":", 1)[1])
-    token = secrets.token_urlsafe(16)
+    token = new_join_token()
     env = {
         "CORRAL_SCHEDULER_LOG_LEVEL": "warning",
         # Generous, so that a starved heartbeat on a busy 2-core box does not flap a node.

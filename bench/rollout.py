@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import math
-import secrets
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ from typing import Any
 import aiohttp
 
 from bench.placement import ADMIN_TOKEN, Api, Processes, RssSampler, emit, free_port
+from scheduler.controlplane import new_join_token
 
 
 def deployment(name: str, replicas: int, image: str, surge: str, unavailable: str) -> Any:
@@ -205,7 +205,7 @@ async def run(args: argparse.Namespace) -> None:
         (tmp / "logs").mkdir()
         procs = Processes(tmp / "logs")
         port = free_port()
-        token = secrets.token_urlsafe(16)
+        token = new_join_token()
         sampler: RssSampler | None = None
         try:
             sched = await procs.spawn(

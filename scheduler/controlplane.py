@@ -26,6 +26,19 @@ from scheduler.store import SqliteStore
 _LOGGER = logging.getLogger(__name__)
 
 
+JOIN_TOKEN_PREFIX = "corraljoin_"
+
+
+def new_join_token() -> str:
+    """A random join token (32 bytes), prefixed as node credentials are (`corralnode_`).
+
+    The prefix also keeps it from starting with '-': one bare `token_urlsafe` in 64
+    does, and argparse takes such a value for an option, so `corral-agent --join-token
+    TOKEN` and `corral install agent --token "$(cat join-token)"` refused it.
+    """
+    return JOIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
 def join_token(config: SchedulerConfig) -> str:
     """The configured join token, or one generated once and kept in the state directory."""
     if config.join_token:
@@ -33,7 +46,7 @@ def join_token(config: SchedulerConfig) -> str:
     path = Path(config.state_dir) / "join-token"
     if path.exists():
         return path.read_text().strip()
-    token = secrets.token_urlsafe(32)
+    token = new_join_token()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

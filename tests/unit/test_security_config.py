@@ -13,10 +13,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from agent.config import AgentConfig
 from agent.credentials import CredentialStore
 from agent.security import check_transport, join_token
-from common.config import ConfigError
+from common.config import ConfigError, load_config
 from common.tls import client_context, is_loopback, plain_http_problem, server_context
 from scheduler import certs
 from scheduler.config import SchedulerConfig
+from scheduler.controlplane import JOIN_TOKEN_PREFIX, new_join_token
+from scheduler.controlplane import join_token as scheduler_join_token
 from scheduler.nodeauth import node_of
 from scheduler.transport import listener
 
@@ -205,3 +207,18 @@ def test_cli_tls_settings(tmp_path: Path, pki: Path) -> None:
     assert ssl_context(resolve("http://127.0.0.1:1", "t", env)) is None
     with pytest.raises(SettingsError, match="ca_file"):
         ssl_context(resolve("https://x:1", "t", {"HOME": str(tmp_path)}, str(tmp_path / "no")))
+
+
+def test_a_generated_join_token_passes_as_a_command_line_value(tmp_path: Path) -> None:
+    """The scheduler's generated join token is kept in STATE_DIR/join-token and always
+    parses as the value of `--join-token` (a bare urlsafe token began with '-' one time in
+    64, which argparse took for an option)."""
+    config = SchedulerConfig(state_dir=str(tmp_path))
+    token = scheduler_join_token(config)
+    assert token.startswith(JOIN_TOKEN_PREFIX) and len(token) > len(JOIN_TOKEN_PREFIX) + 40
+    assert scheduler_join_token(config) == token  # generated once, then read back
+    assert (tmp_path / "join-token").stat().st_mode & 0o777 == 0o600
+    for token in [new_join_token() for _ in range(300)]:
+        argv = ["--node-name", "n1", "--join-token", token]
+        config_ = load_config(AgentConfig, argv, prog="a", description="", env_prefix="X_")
+        assert config_.join_token == token
