@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +52,31 @@ def pods_by_name(s: SchedulerProcess) -> dict[str, dict[str, Any]]:
 def node_ready(s: SchedulerProcess, name: str) -> str:
     node = s.get(f"/api/v1/nodes/{name}")
     return next(c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready")
+
+
+def running_pod(s: SchedulerProcess, name: str) -> dict[str, Any]:
+    """Create a pod and wait until it runs; the pod as then listed."""
+    s.request("POST", "/api/v1/namespaces/default/pods", pod(name))
+    return wait_for(lambda: (p := pods_by_name(s)[name])["status"]["phase"] == "Running" and p)
+
+
+def pause(proc: subprocess.Popen[Any], seconds: float) -> None:
+    """SIGSTOP `proc` for `seconds`, then SIGCONT."""
+    proc.send_signal(signal.SIGSTOP)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGCONT)
+
+
+def assert_nothing_changes(s: SchedulerProcess, first: dict[str, Any], seconds: float) -> None:
+    """For `seconds`: the pod `first` keeps its uid and its node stays Ready."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        now = pods_by_name(s)[first["metadata"]["name"]]
+        assert now["metadata"]["uid"] == first["metadata"]["uid"]
+        assert node_ready(s, first["spec"]["nodeName"]) == "True"
+        time.sleep(0.1)
 
 
 def test_lost_node_pods_are_replaced_elsewhere(fast_scheduler: SchedulerProcess) -> None:
@@ -142,25 +168,12 @@ def test_blip_shorter_than_grace_loses_nothing(fast_scheduler: SchedulerProcess)
     b = HollowProcess(fast_scheduler, 1, "--name-prefix", "b")
     try:
         wait_for(lambda: len(ready_nodes(fast_scheduler)) == 2)
-        fast_scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("steady"))
-        first = wait_for(
-            lambda: (
-                (p := pods_by_name(fast_scheduler)["steady"])["status"]["phase"] == "Running" and p
-            )
-        )
+        first = running_pod(fast_scheduler, "steady")
         victim = a if first["spec"]["nodeName"] == "a-0000" else b
-        victim.proc.send_signal(signal.SIGSTOP)
-        deadline = time.monotonic() + GRACE * 0.5
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-        victim.proc.send_signal(signal.SIGCONT)
+        assert victim.proc is not None
+        pause(victim.proc, GRACE * 0.5)
         # Watch for longer than grace + eviction: nothing may change.
-        deadline = time.monotonic() + GRACE + EVICTION + 0.5
-        while time.monotonic() < deadline:
-            now = pods_by_name(fast_scheduler)["steady"]
-            assert now["metadata"]["uid"] == first["metadata"]["uid"]
-            assert node_ready(fast_scheduler, first["spec"]["nodeName"]) == "True"
-            time.sleep(0.1)
+        assert_nothing_changes(fast_scheduler, first, GRACE + EVICTION + 0.5)
     finally:
         a.proc.send_signal(signal.SIGCONT)
         b.proc.send_signal(signal.SIGCONT)
@@ -273,23 +286,9 @@ def test_a_stalled_scheduler_does_not_blame_the_nodes(fast_scheduler: SchedulerP
     assert scheduler is not None
     try:
         wait_for(lambda: len(ready_nodes(fast_scheduler)) == 1)
-        fast_scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("steady"))
-        first = wait_for(
-            lambda: (
-                (p := pods_by_name(fast_scheduler)["steady"])["status"]["phase"] == "Running" and p
-            )
-        )
-        scheduler.send_signal(signal.SIGSTOP)
-        deadline = time.monotonic() + EVICTION * 1.5
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-        scheduler.send_signal(signal.SIGCONT)
-        deadline = time.monotonic() + GRACE + EVICTION + 0.5
-        while time.monotonic() < deadline:
-            now = pods_by_name(fast_scheduler)["steady"]
-            assert now["metadata"]["uid"] == first["metadata"]["uid"]
-            assert node_ready(fast_scheduler, "a-0000") == "True"
-            time.sleep(0.1)
+        first = running_pod(fast_scheduler, "steady")
+        pause(scheduler, EVICTION * 1.5)
+        assert_nothing_changes(fast_scheduler, first, GRACE + EVICTION + 0.5)
         events = fast_scheduler.get("/api/v1/namespaces/default/events")["items"]
         assert not [e for e in events if e["reason"] == "NodeNotReady"], events
     finally:
