@@ -113,7 +113,7 @@ class EventRecorder:
         # The digest keeps names unique; a long object name is cut so the event's stays valid.
         prefix = ref.name if len(ref.name) <= MAX_NAME - 17 else ref.name[: MAX_NAME - 17]
         name = f"{prefix.rstrip('-.')}.{digest}"
-        key = f"{EVENTS}{namespace}/{name}"  # event_key, inline
+        key = event_key(namespace, name)
         stamp = timestamp or now()
         event = self._events.pop(key, None)  # re-inserted last: recording order
         if event is not None:

@@ -617,17 +617,11 @@ class Hub:
         # JSON of the pod ends with its status (cut from it), which is all that changes.
         new = status_json(status)
         cut = split_status(kv.value)
-        if cut is not None:
-            head, old = cut
-            if old == new:
-                return None
-            updated = replaced(pod, {"status": status})
-            value = b"%s%s}" % (head, new)
-        else:
-            if status_json(pod.status) == new:
-                return None
-            updated = replaced(pod, {"status": status})
-            value = encode(updated)
+        old = cut[1] if cut is not None else status_json(pod.status)
+        if old == new:
+            return None
+        updated = replaced(pod, {"status": status})
+        value = b"%s%s}" % (cut[0], new) if cut is not None else encode(updated)
         return self._store.txn([Op("put", key, value, updated, kv.mod_revision)])
 
     def _record_agent_events(

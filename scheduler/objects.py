@@ -96,13 +96,15 @@ def split_unbound_pod(stored: bytes) -> tuple[bytes, bytes, bytes] | None:
     """The stored JSON of a pod without spec.nodeName, cut where a bind changes it:
     (up to where nodeName goes, the rest of the spec, the status's JSON as `status_json`
     writes it). None unless `stored` is shaped as `encode` writes a pod."""
-    at = stored.rfind(_POD_STATUS)
-    if at < 0 or not stored.endswith(b"}}"):
+    split = split_status(stored)
+    if split is None:
         return None
+    head, status = split
+    at = len(head) - len(_STATUS)  # where the pod's status field starts
     cut = stored.rfind(_NODE_NAME_GOES_BEFORE, 0, at)
     if cut < 0:
         return None
-    return stored[:cut], stored[cut:at], stored[at + len(_STATUS) : -1]
+    return stored[:cut], stored[cut:at], status
 
 
 def bound_pod_json(head: bytes, node: str, spec_rest: bytes, status: bytes) -> bytes:
