@@ -45,7 +45,15 @@ def join_token(config: SchedulerConfig) -> str:
         return config.join_token
     path = Path(config.state_dir) / "join-token"
     if path.exists():
-        return path.read_text().strip()
+        stored = path.read_text().strip()
+        if stored.startswith("-"):  # generated before tokens had their prefix
+            _LOGGER.warning(
+                "the join token in %s starts with '-', which a command line takes for an "
+                "option: pass it as --join-token=TOKEN or through join_token_file, or delete "
+                "the file and restart to generate another (joined nodes keep working)",
+                path,
+            )
+        return stored
     token = new_join_token()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -222,3 +222,19 @@ def test_a_generated_join_token_passes_as_a_command_line_value(tmp_path: Path) -
         argv = ["--node-name", "n1", "--join-token", token]
         config_ = load_config(AgentConfig, argv, prog="a", description="", env_prefix="X_")
         assert config_.join_token == token
+
+
+def test_a_stored_join_token_that_starts_with_a_dash_is_kept_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Generated before the prefix: kept (agents may be configured with it), and the
+    operator is told how to pass it."""
+    (tmp_path / "join-token").write_text("-old-token\n")
+    with caplog.at_level("WARNING", logger="scheduler.controlplane"):
+        assert scheduler_join_token(SchedulerConfig(state_dir=str(tmp_path))) == "-old-token"
+    assert "--join-token=TOKEN" in caplog.text
+    caplog.clear()
+    (tmp_path / "join-token").write_text("corraljoin_fine\n")
+    with caplog.at_level("WARNING", logger="scheduler.controlplane"):
+        assert scheduler_join_token(SchedulerConfig(state_dir=str(tmp_path))) == "corraljoin_fine"
+    assert not caplog.text
