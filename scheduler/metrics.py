@@ -103,6 +103,12 @@ class SchedulerMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.stalls = PromCounter(
+            "corral_scheduler_stalls_total",
+            "Times the event loop ran nothing for half a node grace or more (node timeouts "
+            "then restart from the wake)",
+            registry=self.registry,
+        )
         self.gc_pauses = GcPauses()
         self.registry.register(self.gc_pauses)
         self._cluster: ClusterState | None = None

@@ -88,6 +88,7 @@ class NodeLifecycleController:
         if late < self.stall_seconds:
             return
         self.resumed = woke
+        self._metrics.stalls.inc()
         self._errors.add(f"scheduler stalled for {late:.1f}s: node timeouts restart from now")
 
     def next_pass_in(self, mono: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -291,6 +292,9 @@ def test_a_stalled_scheduler_does_not_blame_the_nodes(fast_scheduler: SchedulerP
         assert_nothing_changes(fast_scheduler, first, GRACE + EVICTION + 0.5)
         events = fast_scheduler.get("/api/v1/namespaces/default/events")["items"]
         assert not [e for e in events if e["reason"] == "NodeNotReady"], events
+        metrics = fast_scheduler.request("GET", "/metrics").body.decode()
+        stalls = re.search(r"^corral_scheduler_stalls_total (\S+)$", metrics, re.M)
+        assert stalls and float(stalls.group(1)) >= 1  # the stall is counted
     finally:
         scheduler.send_signal(signal.SIGCONT)
         agent.stop()
