@@ -204,16 +204,8 @@ def _event_json(event: _Recorded) -> bytes:
     (tests/unit/test_events.py compares them), written out directly: building the
     model and encoding it cost three times as much, `json.dumps` of a dict more still."""
     ref = event.ref
-    stamp = event.created
-    if stamp is not None and event.first is stamp and event.last is stamp:
-        # A new event's three times are one datetime (`record`): formatted once.
-        text = _timestamp(stamp, stamp.utcoffset())
-        created = f',"creationTimestamp":"{text}"'
-        times = f',"firstTimestamp":"{text}","lastTimestamp":"{text}"'
-    else:
-        created = _time_field("creationTimestamp", stamp)
-        times = _time_field("firstTimestamp", event.first)
-        times += _time_field("lastTimestamp", event.last)
+    created = _time_field("creationTimestamp", event.created)
+    times = _time_field("firstTimestamp", event.first) + _time_field("lastTimestamp", event.last)
     namespace = "" if ref.namespace is None else f',"namespace":{_string(ref.namespace)}'
     uid = "" if ref.uid is None else f',"uid":{_string(ref.uid)}'
     if event.component is None:

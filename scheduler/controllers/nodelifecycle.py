@@ -154,10 +154,10 @@ class NodeLifecycleController:
         before this controller started, no earlier than leaves the node
         failover_grace_seconds from the start to reconnect; never before the scheduler
         last woke from a stall."""
-        if last_heartbeat > self.started:
-            return max(last_heartbeat, self.resumed)
-        failover = self.started + self._config.failover_grace_seconds - grace
-        return max(last_heartbeat, failover, self.resumed)
+        heard = last_heartbeat
+        if last_heartbeat <= self.started:
+            heard = max(heard, self.started + self._config.failover_grace_seconds - grace)
+        return max(heard, self.resumed)
 
     def _silent_from(self, heard: float, not_ready_since: float) -> float:
         """Since when a NotReady node counts as silent, for its eviction."""
