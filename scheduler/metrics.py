@@ -10,11 +10,13 @@ format, after the registry's own families (`SchedulerMetrics.exposition`).
 
 from __future__ import annotations
 
-import bisect
 import gc
+import itertools
+import math
 import time
+from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -24,6 +26,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    Sample,
 )
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -42,34 +45,19 @@ _HEARTBEAT_AGE_HEAD = (
 class SchedulerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.scheduling_latency = Histogram(
+        # Observed a batch at a time, on the event loop thread (`PlainHistogram`).
+        self.scheduling_latency = PlainHistogram(
             "corral_scheduling_latency_seconds",
             "Time from a pod becoming pending to its durable bind to a node",
-            buckets=(
-                0.001,
-                0.0025,
-                0.005,
-                0.01,
-                0.025,
-                0.05,
-                0.1,
-                0.25,
-                0.5,
-                1,
-                2.5,
-                5,
-                10,
-                30,
-                60,
-            ),
-            registry=self.registry,
+            (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
-        self.placement_seconds = Histogram(
+        self.registry.register(self.scheduling_latency)
+        self.placement_seconds = PlainHistogram(
             "corral_placement_duration_seconds",
             "CPU time of one placement decision (filters and scores)",
-            buckets=(0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01),
-            registry=self.registry,
+            (0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01),
         )
+        self.registry.register(self.placement_seconds)
         self.placement_attempts = PromCounter(
             "corral_placement_attempts_total",
             "Placement attempts by result (scheduled, unschedulable)",
@@ -109,8 +97,8 @@ class SchedulerMetrics:
             "then restart from the wake)",
             registry=self.registry,
         )
-        self.gc_pauses = GcPauses()
-        self.registry.register(self.gc_pauses)
+        self.gc_pauses = GcPauseHook()
+        self.registry.register(self.gc_pauses.histogram)
         self._cluster: ClusterState | None = None
 
     def track_cluster(self, cluster: ClusterState) -> None:
@@ -125,29 +113,6 @@ class SchedulerMetrics:
         if self._cluster is not None and (not names or HEARTBEAT_AGE in names):
             text += heartbeat_ages(self._cluster, time.monotonic())
         return text
-
-
-def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
-    """`histogram.observe(amount)` for each of `amounts`, in order (an unlabelled histogram,
-    no exemplars): the same buckets and the same sum, the sum added up in the same order,
-    but one increment of the sum and of each bucket touched instead of two locked
-    increments and a Python frame per amount. For the per-pod timings of a scheduling
-    batch, recorded once the batch is done (nothing reads the metrics in the middle)."""
-    if not amounts:
-        return
-    bounds = histogram._upper_bounds
-    counts = [0] * len(bounds)
-    for amount in amounts:
-        # The first bucket whose bound is >= amount, as `observe` finds it.
-        counts[bisect.bisect_left(bounds, amount)] += 1
-    total = histogram._sum.get()
-    for amount in amounts:
-        total += amount
-    histogram._sum.set(total)
-    buckets = histogram._buckets
-    for i, count in enumerate(counts):
-        if count:
-            buckets[i].inc(count)
 
 
 def heartbeat_ages(cluster: ClusterState, mono: float) -> bytes:
@@ -171,10 +136,107 @@ def _escaped(value: str) -> str:
     return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
 
 
+class PlainHistogram(Collector):
+    """A histogram kept as plain counts per bucket and a sum, optionally in series by
+    labels, exported as prometheus-client's `Histogram` exports one: the same samples
+    (`_bucket` per bound and +Inf, `_count`, `_sum`, `_created` unless `created` is
+    false), so the same text.
+
+    `Histogram.observe` takes two locks and walks the bounds in Python; here an amount is
+    one bisection, one increment and one addition, and `observe_all` records a batch in
+    one pass. Nothing is locked, so each user must have one writer at a time, and a
+    scrape that runs while a write is under way may see an amount counted and not yet
+    summed: the scheduling histograms are written and scraped on the event loop thread
+    (no interleaving at all), the GC pauses written by the GC callback alone
+    (`GcPauseHook`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        labelnames: Sequence[str] = (),
+        *,
+        created: bool = True,
+    ) -> None:
+        bounds = tuple(float(bound) for bound in buckets)
+        # Non-negative, as Histogram exports `_sum` only then (and finite: +Inf is added).
+        if not bounds or list(bounds) != sorted(bounds) or bounds[0] < 0 or bounds[-1] == math.inf:
+            raise ValueError(f"{name}: buckets must be finite, non-negative and increasing")
+        self.name, self.documentation = name, documentation
+        self.labelnames = tuple(labelnames)
+        self._bounds = bounds
+        self._les = [*(floatToGoString(bound) for bound in bounds), "+Inf"]
+        self._created = created
+        self._series: dict[tuple[str, ...], HistogramSeries] = {}
+        if not self.labelnames:
+            self.labels()  # exported from the start, as Histogram's unlabelled series
+
+    def labels(self, *values: str) -> HistogramSeries:
+        """The series of these label values (in `labelnames` order), made at first use."""
+        series = self._series.get(values)
+        if series is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name}: label values for {self.labelnames} expected")
+            created = time.time() if self._created else None
+            series = self._series[values] = HistogramSeries(self._bounds, created)
+        return series
+
+    def observe(self, amount: float) -> None:
+        self._unlabelled().observe(amount)
+
+    def observe_all(self, amounts: Iterable[float]) -> None:
+        self._unlabelled().observe_all(amounts)
+
+    def _unlabelled(self) -> HistogramSeries:
+        if self.labelnames:
+            raise ValueError(f"{self.name} has labels: observe through labels()")
+        return self._series[()]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, series in self._series.items():
+            cumulative = itertools.accumulate(series.counts)
+            family.add_metric(values, list(zip(self._les, cumulative, strict=True)), series.sum)
+            if series.created is not None:
+                labels = dict(zip(self.labelnames, values, strict=True))
+                family.samples.append(Sample(f"{self.name}_created", labels, series.created))
+        yield family
+
+
+class HistogramSeries:
+    """One series of a `PlainHistogram`: plain counts per bucket (the last for amounts
+    beyond the largest bound) and the sum."""
+
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...], created: float | None) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.created = created
+
+    def observe(self, amount: float) -> None:
+        # bisect_left: an amount equal to a bound belongs to its bucket (`le`).
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+    def observe_all(self, amounts: Iterable[float]) -> None:
+        """`observe` each of `amounts`, in order (so the same sum, to the last bit), in
+        one pass with no call per amount but the bisection: for the per-pod timings of a
+        scheduling batch, recorded once the batch is done."""
+        bounds, counts, total, find = self.bounds, self.counts, self.sum, bisect_left
+        for amount in amounts:
+            counts[find(bounds, amount)] += 1
+            total += amount
+        self.sum = total
+
+
 GC_PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-class GcPauses(Collector):
+class GcPauseHook:
     """`corral_gc_pause_seconds{generation}`: how long the cyclic garbage collector stopped
     this process, a histogram per generation (Go's `go_gc_duration_seconds`, which
     prometheus-client has no counterpart of for Python).
@@ -183,14 +245,21 @@ class GcPauses(Collector):
     traverses much of the heap and stalls the API and the agent links for as long
     (seconds, with tens of thousands of pods: docs/benchmarks.md). Recorded by a
     `gc.callbacks` hook, which runs on whichever thread allocated, in the middle of any
-    allocation: it only adds to plain lists (no lock, no prometheus child, which takes
-    one). CPython runs one collection at a time, so a pause's start and stop pair up.
+    allocation: so into a `PlainHistogram` (no lock, no prometheus child, which takes
+    one). CPython runs one collection at a time, so a pause's start and stop pair up and
+    the hook is the histogram's only writer at any moment.
     """
 
     def __init__(self) -> None:
-        # Per generation: counts per bucket (the last is beyond the largest bound), sum.
-        self.counts = [[0] * (len(GC_PAUSE_BUCKETS) + 1) for _ in range(3)]
-        self.seconds = [0.0] * 3
+        # No `_created`: the family never had one, and a scrape's text stays as it was.
+        self.histogram = PlainHistogram(
+            "corral_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector, by generation (2 traverses the heap)",
+            GC_PAUSE_BUCKETS,
+            ["generation"],
+            created=False,
+        )
+        self._generations = [self.histogram.labels(str(g)) for g in range(3)]
         self._started = 0.0
 
     def install(self) -> None:
@@ -204,25 +273,7 @@ class GcPauses(Collector):
         if phase == "start":
             self._started = time.perf_counter()
             return
-        pause = time.perf_counter() - self._started
-        generation = info["generation"]
-        self.seconds[generation] += pause
-        # bisect_left: a pause equal to a bound belongs to that bucket (`le`).
-        self.counts[generation][bisect.bisect_left(GC_PAUSE_BUCKETS, pause)] += 1
-
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(
-            "corral_gc_pause_seconds",
-            "Pauses of the cyclic garbage collector, by generation (2 traverses the heap)",
-            labels=["generation"],
-        )
-        for generation, counts in enumerate(self.counts):
-            cumulative, buckets = 0, []
-            for bound, count in zip((*GC_PAUSE_BUCKETS, float("inf")), counts, strict=True):
-                cumulative += count
-                buckets.append((floatToGoString(bound), cumulative))
-            family.add_metric([str(generation)], buckets, sum_value=self.seconds[generation])
-        yield family
+        self._generations[info["generation"]].observe(time.perf_counter() - self._started)
 
 
 class _FramesCollector(Collector):

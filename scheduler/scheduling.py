@@ -21,7 +21,6 @@ from common.models import Pod, PodCondition, PodStatus, now
 from scheduler.cluster import needs_node
 from scheduler.context import Context
 from scheduler.events import pod_ref
-from scheduler.metrics import observe_all
 from scheduler.objects import (
     bound_pod_json,
     encode,
@@ -131,7 +130,7 @@ class Scheduler:
                 timestamp=stamp,
             )
         # Counted once a batch: nothing can read the counters in the middle of one.
-        observe_all(metrics.placement_seconds, timings)
+        metrics.placement_seconds.observe_all(timings)
         if placed:
             metrics.placement_attempts.labels(result="scheduled").inc(placed)
         if unschedulable:
@@ -170,7 +169,7 @@ class Scheduler:
                 self._cluster.forget(key)
                 continue
             latencies.append(done - first_seen)
-        observe_all(self._metrics.scheduling_latency, latencies)
+        self._metrics.scheduling_latency.observe_all(latencies)
         self._metrics.binds.inc(sum(1 for r in results if not isinstance(r, BaseException)))
 
     def _mark_unschedulable(self, key: str, pod: Pod, message: str, stamp: datetime) -> None:

@@ -4,11 +4,13 @@ included, and `?name[]=` restricts a scrape to the families named."""
 from __future__ import annotations
 
 import gc
+import re
 import time
 from pathlib import Path
 from typing import cast
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -16,7 +18,12 @@ from common.models import Container, Node, ObjectMeta, Pod, PodSpec, PodStatus
 from scheduler.cluster import ClusterState, NodeState
 from scheduler.config import SchedulerConfig
 from scheduler.controlplane import ControlPlane
-from scheduler.metrics import GC_PAUSE_BUCKETS, HEARTBEAT_AGE, SchedulerMetrics, observe_all
+from scheduler.metrics import (
+    GC_PAUSE_BUCKETS,
+    HEARTBEAT_AGE,
+    PlainHistogram,
+    SchedulerMetrics,
+)
 from scheduler.objects import encode
 from scheduler.store import KV, Event, Store
 
@@ -156,15 +163,70 @@ async def test_the_control_plane_takes_its_gc_hook_out(tmp_path: Path) -> None:
     assert gc.callbacks == before
 
 
-def test_observe_all_is_observe_for_each() -> None:
-    """The same buckets and the same sum as `observe` per amount, bounds included."""
-    amounts = [0.0, 0.001, 0.0011, 0.3, 0.5, 1e-9, 59.9, 60, 61, 1e9, 0.1]
-    one, many = SchedulerMetrics(), SchedulerMetrics()
-    for amount in amounts:
-        one.scheduling_latency.observe(amount)
-    observe_all(many.scheduling_latency, amounts[:4])
-    observe_all(many.scheduling_latency, [])
-    observe_all(many.scheduling_latency, amounts[4:])
-    a, b = one.scheduling_latency, many.scheduling_latency
-    assert [x.get() for x in a._buckets] == [x.get() for x in b._buckets]
-    assert a._sum.get() == b._sum.get()
+AMOUNTS = [0.0, 0.001, 0.0011, 0.3, 0.5, 1e-9, 59.9, 60, 61, 1e9, 0.1, 0.02]
+BOUNDS = (0.001, 0.0025, 0.01, 0.1, 0.5, 1, 60)
+
+
+def _text(collector: object) -> str:
+    """A registry's exposition of `collector` alone, the `_created` values blanked out
+    (each series's creation time)."""
+    registry = CollectorRegistry()
+    registry.register(collector)  # type: ignore[arg-type]
+    return re.sub(r"(?m)^(\w+_created(\{.*\})?) .*$", r"\1 T", generate_latest(registry).decode())
+
+
+def test_plain_histogram_exports_what_histogram_does() -> None:
+    """Fed the same amounts, the same text as prometheus-client's Histogram: bucket for
+    bucket, the count, the sum to the last digit, and a `_created`."""
+    plain = PlainHistogram("h_seconds", "Some help", BOUNDS)
+    real = Histogram("h_seconds", "Some help", buckets=BOUNDS, registry=None)
+    for amount in AMOUNTS:
+        plain.observe(amount)
+        real.observe(amount)
+    text = _text(plain)
+    assert text == _text(real)
+    assert 'h_seconds_bucket{le="+Inf"} 12.0' in text and "h_seconds_created T" in text
+    # Empty as from the start (no observation yet), as Histogram's.
+    fresh = Histogram("h_seconds", "Some help", buckets=BOUNDS, registry=None)
+    assert _text(PlainHistogram("h_seconds", "Some help", BOUNDS)) == _text(fresh)
+
+
+def test_plain_histogram_labels_are_series_as_histogram_ones() -> None:
+    """Labelled: a series per label values, made at first use and exported in that order
+    (none before), each as Histogram exports its children; `created=False` drops
+    `_created` alone."""
+    plain = PlainHistogram("h_seconds", "Some help", BOUNDS, ["kind", "zone"])
+    real = Histogram("h_seconds", "Some help", ["kind", "zone"], buckets=BOUNDS, registry=None)
+    assert _text(plain) == _text(real)
+    for i, amount in enumerate(AMOUNTS):
+        plain.labels("ab"[i % 2], "z").observe(amount)
+        real.labels("ab"[i % 2], "z").observe(amount)
+    assert _text(plain) == _text(real)
+    bare = PlainHistogram("h_seconds", "Some help", BOUNDS, ["kind", "zone"], created=False)
+    bare.labels("a", "z").observe(0.2)
+    text = _text(bare)
+    assert "_created" not in text and 'h_seconds_count{kind="a",zone="z"} 1.0' in text
+    with pytest.raises(ValueError, match="label values"):
+        plain.labels("a")
+    with pytest.raises(ValueError, match="has labels"):
+        plain.observe(1.0)
+
+
+def test_plain_histogram_batch_is_observe_for_each() -> None:
+    """`observe_all` in batches (an empty one too) counts and sums as `observe` per
+    amount, bounds and beyond the largest included."""
+    one, many = PlainHistogram("h", "h", BOUNDS), PlainHistogram("h", "h", BOUNDS)
+    for amount in AMOUNTS:
+        one.observe(amount)
+    many.observe_all(AMOUNTS[:4])
+    many.observe_all([])
+    many.observe_all(AMOUNTS[4:])
+    assert many.labels().counts == one.labels().counts == [3, 1, 0, 2, 2, 0, 2, 2]
+    assert many.labels().sum == one.labels().sum == sum(AMOUNTS)
+
+
+@pytest.mark.parametrize("buckets", [(), (1, 0.5), (-1, 1), (1, float("inf"))])
+def test_plain_histogram_bounds_are_checked(buckets: tuple[float, ...]) -> None:
+    """Finite, non-negative, increasing bounds only (+Inf is always added)."""
+    with pytest.raises(ValueError, match="buckets"):
+        PlainHistogram("h", "h", buckets)

@@ -224,7 +224,7 @@ async def test_finish_binds_counts_each_outcome() -> None:
     assert cluster.forgotten == ["/pods/a", "/pods/c", "/pods/d"]
     assert [m for _, m in errors._items] == ["bind /pods/c to n1: disk full"]
     assert metrics.binds._value.get() == 2
-    assert sum(b.get() for b in metrics.scheduling_latency._buckets) == 2
+    assert sum(metrics.scheduling_latency.labels().counts) == 2
 
 
 def test_bind_splice_knows_the_fields_after_node_name() -> None:
