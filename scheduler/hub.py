@@ -56,6 +56,7 @@ from scheduler.objects import (
     split_status,
     status_json,
 )
+from scheduler.stall import woke_from_stall
 from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreUnavailable
 
 _LOGGER = logging.getLogger(__name__)
@@ -504,9 +505,9 @@ class Hub:
 
     def close_silent_links(self, due: float, mono: float) -> None:
         """The check due at `due`, run at `mono`. One that wakes half the silence limit
-        late or more closes nothing: the scheduler itself stalled (as the node lifecycle
-        controller's stall rule), and the frames sent meanwhile are still unread."""
-        if mono - due >= LINK_SILENCE_SECONDS / 2:
+        late or more closes nothing: the scheduler itself stalled (`woke_from_stall`), and
+        the frames sent meanwhile are still unread."""
+        if woke_from_stall(due, mono, LINK_SILENCE_SECONDS):
             return
         for name, session in list(self.sessions.items()):
             limit = LINK_SILENCE_SECONDS * self._cluster.heartbeat_stretch.get(name, 1.0)

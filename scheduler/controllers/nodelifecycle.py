@@ -27,9 +27,9 @@ start, as it would have been without the restart.
 A scheduler that stalls (a VM or process pause, a long garbage-collector pause)
 reads no frame meanwhile, and on waking its timers may run before the frames
 buffered in its sockets are read. So a pass that wakes at least half a node
-grace late treats the silence as the scheduler's own: every node counts as heard
-at that moment (NotReady one grace later at the earliest, evicted
-eviction_seconds later), as after a restart.
+grace late (`scheduler.stall`) treats the silence as the scheduler's own: every
+node counts as heard at that moment (NotReady one grace later at the earliest,
+evicted eviction_seconds later), as after a restart.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from scheduler.events import node_ref
 from scheduler.eviction import evict
 from scheduler.hub import set_node_ready
 from scheduler.objects import pod_key
+from scheduler.stall import woke_from_stall
 from scheduler.store import Conflict, NotFound
 
 _LOGGER = logging.getLogger(__name__)
@@ -67,7 +68,6 @@ class NodeLifecycleController:
         # After cluster.load(): the nodes it loaded were last heard from before this.
         self.started = time.monotonic()
         self.resumed = -math.inf  # when this scheduler last woke from a stall
-        self.stall_seconds = ctx.config.node_grace_seconds / 2
 
     async def run(self) -> None:
         while True:
@@ -82,14 +82,13 @@ class NodeLifecycleController:
 
     def note_wake(self, due: float, woke: float) -> None:
         """A pass due at `due` woke at `woke`. If late, the event loop ran nothing meanwhile,
-        so no heartbeat was read either: from half a grace late on, that silence is counted
-        as the scheduler's own, not the nodes' (see the module's docstring)."""
-        late = woke - due
-        if late < self.stall_seconds:
+        so no heartbeat was read either: from half a grace late on (`woke_from_stall`), that
+        silence is counted as the scheduler's own, not the nodes' (the module's docstring)."""
+        if not woke_from_stall(due, woke, self._config.node_grace_seconds):
             return
         self.resumed = woke
         self._metrics.stalls.inc()
-        self._errors.add(f"scheduler stalled for {late:.1f}s: node timeouts restart from now")
+        self._errors.add(f"scheduler stalled for {woke - due:.1f}s: node timeouts restart from now")
 
     def next_pass_in(self, mono: float) -> float:
         """Seconds to the next pass: the nearest NotReady or eviction deadline, at most
