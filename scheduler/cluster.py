@@ -135,15 +135,6 @@ class ClusterState:
             for listener in self.object_listeners:
                 listener(event)
         self.revision = event.revision
-        # Every in-process reader of the store's events reads them here, in order, so
-        # none still needs the decoded object of a version this event superseded: only
-        # its bytes stay in the watch history (a late API watch decodes them again).
-        # Otherwise the history of the last 100,000 writes kept a tree of objects per
-        # version alive for the garbage collector to traverse, again and again.
-        if event.prev is not None:
-            event.prev.obj = None
-        if event.type == "DELETE":
-            event.kv.obj = None
 
     def _apply_node(self, key: str, kv: KV | None) -> None:
         name = key[len(NODES) :]
