@@ -50,6 +50,7 @@ from typing import Any
 
 import aiohttp
 import msgpack
+from pydantic_core import to_json
 
 from common.heap import tune_gc_for_large_heap
 from common.models import (
@@ -328,7 +329,9 @@ class SimPod:
             "uid": self.uid,
             "namespace": self.namespace,
             "name": self.name,
-            "status": json.dumps(self.status(), separators=(",", ":")).encode(),
+            # pydantic-core's serializer: a quarter of the cost of json.dumps (callgrind),
+            # about what packing the status as a msgpack map cost in protocol 4.
+            "status": to_json(self.status()),
         }
 
 
