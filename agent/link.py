@@ -276,16 +276,17 @@ class SchedulerLink:
 
     async def _heartbeats(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
-            usage, pod_usage = await asyncio.to_thread(self._measure)
-            frame = protocol.Heartbeat(usage=usage, pod_usage=pod_usage)
+            frame = await asyncio.to_thread(self._measure)
             await ws.send_bytes(protocol.encode(frame))
             await asyncio.sleep(self.heartbeat_seconds)
 
-    def _measure(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    def _measure(self) -> protocol.Heartbeat:
         """Node usage (psutil) and each pod's, from its cgroup: CPU as millicores used
         since the previous heartbeat. Reads /proc and cgroup files: runs in a thread."""
         now = time.monotonic()
-        pods: dict[str, dict[str, int]] = {}
+        uids: list[str] = []
+        cpu: list[int] = []
+        memory: list[int] = []
         previous, self._cpu_seen = self._cpu_seen, {}
         for uid in list(self._supervisor.workers):
             usage = self._supervisor.runtime.usage(uid)
@@ -297,8 +298,13 @@ class SchedulerLink:
                 ns, at = previous[uid]
                 if now > at:
                     millis = int((usage.cpu_usage_ns - ns) / 1e6 / (now - at))
-            pods[uid] = {"cpu": max(0, millis), "memory": usage.memory_bytes}
-        return stats.usage(), pods
+            uids.append(uid)
+            cpu.append(max(0, millis))
+            memory.append(usage.memory_bytes)
+        node = stats.usage()
+        return protocol.Heartbeat(
+            usage=[node["cpu"], node["memory"]], pod_uids=uids, pod_cpu=cpu, pod_memory=memory
+        )
 
     async def _reporter(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         sent = 0.0
@@ -345,7 +351,7 @@ class SchedulerLink:
                     uid=uid,
                     namespace=worker.pod.metadata.namespace or "default",
                     name=worker.pod.metadata.name,
-                    status=worker.status().to_dict(),
+                    status=worker.status().to_json(),
                 )
             )
         return reports

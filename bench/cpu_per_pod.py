@@ -190,9 +190,10 @@ async def status(cp: ControlPlane, count: int, stored: int) -> dict[str, float]:
 
 async def heartbeat(cp: ControlPlane, count: int, stored: int) -> dict[str, float]:
     sims = await on_one_node(cp, 10)
-    usage = {s.uid: {"cpu": s.cpu_millis // 2, "memory": s.memory_bytes // 2} for s in sims}
-    total = {k: sum(u[k] for u in usage.values()) for k in ("cpu", "memory")}
-    frames = [encode_heartbeat(total, usage)] * count
+    cpu = [s.cpu_millis // 2 for s in sims]
+    memory = [s.memory_bytes // 2 for s in sims]
+    usage = [sum(cpu), sum(memory)]
+    frames = [encode_heartbeat(usage, [s.uid for s in sims], cpu, memory)] * count
     return await measure(count, lambda: feed(cp, frames))
 
 

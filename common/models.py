@@ -156,6 +156,10 @@ class Model(BaseModel):
         """The JSON-ready wire form: camelCase keys, unset optional fields left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    def to_json(self) -> bytes:
+        """`to_dict()` as JSON, serialized straight to bytes."""
+        return self.__pydantic_serializer__.to_json(self, by_alias=True, exclude_none=True)
+
 
 class DeferredModel(Model):
     """Base of the models the node agent never uses (nodes, events, workloads, ...): their

@@ -43,13 +43,23 @@ class NodeState:
     last_heartbeat: float = 0.0
     usage_cpu: int = 0
     usage_mem: int = 0
-    pod_usage: dict[str, dict[str, int]] = field(default_factory=dict)  # uid -> cpu, memory
+    # Each pod's usage in the last heartbeat, position by position as protocol 5 carries
+    # it: kept as received (a heartbeat comes from every node every few seconds, while
+    # `pod_usage()` is read only for the metrics API).
+    pod_uids: list[str] = field(default_factory=list)
+    pod_cpu: list[int] = field(default_factory=list)  # millicores
+    pod_memory: list[int] = field(default_factory=list)  # bytes
     connected: bool = False
     # When the oldest desired change its agent has not acknowledged was sent (monotonic;
     # None: all acknowledged, or no link).
     desired_unacked_since: float | None = None
     ready: bool = False
     cordoned: bool = False  # spec.unschedulable
+
+    def pod_usage(self) -> dict[str, tuple[int, int]]:
+        """uid -> (CPU millicores, memory bytes) of each pod in the last heartbeat."""
+        usage = zip(self.pod_cpu, self.pod_memory, strict=True)
+        return dict(zip(self.pod_uids, usage, strict=True))
 
     def update(self, node: Node) -> None:
         self.node = node

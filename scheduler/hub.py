@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,7 +42,7 @@ from common.models import (
     now,
 )
 from common.quantity import QuantityError, cpu_millis, memory_bytes
-from scheduler.cluster import TERMINAL_PHASES
+from scheduler.cluster import TERMINAL_PHASES, NodeState
 from scheduler.context import Context
 from scheduler.events import node_ref, pod_ref
 from scheduler.nodeauth import AlreadyJoined, Issued, NodeCredentials
@@ -227,7 +227,9 @@ class Hub:
             await ws.close()
         return ws
 
-    async def _read_hello(self, ws: web.WebSocketResponse) -> protocol.Hello | None:
+    async def _read_hello(
+        self, ws: web.WebSocketResponse
+    ) -> protocol.Hello | protocol.HelloV4 | None:
         try:
             async with asyncio.timeout(HELLO_TIMEOUT):
                 msg = await ws.receive()
@@ -242,7 +244,7 @@ class Hub:
         except protocol.ProtocolError as exc:
             await self._send_error(ws, str(exc))
             return None
-        if not isinstance(frame, protocol.Hello):
+        if not isinstance(frame, protocol.Hello | protocol.HelloV4):
             kind = getattr(frame, "type", "?")
             await self._send_error(ws, f"expected hello, got {kind}", frame.v)
             return None
@@ -304,7 +306,7 @@ class Hub:
     async def _start_session(
         self,
         ws: web.WebSocketResponse,
-        hello: protocol.Hello,
+        hello: protocol.Hello | protocol.HelloV4,
         remote: str | None,
         auth: LinkAuth,
     ) -> AgentSession | None:
@@ -443,19 +445,22 @@ class Hub:
                 state.last_heartbeat = mono
             if isinstance(frame, protocol.Heartbeat):
                 if state is not None:
-                    state.usage_cpu = frame.usage.get("cpu", 0)  # ints: validated strictly
-                    state.usage_mem = frame.usage.get("memory", 0)
-                    state.pod_usage = frame.pod_usage
+                    state.usage_cpu, state.usage_mem = frame.usage  # ints: validated strictly
+                    state.pod_uids, state.pod_cpu = frame.pod_uids, frame.pod_cpu
+                    state.pod_memory = frame.pod_memory
                     if not state.ready:
                         self._spawn(self.mark_ready(session.node))
-            elif isinstance(frame, protocol.PodStatusUpdate):
+            elif isinstance(frame, protocol.PodStatusUpdate | protocol.PodStatusUpdateV4):
                 if frame.pods:
-                    self._apply_reports(session, frame.pods)
+                    self._apply_reports(session, frame.pods, answer=True)
                 if frame.stopped:
                     self._spawn(self._finish_deletions(session, frame.stopped))
                 if frame.revision is not None:
                     session.acked(frame.revision)
                     self._mirror_lag(session)
+            elif isinstance(frame, protocol.HeartbeatV4):  # an agent of protocol 3 or 4
+                if state is not None:
+                    self._heard_v4(state, frame)
             elif isinstance(frame, protocol.Ack):  # an agent of protocol 3
                 session.acked(frame.revision)
                 self._mirror_lag(session)
@@ -538,14 +543,32 @@ class Hub:
 
     # -- reports from agents -------------------------------------------------
 
+    def _heard_v4(self, state: NodeState, frame: protocol.HeartbeatV4) -> None:
+        """A heartbeat of protocol 3 or 4, kept as protocol 5's (a missing number is 0)."""
+        state.usage_cpu = frame.usage.get("cpu", 0)  # ints: validated strictly
+        state.usage_mem = frame.usage.get("memory", 0)
+        pods = frame.pod_usage
+        state.pod_uids = list(pods)
+        state.pod_cpu = [used.get("cpu", 0) for used in pods.values()]
+        state.pod_memory = [used.get("memory", 0) for used in pods.values()]
+        if not state.ready:
+            self._spawn(self.mark_ready(state.name))
+
     def _apply_reports(
-        self, session: AgentSession, reports: list[protocol.PodReport]
+        self,
+        session: AgentSession,
+        reports: Sequence[protocol.PodReport | protocol.PodReportV4],
+        *,
+        answer: bool = False,
     ) -> list[asyncio.Future[list[KV]]]:
         """Validate an agent's statuses and queue their writes, in the order reported.
 
         Synchronous up to the queueing (the store fixes the order of writes at the call),
-        so a pod_status frame needs no task of its own; returns the writes' futures.
+        so a pod_status frame needs no task of its own; returns the writes' futures. An
+        invalid status is skipped and recorded, and with `answer` the agent is told why
+        (not for a hello's: the agent takes any frame before the welcome for a refusal).
         """
+        validator = PodStatus.__pydantic_validator__
         writes = []
         for report in reports:
             key = self._cluster.by_uid.get(report.uid)
@@ -555,12 +578,21 @@ class Hub:
             if pod.spec.node_name != session.node:
                 self._spawn(self._refuse_report(session, pod, "status"))
                 continue
+            raw = report.status
             try:
-                status: PodStatus = PodStatus.__pydantic_validator__.validate_python(report.status)
-            except ValidationError as exc:
-                self._errors.add(
-                    f"node {session.node}: invalid status for {pod.key}: {exc.error_count()} errors"
+                # Protocol 5's JSON bytes parsed and validated in one pass of pydantic-core.
+                status: PodStatus = (
+                    validator.validate_json(raw)
+                    if isinstance(raw, bytes)
+                    else validator.validate_python(raw)
                 )
+            except ValidationError as exc:
+                problem = f"node {session.node}: invalid status for {pod.key}: "
+                problem += protocol.problems(exc, "status")
+                if answer:
+                    self._spawn(self._send_error(session.ws, problem, session.version))
+                else:
+                    self._errors.add(f"agent link: {problem}")
                 continue
             write = self._write_status(key, report.uid, status)
             if write is not None:

@@ -58,11 +58,18 @@ def _node_metrics(cp: ControlPlane, state: NodeState) -> dict[str, Any]:
     }
 
 
-def _pod_metrics(cp: ControlPlane, pod: Pod) -> dict[str, Any] | None:
-    state = cp.cluster.nodes.get(pod.spec.node_name or "")
+def _pod_metrics(
+    cp: ControlPlane, pod: Pod, paired: dict[str, dict[str, tuple[int, int]]]
+) -> dict[str, Any] | None:
+    """`paired`: each node's `pod_usage()`, filled as nodes come up (once per request)."""
+    node = pod.spec.node_name or ""
+    state = cp.cluster.nodes.get(node)
     if state is None or not state.connected:
         return None
-    used = state.pod_usage.get(pod.metadata.uid or "")
+    usage = paired.get(node)
+    if usage is None:
+        usage = paired[node] = state.pod_usage()
+    used = usage.get(pod.metadata.uid or "")
     if used is None:
         return None
     return {
@@ -77,7 +84,7 @@ def _pod_metrics(cp: ControlPlane, pod: Pod) -> dict[str, Any] | None:
         "containers": [
             {
                 "name": pod.spec.containers[0].name,
-                "usage": _usage(int(used.get("cpu", 0)), int(used.get("memory", 0))),
+                "usage": _usage(*used),
             }
         ],
     }
@@ -124,12 +131,13 @@ async def pod_metrics(request: web.Request) -> web.Response:
     namespace = namespace_param(request) if "namespace" in request.match_info else None
     selector = _selector(request)
     items = []
+    paired: dict[str, dict[str, tuple[int, int]]] = {}
     for pod in cp.cluster.pods.values():
         if namespace is not None and pod.metadata.namespace != namespace:
             continue
         if selector and not selector_matches(selector, pod.metadata.labels):
             continue
-        metrics = _pod_metrics(cp, pod)
+        metrics = _pod_metrics(cp, pod, paired)
         if metrics is not None:
             items.append(metrics)
     items.sort(key=lambda m: (m["metadata"]["namespace"], m["metadata"]["name"]))
@@ -141,7 +149,7 @@ async def one_pod_metrics(request: web.Request) -> web.Response:
     cp = plane(request)
     namespace, name = namespace_param(request), name_param(request)
     pod = cp.cluster.pods.get(f"/pods/{namespace}/{name}")
-    metrics = _pod_metrics(cp, pod) if pod is not None else None
+    metrics = _pod_metrics(cp, pod, {}) if pod is not None else None
     if metrics is None:
         raise NotFoundError(f'podmetrics.metrics.k8s.io "{namespace}/{name}" not found', name=name)
     return json_response({"apiVersion": API_VERSION, "kind": "PodMetrics", **metrics})

@@ -159,7 +159,7 @@ async def test_node_speaks_only_for_its_own_pods(
     # node-a heard nothing of it, and a fresh link of node-a is not told of it either.
     with pytest.raises(TimeoutError):
         await a.receive_type(protocol.Desired, seconds=0.5)
-    status = {"phase": "Failed", "reason": "Hijacked"}
+    status = json.dumps({"phase": "Failed", "reason": "Hijacked"}).encode()
     report = protocol.PodReport(uid=uid, namespace="default", name="only-b", status=status)
     event = protocol.EventReport(
         uid=uid, namespace="default", name="only-b", reason="Pwned", timestamp="2026-01-01T00:00:00"
@@ -238,15 +238,15 @@ async def test_heartbeats_stretch_with_the_cluster(
         s.stop()
 
 
-async def test_an_agent_of_the_protocol_before_keeps_its_node(
-    http: aiohttp.ClientSession, bare_scheduler: SchedulerProcess
+@pytest.mark.parametrize("old", range(protocol.OLDEST_AGENT_PROTOCOL, protocol.PROTOCOL_VERSION))
+async def test_an_agent_of_a_protocol_before_keeps_its_node(
+    http: aiohttp.ClientSession, bare_scheduler: SchedulerProcess, old: int
 ) -> None:
-    """Upgrade order: the scheduler first. An agent still on the protocol before (its
-    `ack` frames, no `pod_status.revision`) joins, is answered in its own version, gets
-    its pods and reports them; a version older than that, or newer, is refused."""
+    """Upgrade order: the scheduler first. An agent still on a protocol before (3: `ack`
+    frames, no `pod_status.revision`; 3 and 4: statuses and usage as maps) joins, is
+    answered in its own version, gets its pods and reports them and their usage; a
+    version older than the oldest, or newer, is refused."""
     s = bare_scheduler
-    old = protocol.OLDEST_AGENT_PROTOCOL
-    assert old < protocol.PROTOCOL_VERSION
     agent, welcome = await dial(http, s, TOKEN, "old-node", version=old)
     assert isinstance(welcome, protocol.Welcome) and welcome.v == old, welcome
     await agent.send(protocol.CredentialAck())
@@ -254,15 +254,25 @@ async def test_an_agent_of_the_protocol_before_keeps_its_node(
     desired = await agent.receive_type(protocol.Desired)
     assert desired.v == old
     uid = json.loads(desired.upsert[0])["metadata"]["uid"]
-    await agent.send(protocol.Ack(revision=desired.revision))
-    report = protocol.PodReport(
+    report = protocol.PodReportV4(
         uid=uid, namespace="default", name="legacy", status={"phase": "Running"}
     )
-    await agent.send(protocol.PodStatusUpdate(pods=[report]))
+    if old == 3:
+        await agent.send(protocol.Ack(revision=desired.revision))
+        await agent.send(protocol.PodStatusUpdateV4(pods=[report]))
+    else:
+        await agent.send(protocol.PodStatusUpdateV4(pods=[report], revision=desired.revision))
     wait_for(
         lambda: s.get("/api/v1/namespaces/default/pods/legacy")["status"]["phase"] == "Running",
         timeout=10,
     )
+    usage = {"cpu": 1500, "memory": 2**30}
+    await agent.send(protocol.HeartbeatV4(usage=usage, pod_usage={uid: {"cpu": 5}}))
+    metrics = "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/legacy"
+    used = wait_for(lambda: s.get(metrics), timeout=10)
+    assert used["containers"] == [{"name": "main", "usage": {"cpu": "5m", "memory": "0Ki"}}]
+    node = s.get("/apis/metrics.k8s.io/v1beta1/nodes/old-node")
+    assert node["usage"] == {"cpu": "1500m", "memory": f"{2**20}Ki"}
     # The agent's own version on every frame: a frame of another version is refused.
     await agent.ws.send_bytes(protocol.encode(protocol.Heartbeat(), protocol.PROTOCOL_VERSION))
     refusal = await agent.receive_type(protocol.ErrorFrame)
@@ -270,7 +280,7 @@ async def test_an_agent_of_the_protocol_before_keeps_its_node(
     await agent.ws.close()
     assert s.get("/api/v1/nodes/old-node")["metadata"]["name"] == "old-node"
 
-    for version in (old - 1, protocol.PROTOCOL_VERSION + 1):
+    for version in (protocol.OLDEST_AGENT_PROTOCOL - 1, protocol.PROTOCOL_VERSION + 1):
         ws = await http.ws_connect(
             s.url + "/api/v1/agent", headers={"Authorization": f"Bearer {TOKEN}"}
         )

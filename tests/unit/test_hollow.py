@@ -155,6 +155,9 @@ def test_status_is_in_canonical_wire_form(state: SimState, exited: bool) -> None
         pod.last_exit = (137, "OOMKilled", now(), now())
     wire = pod.status()
     assert PodStatus.model_validate(wire).to_dict() == wire
+    # A report carries it as JSON (protocol 5), which the scheduler reads back as it.
+    sent = pod.report_wire()["status"]
+    assert PodStatus.model_validate_json(sent).to_dict() == wire
 
 
 def test_status_pending_then_running() -> None:
@@ -272,8 +275,8 @@ def test_heartbeat_usage() -> None:
     node.pods["u1"] = pod
     node.pods["u2"] = SimPod.from_wire(wire_pod("u2"))  # still creating: no usage
     beat = node.heartbeat()
-    assert beat.pod_usage == {"u1": {"cpu": 75, "memory": 32 * 2**20}}
-    assert beat.usage == {"cpu": 75, "memory": 32 * 2**20}
+    assert (beat.pod_uids, beat.pod_cpu, beat.pod_memory) == (["u1"], [75], [32 * 2**20])
+    assert beat.usage == [75, 32 * 2**20]
 
 
 def test_hand_packed_frames_are_the_models_bytes() -> None:
@@ -281,7 +284,7 @@ def test_hand_packed_frames_are_the_models_bytes() -> None:
     node = HollowNode("n", "http://127.0.0.1:1", TOKEN)
     node._apply(1, [pod_json("u1"), pod_json("u2", restart_policy="Never")], [], [], full=True)
     assert encode_heartbeat(*node._usage()) == encode(node.heartbeat())
-    assert encode_heartbeat({}, {}) == encode(Heartbeat())
+    assert encode_heartbeat([0, 0], [], [], []) == encode(Heartbeat())
     pods = list(node.pods.values())
     for revision in (None, 7):
         for stopped in ([], ["a", "b"]):
@@ -349,7 +352,7 @@ class FakeHub:
         out: dict[str, dict[str, Any]] = {}
         for name, frame in self.frames:
             if name == node and isinstance(frame, PodStatusUpdate):
-                out.update({report.uid: report.status for report in frame.pods})
+                out.update({report.uid: json.loads(report.status) for report in frame.pods})
         return out
 
 
@@ -388,7 +391,7 @@ async def test_link_hello_welcome_status_desired_ack(hub: tuple[FakeHub, str]) -
         assert len(updates) == 1 and len(updates[0].pods) == 2
 
         await fake.wait_for(
-            lambda: any(isinstance(f, Heartbeat) and f.pod_usage for _, f in fake.frames)
+            lambda: any(isinstance(f, Heartbeat) and f.pod_uids for _, f in fake.frames)
         )
 
         ws = fake.sockets["hollow-0000"]
@@ -406,7 +409,7 @@ async def test_link_hello_welcome_status_desired_ack(hub: tuple[FakeHub, str]) -
         # The heartbeat (encoded once while nothing changes) follows the pods.
         await fake.wait_for(
             lambda: any(
-                n == "hollow-0000" and isinstance(f, Heartbeat) and set(f.pod_usage) == {"b", "c"}
+                n == "hollow-0000" and isinstance(f, Heartbeat) and set(f.pod_uids) == {"b", "c"}
                 for n, f in fake.frames
             )
         )
@@ -444,7 +447,7 @@ async def test_link_reconnects_and_resyncs_with_fencing(hub: tuple[FakeHub, str]
         await fake.wait_for(lambda: len(fake.hellos) == 2)
         resync = fake.hellos[1]
         assert {p.uid for p in resync.pods} == {"a", "b", "c"}
-        assert all(p.status["phase"] == "Running" for p in resync.pods)
+        assert all(json.loads(p.status)["phase"] == "Running" for p in resync.pods)
         await asyncio.wait_for(node.connected.wait(), 5)
         assert set(node.pods) == {"a", "d"}  # c not desired, b fenced
         assert node.connects == 2

@@ -4,6 +4,7 @@ with a real control plane (store, cluster view) behind it."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,12 @@ import pytest
 from aiohttp import WSMessage, WSMsgType
 
 from common import protocol
-from common.models import Pod, PodStatus, now
+from common.models import Node, NodeStatus, ObjectMeta, Pod, PodStatus, now
 from scheduler import hub as hub_module
 from scheduler.config import SchedulerConfig
 from scheduler.controlplane import ControlPlane
 from scheduler.hub import AgentSession
-from scheduler.objects import encode, pod_key, split_status, status_json
+from scheduler.objects import encode, node_key, pod_key, split_status, status_json
 from scheduler.store import Conflict, Op
 
 
@@ -50,7 +51,7 @@ class FakeWS:
         return msg
 
     async def send_bytes(self, data: bytes) -> None:
-        self.sent.append(protocol.decode(data))
+        self.sent.append(protocol.decode(data, protocol.AGENT_PROTOCOLS))
 
     async def close(self, *, message: bytes = b"") -> bool:
         self.closed, self.close_message = True, message
@@ -92,15 +93,34 @@ def status(phase: str) -> dict[str, Any]:
     return {"phase": phase, "conditions": [{"type": "Ready", "status": ready}]}
 
 
-def report(pod: Pod, phase: str) -> protocol.PodReport:
+def report(pod: Pod, phase: str, status_json: bytes | None = None) -> protocol.PodReport:
     uid, name = pod.metadata.uid or "", pod.metadata.name
-    return protocol.PodReport(uid=uid, namespace="default", name=name, status=status(phase))
+    sent = json.dumps(status(phase)).encode() if status_json is None else status_json
+    return protocol.PodReport(uid=uid, namespace="default", name=name, status=sent)
 
 
-async def serve(cp: ControlPlane, node: str) -> tuple[FakeWS, asyncio.Task[None]]:
-    """A session of `node` on a fake link, its read loop running."""
+def report_v4(pod: Pod, phase: str) -> protocol.PodReportV4:
+    uid, name = pod.metadata.uid or "", pod.metadata.name
+    return protocol.PodReportV4(uid=uid, namespace="default", name=name, status=status(phase))
+
+
+async def node_in_view(cp: ControlPlane, name: str) -> None:
+    """Node `name` stored, once the cluster view has it (a heartbeat sets its usage)."""
+    node = Node(metadata=ObjectMeta(name=name), status=NodeStatus(allocatable={"cpu": "4"}))
+    await cp.store.txn([Op("put", node_key(name), encode(node), node, expect=0)])
+    for _ in range(200):
+        if name in cp.cluster.nodes:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"node {name} never reached the cluster view")
+
+
+async def serve(
+    cp: ControlPlane, node: str, version: int = protocol.PROTOCOL_VERSION
+) -> tuple[FakeWS, asyncio.Task[None]]:
+    """A session of `node` (an agent of `version`) on a fake link, its read loop running."""
     ws = FakeWS()
-    session = AgentSession(node, ws)  # type: ignore[arg-type]
+    session = AgentSession(node, ws, version)  # type: ignore[arg-type]
     cp.hub.sessions[node] = session
     return ws, asyncio.create_task(cp.hub._read_loop(session))
 
@@ -187,28 +207,92 @@ async def test_a_malformed_frame_gets_an_error_and_the_link_keeps_serving(
         msgpack.packb({"v": protocol.PROTOCOL_VERSION - 1, "type": "heartbeat"}),
         msgpack.packb(bad_status),
         msgpack.packb({"v": protocol.PROTOCOL_VERSION, "type": "heartbeat", "usage": {"cpu": "1"}}),
+        msgpack.packb({"v": protocol.PROTOCOL_VERSION, "type": "heartbeat", "pod_cpu": [1]}),
     ):
         ws.feed(data)
     ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(pod, "Running")])))
     await settle(cp, ws)
-    assert len([f for f in ws.sent if isinstance(f, protocol.ErrorFrame)]) == 4
+    errors = [f.message for f in ws.sent if isinstance(f, protocol.ErrorFrame)]
+    assert len(errors) == 5 and "pod_cpu and pod_memory differ in length" in errors[-1]
     assert cp.cluster.pods[pod_key("default", "web")].status.phase == "Running"
     assert not reader.done()
     reader.cancel()
 
 
+@pytest.mark.parametrize(
+    ("sent", "problem"),
+    [
+        (b'{"phase": "Sleeping"}', "status.phase: Input should be 'Pending', "),
+        (b'{"phase": "Running"', "status: Invalid JSON: EOF while parsing"),
+        (b"", "status: Invalid JSON: EOF while parsing"),
+        (b'["Running"]', "status: Input should be an object"),
+        (b'{"phase": "Running", "podIP": "10.0.0.1"}', "status.podIP: Extra inputs"),
+    ],
+)
 async def test_an_invalid_status_is_skipped_and_the_rest_of_the_frame_applies(
-    cp: ControlPlane,
+    cp: ControlPlane, sent: bytes, problem: str
 ) -> None:
-    """A status the Pod model refuses is logged and dropped; its neighbours still land."""
+    """A status the Pod model refuses (or that is no JSON) is dropped with an error frame
+    naming why; its neighbours still land and the link keeps serving."""
     bad, good = await bound_pod(cp, "bad", "n1"), await bound_pod(cp, "good", "n1")
     ws, reader = await serve(cp, "n1")
-    invalid = report(bad, "Running").model_copy(update={"status": {"phase": "Sleeping"}})
+    invalid = report(bad, "Running", sent)
     ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[invalid, report(good, "Running")])))
     await settle(cp, ws)
     assert cp.cluster.pods[pod_key("default", "bad")].status.phase == "Pending"
     assert cp.cluster.pods[pod_key("default", "good")].status.phase == "Running"
+    [error] = [f.message for f in ws.sent if isinstance(f, protocol.ErrorFrame)]
+    assert error.startswith(f"node n1: invalid status for default/bad: {problem}"), error
     assert any("invalid status for default/bad" in e["message"] for e in cp.errors.to_list())
+    ws.feed(protocol.encode(protocol.PodStatusUpdate(pods=[report(bad, "Running")])))
+    await settle(cp, ws)
+    assert cp.cluster.pods[pod_key("default", "bad")].status.phase == "Running"
+    reader.cancel()
+
+
+async def test_a_heartbeat_sets_the_nodes_and_its_pods_usage(cp: ControlPlane) -> None:
+    """Protocol 5's arrays: the node's [cpu, memory] and each pod's, paired by position."""
+    ws, reader = await serve(cp, "n1")
+    await node_in_view(cp, "n1")
+    beat = protocol.Heartbeat(
+        usage=[750, 2**30], pod_uids=["a", "b"], pod_cpu=[500, 250], pod_memory=[2**29, 5]
+    )
+    ws.feed(protocol.encode(beat))
+    await settle(cp, ws)
+    state = cp.cluster.nodes["n1"]
+    assert (state.usage_cpu, state.usage_mem) == (750, 2**30)
+    assert state.pod_usage() == {"a": (500, 2**29), "b": (250, 5)}
+    assert not ws.sent
+    reader.cancel()
+
+
+@pytest.mark.parametrize("version", [3, 4])
+async def test_agents_of_protocols_3_and_4_still_report(cp: ControlPlane, version: int) -> None:
+    """An agent not yet upgraded: its heartbeat's maps (a number left out is 0) and its
+    statuses as maps are applied as protocol 5's; answers go out in its version."""
+    pod = await bound_pod(cp, "web", "n1")
+    ws, reader = await serve(cp, "n1", version)
+    await node_in_view(cp, "n1")
+    beat = protocol.HeartbeatV4(
+        usage={"cpu": 750, "memory": 2**30}, pod_usage={"uid-web": {"cpu": 5}, "b": {"memory": 7}}
+    )
+    ws.feed(protocol.encode(beat, version))
+    ws.feed(protocol.encode(protocol.PodStatusUpdateV4(pods=[report_v4(pod, "Running")]), version))
+    await settle(cp, ws)
+    state = cp.cluster.nodes["n1"]
+    assert (state.usage_cpu, state.usage_mem) == (750, 2**30)
+    assert state.pod_usage() == {"uid-web": (5, 0), "b": (0, 7)}
+    assert cp.cluster.pods[pod_key("default", "web")].status.phase == "Running"
+    assert not ws.sent
+    invalid = report_v4(pod, "Failed").model_copy(update={"status": {"phase": "Sleeping"}})
+    ws.feed(protocol.encode(beat))  # protocol 5's frame from an agent of the version before
+    ws.feed(protocol.encode(protocol.PodStatusUpdateV4(pods=[invalid]), version))
+    await settle(cp, ws)
+    assert [f.v for f in ws.sent] == [version, version]
+    refused, invalid_status = (f.message for f in ws.sent if isinstance(f, protocol.ErrorFrame))
+    assert f"unsupported protocol version {protocol.PROTOCOL_VERSION}" in refused
+    assert "invalid status for default/web: status.phase" in invalid_status
+    assert cp.cluster.pods[pod_key("default", "web")].status.phase == "Running"
     reader.cancel()
 
 
@@ -220,7 +304,7 @@ async def test_a_silent_link_is_closed(cp: ControlPlane, monkeypatch: pytest.Mon
     silent, silent_reader = await serve(cp, "n1")
     alive, alive_reader = await serve(cp, "n2")
     cp.hub._spawn(cp.hub._watch_links())
-    heartbeat = protocol.encode(protocol.Heartbeat(usage={"cpu": 1, "memory": 1}))
+    heartbeat = protocol.encode(protocol.Heartbeat(usage=[1, 1]))
     for _ in range(12):
         alive.feed(heartbeat)
         await asyncio.sleep(0.05)

@@ -20,10 +20,14 @@ from common.protocol import (
     ErrorFrame,
     Frame,
     Heartbeat,
+    HeartbeatV4,
     Hello,
+    HelloV4,
     NodeInfo,
     PodReport,
+    PodReportV4,
     PodStatusUpdate,
+    PodStatusUpdateV4,
     ProtocolError,
     Welcome,
     decode,
@@ -37,21 +41,19 @@ _POD = {
     "metadata": {"name": "web", "namespace": "default", "uid": "u-1"},
     "spec": {"containers": [{"name": "web", "image": "nginx"}]},
 }
-_REPORT = PodReport(uid="u-1", namespace="default", name="web", status={"phase": "Running"})
+_REPORT = PodReport(uid="u-1", namespace="default", name="web", status=b'{"phase":"Running"}')
+_REPORT_V4 = PodReportV4(uid="u-1", namespace="default", name="web", status={"phase": "Running"})
+_NODE = NodeInfo(
+    name="n1",
+    labels={"zone": "a"},
+    capacity={"cpu": "4", "memory": "8Gi", "pods": "110"},
+    allocatable={"cpu": "3800m", "memory": "7Gi", "pods": "110"},
+    info={"kernel": "6.1"},
+    address="10.0.0.5",
+)
 
 FRAMES: list[Frame] = [
-    Hello(
-        node=NodeInfo(
-            name="n1",
-            labels={"zone": "a"},
-            capacity={"cpu": "4", "memory": "8Gi", "pods": "110"},
-            allocatable={"cpu": "3800m", "memory": "7Gi", "pods": "110"},
-            info={"kernel": "6.1"},
-            address="10.0.0.5",
-        ),
-        pods=[_REPORT],
-        agent_version="0.1.0",
-    ),
+    Hello(node=_NODE, pods=[_REPORT], agent_version="0.1.0"),
     Welcome(
         revision=42,
         config={"heartbeat_seconds": 2.5},
@@ -60,7 +62,7 @@ FRAMES: list[Frame] = [
     ),
     Welcome(revision=1, pods=[], credential="corralnode_n1_secret"),
     CredentialAck(),
-    Heartbeat(usage={"cpu": 250, "memory": 2**30}, pod_usage={"u-1": {"cpu": 5}}),
+    Heartbeat(usage=[250, 2**30], pod_uids=["u-1", "u-2"], pod_cpu=[5, 0], pod_memory=[9, 2**40]),
     PodStatusUpdate(pods=[_REPORT]),
     Desired(revision=43, upsert=[json.dumps(_POD).encode()], remove=["u-2"]),
     PodStatusUpdate(stopped=["u-2"], revision=43),
@@ -149,7 +151,37 @@ def test_non_map_refused(raw: Any) -> None:
         ({"v": PROTOCOL_VERSION, "type": "pod_status", "revision": "5"}, "revision"),
         ({"v": PROTOCOL_VERSION, "type": "ack", "revision": 1}, "'ack'"),  # gone in 4
         ({"v": PROTOCOL_VERSION, "type": "hello", "node": {"name": "n1"}}, "capacity"),
-        ({"v": PROTOCOL_VERSION, "type": "heartbeat", "usage": {"cpu": "lots"}}, "usage.cpu"),
+        ({"v": PROTOCOL_VERSION, "type": "heartbeat", "usage": [1, "lots"]}, "usage.1"),
+        ({"v": PROTOCOL_VERSION, "type": "heartbeat", "usage": [1]}, "usage: List should have"),
+        ({"v": PROTOCOL_VERSION, "type": "heartbeat", "usage": [1, 2, 3]}, "usage: List should"),
+        ({"v": PROTOCOL_VERSION, "type": "heartbeat", "usage": {"cpu": 1}}, "usage: Input should"),
+        ({"v": PROTOCOL_VERSION, "type": "heartbeat", "usage": [1.0, 2]}, "usage.0"),
+        ({"v": PROTOCOL_VERSION, "type": "heartbeat", "pod_uids": [5]}, "pod_uids.0"),
+        ({"v": PROTOCOL_VERSION, "type": "heartbeat", "pod_cpu": [True]}, "pod_cpu.0"),
+        (
+            {"v": PROTOCOL_VERSION, "type": "heartbeat", "pod_uids": ["a"], "pod_cpu": [1]},
+            "pod_uids, pod_cpu and pod_memory differ in length (1, 1, 0)",
+        ),
+        (
+            {"v": PROTOCOL_VERSION, "type": "heartbeat", "pod_usage": {"u": {"cpu": 1}}},
+            "pod_usage: Extra inputs are not permitted",
+        ),
+        (
+            {
+                "v": PROTOCOL_VERSION,
+                "type": "pod_status",
+                "pods": [{"uid": "u", "namespace": "d", "name": "p", "status": {"phase": "x"}}],
+            },
+            "pods.0.status: Input should be a valid bytes",
+        ),
+        (
+            {
+                "v": PROTOCOL_VERSION,
+                "type": "pod_status",
+                "pods": [{"uid": "u", "namespace": "d", "name": "p", "status": "{}"}],
+            },
+            "pods.0.status: Input should be a valid bytes",
+        ),
         ({"v": PROTOCOL_VERSION, "type": "pod_status", "pods": [{"uid": "u"}]}, "pods.0.namespace"),
         ({"v": PROTOCOL_VERSION, "type": "welcome", "revision": 1, "pods": {}}, "pods"),
     ],
@@ -189,13 +221,51 @@ def test_the_scheduler_speaks_the_protocol_before() -> None:
     is accepted; protocol 3's ack frame decodes in 3 and is refused from 4 on."""
     old = OLDEST_AGENT_PROTOCOL
     assert AGENT_PROTOCOLS == tuple(range(old, PROTOCOL_VERSION + 1))
-    data = encode(Heartbeat(usage={"cpu": 1}), old)
+    data = encode(HeartbeatV4(usage={"cpu": 1}), old)
     assert msgpack.unpackb(data)["v"] == old
     frame = decode(data, AGENT_PROTOCOLS)
-    assert isinstance(frame, Heartbeat) and frame.v == old and frame.usage == {"cpu": 1}
-    with pytest.raises(ProtocolError, match=f"unsupported protocol version {old}, want 4"):
+    assert isinstance(frame, HeartbeatV4) and frame.v == old and frame.usage == {"cpu": 1}
+    with pytest.raises(ProtocolError, match=f"unsupported protocol version {old}, want 5"):
         decode(data)  # an agent reads only its own version
     ack = decode(encode(Ack(revision=5), old), AGENT_PROTOCOLS)
     assert isinstance(ack, Ack) and ack.revision == 5
     with pytest.raises(ProtocolError, match=r"acknowledges in pod_status\.revision"):
         decode(encode(Ack(revision=5)), AGENT_PROTOCOLS)
+
+
+FRAMES_V4: list[Frame] = [
+    HelloV4(node=_NODE, pods=[_REPORT_V4], agent_version="0.1.0"),
+    HeartbeatV4(usage={"cpu": 250, "memory": 2**30}, pod_usage={"u-1": {"cpu": 5}}),
+    PodStatusUpdateV4(pods=[_REPORT_V4], revision=43),
+    PodStatusUpdateV4(stopped=["u-2"]),
+]
+
+
+@pytest.mark.parametrize("version", [3, 4])
+@pytest.mark.parametrize("frame", FRAMES_V4, ids=lambda f: type(f).__name__)
+def test_agents_of_protocols_3_and_4_still_decode(frame: Frame, version: int) -> None:
+    """The hello, heartbeat and pod_status of protocols 3 and 4 (maps, a status as a map)
+    decode from those versions, and are refused in protocol 5, naming the field."""
+    decoded = decode(encode(frame, version), AGENT_PROTOCOLS)
+    assert type(decoded) is type(frame) and decoded.v == version
+    assert decoded.model_dump(exclude={"v"}) == frame.model_dump(exclude={"v"})
+    if isinstance(frame, PodStatusUpdateV4) and not frame.pods:
+        return  # stops and acks alone: the same frame in protocol 5
+    kind = frame.model_dump()["type"]
+    with pytest.raises(ProtocolError, match=f"invalid {kind!r} frame"):
+        decode(encode(frame), AGENT_PROTOCOLS)
+
+
+_CHANGED_IN_5 = [
+    f
+    for f in FRAMES
+    if isinstance(f, Hello | Heartbeat) or (isinstance(f, PodStatusUpdate) and f.pods)
+]
+
+
+@pytest.mark.parametrize("frame", _CHANGED_IN_5, ids=lambda f: type(f).__name__)
+def test_protocol_5_shapes_are_refused_from_older_agents(frame: Frame) -> None:
+    """A protocol 4 agent cannot send protocol 5's arrays or status bytes."""
+    kind = frame.model_dump()["type"]
+    with pytest.raises(ProtocolError, match=f"invalid {kind!r} frame"):
+        decode(encode(frame, 4), AGENT_PROTOCOLS)
