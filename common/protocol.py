@@ -52,7 +52,7 @@ another node's pod is refused with an `error` frame.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -268,38 +268,25 @@ class ErrorFrame(Frame):
     message: str
 
 
+# The frames every protocol version shares; the agent's hello, heartbeat and pod_status
+# differ between protocol 5 and protocols 3 and 4.
+_SharedFrame: TypeAlias = (
+    Welcome
+    | CredentialAck
+    | PodEvents
+    | Desired
+    | Ack
+    | LogsRequest
+    | LogsChunk
+    | LogsCancel
+    | ConfigUpdate
+    | ErrorFrame
+)
 AnyFrame = Annotated[
-    Hello
-    | Welcome
-    | CredentialAck
-    | Heartbeat
-    | PodStatusUpdate
-    | PodEvents
-    | Desired
-    | Ack
-    | LogsRequest
-    | LogsChunk
-    | LogsCancel
-    | ConfigUpdate
-    | ErrorFrame,
-    Field(discriminator="type"),
+    Hello | Heartbeat | PodStatusUpdate | _SharedFrame, Field(discriminator="type")
 ]
-# The frames of protocols 3 and 4: the agent's hello, heartbeat and pod_status differ.
 AnyFrameV4 = Annotated[
-    HelloV4
-    | Welcome
-    | CredentialAck
-    | HeartbeatV4
-    | PodStatusUpdateV4
-    | PodEvents
-    | Desired
-    | Ack
-    | LogsRequest
-    | LogsChunk
-    | LogsCancel
-    | ConfigUpdate
-    | ErrorFrame,
-    Field(discriminator="type"),
+    HelloV4 | HeartbeatV4 | PodStatusUpdateV4 | _SharedFrame, Field(discriminator="type")
 ]
 _FRAME: TypeAdapter[Frame] = TypeAdapter(AnyFrame)
 _FRAME_V4: TypeAdapter[Frame] = TypeAdapter(AnyFrameV4)
