@@ -171,6 +171,16 @@ class HeartbeatV4(Frame):
     usage: dict[str, int] = Field(default_factory=dict)
     pod_usage: dict[str, dict[str, int]] = Field(default_factory=dict)
 
+    def upgraded(self) -> Heartbeat:
+        """The same heartbeat in protocol 5's shape (a number left out is 0)."""
+        pods = self.pod_usage
+        return Heartbeat(
+            usage=[self.usage.get("cpu", 0), self.usage.get("memory", 0)],
+            pod_uids=list(pods),
+            pod_cpu=[used.get("cpu", 0) for used in pods.values()],
+            pod_memory=[used.get("memory", 0) for used in pods.values()],
+        )
+
 
 class PodStatusUpdate(Frame):
     type: Literal["pod_status"] = "pod_status"

@@ -445,11 +445,7 @@ class Hub:
                 state.last_heartbeat = mono
             if isinstance(frame, protocol.Heartbeat):
                 if state is not None:
-                    state.usage_cpu, state.usage_mem = frame.usage  # ints: validated strictly
-                    state.pod_uids, state.pod_cpu = frame.pod_uids, frame.pod_cpu
-                    state.pod_memory = frame.pod_memory
-                    if not state.ready:
-                        self._spawn(self.mark_ready(session.node))
+                    self._heard(state, frame)
             elif isinstance(frame, protocol.PodStatusUpdate | protocol.PodStatusUpdateV4):
                 if frame.pods:
                     self._apply_reports(session, frame.pods, answer=True)
@@ -460,7 +456,7 @@ class Hub:
                     self._mirror_lag(session)
             elif isinstance(frame, protocol.HeartbeatV4):  # an agent of protocol 3 or 4
                 if state is not None:
-                    self._heard_v4(state, frame)
+                    self._heard(state, frame.upgraded())
             elif isinstance(frame, protocol.Ack):  # an agent of protocol 3
                 session.acked(frame.revision)
                 self._mirror_lag(session)
@@ -543,14 +539,14 @@ class Hub:
 
     # -- reports from agents -------------------------------------------------
 
-    def _heard_v4(self, state: NodeState, frame: protocol.HeartbeatV4) -> None:
-        """A heartbeat of protocol 3 or 4, kept as protocol 5's (a missing number is 0)."""
-        state.usage_cpu = frame.usage.get("cpu", 0)  # ints: validated strictly
-        state.usage_mem = frame.usage.get("memory", 0)
-        pods = frame.pod_usage
-        state.pod_uids = list(pods)
-        state.pod_cpu = [used.get("cpu", 0) for used in pods.values()]
-        state.pod_memory = [used.get("memory", 0) for used in pods.values()]
+    def _heard(self, state: NodeState, beat: protocol.Heartbeat) -> None:
+        """A node's heartbeat, in protocol 5's shape whatever the agent's protocol."""
+        state.usage_cpu, state.usage_mem = beat.usage  # ints: validated strictly
+        state.pod_uids, state.pod_cpu, state.pod_memory = (
+            beat.pod_uids,
+            beat.pod_cpu,
+            beat.pod_memory,
+        )
         if not state.ready:
             self._spawn(self.mark_ready(state.name))
 
