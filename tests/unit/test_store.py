@@ -22,6 +22,7 @@ from scheduler.store import (
     StoreUnavailable,
 )
 from scheduler.store.base import Watch
+from scheduler.store.sqlite import MIGRATIONS
 
 TIMEOUT = 10.0
 
@@ -498,19 +499,75 @@ async def test_durable_settings(store: SqliteStore, db_path: Path) -> None:
 
 
 async def test_schema_version(store: SqliteStore, db_path: Path) -> None:
-    """A new database records schema version 1 in schema_migrations."""
-    versions = _rows(db_path, "SELECT version FROM schema_migrations")
-    assert versions == [(1,)]
+    """A new database records every schema version in schema_migrations."""
+    versions = _rows(db_path, "SELECT version FROM schema_migrations ORDER BY version")
+    assert versions == [(version,) for version, _ in MIGRATIONS] == [(1,), (2,)]
 
 
 async def test_newer_schema_refused(db_path: Path) -> None:
     """A database written by a newer corral is refused with a clear error."""
     store = await SqliteStore.open(db_path)
     await store.close()
+    newer = MIGRATIONS[-1][0] + 1
     with sqlite3.connect(db_path) as conn:
-        conn.execute("INSERT INTO schema_migrations (version) VALUES (2)")
-    with pytest.raises(StoreError, match="schema version 2, newer than this corral knows"):
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (?)", (newer,))
+    with pytest.raises(StoreError, match=f"schema version {newer}, newer than this corral knows"):
         await SqliteStore.open(db_path)
+
+
+async def test_migration_to_rowid_table_keeps_everything(db_path: Path) -> None:
+    """A version-1 database (kv WITHOUT ROWID) opens migrated to a rowid kv table with
+    every key, value, revision and the store's revision as they were."""
+    await asyncio.to_thread(db_path.parent.mkdir, parents=True)
+    rows = [(f"/pods/ns/p{i:03d}", f"pod {i}".encode() * 50, i + 1, 2 * i + 1) for i in range(300)]
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+            " applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+        )
+        for sql in MIGRATIONS[0][1]:
+            conn.execute(sql)
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (1)")
+        conn.executemany("INSERT INTO kv VALUES (?, ?, ?, ?)", rows)
+        conn.execute("UPDATE meta SET value = 700 WHERE name = 'revision'")
+    assert (
+        "WITHOUT ROWID" in _rows(db_path, "SELECT sql FROM sqlite_master WHERE name = 'kv'")[0][0]
+    )
+
+    store = await SqliteStore.open(db_path)
+    try:
+        listed, revision = await store.list("")
+        assert revision == 700
+        assert [(kv.key, kv.value, kv.create_revision, kv.mod_revision) for kv in listed] == rows
+        assert (await store.put("/pods/ns/p000", b"after")).mod_revision == 701
+    finally:
+        await store.close()
+    sql = _rows(db_path, "SELECT sql FROM sqlite_master WHERE name = 'kv'")[0][0]
+    assert "WITHOUT ROWID" not in sql
+    assert _rows(db_path, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,)]
+    assert _rows(db_path, "SELECT value FROM kv WHERE key = '/pods/ns/p000'") == [(b"after",)]
+    assert _rows(db_path, "SELECT COUNT(*) FROM kv") == [(300,)]
+
+
+async def test_commit_larger_than_one_statement(db_path: Path) -> None:
+    """A commit with more rows than one statement may bind (the connection's limit on
+    parameters lowered to force several) writes every upsert and delete."""
+    store = await SqliteStore.open(db_path)
+    conn = store._db._conn  # used on its own thread, as sqlite3 requires
+    await store._db._execute(conn.setlimit, sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 40)  # 10 rows
+    for i in range(0, 60, 2):
+        await store.put(f"/k/{i:03d}", b"old")
+    writes = [store.put(f"/k/{i:03d}", f"v{i}".encode()) for i in range(1, 60, 2)]
+    writes += [store.delete(f"/k/{i:03d}") for i in range(0, 50, 2)]
+    commits = store.commits
+    await asyncio.wait_for(asyncio.gather(*writes), TIMEOUT)
+    assert store.commits == commits + 1
+    await store.close()
+    expected = [(f"/k/{i:03d}", f"v{i}".encode()) for i in range(1, 60, 2)]
+    expected += [(f"/k/{i:03d}", b"old") for i in range(50, 60, 2)]
+    assert _rows(db_path, "SELECT key, value FROM kv ORDER BY key") == sorted(expected)
+    assert _rows(db_path, "SELECT value FROM meta WHERE name = 'revision'") == [(30 + 30 + 25,)]
 
 
 async def test_not_a_database_refused(db_path: Path) -> None:
