@@ -27,6 +27,9 @@ API in batches from several concurrent clients, and measures:
   `scheduler_gc_s` and `scheduler_gc_max_pause`: the scheduler's own
   `corral_gc_pause_seconds` over the placement phase (seconds stopped in its
   garbage collector, and the upper bound of the bucket of its longest pause);
+- `placement.store`: the store's group commits over the placement phase, from the
+  scheduler's metrics: how many, transactions per commit, and the commit duration
+  p50/p99 (`corral_store_commit_duration_seconds`, interpolated);
 - `api_latency.get_node`, `api_latency.get_pod`, `api_latency.list_pods`
   (`?limit=100`): sequential requests while all N nodes heartbeat every second.
 
@@ -77,6 +80,10 @@ PODS_BY_PHASE = "corral_pods"
 LATENCY_BUCKETS = "corral_scheduling_latency_seconds_bucket"
 GC_SECONDS = "corral_gc_pause_seconds_sum"
 GC_BUCKETS = "corral_gc_pause_seconds_bucket"
+COMMIT_BUCKETS = "corral_store_commit_duration_seconds_bucket"
+COMMITS = "corral_store_commits_total"
+TRANSACTIONS = "corral_store_transactions_total"
+STORE_FIGURES = (COMMIT_BUCKETS, COMMITS, TRANSACTIONS)
 
 
 def emit(metric: str, unit: str, **fields: Any) -> None:
@@ -422,6 +429,25 @@ def gc_pauses(before: Samples, after: Samples) -> tuple[float | None, str | None
     return round(seconds, 3), _longest_pause(before.get(GC_BUCKETS, []), after[GC_BUCKETS])
 
 
+def store_commits(before: Samples, after: Samples) -> dict[str, float]:
+    """The store's group commits between two scrapes: how many, transactions per commit,
+    and their duration's p50/p99 in ms (interpolated in the histogram's buckets)."""
+
+    def total(samples: Samples, name: str) -> float:
+        return sum(v for _, v in samples.get(name, []))
+
+    old = {lbl["le"]: v for lbl, v in before.get(COMMIT_BUCKETS, [])}
+    buckets = [(float(lbl["le"]), v - old.get(lbl["le"], 0.0)) for lbl, v in after[COMMIT_BUCKETS]]
+    commits = total(after, COMMITS) - total(before, COMMITS)
+    transactions = total(after, TRANSACTIONS) - total(before, TRANSACTIONS)
+    return {
+        "commits": commits,
+        "transactions_per_commit": round(transactions / commits, 1) if commits else 0.0,
+        "p50": round(histogram_quantile(0.5, buckets) * 1000, 1),
+        "p99": round(histogram_quantile(0.99, buckets) * 1000, 1),
+    }
+
+
 def _longest_pause(
     before: list[tuple[dict[str, str], float]], after: list[tuple[dict[str, str], float]]
 ) -> str | None:
@@ -493,6 +519,7 @@ async def start_cluster(
 async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None:
     """Submit M pods, wait until all are bound (then Running), and report."""
     gc_before = await api.metrics(GC_SECONDS, GC_BUCKETS)
+    store_before = await api.metrics(*STORE_FIGURES)
     cpu_before = sampler.cpu_seconds()
     submitted: dict[str, float] = {}
     t0 = time.monotonic()
@@ -501,6 +528,7 @@ async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None
     t_submitted = await submit_task
     cpu_placement = sampler.cpu_seconds() - cpu_before
     gc_seconds, gc_max_pause = gc_pauses(gc_before, await api.metrics(GC_SECONDS, GC_BUCKETS))
+    store_after = await api.metrics(*STORE_FIGURES)
 
     per_node: dict[str, int] = {}
     latest = -math.inf  # wall time of the last bind, truncated to the second by the server
@@ -545,6 +573,8 @@ async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None
         scheduler_gc_max_pause=gc_max_pause,
         cpus=os.cpu_count(),
     )
+    if COMMIT_BUCKETS in store_after:
+        emit("placement.store", "ms", **store_commits(store_before, store_after))
     if bound.polled is None:
         metrics = await api.metrics(LATENCY_BUCKETS)
         buckets = [(float(lbl["le"]), v) for lbl, v in metrics.get(LATENCY_BUCKETS, [])]

@@ -108,6 +108,7 @@ class ControlPlane:
         self.workloads = Workloads(ctx)  # deployments, jobs, namespaces, garbage collection
         await self.workloads.load()
         self.metrics.track_cluster(self.cluster)
+        self.metrics.track_store(self.store)
         for name, coro in (
             ("cluster-watch", self.cluster.run()),
             ("scheduler", self.scheduler.run()),

@@ -33,6 +33,7 @@ from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from scheduler.cluster import ClusterState
+    from scheduler.store import SqliteStore
 
 PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
 HEARTBEAT_AGE = "corral_node_heartbeat_age_seconds"
@@ -104,6 +105,20 @@ class SchedulerMetrics:
     def track_cluster(self, cluster: ClusterState) -> None:
         self.registry.register(_ClusterCollector(cluster))
         self._cluster = cluster
+
+    def track_store(self, store: SqliteStore) -> None:
+        """The store's group commits: how long each takes (etcd's
+        `etcd_disk_backend_commit_duration_seconds`; every acknowledged write waited for
+        one), how many there were and how many transactions they carried."""
+        commit_seconds = PlainHistogram(
+            "corral_store_commit_duration_seconds",
+            "Time one group commit of the store took, from taking the queued writes to "
+            "their being durable (the transaction and its fsync)",
+            (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.registry.register(commit_seconds)
+        self.registry.register(_StoreCollector(store))
+        store.on_commit = lambda seconds, _transactions: commit_seconds.observe(seconds)
 
     def exposition(self, names: Sequence[str] = ()) -> bytes:
         """The Prometheus text (format 0.0.4) of every family, or only of the families in
@@ -289,6 +304,25 @@ class _FramesCollector(Collector):
         for kind, count in sorted(self._counts.items()):
             frames.add_metric([kind], count)
         yield frames
+
+
+class _StoreCollector(Collector):
+    """The store's own counts of commits and transactions, read at scrape time."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "corral_store_commits",
+            "Group commits (transactions and fsyncs) the store wrote",
+            value=self._store.commits,
+        )
+        yield CounterMetricFamily(
+            "corral_store_transactions",
+            "Write transactions the store made durable (many share a commit)",
+            value=self._store.writes,
+        )
 
 
 class _ClusterCollector(Collector):

@@ -16,8 +16,9 @@ import builtins
 import contextlib
 import logging
 import sqlite3
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,9 @@ class SqliteStore:
         self._closing = False
         self.commits = 0  # transactions written, for metrics and benchmarks
         self.writes = 0
+        # Called after every durable commit with its duration (from taking the queued
+        # writes to their being on disk) and its number of writes: the metrics' hook.
+        self.on_commit: Callable[[float, int], None] | None = None
 
     @classmethod
     async def open(cls, path: str | Path, *, history: int = 100_000) -> SqliteStore:
@@ -286,6 +290,7 @@ class SqliteStore:
                 await self._wake.wait()
                 continue
             batch, self._queue = self._queue, []
+            started = time.monotonic()
             try:
                 await self._commit(batch)
             except Exception as exc:  # disk full, I/O error: fail loudly, keep nothing half-done
@@ -302,6 +307,8 @@ class SqliteStore:
                         pending.future.set_exception(StoreUnavailable(f"write not durable: {exc}"))
                 self._progressed()
                 continue
+            if self.on_commit is not None:
+                self.on_commit(time.monotonic() - started, len(batch))
             self._publish(batch)
             self._progressed()
 

@@ -1,8 +1,17 @@
-"""bench/placement.py's reading of the scheduler's garbage-collector histogram."""
+"""bench/placement.py's reading of the scheduler's garbage-collector and store-commit metrics."""
 
 from __future__ import annotations
 
-from bench.placement import GC_BUCKETS, GC_SECONDS, Samples, gc_pauses
+from bench.placement import (
+    COMMIT_BUCKETS,
+    COMMITS,
+    GC_BUCKETS,
+    GC_SECONDS,
+    TRANSACTIONS,
+    Samples,
+    gc_pauses,
+    store_commits,
+)
 
 
 def _scrape(sums: dict[str, float], buckets: dict[str, dict[str, float]]) -> Samples:
@@ -36,3 +45,26 @@ def test_no_pause_and_no_histogram() -> None:
     scrape = _scrape({"0": 1.0}, {"0": {"0.05": 3, "+Inf": 3}})
     assert gc_pauses(scrape, scrape) == (0.0, None)
     assert gc_pauses({}, {}) == (None, None)
+
+
+def _store_scrape(commits: float, transactions: float, buckets: dict[str, float]) -> Samples:
+    return {
+        COMMITS: [({}, commits)],
+        TRANSACTIONS: [({}, transactions)],
+        COMMIT_BUCKETS: [({"le": le}, n) for le, n in buckets.items()],
+    }
+
+
+def test_store_commits_between_two_scrapes() -> None:
+    """Counts and durations are those of the commits between the scrapes: the ones before
+    the first (here, all slow) do not weigh on the quantiles."""
+    before = _store_scrape(10, 20, {"0.01": 0, "0.1": 0, "1.0": 10, "+Inf": 10})
+    after = _store_scrape(110, 2020, {"0.01": 50, "0.1": 100, "1.0": 110, "+Inf": 110})
+    figures = store_commits(before, after)
+    assert figures == {
+        "commits": 100,
+        "transactions_per_commit": 20.0,
+        "p50": 10.0,  # the 50th of 100 is the last under 0.01 s
+        "p99": 98.2,  # 49 of the 50 between 0.01 and 0.1 s: interpolated
+    }
+    assert store_commits(after, after)["commits"] == 0

@@ -3,6 +3,7 @@ included, and `?name[]=` restricts a scrape to the families named."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import re
 import time
@@ -230,3 +231,34 @@ def test_plain_histogram_bounds_are_checked(buckets: tuple[float, ...]) -> None:
     """Finite, non-negative, increasing bounds only (+Inf is always added)."""
     with pytest.raises(ValueError, match="buckets"):
         PlainHistogram("h", "h", buckets)
+
+
+async def test_store_commits_are_measured(tmp_path: Path) -> None:
+    """A control plane's /metrics counts its store's group commits and transactions and
+    has each commit's duration in a histogram."""
+    histogram = "corral_store_commit_duration_seconds"
+
+    def figures() -> tuple[float, float, float, float]:
+        families = _families(control.metrics.exposition())
+        timed = {s.name: s.value for s in families[histogram]}
+        return (
+            families["corral_store_commits"][0].value,
+            families["corral_store_transactions"][0].value,
+            timed[f"{histogram}_count"],
+            timed[f"{histogram}_sum"],
+        )
+
+    control = ControlPlane(SchedulerConfig(state_dir=str(tmp_path)))
+    await control.start()
+    try:
+        commits, transactions, count, total = figures()
+        writes = [control.store.put(f"/test/{i}", b"x") for i in range(50)]
+        await asyncio.wait_for(asyncio.gather(*writes), 10)
+        after = figures()
+        assert (after[0], after[1]) == (control.store.commits, control.store.writes)
+    finally:
+        await control.stop()
+    assert 1 <= after[0] - commits < 50  # the 50 concurrent writes shared commits
+    assert after[1] - transactions >= 50
+    assert after[2] - count == after[0] - commits  # one duration per commit
+    assert 0 < after[3] - total < 10
