@@ -515,6 +515,13 @@ async def test_newer_schema_refused(db_path: Path) -> None:
         await SqliteStore.open(db_path)
 
 
+def _kv_table_sql(path: Path) -> str:
+    """The statement that created the kv table, as SQLite keeps it."""
+    [(sql,)] = _rows(path, "SELECT sql FROM sqlite_master WHERE name = 'kv'")
+    assert isinstance(sql, str)
+    return sql
+
+
 async def test_migration_to_rowid_table_keeps_everything(db_path: Path) -> None:
     """A version-1 database (kv WITHOUT ROWID) opens migrated to a rowid kv table with
     every key, value, revision and the store's revision as they were."""
@@ -531,9 +538,7 @@ async def test_migration_to_rowid_table_keeps_everything(db_path: Path) -> None:
         conn.execute("INSERT INTO schema_migrations (version) VALUES (1)")
         conn.executemany("INSERT INTO kv VALUES (?, ?, ?, ?)", rows)
         conn.execute("UPDATE meta SET value = 700 WHERE name = 'revision'")
-    assert (
-        "WITHOUT ROWID" in _rows(db_path, "SELECT sql FROM sqlite_master WHERE name = 'kv'")[0][0]
-    )
+    assert "WITHOUT ROWID" in _kv_table_sql(db_path)
 
     store = await SqliteStore.open(db_path)
     try:
@@ -543,8 +548,7 @@ async def test_migration_to_rowid_table_keeps_everything(db_path: Path) -> None:
         assert (await store.put("/pods/ns/p000", b"after")).mod_revision == 701
     finally:
         await store.close()
-    sql = _rows(db_path, "SELECT sql FROM sqlite_master WHERE name = 'kv'")[0][0]
-    assert "WITHOUT ROWID" not in sql
+    assert "WITHOUT ROWID" not in _kv_table_sql(db_path)
     assert _rows(db_path, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,)]
     assert _rows(db_path, "SELECT value FROM kv WHERE key = '/pods/ns/p000'") == [(b"after",)]
     assert _rows(db_path, "SELECT COUNT(*) FROM kv") == [(300,)]
