@@ -102,6 +102,16 @@ class SchedulerMetrics:
         self.registry.register(self.gc_pauses.histogram)
         self._cluster: ClusterState | None = None
 
+    def binds_total(self) -> float:
+        """`corral_binds_total` as a scrape has it, through the counter's own `collect()`:
+        cheap enough to poll (bench.cpu_per_pod does, inside the CPU it measures), where
+        `registry.get_sample_value` would collect every family, the cluster's included."""
+        for family in self.binds.collect():
+            for sample in family.samples:
+                if sample.name == "corral_binds_total":
+                    return sample.value
+        raise LookupError("corral_binds_total has no sample")
+
     def track_cluster(self, cluster: ClusterState) -> None:
         self.registry.register(_ClusterCollector(cluster))
         self._cluster = cluster

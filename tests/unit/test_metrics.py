@@ -262,3 +262,11 @@ async def test_store_commits_are_measured(tmp_path: Path) -> None:
     assert after[1] - transactions >= 50
     assert after[2] - count == after[0] - commits  # one duration per commit
     assert 0 < after[3] - total < 10
+
+
+def test_binds_total_is_the_scraped_counter() -> None:
+    """`binds_total()` (polled by bench.cpu_per_pod) reads what a scrape reads."""
+    metrics = SchedulerMetrics()
+    assert metrics.binds_total() == 0
+    metrics.binds.inc(3)
+    assert metrics.binds_total() == 3 == metrics.registry.get_sample_value("corral_binds_total")
