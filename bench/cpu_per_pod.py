@@ -143,11 +143,11 @@ async def bind(cp: ControlPlane, count: int, stored: int) -> dict[str, float]:
     """Create and bind `count` pods (create's validation counted) on 1,000 nodes."""
     await store_nodes(cp, [ready_node(f"n{i:04d}", "64", "256Gi", 110) for i in range(1000)])
     manifests = [pod_manifest(i, "100m", "64Mi") for i in range(count)]
-    binds = cp.metrics.binds._value
+    metrics = cp.metrics
 
     async def work() -> None:
         await store_pods(cp, [_validate(m, "default") for m in manifests])
-        await until(lambda: binds.get() >= count, "every pod bound")
+        await until(lambda: metrics.binds_total() >= count, "every pod bound")
 
     return await measure(count, work)
 

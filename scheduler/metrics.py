@@ -13,13 +13,14 @@ from __future__ import annotations
 import gc
 import itertools
 import math
+import os
 import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import Counter as PromCounter
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -41,6 +42,13 @@ _HEARTBEAT_AGE_HEAD = (
     f"# HELP {HEARTBEAT_AGE} Seconds since each node's last heartbeat\n"
     f"# TYPE {HEARTBEAT_AGE} gauge\n"
 )
+# Whether a `PlainHistogram` exports `_created` series: `PROMETHEUS_DISABLE_CREATED_SERIES`
+# read at import with prometheus-client's own test (`prometheus_client.metrics`), so that
+# the setting drops them from these histograms as from the registry's Counters. That
+# module's `disable_created_metrics()` is not followed: it flips a private global, and
+# nothing here calls it.
+_DISABLE_CREATED = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False")
+USE_CREATED = _DISABLE_CREATED.lower() not in ("true", "1", "t")
 
 
 class SchedulerMetrics:
@@ -74,13 +82,14 @@ class SchedulerMetrics:
             ["method", "code"],
             registry=self.registry,
         )
-        self.http_latency = Histogram(
+        # Observed once per request, on the event loop thread (`PlainHistogram`).
+        self.http_latency = PlainHistogram(
             "corral_http_request_duration_seconds",
             "API request latency",
+            (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
             ["method"],
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
-            registry=self.registry,
         )
+        self.registry.register(self.http_latency)
         # Frames received on agent links by type, counted by the hub in a plain dict (a
         # labelled child's inc() takes a lock: a tenth of a heartbeat's own work), exported
         # at scrape time by `_FramesCollector`.
@@ -101,6 +110,16 @@ class SchedulerMetrics:
         self.gc_pauses = GcPauseHook()
         self.registry.register(self.gc_pauses.histogram)
         self._cluster: ClusterState | None = None
+
+    def binds_total(self) -> float:
+        """`corral_binds_total` as a scrape has it, through the counter's own `collect()`:
+        cheap enough to poll (bench.cpu_per_pod does, inside the CPU it measures), where
+        `registry.get_sample_value` would collect every family, the cluster's included."""
+        for family in self.binds.collect():
+            for sample in family.samples:
+                if sample.name == "corral_binds_total":
+                    return sample.value
+        raise LookupError("corral_binds_total has no sample")
 
     def track_cluster(self, cluster: ClusterState) -> None:
         self.registry.register(_ClusterCollector(cluster))
@@ -155,15 +174,15 @@ class PlainHistogram(Collector):
     """A histogram kept as plain counts per bucket and a sum, optionally in series by
     labels, exported as prometheus-client's `Histogram` exports one: the same samples
     (`_bucket` per bound and +Inf, `_count`, `_sum`, `_created` unless `created` is
-    false), so the same text.
+    false or `PROMETHEUS_DISABLE_CREATED_SERIES` set, `USE_CREATED`), so the same text.
 
     `Histogram.observe` takes two locks and walks the bounds in Python; here an amount is
     one bisection, one increment and one addition, and `observe_all` records a batch in
     one pass. Nothing is locked, so each user must have one writer at a time, and a
     scrape that runs while a write is under way may see an amount counted and not yet
-    summed: the scheduling histograms are written and scraped on the event loop thread
-    (no interleaving at all), the GC pauses written by the GC callback alone
-    (`GcPauseHook`).
+    summed: the scheduling, store commit and API request histograms are written and
+    scraped on the event loop thread (no interleaving at all), the GC pauses written by
+    the GC callback alone (`GcPauseHook`).
     """
 
     def __init__(
@@ -183,7 +202,7 @@ class PlainHistogram(Collector):
         self.labelnames = tuple(labelnames)
         self._bounds = bounds
         self._les = [*(floatToGoString(bound) for bound in bounds), "+Inf"]
-        self._created = created
+        self._created = created and USE_CREATED
         self._series: dict[tuple[str, ...], HistogramSeries] = {}
         if not self.labelnames:
             self.labels()  # exported from the start, as Histogram's unlabelled series

@@ -89,7 +89,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         _LOGGER.exception("unhandled error in %s %s", request.method, request.path)
         response = _error_response(ApiError("internal error; see the scheduler log"))
-    cp.metrics.http_latency.labels(method=request.method).observe(time.perf_counter() - started)
+    cp.metrics.http_latency.labels(request.method).observe(time.perf_counter() - started)
     cp.metrics.http_requests.labels(method=request.method, code=str(response.status)).inc()
     return response
 

@@ -190,6 +190,7 @@ def test_operations_endpoints(scheduler: SchedulerProcess) -> None:
         'corral_placement_attempts_total{result="scheduled"}',
         "corral_connected_agents 3.0",
         "corral_node_heartbeat_age_seconds{node=",
+        'corral_http_request_duration_seconds_count{method="GET"}',
     ):
         assert name in text, name
     # `name[]` restricts a scrape to those families, as prometheus-client's exposition does.

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import cast
@@ -169,11 +173,15 @@ BOUNDS = (0.001, 0.0025, 0.01, 0.1, 0.5, 1, 60)
 
 
 def _text(collector: object) -> str:
-    """A registry's exposition of `collector` alone, the `_created` values blanked out
-    (each series's creation time)."""
+    """A registry's exposition of `collector` alone, the `_created` values blanked out."""
     registry = CollectorRegistry()
     registry.register(collector)  # type: ignore[arg-type]
-    return re.sub(r"(?m)^(\w+_created(\{.*\})?) .*$", r"\1 T", generate_latest(registry).decode())
+    return _blanked(generate_latest(registry))
+
+
+def _blanked(text: bytes) -> str:
+    """Exposition text with the `_created` values (each series's creation time) blanked."""
+    return re.sub(r"(?m)^(\w+_created(\{.*\})?) .*$", r"\1 T", text.decode())
 
 
 def test_plain_histogram_exports_what_histogram_does() -> None:
@@ -262,3 +270,93 @@ async def test_store_commits_are_measured(tmp_path: Path) -> None:
     assert after[1] - transactions >= 50
     assert after[2] - count == after[0] - commits  # one duration per commit
     assert 0 < after[3] - total < 10
+
+
+def test_binds_total_is_the_scraped_counter() -> None:
+    """`binds_total()` (polled by bench.cpu_per_pod) reads what a scrape reads."""
+    metrics = SchedulerMetrics()
+    assert metrics.binds_total() == 0
+    metrics.binds.inc(3)
+    assert metrics.binds_total() == 3 == metrics.registry.get_sample_value("corral_binds_total")
+
+
+def test_http_latency_exports_what_its_histogram_did() -> None:
+    """`corral_http_request_duration_seconds{method}`, once a prometheus-client Histogram
+    defined as below, scrapes as that Histogram fed the same requests: same help, label,
+    buckets and series order, and label values escaped alike."""
+    name = "corral_http_request_duration_seconds"
+    registry = CollectorRegistry()
+    real = Histogram(
+        name,
+        "API request latency",
+        ["method"],
+        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+        registry=registry,
+    )
+    metrics = _metrics(["a"])
+    assert _text(metrics.http_latency) == _text(real)  # no request yet: no series
+    odd = 'we"ird\\method\nx'
+    for i, amount in enumerate([*AMOUNTS, 0.0005, 5, 0.00049]):
+        method = ("GET", "POST", odd)[i % 3]
+        real.labels(method=method).observe(amount)
+        metrics.http_latency.labels(method).observe(amount)
+    # The scrape's own path, restricted to the family (`name[]` names samples).
+    samples = [f"{name}{suffix}" for suffix in ("_bucket", "_count", "_sum", "_created")]
+    text = _blanked(metrics.exposition(samples))
+    assert text == _blanked(generate_latest(registry.restricted_registry(samples)))
+    assert text == _text(real)
+    assert 'method="we\\"ird\\\\method\\nx"' in text
+    assert f'{name}_bucket{{le="0.0005",method="GET"}} 2.0' in text
+
+
+# Prints the exposition of a PlainHistogram and a Histogram fed alike (unlabelled and
+# labelled), and of a whole SchedulerMetrics.
+_CREATED_SCRIPT = """
+import json
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from scheduler.metrics import PlainHistogram, SchedulerMetrics
+
+def text(collector):
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return generate_latest(registry).decode()
+
+texts = {"plain": [], "real": []}
+for labels in ((), ("kind",)):
+    plain = PlainHistogram("h_seconds", "Some help", (0.1, 1), labels)
+    real = Histogram("h_seconds", "Some help", labels, buckets=(0.1, 1), registry=None)
+    for histogram in (plain, real):
+        (histogram.labels("a") if labels else histogram).observe(0.5)
+    texts["plain"].append(text(plain))
+    texts["real"].append(text(real))
+texts["scrape"] = SchedulerMetrics().exposition().decode()
+print(json.dumps(texts))
+"""
+
+
+@pytest.mark.parametrize(
+    ("setting", "created"), [("True", False), ("1", False), ("t", False), ("no", True)]
+)
+def test_plain_histogram_follows_prometheus_disable_created_series(
+    setting: str, created: bool
+) -> None:
+    """`PROMETHEUS_DISABLE_CREATED_SERIES`, read at import as prometheus-client reads it
+    (only "true", "1" and "t", in any case, disable): a `PlainHistogram` exports `_created`
+    exactly when a Histogram does, so a scrape has none at all once it is set. In a fresh
+    interpreter, as both read the variable at import."""
+    root = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PROMETHEUS_DISABLE_CREATED_SERIES": setting, "PYTHONPATH": path}
+    run = subprocess.run(
+        [sys.executable, "-c", _CREATED_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    texts = json.loads(run.stdout)
+    plain, real = ([_blanked(t.encode()) for t in texts[k]] for k in ("plain", "real"))
+    assert plain == real
+    assert all(("h_seconds_created" in text) is created for text in texts["real"])
+    assert ("_created" in texts["scrape"]) is created

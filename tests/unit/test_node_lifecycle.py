@@ -132,10 +132,11 @@ async def test_after_a_stall_every_node_counts_as_heard_at_the_wake(
     controller.note_wake(97.6, 100.0)  # a slow pass, not a stall
     assert controller.resumed == -math.inf
     assert controller.next_pass_in(100.0) == pytest.approx(0.01)  # gone: overdue
-    assert controller._metrics.stalls._value.get() == 0
+    stalls = "corral_scheduler_stalls_total"
+    assert controller._metrics.registry.get_sample_value(stalls) == 0
     controller.note_wake(97.5, 100.0)
     assert controller.resumed == 100.0
-    assert controller._metrics.stalls._value.get() == 1
+    assert controller._metrics.registry.get_sample_value(stalls) == 1
     errors = [e["message"] for e in controller._errors.to_list()]
     assert errors == ["scheduler stalled for 2.5s: node timeouts restart from now"]
     assert controller._heard(99.0, 5.0) == 100.0

@@ -223,7 +223,8 @@ async def test_finish_binds_counts_each_outcome() -> None:
     )
     assert cluster.forgotten == ["/pods/a", "/pods/c", "/pods/d"]
     assert [m for _, m in errors._items] == ["bind /pods/c to n1: disk full"]
-    assert metrics.binds._value.get() == 2
+    assert metrics.registry.get_sample_value("corral_binds_total") == 2
+    assert metrics.binds_total() == 2
     assert sum(metrics.scheduling_latency.labels().counts) == 2
 
 
