@@ -183,7 +183,14 @@ def test_operations_endpoints(scheduler: SchedulerProcess) -> None:
     assert status["resources"]["cpuMillicores"]["allocatable"] > 0
     scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("m"))
     wait_for(lambda: get_pod(scheduler, "m")["spec"].get("nodeName"))
+    # Methods outside the API's share one label value, token or not (aiohttp's parser
+    # knows a few dozen, WebDAV's among them, and refuses the rest itself).
+    assert scheduler.request("PROPFIND", "/api/v1/nodes", token=None).status == 401
+    assert scheduler.request("PROPFIND", "/api/v1/nodes").status == 405
     text = scheduler.request("GET", "/metrics").body.decode()
+    assert 'method="PROPFIND"' not in text
+    assert 'corral_http_requests_total{code="401",method="other"} 1.0' in text
+    assert 'corral_http_requests_total{code="405",method="other"} 1.0' in text
     for name in (
         "corral_pods{phase=",
         "corral_scheduling_latency_seconds_bucket",
