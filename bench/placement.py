@@ -30,6 +30,9 @@ API in batches from several concurrent clients, and measures:
 - `placement.store`: the store's group commits over the placement phase, from the
   scheduler's metrics: how many, transactions per commit, and the commit duration
   p50/p99 (`corral_store_commit_duration_seconds`, interpolated);
+- `placement.loop_lag`: how late the scheduler's event loop ran its timers over the
+  placement phase, p50/p99 (`corral_event_loop_lag_seconds`, interpolated): what an
+  API request or agent frame waited behind the scheduler's work;
 - `api_latency.get_node`, `api_latency.get_pod`, `api_latency.list_pods`
   (`?limit=100`): sequential requests while all N nodes heartbeat every second.
 
@@ -83,7 +86,8 @@ GC_BUCKETS = "corral_gc_pause_seconds_bucket"
 COMMIT_BUCKETS = "corral_store_commit_duration_seconds_bucket"
 COMMITS = "corral_store_commits_total"
 TRANSACTIONS = "corral_store_transactions_total"
-STORE_FIGURES = (COMMIT_BUCKETS, COMMITS, TRANSACTIONS)
+LAG_BUCKETS = "corral_event_loop_lag_seconds_bucket"
+PHASE_FIGURES = (COMMIT_BUCKETS, COMMITS, TRANSACTIONS, LAG_BUCKETS)
 
 
 def emit(metric: str, unit: str, **fields: Any) -> None:
@@ -429,22 +433,31 @@ def gc_pauses(before: Samples, after: Samples) -> tuple[float | None, str | None
     return round(seconds, 3), _longest_pause(before.get(GC_BUCKETS, []), after[GC_BUCKETS])
 
 
+def quantiles_between(before: Samples, after: Samples, buckets: str) -> tuple[int, float, float]:
+    """An unlabelled histogram's observations between two scrapes (the `_bucket` samples
+    named `buckets`): how many, and their p50 and p99 in ms, interpolated in the buckets."""
+    old = {lbl["le"]: v for lbl, v in before.get(buckets, [])}
+    new = [(float(lbl["le"]), v - old.get(lbl["le"], 0.0)) for lbl, v in after[buckets]]
+    count = int(max((n for _, n in new), default=0))
+    p50 = round(histogram_quantile(0.5, new) * 1000, 1)
+    return count, p50, round(histogram_quantile(0.99, new) * 1000, 1)
+
+
 def store_commits(before: Samples, after: Samples) -> dict[str, float]:
     """The store's group commits between two scrapes: how many, transactions per commit,
-    and their duration's p50/p99 in ms (interpolated in the histogram's buckets)."""
+    and their duration's p50/p99 in ms."""
 
     def total(samples: Samples, name: str) -> float:
         return sum(v for _, v in samples.get(name, []))
 
-    old = {lbl["le"]: v for lbl, v in before.get(COMMIT_BUCKETS, [])}
-    buckets = [(float(lbl["le"]), v - old.get(lbl["le"], 0.0)) for lbl, v in after[COMMIT_BUCKETS]]
+    _, p50, p99 = quantiles_between(before, after, COMMIT_BUCKETS)
     commits = total(after, COMMITS) - total(before, COMMITS)
     transactions = total(after, TRANSACTIONS) - total(before, TRANSACTIONS)
     return {
         "commits": commits,
         "transactions_per_commit": round(transactions / commits, 1) if commits else 0.0,
-        "p50": round(histogram_quantile(0.5, buckets) * 1000, 1),
-        "p99": round(histogram_quantile(0.99, buckets) * 1000, 1),
+        "p50": p50,
+        "p99": p99,
     }
 
 
@@ -519,7 +532,7 @@ async def start_cluster(
 async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None:
     """Submit M pods, wait until all are bound (then Running), and report."""
     gc_before = await api.metrics(GC_SECONDS, GC_BUCKETS)
-    store_before = await api.metrics(*STORE_FIGURES)
+    phase_before = await api.metrics(*PHASE_FIGURES)
     cpu_before = sampler.cpu_seconds()
     submitted: dict[str, float] = {}
     t0 = time.monotonic()
@@ -528,7 +541,7 @@ async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None
     t_submitted = await submit_task
     cpu_placement = sampler.cpu_seconds() - cpu_before
     gc_seconds, gc_max_pause = gc_pauses(gc_before, await api.metrics(GC_SECONDS, GC_BUCKETS))
-    store_after = await api.metrics(*STORE_FIGURES)
+    phase_after = await api.metrics(*PHASE_FIGURES)
 
     per_node: dict[str, int] = {}
     latest = -math.inf  # wall time of the last bind, truncated to the second by the server
@@ -573,8 +586,11 @@ async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None
         scheduler_gc_max_pause=gc_max_pause,
         cpus=os.cpu_count(),
     )
-    if COMMIT_BUCKETS in store_after:
-        emit("placement.store", "ms", **store_commits(store_before, store_after))
+    if COMMIT_BUCKETS in phase_after:
+        emit("placement.store", "ms", **store_commits(phase_before, phase_after))
+    if LAG_BUCKETS in phase_after:
+        count, p50, p99 = quantiles_between(phase_before, phase_after, LAG_BUCKETS)
+        emit("placement.loop_lag", "ms", p50=p50, p99=p99, n=count)
     if bound.polled is None:
         metrics = await api.metrics(LATENCY_BUCKETS)
         buckets = [(float(lbl["le"]), v) for lbl, v in metrics.get(LATENCY_BUCKETS, [])]

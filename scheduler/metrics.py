@@ -107,6 +107,14 @@ class SchedulerMetrics:
             "then restart from the wake)",
             registry=self.registry,
         )
+        # Fed by the node lifecycle controller's timer, which wakes at least twice a second.
+        self.loop_lag = PlainHistogram(
+            "corral_event_loop_lag_seconds",
+            "How late the event loop ran a timer that was due: what every API request and "
+            "agent frame also waits behind when the scheduler is saturated",
+            (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.registry.register(self.loop_lag)
         self.gc_pauses = GcPauseHook()
         self.registry.register(self.gc_pauses.histogram)
         self._cluster: ClusterState | None = None
@@ -180,8 +188,8 @@ class PlainHistogram(Collector):
     one bisection, one increment and one addition, and `observe_all` records a batch in
     one pass. Nothing is locked, so each user must have one writer at a time, and a
     scrape that runs while a write is under way may see an amount counted and not yet
-    summed: the scheduling, store commit and API request histograms are written and
-    scraped on the event loop thread (no interleaving at all), the GC pauses written by
+    summed: the scheduling, store commit, API request and loop lag histograms are written
+    and scraped on the event loop thread (no interleaving at all), the GC pauses written by
     the GC callback alone (`GcPauseHook`).
     """
 

@@ -83,7 +83,9 @@ class NodeLifecycleController:
     def note_wake(self, due: float, woke: float) -> None:
         """A pass due at `due` woke at `woke`. If late, the event loop ran nothing meanwhile,
         so no heartbeat was read either: from half a grace late on (`woke_from_stall`), that
-        silence is counted as the scheduler's own, not the nodes' (the module's docstring)."""
+        silence is counted as the scheduler's own, not the nodes' (the module's docstring).
+        Every wake's lateness is the event loop's lag (`corral_event_loop_lag_seconds`)."""
+        self._metrics.loop_lag.observe(max(0.0, woke - due))
         if not woke_from_stall(due, woke, self._config.node_grace_seconds):
             return
         self.resumed = woke

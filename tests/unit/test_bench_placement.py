@@ -10,6 +10,7 @@ from bench.placement import (
     TRANSACTIONS,
     Samples,
     gc_pauses,
+    quantiles_between,
     store_commits,
 )
 
@@ -68,3 +69,5 @@ def test_store_commits_between_two_scrapes() -> None:
         "p99": 98.2,  # 49 of the 50 between 0.01 and 0.1 s: interpolated
     }
     assert store_commits(after, after)["commits"] == 0
+    assert quantiles_between(before, after, COMMIT_BUCKETS) == (100, 10.0, 98.2)
+    assert quantiles_between({}, before, COMMIT_BUCKETS) == (10, 550.0, 991.0)

@@ -139,6 +139,13 @@ async def test_after_a_stall_every_node_counts_as_heard_at_the_wake(
     assert controller._metrics.registry.get_sample_value(stalls) == 1
     errors = [e["message"] for e in controller._errors.to_list()]
     assert errors == ["scheduler stalled for 2.5s: node timeouts restart from now"]
+    # Every wake's lateness is the loop's lag: here 2.4 s, then 2.5 s.
+    lag = "corral_event_loop_lag_seconds"
+    registry = controller._metrics.registry
+    assert registry.get_sample_value(f"{lag}_count") == 2
+    assert registry.get_sample_value(f"{lag}_sum") == pytest.approx(4.9)
+    assert registry.get_sample_value(f"{lag}_bucket", {"le": "1.0"}) == 0
+    assert registry.get_sample_value(f"{lag}_bucket", {"le": "2.5"}) == 2
     assert controller._heard(99.0, 5.0) == 100.0
     assert controller._heard(101.0, 5.0) == 101.0  # heard since: as usual
     assert controller.next_pass_in(100.0) == pytest.approx(controller.period)
