@@ -22,7 +22,7 @@ from scheduler.store import (
     StoreUnavailable,
 )
 from scheduler.store.base import Watch
-from scheduler.store.sqlite import MIGRATIONS
+from scheduler.store.sqlite import MIGRATIONS, statement_sizes
 
 TIMEOUT = 10.0
 
@@ -554,12 +554,31 @@ async def test_migration_to_rowid_table_keeps_everything(db_path: Path) -> None:
     assert _rows(db_path, "SELECT COUNT(*) FROM kv") == [(300,)]
 
 
+def test_statement_sizes_are_few() -> None:
+    """A write of any number of rows uses statements of a power-of-two size (the
+    connection caches each size it prepared: a few sizes keep that cache small), full
+    ones up to the largest, then one padded by less than half of itself."""
+    assert statement_sizes(0, 8) == []
+    assert statement_sizes(1, 8) == [1]
+    assert statement_sizes(5, 8) == [8]
+    assert statement_sizes(8, 8) == [8]
+    assert statement_sizes(19, 8) == [8, 8, 4]
+    sizes_seen: set[int] = set()
+    for count in range(1, 3000):
+        sizes = statement_sizes(count, 1024)
+        sizes_seen.update(sizes)
+        assert sum(sizes) >= count
+        assert sum(sizes) - count < max(1, sizes[-1] // 2 + 1)
+    assert sizes_seen == {1 << i for i in range(11)}
+
+
 async def test_commit_larger_than_one_statement(db_path: Path) -> None:
     """A commit with more rows than one statement may bind (the connection's limit on
     parameters lowered to force several) writes every upsert and delete."""
     store = await SqliteStore.open(db_path)
     conn = store._db._conn  # used on its own thread, as sqlite3 requires
-    await store._db._execute(conn.setlimit, sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 40)  # 10 rows
+    # 40 parameters, 10 rows: statements of 8 rows, the last of each write padded.
+    await store._db._execute(conn.setlimit, sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 40)
     for i in range(0, 60, 2):
         await store.put(f"/k/{i:03d}", b"old")
     writes = [store.put(f"/k/{i:03d}", f"v{i}".encode()) for i in range(1, 60, 2)]
