@@ -145,7 +145,7 @@ class SchedulerMetrics:
         )
         self.registry.register(commit_seconds)
         self.registry.register(_StoreCollector(store))
-        store.on_commit = lambda seconds, _transactions: commit_seconds.observe(seconds)
+        store.on_commit = commit_seconds.observe
 
     def exposition(self, names: Sequence[str] = ()) -> bytes:
         """The Prometheus text (format 0.0.4) of every family, or only of the families in

@@ -138,9 +138,9 @@ class SqliteStore:
         self._closing = False
         self.commits = 0  # transactions written, for metrics and benchmarks
         self.writes = 0
-        # Called after every durable commit with its duration (from taking the queued
-        # writes to their being on disk) and its number of writes: the metrics' hook.
-        self.on_commit: Callable[[float, int], None] | None = None
+        # Called after every durable commit with its duration in seconds, from taking the
+        # queued writes to their being on disk: the metrics' hook.
+        self.on_commit: Callable[[float], None] | None = None
 
     @classmethod
     async def open(cls, path: str | Path, *, history: int = 100_000) -> SqliteStore:
@@ -308,7 +308,7 @@ class SqliteStore:
                 self._progressed()
                 continue
             if self.on_commit is not None:
-                self.on_commit(time.monotonic() - started, len(batch))
+                self.on_commit(time.monotonic() - started)
             self._publish(batch)
             self._progressed()
 
