@@ -581,16 +581,16 @@ async def test_commit_larger_than_one_statement(db_path: Path) -> None:
     await store._db._execute(conn.setlimit, sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 40)
     for i in range(0, 60, 2):
         await store.put(f"/k/{i:03d}", b"old")
-    writes = [store.put(f"/k/{i:03d}", f"v{i}".encode()) for i in range(1, 60, 2)]
-    writes += [store.delete(f"/k/{i:03d}") for i in range(0, 50, 2)]
+    writes = [store.put(f"/k/{i:03d}", f"v{i}".encode()) for i in range(1, 60, 2)]  # 30
+    writes += [store.delete(f"/k/{i:03d}") for i in range(0, 54, 2)]  # 27: 8, 8, 8, 4
     commits = store.commits
     await asyncio.wait_for(asyncio.gather(*writes), TIMEOUT)
     assert store.commits == commits + 1
     await store.close()
     expected = [(f"/k/{i:03d}", f"v{i}".encode()) for i in range(1, 60, 2)]
-    expected += [(f"/k/{i:03d}", b"old") for i in range(50, 60, 2)]
+    expected += [(f"/k/{i:03d}", b"old") for i in range(54, 60, 2)]
     assert _rows(db_path, "SELECT key, value FROM kv ORDER BY key") == sorted(expected)
-    assert _rows(db_path, "SELECT value FROM meta WHERE name = 'revision'") == [(30 + 30 + 25,)]
+    assert _rows(db_path, "SELECT value FROM meta WHERE name = 'revision'") == [(30 + 30 + 27,)]
 
 
 async def test_not_a_database_refused(db_path: Path) -> None:
