@@ -290,9 +290,8 @@ class SqliteStore:
                 await self._wake.wait()
                 continue
             batch, self._queue = self._queue, []
-            started = time.monotonic()
             try:
-                await self._commit(batch)
+                await self._commit(batch, time.monotonic())
             except Exception as exc:  # disk full, I/O error: fail loudly, keep nothing half-done
                 _LOGGER.exception("store commit failed; %d writes not acknowledged", len(batch))
                 with contextlib.suppress(Exception):
@@ -307,17 +306,14 @@ class SqliteStore:
                         pending.future.set_exception(StoreUnavailable(f"write not durable: {exc}"))
                 self._progressed()
                 continue
-            if self.on_commit is not None:
-                self.on_commit(time.monotonic() - started)
-            self._publish(batch)
-            self._progressed()
 
     def _progressed(self) -> None:
         """Wake whoever waits in `settled`."""
         self._progress.set()
         self._progress = asyncio.Event()
 
-    async def _commit(self, batch: builtins.list[_Pending]) -> None:
+    async def _commit(self, batch: builtins.list[_Pending], started: float) -> None:
+        """Write `batch` durably; `_durable` has published it by the time this returns."""
         # Only each key's final state in the batch goes to disk; later writes win.
         final: dict[str, Event] = {}
         for pending in batch:
@@ -334,9 +330,26 @@ class SqliteStore:
         # to that thread and back to the event loop, and a busy machine makes every hop
         # cost (four calls took 0.5-2 ms more than one, on the path of every write).
         # aiosqlite's `_execute` runs a function there, as its own cursors do.
-        await self._db._execute(_write_batch, self._db._conn, upserts, deletes, last_revision)
+        loop = asyncio.get_running_loop()
+        conn = self._db._conn
+
+        def write() -> None:  # on the connection's thread
+            _write_batch(conn, upserts, deletes, last_revision)
+            # Published from here, one event-loop iteration sooner than after the await:
+            # the await's result is a callback, and this task's wake-up another after it.
+            # Queued before aiosqlite queues that result, so it runs first.
+            loop.call_soon_threadsafe(self._durable, batch, started)
+
+        await self._db._execute(write)
+
+    def _durable(self, batch: builtins.list[_Pending], started: float) -> None:
+        """A batch is durable: count it, publish it, wake whoever waits for it."""
         self.commits += 1
         self.writes += len(batch)
+        if self.on_commit is not None:
+            self.on_commit(time.monotonic() - started)
+        self._publish(batch)
+        self._progressed()
 
     def _publish(self, batch: builtins.list[_Pending]) -> None:
         committed, latest, history = self._committed, self._latest, self._history
