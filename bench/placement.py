@@ -30,9 +30,9 @@ API in batches from several concurrent clients, and measures:
 - `placement.store`: the store's group commits over the placement phase, from the
   scheduler's metrics: how many, transactions per commit, and the commit duration
   p50/p99 (`corral_store_commit_duration_seconds`, interpolated);
-- `placement.loop_lag`: how late the scheduler's event loop ran its timers over the
-  placement phase, p50/p99 (`corral_event_loop_lag_seconds`, interpolated): what an
-  API request or agent frame waited behind the scheduler's work;
+- `placement.loop_lag`: how late the scheduler's event loop ran a timer over the
+  placement phase, p50/p99 (`corral_event_loop_lag_seconds`, interpolated; sampled
+  about twice a second), a measure of how saturated the loop was;
 - `api_latency.get_node`, `api_latency.get_pod`, `api_latency.list_pods`
   (`?limit=100`): sequential requests while all N nodes heartbeat every second.
 
@@ -433,17 +433,22 @@ def gc_pauses(before: Samples, after: Samples) -> tuple[float | None, str | None
     return round(seconds, 3), _longest_pause(before.get(GC_BUCKETS, []), after[GC_BUCKETS])
 
 
-def quantiles_between(before: Samples, after: Samples, buckets: str) -> tuple[int, float, float]:
+def quantiles_between(
+    before: Samples, after: Samples, buckets: str
+) -> tuple[int, float | None, float | None]:
     """An unlabelled histogram's observations between two scrapes (the `_bucket` samples
-    named `buckets`): how many, and their p50 and p99 in ms, interpolated in the buckets."""
+    named `buckets`): how many, and their p50 and p99 in ms, interpolated in the buckets
+    (None without observations)."""
     old = {lbl["le"]: v for lbl, v in before.get(buckets, [])}
     new = [(float(lbl["le"]), v - old.get(lbl["le"], 0.0)) for lbl, v in after[buckets]]
     count = int(max((n for _, n in new), default=0))
+    if not count:
+        return 0, None, None
     p50 = round(histogram_quantile(0.5, new) * 1000, 1)
     return count, p50, round(histogram_quantile(0.99, new) * 1000, 1)
 
 
-def store_commits(before: Samples, after: Samples) -> dict[str, float]:
+def store_commits(before: Samples, after: Samples) -> dict[str, float | None]:
     """The store's group commits between two scrapes: how many, transactions per commit,
     and their duration's p50/p99 in ms."""
 

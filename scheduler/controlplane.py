@@ -91,6 +91,7 @@ class ControlPlane:
         config = self.config
         token = await asyncio.to_thread(join_token, config)
         self.store = await SqliteStore.open(Path(config.state_dir) / "state.db")
+        self.metrics.track_store(self.store)
         self.cluster = ClusterState(self.store)
         await self.cluster.load()
         self.events = EventRecorder(self.store)
@@ -108,7 +109,6 @@ class ControlPlane:
         self.workloads = Workloads(ctx)  # deployments, jobs, namespaces, garbage collection
         await self.workloads.load()
         self.metrics.track_cluster(self.cluster)
-        self.metrics.track_store(self.store)
         for name, coro in (
             ("cluster-watch", self.cluster.run()),
             ("scheduler", self.scheduler.run()),

@@ -134,13 +134,15 @@ class SchedulerMetrics:
         self._cluster = cluster
 
     def track_store(self, store: SqliteStore) -> None:
-        """The store's group commits: how long each takes (etcd's
-        `etcd_disk_backend_commit_duration_seconds`; every acknowledged write waited for
-        one), how many there were and how many transactions they carried."""
+        """The store's group commits: how long each takes as its writers see it (every
+        acknowledged write waited for one), how many there were and how many transactions
+        they carried. Attach before the store's first write, so that the histogram's count
+        is the commits counter's."""
         commit_seconds = PlainHistogram(
             "corral_store_commit_duration_seconds",
             "Time one group commit of the store took, from taking the queued writes to "
-            "their being durable (the transaction and its fsync)",
+            "their being durable and published on the event loop (the transaction, its "
+            "fsync, and the hand-back to the loop)",
             (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.registry.register(commit_seconds)

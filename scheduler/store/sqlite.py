@@ -138,8 +138,8 @@ class SqliteStore:
         self._closing = False
         self.commits = 0  # transactions written, for metrics and benchmarks
         self.writes = 0
-        # Called after every durable commit with its duration in seconds, from taking the
-        # queued writes to their being on disk: the metrics' hook.
+        # Called after every commit with its duration in seconds, from taking the queued
+        # writes to their being durable and published on the event loop: the metrics' hook.
         self.on_commit: Callable[[float], None] | None = None
 
     @classmethod
@@ -343,13 +343,18 @@ class SqliteStore:
         await self._db._execute(write)
 
     def _durable(self, batch: builtins.list[_Pending], started: float) -> None:
-        """A batch is durable: count it, publish it, wake whoever waits for it."""
+        """A batch is durable: count it, publish it, wake whoever waits for it, then tell
+        the hook (last, and guarded: a loop callback's exception would only be logged,
+        with the batch left unpublished)."""
         self.commits += 1
         self.writes += len(batch)
-        if self.on_commit is not None:
-            self.on_commit(time.monotonic() - started)
         self._publish(batch)
         self._progressed()
+        if self.on_commit is not None:
+            try:
+                self.on_commit(time.monotonic() - started)
+            except Exception:
+                _LOGGER.exception("store commit hook failed")
 
     def _publish(self, batch: builtins.list[_Pending]) -> None:
         committed, latest, history = self._committed, self._latest, self._history
@@ -515,3 +520,6 @@ async def _migrate(db: aiosqlite.Connection, path: str) -> None:
             await db.execute("ROLLBACK")
             raise
         _LOGGER.info("store schema migrated to version %d", version)
+        # A migration that rewrote a table left a WAL as big as the table: fold it into the
+        # database and truncate it now, not at the next shutdown.
+        await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

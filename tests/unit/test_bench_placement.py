@@ -71,3 +71,4 @@ def test_store_commits_between_two_scrapes() -> None:
     assert store_commits(after, after)["commits"] == 0
     assert quantiles_between(before, after, COMMIT_BUCKETS) == (100, 10.0, 98.2)
     assert quantiles_between({}, before, COMMIT_BUCKETS) == (10, 550.0, 991.0)
+    assert quantiles_between(after, after, COMMIT_BUCKETS) == (0, None, None)  # not NaN

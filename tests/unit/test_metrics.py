@@ -260,6 +260,7 @@ async def test_store_commits_are_measured(tmp_path: Path) -> None:
     await control.start()
     try:
         commits, transactions, count, total = figures()
+        assert count == commits  # attached before the store's first write
         writes = [control.store.put(f"/test/{i}", b"x") for i in range(50)]
         await asyncio.wait_for(asyncio.gather(*writes), 10)
         after = figures()

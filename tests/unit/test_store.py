@@ -515,6 +515,33 @@ async def test_newer_schema_refused(db_path: Path) -> None:
         await SqliteStore.open(db_path)
 
 
+async def test_a_failed_migration_leaves_the_file_as_it_was(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration that fails partway is rolled back whole: the store refuses to open,
+    naming the file, the file keeps its old schema and data, and a corral with a working
+    migration opens it later."""
+    store = await SqliteStore.open(db_path)
+    await store.put("/k", b"kept")
+    await store.close()
+    with sqlite3.connect(db_path) as conn:  # back to version 1, as an older corral left it
+        conn.execute("DELETE FROM schema_migrations WHERE version > 1")
+    version_2 = MIGRATIONS[1]
+    broken = (version_2[0], [*version_2[1], "INSERT INTO no_such_table VALUES (1)"])
+    monkeypatch.setattr("scheduler.store.sqlite.MIGRATIONS", [MIGRATIONS[0], broken])
+    with pytest.raises(StoreError, match=f"cannot open store {db_path}"):
+        await SqliteStore.open(db_path)
+    assert _rows(db_path, "SELECT version FROM schema_migrations") == [(1,)]
+    assert _rows(db_path, "SELECT key, value FROM kv") == [("/k", b"kept")]
+    assert _rows(db_path, "SELECT name FROM sqlite_master WHERE name = 'kv_rowid'") == []
+    monkeypatch.undo()
+    reopened = await SqliteStore.open(db_path)
+    try:
+        assert (await reopened.get("/k")) is not None
+    finally:
+        await reopened.close()
+
+
 def _kv_table_sql(path: Path) -> str:
     """The statement that created the kv table, as SQLite keeps it."""
     [(sql,)] = _rows(path, "SELECT sql FROM sqlite_master WHERE name = 'kv'")
@@ -552,6 +579,55 @@ async def test_migration_to_rowid_table_keeps_everything(db_path: Path) -> None:
     assert _rows(db_path, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,)]
     assert _rows(db_path, "SELECT value FROM kv WHERE key = '/pods/ns/p000'") == [(b"after",)]
     assert _rows(db_path, "SELECT COUNT(*) FROM kv") == [(300,)]
+
+
+async def test_commits_use_padded_statements_of_few_sizes(db_path: Path) -> None:
+    """The statements a commit runs hold a power-of-two number of rows (the padding is
+    what keeps the connection's statement cache small), and the padded rows change
+    nothing: every key is written once, with its own value."""
+    store = await SqliteStore.open(db_path)
+    conn = store._db._conn
+    statements: list[str] = []
+    await store._db._execute(conn.set_trace_callback, statements.append)
+    writes = [store.put(f"/k/{i:03d}", f"v{i}".encode()) for i in range(300)]
+    await asyncio.wait_for(asyncio.gather(*writes), TIMEOUT)
+    writes = [store.delete(f"/k/{i:03d}") for i in range(0, 300, 3)]  # 100 deletes
+    await asyncio.wait_for(asyncio.gather(*writes), TIMEOUT)
+    await store._db._execute(conn.set_trace_callback, None)
+    await store.close()
+    # The callback gets each statement with its values in place: count the rows and keys
+    # by their separators (no key or value here holds one).
+    rows = [s.count("), (") + 1 for s in statements if s.startswith("INSERT INTO kv ")]
+    keys = [s.count("', '") + 1 for s in statements if s.startswith("DELETE FROM kv")]
+    assert rows and keys
+    assert all(n & (n - 1) == 0 for n in rows + keys), (rows, keys)
+    assert sum(rows) >= 300 and sum(keys) >= 100
+    expected = [(f"/k/{i:03d}", f"v{i}".encode()) for i in range(300) if i % 3]
+    assert _rows(db_path, "SELECT key, value FROM kv ORDER BY key") == expected
+
+
+async def test_a_commit_hook_that_fails_loses_nothing(db_path: Path) -> None:
+    """The commit hook runs after the batch is published: if it raises, the writes are
+    still acknowledged, readable and watched, and the store keeps going."""
+    store = await SqliteStore.open(db_path)
+    calls: list[float] = []
+
+    def failing(seconds: float) -> None:
+        calls.append(seconds)
+        raise RuntimeError("hook broke")
+
+    store.on_commit = failing
+    watch = store.watch("", store.revision)
+    try:
+        for key in ("/a", "/b"):
+            await asyncio.wait_for(store.put(key, b"x"), TIMEOUT)
+        assert len(calls) == 2
+        assert [kv.key for kv, _ in [(e.kv, e) for e in await _take(watch, 2)]] == ["/a", "/b"]
+        assert await store.get("/b") == KV("/b", b"x", 2, 2)
+        assert store._latest == {}  # nothing left queued as not yet durable
+    finally:
+        watch.close()
+        await store.close()
 
 
 def test_statement_sizes_are_few() -> None:
