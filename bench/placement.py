@@ -87,7 +87,9 @@ COMMIT_BUCKETS = "corral_store_commit_duration_seconds_bucket"
 COMMITS = "corral_store_commits_total"
 TRANSACTIONS = "corral_store_transactions_total"
 LAG_BUCKETS = "corral_event_loop_lag_seconds_bucket"
-PHASE_FIGURES = (COMMIT_BUCKETS, COMMITS, TRANSACTIONS, LAG_BUCKETS)
+# Scraped once before the placement phase and once after it (the latency histogram only
+# after: no pod was scheduled before the phase).
+PHASE_FIGURES = (GC_SECONDS, GC_BUCKETS, COMMIT_BUCKETS, COMMITS, TRANSACTIONS, LAG_BUCKETS)
 
 
 def emit(metric: str, unit: str, **fields: Any) -> None:
@@ -440,12 +442,12 @@ def quantiles_between(
     named `buckets`): how many, and their p50 and p99 in ms, interpolated in the buckets
     (None without observations)."""
     old = {lbl["le"]: v for lbl, v in before.get(buckets, [])}
-    new = [(float(lbl["le"]), v - old.get(lbl["le"], 0.0)) for lbl, v in after[buckets]]
+    new = [(float(lbl["le"]), v - old.get(lbl["le"], 0.0)) for lbl, v in after.get(buckets, [])]
     count = int(max((n for _, n in new), default=0))
     if not count:
         return 0, None, None
-    p50 = round(histogram_quantile(0.5, new) * 1000, 1)
-    return count, p50, round(histogram_quantile(0.99, new) * 1000, 1)
+    p50 = round(histogram_quantile(0.5, new) * 1000, 2)
+    return count, p50, round(histogram_quantile(0.99, new) * 1000, 2)
 
 
 def store_commits(before: Samples, after: Samples) -> dict[str, float | None]:
@@ -536,7 +538,6 @@ async def start_cluster(
 
 async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None:
     """Submit M pods, wait until all are bound (then Running), and report."""
-    gc_before = await api.metrics(GC_SECONDS, GC_BUCKETS)
     phase_before = await api.metrics(*PHASE_FIGURES)
     cpu_before = sampler.cpu_seconds()
     submitted: dict[str, float] = {}
@@ -545,8 +546,8 @@ async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None
     bound = await wait_bound(api, args, submitted, t0)
     t_submitted = await submit_task
     cpu_placement = sampler.cpu_seconds() - cpu_before
-    gc_seconds, gc_max_pause = gc_pauses(gc_before, await api.metrics(GC_SECONDS, GC_BUCKETS))
-    phase_after = await api.metrics(*PHASE_FIGURES)
+    phase_after = await api.metrics(*PHASE_FIGURES, LATENCY_BUCKETS)
+    gc_seconds, gc_max_pause = gc_pauses(phase_before, phase_after)
 
     per_node: dict[str, int] = {}
     latest = -math.inf  # wall time of the last bind, truncated to the second by the server
@@ -597,14 +598,13 @@ async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None
         count, p50, p99 = quantiles_between(phase_before, phase_after, LAG_BUCKETS)
         emit("placement.loop_lag", "ms", p50=p50, p99=p99, n=count)
     if bound.polled is None:
-        metrics = await api.metrics(LATENCY_BUCKETS)
-        buckets = [(float(lbl["le"]), v) for lbl, v in metrics.get(LATENCY_BUCKETS, [])]
+        count, p50, p99 = quantiles_between({}, phase_after, LATENCY_BUCKETS)
         emit(
             "placement.latency",
             "ms",
-            p50=round(histogram_quantile(0.5, buckets) * 1000, 2),
-            p99=round(histogram_quantile(0.99, buckets) * 1000, 2),
-            n=int(max((c for _, c in buckets), default=0)),
+            p50=p50,
+            p99=p99,
+            n=count,
             source=f"{LATENCY_BUCKETS}, interpolated",
         )
     else:
