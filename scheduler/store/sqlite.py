@@ -116,6 +116,25 @@ class _SqliteWatch:
             self.close()
 
 
+# The history keeps each version's JSON for watches that resume from an older revision.
+# The decoded objects of its events (`KV.obj`, a tree of a few dozen tracked objects per
+# pod) are kept only for the last DECODED_COMMITS commits, which is as far behind as the
+# in-process watchers (the cluster view) are: kept for all 100,000 events, versions long
+# replaced held most of the scheduler's heap, which the garbage collector traversed
+# again and again (docs/benchmarks.md, session 11). `decode` decodes a released version
+# again for the rare reader further behind.
+DECODED_COMMITS = 2
+
+
+def _release_replaced(ev: Event, committed: dict[str, KV]) -> None:
+    """Drop the decoded objects of the versions in `ev` that are no longer current."""
+    kv = ev.kv
+    if committed.get(kv.key) is not kv:  # replaced since, or the value a DELETE removed
+        kv.obj = None
+    if ev.prev is not None:  # replaced by `kv`
+        ev.prev.obj = None
+
+
 class SqliteStore:
     """`Store` on SQLite. Open with `await SqliteStore.open(path)`."""
 
@@ -129,6 +148,7 @@ class SqliteStore:
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._history: deque[Event] = deque(maxlen=history)
+        self._decoded: deque[builtins.list[Event]] = deque()  # the last commits' events
         # Watches must start at or after this revision: events of it and before
         # have (at least partly) left the history, or predate this process.
         self._compacted = 0
@@ -362,6 +382,7 @@ class SqliteStore:
         # leaves the set meanwhile, and ignores what it is pushed after that.
         watchers = list(self._watchers)
         maxlen = history.maxlen
+        published: builtins.list[Event] = []
         for pending in batch:
             kvs: builtins.list[KV] = []
             for ev in pending.events:
@@ -381,12 +402,18 @@ class SqliteStore:
                 elif len(history) == maxlen:
                     self._compacted = history[0].revision
                 history.append(ev)
+                published.append(ev)
                 for watcher in watchers:
                     if key.startswith(watcher.prefix):
                         watcher.push(ev)
             self._revision = pending.events[0].revision
             if not pending.future.done():
                 pending.future.set_result(kvs)
+        if maxlen:
+            self._decoded.append(published)
+            if len(self._decoded) > DECODED_COMMITS:
+                for ev in self._decoded.popleft():
+                    _release_replaced(ev, committed)
 
     def watch(
         self, prefix: str, start_revision: int, *, max_backlog: int = 100_000

@@ -22,7 +22,7 @@ from scheduler.store import (
     StoreUnavailable,
 )
 from scheduler.store.base import Watch
-from scheduler.store.sqlite import MIGRATIONS, statement_sizes
+from scheduler.store.sqlite import DECODED_COMMITS, MIGRATIONS, statement_sizes
 
 TIMEOUT = 10.0
 
@@ -432,6 +432,36 @@ async def test_watch_history_overflow(store: SqliteStore) -> None:
     watch = store.watch("", 0, max_backlog=3)
     with pytest.raises(Compacted):
         await _take(watch, 8)
+
+
+async def test_history_keeps_decoded_objects_of_recent_commits_only(store: SqliteStore) -> None:
+    """Versions replaced or deleted lose their decoded objects once DECODED_COMMITS newer
+    commits are published; their JSON stays for the watches that replay them, and the
+    current versions keep theirs."""
+    first, second, removed = object(), object(), object()
+    await store.txn([Op("put", "a", b"1", first), Op("put", "b", b"1", removed)])
+    await store.txn([Op("put", "a", b"2", second), Op("delete", "b")])
+    assert DECODED_COMMITS >= 2
+    replay = await _take(store.watch("", 0), 4)
+    a1, b1, a2, b_deleted = replay
+    # Within the window: every version still decoded, the replaced ones too.
+    assert (a1.kv.obj, b1.kv.obj, a2.kv.obj) == (first, removed, second)
+    assert b_deleted.kv.obj is removed
+
+    for i in range(DECODED_COMMITS):
+        await store.put(f"other{i}", b"x", obj=object())
+    assert a1.kv.obj is None and a2.prev is a1.kv  # replaced by a2
+    assert b1.kv.obj is None and b_deleted.kv.obj is None  # deleted
+    assert a2.kv.obj is second  # still current
+    assert (await store.get("a")) is a2.kv
+    # A watch from the start still replays every version, as JSON.
+    values = [(e.type, e.kv.key, e.kv.value) for e in await _take(store.watch("", 0), 4)]
+    assert values == [
+        ("PUT", "a", b"1"),
+        ("PUT", "b", b"1"),
+        ("PUT", "a", b"2"),
+        ("DELETE", "b", b"1"),
+    ]
 
 
 async def test_close_ends_watches(db_path: Path) -> None:
