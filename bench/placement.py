@@ -39,7 +39,9 @@ API in batches from several concurrent clients, and measures:
 The hollow processes run at nice 10 (`--hollow-nice`): kubemark runs its
 hollow nodes on machines of their own, and on a shared 2-core machine at the
 scheduler's priority each frame they are woken by preempts the scheduler, the
-process measured. They still have the other core.
+process measured. They still have the other core. For the same reason there are
+at most two of them a CPU (`--nodes-per-process`, by default 250 nodes a process
+or more): 1,000 nodes take four processes, and so do 5,000 on two cores.
 
 Every process it starts is stopped (SIGTERM, then SIGKILL) before it exits.
 """
@@ -513,7 +515,8 @@ async def start_cluster(
     except Exception:
         print(procs.tail("scheduler"), file=sys.stderr)
         raise
-    started, per = time.monotonic(), args.nodes_per_process
+    started = time.monotonic()
+    per = args.nodes_per_process or nodes_per_process(args.nodes, os.cpu_count() or 1)
     for first in range(0, args.nodes, per):
         count = min(per, args.nodes - first)
         hollow = await procs.spawn(
@@ -654,6 +657,14 @@ async def run(args: argparse.Namespace) -> None:
             await procs.stop_all()
 
 
+def nodes_per_process(nodes: int, cpus: int) -> int:
+    """Hollow nodes a process by default: 250, or as many as keep the hollow processes to
+    two a CPU. Twenty processes for 5,000 nodes on two cores cost the scheduler a sixth
+    more CPU a pod than four did, in cache and context switches of its own machine's
+    harness (docs/benchmarks.md, session 11)."""
+    return max(250, math.ceil(nodes / (2 * cpus)))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.placement",
@@ -662,7 +673,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--nodes", type=int, default=1000, help="hollow nodes")
     p.add_argument("--pods", type=int, default=10_000, help="pods to place")
-    p.add_argument("--nodes-per-process", type=int, default=250, help="hollow nodes a process")
+    p.add_argument(
+        "--nodes-per-process",
+        type=int,
+        default=0,
+        help="hollow nodes a process (0: 250, or more to keep to two processes a CPU)",
+    )
     p.add_argument("--name-prefix", default="hollow", help="hollow node name prefix")
     p.add_argument("--node-cpu", default="4", help="cpu capacity of a node")
     p.add_argument("--node-memory", default="8Gi", help="memory capacity of a node")

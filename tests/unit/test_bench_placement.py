@@ -1,4 +1,4 @@
-"""bench/placement.py's reading of the scheduler's garbage-collector and store-commit metrics."""
+"""bench/placement.py's reading of the scheduler's metrics, and the size of its hollow processes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from bench.placement import (
     TRANSACTIONS,
     Samples,
     gc_pauses,
+    nodes_per_process,
     quantiles_between,
     store_commits,
 )
@@ -72,3 +73,12 @@ def test_store_commits_between_two_scrapes() -> None:
     assert quantiles_between(before, after, COMMIT_BUCKETS) == (100, 10.0, 98.2)
     assert quantiles_between({}, before, COMMIT_BUCKETS) == (10, 550.0, 991.0)
     assert quantiles_between(after, after, COMMIT_BUCKETS) == (0, None, None)  # not NaN
+
+
+def test_hollow_processes_are_at_most_two_a_cpu() -> None:
+    """250 nodes a process up to two processes a CPU; more nodes a process beyond."""
+    assert nodes_per_process(1000, 2) == 250  # four processes
+    assert nodes_per_process(100, 2) == 250  # one
+    assert nodes_per_process(5000, 2) == 1250  # four, not twenty
+    assert nodes_per_process(5001, 2) == 1251  # still four: the last one a node short
+    assert nodes_per_process(5000, 16) == 250  # twenty processes on sixteen CPUs
