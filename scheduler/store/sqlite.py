@@ -120,9 +120,9 @@ class _SqliteWatch:
 # The decoded objects of its events (`KV.obj`, a tree of a few dozen tracked objects per
 # pod) are kept only for the last DECODED_COMMITS commits, which is as far behind as the
 # in-process watchers (the cluster view) are: kept for all 100,000 events, versions long
-# replaced held most of the scheduler's heap, which the garbage collector traversed
-# again and again (docs/benchmarks.md, session 11). `decode` decodes a released version
-# again for the rare reader further behind.
+# replaced held a tenth of the scheduler's memory at 10,000 pods, more with churn
+# (docs/benchmarks.md, session 11). `decode` decodes a released version again for the
+# rare reader further behind.
 DECODED_COMMITS = 2
 
 
