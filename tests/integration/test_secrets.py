@@ -123,7 +123,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[SchedulerProcess, Agent, Path]]:
         ],
     )
     sched.ssl_context = client_context(str(pki / "ca.crt"))
-    sched.start()
+    # The image first: a setup that fails there (no busybox-static) leaves nothing running.
     state = tmp_path / "agent" / "state"
     state.mkdir(parents=True)
     layout = write_oci_layout(
@@ -134,6 +134,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[SchedulerProcess, Agent, Path]]:
          str(state / "images")],
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
+    sched.start()
     agent = Agent(sched, state, f"corral-secrets-{os.getpid()}")
     write_agent_config(agent.config)
     try:
