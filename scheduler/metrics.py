@@ -285,9 +285,10 @@ class GcPauseHook:
     this process, a histogram per generation (Go's `go_gc_duration_seconds`, which
     prometheus-client has no counterpart of for Python).
 
-    The scheduler keeps every object in memory, so a collection of an old generation
-    traverses much of the heap and stalls the API and the agent links for as long
-    (seconds, with tens of thousands of pods: docs/benchmarks.md). Recorded by a
+    The scheduler keeps every object in memory: a collection that traversed it would
+    stall the API and the agent links for seconds with tens of thousands of pods, which
+    is why what survives a young collection is frozen (`common/heap.py`); this says
+    whether that holds. Recorded by a
     `gc.callbacks` hook, which runs on whichever thread allocated, in the middle of any
     allocation: so into a `PlainHistogram` (no lock, no prometheus child, which takes
     one). CPython runs one collection at a time, so a pause's start and stop pair up and
