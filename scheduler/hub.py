@@ -148,6 +148,22 @@ class AgentSession:
             self.changed.set()
 
 
+def forget_link_error(ws: web.WebSocketResponse) -> None:
+    """Drop the tracebacks of the error that ended a link, which the response keeps
+    (`exception()`): aiohttp's `close()` stores what it raised on a link the peer reset,
+    and its traceback holds the frame of that `close()`, which holds the response. The
+    cycle (the response, its request, protocol, transport, the error's frames: about
+    12 KiB) is left for good once it has outlived a young collection (common/heap.py),
+    so every agent that went away without a clean close was kept. Without the
+    tracebacks, reference counting frees it all when the handler returns."""
+    error = ws.exception()
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:  # and the errors it was raised in
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__context__
+
+
 class Hub:
     def __init__(self, ctx: Context, join_token: str) -> None:
         self._config = ctx.config
@@ -225,6 +241,7 @@ class Hub:
             if session is not None:
                 await self._end_session(session)
             await ws.close()
+            forget_link_error(ws)
         return ws
 
     async def _read_hello(

@@ -1,0 +1,81 @@
+"""Agents that go away without closing their link (killed: the socket reset) leave nothing
+behind that only a full garbage collection could free.
+
+The scheduler's collector settings (common/heap.py) never collect the old objects of a
+long-lived link, so a reference cycle left by a dead link stays for good: aiohttp keeps
+the error its `close()` raised, whose traceback holds the response. The scheduler runs
+in this process (a real aiohttp server, control plane and store), the agents in a
+`agent.hollow` process killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from scheduler.api.app import create_app
+from scheduler.api.common import CONTROL_PLANE
+from scheduler.config import SchedulerConfig
+from tests.conftest import ROOT
+
+NODES = 5
+TOKEN = "link-reset-join-token"
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    try:
+        async with asyncio.timeout(30):
+            while True:  # polled: the hub has no event for these
+                if condition():
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def cyclic_garbage_of(kind: type) -> list[object]:
+    """The objects of `kind` that only the cyclic collector could free, now."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return [o for o in gc.garbage if isinstance(o, kind)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+async def test_killed_agents_links_are_freed_without_the_cyclic_collector(
+    tmp_path: Path,
+) -> None:
+    config = SchedulerConfig(state_dir=str(tmp_path / "state"), join_token=TOKEN)
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    hub = app[CONTROL_PLANE].hub
+    cyclic_garbage_of(object)  # whatever the setup left, out of the way
+    hollow = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "agent.hollow", "--server", f"http://127.0.0.1:{port}"),
+        *("--token", TOKEN, "--nodes", str(NODES), "--ramp-seconds", "0"),
+        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await until(lambda: len(hub.sessions) == NODES, "every hollow node's link")
+        hollow.send_signal(signal.SIGKILL)
+        await hollow.wait()
+        await until(lambda: not hub.sessions, "every link to end")
+        await asyncio.sleep(0.2)  # the handlers return after their sessions end
+        assert cyclic_garbage_of(web.WebSocketResponse) == []
+    finally:
+        if hollow.returncode is None:
+            hollow.kill()
+            await hollow.wait()
+        await runner.cleanup()
