@@ -153,7 +153,7 @@ def forget_link_error(ws: web.WebSocketResponse) -> None:
     (`exception()`): aiohttp's `close()` stores what it raised on a link the peer reset,
     and its traceback holds the frame of that `close()`, which holds the response. The
     cycle (the response, its request, protocol, transport, the error's frames: about
-    12 KiB) is left for good once it has outlived a young collection (common/heap.py),
+    13 KiB) is left for good once it has outlived a young collection (common/heap.py),
     so every agent that went away without a clean close was kept. Without the
     tracebacks, reference counting frees it all when the handler returns."""
     error = ws.exception()
