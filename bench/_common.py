@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import signal
+import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -149,6 +150,18 @@ def rss_pss_mib(pid: int) -> tuple[float, float]:
 
 
 # --- cleanup ------------------------------------------------------------------------------
+
+
+def stop_process(proc: subprocess.Popen[Any] | None, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class Cleanup:

@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil
 
-from bench._common import MIB, BenchError, emit, note
+from bench._common import MIB, BenchError, Cleanup, emit, note, run_bench, stop_process
 from bench.placement import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,42 +72,36 @@ def until(condition: Callable[[], bool], what: str, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace, cleanup: Cleanup) -> None:
     port = free_port()
     api = Api(f"http://127.0.0.1:{port}")
-    with tempfile.TemporaryDirectory(prefix="corral-churn-") as tmp:
-        scheduler = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.main", "--listen", f"127.0.0.1:{port}",
-             "--state-dir", tmp, "--join-token", JOIN_TOKEN, "--admin-token", ADMIN_TOKEN],
+    tmp = tempfile.TemporaryDirectory(prefix="corral-churn-")
+    cleanup.push("temporary directory", tmp.cleanup)
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.main", "--listen", f"127.0.0.1:{port}",
+         "--state-dir", tmp.name, "--join-token", JOIN_TOKEN, "--admin-token", ADMIN_TOKEN],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    cleanup.push("scheduler", lambda: stop_process(scheduler, 30))
+    until(lambda: api.connected() >= 0, "the scheduler", 30)
+    rss: list[float] = []
+    for wave in range(args.waves):
+        prefix = f"w{wave}"
+        hollow = subprocess.Popen(
+            [sys.executable, "-m", "agent.hollow", "--server", api.base,
+             "--token", JOIN_TOKEN, "--nodes", str(args.nodes), "--name-prefix", prefix],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        rss: list[float] = []
         try:
-            until(lambda: api.connected() >= 0, "the scheduler", 30)
-            for wave in range(args.waves):
-                prefix = f"w{wave}"
-                hollow = subprocess.Popen(
-                    [sys.executable, "-m", "agent.hollow", "--server", api.base,
-                     "--token", JOIN_TOKEN, "--nodes", str(args.nodes), "--name-prefix", prefix],
-                    cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
-                try:
-                    until(lambda: api.connected() >= args.nodes, "the wave's links", 120)
-                finally:
-                    hollow.send_signal(signal.SIGKILL)
-                    hollow.wait()
-                until(lambda: api.connected() == 0, "the links to end", 120)
-                for i in range(args.nodes):
-                    api.call("DELETE", f"/api/v1/nodes/{prefix}-{i:04d}")
-                rss.append(round(psutil.Process(scheduler.pid).memory_info().rss / MIB, 1))
-                note(f"wave {wave + 1}/{args.waves}: scheduler RSS {rss[-1]} MiB")
+            until(lambda: api.connected() >= args.nodes, "the wave's links", 120)
         finally:
-            scheduler.send_signal(signal.SIGTERM)
-            try:
-                scheduler.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                scheduler.kill()
-                scheduler.wait()
+            hollow.send_signal(signal.SIGKILL)  # the links reset, as when a machine dies
+            hollow.wait()
+        until(lambda: api.connected() == 0, "the links to end", 120)
+        for i in range(args.nodes):
+            api.call("DELETE", f"/api/v1/nodes/{prefix}-{i:04d}")
+        rss.append(round(psutil.Process(scheduler.pid).memory_info().rss / MIB, 1))
+        note(f"wave {wave + 1}/{args.waves}: scheduler RSS {rss[-1]} MiB")
     emit("link_churn.rss", "MiB", values=rss, nodes=args.nodes)
     emit("link_churn.growth", "KiB/node", value=growth_kib_per_node(rss, args.nodes))
 
@@ -119,12 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.waves < 2 or args.nodes < 1:
         parser.error("--waves must be at least 2 and --nodes at least 1")
-    try:
-        run(args)
-    except BenchError as exc:
-        print(f"bench.link_churn: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_bench(run, args)
 
 
 if __name__ == "__main__":

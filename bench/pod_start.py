@@ -90,6 +90,7 @@ from bench._common import (
     rss_pss_mib,
     run_bench,
     smaps_rollup,
+    stop_process,
 )
 from common.models import Pod
 from tests.imagebuild import BusyboxMissing, build_busybox_rootfs, dir_tar, write_oci_layout
@@ -912,17 +913,6 @@ class PodWatch:
         self.conn.close()
 
 
-def _stop(proc: subprocess.Popen[Any] | None, timeout: float) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 class Cluster:
     """`corral-scheduler` and one `corral-agent` (real processes), a pod API client."""
 
@@ -946,7 +936,7 @@ class Cluster:
             text=True,
         )
         log.close()
-        cleanup.push("scheduler", lambda: _stop(self.scheduler, 15))
+        cleanup.push("scheduler", lambda: stop_process(self.scheduler, 15))
         assert self.scheduler.stdout is not None
         line = self.scheduler.stdout.readline()  # "corral-scheduler listening on http://H:P"
         if "listening on" not in line:
@@ -1019,7 +1009,7 @@ class Cluster:
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
     def _stop_agent(self) -> None:
-        _stop(self.agent, 60)  # --stop-pods-on-exit: it stops what still runs
+        stop_process(self.agent, 60)  # --stop-pods-on-exit: it stops what still runs
         for record in self.agent_state.glob("pods/*/containers/*/monitor.pid"):
             with contextlib.suppress(OSError, ValueError, KeyError):
                 mon = json.loads(record.read_text())
