@@ -72,7 +72,9 @@ async def test_killed_agents_links_are_freed_without_the_cyclic_collector(
         hollow.send_signal(signal.SIGKILL)
         await hollow.wait()
         await until(lambda: not hub.sessions, "every link to end")
-        await asyncio.sleep(0.2)  # the handlers return after their sessions end
+        server = runner.server
+        assert server is not None
+        await until(lambda: not server.connections, "the links' handlers to return")
         assert cyclic_garbage_of(web.WebSocketResponse) == []
     finally:
         if hollow.returncode is None:
