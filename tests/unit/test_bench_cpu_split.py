@@ -7,10 +7,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 from bench import cpu_split
 from bench.cpu_split import Sample
+from tests.conftest import wait_for
 
 TICK = cpu_split.TICK
 
@@ -92,11 +94,14 @@ def test_metric_lines() -> None:
 def children() -> Iterator[list[subprocess.Popen[bytes]]]:
     """Processes with the command lines of a scheduler, a hollow agent and a bystander."""
     sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
-    procs = [
-        subprocess.Popen([*sleep, "-m", "scheduler.main", "--listen", "127.0.0.1:1"]),
-        subprocess.Popen([*sleep, "-m", "agent.hollow", "--server", "x"]),
-        subprocess.Popen([*sleep, "scheduler.main"]),  # no --listen: not the scheduler
+    argvs = [
+        [*sleep, "-m", "scheduler.main", "--listen", "127.0.0.1:1"],
+        [*sleep, "-m", "agent.hollow", "--server", "x"],
+        [*sleep, "scheduler.main"],  # no --listen: not the scheduler
     ]
+    procs = [subprocess.Popen(argv) for argv in argvs]
+    # Until a child has exec'd, its command line is still this process's.
+    wait_for(lambda: [psutil.Process(p.pid).cmdline() for p in procs] == argvs)
     yield procs
     for proc in procs:
         proc.kill()
