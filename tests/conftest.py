@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -50,6 +51,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: floa
             last_exc = exc
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last error: {last_exc!r})")
+
+
+async def wait_until(
+    predicate: Callable[[], Any], within: float = 15.0, interval: float = 0.05
+) -> Any:
+    """`wait_for` in async tests: polls without blocking the event loop."""
+    try:
+        async with asyncio.timeout(within):
+            while True:  # polled: the conditions tests wait on have no event of their own
+                if value := predicate():
+                    return value
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        raise AssertionError(f"condition not met within {within}s") from None
 
 
 class ApiResponse:

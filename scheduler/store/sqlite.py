@@ -148,7 +148,7 @@ class SqliteStore:
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._history: deque[Event] = deque(maxlen=history)
-        self._decoded: deque[builtins.list[Event]] = deque()  # the last commits' events
+        self._decoded: deque[builtins.list[_Pending]] = deque()  # the last commits' writes
         # Watches must start at or after this revision: events of it and before
         # have (at least partly) left the history, or predate this process.
         self._compacted = 0
@@ -382,7 +382,6 @@ class SqliteStore:
         # leaves the set meanwhile, and ignores what it is pushed after that.
         watchers = list(self._watchers)
         maxlen = history.maxlen
-        published: builtins.list[Event] = []
         for pending in batch:
             kvs: builtins.list[KV] = []
             for ev in pending.events:
@@ -402,7 +401,6 @@ class SqliteStore:
                 elif len(history) == maxlen:
                     self._compacted = history[0].revision
                 history.append(ev)
-                published.append(ev)
                 for watcher in watchers:
                     if key.startswith(watcher.prefix):
                         watcher.push(ev)
@@ -410,10 +408,11 @@ class SqliteStore:
             if not pending.future.done():
                 pending.future.set_result(kvs)
         if maxlen:
-            self._decoded.append(published)
+            self._decoded.append(batch)
             if len(self._decoded) > DECODED_COMMITS:
-                for ev in self._decoded.popleft():
-                    _release_replaced(ev, committed)
+                for pending in self._decoded.popleft():
+                    for ev in pending.events:
+                        _release_replaced(ev, committed)
 
     def watch(
         self, prefix: str, start_revision: int, *, max_backlog: int = 100_000

@@ -14,7 +14,6 @@ import asyncio
 import gc
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -22,21 +21,10 @@ from aiohttp import web
 from scheduler.api.app import create_app
 from scheduler.api.common import CONTROL_PLANE
 from scheduler.config import SchedulerConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_until
 
 NODES = 5
 TOKEN = "link-reset-join-token"
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(30):
-            while True:  # polled: the hub has no event for these
-                if condition():
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 def cyclic_garbage_of(kind: type) -> list[object]:
@@ -68,13 +56,13 @@ async def test_killed_agents_links_are_freed_without_the_cyclic_collector(
         cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        await until(lambda: len(hub.sessions) == NODES, "every hollow node's link")
+        await wait_until(lambda: len(hub.sessions) == NODES, 30)
         hollow.send_signal(signal.SIGKILL)
         await hollow.wait()
-        await until(lambda: not hub.sessions, "every link to end")
+        await wait_until(lambda: not hub.sessions, 30)  # every link ended
         server = runner.server
         assert server is not None
-        await until(lambda: not server.connections, "the links' handlers to return")
+        await wait_until(lambda: not server.connections, 30)  # their handlers returned
         assert cyclic_garbage_of(web.WebSocketResponse) == []
     finally:
         if hollow.returncode is None:
