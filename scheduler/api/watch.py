@@ -81,12 +81,26 @@ def _error_line(message: str) -> bytes:
 def event_type(kind: str, kv: KV, prev: KV | None, keep: Keep | None) -> str | None:
     """What a store event is to a watcher with this filter (None: nothing to send)."""
     if kind == "DELETE":
-        return "DELETED" if keep is None or keep(kv) else None
-    now = keep is None or keep(kv)
-    before = prev is not None and (keep is None or keep(prev))
+        return "DELETED" if keep is None or _kept(keep, kv) else None
+    now = keep is None or _kept(keep, kv)
+    before = prev is not None and (keep is None or _kept(keep, prev))
     if now:
         return "MODIFIED" if before else "ADDED"
     return "DELETED" if before else None
+
+
+def _kept(keep: Keep, kv: KV) -> bool:
+    """`keep(kv)` for a version from the store's history, leaving it as undecoded as it
+    was. Filters decode what they test (`decode` caches the object on the KV), and the
+    store releases the decoded objects of replaced versions (store/sqlite.py,
+    DECODED_COMMITS): cached again, each version a watch replayed or lagged behind on
+    would keep its decoded tree until it left the history."""
+    cached = kv.obj is not None
+    try:
+        return keep(kv)
+    finally:
+        if not cached:
+            kv.obj = None
 
 
 async def serve_watch(request: web.Request, prefix: str, keep: Keep | None) -> web.StreamResponse:

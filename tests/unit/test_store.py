@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from common.models import Pod
+from scheduler.api.watch import event_type
+from scheduler.objects import PODS, decode, encode, pod_key
 from scheduler.store import (
     KV,
     Compacted,
@@ -462,6 +465,36 @@ async def test_history_keeps_decoded_objects_of_recent_commits_only(store: Sqlit
         ("PUT", "a", b"2"),
         ("DELETE", "b", b"1"),
     ]
+
+
+async def test_a_filtered_watch_leaves_released_versions_undecoded(store: SqliteStore) -> None:
+    """A watch with a selector that replays history decodes the versions the store
+    released to test them, and leaves them released (cached again, each would stay
+    decoded until it left the history)."""
+    pods = [
+        Pod.model_validate(
+            {
+                "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "app", "image": f"web:{i}"}]},
+            }
+        )
+        for i in range(2)
+    ]
+    key = pod_key("default", "web")
+    await store.put(key, encode(pods[0]), obj=pods[0])
+    await store.put(key, encode(pods[1]), obj=pods[1])
+    for i in range(DECODED_COMMITS):
+        await store.put(f"other{i}", b"x", obj=object())
+    replay = await _take(store.watch(PODS, 0), 2)
+    assert replay[0].kv.obj is None and replay[1].kv.obj is pods[1]  # released; current
+
+    def web(kv: KV) -> bool:
+        return decode(kv, Pod).metadata.labels.get("app") == "web"
+
+    types = [event_type(e.type, e.kv, e.prev, web) for e in replay]
+    assert types == ["ADDED", "MODIFIED"]
+    assert replay[0].kv.obj is None  # tested, and left as the store released it
+    assert replay[1].kv.obj is pods[1]  # the current version keeps its decoded object
 
 
 async def test_close_ends_watches(db_path: Path) -> None:
