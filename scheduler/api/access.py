@@ -31,7 +31,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HEADER = "X-Request-Id"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _SECRET_PARAMS = frozenset({"token", "access_token"})
-REQUEST_ID_KEY = "corral_request_id"
+REQUEST_ID_KEY: web.RequestKey[str] = web.RequestKey("corral_request_id", str)
 
 
 def safe_query(request: web.Request) -> str:
