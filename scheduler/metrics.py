@@ -150,8 +150,10 @@ class SchedulerMetrics:
         store.on_commit = commit_seconds.observe
 
     def exposition(self, names: Sequence[str] = ()) -> bytes:
-        """The Prometheus text (format 0.0.4) of every family, or only of the families in
-        `names` (`/metrics?name[]=...`, as prometheus-client's own exposition has it)."""
+        """The Prometheus text (format 0.0.4) of every family, or only the samples named in
+        `names` (`/metrics?name[]=...`). As in prometheus-client's own exposition, these are
+        sample names: a counter's `corral_binds_total`, a histogram's `..._bucket`, `..._sum`
+        and `..._count` (its family name alone matches nothing)."""
         registry = self.registry.restricted_registry(names) if names else self.registry
         text = generate_latest(registry)
         if self._cluster is not None and (not names or HEARTBEAT_AGE in names):

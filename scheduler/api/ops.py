@@ -105,7 +105,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text. `?name[]=A&name[]=B` restricts it to those metric families, as
+    """Prometheus text. `?name[]=A&name[]=B` restricts it to the samples so named, as
     prometheus-client's own exposition does (`SchedulerMetrics.exposition`)."""
     data = plane(request).metrics.exposition(request.query.getall("name[]", []))
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})

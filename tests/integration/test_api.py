@@ -200,7 +200,7 @@ def test_operations_endpoints(scheduler: SchedulerProcess) -> None:
         'corral_http_request_duration_seconds_count{method="GET"}',
     ):
         assert name in text, name
-    # `name[]` restricts a scrape to those families, as prometheus-client's exposition does.
+    # `name[]` restricts a scrape to the samples named, as prometheus-client's exposition does.
     query = "/metrics?name[]=corral_binds_total&name[]=corral_connected_agents"
     only = scheduler.request("GET", query).body.decode()
     families = {line.split()[2] for line in only.splitlines() if line.startswith("# TYPE")}

@@ -1,5 +1,5 @@
 """The scheduler's Prometheus exposition: every family parses, the per-node heartbeat ages
-included, and `?name[]=` restricts a scrape to the families named."""
+included, and `?name[]=` restricts a scrape to the samples named."""
 
 from __future__ import annotations
 
@@ -69,14 +69,20 @@ def test_node_label_values_are_escaped() -> None:
     assert [s.labels["node"] for s in families[HEARTBEAT_AGE]] == [odd]
 
 
-def test_name_restricts_the_families() -> None:
-    """`name[]` keeps only the families named, the per-node one as the others."""
+def test_name_restricts_the_samples() -> None:
+    """`name[]` keeps only the samples named, the per-node one as the others. They are
+    sample names, as prometheus-client's exposition matches them: a counter's `_total`, a
+    histogram's `_sum`, and its family name matches nothing."""
     metrics = _metrics(["a", "b"])
     only = _families(metrics.exposition(["corral_connected_agents"]))
     assert set(only) == {"corral_connected_agents"}
     ages = _families(metrics.exposition([HEARTBEAT_AGE, "corral_binds_total"]))
     assert set(ages) == {HEARTBEAT_AGE, "corral_binds"}
     assert len(ages[HEARTBEAT_AGE]) == 2
+    latency = "corral_scheduling_latency_seconds"
+    assert _families(metrics.exposition([latency])) == {}
+    sums = _families(metrics.exposition([f"{latency}_sum"]))
+    assert [s.name for s in sums[latency]] == [f"{latency}_sum"]
 
 
 def test_agent_frames_are_exported_as_a_counter() -> None:
