@@ -30,6 +30,21 @@ def tune_gc_for_large_heap() -> None:
         gc.callbacks.append(_freeze_survivors)
 
 
+def drop_tracebacks(error: BaseException | None) -> None:
+    """Drop the tracebacks of `error` and of the errors it was raised in.
+
+    For an error that something reachable from its own traceback keeps: the traceback
+    holds the frames it passed through, their locals hold that something, and the cycle
+    is left for good once it has outlived a young collection (see above). Without the
+    tracebacks, reference counting frees it all.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__context__
+
+
 def _freeze_survivors(phase: str, info: dict[str, Any]) -> None:
     if phase == "stop" and info["generation"] == 0:
         gc.freeze()

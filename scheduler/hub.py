@@ -30,6 +30,7 @@ from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
 from common import protocol
+from common.heap import drop_tracebacks
 from common.models import (
     Node,
     NodeCondition,
@@ -156,12 +157,7 @@ def forget_link_error(ws: web.WebSocketResponse) -> None:
     13 KiB) is left for good once it has outlived a young collection (common/heap.py),
     so every agent that went away without a clean close was kept. Without the
     tracebacks, reference counting frees it all when the handler returns."""
-    error = ws.exception()
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:  # and the errors it was raised in
-        seen.add(id(error))
-        error.__traceback__ = None
-        error = error.__context__
+    drop_tracebacks(ws.exception())
 
 
 class Hub:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from common.heap import drop_tracebacks
 from scheduler.api import (
     access,
     events,
@@ -89,6 +90,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         error = kind(message) if kind else ApiError(message)
         error.code = exc.status
         response = _error_response(error)
+        # The router's 404 and 405 are kept on the request (`match_info`), and their
+        # traceback holds the frames that hold the request: a cycle per unknown path or
+        # wrong method, never freed once a young collection has seen it (common/heap.py).
+        drop_tracebacks(exc)
     except Exception:
         _LOGGER.exception("unhandled error in %s %s", request.method, request.path)
         response = _error_response(ApiError("internal error; see the scheduler log"))
