@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -56,15 +57,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: floa
 async def wait_until(
     predicate: Callable[[], Any], within: float = 15.0, interval: float = 0.05
 ) -> Any:
-    """`wait_for` in async tests: polls without blocking the event loop."""
+    """`wait_for` in async tests: polls without blocking the event loop. `predicate` may
+    return an awaitable (an async probe, such as an API call), which is awaited each time."""
+    last: Any = None
+    deadline = asyncio.timeout(within)
     try:
-        async with asyncio.timeout(within):
+        async with deadline:
             while True:  # polled: the conditions tests wait on have no event of their own
-                if value := predicate():
+                value = predicate()
+                if inspect.isawaitable(value):
+                    value = await value
+                if value:
                     return value
+                last = value
                 await asyncio.sleep(interval)
     except TimeoutError:
-        raise AssertionError(f"condition not met within {within}s") from None
+        if not deadline.expired():
+            raise  # the predicate's own timeout (a request's), not ours
+        raise AssertionError(f"condition not met within {within}s; last value {last!r}") from None
 
 
 class ApiResponse:

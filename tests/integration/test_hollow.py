@@ -23,6 +23,7 @@ from tests.conftest import (
     SchedulerProcess,
     ready_nodes,
     wait_for,
+    wait_until,
 )
 
 pytestmark = pytest.mark.slow
@@ -44,17 +45,6 @@ def pod_manifest(name: str, restart_policy: str = "Always") -> dict[str, Any]:
             ],
         },
     }
-
-
-async def eventually(probe: Callable[[], Awaitable[Any]], seconds: float = 15.0) -> Any:
-    """Await `probe()` until it returns something truthy; fail after `seconds`."""
-    last: Any = None
-    for _ in range(int(seconds / 0.05)):
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not true within {seconds}s; last value {last!r}")
 
 
 class Api:
@@ -101,11 +91,11 @@ async def test_nodes_join_and_run_then_delete_a_pod(
     async with HollowCluster(bare_scheduler.url, TOKEN, 3, prefix="it") as cluster:
         await cluster.wait_connected(15)
         names = {"it-0000", "it-0001", "it-0002"}
-        await eventually(lambda: _equals(api.ready_nodes(), names))
+        await wait_until(lambda: _equals(api.ready_nodes(), names))
 
         status, _ = await api.call("POST", "/api/v1/namespaces/default/pods", pod_manifest("web"))
         assert status == 201
-        pod = await eventually(lambda: _when(api.pod("web"), running))
+        pod = await wait_until(lambda: _when(api.pod("web"), running))
         node_name = pod["spec"]["nodeName"]
         assert node_name in names
         container = pod["status"]["containerStatuses"][0]
@@ -115,7 +105,7 @@ async def test_nodes_join_and_run_then_delete_a_pod(
 
         status, _ = await api.call("DELETE", "/api/v1/namespaces/default/pods/web")
         assert status == 200
-        await eventually(lambda: _is_none(api.pod("web")))  # removed once the node said stopped
+        await wait_until(lambda: _is_none(api.pod("web")))  # removed once the node said stopped
         assert node.pods == {}
 
 
@@ -126,17 +116,17 @@ async def test_nodes_resync_after_a_scheduler_restart(
     async with HollowCluster(bare_scheduler.url, TOKEN, 2, prefix="rs") as cluster:
         await cluster.wait_connected(15)
         await api.call("POST", "/api/v1/namespaces/default/pods", pod_manifest("keep"))
-        before = await eventually(lambda: _when(api.pod("keep"), running))
+        before = await wait_until(lambda: _when(api.pod("keep"), running))
 
         await asyncio.to_thread(bare_scheduler.kill, signal.SIGKILL)
         if bare_scheduler.proc is not None and bare_scheduler.proc.stdout is not None:
             bare_scheduler.proc.stdout.close()  # start() below opens a new process and pipe
-        await eventually(lambda: _async(not any(n.connected.is_set() for n in cluster.nodes)))
+        await wait_until(lambda: not any(n.connected.is_set() for n in cluster.nodes))
         await asyncio.to_thread(bare_scheduler.start)  # same port, same state directory
         await cluster.wait_connected(20)
         assert all(n.connects == 2 for n in cluster.nodes)
 
-        after = await eventually(lambda: _when(api.pod("keep"), running))
+        after = await wait_until(lambda: _when(api.pod("keep"), running))
         assert after["metadata"]["uid"] == before["metadata"]["uid"]
         assert after["spec"]["nodeName"] == before["spec"]["nodeName"]
         owner = next(n for n in cluster.nodes if n.name == after["spec"]["nodeName"])
@@ -151,7 +141,7 @@ async def test_crash_injection_is_reported(bare_scheduler: SchedulerProcess, api
         await api.call("POST", "/api/v1/namespaces/default/pods", pod_manifest("once", "Never"))
         await api.call("POST", "/api/v1/namespaces/default/pods", pod_manifest("loop"))
 
-        failed = await eventually(
+        failed = await wait_until(
             lambda: _when(api.pod("once"), lambda p: p["status"].get("phase") == "Failed")
         )
         terminated = failed["status"]["containerStatuses"][0]["state"]["terminated"]
@@ -161,7 +151,7 @@ async def test_crash_injection_is_reported(bare_scheduler: SchedulerProcess, api
             statuses = (pod or {}).get("status", {}).get("containerStatuses") or [{}]
             return running(pod) and statuses[0].get("restartCount", 0) >= 1
 
-        looping = await eventually(lambda: _when(api.pod("loop"), restarted))
+        looping = await wait_until(lambda: _when(api.pod("loop"), restarted))
         last = looping["status"]["containerStatuses"][0]["lastState"]["terminated"]
         assert (last["exitCode"], last["reason"]) == (1, "Error")
 
@@ -192,7 +182,3 @@ async def _when(value: Awaitable[Any], predicate: Callable[[Any], bool]) -> Any:
 
 async def _is_none(value: Awaitable[Any]) -> bool:
     return await value is None
-
-
-async def _async(value: Any) -> Any:
-    return value

@@ -28,6 +28,7 @@ from agent.runtime.native.images import ImageStore
 from agent.runtime.native.monitor import proc_start_time
 from agent.runtime.native.runtime import NativeRuntime
 from common.models import Pod
+from tests.conftest import wait_until
 from tests.imagebuild import (
     check_root_marker,
 )
@@ -128,18 +129,6 @@ def uid(pod: Pod) -> str:
     return pod.metadata.uid
 
 
-async def until(predicate: Callable[[], Any], within: float = 10.0) -> Any:
-    """Poll `predicate` until truthy; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(0.02)
-
-
 def pids_of(runtime: NativeRuntime, pod: Pod) -> list[int]:
     """Monitor and init pids recorded for the pod's containers."""
     pids = []
@@ -186,7 +175,7 @@ async def assert_pod_gone(runtime: NativeRuntime, pod_uid: str, pids: list[int])
     """Nothing of the pod remains: mounts, cgroups, processes, state and log directories."""
     assert leftovers(runtime, pod_uid) == []
     # Exited monitors are re-parented to init, which reaps them a moment later.
-    await until(lambda: all(proc_start_time(pid) is None for pid in pids), within=5)
+    await wait_until(lambda: all(proc_start_time(pid) is None for pid in pids), within=5)
 
 
 async def remove_and_check(runtime: NativeRuntime, pod: Pod) -> None:
@@ -235,8 +224,8 @@ async def test_containers_of_a_pod_share_network_but_not_pids(runtime: NativeRun
         lines = log_text(runtime, pod, name)
         return dict(line.split("=", 1) for line in lines) if len(lines) == 6 else {}
 
-    a = await until(lambda: seen("a"))
-    b = await until(lambda: seen("b"))
+    a = await wait_until(lambda: seen("a"), within=10)
+    b = await wait_until(lambda: seen("b"), within=10)
     assert a["self"] == b["self"] == "1"
     for ns in ("net", "uts", "ipc"):
         assert a[ns] == b[ns], ns
@@ -397,7 +386,9 @@ async def test_fork_bomb_is_held_by_the_pids_limit(make_runtime: Factory) -> Non
     assert any("can't fork" in line for line in log_text(runtime, pod, "spawner"))
     assert "100" not in log_text(runtime, pod, "spawner")  # ...before its 100th sleep
     assert pids_events(runtime, cgroup, f"{cgroup}/spawner") > 0  # refused by the limit
-    await until(lambda: runtime.cgroups.procs(f"{cgroup}/spawner") == [])  # died with PID 1
+    await wait_until(  # died with PID 1
+        lambda: runtime.cgroups.procs(f"{cgroup}/spawner") == [], within=10
+    )
 
     await runtime.start_container(pod, "bomb")
     try:  # the bomb may burn out against the limit, or keep pushing: then we stop it
@@ -417,7 +408,7 @@ async def test_cpu_limit_holds_a_burner_to_half_a_core(runtime: NativeRuntime) -
     pod = make_pod("cpu", sh("burn", "while :; do :; done", resources={"limits": {"cpu": "500m"}}))
     await run_pod(runtime, pod)
     cgroup = f"pod-{uid(pod)}/burn"
-    await until(lambda: runtime.cgroups.stats(cgroup).cpu_usage_ns > 50_000_000)
+    await wait_until(lambda: runtime.cgroups.stats(cgroup).cpu_usage_ns > 50_000_000, within=10)
     before, t0 = runtime.cgroups.stats(cgroup).cpu_usage_ns, time.monotonic()
     await asyncio.sleep(2.0)  # the measurement window, not a wait for a condition
     after, t1 = runtime.cgroups.stats(cgroup).cpu_usage_ns, time.monotonic()
@@ -461,8 +452,8 @@ async def test_graceful_stop_and_kill_after_grace(runtime: NativeRuntime) -> Non
     stubborn = sh("stubborn", "trap '' TERM; echo ready; while :; do sleep 0.1; done")
     pod = make_pod("stop", polite, stubborn)
     await run_pod(runtime, pod)
-    await until(lambda: log_text(runtime, pod, "polite") == ["ready"])
-    await until(lambda: log_text(runtime, pod, "stubborn") == ["ready"])
+    await wait_until(lambda: log_text(runtime, pod, "polite") == ["ready"], within=10)
+    await wait_until(lambda: log_text(runtime, pod, "stubborn") == ["ready"], within=10)
 
     started = time.monotonic()
     exit = await runtime.stop_container(uid(pod), "polite", 10)
@@ -546,11 +537,11 @@ async def test_containers_survive_kill_9_of_the_runtime(
     first.kill()
     first.wait()
     with_server = ready["forkserver"]
-    await until(lambda: proc_start_time(with_server) is None, within=5)  # it left on EOF
+    await wait_until(lambda: proc_start_time(with_server) is None, within=5)  # it left on EOF
     assert proc_start_time(init["pid"]) == init["start"], "the container died with the runtime"
     # The short one exits while no runtime runs; its monitor records the exit.
     exit_file = runtime.container_dir(uid(short), "c") / "exit.json"
-    await until(exit_file.exists, within=10)
+    await wait_until(exit_file.exists, within=10)
 
     second = _child(runtime, images, "recover")
     out, _ = await asyncio.to_thread(second.communicate, "", 30)
@@ -596,7 +587,7 @@ async def test_monitor_killed_reports_monitor_lost(runtime: NativeRuntime) -> No
     os.kill(monitor["pid"], signal.SIGKILL)
     exit = await asyncio.wait_for(runtime.wait_container(uid(pod), "c"), 5)
     assert (exit.exit_code, exit.reason, exit.message) == (137, "Error", "monitor lost")
-    await until(lambda: proc_start_time(init["pid"]) is None, within=5)  # PDEATHSIG
+    await wait_until(lambda: proc_start_time(init["pid"]) is None, within=5)  # PDEATHSIG
     await remove_and_check(runtime, pod)
 
 

@@ -23,7 +23,7 @@ from agent.runtime.native.images import ImageStore
 from agent.runtime.native.runtime import NativeRuntime
 from agent.supervisor import PodWorker
 from common.models import ContainerStatus, Pod
-from tests.conftest import SchedulerProcess, wait_for
+from tests.conftest import SchedulerProcess, wait_for, wait_until
 from tests.integration.test_agent_e2e import (  # noqa: F401 (fixtures)
     AgentProcess,
     agent,
@@ -120,18 +120,6 @@ def exec_probe(command: str, **fields: Any) -> dict[str, Any]:
     return {"exec": {"command": ["sh", "-c", command]}, "periodSeconds": 1, **fields}
 
 
-async def until(predicate: Callable[[], Any], within: float = 15.0) -> Any:
-    """Poll `predicate` until truthy; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(0.05)
-
-
 async def test_exec_runs_in_the_container_and_is_killed_on_timeout(
     runtime: NativeRuntime,
 ) -> None:
@@ -162,7 +150,7 @@ async def test_exec_runs_in_the_container_and_is_killed_on_timeout(
         )
     assert time.monotonic() - began < 3
     # Only the container's own process is left in its cgroup.
-    await until(lambda: runtime.cgroups.procs(f"pod-{uid}/main") == [info.pid], 5)
+    await wait_until(lambda: runtime.cgroups.procs(f"pod-{uid}/main") == [info.pid], within=5)
     await runtime.remove_pod(uid)
 
 
@@ -184,7 +172,9 @@ async def test_failed_exec_liveness_restarts_the_container(watch: Any) -> None:
         volumes=[{"name": "data", "emptyDir": {}}],
     )
     w = await watch(pod)
-    await until(lambda: w.container().restart_count == 1 and w.container().state.running, 20)
+    await wait_until(
+        lambda: w.container().restart_count == 1 and w.container().state.running, within=20
+    )
     assert ("Warning", "Unhealthy", "Liveness probe failed: exit code 1") in w.events
     assert (
         "Normal",
@@ -194,7 +184,7 @@ async def test_failed_exec_liveness_restarts_the_container(watch: Any) -> None:
     assert w.reasons().count("Killing") == 1
     last = w.container().last_state.terminated
     assert last is not None and last.exit_code == 137  # PID 1 ignores SIGTERM: killed after grace
-    await until(lambda: w.container().ready)
+    await wait_until(lambda: w.container().ready)
 
 
 async def test_http_and_tcp_readiness_follow_the_server(runtime: NativeRuntime, watch: Any) -> None:
@@ -219,25 +209,27 @@ async def test_http_and_tcp_readiness_follow_the_server(runtime: NativeRuntime, 
     )
     w = await watch(pod)
     uid = pod.metadata.uid or ""
-    await until(lambda: w.container("web").state.running and w.container("side").state.running)
+    await wait_until(lambda: w.container("web").state.running and w.container("side").state.running)
 
     def failed(prefix: str) -> bool:
         return any(m.startswith(prefix) for _, r, m in w.events if r == "Unhealthy")
 
     # Both probes ran from inside the pod's network, and found nothing listening.
-    await until(lambda: failed('Readiness probe failed: Get "http://127.0.0.1:8080/index.html"'))
-    await until(
+    await wait_until(
+        lambda: failed('Readiness probe failed: Get "http://127.0.0.1:8080/index.html"')
+    )
+    await wait_until(
         lambda: failed("Readiness probe failed: dial tcp 127.0.0.1:8080: Connection refused")
     )
     assert not w.container("web").ready and not w.container("side").ready
     assert w.condition("Ready") == "False" and w.worker.status().phase == "Running"
 
     await runtime.exec_in_container(uid, "web", ["touch", "/tmp/start"], 5)
-    await until(lambda: w.container("web").ready and w.container("side").ready)
+    await wait_until(lambda: w.container("web").ready and w.container("side").ready)
     assert w.condition("Ready") == "True" and w.condition("ContainersReady") == "True"
 
     await runtime.exec_in_container(uid, "web", ["touch", "/tmp/stop"], 5)
-    await until(lambda: not w.container("web").ready and not w.container("side").ready)
+    await wait_until(lambda: not w.container("web").ready and not w.container("side").ready)
     assert w.condition("Ready") == "False"
     assert all(w.container(c).restart_count == 0 for c in ("web", "side"))
     assert all(w.container(c).state.running for c in ("web", "side"))
@@ -258,10 +250,10 @@ async def test_startup_probe_holds_liveness_back(runtime: NativeRuntime, watch: 
     )
     w = await watch(pod)
     uid = pod.metadata.uid or ""
-    await until(lambda: w.container().state.running)
+    await wait_until(lambda: w.container().state.running)
     assert w.container().started is False and w.container().ready is False
-    await until(lambda: w.container().started)
-    await until(lambda: w.container().ready)
+    await wait_until(lambda: w.container().started)
+    await wait_until(lambda: w.container().ready)
 
     async def liveness_ran() -> bool:
         code, _ = await runtime.exec_in_container(uid, "main", ["test", "-f", "/tmp/live"], 5)
@@ -282,7 +274,7 @@ async def test_startup_probe_failure_kills(watch: Any) -> None:
         restartPolicy="Never",
     )
     w = await watch(pod)
-    await until(lambda: w.container().state.terminated is not None)
+    await wait_until(lambda: w.container().state.terminated is not None)
     assert "Container main failed startup probe, will be restarted" in [m for *_, m in w.events]
     assert w.worker.status().phase == "Failed"
 

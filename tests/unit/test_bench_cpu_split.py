@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -90,33 +91,65 @@ def test_metric_lines() -> None:
         assert cpu_split.metric(line) is None
 
 
+# A stand-in for the benchmark: starts the command lines given as JSON, prints their pids,
+# and when its stdin closes kills them, waits for them and exits. Ignoring SIGCHLD, it
+# leaves no zombie: a child that dies is gone from /proc at once.
+BENCH = """
+import json, signal, subprocess, sys
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+procs = [subprocess.Popen(argv) for argv in json.loads(sys.argv[1])]
+print(json.dumps([p.pid for p in procs]), flush=True)
+sys.stdin.read()
+for p in procs:
+    p.kill()  # skips one already gone (reaped), so never signals a reused pid
+for p in procs:
+    p.wait()
+"""
+
+
 @pytest.fixture
-def children() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes with the command lines of a scheduler, a hollow agent and a bystander."""
+def bench() -> Iterator[tuple[int, list[psutil.Process]]]:
+    """A process of its own stands in for the benchmark, so that what other tests left
+    running under this test process does not count: its pid, and its children with the
+    command lines of a scheduler, a hollow agent and a bystander."""
     sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
     argvs = [
         [*sleep, "-m", "scheduler.main", "--listen", "127.0.0.1:1"],
         [*sleep, "-m", "agent.hollow", "--server", "x"],
         [*sleep, "scheduler.main"],  # no --listen: not the scheduler
     ]
-    procs = [subprocess.Popen(argv) for argv in argvs]
-    # Until a child has exec'd, its command line is still this process's.
-    wait_for(lambda: [psutil.Process(p.pid).cmdline() for p in procs] == argvs)
-    yield procs
-    for proc in procs:
-        proc.kill()
-        proc.wait()
+    parent = subprocess.Popen(
+        [sys.executable, "-c", BENCH, json.dumps(argvs)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdin is not None and parent.stdout is not None
+    try:
+        children = [psutil.Process(pid) for pid in json.loads(parent.stdout.readline())]
+        # Until a child has exec'd, its command line is still the stand-in's.
+        wait_for(lambda: [child.cmdline() for child in children] == argvs)
+        yield parent.pid, children
+    finally:
+        parent.stdin.close()  # it kills its children, waits for them and exits
+        try:
+            parent.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            parent.kill()
+            parent.wait()
+        parent.stdout.close()
 
 
 def test_the_processes_are_found_among_the_children(
-    children: list[subprocess.Popen[bytes]],
+    bench: tuple[int, list[psutil.Process]],
 ) -> None:
-    scheduler, hollow = cpu_split.find_processes(os.getpid())
+    bench_pid, children = bench
+    scheduler, hollow = cpu_split.find_processes(bench_pid)
     assert (scheduler, hollow) == (children[0].pid, [children[1].pid])
     sample = cpu_split.take(os.getpid(), hollow)  # this process stands in for the scheduler
     assert os.getpid() in sample.threads and sample.machine[1] > 0
     children[1].kill()
-    children[1].wait()
+    children[1].wait(timeout=10)  # gone from /proc: the stand-in does not leave a zombie
     with pytest.raises(cpu_split.SplitError, match="exited during the phase"):
         cpu_split.take(os.getpid(), hollow)
 

@@ -42,17 +42,9 @@ from common.protocol import (
     decode,
     encode,
 )
+from tests.conftest import wait_until
 
 TOKEN = "s3cret"
-
-
-async def eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Poll until `predicate()` holds; timers in these tests fire within milliseconds."""
-    for _ in range(int(seconds / 0.005)):
-        if predicate():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not true within {seconds}s")
 
 
 def wire_pod(uid: str, name: str | None = None, restart_policy: str = "Always") -> dict[str, Any]:
@@ -191,7 +183,7 @@ async def test_crash_with_always_restarts() -> None:
     )
     node._apply(1, [pod_json("u1")], [], [], full=True)
     assert node.pods["u1"].state is SimState.RUNNING
-    await eventually(lambda: node.pods["u1"].restart_count >= 2)
+    await wait_until(lambda: node.pods["u1"].restart_count >= 2, within=5)
     status = PodStatus.model_validate(node.pods["u1"].status())
     assert status.phase == "Running"
     container = status.container_statuses[0]
@@ -210,7 +202,7 @@ async def test_crash_with_never_fails() -> None:
         "n", "http://127.0.0.1:1", TOKEN, HollowOptions(crash_rate=1.0, crash_after=0.01)
     )
     node._apply(1, [pod_json("u1", restart_policy="Never")], [], [], full=True)
-    await eventually(lambda: not node.pods["u1"].active)
+    await wait_until(lambda: not node.pods["u1"].active, within=5)
     status = PodStatus.model_validate(node.pods["u1"].status())
     assert status.phase == "Failed"
     terminated = status.container_statuses[0].state.terminated
@@ -234,7 +226,7 @@ async def test_complete_after() -> None:
     """Never pods complete when asked (Succeeded, Completed); Always pods keep running."""
     node = HollowNode("n", "http://127.0.0.1:1", TOKEN, HollowOptions(complete_after=0.01))
     node._apply(1, [pod_json("job", restart_policy="Never"), pod_json("web")], [], [], full=True)
-    await eventually(lambda: not node.pods["job"].active)
+    await wait_until(lambda: not node.pods["job"].active, within=5)
     status = PodStatus.model_validate(node.pods["job"].status())
     assert status.phase == "Succeeded"
     terminated = status.container_statuses[0].state.terminated
@@ -263,7 +255,7 @@ async def test_start_delay_reports_creating_then_running() -> None:
     node = HollowNode("n", "http://127.0.0.1:1", TOKEN, HollowOptions(start_delay=0.02))
     node._apply(1, [pod_json("u1")], [], [], full=True)
     assert node.pods["u1"].state is SimState.CREATING
-    await eventually(lambda: node.pods["u1"].state is not SimState.CREATING)
+    await wait_until(lambda: node.pods["u1"].state is not SimState.CREATING, within=5)
     assert node.pods["u1"].state is SimState.RUNNING
 
 

@@ -44,6 +44,7 @@ from scheduler.metrics import SchedulerMetrics
 from scheduler.objects import decode, encode
 from scheduler.recent import RecentErrors
 from scheduler.store import Conflict, NotFound, SqliteStore
+from tests.conftest import wait_until
 
 Outcome = Callable[[Pod], str]  # "ready" | "succeed" | "fail" | "stay"
 
@@ -172,16 +173,6 @@ async def plane(tmp_path: Path) -> AsyncIterator[Plane]:
         await store.close()
 
 
-async def until(check: Callable[[], Any], seconds: float = 10.0) -> Any:
-    """Poll `check` until truthy; fail the test after `seconds`."""
-    for _ in range(int(seconds / 0.01)):
-        value = check()
-        if value:
-            return value
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"not true within {seconds}s: {check}")
-
-
 def deployment(
     name: str = "web",
     replicas: int = 3,
@@ -231,8 +222,8 @@ def active(pods: list[Pod]) -> list[Pod]:
 async def test_deployment_creates_owned_pods_and_reports_status(plane: Plane) -> None:
     """Replicas pods with generated names, the hash label and an owner; status and revision 1."""
     await plane.put(deployment(replicas=3))
-    done = await until(
-        lambda: (d := plane.deployment("web")) and d.status.available_replicas == 3 and d
+    done = await wait_until(
+        lambda: (d := plane.deployment("web")) and d.status.available_replicas == 3 and d, within=10
     )
     pods = plane.pods()
     assert len(pods) == 3
@@ -262,7 +253,9 @@ async def test_rolling_update_keeps_availability_and_surge(plane: Plane) -> None
     <= replicas + maxSurge pods; the rollout ends with only new pods."""
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}}
     await plane.put(deployment(replicas=10, strategy=strategy))
-    await until(lambda: (d := plane.deployment("web")) and d.status.available_replicas == 10)
+    await wait_until(
+        lambda: (d := plane.deployment("web")) and d.status.available_replicas == 10, within=10
+    )
     low = high = 10
     violations: list[str] = []
 
@@ -276,14 +269,15 @@ async def test_rolling_update_keeps_availability_and_surge(plane: Plane) -> None
 
     plane.checks.append(check)
     await plane.put(deployment(replicas=10, image="nginx:2", strategy=strategy))
-    final = await until(
+    final = await wait_until(
         lambda: (
             (d := plane.deployment("web"))
             and d.metadata.annotations.get(REVISION_ANNOTATION) == "2"
             and d.status.updated_replicas == d.status.available_replicas == d.status.replicas == 10
             and len(plane.pods()) == 10
             and d
-        )
+        ),
+        within=10,
     )
     assert not violations, violations
     assert low == 8 and high == 13  # the budget was used, not merely respected
@@ -294,7 +288,9 @@ async def test_rolling_update_keeps_availability_and_surge(plane: Plane) -> None
 async def test_recreate_removes_old_pods_before_new_ones(plane: Plane) -> None:
     """Recreate: no new pod exists while an old one does."""
     await plane.put(deployment(replicas=4, strategy={"type": "Recreate"}))
-    await until(lambda: len(plane.pods()) == 4 and all(is_ready(p) for p in plane.pods()))
+    await wait_until(
+        lambda: len(plane.pods()) == 4 and all(is_ready(p) for p in plane.pods()), within=10
+    )
     old_hash = plane.pods()[0].metadata.labels[HASH_LABEL]
     mixed: list[int] = []
 
@@ -305,11 +301,12 @@ async def test_recreate_removes_old_pods_before_new_ones(plane: Plane) -> None:
 
     plane.checks.append(check)
     await plane.put(deployment(replicas=4, image="nginx:2", strategy={"type": "Recreate"}))
-    await until(
+    await wait_until(
         lambda: (
             len(plane.pods()) == 4
             and all(p.metadata.labels[HASH_LABEL] != old_hash and is_ready(p) for p in plane.pods())
-        )
+        ),
+        within=10,
     )
     assert not mixed
 
@@ -317,28 +314,33 @@ async def test_recreate_removes_old_pods_before_new_ones(plane: Plane) -> None:
 async def test_lost_pods_are_replaced_and_scaling_prefers_unready(plane: Plane) -> None:
     """A deleted pod is replaced; scaling down removes pods that are not ready first."""
     await plane.put(deployment(replicas=3))
-    await until(lambda: len(plane.pods()) == 3 and all(is_ready(p) for p in plane.pods()))
+    await wait_until(
+        lambda: len(plane.pods()) == 3 and all(is_ready(p) for p in plane.pods()), within=10
+    )
     victim = plane.pods()[0]
     await plane.store.delete(PODS.key("default", victim.metadata.name))
-    await until(
+    await wait_until(
         lambda: (
             len(plane.pods()) == 3
             and victim.metadata.name not in {p.metadata.name for p in plane.pods()}
             and all(is_ready(p) for p in plane.pods())
-        )
+        ),
+        within=10,
     )
     plane.outcome = lambda pod: "stay"  # new pods never become ready
     await plane.put(deployment(replicas=5))
-    await until(lambda: len(plane.pods()) == 5)
+    await wait_until(lambda: len(plane.pods()) == 5, within=10)
     await plane.put(deployment(replicas=3))
-    await until(lambda: len(active(plane.pods())) == 3)
+    await wait_until(lambda: len(active(plane.pods())) == 3, within=10)
     assert all(is_ready(p) for p in active(plane.pods()))
 
 
 async def test_progress_deadline_exceeded(plane: Plane) -> None:
     """A rollout whose pods never become ready reports Progressing=False."""
     await plane.put(deployment(replicas=2, progressDeadlineSeconds=1))
-    await until(lambda: (d := plane.deployment("web")) and d.status.available_replicas == 2)
+    await wait_until(
+        lambda: (d := plane.deployment("web")) and d.status.available_replicas == 2, within=10
+    )
     plane.outcome = lambda pod: "stay"
     await plane.put(deployment(replicas=2, image="broken", progressDeadlineSeconds=1))
 
@@ -349,7 +351,7 @@ async def test_progress_deadline_exceeded(plane: Plane) -> None:
         )
         return cond is not None and cond.status == "False" and cond.reason
 
-    assert await until(stuck, 6) == "ProgressDeadlineExceeded"
+    assert await wait_until(stuck, within=6) == "ProgressDeadlineExceeded"
     # The old pods keep serving: maxUnavailable of 2 replicas (25%) rounds down to 0.
     assert sum(1 for p in active(plane.pods()) if is_ready(p)) == 2
 
@@ -357,30 +359,34 @@ async def test_progress_deadline_exceeded(plane: Plane) -> None:
 async def test_min_ready_seconds_delays_availability(plane: Plane) -> None:
     """A pod counts as available only after minReadySeconds of Ready."""
     await plane.put(deployment(replicas=1, minReadySeconds=2))
-    await until(lambda: plane.pods() and is_ready(plane.pods()[0]))
+    await wait_until(lambda: plane.pods() and is_ready(plane.pods()[0]), within=10)
     d = plane.deployment("web")
     assert d is not None and d.status.available_replicas == 0
-    await until(lambda: (d := plane.deployment("web")) and d.status.available_replicas == 1, 5)
+    await wait_until(
+        lambda: (d := plane.deployment("web")) and d.status.available_replicas == 1, within=5
+    )
 
 
 async def test_history_limit_and_reuse_of_a_revision(plane: Plane) -> None:
     """Old revisions beyond revisionHistoryLimit go; going back to a template renumbers it."""
     for image in ("a", "b", "c"):
         await plane.put(deployment(replicas=1, image=image, revisionHistoryLimit=1))
-        await until(
+        await wait_until(
             lambda i=image: (
                 all(p.spec.containers[0].image == i for p in plane.pods())  # type: ignore[misc]
                 and len(plane.pods()) == 1
-            )
+            ),
+            within=10,
         )
-    await until(lambda: len(plane.workloads.revisions.objects) == 2)
+    await wait_until(lambda: len(plane.workloads.revisions.objects) == 2, within=10)
     numbers = sorted(r.revision for r in plane.workloads.revisions.objects.values())
     assert numbers == [2, 3]
     await plane.put(deployment(replicas=1, image="b", revisionHistoryLimit=1))  # an undo
-    await until(
+    await wait_until(
         lambda: (
             (d := plane.deployment("web")) and d.metadata.annotations[REVISION_ANNOTATION] == "4"
-        )
+        ),
+        within=10,
     )
     by_image = {
         r.data["spec"]["template"]["spec"]["containers"][0]["image"]: r.revision
@@ -393,11 +399,11 @@ async def test_deleting_an_owner_collects_its_pods_and_revisions(plane: Plane) -
     """Background deletion: the GC removes what the Deployment owned; others are untouched."""
     await plane.put(deployment("web", replicas=2))
     await plane.put(deployment("api", replicas=1))
-    await until(lambda: len(plane.pods()) == 3)
+    await wait_until(lambda: len(plane.pods()) == 3, within=10)
     await plane.store.delete(DEPLOYMENTS.key("default", "web"))
-    await until(lambda: len(plane.pods()) == 1)
+    await wait_until(lambda: len(plane.pods()) == 1, within=10)
     assert plane.pods()[0].metadata.labels["app"] == "api"
-    await until(lambda: len(plane.workloads.revisions.objects) == 1)
+    await wait_until(lambda: len(plane.workloads.revisions.objects) == 1, within=10)
 
 
 async def test_job_retries_failures_then_completes(
@@ -413,12 +419,13 @@ async def test_job_retries_failures_then_completes(
 
     plane.outcome = outcome
     await plane.put(job(backoffLimit=3), JOBS)
-    done = await until(
+    done = await wait_until(
         lambda: (
             (j := plane.job("batch"))
             and any(c.type == "Complete" for c in j.status.conditions)
             and j
-        )
+        ),
+        within=10,
     )
     assert (done.status.succeeded, done.status.failed, done.status.active) == (1, 2, 0)
     assert done.status.completion_time is not None
@@ -443,20 +450,22 @@ async def test_job_completions_parallelism_and_backoff_limit(
     plane.outcome = lambda pod: "succeed" if pod.metadata.labels["flaky"] == "four" else "fail"
     await plane.put(job("four", completions=4, parallelism=2), JOBS)
     await plane.put(job("doomed", backoffLimit=1), JOBS)
-    four = await until(
+    four = await wait_until(
         lambda: (
             (j := plane.job("four"))
             and any(c.type == "Complete" for c in j.status.conditions)
             and j
-        )
+        ),
+        within=10,
     )
     assert four.status.succeeded == 4 and most == 2
-    doomed = await until(
+    doomed = await wait_until(
         lambda: (
             (j := plane.job("doomed"))
             and any(c.type == "Failed" for c in j.status.conditions)
             and j
-        )
+        ),
+        within=10,
     )
     failed = next(c for c in doomed.status.conditions if c.type == "Failed")
     assert failed.reason == "BackoffLimitExceeded" and doomed.status.failed == 2
@@ -468,21 +477,23 @@ async def test_job_deadline_and_ttl(plane: Plane) -> None:
     plane.outcome = lambda pod: "stay" if pod.metadata.labels["flaky"] == "slow" else "succeed"
     await plane.put(job("slow", activeDeadlineSeconds=1), JOBS)
     await plane.put(job("brief", ttlSecondsAfterFinished=1), JOBS)
-    slow = await until(
+    slow = await wait_until(
         lambda: (
             (j := plane.job("slow")) and any(c.type == "Failed" for c in j.status.conditions) and j
         ),
-        6,
+        within=6,
     )
     assert (
         next(c for c in slow.status.conditions if c.type == "Failed").reason == "DeadlineExceeded"
     )
-    await until(lambda: plane.job("brief") is None, 6)
-    await until(
-        lambda: not [p for p in plane.pods() if p.metadata.labels.get("job-name") == "brief"]
+    await wait_until(lambda: plane.job("brief") is None, within=6)
+    await wait_until(
+        lambda: not [p for p in plane.pods() if p.metadata.labels.get("job-name") == "brief"],
+        within=10,
     )
-    await until(
-        lambda: not active([p for p in plane.pods() if p.metadata.labels["job-name"] == "slow"])
+    await wait_until(
+        lambda: not active([p for p in plane.pods() if p.metadata.labels["job-name"] == "slow"]),
+        within=10,
     )
 
 
@@ -493,13 +504,15 @@ async def test_deleting_a_namespace_empties_it(plane: Plane) -> None:
     d = deployment(replicas=2)
     d.metadata.namespace = "team"
     await plane.put(d)
-    await until(lambda: len(plane.pods("team")) == 2)
+    await wait_until(lambda: len(plane.pods("team")) == 2, within=10)
     kv = await plane.store.get(NAMESPACES.key(None, "team"))
     assert kv is not None
     marked = decode(kv, Namespace).model_copy(deep=True)
     marked.status.phase = "Terminating"
     await plane.store.put(kv.key, encode(marked), obj=marked, expect=kv.mod_revision)
-    await until(lambda: plane.workloads.namespaces.get(NAMESPACES.key(None, "team")) is None, 6)
+    await wait_until(
+        lambda: plane.workloads.namespaces.get(NAMESPACES.key(None, "team")) is None, within=6
+    )
     assert not plane.pods("team") and plane.deployment("web", "team") is None
     assert not [
         k for k in plane.workloads.revisions.objects if k.startswith(REVISIONS.prefix + "team/")
