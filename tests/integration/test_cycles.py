@@ -1,0 +1,191 @@
+"""The scheduler's work leaves nothing that only a full garbage collection could free.
+
+Its collector settings (common/heap.py) freeze whatever a young collection finds alive,
+so a reference cycle that is alive then and garbage later stays for good: a busy
+scheduler would keep some of every such cycle its requests or controllers make. Here
+the collector is off while the work is done, so every cycle it made is still there to
+be found. The scheduler runs in this process (a real aiohttp server, control plane and
+store), its client in the same process, hollow agents in a process of their own
+(test_link_reset.py does the same for agents killed mid-link).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from scheduler.api.app import create_app
+from scheduler.api.common import CONTROL_PLANE
+from scheduler.cluster import ClusterState
+from scheduler.config import SchedulerConfig
+from tests.conftest import ROOT, wait_until
+
+ADMIN = "corral_cycles_admin_token"
+JOIN = "corral-cycles-join-token"
+NODES = 3
+
+
+def cyclic_garbage_of(kind: type, existing: frozenset[int] = frozenset()) -> list[object]:
+    """The objects of `kind` that only the cyclic collector could free, now, leaving out
+    those whose id is in `existing` (`tracked_ids()` before the work looked at)."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return [o for o in gc.garbage if isinstance(o, kind) and id(o) not in existing]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+def tracked_ids() -> frozenset[int]:
+    """The ids of every object the collector tracks: what exists before some work. An
+    earlier test's objects may turn to garbage only meanwhile (its loop let go late)."""
+    return frozenset(map(id, gc.get_objects()))
+
+
+def a_pod(name: str, **spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}], **spec},
+    }
+
+
+@dataclass
+class Scheduler:
+    base: str
+    cluster: ClusterState
+
+
+@pytest.fixture
+async def scheduler(tmp_path: Path) -> AsyncIterator[Scheduler]:
+    config = SchedulerConfig(
+        state_dir=str(tmp_path / "state"),
+        admin_token=ADMIN,
+        join_token=JOIN,
+        max_body_bytes=64 * 1024,
+    )
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield Scheduler(f"http://127.0.0.1:{runner.addresses[0][1]}", app[CONTROL_PLANE].cluster)
+    finally:
+        await runner.cleanup()
+
+
+async def test_failed_requests_are_freed_without_the_cyclic_collector(
+    scheduler: Scheduler,
+) -> None:
+    """aiohttp's router keeps the 404 or 405 it raised on the request (`match_info`), and
+    that error's traceback held the frames that hold the request."""
+    base = scheduler.base
+    pods = f"{base}/api/v1/namespaces/default/pods"
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    as_json = {**auth, "Content-Type": "application/json"}
+    failing = [
+        ("GET", f"{base}/api/v1/no-such-resource", auth, None, 404),  # the router's 404
+        ("PUT", f"{base}/api/v1/nodes", auth, None, 405),  # the router's 405
+        ("GET", f"{pods}/missing", auth, None, 404),
+        ("POST", pods, as_json, b"{not json", 400),
+        ("POST", pods, as_json, b'{"kind": "Pod", "apiVersion": "v1", "metadata": {}}', 422),
+        ("POST", pods, as_json, b"x" * (128 * 1024), 413),
+        ("GET", pods, {}, None, 401),
+    ]
+    async with aiohttp.ClientSession() as client:
+        async with client.post(pods, json=a_pod("web"), headers=auth) as created:
+            assert created.status == 201
+        failing.append(("POST", pods, as_json, b'{"apiVersion": "v1", "kind": "Pod", '
+                        b'"metadata": {"name": "web"}, "spec": {"containers": '
+                        b'[{"name": "app", "image": "busybox"}]}}', 409))  # fmt: skip
+        cyclic_garbage_of(object)  # whatever the setup left, out of the way
+        gc.disable()  # nothing collected while the requests are served: all is left
+        try:
+            for method, url, headers, body, status in failing:
+                async with client.request(method, url, headers=headers, data=body) as r:
+                    await r.read()
+                    assert r.status == status, (method, url, r.status)
+            assert cyclic_garbage_of(web.Request) == []
+        finally:
+            gc.enable()
+
+
+def a_deployment(name: str, replicas: int) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": "busybox"}]},
+            },
+        },
+    }
+
+
+async def test_a_deployments_life_leaves_no_cycle(scheduler: Scheduler) -> None:
+    """A Deployment created, run by hollow agents (binds, desired frames, status
+    reports, events), scaled down, listed and deleted: the controllers, the hub and
+    the API make no cycle along the way. The first two lives warm up what is built
+    once (validators, caches); the third must leave nothing."""
+    base, cluster = scheduler.base, scheduler.cluster
+    deployments = f"{base}/apis/apps/v1/namespaces/default/deployments"
+    hollow = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "agent.hollow", "--server", base, "--token", JOIN),
+        *("--nodes", str(NODES), "--ramp-seconds", "0"),
+        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def running(count: int) -> bool:
+        phases = [p.status.phase for p in cluster.pods.values()]
+        return len(phases) == count and all(phase == "Running" for phase in phases)
+
+    async def life(client: aiohttp.ClientSession, name: str) -> None:
+        async with client.post(deployments, json=a_deployment(name, 6)) as r:
+            assert r.status == 201, await r.text()
+        await wait_until(lambda: running(6), within=30)
+        scale = {"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 2}}
+        scale["metadata"] = {"name": name}
+        async with client.put(f"{deployments}/{name}/scale", json=scale) as r:
+            assert r.status == 200, await r.text()
+        await wait_until(lambda: running(2), within=30)
+        for path in (f"/api/v1/namespaces/default/pods?labelSelector=app%3D{name}",
+                     "/api/v1/namespaces/default/events", "/api/v1/status"):  # fmt: skip
+            async with client.get(base + path) as r:
+                assert r.status == 200, await r.text()
+        async with client.delete(f"{deployments}/{name}") as r:
+            assert r.status == 200, await r.text()
+        await wait_until(lambda: not cluster.pods, within=30)
+
+    try:
+        await wait_until(lambda: len(cluster.nodes) == NODES, within=30)
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+            await life(client, "warm-1")
+            await life(client, "warm-2")
+            cyclic_garbage_of(object)
+            existing = tracked_ids()
+            gc.disable()
+            try:
+                await life(client, "web")
+                assert cyclic_garbage_of(object, existing) == []
+            finally:
+                gc.enable()
+    finally:
+        hollow.kill()
+        await hollow.wait()
