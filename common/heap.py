@@ -31,7 +31,8 @@ def tune_gc_for_large_heap() -> None:
 
 
 def drop_tracebacks(error: BaseException | None) -> None:
-    """Drop the tracebacks of `error` and of the errors it was raised in.
+    """Drop the tracebacks of `error` and of every error linked to it: its cause, the
+    error it was raised in, and a group's members, all the way down.
 
     For an error that something reachable from its own traceback keeps: the traceback
     holds the frames it passed through, their locals hold that something, and the cycle
@@ -39,10 +40,16 @@ def drop_tracebacks(error: BaseException | None) -> None:
     tracebacks, reference counting frees it all.
     """
     seen: set[int] = set()
-    while error is not None and id(error) not in seen:
+    todo = [error]
+    while todo:
+        error = todo.pop()
+        if error is None or id(error) in seen:
+            continue
         seen.add(id(error))
         error.__traceback__ = None
-        error = error.__context__
+        todo += (error.__cause__, error.__context__)
+        if isinstance(error, BaseExceptionGroup):
+            todo += error.exceptions
 
 
 def _freeze_survivors(phase: str, info: dict[str, Any]) -> None:

@@ -107,7 +107,9 @@ class _SqliteWatch:
                 while self._queue:
                     yield self._queue.popleft()
                 if self._error is not None:
-                    raise self._error
+                    # A new error each time: the one kept would take the traceback of
+                    # this raise, which holds this frame and so the watch (a cycle).
+                    raise type(self._error)(*self._error.args)
                 if self._closed:
                     return
                 self._wake.clear()

@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from common.heap import drop_tracebacks
+
 ROOT = Path(__file__).resolve().parents[2]
 
 PROGRAM = textwrap.dedent(
@@ -40,3 +42,33 @@ def test_survivors_of_a_young_collection_are_frozen_and_garbage_collected() -> N
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_drop_tracebacks_follows_causes_contexts_and_groups() -> None:
+    """Every error linked to the one given loses its traceback: what it was raised from
+    (aiohttp sets `__cause__` on link errors), what it was raised in, a group's members."""
+
+    def raised(
+        error: Exception, cause: Exception | None = None, context: Exception | None = None
+    ) -> Exception:
+        try:
+            try:
+                if context is not None:
+                    raise context
+            except Exception:
+                raise error from cause
+            raise error from cause
+        except Exception as caught:
+            return caught
+
+    member = raised(OSError("member"))
+    group = raised(ExceptionGroup("group", [member]))
+    cause = raised(ValueError("cause"), context=group)
+    context = raised(KeyError("context"))
+    error = raised(RuntimeError("error"), cause=cause, context=context)
+    errors = (error, cause, context, group, member)
+    assert error.__cause__ is cause and error.__context__ is context
+    assert all(e.__traceback__ is not None for e in errors)
+    drop_tracebacks(error)
+    assert [e for e in errors if e.__traceback__ is not None] == []
+    drop_tracebacks(None)  # no error: nothing to do

@@ -4,6 +4,7 @@ group commit, migrations and commit failures."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from scheduler.store import (
     StoreUnavailable,
 )
 from scheduler.store.base import Watch
-from scheduler.store.sqlite import DECODED_COMMITS, MIGRATIONS, statement_sizes
+from scheduler.store.sqlite import DECODED_COMMITS, MIGRATIONS, _SqliteWatch, statement_sizes
 
 TIMEOUT = 10.0
 
@@ -435,6 +436,35 @@ async def test_watch_history_overflow(store: SqliteStore) -> None:
     watch = store.watch("", 0, max_backlog=3)
     with pytest.raises(Compacted):
         await _take(watch, 8)
+
+
+async def test_a_watch_that_fell_behind_is_freed_without_the_cyclic_collector(
+    store: SqliteStore,
+) -> None:
+    """The error a watch ends with is raised anew, not the one it keeps: the traceback of
+    that one's raise held the watch's frame, which holds the watch (a cycle, which the
+    scheduler's collector settings keep for good once a young collection saw it)."""
+    for i in range(8):
+        await store.put(f"k{i}", b"x")
+    watch = store.watch("", 0, max_backlog=3)
+    gc.collect()
+    gc.disable()  # nothing collected meanwhile: a cycle the watch made is still there
+    try:
+        for _ in range(2):  # and the error is the same one, raised again
+            # Iterated as the API's watch streams do, in this task: `wait_for`'s task would
+            # make a cycle of its own with the error it holds.
+            with pytest.raises(Compacted, match="fell 3 events behind"):
+                async with asyncio.timeout(TIMEOUT):
+                    async for _event in watch:
+                        pass
+        del watch
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        assert [o for o in gc.garbage if isinstance(o, _SqliteWatch)] == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
 
 
 async def test_history_keeps_decoded_objects_of_recent_commits_only(store: SqliteStore) -> None:
