@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import json
 import os
+import reprlib
 import signal
 import ssl
 import subprocess
@@ -74,7 +75,8 @@ async def wait_until(
     except TimeoutError:
         if not deadline.expired():
             raise  # the predicate's own timeout (a request's), not ours
-        raise AssertionError(f"condition not met within {within}s; last value {last!r}") from None
+        shown = reprlib.repr(last)  # a long list or body, cut short
+        raise AssertionError(f"condition not met within {within}s; last value {shown}") from None
 
 
 class ApiResponse:

@@ -74,7 +74,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     except web.HTTPException as exc:
         if exc.status < 400:
-            raise
+            raise  # aiohttp answers with it (`drop_error_tracebacks`)
         kind = _HTTP_ERRORS.get(exc.status)
         if exc.status == 404:
             message = (
@@ -87,13 +87,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = f"request body is larger than the limit of {cp.config.max_body_bytes} bytes"
         else:
             message = exc.text or exc.reason
-        error = kind(message) if kind else ApiError(message)
-        error.code = exc.status
-        response = _error_response(error)
-        # The router's 404 and 405 are kept on the request (`match_info`), and their
-        # traceback holds the frames that hold the request: a cycle per unknown path or
-        # wrong method, never freed once a young collection has seen it (common/heap.py).
-        drop_tracebacks(exc)
+        try:
+            error = kind(message) if kind else ApiError(message)
+            error.code = exc.status
+            response = _error_response(error)
+        finally:
+            # The router's 404 and 405 are kept on the request (`match_info`), and their
+            # traceback holds the frames that hold the request: a cycle per unknown path
+            # or wrong method, never freed once a young collection saw it (common/heap.py).
+            drop_tracebacks(exc)
     except Exception:
         _LOGGER.exception("unhandled error in %s %s", request.method, request.path)
         response = _error_response(ApiError("internal error; see the scheduler log"))
@@ -137,6 +139,15 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
+async def drop_error_tracebacks(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: where aiohttp answers with an HTTPException itself (one raised
+    before any middleware, as its 417 for an unknown `Expect`, or a 3xx the error
+    middleware passes on), the error's traceback holds the frame that holds it as the
+    response: a cycle, kept for good once a young collection saw it (common/heap.py)."""
+    if isinstance(response, web.HTTPException):
+        drop_tracebacks(response)
+
+
 def create_app(
     config: SchedulerConfig, control_plane: ControlPlane | None = None
 ) -> web.Application:
@@ -147,6 +158,7 @@ def create_app(
     )
     app[CONTROL_PLANE] = cp
     access.install(app)  # request ids and the access log, outermost
+    app.on_response_prepare.append(drop_error_tracebacks)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         await cp.start()
