@@ -32,7 +32,7 @@ from common.models import Status
 from scheduler.api.common import int_param, plane
 from scheduler.api.errors import BadRequest, Gone
 from scheduler.objects import with_resource_version
-from scheduler.store import KV, Compacted
+from scheduler.store import KV, Compacted, Store
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -81,26 +81,31 @@ def _error_line(message: str) -> bytes:
 def event_type(kind: str, kv: KV, prev: KV | None, keep: Keep | None) -> str | None:
     """What a store event is to a watcher with this filter (None: nothing to send)."""
     if kind == "DELETE":
-        return "DELETED" if keep is None or _kept(keep, kv) else None
-    now = keep is None or _kept(keep, kv)
-    before = prev is not None and (keep is None or _kept(keep, prev))
+        return "DELETED" if keep is None or keep(kv) else None
+    now = keep is None or keep(kv)
+    before = prev is not None and (keep is None or keep(prev))
     if now:
         return "MODIFIED" if before else "ADDED"
     return "DELETED" if before else None
 
 
-def _kept(keep: Keep, kv: KV) -> bool:
-    """`keep(kv)` for a version from the store's history, leaving it as undecoded as it
-    was. Filters decode what they test (`decode` caches the object on the KV), and the
-    store releases the decoded objects of replaced versions (store/sqlite.py,
-    DECODED_COMMITS): cached again, each version a watch replayed or lagged behind on
-    would keep its decoded tree until it left the history."""
-    cached = kv.obj is not None
-    try:
-        return keep(kv)
-    finally:
-        if not cached:
+def history_filter(keep: Keep, store: Store) -> Keep:
+    """`keep` for the versions a watch reads from the store's history, which leaves those
+    the store has replaced as undecoded as they were. Filters decode what they test
+    (`decode` caches the object on the KV), and the store releases the decoded objects
+    of replaced versions (store/sqlite.py, DECODED_COMMITS): cached again, each version
+    a watch replayed or lagged behind on would keep its tree until it left the history.
+    A current version is cached as for any reader."""
+
+    def kept(kv: KV) -> bool:
+        if kv.obj is not None or store.latest(kv.key) is kv:
+            return keep(kv)
+        try:
+            return keep(kv)
+        finally:
             kv.obj = None
+
+    return kept
 
 
 async def serve_watch(request: web.Request, prefix: str, keep: Keep | None) -> web.StreamResponse:
@@ -136,8 +141,9 @@ async def serve_watch(request: web.Request, prefix: str, keep: Keep | None) -> w
         if buffer:
             await response.write(bytes(buffer))
         async with asyncio.timeout(timeout):
+            replayed = None if keep is None else history_filter(keep, store)
             async for event in watch:
-                kind = event_type(event.type, event.kv, event.prev, keep)
+                kind = event_type(event.type, event.kv, event.prev, replayed)
                 if kind is not None:
                     await response.write(_line(kind, event.kv))
     except TimeoutError:
