@@ -72,7 +72,8 @@ def until(condition: Callable[[], bool], what: str, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def run(args: argparse.Namespace, cleanup: Cleanup) -> None:
+def start_scheduler(cleanup: Cleanup) -> tuple[subprocess.Popen[bytes], Api]:
+    """The real scheduler on a loopback port with a fresh state directory, answering."""
     port = free_port()
     api = Api(f"http://127.0.0.1:{port}")
     tmp = tempfile.TemporaryDirectory(prefix="corral-churn-")
@@ -84,6 +85,11 @@ def run(args: argparse.Namespace, cleanup: Cleanup) -> None:
     )  # fmt: skip
     cleanup.push("scheduler", lambda: stop_process(scheduler, 30))
     until(lambda: api.connected() >= 0, "the scheduler", 30)
+    return scheduler, api
+
+
+def run(args: argparse.Namespace, cleanup: Cleanup) -> None:
+    scheduler, api = start_scheduler(cleanup)
     rss: list[float] = []
     for wave in range(args.waves):
         prefix = f"w{wave}"
