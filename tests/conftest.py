@@ -79,6 +79,34 @@ async def wait_until(
         raise AssertionError(f"condition not met within {within}s; last value {shown}") from None
 
 
+def deployment_manifest(
+    name: str, replicas: int, image: str = "nginx:1", **spec: Any
+) -> dict[str, Any]:
+    """An apps/v1 Deployment of `replicas` pods labelled app=`name` (100m CPU, 64Mi each)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": image,
+                            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                        }
+                    ]
+                },
+            },
+            **spec,
+        },
+    }
+
+
 class ApiResponse:
     def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.status, self.body, self.headers = status, body, headers

@@ -17,7 +17,6 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -27,7 +26,7 @@ from scheduler.api.app import create_app
 from scheduler.api.common import CONTROL_PLANE
 from scheduler.cluster import ClusterState
 from scheduler.config import SchedulerConfig
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, deployment_manifest, wait_until
 
 ADMIN = "corral_cycles_admin_token"
 JOIN = "corral-cycles-join-token"
@@ -133,23 +132,6 @@ async def test_failed_requests_are_freed_without_the_cyclic_collector(
             gc.enable()
 
 
-def a_deployment(name: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "image": "busybox"}]},
-            },
-        },
-    }
-
-
 async def test_a_deployments_life_leaves_no_cycle(scheduler: Scheduler) -> None:
     """A Deployment created, run by hollow agents (binds, desired frames, status
     reports, events), scaled down, listed and deleted: the controllers, the hub and
@@ -168,7 +150,7 @@ async def test_a_deployments_life_leaves_no_cycle(scheduler: Scheduler) -> None:
         return len(phases) == count and all(phase == "Running" for phase in phases)
 
     async def life(client: aiohttp.ClientSession, name: str) -> None:
-        async with client.post(deployments, json=a_deployment(name, 6)) as r:
+        async with client.post(deployments, json=deployment_manifest(name, 6)) as r:
             assert r.status == 201, await r.text()
         await wait_until(lambda: running(6), within=30)
         scale = {"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 2}}

@@ -25,7 +25,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ADMIN_TOKEN, HollowProcess, SchedulerProcess, ready_nodes, wait_for
+from tests.conftest import (
+    ADMIN_TOKEN,
+    HollowProcess,
+    SchedulerProcess,
+    deployment_manifest,
+    ready_nodes,
+    wait_for,
+)
 from tests.integration.test_cli import corral
 from tests.unit.test_workload_models import TUTORIAL
 
@@ -57,31 +64,6 @@ def ns(cluster: SchedulerProcess) -> str:
     resp = cluster.request("POST", "/api/v1/namespaces", body)
     assert resp.status == 201, resp.body
     return name
-
-
-def deployment(name: str, replicas: int, image: str = "nginx:1", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": image,
-                            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
-                        }
-                    ]
-                },
-            },
-            **spec,
-        },
-    }
 
 
 def deploy_path(ns: str, name: str = "") -> str:
@@ -161,7 +143,7 @@ def test_rolling_update_never_drops_below_min_available(cluster: SchedulerProces
     """10 replicas, maxSurge 3, maxUnavailable 2, over hollow nodes: at every pod change
     there are at least 8 ready pods and at most 13 pods; it ends with 10 new ones."""
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}}
-    body = deployment("web", 10, strategy=strategy)
+    body = deployment_manifest("web", 10, strategy=strategy)
     assert cluster.request("POST", deploy_path(ns), body).status == 201
     wait_for(lambda: rolled_out(cluster, ns, "web", 10), timeout=20)
     since = cluster.get(f"/api/v1/namespaces/{ns}/pods")["metadata"]["resourceVersion"]
@@ -285,7 +267,7 @@ TUTORIAL_DEPLOYMENT = TUTORIAL.split("---\n")[0]  # the Kubernetes documentation
 def test_stuck_rollout_reports_progress_deadline(cluster: SchedulerProcess, ns: str) -> None:
     """Pods that fit nowhere: Progressing=False ProgressDeadlineExceeded; `rollout status`
     fails with kubectl's message."""
-    body = deployment("huge", 1, progressDeadlineSeconds=2)
+    body = deployment_manifest("huge", 1, progressDeadlineSeconds=2)
     body["spec"]["template"]["spec"]["containers"][0]["resources"] = {
         "requests": {"memory": "64Gi"}
     }
@@ -310,7 +292,7 @@ def test_namespaces_owners_and_garbage(cluster: SchedulerProcess, ns: str) -> No
     missing = cluster.request("POST", "/api/v1/namespaces/nowhere/pods", pod)
     assert missing.status == 404 and missing.json()["details"]["kind"] == "namespaces"
     for name in ("keep", "drop"):
-        assert cluster.request("POST", deploy_path(ns), deployment(name, 2)).status == 201
+        assert cluster.request("POST", deploy_path(ns), deployment_manifest(name, 2)).status == 201
     wait_for(lambda: len([p for p in pods(cluster, ns) if is_ready(p)]) == 4, timeout=20)
     orphan = cluster.request("DELETE", deploy_path(ns, "keep") + "?propagationPolicy=Orphan")
     assert orphan.status == 200 and orphan.json()["status"] == "Success"
@@ -357,7 +339,7 @@ def test_watch_streams_changes(cluster: SchedulerProcess, ns: str) -> None:
     )
     try:
         time.sleep(1.5)  # the CLI lists and starts watching
-        assert cluster.request("POST", deploy_path(ns), deployment("w", 1)).status == 201
+        assert cluster.request("POST", deploy_path(ns), deployment_manifest("w", 1)).status == 201
         wait_for(lambda: rolled_out(cluster, ns, "w", 1))
         assert cluster.request("DELETE", deploy_path(ns, "w")).status == 200
         wait_for(lambda: any(t == "DELETED" for t, _, _ in events))
@@ -385,7 +367,7 @@ def _cli_env(s: SchedulerProcess) -> dict[str, str]:
 def test_scale_subresource_immutable_fields_and_metrics(cluster: SchedulerProcess, ns: str) -> None:
     """/scale reads and sets replicas; a selector or a Job template cannot change; pod usage
     is served in metrics-server's shape; the OpenAPI document lists the new routes."""
-    assert cluster.request("POST", deploy_path(ns), deployment("s", 1)).status == 201
+    assert cluster.request("POST", deploy_path(ns), deployment_manifest("s", 1)).status == 201
     scale = cluster.get(deploy_path(ns, "s") + "/scale")
     assert (scale["kind"], scale["spec"]["replicas"], scale["status"]["selector"]) == (
         "Scale",
