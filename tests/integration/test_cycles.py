@@ -17,6 +17,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -132,16 +133,41 @@ async def test_failed_requests_are_freed_without_the_cyclic_collector(
             gc.enable()
 
 
-async def test_a_deployments_life_leaves_no_cycle(scheduler: Scheduler) -> None:
+def a_job(name: str) -> dict[str, Any]:
+    """Two completions, two at a time; its pods' first runs fail (the hollow agents'
+    --fail-first, grouped by the label `flaky`), so it retries before it completes."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "completions": 2,
+            "parallelism": 2,
+            "backoffLimit": 6,
+            "template": {
+                "metadata": {"labels": {"flaky": name}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "work", "image": "busybox"}],
+                },
+            },
+        },
+    }
+
+
+async def test_workloads_lives_leave_no_cycle(scheduler: Scheduler) -> None:
     """A Deployment created, run by hollow agents (binds, desired frames, status
-    reports, events), scaled down, listed and deleted: the controllers, the hub and
-    the API make no cycle along the way. The first two lives warm up what is built
-    once (validators, caches); the third must leave nothing."""
+    reports, events), scaled down, listed and deleted, and a Job whose pods fail, are
+    replaced, complete and are deleted with it: the controllers, the hub and the API
+    make no cycle along the way. The first two lives warm up what is built once
+    (validators, caches); the third must leave nothing."""
     base, cluster = scheduler.base, scheduler.cluster
     deployments = f"{base}/apis/apps/v1/namespaces/default/deployments"
+    jobs = f"{base}/apis/batch/v1/namespaces/default/jobs"
     hollow = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "agent.hollow", "--server", base, "--token", JOIN),
-        *("--nodes", str(NODES), "--ramp-seconds", "0"),
+        *("--nodes", str(NODES), "--ramp-seconds", "0", "--complete-after", "0.2"),
+        *("--fail-first", "1", "--fail-first-key", "flaky"),
         cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -163,6 +189,20 @@ async def test_a_deployments_life_leaves_no_cycle(scheduler: Scheduler) -> None:
             async with client.get(base + path) as r:
                 assert r.status == 200, await r.text()
         async with client.delete(f"{deployments}/{name}") as r:
+            assert r.status == 200, await r.text()
+        await wait_until(lambda: not cluster.pods, within=30)
+        async with client.post(jobs, json=a_job(name)) as r:
+            assert r.status == 201, await r.text()
+
+        async def complete() -> dict[str, Any] | None:
+            async with client.get(f"{jobs}/{name}") as r:
+                status: dict[str, Any] = (await r.json())["status"]
+            done = any(c["type"] == "Complete" for c in status.get("conditions", []))
+            return status if done else None
+
+        status = await wait_until(complete, within=30)
+        assert (status["succeeded"], status["failed"]) == (2, 1)  # a failure was replaced
+        async with client.delete(f"{jobs}/{name}?propagationPolicy=Background") as r:
             assert r.status == 200, await r.text()
         await wait_until(lambda: not cluster.pods, within=30)
 
