@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import inspect
 import json
 import os
@@ -105,6 +107,38 @@ def deployment_manifest(
             **spec,
         },
     }
+
+
+def cyclic_garbage_of(kind: type, existing: frozenset[int] = frozenset()) -> list[object]:
+    """The objects of `kind` that only the cyclic collector could free, now, leaving out
+    those whose id is in `existing` (what `collector_off` found before the work). Then all
+    of that garbage is freed.
+
+    For the scheduler's collector settings (common/heap.py): they freeze what a young
+    collection finds alive, so a cycle alive then and garbage later is never freed."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return [o for o in gc.garbage if isinstance(o, kind) and id(o) not in existing]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.collect()  # what DEBUG_SAVEALL kept in gc.garbage, freed now
+
+
+@contextlib.contextmanager
+def collector_off() -> Iterator[frozenset[int]]:
+    """The cyclic collector off for the block, so that every cycle the block makes is
+    still there after it, once the garbage from before is out of the way. Yields the ids
+    of every object tracked then: an earlier test's objects may turn to garbage only
+    meanwhile (its loop let go late), and are not the block's."""
+    cyclic_garbage_of(object)
+    existing = frozenset(map(id, gc.get_objects()))
+    gc.disable()
+    try:
+        yield existing
+    finally:
+        gc.enable()
 
 
 class ApiResponse:

@@ -12,7 +12,6 @@ store), its client in the same process, hollow agents in a process of their own
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,31 +26,17 @@ from scheduler.api.app import create_app
 from scheduler.api.common import CONTROL_PLANE
 from scheduler.cluster import ClusterState
 from scheduler.config import SchedulerConfig
-from tests.conftest import ROOT, deployment_manifest, wait_until
+from tests.conftest import (
+    ROOT,
+    collector_off,
+    cyclic_garbage_of,
+    deployment_manifest,
+    wait_until,
+)
 
 ADMIN = "corral_cycles_admin_token"
 JOIN = "corral-cycles-join-token"
 NODES = 3
-
-
-def cyclic_garbage_of(kind: type, existing: frozenset[int] = frozenset()) -> list[object]:
-    """The objects of `kind` that only the cyclic collector could free, now, leaving out
-    those whose id is in `existing` (`tracked_ids()` before the work looked at). Then
-    all of that garbage is freed."""
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        gc.collect()
-        return [o for o in gc.garbage if isinstance(o, kind) and id(o) not in existing]
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.collect()  # what DEBUG_SAVEALL kept in gc.garbage, freed now
-
-
-def tracked_ids() -> frozenset[int]:
-    """The ids of every object the collector tracks: what exists before some work. An
-    earlier test's objects may turn to garbage only meanwhile (its loop let go late)."""
-    return frozenset(map(id, gc.get_objects()))
 
 
 def a_pod(name: str, **spec: object) -> dict[str, object]:
@@ -119,18 +104,13 @@ async def test_failed_requests_are_freed_without_the_cyclic_collector(
         failing.append(("POST", pods, as_json, b'{"apiVersion": "v1", "kind": "Pod", '
                         b'"metadata": {"name": "web"}, "spec": {"containers": '
                         b'[{"name": "app", "image": "busybox"}]}}', 409))  # fmt: skip
-        cyclic_garbage_of(object)  # whatever the setup left, out of the way
-        existing = tracked_ids()  # and what other tests left, which may turn garbage now
-        gc.disable()  # nothing collected while the requests are served: all is left
-        try:
+        with collector_off() as existing:  # all a request's cycles are left for the check
             for method, url, headers, body, status in failing:
                 async with client.request(method, url, headers=headers, data=body) as r:
                     await r.read()
                     assert r.status == status, (method, url, r.status)
             await wait_until(lambda: not server.connections, within=10)
             assert cyclic_garbage_of(web.Request, existing) == []
-        finally:
-            gc.enable()
 
 
 def a_job(name: str) -> dict[str, Any]:
@@ -211,10 +191,7 @@ async def test_workloads_lives_leave_no_cycle(scheduler: Scheduler) -> None:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN}"}) as client:
             await life(client, "warm-1")
             await life(client, "warm-2")
-            cyclic_garbage_of(object)
-            existing = tracked_ids()
-            gc.disable()
-            try:
+            with collector_off() as existing:
                 await life(client, "web")
                 # A connection keeps its last request until the next one (see the test
                 # above): one more, so that the life's last request is let go too. (Not a
@@ -223,8 +200,6 @@ async def test_workloads_lives_leave_no_cycle(scheduler: Scheduler) -> None:
                 async with client.get(f"{base}/healthz") as r:
                     assert r.status == 200
                 assert cyclic_garbage_of(object, existing) == []
-            finally:
-                gc.enable()
     finally:
         hollow.kill()
         await hollow.wait()

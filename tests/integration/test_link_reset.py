@@ -11,7 +11,6 @@ in this process (a real aiohttp server, control plane and store), the agents in 
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 import sys
 from pathlib import Path
@@ -21,21 +20,10 @@ from aiohttp import web
 from scheduler.api.app import create_app
 from scheduler.api.common import CONTROL_PLANE
 from scheduler.config import SchedulerConfig
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, cyclic_garbage_of, wait_until
 
 NODES = 5
 TOKEN = "link-reset-join-token"
-
-
-def cyclic_garbage_of(kind: type) -> list[object]:
-    """The objects of `kind` that only the cyclic collector could free, now."""
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        gc.collect()
-        return [o for o in gc.garbage if isinstance(o, kind)]
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
 
 
 async def test_killed_agents_links_are_freed_without_the_cyclic_collector(

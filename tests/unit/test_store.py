@@ -4,7 +4,6 @@ group commit, migrations and commit failures."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from scheduler.store import (
 )
 from scheduler.store.base import Watch
 from scheduler.store.sqlite import DECODED_COMMITS, MIGRATIONS, _SqliteWatch, statement_sizes
+from tests.conftest import collector_off, cyclic_garbage_of
 
 TIMEOUT = 10.0
 
@@ -447,9 +447,7 @@ async def test_a_watch_that_fell_behind_is_freed_without_the_cyclic_collector(
     for i in range(8):
         await store.put(f"k{i}", b"x")
     watch = store.watch("", 0, max_backlog=3)
-    gc.collect()
-    gc.disable()  # nothing collected meanwhile: a cycle the watch made is still there
-    try:
+    with collector_off():  # a cycle the watch made is still there after
         for _ in range(2):  # and the error is the same one, raised again
             # Iterated as the API's watch streams do, in this task: `wait_for`'s task would
             # make a cycle of its own with the error it holds.
@@ -458,13 +456,7 @@ async def test_a_watch_that_fell_behind_is_freed_without_the_cyclic_collector(
                     async for _event in watch:
                         pass
         del watch
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        gc.collect()
-        assert [o for o in gc.garbage if isinstance(o, _SqliteWatch)] == []
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
+        assert cyclic_garbage_of(_SqliteWatch) == []
 
 
 async def test_history_keeps_decoded_objects_of_recent_commits_only(store: SqliteStore) -> None:
