@@ -12,6 +12,7 @@ store), its client in the same process, hollow agents in a process of their own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -135,7 +136,7 @@ def a_job(name: str) -> dict[str, Any]:
     }
 
 
-async def test_workloads_lives_leave_no_cycle(scheduler: Scheduler) -> None:
+async def test_workloads_lives_leave_no_cycle(scheduler: Scheduler, tmp_path: Path) -> None:
     """A Deployment created, run by hollow agents (binds, desired frames, status
     reports, events), scaled down, listed and deleted, and a Job whose pods fail, are
     replaced, complete and are deleted with it: the controllers, the hub and the API
@@ -144,12 +145,14 @@ async def test_workloads_lives_leave_no_cycle(scheduler: Scheduler) -> None:
     base, cluster = scheduler.base, scheduler.cluster
     deployments = f"{base}/apis/apps/v1/namespaces/default/deployments"
     jobs = f"{base}/apis/batch/v1/namespaces/default/jobs"
-    hollow = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "agent.hollow", "--server", base, "--token", JOIN),
-        *("--nodes", str(NODES), "--ramp-seconds", "0", "--complete-after", "0.2"),
-        *("--fail-first", "1", "--fail-first-key", "flaky"),
-        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    hollow_log = tmp_path / "hollow.log"
+    with hollow_log.open("wb") as log:  # the child keeps its own descriptor
+        hollow = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "agent.hollow", "--server", base, "--token", JOIN),
+            *("--nodes", str(NODES), "--ramp-seconds", "0", "--complete-after", "0.2"),
+            *("--fail-first", "1", "--fail-first-key", "flaky"),
+            cwd=ROOT, stdout=log, stderr=log,
+        )  # fmt: skip
 
     def running(count: int) -> bool:
         phases = [p.status.phase for p in cluster.pods.values()]
@@ -200,6 +203,10 @@ async def test_workloads_lives_leave_no_cycle(scheduler: Scheduler) -> None:
                 async with client.get(f"{base}/healthz") as r:
                     assert r.status == 200
                 assert cyclic_garbage_of(object, existing) == []
+    except BaseException:  # a hollow that failed to start shows only as a timeout above
+        print("hollow agents' output:\n" + hollow_log.read_text(errors="replace")[-4000:])
+        raise
     finally:
-        hollow.kill()
+        with contextlib.suppress(ProcessLookupError):  # it may have exited on its own
+            hollow.kill()
         await hollow.wait()
