@@ -681,6 +681,10 @@ class Hub:
                 stamp: datetime | None = datetime.fromisoformat(ev.timestamp)
             except ValueError:
                 stamp = None
+            if stamp is not None and stamp.utcoffset() is None:
+                # Not RFC 3339: a naive time cannot be compared with the others (every
+                # event list sorts by time), so it is taken as received, as an unreadable one.
+                stamp = None
             self._events.record(
                 pod_ref(pod),
                 ev.reason,
