@@ -68,6 +68,8 @@ MAX_UNACKED = 1000  # desired frames remembered per link until acknowledged
 # taken for dead and closed; the agents heartbeat every second (times the stretch).
 LINK_SILENCE_SECONDS = 30.0
 LINK_CHECK_SECONDS = 5.0
+# How long closing a link may wait for its peer to take the close; then it is dropped.
+LINK_CLOSE_SECONDS = 5.0
 STATUS_WRITE_ATTEMPTS = 3
 # What ends a link's read loop: what ends aiohttp's `async for` over it, and an error.
 _LINK_ENDED = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR))
@@ -97,10 +99,15 @@ def desired_on(pod: Pod | None) -> str | None:
 
 class AgentSession:
     def __init__(
-        self, node: str, ws: web.WebSocketResponse, version: int = protocol.PROTOCOL_VERSION
+        self,
+        node: str,
+        ws: web.WebSocketResponse,
+        version: int = protocol.PROTOCOL_VERSION,
+        transport: asyncio.Transport | None = None,
     ) -> None:
         self.node = node
         self.ws = ws
+        self.transport = transport  # the link's connection, to drop it if a close hangs
         self.version = version  # the agent's protocol, from its hello: every frame to it
         self.desired: set[str] = set()  # uids the agent has been told to run
         self.upserts: dict[str, bytes] = {}  # uid -> the pod's stored JSON
@@ -229,7 +236,7 @@ class Hub:
             hello = await self._read_hello(ws)
             if hello is None:
                 return ws
-            session = await self._start_session(ws, hello, request.remote, auth)
+            session = await self._start_session(ws, hello, request, auth)
             if session is None:
                 return ws
             await self._read_loop(session)
@@ -320,10 +327,11 @@ class Hub:
         self,
         ws: web.WebSocketResponse,
         hello: protocol.Hello | protocol.HelloV4,
-        remote: str | None,
+        request: web.BaseRequest,
         auth: LinkAuth,
     ) -> AgentSession | None:
         info = hello.node
+        remote = request.remote
         try:
             check_node_info(info)
         except (ValueError, QuantityError) as exc:
@@ -340,12 +348,14 @@ class Hub:
             return None
         name = node.metadata.name
         previous = self.sessions.get(name)
-        if previous is not None:  # the newest link wins; the old one is stale
-            _LOGGER.info("node %s reconnected; closing its previous link", name)
-            await previous.ws.close(message=b"replaced by a newer link")
-        session = AgentSession(name, ws, hello.v)
+        session = AgentSession(name, ws, hello.v, request.transport)
         session.credential_id = issued.record.id if issued else None
         self.sessions[name] = session
+        if previous is not None:  # the newest link wins; the old one is stale
+            _LOGGER.info("node %s reconnected; closing its previous link", name)
+            # Not awaited: an old link that reads nothing (its agent hung) must not hold
+            # up the welcome of the new one.
+            self._spawn(self._close_link(previous, b"replaced by a newer link"))
         state = self._cluster.nodes.get(name)
         if state is not None:
             state.connected = True
@@ -527,7 +537,7 @@ class Hub:
             limit = LINK_SILENCE_SECONDS * self._cluster.heartbeat_stretch.get(name, 1.0)
             if mono - session.last_frame > limit and not session.ws.closed:
                 _LOGGER.warning("node %s: no frame for over %.0fs; closing its link", name, limit)
-                self._spawn(session.ws.close(message=b"link silent; presumed dead"))
+                self._spawn(self._close_link(session, b"link silent; presumed dead"))
 
     def _mirror_lag(self, session: AgentSession) -> None:
         """The node's view of its agent's lag, read by the status page and metrics."""
@@ -724,7 +734,7 @@ class Hub:
         await self.credentials.revoke(name)
         session = self.sessions.get(name)
         if session is not None:
-            await session.ws.close(message=b"node deleted; its credential is revoked")
+            await self._close_link(session, b"node deleted; its credential is revoked")
 
     async def stream_logs(
         self,
@@ -818,6 +828,28 @@ class Hub:
         with contextlib.suppress(ConnectionError, RuntimeError):  # the read loop sees a close
             await session.ws.send_bytes(protocol.encode(frame, session.version))
 
+    @staticmethod
+    async def _close_link(session: AgentSession, message: bytes) -> None:
+        """Close a link; drop its connection if the close is not through within
+        LINK_CLOSE_SECONDS. aiohttp's close waits for the socket to drain, and one whose
+        peer reads nothing (an agent hung or stopped, a half-open connection) stays full:
+        the close waited for good, and with it a reconnect, a node deletion or shutdown.
+        Cancelled (on shutdown), it drops the connection too."""
+        closed = False
+        try:
+            async with asyncio.timeout(LINK_CLOSE_SECONDS):
+                await session.ws.close(message=message)
+            closed = True
+        except TimeoutError:
+            _LOGGER.warning(
+                "node %s: its link took no close within %.0fs; dropped",
+                session.node,
+                LINK_CLOSE_SECONDS,
+            )
+        finally:
+            if not closed and session.transport is not None:
+                session.transport.abort()  # the read loop ends, and the session with it
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
@@ -825,8 +857,8 @@ class Hub:
 
     async def close(self) -> None:
         """Close every agent link (on shutdown, before the server stops)."""
-        for session in list(self.sessions.values()):
-            await session.ws.close(message=b"scheduler shutting down")
+        sessions = list(self.sessions.values())
+        await asyncio.gather(*(self._close_link(s, b"scheduler shutting down") for s in sessions))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -4,14 +4,23 @@ can use. The "agents" are raw WebSocket clients (`test_node_credentials.RawAgent
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import os
+import socket
 
 import aiohttp
 
 from common import protocol
 from tests.conftest import SchedulerProcess, wait_for
 from tests.integration.test_api import pod
-from tests.integration.test_node_credentials import http, join  # noqa: F401 (fixture)
+from tests.integration.test_node_credentials import (  # noqa: F401 (http: a fixture)
+    CAPACITY,
+    dial,
+    http,
+    join,
+)
 
 
 async def test_an_event_stamped_without_a_utc_offset_breaks_no_event_list(
@@ -40,3 +49,98 @@ async def test_an_event_stamped_without_a_utc_offset_breaks_no_event_list(
     assert str(recorded["lastTimestamp"]).endswith("Z"), recorded
     assert s.request("GET", "/api/v1/namespaces/default/events").status == 200
     await agent.ws.close()
+
+
+def stuck_link(s: SchedulerProcess, credential: str, name: str) -> socket.socket:
+    """A link of node `name` whose agent says hello, then reads nothing more (hung, or
+    stopped): a small receive buffer, so what the scheduler sends it soon stops flowing."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", s.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            "GET /api/v1/agent HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {credential}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    node = protocol.NodeInfo(name=name, capacity=CAPACITY, allocatable=CAPACITY)
+    payload = protocol.encode(protocol.Hello(node=node))
+    mask = os.urandom(4)
+    assert len(payload) < 65536
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.sendall(bytes([0x82, 0x80 | 126]) + len(payload).to_bytes(2, "big") + mask + masked)
+    return sock
+
+
+def fill(s: SchedulerProcess, node: str) -> None:
+    """Once `node`'s link is up: 3 MB of pod specs bound to it, more than a link that
+    reads nothing takes in (its socket's buffers), all sent (bound) before this returns."""
+    wait_for(lambda: s.get("/api/v1/status")["nodes"]["connected"] == 1, timeout=10)
+    filler = {"filler": "x" * 100_000}
+    for i in range(30):
+        spec = pod(f"big-{i}", nodeSelector={"kubernetes.io/hostname": node})
+        spec["metadata"]["annotations"] = filler
+        assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+
+    def all_bound() -> bool:
+        items = s.get("/api/v1/namespaces/default/pods")["items"]
+        return len(items) == 30 and all(p["spec"].get("nodeName") for p in items)
+
+    wait_for(all_bound, timeout=20)
+
+
+async def test_a_link_that_reads_nothing_does_not_hold_up_its_nodes_next_link(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """A node's agent hangs with its link open and unread, so the scheduler's sends to it
+    back up; the agent restarted on the node dials again: its new link is welcomed at once
+    (the old one was closed inline first, which waited for the stuck socket to drain, for
+    good), and the scheduler still shuts down promptly."""
+    s = bare_scheduler
+    agent, credential = await join(http, s, "node-a")
+    await agent.ws.close()
+    wait_for(lambda: s.get("/api/v1/status")["nodes"]["connected"] == 0, timeout=10)
+    old = await asyncio.to_thread(stuck_link, s, credential, "node-a")
+    try:
+        fill(s, "node-a")
+        new, welcome = await dial(http, s, credential, "node-a")
+        assert isinstance(welcome, protocol.Welcome), welcome
+        assert len(welcome.pods) == 30
+        await new.ws.close()
+        # A link stuck so for a reason of its own, found silent, delays shutdown no longer.
+        wait_for(lambda: "closing its previous link" in s.log_path.read_text(), timeout=5)
+        assert s.proc is not None
+        s.proc.terminate()
+        assert await asyncio.to_thread(s.proc.wait, 15) == 0
+    finally:
+        old.close()
+
+
+async def test_a_link_that_reads_nothing_does_not_hold_up_shutdown(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """SIGTERM with a node's only link stuck (its agent hung, its socket full): the link
+    is dropped once it takes no close within a few seconds, and the scheduler exits 0
+    (it waited on that close for good)."""
+    s = bare_scheduler
+    agent, credential = await join(http, s, "node-a")
+    await agent.ws.close()
+    wait_for(lambda: s.get("/api/v1/status")["nodes"]["connected"] == 0, timeout=10)
+    stuck = await asyncio.to_thread(stuck_link, s, credential, "node-a")
+    try:
+        fill(s, "node-a")
+        assert s.proc is not None
+        s.proc.terminate()
+        assert await asyncio.to_thread(s.proc.wait, 15) == 0
+        assert "took no close within" in s.log_path.read_text()
+    finally:
+        stuck.close()
