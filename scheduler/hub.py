@@ -71,6 +71,9 @@ LINK_CHECK_SECONDS = 5.0
 # How long closing a link may wait for its peer to take the close; then it is dropped.
 LINK_CLOSE_SECONDS = 5.0
 STATUS_WRITE_ATTEMPTS = 3
+# Log chunks held for a reader that has not taken them (the agent's are 32 KiB): past
+# this, the stream is ended, rather than kept in memory as fast as the container logs.
+MAX_LOG_CHUNKS_QUEUED = 256
 # What ends a link's read loop: what ends aiohttp's `async for` over it, and an error.
 _LINK_ENDED = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR))
 
@@ -491,7 +494,10 @@ class Hub:
             elif isinstance(frame, protocol.LogsChunk):
                 stream = session.log_streams.get(frame.id)
                 if stream is not None:
-                    stream.put_nowait(frame)
+                    if stream.qsize() < MAX_LOG_CHUNKS_QUEUED:
+                        stream.put_nowait(frame)
+                    else:
+                        self._end_log_stream(session, frame.id, stream)
             else:
                 kind = getattr(frame, "type", type(frame).__name__)
                 await self._send_error(
@@ -728,6 +734,19 @@ class Hub:
             f"{pod.spec.node_name or 'no node'}; refused"
         )
         await self._refuse(session.ws, session.node, message, "ReportRefused", session.version)
+
+    def _end_log_stream(
+        self, session: AgentSession, stream_id: int, stream: asyncio.Queue[Any]
+    ) -> None:
+        """The reader of a log stream fell MAX_LOG_CHUNKS_QUEUED chunks behind: it gets
+        what is queued, then the reason; the agent is told to stop sending."""
+        del session.log_streams[stream_id]
+        message = (
+            f"the reader is too slow: {MAX_LOG_CHUNKS_QUEUED} chunks from node "
+            f"{session.node} were waiting for it"
+        )
+        stream.put_nowait(protocol.LogsChunk(id=stream_id, eof=True, error=message))
+        self._spawn(self._send_quietly(session, protocol.LogsCancel(id=stream_id)))
 
     async def forget_node(self, name: str) -> None:
         """The node was deleted: revoke its credential and drop its link."""

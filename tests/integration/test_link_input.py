@@ -144,3 +144,57 @@ async def test_a_link_that_reads_nothing_does_not_hold_up_shutdown(
         assert "took no close within" in s.log_path.read_text()
     finally:
         stuck.close()
+
+
+def slow_log_reader(s: SchedulerProcess, path: str) -> socket.socket:
+    """`GET path` (a followed log) from a client that then reads nothing (`corral logs -f`
+    into a pager that waits for a key): a small receive buffer, nothing read."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", s.port))
+    auth = f"Authorization: Bearer {s.token}"
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n\r\n".encode())
+    return sock
+
+
+async def test_a_log_reader_that_falls_behind_ends_its_stream(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """A followed log whose reader takes nothing while the container keeps logging: the
+    scheduler holds a bounded backlog of the stream, then ends it (the agent is told to
+    stop, the reader is told why). It queued every chunk the agent sent, without bound."""
+    s = bare_scheduler
+    agent, _ = await join(http, s, "node-a")
+    spec = pod("web", nodeSelector={"kubernetes.io/hostname": "node-a"})
+    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+    await agent.receive_type(protocol.Desired)
+    path = "/api/v1/namespaces/default/pods/web/log?follow=true"
+    reader = await asyncio.to_thread(slow_log_reader, s, path)
+    try:
+        request = await agent.receive_type(protocol.LogsRequest)
+        assert request is not None and request.follow
+        cancelled = asyncio.create_task(agent.receive_type(protocol.LogsCancel, 60))
+        line = ("x" * 127 + "\n") * 256  # 32 KiB, as the agent's chunks
+        sent = 0
+        while not cancelled.done() and sent < 2048:  # up to 64 MiB
+            await agent.send(protocol.LogsChunk(id=request.id, data=line))
+            sent += 1
+            await asyncio.sleep(0)
+        cancel = await asyncio.wait_for(cancelled, 10)
+        assert isinstance(cancel, protocol.LogsCancel) and cancel.id == request.id, cancel
+        assert sent < 2048
+
+        def read_all() -> bytes:  # to the end of the response (the link stays open)
+            data = bytearray()
+            while not data.endswith(b"\r\n0\r\n\r\n") and (chunk := reader.recv(1 << 20)):
+                data += chunk
+            return bytes(data)
+
+        body = await asyncio.to_thread(read_all)
+        assert b"[corral: log stream ended: " in body and b"too slow" in body, body[-300:]
+    finally:
+        reader.close()
+        await agent.ws.close()
+    assert s.request("GET", "/readyz").status == 200
