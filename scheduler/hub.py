@@ -667,6 +667,10 @@ class Hub:
         pod = decode(kv, Pod)
         if pod.metadata.uid != uid:
             return None
+        if pod.status.phase in TERMINAL_PHASES:
+            # Finished for good, as in Kubernetes: a Never pod failed as NodeLost is not
+            # brought back Running by its node's report when the node returns.
+            return None
         # The scheduler owns PodScheduled; the agent owns the rest of the status.
         kept = [c for c in pod.status.conditions if c.type == "PodScheduled"]
         conditions = kept + [c for c in status.conditions if c.type != "PodScheduled"]
