@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -13,7 +14,7 @@ import socket
 import aiohttp
 
 from common import protocol
-from tests.conftest import SchedulerProcess, wait_for
+from tests.conftest import SchedulerProcess, wait_for, wait_until
 from tests.integration.test_api import pod
 from tests.integration.test_node_credentials import (  # noqa: F401 (http: a fixture)
     CAPACITY,
@@ -198,3 +199,56 @@ async def test_a_log_reader_that_falls_behind_ends_its_stream(
         reader.close()
         await agent.ws.close()
     assert s.request("GET", "/readyz").status == 200
+
+
+async def test_deleting_a_node_while_its_agent_reports_moves_every_pod(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """DELETE of a node whose agent is still reporting its pods' statuses: every pod is
+    moved off it. A pod whose status write landed during the move was left bound to the
+    deleted node for good (Running on a node that no longer exists, never replaced)."""
+    s = bare_scheduler
+    agent, _ = await join(http, s, "node-a")
+    for i in range(40):
+        spec = pod(f"web-{i}", nodeSelector={"kubernetes.io/hostname": "node-a"})
+        assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+    uids: dict[str, str] = {}
+    while len(uids) < 40:
+        desired = await agent.receive_type(protocol.Desired)
+        for raw in desired.upsert:
+            meta = json.loads(raw)["metadata"]
+            uids[meta["name"]] = meta["uid"]
+
+    async def report() -> None:  # statuses that keep changing, as fast as the link takes
+        n = 0
+        while True:
+            n += 1
+            status = json.dumps({"phase": "Running", "message": f"report {n}"}).encode()
+            pods = [
+                protocol.PodReport(uid=uid, namespace="default", name=name, status=status)
+                for name, uid in uids.items()
+            ]
+            await agent.send(protocol.PodStatusUpdate(pods=pods))
+            await asyncio.sleep(0.001)
+
+    reporting = asyncio.create_task(report())
+    try:
+
+        def reported() -> bool:  # every pod's status written a few times over
+            items = s.get("/api/v1/pods")["items"]
+            messages = [p["status"].get("message") or "report 0" for p in items]
+            return min(int(m.split()[-1]) for m in messages) >= 5
+
+        await wait_until(lambda: asyncio.to_thread(reported))
+        resp = await asyncio.to_thread(s.request, "DELETE", "/api/v1/nodes/node-a")
+        assert resp.status == 200, resp.body
+    finally:
+        reporting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await reporting
+    left = [
+        p["metadata"]["name"] for p in s.get("/api/v1/pods")["items"] if p["spec"].get("nodeName")
+    ]
+    assert left == [], f"still bound to the deleted node: {left}"
+    await agent.ws.close()
