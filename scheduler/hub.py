@@ -601,7 +601,10 @@ class Hub:
             if key is None or pod is None or pod.metadata.uid != report.uid:
                 continue  # a stale incarnation: the welcome/desired set stops it
             if pod.spec.node_name != session.node:
-                self._spawn(self._refuse_report(session, pod, "status"))
+                if answer:
+                    self._spawn(self._refuse_report(session, pod, "status"))
+                else:  # a hello's: recorded only; the welcome's `stop` fences the pod
+                    self._refuse_quietly(session, pod, "status")
                 continue
             raw = report.status
             try:
@@ -731,13 +734,25 @@ class Hub:
             with contextlib.suppress(Conflict, NotFound):
                 await self._store.delete(key, expect=kv.mod_revision)
 
-    async def _refuse_report(self, session: AgentSession, pod: Pod, what: str) -> None:
-        """A node spoke for a pod bound elsewhere: refuse, log, record, tell the agent."""
-        message = (
+    @staticmethod
+    def _report_refusal(session: AgentSession, pod: Pod, what: str) -> str:
+        return (
             f"node {session.node} reported {what} for pod {pod.key}, which is bound to "
             f"{pod.spec.node_name or 'no node'}; refused"
         )
+
+    async def _refuse_report(self, session: AgentSession, pod: Pod, what: str) -> None:
+        """A node spoke for a pod bound elsewhere: refuse, log, record, tell the agent."""
+        message = self._report_refusal(session, pod, what)
         await self._refuse(session.ws, session.node, message, "ReportRefused", session.version)
+
+    def _refuse_quietly(self, session: AgentSession, pod: Pod, what: str) -> None:
+        """`_refuse_report` without the error frame, for a hello's report: an agent takes
+        any frame before the welcome for its link refused, and would redial with the same
+        hello for good."""
+        message = self._report_refusal(session, pod, what)
+        self._events.record(node_ref(session.node), "ReportRefused", message, type="Warning")
+        self._errors.add(f"agent link: {message}")
 
     def _end_log_stream(
         self, session: AgentSession, stream_id: int, stream: asyncio.Queue[Any]

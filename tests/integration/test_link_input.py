@@ -19,6 +19,7 @@ from tests.integration.test_api import pod
 from tests.integration.test_node_credentials import (  # noqa: F401 (http: a fixture)
     CAPACITY,
     dial,
+    events,
     http,
     join,
 )
@@ -252,3 +253,37 @@ async def test_deleting_a_node_while_its_agent_reports_moves_every_pod(
     ]
     assert left == [], f"still bound to the deleted node: {left}"
     await agent.ws.close()
+
+
+async def test_a_hello_reporting_another_nodes_pod_is_welcomed_and_told_to_stop_it(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """A node whose hello reports a pod bound to another node (beside its own) is
+    welcomed, told to stop that pod, and the refusal is recorded. The refusal went out as
+    an error frame before the welcome (while the hello's own statuses were written),
+    which an agent takes for its link refused: it redialled with the same hello, was
+    refused for good, and kept running the other node's pod."""
+    s = bare_scheduler
+    a, _ = await join(http, s, "node-a")
+    b, credential = await join(http, s, "node-b")
+    running = json.dumps({"phase": "Running"}).encode()
+    reports = []
+    for name, agent in (("web-a", a), ("web-b", b)):
+        node = name.replace("web", "node")
+        spec = pod(name, nodeSelector={"kubernetes.io/hostname": node})
+        assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+        desired = await agent.receive_type(protocol.Desired)
+        uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+        reports.append(protocol.PodReport(uid=uid, namespace="default", name=name, status=running))
+    await b.ws.close()
+
+    b, welcome = await dial(http, s, credential, "node-b", reports)
+    assert isinstance(welcome, protocol.Welcome), welcome
+    assert welcome.stop == [reports[0].uid] and len(welcome.pods) == 1
+    refusals = wait_for(lambda: events(s, "ReportRefused"), timeout=10)
+    assert all(e["involvedObject"]["name"] == "node-b" for e in refusals)
+    assert s.get("/api/v1/namespaces/default/pods/web-a")["spec"]["nodeName"] == "node-a"
+    assert s.get("/api/v1/namespaces/default/pods/web-b")["status"]["phase"] == "Running"
+    await a.ws.close()
+    await b.ws.close()
