@@ -68,7 +68,12 @@ MAX_UNACKED = 1000  # desired frames remembered per link until acknowledged
 # taken for dead and closed; the agents heartbeat every second (times the stretch).
 LINK_SILENCE_SECONDS = 30.0
 LINK_CHECK_SECONDS = 5.0
+# How long closing a link may wait for its peer to take the close; then it is dropped.
+LINK_CLOSE_SECONDS = 5.0
 STATUS_WRITE_ATTEMPTS = 3
+# Log chunks held for a reader that has not taken them (the agent's are 32 KiB): past
+# this, the stream is ended, rather than kept in memory as fast as the container logs.
+MAX_LOG_CHUNKS_QUEUED = 256
 # What ends a link's read loop: what ends aiohttp's `async for` over it, and an error.
 _LINK_ENDED = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR))
 
@@ -97,10 +102,15 @@ def desired_on(pod: Pod | None) -> str | None:
 
 class AgentSession:
     def __init__(
-        self, node: str, ws: web.WebSocketResponse, version: int = protocol.PROTOCOL_VERSION
+        self,
+        node: str,
+        ws: web.WebSocketResponse,
+        version: int = protocol.PROTOCOL_VERSION,
+        transport: asyncio.Transport | None = None,
     ) -> None:
         self.node = node
         self.ws = ws
+        self.transport = transport  # the link's connection, to drop it if a close hangs
         self.version = version  # the agent's protocol, from its hello: every frame to it
         self.desired: set[str] = set()  # uids the agent has been told to run
         self.upserts: dict[str, bytes] = {}  # uid -> the pod's stored JSON
@@ -229,7 +239,7 @@ class Hub:
             hello = await self._read_hello(ws)
             if hello is None:
                 return ws
-            session = await self._start_session(ws, hello, request.remote, auth)
+            session = await self._start_session(ws, hello, request, auth)
             if session is None:
                 return ws
             await self._read_loop(session)
@@ -320,10 +330,11 @@ class Hub:
         self,
         ws: web.WebSocketResponse,
         hello: protocol.Hello | protocol.HelloV4,
-        remote: str | None,
+        request: web.BaseRequest,
         auth: LinkAuth,
     ) -> AgentSession | None:
         info = hello.node
+        remote = request.remote
         try:
             check_node_info(info)
         except (ValueError, QuantityError) as exc:
@@ -340,12 +351,14 @@ class Hub:
             return None
         name = node.metadata.name
         previous = self.sessions.get(name)
-        if previous is not None:  # the newest link wins; the old one is stale
-            _LOGGER.info("node %s reconnected; closing its previous link", name)
-            await previous.ws.close(message=b"replaced by a newer link")
-        session = AgentSession(name, ws, hello.v)
+        session = AgentSession(name, ws, hello.v, request.transport)
         session.credential_id = issued.record.id if issued else None
         self.sessions[name] = session
+        if previous is not None:  # the newest link wins; the old one is stale
+            _LOGGER.info("node %s reconnected; closing its previous link", name)
+            # Not awaited: an old link that reads nothing (its agent hung) must not hold
+            # up the welcome of the new one.
+            self._spawn(self._close_link(previous, b"replaced by a newer link"))
         state = self._cluster.nodes.get(name)
         if state is not None:
             state.connected = True
@@ -481,7 +494,10 @@ class Hub:
             elif isinstance(frame, protocol.LogsChunk):
                 stream = session.log_streams.get(frame.id)
                 if stream is not None:
-                    stream.put_nowait(frame)
+                    if stream.qsize() < MAX_LOG_CHUNKS_QUEUED:
+                        stream.put_nowait(frame)
+                    else:
+                        self._end_log_stream(session, frame.id, stream)
             else:
                 kind = getattr(frame, "type", type(frame).__name__)
                 await self._send_error(
@@ -527,7 +543,7 @@ class Hub:
             limit = LINK_SILENCE_SECONDS * self._cluster.heartbeat_stretch.get(name, 1.0)
             if mono - session.last_frame > limit and not session.ws.closed:
                 _LOGGER.warning("node %s: no frame for over %.0fs; closing its link", name, limit)
-                self._spawn(session.ws.close(message=b"link silent; presumed dead"))
+                self._spawn(self._close_link(session, b"link silent; presumed dead"))
 
     def _mirror_lag(self, session: AgentSession) -> None:
         """The node's view of its agent's lag, read by the status page and metrics."""
@@ -585,7 +601,10 @@ class Hub:
             if key is None or pod is None or pod.metadata.uid != report.uid:
                 continue  # a stale incarnation: the welcome/desired set stops it
             if pod.spec.node_name != session.node:
-                self._spawn(self._refuse_report(session, pod, "status"))
+                if answer:
+                    self._spawn(self._refuse_report(session, pod, "status"))
+                else:  # a hello's: recorded only; the welcome's `stop` fences the pod
+                    self._refuse_quietly(session, pod, "status")
                 continue
             raw = report.status
             try:
@@ -651,6 +670,10 @@ class Hub:
         pod = decode(kv, Pod)
         if pod.metadata.uid != uid:
             return None
+        if pod.status.phase in TERMINAL_PHASES:
+            # Finished for good, as in Kubernetes: a Never pod failed as NodeLost is not
+            # brought back Running by its node's report when the node returns.
+            return None
         # The scheduler owns PodScheduled; the agent owns the rest of the status.
         kept = [c for c in pod.status.conditions if c.type == "PodScheduled"]
         conditions = kept + [c for c in status.conditions if c.type != "PodScheduled"]
@@ -681,6 +704,10 @@ class Hub:
                 stamp: datetime | None = datetime.fromisoformat(ev.timestamp)
             except ValueError:
                 stamp = None
+            if stamp is not None and stamp.utcoffset() is None:
+                # Not RFC 3339: a naive time cannot be compared with the others (every
+                # event list sorts by time), so it is taken as received, as an unreadable one.
+                stamp = None
             self._events.record(
                 pod_ref(pod),
                 ev.reason,
@@ -707,20 +734,45 @@ class Hub:
             with contextlib.suppress(Conflict, NotFound):
                 await self._store.delete(key, expect=kv.mod_revision)
 
-    async def _refuse_report(self, session: AgentSession, pod: Pod, what: str) -> None:
-        """A node spoke for a pod bound elsewhere: refuse, log, record, tell the agent."""
-        message = (
+    @staticmethod
+    def _report_refusal(session: AgentSession, pod: Pod, what: str) -> str:
+        return (
             f"node {session.node} reported {what} for pod {pod.key}, which is bound to "
             f"{pod.spec.node_name or 'no node'}; refused"
         )
+
+    async def _refuse_report(self, session: AgentSession, pod: Pod, what: str) -> None:
+        """A node spoke for a pod bound elsewhere: refuse, log, record, tell the agent."""
+        message = self._report_refusal(session, pod, what)
         await self._refuse(session.ws, session.node, message, "ReportRefused", session.version)
+
+    def _refuse_quietly(self, session: AgentSession, pod: Pod, what: str) -> None:
+        """`_refuse_report` without the error frame, for a hello's report: an agent takes
+        any frame before the welcome for its link refused, and would redial with the same
+        hello for good."""
+        message = self._report_refusal(session, pod, what)
+        self._events.record(node_ref(session.node), "ReportRefused", message, type="Warning")
+        self._errors.add(f"agent link: {message}")
+
+    def _end_log_stream(
+        self, session: AgentSession, stream_id: int, stream: asyncio.Queue[Any]
+    ) -> None:
+        """The reader of a log stream fell MAX_LOG_CHUNKS_QUEUED chunks behind: it gets
+        what is queued, then the reason; the agent is told to stop sending."""
+        del session.log_streams[stream_id]
+        message = (
+            f"the reader is too slow: {MAX_LOG_CHUNKS_QUEUED} chunks from node "
+            f"{session.node} were waiting for it"
+        )
+        stream.put_nowait(protocol.LogsChunk(id=stream_id, eof=True, error=message))
+        self._spawn(self._send_quietly(session, protocol.LogsCancel(id=stream_id)))
 
     async def forget_node(self, name: str) -> None:
         """The node was deleted: revoke its credential and drop its link."""
         await self.credentials.revoke(name)
         session = self.sessions.get(name)
         if session is not None:
-            await session.ws.close(message=b"node deleted; its credential is revoked")
+            await self._close_link(session, b"node deleted; its credential is revoked")
 
     async def stream_logs(
         self,
@@ -814,6 +866,28 @@ class Hub:
         with contextlib.suppress(ConnectionError, RuntimeError):  # the read loop sees a close
             await session.ws.send_bytes(protocol.encode(frame, session.version))
 
+    @staticmethod
+    async def _close_link(session: AgentSession, message: bytes) -> None:
+        """Close a link; drop its connection if the close is not through within
+        LINK_CLOSE_SECONDS. aiohttp's close waits for the socket to drain, and one whose
+        peer reads nothing (an agent hung or stopped, a half-open connection) stays full:
+        the close waited for good, and with it a reconnect, a node deletion or shutdown.
+        Cancelled (on shutdown), it drops the connection too."""
+        closed = False
+        try:
+            async with asyncio.timeout(LINK_CLOSE_SECONDS):
+                await session.ws.close(message=message)
+            closed = True
+        except TimeoutError:
+            _LOGGER.warning(
+                "node %s: its link took no close within %.0fs; dropped",
+                session.node,
+                LINK_CLOSE_SECONDS,
+            )
+        finally:
+            if not closed and session.transport is not None:
+                session.transport.abort()  # the read loop ends, and the session with it
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
@@ -821,8 +895,8 @@ class Hub:
 
     async def close(self) -> None:
         """Close every agent link (on shutdown, before the server stops)."""
-        for session in list(self.sessions.values()):
-            await session.ws.close(message=b"scheduler shutting down")
+        sessions = list(self.sessions.values())
+        await asyncio.gather(*(self._close_link(s, b"scheduler shutting down") for s in sessions))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from common.models import Node, Status
+from common.models import Node, Pod, Status
 from common.quantity import format_cpu
 from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
@@ -110,19 +110,30 @@ async def uncordon(request: web.Request) -> web.Response:
 async def _move_pods(cp: ControlPlane, name: str, reason: str, message: str) -> tuple[int, int]:
     """Evict every unfinished pod bound to the node; (moved, failed for good)."""
     moved = failed = 0
-    for pod in cp.cluster.pods_on(name):
-        if pod.status.phase in ("Succeeded", "Failed") or pod.metadata.deletion_timestamp:
-            continue
-        key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)
-        kv = cp.cluster.pod_kvs.get(key)
-        if kv is None:
-            continue
-        if await evict(cp.store, pod, kv.mod_revision, reason, message, cp.events):
-            cp.metrics.evictions.labels(reason=reason).inc()
-            if pod.spec.restart_policy == "Never":
-                failed += 1
-            else:
-                moved += 1
+    for listed in cp.cluster.pods_on(name):
+        key = pod_key(listed.metadata.namespace or "default", listed.metadata.name)
+        # Built on the newest version, queued writes included, as the hub's status writes
+        # are: on the durable one, a status report in flight made the eviction a conflict,
+        # and nothing moves the pod later once the node is deleted. Again if that write
+        # failed (the eviction built on it failed with it).
+        for _attempt in range(3):
+            kv = cp.store.latest(key)
+            pod = decode(kv, Pod) if kv is not None else None
+            if (
+                kv is None
+                or pod is None
+                or pod.spec.node_name != name
+                or pod.status.phase in ("Succeeded", "Failed")
+                or pod.metadata.deletion_timestamp
+            ):
+                break
+            if await evict(cp.store, pod, kv.mod_revision, reason, message, cp.events):
+                cp.metrics.evictions.labels(reason=reason).inc()
+                if pod.spec.restart_policy == "Never":
+                    failed += 1
+                else:
+                    moved += 1
+                break
     return moved, failed
 
 

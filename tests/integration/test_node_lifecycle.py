@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -10,11 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from common import protocol
 from scheduler.api.ops import UNACKED_REPORT_SECONDS
 from tests.conftest import HollowProcess, SchedulerProcess, ready_nodes, wait_for
 from tests.integration.test_api import pod
+from tests.integration.test_node_credentials import (  # noqa: F401 (http: a fixture)
+    dial,
+    http,
+    join,
+)
 
 GRACE, EVICTION = 1.0, 2.0
 
@@ -298,3 +306,37 @@ def test_a_stalled_scheduler_does_not_blame_the_nodes(fast_scheduler: SchedulerP
     finally:
         scheduler.send_signal(signal.SIGCONT)
         agent.stop()
+
+
+async def test_a_never_pod_failed_as_node_lost_stays_failed_when_its_node_returns(
+    http: aiohttp.ClientSession,  # noqa: F811
+    fast_scheduler: SchedulerProcess,
+) -> None:
+    """A restartPolicy Never pod of a lost node is Failed (NodeLost) for good: when the
+    node comes back still running it, the agent is told to stop it and its report changes
+    nothing. It was taken, and the pod ran again as Running, next to whatever replaced it
+    (a Job's next pod)."""
+    s = fast_scheduler
+    agent, credential = await join(http, s, "node-a")
+    spec = pod("once", nodeSelector={"kubernetes.io/hostname": "node-a"}, restartPolicy="Never")
+    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+    desired = await agent.receive_type(protocol.Desired)
+    uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+    running = json.dumps({"phase": "Running"}).encode()
+    report = protocol.PodReport(uid=uid, namespace="default", name="once", status=running)
+    await agent.send(protocol.PodStatusUpdate(pods=[report], revision=desired.revision))
+    wait_for(lambda: pods_by_name(s)["once"]["status"]["phase"] == "Running")
+
+    # The node goes silent (no heartbeat) until its pod is failed as lost.
+    wait_for(lambda: pods_by_name(s)["once"]["status"].get("reason") == "NodeLost", timeout=15)
+    await agent.ws.close()
+
+    again, welcome = await dial(http, s, credential, "node-a", [report])
+    assert isinstance(welcome, protocol.Welcome), welcome
+    assert welcome.stop == [uid] and welcome.pods == []
+    await again.send(protocol.Heartbeat())
+    await again.send(protocol.PodStatusUpdate(pods=[report]))
+    wait_for(lambda: node_ready(s, "node-a") == "True")
+    status = pods_by_name(s)["once"]["status"]
+    assert (status["phase"], status.get("reason")) == ("Failed", "NodeLost"), status
+    await again.ws.close()

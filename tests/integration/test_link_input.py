@@ -1,0 +1,289 @@
+"""What one agent link sends cannot break the scheduler for everyone else: its frames are
+taken or refused one by one, and what is taken is in a shape the rest of the scheduler
+can use. The "agents" are raw WebSocket clients (`test_node_credentials.RawAgent`)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import socket
+
+import aiohttp
+
+from common import protocol
+from tests.conftest import SchedulerProcess, wait_for, wait_until
+from tests.integration.test_api import pod
+from tests.integration.test_node_credentials import (  # noqa: F401 (http: a fixture)
+    CAPACITY,
+    dial,
+    events,
+    http,
+    join,
+)
+
+
+async def test_an_event_stamped_without_a_utc_offset_breaks_no_event_list(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """An agent's event whose timestamp has no offset (not RFC 3339) is recorded at the
+    time it was received: stored naive, it made every event list (sorted by time) a 500."""
+    s = bare_scheduler
+    agent, _ = await join(http, s, "node-a")
+    spec = pod("web", nodeSelector={"kubernetes.io/hostname": "node-a"})
+    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+    desired = await agent.receive_type(protocol.Desired)
+    uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+    event = protocol.EventReport(
+        uid=uid, namespace="default", name="web", reason="Pulled", timestamp="2026-01-01T00:00:00"
+    )
+    await agent.send(protocol.PodEvents(events=[event]))
+
+    def pulled() -> list[dict[str, object]]:
+        resp = s.request("GET", "/api/v1/events")
+        assert resp.status == 200, resp.body
+        return [e for e in resp.json()["items"] if e["reason"] == "Pulled"]
+
+    (recorded,) = wait_for(pulled, timeout=10)
+    assert str(recorded["lastTimestamp"]).endswith("Z"), recorded
+    assert s.request("GET", "/api/v1/namespaces/default/events").status == 200
+    await agent.ws.close()
+
+
+def stuck_link(s: SchedulerProcess, credential: str, name: str) -> socket.socket:
+    """A link of node `name` whose agent says hello, then reads nothing more (hung, or
+    stopped): a small receive buffer, so what the scheduler sends it soon stops flowing."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", s.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            "GET /api/v1/agent HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {credential}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    node = protocol.NodeInfo(name=name, capacity=CAPACITY, allocatable=CAPACITY)
+    payload = protocol.encode(protocol.Hello(node=node))
+    mask = os.urandom(4)
+    assert len(payload) < 65536
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.sendall(bytes([0x82, 0x80 | 126]) + len(payload).to_bytes(2, "big") + mask + masked)
+    return sock
+
+
+def fill(s: SchedulerProcess, node: str) -> None:
+    """Once `node`'s link is up: 3 MB of pod specs bound to it, more than a link that
+    reads nothing takes in (its socket's buffers), all sent (bound) before this returns."""
+    wait_for(lambda: s.get("/api/v1/status")["nodes"]["connected"] == 1, timeout=10)
+    filler = {"filler": "x" * 100_000}
+    for i in range(30):
+        spec = pod(f"big-{i}", nodeSelector={"kubernetes.io/hostname": node})
+        spec["metadata"]["annotations"] = filler
+        assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+
+    def all_bound() -> bool:
+        items = s.get("/api/v1/namespaces/default/pods")["items"]
+        return len(items) == 30 and all(p["spec"].get("nodeName") for p in items)
+
+    wait_for(all_bound, timeout=20)
+
+
+async def test_a_link_that_reads_nothing_does_not_hold_up_its_nodes_next_link(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """A node's agent hangs with its link open and unread, so the scheduler's sends to it
+    back up; the agent restarted on the node dials again: its new link is welcomed at once
+    (the old one was closed inline first, which waited for the stuck socket to drain, for
+    good), and the scheduler still shuts down promptly."""
+    s = bare_scheduler
+    agent, credential = await join(http, s, "node-a")
+    await agent.ws.close()
+    wait_for(lambda: s.get("/api/v1/status")["nodes"]["connected"] == 0, timeout=10)
+    old = await asyncio.to_thread(stuck_link, s, credential, "node-a")
+    try:
+        fill(s, "node-a")
+        new, welcome = await dial(http, s, credential, "node-a")
+        assert isinstance(welcome, protocol.Welcome), welcome
+        assert len(welcome.pods) == 30
+        await new.ws.close()
+        # A link stuck so for a reason of its own, found silent, delays shutdown no longer.
+        wait_for(lambda: "closing its previous link" in s.log_path.read_text(), timeout=5)
+        assert s.proc is not None
+        s.proc.terminate()
+        assert await asyncio.to_thread(s.proc.wait, 15) == 0
+    finally:
+        old.close()
+
+
+async def test_a_link_that_reads_nothing_does_not_hold_up_shutdown(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """SIGTERM with a node's only link stuck (its agent hung, its socket full): the link
+    is dropped once it takes no close within a few seconds, and the scheduler exits 0
+    (it waited on that close for good)."""
+    s = bare_scheduler
+    agent, credential = await join(http, s, "node-a")
+    await agent.ws.close()
+    wait_for(lambda: s.get("/api/v1/status")["nodes"]["connected"] == 0, timeout=10)
+    stuck = await asyncio.to_thread(stuck_link, s, credential, "node-a")
+    try:
+        fill(s, "node-a")
+        assert s.proc is not None
+        s.proc.terminate()
+        assert await asyncio.to_thread(s.proc.wait, 15) == 0
+        assert "took no close within" in s.log_path.read_text()
+    finally:
+        stuck.close()
+
+
+def slow_log_reader(s: SchedulerProcess, path: str) -> socket.socket:
+    """`GET path` (a followed log) from a client that then reads nothing (`corral logs -f`
+    into a pager that waits for a key): a small receive buffer, nothing read."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", s.port))
+    auth = f"Authorization: Bearer {s.token}"
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n\r\n".encode())
+    return sock
+
+
+async def test_a_log_reader_that_falls_behind_ends_its_stream(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """A followed log whose reader takes nothing while the container keeps logging: the
+    scheduler holds a bounded backlog of the stream, then ends it (the agent is told to
+    stop, the reader is told why). It queued every chunk the agent sent, without bound."""
+    s = bare_scheduler
+    agent, _ = await join(http, s, "node-a")
+    spec = pod("web", nodeSelector={"kubernetes.io/hostname": "node-a"})
+    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+    await agent.receive_type(protocol.Desired)
+    path = "/api/v1/namespaces/default/pods/web/log?follow=true"
+    reader = await asyncio.to_thread(slow_log_reader, s, path)
+    try:
+        request = await agent.receive_type(protocol.LogsRequest)
+        assert request is not None and request.follow
+        cancelled = asyncio.create_task(agent.receive_type(protocol.LogsCancel, 60))
+        line = ("x" * 127 + "\n") * 256  # 32 KiB, as the agent's chunks
+        sent = 0
+        while not cancelled.done() and sent < 2048:  # up to 64 MiB
+            await agent.send(protocol.LogsChunk(id=request.id, data=line))
+            sent += 1
+            await asyncio.sleep(0)
+        cancel = await asyncio.wait_for(cancelled, 10)
+        assert isinstance(cancel, protocol.LogsCancel) and cancel.id == request.id, cancel
+        assert sent < 2048
+
+        def read_all() -> bytes:  # to the end of the response (the link stays open)
+            data = bytearray()
+            while not data.endswith(b"\r\n0\r\n\r\n") and (chunk := reader.recv(1 << 20)):
+                data += chunk
+            return bytes(data)
+
+        body = await asyncio.to_thread(read_all)
+        assert b"[corral: log stream ended: " in body and b"too slow" in body, body[-300:]
+    finally:
+        reader.close()
+        await agent.ws.close()
+    assert s.request("GET", "/readyz").status == 200
+
+
+async def test_deleting_a_node_while_its_agent_reports_moves_every_pod(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """DELETE of a node whose agent is still reporting its pods' statuses: every pod is
+    moved off it. A pod whose status write landed during the move was left bound to the
+    deleted node for good (Running on a node that no longer exists, never replaced)."""
+    s = bare_scheduler
+    agent, _ = await join(http, s, "node-a")
+    for i in range(40):
+        spec = pod(f"web-{i}", nodeSelector={"kubernetes.io/hostname": "node-a"})
+        assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+    uids: dict[str, str] = {}
+    while len(uids) < 40:
+        desired = await agent.receive_type(protocol.Desired)
+        for raw in desired.upsert:
+            meta = json.loads(raw)["metadata"]
+            uids[meta["name"]] = meta["uid"]
+
+    async def report() -> None:  # statuses that keep changing, as fast as the link takes
+        n = 0
+        while True:
+            n += 1
+            status = json.dumps({"phase": "Running", "message": f"report {n}"}).encode()
+            pods = [
+                protocol.PodReport(uid=uid, namespace="default", name=name, status=status)
+                for name, uid in uids.items()
+            ]
+            await agent.send(protocol.PodStatusUpdate(pods=pods))
+            await asyncio.sleep(0.001)
+
+    reporting = asyncio.create_task(report())
+    try:
+
+        def reported() -> bool:  # every pod's status written a few times over
+            items = s.get("/api/v1/pods")["items"]
+            messages = [p["status"].get("message") or "report 0" for p in items]
+            return min(int(m.split()[-1]) for m in messages) >= 5
+
+        await wait_until(lambda: asyncio.to_thread(reported))
+        resp = await asyncio.to_thread(s.request, "DELETE", "/api/v1/nodes/node-a")
+        assert resp.status == 200, resp.body
+    finally:
+        reporting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await reporting
+    left = [
+        p["metadata"]["name"] for p in s.get("/api/v1/pods")["items"] if p["spec"].get("nodeName")
+    ]
+    assert left == [], f"still bound to the deleted node: {left}"
+    await agent.ws.close()
+
+
+async def test_a_hello_reporting_another_nodes_pod_is_welcomed_and_told_to_stop_it(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """A node whose hello reports a pod bound to another node (beside its own) is
+    welcomed, told to stop that pod, and the refusal is recorded. The refusal went out as
+    an error frame before the welcome (while the hello's own statuses were written),
+    which an agent takes for its link refused: it redialled with the same hello, was
+    refused for good, and kept running the other node's pod."""
+    s = bare_scheduler
+    a, _ = await join(http, s, "node-a")
+    b, credential = await join(http, s, "node-b")
+    running = json.dumps({"phase": "Running"}).encode()
+    reports = []
+    for name, agent in (("web-a", a), ("web-b", b)):
+        node = name.replace("web", "node")
+        spec = pod(name, nodeSelector={"kubernetes.io/hostname": node})
+        assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+        desired = await agent.receive_type(protocol.Desired)
+        uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+        reports.append(protocol.PodReport(uid=uid, namespace="default", name=name, status=running))
+    await b.ws.close()
+
+    b, welcome = await dial(http, s, credential, "node-b", reports)
+    assert isinstance(welcome, protocol.Welcome), welcome
+    assert welcome.stop == [reports[0].uid] and len(welcome.pods) == 1
+    refusals = wait_for(lambda: events(s, "ReportRefused"), timeout=10)
+    assert all(e["involvedObject"]["name"] == "node-b" for e in refusals)
+    assert s.get("/api/v1/namespaces/default/pods/web-a")["spec"]["nodeName"] == "node-a"
+    assert s.get("/api/v1/namespaces/default/pods/web-b")["status"]["phase"] == "Running"
+    await a.ws.close()
+    await b.ws.close()
