@@ -295,9 +295,27 @@ async def update_pod(request: web.Request) -> web.Response:
     return json_response(with_resource_version(new))
 
 
+async def _grace_period(request: web.Request) -> int | None:
+    """`?gracePeriodSeconds=`, or the same field of a DeleteOptions body: kubectl sends
+    `--grace-period` and `--force` there, and client libraries may too."""
+    grace = int_param(request, "gracePeriodSeconds")
+    if grace is not None or not request.can_read_body:
+        return grace
+    docs = await read_documents(request)
+    options = docs[0] if len(docs) == 1 else None
+    if not isinstance(options, dict):
+        raise BadRequest("expected one DeleteOptions object as the body")
+    value = options.get("gracePeriodSeconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest(f"gracePeriodSeconds: {value!r} is not an integer >= 0")
+    return value
+
+
 async def delete_pod(request: web.Request) -> web.Response:
     namespace, name = namespace_param(request), name_param(request)
-    grace = int_param(request, "gracePeriodSeconds")
+    grace = await _grace_period(request)
     cp = plane(request)
     key = pod_key(namespace, name)
     for _attempt in range(5):

@@ -148,6 +148,25 @@ def test_delete_is_graceful_and_finishes(scheduler: SchedulerProcess) -> None:
     assert resp.status == 404 and resp.json()["reason"] == "NotFound"
 
 
+def test_delete_options_body_forces(scheduler: SchedulerProcess) -> None:
+    """kubectl sends `--grace-period=0 --force` as a DeleteOptions body, not a query."""
+    for name in ("forced", "graceful"):
+        scheduler.request("POST", "/api/v1/namespaces/default/pods", pod(name))
+        wait_for(lambda name=name: get_pod(scheduler, name)["status"]["phase"] == "Running")
+    options = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}
+    resp = scheduler.request("DELETE", "/api/v1/namespaces/default/pods/forced", options)
+    assert resp.status == 200, resp.body
+    assert "deletionTimestamp" not in resp.json()["metadata"]  # removed, not marked
+    assert scheduler.request("GET", "/api/v1/namespaces/default/pods/forced").status == 404
+    options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+    resp = scheduler.request("DELETE", "/api/v1/namespaces/default/pods/graceful", options)
+    assert resp.status == 200 and resp.json()["metadata"]["deletionTimestamp"]
+    resp = scheduler.request(
+        "DELETE", "/api/v1/namespaces/default/pods/graceful", {"gracePeriodSeconds": "soon"}
+    )
+    assert resp.status == 400 and "gracePeriodSeconds" in resp.json()["message"]
+
+
 def test_cordon_and_drain(scheduler: SchedulerProcess) -> None:
     """Cordon stops new placements on a node; drain moves its pods elsewhere."""
     nodes = sorted(n["metadata"]["name"] for n in scheduler.get("/api/v1/nodes")["items"])
