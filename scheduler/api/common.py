@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -79,3 +80,26 @@ def int_param(request: web.Request, name: str, *, minimum: int = 0) -> int | Non
     if value < minimum:
         raise BadRequest(f"query parameter {name}: must be >= {minimum}")
     return value
+
+
+def field_selector(
+    request: web.Request, supported: Collection[str], of: str = ""
+) -> list[tuple[str, str, bool]]:
+    """`?fieldSelector=a=x,b==y,c!=z` as (field, value, negated) terms; 400 for a term
+    without an operator or a field not `supported` (`of`: what is listed, for the message)."""
+    terms = []
+    for expr in filter(None, (request.query.get("fieldSelector") or "").split(",")):
+        negate = "!=" in expr
+        field, sep, value = expr.partition("!=" if negate else "=")
+        if not sep:
+            raise BadRequest(
+                f"fieldSelector: {expr!r} is not a term (field=value, field==value or field!=value)"
+            )
+        field = field.strip()
+        if field not in supported:
+            raise BadRequest(
+                f"fieldSelector: {field!r} is not supported{of} (supported: {', '.join(supported)})"
+            )
+        value = value.strip() if negate else value.removeprefix("=").strip()
+        terms.append((field, value, negate))
+    return terms

@@ -14,6 +14,7 @@ from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
 from scheduler.admission import admit
 from scheduler.api.common import (
+    field_selector,
     int_param,
     json_response,
     name_param,
@@ -187,17 +188,7 @@ def _filters(request: web.Request) -> Callable[[Pod], bool] | None:
         labels = parse_selector(request.query.get("labelSelector"))
     except SelectorError as exc:
         raise BadRequest(f"labelSelector: {exc}") from None
-    fields: list[tuple[Callable[[Pod], str], str, bool]] = []
-    for expr in filter(None, (request.query.get("fieldSelector") or "").split(",")):
-        negate = "!=" in expr
-        field, _, value = expr.partition("!=" if negate else "=")
-        field = field.strip()
-        value = value.lstrip("=").strip()
-        if field not in _FIELDS:
-            raise BadRequest(
-                f"fieldSelector: {field!r} is not supported (supported: {', '.join(_FIELDS)})"
-            )
-        fields.append((_FIELDS[field], value, negate))
+    fields = [(_FIELDS[f], value, neg) for f, value, neg in field_selector(request, _FIELDS)]
     if not labels and not fields:
         return None
 

@@ -10,7 +10,7 @@ import msgpack
 import pytest
 
 from common.protocol import PROTOCOL_VERSION
-from tests.conftest import TOKEN, SchedulerProcess
+from tests.conftest import TOKEN, SchedulerProcess, wait_for
 from tests.integration.test_api import pod
 
 PODS = "/api/v1/namespaces/default/pods"
@@ -184,3 +184,21 @@ async def test_agent_link_survives_garbage(bare_scheduler: SchedulerProcess) -> 
         await ws.close()
     assert bare_scheduler.request("GET", "/readyz").status == 200
     assert bare_scheduler.get("/api/v1/nodes")["items"] == []
+
+
+def test_field_selectors_as_kubectl_writes_them(bare_scheduler: SchedulerProcess) -> None:
+    """`field!=value` works for events too (`kubectl get events --field-selector
+    type!=Normal`), and a term without an operator is a 400 naming it, not a filter
+    for an empty value."""
+    s = bare_scheduler
+    assert s.request("POST", PODS, pod("lonely")).status == 201  # no nodes: FailedScheduling
+
+    def reasons(selector: str) -> list[str]:
+        return [e["reason"] for e in s.get(f"/api/v1/events?fieldSelector={selector}")["items"]]
+
+    assert "FailedScheduling" in wait_for(lambda: reasons("type!%3DNormal"))
+    assert reasons("type!%3DWarning") == [r for r in reasons("") if r != "FailedScheduling"]
+    for path in (PODS, "/api/v1/events", "/api/v1/namespaces", "/apis/apps/v1/deployments"):
+        resp = s.request("GET", f"{path}?fieldSelector=metadata.name")
+        assert resp.status == 400, (path, resp.body)
+        assert "'metadata.name' is not a term" in status_of(resp.body)["message"]
