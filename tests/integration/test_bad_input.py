@@ -202,3 +202,14 @@ def test_field_selectors_as_kubectl_writes_them(bare_scheduler: SchedulerProcess
         resp = s.request("GET", f"{path}?fieldSelector=metadata.name")
         assert resp.status == 400, (path, resp.body)
         assert "'metadata.name' is not a term" in status_of(resp.body)["message"]
+
+
+def test_empty_set_in_label_selector(bare_scheduler: SchedulerProcess) -> None:
+    """`key in ()` and `key notin ()` are refused, as by Kubernetes (they matched none
+    and all), with a 400 naming the term."""
+    for selector in ("app+in+()", "app+notin+(+)", "tier%3Ddb,app+in+()"):
+        for path in (PODS, "/api/v1/nodes", "/api/v1/namespaces"):
+            resp = bare_scheduler.request("GET", f"{path}?labelSelector={selector}")
+            assert resp.status == 400, (path, selector, resp.body)
+            message = str(status_of(resp.body)["message"])
+            assert message.startswith("labelSelector: 'app ") and "cannot be empty" in message
