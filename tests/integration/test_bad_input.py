@@ -213,3 +213,22 @@ def test_empty_set_in_label_selector(bare_scheduler: SchedulerProcess) -> None:
             assert resp.status == 400, (path, selector, resp.body)
             message = str(status_of(resp.body)["message"])
             assert message.startswith("labelSelector: 'app ") and "cannot be empty" in message
+
+
+def test_watch_from_a_revision_not_yet_made(bare_scheduler: SchedulerProcess) -> None:
+    """A resourceVersion past the store's latest (from another store: the state directory
+    made anew) is a 410 Expired, so the client lists again, not a stream that skips every
+    change up to that revision."""
+    s = bare_scheduler
+    current = int(s.get(PODS)["metadata"]["resourceVersion"])
+    resp = s.request("GET", f"{PODS}?watch=true&resourceVersion={current + 1000}&timeoutSeconds=2")
+    assert resp.status == 410, resp.body
+    body = status_of(resp.body)
+    assert body["reason"] == "Expired" and "too large resource version" in str(body["message"])
+    # The store's own revision is still a valid start: the next change comes.
+    assert s.request("POST", PODS, pod("next")).status == 201
+    resp = s.request("GET", f"{PODS}?watch=true&resourceVersion={current}&timeoutSeconds=1")
+    assert resp.status == 200
+    events = [json.loads(line) for line in resp.body.splitlines()]
+    assert events[0]["type"] == "ADDED"  # then MODIFIED: no node fits it
+    assert {e["object"]["metadata"]["name"] for e in events} == {"next"}
