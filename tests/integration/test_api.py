@@ -193,6 +193,25 @@ def test_cordon_and_drain(scheduler: SchedulerProcess) -> None:
     assert scheduler.get(f"/api/v1/nodes/{nodes[0]}")["spec"]["unschedulable"] is True
 
 
+def test_node_field_selectors(scheduler: SchedulerProcess) -> None:
+    """`kubectl get node NAME --watch` lists and watches with fieldSelector=metadata.name:
+    one node, not all of them; spec.unschedulable selects cordoned nodes."""
+    nodes = sorted(n["metadata"]["name"] for n in scheduler.get("/api/v1/nodes")["items"])
+    first = f"fieldSelector=metadata.name%3D{nodes[0]}"
+    listed = scheduler.get(f"/api/v1/nodes?{first}")["items"]
+    assert [n["metadata"]["name"] for n in listed] == nodes[:1]
+    resp = scheduler.request("GET", f"/api/v1/nodes?{first}&watch=true&timeoutSeconds=1")
+    watched = [json.loads(line)["object"]["metadata"]["name"] for line in resp.body.splitlines()]
+    assert set(watched) == {nodes[0]}
+    assert scheduler.request("POST", f"/api/v1/nodes/{nodes[1]}/cordon").status == 200
+    cordoned = scheduler.get("/api/v1/nodes?fieldSelector=spec.unschedulable%3Dtrue")["items"]
+    assert [n["metadata"]["name"] for n in cordoned] == [nodes[1]]
+    others = scheduler.get(f"/api/v1/nodes?fieldSelector=metadata.name!%3D{nodes[0]}")["items"]
+    assert [n["metadata"]["name"] for n in others] == nodes[1:]
+    bad = scheduler.request("GET", "/api/v1/nodes?fieldSelector=status.phase%3DReady")
+    assert bad.status == 400 and "status.phase" in bad.json()["message"]
+
+
 def test_operations_endpoints(scheduler: SchedulerProcess) -> None:
     """healthz, readyz, status and Prometheus metrics answer."""
     assert scheduler.request("GET", "/healthz").body == b"ok"
