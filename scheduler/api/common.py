@@ -10,7 +10,7 @@ from aiohttp import web
 
 from common.manifest import ManifestError, parse_documents
 from common.models import StatusCause, check_dns_label, check_dns_subdomain
-from scheduler.api.errors import BadRequest, Invalid
+from scheduler.api.errors import BadRequest, Invalid, UnsupportedMediaType
 
 if TYPE_CHECKING:
     from scheduler.controlplane import ControlPlane
@@ -28,7 +28,13 @@ def json_response(body: bytes | dict[str, Any], status: int = 200) -> web.Respon
 
 
 async def read_documents(request: web.Request) -> list[Any]:
-    """The body as JSON or YAML documents (List wrappers kept); 400 if malformed."""
+    """The body as JSON or YAML documents (List wrappers kept); 400 if malformed, 415 in
+    Kubernetes' binary encodings (a client that sent one falls back to JSON on a 415)."""
+    media = request.content_type
+    if "protobuf" in media or "cbor" in media:
+        raise UnsupportedMediaType(
+            f"the media type {media} is not supported; send application/json or application/yaml"
+        )
     body = await request.read()  # raises 413 past the app's client_max_size
     if not body.strip():
         raise BadRequest("request body is empty")

@@ -232,3 +232,24 @@ def test_watch_from_a_revision_not_yet_made(bare_scheduler: SchedulerProcess) ->
     events = [json.loads(line) for line in resp.body.splitlines()]
     assert events[0]["type"] == "ADDED"  # then MODIFIED: no node fits it
     assert {e["object"]["metadata"]["name"] for e in events} == {"next"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content_type"),
+    [
+        ("POST", PODS, "application/vnd.kubernetes.protobuf"),
+        ("PUT", f"{PODS}/x", "application/vnd.kubernetes.protobuf"),
+        ("POST", "/api/v1/namespaces", "application/cbor"),
+        ("DELETE", "/apis/apps/v1/namespaces/default/deployments/x", "application/cbor"),
+    ],
+)
+def test_binary_encodings_are_unsupported_media(
+    bare_scheduler: SchedulerProcess, method: str, path: str, content_type: str
+) -> None:
+    """A protobuf or CBOR body is a 415, the answer on which client-go falls back to JSON,
+    not a 400 from reading it as YAML."""
+    body = b"k8s\x00\n\x0f\n\x02v1\x12\x03Pod" if "protobuf" in content_type else b"\xa1dkindcPod"
+    resp = bare_scheduler.request(method, path, body, content_type=content_type)
+    assert resp.status == 415, resp.body
+    status = status_of(resp.body)
+    assert status["reason"] == "UnsupportedMediaType" and content_type in str(status["message"])
