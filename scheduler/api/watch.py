@@ -13,7 +13,7 @@ backed by the store's own watch, so nothing is polled and nothing is missed:
   from the list's resourceVersion;
 - with a label or field selector, an object that stops matching is sent as
   DELETED and one that starts matching as ADDED, as Kubernetes does;
-- `timeoutSeconds` ends the stream after that long; a consumer that falls too
+- `timeoutSeconds` ends the stream after that long (0, as unset: never); a consumer that falls too
   far behind gets an ERROR event (a Status, 410 Expired) and the end.
 
 Streams end when the scheduler shuts down (`setup` registers that).
@@ -148,7 +148,7 @@ async def serve_watch(request: web.Request, prefix: str, keep: Keep | None) -> w
                 buffer.clear()
         if buffer:
             await response.write(bytes(buffer))
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout or None):  # 0: none, as Kubernetes' default
             replayed = None if keep is None else history_filter(keep, store)
             async for event in watch:
                 kind = event_type(event.type, event.kv, event.prev, replayed)
