@@ -124,10 +124,17 @@ def stamp_new(obj: Any) -> None:
 
 def expected_revision(doc: Any, kv: KV) -> int:
     """The body's metadata.resourceVersion as a guard; the current one when it has none."""
+    want = requested_revision(doc)
+    return kv.mod_revision if want is None else want
+
+
+def requested_revision(doc: Any) -> int | None:
+    """The body's metadata.resourceVersion (None if it has none: an unconditional update,
+    which is tried again on a conflict, as Kubernetes does; 422 if not a revision)."""
     meta = doc.get("metadata") if isinstance(doc, dict) else None
     want = meta.get("resourceVersion") if isinstance(meta, dict) else None
     if want is None or want == "":
-        return kv.mod_revision
+        return None
     if not str(want).isdigit():
         raise Invalid(
             "metadata.resourceVersion must be a number",
