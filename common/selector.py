@@ -68,6 +68,8 @@ def parse_selector(text: str | None) -> list[Requirement]:
             if m[1]:
                 raise SelectorError(f"{expr.strip()!r}: '!' cannot be combined with {m[3]}")
             values = [v.strip() for v in m[4].split(",") if v.strip()]
+            if not values:  # as Kubernetes: `in ()` would match nothing, `notin ()` all
+                raise SelectorError(f"{expr.strip()!r}: the values of {m[3]} cannot be empty")
             key, vals = _checked(m[2], values, expr)
             requirements.append(Requirement(key, m[3], vals))
         elif m := _EQ_EXPR.match(expr):

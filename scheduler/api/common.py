@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from common.manifest import ManifestError, parse_documents
 from common.models import StatusCause, check_dns_label, check_dns_subdomain
-from scheduler.api.errors import BadRequest, Invalid
+from scheduler.api.errors import BadRequest, Invalid, UnsupportedMediaType
 
 if TYPE_CHECKING:
     from scheduler.controlplane import ControlPlane
@@ -27,7 +28,13 @@ def json_response(body: bytes | dict[str, Any], status: int = 200) -> web.Respon
 
 
 async def read_documents(request: web.Request) -> list[Any]:
-    """The body as JSON or YAML documents (List wrappers kept); 400 if malformed."""
+    """The body as JSON or YAML documents (List wrappers kept); 400 if malformed, 415 in
+    Kubernetes' binary encodings (a client that sent one falls back to JSON on a 415)."""
+    media = request.content_type
+    if "protobuf" in media or "cbor" in media:
+        raise UnsupportedMediaType(
+            f"the media type {media} is not supported; send application/json or application/yaml"
+        )
     body = await request.read()  # raises 413 past the app's client_max_size
     if not body.strip():
         raise BadRequest("request body is empty")
@@ -79,3 +86,26 @@ def int_param(request: web.Request, name: str, *, minimum: int = 0) -> int | Non
     if value < minimum:
         raise BadRequest(f"query parameter {name}: must be >= {minimum}")
     return value
+
+
+def field_selector(
+    request: web.Request, supported: Collection[str], of: str = ""
+) -> list[tuple[str, str, bool]]:
+    """`?fieldSelector=a=x,b==y,c!=z` as (field, value, negated) terms; 400 for a term
+    without an operator or a field not `supported` (`of`: what is listed, for the message)."""
+    terms = []
+    for expr in filter(None, (request.query.get("fieldSelector") or "").split(",")):
+        negate = "!=" in expr
+        field, sep, value = expr.partition("!=" if negate else "=")
+        if not sep:
+            raise BadRequest(
+                f"fieldSelector: {expr!r} is not a term (field=value, field==value or field!=value)"
+            )
+        field = field.strip()
+        if field not in supported:
+            raise BadRequest(
+                f"fieldSelector: {field!r} is not supported{of} (supported: {', '.join(supported)})"
+            )
+        value = value.strip() if negate else value.removeprefix("=").strip()
+        terms.append((field, value, negate))
+    return terms

@@ -10,7 +10,7 @@ from aiohttp import web
 from common.models import Event
 from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
-from scheduler.api.common import json_response, namespace_param, plane
+from scheduler.api.common import field_selector, json_response, namespace_param, plane
 from scheduler.api.errors import BadRequest
 from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.events import EVENTS, event_key
@@ -28,17 +28,9 @@ _FIELDS: dict[str, Callable[[Event], str]] = {
 
 
 async def list_events(request: web.Request) -> web.StreamResponse:
-    """Events, oldest first (`fieldSelector=involvedObject.name=web,reason=BackOff`)."""
+    """Events, oldest first (`fieldSelector=involvedObject.name=web,type!=Normal`)."""
     namespace = namespace_param(request) if "namespace" in request.match_info else None
-    wanted: list[tuple[Callable[[Event], str], str]] = []
-    for expr in filter(None, (request.query.get("fieldSelector") or "").split(",")):
-        field, sep, value = expr.partition("=")
-        field = field.strip()
-        if not sep or field not in _FIELDS:
-            raise BadRequest(
-                f"fieldSelector: {expr!r} is not supported (supported: {', '.join(_FIELDS)})"
-            )
-        wanted.append((_FIELDS[field], value.lstrip("=").strip()))
+    wanted = [(_FIELDS[f], value, neg) for f, value, neg in field_selector(request, _FIELDS)]
     try:
         labels = parse_selector(request.query.get("labelSelector"))
     except SelectorError as exc:
@@ -46,7 +38,7 @@ async def list_events(request: web.Request) -> web.StreamResponse:
 
     def keep(kv: KV) -> bool:
         event = decode(kv, Event)
-        return all(get(event) == v for get, v in wanted) and (
+        return all((get(event) != v) if neg else (get(event) == v) for get, v, neg in wanted) and (
             not labels or selector_matches(labels, event.metadata.labels)
         )
 

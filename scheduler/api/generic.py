@@ -19,7 +19,7 @@ from common.manifest import ManifestError, load_object
 from common.models import Model, Namespace, StatusCause, now
 from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
-from scheduler.api.common import json_response, plane
+from scheduler.api.common import field_selector, json_response, plane
 from scheduler.api.errors import BadRequest, Forbidden, Invalid, NotFoundError
 from scheduler.api.paging import page, with_continue
 from scheduler.api.watch import serve_watch, wants_watch
@@ -28,6 +28,9 @@ from scheduler.objects import decode, list_json
 from scheduler.store import KV, Store
 
 Keep = Callable[[KV], bool]
+
+
+_META_FIELDS = ("metadata.name", "metadata.namespace")
 
 
 def _meta_fields(obj: Any) -> dict[str, str]:
@@ -41,17 +44,7 @@ def list_filter(request: web.Request, kind: Kind) -> Keep | None:
         labels = parse_selector(request.query.get("labelSelector"))
     except SelectorError as exc:
         raise BadRequest(f"labelSelector: {exc}") from None
-    fields: list[tuple[str, str, bool]] = []
-    for expr in filter(None, (request.query.get("fieldSelector") or "").split(",")):
-        negate = "!=" in expr
-        field, _, value = expr.partition("!=" if negate else "=")
-        field, value = field.strip(), value.lstrip("=").strip()
-        if field not in ("metadata.name", "metadata.namespace"):
-            raise BadRequest(
-                f"fieldSelector: {field!r} is not supported for {kind.plural} "
-                "(supported: metadata.name, metadata.namespace)"
-            )
-        fields.append((field, value, negate))
+    fields = field_selector(request, _META_FIELDS, f" for {kind.plural}")
     if not labels and not fields:
         return None
 
@@ -131,10 +124,17 @@ def stamp_new(obj: Any) -> None:
 
 def expected_revision(doc: Any, kv: KV) -> int:
     """The body's metadata.resourceVersion as a guard; the current one when it has none."""
+    want = requested_revision(doc)
+    return kv.mod_revision if want is None else want
+
+
+def requested_revision(doc: Any) -> int | None:
+    """The body's metadata.resourceVersion (None if it has none: an unconditional update,
+    which is tried again on a conflict, as Kubernetes does; 422 if not a revision)."""
     meta = doc.get("metadata") if isinstance(doc, dict) else None
     want = meta.get("resourceVersion") if isinstance(meta, dict) else None
     if want is None or want == "":
-        return kv.mod_revision
+        return None
     if not str(want).isdigit():
         raise Invalid(
             "metadata.resourceVersion must be a number",

@@ -14,7 +14,7 @@ from aiohttp import web
 from common.models import Namespace, NamespaceStatus, now
 from scheduler.api.common import json_response, name_param, plane, read_documents, require_url_name
 from scheduler.api.errors import AlreadyExists, BadRequest, ConflictError, Forbidden
-from scheduler.api.generic import expected_revision, get_kv, list_objects, stamp_new, validate
+from scheduler.api.generic import get_kv, list_objects, requested_revision, stamp_new, validate
 from scheduler.kinds import DEFAULT_NAMESPACE, NAMESPACES
 from scheduler.objects import decode, encode, mutable_copy, with_resource_version
 from scheduler.store import Conflict, NotFound
@@ -56,29 +56,40 @@ async def get_namespace(request: web.Request) -> web.Response:
 
 
 async def update_namespace(request: web.Request) -> web.Response:
-    """Replace labels and annotations (guarded by resourceVersion)."""
+    """Replace labels and annotations (guarded by resourceVersion when given; without,
+    tried again on a conflict)."""
     name = name_param(request)
     store = plane(request).store
-    kv = await get_kv(store, NAMESPACES, None, name)
+    await get_kv(store, NAMESPACES, None, name)
     doc = await _one_document(request)
+    want = requested_revision(doc)
     incoming: Namespace = validate(doc, NAMESPACES, None)
     require_url_name(incoming.metadata.name, name)
-    updated = mutable_copy(decode(kv, Namespace))
-    updated.metadata.labels = incoming.metadata.labels
-    updated.metadata.labels.setdefault("kubernetes.io/metadata.name", name)
-    updated.metadata.annotations = incoming.metadata.annotations
-    try:
-        new = await store.put(
-            kv.key, encode(updated), obj=updated, expect=expected_revision(doc, kv)
-        )
-    except (Conflict, NotFound):
-        raise ConflictError(
-            f'Operation cannot be fulfilled on namespaces "{name}": the object has been '
-            "modified; please apply your changes to the latest version and try again",
-            name=name,
-            kind="namespaces",
-        ) from None
-    return json_response(with_resource_version(new))
+    for _attempt in range(5):
+        kv = await get_kv(store, NAMESPACES, None, name)
+        updated = mutable_copy(decode(kv, Namespace))
+        updated.metadata.labels = dict(incoming.metadata.labels)
+        updated.metadata.labels.setdefault("kubernetes.io/metadata.name", name)
+        updated.metadata.annotations = incoming.metadata.annotations
+        try:
+            new = await store.put(
+                kv.key,
+                encode(updated),
+                obj=updated,
+                expect=kv.mod_revision if want is None else want,
+            )
+        except Conflict:
+            if want is not None:
+                break
+            await store.settled(kv.key)  # a write of it was queued: read it once durable
+            continue
+        return json_response(with_resource_version(new))
+    raise ConflictError(
+        f'Operation cannot be fulfilled on namespaces "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        name=name,
+        kind="namespaces",
+    )
 
 
 async def delete_namespace(request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
@@ -11,7 +12,7 @@ from common.models import Node, Pod, Status
 from common.quantity import format_cpu
 from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
-from scheduler.api.common import json_response, name_param, plane
+from scheduler.api.common import field_selector, json_response, name_param, plane
 from scheduler.api.errors import BadRequest, ConflictError, NotFoundError
 from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.cluster import NodeState
@@ -42,24 +43,30 @@ def _live(cp: ControlPlane, kv: KV) -> dict[str, object]:
     return data
 
 
+_FIELDS: dict[str, Callable[[Node], str]] = {
+    "metadata.name": lambda n: n.metadata.name,
+    "spec.unschedulable": lambda n: "true" if n.spec.unschedulable else "false",
+}
+
+
 async def list_nodes(request: web.Request) -> web.StreamResponse:
     cp = plane(request)
     try:
         selector = parse_selector(request.query.get("labelSelector"))
     except SelectorError as exc:
         raise BadRequest(f"labelSelector: {exc}") from None
-    if wants_watch(request):  # the stored nodes, without live usage (scheduler/api/watch.py)
-        return await serve_watch(
-            request,
-            NODES,
-            lambda kv: selector_matches(selector, decode(kv, Node).metadata.labels),
+    fields = [(_FIELDS[f], value, neg) for f, value, neg in field_selector(request, _FIELDS)]
+
+    def keep(kv: KV) -> bool:
+        node = decode(kv, Node)
+        return selector_matches(selector, node.metadata.labels) and all(
+            (get(node) != value) if neg else (get(node) == value) for get, value, neg in fields
         )
+
+    if wants_watch(request):  # the stored nodes, without live usage (scheduler/api/watch.py)
+        return await serve_watch(request, NODES, keep)
     kvs, revision = await cp.store.list(NODES)
-    items = [
-        _live(cp, kv)
-        for kv in kvs
-        if not selector or selector_matches(selector, decode(kv, Node).metadata.labels)
-    ]
+    items = [_live(cp, kv) for kv in kvs if (not selector and not fields) or keep(kv)]
     body = {
         "apiVersion": "v1",
         "kind": "NodeList",

@@ -24,6 +24,7 @@ from common.models import (
 from scheduler.api import tokens
 from scheduler.api.common import json_response
 from scheduler.api.workloads import OPENAPI_SHAPES
+from scheduler.kinds import DEPLOYMENTS, JOBS, NAMESPACES, REVISIONS
 
 # What each route takes and returns: (request body schema, success code, response schema).
 _SHAPES: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
@@ -60,7 +61,7 @@ _WATCH_QUERY = ["labelSelector", "watch", "resourceVersion", "timeoutSeconds"]
 _QUERY = {
     "/api/v1/pods": ["labelSelector", "fieldSelector", "limit", "continue"],
     "/api/v1/namespaces/{namespace}/pods": ["labelSelector", "fieldSelector", "limit", "continue"],
-    "/api/v1/nodes": ["labelSelector"],
+    "/api/v1/nodes": ["labelSelector", "fieldSelector"],
     "/api/v1/events": ["fieldSelector"],
     "/api/v1/namespaces/{namespace}/events": ["fieldSelector"],
     "/api/v1/namespaces/{namespace}/pods/{name}/log": [
@@ -72,6 +73,14 @@ _QUERY = {
     ],
 }
 
+_PAGED = ["labelSelector", "fieldSelector", "limit", "continue"]
+for _kind in (NAMESPACES, DEPLOYMENTS, JOBS, REVISIONS):  # generic.list_objects
+    _QUERY[f"{_kind.api_root}/{_kind.plural}"] = _PAGED
+    if _kind.namespaced:
+        _QUERY[f"{_kind.api_root}/namespaces/{{namespace}}/{_kind.plural}"] = _PAGED
+_PROPAGATED = {
+    f"{k.api_root}/namespaces/{{namespace}}/{k.plural}/{{name}}" for k in (DEPLOYMENTS, JOBS)
+}
 
 _STRING = {"type": "string"}
 # What the routes accept in the path (scheduler/api/common.py): names are checked before
@@ -140,6 +149,15 @@ def build(app: web.Application) -> dict[str, Any]:
                     "in": "query",
                     "required": False,
                     "schema": {"type": "integer", "minimum": 0},
+                }
+            )
+        if path in _PROPAGATED and route.method == "DELETE":
+            params.append(
+                {
+                    "name": "propagationPolicy",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["Background", "Foreground", "Orphan"]},
                 }
             )
         listing = _SHAPES.get((route.method, path), (None, 0, None))[2] or ""

@@ -14,6 +14,7 @@ from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
 from scheduler.admission import admit
 from scheduler.api.common import (
+    field_selector,
     int_param,
     json_response,
     name_param,
@@ -29,7 +30,7 @@ from scheduler.api.errors import (
     Invalid,
     NotFoundError,
 )
-from scheduler.api.generic import require_namespace
+from scheduler.api.generic import requested_revision, require_namespace
 from scheduler.api.paging import page, with_continue
 from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.hub import LogsUnavailable
@@ -187,17 +188,7 @@ def _filters(request: web.Request) -> Callable[[Pod], bool] | None:
         labels = parse_selector(request.query.get("labelSelector"))
     except SelectorError as exc:
         raise BadRequest(f"labelSelector: {exc}") from None
-    fields: list[tuple[Callable[[Pod], str], str, bool]] = []
-    for expr in filter(None, (request.query.get("fieldSelector") or "").split(",")):
-        negate = "!=" in expr
-        field, _, value = expr.partition("!=" if negate else "=")
-        field = field.strip()
-        value = value.lstrip("=").strip()
-        if field not in _FIELDS:
-            raise BadRequest(
-                f"fieldSelector: {field!r} is not supported (supported: {', '.join(_FIELDS)})"
-            )
-        fields.append((_FIELDS[field], value, negate))
+    fields = [(_FIELDS[f], value, neg) for f, value, neg in field_selector(request, _FIELDS)]
     if not labels and not fields:
         return None
 
@@ -236,68 +227,85 @@ async def get_pod(request: web.Request) -> web.Response:
 
 
 async def update_pod(request: web.Request) -> web.Response:
-    """Replace labels and annotations; the spec of a pod is immutable, as in Kubernetes."""
+    """Replace labels and annotations; the spec of a pod is immutable, as in Kubernetes.
+
+    Guarded by the body's `metadata.resourceVersion` (409 if it is not the pod's); without
+    one the update is unconditional: a write that lands first (a status report) is read
+    and the update made on top of it, as Kubernetes does, not answered 409."""
     namespace, name = namespace_param(request), name_param(request)
     docs = await read_documents(request)
     if len(docs) != 1:
         raise BadRequest(f"expected one Pod, got {len(docs)} documents")
     store = plane(request).store
     key = pod_key(namespace, name)
-    kv = await store.get(key)
-    if kv is None:
+    if await store.get(key) is None:
         raise NotFoundError(f'pods "{name}" not found', name=name, kind="pods")
     doc = docs[0]
-    want_rv = doc.get("metadata", {}).get("resourceVersion") if isinstance(doc, dict) else None
+    want = requested_revision(doc)
     incoming = _validate(doc, namespace)
-    current = decode(kv, Pod)
     require_url_name(incoming.metadata.name, name)
-    comparable = current.spec.model_copy(update={"node_name": incoming.spec.node_name})
-    if incoming.spec.to_dict() != comparable.to_dict() or (
-        incoming.spec.node_name not in (None, current.spec.node_name)
-    ):
-        raise Invalid(
-            f'Pod "{name}" is invalid: spec: pod updates may not change the spec '
-            "(only metadata.labels and metadata.annotations)",
-            causes=[
-                StatusCause(
-                    reason="FieldValueForbidden", message="pod spec is immutable", field="spec"
-                )
-            ],
-            name=name,
-            kind="pods",
-        )
-    expect = kv.mod_revision
-    if want_rv is not None:
-        if not str(want_rv).isdigit():
+    for _attempt in range(5):
+        kv = await store.get(key)
+        if kv is None:
+            raise NotFoundError(f'pods "{name}" not found', name=name, kind="pods")
+        current = decode(kv, Pod)
+        comparable = current.spec.model_copy(update={"node_name": incoming.spec.node_name})
+        if incoming.spec.to_dict() != comparable.to_dict() or (
+            incoming.spec.node_name not in (None, current.spec.node_name)
+        ):
             raise Invalid(
-                "metadata.resourceVersion must be a number",
+                f'Pod "{name}" is invalid: spec: pod updates may not change the spec '
+                "(only metadata.labels and metadata.annotations)",
                 causes=[
                     StatusCause(
-                        reason="FieldValueInvalid",
-                        message="not a number",
-                        field="metadata.resourceVersion",
+                        reason="FieldValueForbidden", message="pod spec is immutable", field="spec"
                     )
                 ],
+                name=name,
+                kind="pods",
             )
-        expect = int(want_rv)
-    updated = mutable_copy(current)
-    updated.metadata.labels = incoming.metadata.labels
-    updated.metadata.annotations = incoming.metadata.annotations
-    try:
-        new = await store.put(key, encode(updated), obj=updated, expect=expect)
-    except (Conflict, NotFound):
-        raise ConflictError(
-            f'Operation cannot be fulfilled on pods "{name}": the object has been modified; '
-            "please apply your changes to the latest version and try again",
-            name=name,
-            kind="pods",
-        ) from None
-    return json_response(with_resource_version(new))
+        updated = mutable_copy(current)
+        updated.metadata.labels = incoming.metadata.labels
+        updated.metadata.annotations = incoming.metadata.annotations
+        try:
+            new = await store.put(
+                key, encode(updated), obj=updated, expect=kv.mod_revision if want is None else want
+            )
+        except Conflict:
+            if want is not None:
+                break
+            await store.settled(key)  # a write of it was queued: read it once durable
+            continue
+        return json_response(with_resource_version(new))
+    raise ConflictError(
+        f'Operation cannot be fulfilled on pods "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again",
+        name=name,
+        kind="pods",
+    )
+
+
+async def _grace_period(request: web.Request) -> int | None:
+    """`?gracePeriodSeconds=`, or the same field of a DeleteOptions body: kubectl sends
+    `--grace-period` and `--force` there, and client libraries may too."""
+    grace = int_param(request, "gracePeriodSeconds")
+    if grace is not None or not request.can_read_body:
+        return grace
+    docs = await read_documents(request)
+    options = docs[0] if len(docs) == 1 else None
+    if not isinstance(options, dict):
+        raise BadRequest("expected one DeleteOptions object as the body")
+    value = options.get("gracePeriodSeconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest(f"gracePeriodSeconds: {value!r} is not an integer >= 0")
+    return value
 
 
 async def delete_pod(request: web.Request) -> web.Response:
     namespace, name = namespace_param(request), name_param(request)
-    grace = int_param(request, "gracePeriodSeconds")
+    grace = await _grace_period(request)
     cp = plane(request)
     key = pod_key(namespace, name)
     for _attempt in range(5):

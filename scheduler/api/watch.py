@@ -8,11 +8,12 @@ backed by the store's own watch, so nothing is polled and nothing is missed:
 - without `resourceVersion` (or with `0`) the stream starts with an ADDED event
   for every object that matches, then follows changes from that listing;
 - with `resourceVersion=N` it sends every change after revision N. A revision
-  the store no longer keeps history for is answered 410 Gone (reason Expired);
-  list again and watch from the list's resourceVersion;
+  the store no longer keeps history for, or one past the store's latest (from
+  another store), is answered 410 Gone (reason Expired); list again and watch
+  from the list's resourceVersion;
 - with a label or field selector, an object that stops matching is sent as
   DELETED and one that starts matching as ADDED, as Kubernetes does;
-- `timeoutSeconds` ends the stream after that long; a consumer that falls too
+- `timeoutSeconds` ends the stream after that long (0, as unset: never); a consumer that falls too
   far behind gets an ERROR event (a Status, 410 Expired) and the end.
 
 Streams end when the scheduler shuts down (`setup` registers that).
@@ -121,6 +122,13 @@ async def serve_watch(request: web.Request, prefix: str, keep: Keep | None) -> w
         initial = [kv for kv in kvs if keep is None or keep(kv)]
     elif raw.isdigit():
         start = int(raw)
+        if start > store.revision:
+            # No revision past the store's was ever handed out: one from another store (the
+            # state directory made anew) would have this watch skip every change up to it.
+            raise Gone(
+                f"too large resource version: {start}, current: {store.revision}; "
+                "list again and watch from the list's resourceVersion"
+            )
     else:
         raise BadRequest(f"query parameter resourceVersion: {raw!r} is not a revision")
     try:
@@ -140,7 +148,7 @@ async def serve_watch(request: web.Request, prefix: str, keep: Keep | None) -> w
                 buffer.clear()
         if buffer:
             await response.write(bytes(buffer))
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout or None):  # 0: none, as Kubernetes' default
             replayed = None if keep is None else history_filter(keep, store)
             async for event in watch:
                 kind = event_type(event.type, event.kv, event.prev, replayed)

@@ -38,6 +38,7 @@ from scheduler.api.generic import (
     expected_revision,
     get_kv,
     list_objects,
+    requested_revision,
     require_namespace,
     stamp_new,
     success,
@@ -144,33 +145,40 @@ async def update_workload(request: web.Request) -> web.Response:
     kind = _kind_of(request)
     namespace, name = namespace_param(request), name_param(request)
     store = plane(request).store
-    kv = await get_kv(store, kind, namespace, name)
+    await get_kv(store, kind, namespace, name)
     doc = await _one_document(request, kind)
-    expect = expected_revision(doc, kv)
+    want = requested_revision(doc)
     incoming = validate(doc, kind, namespace)
     admit(plane(request).config, incoming)
     require_url_name(incoming.metadata.name, name)
-    current: Any = decode(kv, kind.model)
-    check_update(kind, current, incoming)
-    updated = mutable_copy(current)
-    annotations = dict(incoming.metadata.annotations)
-    for key in SYSTEM_ANNOTATIONS:
-        if key in current.metadata.annotations:
-            annotations.setdefault(key, current.metadata.annotations[key])
-    updated.metadata.labels = incoming.metadata.labels
-    updated.metadata.annotations = annotations
-    if incoming.metadata.owner_references is not None:
-        updated.metadata.owner_references = incoming.metadata.owner_references
-    if incoming.spec != current.spec:
-        updated.spec = incoming.spec
-        updated.metadata.generation = (current.metadata.generation or 1) + 1
-    if updated == current:
-        return json_response(with_resource_version(kv))
-    try:
-        new = await store.put(kv.key, encode(updated), obj=updated, expect=expect)
-    except (Conflict, NotFound):
-        raise _conflict(kind, name) from None
-    return json_response(with_resource_version(new))
+    for _attempt in range(5):
+        kv = await get_kv(store, kind, namespace, name)
+        current: Any = decode(kv, kind.model)
+        check_update(kind, current, incoming)
+        updated = mutable_copy(current)
+        annotations = dict(incoming.metadata.annotations)
+        for key in SYSTEM_ANNOTATIONS:
+            if key in current.metadata.annotations:
+                annotations.setdefault(key, current.metadata.annotations[key])
+        updated.metadata.labels = incoming.metadata.labels
+        updated.metadata.annotations = annotations
+        if incoming.metadata.owner_references is not None:
+            updated.metadata.owner_references = incoming.metadata.owner_references
+        if incoming.spec != current.spec:
+            updated.spec = incoming.spec
+            updated.metadata.generation = (current.metadata.generation or 1) + 1
+        if updated == current:
+            return json_response(with_resource_version(kv))
+        expect = kv.mod_revision if want is None else want
+        try:
+            new = await store.put(kv.key, encode(updated), obj=updated, expect=expect)
+        except Conflict:
+            if want is not None:
+                break
+            await store.settled(kv.key)  # a write of it was queued (a status): read it durable
+            continue
+        return json_response(with_resource_version(new))
+    raise _conflict(kind, name)
 
 
 async def _propagation(request: web.Request) -> str:

@@ -148,6 +148,25 @@ def test_delete_is_graceful_and_finishes(scheduler: SchedulerProcess) -> None:
     assert resp.status == 404 and resp.json()["reason"] == "NotFound"
 
 
+def test_delete_options_body_forces(scheduler: SchedulerProcess) -> None:
+    """kubectl sends `--grace-period=0 --force` as a DeleteOptions body, not a query."""
+    for name in ("forced", "graceful"):
+        scheduler.request("POST", "/api/v1/namespaces/default/pods", pod(name))
+        wait_for(lambda name=name: get_pod(scheduler, name)["status"]["phase"] == "Running")
+    options = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}
+    resp = scheduler.request("DELETE", "/api/v1/namespaces/default/pods/forced", options)
+    assert resp.status == 200, resp.body
+    assert "deletionTimestamp" not in resp.json()["metadata"]  # removed, not marked
+    assert scheduler.request("GET", "/api/v1/namespaces/default/pods/forced").status == 404
+    options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+    resp = scheduler.request("DELETE", "/api/v1/namespaces/default/pods/graceful", options)
+    assert resp.status == 200 and resp.json()["metadata"]["deletionTimestamp"]
+    resp = scheduler.request(
+        "DELETE", "/api/v1/namespaces/default/pods/graceful", {"gracePeriodSeconds": "soon"}
+    )
+    assert resp.status == 400 and "gracePeriodSeconds" in resp.json()["message"]
+
+
 def test_cordon_and_drain(scheduler: SchedulerProcess) -> None:
     """Cordon stops new placements on a node; drain moves its pods elsewhere."""
     nodes = sorted(n["metadata"]["name"] for n in scheduler.get("/api/v1/nodes")["items"])
@@ -172,6 +191,25 @@ def test_cordon_and_drain(scheduler: SchedulerProcess) -> None:
     )
     assert moved["metadata"]["uid"] != first["metadata"]["uid"]
     assert scheduler.get(f"/api/v1/nodes/{nodes[0]}")["spec"]["unschedulable"] is True
+
+
+def test_node_field_selectors(scheduler: SchedulerProcess) -> None:
+    """`kubectl get node NAME --watch` lists and watches with fieldSelector=metadata.name:
+    one node, not all of them; spec.unschedulable selects cordoned nodes."""
+    nodes = sorted(n["metadata"]["name"] for n in scheduler.get("/api/v1/nodes")["items"])
+    first = f"fieldSelector=metadata.name%3D{nodes[0]}"
+    listed = scheduler.get(f"/api/v1/nodes?{first}")["items"]
+    assert [n["metadata"]["name"] for n in listed] == nodes[:1]
+    resp = scheduler.request("GET", f"/api/v1/nodes?{first}&watch=true&timeoutSeconds=1")
+    watched = [json.loads(line)["object"]["metadata"]["name"] for line in resp.body.splitlines()]
+    assert set(watched) == {nodes[0]}
+    assert scheduler.request("POST", f"/api/v1/nodes/{nodes[1]}/cordon").status == 200
+    cordoned = scheduler.get("/api/v1/nodes?fieldSelector=spec.unschedulable%3Dtrue")["items"]
+    assert [n["metadata"]["name"] for n in cordoned] == [nodes[1]]
+    others = scheduler.get(f"/api/v1/nodes?fieldSelector=metadata.name!%3D{nodes[0]}")["items"]
+    assert [n["metadata"]["name"] for n in others] == nodes[1:]
+    bad = scheduler.request("GET", "/api/v1/nodes?fieldSelector=status.phase%3DReady")
+    assert bad.status == 400 and "status.phase" in bad.json()["message"]
 
 
 def test_operations_endpoints(scheduler: SchedulerProcess) -> None:
@@ -224,6 +262,33 @@ def test_openapi_matches_routes(bare_scheduler: SchedulerProcess) -> None:
     assert post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/Pod"
     )
+
+
+def test_openapi_names_the_list_parameters_served(bare_scheduler: SchedulerProcess) -> None:
+    """A list documents `fieldSelector`, `limit` and `continue` exactly where it takes them
+    (a bad value is a 400 there), so clients generated from the document can page."""
+    doc = bare_scheduler.get("/openapi.json")
+    lists = [
+        path
+        for path, ops in doc["paths"].items()
+        if "get" in ops
+        and ops["get"]["responses"]
+        .get("200", {})
+        .get("content", {})
+        .get("application/json", {})
+        .get("schema", {})
+        .get("$ref", "")
+        .endswith("List")
+    ]
+    assert "/apis/apps/v1/namespaces/{namespace}/deployments" in lists
+    for path in lists:
+        url = path.replace("{namespace}", "default")
+        named = {p["name"] for p in doc["paths"][path]["get"].get("parameters", [])}
+        for param, bad in (("fieldSelector", "no.such.field%3Dx"), ("limit", "0")):
+            status = bare_scheduler.request("GET", f"{url}?{param}={bad}").status
+            assert (param in named) == (status == 400), (path, param, status)
+    delete = doc["paths"]["/apis/batch/v1/namespaces/{namespace}/jobs/{name}"]["delete"]
+    assert "propagationPolicy" in {p["name"] for p in delete["parameters"]}
 
 
 def test_events_recorded_and_listed(scheduler: SchedulerProcess) -> None:

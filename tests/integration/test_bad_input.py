@@ -10,7 +10,7 @@ import msgpack
 import pytest
 
 from common.protocol import PROTOCOL_VERSION
-from tests.conftest import TOKEN, SchedulerProcess
+from tests.conftest import TOKEN, SchedulerProcess, wait_for
 from tests.integration.test_api import pod
 
 PODS = "/api/v1/namespaces/default/pods"
@@ -184,3 +184,72 @@ async def test_agent_link_survives_garbage(bare_scheduler: SchedulerProcess) -> 
         await ws.close()
     assert bare_scheduler.request("GET", "/readyz").status == 200
     assert bare_scheduler.get("/api/v1/nodes")["items"] == []
+
+
+def test_field_selectors_as_kubectl_writes_them(bare_scheduler: SchedulerProcess) -> None:
+    """`field!=value` works for events too (`kubectl get events --field-selector
+    type!=Normal`), and a term without an operator is a 400 naming it, not a filter
+    for an empty value."""
+    s = bare_scheduler
+    assert s.request("POST", PODS, pod("lonely")).status == 201  # no nodes: FailedScheduling
+
+    def reasons(selector: str) -> list[str]:
+        return [e["reason"] for e in s.get(f"/api/v1/events?fieldSelector={selector}")["items"]]
+
+    assert "FailedScheduling" in wait_for(lambda: reasons("type!%3DNormal"))
+    assert reasons("type!%3DWarning") == [r for r in reasons("") if r != "FailedScheduling"]
+    for path in (PODS, "/api/v1/events", "/api/v1/namespaces", "/apis/apps/v1/deployments"):
+        resp = s.request("GET", f"{path}?fieldSelector=metadata.name")
+        assert resp.status == 400, (path, resp.body)
+        assert "'metadata.name' is not a term" in status_of(resp.body)["message"]
+
+
+def test_empty_set_in_label_selector(bare_scheduler: SchedulerProcess) -> None:
+    """`key in ()` and `key notin ()` are refused, as by Kubernetes (they matched none
+    and all), with a 400 naming the term."""
+    for selector in ("app+in+()", "app+notin+(+)", "tier%3Ddb,app+in+()"):
+        for path in (PODS, "/api/v1/nodes", "/api/v1/namespaces"):
+            resp = bare_scheduler.request("GET", f"{path}?labelSelector={selector}")
+            assert resp.status == 400, (path, selector, resp.body)
+            message = str(status_of(resp.body)["message"])
+            assert message.startswith("labelSelector: 'app ") and "cannot be empty" in message
+
+
+def test_watch_from_a_revision_not_yet_made(bare_scheduler: SchedulerProcess) -> None:
+    """A resourceVersion past the store's latest (from another store: the state directory
+    made anew) is a 410 Expired, so the client lists again, not a stream that skips every
+    change up to that revision."""
+    s = bare_scheduler
+    current = int(s.get(PODS)["metadata"]["resourceVersion"])
+    resp = s.request("GET", f"{PODS}?watch=true&resourceVersion={current + 1000}&timeoutSeconds=2")
+    assert resp.status == 410, resp.body
+    body = status_of(resp.body)
+    assert body["reason"] == "Expired" and "too large resource version" in str(body["message"])
+    # The store's own revision is still a valid start: the next change comes.
+    assert s.request("POST", PODS, pod("next")).status == 201
+    resp = s.request("GET", f"{PODS}?watch=true&resourceVersion={current}&timeoutSeconds=1")
+    assert resp.status == 200
+    events = [json.loads(line) for line in resp.body.splitlines()]
+    assert events[0]["type"] == "ADDED"  # then MODIFIED: no node fits it
+    assert {e["object"]["metadata"]["name"] for e in events} == {"next"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content_type"),
+    [
+        ("POST", PODS, "application/vnd.kubernetes.protobuf"),
+        ("PUT", f"{PODS}/x", "application/vnd.kubernetes.protobuf"),
+        ("POST", "/api/v1/namespaces", "application/cbor"),
+        ("DELETE", "/apis/apps/v1/namespaces/default/deployments/x", "application/cbor"),
+    ],
+)
+def test_binary_encodings_are_unsupported_media(
+    bare_scheduler: SchedulerProcess, method: str, path: str, content_type: str
+) -> None:
+    """A protobuf or CBOR body is a 415, the answer on which client-go falls back to JSON,
+    not a 400 from reading it as YAML."""
+    body = b"k8s\x00\n\x0f\n\x02v1\x12\x03Pod" if "protobuf" in content_type else b"\xa1dkindcPod"
+    resp = bare_scheduler.request(method, path, body, content_type=content_type)
+    assert resp.status == 415, resp.body
+    status = status_of(resp.body)
+    assert status["reason"] == "UnsupportedMediaType" and content_type in str(status["message"])

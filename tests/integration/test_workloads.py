@@ -417,3 +417,24 @@ def test_watch_from_a_forgotten_revision_is_gone(bare_scheduler: SchedulerProces
     lines = [json.loads(line) for line in resp.body.splitlines()]
     seen = [(e["type"], e["object"]["metadata"]["name"]) for e in lines]
     assert seen[0] == ("ADDED", "p") and {name for _, name in seen} == {"p"}
+
+
+def test_watch_with_timeout_zero_stays_open(bare_scheduler: SchedulerProcess) -> None:
+    """`timeoutSeconds=0` is no timeout, as in Kubernetes (client libraries send it for
+    "none"): the stream goes on past the initial listing, not ending at once, which had
+    such a client list and watch again in a loop."""
+    s = bare_scheduler
+    url = f"{s.url}/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=0"
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=15) as stream:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "later"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        }
+        assert s.request("POST", "/api/v1/namespaces/default/pods", pod).status == 201
+        line = stream.readline()  # b"" at the end of the stream
+        assert line, "the watch ended"
+        event = json.loads(line)
+        assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "later")
