@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -150,9 +151,13 @@ def test_delete_is_graceful_and_finishes(scheduler: SchedulerProcess) -> None:
 
 def test_delete_options_body_forces(scheduler: SchedulerProcess) -> None:
     """kubectl sends `--grace-period=0 --force` as a DeleteOptions body, not a query."""
+
+    def running(name: str) -> bool:
+        return bool(get_pod(scheduler, name)["status"]["phase"] == "Running")
+
     for name in ("forced", "graceful"):
         scheduler.request("POST", "/api/v1/namespaces/default/pods", pod(name))
-        wait_for(lambda name=name: get_pod(scheduler, name)["status"]["phase"] == "Running")
+        wait_for(functools.partial(running, name))
     options = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}
     resp = scheduler.request("DELETE", "/api/v1/namespaces/default/pods/forced", options)
     assert resp.status == 200, resp.body

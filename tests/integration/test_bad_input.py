@@ -201,7 +201,7 @@ def test_field_selectors_as_kubectl_writes_them(bare_scheduler: SchedulerProcess
     for path in (PODS, "/api/v1/events", "/api/v1/namespaces", "/apis/apps/v1/deployments"):
         resp = s.request("GET", f"{path}?fieldSelector=metadata.name")
         assert resp.status == 400, (path, resp.body)
-        assert "'metadata.name' is not a term" in status_of(resp.body)["message"]
+        assert "'metadata.name' is not a term" in str(status_of(resp.body)["message"])
 
 
 def test_empty_set_in_label_selector(bare_scheduler: SchedulerProcess) -> None:
