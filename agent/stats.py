@@ -38,7 +38,10 @@ def usage() -> dict[str, int]:
     cpus = psutil.cpu_count() or 1
     percent = psutil.cpu_percent(interval=None)
     vm = psutil.virtual_memory()
-    return {"cpu": int(percent / 100 * cpus * 1000), "memory": vm.total - vm.available}
+    # Never below 0: the link refuses a negative usage (a container's /proc can report
+    # more available than total).
+    memory = max(0, vm.total - vm.available)
+    return {"cpu": max(0, int(percent / 100 * cpus * 1000)), "memory": memory}
 
 
 def node_info() -> dict[str, str]:

@@ -55,7 +55,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, TypeAlias
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter, ValidationError
 
 # 2: welcome.credential and credential_ack (per-node credentials).
 # 3: welcome.pods and desired.upsert are Pod JSON bytes, not maps.
@@ -153,14 +153,14 @@ class Heartbeat(Frame):
     `usage` is the node's [cpu, memory]."""
 
     type: Literal["heartbeat"] = "heartbeat"
-    usage: list[int] = Field(default_factory=lambda: [0, 0], min_length=2, max_length=2)
+    usage: list[NonNegativeInt] = Field(default_factory=lambda: [0, 0], min_length=2, max_length=2)
     # Each pod's usage in three arrays of one length (`decode` checks), position by
     # position: the cheapest shape to unpack and validate, measured (msgpack interns map
     # keys; pydantic-core checks an array of one type without a union, and in strict mode
     # takes a tuple only from a tuple, which msgpack never makes).
     pod_uids: list[str] = Field(default_factory=list)
-    pod_cpu: list[int] = Field(default_factory=list)
-    pod_memory: list[int] = Field(default_factory=list)
+    pod_cpu: list[NonNegativeInt] = Field(default_factory=list)
+    pod_memory: list[NonNegativeInt] = Field(default_factory=list)
 
 
 class HeartbeatV4(Frame):
@@ -168,8 +168,8 @@ class HeartbeatV4(Frame):
 
     type: Literal["heartbeat"] = "heartbeat"
     # {"cpu": millicores used, "memory": bytes used}
-    usage: dict[str, int] = Field(default_factory=dict)
-    pod_usage: dict[str, dict[str, int]] = Field(default_factory=dict)
+    usage: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    pod_usage: dict[str, dict[str, NonNegativeInt]] = Field(default_factory=dict)
 
     def upgraded(self) -> Heartbeat:
         """The same heartbeat in protocol 5's shape (a number left out is 0)."""
@@ -327,9 +327,16 @@ def problems(exc: ValidationError, within: str = "") -> str:
     `revision: Field required; ...`."""
     top = (within,) if within else ()
     return "; ".join(
-        f"{'.'.join(str(p) for p in (*top, *e['loc'])) or 'frame'}: {e['msg']}"
+        f"{'.'.join(_shown(p) for p in (*top, *e['loc'])) or 'frame'}: {_shown(e['msg'], 400)}"
         for e in exc.errors(include_url=False)
     )
+
+
+def _shown(value: object, limit: int = 64) -> str:
+    """A value from a frame (or a message quoting one), cut short for an error frame and
+    the log: a peer chooses it."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def decode(data: bytes, versions: tuple[int, ...] = (PROTOCOL_VERSION,)) -> Frame:
@@ -346,7 +353,7 @@ def decode(data: bytes, versions: tuple[int, ...] = (PROTOCOL_VERSION,)) -> Fram
     version = raw.get("v")
     if type(version) is not int or version not in versions:  # not True, not 1.0
         want = " or ".join(str(v) for v in versions)
-        raise ProtocolError(f"unsupported protocol version {version!r}, want {want}")
+        raise ProtocolError(f"unsupported protocol version {_shown(repr(version))}, want {want}")
     try:
         # Strict: msgpack carries types, so a string where a number belongs is a bug
         # in the peer, not something to coerce.
@@ -355,7 +362,8 @@ def decode(data: bytes, versions: tuple[int, ...] = (PROTOCOL_VERSION,)) -> Fram
         validator = (_FRAME if version >= 5 else _FRAME_V4).validator
         frame = validator.validate_python(raw, strict=True)
     except ValidationError as exc:
-        raise ProtocolError(f"invalid {raw.get('type')!r} frame: {problems(exc)}") from None
+        kind = _shown(repr(raw.get("type")))
+        raise ProtocolError(f"invalid {kind} frame: {problems(exc)}") from None
     # Checked here rather than by a model validator, which cost 5% of a heartbeat's decode.
     if isinstance(frame, Heartbeat) and not (
         len(frame.pod_uids) == len(frame.pod_cpu) == len(frame.pod_memory)

@@ -193,6 +193,35 @@ def test_wrong_shape_refused(raw: dict[str, Any], fragment: str) -> None:
     assert fragment in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"usage": [-1, 0]},
+        {"pod_uids": ["u"], "pod_cpu": [5], "pod_memory": [-5]},
+    ],
+)
+def test_negative_usage_refused(usage: dict[str, Any]) -> None:
+    """A node cannot report using less than nothing (it showed on the status page)."""
+    with pytest.raises(ProtocolError, match="greater than or equal to 0"):
+        decode(_pack({"v": PROTOCOL_VERSION, "type": "heartbeat", **usage}))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"v": PROTOCOL_VERSION, "type": "x" * 100_000},
+        {"v": "x" * 100_000, "type": "heartbeat"},
+        {"v": 4, "type": "heartbeat", "usage": {"x" * 100_000: "a"}},
+    ],
+)
+def test_what_a_peer_chose_is_cut_short_in_errors(raw: dict[str, Any]) -> None:
+    """The type, version or key a peer sent is shown cut short in the error (which goes
+    back to it and into the log), not whole."""
+    with pytest.raises(ProtocolError) as info:
+        decode(_pack(raw), (4, PROTOCOL_VERSION))
+    assert "xxx..." in str(info.value) and len(str(info.value)) < 600
+
+
 def test_oversized_frame_refused() -> None:
     """A frame larger than MAX_FRAME_BYTES is refused before it is parsed."""
     with pytest.raises(ProtocolError, match="exceeds"):
