@@ -148,6 +148,8 @@ class NodeLifecycleController:
                 await self._evict_node(
                     name, f"node {name} sent no heartbeat for more than {eviction:g}s"
                 )
+        for name in [n for n in self.not_ready_since if n not in self._cluster.nodes]:
+            del self.not_ready_since[name]  # the node was deleted while NotReady
         await self._finish_deletions()
 
     def _heard(self, last_heartbeat: float, grace: float) -> float:

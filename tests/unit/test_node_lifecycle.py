@@ -152,3 +152,13 @@ async def test_after_a_stall_every_node_counts_as_heard_at_the_wake(
     assert controller.next_pass_in(104.9) == pytest.approx(0.1)  # quiet: NotReady at 105
     controller._cluster.nodes.pop("quiet")
     assert controller.next_pass_in(109.9) == pytest.approx(0.1)  # gone: evicted at 110
+
+
+async def test_a_node_deleted_while_not_ready_is_forgotten(
+    controller: NodeLifecycleController,
+) -> None:
+    """A NotReady node's clock goes with the node (it stayed for good when it was deleted)."""
+    add_node(controller, "kept", ready=False, heartbeat=1e12)  # heard from: not evicted
+    controller.not_ready_since.update(kept=1e12, deleted=1e12)
+    await controller.reconcile()
+    assert controller.not_ready_since == {"kept": 1e12}
