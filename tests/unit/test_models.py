@@ -14,6 +14,7 @@ from common.models import (
     Node,
     Pod,
     PodSpec,
+    PodStatus,
     ResourceRequirements,
     Status,
     check_dns_label,
@@ -453,3 +454,16 @@ def test_status_shape() -> None:
         "reason": "NotFound",
         "code": 404,
     }
+
+
+def test_times_without_an_offset_are_utc() -> None:
+    """Every time in an object has an offset once validated: one sent without is UTC, as
+    Kubernetes reads it; one with an offset is kept as sent."""
+    status = PodStatus.model_validate_json(
+        b'{"startTime": "2024-05-01T12:00:00", "conditions": [{"type": "Ready", '
+        b'"status": "True", "lastTransitionTime": "2024-05-01T14:00:00+02:00"}]}'
+    )
+    assert status.start_time is not None and status.start_time.tzinfo is UTC
+    assert status.start_time == status.conditions[0].last_transition_time
+    assert status.to_json().startswith(b'{"phase":"Pending","conditions":[')
+    assert b'"startTime":"2024-05-01T12:00:00Z"' in status.to_json()

@@ -120,3 +120,16 @@ def test_bars_are_bounded() -> None:
     """Usage above capacity or zero capacity never draws a bar past its box."""
     html = ui._bar(requested=5000, allocatable=4000, used=9000, capacity=0, fmt="cpu")
     assert "width:100.0%" in html and "width:0.0%" in html
+
+
+def test_a_time_without_an_offset_is_taken_as_utc() -> None:
+    """An agent's restart time without a UTC offset counts as UTC (kept naive, the page
+    failed on it: naive and aware times do not compare)."""
+    restarted = {
+        "name": "main",
+        "restartCount": 1,
+        "state": {"running": {}},
+        "lastState": {"terminated": {"exitCode": 1, "finishedAt": "2024-05-01T11:59:00"}},
+    }
+    listed = ui.problem(pod(phase="Running", containerStatuses=[restarted]), {}, NOW)
+    assert listed is not None and listed[2].endswith("exit 1 (Error) 60s ago")
