@@ -61,7 +61,7 @@ _WATCH_QUERY = ["labelSelector", "watch", "resourceVersion", "timeoutSeconds"]
 _QUERY = {
     "/api/v1/pods": ["labelSelector", "fieldSelector", "limit", "continue"],
     "/api/v1/namespaces/{namespace}/pods": ["labelSelector", "fieldSelector", "limit", "continue"],
-    "/api/v1/nodes": ["labelSelector", "fieldSelector"],
+    "/api/v1/nodes": ["labelSelector", "fieldSelector", "limit", "continue"],
     "/api/v1/events": ["fieldSelector"],
     "/api/v1/namespaces/{namespace}/events": ["fieldSelector"],
     "/api/v1/namespaces/{namespace}/pods/{name}/log": [

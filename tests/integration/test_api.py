@@ -217,6 +217,23 @@ def test_node_field_selectors(scheduler: SchedulerProcess) -> None:
     assert bad.status == 400 and "status.phase" in bad.json()["message"]
 
 
+def test_node_list_pages(scheduler: SchedulerProcess) -> None:
+    """`kubectl get nodes` asks for pages of 500 (`limit`, then `continue`): they follow
+    one another, with live usage, and a bad limit is a 400 (it was ignored)."""
+    nodes = sorted(n["metadata"]["name"] for n in scheduler.get("/api/v1/nodes")["items"])
+    seen, token = [], ""
+    for _ in nodes:
+        body = scheduler.get(f"/api/v1/nodes?limit=2&continue={token}")
+        assert len(body["items"]) <= 2 and all("usage" in n["status"] for n in body["items"])
+        seen += [n["metadata"]["name"] for n in body["items"]]
+        token = body["metadata"].get("continue", "")
+        if not token:
+            break
+    assert seen == nodes and len(nodes) > 2
+    for query in ("limit=abc", "limit=0", "continue=bogus"):
+        assert scheduler.request("GET", f"/api/v1/nodes?{query}").status == 400, query
+
+
 def test_operations_endpoints(scheduler: SchedulerProcess) -> None:
     """healthz, readyz, status and Prometheus metrics answer."""
     assert scheduler.request("GET", "/healthz").body == b"ok"
