@@ -71,6 +71,7 @@ LINK_CHECK_SECONDS = 5.0
 # How long closing a link may wait for its peer to take the close; then it is dropped.
 LINK_CLOSE_SECONDS = 5.0
 STATUS_WRITE_ATTEMPTS = 3
+REGISTER_ATTEMPTS = 3  # writes of a joining node's object, against other writes of it
 # Log chunks held for a reader that has not taken them (the agent's are 32 KiB): past
 # this, the stream is ended, rather than kept in memory as fast as the container logs.
 MAX_LOG_CHUNKS_QUEUED = 256
@@ -403,8 +404,18 @@ class Hub:
         return session
 
     async def _register(self, info: protocol.NodeInfo, remote: str | None) -> Node:
-        """Create or refresh the Node object, Ready, durably, before the welcome."""
+        """Create or refresh the Node object, Ready, durably, before the welcome. Made
+        again on the newest version if another write of the node (a NotReady or Ready
+        mark, a cordon) landed in between."""
         key = node_key(info.name)
+        for _attempt in range(REGISTER_ATTEMPTS - 1):
+            try:
+                return await self._register_once(key, info, remote)
+            except Conflict:
+                await self._store.settled(key)
+        return await self._register_once(key, info, remote)
+
+    async def _register_once(self, key: str, info: protocol.NodeInfo, remote: str | None) -> Node:
         kv = await self._store.get(key)
         stamp = now()
         spec = NodeSpec()

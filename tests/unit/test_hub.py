@@ -427,3 +427,26 @@ def test_unacknowledged_frames_are_bounded_without_hiding_the_lag() -> None:
     assert session.unacked_since == float(hub_module.MAX_UNACKED)
     session.acked(hub_module.MAX_UNACKED + 49)
     assert session.unacked_since is None
+
+
+async def test_a_join_is_made_again_on_a_write_of_its_node_in_between(cp: ControlPlane) -> None:
+    """A write of the node queued while its agent joins (the lifecycle's NotReady mark, a
+    cordon) made the join's write a conflict: the link ended with a traceback. It is
+    made again on the newest version."""
+    info = protocol.NodeInfo(
+        name="n1",
+        capacity={"cpu": "4", "memory": "8Gi", "pods": "110"},
+        allocatable={"cpu": "4", "memory": "8Gi", "pods": "110"},
+    )
+    await cp.hub._register(info, None)
+    key = node_key("n1")
+    kv = cp.store.latest(key)
+    assert kv is not None
+    cordoned = Node.model_validate_json(kv.value)
+    cordoned.spec.unschedulable = True
+    queued = cp.store.txn([Op("put", key, encode(cordoned), cordoned, kv.mod_revision)])
+    node = await cp.hub._register(info, None)  # read before the cordon is durable
+    await queued
+    assert node.spec.unschedulable  # on top of the cordon, not instead of it
+    stored = cp.store.latest(key)
+    assert stored is not None and Node.model_validate_json(stored.value).spec.unschedulable
