@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -45,7 +46,7 @@ from scheduler.objects import (
     set_fields,
     with_resource_version,
 )
-from scheduler.store import Conflict, NotFound, Op
+from scheduler.store import KV, Conflict, NotFound, Op
 
 MAX_BATCH = 5000
 _FIELDS: dict[str, Callable[[Pod], str]] = {
@@ -285,27 +286,63 @@ async def update_pod(request: web.Request) -> web.Response:
     )
 
 
-async def _grace_period(request: web.Request) -> int | None:
-    """`?gracePeriodSeconds=`, or the same field of a DeleteOptions body: kubectl sends
-    `--grace-period` and `--force` there, and client libraries may too."""
+@dataclass(frozen=True)
+class DeleteOptions:
+    """What a pod DELETE takes: `?gracePeriodSeconds=`, or a DeleteOptions body (kubectl
+    sends `--grace-period` and `--force` there) with its `preconditions`."""
+
+    grace: int | None = None
+    uid: str | None = None  # preconditions.uid: delete only this incarnation
+    revision: int | None = None  # preconditions.resourceVersion
+
+
+async def _delete_options(request: web.Request) -> DeleteOptions:
     grace = int_param(request, "gracePeriodSeconds")
-    if grace is not None or not request.can_read_body:
-        return grace
+    if not request.can_read_body:
+        return DeleteOptions(grace)
     docs = await read_documents(request)
     options = docs[0] if len(docs) == 1 else None
     if not isinstance(options, dict):
         raise BadRequest("expected one DeleteOptions object as the body")
     value = options.get("gracePeriodSeconds")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BadRequest(f"gracePeriodSeconds: {value!r} is not an integer >= 0")
-    return value
+    if grace is None and value is not None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise BadRequest(f"gracePeriodSeconds: {value!r} is not an integer >= 0")
+        grace = value
+    pre = options.get("preconditions") or {}
+    if not isinstance(pre, dict):
+        raise BadRequest("preconditions: expected an object with uid and resourceVersion")
+    uid, revision = pre.get("uid"), pre.get("resourceVersion")
+    if uid is not None and not isinstance(uid, str):
+        raise BadRequest(f"preconditions.uid: {uid!r} is not a string")
+    if revision is not None and not (isinstance(revision, str) and revision.isdigit()):
+        raise BadRequest(f"preconditions.resourceVersion: {revision!r} is not a revision")
+    return DeleteOptions(grace, uid, int(revision) if revision is not None else None)
+
+
+def _check_preconditions(options: DeleteOptions, name: str, pod: Pod, kv: KV) -> None:
+    """409 as kube-apiserver words it when the pod is not the one the client meant: a
+    replacement in place keeps the name with a new uid (docs/architecture.md)."""
+    failed = None
+    if options.uid is not None and options.uid != pod.metadata.uid:
+        failed = f"UID in precondition: {options.uid}, UID in object meta: {pod.metadata.uid}"
+    elif options.revision is not None and options.revision != kv.mod_revision:
+        failed = (
+            f"ResourceVersion in precondition: {options.revision}, "
+            f"ResourceVersion in object meta: {kv.mod_revision}"
+        )
+    if failed is not None:
+        raise ConflictError(
+            f'Operation cannot be fulfilled on pods "{name}": Precondition failed: {failed}',
+            name=name,
+            kind="pods",
+        )
 
 
 async def delete_pod(request: web.Request) -> web.Response:
     namespace, name = namespace_param(request), name_param(request)
-    grace = await _grace_period(request)
+    options = await _delete_options(request)
+    grace = options.grace
     cp = plane(request)
     key = pod_key(namespace, name)
     for _attempt in range(5):
@@ -313,6 +350,7 @@ async def delete_pod(request: web.Request) -> web.Response:
         if kv is None:
             raise NotFoundError(f'pods "{name}" not found', name=name, kind="pods")
         pod = decode(kv, Pod)
+        _check_preconditions(options, name, pod, kv)
         node = cp.cluster.nodes.get(pod.spec.node_name or "")
         running_somewhere = (
             node is not None

@@ -172,6 +172,24 @@ def test_delete_options_body_forces(scheduler: SchedulerProcess) -> None:
     assert resp.status == 400 and "gracePeriodSeconds" in resp.json()["message"]
 
 
+def test_delete_preconditions(scheduler: SchedulerProcess) -> None:
+    """DeleteOptions.preconditions name the incarnation (uid) or version meant: a pod
+    replaced in place keeps its name with a new uid, so a delete by name alone could
+    remove the replacement. A precondition that fails is a 409 and nothing is deleted."""
+    scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("meant"))
+    path = "/api/v1/namespaces/default/pods/meant"
+    meta = get_pod(scheduler, "meant")["metadata"]
+    for pre in ({"uid": "someone-else"}, {"resourceVersion": "1"}):
+        resp = scheduler.request("DELETE", path, {"gracePeriodSeconds": 0, "preconditions": pre})
+        assert resp.status == 409 and "Precondition failed" in resp.json()["message"], pre
+        assert get_pod(scheduler, "meant")["metadata"]["uid"] == meta["uid"]
+    bad = scheduler.request("DELETE", path, {"preconditions": {"resourceVersion": "x"}})
+    assert bad.status == 400 and "preconditions.resourceVersion" in bad.json()["message"]
+    options = {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}}
+    assert scheduler.request("DELETE", path, options).status == 200
+    assert scheduler.request("GET", path).status == 404
+
+
 def test_cordon_and_drain(scheduler: SchedulerProcess) -> None:
     """Cordon stops new placements on a node; drain moves its pods elsewhere."""
     nodes = sorted(n["metadata"]["name"] for n in scheduler.get("/api/v1/nodes")["items"])
