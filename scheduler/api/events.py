@@ -12,6 +12,7 @@ from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
 from scheduler.api.common import field_selector, json_response, namespace_param, plane
 from scheduler.api.errors import BadRequest
+from scheduler.api.paging import check_list_revision
 from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.events import EVENTS, event_key
 from scheduler.objects import decode, list_json
@@ -47,6 +48,7 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     if wants_watch(request):
         return await serve_watch(request, prefix, keep if wanted or labels else None)
     kvs, revision = await store.list(prefix)
+    check_list_revision(request, revision)
     if wanted or labels:
         kvs = [kv for kv in kvs if keep(kv)]
     epoch = datetime.min.replace(tzinfo=UTC)

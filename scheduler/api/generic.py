@@ -21,7 +21,7 @@ from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
 from scheduler.api.common import field_selector, json_response, plane
 from scheduler.api.errors import BadRequest, Forbidden, Invalid, NotFoundError
-from scheduler.api.paging import page, with_continue
+from scheduler.api.paging import check_list_revision, page, with_continue
 from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.kinds import NAMESPACES, Kind
 from scheduler.objects import decode, list_json
@@ -67,6 +67,7 @@ async def list_objects(
     if wants_watch(request):
         return await serve_watch(request, prefix, keep)
     kvs, revision = await plane(request).store.list(prefix)
+    check_list_revision(request, revision)
     if keep is not None:
         kvs = [kv for kv in kvs if keep(kv)]
     kvs, more = page(request, kvs, prefix)  # ?limit= and ?continue=, as for pods

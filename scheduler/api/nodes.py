@@ -14,7 +14,7 @@ from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
 from scheduler.api.common import field_selector, json_response, name_param, plane
 from scheduler.api.errors import BadRequest, ConflictError, NotFoundError
-from scheduler.api.paging import page
+from scheduler.api.paging import check_list_revision, page
 from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.cluster import NodeState
 from scheduler.controlplane import ControlPlane
@@ -67,6 +67,7 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
     if wants_watch(request):  # the stored nodes, without live usage (scheduler/api/watch.py)
         return await serve_watch(request, NODES, keep)
     kvs, revision = await cp.store.list(NODES)
+    check_list_revision(request, revision)
     if selector or fields:
         kvs = [kv for kv in kvs if keep(kv)]
     kvs, more = page(request, kvs, NODES)  # ?limit= and ?continue=, as for pods

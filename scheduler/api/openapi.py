@@ -56,8 +56,14 @@ _MODELS = (
     *(Pod, Node, Status, Event, Namespace, Deployment, Job, ControllerRevision, Scale),
     *tokens.OPENAPI_MODELS,
 )
-# Every list also takes these (scheduler/api/watch.py).
-_WATCH_QUERY = ["labelSelector", "watch", "resourceVersion", "timeoutSeconds"]
+# Every list also takes these (scheduler/api/watch.py, scheduler/api/paging.py).
+_WATCH_QUERY = [
+    "labelSelector",
+    "watch",
+    "resourceVersion",
+    "resourceVersionMatch",
+    "timeoutSeconds",
+]
 _QUERY = {
     "/api/v1/pods": ["labelSelector", "fieldSelector", "limit", "continue"],
     "/api/v1/namespaces/{namespace}/pods": ["labelSelector", "fieldSelector", "limit", "continue"],

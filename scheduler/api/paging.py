@@ -1,4 +1,5 @@
-"""List pages: `?limit=N` (1..MAX_LIST_LIMIT) and `?continue=TOKEN`, as in Kubernetes.
+"""List pages: `?limit=N` (1..MAX_LIST_LIMIT) and `?continue=TOKEN`, as in Kubernetes;
+and which revision a list may be read at (`?resourceVersion=` and `resourceVersionMatch`).
 
 A list is sorted by key; a page ends after `limit` items and its
 `metadata.continue` names where the next one starts (the last key, opaque to
@@ -17,7 +18,7 @@ from aiohttp import web
 
 from common.limits import MAX_LIST_LIMIT
 from scheduler.api.common import int_param
-from scheduler.api.errors import BadRequest
+from scheduler.api.errors import BadRequest, Gone
 from scheduler.store import KV
 
 
@@ -59,3 +60,37 @@ def with_continue(body: bytes, token: str | None) -> bytes:
         return body
     field = b'"metadata":{"continue":%s,' % json.dumps(token).encode()
     return body.replace(b'"metadata":{', field, 1)
+
+
+def check_list_revision(request: web.Request, revision: int) -> None:
+    """Refuse a list read at `revision` (the store's latest) that the request's
+    `resourceVersion` and `resourceVersionMatch` do not allow, as kube-apiserver does.
+
+    Unset or `0`: any revision; `N` (or `NotOlderThan`): at least N; `Exact`: N itself.
+    The store keeps no snapshots of older revisions, so an `Exact` read of one is 410
+    Expired, as Kubernetes answers for a compacted one: list again without it. A revision
+    past the latest (from another store) is 410 too, as for a watch (api/watch.py)."""
+    raw, match = (
+        request.query.get("resourceVersion", ""),
+        request.query.get("resourceVersionMatch", ""),
+    )
+    if match and match not in ("Exact", "NotOlderThan"):
+        raise BadRequest(
+            f"query parameter resourceVersionMatch: {match!r} is not Exact or NotOlderThan"
+        )
+    if not raw:
+        if match:
+            raise BadRequest("resourceVersionMatch is forbidden unless resourceVersion is given")
+        return
+    if not raw.isdigit():
+        raise BadRequest(f"query parameter resourceVersion: {raw!r} is not a revision")
+    wanted = int(raw)
+    if match == "Exact" and wanted == 0:
+        raise BadRequest('resourceVersionMatch "Exact" is forbidden for resourceVersion "0"')
+    if wanted > revision:
+        raise Gone(f"too large resource version: {wanted}, current: {revision}")
+    if match == "Exact" and wanted != revision:
+        raise Gone(
+            f"resource version {wanted} is not kept (current: {revision}): "
+            "list again without resourceVersion"
+        )

@@ -32,7 +32,7 @@ from scheduler.api.errors import (
     NotFoundError,
 )
 from scheduler.api.generic import requested_revision, require_namespace
-from scheduler.api.paging import page, with_continue
+from scheduler.api.paging import check_list_revision, page, with_continue
 from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.hub import LogsUnavailable
 from scheduler.objects import (
@@ -213,6 +213,7 @@ async def list_pods(request: web.Request) -> web.StreamResponse:
             request, prefix, None if test is None else lambda kv: test(decode(kv, Pod))
         )
     kvs, revision = await plane(request).store.list(prefix)
+    check_list_revision(request, revision)
     if keep is not None:
         kvs = [kv for kv in kvs if keep(decode(kv, Pod))]
     kvs, more = page(request, kvs, prefix)  # ?limit= and ?continue= (api/paging.py)

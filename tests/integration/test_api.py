@@ -351,3 +351,26 @@ def test_events_recorded_and_listed(scheduler: SchedulerProcess) -> None:
     assert scheduled["count"] == 1 and scheduled["source"]["component"] == "corral-scheduler"
     bad = scheduler.request("GET", "/api/v1/events?fieldSelector=color%3Dred")
     assert bad.status == 400
+
+
+def test_list_resource_version_semantics(scheduler: SchedulerProcess) -> None:
+    """`resourceVersion` with `resourceVersionMatch` on a list, as kube-apiserver reads
+    them: at least N is served from the latest; exactly N only while N is the latest (no
+    snapshots are kept: 410, list again); malformed combinations are 400s."""
+    pods = "/api/v1/namespaces/default/pods"
+    current = scheduler.get(pods)["metadata"]["resourceVersion"]
+    for query in (f"resourceVersion={current}", f"resourceVersion={current}&"
+                  "resourceVersionMatch=NotOlderThan", "resourceVersion=0",
+                  f"resourceVersion={current}&resourceVersionMatch=Exact"):  # fmt: skip
+        assert scheduler.request("GET", f"{pods}?{query}").status == 200, query
+    assert scheduler.request("POST", pods, pod("newer")).status == 201
+    for path in (pods, "/api/v1/nodes", "/api/v1/events", "/api/v1/namespaces"):
+        exact = scheduler.request("GET", f"{path}?resourceVersion={current}&"
+                                  "resourceVersionMatch=Exact")  # fmt: skip
+        assert exact.status == 410 and exact.json()["reason"] == "Expired", path
+        ahead = scheduler.request("GET", f"{path}?resourceVersion=999999999")
+        assert ahead.status == 410 and "too large" in ahead.json()["message"], path
+    for query in ("resourceVersionMatch=Exact", "resourceVersion=x",
+                  "resourceVersion=0&resourceVersionMatch=Exact",
+                  f"resourceVersion={current}&resourceVersionMatch=Newest"):  # fmt: skip
+        assert scheduler.request("GET", f"{pods}?{query}").status == 400, query
