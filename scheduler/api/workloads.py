@@ -167,6 +167,8 @@ async def update_workload(request: web.Request) -> web.Response:
         if incoming.spec != current.spec:
             updated.spec = incoming.spec
             updated.metadata.generation = (current.metadata.generation or 1) + 1
+        if want is not None and want != kv.mod_revision:
+            raise _conflict(kind, name)  # a stale guard is a 409 even for a no-op
         if updated == current:
             return json_response(with_resource_version(kv))
         expect = kv.mod_revision if want is None else want
@@ -285,6 +287,8 @@ async def update_scale(request: web.Request) -> web.Response:
         kv = await get_kv(store, DEPLOYMENTS, namespace, name)
         current = decode(kv, Deployment)
         expect = expected_revision(doc, kv) if request.method == "PUT" else kv.mod_revision
+        if expect != kv.mod_revision:
+            raise _conflict(DEPLOYMENTS, name)  # a stale guard is a 409 even for a no-op
         if current.spec.replicas == replicas:
             return json_response(_scale(current, kv))
         updated = mutable_copy(current)

@@ -438,3 +438,27 @@ def test_watch_with_timeout_zero_stays_open(bare_scheduler: SchedulerProcess) ->
         assert line, "the watch ended"
         event = json.loads(line)
         assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "later")
+
+
+def test_a_stale_resource_version_is_a_conflict_even_for_a_no_op(
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """A replace guarded by an old `metadata.resourceVersion` is a 409 even when it would
+    change nothing, as in Kubernetes (it was a 200, which told the client its stale view
+    was current); the same for `/scale`."""
+    path = deploy_path("default", "d")
+    created = bare_scheduler.request("POST", deploy_path("default"), deployment_manifest("d", 1))
+    assert created.status == 201
+    stale = bare_scheduler.get(path)
+    changed = json.loads(json.dumps(stale))
+    changed["metadata"]["labels"] = {"moved": "on"}
+    assert bare_scheduler.request("PUT", path, changed).status == 200
+    current = bare_scheduler.get(path)
+    current["metadata"]["resourceVersion"] = stale["metadata"]["resourceVersion"]
+    resp = bare_scheduler.request("PUT", path, current)
+    assert resp.status == 409 and resp.json()["reason"] == "Conflict"
+    scale = bare_scheduler.get(path + "/scale")
+    scale["metadata"]["resourceVersion"] = stale["metadata"]["resourceVersion"]
+    assert bare_scheduler.request("PUT", path + "/scale", scale).status == 409
+    del current["metadata"]["resourceVersion"]  # unguarded: a no-op, answered 200
+    assert bare_scheduler.request("PUT", path, current).status == 200
