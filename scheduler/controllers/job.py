@@ -7,7 +7,8 @@ One pass for one Job::
     active longer than activeDeadlineSeconds ──> Failed, reason DeadlineExceeded
     more failures than backoffLimit          ──> Failed, reason BackoffLimitExceeded
     `completions` pods Succeeded             ──> Complete (the rest are stopped)
-    suspended                                ──> stop what runs
+    suspended                                ──> stop what runs (resumed: startTime
+                                                 is reset, the deadline counts anew)
     otherwise: keep min(parallelism, completions - succeeded) pods active,
                waiting BACKOFF_SECONDS * 2^(failures-1) (at most BACKOFF_CAP)
                after the latest failure before starting a replacement
@@ -133,7 +134,9 @@ class JobController(Controller):
                 status.conditions, "Suspended", "JobSuspended", "Job suspended"
             )
         else:
-            if status.start_time is None:
+            if status.start_time is None or _suspended(job):
+                # Started, or resumed: activeDeadlineSeconds counts from now (Kubernetes
+                # resets startTime on resume, so the time suspended is not counted).
                 status.start_time = stamp
             status.conditions = [c for c in status.conditions if c.type != "Suspended"]
             active, requeue = await self._run(key, job, status, active, succeeded, failed, stamp)
@@ -323,6 +326,10 @@ class JobController(Controller):
             return False, 0.1
         _LOGGER.info("job %s deleted %ds after it finished", key, ttl)
         return True, None
+
+
+def _suspended(job: Job) -> bool:
+    return any(c.type == "Suspended" and c.status == "True" for c in job.status.conditions)
 
 
 def _set(

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -539,3 +540,40 @@ def test_surge_and_unavailable_resolve_like_kubernetes() -> None:
     zero = {"rollingUpdate": {"maxSurge": "0%", "maxUnavailable": "10%"}}
     assert surge_and_unavailable(deployment(replicas=3, strategy=zero)) == (0, 1)
     assert surge_and_unavailable(deployment(replicas=3, strategy={"type": "Recreate"})) == (0, 3)
+
+
+async def test_resumed_job_restarts_its_deadline(plane: Plane) -> None:
+    """A Job suspended for longer than activeDeadlineSeconds runs again when resumed: its
+    startTime is reset, so the deadline counts from the resume, as in Kubernetes."""
+    plane.outcome = lambda pod: "stay"
+    await plane.put(job("pausable", activeDeadlineSeconds=60), JOBS)
+    await wait_until(lambda: (j := plane.job("pausable")) and j.status.active == 1, within=10)
+    await plane.put(job("pausable", activeDeadlineSeconds=60, suspend=True), JOBS)
+    await wait_until(
+        lambda: (
+            (j := plane.job("pausable"))
+            and j.status.active == 0
+            and any(c.type == "Suspended" for c in j.status.conditions)
+        ),
+        within=10,
+    )
+    # An hour goes by while it is suspended: its startTime is an hour old.
+    key = JOBS.key("default", "pausable")
+    kv = await plane.store.get(key)
+    assert kv is not None
+    aged = decode(kv, Job).model_copy(deep=True)
+    assert aged.status.start_time is not None
+    aged.status.start_time -= timedelta(hours=1)
+    await plane.store.put(key, encode(aged), obj=aged, expect=kv.mod_revision)
+    resumed_at = now()
+    await plane.put(job("pausable", activeDeadlineSeconds=60), JOBS)
+    resumed = await wait_until(
+        lambda: (j := plane.job("pausable")) and (j.status.active == 1 or finished(j)) and j,
+        within=10,
+    )
+    assert not finished(resumed), resumed.status.conditions
+    assert resumed.status.start_time is not None and resumed.status.start_time >= resumed_at
+
+
+def finished(j: Job) -> bool:
+    return any(c.type in ("Complete", "Failed") and c.status == "True" for c in j.status.conditions)
