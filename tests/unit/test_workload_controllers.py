@@ -577,3 +577,48 @@ async def test_resumed_job_restarts_its_deadline(plane: Plane) -> None:
 
 def finished(j: Job) -> bool:
     return any(c.type in ("Complete", "Failed") and c.status == "True" for c in j.status.conditions)
+
+
+async def test_deleting_a_namespace_deletes_objects_written_meanwhile(plane: Plane) -> None:
+    """A Deployment that changes while its namespace is being deleted (a person or a
+    pipeline editing it; its controller writing status) is still deleted before the
+    namespace: a delete that conflicted is tried again, not forgotten."""
+    ns = new_namespace("busy")
+    await plane.store.put(NAMESPACES.key(None, "busy"), encode(ns), obj=ns, expect=0)
+    names = [f"web{i}" for i in range(10)]
+    for name in names:
+        d = deployment(name, replicas=0)
+        d.metadata.namespace = "busy"
+        await plane.put(d)
+    await wait_until(lambda: all(plane.deployment(n, "busy") for n in names), within=10)
+
+    async def edit(name: str) -> None:
+        """Relabel the Deployment over and over, as a client would, until it is gone."""
+        key = DEPLOYMENTS.key("busy", name)
+        for i in range(100_000):
+            kv = await plane.store.get(key)
+            if kv is None:
+                return
+            d = decode(kv, Deployment).model_copy(deep=True)
+            d.metadata.labels["edit"] = str(i)
+            with contextlib.suppress(Conflict, NotFound):
+                await plane.store.put(key, encode(d), obj=d, expect=kv.mod_revision)
+            await asyncio.sleep(0.005)  # a client's pace, not a flood the watch cannot follow
+
+    editors = [asyncio.create_task(edit(name)) for name in names]
+    try:
+        kv = await plane.store.get(NAMESPACES.key(None, "busy"))
+        assert kv is not None
+        marked = decode(kv, Namespace).model_copy(deep=True)
+        marked.status.phase = "Terminating"
+        await plane.store.put(kv.key, encode(marked), obj=marked, expect=kv.mod_revision)
+        await wait_until(
+            lambda: plane.workloads.namespaces.get(NAMESPACES.key(None, "busy")) is None,
+            within=10,
+        )
+        left, _ = await plane.store.list(DEPLOYMENTS.namespace_prefix("busy"))
+        assert not left, [kv.key for kv in left]
+    finally:
+        for task in editors:
+            task.cancel()
+        await asyncio.gather(*editors, return_exceptions=True)
