@@ -438,7 +438,10 @@ class DeploymentController(Controller):
         changed: bool,
     ) -> float | None:
         desired = d.spec.replicas
-        _, max_unavailable = surge_and_unavailable(d)
+        # Kubernetes' MaxUnavailable, which is 0 for Recreate: that strategy stops every
+        # old pod at once, but a Deployment with no pod available is not Available.
+        rolling = d.spec.strategy.type == "RollingUpdate"
+        max_unavailable = surge_and_unavailable(d)[1] if rolling else 0
         active = picture.new + picture.old
         available = picture.count_available(active)
         ready = sum(1 for p in active if is_ready(p))

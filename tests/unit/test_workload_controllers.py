@@ -622,3 +622,22 @@ async def test_deleting_a_namespace_deletes_objects_written_meanwhile(plane: Pla
         for task in editors:
             task.cancel()
         await asyncio.gather(*editors, return_exceptions=True)
+
+
+async def test_recreate_is_available_only_with_every_replica(plane: Plane) -> None:
+    """Recreate tolerates no unavailable pod in its Available condition (Kubernetes'
+    MaxUnavailable is 0 for it): pods that never become ready leave it False."""
+    plane.outcome = lambda pod: "stay"
+    await plane.put(deployment(replicas=2, strategy={"type": "Recreate"}))
+    d = await wait_until(
+        lambda: (
+            (d := plane.deployment("web"))
+            and d.status.replicas == 2
+            and any(c.type == "Available" for c in d.status.conditions)
+            and d
+        ),
+        within=10,
+    )
+    available = next(c for c in d.status.conditions if c.type == "Available")
+    assert (available.status, available.reason) == ("False", "MinimumReplicasUnavailable")
+    assert d.status.available_replicas == 0 and d.status.unavailable_replicas == 2
