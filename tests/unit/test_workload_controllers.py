@@ -641,3 +641,43 @@ async def test_recreate_is_available_only_with_every_replica(plane: Plane) -> No
     available = next(c for c in d.status.conditions if c.type == "Available")
     assert (available.status, available.reason) == ("False", "MinimumReplicasUnavailable")
     assert d.status.available_replicas == 0 and d.status.unavailable_replicas == 2
+
+
+async def test_deployment_adopts_only_pods_a_deployment_made(plane: Plane) -> None:
+    """An unowned pod with the selector's labels and a `pod-template-hash` (one a
+    Deployment made, orphaned) is adopted and counted; a bare pod with the same labels is
+    not, nor one in another namespace."""
+
+    def bare(name: str, namespace: str, labels: dict[str, str]) -> Pod:
+        pod = Pod.model_validate(
+            {
+                "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                "spec": {"containers": [{"name": "main", "image": "nginx:1"}]},
+            }
+        )
+        pod.metadata.uid = f"uid-{name}"
+        return pod
+
+    ns = new_namespace("other")
+    await plane.store.put(NAMESPACES.key(None, "other"), encode(ns), obj=ns, expect=0)
+    made = {"app": "web", HASH_LABEL: "somehash"}
+    for pod in (
+        bare("orphan", "default", made),
+        bare("handmade", "default", {"app": "web"}),
+        bare("elsewhere", "other", made),
+    ):
+        key = PODS.key(pod.metadata.namespace, pod.metadata.name)
+        await plane.store.put(key, encode(pod), obj=pod, expect=0)
+    await plane.put(deployment(replicas=2))
+    d = await wait_until(
+        lambda: (d := plane.deployment("web")) and d.status.available_replicas == 2 and d,
+        within=10,
+    )
+    owned = {
+        p.metadata.name: [r.uid for r in p.metadata.owner_references or ()]
+        for p in plane.pods("default") + plane.pods("other")
+        if p.metadata.deletion_timestamp is None
+    }
+    assert owned.pop("handmade") == [] and owned.pop("elsewhere") == []
+    assert "orphan" not in owned  # adopted as an old pod, then replaced by the rollout
+    assert list(owned.values()) == [[d.metadata.uid], [d.metadata.uid]]
