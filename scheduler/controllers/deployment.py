@@ -237,9 +237,11 @@ class DeploymentController(Controller):
         picture = Picture()
         wall = time.time()
         min_ready = d.spec.min_ready_seconds
+        # Owners are namespace-local: a pod elsewhere naming this uid is not one of its own.
+        prefix = PODS.namespace_prefix(d.metadata.namespace or "default")
         for pod_key in self.pod_owners.of(d.metadata.uid):
             pod = self.cluster.pods.get(pod_key)
-            if pod is None:
+            if pod is None or not pod_key.startswith(prefix):
                 continue
             current = pod.metadata.labels.get(HASH_LABEL) == hash_
             if pod.metadata.deletion_timestamp is not None:

@@ -52,7 +52,7 @@ from scheduler.controllers.podcontrol import (
     restarts,
 )
 from scheduler.events import Ref
-from scheduler.kinds import JOBS
+from scheduler.kinds import JOBS, PODS
 from scheduler.objects import encode
 from scheduler.store import Conflict, NotFound
 
@@ -113,7 +113,13 @@ class JobController(Controller):
         kv = self.jobs.kvs.get(key)
         if job is None or kv is None or job.metadata.deletion_timestamp is not None:
             return None
-        pods = [p for k in self.pod_owners.of(job.metadata.uid) if (p := self.cluster.pods.get(k))]
+        # Owners are namespace-local: a pod elsewhere naming this uid is not one of its own.
+        prefix = PODS.namespace_prefix(job.metadata.namespace or "default")
+        pods = [
+            p
+            for k in self.pod_owners.of(job.metadata.uid)
+            if k.startswith(prefix) and (p := self.cluster.pods.get(k))
+        ]
         active = [p for p in pods if is_active(p)]
         succeeded = [p for p in pods if p.status.phase == "Succeeded"]
         failed = [p for p in pods if p.status.phase == "Failed"]

@@ -681,3 +681,33 @@ async def test_deployment_adopts_only_pods_a_deployment_made(plane: Plane) -> No
     assert owned.pop("handmade") == [] and owned.pop("elsewhere") == []
     assert "orphan" not in owned  # adopted as an old pod, then replaced by the rollout
     assert list(owned.values()) == [[d.metadata.uid], [d.metadata.uid]]
+
+
+async def test_an_owner_reference_from_another_namespace_is_ignored(plane: Plane) -> None:
+    """A pod copied into another namespace with its ownerReferences (a manifest exported
+    and applied elsewhere) is not one of the Deployment's pods: owners are namespace-local
+    in Kubernetes. The Deployment neither counts it nor deletes it."""
+    await plane.put(deployment(replicas=2))
+    await wait_until(
+        lambda: (d := plane.deployment("web")) and d.status.available_replicas == 2, within=10
+    )
+    ns = new_namespace("other")
+    await plane.store.put(NAMESPACES.key(None, "other"), encode(ns), obj=ns, expect=0)
+    copy = plane.pods()[0].model_copy(deep=True)
+    copy.metadata.namespace = "other"
+    copy.metadata.uid = "uid-copy"
+    copy.status = PodStatus()
+    await plane.store.put(PODS.key("other", copy.metadata.name), encode(copy), obj=copy)
+    await wait_until(lambda: plane.pods("other") and is_ready(plane.pods("other")[0]), within=10)
+    await plane.put(deployment(replicas=2, minReadySeconds=1))  # a pass after the copy ran
+    d = await wait_until(
+        lambda: (
+            (d := plane.deployment("web"))
+            and d.status.observed_generation == 2
+            and d.status.available_replicas == 2
+            and d
+        ),
+        within=10,
+    )
+    assert d.status.replicas == 2
+    assert len(active(plane.pods())) == 2 and len(active(plane.pods("other"))) == 1
