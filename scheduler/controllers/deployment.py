@@ -13,6 +13,8 @@ ReplicaSet gives Kubernetes is kept by two things:
 
 One pass (`reconcile`) for one Deployment::
 
+    adopt orphans its selector matches (then look again)
+        │
     record the template's revision ──> delete finished pods (they are replaced)
         │
         ├─ Recreate:      delete every old pod; create new ones only once none is left
@@ -68,8 +70,8 @@ from scheduler.controllers.podcontrol import (
     template_hash,
 )
 from scheduler.events import Ref
-from scheduler.kinds import DEPLOYMENTS, REVISIONS
-from scheduler.objects import encode
+from scheduler.kinds import DEPLOYMENTS, PODS, REVISIONS
+from scheduler.objects import encode, mutable_copy
 from scheduler.store import KV, Conflict, NotFound
 
 _LOGGER = logging.getLogger(__name__)
@@ -151,12 +153,14 @@ class DeploymentController(Controller):
         revisions: ObjectCache[ControllerRevision],
         pod_owners: OwnerIndex,
         revision_owners: OwnerIndex,
+        orphans: set[str],
     ) -> None:
         super().__init__(ctx)
         self.deployments = deployments
         self.revisions = revisions
         self.pod_owners = pod_owners
         self.revision_owners = revision_owners
+        self.orphans = orphans  # pod keys: made by a Deployment, controlled by none (manager)
         self._ready_seen: dict[str, float] = {}  # uid -> when first seen Ready (no timestamp)
 
     def keys(self) -> list[str]:
@@ -175,6 +179,8 @@ class DeploymentController(Controller):
         kv = self.deployments.kvs.get(key)
         if d is None or kv is None or d.metadata.deletion_timestamp is not None:
             return None  # gone or going: the garbage collector takes its pods
+        if await self._adopt(key, d):
+            return 0.0  # look again once the adopted pods are counted as its own
         hash_ = template_hash(d.spec.template)
         revision = await self._sync_revision(key, d, hash_)
         if revision is None:
@@ -195,13 +201,47 @@ class DeploymentController(Controller):
             requeue = min(requeue or picture.next_check, picture.next_check)
         return requeue
 
+    async def _adopt(self, key: str, d: Deployment) -> bool:
+        """Claim the orphans its selector matches (a Deployment deleted with
+        propagationPolicy=Orphan and created again takes its pods back, as Kubernetes'
+        Deployment adopts its orphaned ReplicaSets); True if it claimed any."""
+        if not self.orphans:
+            return False
+        prefix = PODS.namespace_prefix(d.metadata.namespace or "default")
+        owner = owner_reference("Deployment", "apps/v1", d.metadata.name, d.metadata.uid or "")
+        claims = []
+        for pod_key in [k for k in self.orphans if k.startswith(prefix)]:
+            pod = self.cluster.pods.get(pod_key)
+            kv = self.cluster.pod_kvs.get(pod_key)
+            if pod is None or kv is None or not d.spec.selector.matches(pod.metadata.labels):
+                continue
+            claimed = mutable_copy(pod)
+            claimed.metadata.owner_references = [*(pod.metadata.owner_references or ()), owner]
+            claims.append(self._claim(pod_key, claimed, kv.mod_revision))
+        # Concurrently, for one commit; a pod that changed meanwhile is claimed on its event.
+        written = [kv for kv in await asyncio.gather(*claims) if kv is not None]
+        self.wrote(key, written)
+        if written:
+            self.events.record(
+                _ref(d), "Adopted", f"Adopted {len(written)} pods its selector matches"
+            )
+        return bool(written)
+
+    async def _claim(self, key: str, pod: Pod, expect: int) -> KV | None:
+        try:
+            return await self.store.put(key, encode(pod), obj=pod, expect=expect)
+        except (Conflict, NotFound):
+            return None
+
     def _picture(self, d: Deployment, hash_: str) -> Picture:
         picture = Picture()
         wall = time.time()
         min_ready = d.spec.min_ready_seconds
+        # Owners are namespace-local: a pod elsewhere naming this uid is not one of its own.
+        prefix = PODS.namespace_prefix(d.metadata.namespace or "default")
         for pod_key in self.pod_owners.of(d.metadata.uid):
             pod = self.cluster.pods.get(pod_key)
-            if pod is None:
+            if pod is None or not pod_key.startswith(prefix):
                 continue
             current = pod.metadata.labels.get(HASH_LABEL) == hash_
             if pod.metadata.deletion_timestamp is not None:
@@ -438,7 +478,10 @@ class DeploymentController(Controller):
         changed: bool,
     ) -> float | None:
         desired = d.spec.replicas
-        _, max_unavailable = surge_and_unavailable(d)
+        # Kubernetes' MaxUnavailable, which is 0 for Recreate: that strategy stops every
+        # old pod at once, but a Deployment with no pod available is not Available.
+        rolling = d.spec.strategy.type == "RollingUpdate"
+        max_unavailable = surge_and_unavailable(d)[1] if rolling else 0
         active = picture.new + picture.old
         available = picture.count_available(active)
         ready = sum(1 for p in active if is_ready(p))

@@ -7,7 +7,8 @@ One pass for one Job::
     active longer than activeDeadlineSeconds ──> Failed, reason DeadlineExceeded
     more failures than backoffLimit          ──> Failed, reason BackoffLimitExceeded
     `completions` pods Succeeded             ──> Complete (the rest are stopped)
-    suspended                                ──> stop what runs
+    suspended                                ──> stop what runs (resumed: startTime
+                                                 is reset, the deadline counts anew)
     otherwise: keep min(parallelism, completions - succeeded) pods active,
                waiting BACKOFF_SECONDS * 2^(failures-1) (at most BACKOFF_CAP)
                after the latest failure before starting a replacement
@@ -51,7 +52,7 @@ from scheduler.controllers.podcontrol import (
     restarts,
 )
 from scheduler.events import Ref
-from scheduler.kinds import JOBS
+from scheduler.kinds import JOBS, PODS
 from scheduler.objects import encode
 from scheduler.store import Conflict, NotFound
 
@@ -112,7 +113,13 @@ class JobController(Controller):
         kv = self.jobs.kvs.get(key)
         if job is None or kv is None or job.metadata.deletion_timestamp is not None:
             return None
-        pods = [p for k in self.pod_owners.of(job.metadata.uid) if (p := self.cluster.pods.get(k))]
+        # Owners are namespace-local: a pod elsewhere naming this uid is not one of its own.
+        prefix = PODS.namespace_prefix(job.metadata.namespace or "default")
+        pods = [
+            p
+            for k in self.pod_owners.of(job.metadata.uid)
+            if k.startswith(prefix) and (p := self.cluster.pods.get(k))
+        ]
         active = [p for p in pods if is_active(p)]
         succeeded = [p for p in pods if p.status.phase == "Succeeded"]
         failed = [p for p in pods if p.status.phase == "Failed"]
@@ -133,7 +140,9 @@ class JobController(Controller):
                 status.conditions, "Suspended", "JobSuspended", "Job suspended"
             )
         else:
-            if status.start_time is None:
+            if status.start_time is None or _suspended(job):
+                # Started, or resumed: activeDeadlineSeconds counts from now (Kubernetes
+                # resets startTime on resume, so the time suspended is not counted).
                 status.start_time = stamp
             status.conditions = [c for c in status.conditions if c.type != "Suspended"]
             active, requeue = await self._run(key, job, status, active, succeeded, failed, stamp)
@@ -323,6 +332,10 @@ class JobController(Controller):
             return False, 0.1
         _LOGGER.info("job %s deleted %ds after it finished", key, ttl)
         return True, None
+
+
+def _suspended(job: Job) -> bool:
+    return any(c.type == "Suspended" and c.status == "True" for c in job.status.conditions)
 
 
 def _set(

@@ -6,12 +6,15 @@ owner owns (pods, revisions), and the controllers: deployment, job, garbage
 collector and namespace. It routes each change to the controller that cares:
 
     pod changed ─────────> owner index ─> its Deployment / Job queued; GC if the owner is gone
+    pod orphaned ────────> orphans ─────> the Deployments whose selector matches it queued
     Deployment / Job ────> its controller queued; deleted: GC queued with its uid
     ControllerRevision ──> revision index; GC if its owner is gone
     Namespace ───────────> namespace controller (when Terminating)
 
 The pod listener runs for every pod write in the cluster, so it returns at once
-for pods without ownerReferences.
+for pods without ownerReferences (after one label lookup: a pod that a Deployment
+made, `pod-template-hash`, and that nobody controls any more is an *orphan*, which
+a Deployment whose selector matches adopts, as a ReplicaSet would).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from scheduler.controllers.deployment import DeploymentController
 from scheduler.controllers.gc import GarbageCollector
 from scheduler.controllers.job import JobController
 from scheduler.controllers.namespace import NamespaceController, ensure_namespaces
+from scheduler.controllers.podcontrol import HASH_LABEL, is_active
 from scheduler.kinds import DEPLOYMENTS, JOBS, NAMESPACES, REVISIONS
 from scheduler.store import Event
 
@@ -42,8 +46,14 @@ class Workloads:
         self.revisions = ObjectCache(REVISIONS, ControllerRevision)
         self.pod_owners = OwnerIndex()
         self.revision_owners = OwnerIndex()
+        self.orphans: set[str] = set()  # keys of active pods a Deployment made, now unowned
         self.deployment = DeploymentController(
-            ctx, self.deployments, self.revisions, self.pod_owners, self.revision_owners
+            ctx,
+            self.deployments,
+            self.revisions,
+            self.pod_owners,
+            self.revision_owners,
+            self.orphans,
         )
         self.job = JobController(ctx, self.jobs, self.pod_owners)
         self.gc = GarbageCollector(ctx, self.owner_exists, [self.pod_owners, self.revision_owners])
@@ -72,6 +82,8 @@ class Workloads:
         for key, pod in self.ctx.cluster.pods.items():
             if pod.metadata.owner_references:
                 self.pod_owners.update(key, pod.metadata.owner_references)
+            elif _orphaned(pod):
+                self.orphans.add(key)
 
     def tasks(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         return [
@@ -95,9 +107,13 @@ class Workloads:
     def _pod_changed(self, key: str, old: Pod | None, new: Pod | None) -> None:
         new_refs = new.metadata.owner_references if new is not None else None
         old_refs = old.metadata.owner_references if old is not None else None
-        if not new_refs and not old_refs:
-            return  # the common case: a pod nobody owns
+        if not new_refs and not old_refs:  # the common case: a pod nobody owns
+            if (new is not None and HASH_LABEL in new.metadata.labels) or key in self.orphans:
+                self._orphan_changed(key, new)
+            return
         try:
+            if key in self.orphans or controller_ref(new_refs) is None:
+                self._orphan_changed(key, new)  # adopted, or freed (propagationPolicy=Orphan)
             self.pod_owners.update(key, new_refs)
             namespace = key_namespace(key)
             for refs in (new_refs, old_refs):
@@ -116,6 +132,20 @@ class Workloads:
                 self.job.forget_pod(uid)
         except Exception:  # never into the cluster watch
             _LOGGER.exception("pod listener failed on %s", key)
+
+    def _orphan_changed(self, key: str, new: Pod | None) -> None:
+        """Track a pod that a Deployment made and nobody controls; queue who may adopt it."""
+        if new is None or not _orphaned(new):
+            self.orphans.discard(key)
+            return
+        self.orphans.add(key)
+        prefix = DEPLOYMENTS.namespace_prefix(key_namespace(key))
+        try:
+            for dkey, d in self.deployments.objects.items():
+                if dkey.startswith(prefix) and d.spec.selector.matches(new.metadata.labels):
+                    self.deployment.queue.add(dkey)
+        except Exception:  # never into the cluster watch
+            _LOGGER.exception("pod listener failed on orphan %s", key)
 
     def _deployment_changed(self, key: str, old: Deployment | None, new: Deployment | None) -> None:
         if new is not None:
@@ -140,3 +170,12 @@ class Workloads:
     def _namespace_changed(self, key: str, old: Namespace | None, new: Namespace | None) -> None:
         if new is not None and new.status.phase == "Terminating":
             self.namespace.queue.add(key)
+
+
+def _orphaned(pod: Pod) -> bool:
+    """A pod a Deployment made (it carries `pod-template-hash`), active, without a controller."""
+    return (
+        HASH_LABEL in pod.metadata.labels
+        and controller_ref(pod.metadata.owner_references) is None
+        and is_active(pod)
+    )

@@ -313,6 +313,28 @@ def test_namespaces_owners_and_garbage(cluster: SchedulerProcess, ns: str) -> No
     assert pods(cluster, ns) == []
 
 
+def test_recreated_deployment_adopts_its_orphaned_pods(cluster: SchedulerProcess, ns: str) -> None:
+    """Deleted with propagationPolicy=Orphan and created again, a Deployment takes its old
+    pods back (as Kubernetes' Deployment adopts its orphaned ReplicaSets): no second set."""
+    assert cluster.request("POST", deploy_path(ns), deployment_manifest("web", 3)).status == 201
+    wait_for(lambda: rolled_out(cluster, ns, "web", 3), timeout=20)
+    before = {p["metadata"]["name"] for p in pods(cluster, ns)}
+    orphan = cluster.request("DELETE", deploy_path(ns, "web") + "?propagationPolicy=Orphan")
+    assert orphan.status == 200
+    wait_for(lambda: cluster.request("GET", deploy_path(ns, "web")).status == 404, timeout=10)
+    assert cluster.request("POST", deploy_path(ns), deployment_manifest("web", 3)).status == 201
+    uid = cluster.get(deploy_path(ns, "web"))["metadata"]["uid"]
+
+    def adopted() -> list[dict[str, Any]] | None:
+        found = pods(cluster, ns)
+        owners = [[r["uid"] for r in p["metadata"].get("ownerReferences", [])] for p in found]
+        return found if owners and all(o == [uid] for o in owners) else None
+
+    wait_for(adopted, timeout=15)
+    wait_for(lambda: rolled_out(cluster, ns, "web", 3), timeout=20)
+    assert {p["metadata"]["name"] for p in pods(cluster, ns)} == before
+
+
 def test_watch_streams_changes(cluster: SchedulerProcess, ns: str) -> None:
     """`?watch=true` on deployments sends ADDED, MODIFIED and DELETED with resourceVersions;
     `corral get deployments -w` prints a row per change."""

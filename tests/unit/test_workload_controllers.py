@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -539,3 +540,174 @@ def test_surge_and_unavailable_resolve_like_kubernetes() -> None:
     zero = {"rollingUpdate": {"maxSurge": "0%", "maxUnavailable": "10%"}}
     assert surge_and_unavailable(deployment(replicas=3, strategy=zero)) == (0, 1)
     assert surge_and_unavailable(deployment(replicas=3, strategy={"type": "Recreate"})) == (0, 3)
+
+
+async def test_resumed_job_restarts_its_deadline(plane: Plane) -> None:
+    """A Job suspended for longer than activeDeadlineSeconds runs again when resumed: its
+    startTime is reset, so the deadline counts from the resume, as in Kubernetes."""
+    plane.outcome = lambda pod: "stay"
+    await plane.put(job("pausable", activeDeadlineSeconds=60), JOBS)
+    await wait_until(lambda: (j := plane.job("pausable")) and j.status.active == 1, within=10)
+    await plane.put(job("pausable", activeDeadlineSeconds=60, suspend=True), JOBS)
+    await wait_until(
+        lambda: (
+            (j := plane.job("pausable"))
+            and j.status.active == 0
+            and any(c.type == "Suspended" for c in j.status.conditions)
+        ),
+        within=10,
+    )
+    # An hour goes by while it is suspended: its startTime is an hour old.
+    key = JOBS.key("default", "pausable")
+    kv = await plane.store.get(key)
+    assert kv is not None
+    aged = decode(kv, Job).model_copy(deep=True)
+    assert aged.status.start_time is not None
+    aged.status.start_time -= timedelta(hours=1)
+    await plane.store.put(key, encode(aged), obj=aged, expect=kv.mod_revision)
+    resumed_at = now()
+    await plane.put(job("pausable", activeDeadlineSeconds=60), JOBS)
+    resumed = await wait_until(
+        lambda: (j := plane.job("pausable")) and (j.status.active == 1 or finished(j)) and j,
+        within=10,
+    )
+    assert not finished(resumed), resumed.status.conditions
+    assert resumed.status.start_time is not None and resumed.status.start_time >= resumed_at
+
+
+def finished(j: Job) -> bool:
+    return any(c.type in ("Complete", "Failed") and c.status == "True" for c in j.status.conditions)
+
+
+async def test_deleting_a_namespace_deletes_objects_written_meanwhile(plane: Plane) -> None:
+    """A Deployment that changes while its namespace is being deleted (a person or a
+    pipeline editing it; its controller writing status) is still deleted before the
+    namespace: a delete that conflicted is tried again, not forgotten."""
+    ns = new_namespace("busy")
+    await plane.store.put(NAMESPACES.key(None, "busy"), encode(ns), obj=ns, expect=0)
+    names = [f"web{i}" for i in range(10)]
+    for name in names:
+        d = deployment(name, replicas=0)
+        d.metadata.namespace = "busy"
+        await plane.put(d)
+    await wait_until(lambda: all(plane.deployment(n, "busy") for n in names), within=10)
+
+    async def edit(name: str) -> None:
+        """Relabel the Deployment over and over, as a client would, until it is gone."""
+        key = DEPLOYMENTS.key("busy", name)
+        for i in range(100_000):
+            kv = await plane.store.get(key)
+            if kv is None:
+                return
+            d = decode(kv, Deployment).model_copy(deep=True)
+            d.metadata.labels["edit"] = str(i)
+            with contextlib.suppress(Conflict, NotFound):
+                await plane.store.put(key, encode(d), obj=d, expect=kv.mod_revision)
+            await asyncio.sleep(0.005)  # a client's pace, not a flood the watch cannot follow
+
+    editors = [asyncio.create_task(edit(name)) for name in names]
+    try:
+        kv = await plane.store.get(NAMESPACES.key(None, "busy"))
+        assert kv is not None
+        marked = decode(kv, Namespace).model_copy(deep=True)
+        marked.status.phase = "Terminating"
+        await plane.store.put(kv.key, encode(marked), obj=marked, expect=kv.mod_revision)
+        await wait_until(
+            lambda: plane.workloads.namespaces.get(NAMESPACES.key(None, "busy")) is None,
+            within=10,
+        )
+        left, _ = await plane.store.list(DEPLOYMENTS.namespace_prefix("busy"))
+        assert not left, [kv.key for kv in left]
+    finally:
+        for task in editors:
+            task.cancel()
+        await asyncio.gather(*editors, return_exceptions=True)
+
+
+async def test_recreate_is_available_only_with_every_replica(plane: Plane) -> None:
+    """Recreate tolerates no unavailable pod in its Available condition (Kubernetes'
+    MaxUnavailable is 0 for it): pods that never become ready leave it False."""
+    plane.outcome = lambda pod: "stay"
+    await plane.put(deployment(replicas=2, strategy={"type": "Recreate"}))
+    d = await wait_until(
+        lambda: (
+            (d := plane.deployment("web"))
+            and d.status.replicas == 2
+            and any(c.type == "Available" for c in d.status.conditions)
+            and d
+        ),
+        within=10,
+    )
+    available = next(c for c in d.status.conditions if c.type == "Available")
+    assert (available.status, available.reason) == ("False", "MinimumReplicasUnavailable")
+    assert d.status.available_replicas == 0 and d.status.unavailable_replicas == 2
+
+
+async def test_deployment_adopts_only_pods_a_deployment_made(plane: Plane) -> None:
+    """An unowned pod with the selector's labels and a `pod-template-hash` (one a
+    Deployment made, orphaned) is adopted and counted; a bare pod with the same labels is
+    not, nor one in another namespace."""
+
+    def bare(name: str, namespace: str, labels: dict[str, str]) -> Pod:
+        pod = Pod.model_validate(
+            {
+                "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                "spec": {"containers": [{"name": "main", "image": "nginx:1"}]},
+            }
+        )
+        pod.metadata.uid = f"uid-{name}"
+        return pod
+
+    ns = new_namespace("other")
+    await plane.store.put(NAMESPACES.key(None, "other"), encode(ns), obj=ns, expect=0)
+    made = {"app": "web", HASH_LABEL: "somehash"}
+    for pod in (
+        bare("orphan", "default", made),
+        bare("handmade", "default", {"app": "web"}),
+        bare("elsewhere", "other", made),
+    ):
+        key = PODS.key(pod.metadata.namespace, pod.metadata.name)
+        await plane.store.put(key, encode(pod), obj=pod, expect=0)
+    await plane.put(deployment(replicas=2))
+    d = await wait_until(
+        lambda: (d := plane.deployment("web")) and d.status.available_replicas == 2 and d,
+        within=10,
+    )
+    owned = {
+        p.metadata.name: [r.uid for r in p.metadata.owner_references or ()]
+        for p in plane.pods("default") + plane.pods("other")
+        if p.metadata.deletion_timestamp is None
+    }
+    assert owned.pop("handmade") == [] and owned.pop("elsewhere") == []
+    assert "orphan" not in owned  # adopted as an old pod, then replaced by the rollout
+    assert list(owned.values()) == [[d.metadata.uid], [d.metadata.uid]]
+
+
+async def test_an_owner_reference_from_another_namespace_is_ignored(plane: Plane) -> None:
+    """A pod copied into another namespace with its ownerReferences (a manifest exported
+    and applied elsewhere) is not one of the Deployment's pods: owners are namespace-local
+    in Kubernetes. The Deployment neither counts it nor deletes it."""
+    await plane.put(deployment(replicas=2))
+    await wait_until(
+        lambda: (d := plane.deployment("web")) and d.status.available_replicas == 2, within=10
+    )
+    ns = new_namespace("other")
+    await plane.store.put(NAMESPACES.key(None, "other"), encode(ns), obj=ns, expect=0)
+    copy = plane.pods()[0].model_copy(deep=True)
+    copy.metadata.namespace = "other"
+    copy.metadata.uid = "uid-copy"
+    copy.status = PodStatus()
+    await plane.store.put(PODS.key("other", copy.metadata.name), encode(copy), obj=copy)
+    await wait_until(lambda: plane.pods("other") and is_ready(plane.pods("other")[0]), within=10)
+    await plane.put(deployment(replicas=2, minReadySeconds=1))  # a pass after the copy ran
+    d = await wait_until(
+        lambda: (
+            (d := plane.deployment("web"))
+            and d.status.observed_generation == 2
+            and d.status.available_replicas == 2
+            and d
+        ),
+        within=10,
+    )
+    assert d.status.replicas == 2
+    assert len(active(plane.pods())) == 2 and len(active(plane.pods("other"))) == 1
