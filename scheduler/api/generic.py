@@ -10,7 +10,7 @@ manifest validation as `corral apply` (422 naming the field), a list takes
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -20,14 +20,17 @@ from common.models import Model, Namespace, StatusCause, now
 from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
 from scheduler.api.common import field_selector, json_response, plane
-from scheduler.api.errors import BadRequest, Forbidden, Invalid, NotFoundError
+from scheduler.api.errors import ApiError, BadRequest, Forbidden, Invalid, NotFoundError
 from scheduler.api.paging import check_list_revision, page, with_continue
 from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.kinds import NAMESPACES, Kind
 from scheduler.objects import decode, list_json
-from scheduler.store import KV, Store
+from scheduler.store import KV, Conflict, NotFound, Store
 
 Keep = Callable[[KV], bool]
+# One replace of an object: (the new document, the current KV) -> the answer; its write is
+# guarded by the KV's revision and raises the store's Conflict (or NotFound) if it lost.
+Replace = Callable[[Any, KV], Awaitable[web.Response]]
 
 
 _META_FIELDS = ("metadata.name", "metadata.namespace")
@@ -123,12 +126,6 @@ def stamp_new(obj: Any) -> None:
     obj.status = type(obj.status)()
 
 
-def expected_revision(doc: Any, kv: KV) -> int:
-    """The body's metadata.resourceVersion as a guard; the current one when it has none."""
-    want = requested_revision(doc)
-    return kv.mod_revision if want is None else want
-
-
 def requested_revision(doc: Any) -> int | None:
     """The body's metadata.resourceVersion (None if it has none: an unconditional update,
     which is tried again on a conflict, as Kubernetes does; 422 if not a revision)."""
@@ -148,6 +145,36 @@ def requested_revision(doc: Any) -> int | None:
             ],
         )
     return int(want)
+
+
+async def guarded_update(
+    store: Store,
+    load: Callable[[], Awaitable[KV]],
+    make_doc: Callable[[KV], Any],
+    replace: Replace,
+    conflict: Callable[[], ApiError],
+) -> web.Response:
+    """What PUT and PATCH share: read the object (`load`, 404 if gone), make the document
+    to replace it with (`make_doc`: PUT's body, or the patch applied to the current one),
+    and `replace` it, guarded by the document's `metadata.resourceVersion`.
+
+    A resourceVersion the document names is a precondition: 409 (`conflict`) if the
+    object is at another one, even where the replace would change nothing, as in
+    Kubernetes. Without one (or with the current one, as a patched object has unless the
+    patch set it), a write that lost to another is made again on top of that one once it
+    is durable; a patch is then applied to the new version.
+    """
+    for _attempt in range(5):
+        kv = await load()
+        doc = make_doc(kv)
+        want = requested_revision(doc)
+        if want is not None and want != kv.mod_revision:
+            break
+        try:
+            return await replace(doc, kv)
+        except (Conflict, NotFound):
+            await store.settled(kv.key)  # a write of it was queued: read it once durable
+    raise conflict()
 
 
 async def get_kv(store: Store, kind: Kind, namespace: str | None, name: str) -> KV:

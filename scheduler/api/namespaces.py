@@ -1,4 +1,4 @@
-"""Namespace routes: list (and watch), create, get, relabel, delete (which empties it first).
+"""Namespace routes: list (and watch), create, get, relabel (PUT, PATCH), delete (emptying it).
 
 `default` always exists and cannot be deleted. Creating an object in a
 namespace that does not exist is refused with 404, as in Kubernetes; creating
@@ -14,10 +14,18 @@ from aiohttp import web
 from common.models import Namespace, NamespaceStatus, now
 from scheduler.api.common import json_response, name_param, plane, read_documents, require_url_name
 from scheduler.api.errors import AlreadyExists, BadRequest, ConflictError, Forbidden
-from scheduler.api.generic import get_kv, list_objects, requested_revision, stamp_new, validate
+from scheduler.api.generic import (
+    Replace,
+    get_kv,
+    guarded_update,
+    list_objects,
+    stamp_new,
+    validate,
+)
+from scheduler.api.patch import patched, read_patch
 from scheduler.kinds import DEFAULT_NAMESPACE, NAMESPACES
 from scheduler.objects import decode, encode, mutable_copy, with_resource_version
-from scheduler.store import Conflict, NotFound
+from scheduler.store import KV, Conflict, NotFound
 
 
 async def _one_document(request: web.Request) -> Any:
@@ -55,6 +63,33 @@ async def get_namespace(request: web.Request) -> web.Response:
     return json_response(with_resource_version(kv))
 
 
+def _conflict(name: str) -> ConflictError:
+    return ConflictError(
+        f'Operation cannot be fulfilled on namespaces "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        name=name,
+        kind="namespaces",
+    )
+
+
+def _replacer(request: web.Request) -> Replace:
+    """A namespace's replace (for `guarded_update`): labels and annotations."""
+    name = name_param(request)
+    store = plane(request).store
+
+    async def replace(doc: Any, kv: KV) -> web.Response:
+        incoming: Namespace = validate(doc, NAMESPACES, None)
+        require_url_name(incoming.metadata.name, name)
+        updated = mutable_copy(decode(kv, Namespace))
+        updated.metadata.labels = dict(incoming.metadata.labels)
+        updated.metadata.labels.setdefault("kubernetes.io/metadata.name", name)
+        updated.metadata.annotations = incoming.metadata.annotations
+        new = await store.put(kv.key, encode(updated), obj=updated, expect=kv.mod_revision)
+        return json_response(with_resource_version(new))
+
+    return replace
+
+
 async def update_namespace(request: web.Request) -> web.Response:
     """Replace labels and annotations (guarded by resourceVersion when given; without,
     tried again on a conflict)."""
@@ -62,33 +97,26 @@ async def update_namespace(request: web.Request) -> web.Response:
     store = plane(request).store
     await get_kv(store, NAMESPACES, None, name)
     doc = await _one_document(request)
-    want = requested_revision(doc)
-    incoming: Namespace = validate(doc, NAMESPACES, None)
-    require_url_name(incoming.metadata.name, name)
-    for _attempt in range(5):
-        kv = await get_kv(store, NAMESPACES, None, name)
-        updated = mutable_copy(decode(kv, Namespace))
-        updated.metadata.labels = dict(incoming.metadata.labels)
-        updated.metadata.labels.setdefault("kubernetes.io/metadata.name", name)
-        updated.metadata.annotations = incoming.metadata.annotations
-        try:
-            new = await store.put(
-                kv.key,
-                encode(updated),
-                obj=updated,
-                expect=kv.mod_revision if want is None else want,
-            )
-        except Conflict:
-            if want is not None:
-                break
-            await store.settled(kv.key)  # a write of it was queued: read it once durable
-            continue
-        return json_response(with_resource_version(new))
-    raise ConflictError(
-        f'Operation cannot be fulfilled on namespaces "{name}": the object has been '
-        "modified; please apply your changes to the latest version and try again",
-        name=name,
-        kind="namespaces",
+    return await guarded_update(
+        store,
+        lambda: get_kv(store, NAMESPACES, None, name),
+        lambda kv: doc,
+        _replacer(request),
+        lambda: _conflict(name),
+    )
+
+
+async def patch_namespace(request: web.Request) -> web.Response:
+    """Patch labels and annotations; the patched namespace is replaced as PUT does."""
+    patch = await read_patch(request)
+    name = name_param(request)
+    store = plane(request).store
+    return await guarded_update(
+        store,
+        lambda: get_kv(store, NAMESPACES, None, name),
+        patched(patch),
+        _replacer(request),
+        lambda: _conflict(name),
     )
 
 
@@ -124,5 +152,6 @@ ROUTES = [
     web.post("/api/v1/namespaces", create_namespace),
     web.get("/api/v1/namespaces/{name}", get_namespace),
     web.put("/api/v1/namespaces/{name}", update_namespace),
+    web.patch("/api/v1/namespaces/{name}", patch_namespace),
     web.delete("/api/v1/namespaces/{name}", delete_namespace),
 ]

@@ -1,10 +1,11 @@
-"""Node routes: list, get (with live usage), delete, cordon, uncordon, drain."""
+"""Node routes: list, get (with live usage), patch, delete, cordon, uncordon, drain."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 
@@ -12,13 +13,22 @@ from common.models import Node, Pod, Status
 from common.quantity import format_cpu
 from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
-from scheduler.api.common import field_selector, json_response, name_param, plane
+from scheduler.api.common import (
+    field_selector,
+    json_response,
+    name_param,
+    plane,
+    require_url_name,
+)
 from scheduler.api.errors import BadRequest, ConflictError, NotFoundError
+from scheduler.api.generic import Replace, guarded_update, validate
 from scheduler.api.paging import check_list_revision, page
+from scheduler.api.patch import patched, read_patch
 from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.cluster import NodeState
 from scheduler.controlplane import ControlPlane
 from scheduler.eviction import evict
+from scheduler.kinds import NODES as NODE_KIND
 from scheduler.objects import NODES, decode, encode, mutable_copy, node_key, pod_key
 from scheduler.store import KV, Conflict, NotFound
 
@@ -92,6 +102,48 @@ async def get_node(request: web.Request) -> web.Response:
     cp = plane(request)
     kv = await _get_kv(cp, name_param(request))
     return json_response(_live(cp, kv))
+
+
+def _replacer(request: web.Request) -> Replace:
+    """A node's replace (for `guarded_update`): labels, annotations and `spec`
+    (`unschedulable`); the rest is the agent's and kept. Nodes have no PUT; PATCH uses it."""
+    cp = plane(request)
+    name = name_param(request)
+
+    async def replace(doc: Any, kv: KV) -> web.Response:
+        incoming: Node = validate(doc, NODE_KIND, None)
+        require_url_name(incoming.metadata.name, name)
+        current = decode(kv, Node)
+        updated = mutable_copy(current)
+        updated.metadata.labels = incoming.metadata.labels
+        updated.metadata.annotations = incoming.metadata.annotations
+        updated.spec = incoming.spec
+        if updated == current:
+            return json_response(_live(cp, kv))
+        new = await cp.store.put(kv.key, encode(updated), obj=updated, expect=kv.mod_revision)
+        return json_response(_live(cp, new))
+
+    return replace
+
+
+async def patch_node(request: web.Request) -> web.Response:
+    """Patch labels, annotations and `spec.unschedulable` (what `kubectl label`, `annotate`
+    and `cordon` send)."""
+    cp = plane(request)
+    patch = await read_patch(request)
+    name = name_param(request)
+    return await guarded_update(
+        cp.store,
+        lambda: _get_kv(cp, name),
+        patched(patch),
+        _replacer(request),
+        lambda: ConflictError(
+            f'Operation cannot be fulfilled on nodes "{name}": the object has been modified; '
+            "please apply your changes to the latest version and try again",
+            name=name,
+            kind="nodes",
+        ),
+    )
 
 
 async def _set_unschedulable(cp: ControlPlane, name: str, value: bool) -> KV:
@@ -187,6 +239,7 @@ async def delete_node(request: web.Request) -> web.Response:
 ROUTES = [
     web.get("/api/v1/nodes", list_nodes),
     web.get("/api/v1/nodes/{name}", get_node),
+    web.patch("/api/v1/nodes/{name}", patch_node),
     web.delete("/api/v1/nodes/{name}", delete_node),
     web.post("/api/v1/nodes/{name}/cordon", cordon),
     web.post("/api/v1/nodes/{name}/uncordon", uncordon),

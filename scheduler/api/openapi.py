@@ -23,6 +23,7 @@ from common.models import (
 )
 from scheduler.api import tokens
 from scheduler.api.common import json_response
+from scheduler.api.patch import JSON_PATCH, MERGE, STRATEGIC
 from scheduler.api.workloads import OPENAPI_SHAPES
 from scheduler.kinds import DEPLOYMENTS, JOBS, NAMESPACES, REVISIONS
 
@@ -33,9 +34,11 @@ _SHAPES: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
     ("POST", "/api/v1/namespaces/{namespace}/pods"): ("Pod", 201, "Pod"),
     ("GET", "/api/v1/namespaces/{namespace}/pods/{name}"): (None, 200, "Pod"),
     ("PUT", "/api/v1/namespaces/{namespace}/pods/{name}"): ("Pod", 200, "Pod"),
+    ("PATCH", "/api/v1/namespaces/{namespace}/pods/{name}"): ("Patch", 200, "Pod"),
     ("DELETE", "/api/v1/namespaces/{namespace}/pods/{name}"): (None, 200, "Pod"),
     ("GET", "/api/v1/nodes"): (None, 200, "NodeList"),
     ("GET", "/api/v1/nodes/{name}"): (None, 200, "Node"),
+    ("PATCH", "/api/v1/nodes/{name}"): ("Patch", 200, "Node"),
     ("DELETE", "/api/v1/nodes/{name}"): (None, 200, "Node"),
     ("POST", "/api/v1/nodes/{name}/cordon"): (None, 200, "Node"),
     ("POST", "/api/v1/nodes/{name}/uncordon"): (None, 200, "Node"),
@@ -48,6 +51,7 @@ _SHAPES |= {
     ("POST", "/api/v1/namespaces"): ("Namespace", 201, "Namespace"),
     ("GET", "/api/v1/namespaces/{name}"): (None, 200, "Namespace"),
     ("PUT", "/api/v1/namespaces/{name}"): ("Namespace", 200, "Namespace"),
+    ("PATCH", "/api/v1/namespaces/{name}"): ("Patch", 200, "Namespace"),
     ("DELETE", "/api/v1/namespaces/{name}"): (None, 200, "Namespace"),
     **OPENAPI_SHAPES,
     **tokens.OPENAPI_SHAPES,
@@ -94,6 +98,32 @@ _STRING = {"type": "string"}
 _PATH_SCHEMAS: dict[str, dict[str, Any]] = {
     "namespace": {"type": "string", "pattern": _DNS_LABEL.pattern},
     "name": {"type": "string", "pattern": _DNS_SUBDOMAIN.pattern},
+}
+
+
+# A PATCH takes one of the patch types (scheduler/api/patch.py): the patch itself, whatever
+# the object's schema.
+_PATCH_BODIES = {
+    MERGE: {"schema": {"type": "object"}},
+    STRATEGIC: {"schema": {"type": "object"}},
+    JSON_PATCH: {
+        "schema": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["op", "path"],
+                "properties": {
+                    "op": {
+                        "type": "string",
+                        "enum": ["add", "remove", "replace", "move", "copy", "test"],
+                    },
+                    "path": {"type": "string"},
+                    "from": {"type": "string"},
+                    "value": {},
+                },
+            },
+        }
+    },
 }
 
 
@@ -179,7 +209,9 @@ def build(app: web.Application) -> dict[str, Any]:
         shape = _SHAPES.get((route.method, path))
         if shape is not None:
             body, code, response = shape
-            if body:
+            if body == "Patch":
+                op["requestBody"] = {"required": True, "content": _PATCH_BODIES}
+            elif body:
                 op["requestBody"] = {
                     "required": True,
                     "content": {

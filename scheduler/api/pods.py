@@ -1,4 +1,4 @@
-"""Pod routes: create (one or a batch), list, get, update labels, delete."""
+"""Pod routes: create (one or a batch), list, get, update or patch labels, delete."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ from scheduler.api.errors import (
     Invalid,
     NotFoundError,
 )
-from scheduler.api.generic import requested_revision, require_namespace
+from scheduler.api.generic import Replace, guarded_update, require_namespace
 from scheduler.api.paging import check_list_revision, page, with_continue
+from scheduler.api.patch import patched, read_patch
 from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.hub import LogsUnavailable
 from scheduler.objects import (
@@ -228,28 +229,32 @@ async def get_pod(request: web.Request) -> web.Response:
     return json_response(with_resource_version(kv))
 
 
-async def update_pod(request: web.Request) -> web.Response:
-    """Replace labels and annotations; the spec of a pod is immutable, as in Kubernetes.
-
-    Guarded by the body's `metadata.resourceVersion` (409 if it is not the pod's); without
-    one the update is unconditional: a write that lands first (a status report) is read
-    and the update made on top of it, as Kubernetes does, not answered 409."""
+async def _load(request: web.Request) -> KV:
     namespace, name = namespace_param(request), name_param(request)
-    docs = await read_documents(request)
-    if len(docs) != 1:
-        raise BadRequest(f"expected one Pod, got {len(docs)} documents")
-    store = plane(request).store
-    key = pod_key(namespace, name)
-    if await store.get(key) is None:
+    kv = await plane(request).store.get(pod_key(namespace, name))
+    if kv is None:
         raise NotFoundError(f'pods "{name}" not found', name=name, kind="pods")
-    doc = docs[0]
-    want = requested_revision(doc)
-    incoming = _validate(doc, namespace)
-    require_url_name(incoming.metadata.name, name)
-    for _attempt in range(5):
-        kv = await store.get(key)
-        if kv is None:
-            raise NotFoundError(f'pods "{name}" not found', name=name, kind="pods")
+    return kv
+
+
+def _conflict(name: str) -> ConflictError:
+    return ConflictError(
+        f'Operation cannot be fulfilled on pods "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again",
+        name=name,
+        kind="pods",
+    )
+
+
+def _replacer(request: web.Request) -> Replace:
+    """A pod's replace (for `guarded_update`): labels and annotations; the spec is
+    immutable, as in Kubernetes."""
+    namespace, name = namespace_param(request), name_param(request)
+    store = plane(request).store
+
+    async def replace(doc: Any, kv: KV) -> web.Response:
+        incoming = _validate(doc, namespace)
+        require_url_name(incoming.metadata.name, name)
         current = decode(kv, Pod)
         comparable = current.spec.model_copy(update={"node_name": incoming.spec.node_name})
         if incoming.spec.to_dict() != comparable.to_dict() or (
@@ -269,21 +274,42 @@ async def update_pod(request: web.Request) -> web.Response:
         updated = mutable_copy(current)
         updated.metadata.labels = incoming.metadata.labels
         updated.metadata.annotations = incoming.metadata.annotations
-        try:
-            new = await store.put(
-                key, encode(updated), obj=updated, expect=kv.mod_revision if want is None else want
-            )
-        except Conflict:
-            if want is not None:
-                break
-            await store.settled(key)  # a write of it was queued: read it once durable
-            continue
+        new = await store.put(kv.key, encode(updated), obj=updated, expect=kv.mod_revision)
         return json_response(with_resource_version(new))
-    raise ConflictError(
-        f'Operation cannot be fulfilled on pods "{name}": the object has been modified; '
-        "please apply your changes to the latest version and try again",
-        name=name,
-        kind="pods",
+
+    return replace
+
+
+async def update_pod(request: web.Request) -> web.Response:
+    """Replace labels and annotations; the spec of a pod is immutable, as in Kubernetes.
+
+    Guarded by the body's `metadata.resourceVersion` (409 if it is not the pod's); without
+    one the update is unconditional: a write that lands first (a status report) is read
+    and the update made on top of it, as Kubernetes does, not answered 409."""
+    docs = await read_documents(request)
+    if len(docs) != 1:
+        raise BadRequest(f"expected one Pod, got {len(docs)} documents")
+    name = name_param(request)
+    return await guarded_update(
+        plane(request).store,
+        lambda: _load(request),
+        lambda kv: docs[0],
+        _replacer(request),
+        lambda: _conflict(name),
+    )
+
+
+async def patch_pod(request: web.Request) -> web.Response:
+    """Patch labels and annotations (merge, strategic merge or JSON patch): the patched
+    pod is replaced as PUT replaces it."""
+    patch = await read_patch(request)
+    name = name_param(request)
+    return await guarded_update(
+        plane(request).store,
+        lambda: _load(request),
+        patched(patch),
+        _replacer(request),
+        lambda: _conflict(name),
     )
 
 
@@ -385,6 +411,7 @@ ROUTES = [
     web.post("/api/v1/namespaces/{namespace}/pods", create_pods),
     web.get("/api/v1/namespaces/{namespace}/pods/{name}", get_pod),
     web.put("/api/v1/namespaces/{namespace}/pods/{name}", update_pod),
+    web.patch("/api/v1/namespaces/{namespace}/pods/{name}", patch_pod),
     web.delete("/api/v1/namespaces/{namespace}/pods/{name}", delete_pod),
 ]
 

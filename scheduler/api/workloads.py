@@ -6,6 +6,7 @@ ControllerRevisions that record a Deployment's rollouts.
     POST   /apis/apps/v1/namespaces/{ns}/deployments               create
     GET    /apis/apps/v1/namespaces/{ns}/deployments/{name}        get
     PUT    /apis/apps/v1/namespaces/{ns}/deployments/{name}        replace metadata and spec
+    PATCH  /apis/apps/v1/namespaces/{ns}/deployments/{name}        patch them (api/patch.py)
     DELETE /apis/apps/v1/namespaces/{ns}/deployments/{name}        ?propagationPolicy=Orphan
     GET|PUT|PATCH .../deployments/{name}/scale                     replicas
     (the same for /apis/batch/v1/.../jobs, without /scale)
@@ -19,6 +20,7 @@ the spec; `status` belongs to the controllers and is kept whatever the body says
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -35,15 +37,16 @@ from scheduler.api.common import (
 )
 from scheduler.api.errors import AlreadyExists, BadRequest, ConflictError, Invalid, NotFoundError
 from scheduler.api.generic import (
-    expected_revision,
+    Replace,
     get_kv,
+    guarded_update,
     list_objects,
-    requested_revision,
     require_namespace,
     stamp_new,
     success,
     validate,
 )
+from scheduler.api.patch import MERGE, patched, read_patch
 from scheduler.controlplane import ControlPlane
 from scheduler.kinds import DEPLOYMENTS, JOBS, REVISIONS, Kind
 from scheduler.objects import decode, encode, mutable_copy, with_resource_version
@@ -140,19 +143,17 @@ async def get_workload(request: web.Request) -> web.Response:
     return json_response(with_resource_version(kv))
 
 
-async def update_workload(request: web.Request) -> web.Response:
-    """Replace metadata (labels, annotations) and spec; status is kept."""
+def _replacer(request: web.Request) -> Replace:
+    """A Deployment's or Job's replace (for `guarded_update`): metadata (labels,
+    annotations, owner references) and spec, by Kubernetes' update rules; status is kept."""
     kind = _kind_of(request)
     namespace, name = namespace_param(request), name_param(request)
-    store = plane(request).store
-    await get_kv(store, kind, namespace, name)
-    doc = await _one_document(request, kind)
-    want = requested_revision(doc)
-    incoming = validate(doc, kind, namespace)
-    admit(plane(request).config, incoming)
-    require_url_name(incoming.metadata.name, name)
-    for _attempt in range(5):
-        kv = await get_kv(store, kind, namespace, name)
+    cp = plane(request)
+
+    async def replace(doc: Any, kv: KV) -> web.Response:
+        incoming = validate(doc, kind, namespace)
+        admit(cp.config, incoming)
+        require_url_name(incoming.metadata.name, name)
         current: Any = decode(kv, kind.model)
         check_update(kind, current, incoming)
         updated = mutable_copy(current)
@@ -167,20 +168,48 @@ async def update_workload(request: web.Request) -> web.Response:
         if incoming.spec != current.spec:
             updated.spec = incoming.spec
             updated.metadata.generation = (current.metadata.generation or 1) + 1
-        if want is not None and want != kv.mod_revision:
-            raise _conflict(kind, name)  # a stale guard is a 409 even for a no-op
         if updated == current:
             return json_response(with_resource_version(kv))
-        expect = kv.mod_revision if want is None else want
-        try:
-            new = await store.put(kv.key, encode(updated), obj=updated, expect=expect)
-        except Conflict:
-            if want is not None:
-                break
-            await store.settled(kv.key)  # a write of it was queued (a status): read it durable
-            continue
+        new = await cp.store.put(kv.key, encode(updated), obj=updated, expect=kv.mod_revision)
         return json_response(with_resource_version(new))
-    raise _conflict(kind, name)
+
+    return replace
+
+
+def _loader(request: web.Request, kind: Kind) -> Callable[[], Awaitable[KV]]:
+    namespace, name = namespace_param(request), name_param(request)
+    return lambda: get_kv(plane(request).store, kind, namespace, name)
+
+
+async def update_workload(request: web.Request) -> web.Response:
+    """Replace metadata (labels, annotations) and spec; status is kept."""
+    kind = _kind_of(request)
+    load = _loader(request, kind)
+    await load()  # 404 before the body is read
+    doc = await _one_document(request, kind)
+    name = name_param(request)
+    return await guarded_update(
+        plane(request).store,
+        load,
+        lambda kv: doc,
+        _replacer(request),
+        lambda: _conflict(kind, name),
+    )
+
+
+async def patch_workload(request: web.Request) -> web.Response:
+    """Patch metadata and spec (merge, strategic merge or JSON patch); the patched object
+    is replaced as PUT replaces it."""
+    kind = _kind_of(request)
+    patch = await read_patch(request)
+    name = name_param(request)
+    return await guarded_update(
+        plane(request).store,
+        _loader(request, kind),
+        patched(patch),
+        _replacer(request),
+        lambda: _conflict(kind, name),
+    )
 
 
 async def _propagation(request: web.Request) -> str:
@@ -265,44 +294,67 @@ async def get_scale(request: web.Request) -> web.Response:
     return json_response(_scale(decode(kv, Deployment), kv))
 
 
-async def update_scale(request: web.Request) -> web.Response:
-    """Set `spec.replicas` from a Scale (PUT) or a merge patch `{"spec": {"replicas": N}}`."""
-    namespace, name = namespace_param(request), name_param(request)
+def _scale_replacer(request: web.Request) -> Replace:
+    """The Scale's replace (for `guarded_update`): the Deployment's `spec.replicas`."""
+    name = name_param(request)
     store = plane(request).store
-    doc = await _one_document(request, DEPLOYMENTS)
-    spec = doc.get("spec") if isinstance(doc, dict) else None
-    replicas = spec.get("replicas") if isinstance(spec, dict) else None
-    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
-        raise Invalid(
-            f'Scale "{name}" is invalid: spec.replicas must be an integer >= 0',
-            causes=[
-                StatusCause(
-                    reason="FieldValueInvalid",
-                    message="must be an integer greater than or equal to 0",
-                    field="spec.replicas",
-                )
-            ],
-        )
-    for _attempt in range(5):
-        kv = await get_kv(store, DEPLOYMENTS, namespace, name)
+
+    async def replace(doc: Any, kv: KV) -> web.Response:
+        spec = doc.get("spec") if isinstance(doc, dict) else None
+        replicas = spec.get("replicas") if isinstance(spec, dict) else None
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise Invalid(
+                f'Scale "{name}" is invalid: spec.replicas must be an integer >= 0',
+                causes=[
+                    StatusCause(
+                        reason="FieldValueInvalid",
+                        message="must be an integer greater than or equal to 0",
+                        field="spec.replicas",
+                    )
+                ],
+            )
         current = decode(kv, Deployment)
-        expect = expected_revision(doc, kv) if request.method == "PUT" else kv.mod_revision
-        if expect != kv.mod_revision:
-            raise _conflict(DEPLOYMENTS, name)  # a stale guard is a 409 even for a no-op
         if current.spec.replicas == replicas:
             return json_response(_scale(current, kv))
         updated = mutable_copy(current)
         updated.spec.replicas = replicas
         updated.metadata.generation = (current.metadata.generation or 1) + 1
-        try:
-            new = await store.put(kv.key, encode(updated), obj=updated, expect=expect)
-        except (Conflict, NotFound):
-            if request.method == "PUT" and expect != kv.mod_revision:
-                raise _conflict(DEPLOYMENTS, name) from None
-            await store.settled(kv.key)  # a write of it was queued: read it once durable
-            continue
+        new = await store.put(kv.key, encode(updated), obj=updated, expect=kv.mod_revision)
         return json_response(_scale(updated, new))
-    raise _conflict(DEPLOYMENTS, name)
+
+    return replace
+
+
+def _scale_json(kv: KV) -> dict[str, Any]:
+    return _scale(decode(kv, Deployment), kv)
+
+
+async def update_scale(request: web.Request) -> web.Response:
+    """Set `spec.replicas` from a Scale."""
+    doc = await _one_document(request, DEPLOYMENTS)
+    name = name_param(request)
+    return await guarded_update(
+        plane(request).store,
+        _loader(request, DEPLOYMENTS),
+        lambda kv: doc,
+        _scale_replacer(request),
+        lambda: _conflict(DEPLOYMENTS, name),
+    )
+
+
+async def patch_scale(request: web.Request) -> web.Response:
+    """Patch the Scale (`{"spec": {"replicas": N}}`, as `kubectl scale` sends); the patched
+    Scale is replaced as PUT replaces it. `application/json` is taken as a merge patch:
+    earlier `corral scale` sent that."""
+    patch = await read_patch(request, plain_json=MERGE)
+    name = name_param(request)
+    return await guarded_update(
+        plane(request).store,
+        _loader(request, DEPLOYMENTS),
+        patched(patch, _scale_json),
+        _scale_replacer(request),
+        lambda: _conflict(DEPLOYMENTS, name),
+    )
 
 
 # -- ControllerRevisions ----------------------------------------------------------------------
@@ -331,13 +383,14 @@ def _routes() -> list[web.RouteDef]:
             web.post(root, create_workload),
             web.get(root + "/{name}", get_workload),
             web.put(root + "/{name}", update_workload),
+            web.patch(root + "/{name}", patch_workload),
             web.delete(root + "/{name}", delete_workload),
         ]
     scale = f"{DEPLOYMENTS.api_root}/namespaces/{{namespace}}/deployments/{{name}}/scale"
     routes += [
         web.get(scale, get_scale),
         web.put(scale, update_scale),
-        web.patch(scale, update_scale),
+        web.patch(scale, patch_scale),
         web.get(f"{REVISIONS.api_root}/{REVISIONS.plural}", list_revisions),
         web.get(
             f"{REVISIONS.api_root}/namespaces/{{namespace}}/{REVISIONS.plural}", list_revisions
@@ -363,12 +416,13 @@ for _kind in (DEPLOYMENTS, JOBS):
         ("POST", _root): (_kind.kind, 201, _kind.kind),
         ("GET", _root + "/{name}"): (None, 200, _kind.kind),
         ("PUT", _root + "/{name}"): (_kind.kind, 200, _kind.kind),
+        ("PATCH", _root + "/{name}"): ("Patch", 200, _kind.kind),
         ("DELETE", _root + "/{name}"): (None, 200, "Status"),
     }
 OPENAPI_SHAPES |= {
     ("GET", f"/apis/apps/v1{_NS}/deployments/{{name}}/scale"): (None, 200, "Scale"),
     ("PUT", f"/apis/apps/v1{_NS}/deployments/{{name}}/scale"): ("Scale", 200, "Scale"),
-    ("PATCH", f"/apis/apps/v1{_NS}/deployments/{{name}}/scale"): ("Scale", 200, "Scale"),
+    ("PATCH", f"/apis/apps/v1{_NS}/deployments/{{name}}/scale"): ("Patch", 200, "Scale"),
     ("GET", "/apis/apps/v1/controllerrevisions"): (None, 200, "ControllerRevisionList"),
     ("GET", f"/apis/apps/v1{_NS}/controllerrevisions"): (None, 200, "ControllerRevisionList"),
     ("GET", f"/apis/apps/v1{_NS}/controllerrevisions/{{name}}"): (None, 200, "ControllerRevision"),

@@ -10,6 +10,7 @@ database's write lock keeps that write from becoming durable meanwhile.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -142,3 +143,50 @@ async def test_replace_without_resource_version_waits_out_a_queued_write(
         assert int(obj2["metadata"]["resourceVersion"]) > int(obj1["metadata"]["resourceVersion"])
         async with client.get(url) as r:
             assert (await r.json())["metadata"]["labels"]["v"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("collection", "key", "body", "settled"), KINDS, ids=["pod", "namespace", "deploy"]
+)
+async def test_patch_without_resource_version_applies_on_top_of_a_queued_write(
+    scheduler: Scheduler, collection: str, key: str, body: Any, settled: Any
+) -> None:
+    """A patch that loses to a queued write is applied again to the object that write made
+    (its label kept with the patch's), not answered 409 nor applied to the older one."""
+    store = scheduler.store
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    async with aiohttp.ClientSession(scheduler.base, headers=auth) as client:
+        async with client.post(collection, json=body({"v": "0"})) as r:
+            assert r.status == 201, await r.text()
+            url = f"{collection}/{(await r.json())['metadata']['name']}"
+
+        async def quiet() -> bool:
+            async with client.get(url) as r:
+                return bool(settled(await r.json())) and await store.settled(key) is not None
+
+        await wait_until(quiet)
+
+        async def patch(labels: dict[str, str]) -> tuple[int, dict[str, Any]]:
+            headers = {"Content-Type": "application/merge-patch+json"}
+            data = json.dumps({"metadata": {"labels": labels}})
+            async with client.patch(url, data=data, headers=headers) as r:
+                return r.status, await r.json()
+
+        lock = sqlite3.connect(scheduler.db_path, timeout=5, isolation_level=None)
+        try:
+            lock.execute("BEGIN IMMEDIATE")  # the store's next commit waits (busy_timeout: 5 s)
+            first = asyncio.create_task(patch({"v": "1"}))
+            await wait_until(lambda: b'"v":"1"' in store.latest(key).value)  # type: ignore[union-attr]
+            second = asyncio.create_task(patch({"w": "2"}))
+            await asyncio.wait({second}, timeout=1.5)
+        finally:
+            if lock.in_transaction:
+                lock.execute("ROLLBACK")
+            lock.close()
+        status1, obj1 = await first
+        status2, obj2 = await second
+        assert (status1, status2) == (200, 200), (obj1, obj2)
+        assert int(obj2["metadata"]["resourceVersion"]) > int(obj1["metadata"]["resourceVersion"])
+        async with client.get(url) as r:
+            labels = (await r.json())["metadata"]["labels"]
+        assert (labels["v"], labels["w"]) == ("1", "2")
