@@ -421,16 +421,22 @@ class Hub:
         spec = NodeSpec()
         created = stamp
         uid = None
+        labels: dict[str, str] = {}
+        annotations: dict[str, str] = {}
         if kv is not None:
             existing = Node.model_validate_json(kv.value)
             spec = existing.spec
             created = existing.metadata.creation_timestamp or stamp
             uid = existing.metadata.uid
+            # What was set through the API (`kubectl label node`) is kept, as a kubelet
+            # keeps it; the agent's own labels are set over it.
+            labels, annotations = existing.metadata.labels, existing.metadata.annotations
         address = info.address or remote
         node = Node(
             metadata=ObjectMeta(
                 name=info.name,
-                labels={"kubernetes.io/hostname": info.name, **info.labels},
+                labels={**labels, "kubernetes.io/hostname": info.name, **info.labels},
+                annotations=dict(annotations),
                 creation_timestamp=created,
                 uid=uid or _uid(),
             ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -345,6 +346,27 @@ def test_kubectl_cordon_and_label_on_a_node(sched: SchedulerProcess, ns: str) ->
     status = _refused(sched, path, {"metadata": {"name": "hollow-9999"}}, MERGE, 422)
     assert status["details"]["causes"][0]["field"] == "metadata.name"
     assert _patch(sched, "/api/v1/nodes/nope", {}, MERGE).status == 404
+
+
+def test_node_labels_outlive_the_agent_registering_again(tmp_path: Path) -> None:
+    """A label set through the API is kept when the node's agent registers again (on a new
+    link, here after the scheduler restarted), as a kubelet keeps it."""
+    s = SchedulerProcess(tmp_path / "scheduler")
+    s.start()
+    hollow = HollowProcess(s, 1)
+    path = "/api/v1/nodes/hollow-0000"
+    try:
+        wait_for(lambda: ready_nodes(s) == ["hollow-0000"], timeout=20)
+        node = _ok(s, path, {"metadata": {"labels": {"disk": "ssd"}}}, STRATEGIC)
+        before = int(node["metadata"]["resourceVersion"])
+        s.stop()
+        s.start()  # the same port and state: the agent links again, and says hello
+        wait_for(lambda: int(s.get(path)["metadata"]["resourceVersion"]) > before, timeout=30)
+        labels = s.get(path)["metadata"]["labels"]
+        assert labels["disk"] == "ssd" and labels["kubernetes.io/hostname"] == "hollow-0000"
+    finally:
+        hollow.stop()
+        s.stop()
 
 
 def test_namespace_patches(sched: SchedulerProcess, ns: str) -> None:
