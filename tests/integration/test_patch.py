@@ -295,6 +295,8 @@ def test_resource_version_is_a_precondition(sched: SchedulerProcess, ns: str) ->
     ):
         status = _refused(sched, path, body, media, 409)
         assert status["reason"] == "Conflict", status
+    # Stale even where the patch would change nothing: 409, as for PUT.
+    _refused(sched, path, {"metadata": {"resourceVersion": stale}}, STRATEGIC, 409)
     current = sched.get(path)["metadata"]["resourceVersion"]
     fresh = {"metadata": {"resourceVersion": current, "labels": {"v": "3"}}}
     assert _ok(sched, path, fresh, MERGE)["metadata"]["labels"]["v"] == "3"
@@ -427,13 +429,19 @@ def test_deployment_patches(sched: SchedulerProcess, ns: str) -> None:
 
 
 def test_job_patches(sched: SchedulerProcess, ns: str) -> None:
-    """A Job's labels patch; its template is immutable, as on PUT."""
+    """A Job's metadata and mutable spec patch by every type; its template and completions
+    are immutable, as on PUT."""
     root = f"/apis/batch/v1/namespaces/{ns}/jobs"
     assert sched.request("POST", root, _job("j")).status == 201
     path = f"{root}/j"
     assert _ok(sched, path, {"metadata": {"labels": {"x": "y"}}}, STRATEGIC)["metadata"][
         "labels"
     ] == {"x": "y"}
+    job = _ok(sched, path, {"metadata": {"annotations": {"a": "1"}}}, MERGE)
+    assert job["metadata"]["annotations"] == {"a": "1"}
+    ops = [{"op": "add", "path": "/spec/parallelism", "value": 2}]
+    job = _ok(sched, path, ops, JSON_PATCH)
+    assert job["spec"]["parallelism"] == 2 and job["metadata"]["generation"] == 2
     image = {"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "b:2"}]}}}}
     for media in (MERGE, STRATEGIC):
         status = _refused(sched, path, image, media, 422)
