@@ -88,6 +88,11 @@ class ApiError(ClientError):
         return cls(Status(code=code, reason=_phrase(code), message=message))
 
 
+class UnexpectedAnswer(ClientError):
+    """The server answered 2xx with something other than a JSON object: not a corral API
+    (a proxy's login page, another service on that port)."""
+
+
 def _phrase(code: int) -> str:
     """`404` -> `NotFound`, as Kubernetes names reasons."""
     try:
@@ -119,9 +124,10 @@ class Client:
         query: dict[str, str] | None = None,
         body: Object | None = None,
     ) -> Any:
-        """Send one request; return the decoded JSON answer (or text when it is not JSON).
+        """Send one request; return the decoded JSON object (None for an empty answer).
 
-        Raises `ApiError` for a 4xx/5xx answer and `ConnectionFailed` when there is none.
+        Raises `ApiError` for a 4xx/5xx answer, `ConnectionFailed` when there is none, and
+        `UnexpectedAnswer` for a success that is not a JSON object.
         """
         url = self.server + path
         params = {k: v for k, v in (query or {}).items() if v is not None}
@@ -139,6 +145,7 @@ class Client:
             context = self.ssl_context
             with urllib.request.urlopen(req, timeout=self.timeout, context=context) as resp:
                 raw = resp.read()
+                content_type = resp.headers.get("Content-Type") or "no Content-Type"
         except urllib.error.HTTPError as exc:
             with exc:
                 raise ApiError.from_response(exc.code, exc.read()) from None
@@ -148,10 +155,19 @@ class Client:
             raise ConnectionFailed(self.server, f"no answer within {self.timeout:g}s") from None
         except (OSError, http.client.HTTPException) as exc:
             raise ConnectionFailed(self.server, _describe(exc)) from None
+        if not raw:
+            return None
         try:
-            return json.loads(raw) if raw else None
+            answer = json.loads(raw)
         except ValueError:
-            return raw.decode("utf-8", "replace")
+            answer = None
+        if not isinstance(answer, dict):
+            raise UnexpectedAnswer(
+                f"the server at {self.server} answered {method} {path} with something other "
+                f"than a JSON object ({content_type}, {len(raw)} bytes): is it a corral "
+                "scheduler? (check --server or CORRAL_SERVER)"
+            )
+        return answer
 
     def get(self, path: str, **query: str | None) -> Any:
         return self.request("GET", path, query=_clean(query))

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from scheduler.cli import certs, commands, install, up, verbs
-from scheduler.cli.client import ApiError, Client, ConnectionFailed
+from scheduler.cli.client import ApiError, Client, ConnectionFailed, UnexpectedAnswer
 from scheduler.cli.errors import CommandError
 from scheduler.cli.settings import DEFAULT_SERVER, SettingsError, resolve, ssl_context
 
@@ -290,7 +290,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return code
     except ApiError as error:
         commands.err(commands.api_error_text(error))
-    except ConnectionFailed as error:
+    except (ConnectionFailed, UnexpectedAnswer) as error:
         commands.err(f"error: {error}")
     except (CommandError, SettingsError) as error:
         commands.err(f"error: {error}")

@@ -211,3 +211,41 @@ def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert f"http://127.0.0.1:{port}" in result.stderr
+
+
+def test_a_server_that_is_not_corral_is_one_line() -> None:
+    """A 200 that is not JSON (a proxy's login page) is an error naming the server, not a
+    traceback."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class LoginPage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><body>Please log in</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LoginPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    class Proxy:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    try:
+        for args in (["get", "pods"], ["get", "deployments", "-o", "json"], ["status"]):
+            result = corral(Proxy(), *args)
+            assert result.returncode == 1, args
+            assert "Traceback" not in result.stderr, result.stderr
+            assert result.stderr.count("\n") == 1, result.stderr
+            assert Proxy.url in result.stderr and "text/html" in result.stderr
+            assert result.stdout == ""
+    finally:
+        server.shutdown()
+        server.server_close()
