@@ -173,7 +173,10 @@ class Client:
         return self.request("GET", path, query=_clean(query))
 
     def stream(self, path: str, **query: str | None) -> Iterator[bytes]:
-        """GET a streamed body (a followed log) and yield it as it arrives."""
+        """GET a streamed body (a followed log) and yield it as it arrives.
+
+        Raises `ConnectionFailed` when the connection cannot be made or is lost mid-stream.
+        """
         url = self.server + path
         params = _clean(query)
         if params:
@@ -192,8 +195,14 @@ class Client:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             raise ConnectionFailed(self.server, _describe(reason)) from None
         with resp:
-            while chunk := resp.read1(65536):
-                yield chunk
+            try:
+                while chunk := resp.read1(65536):
+                    yield chunk
+            except (OSError, http.client.HTTPException) as exc:
+                # The server died or the network dropped mid-stream (a chunked body cut
+                # short is an IncompleteRead).
+                detail = f": {_describe(exc)}" if isinstance(exc, OSError) else ""
+                raise ConnectionFailed(self.server, f"connection lost{detail}") from None
 
     def post(self, path: str, body: Object | None = None) -> Any:
         return self.request("POST", path, body=body)

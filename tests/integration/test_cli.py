@@ -249,3 +249,46 @@ def test_a_server_that_is_not_corral_is_one_line() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_watch_cut_short_by_a_dead_server_is_one_line(bare_scheduler: Any) -> None:
+    """`get -w` whose server dies mid-stream says the connection was lost and exits 1,
+    without a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env.update(
+        CORRAL_SERVER=bare_scheduler.url,
+        CORRAL_CONFIG=os.devnull,
+        CORRAL_TOKEN=bare_scheduler.token,
+    )
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli.main", "get", "namespaces", "-w"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().split()[0] == "NAME"
+        assert watcher.stdout.readline().split()[0] == "default"
+        # A row for a namespace created now proves the watch stream is open.
+        name = unique("watched")
+        created = bare_scheduler.request(
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
+        assert created.status == 201, created.body
+        assert watcher.stdout.readline().split()[0] == name
+        bare_scheduler.kill()
+        assert watcher.wait(timeout=20) == 1
+        stderr = watcher.stderr.read() if watcher.stderr else ""
+        assert "Traceback" not in stderr, stderr
+        assert stderr.count("\n") == 1 and "connection lost" in stderr, stderr
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+        watcher.wait()
+        for stream in (watcher.stdout, watcher.stderr):
+            if stream is not None:
+                stream.close()
