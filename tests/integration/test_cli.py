@@ -292,3 +292,48 @@ def test_watch_cut_short_by_a_dead_server_is_one_line(bare_scheduler: Any) -> No
         for stream in (watcher.stdout, watcher.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_get_events_by_name_label_and_output_name(scheduler: Any, tmp_path: Path) -> None:
+    """`get events` honours NAME, -l and -o name as it does for every other kind."""
+    name = unique("cli-ev")
+    assert corral(scheduler, "apply", "-f", str(write_pod(tmp_path, name))).returncode == 0
+
+    def scheduled_event() -> str | None:
+        got = corral(
+            scheduler,
+            "get",
+            "events",
+            "--field-selector",
+            f"involvedObject.name={name}",
+            "-o",
+            "json",
+        )
+        assert got.returncode == 0, got.stderr
+        items = [e for e in json.loads(got.stdout)["items"] if e["reason"] == "Scheduled"]
+        return str(items[0]["metadata"]["name"]) if items else None
+
+    event = eventually(scheduled_event, what=f"a Scheduled event for {name}")
+    other = corral(scheduler, "get", "events", "-o", "json")
+    assert len(json.loads(other.stdout)["items"]) > 1  # the nodes joined, too
+
+    one = corral(scheduler, "get", "events", event)
+    assert one.returncode == 0, one.stderr
+    header, *rows = one.stdout.splitlines()
+    assert header.split()[:3] == ["LAST", "SEEN", "TYPE"]
+    assert len(rows) == 1 and f"pod/{name}" in rows[0], one.stdout
+    as_json = corral(scheduler, "get", "event", event, "-o", "json")
+    assert json.loads(as_json.stdout)["metadata"]["name"] == event
+
+    missing = corral(scheduler, "get", "event", "nope")
+    assert missing.returncode == 1
+    assert missing.stderr == 'Error from server (NotFound): events "nope" not found\n'
+
+    unlabelled = corral(scheduler, "get", "events", "-l", "app=no-such-app")
+    assert (unlabelled.returncode, unlabelled.stdout) == (0, ""), unlabelled.stdout
+    assert unlabelled.stderr == "No resources found in default namespace.\n"
+
+    names = corral(scheduler, "get", "events", "-o", "name")
+    assert names.returncode == 0, names.stderr
+    lines = names.stdout.splitlines()
+    assert f"event/{event}" in lines and all(line.startswith("event/") for line in lines)
