@@ -348,3 +348,30 @@ def test_usage_errors(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "get", "pod", "web", "-A")[0] == 1
     assert run(capsys, "delete", "pod")[0] == 1
     assert api.requests == []
+
+
+@pytest.mark.parametrize(
+    ("server", "problem"),
+    [
+        ("http://[::1", "not a valid URL"),
+        ("127.0.0.1:http", "not a valid URL"),
+        ("127.0.0.1:99999", "not a valid URL"),
+        ("ftp://files.example", "not an http:// or https:// URL"),
+    ],
+)
+def test_malformed_server_is_one_line(
+    server: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --server that is no http(s) URL is an error naming it, exit 1, not a traceback."""
+    code, out, err = run(capsys, "--server", server, "get", "pods")
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1 and err.startswith("error: server ") and problem in err, err
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "soon"])
+def test_timeout_must_be_positive_seconds(timeout: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--timeout 0, negative or not a number is a usage error (exit 2), not a traceback."""
+    with pytest.raises(SystemExit) as exited:
+        run(capsys, "--server", "127.0.0.1:1", "--timeout", timeout, "get", "pods")
+    assert exited.value.code == 2
+    assert "argument --timeout" in capsys.readouterr().err
