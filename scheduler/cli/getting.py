@@ -171,6 +171,7 @@ def watch(
             out(res.ref(item["metadata"].get("name", "")))
     elif items:
         out(render(res, items, _now(), wide=wide, namespaces=namespaces))
+    header_shown = bool(items)  # else the table's header comes with the first change
     version = (document.get("metadata") or {}).get("resourceVersion")
     query: dict[str, str | None] = {
         "labelSelector": args.selector,
@@ -188,6 +189,9 @@ def watch(
             out(res.ref(obj["metadata"].get("name", "")))
         else:
             lines = render(res, [obj], _now(), wide=wide, namespaces=namespaces).splitlines()
+            if not header_shown:
+                out(lines[0])
+                header_shown = True
             out(lines[-1])
     return 0
 

@@ -337,3 +337,51 @@ def test_get_events_by_name_label_and_output_name(scheduler: Any, tmp_path: Path
     assert names.returncode == 0, names.stderr
     lines = names.stdout.splitlines()
     assert f"event/{event}" in lines and all(line.startswith("event/") for line in lines)
+
+
+def test_watch_of_an_empty_list_prints_the_header_with_the_first_row(
+    bare_scheduler: Any,
+) -> None:
+    """`get pods -w` where there is nothing yet prints the column header before the first row."""
+    ns = unique("empty")
+    created = bare_scheduler.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+    )
+    assert created.status == 201, created.body
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env.update(
+        CORRAL_SERVER=bare_scheduler.url,
+        CORRAL_CONFIG=os.devnull,
+        CORRAL_TOKEN=bare_scheduler.token,
+    )
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli.main", "get", "pods", "-n", ns, "-w"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        # The watch starts at the version of its list: a pod created once the list was
+        # answered comes as a change, not in the list.
+        listed = f"GET /api/v1/namespaces/{ns}/pods 200"
+        eventually(lambda: listed in bare_scheduler.log_path.read_text(), what="the list")
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "first"},
+            "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]},
+        }
+        answer = bare_scheduler.request("POST", f"/api/v1/namespaces/{ns}/pods", pod)
+        assert answer.status == 201, answer.body
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+        assert watcher.stdout.readline().split()[:3] == ["first", "0/1", "Pending"]
+    finally:
+        watcher.kill()
+        watcher.wait()
+        for stream in (watcher.stdout, watcher.stderr):
+            if stream is not None:
+                stream.close()
