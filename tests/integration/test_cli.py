@@ -385,3 +385,12 @@ def test_watch_of_an_empty_list_prints_the_header_with_the_first_row(
         for stream in (watcher.stdout, watcher.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_rollout_status_of_a_missing_object_is_not_found(bare_scheduler: Any) -> None:
+    """`rollout status` of a deployment or job that does not exist says NotFound and exits 1
+    at once, instead of waiting for it."""
+    for target, plural in (("deployment/nope", "deployments"), ("job/nope", "jobs")):
+        result = corral(bare_scheduler, "rollout", "status", target, "--wait-timeout", "10")
+        assert result.returncode == 1, result.stdout
+        assert result.stderr == f'Error from server (NotFound): {plural} "nope" not found\n'
