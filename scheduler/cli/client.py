@@ -9,8 +9,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from email.message import Message
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from common.models import Status
@@ -93,6 +94,28 @@ class UnexpectedAnswer(ClientError):
     (a proxy's login page, another service on that port)."""
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """The API never redirects, and following one would send the bearer token to wherever
+    `Location` points (another host, or plain http)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Message,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        fp.close()
+        path = urllib.parse.urlsplit(req.full_url).path
+        raise UnexpectedAnswer(
+            f"the server answered {req.get_method()} {path} with a redirect ({code}) to "
+            f"{newurl}; corral does not follow redirects (the token would go along): set "
+            "--server or CORRAL_SERVER to the API's own address"
+        )
+
+
 def _phrase(code: int) -> str:
     """`404` -> `NotFound`, as Kubernetes names reasons."""
     try:
@@ -142,8 +165,7 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token}"
         req = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
-            context = self.ssl_context
-            with urllib.request.urlopen(req, timeout=self.timeout, context=context) as resp:
+            with self._open(req, self.timeout) as resp:
                 raw = resp.read()
                 content_type = resp.headers.get("Content-Type") or "no Content-Type"
         except urllib.error.HTTPError as exc:
@@ -169,6 +191,13 @@ class Client:
             )
         return answer
 
+    def _open(self, req: urllib.request.Request, timeout: float | None) -> Any:
+        """urlopen, with the client's TLS context and without following redirects."""
+        handlers: list[urllib.request.BaseHandler] = [_RefuseRedirects()]
+        if self.ssl_context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=self.ssl_context))
+        return urllib.request.build_opener(*handlers).open(req, timeout=timeout)
+
     def get(self, path: str, **query: str | None) -> Any:
         return self.request("GET", path, query=_clean(query))
 
@@ -187,7 +216,7 @@ class Client:
         req = urllib.request.Request(url, headers=headers, method="GET")
         try:
             # No read timeout: a followed log may be quiet for a long time.
-            resp = urllib.request.urlopen(req, timeout=None, context=self.ssl_context)
+            resp = self._open(req, None)
         except urllib.error.HTTPError as exc:
             with exc:
                 raise ApiError.from_response(exc.code, exc.read()) from None

@@ -394,3 +394,59 @@ def test_rollout_status_of_a_missing_object_is_not_found(bare_scheduler: Any) ->
         result = corral(bare_scheduler, "rollout", "status", target, "--wait-timeout", "10")
         assert result.returncode == 1, result.stdout
         assert result.stderr == f'Error from server (NotFound): {plural} "nope" not found\n'
+
+
+def test_a_redirect_is_refused_and_the_token_stays_home() -> None:
+    """A server that redirects elsewhere gets an error, and the bearer token is not sent to
+    where it points."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str | None] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            body = b'{"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    target = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{target.server_address[1]}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    redirect = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    servers = (target, redirect)
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Redirecting:
+        url = f"http://127.0.0.1:{redirect.server_address[1]}"
+        token = "corral_secret-that-must-stay-home"
+
+    try:
+        for args in (["get", "pods"], ["logs", "web", "-f"]):
+            result = corral(Redirecting(), *args)
+            assert result.returncode == 1, (args, result.stdout)
+            assert "Traceback" not in result.stderr, result.stderr
+            assert result.stderr.count("\n") == 1 and "redirect (302)" in result.stderr
+            assert Redirecting.token not in result.stderr
+        assert seen == []
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
