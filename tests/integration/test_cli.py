@@ -450,3 +450,21 @@ def test_a_redirect_is_refused_and_the_token_stays_home() -> None:
         for server in servers:
             server.shutdown()
             server.server_close()
+
+
+def test_apply_output_of_several_objects_parses_back(bare_scheduler: Any, tmp_path: Path) -> None:
+    """`apply -o json|yaml` of a multi-document file prints one List that `apply -f -` takes."""
+    import yaml
+
+    first, second = unique("out-a"), unique("out-b")
+    path = tmp_path / "two.yaml"
+    path.write_text(POD.format(name=first) + "---\n" + POD.format(name=second))
+    for fmt, parse in (("yaml", yaml.safe_load), ("json", json.loads)):
+        result = corral(bare_scheduler, "apply", "-f", str(path), "-o", fmt)
+        assert result.returncode == 0, result.stderr
+        document = parse(result.stdout)
+        assert document["kind"] == "List"
+        assert [i["metadata"]["name"] for i in document["items"]] == [first, second]
+        again = corral(bare_scheduler, "apply", "-f", "-", stdin=result.stdout)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout == f"pod/{first} unchanged\npod/{second} unchanged\n"
