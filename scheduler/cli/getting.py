@@ -163,9 +163,18 @@ def watch(
     ns = namespace_for(args, res)
     fmt = args.output
     wide, namespaces = fmt == "wide", res.namespaced and ns is None
+    dumped = 0
+
+    def dump(obj: Object) -> None:
+        nonlocal dumped
+        if fmt == "yaml" and dumped:
+            out("---")  # a stream of YAML documents, as kubectl prints it
+        out(printers.dump(obj, str(fmt)))
+        dumped += 1
+
     if fmt in ("json", "yaml"):
         for item in items:
-            out(printers.dump(item, fmt))
+            dump(item)
     elif fmt == "name":
         for item in items:
             out(res.ref(item["metadata"].get("name", "")))
@@ -184,7 +193,7 @@ def watch(
         if args.name and (obj.get("metadata") or {}).get("name") != args.name:
             continue
         if fmt in ("json", "yaml"):
-            out(printers.dump(obj, fmt))
+            dump(obj)
         elif fmt == "name":
             out(res.ref(obj["metadata"].get("name", "")))
         else:

@@ -468,3 +468,47 @@ def test_apply_output_of_several_objects_parses_back(bare_scheduler: Any, tmp_pa
         again = corral(bare_scheduler, "apply", "-f", "-", stdin=result.stdout)
         assert again.returncode == 0, again.stderr
         assert again.stdout == f"pod/{first} unchanged\npod/{second} unchanged\n"
+
+
+def test_watch_as_yaml_separates_documents(bare_scheduler: Any) -> None:
+    """`get -w -o yaml` prints `---` between objects, so the stream reads back as YAML."""
+    import yaml
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env.update(
+        CORRAL_SERVER=bare_scheduler.url,
+        CORRAL_CONFIG=os.devnull,
+        CORRAL_TOKEN=bare_scheduler.token,
+    )
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli.main", "get", "namespaces", "-w", "-o", "yaml"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert watcher.stdout is not None
+        lines = [watcher.stdout.readline()]
+        while lines[-1].rstrip() != "  name: default":
+            lines.append(watcher.stdout.readline())
+            assert lines[-1], "the watch ended: " + "".join(lines)
+        ns = unique("yaml")
+        created = bare_scheduler.request(
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        )
+        assert created.status == 201, created.body
+        while lines[-1].rstrip() != f"  name: {ns}":
+            lines.append(watcher.stdout.readline())
+            assert lines[-1], "the watch ended: " + "".join(lines)
+        assert "---\n" in lines, "".join(lines)
+        first = "".join(lines[: lines.index("---\n")])
+        assert yaml.safe_load(first)["metadata"]["name"] == "default"
+    finally:
+        watcher.kill()
+        watcher.wait()
+        for stream in (watcher.stdout, watcher.stderr):
+            if stream is not None:
+                stream.close()
