@@ -116,7 +116,19 @@ def resolve(
                 raise SettingsError(
                     f"config file {path}: cannot read token_file {token_file}: {exc.strerror}"
                 ) from None
-    return Settings(server=normalize_server(server or DEFAULT_SERVER), token=token, **tls)
+    return Settings(server=normalize_server(server or DEFAULT_SERVER), token=_token(token), **tls)
+
+
+def _token(token: str | None) -> str | None:
+    """The token without surrounding whitespace (a pasted or `echo`ed newline); SettingsError,
+    which never shows it, if anything else in it cannot go into an HTTP header."""
+    token = (token or "").strip() or None
+    if token is not None and not all(" " <= ch <= "~" for ch in token):
+        raise SettingsError(
+            "the API token (from --token, CORRAL_TOKEN or the config file) holds a control "
+            "or non-ASCII character: it cannot be a corral token"
+        )
+    return token
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:

@@ -7,6 +7,7 @@ server is exercised by tests/integration/test_cli.py.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from scheduler.cli.main import main
+from scheduler.cli.settings import resolve
 
 Object = dict[str, Any]
 
@@ -375,3 +377,30 @@ def test_timeout_must_be_positive_seconds(timeout: str, capsys: pytest.CaptureFi
         run(capsys, "--server", "127.0.0.1:1", "--timeout", timeout, "get", "pods")
     assert exited.value.code == 2
     assert "argument --timeout" in capsys.readouterr().err
+
+
+def test_token_with_a_trailing_newline_is_trimmed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token from the config or the environment loses surrounding whitespace (a newline
+    pasted with it) instead of ending in a traceback."""
+    config = tmp_path / "config.toml"
+    config.write_text('token = "s3cret\\n"\n')
+    monkeypatch.setenv("CORRAL_CONFIG", str(config))
+    monkeypatch.delenv("CORRAL_TOKEN", raising=False)
+    assert resolve(None, None, os.environ).token == "s3cret"
+    assert resolve(None, "  s3cret\n", {}).token == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("token", "secret_part"),
+    [("corral_ab\ncd", "corral_ab"), ("corral_ab\rX-Evil: 1", "X-Evil"), ("s3cr\u00e9t", "s3cr")],
+)
+def test_token_that_cannot_be_a_header_is_refused_without_showing_it(
+    token: str, secret_part: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A token with a control or non-ASCII character is an error that does not print it."""
+    code, out, err = run(capsys, "--server", "127.0.0.1:1", "--token", token, "get", "pods")
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1 and err.startswith("error: the API token"), err
+    assert secret_part not in err
