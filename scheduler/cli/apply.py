@@ -115,6 +115,8 @@ def apply(client: Client, args: argparse.Namespace) -> int:
     manifests = read_objects(args.filename, args.namespace)
     failed = False
     applied: list[tuple[Manifest, Object]] = []
+    fmt = getattr(args, "output", None)
+    printed: list[Object] = []  # -o json|yaml: printed once at the end, as kubectl does
     for item in manifests:
         try:
             verb, obj = apply_one(client, item)
@@ -129,13 +131,17 @@ def apply(client: Client, args: argparse.Namespace) -> int:
             failed = True
             continue
         applied.append((item, obj))
-        fmt = getattr(args, "output", None)
         if fmt == "name":
             out(item.ref)
         elif fmt in ("json", "yaml"):
-            out(printers.dump(obj or client.get(item.res.path(item.namespace, item.name)), fmt))
+            printed.append(obj or client.get(item.res.path(item.namespace, item.name)))
         else:
             out(f"{item.ref} {verb}")
+    if fmt in ("json", "yaml") and printed:
+        # One document: the object, or a List of them (several JSON objects or YAML
+        # mappings one after the other would not parse back).
+        many = {"apiVersion": "v1", "kind": "List", "items": printed}
+        out(printers.dump(printed[0] if len(printed) == 1 else many, fmt))
     if getattr(args, "wait", False) and applied:
         from scheduler.cli.rollout import wait_for
 

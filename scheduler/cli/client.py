@@ -9,8 +9,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from email.message import Message
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from common.models import Status
@@ -88,6 +89,33 @@ class ApiError(ClientError):
         return cls(Status(code=code, reason=_phrase(code), message=message))
 
 
+class UnexpectedAnswer(ClientError):
+    """The server answered 2xx with something other than a JSON object: not a corral API
+    (a proxy's login page, another service on that port)."""
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """The API never redirects, and following one would send the bearer token to wherever
+    `Location` points (another host, or plain http)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Message,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        fp.close()
+        path = urllib.parse.urlsplit(req.full_url).path
+        raise UnexpectedAnswer(
+            f"the server answered {req.get_method()} {path} with a redirect ({code}) to "
+            f"{newurl}; corral does not follow redirects (the token would go along): set "
+            "--server or CORRAL_SERVER to the API's own address"
+        )
+
+
 def _phrase(code: int) -> str:
     """`404` -> `NotFound`, as Kubernetes names reasons."""
     try:
@@ -119,9 +147,10 @@ class Client:
         query: dict[str, str] | None = None,
         body: Object | None = None,
     ) -> Any:
-        """Send one request; return the decoded JSON answer (or text when it is not JSON).
+        """Send one request; return the decoded JSON object (None for an empty answer).
 
-        Raises `ApiError` for a 4xx/5xx answer and `ConnectionFailed` when there is none.
+        Raises `ApiError` for a 4xx/5xx answer, `ConnectionFailed` when there is none, and
+        `UnexpectedAnswer` for a success that is not a JSON object.
         """
         url = self.server + path
         params = {k: v for k, v in (query or {}).items() if v is not None}
@@ -136,9 +165,9 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token}"
         req = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
-            context = self.ssl_context
-            with urllib.request.urlopen(req, timeout=self.timeout, context=context) as resp:
+            with self._open(req, self.timeout) as resp:
                 raw = resp.read()
+                content_type = resp.headers.get("Content-Type") or "no Content-Type"
         except urllib.error.HTTPError as exc:
             with exc:
                 raise ApiError.from_response(exc.code, exc.read()) from None
@@ -148,16 +177,35 @@ class Client:
             raise ConnectionFailed(self.server, f"no answer within {self.timeout:g}s") from None
         except (OSError, http.client.HTTPException) as exc:
             raise ConnectionFailed(self.server, _describe(exc)) from None
+        if not raw:
+            return None
         try:
-            return json.loads(raw) if raw else None
+            answer = json.loads(raw)
         except ValueError:
-            return raw.decode("utf-8", "replace")
+            answer = None
+        if not isinstance(answer, dict):
+            raise UnexpectedAnswer(
+                f"the server at {self.server} answered {method} {path} with something other "
+                f"than a JSON object ({content_type}, {len(raw)} bytes): is it a corral "
+                "scheduler? (check --server or CORRAL_SERVER)"
+            )
+        return answer
+
+    def _open(self, req: urllib.request.Request, timeout: float | None) -> Any:
+        """urlopen, with the client's TLS context and without following redirects."""
+        handlers: list[urllib.request.BaseHandler] = [_RefuseRedirects()]
+        if self.ssl_context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=self.ssl_context))
+        return urllib.request.build_opener(*handlers).open(req, timeout=timeout)
 
     def get(self, path: str, **query: str | None) -> Any:
         return self.request("GET", path, query=_clean(query))
 
     def stream(self, path: str, **query: str | None) -> Iterator[bytes]:
-        """GET a streamed body (a followed log) and yield it as it arrives."""
+        """GET a streamed body (a followed log) and yield it as it arrives.
+
+        Raises `ConnectionFailed` when the connection cannot be made or is lost mid-stream.
+        """
         url = self.server + path
         params = _clean(query)
         if params:
@@ -168,7 +216,7 @@ class Client:
         req = urllib.request.Request(url, headers=headers, method="GET")
         try:
             # No read timeout: a followed log may be quiet for a long time.
-            resp = urllib.request.urlopen(req, timeout=None, context=self.ssl_context)
+            resp = self._open(req, None)
         except urllib.error.HTTPError as exc:
             with exc:
                 raise ApiError.from_response(exc.code, exc.read()) from None
@@ -176,8 +224,14 @@ class Client:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             raise ConnectionFailed(self.server, _describe(reason)) from None
         with resp:
-            while chunk := resp.read1(65536):
-                yield chunk
+            try:
+                while chunk := resp.read1(65536):
+                    yield chunk
+            except (OSError, http.client.HTTPException) as exc:
+                # The server died or the network dropped mid-stream (a chunked body cut
+                # short is an IncompleteRead).
+                detail = f": {_describe(exc)}" if isinstance(exc, OSError) else ""
+                raise ConnectionFailed(self.server, f"connection lost{detail}") from None
 
     def post(self, path: str, body: Object | None = None) -> Any:
         return self.request("POST", path, body=body)

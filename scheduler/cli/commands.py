@@ -127,15 +127,36 @@ def get(client: Client, args: argparse.Namespace) -> int:
 
 
 def _get_events(client: Client, args: argparse.Namespace, ns: str | None) -> int:
-    """`corral get events [-n NS | -A] [--field-selector involvedObject.name=web]`."""
-    path = f"/api/v1/namespaces/{ns}/events" if ns else "/api/v1/events"
-    document = client.get(path, fieldSelector=args.field_selector)
+    """`corral get events [NAME] [-n NS | -A] [-l SELECTOR] [--field-selector
+    involvedObject.name=web]`."""
+    from scheduler.cli.kinds import EVENTS
+
+    document: Object = client.get(
+        EVENTS.path(ns), labelSelector=args.selector, fieldSelector=args.field_selector
+    )
+    items = list(document.get("items") or [])
+    if args.name:
+        if ns is None:
+            raise CommandError("an event cannot be retrieved by name across all namespaces")
+        if args.selector or args.field_selector:
+            raise CommandError("a name cannot be combined with --selector or --field-selector")
+        # The API has no GET of one event: it is picked from its namespace's list.
+        items = [e for e in items if (e.get("metadata") or {}).get("name") == args.name]
+        if not items:
+            from common.models import Status
+
+            raise ApiError(
+                Status(code=404, reason="NotFound", message=f'events "{args.name}" not found')
+            )
+        document = items[0]
     if args.output in ("json", "yaml"):
         out(printers.dump(document, args.output))
         return 0
-    items = list(document.get("items") or [])
+    if args.output == "name":
+        out(printers.names(items, "event"))
+        return 0
     if not items:
-        err(f"No events found{f' in {ns} namespace' if ns else ''}.")
+        err(f"No resources found{f' in {ns} namespace' if ns else ''}.")
         return 0
     out(printers.events_table(items, _now(), namespaces=ns is None))
     return 0

@@ -163,14 +163,24 @@ def watch(
     ns = namespace_for(args, res)
     fmt = args.output
     wide, namespaces = fmt == "wide", res.namespaced and ns is None
+    dumped = 0
+
+    def dump(obj: Object) -> None:
+        nonlocal dumped
+        if fmt == "yaml" and dumped:
+            out("---")  # a stream of YAML documents, as kubectl prints it
+        out(printers.dump(obj, str(fmt)))
+        dumped += 1
+
     if fmt in ("json", "yaml"):
         for item in items:
-            out(printers.dump(item, fmt))
+            dump(item)
     elif fmt == "name":
         for item in items:
             out(res.ref(item["metadata"].get("name", "")))
     elif items:
         out(render(res, items, _now(), wide=wide, namespaces=namespaces))
+    header_shown = bool(items)  # else the table's header comes with the first change
     version = (document.get("metadata") or {}).get("resourceVersion")
     query: dict[str, str | None] = {
         "labelSelector": args.selector,
@@ -183,11 +193,14 @@ def watch(
         if args.name and (obj.get("metadata") or {}).get("name") != args.name:
             continue
         if fmt in ("json", "yaml"):
-            out(printers.dump(obj, fmt))
+            dump(obj)
         elif fmt == "name":
             out(res.ref(obj["metadata"].get("name", "")))
         else:
             lines = render(res, [obj], _now(), wide=wide, namespaces=namespaces).splitlines()
+            if not header_shown:
+                out(lines[0])
+                header_shown = True
             out(lines[-1])
     return 0
 

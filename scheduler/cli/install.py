@@ -147,8 +147,9 @@ def install(args: argparse.Namespace) -> int:
         values["listen"] = args.listen
         if token:
             values["join_token"] = token
-            mode = 0o640  # readable by the corral group, not by everyone
     values.update(_settings(args.set))
+    if files.daemon == "scheduler" and (values.get("join_token") or values.get("admin_token")):
+        mode = 0o640  # a secret (--token or --set): readable by the corral group, not by everyone
     try:
         files.model.model_validate(values)
     except ValidationError as exc:

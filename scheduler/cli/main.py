@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from scheduler.cli import certs, commands, install, up, verbs
-from scheduler.cli.client import ApiError, Client, ConnectionFailed
+from scheduler.cli.client import ApiError, Client, ConnectionFailed, UnexpectedAnswer
 from scheduler.cli.errors import CommandError
 from scheduler.cli.settings import DEFAULT_SERVER, SettingsError, resolve, ssl_context
 
@@ -37,6 +37,17 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32)
 
 
+def _seconds(value: str) -> float:
+    """`--timeout`: a number of seconds above 0."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r}: must be more than 0 seconds")
+    return seconds
+
+
 def _connection_options() -> argparse.ArgumentParser:
     """--server/--token/--timeout, accepted before or after the subcommand."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -57,7 +68,7 @@ def _connection_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--timeout",
         metavar="SECONDS",
-        type=float,
+        type=_seconds,
         default=argparse.SUPPRESS,
         help="give up on a request after this long (default: 30)",
     )
@@ -290,7 +301,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return code
     except ApiError as error:
         commands.err(commands.api_error_text(error))
-    except ConnectionFailed as error:
+    except (ConnectionFailed, UnexpectedAnswer) as error:
         commands.err(f"error: {error}")
     except (CommandError, SettingsError) as error:
         commands.err(f"error: {error}")

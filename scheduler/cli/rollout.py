@@ -121,10 +121,15 @@ STATES: dict[str, Callable[[Object], tuple[str, str]]] = {
 def wait_for(
     client: Client, res: Resource, namespace: str | None, name: str, timeout: float | None
 ) -> bool:
-    """Follow one object until it is done (True) or failed or timed out (False)."""
+    """Follow one object until it is done (True) or failed or timed out (False).
+
+    Raises `ApiError` (NotFound) when there is no such object.
+    """
     state_of = STATES.get(res.plural)
     if state_of is None:
         return True  # namespaces: ready once created
+    # A watch of a name that does not exist would wait for it forever: NotFound ends it here.
+    client.get(res.path(namespace, name))
     progress = Progress()
     query: dict[str, str | None] = {"fieldSelector": f"metadata.name={name}"}
     for event in watch_events(client, res.path(namespace), query, timeout=timeout):

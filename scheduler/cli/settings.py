@@ -9,6 +9,7 @@ of the config file.
 from __future__ import annotations
 
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,10 +64,18 @@ def read_config(path: Path, required: bool) -> dict[str, object]:
 
 
 def normalize_server(url: str) -> str:
-    """`host:7070` -> `http://host:7070`; no trailing slash."""
+    """`host:7070` -> `http://host:7070`; no trailing slash. SettingsError if it is no
+    http(s) URL with a host."""
     url = url.strip()
     if "://" not in url:
         url = "http://" + url
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise SettingsError(f"server {url!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"server {url!r} is not an http:// or https:// URL with a host")
     return url.rstrip("/")
 
 
@@ -107,7 +116,19 @@ def resolve(
                 raise SettingsError(
                     f"config file {path}: cannot read token_file {token_file}: {exc.strerror}"
                 ) from None
-    return Settings(server=normalize_server(server or DEFAULT_SERVER), token=token, **tls)
+    return Settings(server=normalize_server(server or DEFAULT_SERVER), token=_token(token), **tls)
+
+
+def _token(token: str | None) -> str | None:
+    """The token without surrounding whitespace (a pasted or `echo`ed newline); SettingsError,
+    which never shows it, if anything else in it cannot go into an HTTP header."""
+    token = (token or "").strip() or None
+    if token is not None and not all(" " <= ch <= "~" for ch in token):
+        raise SettingsError(
+            "the API token (from --token, CORRAL_TOKEN or the config file) holds a control "
+            "or non-ASCII character: it cannot be a corral token"
+        )
+    return token
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:

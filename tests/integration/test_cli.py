@@ -211,3 +211,304 @@ def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert f"http://127.0.0.1:{port}" in result.stderr
+
+
+def test_a_server_that_is_not_corral_is_one_line() -> None:
+    """A 200 that is not JSON (a proxy's login page) is an error naming the server, not a
+    traceback."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class LoginPage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><body>Please log in</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LoginPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    class Proxy:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    try:
+        for args in (["get", "pods"], ["get", "deployments", "-o", "json"], ["status"]):
+            result = corral(Proxy(), *args)
+            assert result.returncode == 1, args
+            assert "Traceback" not in result.stderr, result.stderr
+            assert result.stderr.count("\n") == 1, result.stderr
+            assert Proxy.url in result.stderr and "text/html" in result.stderr
+            assert result.stdout == ""
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_watch_cut_short_by_a_dead_server_is_one_line(bare_scheduler: Any) -> None:
+    """`get -w` whose server dies mid-stream says the connection was lost and exits 1,
+    without a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env.update(
+        CORRAL_SERVER=bare_scheduler.url,
+        CORRAL_CONFIG=os.devnull,
+        CORRAL_TOKEN=bare_scheduler.token,
+    )
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli.main", "get", "namespaces", "-w"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().split()[0] == "NAME"
+        assert watcher.stdout.readline().split()[0] == "default"
+        # A row for a namespace created now proves the watch stream is open.
+        name = unique("watched")
+        created = bare_scheduler.request(
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
+        assert created.status == 201, created.body
+        assert watcher.stdout.readline().split()[0] == name
+        bare_scheduler.kill()
+        assert watcher.wait(timeout=20) == 1
+        stderr = watcher.stderr.read() if watcher.stderr else ""
+        assert "Traceback" not in stderr, stderr
+        assert stderr.count("\n") == 1 and "connection lost" in stderr, stderr
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+        watcher.wait()
+        for stream in (watcher.stdout, watcher.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_get_events_by_name_label_and_output_name(scheduler: Any, tmp_path: Path) -> None:
+    """`get events` honours NAME, -l and -o name as it does for every other kind."""
+    name = unique("cli-ev")
+    assert corral(scheduler, "apply", "-f", str(write_pod(tmp_path, name))).returncode == 0
+
+    def scheduled_event() -> str | None:
+        got = corral(
+            scheduler,
+            "get",
+            "events",
+            "--field-selector",
+            f"involvedObject.name={name}",
+            "-o",
+            "json",
+        )
+        assert got.returncode == 0, got.stderr
+        items = [e for e in json.loads(got.stdout)["items"] if e["reason"] == "Scheduled"]
+        return str(items[0]["metadata"]["name"]) if items else None
+
+    event = eventually(scheduled_event, what=f"a Scheduled event for {name}")
+    other = corral(scheduler, "get", "events", "-o", "json")
+    assert len(json.loads(other.stdout)["items"]) > 1  # the nodes joined, too
+
+    one = corral(scheduler, "get", "events", event)
+    assert one.returncode == 0, one.stderr
+    header, *rows = one.stdout.splitlines()
+    assert header.split()[:3] == ["LAST", "SEEN", "TYPE"]
+    assert len(rows) == 1 and f"pod/{name}" in rows[0], one.stdout
+    as_json = corral(scheduler, "get", "event", event, "-o", "json")
+    assert json.loads(as_json.stdout)["metadata"]["name"] == event
+
+    missing = corral(scheduler, "get", "event", "nope")
+    assert missing.returncode == 1
+    assert missing.stderr == 'Error from server (NotFound): events "nope" not found\n'
+
+    unlabelled = corral(scheduler, "get", "events", "-l", "app=no-such-app")
+    assert (unlabelled.returncode, unlabelled.stdout) == (0, ""), unlabelled.stdout
+    assert unlabelled.stderr == "No resources found in default namespace.\n"
+
+    names = corral(scheduler, "get", "events", "-o", "name")
+    assert names.returncode == 0, names.stderr
+    lines = names.stdout.splitlines()
+    assert f"event/{event}" in lines and all(line.startswith("event/") for line in lines)
+
+
+def test_watch_of_an_empty_list_prints_the_header_with_the_first_row(
+    bare_scheduler: Any,
+) -> None:
+    """`get pods -w` where there is nothing yet prints the column header before the first row."""
+    ns = unique("empty")
+    created = bare_scheduler.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+    )
+    assert created.status == 201, created.body
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env.update(
+        CORRAL_SERVER=bare_scheduler.url,
+        CORRAL_CONFIG=os.devnull,
+        CORRAL_TOKEN=bare_scheduler.token,
+    )
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli.main", "get", "pods", "-n", ns, "-w"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        # The watch starts at the version of its list: a pod created once the list was
+        # answered comes as a change, not in the list.
+        listed = f"GET /api/v1/namespaces/{ns}/pods 200"
+        eventually(lambda: listed in bare_scheduler.log_path.read_text(), what="the list")
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "first"},
+            "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]},
+        }
+        answer = bare_scheduler.request("POST", f"/api/v1/namespaces/{ns}/pods", pod)
+        assert answer.status == 201, answer.body
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+        assert watcher.stdout.readline().split()[:3] == ["first", "0/1", "Pending"]
+    finally:
+        watcher.kill()
+        watcher.wait()
+        for stream in (watcher.stdout, watcher.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_rollout_status_of_a_missing_object_is_not_found(bare_scheduler: Any) -> None:
+    """`rollout status` of a deployment or job that does not exist says NotFound and exits 1
+    at once, instead of waiting for it."""
+    for target, plural in (("deployment/nope", "deployments"), ("job/nope", "jobs")):
+        result = corral(bare_scheduler, "rollout", "status", target, "--wait-timeout", "10")
+        assert result.returncode == 1, result.stdout
+        assert result.stderr == f'Error from server (NotFound): {plural} "nope" not found\n'
+
+
+def test_a_redirect_is_refused_and_the_token_stays_home() -> None:
+    """A server that redirects elsewhere gets an error, and the bearer token is not sent to
+    where it points."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str | None] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            body = b'{"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    target = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{target.server_address[1]}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    redirect = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    servers = (target, redirect)
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Redirecting:
+        url = f"http://127.0.0.1:{redirect.server_address[1]}"
+        token = "corral_secret-that-must-stay-home"
+
+    try:
+        for args in (["get", "pods"], ["logs", "web", "-f"]):
+            result = corral(Redirecting(), *args)
+            assert result.returncode == 1, (args, result.stdout)
+            assert "Traceback" not in result.stderr, result.stderr
+            assert result.stderr.count("\n") == 1 and "redirect (302)" in result.stderr
+            assert Redirecting.token not in result.stderr
+        assert seen == []
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_apply_output_of_several_objects_parses_back(bare_scheduler: Any, tmp_path: Path) -> None:
+    """`apply -o json|yaml` of a multi-document file prints one List that `apply -f -` takes."""
+    import yaml
+
+    first, second = unique("out-a"), unique("out-b")
+    path = tmp_path / "two.yaml"
+    path.write_text(POD.format(name=first) + "---\n" + POD.format(name=second))
+    for fmt, parse in (("yaml", yaml.safe_load), ("json", json.loads)):
+        result = corral(bare_scheduler, "apply", "-f", str(path), "-o", fmt)
+        assert result.returncode == 0, result.stderr
+        document = parse(result.stdout)
+        assert document["kind"] == "List"
+        assert [i["metadata"]["name"] for i in document["items"]] == [first, second]
+        again = corral(bare_scheduler, "apply", "-f", "-", stdin=result.stdout)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout == f"pod/{first} unchanged\npod/{second} unchanged\n"
+
+
+def test_watch_as_yaml_separates_documents(bare_scheduler: Any) -> None:
+    """`get -w -o yaml` prints `---` between objects, so the stream reads back as YAML."""
+    import yaml
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env.update(
+        CORRAL_SERVER=bare_scheduler.url,
+        CORRAL_CONFIG=os.devnull,
+        CORRAL_TOKEN=bare_scheduler.token,
+    )
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli.main", "get", "namespaces", "-w", "-o", "yaml"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert watcher.stdout is not None
+        lines = [watcher.stdout.readline()]
+        while lines[-1].rstrip() != "  name: default":
+            lines.append(watcher.stdout.readline())
+            assert lines[-1], "the watch ended: " + "".join(lines)
+        ns = unique("yaml")
+        created = bare_scheduler.request(
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        )
+        assert created.status == 201, created.body
+        while lines[-1].rstrip() != f"  name: {ns}":
+            lines.append(watcher.stdout.readline())
+            assert lines[-1], "the watch ended: " + "".join(lines)
+        assert "---\n" in lines, "".join(lines)
+        first = "".join(lines[: lines.index("---\n")])
+        assert yaml.safe_load(first)["metadata"]["name"] == "default"
+    finally:
+        watcher.kill()
+        watcher.wait()
+        for stream in (watcher.stdout, watcher.stderr):
+            if stream is not None:
+                stream.close()

@@ -7,6 +7,7 @@ server is exercised by tests/integration/test_cli.py.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from scheduler.cli.main import main
+from scheduler.cli.settings import resolve
 
 Object = dict[str, Any]
 
@@ -348,3 +350,57 @@ def test_usage_errors(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "get", "pod", "web", "-A")[0] == 1
     assert run(capsys, "delete", "pod")[0] == 1
     assert api.requests == []
+
+
+@pytest.mark.parametrize(
+    ("server", "problem"),
+    [
+        ("http://[::1", "not a valid URL"),
+        ("127.0.0.1:http", "not a valid URL"),
+        ("127.0.0.1:99999", "not a valid URL"),
+        ("ftp://files.example", "not an http:// or https:// URL"),
+    ],
+)
+def test_malformed_server_is_one_line(
+    server: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --server that is no http(s) URL is an error naming it, exit 1, not a traceback."""
+    code, out, err = run(capsys, "--server", server, "get", "pods")
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1 and err.startswith("error: server ") and problem in err, err
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "soon"])
+def test_timeout_must_be_positive_seconds(timeout: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--timeout 0, negative or not a number is a usage error (exit 2), not a traceback."""
+    with pytest.raises(SystemExit) as exited:
+        run(capsys, "--server", "127.0.0.1:1", "--timeout", timeout, "get", "pods")
+    assert exited.value.code == 2
+    assert "argument --timeout" in capsys.readouterr().err
+
+
+def test_token_with_a_trailing_newline_is_trimmed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token from the config or the environment loses surrounding whitespace (a newline
+    pasted with it) instead of ending in a traceback."""
+    config = tmp_path / "config.toml"
+    config.write_text('token = "s3cret\\n"\n')
+    monkeypatch.setenv("CORRAL_CONFIG", str(config))
+    monkeypatch.delenv("CORRAL_TOKEN", raising=False)
+    assert resolve(None, None, os.environ).token == "s3cret"
+    assert resolve(None, "  s3cret\n", {}).token == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("token", "secret_part"),
+    [("corral_ab\ncd", "corral_ab"), ("corral_ab\rX-Evil: 1", "X-Evil"), ("s3cr\u00e9t", "s3cr")],
+)
+def test_token_that_cannot_be_a_header_is_refused_without_showing_it(
+    token: str, secret_part: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A token with a control or non-ASCII character is an error that does not print it."""
+    code, out, err = run(capsys, "--server", "127.0.0.1:1", "--token", token, "get", "pods")
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1 and err.startswith("error: the API token"), err
+    assert secret_part not in err

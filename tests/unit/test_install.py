@@ -228,3 +228,16 @@ def test_install_sets_any_option(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert run(["install", "scheduler", *tls, "--root", str(root)]) == 0
     values = tomllib.loads((root / "etc/corral/scheduler.toml").read_text())
     assert values["tls_key"] == "/etc/corral/pki/s.key"
+
+
+@pytest.mark.parametrize("secret", ["join_token=jt-set", "admin_token=corral_adm-set"])
+def test_scheduler_config_with_a_token_from_set_is_not_world_readable(
+    secret: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A token given with --set (not --token) also makes the scheduler's config 0640."""
+    root = tmp_path / "root"
+    assert run(["install", "scheduler", "--set", secret, "--root", str(root)]) == 0
+    config_path = root / "etc/corral/scheduler.toml"
+    assert secret.split("=", 1)[1] in config_path.read_text()
+    assert _mode(config_path) == 0o640
+    assert "(mode 640)" in capsys.readouterr().out
