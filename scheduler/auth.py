@@ -42,8 +42,14 @@ class TokenRecord(BaseModel):
     created: str
 
 
+def secret_bytes(secret: str) -> bytes:
+    """A secret from a request as bytes, whatever it holds: aiohttp decodes header bytes
+    that are not UTF-8 to lone surrogates, which a plain `encode()` refuses (a 500)."""
+    return secret.encode("utf-8", "surrogatepass")
+
+
 def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(secret_bytes(token)).hexdigest()
 
 
 def new_token() -> tuple[str, str]:

@@ -43,6 +43,7 @@ from common.models import (
     now,
 )
 from common.quantity import QuantityError, cpu_millis, memory_bytes
+from scheduler.auth import secret_bytes
 from scheduler.cluster import TERMINAL_PHASES, NodeState
 from scheduler.context import Context
 from scheduler.events import node_ref, pod_ref
@@ -214,7 +215,7 @@ class Hub:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return None
-        if hmac.compare_digest(token.encode(), self._token):
+        if hmac.compare_digest(secret_bytes(token), self._token):
             return LinkAuth()
         record = await self.credentials.authenticate(token)
         if record is None:

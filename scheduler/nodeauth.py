@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict
 
 from common.models import now
+from scheduler.auth import secret_bytes
 from scheduler.store import Conflict, NotFound, Store
 
 _LOGGER = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class Issued:
 
 
 def _digest(credential: str) -> str:
-    return hashlib.sha256(credential.encode()).hexdigest()
+    return hashlib.sha256(secret_bytes(credential)).hexdigest()
 
 
 def node_of(credential: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -192,3 +193,20 @@ def test_cli_token_lifecycle(bare_scheduler: SchedulerProcess) -> None:
     assert corral("token", "revoke", token_id).returncode == 0
     refused = corral("get", "pods", token=token)
     assert refused.returncode == 1 and "Unauthorized" in refused.stderr
+
+
+@pytest.mark.parametrize("path", ["/api/v1/pods", "/api/v1/agent"])
+def test_a_token_that_is_not_utf8_is_refused(bare_scheduler: SchedulerProcess, path: str) -> None:
+    """Header bytes that are not UTF-8 (aiohttp reads them as lone surrogates) are a
+    token like any wrong one: 401, not a 500 from hashing it."""
+    host, port = bare_scheduler.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n".encode()
+            + b"Authorization: Bearer corral_\xff\xfe\r\n\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert bare_scheduler.request("GET", "/readyz").status == 200
