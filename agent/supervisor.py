@@ -97,6 +97,16 @@ def _terminated(exit: ContainerExit) -> ContainerState:
     )
 
 
+def _is_exit(state: ContainerState, exit: ContainerExit) -> bool:
+    """Whether `state` (a saved lastState) records this very exit."""
+    done = state.terminated
+    return (
+        done is not None
+        and done.finished_at == exit.finished_at
+        and done.exit_code == exit.exit_code
+    )
+
+
 class PodWorker:
     """Runs one pod incarnation's containers until stopped."""
 
@@ -260,6 +270,9 @@ class PodWorker:
                         time.monotonic() - (exit.finished_at - exit.started_at).total_seconds()
                     )
             ran_for = time.monotonic() - started
+            # An adopted exit the previous agent already counted (it died while waiting
+            # out the backoff, or before the restart): restart it, do not count it again.
+            counted = info is adopted and _is_exit(record.last_state, exit)
             info = None
             record.state = _terminated(exit)
             if exit.reason == "OOMKilled":
@@ -279,9 +292,10 @@ class PodWorker:
                 self._changed()
                 await self._persist()
                 return
-            record.last_state = record.state
-            record.restart_count += 1
-            await self._persist()
+            if not counted:
+                record.last_state = record.state
+                record.restart_count += 1
+                await self._persist()
             if decision.delay:
                 self._event(
                     "BackOff",

@@ -241,3 +241,45 @@ spec:
     previous = corral(s, "logs", "runs", "--previous")
     assert previous.returncode == 0, previous.stderr
     assert previous.stdout == "first run\n"
+
+
+def test_restart_count_survives_an_agent_restart_during_backoff(agent: AgentProcess) -> None:
+    """An exit counted before the agent restarted is not counted again by the next agent."""
+    s = agent.scheduler
+    manifest = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: backoff
+  annotations: {corral.dev/restart-backoff-initial: "60"}
+spec:
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: state, emptyDir: {}}]
+  containers:
+  - name: main
+    image: busybox
+    volumeMounts: [{name: state, mountPath: /state}]
+    command: ["sh", "-c"]
+    args: ["n=$(($(cat /state/n 2>/dev/null || echo 0) + 1)); echo $n > /state/n;
+            if [ $n -ge 3 ]; then exec sleep 300; fi; exit 1"]
+"""
+    assert corral(s, "apply", "-f", "-", stdin=manifest).returncode == 0
+
+    def waiting() -> bool:
+        cs = (pod_json(s, "backoff")["status"].get("containerStatuses") or [{}])[0]
+        reason = (cs.get("state") or {}).get("waiting", {}).get("reason")
+        return cs.get("restartCount") == 2 and reason == "CrashLoopBackOff"
+
+    wait_for(waiting, timeout=30)  # two exits counted; the third run waits out 60 s
+    assert agent.stop() == 0
+    agent.start()
+    wait_for(lambda: ready(s, "node-a"), timeout=30)
+
+    def running() -> dict[str, Any] | None:
+        cs = (pod_json(s, "backoff")["status"].get("containerStatuses") or [{}])[0]
+        return cs if (cs.get("state") or {}).get("running") else None
+
+    cs = wait_for(running, timeout=30)
+    assert cs["restartCount"] == 2
+    assert cs["lastState"]["terminated"]["exitCode"] == 1
