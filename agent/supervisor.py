@@ -37,7 +37,14 @@ from typing import Any
 
 from agent.probes import ContainerProbes, Kind, Prober
 from agent.restart import RestartBackoff
-from agent.runtime.base import ContainerExit, PodInfo, Runtime, RuntimeFailure
+from agent.runtime.base import (
+    START_ERROR,
+    ContainerExit,
+    ContainerInfo,
+    PodInfo,
+    Runtime,
+    RuntimeFailure,
+)
 from agent.runtime.pulls import ERR_IMAGE_PULL, IMAGE_PULL_BACKOFF
 from common.models import (
     ContainerState,
@@ -53,6 +60,7 @@ from common.models import (
 
 _LOGGER = logging.getLogger(__name__)
 
+START_ERROR_WAIT = 5.0  # for the exit record of a failed start (there, or none at all)
 EventSink = Callable[[Pod, str, str, str], None]  # pod, reason, message, Normal|Warning
 
 
@@ -231,19 +239,23 @@ class PodWorker:
                         "pod %s container %s failed to start: %s", self.pod.key, name, exc
                     )
                     self._event("Failed", f"Error: {exc.reason}: {exc}", "Warning")
-                    decision = backoff.on_exit("Always", 1, 0.0)  # retry whatever the policy
-                    delay = max(decision.delay, backoff.initial)
-                    reason = exc.reason
-                    if reason == ERR_IMAGE_PULL:  # pulls back off like starts, as in Kubernetes
-                        pull_failures += 1
-                        reason = ERR_IMAGE_PULL if pull_failures == 1 else IMAGE_PULL_BACKOFF
-                        self._event("BackOff", f'Back-off pulling image "{record.image}"')
-                    record.state = ContainerState(
-                        waiting=ContainerStateWaiting(reason=reason, message=str(exc))
-                    )
-                    self._changed()
-                    await asyncio.sleep(delay)
-                    continue
+                    if exc.reason != START_ERROR:
+                        decision = backoff.on_exit("Always", 1, 0.0)  # retry whatever the policy
+                        delay = max(decision.delay, backoff.initial)
+                        reason = exc.reason
+                        if reason == ERR_IMAGE_PULL:  # pulls back off like starts (Kubernetes)
+                            pull_failures += 1
+                            reason = ERR_IMAGE_PULL if pull_failures == 1 else IMAGE_PULL_BACKOFF
+                            self._event("BackOff", f'Back-off pulling image "{record.image}"')
+                        record.state = ContainerState(
+                            waiting=ContainerStateWaiting(reason=reason, message=str(exc))
+                        )
+                        self._changed()
+                        await asyncio.sleep(delay)
+                        continue
+                    # Its process could not be started: an exit (128) under the restart
+                    # policy like any other (Never: the pod fails), as with the kubelet.
+                    info = ContainerInfo(name, "exited", exit=await self._start_error(name, exc))
             else:
                 started = time.monotonic()
             if info.state == "running":
@@ -311,6 +323,13 @@ class PodWorker:
                 )
                 self._changed()
                 await asyncio.sleep(decision.delay)
+
+    async def _start_error(self, name: str, exc: RuntimeFailure) -> ContainerExit:
+        """The exit of a start that failed: as the runtime recorded it (native), else now."""
+        with contextlib.suppress(RuntimeFailure, TimeoutError):
+            async with asyncio.timeout(START_ERROR_WAIT):
+                return await self._runtime.wait_container(self.uid, name)
+        return ContainerExit(128, START_ERROR, None, now(), message=str(exc))
 
     def _probes(self, name: str, started_at: datetime | None) -> ContainerProbes | None:
         """The probes of a container that has just started (or was adopted running)."""

@@ -10,6 +10,8 @@ Who calls what:
       ensure_image(pod, c, ev) ---------->  the container's image, pulled first if its
                                             imagePullPolicy says so (events Pulling, Pulled)
       start_container(pod, c)  ---------->  launch one container; returns once it runs
+                                            (RuntimeFailure START_ERROR: its process
+                                            could not be started)
       wait_container(uid, c)   ---------->  resolves with its exit, also for adopted ones
       stop_container(uid, c, grace) ----->  SIGTERM, grace, then SIGKILL of its cgroup
       exec_in_container(uid, c, argv, t) ->  run a command inside a running container
@@ -39,6 +41,11 @@ class RuntimeFailure(Exception):
         super().__init__(message)
         self.reason = reason  # Kubernetes-style reason: RunContainerError, ErrImageNeverPull...
 
+
+# The container was made but its process could not start (no such executable, say):
+# the supervisor takes it as an exit with code 128 under the restart policy, as the
+# kubelet does; wait_container returns that exit if the runtime recorded one.
+START_ERROR = "StartError"
 
 EventCallback = Callable[[str, str, str], None]  # reason, message, "Normal" | "Warning"
 

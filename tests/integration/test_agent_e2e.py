@@ -283,3 +283,24 @@ spec:
     cs = wait_for(running, timeout=30)
     assert cs["restartCount"] == 2
     assert cs["lastState"]["terminated"]["exitCode"] == 1
+
+
+def test_a_command_that_cannot_start_follows_the_restart_policy(agent: AgentProcess) -> None:
+    """A start error is an exit (128, StartError): Never fails the pod, as in Kubernetes."""
+    s = agent.scheduler
+    manifest = """
+apiVersion: v1
+kind: Pod
+metadata: {name: typo}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: main, image: busybox, command: ["/no/such/binary"]}
+"""
+    assert corral(s, "apply", "-f", "-", stdin=manifest).returncode == 0
+    ended = wait_for(lambda: (p := pod_json(s, "typo"))["status"]["phase"] == "Failed" and p, 30)
+    cs = ended["status"]["containerStatuses"][0]
+    assert cs["state"]["terminated"]["exitCode"] == 128
+    assert cs["state"]["terminated"]["reason"] == "StartError"
+    assert "no/such/binary" in cs["state"]["terminated"]["message"]
+    assert cs["restartCount"] == 0

@@ -110,6 +110,16 @@ async def test_command_args_entrypoint(runtime: DockerRuntime) -> None:
         assert await run_to_exit(runtime, pod, name) == output + "\n", name
 
 
+async def test_a_command_that_cannot_run_is_a_start_error(runtime: DockerRuntime) -> None:
+    """A start that fails (no such executable) raises StartError, which the supervisor
+    takes for an exit (128) under the restart policy, as with the native runtime."""
+    pod = make_pod("broken", {"name": "c", "image": IMAGE, "command": ["/no/such/binary"]})
+    await runtime.create_pod(pod)
+    with pytest.raises(RuntimeFailure, match="no/such/binary") as info:
+        await runtime.start_container(pod, "c")
+    assert info.value.reason == "StartError"
+
+
 async def test_pod_shares_network_ipc_volumes(runtime: DockerRuntime, tmp_path: Path) -> None:
     """Containers of a pod share loopback, IPC and emptyDirs; env, workingDir and the
     cgroup limits are the native runtime's; exec and the netns path work."""

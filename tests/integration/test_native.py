@@ -289,12 +289,12 @@ async def test_command_args_env_and_working_dir_semantics(runtime: NativeRuntime
 
 
 async def test_a_command_that_cannot_run_is_a_start_error(runtime: NativeRuntime) -> None:
-    """exec failure: start_container raises RunContainerError; the exit says StartError."""
+    """exec failure: start_container raises StartError; the exit says so too."""
     pod = make_pod("broken", {"name": "c", "image": "busybox", "command": ["/no/such/binary"]})
     await runtime.create_pod(pod)
     with pytest.raises(RuntimeFailure, match="no/such/binary") as info:
         await runtime.start_container(pod, "c")
-    assert info.value.reason == "RunContainerError"
+    assert info.value.reason == "StartError"
     exit = await asyncio.wait_for(runtime.wait_container(uid(pod), "c"), 5)
     assert (exit.exit_code, exit.reason) == (128, "StartError")
     missing = make_pod("missing", {"name": "c", "image": "nowhere:1"})

@@ -49,6 +49,7 @@ import aiodocker
 import aiohttp
 
 from agent.runtime.base import (
+    START_ERROR,
     ContainerExit,
     ContainerInfo,
     EventCallback,
@@ -506,7 +507,7 @@ class DockerRuntime:
                 with contextlib.suppress(aiodocker.DockerError):
                     await created.delete(force=True)
                 raise RuntimeFailure(
-                    f"cannot start container {container}: {exc.message}", "RunContainerError"
+                    f"cannot start container {container}: {exc.message}", START_ERROR
                 ) from None
             state = await self._inspect(created.id)
             if state is None:

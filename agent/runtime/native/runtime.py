@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.runtime.base import (
+    START_ERROR,
     ContainerExit,
     ContainerInfo,
     EventCallback,
@@ -552,9 +553,9 @@ class NativeRuntime:
             answer, watch = await self._forkserver.run(prepared, START_TIMEOUT)
             if watch is not None:
                 self._watches[(uid, container)] = watch
-        if not answer.get("ok"):
+        if not answer.get("ok"):  # the monitor recorded the exit: 128, StartError
             raise RuntimeFailure(
-                f"cannot start container {container}: {answer.get('error')}", "RunContainerError"
+                f"cannot start container {container}: {answer.get('error')}", START_ERROR
             )
         return ContainerInfo(
             name=container,
