@@ -175,7 +175,6 @@ class SchedulerLink:
                         max_msg_size=protocol.MAX_FRAME_BYTES,
                         ssl=self._ssl,
                     ) as ws:
-                        attempt = 0
                         await self._session(ws)
                 except aiohttp.WSServerHandshakeError as exc:
                     self._refused(exc.status, exc.message)
@@ -188,6 +187,11 @@ class SchedulerLink:
                 except LinkRefused as exc:
                     _LOGGER.error("%s", exc)
                 finally:
+                    # The backoff starts over only after a welcome: a scheduler that
+                    # accepts the WebSocket and then refuses the node is redialled
+                    # ever more slowly, not several times a second.
+                    if self.connected.is_set():
+                        attempt = 0
                     self.connected.clear()
                 attempt += 1
                 await asyncio.sleep(redial_delay(attempt, self.redial_cap))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +292,36 @@ async def test_an_agent_of_a_protocol_before_keeps_its_node(
         assert isinstance(answer, protocol.ErrorFrame), answer
         assert f"unsupported protocol version {version}" in answer.message
         await ws.close()
+
+
+@pytest.mark.root
+async def test_an_agent_refused_at_every_welcome_backs_off(
+    http: aiohttp.ClientSession, bare_scheduler: SchedulerProcess, tmp_path: Path
+) -> None:
+    """A real agent whose node name has already joined is refused after each hello: it
+    redials with a growing delay, not several times a second (each refusal is an event)."""
+    from agent.runtime.native.cgroups import probe
+    from tests.services import AgentProcess
+
+    s = bare_scheduler
+    first, _ = await join(http, s, "n1")
+    await first.ws.close()
+    agent = AgentProcess(s, tmp_path / "agent", "n1")  # the join token, as "n1" again
+    agent.start()
+    try:
+        mark = "scheduler refused the node"
+
+        def refusals() -> list[str]:
+            lines = [line for line in agent.log().splitlines() if mark in line]
+            return lines if len(lines) >= 5 else []
+
+        lines = await asyncio.to_thread(wait_for, refusals, 30)
+        times = [datetime.fromisoformat(line.split()[0]) for line in lines[:5]]
+        # Backing off from 0.2 s (halved at most by the jitter): 0.2 + 0.4 + 0.8 + 1.6 s
+        # at the least between the first refusal and the fifth.
+        assert (times[4] - times[0]).total_seconds() >= 2.5, lines
+    finally:
+        assert agent.stop() == 0
+        driver = probe(agent.cgroup_parent)
+        if driver.exists(""):
+            driver.remove("")
