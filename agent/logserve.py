@@ -47,6 +47,12 @@ class LogServer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _ended(self, request: protocol.LogsRequest) -> bool:
+        """Whether the container will write no more: its pod is gone from this node, or
+        it has exited for good (a followed log then ends, as kubectl's does)."""
+        worker = self._supervisor.workers.get(request.uid)
+        return worker is None or worker.containers[request.container].finished
+
     async def _serve(self, request: protocol.LogsRequest, send: Send) -> None:
         worker = self._supervisor.workers.get(request.uid)
         if worker is None or request.container not in worker.containers:
@@ -89,8 +95,7 @@ class LogServer:
                     if size >= CHUNK_BYTES:
                         await flush()
             else:
-                done = lambda: request.uid not in self._supervisor.workers  # noqa: E731
-                stream = follow(path, tail=request.tail_lines, done=done)
+                stream = follow(path, tail=request.tail_lines, done=lambda: self._ended(request))
                 async for line in stream:
                     buffer.append(render(line, request.timestamps))
                     size += len(buffer[-1])

@@ -304,3 +304,33 @@ spec:
     assert cs["state"]["terminated"]["reason"] == "StartError"
     assert "no/such/binary" in cs["state"]["terminated"]["message"]
     assert cs["restartCount"] == 0
+
+
+def test_followed_log_ends_when_the_container_has_ended(agent: AgentProcess) -> None:
+    """`corral logs -f` of a container that has exited for good returns, as kubectl's,
+    while the pod (another container) still runs."""
+    s = agent.scheduler
+    manifest = """
+apiVersion: v1
+kind: Pod
+metadata: {name: pair}
+spec:
+  restartPolicy: OnFailure
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: once, image: busybox, command: ["sh", "-c", "echo one; sleep 2; echo two"]}
+  - {name: stays, image: busybox, command: ["sleep", "300"]}
+"""
+    assert corral(s, "apply", "-f", "-", stdin=manifest).returncode == 0
+    wait_for(lambda: "one" in corral(s, "logs", "pair", "-c", "once").stdout, timeout=30)
+    command = [sys.executable, "-m", "scheduler.cli.main", "--server", s.url]
+    for _ in range(2):  # followed while it runs, then once it has ended
+        followed = subprocess.run(
+            [*command, "logs", "-f", "pair", "-c", "once"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert followed.stdout == "one\ntwo\n", followed
+    assert phase_is(s, "pair", "Running")
