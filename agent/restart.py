@@ -22,6 +22,7 @@ DEFAULT_INITIAL = 1.0
 DEFAULT_CAP = 60.0
 DEFAULT_RESET_AFTER = 120.0
 JITTER = 0.1
+MAX_DOUBLINGS = 1000  # any cap is reached long before (2 ** 1000 is about 1e301)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,9 @@ class RestartBackoff:
         self._failures += 1
         if self._failures == 1:
             return Decision(True, 0.0)
-        delay = min(self.cap, self.initial * 2 ** (self._failures - 2))
+        # The exponent is bounded: 2 ** 1024 no longer converts to a float, and a
+        # container that crash-looped for a day would end its supervision with an error.
+        delay = min(self.cap, self.initial * 2 ** min(self._failures - 2, MAX_DOUBLINGS))
         delay *= 1 + self._rng.uniform(-JITTER, JITTER)
         return Decision(True, min(delay, self.cap), "CrashLoopBackOff")
 

@@ -34,6 +34,17 @@ def test_first_restart_immediate_then_doubling_to_cap() -> None:
         assert want * 0.9 <= got <= min(want * 1.1, 8.0), (got, want)
 
 
+@pytest.mark.parametrize(("initial", "cap"), [(1.0, 60.0), (0.0, 0.0), (1e-9, 1e9)])
+def test_backoff_stays_capped_however_long_it_crash_loops(initial: float, cap: float) -> None:
+    """Thousands of quick exits in a row (17 hours of a crash loop at the default cap)
+    still give a delay within the cap, never an error."""
+    backoff = RestartBackoff(initial=initial, cap=cap)
+    for _ in range(5000):
+        decision = backoff.on_exit("Always", 1, ran_for=0.1)
+        assert decision.restart and 0 <= decision.delay <= cap
+    assert decision.delay >= cap * 0.9
+
+
 def test_waiting_reason_is_crashloop() -> None:
     """A delayed restart is a CrashLoopBackOff; the immediate one is not."""
     backoff = RestartBackoff()
