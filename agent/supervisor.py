@@ -369,7 +369,10 @@ class PodWorker:
                 for name, r in self.containers.items()
             }
         }
-        await asyncio.to_thread(_write_json, self._persist_path, data)
+        try:
+            await asyncio.to_thread(_write_json, self._persist_path, data)
+        except OSError as exc:  # a full disk, say: restarts must go on regardless
+            _LOGGER.warning("pod %s: cannot save its restart counts: %s", self.pod.key, exc)
 
     def _event(self, reason: str, message: str, kind: str = "Normal") -> None:
         if not self.stopping or reason == "Killing":
