@@ -113,7 +113,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 # it too; `/api` and `/apis` need a token there and here), the agent link (which checks
 # the join token itself) and the status page `/` (which checks a token itself: from the
 # header, ?token= or its cookie; ui.py).
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/version", "/api/v1/agent", "/"})
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/openapi.json", "/version", "/version/", "/api/v1/agent", "/"}
+)
 ADMIN_ONLY_PREFIXES = ("/api/v1/tokens",)
 
 

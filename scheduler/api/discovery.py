@@ -7,6 +7,8 @@
     GET /apis/{group}/{version}    APIResourceList
     GET /version                   version.Info    (public, as kube-apiserver's)
 
+each also with a trailing slash (`/apis/`), as kube-apiserver answers both.
+
 Nothing here is a list kept by hand: each request walks the application's
 routes, so a route added later is discovered without touching this module.
 A route path is read as Kubernetes lays them out:
@@ -108,7 +110,7 @@ def _read(path: str) -> tuple[str, str, bool, str | None] | None:
     namespaced = len(segments) >= 3 and segments[:2] == ["namespaces", "{namespace}"]
     if namespaced:
         segments = segments[2:]
-    if not segments or _is_var(segments[0]):
+    if not segments[0] or _is_var(segments[0]):  # "/api/v1/" is discovery's own
         return None
     plural = segments[0]
     if len(segments) == 1:
@@ -285,11 +287,17 @@ async def version(request: web.Request) -> web.Response:
     return json_response(version_info())
 
 
+# Each also with a trailing slash, as kube-apiserver answers both: the official Python
+# client asks for `/version/`, `/api/` and `/apis/`.
 ROUTES = [
-    web.get("/api", api_versions),
-    web.get("/apis", api_groups),
-    web.get("/apis/{group}", api_group),
-    web.get(CORE_ROOT, core_resources),
-    web.get("/apis/{group}/{version}", group_resources),
-    web.get("/version", version),
+    web.get(path + slash, handler)
+    for path, handler in (
+        ("/api", api_versions),
+        ("/apis", api_groups),
+        ("/apis/{group}", api_group),
+        (CORE_ROOT, core_resources),
+        ("/apis/{group}/{version}", group_resources),
+        ("/version", version),
+    )
+    for slash in ("", "/")
 ]

@@ -97,6 +97,9 @@ def test_discovery_documents_have_kubernetes_shapes(sched: SchedulerProcess) -> 
         assert resp.status == 200, (path, resp.body)
         assert resp.headers["Content-Type"].startswith("application/json"), path
         assert "apidiscovery" not in resp.headers["Content-Type"], path
+    for path in ("/api", "/apis", "/apis/batch", "/api/v1", "/apis/batch/v1", "/version"):
+        # kube-apiserver answers both; the official Python client asks for `/version/`.
+        assert sched.get(path + "/") == sched.get(path), path
     versions = sched.get("/api")
     assert versions["kind"] == "APIVersions" and versions["versions"] == ["v1"]
     assert versions["serverAddressByClientCIDRs"] == [
