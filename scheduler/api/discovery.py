@@ -78,7 +78,9 @@ _VERB_ORDER = ("create", "delete", "deletecollection", "get", "list", "patch", "
 
 
 @dataclass
-class _Resource:
+class Resource:
+    """One resource (or subresource) of a group-version, as its routes serve it."""
+
     group_version: str
     name: str  # "pods", or "pods/log" for a subresource
     namespaced: bool = False
@@ -100,7 +102,7 @@ def _is_var(segment: str) -> bool:
     return segment.startswith("{") and segment.endswith("}")
 
 
-def _read(path: str) -> tuple[str, str, bool, str | None] | None:
+def _read(path: str) -> tuple[str, str, bool, str] | None:
     """(groupVersion, resource name, namespaced, verb table) of a route path, or None if
     the path is not a resource's. The verb table: "collection" or "item"."""
     split = _split(path)
@@ -122,9 +124,9 @@ def _read(path: str) -> tuple[str, str, bool, str | None] | None:
     return None
 
 
-def resources(app: web.Application) -> dict[str, list[_Resource]]:
+def resources(app: web.Application) -> dict[str, list[Resource]]:
     """groupVersion -> its resources, from the routes registered on `app`."""
-    found: dict[tuple[str, str], _Resource] = {}
+    found: dict[tuple[str, str], Resource] = {}
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}
         path = info.get("path") or info.get("formatter")
@@ -134,14 +136,14 @@ def resources(app: web.Application) -> dict[str, list[_Resource]]:
         if read is None:
             continue
         group_version, name, namespaced, table = read
-        res = found.setdefault((group_version, name), _Resource(group_version, name))
+        res = found.setdefault((group_version, name), Resource(group_version, name))
         res.namespaced |= namespaced
         verbs = _COLLECTION_VERBS if table == "collection" else _ITEM_VERBS
         if route.method in verbs:
             res.verbs.add(verbs[route.method])
         if table == "collection" and route.method == "GET" and is_watchable(route.handler):
             res.verbs.add("watch")
-    by_group: dict[str, list[_Resource]] = {}
+    by_group: dict[str, list[Resource]] = {}
     for key in sorted(found):
         by_group.setdefault(key[0], []).append(found[key])
     return by_group
@@ -156,7 +158,7 @@ def _kind_of(group_version: str, plural: str) -> tuple[str, tuple[str, ...]]:
     return other or plural.removesuffix("s").capitalize(), ()
 
 
-def _resource_doc(res: _Resource) -> dict[str, Any]:
+def _resource_doc(res: Resource) -> dict[str, Any]:
     """One `APIResource`."""
     plural, _, sub = res.name.partition("/")
     kind, short_names = _kind_of(res.group_version, plural)

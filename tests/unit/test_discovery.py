@@ -56,8 +56,9 @@ def test_a_new_route_is_a_resource() -> None:
 
 
 def test_only_resource_layouts_are_read() -> None:
-    """Discovery's own routes (with or without their trailing slash), non-resources and deeper paths are not resources; a
-    cluster-scoped collection is not namespaced; an unmarked list has no watch."""
+    """Discovery's own routes (with or without a trailing slash), non-resources and deeper
+    paths are not resources; a cluster-scoped collection is not namespaced; an unmarked
+    list has no watch."""
     app = _make_app(
         web.get("/api/v1/status", _handler),
         web.get("/api/v1/things", _handler),
