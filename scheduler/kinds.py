@@ -29,6 +29,7 @@ class Kind:
     model: type[Model]
     prefix: str  # "/deployments/": keys are PREFIX + namespace/name (or PREFIX + name)
     namespaced: bool = True
+    short_names: tuple[str, ...] = ()  # Kubernetes' own, for discovery (`kubectl get po`)
 
     def key(self, namespace: str | None, name: str) -> str:
         return f"{self.prefix}{namespace}/{name}" if self.namespaced else f"{self.prefix}{name}"
@@ -59,11 +60,15 @@ class Kind:
         return f"{base}/{name}" if name else base
 
 
-PODS = Kind("Pod", "pods", "v1", Pod, "/pods/")
-NODES = Kind("Node", "nodes", "v1", Node, "/nodes/", namespaced=False)
-EVENTS = Kind("Event", "events", "v1", Event, "/events/")
-NAMESPACES = Kind("Namespace", "namespaces", "v1", Namespace, "/namespaces/", namespaced=False)
-DEPLOYMENTS = Kind("Deployment", "deployments", "apps/v1", Deployment, "/deployments/")
+PODS = Kind("Pod", "pods", "v1", Pod, "/pods/", short_names=("po",))
+NODES = Kind("Node", "nodes", "v1", Node, "/nodes/", namespaced=False, short_names=("no",))
+EVENTS = Kind("Event", "events", "v1", Event, "/events/", short_names=("ev",))
+NAMESPACES = Kind(
+    "Namespace", "namespaces", "v1", Namespace, "/namespaces/", False, short_names=("ns",)
+)
+DEPLOYMENTS = Kind(
+    "Deployment", "deployments", "apps/v1", Deployment, "/deployments/", short_names=("deploy",)
+)
 JOBS = Kind("Job", "jobs", "batch/v1", Job, "/jobs/")
 REVISIONS = Kind(
     "ControllerRevision",
@@ -75,6 +80,9 @@ REVISIONS = Kind(
 
 # What lives in a namespace, in the order a namespace's deletion removes it:
 # owners first, so that their controllers stop replacing what is deleted next.
+# Every kind above, for discovery (scheduler/api/discovery.py).
+ALL = (PODS, NODES, EVENTS, NAMESPACES, DEPLOYMENTS, JOBS, REVISIONS)
+
 NAMESPACED = (DEPLOYMENTS, JOBS, REVISIONS, PODS, EVENTS)
 
 DEFAULT_NAMESPACE = "default"

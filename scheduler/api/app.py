@@ -11,6 +11,7 @@ from aiohttp import web
 from common.heap import drop_tracebacks
 from scheduler.api import (
     access,
+    discovery,
     events,
     namespaces,
     nodes,
@@ -108,9 +109,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 # Reachable without an API token: probes of the process itself, the API's own
-# description, the agent link (which checks the join token itself) and the status
-# page `/` (which checks a token itself: from the header, ?token= or its cookie; ui.py).
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/api/v1/agent", "/"})
+# description, the server's version (kube-apiserver's `system:public-info-viewer` allows
+# it too; `/api` and `/apis` need a token there and here), the agent link (which checks
+# the join token itself) and the status page `/` (which checks a token itself: from the
+# header, ?token= or its cookie; ui.py).
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/openapi.json", "/version", "/version/", "/api/v1/agent", "/"}
+)
 ADMIN_ONLY_PREFIXES = ("/api/v1/tokens",)
 
 
@@ -186,6 +191,7 @@ def create_app(
     app.router.add_routes(namespaces.ROUTES)
     app.router.add_routes(workloads.ROUTES)
     app.router.add_routes(usage.ROUTES)
+    app.router.add_routes(discovery.ROUTES)  # reads the routes above when asked
     watch.setup(app)  # ?watch=true streams, ended on shutdown
     app.router.add_get("/api/v1/agent", agent_link)
     return app

@@ -13,7 +13,7 @@ from common.selector import matches as selector_matches
 from scheduler.api.common import field_selector, json_response, namespace_param, plane
 from scheduler.api.errors import BadRequest
 from scheduler.api.paging import check_list_revision
-from scheduler.api.watch import serve_watch, wants_watch
+from scheduler.api.watch import serve_watch, wants_watch, watchable
 from scheduler.events import EVENTS, event_key
 from scheduler.objects import decode, list_json
 from scheduler.store import KV
@@ -28,6 +28,7 @@ _FIELDS: dict[str, Callable[[Event], str]] = {
 }
 
 
+@watchable
 async def list_events(request: web.Request) -> web.StreamResponse:
     """Events, oldest first (`fieldSelector=involvedObject.name=web,type!=Normal`)."""
     namespace = namespace_param(request) if "namespace" in request.match_info else None

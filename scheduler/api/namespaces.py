@@ -23,6 +23,7 @@ from scheduler.api.generic import (
     validate,
 )
 from scheduler.api.patch import patched, read_patch
+from scheduler.api.watch import watchable
 from scheduler.kinds import DEFAULT_NAMESPACE, NAMESPACES
 from scheduler.objects import decode, encode, mutable_copy, with_resource_version
 from scheduler.store import KV, Conflict, NotFound
@@ -35,6 +36,7 @@ async def _one_document(request: web.Request) -> Any:
     return docs[0]
 
 
+@watchable
 async def list_namespaces(request: web.Request) -> web.StreamResponse:
     """`NamespaceList` (labelSelector, fieldSelector=metadata.name=..., watch)."""
     return await list_objects(request, NAMESPACES, None)

@@ -24,7 +24,7 @@ from scheduler.api.errors import BadRequest, ConflictError, NotFoundError
 from scheduler.api.generic import Replace, guarded_update, validate
 from scheduler.api.paging import check_list_revision, page
 from scheduler.api.patch import patched, read_patch
-from scheduler.api.watch import serve_watch, wants_watch
+from scheduler.api.watch import serve_watch, wants_watch, watchable
 from scheduler.cluster import NodeState
 from scheduler.controlplane import ControlPlane
 from scheduler.eviction import evict
@@ -60,6 +60,7 @@ _FIELDS: dict[str, Callable[[Node], str]] = {
 }
 
 
+@watchable
 async def list_nodes(request: web.Request) -> web.StreamResponse:
     cp = plane(request)
     try:

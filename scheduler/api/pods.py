@@ -34,7 +34,7 @@ from scheduler.api.errors import (
 from scheduler.api.generic import Replace, guarded_update, require_namespace
 from scheduler.api.paging import check_list_revision, page, with_continue
 from scheduler.api.patch import patched, read_patch
-from scheduler.api.watch import serve_watch, wants_watch
+from scheduler.api.watch import serve_watch, wants_watch, watchable
 from scheduler.hub import LogsUnavailable
 from scheduler.objects import (
     PODS,
@@ -204,6 +204,7 @@ def _filters(request: web.Request) -> Callable[[Pod], bool] | None:
     return keep
 
 
+@watchable
 async def list_pods(request: web.Request) -> web.StreamResponse:
     namespace = namespace_param(request) if "namespace" in request.match_info else None
     keep = _filters(request)

@@ -25,7 +25,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -39,6 +40,19 @@ _LOGGER = logging.getLogger(__name__)
 
 Keep = Callable[[KV], bool]
 Closer = Callable[[], None]
+ListHandler = TypeVar("ListHandler", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
+_WATCHABLE = "__corral_watchable__"
+
+
+def watchable(handler: ListHandler) -> ListHandler:
+    """Marks a list handler that answers `?watch=true` with a stream, so that discovery
+    (scheduler/api/discovery.py) gives its resource the `watch` verb."""
+    setattr(handler, _WATCHABLE, True)
+    return handler
+
+
+def is_watchable(handler: object) -> bool:
+    return getattr(handler, _WATCHABLE, False) is True
 
 
 class OpenStreams:

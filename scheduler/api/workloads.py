@@ -47,6 +47,7 @@ from scheduler.api.generic import (
     validate,
 )
 from scheduler.api.patch import MERGE, patched, read_patch
+from scheduler.api.watch import watchable
 from scheduler.controlplane import ControlPlane
 from scheduler.kinds import DEPLOYMENTS, JOBS, REVISIONS, Kind
 from scheduler.objects import decode, encode, mutable_copy, with_resource_version
@@ -110,6 +111,7 @@ def _conflict(kind: Kind, name: str) -> ConflictError:
 # -- Deployments and Jobs ---------------------------------------------------------------------
 
 
+@watchable
 async def list_workloads(request: web.Request) -> web.StreamResponse:
     """A DeploymentList or JobList (labelSelector, fieldSelector, watch)."""
     return await list_objects(request, _kind_of(request), _namespace(request))
@@ -360,6 +362,7 @@ async def patch_scale(request: web.Request) -> web.Response:
 # -- ControllerRevisions ----------------------------------------------------------------------
 
 
+@watchable
 async def list_revisions(request: web.Request) -> web.StreamResponse:
     """A ControllerRevisionList (labelSelector, fieldSelector, watch)."""
     return await list_objects(request, REVISIONS, _namespace(request))

@@ -11,7 +11,7 @@ from tests.integration.test_auth import make_token, snapshot
 
 # Readable without a token (scheduler/api/app.py PUBLIC_PATHS); the agent link checks
 # its own credentials (tests/integration/test_node_credentials.py).
-PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/", "/api/v1/agent"}
+PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/version", "/version/", "/", "/api/v1/agent"}
 
 
 def routes(s: SchedulerProcess) -> list[tuple[str, str]]:

@@ -1,0 +1,305 @@
+"""Kubernetes API discovery, read off the router: what kubectl and client-go ask first.
+
+    GET /api                       APIVersions     {"versions": ["v1"], ...}
+    GET /apis                      APIGroupList    every group a route serves
+    GET /apis/{group}              APIGroup
+    GET /api/v1                    APIResourceList the core group's resources
+    GET /apis/{group}/{version}    APIResourceList
+    GET /version                   version.Info    (public, as kube-apiserver's)
+
+each also with a trailing slash (`/apis/`), as kube-apiserver answers both.
+
+Nothing here is a list kept by hand: each request walks the application's
+routes, so a route added later is discovered without touching this module.
+A route path is read as Kubernetes lays them out:
+
+    ROOT[/namespaces/{namespace}]/PLURAL               collection
+    ROOT[/namespaces/{namespace}]/PLURAL/{name}        item
+    ROOT[/namespaces/{namespace}]/PLURAL/{name}/SUB    subresource PLURAL/SUB
+
+where ROOT is `/api/v1` or `/apis/GROUP/VERSION`. A resource is namespaced if
+any of its routes is under `/namespaces/{namespace}`. Its verbs are the methods
+its routes answer, in Kubernetes' words: GET on the collection is `list` (and
+`watch` where the handler streams `?watch=true`: `watch.watchable`), POST
+`create`, DELETE on the collection `deletecollection`; on an item GET is `get`,
+PUT `update`, PATCH `patch`, DELETE `delete`. The kind and short names come
+from `scheduler.kinds` (or `_OTHER_KINDS` for resources that have no `Kind`).
+
+Only the unaggregated (v1) shapes are served, as `application/json`. kubectl asks
+for aggregated discovery first (`Accept: application/json;g=apidiscovery.k8s.io;
+v=v2;as=APIGroupDiscoveryList,application/json`); client-go decides by the
+response's Content-Type, and a plain `application/json` is read as the v1 shape,
+after which it fetches each group-version's APIResourceList
+(client-go discovery/discovery_client.go: downloadLegacy, downloadAPIs).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from aiohttp import web
+
+from scheduler.api.common import json_response
+from scheduler.api.errors import NotFoundError
+from scheduler.api.watch import is_watchable
+from scheduler.kinds import ALL
+
+CORE_ROOT = "/api/v1"
+# Paths under a group-version's root that are not resources: corral's status summary
+# and the agents' WebSocket link (scheduler/api/ops.py, scheduler/api/app.py).
+NON_RESOURCES = frozenset({"/api/v1/status", "/api/v1/agent"})
+# The Kubernetes release whose API corral's resources follow; `/version` reports it,
+# with corral's own version after it (`v1.30.0-corral.0.1.0`).
+KUBERNETES_MAJOR, KUBERNETES_MINOR = 1, 30
+
+# (groupVersion, plural) -> kind, for resources without a `scheduler.kinds.Kind`.
+_OTHER_KINDS = {
+    ("v1", "tokens"): "Token",  # scheduler/api/tokens.py
+    ("metrics.k8s.io/v1beta1", "nodes"): "NodeMetrics",  # scheduler/api/usage.py
+    ("metrics.k8s.io/v1beta1", "pods"): "PodMetrics",
+}
+# Subresources whose object is not their parent's kind: (group, version, kind).
+_SUBRESOURCE_KINDS = {"scale": ("autoscaling", "v1", "Scale")}
+
+_COLLECTION_VERBS = {"GET": "list", "POST": "create", "DELETE": "deletecollection"}
+_ITEM_VERBS = {
+    "GET": "get",
+    "POST": "create",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
+# Kubernetes' order, so that a listing reads as kube-apiserver's does.
+_VERB_ORDER = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+
+@dataclass
+class Resource:
+    """One resource (or subresource) of a group-version, as its routes serve it."""
+
+    group_version: str
+    name: str  # "pods", or "pods/log" for a subresource
+    namespaced: bool = False
+    verbs: set[str] = field(default_factory=set)
+
+
+def _split(path: str) -> tuple[str, list[str]] | None:
+    """(groupVersion, the segments after the group-version's root), or None if the path
+    is not under one (or is a discovery route, whose group and version are variables)."""
+    if path.startswith(CORE_ROOT + "/"):
+        return "v1", path[len(CORE_ROOT) + 1 :].split("/")
+    parts = path.split("/")  # "", "apis", GROUP, VERSION, ...
+    if len(parts) < 5 or parts[1] != "apis" or "{" in parts[2] + parts[3]:
+        return None
+    return f"{parts[2]}/{parts[3]}", parts[4:]
+
+
+def _is_var(segment: str) -> bool:
+    return segment.startswith("{") and segment.endswith("}")
+
+
+def _read(path: str) -> tuple[str, str, bool, str] | None:
+    """(groupVersion, resource name, namespaced, verb table) of a route path, or None if
+    the path is not a resource's. The verb table: "collection" or "item"."""
+    split = _split(path)
+    if split is None or path in NON_RESOURCES:
+        return None
+    group_version, segments = split
+    namespaced = len(segments) >= 3 and segments[:2] == ["namespaces", "{namespace}"]
+    if namespaced:
+        segments = segments[2:]
+    if not segments[0] or _is_var(segments[0]):  # "/api/v1/" is discovery's own
+        return None
+    plural = segments[0]
+    if len(segments) == 1:
+        return group_version, plural, namespaced, "collection"
+    if len(segments) == 2 and _is_var(segments[1]):
+        return group_version, plural, namespaced, "item"
+    if len(segments) == 3 and _is_var(segments[1]) and not _is_var(segments[2]):
+        return group_version, f"{plural}/{segments[2]}", namespaced, "item"
+    return None
+
+
+def resources(app: web.Application) -> dict[str, list[Resource]]:
+    """groupVersion -> its resources, from the routes registered on `app`."""
+    found: dict[tuple[str, str], Resource] = {}
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        if not path or route.method == "HEAD":
+            continue
+        read = _read(path)
+        if read is None:
+            continue
+        group_version, name, namespaced, table = read
+        res = found.setdefault((group_version, name), Resource(group_version, name))
+        res.namespaced |= namespaced
+        verbs = _COLLECTION_VERBS if table == "collection" else _ITEM_VERBS
+        if route.method in verbs:
+            res.verbs.add(verbs[route.method])
+        if table == "collection" and route.method == "GET" and is_watchable(route.handler):
+            res.verbs.add("watch")
+    by_group: dict[str, list[Resource]] = {}
+    for key in sorted(found):
+        by_group.setdefault(key[0], []).append(found[key])
+    return by_group
+
+
+def _kind_of(group_version: str, plural: str) -> tuple[str, tuple[str, ...]]:
+    """The kind and short names of a resource, a guess from its name if nothing says."""
+    for kind in ALL:
+        if kind.api_version == group_version and kind.plural == plural:
+            return kind.kind, kind.short_names
+    other = _OTHER_KINDS.get((group_version, plural))
+    return other or plural.removesuffix("s").capitalize(), ()
+
+
+def _resource_doc(res: Resource) -> dict[str, Any]:
+    """One `APIResource`."""
+    plural, _, sub = res.name.partition("/")
+    kind, short_names = _kind_of(res.group_version, plural)
+    doc: dict[str, Any] = {"name": res.name, "singularName": "" if sub else kind.lower()}
+    doc["namespaced"] = res.namespaced
+    if sub in _SUBRESOURCE_KINDS:
+        doc["group"], doc["version"], kind = _SUBRESOURCE_KINDS[sub]
+    doc["kind"] = kind
+    doc["verbs"] = [verb for verb in _VERB_ORDER if verb in res.verbs]
+    if short_names and not sub:
+        doc["shortNames"] = list(short_names)
+    return doc
+
+
+def _addresses(request: web.Request) -> list[dict[str, str]]:
+    """`serverAddressByClientCIDRs`: the address the client reached (its Host header)."""
+    return [{"clientCIDR": "0.0.0.0/0", "serverAddress": request.host}]
+
+
+def _group_doc(group: str, versions: list[str], request: web.Request) -> dict[str, Any]:
+    entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": group,
+        "versions": entries,
+        "preferredVersion": entries[0],
+        "serverAddressByClientCIDRs": _addresses(request),
+    }
+
+
+def _groups(app: web.Application) -> dict[str, list[str]]:
+    """Every named group (not the core one) -> its versions."""
+    groups: dict[str, list[str]] = {}
+    for group_version in resources(app):
+        if "/" in group_version:
+            group, version = group_version.split("/", 1)
+            groups.setdefault(group, []).append(version)
+    return groups
+
+
+async def api_versions(request: web.Request) -> web.Response:
+    """APIVersions of the core group (`/api`)."""
+    return json_response(
+        {
+            "kind": "APIVersions",
+            "apiVersion": "v1",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": _addresses(request),
+        }
+    )
+
+
+async def api_groups(request: web.Request) -> web.Response:
+    """APIGroupList of the named groups served (`/apis`)."""
+    groups = _groups(request.app)
+    return json_response(
+        {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [_group_doc(g, v, request) for g, v in sorted(groups.items())],
+        }
+    )
+
+
+async def api_group(request: web.Request) -> web.Response:
+    """APIGroup of one named group."""
+    group = request.match_info["group"]
+    versions = _groups(request.app).get(group)
+    if versions is None:
+        raise NotFoundError(f"the server does not serve the API group {group!r}")
+    return json_response(_group_doc(group, versions, request))
+
+
+def _resource_list(request: web.Request, group_version: str) -> web.Response:
+    found = resources(request.app).get(group_version)
+    if found is None:
+        raise NotFoundError(f"the server does not serve the API group-version {group_version!r}")
+    return json_response(
+        {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": group_version,
+            "resources": [_resource_doc(res) for res in found],
+        }
+    )
+
+
+async def core_resources(request: web.Request) -> web.Response:
+    """APIResourceList of the core group (`/api/v1`)."""
+    return _resource_list(request, "v1")
+
+
+async def group_resources(request: web.Request) -> web.Response:
+    """APIResourceList of one named group-version."""
+    info = request.match_info
+    return _resource_list(request, f"{info['group']}/{info['version']}")
+
+
+def _platform() -> str:
+    machine = platform.machine().lower()
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+    return f"{sys.platform}/{arch}"
+
+
+def version_info() -> dict[str, str]:
+    """Kubernetes' `version.Info`: the API level corral follows, corral's own version
+    in the pre-release part, and the Python that runs it where Go's version would be."""
+    try:
+        corral = metadata.version("corral")
+    except metadata.PackageNotFoundError:
+        corral = "0.0.0"
+    return {
+        "major": str(KUBERNETES_MAJOR),
+        "minor": str(KUBERNETES_MINOR),
+        "gitVersion": f"v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0-corral.{corral}",
+        "gitCommit": "",
+        "gitTreeState": "",
+        "buildDate": "",
+        "goVersion": f"python{platform.python_version()}",
+        "compiler": platform.python_implementation().lower(),
+        "platform": _platform(),
+    }
+
+
+async def version(request: web.Request) -> web.Response:
+    """The server's version (`kubectl version`), readable without a token."""
+    return json_response(version_info())
+
+
+# Each also with a trailing slash, as kube-apiserver answers both: the official Python
+# client asks for `/version/`, `/api/` and `/apis/`.
+ROUTES = [
+    web.get(path + slash, handler)
+    for path, handler in (
+        ("/api", api_versions),
+        ("/apis", api_groups),
+        ("/apis/{group}", api_group),
+        (CORE_ROOT, core_resources),
+        ("/apis/{group}/{version}", group_resources),
+        ("/version", version),
+    )
+    for slash in ("", "/")
+]
