@@ -58,6 +58,17 @@ class ConflictError(ApiError):
     code, reason = 409, "Conflict"
 
 
+def modified(plural: str, name: str) -> ConflictError:
+    """Kubernetes' 409 for a write that lost to another, or was guarded by a stale
+    resourceVersion."""
+    return ConflictError(
+        f'Operation cannot be fulfilled on {plural} "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again",
+        name=name,
+        kind=plural,
+    )
+
+
 class Gone(ApiError):
     code, reason = 410, "Expired"
 

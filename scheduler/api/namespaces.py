@@ -13,7 +13,7 @@ from aiohttp import web
 
 from common.models import Namespace, NamespaceStatus, now
 from scheduler.api.common import json_response, name_param, plane, read_documents, require_url_name
-from scheduler.api.errors import AlreadyExists, BadRequest, ConflictError, Forbidden
+from scheduler.api.errors import AlreadyExists, BadRequest, ConflictError, Forbidden, modified
 from scheduler.api.generic import (
     Replace,
     get_kv,
@@ -65,15 +65,6 @@ async def get_namespace(request: web.Request) -> web.Response:
     return json_response(with_resource_version(kv))
 
 
-def _conflict(name: str) -> ConflictError:
-    return ConflictError(
-        f'Operation cannot be fulfilled on namespaces "{name}": the object has been '
-        "modified; please apply your changes to the latest version and try again",
-        name=name,
-        kind="namespaces",
-    )
-
-
 def _replacer(request: web.Request) -> Replace:
     """A namespace's replace (for `guarded_update`): labels and annotations."""
     name = name_param(request)
@@ -104,7 +95,7 @@ async def update_namespace(request: web.Request) -> web.Response:
         lambda: get_kv(store, NAMESPACES, None, name),
         lambda kv: doc,
         _replacer(request),
-        lambda: _conflict(name),
+        lambda: modified("namespaces", name),
     )
 
 
@@ -118,7 +109,7 @@ async def patch_namespace(request: web.Request) -> web.Response:
         lambda: get_kv(store, NAMESPACES, None, name),
         patched(patch),
         _replacer(request),
-        lambda: _conflict(name),
+        lambda: modified("namespaces", name),
     )
 
 

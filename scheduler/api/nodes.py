@@ -20,7 +20,7 @@ from scheduler.api.common import (
     plane,
     require_url_name,
 )
-from scheduler.api.errors import BadRequest, ConflictError, NotFoundError
+from scheduler.api.errors import BadRequest, ConflictError, NotFoundError, modified
 from scheduler.api.generic import Replace, guarded_update, validate
 from scheduler.api.paging import check_list_revision, page
 from scheduler.api.patch import patched, read_patch
@@ -138,12 +138,7 @@ async def patch_node(request: web.Request) -> web.Response:
         lambda: _get_kv(cp, name),
         patched(patch),
         _replacer(request),
-        lambda: ConflictError(
-            f'Operation cannot be fulfilled on nodes "{name}": the object has been modified; '
-            "please apply your changes to the latest version and try again",
-            name=name,
-            kind="nodes",
-        ),
+        lambda: modified("nodes", name),
     )
 
 

@@ -30,6 +30,7 @@ from scheduler.api.errors import (
     ConflictError,
     Invalid,
     NotFoundError,
+    modified,
 )
 from scheduler.api.generic import Replace, guarded_update, require_namespace
 from scheduler.api.paging import check_list_revision, page, with_continue
@@ -238,15 +239,6 @@ async def _load(request: web.Request) -> KV:
     return kv
 
 
-def _conflict(name: str) -> ConflictError:
-    return ConflictError(
-        f'Operation cannot be fulfilled on pods "{name}": the object has been modified; '
-        "please apply your changes to the latest version and try again",
-        name=name,
-        kind="pods",
-    )
-
-
 def _replacer(request: web.Request) -> Replace:
     """A pod's replace (for `guarded_update`): labels and annotations; the spec is
     immutable, as in Kubernetes."""
@@ -296,7 +288,7 @@ async def update_pod(request: web.Request) -> web.Response:
         lambda: _load(request),
         lambda kv: docs[0],
         _replacer(request),
-        lambda: _conflict(name),
+        lambda: modified("pods", name),
     )
 
 
@@ -310,7 +302,7 @@ async def patch_pod(request: web.Request) -> web.Response:
         lambda: _load(request),
         patched(patch),
         _replacer(request),
-        lambda: _conflict(name),
+        lambda: modified("pods", name),
     )
 
 

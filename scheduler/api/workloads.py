@@ -35,7 +35,13 @@ from scheduler.api.common import (
     read_documents,
     require_url_name,
 )
-from scheduler.api.errors import AlreadyExists, BadRequest, ConflictError, Invalid, NotFoundError
+from scheduler.api.errors import (
+    AlreadyExists,
+    BadRequest,
+    Invalid,
+    NotFoundError,
+    modified,
+)
 from scheduler.api.generic import (
     Replace,
     get_kv,
@@ -97,15 +103,6 @@ def check_update(kind: Kind, old: Any, new: Any) -> None:
                 raise _immutable(field, name, kind)
         if new.spec.selector is not None and old.spec.selector != new.spec.selector:
             raise _immutable("spec.selector", name, kind)
-
-
-def _conflict(kind: Kind, name: str) -> ConflictError:
-    return ConflictError(
-        f'Operation cannot be fulfilled on {kind.plural} "{name}": the object has been '
-        "modified; please apply your changes to the latest version and try again",
-        name=name,
-        kind=kind.plural,
-    )
 
 
 # -- Deployments and Jobs ---------------------------------------------------------------------
@@ -195,7 +192,7 @@ async def update_workload(request: web.Request) -> web.Response:
         load,
         lambda kv: doc,
         _replacer(request),
-        lambda: _conflict(kind, name),
+        lambda: modified(kind.plural, name),
     )
 
 
@@ -210,7 +207,7 @@ async def patch_workload(request: web.Request) -> web.Response:
         _loader(request, kind),
         patched(patch),
         _replacer(request),
-        lambda: _conflict(kind, name),
+        lambda: modified(kind.plural, name),
     )
 
 
@@ -340,7 +337,7 @@ async def update_scale(request: web.Request) -> web.Response:
         _loader(request, DEPLOYMENTS),
         lambda kv: doc,
         _scale_replacer(request),
-        lambda: _conflict(DEPLOYMENTS, name),
+        lambda: modified(DEPLOYMENTS.plural, name),
     )
 
 
@@ -355,7 +352,7 @@ async def patch_scale(request: web.Request) -> web.Response:
         _loader(request, DEPLOYMENTS),
         patched(patch, _scale_json),
         _scale_replacer(request),
-        lambda: _conflict(DEPLOYMENTS, name),
+        lambda: modified(DEPLOYMENTS.plural, name),
     )
 
 
