@@ -6,14 +6,18 @@ base URL of a running scheduler (and `.token`, if the API wants one).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
@@ -37,6 +41,9 @@ spec:
         cpu: 10m
         memory: 8Mi
 """
+
+
+Answer = tuple[int, dict[str, str], bytes]  # a stand-in server's (status, headers, body)
 
 
 def corral(
@@ -213,42 +220,44 @@ def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
     assert f"http://127.0.0.1:{port}" in result.stderr
 
 
-def test_a_server_that_is_not_corral_is_one_line() -> None:
-    """A 200 that is not JSON (a proxy's login page) is an error naming the server, not a
-    traceback."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+@contextlib.contextmanager
+def stand_in(answer: Callable[[BaseHTTPRequestHandler], Answer]) -> Iterator[str]:
+    """A local HTTP server that is not corral (a login page, a redirect): every GET is
+    answered `answer(request)`, (status, headers, body); yields its URL."""
 
-    class LoginPage(BaseHTTPRequestHandler):
+    class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = b"<html><body>Please log in</body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
+            status, headers, body = answer(self)
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), LoginPage)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-
-    class Proxy:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        for args in (["get", "pods"], ["get", "deployments", "-o", "json"], ["status"]):
-            result = corral(Proxy(), *args)
-            assert result.returncode == 1, args
-            assert "Traceback" not in result.stderr, result.stderr
-            assert result.stderr.count("\n") == 1, result.stderr
-            assert Proxy.url in result.stderr and "text/html" in result.stderr
-            assert result.stdout == ""
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_server_that_is_not_corral_is_one_line() -> None:
+    """A 200 that is not JSON (a proxy's login page) is an error naming the server, not a
+    traceback."""
+    login: Answer = (200, {"Content-Type": "text/html"}, b"<html>Please log in</html>")
+    with stand_in(lambda _: login) as url:
+        for args in (["get", "pods"], ["get", "deployments", "-o", "json"], ["status"]):
+            result = corral(SimpleNamespace(url=url), *args)
+            assert result.returncode == 1, args
+            assert "Traceback" not in result.stderr, result.stderr
+            assert result.stderr.count("\n") == 1, result.stderr
+            assert url in result.stderr and "text/html" in result.stderr
+            assert result.stdout == ""
 
 
 def test_watch_cut_short_by_a_dead_server_is_one_line(bare_scheduler: Any) -> None:
@@ -399,57 +408,24 @@ def test_rollout_status_of_a_missing_object_is_not_found(bare_scheduler: Any) ->
 def test_a_redirect_is_refused_and_the_token_stays_home() -> None:
     """A server that redirects elsewhere gets an error, and the bearer token is not sent to
     where it points."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     seen: list[str | None] = []
 
-    class Elsewhere(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.headers.get("Authorization"))
-            body = b'{"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def elsewhere(request: BaseHTTPRequestHandler) -> Answer:
+        seen.append(request.headers.get("Authorization"))
+        body = b'{"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}'
+        return 200, {"Content-Type": "application/json"}, body
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    target = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
-
-    class Redirect(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(302)
-            self.send_header("Location", f"http://localhost:{target.server_address[1]}{self.path}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    redirect = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    servers = (target, redirect)
-    for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-
-    class Redirecting:
-        url = f"http://127.0.0.1:{redirect.server_address[1]}"
-        token = "corral_secret-that-must-stay-home"
-
-    try:
-        for args in (["get", "pods"], ["logs", "web", "-f"]):
-            result = corral(Redirecting(), *args)
-            assert result.returncode == 1, (args, result.stdout)
-            assert "Traceback" not in result.stderr, result.stderr
-            assert result.stderr.count("\n") == 1 and "redirect (302)" in result.stderr
-            assert Redirecting.token not in result.stderr
-        assert seen == []
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
+    with stand_in(elsewhere) as target:
+        other_host = target.replace("127.0.0.1", "localhost")
+        with stand_in(lambda r: (302, {"Location": other_host + r.path}, b"")) as url:
+            redirecting = SimpleNamespace(url=url, token="corral_secret-that-must-stay-home")
+            for args in (["get", "pods"], ["logs", "web", "-f"]):
+                result = corral(redirecting, *args)
+                assert result.returncode == 1, (args, result.stdout)
+                assert "Traceback" not in result.stderr, result.stderr
+                assert result.stderr.count("\n") == 1 and "redirect (302)" in result.stderr
+                assert redirecting.token not in result.stderr
+    assert seen == []
 
 
 def test_apply_output_of_several_objects_parses_back(bare_scheduler: Any, tmp_path: Path) -> None:
