@@ -73,9 +73,12 @@ LINK_CHECK_SECONDS = 5.0
 LINK_CLOSE_SECONDS = 5.0
 STATUS_WRITE_ATTEMPTS = 3
 REGISTER_ATTEMPTS = 3  # writes of a joining node's object, against other writes of it
-# Log chunks held for a reader that has not taken them (the agent's are 32 KiB): past
-# this, the stream is ended, rather than kept in memory as fast as the container logs.
-MAX_LOG_CHUNKS_QUEUED = 256
+# Chunks of a *followed* log held for a reader that has not taken them (the agent's are
+# 32 KiB): past this (64 MiB, more than an agent keeps of a container's log with its
+# defaults, so the backlog fits), the stream is ended rather than kept in memory as fast
+# as the container logs. A log that is not followed ends by itself: it is not cut. The
+# link has no flow control per stream; with it, this would not be needed.
+MAX_LOG_CHUNKS_QUEUED = 2048
 # What ends a link's read loop: what ends aiohttp's `async for` over it, and an error.
 _LINK_ENDED = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR))
 
@@ -123,6 +126,7 @@ class AgentSession:
         self.unacked: deque[tuple[int, float]] = deque()
         self.sender: asyncio.Task[None] | None = None
         self.log_streams: dict[int, asyncio.Queue[protocol.LogsChunk | None]] = {}
+        self.followed: set[int] = set()  # the ids of log_streams that follow a log
         self.credential_id: str | None = None  # issued in this session's welcome
         self.last_frame = time.monotonic()  # when the agent last sent anything
 
@@ -512,7 +516,7 @@ class Hub:
             elif isinstance(frame, protocol.LogsChunk):
                 stream = session.log_streams.get(frame.id)
                 if stream is not None:
-                    if stream.qsize() < MAX_LOG_CHUNKS_QUEUED:
+                    if frame.id not in session.followed or stream.qsize() < MAX_LOG_CHUNKS_QUEUED:
                         stream.put_nowait(frame)
                     else:
                         self._end_log_stream(session, frame.id, stream)
@@ -775,9 +779,10 @@ class Hub:
     def _end_log_stream(
         self, session: AgentSession, stream_id: int, stream: asyncio.Queue[Any]
     ) -> None:
-        """The reader of a log stream fell MAX_LOG_CHUNKS_QUEUED chunks behind: it gets
+        """The reader of a followed log fell MAX_LOG_CHUNKS_QUEUED chunks behind: it gets
         what is queued, then the reason; the agent is told to stop sending."""
         del session.log_streams[stream_id]
+        session.followed.discard(stream_id)
         message = (
             f"the reader is too slow: {MAX_LOG_CHUNKS_QUEUED} chunks from node "
             f"{session.node} were waiting for it"
@@ -811,6 +816,8 @@ class Hub:
         stream_id = self._log_ids
         queue: asyncio.Queue[protocol.LogsChunk | None] = asyncio.Queue()
         session.log_streams[stream_id] = queue
+        if follow:
+            session.followed.add(stream_id)
         finished = False
         try:
             await session.ws.send_bytes(
@@ -842,6 +849,7 @@ class Hub:
                     return
         finally:
             session.log_streams.pop(stream_id, None)
+            session.followed.discard(stream_id)
             if not finished and not session.ws.closed:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await session.ws.send_bytes(

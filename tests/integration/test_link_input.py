@@ -180,13 +180,13 @@ async def test_a_log_reader_that_falls_behind_ends_its_stream(
         cancelled = asyncio.create_task(agent.receive_type(protocol.LogsCancel, 60))
         line = ("x" * 127 + "\n") * 256  # 32 KiB, as the agent's chunks
         sent = 0
-        while not cancelled.done() and sent < 2048:  # up to 64 MiB
+        while not cancelled.done() and sent < 4096:  # up to 128 MiB
             await agent.send(protocol.LogsChunk(id=request.id, data=line))
             sent += 1
             await asyncio.sleep(0)
         cancel = await asyncio.wait_for(cancelled, 10)
         assert isinstance(cancel, protocol.LogsCancel) and cancel.id == request.id, cancel
-        assert sent < 2048
+        assert sent < 4096
 
         def read_all() -> bytes:  # to the end of the response (the link stays open)
             data = bytearray()
@@ -200,6 +200,42 @@ async def test_a_log_reader_that_falls_behind_ends_its_stream(
         reader.close()
         await agent.ws.close()
     assert s.request("GET", "/readyz").status == 200
+
+
+async def test_a_log_that_is_not_followed_is_not_cut_for_a_slow_reader(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """A log that is not followed ends by itself, so a reader that takes its time (`corral
+    logs POD | less`) gets all of it, however far behind it falls: only followed logs are
+    bounded."""
+    s = bare_scheduler
+    agent, _ = await join(http, s, "node-a")
+    spec = pod("web", nodeSelector={"kubernetes.io/hostname": "node-a"})
+    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+    await agent.receive_type(protocol.Desired)
+    reader = await asyncio.to_thread(slow_log_reader, s, "/api/v1/namespaces/default/pods/web/log")
+    chunks = 2100  # past the bound of a followed log (MAX_LOG_CHUNKS_QUEUED)
+    try:
+        request = await agent.receive_type(protocol.LogsRequest)
+        assert request is not None and not request.follow
+        line = ("x" * 127 + "\n") * 256  # 32 KiB, as the agent's chunks
+        for _ in range(chunks):
+            await agent.send(protocol.LogsChunk(id=request.id, data=line))
+            await asyncio.sleep(0)
+        await agent.send(protocol.LogsChunk(id=request.id, eof=True))
+
+        def read_all() -> bytes:
+            data = bytearray()
+            while not data.endswith(b"\r\n0\r\n\r\n") and (chunk := reader.recv(1 << 20)):
+                data += chunk
+            return bytes(data)
+
+        body = await asyncio.to_thread(read_all)
+        assert b"too slow" not in body and body.count(b"x" * 127) == chunks * 256
+    finally:
+        reader.close()
+        await agent.ws.close()
 
 
 async def test_deleting_a_node_while_its_agent_reports_moves_every_pod(
