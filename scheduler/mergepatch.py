@@ -19,6 +19,8 @@ Any other `$` key is refused (PatchError), never ignored.
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Hashable
 from typing import Any
 
 # The lists Kubernetes merges by key (the `patchMergeKey` of their fields), for the fields
@@ -179,25 +181,40 @@ def _merge_list(original: Any, patch: list[Any], key: str, path: str) -> list[An
             _merge_map({}, item, f"{path}[{i}]") if isinstance(item, dict) else item
             for i, item in enumerate(items)
         ]
+    deleted = {_identity(value) for value in deletes}
     result = [
-        x for x in original if not (isinstance(x, dict) and x.get(merge_key, _MISSING) in deletes)
+        x
+        for x in original
+        if not (isinstance(x, dict) and merge_key in x and _identity(x[merge_key]) in deleted)
     ]
+    # Where each merge-key value is in `result`: one lookup an item, not a scan (a patch of
+    # thousands of items would otherwise be quadratic, on the event loop).
+    at = {
+        _identity(x[merge_key]): j
+        for j, x in reversed(list(enumerate(result)))
+        if isinstance(x, dict) and merge_key in x
+    }
     for i, item in enumerate(items):
         where = f"{path}[{i}]"
         if not isinstance(item, dict):
             raise PatchError(f"{where}: expected an object with the merge key {merge_key!r}")
         if merge_key not in item:
             raise PatchError(f"{where}: does not contain the merge key {merge_key!r}")
-        for j, old in enumerate(result):
-            if isinstance(old, dict) and old.get(merge_key, _MISSING) == item[merge_key]:
-                result[j] = _merge_map(old, item, where)
-                break
+        j = at.get(_identity(item[merge_key]))
+        if j is not None:
+            result[j] = _merge_map(result[j], item, where)
         else:
+            at[_identity(item[merge_key])] = len(result)
             result.append(_merge_map({}, item, where))
     return result
 
 
-_MISSING = object()
+def _identity(value: Any) -> Hashable:
+    """A JSON value as a dict key: equal JSON, equal key (`1` and `true` differ, as in
+    JSON; maps and lists by their canonical text)."""
+    if isinstance(value, dict | list):
+        return ("json", json.dumps(value, sort_keys=True))
+    return (type(value).__name__, value)
 
 
 def _remove_values(original: Any, values: Any, path: str) -> Any:
@@ -205,7 +222,8 @@ def _remove_values(original: Any, values: Any, path: str) -> Any:
         raise PatchError(f"{path}: must be a list")
     if not isinstance(original, list):
         return original
-    return [x for x in original if x not in values]
+    removed = {_identity(v) for v in values}
+    return [x for x in original if _identity(x) not in removed]
 
 
 def _reorder(merged: Any, order: Any, key: str, path: str) -> Any:

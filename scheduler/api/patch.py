@@ -10,6 +10,7 @@ is 415. A malformed patch is 400; one that cannot be applied to the object (a fa
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ STRATEGIC = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 PATCH_TYPES = (JSON_PATCH, MERGE, STRATEGIC)
 MAX_OPERATIONS = 10_000  # kube-apiserver's limit on a JSON patch (413 beyond)
+MAX_COPIED_BYTES = 8 * 1024 * 1024  # what a JSON patch's `copy` operations may copy in all
 
 _OPS = {
     "add": ("path", "value"),
@@ -55,12 +57,21 @@ class Patch:
                 return merge_patch(doc, self.body)
             if self.media == STRATEGIC:
                 return strategic_merge_patch(doc, self.body)
-            return _json_patch(self.body).apply(doc, in_place=False)
+            return _apply_json_patch(self.body, doc)
         except PatchError as exc:
             raise BadRequest(f"the strategic merge patch cannot be applied: {exc}") from None
         except jsonpatch.InvalidJsonPatch as exc:
             raise BadRequest(f"the JSON patch is malformed: {exc}") from None
-        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+        except (
+            jsonpatch.JsonPatchException,
+            jsonpointer.JsonPointerException,
+            # What jsonpatch lets through from a path into a string or a number
+            # (`remove /metadata/name/0`): the patch does not fit the object.
+            TypeError,
+            KeyError,
+            IndexError,
+            AttributeError,
+        ) as exc:
             # A failed `test`, a path that is not in the object: kube-apiserver's 422.
             raise Invalid(f"the JSON patch cannot be applied: {exc}") from None
         except RecursionError:
@@ -69,6 +80,23 @@ class Patch:
 
 def _json_patch(ops: list[Any]) -> jsonpatch.JsonPatch:
     return jsonpatch.JsonPatch(ops)
+
+
+def _apply_json_patch(ops: list[Any], doc: Any) -> Any:
+    """The operations applied one by one to a copy of `doc`, with what `copy` operations
+    copy counted: past MAX_COPIED_BYTES in all, 413. Each copy duplicates its source, so
+    a few dozen operations copying a field into itself would grow the object past any
+    memory, on the event loop (Kubernetes' CVE-2019-1002100; its limit is the same)."""
+    doc = copy.deepcopy(doc)
+    copied = 0
+    for op in ops:
+        if op["op"] == "copy":
+            source = jsonpointer.resolve_pointer(doc, op["from"])
+            copied += len(json.dumps(source))
+            if copied > MAX_COPIED_BYTES:
+                raise TooLarge(f"the JSON patch copies more than {MAX_COPIED_BYTES} bytes in all")
+        doc = jsonpatch.JsonPatch([op]).apply(doc, in_place=True)
+    return doc
 
 
 def patch_media(request: web.Request, *, plain_json: str | None = None) -> str:

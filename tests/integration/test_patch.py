@@ -183,7 +183,20 @@ def test_failing_json_patch_test_is_422(sched: SchedulerProcess, ns: str) -> Non
     assert status["reason"] == "Invalid" and "test" in status["message"].lower()
     missing = [{"op": "remove", "path": "/metadata/labels/absent"}]
     assert _refused(sched, path, missing, JSON_PATCH, 422)["reason"] == "Invalid"
+    into_a_string = [{"op": "remove", "path": "/metadata/name/0"}]  # a 500 from jsonpatch
+    assert _refused(sched, path, into_a_string, JSON_PATCH, 422)["reason"] == "Invalid"
     assert "x" not in sched.get(path)["metadata"]["labels"]
+
+
+def test_json_patch_copies_are_bounded(sched: SchedulerProcess, ns: str) -> None:
+    """`copy` operations that copy a field into itself double the object each time: past
+    8 MiB copied in all they are a 413, at once, not an event loop busy for hours."""
+    _make_pod(sched, ns, "c")
+    path = _pod_path(ns, "c")
+    ops = [{"op": "add", "path": "/metadata/annotations/x", "value": "x" * 1000}]
+    ops += [{"op": "copy", "from": "/metadata", "path": f"/metadata/m{i}"} for i in range(40)]
+    assert _refused(sched, path, ops, JSON_PATCH, 413)["reason"] == "RequestEntityTooLarge"
+    assert sched.request("GET", "/readyz").status == 200
 
 
 def test_patching_a_pods_spec_is_refused_as_put_is(sched: SchedulerProcess, ns: str) -> None:
