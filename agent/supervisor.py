@@ -19,6 +19,10 @@ The supervisor works with or without the scheduler: restart policies keep
 working while the link is down. What it runs survives the agent: on start it
 re-adopts every pod the runtime finds (`recover`), including the exits that
 happened while no agent ran, and restart counts are kept in the state directory.
+A pod whose containers have all ended for good (its restart policy runs them no more)
+stays, finished, with its containers' records and logs, until the scheduler removes it
+from the desired set (the pod was deleted); a container's end for good is saved with
+its restart count, so no later agent starts it again.
 """
 
 from __future__ import annotations
@@ -161,15 +165,24 @@ class PodWorker:
                 record.restart_count = int(data.get("restartCount", 0))
                 if data.get("lastState"):
                     record.last_state = ContainerState.model_validate(data["lastState"])
+                if data.get("finished"):
+                    # Ended for good under its restart policy before this agent: it stays
+                    # ended, even if the runtime kept no record of it (a failed start).
+                    record.state = ContainerState.model_validate(data["finished"])
+                    record.finished = record.ever_started = True
         self.start_time = now()
         if failure is not None:
             for record in self.containers.values():
+                if record.finished:
+                    continue
                 record.state = ContainerState(
                     waiting=ContainerStateWaiting(reason=failure.reason, message=str(failure))
                 )
             self._changed()
             # The containers' loops retry creation with backoff.
         for container in self.pod.spec.containers:
+            if self.containers[container.name].finished:
+                continue
             info = self._adopted.containers.get(container.name) if self._adopted else None
             self._tasks.append(
                 asyncio.create_task(
@@ -365,6 +378,7 @@ class PodWorker:
                 name: {
                     "restartCount": r.restart_count,
                     "lastState": r.last_state.to_dict(),
+                    **({"finished": r.state.to_dict()} if r.finished else {}),
                 }
                 for name, r in self.containers.items()
             }

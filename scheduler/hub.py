@@ -97,10 +97,18 @@ class LinkAuth:
 
 
 def desired_on(pod: Pod | None) -> str | None:
-    """The node that must run this incarnation, if any."""
-    if pod is None or pod.spec.node_name is None:
+    """The node that must run (or, finished, keep) this incarnation, if any.
+
+    A pod that finished on its node stays in the node's desired set until it is deleted,
+    so its agent keeps its containers and logs (the kubelet's way); the agent's status
+    never carries a pod-level `reason`. One the scheduler made terminal without its node
+    (`NodeLost`, `Evicted`: always with a reason) is not desired: a returning node is
+    told to stop it. A field check, no more: this runs for every pod change.
+    """
+    if pod is None or pod.spec.node_name is None or pod.metadata.deletion_timestamp is not None:
         return None
-    if pod.status.phase in TERMINAL_PHASES or pod.metadata.deletion_timestamp is not None:
+    status = pod.status
+    if status.reason is not None and status.phase in TERMINAL_PHASES:
         return None
     return pod.spec.node_name
 
@@ -375,9 +383,10 @@ class Hub:
         if writes:
             await asyncio.wait(writes)
         desired = [p for p in self._cluster.pods_on(name) if desired_on(p) == name]
+        wanted = {p.metadata.uid for p in desired}
+        desired += self._finished_here(name, hello.pods, wanted)
         kvs = self._cluster.pod_kvs
         stored = [kvs[pod_key(p.metadata.namespace or "default", p.metadata.name)] for p in desired]
-        wanted = {p.metadata.uid for p in desired}
         stop = sorted({r.uid for r in hello.pods} - wanted)
         session.desired = {uid for uid in wanted if uid}
         # The cluster's size, this node included (the watch may not have brought it yet).
@@ -407,6 +416,31 @@ class Hub:
             self._watching = True
             self._spawn(self._watch_links())
         return session
+
+    def _finished_here(
+        self,
+        name: str,
+        reports: Sequence[protocol.PodReport | protocol.PodReportV4],
+        wanted: set[str | None],
+    ) -> list[Pod]:
+        """The pods that finished on the node and its agent still holds (its hello says
+        so), for the welcome. A finished pod no longer counts against its node, so
+        `pods_on` leaves it out; looked up by the hello's uids, not by a scan of all pods.
+        Adds their uids to `wanted`."""
+        found = []
+        for report in reports:
+            key = self._cluster.by_uid.get(report.uid)
+            pod = self._cluster.pods.get(key) if key else None
+            if (
+                pod is not None
+                and report.uid not in wanted
+                and pod.metadata.uid == report.uid
+                and pod.status.phase in TERMINAL_PHASES
+                and desired_on(pod) == name
+            ):
+                found.append(pod)
+                wanted.add(report.uid)
+        return found
 
     async def _register(self, info: protocol.NodeInfo, remote: str | None) -> Node:
         """Create or refresh the Node object, Ready, durably, before the welcome. Made

@@ -62,6 +62,8 @@ def agent(
                 "DELETE", f"/api/v1/namespaces/default/pods/{pod['metadata']['name']}"
             )
         wait_for(lambda: not bare_scheduler.get("/api/v1/pods")["items"], timeout=60)
+        # A finished pod is gone from the API at once; its agent removes it just after.
+        wait_for(lambda: not pod_dirs(proc), timeout=30)
         proc.stop()
         probe(proc.cgroup_parent).remove("")  # the agent's subtree, empty once its pods are gone
 
@@ -112,6 +114,26 @@ def pod_json(s: SchedulerProcess, name: str) -> dict[str, Any]:
 
 def phase_is(s: SchedulerProcess, name: str, phase: str) -> bool:
     return bool(pod_json(s, name)["status"].get("phase") == phase)
+
+
+def pod_dirs(agent: AgentProcess) -> list[Path]:
+    """The pod directories the agent's native runtime holds."""
+    pods = agent.state / "pods"
+    return [p for p in pods.iterdir() if p.is_dir()] if pods.exists() else []
+
+
+def log_of(s: SchedulerProcess, name: str) -> str | None:
+    """The pod's log through the API, None if it cannot be had."""
+    resp = s.request("GET", f"/api/v1/namespaces/default/pods/{name}/log")
+    return resp.body.decode() if resp.status == 200 else None
+
+
+def barrier(s: SchedulerProcess, name: str) -> None:
+    """Run one more pod to Running: the agent has then applied every desired change
+    made before it (desired frames are applied in order)."""
+    manifest = POD.format(name=name, policy="Always", script="sleep 300")
+    assert corral(s, "apply", "-f", "-", stdin=manifest).returncode == 0
+    wait_for(partial(phase_is, s, name, "Running"), 30)
 
 
 def container_pid(agent: AgentProcess, name: str) -> int:
@@ -334,3 +356,107 @@ spec:
         )
         assert followed.stdout == "one\ntwo\n", followed
     assert phase_is(s, "pair", "Running")
+
+
+def test_finished_pods_keep_their_logs_until_deleted(agent: AgentProcess) -> None:
+    """A Never pod that exits 0 (Succeeded) or 1 (Failed) keeps its log on its node, as
+    the kubelet keeps a terminated pod's; deleting the pod removes it from the node."""
+    s = agent.scheduler
+    for name, code, phase in (("done-ok", 0, "Succeeded"), ("done-bad", 1, "Failed")):
+        script = f"echo {name} ran; exit {code}"
+        manifest = POD.format(name=name, policy="Never", script=script)
+        assert corral(s, "apply", "-f", "-", stdin=manifest).returncode == 0
+        wait_for(partial(phase_is, s, name, phase), 30)
+    barrier(s, "later")  # were the finished pods dropped from the node, it is done by now
+    uids = {}
+    for name in ("done-ok", "done-bad"):
+        assert log_of(s, name) == f"{name} ran\n"
+        uids[name] = pod_json(s, name)["metadata"]["uid"]
+        assert (agent.state / "pods" / uids[name]).is_dir()
+    logs = corral(s, "logs", "done-bad")
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout == "done-bad ran\n"
+    assert corral(s, "delete", "pod", "done-ok").returncode == 0
+    wait_for(lambda: not (agent.state / "pods" / uids["done-ok"]).exists(), timeout=30)
+    assert s.request("GET", "/api/v1/namespaces/default/pods/done-ok").status == 404
+    assert log_of(s, "done-bad") == "done-bad ran\n"  # the other one stays
+
+
+def test_a_jobs_completed_pod_keeps_its_log(agent: AgentProcess) -> None:
+    """`corral logs` of a Job's completed pod works; deleting the Job removes the pod
+    from its node."""
+    s = agent.scheduler
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "once"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [
+                        {"name": "main", "image": "busybox", "command": ["echo", "job done"]}
+                    ],
+                }
+            }
+        },
+    }
+    resp = s.request("POST", "/apis/batch/v1/namespaces/default/jobs", job)
+    assert resp.status == 201, resp.body
+
+    def complete() -> bool:
+        got = s.get("/apis/batch/v1/namespaces/default/jobs/once")
+        return any(c["type"] == "Complete" for c in got["status"].get("conditions", []))
+
+    wait_for(complete, timeout=30)
+    listed = s.get("/api/v1/namespaces/default/pods?labelSelector=job-name%3Donce")["items"]
+    assert [p["status"]["phase"] for p in listed] == ["Succeeded"]
+    name, uid = listed[0]["metadata"]["name"], listed[0]["metadata"]["uid"]
+    barrier(s, "later")
+    logs = corral(s, "logs", name)
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout == "job done\n"
+    resp = s.request("DELETE", "/apis/batch/v1/namespaces/default/jobs/once")
+    assert resp.status == 200, resp.body
+    wait_for(
+        lambda: not s.get("/api/v1/namespaces/default/pods?labelSelector=job-name%3Donce")["items"],
+        30,
+    )
+    wait_for(lambda: not (agent.state / "pods" / uid).exists(), timeout=30)
+
+
+def test_a_finished_pod_is_not_started_again_by_a_new_agent(agent: AgentProcess) -> None:
+    """After an agent restart a finished pod stays finished (its container is not run
+    again) and its log is still readable."""
+    s = agent.scheduler
+    manifest = """
+apiVersion: v1
+kind: Pod
+metadata: {name: counted}
+spec:
+  restartPolicy: Never
+  volumes: [{name: state, emptyDir: {}}]
+  containers:
+  - name: main
+    image: busybox
+    volumeMounts: [{name: state, mountPath: /state}]
+    command: ["sh", "-c"]
+    args: ["n=$(($(cat /state/n 2>/dev/null || echo 0) + 1)); echo $n > /state/n; echo run $n"]
+"""
+    assert corral(s, "apply", "-f", "-", stdin=manifest).returncode == 0
+    wait_for(partial(phase_is, s, "counted", "Succeeded"), 30)
+    uid = pod_json(s, "counted")["metadata"]["uid"]
+    exit_record = next((agent.state / "pods" / uid).rglob("exit.json"))
+    ended = exit_record.read_text()
+    assert agent.stop() == 0
+    agent.start()
+    wait_for(lambda: ready(s, "node-a"), timeout=30)
+    barrier(s, "later")  # the new agent has adopted, been welcomed and applied since
+    assert exit_record.read_text() == ended  # not run again: its exit record is the same
+    assert log_of(s, "counted") == "run 1\n"
+    pod = pod_json(s, "counted")
+    assert pod["status"]["phase"] == "Succeeded"
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+    assert corral(s, "delete", "pod", "counted").returncode == 0
+    wait_for(lambda: not (agent.state / "pods" / uid).exists(), timeout=30)

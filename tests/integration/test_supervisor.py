@@ -55,3 +55,29 @@ async def test_a_full_disk_does_not_end_the_restarts(
         await wait_until(lambda: worker.containers["main"].restart_count >= 3, within=20)
     finally:
         await worker.stop(grace=0)
+
+
+async def test_a_container_ended_for_good_is_not_run_again_by_a_new_worker(
+    runtime: NativeRuntime,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A container ended for good under its restart policy stays ended for the next
+    agent's worker even when the runtime kept no record of it (its end is saved)."""
+    pod = make_pod(sh("main", "echo once"), restartPolicy="Never")
+    saved = tmp_path / "pod.json"
+    first = PodWorker(pod, runtime, lambda uid: None, saved)
+    await first.start()
+    await wait_until(lambda: first.status().phase == "Succeeded", within=20)
+    await wait_until(saved.exists, within=5)
+    first.detach()  # the agent went away...
+    await runtime.remove_pod(first.uid)  # ...and the runtime lost the pod with it
+    second = PodWorker(pod, runtime, lambda uid: None, saved)
+    await second.start()
+    try:
+        status = second.status()
+        assert status.phase == "Succeeded"
+        terminated = status.container_statuses[0].state.terminated
+        assert terminated is not None and terminated.exit_code == 0
+        assert not runtime.container_dir(second.uid, "main").exists()  # never started
+    finally:
+        await second.stop(grace=0)

@@ -450,3 +450,28 @@ async def test_a_join_is_made_again_on_a_write_of_its_node_in_between(cp: Contro
     assert node.spec.unschedulable  # on top of the cordon, not instead of it
     stored = cp.store.latest(key)
     assert stored is not None and Node.model_validate_json(stored.value).spec.unschedulable
+
+
+@pytest.mark.parametrize(
+    ("phase", "reason", "deleting", "node"),
+    [
+        ("Running", None, False, "n1"),
+        ("Succeeded", None, False, "n1"),  # finished on its node: kept there until deleted
+        ("Failed", None, False, "n1"),
+        ("Failed", "NodeLost", False, None),  # failed by the scheduler: fenced
+        ("Failed", "Evicted", False, None),
+        ("Succeeded", None, True, None),  # marked for deletion: stopped
+    ],
+)
+def test_desired_on(phase: str, reason: str | None, deleting: bool, node: str | None) -> None:
+    """A pod is desired on its node until deleted, unless the scheduler made it terminal."""
+    pod = Pod.model_validate(
+        {
+            "metadata": {"name": "p", "uid": "u1"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]},
+            "status": {"phase": phase, "reason": reason},
+        }
+    )
+    if deleting:
+        pod.metadata.deletion_timestamp = now()
+    assert hub_module.desired_on(pod) == node
