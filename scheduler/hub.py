@@ -363,6 +363,9 @@ class Hub:
         except (ValueError, ValidationError, QuantityError) as exc:
             await self._send_error(ws, f"node {info.name!r} refused: {exc}", hello.v)
             return None
+        except Conflict:  # lost to other writes of the node REGISTER_ATTEMPTS times
+            await self._send_error(ws, f"node {info.name!r}: busy; try again", hello.v)
+            return None
         name = node.metadata.name
         previous = self.sessions.get(name)
         session = AgentSession(name, ws, hello.v, request.transport)

@@ -35,6 +35,7 @@ after which it fetches each group-version's APIResourceList
 
 from __future__ import annotations
 
+import functools
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -264,6 +265,7 @@ def _platform() -> str:
     return f"{sys.platform}/{arch}"
 
 
+@functools.cache  # reads the package's metadata from disk: once, not per (public) request
 def version_info() -> dict[str, str]:
     """Kubernetes' `version.Info`: the API level corral follows, corral's own version
     in the pre-release part, and the Python that runs it where Go's version would be."""

@@ -69,7 +69,8 @@ def check_list_revision(request: web.Request, revision: int) -> None:
     Unset or `0`: any revision; `N` (or `NotOlderThan`): at least N; `Exact`: N itself.
     The store keeps no snapshots of older revisions, so an `Exact` read of one is 410
     Expired, as Kubernetes answers for a compacted one: list again without it. A revision
-    past the latest (from another store) is 410 too, as for a watch (api/watch.py)."""
+    past the latest (from another store) is 410 too, as for a watch (api/watch.py), where
+    Kubernetes answers 504 ResourceVersionTooLarge: client-go lists anew on either."""
     raw, match = (
         request.query.get("resourceVersion", ""),
         request.query.get("resourceVersionMatch", ""),
@@ -82,6 +83,8 @@ def check_list_revision(request: web.Request, revision: int) -> None:
         if match:
             raise BadRequest("resourceVersionMatch is forbidden unless resourceVersion is given")
         return
+    if request.query.get("continue") and raw != "0":  # the token says where, as in Kubernetes
+        raise BadRequest("specifying resourceVersion is not allowed when using continue")
     if not raw.isdigit():
         raise BadRequest(f"query parameter resourceVersion: {raw!r} is not a revision")
     wanted = int(raw)

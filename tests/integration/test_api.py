@@ -372,5 +372,6 @@ def test_list_resource_version_semantics(scheduler: SchedulerProcess) -> None:
         assert ahead.status == 410 and "too large" in ahead.json()["message"], path
     for query in ("resourceVersionMatch=Exact", "resourceVersion=x",
                   "resourceVersion=0&resourceVersionMatch=Exact",
-                  f"resourceVersion={current}&resourceVersionMatch=Newest"):  # fmt: skip
+                  f"resourceVersion={current}&resourceVersionMatch=Newest",
+                  f"resourceVersion={current}&limit=1&continue=L3BvZHMvZGVmYXVsdC9h"):  # fmt: skip
         assert scheduler.request("GET", f"{pods}?{query}").status == 400, query
