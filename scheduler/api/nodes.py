@@ -174,26 +174,24 @@ async def _move_pods(cp: ControlPlane, name: str, reason: str, message: str) -> 
         key = pod_key(listed.metadata.namespace or "default", listed.metadata.name)
         # Built on the newest version, queued writes included, as the hub's status writes
         # are: on the durable one, a status report in flight made the eviction a conflict,
-        # and nothing moves the pod later once the node is deleted. Again if that write
-        # failed (the eviction built on it failed with it).
-        for _attempt in range(3):
-            kv = cp.store.latest(key)
-            pod = decode(kv, Pod) if kv is not None else None
-            if (
-                kv is None
-                or pod is None
-                or pod.spec.node_name != name
-                or pod.status.phase in ("Succeeded", "Failed")
-                or pod.metadata.deletion_timestamp
-            ):
-                break
-            if await evict(cp.store, pod, kv.mod_revision, reason, message, cp.events):
-                cp.metrics.evictions.labels(reason=reason).inc()
-                if pod.spec.restart_policy == "Never":
-                    failed += 1
-                else:
-                    moved += 1
-                break
+        # and nothing moves the pod later once the node is deleted. With no await between
+        # the read and the write's guard, the guard holds.
+        kv = cp.store.latest(key)
+        pod = decode(kv, Pod) if kv is not None else None
+        if (
+            kv is None
+            or pod is None
+            or pod.spec.node_name != name
+            or pod.status.phase in ("Succeeded", "Failed")
+            or pod.metadata.deletion_timestamp
+        ):
+            continue
+        if await evict(cp.store, pod, kv.mod_revision, reason, message, cp.events):
+            cp.metrics.evictions.labels(reason=reason).inc()
+            if pod.spec.restart_policy == "Never":
+                failed += 1
+            else:
+                moved += 1
     return moved, failed
 
 
@@ -227,8 +225,10 @@ async def delete_node(request: web.Request) -> web.Response:
         raise ConflictError(
             f'nodes "{name}" changed meanwhile; try again', name=name, kind="nodes"
         ) from None
-    await _move_pods(cp, name, "NodeLost", f"node {name} was deleted")
-    await cp.hub.forget_node(name)
+    try:
+        await _move_pods(cp, name, "NodeLost", f"node {name} was deleted")
+    finally:  # its link goes even if a move failed (the store failing: a 503)
+        await cp.hub.forget_node(name)
     return json_response(_live(cp, kv))
 
 
