@@ -13,6 +13,7 @@ from aiohttp import web
 
 from common.models import Namespace, NamespaceStatus, now
 from scheduler.api.common import json_response, name_param, plane, read_documents, require_url_name
+from scheduler.api.deleting import check_preconditions, delete_options
 from scheduler.api.errors import AlreadyExists, BadRequest, ConflictError, Forbidden, modified
 from scheduler.api.generic import (
     Replace,
@@ -122,10 +123,12 @@ async def delete_namespace(request: web.Request) -> web.Response:
             name=name,
             kind="namespaces",
         )
+    options = await delete_options(request)
     store = plane(request).store
     for _attempt in range(5):
         kv = await get_kv(store, NAMESPACES, None, name)
         ns = decode(kv, Namespace)
+        check_preconditions(options, "namespaces", name, ns.metadata.uid, kv.mod_revision)
         if ns.status.phase == "Terminating":
             return json_response(with_resource_version(kv))
         marked = mutable_copy(ns)

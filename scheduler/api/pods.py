@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +23,7 @@ from scheduler.api.common import (
     read_documents,
     require_url_name,
 )
+from scheduler.api.deleting import check_preconditions, delete_options
 from scheduler.api.errors import (
     AlreadyExists,
     BadRequest,
@@ -306,62 +306,9 @@ async def patch_pod(request: web.Request) -> web.Response:
     )
 
 
-@dataclass(frozen=True)
-class DeleteOptions:
-    """What a pod DELETE takes: `?gracePeriodSeconds=`, or a DeleteOptions body (kubectl
-    sends `--grace-period` and `--force` there) with its `preconditions`."""
-
-    grace: int | None = None
-    uid: str | None = None  # preconditions.uid: delete only this incarnation
-    revision: int | None = None  # preconditions.resourceVersion
-
-
-async def _delete_options(request: web.Request) -> DeleteOptions:
-    grace = int_param(request, "gracePeriodSeconds")
-    if not request.can_read_body:
-        return DeleteOptions(grace)
-    docs = await read_documents(request)
-    options = docs[0] if len(docs) == 1 else None
-    if not isinstance(options, dict):
-        raise BadRequest("expected one DeleteOptions object as the body")
-    value = options.get("gracePeriodSeconds")
-    if grace is None and value is not None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise BadRequest(f"gracePeriodSeconds: {value!r} is not an integer >= 0")
-        grace = value
-    pre = options.get("preconditions") or {}
-    if not isinstance(pre, dict):
-        raise BadRequest("preconditions: expected an object with uid and resourceVersion")
-    uid, revision = pre.get("uid"), pre.get("resourceVersion")
-    if uid is not None and not isinstance(uid, str):
-        raise BadRequest(f"preconditions.uid: {uid!r} is not a string")
-    if revision is not None and not (isinstance(revision, str) and revision.isdigit()):
-        raise BadRequest(f"preconditions.resourceVersion: {revision!r} is not a revision")
-    return DeleteOptions(grace, uid, int(revision) if revision is not None else None)
-
-
-def _check_preconditions(options: DeleteOptions, name: str, pod: Pod, kv: KV) -> None:
-    """409 as kube-apiserver words it when the pod is not the one the client meant: a
-    replacement in place keeps the name with a new uid (docs/architecture.md)."""
-    failed = None
-    if options.uid is not None and options.uid != pod.metadata.uid:
-        failed = f"UID in precondition: {options.uid}, UID in object meta: {pod.metadata.uid}"
-    elif options.revision is not None and options.revision != kv.mod_revision:
-        failed = (
-            f"ResourceVersion in precondition: {options.revision}, "
-            f"ResourceVersion in object meta: {kv.mod_revision}"
-        )
-    if failed is not None:
-        raise ConflictError(
-            f'Operation cannot be fulfilled on pods "{name}": Precondition failed: {failed}',
-            name=name,
-            kind="pods",
-        )
-
-
 async def delete_pod(request: web.Request) -> web.Response:
     namespace, name = namespace_param(request), name_param(request)
-    options = await _delete_options(request)
+    options = await delete_options(request)
     grace = options.grace
     cp = plane(request)
     key = pod_key(namespace, name)
@@ -370,7 +317,7 @@ async def delete_pod(request: web.Request) -> web.Response:
         if kv is None:
             raise NotFoundError(f'pods "{name}" not found', name=name, kind="pods")
         pod = decode(kv, Pod)
-        _check_preconditions(options, name, pod, kv)
+        check_preconditions(options, "pods", name, pod.metadata.uid, kv.mod_revision)
         node = cp.cluster.nodes.get(pod.spec.node_name or "")
         running_somewhere = (
             node is not None

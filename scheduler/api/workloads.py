@@ -19,7 +19,6 @@ the spec; `status` belongs to the controllers and is kept whatever the body says
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,6 +34,7 @@ from scheduler.api.common import (
     read_documents,
     require_url_name,
 )
+from scheduler.api.deleting import check_preconditions, delete_options
 from scheduler.api.errors import (
     AlreadyExists,
     BadRequest,
@@ -61,7 +61,6 @@ from scheduler.store import KV, Conflict, NotFound
 
 # Annotations the controllers keep on the object; a replace that omits them keeps them.
 SYSTEM_ANNOTATIONS = ("deployment.kubernetes.io/revision",)
-PROPAGATION = ("Background", "Foreground", "Orphan")
 
 
 def _kind_of(request: web.Request) -> Kind:
@@ -211,29 +210,17 @@ async def patch_workload(request: web.Request) -> web.Response:
     )
 
 
-async def _propagation(request: web.Request) -> str:
-    """`?propagationPolicy=`, or the same field of a DeleteOptions body (kubectl sends one)."""
-    policy = request.query.get("propagationPolicy")
-    if policy is None and request.can_read_body:
-        with contextlib.suppress(BadRequest):
-            docs = await read_documents(request)
-            if docs and isinstance(docs[0], dict):
-                policy = docs[0].get("propagationPolicy")
-    policy = policy or "Background"
-    if policy not in PROPAGATION:
-        raise BadRequest(f"propagationPolicy: {policy!r} is not one of {', '.join(PROPAGATION)}")
-    return str(policy)
-
-
 async def delete_workload(request: web.Request) -> web.Response:
     """Delete; its pods follow (Background, Foreground) or are kept without an owner (Orphan)."""
     kind = _kind_of(request)
     namespace, name = namespace_param(request), name_param(request)
-    policy = await _propagation(request)
+    options = await delete_options(request)
+    policy = options.propagation
     cp = plane(request)
     for _attempt in range(5):
         kv = await get_kv(cp.store, kind, namespace, name)
         obj: Any = decode(kv, kind.model)
+        check_preconditions(options, kind.plural, name, obj.metadata.uid, kv.mod_revision)
         try:
             if policy == "Orphan":
                 await _orphan(cp, kind, kv, obj)

@@ -484,3 +484,21 @@ def test_a_stale_resource_version_is_a_conflict_even_for_a_no_op(
     assert bare_scheduler.request("PUT", path + "/scale", scale).status == 409
     del current["metadata"]["resourceVersion"]  # unguarded: a no-op, answered 200
     assert bare_scheduler.request("PUT", path, current).status == 200
+
+
+def test_delete_preconditions_of_owners(bare_scheduler: SchedulerProcess) -> None:
+    """A Deployment's or a namespace's DELETE honours DeleteOptions.preconditions, as a
+    pod's does (they were silently dropped): a failed one is a 409 and nothing goes."""
+    s, path = bare_scheduler, deploy_path("default", "p")
+    assert s.request("POST", deploy_path("default"), deployment_manifest("p", 1)).status == 201
+    uid = s.get(path)["metadata"]["uid"]
+    stale = {"preconditions": {"uid": "not-" + uid}, "propagationPolicy": "Background"}
+    resp = s.request("DELETE", path, stale)
+    assert resp.status == 409 and "Precondition failed" in resp.json()["message"]
+    assert s.request("GET", path).status == 200
+    assert s.request("DELETE", path, {"propagationPolicy": "Sideways"}).status == 400
+    assert s.request("DELETE", path, {"preconditions": {"uid": uid}}).status == 200
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "pre"}}
+    assert s.request("POST", "/api/v1/namespaces", namespace).status == 201
+    old = {"preconditions": {"resourceVersion": "1"}}
+    assert s.request("DELETE", "/api/v1/namespaces/pre", old).status == 409

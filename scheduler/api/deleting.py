@@ -1,0 +1,75 @@
+"""What a DELETE takes, as kube-apiserver reads it: query parameters, or the same
+fields of a `DeleteOptions` body (kubectl sends `--grace-period`, `--force` and
+`--cascade` there), and the body's `preconditions`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from scheduler.api.common import int_param, read_documents
+from scheduler.api.errors import BadRequest, ConflictError
+
+PROPAGATION = ("Background", "Foreground", "Orphan")
+
+
+@dataclass(frozen=True)
+class DeleteOptions:
+    grace: int | None = None  # gracePeriodSeconds (pods)
+    propagation: str = "Background"  # propagationPolicy (owners)
+    uid: str | None = None  # preconditions.uid: delete only this incarnation
+    revision: int | None = None  # preconditions.resourceVersion
+
+
+async def delete_options(request: web.Request) -> DeleteOptions:
+    """The request's options; 400 naming a malformed one (none is silently dropped)."""
+    grace = int_param(request, "gracePeriodSeconds")
+    policy = request.query.get("propagationPolicy")
+    options: dict[str, object] = {}
+    if request.can_read_body:
+        docs = await read_documents(request)
+        body = docs[0] if len(docs) == 1 else None
+        if not isinstance(body, dict):
+            raise BadRequest("expected one DeleteOptions object as the body")
+        options = body
+    value = options.get("gracePeriodSeconds")
+    if grace is None and value is not None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise BadRequest(f"gracePeriodSeconds: {value!r} is not an integer >= 0")
+        grace = value
+    if not policy:
+        sent = options.get("propagationPolicy") or "Background"
+        policy = sent if isinstance(sent, str) else str(sent)
+    if policy not in PROPAGATION:
+        raise BadRequest(f"propagationPolicy: {policy!r} is not one of {', '.join(PROPAGATION)}")
+    pre = options.get("preconditions") or {}
+    if not isinstance(pre, dict):
+        raise BadRequest("preconditions: expected an object with uid and resourceVersion")
+    uid, revision = pre.get("uid"), pre.get("resourceVersion")
+    if uid is not None and not isinstance(uid, str):
+        raise BadRequest(f"preconditions.uid: {uid!r} is not a string")
+    if revision is not None and not (isinstance(revision, str) and revision.isdigit()):
+        raise BadRequest(f"preconditions.resourceVersion: {revision!r} is not a revision")
+    return DeleteOptions(grace, str(policy), uid, int(revision) if revision is not None else None)
+
+
+def check_preconditions(
+    options: DeleteOptions, plural: str, name: str, uid: str | None, revision: int
+) -> None:
+    """409, worded as kube-apiserver words it, when the object is not the one the client
+    meant: a pod replaced in place keeps its name with a new uid (docs/architecture.md)."""
+    failed = None
+    if options.uid is not None and options.uid != uid:
+        failed = f"UID in precondition: {options.uid}, UID in object meta: {uid}"
+    elif options.revision is not None and options.revision != revision:
+        failed = (
+            f"ResourceVersion in precondition: {options.revision}, "
+            f"ResourceVersion in object meta: {revision}"
+        )
+    if failed is not None:
+        raise ConflictError(
+            f'Operation cannot be fulfilled on {plural} "{name}": Precondition failed: {failed}',
+            name=name,
+            kind=plural,
+        )
