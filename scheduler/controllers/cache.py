@@ -33,6 +33,37 @@ def key_namespace(key: str) -> str:
     return key.split("/", 3)[2]
 
 
+class OrphanIndex:
+    """The keys of active pods a Deployment made that no controller owns now (the
+    manager keeps it), by namespace: a Deployment looks at its own namespace's only."""
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()  # membership, on the pod listener's fast path
+        self._by_namespace: dict[str, set[str]] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def add(self, key: str) -> None:
+        self._keys.add(key)
+        self._by_namespace.setdefault(key_namespace(key), set()).add(key)
+
+    def discard(self, key: str) -> None:
+        if key in self._keys:
+            self._keys.discard(key)
+            namespace = key_namespace(key)
+            keys = self._by_namespace[namespace]
+            keys.discard(key)
+            if not keys:
+                del self._by_namespace[namespace]
+
+    def in_namespace(self, namespace: str) -> list[str]:
+        return list(self._by_namespace.get(namespace, ()))
+
+
 def safely(name: str, call: Callable[[], None]) -> None:
     """Run a listener; log instead of raising into the watch that feeds everyone."""
     try:

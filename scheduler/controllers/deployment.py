@@ -53,7 +53,7 @@ from common.models import (
 )
 from scheduler.context import Context
 from scheduler.controllers.base import Controller
-from scheduler.controllers.cache import ObjectCache, OwnerIndex
+from scheduler.controllers.cache import ObjectCache, OrphanIndex, OwnerIndex
 from scheduler.controllers.podcontrol import (
     HASH_LABEL,
     create_pods,
@@ -153,7 +153,7 @@ class DeploymentController(Controller):
         revisions: ObjectCache[ControllerRevision],
         pod_owners: OwnerIndex,
         revision_owners: OwnerIndex,
-        orphans: set[str],
+        orphans: OrphanIndex,
     ) -> None:
         super().__init__(ctx)
         self.deployments = deployments
@@ -207,10 +207,9 @@ class DeploymentController(Controller):
         Deployment adopts its orphaned ReplicaSets); True if it claimed any."""
         if not self.orphans:
             return False
-        prefix = PODS.namespace_prefix(d.metadata.namespace or "default")
         owner = owner_reference("Deployment", "apps/v1", d.metadata.name, d.metadata.uid or "")
         claims = []
-        for pod_key in [k for k in self.orphans if k.startswith(prefix)]:
+        for pod_key in self.orphans.in_namespace(d.metadata.namespace or "default"):
             pod = self.cluster.pods.get(pod_key)
             kv = self.cluster.pod_kvs.get(pod_key)
             if pod is None or kv is None or not d.spec.selector.matches(pod.metadata.labels):

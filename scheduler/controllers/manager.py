@@ -25,7 +25,13 @@ from typing import Any
 
 from common.models import ControllerRevision, Deployment, Job, Namespace, Pod
 from scheduler.context import Context
-from scheduler.controllers.cache import ObjectCache, OwnerIndex, controller_ref, key_namespace
+from scheduler.controllers.cache import (
+    ObjectCache,
+    OrphanIndex,
+    OwnerIndex,
+    controller_ref,
+    key_namespace,
+)
 from scheduler.controllers.deployment import DeploymentController
 from scheduler.controllers.gc import GarbageCollector
 from scheduler.controllers.job import JobController
@@ -46,7 +52,7 @@ class Workloads:
         self.revisions = ObjectCache(REVISIONS, ControllerRevision)
         self.pod_owners = OwnerIndex()
         self.revision_owners = OwnerIndex()
-        self.orphans: set[str] = set()  # keys of active pods a Deployment made, now unowned
+        self.orphans = OrphanIndex()  # active pods a Deployment made, now unowned
         self.deployment = DeploymentController(
             ctx,
             self.deployments,
