@@ -78,11 +78,11 @@ REVISIONS = Kind(
     "/controllerrevisions/",
 )
 
-# What lives in a namespace, in the order a namespace's deletion removes it:
-# owners first, so that their controllers stop replacing what is deleted next.
 # Every kind above, for discovery (scheduler/api/discovery.py).
 ALL = (PODS, NODES, EVENTS, NAMESPACES, DEPLOYMENTS, JOBS, REVISIONS)
 
+# What lives in a namespace, in the order a namespace's deletion removes it:
+# owners first, so that their controllers stop replacing what is deleted next.
 NAMESPACED = (DEPLOYMENTS, JOBS, REVISIONS, PODS, EVENTS)
 
 DEFAULT_NAMESPACE = "default"

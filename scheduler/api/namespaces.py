@@ -74,10 +74,13 @@ def _replacer(request: web.Request) -> Replace:
     async def replace(doc: Any, kv: KV) -> web.Response:
         incoming: Namespace = validate(doc, NAMESPACES, None)
         require_url_name(incoming.metadata.name, name)
-        updated = mutable_copy(decode(kv, Namespace))
+        current = decode(kv, Namespace)
+        updated = mutable_copy(current)
         updated.metadata.labels = dict(incoming.metadata.labels)
         updated.metadata.labels.setdefault("kubernetes.io/metadata.name", name)
         updated.metadata.annotations = incoming.metadata.annotations
+        if updated == current:
+            return json_response(with_resource_version(kv))  # no change, no new version
         new = await store.put(kv.key, encode(updated), obj=updated, expect=kv.mod_revision)
         return json_response(with_resource_version(new))
 

@@ -264,6 +264,12 @@ def _replacer(request: web.Request) -> Replace:
                 name=name,
                 kind="pods",
             )
+        meta = current.metadata
+        if (meta.labels, meta.annotations) == (
+            incoming.metadata.labels,
+            incoming.metadata.annotations,
+        ):
+            return json_response(with_resource_version(kv))  # no change, no new version
         updated = mutable_copy(current)
         updated.metadata.labels = incoming.metadata.labels
         updated.metadata.annotations = incoming.metadata.annotations

@@ -150,6 +150,8 @@ def test_kubectl_label_and_annotate_on_a_pod(sched: SchedulerProcess, ns: str) -
     assert int(pod["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
     listed = sched.get(f"/api/v1/namespaces/{ns}/pods?labelSelector=app=web")["items"]
     assert [p["metadata"]["name"] for p in listed] == ["web"]
+    again = _ok(sched, path, {"metadata": {"labels": {"app": "web"}}}, MERGE)  # a no-op
+    assert again["metadata"]["resourceVersion"] == pod["metadata"]["resourceVersion"]
 
 
 def test_json_patch_on_a_pod(sched: SchedulerProcess, ns: str) -> None:
