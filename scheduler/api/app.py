@@ -141,6 +141,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             )
         if path.endswith("/log"):
             raise Forbidden(f"token {record.id} (role {record.role}) may not read container logs")
+    if "dryRun" in request.query and request.method not in ("GET", "HEAD"):
+        # Refused, not ignored: `kubectl apply --dry-run=server` would change the cluster.
+        raise BadRequest("query parameter dryRun: not supported (the write would be made)")
     return await handler(request)
 
 

@@ -253,3 +253,18 @@ def test_binary_encodings_are_unsupported_media(
     assert resp.status == 415, resp.body
     status = status_of(resp.body)
     assert status["reason"] == "UnsupportedMediaType" and content_type in str(status["message"])
+
+
+def test_a_dry_run_is_refused_not_made(bare_scheduler: SchedulerProcess) -> None:
+    """`?dryRun=All` (`kubectl apply --dry-run=server`) is a 400 on every write, and
+    nothing is written: corral has no dry run, and it made the change."""
+    s = bare_scheduler
+    for method, path, body in (
+        ("POST", f"{PODS}?dryRun=All", pod("dry")),
+        ("DELETE", "/api/v1/namespaces/default?dryRun=All", None),
+        ("PATCH", "/api/v1/namespaces/default?dryRun=All", {"metadata": {"labels": {"a": "b"}}}),
+    ):
+        resp = s.request(method, path, body)
+        assert resp.status == 400 and "dryRun" in str(status_of(resp.body)["message"]), path
+    assert s.request("GET", f"{PODS}/dry").status == 404
+    assert s.request("GET", f"{PODS}?dryRun=All").status == 200  # reads do not write anyway
