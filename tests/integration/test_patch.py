@@ -317,9 +317,14 @@ def test_resource_version_is_a_precondition(sched: SchedulerProcess, ns: str) ->
         assert status["reason"] == "Conflict", status
     # Stale even where the patch would change nothing: 409, as for PUT.
     _refused(sched, path, {"metadata": {"resourceVersion": stale}}, STRATEGIC, 409)
-    current = sched.get(path)["metadata"]["resourceVersion"]
-    fresh = {"metadata": {"resourceVersion": current, "labels": {"v": "3"}}}
-    assert _ok(sched, path, fresh, MERGE)["metadata"]["labels"]["v"] == "3"
+
+    def a_current_version_applies() -> bool:  # (the pod's agent may report in between)
+        current = sched.get(path)["metadata"]["resourceVersion"]
+        fresh = {"metadata": {"resourceVersion": current, "labels": {"v": "3"}}}
+        return bool(_patch(sched, path, fresh, MERGE).status == 200)
+
+    wait_for(a_current_version_applies)
+    assert sched.get(path)["metadata"]["labels"]["v"] == "3"
     bogus = {"metadata": {"resourceVersion": "abc"}}
     assert _refused(sched, path, bogus, MERGE, 422)["details"]["causes"][0]["field"] == (
         "metadata.resourceVersion"
