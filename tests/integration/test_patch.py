@@ -115,6 +115,8 @@ def _refused(s: SchedulerProcess, path: str, body: Any, media: str, code: int) -
 
 def _patchable(obj: dict[str, Any]) -> Any:
     """What a patch may change (the agents and controllers write status meanwhile)."""
+    if obj.get("kind") == "Scale":  # its metadata is the Deployment's, which its controller writes
+        return obj.get("spec")
     meta = obj["metadata"]
     return meta.get("labels"), meta.get("annotations"), meta.get("generation"), obj.get("spec")
 
