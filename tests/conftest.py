@@ -16,11 +16,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from scheduler.config import SchedulerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-join-token"
@@ -107,6 +111,25 @@ def deployment_manifest(
             **spec,
         },
     }
+
+
+@contextlib.asynccontextmanager
+async def scheduler_in_process(
+    config: SchedulerConfig,
+) -> AsyncIterator[tuple[web.Application, web.AppRunner, str]]:
+    """The scheduler's app served in this process on a loopback port, for tests that look
+    at its objects: (app, runner, base URL); cleaned up on exit."""
+    from scheduler.api.app import create_app
+
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield app, runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 def cyclic_garbage_of(kind: type, existing: frozenset[int] = frozenset()) -> list[object]:

@@ -20,8 +20,8 @@ from scheduler.api.common import (
     plane,
     require_url_name,
 )
-from scheduler.api.errors import BadRequest, ConflictError, NotFoundError, modified
-from scheduler.api.generic import Replace, guarded_update, validate
+from scheduler.api.errors import BadRequest, ConflictError, modified
+from scheduler.api.generic import Replace, get_kv, guarded_update, validate
 from scheduler.api.paging import check_list_revision, page
 from scheduler.api.patch import patched, read_patch
 from scheduler.api.watch import serve_watch, wants_watch, watchable
@@ -29,7 +29,7 @@ from scheduler.cluster import NodeState
 from scheduler.controlplane import ControlPlane
 from scheduler.eviction import evict
 from scheduler.kinds import NODES as NODE_KIND
-from scheduler.objects import NODES, decode, encode, mutable_copy, node_key, pod_key
+from scheduler.objects import NODES, decode, encode, mutable_copy, pod_key
 from scheduler.store import KV, Conflict, NotFound
 
 
@@ -92,16 +92,9 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
     return web.Response(body=json.dumps(body).encode(), content_type="application/json")
 
 
-async def _get_kv(cp: ControlPlane, name: str) -> KV:
-    kv = await cp.store.get(node_key(name))
-    if kv is None:
-        raise NotFoundError(f'nodes "{name}" not found', name=name, kind="nodes")
-    return kv
-
-
 async def get_node(request: web.Request) -> web.Response:
     cp = plane(request)
-    kv = await _get_kv(cp, name_param(request))
+    kv = await get_kv(cp.store, NODE_KIND, None, name_param(request))
     return json_response(_live(cp, kv))
 
 
@@ -135,7 +128,7 @@ async def patch_node(request: web.Request) -> web.Response:
     name = name_param(request)
     return await guarded_update(
         cp.store,
-        lambda: _get_kv(cp, name),
+        lambda: get_kv(cp.store, NODE_KIND, None, name),
         patched(patch),
         _replacer(request),
         lambda: modified("nodes", name),
@@ -144,7 +137,7 @@ async def patch_node(request: web.Request) -> web.Response:
 
 async def _set_unschedulable(cp: ControlPlane, name: str, value: bool) -> KV:
     for _attempt in range(5):
-        kv = await _get_kv(cp, name)
+        kv = await get_kv(cp.store, NODE_KIND, None, name)
         node = decode(kv, Node)
         if node.spec.unschedulable == value:
             return kv
@@ -215,7 +208,7 @@ async def delete_node(request: web.Request) -> web.Response:
     """Forget a node: revoke its credential, drop its link, move its pods elsewhere."""
     cp = plane(request)
     name = name_param(request)
-    kv = await _get_kv(cp, name)
+    kv = await get_kv(cp.store, NODE_KIND, None, name)
     # The credential goes first: if we stop half-way, the node can only join again
     # with the join token, never keep acting with the old credential.
     await cp.hub.credentials.revoke(name)

@@ -32,11 +32,12 @@ from scheduler.api.errors import (
     NotFoundError,
     modified,
 )
-from scheduler.api.generic import Replace, guarded_update, require_namespace
+from scheduler.api.generic import Replace, get_kv, guarded_update, require_namespace
 from scheduler.api.paging import check_list_revision, page, with_continue
 from scheduler.api.patch import patched, read_patch
 from scheduler.api.watch import serve_watch, wants_watch, watchable
 from scheduler.hub import LogsUnavailable
+from scheduler.kinds import PODS as PODS_KIND
 from scheduler.objects import (
     PODS,
     decode,
@@ -231,14 +232,6 @@ async def get_pod(request: web.Request) -> web.Response:
     return json_response(with_resource_version(kv))
 
 
-async def _load(request: web.Request) -> KV:
-    namespace, name = namespace_param(request), name_param(request)
-    kv = await plane(request).store.get(pod_key(namespace, name))
-    if kv is None:
-        raise NotFoundError(f'pods "{name}" not found', name=name, kind="pods")
-    return kv
-
-
 def _replacer(request: web.Request) -> Replace:
     """A pod's replace (for `guarded_update`): labels and annotations; the spec is
     immutable, as in Kubernetes."""
@@ -291,7 +284,7 @@ async def update_pod(request: web.Request) -> web.Response:
     name = name_param(request)
     return await guarded_update(
         plane(request).store,
-        lambda: _load(request),
+        lambda: get_kv(plane(request).store, PODS_KIND, namespace_param(request), name),
         lambda kv: docs[0],
         _replacer(request),
         lambda: modified("pods", name),
@@ -305,7 +298,7 @@ async def patch_pod(request: web.Request) -> web.Response:
     name = name_param(request)
     return await guarded_update(
         plane(request).store,
-        lambda: _load(request),
+        lambda: get_kv(plane(request).store, PODS_KIND, namespace_param(request), name),
         patched(patch),
         _replacer(request),
         lambda: modified("pods", name),

@@ -23,7 +23,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from scheduler.api.app import create_app
 from scheduler.api.common import CONTROL_PLANE
 from scheduler.cluster import ClusterState
 from scheduler.config import SchedulerConfig
@@ -32,6 +31,7 @@ from tests.conftest import (
     collector_off,
     cyclic_garbage_of,
     deployment_manifest,
+    scheduler_in_process,
     wait_until,
 )
 
@@ -64,17 +64,9 @@ async def scheduler(tmp_path: Path) -> AsyncIterator[Scheduler]:
         join_token=JOIN,
         max_body_bytes=64 * 1024,
     )
-    app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with scheduler_in_process(config) as (app, runner, base):
         assert runner.server is not None
         yield Scheduler(base, app[CONTROL_PLANE].cluster, runner.server)
-    finally:
-        await runner.cleanup()
 
 
 async def test_failed_requests_are_freed_without_the_cyclic_collector(

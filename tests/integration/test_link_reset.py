@@ -17,10 +17,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from scheduler.api.app import create_app
 from scheduler.api.common import CONTROL_PLANE
 from scheduler.config import SchedulerConfig
-from tests.conftest import ROOT, cyclic_garbage_of, wait_until
+from scheduler.hub import Hub
+from tests.conftest import ROOT, cyclic_garbage_of, scheduler_in_process, wait_until
 
 NODES = 5
 TOKEN = "link-reset-join-token"
@@ -30,16 +30,14 @@ async def test_killed_agents_links_are_freed_without_the_cyclic_collector(
     tmp_path: Path,
 ) -> None:
     config = SchedulerConfig(state_dir=str(tmp_path / "state"), join_token=TOKEN)
-    app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    hub = app[CONTROL_PLANE].hub
+    async with scheduler_in_process(config) as (app, runner, base):
+        await _kill_and_check(app[CONTROL_PLANE].hub, runner, base)
+
+
+async def _kill_and_check(hub: Hub, runner: web.AppRunner, base: str) -> None:
     cyclic_garbage_of(object)  # whatever the setup left, out of the way
     hollow = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "agent.hollow", "--server", f"http://127.0.0.1:{port}"),
+        *(sys.executable, "-m", "agent.hollow", "--server", base),
         *("--token", TOKEN, "--nodes", str(NODES), "--ramp-seconds", "0"),
         cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
@@ -56,4 +54,3 @@ async def test_killed_agents_links_are_freed_without_the_cyclic_collector(
         if hollow.returncode is None:
             hollow.kill()
             await hollow.wait()
-        await runner.cleanup()

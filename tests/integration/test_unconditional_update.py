@@ -19,15 +19,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from scheduler.api.app import create_app
 from scheduler.api.common import CONTROL_PLANE
 from scheduler.config import SchedulerConfig
 from scheduler.kinds import DEPLOYMENTS, NAMESPACES
 from scheduler.objects import pod_key
 from scheduler.store import SqliteStore
-from tests.conftest import deployment_manifest, wait_until
+from tests.conftest import deployment_manifest, scheduler_in_process, wait_until
 
 ADMIN = "corral_unconditional_admin_token"
 
@@ -44,18 +42,10 @@ async def scheduler(tmp_path: Path) -> AsyncIterator[Scheduler]:
     config = SchedulerConfig(
         state_dir=str(tmp_path / "state"), admin_token=ADMIN, join_token="corral-join-token"
     )
-    app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+    async with scheduler_in_process(config) as (app, _, base):
         store = app[CONTROL_PLANE].store
         assert isinstance(store, SqliteStore)
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
         yield Scheduler(base, store, tmp_path / "state" / "state.db")
-    finally:
-        await runner.cleanup()
 
 
 def _pod(labels: dict[str, str]) -> dict[str, Any]:
