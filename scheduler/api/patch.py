@@ -78,10 +78,6 @@ class Patch:
             raise BadRequest("the patch is nested too deeply") from None
 
 
-def _json_patch(ops: list[Any]) -> jsonpatch.JsonPatch:
-    return jsonpatch.JsonPatch(ops)
-
-
 def _apply_json_patch(ops: list[Any], doc: Any) -> Any:
     """The operations applied one by one to a copy of `doc`, with what `copy` operations
     copy counted: past MAX_COPIED_BYTES in all, 413. Each copy duplicates its source, so
@@ -158,7 +154,7 @@ def _check_operations(ops: Any) -> None:
                     "(empty or starting with /)"
                 )
     try:
-        _json_patch(ops)
+        jsonpatch.JsonPatch(ops)
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
         raise BadRequest(f"the JSON patch is malformed: {exc}") from None
 
