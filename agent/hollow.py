@@ -66,6 +66,8 @@ from common.protocol import (
     Frame,
     Heartbeat,
     Hello,
+    LogsChunk,
+    LogsRequest,
     NodeInfo,
     PodReport,
     ProtocolError,
@@ -335,6 +337,29 @@ class SimPod:
         }
 
 
+def simulated_log(pod: SimPod | None, request: LogsRequest) -> LogsChunk:
+    """The answer to a `logs` request: a hollow container writes one line a start, and a
+    followed log ends with what there is (nothing more will come). A pod or container the
+    node does not run, or a `previous` run that never was, is the real agent's error."""
+    container = request.container
+    if pod is None or container not in (name for name, _ in pod.containers):
+        problem = f"pod {request.uid} has no container {container} on this node"
+        return LogsChunk(id=request.id, eof=True, error=problem)
+    if request.previous:
+        if pod.last_exit is None:
+            problem = f"previous terminated container {container!r} not found"
+            return LogsChunk(id=request.id, eof=True, error=problem)
+        started = pod.last_exit[2]
+    else:
+        started = pod.started_at
+    lines = [] if started is None else [(started, f"hollow pod {pod.name}: {container} started")]
+    if request.tail_lines is not None:
+        lines = lines[-request.tail_lines :] if request.tail_lines else []
+    stamp = request.timestamps
+    data = "".join(f"{_stamp(at)} {line}\n" if stamp else f"{line}\n" for at, line in lines)
+    return LogsChunk(id=request.id, data=data, eof=True)
+
+
 # ---- frames packed by hand -------------------------------------------------------------------
 # A hollow process sends a heartbeat per node every few seconds and a pod_status for every
 # pod it places; building the pydantic models for them cost about as much as the rest of
@@ -502,6 +527,8 @@ class HollowNode:
                 self._apply(frame.revision, frame.upsert, frame.remove, [], full=False)
                 self._ack = frame.revision  # acknowledged by the next pod_status
                 self._dirty.set()
+            elif isinstance(frame, LogsRequest):
+                await self._send(simulated_log(self.pods.get(frame.uid), frame))
             elif isinstance(frame, ConfigUpdate):
                 if "heartbeat_seconds" in frame.config:
                     self.heartbeat_seconds = float(frame.config["heartbeat_seconds"])

@@ -81,6 +81,13 @@ class SchedulerConfig(DaemonConfig):
         "seconds, and its grace and eviction timeouts stretch by the same factor (Nomad's "
         "max_heartbeats_per_second)",
     )
+    agent_answer_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="how long a request relayed to an agent (a log that is not followed) "
+        "waits for the agent's first answer before it fails (kube-apiserver's "
+        "--kubelet-timeout)",
+    )
     placement_strategy: Literal["spread", "binpack"] = Field(
         "spread",
         description="spread: prefer the least allocated node; binpack: prefer the most allocated",

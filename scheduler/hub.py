@@ -871,8 +871,21 @@ class Hub:
                     session.version,
                 )
             )
+            # A followed log may rightly stay silent until the container writes; one that
+            # is not is read and sent at once, so silence then means a stuck agent.
+            answer_within = None if follow else self._config.agent_answer_seconds
             while True:
-                chunk = await queue.get()
+                if answer_within is None:
+                    chunk = await queue.get()
+                else:
+                    try:
+                        async with asyncio.timeout(answer_within):
+                            chunk = await queue.get()
+                    except TimeoutError:
+                        raise LogsUnavailable(
+                            f"node {node} did not answer within {answer_within:g} s"
+                        ) from None
+                    answer_within = None
                 if chunk is None:
                     finished = True
                     raise LogsUnavailable(f"node {node} disconnected")

@@ -47,6 +47,21 @@ def test_pod_is_bound_and_running(scheduler: SchedulerProcess) -> None:
     assert scheduled and scheduled[0]["status"] == "True"
 
 
+def test_a_hollow_pod_has_a_log(scheduler: SchedulerProcess) -> None:
+    """A hollow node answers log requests as an agent does (one line a start): `corral
+    logs` and `kubectl logs` of a simulated pod waited for good."""
+    assert scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("web")).status == 201
+    wait_for(lambda: get_pod(scheduler, "web")["status"]["phase"] == "Running")
+    path = "/api/v1/namespaces/default/pods/web/log"
+    plain = scheduler.request("GET", path)
+    assert plain.status == 200 and plain.body == b"hollow pod web: main started\n", plain.body
+    stamped = scheduler.request("GET", path + "?timestamps=true&follow=true").body.decode()
+    assert stamped.endswith("Z hollow pod web: main started\n") and stamped[:4].isdigit()
+    assert scheduler.request("GET", path + "?tailLines=0").body == b""
+    previous = scheduler.request("GET", path + "?previous=true")
+    assert previous.status == 400 and "previous terminated" in previous.json()["message"]
+
+
 def test_yaml_body_and_list_shape(scheduler: SchedulerProcess) -> None:
     """YAML bodies are accepted; lists are PodList with items and a resourceVersion."""
     manifest = (

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import socket
+from pathlib import Path
 
 import aiohttp
 
@@ -236,6 +237,35 @@ async def test_a_log_that_is_not_followed_is_not_cut_for_a_slow_reader(
     finally:
         reader.close()
         await agent.ws.close()
+
+
+async def test_a_log_request_the_agent_never_answers_fails_in_time(
+    http: aiohttp.ClientSession,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An agent that takes a log request and never answers (hung; or a simulated node):
+    the reader gets an error once `agent_answer_seconds` have passed, and the agent is told
+    to stop. `corral logs` and `kubectl logs` waited for good; a followed log is not
+    bounded so (a quiet container rightly sends nothing)."""
+    s = SchedulerProcess(tmp_path / "scheduler", ["--agent-answer-seconds", "1"])
+    s.start()
+    try:
+        agent, _ = await join(http, s, "node-a")
+        spec = pod("web", nodeSelector={"kubernetes.io/hostname": "node-a"})
+        assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+        await agent.receive_type(protocol.Desired)
+        path = "/api/v1/namespaces/default/pods/web/log"
+        answer = asyncio.create_task(asyncio.to_thread(s.request, "GET", path, timeout=20))
+        request = await agent.receive_type(protocol.LogsRequest)
+        assert request is not None and not request.follow
+        cancel = await agent.receive_type(protocol.LogsCancel, 10)
+        assert isinstance(cancel, protocol.LogsCancel) and cancel.id == request.id, cancel
+        resp = await answer
+        assert resp.status == 400, resp.body
+        assert "node node-a did not answer within 1 s" in resp.json()["message"], resp.body
+        await agent.ws.close()
+    finally:
+        s.stop()
 
 
 async def test_deleting_a_node_while_its_agent_reports_moves_every_pod(
