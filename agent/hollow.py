@@ -76,6 +76,7 @@ from common.protocol import (
     encode,
 )
 from common.quantity import cpu_millis, memory_bytes
+from common.version import git_version, host_arch
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -313,6 +314,7 @@ class SimPod:
                     "ready": running,
                     "restartCount": self.restart_count,
                     "image": image,
+                    "imageID": "",
                     "started": running,
                 }
                 for name, image in self.containers
@@ -599,7 +601,14 @@ class HollowNode:
             labels=self.labels,
             capacity=capacity,
             allocatable=dict(capacity),
-            info={"agentVersion": AGENT_VERSION, "runtime": "hollow"},
+            info={
+                "kubeletVersion": git_version(),
+                "containerRuntimeVersion": "hollow://",
+                "operatingSystem": "linux",
+                "architecture": host_arch(),
+                "agentVersion": AGENT_VERSION,
+                "runtime": "hollow",
+            },
             address="127.0.0.1",
         )
 

@@ -98,7 +98,7 @@ class SchedulerLink:
             labels=dict(config.labels),
             capacity=capacity,
             allocatable=allocatable,
-            info=stats.node_info(),
+            info=stats.node_info(config.runtime),
         )
         supervisor.on_stopped = self.report_stopped
         supervisor.on_event = self.report_event

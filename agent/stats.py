@@ -9,6 +9,7 @@ import socket
 import psutil
 
 from common.quantity import cpu_millis, format_cpu, memory_bytes
+from common.version import corral_version, git_version, host_arch
 
 
 def capacity() -> dict[str, int]:
@@ -44,14 +45,34 @@ def usage() -> dict[str, int]:
     return {"cpu": max(0, int(percent / 100 * cpus * 1000)), "memory": memory}
 
 
-def node_info() -> dict[str, str]:
+def node_info(runtime: str) -> dict[str, str]:
+    """The node's `status.nodeInfo`: Kubernetes' NodeSystemInfo (every key, as its clients
+    require them), and corral's own `hostname` and `agentVersion`. `runtime` is the one
+    pods run in without a runtimeClassName."""
+    version = corral_version()
     return {
+        "machineID": _first_line("/etc/machine-id"),
+        "systemUUID": _first_line("/sys/class/dmi/id/product_uuid"),
+        "bootID": _first_line("/proc/sys/kernel/random/boot_id"),
         "kernelVersion": platform.release(),
         "osImage": _os_release(),
-        "architecture": platform.machine(),
+        "containerRuntimeVersion": f"corral-{runtime}://{version}",
+        "kubeletVersion": git_version(),
+        "kubeProxyVersion": "",
+        "operatingSystem": platform.system().lower(),
+        "architecture": host_arch(),
         "hostname": socket.gethostname(),
-        "agentVersion": "0.1.0",
+        "agentVersion": version,
     }
+
+
+def _first_line(path: str) -> str:
+    """A one-line system file (an id), or "" where it cannot be read (no DMI in a VM)."""
+    try:
+        with open(path) as f:
+            return f.readline().strip()
+    except OSError:
+        return ""
 
 
 def _os_release() -> str:

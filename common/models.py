@@ -435,6 +435,10 @@ class ContainerStatus(Model):
     ready: bool = False
     restart_count: int = 0
     image: str | None = None
+    # Always present, as Kubernetes' clients require it (the Python client refuses a status
+    # without); empty until the runtime reports what it resolved the image to, as the
+    # kubelet leaves it for a container still waiting to start.
+    image_id: str = Field("", alias="imageID")
     started: bool | None = None
 
 

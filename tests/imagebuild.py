@@ -32,7 +32,7 @@ from typing import Any, Literal, NoReturn
 
 import pytest
 
-from agent.runtime.native.oci import host_arch
+from common.version import host_arch
 
 BUSYBOX = Path("/bin/busybox")
 DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)

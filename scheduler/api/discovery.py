@@ -39,11 +39,11 @@ import functools
 import platform
 import sys
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 from aiohttp import web
 
+from common.version import KUBERNETES_MAJOR, KUBERNETES_MINOR, git_version, host_arch
 from scheduler.api.common import json_response
 from scheduler.api.errors import NotFoundError
 from scheduler.api.watch import is_watchable
@@ -53,9 +53,6 @@ CORE_ROOT = "/api/v1"
 # Paths under a group-version's root that are not resources: corral's status summary
 # and the agents' WebSocket link (scheduler/api/ops.py, scheduler/api/app.py).
 NON_RESOURCES = frozenset({"/api/v1/status", "/api/v1/agent"})
-# The Kubernetes release whose API corral's resources follow; `/version` reports it,
-# with corral's own version after it (`v1.30.0-corral.0.1.0`).
-KUBERNETES_MAJOR, KUBERNETES_MINOR = 1, 30
 
 # (groupVersion, plural) -> kind, for resources without a `scheduler.kinds.Kind`.
 _OTHER_KINDS = {
@@ -259,30 +256,20 @@ async def group_resources(request: web.Request) -> web.Response:
     return _resource_list(request, f"{info['group']}/{info['version']}")
 
 
-def _platform() -> str:
-    machine = platform.machine().lower()
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
-    return f"{sys.platform}/{arch}"
-
-
-@functools.cache  # reads the package's metadata from disk: once, not per (public) request
+@functools.cache  # built once, not per (public) request
 def version_info() -> dict[str, str]:
     """Kubernetes' `version.Info`: the API level corral follows, corral's own version
     in the pre-release part, and the Python that runs it where Go's version would be."""
-    try:
-        corral = metadata.version("corral")
-    except metadata.PackageNotFoundError:
-        corral = "0.0.0"
     return {
         "major": str(KUBERNETES_MAJOR),
         "minor": str(KUBERNETES_MINOR),
-        "gitVersion": f"v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0-corral.{corral}",
+        "gitVersion": git_version(),
         "gitCommit": "",
         "gitTreeState": "",
         "buildDate": "",
         "goVersion": f"python{platform.python_version()}",
         "compiler": platform.python_implementation().lower(),
-        "platform": _platform(),
+        "platform": f"{sys.platform}/{host_arch()}",
     }
 
 

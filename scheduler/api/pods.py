@@ -73,8 +73,12 @@ def _validate(
     `created` and `uid` are the creation time and uid to give it (a batch passes one time
     for all its pods and uids made together); by default, now and a new uid.
     """
-    if isinstance(doc, dict) and doc.get("kind") not in (None, "Pod"):
-        raise Invalid(f"{prefix}kind: expected Pod, got {doc.get('kind')!r}")
+    if isinstance(doc, dict):
+        # What the URL says, as kube-apiserver fills it in (clients send objects without).
+        doc.setdefault("apiVersion", "v1")
+        doc.setdefault("kind", "Pod")
+        if doc["kind"] != "Pod":
+            raise Invalid(f"{prefix}kind: expected Pod, got {doc['kind']!r}")
     try:
         obj = load_object(doc)
     except ManifestError as exc:

@@ -120,6 +120,22 @@ def test_wrong_kind_and_namespace(bare_scheduler: SchedulerProcess) -> None:
     assert resp.status == 400
 
 
+def test_kind_and_api_version_come_from_the_url(bare_scheduler: SchedulerProcess) -> None:
+    """A pod without apiVersion and kind (the Python client leaves them out unless set) is
+    taken as what the URL names, as kube-apiserver does; in a batch, and on replace."""
+    bare = {"metadata": {"name": "bare"}, "spec": pod("x")["spec"]}
+    resp = bare_scheduler.request("POST", PODS, bare)
+    assert resp.status == 201, resp.body
+    assert (resp.json()["apiVersion"], resp.json()["kind"]) == ("v1", "Pod")
+    batch = {"kind": "PodList", "items": [{**bare, "metadata": {"name": "in-batch"}}]}
+    assert bare_scheduler.request("POST", PODS, batch).status == 201
+    replace = {**bare, "metadata": {"name": "bare", "labels": {"a": "b"}}}
+    resp = bare_scheduler.request("PUT", f"{PODS}/bare", replace)
+    assert resp.status == 200 and resp.json()["metadata"]["labels"] == {"a": "b"}, resp.body
+    wrong = {**bare, "apiVersion": "apps/v1", "metadata": {"name": "apps"}}
+    assert bare_scheduler.request("POST", PODS, wrong).status == 422
+
+
 def test_oversized_body(tmp_path) -> None:
     """A body over max_body_bytes is answered 413 and the server keeps serving."""
     sched = SchedulerProcess(tmp_path / "s", ["--max-body-bytes", "4096"])

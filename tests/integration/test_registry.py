@@ -16,10 +16,10 @@ import pytest
 
 from agent.runtime.base import RuntimeFailure
 from agent.runtime.native.images import ImageStore
-from agent.runtime.native.oci import host_arch
 from agent.runtime.native.puller import ImagePuller
 from agent.runtime.native.registry import RegistryClient, RegistryError
 from agent.runtime.pulls import RegistryHost, RegistrySettings
+from common.version import host_arch
 from tests.conftest import ROOT, SchedulerProcess, wait_for
 from tests.imagebuild import (
     file,

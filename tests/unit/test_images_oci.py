@@ -16,6 +16,7 @@ from agent.runtime.native.oci import (
     parse_reference,
     select_platform,
 )
+from common import version
 
 D = "sha256:" + "a" * 64
 E = "sha256:" + "b" * 64
@@ -95,8 +96,8 @@ def test_str_roundtrip() -> None:
 )
 def test_host_arch(monkeypatch: pytest.MonkeyPatch, machine: str, arch: str) -> None:
     """platform.machine() maps to the GOARCH spelling image platforms use."""
-    monkeypatch.setattr(oci.platform, "machine", lambda: machine)
-    assert oci.host_arch() == arch
+    monkeypatch.setattr(version.platform, "machine", lambda: machine)
+    assert version.host_arch() == arch
 
 
 def _desc(digest: str = D, arch: str | None = None) -> dict[str, object]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent.runtime.native.images import Image, ImageError, ImageStore, image_main
-from agent.runtime.native.oci import ERR_IMAGE_NEVER_PULL, INVALID_IMAGE_NAME, host_arch
+from agent.runtime.native.oci import ERR_IMAGE_NEVER_PULL, INVALID_IMAGE_NAME
+from common.version import host_arch
 from tests.imagebuild import (
     Entry,
     LayerSpec,

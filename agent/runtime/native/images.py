@@ -57,7 +57,6 @@ from agent.runtime.native.oci import (
     ImageRef,
     digest_hex,
     document_kind,
-    host_arch,
     is_digest,
     load_json,
     open_source,
@@ -67,6 +66,7 @@ from agent.runtime.native.oci import (
     platform_matches,
     read_images,
 )
+from common.version import host_arch
 
 __all__ = ["GcStats", "Image", "ImageConfig", "ImageError", "ImageStore", "image_main"]
 

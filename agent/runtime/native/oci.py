@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import platform
 import re
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
@@ -87,33 +86,12 @@ _DOMAIN_RE = re.compile(
 )
 _TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
 
-# platform.machine() -> GOARCH, the spelling image platforms use.
-_ARCH_MAP = {
-    "x86_64": "amd64",
-    "amd64": "amd64",
-    "aarch64": "arm64",
-    "arm64": "arm64",
-    "armv7l": "arm",
-    "armv6l": "arm",
-    "i386": "386",
-    "i686": "386",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-}
-
 
 class ImageError(RuntimeFailure):
     """An image operation failed; `reason` is Kubernetes-style (ErrImageNeverPull, ...)."""
 
     def __init__(self, message: str, reason: str = ERR_IMAGE_IMPORT) -> None:
         super().__init__(message, reason)
-
-
-def host_arch() -> str:
-    """This machine's architecture as image platforms spell it (amd64, arm64, ...)."""
-    machine = platform.machine()
-    return _ARCH_MAP.get(machine.lower(), machine.lower())
 
 
 def is_digest(value: str) -> bool:
