@@ -270,7 +270,13 @@ class SchedulerProcess:
 class HollowProcess:
     """`python -m agent.hollow` simulating `nodes` nodes against a scheduler."""
 
-    def __init__(self, scheduler: SchedulerProcess, nodes: int, *args: str) -> None:
+    def __init__(
+        self,
+        scheduler: SchedulerProcess,
+        nodes: int,
+        *args: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -285,6 +291,7 @@ class HollowProcess:
                 *args,
             ],
             cwd=ROOT,
+            env={**os.environ, **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=open(scheduler.state_dir / "hollow.log", "a"),
         )
