@@ -67,6 +67,10 @@ class LinkRefused(Exception):
     """The scheduler refused this agent (wrong token, invalid node); retrying may not help."""
 
 
+class LinkFailed(Exception):
+    """One of the link's own loops (heartbeats, status reports) ended; the link is redialled."""
+
+
 class SchedulerLink:
     def __init__(self, config: AgentConfig, supervisor: Supervisor, token: str | None) -> None:
         self._config = config
@@ -184,8 +188,12 @@ class SchedulerLink:
                     _LOGGER.warning(
                         "link to %s lost: %s", self._config.server, exc or type(exc).__name__
                     )
-                except LinkRefused as exc:
+                except (LinkRefused, LinkFailed) as exc:
                     _LOGGER.error("%s", exc)
+                except Exception:
+                    # Whatever failed, the pods run on: the link is dialled again, as the
+                    # kubelet keeps retrying its API server.
+                    _LOGGER.exception("link to %s failed", self._config.server)
                 finally:
                     # The backoff starts over only after a welcome: a scheduler that
                     # accepts the WebSocket and then refuses the node is redialled
@@ -226,12 +234,23 @@ class SchedulerLink:
             len(welcome.pods),
             welcome.revision,
         )
+        # The link lives only while all three run. A heartbeat loop that died alone left
+        # the link open and quiet: the scheduler took the node for lost and ran its pods
+        # elsewhere while they still ran here. A dead reporter stopped every status.
+        receiver = asyncio.create_task(self._receiver(ws), name="link-receiver")
         tasks = [
+            receiver,
             asyncio.create_task(self._heartbeats(ws), name="link-heartbeats"),
             asyncio.create_task(self._reporter(ws), name="link-reporter"),
         ]
         try:
-            await self._receiver(ws)  # returns only by raising: the link is gone
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in done:
+                receiver.result()  # returns only by raising: the link is gone
+            ended = done.pop()
+            error = None if ended.cancelled() else ended.exception()
+            _LOGGER.error("link: %s ended", ended.get_name(), exc_info=error)
+            raise LinkFailed(f"{ended.get_name()} ended: {error!r}; dialling again")
         finally:
             await self._logs.close()
             for task in tasks:

@@ -1,15 +1,27 @@
-"""The agent link's redial timing: capped by the node grace the scheduler announces."""
+"""The agent link: its redial timing (capped by the node grace the scheduler announces),
+and its loops living and ending together."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import pytest
 
+from agent import stats
 from agent.config import AgentConfig
-from agent.link import BACKOFF_CAP, BACKOFF_INITIAL, SchedulerLink, redial_cap, redial_delay
+from agent.link import (
+    BACKOFF_CAP,
+    BACKOFF_INITIAL,
+    LinkFailed,
+    SchedulerLink,
+    redial_cap,
+    redial_delay,
+)
+from common import protocol
 
 
 @pytest.mark.parametrize(
@@ -40,3 +52,52 @@ def test_the_welcome_s_node_grace_caps_the_redials(tmp_path: Path) -> None:
     assert link.redial_cap == 1.25
     link._configure({"heartbeat_seconds": 8.0, "node_grace_seconds": 40.0})  # stretched
     assert (link.heartbeat_seconds, link.redial_cap) == (8.0, BACKOFF_CAP)
+
+
+class QuietLink:
+    """What `_session` uses of a WebSocket: a welcome, then nothing more from the
+    scheduler, while it keeps what the agent sends."""
+
+    def __init__(self) -> None:
+        welcome = protocol.Welcome(revision=1, pods=[], config={"heartbeat_seconds": 0.01})
+        self._frames = [aiohttp.WSMessage(aiohttp.WSMsgType.BINARY, protocol.encode(welcome), None)]
+        self.sent: list[Any] = []
+
+    async def receive(self) -> aiohttp.WSMessage:
+        if self._frames:
+            return self._frames.pop(0)
+        await asyncio.Event().wait()  # the scheduler says nothing more
+        raise AssertionError("unreachable")
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.sent.append(protocol.decode(data))
+
+
+async def test_a_heartbeat_loop_that_dies_ends_the_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeats failing (a measurement raising) end the link, to be dialled again,
+    with the error logged. The link stayed open without heartbeats: the scheduler took
+    the node for lost and ran its pods elsewhere while they still ran here."""
+    config = AgentConfig(node_name="n1", state_dir=str(tmp_path))
+
+    async def apply(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    supervisor: Any = SimpleNamespace(workers={}, apply=apply)
+    link = SchedulerLink(config, supervisor, token="t")
+    ws = QuietLink()
+    beats = 0
+
+    def usage() -> dict[str, int]:
+        nonlocal beats
+        beats += 1
+        if beats > 2:
+            raise RuntimeError("psutil broke")
+        return {"cpu": 0, "memory": 0}
+
+    monkeypatch.setattr(stats, "usage", usage)
+    with pytest.raises(LinkFailed, match="link-heartbeats ended: RuntimeError"):
+        async with asyncio.timeout(10):
+            await link._session(ws)  # type: ignore[arg-type]
+    assert sum(isinstance(f, protocol.Heartbeat) for f in ws.sent) == 2
