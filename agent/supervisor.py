@@ -65,6 +65,8 @@ from common.models import (
 _LOGGER = logging.getLogger(__name__)
 
 START_ERROR_WAIT = 5.0  # for the exit record of a failed start (there, or none at all)
+# A pod whose stop failed is stopped again after 1, 2, 4 ... up to this many seconds.
+STOP_RETRY_CAP = 30.0
 EventSink = Callable[[Pod, str, str, str], None]  # pod, reason, message, Normal|Warning
 
 
@@ -449,6 +451,7 @@ class Supervisor:
         self._on_change = on_change
         self.workers: dict[str, PodWorker] = {}
         self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._closing = asyncio.Event()  # set on shutdown: no failed stop is tried again
         self.on_stopped: Callable[[str], None] = lambda uid: None
         self.on_event: EventSink = lambda pod, reason, message, kind: None
 
@@ -496,21 +499,35 @@ class Supervisor:
             self._on_change(uid)
 
     def _stop(self, uid: str) -> None:
+        if uid in self._stopping:
+            return  # said stopped when it is
         worker = self.workers.pop(uid, None)
         if worker is None:
             self.on_stopped(uid)  # not ours (any more): say so, the scheduler may wait on it
             return
-        if uid in self._stopping:
-            return
 
         async def stop() -> None:
+            # Said stopped only once it is: the scheduler then removes the pod, and what
+            # was left of it would stay here for good. Tried again until it is stopped.
+            attempt = 0
             try:
-                await worker.stop()
-            except Exception:
-                _LOGGER.exception("stopping pod %s failed", worker.pod.key)
+                while True:
+                    try:
+                        await worker.stop()
+                        break
+                    except Exception:
+                        attempt += 1
+                        delay = min(STOP_RETRY_CAP, 2.0 ** (attempt - 1))
+                        _LOGGER.exception(
+                            "stopping pod %s failed; trying again in %g s", worker.pod.key, delay
+                        )
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._closing.wait(), delay)
+                        if self._closing.is_set():
+                            return  # the next agent stops it (the pod is not desired)
             finally:
                 self._stopping.pop(uid, None)
-                self.on_stopped(uid)
+            self.on_stopped(uid)
 
         self._stopping[uid] = asyncio.create_task(stop(), name=f"stop-{uid}")
 
@@ -521,6 +538,7 @@ class Supervisor:
     async def close(self, *, stop_pods: bool = False) -> None:
         """Agent shutdown: stop supervising; containers keep running for the next agent,
         unless `stop_pods` (then every pod is stopped within its grace period)."""
+        self._closing.set()
         if stop_pods:
             for uid in list(self.workers):
                 self._stop(uid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.runtime.native.runtime import NativeRuntime
-from agent.supervisor import PodWorker
+from agent.supervisor import PodWorker, Supervisor
 from tests.conftest import wait_until
 from tests.integration.test_probes import (  # noqa: F401 (fixtures)
     cgroups,
@@ -81,3 +82,39 @@ async def test_a_container_ended_for_good_is_not_run_again_by_a_new_worker(
         assert not runtime.container_dir(second.uid, "main").exists()  # never started
     finally:
         await second.stop(grace=0)
+
+
+async def test_a_pod_is_said_stopped_only_once_it_is(
+    runtime: NativeRuntime,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stop that fails (the pod's directory cannot be removed: made immutable here) is
+    tried again, and the pod is reported stopped only when a stop succeeds. It was
+    reported stopped at once, and never stopped again: the scheduler removed the pod and
+    what was left of it stayed on the node for good."""
+    stopped: list[str] = []
+    supervisor = Supervisor(runtime, tmp_path / "agent", lambda uid: None)
+    supervisor.on_stopped = stopped.append
+    await supervisor.recover()
+    pod = make_pod(sh("main", "exec sleep 600"))
+    uid = pod.metadata.uid or ""
+    await supervisor.apply([pod], [])
+    await wait_until(lambda: supervisor.workers[uid].status().phase == "Running", within=20)
+    pinned = runtime.pod_dir(uid)
+    await asyncio.to_thread(subprocess.run, ["chattr", "+i", str(pinned)], check=True)
+
+    def failures() -> int:
+        return sum("stopping pod default/probed failed" in r.message for r in caplog.records)
+
+    try:
+        await supervisor.apply([], [uid])
+        await wait_until(lambda: failures() >= 2, within=10)  # the first try, then after 1 s
+        assert stopped == [] and uid not in supervisor.workers
+        await supervisor.apply([], [uid], full=True)  # told again (a resync): still not
+        assert stopped == []
+    finally:
+        await asyncio.to_thread(subprocess.run, ["chattr", "-i", str(pinned)], check=True)
+    await wait_until(lambda: stopped == [uid], within=10)  # the next try, after 2 s
+    assert not pinned.exists()
+    await supervisor.close()
