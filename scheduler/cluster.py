@@ -108,6 +108,10 @@ class ClusterState:
         self.phases: Counter[str] = Counter()
         self.terminating: set[str] = set()  # pods marked for deletion
         self._accounted: dict[str, tuple[str, int, int]] = {}  # key -> (node, cpu, mem)
+        # Of those, the pods bound to a node that does not exist (deleted, or never
+        # joined): node name -> pod keys, for the node lifecycle's sweep and for the
+        # node's arrival, so that neither looks at every pod.
+        self.unknown_nodes: dict[str, set[str]] = {}
         self.revision = 0
         self.pod_listeners: list[PodListener] = []
         self.node_listeners: list[NodeListener] = []
@@ -152,16 +156,18 @@ class ClusterState:
             state = self.nodes.pop(name, None)
             self.heartbeat_stretch.pop(name, None)
             node = None
+            if state is not None and state.pods:
+                self.unknown_nodes[name] = set(state.pods)  # still bound to it
         else:
             node = decode(kv, Node)
             state = self.nodes.get(name)
             if state is None:
                 state = self.nodes[name] = NodeState(name, node, last_heartbeat=time.monotonic())
-                for key, (bound, cpu, mem) in self._accounted.items():
-                    if bound == name:  # pods bound before their node was known
-                        state.req_cpu += cpu
-                        state.req_mem += mem
-                        state.pods.add(key)
+                for key in self.unknown_nodes.pop(name, ()):  # bound before the node was known
+                    _, cpu, mem = self._accounted[key]
+                    state.req_cpu += cpu
+                    state.req_mem += mem
+                    state.pods.add(key)
             state.update(node)
         self.capacity_changed.set()
         for listener in self.node_listeners:
@@ -225,6 +231,10 @@ class ClusterState:
                 state.req_cpu -= have[1]
                 state.req_mem -= have[2]
                 state.pods.discard(key)
+            elif (unknown := self.unknown_nodes.get(have[0])) is not None:
+                unknown.discard(key)
+                if not unknown:
+                    del self.unknown_nodes[have[0]]
             del self._accounted[key]
             self.capacity_changed.set()
         if want is not None:
@@ -234,6 +244,8 @@ class ClusterState:
                 state.req_cpu += want[1]
                 state.req_mem += want[2]
                 state.pods.add(key)
+            else:
+                self.unknown_nodes.setdefault(want[0], set()).add(key)
 
     def assume(self, key: str, node: str, cpu: int, mem: int) -> None:
         """Count a placement decision against the node before its bind is durable."""
@@ -249,7 +261,7 @@ class ClusterState:
             self.pending_changed.set()
 
     def pods_on(self, node: str) -> list[Pod]:
+        """The pods bound to `node` that occupy it (not finished)."""
         state = self.nodes.get(node)
-        if state is None:
-            return [p for p in self.pods.values() if p.spec.node_name == node]
-        return [self.pods[k] for k in state.pods if k in self.pods]
+        keys = state.pods if state is not None else self.unknown_nodes.get(node, ())
+        return [self.pods[k] for k in keys if k in self.pods]

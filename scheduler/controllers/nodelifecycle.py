@@ -9,9 +9,11 @@
                                   pods replaced elsewhere (Always/OnFailure)
                                   or Failed with reason NodeLost (Never)
 
-A pod marked for deletion on a node that is not Ready (or no longer exists) is
-removed at once, since no agent will confirm it stopped; one whose agent has
-not confirmed within its grace period plus FORCE_MARGIN is removed too.
+Pods bound to a node that does not exist are evicted the same way once
+ORPHAN_QUARANTINE has passed (Kubernetes' PodGC). A pod marked for deletion on
+a node that is not Ready (or no longer exists) is removed at once, since no
+agent will confirm it stopped; one whose agent has not confirmed within its
+grace period plus FORCE_MARGIN is removed too.
 Level-triggered: every pass looks at the whole state, so a restart of the
 scheduler or a missed event is healed by the next pass.
 
@@ -53,6 +55,10 @@ from scheduler.store import Conflict, NotFound
 _LOGGER = logging.getLogger(__name__)
 
 FORCE_MARGIN = 30.0
+# How long pods may stay bound to a node that does not exist before they are evicted as
+# from a lost node: a node named in a pod's spec may join a little later; a bind may
+# land after its node was deleted. Kubernetes' PodGC waits as long (its quarantine).
+ORPHAN_QUARANTINE = 40.0
 
 
 class NodeLifecycleController:
@@ -64,6 +70,8 @@ class NodeLifecycleController:
         self._errors = ctx.errors
         self._events = ctx.events
         self.not_ready_since: dict[str, float] = {}
+        # Nodes that do not exist but have pods bound: when first seen so.
+        self.missing_since: dict[str, float] = {}
         self.period = min(0.5, ctx.config.node_grace_seconds / 4)
         # After cluster.load(): the nodes it loaded were last heard from before this.
         self.started = time.monotonic()
@@ -150,7 +158,22 @@ class NodeLifecycleController:
                 )
         for name in [n for n in self.not_ready_since if n not in self._cluster.nodes]:
             del self.not_ready_since[name]  # the node was deleted while NotReady
+        await self._evict_orphans(mono)
         await self._finish_deletions()
+
+    async def _evict_orphans(self, mono: float) -> None:
+        """Pods bound to a node that does not exist are evicted as from a lost node once
+        ORPHAN_QUARANTINE has passed: no agent runs them, and nothing else would move them
+        (they waited Pending for good, their requests held against no node)."""
+        unknown = self._cluster.unknown_nodes
+        for name in [n for n in self.missing_since if n not in unknown]:
+            del self.missing_since[name]  # the node joined, or its pods went
+        for name in list(unknown):
+            since = self.missing_since.setdefault(name, mono)
+            if mono - since >= ORPHAN_QUARANTINE:
+                await self._evict_node(
+                    name, f"node {name} does not exist (for {ORPHAN_QUARANTINE:g}s)"
+                )
 
     def _heard(self, last_heartbeat: float, grace: float) -> float:
         """When the node counts as last heard from: its last heartbeat; if that was

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from common.models import Node, ObjectMeta
+from common.models import Node, ObjectMeta, Pod
 from scheduler.cluster import ClusterState, NodeState
 from scheduler.config import SchedulerConfig
 from scheduler.context import Context
-from scheduler.controllers.nodelifecycle import NodeLifecycleController
+from scheduler.controllers.nodelifecycle import ORPHAN_QUARANTINE, NodeLifecycleController
 from scheduler.events import EventRecorder
 from scheduler.metrics import SchedulerMetrics
+from scheduler.objects import decode, encode, node_key, pod_key
 from scheduler.recent import RecentErrors
+from scheduler.store import Event
 from scheduler.store.sqlite import SqliteStore
 
 
@@ -162,3 +165,65 @@ async def test_a_node_deleted_while_not_ready_is_forgotten(
     controller.not_ready_since.update(kept=1e12, deleted=1e12)
     await controller.reconcile()
     assert controller.not_ready_since == {"kept": 1e12}
+
+
+def bound_pod(name: str, node: str, policy: str = "Always") -> Pod:
+    return Pod.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "default", "uid": str(uuid.uuid4())},
+            "spec": {
+                "nodeName": node,
+                "restartPolicy": policy,
+                "containers": [
+                    {"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1"}}}
+                ],
+            },
+        }
+    )
+
+
+async def test_the_cluster_indexes_pods_bound_to_nodes_that_do_not_exist(tmp_path: Path) -> None:
+    """Bound before their node joined, or left on a deleted node: indexed by node name, so
+    the node's arrival and the lifecycle's sweep need not look at every pod."""
+    store = await SqliteStore.open(tmp_path / "state.db")
+    try:
+        cluster = ClusterState(store)
+        pod = bound_pod("web", "late")
+        pod_kv = await store.put(pod_key("default", "web"), encode(pod), obj=pod, expect=0)
+        cluster.apply(Event("PUT", pod_kv, None, pod_kv.mod_revision))
+        assert cluster.unknown_nodes == {"late": {"/pods/default/web"}}
+        assert [p.metadata.name for p in cluster.pods_on("late")] == ["web"]
+        node = Node(metadata=ObjectMeta(name="late"))
+        node_kv = await store.put(node_key("late"), encode(node), obj=node, expect=0)
+        cluster.apply(Event("PUT", node_kv, None, node_kv.mod_revision))
+        assert cluster.unknown_nodes == {} and cluster.nodes["late"].req_cpu == 1000
+        gone = await store.delete(node_key("late"))
+        cluster.apply(Event("DELETE", gone, None, gone.mod_revision))
+        assert cluster.unknown_nodes == {"late": {"/pods/default/web"}}
+        deleted = await store.delete(pod_key("default", "web"))
+        cluster.apply(Event("DELETE", deleted, None, deleted.mod_revision))
+        assert cluster.unknown_nodes == {} and cluster.pods_on("late") == []
+    finally:
+        await store.close()
+
+
+async def test_pods_bound_to_a_node_that_does_not_exist_are_evicted_after_a_quarantine(
+    controller: NodeLifecycleController,
+) -> None:
+    """No agent runs them and nothing else moved them: they waited Pending for good. After
+    ORPHAN_QUARANTINE, as from a lost node: replaced (Always) or Failed (Never)."""
+    store, cluster = controller._store, controller._cluster
+    for name, policy in (("kept", "Always"), ("lost", "Never")):
+        pod = bound_pod(name, "ghost", policy)
+        await store.put(pod_key("default", name), encode(pod), obj=pod, expect=0)
+    await cluster.load()
+    await controller.reconcile()  # first seen now: quarantined
+    assert cluster.pods["/pods/default/kept"].spec.node_name == "ghost"
+    controller.missing_since["ghost"] -= ORPHAN_QUARANTINE
+    await controller.reconcile()
+    kept, lost = [await store.get(pod_key("default", n)) for n in ("kept", "lost")]
+    assert kept is not None and lost is not None
+    replaced, failed = decode(kept, Pod), decode(lost, Pod)
+    assert replaced.spec.node_name is None and replaced.status.phase == "Pending"
+    assert "node ghost does not exist" in (replaced.status.message or "")
+    assert (failed.status.phase, failed.status.reason) == ("Failed", "NodeLost")
