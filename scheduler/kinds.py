@@ -30,6 +30,7 @@ class Kind:
     prefix: str  # "/deployments/": keys are PREFIX + namespace/name (or PREFIX + name)
     namespaced: bool = True
     short_names: tuple[str, ...] = ()  # Kubernetes' own, for discovery (`kubectl get po`)
+    categories: tuple[str, ...] = ()  # Kubernetes' own too: `all` is what `kubectl get all` lists
 
     def key(self, namespace: str | None, name: str) -> str:
         return f"{self.prefix}{namespace}/{name}" if self.namespaced else f"{self.prefix}{name}"
@@ -60,16 +61,22 @@ class Kind:
         return f"{base}/{name}" if name else base
 
 
-PODS = Kind("Pod", "pods", "v1", Pod, "/pods/", short_names=("po",))
+PODS = Kind("Pod", "pods", "v1", Pod, "/pods/", short_names=("po",), categories=("all",))
 NODES = Kind("Node", "nodes", "v1", Node, "/nodes/", namespaced=False, short_names=("no",))
 EVENTS = Kind("Event", "events", "v1", Event, "/events/", short_names=("ev",))
 NAMESPACES = Kind(
     "Namespace", "namespaces", "v1", Namespace, "/namespaces/", False, short_names=("ns",)
 )
 DEPLOYMENTS = Kind(
-    "Deployment", "deployments", "apps/v1", Deployment, "/deployments/", short_names=("deploy",)
+    "Deployment",
+    "deployments",
+    "apps/v1",
+    Deployment,
+    "/deployments/",
+    short_names=("deploy",),
+    categories=("all",),
 )
-JOBS = Kind("Job", "jobs", "batch/v1", Job, "/jobs/")
+JOBS = Kind("Job", "jobs", "batch/v1", Job, "/jobs/", categories=("all",))
 REVISIONS = Kind(
     "ControllerRevision",
     "controllerrevisions",

@@ -147,19 +147,20 @@ def resources(app: web.Application) -> dict[str, list[Resource]]:
     return by_group
 
 
-def _kind_of(group_version: str, plural: str) -> tuple[str, tuple[str, ...]]:
-    """The kind and short names of a resource, a guess from its name if nothing says."""
+def _kind_of(group_version: str, plural: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """The kind, short names and categories of a resource, a guess from its name if
+    nothing says."""
     for kind in ALL:
         if kind.api_version == group_version and kind.plural == plural:
-            return kind.kind, kind.short_names
+            return kind.kind, kind.short_names, kind.categories
     other = _OTHER_KINDS.get((group_version, plural))
-    return other or plural.removesuffix("s").capitalize(), ()
+    return other or plural.removesuffix("s").capitalize(), (), ()
 
 
 def _resource_doc(res: Resource) -> dict[str, Any]:
     """One `APIResource`."""
     plural, _, sub = res.name.partition("/")
-    kind, short_names = _kind_of(res.group_version, plural)
+    kind, short_names, categories = _kind_of(res.group_version, plural)
     doc: dict[str, Any] = {"name": res.name, "singularName": "" if sub else kind.lower()}
     doc["namespaced"] = res.namespaced
     if sub in _SUBRESOURCE_KINDS:
@@ -168,6 +169,8 @@ def _resource_doc(res: Resource) -> dict[str, Any]:
     doc["verbs"] = [verb for verb in _VERB_ORDER if verb in res.verbs]
     if short_names and not sub:
         doc["shortNames"] = list(short_names)
+    if categories and not sub:
+        doc["categories"] = list(categories)
     return doc
 
 

@@ -127,6 +127,7 @@ def test_discovery_documents_have_kubernetes_shapes(sched: SchedulerProcess) -> 
         "kind": "Pod",
         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
         "shortNames": ["po"],
+        "categories": ["all"],  # `kubectl get all`
     }
     short = {r["name"]: r.get("shortNames") for r in core["resources"]}
     assert short["nodes"] == ["no"] and short["namespaces"] == ["ns"]
@@ -135,6 +136,7 @@ def test_discovery_documents_have_kubernetes_shapes(sched: SchedulerProcess) -> 
     assert log["verbs"] == ["get"] and log["kind"] == "Pod" and log["singularName"] == ""
     apps = {r["name"]: r for r in sched.get("/apis/apps/v1")["resources"]}
     assert apps["deployments"]["shortNames"] == ["deploy"]
+    assert apps["deployments"]["categories"] == ["all"]
     scale = apps["deployments/scale"]
     assert (scale["group"], scale["version"], scale["kind"]) == ("autoscaling", "v1", "Scale")
     assert scale["verbs"] == ["get", "patch", "update"]

@@ -168,6 +168,8 @@ def test_deployment_scaled_and_nodes_cordoned(kubectl: Kubectl) -> None:
     assert f"node/{node} cordoned" in kubectl.ok("cordon", node)
     assert kubectl.ok("get", "node", node, "-o", "jsonpath={.spec.unschedulable}") == "true"
     assert f"node/{node} uncordoned" in kubectl.ok("uncordon", node)
+    everything = kubectl.ok("get", "all", "-o", "name")  # the `all` category
+    assert "deployment.apps/web" in everything and everything.count("pod/web-") == 3
     top = kubectl.ok("top", "nodes")
     assert node in top and "CPU" in top, top
     kubectl.ok("delete", "deployment", "web")
