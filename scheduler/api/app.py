@@ -18,6 +18,7 @@ from scheduler.api import (
     openapi,
     ops,
     pods,
+    tables,
     tokens,
     ui,
     usage,
@@ -184,16 +185,20 @@ def create_app(
         """The agent link (WebSocket; see docs/api.md)."""
         return await request.app[CONTROL_PLANE].hub.handle(request)
 
-    app.router.add_routes(pods.ROUTES)
-    app.router.add_routes(nodes.ROUTES)
-    app.router.add_routes(events.ROUTES)
-    app.router.add_routes(tokens.ROUTES)
-    app.router.add_routes(ops.ROUTES)
-    app.router.add_routes(openapi.ROUTES)
-    app.router.add_routes(ui.ROUTES)
-    app.router.add_routes(namespaces.ROUTES)
-    app.router.add_routes(workloads.ROUTES)
-    app.router.add_routes(usage.ROUTES)
+    for routes in (
+        pods.ROUTES,
+        nodes.ROUTES,
+        events.ROUTES,
+        tokens.ROUTES,
+        ops.ROUTES,
+        openapi.ROUTES,
+        ui.ROUTES,
+        namespaces.ROUTES,
+        workloads.ROUTES,
+        usage.ROUTES,
+    ):
+        # Each GET of a resource answers a Table when asked (`kubectl get`; api/tables.py).
+        app.router.add_routes(tables.serving(routes))
     app.router.add_routes(discovery.ROUTES)  # reads the routes above when asked
     watch.setup(app)  # ?watch=true streams, ended on shutdown
     app.router.add_get("/api/v1/agent", agent_link)

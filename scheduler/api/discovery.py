@@ -11,13 +11,8 @@ each also with a trailing slash (`/apis/`), as kube-apiserver answers both.
 
 Nothing here is a list kept by hand: each request walks the application's
 routes, so a route added later is discovered without touching this module.
-A route path is read as Kubernetes lays them out:
-
-    ROOT[/namespaces/{namespace}]/PLURAL               collection
-    ROOT[/namespaces/{namespace}]/PLURAL/{name}        item
-    ROOT[/namespaces/{namespace}]/PLURAL/{name}/SUB    subresource PLURAL/SUB
-
-where ROOT is `/api/v1` or `/apis/GROUP/VERSION`. A resource is namespaced if
+A route path is read as Kubernetes lays them out (scheduler/api/paths.py:
+`ROOT[/namespaces/{namespace}]/PLURAL[/{name}[/SUB]]`). A resource is namespaced if
 any of its routes is under `/namespaces/{namespace}`. Its verbs are the methods
 its routes answer, in Kubernetes' words: GET on the collection is `list` (and
 `watch` where the handler streams `?watch=true`: `watch.watchable`), POST
@@ -44,15 +39,11 @@ from typing import Any
 from aiohttp import web
 
 from common.version import KUBERNETES_MAJOR, KUBERNETES_MINOR, git_version, host_arch
+from scheduler.api import paths
 from scheduler.api.common import json_response
 from scheduler.api.errors import NotFoundError
 from scheduler.api.watch import is_watchable
 from scheduler.kinds import ALL
-
-CORE_ROOT = "/api/v1"
-# Paths under a group-version's root that are not resources: corral's status summary
-# and the agents' WebSocket link (scheduler/api/ops.py, scheduler/api/app.py).
-NON_RESOURCES = frozenset({"/api/v1/status", "/api/v1/agent"})
 
 # (groupVersion, plural) -> kind, for resources without a `scheduler.kinds.Kind`.
 _OTHER_KINDS = {
@@ -85,43 +76,6 @@ class Resource:
     verbs: set[str] = field(default_factory=set)
 
 
-def _split(path: str) -> tuple[str, list[str]] | None:
-    """(groupVersion, the segments after the group-version's root), or None if the path
-    is not under one (or is a discovery route, whose group and version are variables)."""
-    if path.startswith(CORE_ROOT + "/"):
-        return "v1", path[len(CORE_ROOT) + 1 :].split("/")
-    parts = path.split("/")  # "", "apis", GROUP, VERSION, ...
-    if len(parts) < 5 or parts[1] != "apis" or "{" in parts[2] + parts[3]:
-        return None
-    return f"{parts[2]}/{parts[3]}", parts[4:]
-
-
-def _is_var(segment: str) -> bool:
-    return segment.startswith("{") and segment.endswith("}")
-
-
-def _read(path: str) -> tuple[str, str, bool, str] | None:
-    """(groupVersion, resource name, namespaced, verb table) of a route path, or None if
-    the path is not a resource's. The verb table: "collection" or "item"."""
-    split = _split(path)
-    if split is None or path in NON_RESOURCES:
-        return None
-    group_version, segments = split
-    namespaced = len(segments) >= 3 and segments[:2] == ["namespaces", "{namespace}"]
-    if namespaced:
-        segments = segments[2:]
-    if not segments[0] or _is_var(segments[0]):  # "/api/v1/" is discovery's own
-        return None
-    plural = segments[0]
-    if len(segments) == 1:
-        return group_version, plural, namespaced, "collection"
-    if len(segments) == 2 and _is_var(segments[1]):
-        return group_version, plural, namespaced, "item"
-    if len(segments) == 3 and _is_var(segments[1]) and not _is_var(segments[2]):
-        return group_version, f"{plural}/{segments[2]}", namespaced, "item"
-    return None
-
-
 def resources(app: web.Application) -> dict[str, list[Resource]]:
     """groupVersion -> its resources, from the routes registered on `app`."""
     found: dict[tuple[str, str], Resource] = {}
@@ -130,7 +84,7 @@ def resources(app: web.Application) -> dict[str, list[Resource]]:
         path = info.get("path") or info.get("formatter")
         if not path or route.method == "HEAD":
             continue
-        read = _read(path)
+        read = paths.read(path)
         if read is None:
             continue
         group_version, name, namespaced, table = read
@@ -289,7 +243,7 @@ ROUTES = [
         ("/api", api_versions),
         ("/apis", api_groups),
         ("/apis/{group}", api_group),
-        (CORE_ROOT, core_resources),
+        (paths.CORE_ROOT, core_resources),
         ("/apis/{group}/{version}", group_resources),
         ("/version", version),
     )

@@ -24,6 +24,7 @@ from common.models import (
 from scheduler.api import tokens
 from scheduler.api.common import json_response
 from scheduler.api.patch import JSON_PATCH, MERGE, STRATEGIC
+from scheduler.api.tables import serves_tables
 from scheduler.api.workloads import OPENAPI_SHAPES
 from scheduler.kinds import DEPLOYMENTS, JOBS, NAMESPACES, REVISIONS
 
@@ -194,6 +195,17 @@ def build(app: web.Application) -> dict[str, Any]:
                     "in": "query",
                     "required": False,
                     "schema": {"type": "string", "enum": ["Background", "Foreground", "Orphan"]},
+                }
+            )
+        if route.method == "GET" and serves_tables(handler):  # api/tables.py
+            params.append(
+                {
+                    "name": "includeObject",
+                    "in": "query",
+                    "required": False,
+                    "description": "With a Table asked for (Accept: application/json;as=Table;"
+                    "g=meta.k8s.io;v=v1): None, Metadata (the default) or Object",
+                    "schema": {"type": "string"},
                 }
             )
         listing = _SHAPES.get((route.method, path), (None, 0, None))[2] or ""

@@ -14,7 +14,9 @@ backed by the store's own watch, so nothing is polled and nothing is missed:
 - with a label or field selector, an object that stops matching is sent as
   DELETED and one that starts matching as ADDED, as Kubernetes does;
 - `timeoutSeconds` ends the stream after that long (0, as unset: never); a consumer that falls too
-  far behind gets an ERROR event (a Status, 410 Expired) and the end.
+  far behind gets an ERROR event (a Status, 410 Expired) and the end;
+- asked for Tables (`kubectl get -w`), each event's object is a Table of one row
+  (scheduler/api/tables.py); an ERROR's Status stays as it is.
 
 Streams end when the scheduler shuts down (`setup` registers that).
 """
@@ -33,6 +35,7 @@ from aiohttp import web
 from common.models import Status
 from scheduler.api.common import int_param, plane
 from scheduler.api.errors import BadRequest, Gone
+from scheduler.api.tables import TABLE, watch_objects
 from scheduler.objects import with_resource_version
 from scheduler.store import KV, Compacted, Store
 
@@ -84,8 +87,8 @@ def wants_watch(request: web.Request) -> bool:
     return raw in ("true", "1")
 
 
-def _line(kind: str, kv: KV) -> bytes:
-    return b'{"type":"%s","object":%s}\n' % (kind.encode(), with_resource_version(kv))
+def _line(kind: str, obj: bytes) -> bytes:
+    return b'{"type":"%s","object":%s}\n' % (kind.encode(), obj)
 
 
 def _error_line(message: str) -> bytes:
@@ -149,6 +152,8 @@ async def serve_watch(request: web.Request, prefix: str, keep: Keep | None) -> w
         watch = store.watch(prefix, start)
     except Compacted as exc:
         raise Gone(f"too old resource version: {start} ({exc})") from None
+    table = request.get(TABLE)  # `kubectl get -w`: each object as a Table (api/tables.py)
+    render = with_resource_version if table is None else watch_objects(table)
     watches = request.app[WATCHES].closers
     watches.add(watch.close)
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -156,7 +161,7 @@ async def serve_watch(request: web.Request, prefix: str, keep: Keep | None) -> w
         await response.prepare(request)
         buffer = bytearray()
         for kv in initial:
-            buffer += _line("ADDED", kv)
+            buffer += _line("ADDED", render(kv))
             if len(buffer) >= _BATCH_BYTES:
                 await response.write(bytes(buffer))
                 buffer.clear()
@@ -167,7 +172,7 @@ async def serve_watch(request: web.Request, prefix: str, keep: Keep | None) -> w
             async for event in watch:
                 kind = event_type(event.type, event.kv, event.prev, replayed)
                 if kind is not None:
-                    await response.write(_line(kind, event.kv))
+                    await response.write(_line(kind, render(event.kv)))
     except TimeoutError:
         pass  # timeoutSeconds: a clean end of the stream
     except Compacted as exc:

@@ -9,17 +9,15 @@ from typing import Any
 from common.quantity import humanize_bytes
 from scheduler.cli.printers import (
     FINISHED_PHASES,
-    age,
     cpu_of,
     format_cpu,
     memory_of,
     node_cpu,
     node_memory,
-    parse_time,
     percent,
-    pod_status,
     table,
 )
+from scheduler.printing.cells import age, parse_time, pod_status
 
 Object = dict[str, Any]
 

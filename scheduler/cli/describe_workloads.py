@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.cli.describe import Writer, mapping, timestamp
-from scheduler.cli.printers import age, table
-from scheduler.cli.tables import job_completions, job_duration, selector_text
+from scheduler.cli.printers import table
+from scheduler.printing.cells import age, job_completions, job_duration, selector_text
 
 Object = dict[str, Any]
 

@@ -1,17 +1,21 @@
 """Tables and machine-readable output for `corral get`, in kubectl's shapes.
 
 Everything here is a pure function of API objects (plain dicts, as decoded from
-JSON) and the current time, so it is unit-tested without a server.
+JSON) and the current time, so it is unit-tested without a server. What a cell
+holds, and the columns of most kinds, are shared with the API's Tables
+(scheduler/printing); what is here is how the CLI lays them out.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from common.quantity import QuantityError, cpu_millis, humanize_bytes, memory_bytes
+from scheduler.printing.cells import age, node_status, pod_ready, pod_restarts, pod_status
+from scheduler.printing.columns import EVENTS, Printer
 
 Object = dict[str, Any]
 
@@ -19,59 +23,6 @@ FINISHED_PHASES = ("Succeeded", "Failed")
 
 
 # --- small helpers -------------------------------------------------------------------------
-
-
-def parse_time(value: object) -> datetime | None:
-    """An RFC 3339 timestamp from the API as an aware datetime; None when absent or garbled."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def human_duration(seconds: float) -> str:
-    """A duration the way kubectl prints ages: `5s`, `3m20s`, `45m`, `3h5m`, `20h`, `2d5h`, `9d`."""
-    secs = int(seconds)
-    if secs < -1:
-        return "<invalid>"
-    if secs < 0:
-        return "0s"
-    if secs < 120:
-        return f"{secs}s"
-    minutes = secs // 60
-    if minutes < 10:
-        rest = secs % 60
-        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = minutes // 60
-    if hours < 8:
-        rest = minutes % 60
-        return f"{hours}h{rest}m" if rest else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
-    days = hours // 24
-    if hours < 24 * 8:
-        rest = hours % 24
-        return f"{days}d{rest}h" if rest else f"{days}d"
-    if days < 365 * 2:
-        return f"{days}d"
-    years = days // 365
-    if years < 8:
-        rest = days % 365
-        return f"{years}y{rest}d" if rest else f"{years}y"
-    return f"{years}y"
-
-
-def age(timestamp: object, now: datetime) -> str:
-    """The AGE column: time since `timestamp`, or `<unknown>`."""
-    when = parse_time(timestamp)
-    if when is None:
-        return "<unknown>"
-    return human_duration((now - when).total_seconds())
 
 
 def format_cpu(millis: int) -> str:
@@ -117,6 +68,28 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return "\n".join(out)
 
 
+def printed(
+    printer: Printer,
+    items: Sequence[Object],
+    now: datetime,
+    *,
+    wide: bool = False,
+    namespaces: bool = False,
+) -> str:
+    """`items` in `printer`'s columns, as kubectl prints the API's Table of them: headers
+    upper-cased, the priority 1 columns only when `wide`, NAMESPACE first when `namespaces`."""
+    shown = [i for i, column in enumerate(printer.columns) if wide or column.priority == 0]
+    headers = [printer.columns[i].name.upper() for i in shown]
+    rows = []
+    for item in items:
+        cells = printer.row(item, now)
+        row: list[object] = [cells[i] for i in shown]
+        if namespaces:
+            row.insert(0, printer.metadata(item).get("namespace", ""))
+        rows.append(row)
+    return table(["NAMESPACE", *headers] if namespaces else headers, rows)
+
+
 def dump(obj: Any, fmt: str) -> str:
     """`-o json` / `-o yaml`."""
     if fmt == "json":
@@ -135,73 +108,6 @@ def _meta(obj: Object) -> Object:
 
 def _status(obj: Object) -> Object:
     return obj.get("status") or {}
-
-
-def container_statuses(pod: Object) -> list[Object]:
-    return list(_status(pod).get("containerStatuses") or [])
-
-
-def pod_ready(pod: Object) -> str:
-    """The READY column: `ready/total` containers."""
-    total = len((pod.get("spec") or {}).get("containers") or [])
-    ready = sum(1 for cs in container_statuses(pod) if cs.get("ready"))
-    return f"{ready}/{total}"
-
-
-def pod_restarts(pod: Object, now: datetime) -> str:
-    """The RESTARTS column: the sum over containers, with the last restart's age (`3 (2m ago)`)."""
-    count = 0
-    last: datetime | None = None
-    for cs in container_statuses(pod):
-        count += int(cs.get("restartCount") or 0)
-        terminated = (cs.get("lastState") or {}).get("terminated") or {}
-        finished = parse_time(terminated.get("finishedAt"))
-        if finished is not None and (last is None or finished > last):
-            last = finished
-    if count and last is not None:
-        return f"{count} ({human_duration((now - last).total_seconds())} ago)"
-    return str(count)
-
-
-def pod_status(pod: Object) -> str:
-    """The STATUS column, following kubectl's rules.
-
-    `Terminating` while a deletion is pending; otherwise the reason a container is
-    waiting or terminated (`CrashLoopBackOff`, `OOMKilled`, `Completed`, ...); otherwise
-    the pod's own reason (`NodeLost`, `Evicted`); otherwise its phase.
-    """
-    if _meta(pod).get("deletionTimestamp"):
-        return "Terminating"
-    status = _status(pod)
-    reason = str(status.get("reason") or status.get("phase") or "Unknown")
-    running_and_ready = False
-    # The first container with something to say wins, as in kubectl (which walks backwards).
-    for cs in reversed(container_statuses(pod)):
-        state = cs.get("state") or {}
-        waiting = state.get("waiting") or {}
-        terminated = state.get("terminated")
-        if waiting.get("reason"):
-            reason = waiting["reason"]
-        elif terminated is not None:
-            if terminated.get("reason"):
-                reason = terminated["reason"]
-            elif terminated.get("signal"):
-                reason = f"Signal:{terminated['signal']}"
-            else:
-                reason = f"ExitCode:{terminated.get('exitCode', '?')}"
-        elif state.get("running") is not None and cs.get("ready"):
-            running_and_ready = True
-    if reason == "Completed" and running_and_ready:
-        # Some containers finished and others still serve: the pod as a whole is running.
-        reason = "Running" if _pod_condition(pod, "Ready") == "True" else "NotReady"
-    return reason
-
-
-def _pod_condition(pod: Object, kind: str) -> str | None:
-    for cond in _status(pod).get("conditions") or []:
-        if cond.get("type") == kind:
-            return str(cond.get("status"))
-    return None
 
 
 def pod_nominated(pod: Object) -> str:
@@ -256,25 +162,6 @@ def pods_table(
 
 
 # --- nodes ---------------------------------------------------------------------------------
-
-
-def node_condition(node: Object, kind: str) -> Object | None:
-    for cond in _status(node).get("conditions") or []:
-        if cond.get("type") == kind:
-            return dict(cond)
-    return None
-
-
-def node_status(node: Object) -> str:
-    """The STATUS column: `Ready`, `NotReady` or `Unknown`, plus `,SchedulingDisabled`."""
-    ready = node_condition(node, "Ready")
-    if ready is None:
-        text = "Unknown"
-    else:
-        text = "Ready" if ready.get("status") == "True" else "NotReady"
-    if (node.get("spec") or {}).get("unschedulable"):
-        text += ",SchedulingDisabled"
-    return text
 
 
 def node_cpu(node: Object) -> tuple[int | None, int | None]:
@@ -342,23 +229,7 @@ def event_age(event: Object, now: datetime) -> str:
 
 def events_table(events: Sequence[Object], now: datetime, *, namespaces: bool = False) -> str:
     """`corral get events`: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE."""
-    headers = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
-    if namespaces:
-        headers.insert(0, "NAMESPACE")
-    rows = []
-    for event in events:
-        ref = event.get("involvedObject") or {}
-        row = [
-            age(event.get("lastTimestamp"), now),
-            event.get("type", ""),
-            event.get("reason", ""),
-            f"{str(ref.get('kind', '')).lower()}/{ref.get('name', '')}",
-            event.get("message", ""),
-        ]
-        if namespaces:
-            row.insert(0, _meta(event).get("namespace", ""))
-        rows.append(row)
-    return table(headers, rows)
+    return printed(EVENTS, events, now, namespaces=namespaces)
 
 
 def events_section(events: Sequence[Object], now: datetime) -> str:

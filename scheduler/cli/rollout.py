@@ -22,6 +22,7 @@ from scheduler.cli.client import ApiError, Client
 from scheduler.cli.errors import CommandError
 from scheduler.cli.getting import out, watch_events
 from scheduler.cli.kinds import DEPLOYMENTS, JOBS, REVISIONS, Resource, lookup, split_ref
+from scheduler.printing import cells
 
 Object = dict[str, Any]
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -64,7 +65,7 @@ def deployment_state(d: Object) -> tuple[str, str]:
     observed = status.get("observedGeneration")
     if observed is None or int(meta.get("generation") or 1) > int(observed):
         return "waiting", "Waiting for deployment spec update to be observed..."
-    progressing = tables.condition(d, "Progressing")
+    progressing = cells.condition(d, "Progressing")
     if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
         return "failed", f'deployment "{name}" exceeded its progress deadline'
     replicas = int(spec.get("replicas", 1))
@@ -84,16 +85,16 @@ def deployment_state(d: Object) -> tuple[str, str]:
 def job_state(job: Object) -> tuple[str, str]:
     name = (job.get("metadata") or {}).get("name", "")
     status = job.get("status") or {}
-    failed = tables.condition(job, "Failed")
+    failed = cells.condition(job, "Failed")
     if failed and failed.get("status") == "True":
         return "failed", (
             f"job.batch/{name} failed: {failed.get('reason', '')}: {failed.get('message', '')}"
         )
-    complete = tables.condition(job, "Complete")
+    complete = cells.condition(job, "Complete")
     if complete and complete.get("status") == "True":
-        return "done", f"job.batch/{name} complete ({tables.job_completions(job)} succeeded)"
+        return "done", f"job.batch/{name} complete ({cells.job_completions(job)} succeeded)"
     return "waiting", (
-        f"Waiting for job.batch/{name}: {tables.job_completions(job)} succeeded, "
+        f"Waiting for job.batch/{name}: {cells.job_completions(job)} succeeded, "
         f"{status.get('active') or 0} active, {status.get('failed') or 0} failed..."
     )
 
@@ -101,7 +102,7 @@ def job_state(job: Object) -> tuple[str, str]:
 def pod_state(pod: Object) -> tuple[str, str]:
     name = (pod.get("metadata") or {}).get("name", "")
     phase = (pod.get("status") or {}).get("phase", "Pending")
-    ready = tables.condition(pod, "Ready")
+    ready = cells.condition(pod, "Ready")
     if phase == "Succeeded":
         return "done", f"pod/{name} succeeded"
     if phase == "Failed":
@@ -184,7 +185,7 @@ def update(
 
 def revisions_of(client: Client, ns: str, deployment: Object) -> list[Object]:
     """The ControllerRevisions this Deployment owns, oldest first."""
-    selector = tables.selector_text((deployment.get("spec") or {}).get("selector"))
+    selector = cells.selector_text((deployment.get("spec") or {}).get("selector"))
     found = client.get(REVISIONS.path(ns), labelSelector=selector if selector != "<none>" else None)
     uid = (deployment.get("metadata") or {}).get("uid")
     owned = [

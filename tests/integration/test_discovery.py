@@ -23,7 +23,7 @@ AGGREGATED_ACCEPT = (
     "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,"
     "application/json"
 )
-# Under a group-version's root but not resources (scheduler/api/discovery.py NON_RESOURCES).
+# Under a group-version's root but not resources (scheduler/api/paths.py NON_RESOURCES).
 NON_RESOURCES = {"/api/v1/status", "/api/v1/agent"}
 COLLECTION_VERBS = {"GET": "list", "POST": "create", "DELETE": "deletecollection"}
 ITEM_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}

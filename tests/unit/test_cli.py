@@ -15,6 +15,7 @@ from scheduler.cli.describe import describe_node, describe_pod, pod_resources
 from scheduler.cli.manifests import ManifestProblem, read_pods, spec_changes
 from scheduler.cli.settings import DEFAULT_SERVER, SettingsError, resolve
 from scheduler.cli.status import render_status, title
+from scheduler.printing import cells
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -102,7 +103,7 @@ def make_node(name: str = "node-1", ready: str | None = "True", **spec: Any) -> 
 )
 def test_human_duration_matches_kubectl(seconds: float, expected: str) -> None:
     """Ages read like kubectl's: seconds, minutes, hours, days, years, with kubectl's cut-offs."""
-    assert printers.human_duration(seconds) == expected
+    assert cells.human_duration(seconds) == expected
 
 
 def test_age_of_missing_or_garbled_timestamp_is_unknown() -> None:

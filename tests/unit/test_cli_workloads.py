@@ -19,6 +19,7 @@ from scheduler.cli.errors import CommandError
 from scheduler.cli.manifests import ManifestProblem
 from scheduler.cli.rollout import Progress, deployment_state, job_state, pod_state
 from scheduler.cli.verbs import resolve_log_target
+from scheduler.printing import cells
 from tests.unit.test_workload_models import TUTORIAL
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -89,7 +90,7 @@ def test_tables_in_kubectl_shapes() -> None:
         "60s",
     ]
     queue = {"metadata": {"name": "q"}, "spec": {"parallelism": 4}, "status": {}}
-    assert tables.job_completions(queue) == "0/1 of 4"
+    assert cells.job_completions(queue) == "0/1 of 4"
     revs = [{"revision": 2, "metadata": {"annotations": {"kubernetes.io/change-cause": "v2"}}}]
     assert tables.history_table(revs).splitlines()[1].split() == ["2", "v2"]
 
