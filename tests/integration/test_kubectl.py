@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -155,6 +156,30 @@ def test_pod_applied_described_logged_and_deleted(kubectl: Kubectl) -> None:
     assert kubectl.ok("get", "pods", "-l", "tier=front", "-o", "name") == "pod/hello\n"
     assert 'pod "hello" deleted' in kubectl.ok("delete", "pod", "hello", "--grace-period=0")
     wait_for(lambda: "No resources found" in kubectl("get", "pods").stderr)
+
+
+def columns(text: str) -> list[list[str]]:
+    return [re.split(r"\s{2,}", line.strip()) for line in text.splitlines()]
+
+
+def test_get_prints_kubernetes_columns(kubectl: Kubectl) -> None:
+    """The server's Tables: READY STATUS RESTARTS, -o wide's IP NODE..., -A's NAMESPACE."""
+    kubectl.ok("apply", "--validate=false", "-f", "-", stdin=POD.replace("hello", "cols"))
+    path = "jsonpath={.status.phase}"
+    wait_for(lambda: kubectl.ok("get", "pod", "cols", "-o", path) == "Running")
+    header, row = columns(kubectl.ok("get", "pods", "-l", "app=cols"))
+    assert header == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert row[:4] == ["cols", "1/1", "Running", "0"] and re.fullmatch(r"\d+s", row[4]), row
+    wide = columns(kubectl.ok("get", "pods", "-l", "app=cols", "-o", "wide"))
+    assert wide[0][-4:] == ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
+    assert wide[1][-3].startswith("hollow-"), wide
+    assert columns(kubectl.ok("get", "pods", "-A", "-l", "app=cols"))[0][:2] == [
+        "NAMESPACE",
+        "NAME",
+    ]
+    assert columns(kubectl.ok("get", "namespaces"))[0] == ["NAME", "STATUS", "AGE"]
+    assert columns(kubectl.ok("get", "nodes"))[0] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    kubectl.ok("delete", "pod", "cols", "--grace-period=0")
 
 
 def test_deployment_scaled_and_nodes_cordoned(kubectl: Kubectl) -> None:

@@ -1,5 +1,6 @@
 """Tables through the real HTTP API, as `kubectl get` asks for them: lists, one object,
-every namespace, pages, watch streams, the Accept header's choices, and kubectl itself.
+every namespace, pages, watch streams, the Accept header's choices. (kubectl itself:
+tests/integration/test_kubectl.py.)
 
 One scheduler with one hollow node serves the module; each test works in namespaces
 of its own, so that what another creates does not show in its rows.
@@ -8,18 +9,12 @@ of its own, so that what another creates does not show in its rows.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from common.tls import client_context
-from scheduler import certs
 from tests.conftest import HollowProcess, SchedulerProcess, ready_nodes, wait_for
 
 KUBECTL_ACCEPT = (
@@ -252,57 +247,3 @@ def test_the_accept_header_decides(sched: SchedulerProcess) -> None:
     assert (status["kind"], status["reason"], status["code"]) == ("Status", "NotAcceptable", 406)
     bad = sched.request("GET", f"{path}?includeObject=Everything", headers=only_table)
     assert bad.status == 400 and "includeObject" in bad.json()["message"]
-
-
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-def test_kubectl_prints_the_columns(tmp_path: Path) -> None:
-    """kubectl get prints what the Tables say: READY STATUS RESTARTS, -o wide's IP NODE...
-    (over https: kubectl sends no token over plain http)."""
-    pki = tmp_path / "pki"
-    certs.init_ca(pki)
-    certs.issue(pki, "scheduler", ["127.0.0.1"])
-    tls = SchedulerProcess(
-        tmp_path / "state",
-        ["--tls-cert", str(pki / "scheduler.crt"), "--tls-key", str(pki / "scheduler.key")],
-    )
-    tls.ssl_context = client_context(str(pki / "ca.crt"))
-    tls.start()
-    try:
-        pods_in(tls, "tbl-kubectl", "k1")
-        config = tmp_path / "kubeconfig"
-        cluster = {"server": tls.url, "certificate-authority": str(pki / "ca.crt")}
-        config.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "c", "cluster": cluster}],
-                    "users": [{"name": "u", "user": {"token": tls.token}}],
-                    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                    "current-context": "x",
-                }
-            )
-        )
-        env = {**os.environ, "KUBECONFIG": str(config), "HOME": str(tmp_path)}
-
-        def kubectl(*args: str) -> list[list[str]]:
-            done = subprocess.run(
-                ["kubectl", *args],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert done.returncode == 0, done.stderr
-            return [re.split(r"\s{2,}", line.strip()) for line in done.stdout.splitlines()]
-
-        header, row = kubectl("get", "pods", "-n", "tbl-kubectl")
-        assert header == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
-        assert row[:4] == ["k1", "0/1", "Pending", "0"] and re.fullmatch(r"\d+s", row[4])
-        wide = kubectl("get", "pods", "-n", "tbl-kubectl", "-o", "wide")
-        assert wide[0][-4:] == ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
-        assert wide[1][-4:] == ["<none>", "<none>", "<none>", "<none>"]
-        assert kubectl("get", "pods", "-A")[0][:2] == ["NAMESPACE", "NAME"]
-        assert kubectl("get", "namespaces")[0] == ["NAME", "STATUS", "AGE"]
-    finally:
-        tls.stop()
