@@ -1,8 +1,14 @@
-"""The OpenAPI 3 document, generated from the routes actually registered and the pydantic models."""
+"""The OpenAPI 3 document, generated from the routes actually registered and the pydantic models.
+
+The schemas are in OpenAPI 3.0's dialect (scheduler/api/schema30.py), as the document
+says it is.
+"""
 
 from __future__ import annotations
 
 import re
+import weakref
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -21,7 +27,7 @@ from common.models import (
     Scale,
     Status,
 )
-from scheduler.api import tokens
+from scheduler.api import schema30, tokens
 from scheduler.api.common import json_response
 from scheduler.api.patch import JSON_PATCH, MERGE, STRATEGIC
 from scheduler.api.workloads import OPENAPI_SHAPES
@@ -131,7 +137,8 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def build(app: web.Application) -> dict[str, Any]:
+def _schemas() -> dict[str, dict[str, Any]]:
+    """The components' schemas: the models', with the lists of those that have one."""
     _, defs = models_json_schema(
         [(m, "validation") for m in _MODELS],
         by_alias=True,
@@ -152,6 +159,24 @@ def build(app: web.Application) -> dict[str, Any]:
                 "items": {"type": "array", "items": _ref(item)},
             },
         }
+    return {name: schema30.convert(schema) for name, schema in schemas.items()}
+
+
+def _unique_operation_ids(paths: dict[str, dict[str, Any]]) -> None:
+    """A handler that serves several routes (every namespace's and one namespace's pods,
+    Deployments' and Jobs') names each of its operations after its path too: OpenAPI
+    wants operationIds unique."""
+    ops = [op for item in paths.values() for op in item.values()]
+    seen = Counter(op["operationId"] for op in ops)
+    for path, item in paths.items():
+        for op in item.values():
+            if seen[op["operationId"]] > 1:  # `/api/` and `/api` apart by the last "_"
+                op["operationId"] += "".join(f"_{w}" for w in re.findall(r"\w+", path))
+                op["operationId"] += "_" if path.endswith("/") else ""
+
+
+def build(app: web.Application) -> dict[str, Any]:
+    schemas = _schemas()
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}
@@ -226,6 +251,7 @@ def build(app: web.Application) -> dict[str, Any]:
         else:
             op["responses"]["200"] = {"description": "success"}
         paths.setdefault(path, {})[route.method.lower()] = op
+    _unique_operation_ids(paths)
     return {
         "openapi": "3.0.3",
         "info": {"title": "corral API", "version": "v1"},
@@ -234,9 +260,23 @@ def build(app: web.Application) -> dict[str, Any]:
     }
 
 
+_DOCUMENTS: weakref.WeakKeyDictionary[web.Application, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def document(app: web.Application) -> dict[str, Any]:
+    """`build(app)`, made once the application serves (its routes are final then): it
+    takes some 20 ms of the event loop, and anyone may ask for it. Read only."""
+    found = _DOCUMENTS.get(app)
+    if found is None:
+        found = build(app)
+        if app.frozen:
+            _DOCUMENTS[app] = found
+    return found
+
+
 async def openapi(request: web.Request) -> web.Response:
     """This document."""
-    return json_response(build(request.app))
+    return json_response(document(request.app))
 
 
 ROUTES = [web.get("/openapi.json", openapi)]
