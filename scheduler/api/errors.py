@@ -50,6 +50,10 @@ class MethodNotAllowed(ApiError):
     code, reason = 405, "MethodNotAllowed"
 
 
+class NotAcceptable(ApiError):
+    code, reason = 406, "NotAcceptable"
+
+
 class AlreadyExists(ApiError):
     code, reason = 409, "AlreadyExists"
 

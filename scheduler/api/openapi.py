@@ -1,7 +1,11 @@
 """The OpenAPI 3 document, generated from the routes actually registered and the pydantic models.
 
-The schemas are in OpenAPI 3.0's dialect (scheduler/api/schema30.py), as the document
-says it is.
+It is also what kubectl validates with: the operations of each resource route carry
+kube-apiserver's `x-kubernetes-group-version-kind` and `x-kubernetes-action`, the writes
+the `fieldValidation` parameter (scheduler/api/options.py), the schemas of the kinds
+their `x-kubernetes-group-version-kind`; scheduler/api/openapi_v3.py serves it cut by
+group-version at `/openapi/v3`. The schemas are in OpenAPI 3.0's dialect
+(scheduler/api/schema30.py), as the document says it is.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from common.models import (
     Scale,
     Status,
 )
-from scheduler.api import schema30, tokens
+from scheduler.api import discovery, options, schema30, tokens
 from scheduler.api.common import json_response
 from scheduler.api.patch import JSON_PATCH, MERGE, STRATEGIC
 from scheduler.api.workloads import OPENAPI_SHAPES
@@ -137,14 +141,28 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _gvk(schema: dict[str, Any]) -> dict[str, str] | None:
+    """The group, version and kind a model's schema fixes (its `apiVersion` and `kind`
+    are constants: common/models.py), or None."""
+    props = schema.get("properties", {})
+    api_version, kind = (props.get(k, {}).get("const") for k in ("apiVersion", "kind"))
+    if not (isinstance(api_version, str) and isinstance(kind, str)):
+        return None
+    group, _, version = api_version.rpartition("/")
+    return {"group": group, "version": version, "kind": kind}
+
+
 def _schemas() -> dict[str, dict[str, Any]]:
-    """The components' schemas: the models', with the lists of those that have one."""
+    """The components' schemas: the models', with the lists of those that have one; each
+    kind's with its `x-kubernetes-group-version-kind` (a list, as kube-apiserver's), which
+    `kubectl explain` looks a kind's schema up by."""
     _, defs = models_json_schema(
         [(m, "validation") for m in _MODELS],
         by_alias=True,
         ref_template="#/components/schemas/{model}",
     )
     schemas = dict(defs.get("$defs", {}))
+    kinds = {name: gvk for name, schema in schemas.items() if (gvk := _gvk(schema))}
     lists = ("Pod", "Node", "Event", "Namespace", "Deployment", "Job", "ControllerRevision")
     for kind, item in ((f"{name}List", name) for name in lists):
         schemas[kind] = {
@@ -159,7 +177,11 @@ def _schemas() -> dict[str, dict[str, Any]]:
                 "items": {"type": "array", "items": _ref(item)},
             },
         }
-    return {name: schema30.convert(schema) for name, schema in schemas.items()}
+        kinds[kind] = {**kinds[item], "kind": kind}
+    schemas = {name: schema30.convert(schema) for name, schema in schemas.items()}
+    for name, gvk in kinds.items():
+        schemas[name]["x-kubernetes-group-version-kind"] = [gvk]
+    return schemas
 
 
 def _unique_operation_ids(paths: dict[str, dict[str, Any]]) -> None:
@@ -229,8 +251,15 @@ def build(app: web.Application) -> dict[str, Any]:
                 for q in _WATCH_QUERY
                 if q not in known
             ]
+        if route.method in options.WRITES:
+            params.append(dict(options.FIELD_VALIDATION_PARAMETER))
         if params:
             op["parameters"] = params
+        # A resource's: its kind and kube-apiserver's verb, which kubectl looks for.
+        located = discovery.route_kind(path)
+        if located is not None:
+            op["x-kubernetes-action"] = _action(route.method, located.collection)
+            op["x-kubernetes-group-version-kind"] = located.gvk
         shape = _SHAPES.get((route.method, path))
         if shape is not None:
             body, code, response = shape
@@ -258,6 +287,13 @@ def build(app: web.Application) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": schemas},
     }
+
+
+def _action(method: str, collection: bool) -> str:
+    """kube-apiserver's `x-kubernetes-action` of an operation."""
+    if collection and method in ("GET", "DELETE"):
+        return "list" if method == "GET" else "deletecollection"
+    return method.lower()  # get, post, put, patch, delete
 
 
 _DOCUMENTS: weakref.WeakKeyDictionary[web.Application, dict[str, Any]] = weakref.WeakKeyDictionary()
