@@ -16,7 +16,9 @@ from scheduler.api import (
     namespaces,
     nodes,
     openapi,
+    openapi_v3,
     ops,
+    options,
     pods,
     tables,
     tokens,
@@ -110,22 +112,36 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 # Reachable without an API token: probes of the process itself, the API's own
-# description, the server's version (kube-apiserver's `system:public-info-viewer` allows
+# description (`/openapi.json`, and the same cut by group-version under `/openapi/v3`:
+# kube-apiserver asks for a token there, but this is no more than `/openapi.json` says),
+# the server's version (kube-apiserver's `system:public-info-viewer` allows
 # it too; `/api` and `/apis` need a token there and here), the agent link (which checks
 # the join token itself) and the status page `/` (which checks a token itself: from the
 # header, ?token= or its cookie; ui.py).
 PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/openapi.json", "/version", "/version/", "/api/v1/agent", "/"}
+    {
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+        "/openapi/v3",
+        "/version",
+        "/version/",
+        "/api/v1/agent",
+        "/",
+    }
 )
+PUBLIC_PREFIXES = (openapi_v3.PREFIX + "/",)
 ADMIN_ONLY_PREFIXES = ("/api/v1/tokens",)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every route but PUBLIC_PATHS needs a bearer token; viewers may only read."""
+    """Every route but PUBLIC_PATHS (and PUBLIC_PREFIXES) needs a bearer token; viewers
+    may only read."""
     cp = request.app[CONTROL_PLANE]
     path = request.path
-    if path in PUBLIC_PATHS or (path == "/metrics" and cp.config.metrics_public):
+    public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+    if public or (path == "/metrics" and cp.config.metrics_public):
         return await handler(request)
     if not cp.ready:
         raise Unavailable("the control plane is starting")
@@ -142,9 +158,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             )
         if path.endswith("/log"):
             raise Forbidden(f"token {record.id} (role {record.role}) may not read container logs")
-    if "dryRun" in request.query and request.method not in ("GET", "HEAD"):
-        # Refused, not ignored: `kubectl apply --dry-run=server` would change the cluster.
-        raise BadRequest("query parameter dryRun: not supported (the write would be made)")
+    options.check(request)  # dryRun, fieldValidation: for every route, before any body is read
     return await handler(request)
 
 
@@ -192,6 +206,7 @@ def create_app(
         tokens.ROUTES,
         ops.ROUTES,
         openapi.ROUTES,
+        openapi_v3.ROUTES,
         ui.ROUTES,
         namespaces.ROUTES,
         workloads.ROUTES,

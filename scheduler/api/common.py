@@ -44,6 +44,14 @@ async def read_documents(request: web.Request) -> list[Any]:
         raise BadRequest(exc.message) from None
 
 
+def body_name(doc: Any) -> str | None:
+    """A body's `metadata.name` for an error's details, if it is a string (the body is
+    not checked yet: a name `false` is the 422's cause, not a 500 in making it)."""
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def namespace_param(request: web.Request) -> str:
     namespace = request.match_info["namespace"]
     try:

@@ -111,6 +111,33 @@ def _kind_of(group_version: str, plural: str) -> tuple[str, tuple[str, ...], tup
     return other or plural.removesuffix("s").capitalize(), (), ()
 
 
+@dataclass(frozen=True)
+class RouteKind:
+    """What a resource route serves, as kube-apiserver's OpenAPI names it."""
+
+    group_version: str  # of the route's root: "apps/v1" for .../deployments/{name}/scale
+    gvk: dict[str, str]  # {"group", "version", "kind"} of the object it takes and returns
+    collection: bool  # the collection's route, not an item's
+
+
+def route_kind(path: str) -> RouteKind | None:
+    """The group-version and kind of a route path, None if it is not a resource's.
+    A subresource's kind is its own where it has one (/scale: autoscaling/v1 Scale),
+    else its parent's (pods/log: Pod), as in kube-apiserver's OpenAPI."""
+    read = paths.read(path)
+    if read is None:
+        return None
+    group_version, name, _, table = read
+    plural, _, sub = name.partition("/")
+    if sub in _SUBRESOURCE_KINDS:
+        group, version, kind = _SUBRESOURCE_KINDS[sub]
+    else:
+        kind = _kind_of(group_version, plural)[0]
+        group, _, version = group_version.rpartition("/")
+    gvk = {"group": group, "version": version, "kind": kind}
+    return RouteKind(group_version, gvk, table == "collection")
+
+
 def _resource_doc(res: Resource) -> dict[str, Any]:
     """One `APIResource`."""
     plural, _, sub = res.name.partition("/")

@@ -19,7 +19,7 @@ from common.manifest import ManifestError, load_object
 from common.models import Model, Namespace, StatusCause, now
 from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
-from scheduler.api.common import field_selector, json_response, plane
+from scheduler.api.common import body_name, field_selector, json_response, plane
 from scheduler.api.errors import ApiError, BadRequest, Forbidden, Invalid, NotFoundError
 from scheduler.api.paging import check_list_revision, page, with_continue
 from scheduler.api.watch import serve_watch, wants_watch
@@ -90,11 +90,10 @@ def validate(doc: Any, kind: Kind, namespace: str | None) -> Any:
             f"{doc.get('apiVersion')}/{doc.get('kind')}",
             causes=[StatusCause(reason="FieldValueInvalid", message="wrong kind", field="kind")],
         )
-    meta = doc.get("metadata")
-    name = meta.get("name") if isinstance(meta, dict) else None
     try:
         obj: Any = load_object(doc)
     except ManifestError as exc:
+        name = body_name(doc)
         raise Invalid(exc.message, causes=exc.causes, name=name, kind=kind.plural) from None
     if namespace is not None:
         if obj.metadata.namespace not in (None, namespace):

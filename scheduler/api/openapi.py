@@ -1,8 +1,18 @@
-"""The OpenAPI 3 document, generated from the routes actually registered and the pydantic models."""
+"""The OpenAPI 3 document, generated from the routes actually registered and the pydantic models.
+
+It is also what kubectl validates with: the operations of each resource route carry
+kube-apiserver's `x-kubernetes-group-version-kind` and `x-kubernetes-action`, the writes
+the `fieldValidation` parameter (scheduler/api/options.py), the schemas of the kinds
+their `x-kubernetes-group-version-kind`; scheduler/api/openapi_v3.py serves it cut by
+group-version at `/openapi/v3`. The schemas are in OpenAPI 3.0's dialect
+(scheduler/api/schema30.py), as the document says it is.
+"""
 
 from __future__ import annotations
 
 import re
+import weakref
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -21,12 +31,13 @@ from common.models import (
     Scale,
     Status,
 )
-from scheduler.api import tokens
+from scheduler.api import discovery, options, schema30, tokens
 from scheduler.api.common import json_response
 from scheduler.api.patch import JSON_PATCH, MERGE, STRATEGIC
 from scheduler.api.tables import serves_tables
 from scheduler.api.workloads import OPENAPI_SHAPES
 from scheduler.kinds import DEPLOYMENTS, JOBS, NAMESPACES, REVISIONS
+from scheduler.mergepatch import MERGE_KEYS
 
 # What each route takes and returns: (request body schema, success code, response schema).
 _SHAPES: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
@@ -132,13 +143,28 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def build(app: web.Application) -> dict[str, Any]:
+def _gvk(schema: dict[str, Any]) -> dict[str, str] | None:
+    """The group, version and kind a model's schema fixes (its `apiVersion` and `kind`
+    are constants: common/models.py), or None."""
+    props = schema.get("properties", {})
+    api_version, kind = (props.get(k, {}).get("const") for k in ("apiVersion", "kind"))
+    if not (isinstance(api_version, str) and isinstance(kind, str)):
+        return None
+    group, _, version = api_version.rpartition("/")
+    return {"group": group, "version": version, "kind": kind}
+
+
+def _schemas() -> dict[str, dict[str, Any]]:
+    """The components' schemas: the models', with the lists of those that have one; each
+    kind's with its `x-kubernetes-group-version-kind` (a list, as kube-apiserver's), which
+    `kubectl explain` looks a kind's schema up by."""
     _, defs = models_json_schema(
         [(m, "validation") for m in _MODELS],
         by_alias=True,
         ref_template="#/components/schemas/{model}",
     )
     schemas = dict(defs.get("$defs", {}))
+    kinds = {name: gvk for name, schema in schemas.items() if (gvk := _gvk(schema))}
     lists = ("Pod", "Node", "Event", "Namespace", "Deployment", "Job", "ControllerRevision")
     for kind, item in ((f"{name}List", name) for name in lists):
         schemas[kind] = {
@@ -153,6 +179,42 @@ def build(app: web.Application) -> dict[str, Any]:
                 "items": {"type": "array", "items": _ref(item)},
             },
         }
+        kinds[kind] = {**kinds[item], "kind": kind}
+    schemas = {name: schema30.convert(schema) for name, schema in schemas.items()}
+    for name, gvk in kinds.items():
+        schemas[name]["x-kubernetes-group-version-kind"] = [gvk]
+    for schema in schemas.values():
+        _mark_merge_keys(schema)
+    return schemas
+
+
+def _mark_merge_keys(schema: dict[str, Any]) -> None:
+    """Each list that strategic merge patches by a key (scheduler/mergepatch.py), marked
+    as kube-apiserver's OpenAPI marks it. kubectl computes `apply`'s patch from these:
+    without them it took `containers` for an atomic list, sent the whole list again, and
+    said `configured` for an unchanged pod."""
+    for name, prop in (schema.get("properties") or {}).items():
+        key = MERGE_KEYS.get(name)
+        if key is not None and prop.get("type") == "array":
+            prop["x-kubernetes-patch-merge-key"] = key
+            prop["x-kubernetes-patch-strategy"] = "merge"
+
+
+def _unique_operation_ids(paths: dict[str, dict[str, Any]]) -> None:
+    """A handler that serves several routes (every namespace's and one namespace's pods,
+    Deployments' and Jobs') names each of its operations after its path too: OpenAPI
+    wants operationIds unique."""
+    ops = [op for item in paths.values() for op in item.values()]
+    seen = Counter(op["operationId"] for op in ops)
+    for path, item in paths.items():
+        for op in item.values():
+            if seen[op["operationId"]] > 1:  # `/api/` and `/api` apart by the last "_"
+                op["operationId"] += "".join(f"_{w}" for w in re.findall(r"\w+", path))
+                op["operationId"] += "_" if path.endswith("/") else ""
+
+
+def build(app: web.Application) -> dict[str, Any]:
+    schemas = _schemas()
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}
@@ -216,8 +278,15 @@ def build(app: web.Application) -> dict[str, Any]:
                 for q in _WATCH_QUERY
                 if q not in known
             ]
+        if route.method in options.WRITES:
+            params.append(dict(options.FIELD_VALIDATION_PARAMETER))
         if params:
             op["parameters"] = params
+        # A resource's: its kind and kube-apiserver's verb, which kubectl looks for.
+        located = discovery.route_kind(path)
+        if located is not None:
+            op["x-kubernetes-action"] = _action(route.method, located.collection)
+            op["x-kubernetes-group-version-kind"] = located.gvk
         shape = _SHAPES.get((route.method, path))
         if shape is not None:
             body, code, response = shape
@@ -238,6 +307,7 @@ def build(app: web.Application) -> dict[str, Any]:
         else:
             op["responses"]["200"] = {"description": "success"}
         paths.setdefault(path, {})[route.method.lower()] = op
+    _unique_operation_ids(paths)
     return {
         "openapi": "3.0.3",
         "info": {"title": "corral API", "version": "v1"},
@@ -246,9 +316,30 @@ def build(app: web.Application) -> dict[str, Any]:
     }
 
 
+def _action(method: str, collection: bool) -> str:
+    """kube-apiserver's `x-kubernetes-action` of an operation."""
+    if collection and method in ("GET", "DELETE"):
+        return "list" if method == "GET" else "deletecollection"
+    return method.lower()  # get, post, put, patch, delete
+
+
+_DOCUMENTS: weakref.WeakKeyDictionary[web.Application, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def document(app: web.Application) -> dict[str, Any]:
+    """`build(app)`, made once the application serves (its routes are final then): it
+    takes some 20 ms of the event loop, and anyone may ask for it. Read only."""
+    found = _DOCUMENTS.get(app)
+    if found is None:
+        found = build(app)
+        if app.frozen:
+            _DOCUMENTS[app] = found
+    return found
+
+
 async def openapi(request: web.Request) -> web.Response:
     """This document."""
-    return json_response(build(request.app))
+    return json_response(document(request.app))
 
 
 ROUTES = [web.get("/openapi.json", openapi)]

@@ -14,6 +14,7 @@ from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
 from scheduler.admission import admit
 from scheduler.api.common import (
+    body_name,
     field_selector,
     int_param,
     json_response,
@@ -90,12 +91,7 @@ def _validate(
             )
             for c in exc.causes
         ]
-        name = (
-            doc.get("metadata", {}).get("name")
-            if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict)
-            else None
-        )
-        raise Invalid(exc.message, causes=causes, name=name, kind="pods") from None
+        raise Invalid(exc.message, causes=causes, name=body_name(doc), kind="pods") from None
     assert isinstance(obj, Pod)
     meta = obj.metadata
     if meta.namespace is not None and meta.namespace != namespace:

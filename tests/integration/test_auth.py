@@ -92,8 +92,8 @@ def test_viewer_reads_but_not_logs(scheduler: SchedulerProcess) -> None:
 
 
 def test_public_paths(bare_scheduler: SchedulerProcess) -> None:
-    """Health, readiness and the OpenAPI document need no token."""
-    for path in ("/healthz", "/readyz", "/openapi.json"):
+    """Health, readiness and the OpenAPI documents need no token."""
+    for path in ("/healthz", "/readyz", "/openapi.json", "/openapi/v3", "/openapi/v3/api/v1"):
         assert bare_scheduler.request("GET", path, token=None).status == 200, path
 
 

@@ -9,9 +9,11 @@ from typing import Any
 from tests.conftest import SchedulerProcess
 from tests.integration.test_auth import make_token, snapshot
 
-# Readable without a token (scheduler/api/app.py PUBLIC_PATHS); the agent link checks
-# its own credentials (tests/integration/test_node_credentials.py).
+# Readable without a token (scheduler/api/app.py PUBLIC_PATHS, PUBLIC_PREFIXES); the agent
+# link checks its own credentials (tests/integration/test_node_credentials.py).
 PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/version", "/version/", "/", "/api/v1/agent"}
+PUBLIC |= {"/openapi/v3"}
+PUBLIC_PREFIXES = ("/openapi/v3/",)  # the OpenAPI document cut by group-version
 
 
 def routes(s: SchedulerProcess) -> list[tuple[str, str]]:
@@ -36,7 +38,7 @@ def test_every_route_needs_a_token_and_writes_need_admin(
     before = snapshot(s)
     checked = 0
     for method, path in routes(s):
-        if path in PUBLIC:
+        if path in PUBLIC or path.startswith(PUBLIC_PREFIXES):
             continue
         for token in (None, "corral_0000_wrong", revoked["token"]):
             resp = s.request(method, path, {}, token=token)

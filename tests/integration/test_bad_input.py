@@ -136,6 +136,24 @@ def test_kind_and_api_version_come_from_the_url(bare_scheduler: SchedulerProcess
     assert bare_scheduler.request("POST", PODS, wrong).status == 422
 
 
+@pytest.mark.parametrize("name", [False, 7, ["a"], {"a": "b"}])
+def test_a_name_that_is_not_a_string_is_invalid(bare_scheduler: SchedulerProcess, name) -> None:
+    """A body whose `metadata.name` is not a string is a 422 naming the field, for every
+    kind (its Status used to carry the name: a 500 in making it)."""
+    collections = {
+        "v1/Pod": PODS,
+        "v1/Namespace": "/api/v1/namespaces",
+        "apps/v1/Deployment": "/apis/apps/v1/namespaces/default/deployments",
+        "batch/v1/Job": "/apis/batch/v1/namespaces/default/jobs",
+    }
+    for kind, path in collections.items():
+        api_version, _, kind_name = kind.rpartition("/")
+        body = {"apiVersion": api_version, "kind": kind_name, "metadata": {"name": name}}
+        resp = bare_scheduler.request("POST", path, body)
+        assert resp.status == 422, (kind, resp.status, resp.body[:200])
+        assert "metadata.name" in causes(status_of(resp.body)), (kind, resp.body[:300])
+
+
 def test_oversized_body(tmp_path) -> None:
     """A body over max_body_bytes is answered 413 and the server keeps serving."""
     sched = SchedulerProcess(tmp_path / "s", ["--max-body-bytes", "4096"])

@@ -1,0 +1,62 @@
+"""What a write may carry in its query beside its body, as kube-apiserver's CreateOptions,
+UpdateOptions and PatchOptions: read once, by the API's middleware (scheduler/api/app.py),
+for every route, so that no handler has to remember it.
+
+`dryRun` is refused: corral has no dry run, and ignoring it would make the write that
+`kubectl apply --dry-run=server` only meant to try.
+
+`fieldValidation` (Strict, Warn or Ignore) is accepted and changes nothing: corral
+always refuses a field it does not know, naming its path (common/models.py), whatever
+the client asks. Dropping one instead, as Ignore asks, would run an object other than
+the one written (a pod without the `securityContext` it asked for runs less safely),
+and Warn would write that object too. kubectl sends `fieldValidation=Strict` once the
+server's OpenAPI v3 says the parameter is served (scheduler/api/openapi_v3.py), and then
+leaves the validation to the server. Any other value is refused, as kube-apiserver
+refuses it (there a 422 about the CreateOptions; here a 400, as for every other query
+parameter corral cannot take).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from common.models import StatusCause
+from scheduler.api.errors import BadRequest
+
+WRITES = frozenset({"POST", "PUT", "PATCH"})
+FIELD_VALIDATION = ("Ignore", "Strict", "Warn")  # kube-apiserver's, in its order
+
+# The parameter in the OpenAPI document, on every write (scheduler/api/openapi.py).
+FIELD_VALIDATION_PARAMETER: dict[str, Any] = {
+    "name": "fieldValidation",
+    "in": "query",
+    "required": False,
+    "description": (
+        "How the server treats fields it does not know. corral always refuses them "
+        "(Strict), naming their path; Warn and Ignore are accepted and act as Strict."
+    ),
+    "schema": {"type": "string", "enum": list(FIELD_VALIDATION)},
+}
+
+
+def check(request: web.Request) -> None:
+    """400 for a write option corral cannot honour."""
+    if "dryRun" in request.query and request.method not in ("GET", "HEAD"):
+        # Refused, not ignored: `kubectl apply --dry-run=server` would change the cluster.
+        raise BadRequest("query parameter dryRun: not supported (the write would be made)")
+    if request.method not in WRITES:
+        return  # kube-apiserver reads it only on create, update and patch
+    for value in request.query.getall("fieldValidation", []):
+        if value and value not in FIELD_VALIDATION:  # "" is unset, as in kube-apiserver
+            supported = ", ".join(f'"{v}"' for v in FIELD_VALIDATION)
+            message = f'Unsupported value: "{value}": supported values: {supported}'
+            raise BadRequest(
+                f"query parameter fieldValidation: {message}",
+                causes=[
+                    StatusCause(
+                        reason="FieldValueNotSupported", message=message, field="fieldValidation"
+                    )
+                ],
+            )
