@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from scheduler.cli import certs, commands, install, up, verbs
+from scheduler.cli import certs, commands, get, install, up, verbs
 from scheduler.cli.client import ApiError, Client, ConnectionFailed, UnexpectedAnswer
 from scheduler.cli.errors import CommandError
 from scheduler.cli.settings import DEFAULT_SERVER, SettingsError, resolve, ssl_context
@@ -84,12 +84,24 @@ def _connection_options() -> argparse.ArgumentParser:
 
 def _namespace(parser: argparse.ArgumentParser, all_namespaces: bool = False) -> None:
     parser.add_argument(
-        "-n", "--namespace", metavar="NS", help="namespace of the pods (default: default)"
+        "-n", "--namespace", metavar="NS", help="namespace to act in (default: default)"
     )
     if all_namespaces:
-        parser.add_argument(
-            "-A", "--all-namespaces", action="store_true", help="pods in every namespace"
-        )
+        parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+
+
+def _selectors(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-l",
+        "--selector",
+        metavar="SELECTOR",
+        help="label selector: app=web,tier!=db,env in (a,b),!legacy",
+    )
+    parser.add_argument(
+        "--field-selector",
+        metavar="SELECTOR",
+        help="field selector: metadata.name=web, spec.nodeName=NODE, status.phase=Running",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,36 +129,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "get",
-        commands.get,
-        "List objects of a kind, or show one.",
+        get.get,
+        "List objects of some kinds, or show some by name.",
         "examples:\n  corral get pods\n  corral get pods -A -l app=web -o wide\n"
-        "  corral get pod web -o yaml\n  corral get nodes -o wide\n"
+        "  corral get pod web -o yaml\n  corral get pods web api\n"
+        "  corral get deploy/web pod/api\n  corral get pods,deployments -n web\n"
+        "  corral get pods --sort-by=.metadata.creationTimestamp\n"
         "  corral get deployments -w\n  corral get all -n web",
     )
     p.add_argument(
         "resource",
         metavar="RESOURCE",
         help="pods, nodes, events, namespaces, deployments, jobs, controllerrevisions or all "
-        "(kubectl's short names too: po, no, ev, ns, deploy)",
+        "(kubectl's short names too: po, no, ev, ns, deploy); several joined by commas; "
+        "or TYPE/NAME",
     )
-    p.add_argument("name", metavar="NAME", nargs="?", help="show only this one")
+    p.add_argument("names", metavar="NAME", nargs="*", help="show only these (or more TYPE/NAME)")
     _namespace(p, all_namespaces=True)
-    p.add_argument(
-        "-l",
-        "--selector",
-        metavar="SELECTOR",
-        help="label selector: app=web,tier!=db,env in (a,b),!legacy",
-    )
-    p.add_argument(
-        "--field-selector",
-        metavar="SELECTOR",
-        help="field selector: spec.nodeName=NODE or status.phase=Running",
-    )
+    _selectors(p)
     p.add_argument(
         "-o",
         "--output",
         choices=["wide", "json", "yaml", "name"],
         help="output format (default: a table)",
+    )
+    p.add_argument(
+        "--sort-by",
+        metavar="JSONPATH",
+        help="order by this field: {.metadata.name}, .metadata.creationTimestamp, "
+        ".status.containerStatuses[0].restartCount",
     )
 
     p = add(

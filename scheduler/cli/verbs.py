@@ -2,9 +2,9 @@
 
 `extend_parser` adds `rollout`, `scale`, `top` and `completion`, and the flags
 the older commands gained (`get -w`, `apply --wait`, `delete --cascade`).
-The `dispatch_*` functions take over `get`, `describe`, `delete` and `logs` for
-the kinds beyond pods and nodes (and `-w`), and return None when the original
-command should go on.
+The `dispatch_*` functions take over `describe` and `delete` for the kinds
+beyond pods and nodes, and return None when the original command should go on;
+`resolve_log_target` finds the pod `logs` reads.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from scheduler.cli.client import ApiError, Client
 from scheduler.cli.errors import CommandError
 from scheduler.cli.kinds import (
     DEPLOYMENTS,
-    EVENTS,
     JOBS,
     NAMESPACES,
     NODES,
@@ -123,21 +122,6 @@ def extend_parser(sub: Any, add: Add) -> None:
         "Print a shell completion script: source <(corral completion bash).",
     )
     p.add_argument("shell", choices=["bash", "zsh"])
-
-
-# -- get --------------------------------------------------------------------------------------
-
-
-def dispatch_get(client: Client, args: argparse.Namespace) -> int | None:
-    """`get all`, `get -w`, and the kinds beyond pods, nodes and events."""
-    if args.resource.lower() == "all":
-        if args.name:
-            raise CommandError("`get all` takes no name")
-        return getting.get_all(client, args)
-    res = lookup(args.resource)
-    if res in (PODS, NODES, EVENTS) and not getattr(args, "watch", False):
-        return None
-    return getting.get(client, args, res)
 
 
 # -- describe ---------------------------------------------------------------------------------

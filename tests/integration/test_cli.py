@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 
 T = TypeVar("T")
 
@@ -488,3 +489,72 @@ def test_watch_as_yaml_separates_documents(bare_scheduler: Any) -> None:
         for stream in (watcher.stdout, watcher.stderr):
             if stream is not None:
                 stream.close()
+
+
+def manifest(name: str, labels: dict[str, str], namespace: str = "default") -> str:
+    """A pod of `name` with `labels`, as YAML (busybox sleeping; hollow nodes only pretend)."""
+    lines = "".join(f"    {key}: '{value}'\n" for key, value in labels.items())
+    return POD.format(name=name).replace(
+        "  labels:\n    app: cli-test\n", f"  namespace: {namespace}\n  labels:\n{lines}"
+    )
+
+
+def test_get_several_names_kinds_and_sort_by(scheduler: Any) -> None:
+    """`get TYPE NAME NAME`, `get TYPE/NAME...`, `get KIND,KIND` and --sort-by, in every
+    output format, against the real API."""
+    ranks = {"sort-a": "3", "sort-b": "10", "sort-c": "2"}  # by rank: c, a, b; as text: b, c, a
+    docs = [manifest(name, {"app": "sorted", "rank": rank}) for name, rank in ranks.items()]
+    applied = corral(scheduler, "apply", "-f", "-", stdin="---\n".join(docs))
+    assert applied.returncode == 0, applied.stderr
+
+    two = corral(scheduler, "get", "pods", "sort-b", "sort-a")
+    assert two.returncode == 0, two.stderr
+    assert [line.split()[0] for line in two.stdout.splitlines()] == ["NAME", "sort-b", "sort-a"]
+    wide = corral(scheduler, "get", "pod/sort-a", "pod/sort-c", "-o", "wide")
+    assert wide.stdout.splitlines()[0].split()[-1] == "NODE", wide.stderr
+    listed = json.loads(corral(scheduler, "get", "pods", "sort-a", "sort-c", "-o", "json").stdout)
+    assert listed["kind"] == "List"
+    assert [p["metadata"]["name"] for p in listed["items"]] == ["sort-a", "sort-c"]
+    one = json.loads(corral(scheduler, "get", "pod/sort-a", "-o", "json").stdout)
+    assert (one["kind"], one["metadata"]["name"]) == ("Pod", "sort-a")
+    as_yaml = yaml.safe_load(
+        corral(scheduler, "get", "pods,nodes", "-l", "app=sorted", "-o", "yaml").stdout
+    )
+    assert as_yaml["kind"] == "List"
+    assert [(p["kind"], p["metadata"]["name"]) for p in as_yaml["items"]] == [
+        ("Pod", "sort-a"),
+        ("Pod", "sort-b"),
+        ("Pod", "sort-c"),
+    ]
+
+    mixed = corral(scheduler, "get", "pods,nodes", "-l", "app=sorted")
+    assert mixed.returncode == 0, mixed.stderr
+    assert [line.split()[0] for line in mixed.stdout.splitlines()] == [
+        "NAME",
+        "pod/sort-a",
+        "pod/sort-b",
+        "pod/sort-c",
+    ]
+    refs = corral(scheduler, "get", "nodes,pods", "-o", "name")
+    lines = refs.stdout.splitlines()
+    assert lines[:3] == ["node/hollow-0000", "node/hollow-0001", "node/hollow-0002"]
+    assert {"pod/sort-a", "pod/sort-b", "pod/sort-c"} <= set(lines[3:])
+
+    missing = corral(scheduler, "get", "pods", "sort-a", "nope")
+    assert missing.returncode == 1
+    assert missing.stderr == 'Error from server (NotFound): pods "nope" not found\n'
+    assert [line.split()[0] for line in missing.stdout.splitlines()] == ["NAME", "sort-a"]
+
+    for expression in ("{.metadata.labels.rank}", ".metadata.labels.rank"):
+        table = corral(scheduler, "get", "pods", "-l", "app=sorted", "--sort-by", expression)
+        assert table.returncode == 0, table.stderr
+        rows = [line.split()[0] for line in table.stdout.splitlines()[1:]]
+        assert rows == ["sort-c", "sort-a", "sort-b"], table.stdout
+    sort = "--sort-by=metadata.labels.rank"
+    by_name = corral(scheduler, "get", "po", "-l", "app=sorted", sort, "-o", "name")
+    assert by_name.stdout == "pod/sort-c\npod/sort-a\npod/sort-b\n", by_name.stderr
+    typo = corral(scheduler, "get", "pods", "-l", "app=sorted", "--sort-by", "{.spec.nope}")
+    assert typo.returncode == 1
+    assert typo.stderr == (
+        'error: couldn\'t find any field with path "{.spec.nope}" in the list of objects\n'
+    )

@@ -294,6 +294,48 @@ def test_delete(api: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert run(capsys, "delete", "-f", path) == (0, 'pod "web" deleted\n', "")
 
 
+def test_get_several_names_and_kinds(
+    api: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Several names make one table (or a `List`); a missing one is reported after, exit 1."""
+    for name in ("web", "api"):
+        run(capsys, "apply", "-f", manifest(tmp_path, name))
+    code, out, err = run(capsys, "get", "pods", "web", "nope", "api")
+    assert (code, err) == (1, 'Error from server (NotFound): pods "nope" not found\n')
+    assert [line.split()[0] for line in out.splitlines()] == ["NAME", "web", "api"]
+    code, out, _ = run(capsys, "get", "pod/api", "pod/web", "-o", "json")
+    listed = json.loads(out)
+    assert (listed["kind"], listed["metadata"]) == ("List", {"resourceVersion": ""})
+    assert [p["metadata"]["name"] for p in listed["items"]] == ["api", "web"]
+    assert run(capsys, "get", "pods,nodes", "-o", "name") == (
+        0,
+        "pod/api\npod/web\nnode/node-1\n",
+        "",
+    )
+    code, out, _ = run(capsys, "get", "pods,nodes")
+    sections = out.split("\n\n")
+    assert [s.splitlines()[1].split()[0] for s in sections] == ["pod/api", "node/node-1"]
+    code, out, _ = run(capsys, "get", "pods", "--sort-by", "{.metadata.name}", "-o", "name")
+    assert out == "pod/api\npod/web\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["get", "pods", "web", "-l", "app=web"], "name cannot be provided when a selector"),
+        (["get", "pods", "pod/web"], "no need to specify a resource type"),
+        (["get", "pods", "--sort-by", "{.items[*]}"], "--sort-by"),
+        (["get", "pods", "a", "b", "-w"], "watch is only supported on one kind"),
+    ],
+)
+def test_refusals_send_nothing(
+    api: FakeApi, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (1, "") and message in err
+    assert api.requests == []
+
+
 def test_nodes_cordon_uncordon_drain(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     """cordon shows in get nodes as SchedulingDisabled; repeating it says so."""
     assert run(capsys, "cordon", "node-1") == (0, "node/node-1 cordoned\n", "")
