@@ -114,7 +114,7 @@ def describe(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-# --- apply and delete ----------------------------------------------------------------------
+# --- apply ----------------------------------------------------------------------
 
 
 def apply(client: Client, args: argparse.Namespace) -> int:
@@ -150,43 +150,6 @@ def _apply_pod(client: Client, item: PodManifest) -> str:
     meta["labels"], meta["annotations"] = labels, annotations
     client.put(pods_path(item.namespace, item.name), existing)
     return f"pod/{item.name} configured"
-
-
-def delete(client: Client, args: argparse.Namespace) -> int:
-    """`corral delete pod|node NAME...` or `corral delete -f FILE`."""
-    from scheduler.cli.verbs import dispatch_delete
-
-    handled = dispatch_delete(client, args)  # -f, and kinds beyond pods and nodes
-    if handled is not None:
-        return handled
-    grace = None if args.grace_period is None else str(args.grace_period)
-    targets: list[tuple[str, str | None, str]] = []  # (kind, namespace, name)
-    if args.filename:
-        if args.resource or args.names:
-            raise CommandError("give either -f FILE or a resource and names, not both")
-        from scheduler.cli.manifests import read_pods
-
-        targets = [("pods", p.namespace, p.name) for p in read_pods(args.filename, args.namespace)]
-    else:
-        if not args.resource or not args.names:
-            raise CommandError("say what to delete: `delete pod NAME`, `delete node NAME` or -f")
-        kind = resource(args.resource)
-        ns = (namespace_of(args) or "default") if kind == "pods" else None
-        targets = [(kind, ns, name) for name in args.names]
-    failed = False
-    for kind, ns, name in targets:
-        try:
-            if kind == "pods":
-                client.delete(pods_path(ns, name), gracePeriodSeconds=grace)
-            else:
-                client.delete(nodes_path(name))
-            out(f'{kind[:-1]} "{name}" deleted')
-        except ApiError as error:
-            if error.code == 404 and args.ignore_not_found:
-                continue
-            err(api_error_text(error))
-            failed = True
-    return 1 if failed else 0
 
 
 # --- nodes ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from scheduler.cli import certs, commands, get, install, up, verbs
+from scheduler.cli import certs, commands, delete, get, install, up, verbs
 from scheduler.cli.client import ApiError, Client, ConnectionFailed, UnexpectedAnswer
 from scheduler.cli.errors import CommandError
 from scheduler.cli.settings import DEFAULT_SERVER, SettingsError, resolve, ssl_context
@@ -22,7 +22,7 @@ examples:
   corral apply -f web.yaml          create or update what a manifest describes
   corral rollout status deploy/web  follow a deployment's rollout
   corral describe pod web           details and container states of one pod
-  corral delete pod web             stop and remove a pod
+  corral delete pods -l app=web     stop and remove the pods labelled app=web
   corral drain node-3               cordon a node and move its pods away
   corral status                     cluster summary
 
@@ -70,7 +70,8 @@ def _connection_options() -> argparse.ArgumentParser:
         metavar="SECONDS",
         type=_seconds,
         default=argparse.SUPPRESS,
-        help="give up on a request after this long (default: 30)",
+        help="give up on each request after this long (default: 30; waiting for "
+        "objects has --wait-timeout)",
     )
     group.add_argument(
         "--ca-file",
@@ -182,14 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "delete",
-        commands.delete,
-        "Delete objects, by name or by manifest.",
-        "examples:\n  corral delete pod web\n  corral delete pod web --grace-period 0\n"
-        "  corral delete -f web.yaml\n  corral delete node node-3\n"
+        delete.delete,
+        "Delete objects and wait until they are gone.",
+        "examples:\n  corral delete pod web\n  corral delete pods -l app=web\n"
+        "  corral delete pods --all -A\n  corral delete pod web --now\n"
+        "  corral delete pod web --force          # at once, without the node's word\n"
+        "  corral delete -f web.yaml --wait=false\n  corral delete node node-3\n"
         "  corral delete deployment web --cascade=orphan\n  corral delete namespace test",
     )
     p.add_argument(
-        "resource", metavar="RESOURCE", nargs="?", help="pod, node, deployment, job, namespace"
+        "resource",
+        metavar="RESOURCE",
+        nargs="?",
+        help="pod, node, deployment, job, namespace; several joined by commas; or TYPE/NAME",
     )
     p.add_argument("names", metavar="NAME", nargs="*", help="what to delete")
     p.add_argument(
@@ -197,18 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--filename",
         metavar="FILE",
         action="append",
-        help="delete the pods in this manifest (repeatable; - for stdin)",
+        help="delete the objects of this manifest (repeatable; - for stdin)",
     )
-    _namespace(p)
-    p.add_argument(
-        "--grace-period",
-        metavar="SECONDS",
-        type=int,
-        help="seconds the pod gets to stop (0: at once); default: the pod's own",
-    )
-    p.add_argument(
-        "--ignore-not-found", action="store_true", help="do not fail on what does not exist"
-    )
+    _namespace(p, all_namespaces=True)
+    _selectors(p)
+    delete.add_arguments(p)
 
     p = add("describe", commands.describe, "Show an object in detail, with its events.")
     p.add_argument("resource", metavar="RESOURCE", help="pod, node, deployment, job, namespace")

@@ -1,5 +1,5 @@
-"""What `corral get` reads from a command line, without a server: kinds, names and
-TYPE/NAME refs, kubectl's refusals, and `--sort-by` order."""
+"""What `corral get` and `corral delete` read from a command line, without a server: kinds,
+names and TYPE/NAME refs, kubectl's refusals, `--sort-by` order and delete's grace period."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import argparse
 import pytest
 
 from scheduler.cli import jsonpath, selection
+from scheduler.cli.delete import grace_period
 from scheduler.cli.errors import CommandError
 from scheduler.cli.kinds import DEPLOYMENTS, JOBS, NODES, PODS
 from scheduler.cli.selection import Target
@@ -122,3 +123,30 @@ def test_sort_by_a_field_no_object_has() -> None:
     with pytest.raises(CommandError, match=r"couldn't find any field with path \"\{\.spec\.x\}\""):
         jsonpath.sort_objects([pod("a"), pod("b")], "spec.x")
     assert names(jsonpath.sort_objects([pod("a")], "spec.x")) == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("given", "now", "force", "sent"),
+    [
+        (None, False, False, None),  # the pod's own
+        (-1, False, False, None),  # kubectl's spelling of the same
+        (5, False, False, 5),
+        (0, False, False, 1),  # kubectl: 0 without --force is 1 second
+        (None, True, False, 1),  # --now
+        (None, False, True, 0),  # --force alone: at once
+        (0, False, True, 0),
+    ],
+)
+def test_grace_period_by_kubectls_rules(
+    given: int | None, now: bool, force: bool, sent: int | None
+) -> None:
+    assert grace_period(given, now=now, force=force) == sent
+
+
+def test_grace_period_contradictions() -> None:
+    with pytest.raises(CommandError, match="--now and --grace-period cannot be specified"):
+        grace_period(3, now=True, force=False)
+    with pytest.raises(CommandError, match="--force and --grace-period greater than 0"):
+        grace_period(3, now=False, force=True)
+    with pytest.raises(CommandError, match="--force and --grace-period greater than 0"):
+        grace_period(None, now=True, force=True)
