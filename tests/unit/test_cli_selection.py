@@ -1,16 +1,20 @@
 """What `corral get` and `corral delete` read from a command line, without a server: kinds,
-names and TYPE/NAME refs, kubectl's refusals, `--sort-by` order and delete's grace period."""
+names and TYPE/NAME refs, kubectl's refusals, `--sort-by` order, delete's grace period,
+and the completion of every flag."""
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 
 import pytest
 
-from scheduler.cli import jsonpath, selection
+from scheduler.cli import completion, jsonpath, selection
 from scheduler.cli.delete import grace_period
 from scheduler.cli.errors import CommandError
 from scheduler.cli.kinds import DEPLOYMENTS, JOBS, NODES, PODS
+from scheduler.cli.main import build_parser
 from scheduler.cli.selection import Target
 
 
@@ -150,3 +154,27 @@ def test_grace_period_contradictions() -> None:
         grace_period(3, now=False, force=True)
     with pytest.raises(CommandError, match="--force and --grace-period greater than 0"):
         grace_period(None, now=True, force=True)
+
+
+def test_completion_offers_every_flag_of_each_command() -> None:
+    """`corral CMD -<TAB>` offers exactly the flags CMD's parser takes (new ones included)."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    by_command = completion.flags_by_command(build_parser())
+    assert {"--all", "--now", "--force", "--wait", "--wait-timeout", "-l", "-A"} <= set(
+        by_command["delete"]
+    )
+    assert {"--sort-by", "--field-selector", "-w"} <= set(by_command["get"])
+    lines = [completion.script("bash", by_command)]
+    for command in by_command:
+        lines.append(
+            f"COMP_WORDS=(corral {command} -); COMP_CWORD=2; _corral; "
+            f'echo "{command}:${{COMPREPLY[*]}}"'
+        )
+    shown = subprocess.run(
+        [bash], input="\n".join(lines), capture_output=True, text=True, check=True
+    ).stdout
+    offered = dict(line.split(":", 1) for line in shown.splitlines())
+    for command, options in by_command.items():
+        assert sorted(offered[command].split()) == sorted(options), command
