@@ -1,4 +1,4 @@
-"""`corral apply -f` and `corral delete -f|KIND NAME` for every kind corral serves.
+"""`corral apply -f` for every kind corral serves, and the manifests `delete -f` reads.
 
 apply is declarative and idempotent: each object of the files is created if
 absent; if present it is compared with what the server holds (both with
@@ -30,7 +30,7 @@ from scheduler.cli import printers
 from scheduler.cli.client import ApiError, Client
 from scheduler.cli.errors import CommandError
 from scheduler.cli.getting import err, out
-from scheduler.cli.kinds import DEPLOYMENTS, JOBS, NAMESPACES, NODES, PODS, Resource, for_kind
+from scheduler.cli.kinds import DEPLOYMENTS, JOBS, NAMESPACES, PODS, Resource, for_kind
 from scheduler.cli.manifests import ManifestProblem, PodManifest, _expand, _read
 
 Object = dict[str, Any]
@@ -38,13 +38,6 @@ Object = dict[str, Any]
 # Kept by the server on the live object; never a difference from the manifest.
 SYSTEM_ANNOTATION_PREFIXES = ("deployment.kubernetes.io/",)
 SYSTEM_LABELS = ("kubernetes.io/metadata.name",)
-CASCADE = {
-    "background": "Background",
-    "foreground": "Foreground",
-    "orphan": "Orphan",
-    "true": "Background",
-    "false": "Orphan",
-}
 
 
 @dataclass(frozen=True)
@@ -212,51 +205,3 @@ def _user_annotations(meta: Object) -> Object:
         for k, v in (meta.get("annotations") or {}).items()
         if not k.startswith(SYSTEM_ANNOTATION_PREFIXES)
     }
-
-
-# -- delete -----------------------------------------------------------------------------------
-
-
-def propagation(args: argparse.Namespace) -> str:
-    cascade = (getattr(args, "cascade", None) or "background").lower()
-    if cascade not in CASCADE:
-        raise CommandError(
-            f"--cascade={cascade}: must be background, foreground or orphan (or true/false)"
-        )
-    return CASCADE[cascade]
-
-
-def delete(
-    client: Client, args: argparse.Namespace, targets: list[tuple[Resource, str | None, str]]
-) -> int:
-    """Delete each (resource, namespace, name); report each, go on after a failure."""
-    policy = propagation(args)
-    grace = None if args.grace_period is None else str(args.grace_period)
-    failed = False
-    for res, ns, name in targets:
-        try:
-            if res is PODS:
-                client.delete(res.path(ns, name), gracePeriodSeconds=grace)
-            elif res is NODES:
-                client.delete(res.path(None, name))
-            elif res in (DEPLOYMENTS, JOBS):
-                client.delete(res.path(ns, name), propagationPolicy=policy)
-            else:
-                client.delete(res.path(ns, name))
-            out(f'{res.display} "{name}" deleted')
-        except ApiError as error:
-            if error.code == 404 and args.ignore_not_found:
-                continue
-            from scheduler.cli.commands import api_error_text
-
-            err(api_error_text(error))
-            failed = True
-    return 1 if failed else 0
-
-
-def delete_files(client: Client, args: argparse.Namespace) -> int:
-    """`corral delete -f FILE`: every object of the files."""
-    manifests = read_objects(args.filename, args.namespace)
-    # Namespaces last: deleting one first would delete the rest of the file under us.
-    ordered = sorted(manifests, key=lambda m: m.res is NAMESPACES)
-    return delete(client, args, [(m.res, m.namespace, m.name) for m in ordered])

@@ -78,90 +78,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-# --- get -----------------------------------------------------------------------------------
-
-
-def get(client: Client, args: argparse.Namespace) -> int:
-    """`corral get pods|nodes [NAME]`."""
-    from scheduler.cli.verbs import dispatch_get
-
-    handled = dispatch_get(client, args)  # other kinds, `all` and `-w`
-    if handled is not None:
-        return handled
-    kind = resource(args.resource)
-    ns = namespace_of(args) if kind in ("pods", "events") else None
-    query = {"labelSelector": args.selector, "fieldSelector": args.field_selector}
-    if kind == "events":
-        return _get_events(client, args, ns)
-    if args.name:
-        if kind == "pods" and ns is None:
-            raise CommandError("a pod cannot be retrieved by name across all namespaces")
-        if args.selector or args.field_selector:
-            raise CommandError("a name cannot be combined with --selector or --field-selector")
-        path = pods_path(ns, args.name) if kind == "pods" else nodes_path(args.name)
-        obj: Object = client.get(path)
-        document: Object = obj
-        items = [obj]
-    else:
-        path = pods_path(ns) if kind == "pods" else nodes_path()
-        document = client.get(path, **query)
-        items = list(document.get("items") or [])
-    fmt = args.output
-    if fmt in ("json", "yaml"):
-        out(printers.dump(document, fmt))
-        return 0
-    if fmt == "name":
-        out(printers.names(items, kind[:-1]))
-        return 0
-    if not items:
-        where = f" in {ns} namespace" if kind == "pods" and ns else ""
-        err(f"No resources found{where}.")
-        return 0
-    items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"].get("name", "")))
-    wide = fmt == "wide"
-    if kind == "pods":
-        out(printers.pods_table(items, _now(), wide=wide, namespaces=ns is None))
-    else:
-        out(printers.nodes_table(items, _now(), wide=wide))
-    return 0
-
-
-def _get_events(client: Client, args: argparse.Namespace, ns: str | None) -> int:
-    """`corral get events [NAME] [-n NS | -A] [-l SELECTOR] [--field-selector
-    involvedObject.name=web]`."""
-    from scheduler.cli.kinds import EVENTS
-
-    document: Object = client.get(
-        EVENTS.path(ns), labelSelector=args.selector, fieldSelector=args.field_selector
-    )
-    items = list(document.get("items") or [])
-    if args.name:
-        if ns is None:
-            raise CommandError("an event cannot be retrieved by name across all namespaces")
-        if args.selector or args.field_selector:
-            raise CommandError("a name cannot be combined with --selector or --field-selector")
-        # The API has no GET of one event: it is picked from its namespace's list.
-        items = [e for e in items if (e.get("metadata") or {}).get("name") == args.name]
-        if not items:
-            from common.models import Status
-
-            raise ApiError(
-                Status(code=404, reason="NotFound", message=f'events "{args.name}" not found')
-            )
-        document = items[0]
-    if args.output in ("json", "yaml"):
-        out(printers.dump(document, args.output))
-        return 0
-    if args.output == "name":
-        out(printers.names(items, "event"))
-        return 0
-    if not items:
-        err(f"No resources found{f' in {ns} namespace' if ns else ''}.")
-        return 0
-    out(printers.events_table(items, _now(), namespaces=ns is None))
-    return 0
-
-
 def _events_for(client: Client, kind: str, name: str, namespace: str) -> list[Object]:
     try:
         found = client.get(
@@ -198,7 +114,7 @@ def describe(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-# --- apply and delete ----------------------------------------------------------------------
+# --- apply ----------------------------------------------------------------------
 
 
 def apply(client: Client, args: argparse.Namespace) -> int:
@@ -234,43 +150,6 @@ def _apply_pod(client: Client, item: PodManifest) -> str:
     meta["labels"], meta["annotations"] = labels, annotations
     client.put(pods_path(item.namespace, item.name), existing)
     return f"pod/{item.name} configured"
-
-
-def delete(client: Client, args: argparse.Namespace) -> int:
-    """`corral delete pod|node NAME...` or `corral delete -f FILE`."""
-    from scheduler.cli.verbs import dispatch_delete
-
-    handled = dispatch_delete(client, args)  # -f, and kinds beyond pods and nodes
-    if handled is not None:
-        return handled
-    grace = None if args.grace_period is None else str(args.grace_period)
-    targets: list[tuple[str, str | None, str]] = []  # (kind, namespace, name)
-    if args.filename:
-        if args.resource or args.names:
-            raise CommandError("give either -f FILE or a resource and names, not both")
-        from scheduler.cli.manifests import read_pods
-
-        targets = [("pods", p.namespace, p.name) for p in read_pods(args.filename, args.namespace)]
-    else:
-        if not args.resource or not args.names:
-            raise CommandError("say what to delete: `delete pod NAME`, `delete node NAME` or -f")
-        kind = resource(args.resource)
-        ns = (namespace_of(args) or "default") if kind == "pods" else None
-        targets = [(kind, ns, name) for name in args.names]
-    failed = False
-    for kind, ns, name in targets:
-        try:
-            if kind == "pods":
-                client.delete(pods_path(ns, name), gracePeriodSeconds=grace)
-            else:
-                client.delete(nodes_path(name))
-            out(f'{kind[:-1]} "{name}" deleted')
-        except ApiError as error:
-            if error.code == 404 and args.ignore_not_found:
-                continue
-            err(api_error_text(error))
-            failed = True
-    return 1 if failed else 0
 
 
 # --- nodes ---------------------------------------------------------------------------------

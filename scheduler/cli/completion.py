@@ -3,26 +3,20 @@
     source <(corral completion bash)       # or put it in ~/.bashrc
     source <(corral completion zsh)        # zsh, through its bash compatibility
 
-Subcommands, resource types and flags complete from the lists below; object
-names complete by asking the server (`corral get TYPE -o name`), in the
-namespace given with -n on the same line.
+Subcommands and each subcommand's flags are read from the parser itself, so that
+every flag `corral` takes completes and none that it does not; resource types
+come from `kinds`. Object names complete by asking the server (`corral get TYPE
+-o name`), in the namespace given with -n on the same line.
 """
 
 from __future__ import annotations
 
 import argparse
 
-COMMANDS = (
-    "get describe apply delete logs top rollout scale cordon uncordon drain status token "
-    "completion up"
-)
-RESOURCES = "pods nodes events namespaces deployments jobs controllerrevisions all"
+from scheduler.cli.kinds import ALL
+
+RESOURCES = " ".join([*(r.plural for r in ALL), "all"])
 ROLLOUT = "status history undo restart pause resume"
-FLAGS = (
-    "-n --namespace -A --all-namespaces -l --selector -o --output -f --filename -w --watch "
-    "--wait --wait-timeout -c --container -f --follow --tail --previous --replicas --cascade "
-    "--to-revision --revision --sort-by --server --token"
-)
 
 BASH = r"""# corral bash completion (source <(corral completion bash))
 _corral_names() {
@@ -38,6 +32,12 @@ _corral_names() {
 
 _corral_refs() {  # _corral_refs deployment/ deployments: names with a TYPE/ prefix
     _corral_names "$2" | sed "s|^|$1|"
+}
+
+_corral_flags() {  # the flags of one subcommand
+    case "$1" in
+@FLAGS@
+    esac
 }
 
 _corral() {
@@ -56,7 +56,7 @@ _corral() {
         --cascade) COMPREPLY=($(compgen -W "background foreground orphan" -- "$cur")); return ;;
     esac
     if [[ "$cur" == -* ]]; then
-        COMPREPLY=($(compgen -W "@FLAGS@" -- "$cur"))
+        COMPREPLY=($(compgen -W "$(_corral_flags "$cmd")" -- "$cur"))
         return
     fi
     case "$cmd" in
@@ -94,17 +94,33 @@ autoload -U +X bashcompinit && bashcompinit
 """
 
 
-def script(shell: str) -> str:
+def flags_by_command(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
+    """Each subcommand's option strings (`-n`, `--namespace`...), as its parser takes them."""
+    found: dict[str, list[str]] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[name] = [flag for a in sub._actions for flag in a.option_strings]
+    return found
+
+
+def script(shell: str, flags: dict[str, list[str]]) -> str:
+    """The completion script for `shell`, completing `flags` (see `flags_by_command`)."""
+    cases = "\n".join(
+        f'        {name}) echo "{" ".join(options)}" ;;' for name, options in flags.items()
+    )
     body = (
-        BASH.replace("@COMMANDS@", COMMANDS)
+        BASH.replace("@COMMANDS@", " ".join(flags))
         .replace("@RESOURCES@", RESOURCES)
         .replace("@ROLLOUT@", ROLLOUT)
-        .replace("@FLAGS@", FLAGS)
+        .replace("@FLAGS@", cases)
     )
     return ZSH_PREAMBLE + body if shell == "zsh" else body
 
 
 def completion(client: object, args: argparse.Namespace) -> int:
     """Print the completion script for `args.shell`."""
-    print(script(args.shell), end="")
+    from scheduler.cli.main import build_parser  # main builds its parser from this module's
+
+    print(script(args.shell, flags_by_command(build_parser())), end="")
     return 0

@@ -1,4 +1,4 @@
-"""`corral get` for every kind beyond pods and nodes, `get all`, and `get -w` for all kinds.
+"""The table of every kind `corral get` shows, and `get -w` (the rest is in get.py).
 
 `-w` prints the table once, then a row for every change, read from the API's
 watch stream (`?watch=true`, one JSON event a line), starting at the list's
@@ -21,7 +21,6 @@ from scheduler.cli.errors import CommandError
 from scheduler.cli.kinds import (
     DEPLOYMENTS,
     EVENTS,
-    GET_ALL,
     JOBS,
     NAMESPACES,
     NODES,
@@ -115,47 +114,6 @@ def watch_events(
             return
 
 
-def get(client: Client, args: argparse.Namespace, res: Resource) -> int:
-    """`corral get RES [NAME]` for namespaces, deployments, jobs, controllerrevisions."""
-    ns = namespace_for(args, res)
-    query = {"labelSelector": args.selector, "fieldSelector": args.field_selector}
-    if args.name:
-        if args.selector or args.field_selector:
-            raise CommandError("a name cannot be combined with --selector or --field-selector")
-        if res.namespaced and ns is None:
-            raise CommandError(
-                f"a {res.singular} cannot be retrieved by name across all namespaces"
-            )
-        obj: Object = client.get(res.path(ns, args.name))
-        document: Object = obj
-        items = [obj]
-    else:
-        document = client.get(res.path(ns), **query)
-        items = list(document.get("items") or [])
-    if getattr(args, "watch", False):
-        return watch(client, args, res, items, document)
-    return show(args, res, document, items, ns)
-
-
-def show(
-    args: argparse.Namespace, res: Resource, document: Object, items: list[Object], ns: str | None
-) -> int:
-    fmt = args.output
-    if fmt in ("json", "yaml"):
-        out(printers.dump(document, fmt))
-        return 0
-    if fmt == "name":
-        out("\n".join(res.ref((o.get("metadata") or {}).get("name", "")) for o in items))
-        return 0
-    if not items:
-        where = f" in {ns} namespace" if ns else ""
-        err(f"No resources found{where}.")
-        return 0
-    items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"].get("name", "")))
-    out(render(res, items, _now(), wide=fmt == "wide", namespaces=res.namespaced and ns is None))
-    return 0
-
-
 def watch(
     client: Client, args: argparse.Namespace, res: Resource, items: list[Object], document: Object
 ) -> int:
@@ -202,38 +160,4 @@ def watch(
                 out(lines[0])
                 header_shown = True
             out(lines[-1])
-    return 0
-
-
-def get_all(client: Client, args: argparse.Namespace) -> int:
-    """`corral get all`: pods, deployments and jobs, each section named kubectl's way."""
-    sections = []
-    for res in GET_ALL:
-        ns = namespace_for(args, res)
-        document = client.get(res.path(ns), labelSelector=args.selector)
-        items = list(document.get("items") or [])
-        if args.output in ("json", "yaml"):
-            sections.extend(items)
-            continue
-        if not items:
-            continue
-        items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
-        if args.output == "name":
-            out("\n".join(res.ref(o["metadata"]["name"]) for o in items))
-            continue
-        for item in items:
-            item["metadata"]["name"] = res.ref(item["metadata"]["name"])
-        sections.append(
-            render(res, items, _now(), wide=args.output == "wide", namespaces=ns is None)
-        )
-    if args.output in ("json", "yaml"):
-        out(printers.dump({"apiVersion": "v1", "kind": "List", "items": sections}, args.output))
-        return 0
-    if args.output == "name":
-        return 0
-    if not sections:
-        where = namespace_for(args, PODS)
-        err(f"No resources found{f' in {where} namespace' if where else ''}.")
-        return 0
-    out("\n\n".join(s for s in sections if isinstance(s, str)))
     return 0

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from scheduler.cli import certs, commands, install, up, verbs
+from scheduler.cli import certs, commands, delete, get, install, up, verbs
 from scheduler.cli.client import ApiError, Client, ConnectionFailed, UnexpectedAnswer
 from scheduler.cli.errors import CommandError
 from scheduler.cli.settings import DEFAULT_SERVER, SettingsError, resolve, ssl_context
@@ -22,7 +22,7 @@ examples:
   corral apply -f web.yaml          create or update what a manifest describes
   corral rollout status deploy/web  follow a deployment's rollout
   corral describe pod web           details and container states of one pod
-  corral delete pod web             stop and remove a pod
+  corral delete pods -l app=web     stop and remove the pods labelled app=web
   corral drain node-3               cordon a node and move its pods away
   corral status                     cluster summary
 
@@ -70,7 +70,8 @@ def _connection_options() -> argparse.ArgumentParser:
         metavar="SECONDS",
         type=_seconds,
         default=argparse.SUPPRESS,
-        help="give up on a request after this long (default: 30)",
+        help="give up on each request after this long (default: 30; waiting for "
+        "objects has --wait-timeout)",
     )
     group.add_argument(
         "--ca-file",
@@ -84,12 +85,24 @@ def _connection_options() -> argparse.ArgumentParser:
 
 def _namespace(parser: argparse.ArgumentParser, all_namespaces: bool = False) -> None:
     parser.add_argument(
-        "-n", "--namespace", metavar="NS", help="namespace of the pods (default: default)"
+        "-n", "--namespace", metavar="NS", help="namespace to act in (default: default)"
     )
     if all_namespaces:
-        parser.add_argument(
-            "-A", "--all-namespaces", action="store_true", help="pods in every namespace"
-        )
+        parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+
+
+def _selectors(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-l",
+        "--selector",
+        metavar="SELECTOR",
+        help="label selector: app=web,tier!=db,env in (a,b),!legacy",
+    )
+    parser.add_argument(
+        "--field-selector",
+        metavar="SELECTOR",
+        help="field selector: metadata.name=web, spec.nodeName=NODE, status.phase=Running",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,36 +130,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "get",
-        commands.get,
-        "List objects of a kind, or show one.",
+        get.get,
+        "List objects of some kinds, or show some by name.",
         "examples:\n  corral get pods\n  corral get pods -A -l app=web -o wide\n"
-        "  corral get pod web -o yaml\n  corral get nodes -o wide\n"
+        "  corral get pod web -o yaml\n  corral get pods web api\n"
+        "  corral get deploy/web pod/api\n  corral get pods,deployments -n web\n"
+        "  corral get pods --sort-by=.metadata.creationTimestamp\n"
         "  corral get deployments -w\n  corral get all -n web",
     )
     p.add_argument(
         "resource",
         metavar="RESOURCE",
         help="pods, nodes, events, namespaces, deployments, jobs, controllerrevisions or all "
-        "(kubectl's short names too: po, no, ev, ns, deploy)",
+        "(kubectl's short names too: po, no, ev, ns, deploy); several joined by commas; "
+        "or TYPE/NAME",
     )
-    p.add_argument("name", metavar="NAME", nargs="?", help="show only this one")
+    p.add_argument("names", metavar="NAME", nargs="*", help="show only these (or more TYPE/NAME)")
     _namespace(p, all_namespaces=True)
-    p.add_argument(
-        "-l",
-        "--selector",
-        metavar="SELECTOR",
-        help="label selector: app=web,tier!=db,env in (a,b),!legacy",
-    )
-    p.add_argument(
-        "--field-selector",
-        metavar="SELECTOR",
-        help="field selector: spec.nodeName=NODE or status.phase=Running",
-    )
+    _selectors(p)
     p.add_argument(
         "-o",
         "--output",
         choices=["wide", "json", "yaml", "name"],
         help="output format (default: a table)",
+    )
+    p.add_argument(
+        "--sort-by",
+        metavar="JSONPATH",
+        help="order by this field: {.metadata.name}, .metadata.creationTimestamp, "
+        ".status.containerStatuses[0].restartCount",
     )
 
     p = add(
@@ -171,14 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "delete",
-        commands.delete,
-        "Delete objects, by name or by manifest.",
-        "examples:\n  corral delete pod web\n  corral delete pod web --grace-period 0\n"
-        "  corral delete -f web.yaml\n  corral delete node node-3\n"
+        delete.delete,
+        "Delete objects and wait until they are gone.",
+        "examples:\n  corral delete pod web\n  corral delete pods -l app=web\n"
+        "  corral delete pods --all -A\n  corral delete pod web --now\n"
+        "  corral delete pod web --force          # at once, without the node's word\n"
+        "  corral delete -f web.yaml --wait=false\n  corral delete node node-3\n"
         "  corral delete deployment web --cascade=orphan\n  corral delete namespace test",
     )
     p.add_argument(
-        "resource", metavar="RESOURCE", nargs="?", help="pod, node, deployment, job, namespace"
+        "resource",
+        metavar="RESOURCE",
+        nargs="?",
+        help="pod, node, deployment, job, namespace; several joined by commas; or TYPE/NAME",
     )
     p.add_argument("names", metavar="NAME", nargs="*", help="what to delete")
     p.add_argument(
@@ -186,18 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--filename",
         metavar="FILE",
         action="append",
-        help="delete the pods in this manifest (repeatable; - for stdin)",
+        help="delete the objects of this manifest (repeatable; - for stdin)",
     )
-    _namespace(p)
-    p.add_argument(
-        "--grace-period",
-        metavar="SECONDS",
-        type=int,
-        help="seconds the pod gets to stop (0: at once); default: the pod's own",
-    )
-    p.add_argument(
-        "--ignore-not-found", action="store_true", help="do not fail on what does not exist"
-    )
+    _namespace(p, all_namespaces=True)
+    _selectors(p)
+    delete.add_arguments(p)
 
     p = add("describe", commands.describe, "Show an object in detail, with its events.")
     p.add_argument("resource", metavar="RESOURCE", help="pod, node, deployment, job, namespace")

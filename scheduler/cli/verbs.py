@@ -1,10 +1,9 @@
 """The workload verbs of `corral`, wired into the parser and the commands that predate them.
 
 `extend_parser` adds `rollout`, `scale`, `top` and `completion`, and the flags
-the older commands gained (`get -w`, `apply --wait`, `delete --cascade`).
-The `dispatch_*` functions take over `get`, `describe`, `delete` and `logs` for
-the kinds beyond pods and nodes (and `-w`), and return None when the original
-command should go on.
+the older commands gained (`get -w`, `apply --wait`). `dispatch_describe` takes
+over `describe` for the kinds beyond pods and nodes and returns None when the
+original command should go on; `resolve_log_target` finds the pod `logs` reads.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from scheduler.cli.client import ApiError, Client
 from scheduler.cli.errors import CommandError
 from scheduler.cli.kinds import (
     DEPLOYMENTS,
-    EVENTS,
     JOBS,
     NAMESPACES,
     NODES,
@@ -56,7 +54,7 @@ def _wait_flags(p: argparse.ArgumentParser, flag: bool = True) -> None:
 
 
 def extend_parser(sub: Any, add: Add) -> None:
-    """New subcommands, and new flags on `get`, `apply` and `delete`."""
+    """New subcommands, and new flags on `get` and `apply`."""
     get = sub.choices["get"]
     get.add_argument(
         "-w", "--watch", action="store_true", help="after the list, print each change as it happens"
@@ -65,13 +63,6 @@ def extend_parser(sub: Any, add: Add) -> None:
     _wait_flags(apply)
     apply.add_argument(
         "-o", "--output", choices=["json", "yaml", "name"], help="print the applied objects"
-    )
-    sub.choices["delete"].add_argument(
-        "--cascade",
-        default="background",
-        metavar="background|foreground|orphan",
-        help="what happens to the pods of a deployment or job: deleted with it (background, "
-        "the default; foreground behaves the same) or kept without an owner (orphan)",
     )
 
     p = add(
@@ -125,21 +116,6 @@ def extend_parser(sub: Any, add: Add) -> None:
     p.add_argument("shell", choices=["bash", "zsh"])
 
 
-# -- get --------------------------------------------------------------------------------------
-
-
-def dispatch_get(client: Client, args: argparse.Namespace) -> int | None:
-    """`get all`, `get -w`, and the kinds beyond pods, nodes and events."""
-    if args.resource.lower() == "all":
-        if args.name:
-            raise CommandError("`get all` takes no name")
-        return getting.get_all(client, args)
-    res = lookup(args.resource)
-    if res in (PODS, NODES, EVENTS) and not getattr(args, "watch", False):
-        return None
-    return getting.get(client, args, res)
-
-
 # -- describe ---------------------------------------------------------------------------------
 
 
@@ -187,33 +163,6 @@ def dispatch_describe(client: Client, args: argparse.Namespace) -> int | None:
     print(text)
     print(printers.events_section(_events_for(client, res.kind, args.name, ns), now))
     return 0
-
-
-# -- delete -----------------------------------------------------------------------------------
-
-
-def dispatch_delete(client: Client, args: argparse.Namespace) -> int | None:
-    """`delete -f FILE` for every kind, and `delete KIND NAME...` beyond pods and nodes."""
-    from scheduler.cli import apply
-
-    if args.filename:
-        if args.resource or args.names:
-            raise CommandError("give either -f FILE or a resource and names, not both")
-        return apply.delete_files(client, args)
-    if not args.resource:
-        return None
-    res, first = split_ref(args.resource)
-    if res is None:
-        res = lookup(args.resource)
-        if res in (PODS, NODES):
-            return None  # `delete pod NAME`, `delete node NAME`: the original command
-        names = list(args.names)
-    else:
-        names = [first, *args.names]  # `delete deployment/web`
-    if not names:
-        raise CommandError(f"say which {res.plural} to delete: `delete {res.singular} NAME`")
-    ns = (args.namespace or "default") if res.namespaced else None
-    return apply.delete(client, args, [(res, ns, name) for name in names])
 
 
 # -- logs -------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +22,9 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
+import yaml
+
+from tests.conftest import HollowProcess, SchedulerProcess, ready_nodes
 
 T = TypeVar("T")
 
@@ -488,3 +492,221 @@ def test_watch_as_yaml_separates_documents(bare_scheduler: Any) -> None:
         for stream in (watcher.stdout, watcher.stderr):
             if stream is not None:
                 stream.close()
+
+
+def manifest(name: str, labels: dict[str, str], namespace: str = "default") -> str:
+    """A pod of `name` with `labels`, as YAML (busybox sleeping; hollow nodes only pretend)."""
+    lines = "".join(f"    {key}: '{value}'\n" for key, value in labels.items())
+    return POD.format(name=name).replace(
+        "  labels:\n    app: cli-test\n", f"  namespace: {namespace}\n  labels:\n{lines}"
+    )
+
+
+def present(scheduler: Any, path: str) -> bool:
+    return bool(scheduler.request("GET", path).status == 200)
+
+
+def running(scheduler: Any, *names: str, namespace: str = "default") -> bool:
+    """Every pod of `names` reported Running by its node."""
+    pods = scheduler.get(f"/api/v1/namespaces/{namespace}/pods")["items"]
+    phases = {p["metadata"]["name"]: p["status"].get("phase") for p in pods}
+    return all(phases.get(name) == "Running" for name in names)
+
+
+def test_get_several_names_kinds_and_sort_by(scheduler: Any) -> None:
+    """`get TYPE NAME NAME`, `get TYPE/NAME...`, `get KIND,KIND` and --sort-by, in every
+    output format, against the real API."""
+    ranks = {"sort-a": "3", "sort-b": "10", "sort-c": "2"}  # by rank: c, a, b; as text: b, c, a
+    docs = [manifest(name, {"app": "sorted", "rank": rank}) for name, rank in ranks.items()]
+    applied = corral(scheduler, "apply", "-f", "-", stdin="---\n".join(docs))
+    assert applied.returncode == 0, applied.stderr
+
+    two = corral(scheduler, "get", "pods", "sort-b", "sort-a")
+    assert two.returncode == 0, two.stderr
+    assert [line.split()[0] for line in two.stdout.splitlines()] == ["NAME", "sort-b", "sort-a"]
+    wide = corral(scheduler, "get", "pod/sort-a", "pod/sort-c", "-o", "wide")
+    assert wide.stdout.splitlines()[0].split()[-1] == "NODE", wide.stderr
+    listed = json.loads(corral(scheduler, "get", "pods", "sort-a", "sort-c", "-o", "json").stdout)
+    assert listed["kind"] == "List"
+    assert [p["metadata"]["name"] for p in listed["items"]] == ["sort-a", "sort-c"]
+    one = json.loads(corral(scheduler, "get", "pod/sort-a", "-o", "json").stdout)
+    assert (one["kind"], one["metadata"]["name"]) == ("Pod", "sort-a")
+    as_yaml = yaml.safe_load(
+        corral(scheduler, "get", "pods,nodes", "-l", "app=sorted", "-o", "yaml").stdout
+    )
+    assert as_yaml["kind"] == "List"
+    assert [(p["kind"], p["metadata"]["name"]) for p in as_yaml["items"]] == [
+        ("Pod", "sort-a"),
+        ("Pod", "sort-b"),
+        ("Pod", "sort-c"),
+    ]
+
+    mixed = corral(scheduler, "get", "pods,nodes", "-l", "app=sorted")
+    assert mixed.returncode == 0, mixed.stderr
+    assert [line.split()[0] for line in mixed.stdout.splitlines()] == [
+        "NAME",
+        "pod/sort-a",
+        "pod/sort-b",
+        "pod/sort-c",
+    ]
+    refs = corral(scheduler, "get", "nodes,pods", "-o", "name")
+    lines = refs.stdout.splitlines()
+    assert lines[:3] == ["node/hollow-0000", "node/hollow-0001", "node/hollow-0002"]
+    assert {"pod/sort-a", "pod/sort-b", "pod/sort-c"} <= set(lines[3:])
+
+    missing = corral(scheduler, "get", "pods", "sort-a", "nope")
+    assert missing.returncode == 1
+    assert missing.stderr == 'Error from server (NotFound): pods "nope" not found\n'
+    assert [line.split()[0] for line in missing.stdout.splitlines()] == ["NAME", "sort-a"]
+
+    for expression in ("{.metadata.labels.rank}", ".metadata.labels.rank"):
+        table = corral(scheduler, "get", "pods", "-l", "app=sorted", "--sort-by", expression)
+        assert table.returncode == 0, table.stderr
+        rows = [line.split()[0] for line in table.stdout.splitlines()[1:]]
+        assert rows == ["sort-c", "sort-a", "sort-b"], table.stdout
+    sort = "--sort-by=metadata.labels.rank"
+    by_name = corral(scheduler, "get", "po", "-l", "app=sorted", sort, "-o", "name")
+    assert by_name.stdout == "pod/sort-c\npod/sort-a\npod/sort-b\n", by_name.stderr
+    typo = corral(scheduler, "get", "pods", "-l", "app=sorted", "--sort-by", "{.spec.nope}")
+    assert typo.returncode == 1
+    assert typo.stderr == (
+        'error: couldn\'t find any field with path "{.spec.nope}" in the list of objects\n'
+    )
+
+
+def test_delete_by_selector_all_and_every_namespace(scheduler: Any, tmp_path: Path) -> None:
+    """`delete KIND -l SELECTOR`, `--all` and `--all -A` delete every match, one line each,
+    and return once they are gone; nothing matching prints kubectl's `No resources found`."""
+    other = unique("cli-ns")
+    team = (
+        f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {other}\n"
+        "  labels:\n    team: cli-delete\n"
+    )
+    front = (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: front\n"
+        "  labels:\n    tier: front\nspec:\n  replicas: 1\n"
+        "  selector:\n    matchLabels:\n      app: front\n"
+        "  template:\n    metadata:\n      labels:\n        app: front\n"
+        "    spec:\n      containers:\n      - name: c\n        image: busybox\n"
+    )
+    docs = [
+        team,
+        front,
+        manifest("del-a", {"app": "a"}),
+        manifest("del-b1", {"app": "b"}),
+        manifest("del-b2", {"app": "b"}),
+        manifest("del-o", {"app": "b"}, namespace=other),
+    ]
+    applied = corral(scheduler, "apply", "-f", "-", stdin="---\n".join(docs))
+    assert applied.returncode == 0, applied.stderr
+    eventually(lambda: running(scheduler, "del-a", "del-b1", "del-b2"), what="pods Running")
+    eventually(lambda: running(scheduler, "del-o", namespace=other), what="del-o Running")
+
+    by_label = corral(scheduler, "delete", "pods", "-l", "app=b")
+    assert by_label.returncode == 0, by_label.stderr
+    assert by_label.stdout == 'pod "del-b1" deleted\npod "del-b2" deleted\n'
+    # Waited for: gone by the time the command returns, not merely Terminating.
+    for name in ("del-b1", "del-b2"):
+        assert not present(scheduler, f"/api/v1/namespaces/default/pods/{name}")
+    assert present(scheduler, f"/api/v1/namespaces/{other}/pods/del-o")  # another namespace
+
+    nothing = corral(scheduler, "delete", "pods,deployments", "-l", "app=none")
+    assert (nothing.returncode, nothing.stdout, nothing.stderr) == (0, "No resources found\n", "")
+    nodes = corral(scheduler, "delete", "nodes", "-l", "corral.test/none=x")
+    assert (nodes.returncode, nodes.stdout) == (0, "No resources found\n"), nodes.stderr
+
+    deployments = corral(scheduler, "delete", "deploy", "-l", "tier=front")
+    assert deployments.stdout == 'deployment.apps "front" deleted\n', deployments.stderr
+    jobs = corral(scheduler, "delete", "jobs", "--all")
+    assert (jobs.returncode, jobs.stdout) == (0, "No resources found\n"), jobs.stderr
+
+    refused = corral(scheduler, "delete", "pods", "del-a", "-l", "app=a")
+    assert refused.returncode == 1
+    assert refused.stderr == "error: name cannot be provided when a selector is specified\n"
+    assert present(scheduler, "/api/v1/namespaces/default/pods/del-a")
+
+    everywhere = corral(scheduler, "delete", "pods", "--all", "-A", "-l", "app in (a,b)")
+    assert everywhere.returncode == 1  # --all with -l is refused, as in kubectl
+    assert "cannot set --all and --selector at the same time" in everywhere.stderr
+    everywhere = corral(scheduler, "delete", "pods", "--all", "-A")
+    assert everywhere.returncode == 0, everywhere.stderr
+    lines = everywhere.stdout.splitlines()
+    assert {'pod "del-a" deleted', 'pod "del-o" deleted'} <= set(lines)
+    assert scheduler.get("/api/v1/pods")["items"] == []
+
+    namespaces = corral(scheduler, "delete", "namespaces", "-l", "team=cli-delete")
+    assert namespaces.stdout == f'namespace "{other}" deleted\n', namespaces.stderr
+    assert not present(scheduler, f"/api/v1/namespaces/{other}")  # Terminating until empty
+
+
+def test_delete_waits_force_now_and_timeout(tmp_path: Path) -> None:
+    """With the node's agent frozen a pod's delete cannot complete: --wait=false returns at
+    once, --wait-timeout gives up with a clear error, --now and a bare --grace-period=0 ask
+    for 1 s, --force removes it at once; the default wait returns once the agent confirms."""
+    # Long node timeouts: a frozen agent's node stays Ready, its pods Terminating.
+    sched = SchedulerProcess(
+        tmp_path / "scheduler", ["--node-grace-seconds", "60", "--eviction-seconds", "120"]
+    )
+    sched.start()
+    hollow = HollowProcess(sched, 1)
+    try:
+        eventually(lambda: ready_nodes(sched) == ["hollow-0000"], what="the node to be Ready")
+        names = ("slow-a", "slow-b", "slow-c", "slow-d", "slow-e")
+        docs = [manifest(name, {"app": "slow"}) for name in names]
+        assert corral(sched, "apply", "-f", "-", stdin="---\n".join(docs)).returncode == 0
+        eventually(lambda: running(sched, *names), what="the pods to run")
+        hollow.proc.send_signal(signal.SIGSTOP)
+
+        def pod(name: str) -> dict[str, Any]:
+            got: dict[str, Any] = sched.get(f"/api/v1/namespaces/default/pods/{name}")
+            return got
+
+        at_once = corral(sched, "delete", "pod", "slow-a", "--wait=false")
+        assert (at_once.returncode, at_once.stdout) == (0, 'pod "slow-a" deleted\n'), at_once.stderr
+        assert pod("slow-a")["metadata"]["deletionTimestamp"]  # Terminating, not gone
+
+        started = time.monotonic()
+        late = corral(sched, "delete", "pod", "slow-b", "--wait-timeout", "1")
+        assert late.returncode == 1 and late.stdout == 'pod "slow-b" deleted\n'
+        assert late.stderr == 'error: timed out after 1s waiting for pod "slow-b" to be deleted\n'
+        assert time.monotonic() - started < 15
+
+        for name, flags in (("slow-c", ["--now"]), ("slow-d", ["--grace-period=0"])):
+            quick = corral(sched, "delete", "pod", name, *flags, "--wait=false")
+            assert quick.returncode == 0, quick.stderr
+            assert pod(name)["spec"]["terminationGracePeriodSeconds"] == 1
+
+        forced = corral(sched, "delete", "pod", "slow-e", "--force")
+        assert (forced.returncode, forced.stdout) == (0, 'pod "slow-e" force deleted\n')
+        assert forced.stderr.startswith("warning: Immediate deletion does not wait")
+        assert not present(sched, "/api/v1/namespaces/default/pods/slow-e")
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+        env |= {"CORRAL_SERVER": sched.url, "CORRAL_TOKEN": sched.token}
+        env["CORRAL_CONFIG"] = os.devnull
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.cli.main", "delete", "pods", "-l", "app=slow"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert waiting.stdout is not None
+            deleted = [waiting.stdout.readline() for _ in names[:4]]
+            assert deleted == [f'pod "{name}" deleted\n' for name in names[:4]]
+            assert waiting.poll() is None  # the agent cannot confirm: still waiting
+            hollow.proc.send_signal(signal.SIGCONT)
+            assert waiting.wait(timeout=30) == 0, waiting.stderr and waiting.stderr.read()
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.wait()
+            for stream in (waiting.stdout, waiting.stderr):
+                if stream is not None:
+                    stream.close()
+        assert sched.get("/api/v1/pods")["items"] == []  # returned only once they were gone
+    finally:
+        hollow.proc.send_signal(signal.SIGCONT)
+        hollow.stop()
+        sched.stop()

@@ -92,6 +92,9 @@ class FakeApi:
     ) -> tuple[int, Any]:
         if name is None and method == "GET":
             items = [p for (n, _), p in self.pods.items() if n == ns]
+            for selector in query.get("labelSelector", []):  # `k=v,...` is all the fake reads
+                wanted = dict(term.split("=", 1) for term in selector.split(","))
+                items = [p for p in items if wanted.items() <= p["metadata"]["labels"].items()]
             return 200, {"kind": "PodList", "apiVersion": "v1", "items": items}
         if name is None and method == "POST":
             key = (ns, body["metadata"]["name"])
@@ -277,21 +280,109 @@ def test_token_is_sent(
     assert api.requests[-1][3]["Authorization"] == "Bearer other"
 
 
+def deletes(api: FakeApi) -> list[dict[str, list[str]]]:
+    """The query of each DELETE the fake was sent."""
+    return [query for method, _, query, _ in api.requests if method == "DELETE"]
+
+
 def test_delete(api: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """delete by name (with a grace period) or by manifest; a missing pod fails the command."""
     path = manifest(tmp_path)
     run(capsys, "apply", "-f", path)
-    assert run(capsys, "delete", "pod", "web", "--grace-period", "0") == (
+    assert run(capsys, "delete", "pod", "web", "--grace-period", "3") == (
         0,
         'pod "web" deleted\n',
         "",
     )
-    assert api.requests[-1][2] == {"gracePeriodSeconds": ["0"]}
+    assert deletes(api)[-1] == {"gracePeriodSeconds": ["3"], "propagationPolicy": ["Background"]}
     code, _, err = run(capsys, "delete", "-f", path)
     assert code == 1 and "NotFound" in err
     assert run(capsys, "delete", "-f", path, "--ignore-not-found") == (0, "", "")
     run(capsys, "apply", "-f", path)
     assert run(capsys, "delete", "-f", path) == (0, 'pod "web" deleted\n', "")
+
+
+def test_get_several_names_and_kinds(
+    api: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Several names make one table (or a `List`); a missing one is reported after, exit 1."""
+    for name in ("web", "api"):
+        run(capsys, "apply", "-f", manifest(tmp_path, name))
+    code, out, err = run(capsys, "get", "pods", "web", "nope", "api")
+    assert (code, err) == (1, 'Error from server (NotFound): pods "nope" not found\n')
+    assert [line.split()[0] for line in out.splitlines()] == ["NAME", "web", "api"]
+    code, out, _ = run(capsys, "get", "pod/api", "pod/web", "-o", "json")
+    listed = json.loads(out)
+    assert (listed["kind"], listed["metadata"]) == ("List", {"resourceVersion": ""})
+    assert [p["metadata"]["name"] for p in listed["items"]] == ["api", "web"]
+    assert run(capsys, "get", "pods,nodes", "-o", "name") == (
+        0,
+        "pod/api\npod/web\nnode/node-1\n",
+        "",
+    )
+    code, out, _ = run(capsys, "get", "pods,nodes")
+    sections = out.split("\n\n")
+    assert [s.splitlines()[1].split()[0] for s in sections] == ["pod/api", "node/node-1"]
+    code, out, _ = run(capsys, "get", "pods", "--sort-by", "{.metadata.name}", "-o", "name")
+    assert out == "pod/api\npod/web\n"
+
+
+def test_delete_by_selector_or_all(
+    api: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-l and --all delete every match, one line each; nothing matching is no error."""
+    for name in ("web", "api", "db"):
+        run(capsys, "apply", "-f", manifest(tmp_path, name))
+    api.pods[("default", "db")]["metadata"]["labels"] = {"app": "db"}
+    assert run(capsys, "delete", "pods", "-l", "app=web") == (
+        0,
+        'pod "web" deleted\npod "api" deleted\n',
+        "",
+    )
+    assert run(capsys, "delete", "pods", "-l", "app=none") == (0, "No resources found\n", "")
+    assert run(capsys, "delete", "po", "--all", "--wait=false") == (0, 'pod "db" deleted\n', "")
+    assert api.pods == {}
+
+
+def test_delete_grace_period_force_and_now(
+    api: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--now and a bare --grace-period=0 send 1 second; --force sends 0 and says so."""
+    path = manifest(tmp_path)
+    for flag in ("--now", "--grace-period=0"):
+        run(capsys, "apply", "-f", path)
+        assert run(capsys, "delete", "pod", "web", flag) == (0, 'pod "web" deleted\n', "")
+        assert deletes(api)[-1]["gracePeriodSeconds"] == ["1"]
+    run(capsys, "apply", "-f", path)
+    code, out, err = run(capsys, "delete", "pod", "web", "--force")
+    assert (code, out) == (0, 'pod "web" force deleted\n')
+    assert err.startswith("warning: Immediate deletion does not wait for confirmation")
+    assert deletes(api)[-1]["gracePeriodSeconds"] == ["0"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["delete", "pods"], "no name, label selector, or --all flag specified"),
+        (["delete", "pods", "web", "-l", "app=web"], "name cannot be provided when a selector"),
+        (["delete", "pods", "web", "--all"], "name cannot be provided when a selector"),
+        (["delete", "pods", "--all", "-l", "a=b"], "cannot set --all and --selector"),
+        (["delete", "pod", "web", "-A"], "cannot be retrieved by name across all namespaces"),
+        (["delete", "pod", "web", "--now", "--grace-period=3"], "--now and --grace-period"),
+        (["delete", "pod", "web", "--force", "--grace-period=3"], "--force and --grace-period"),
+        (["delete", "pods", "--all", "-f", "x.yaml"], "either -f FILE or a resource"),
+        (["get", "pods", "web", "-l", "app=web"], "name cannot be provided when a selector"),
+        (["get", "pods", "pod/web"], "no need to specify a resource type"),
+        (["get", "pods", "--sort-by", "{.items[*]}"], "--sort-by"),
+        (["get", "pods", "a", "b", "-w"], "watch is only supported on one kind"),
+    ],
+)
+def test_refusals_send_nothing(
+    api: FakeApi, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (1, "") and message in err
+    assert api.requests == []
 
 
 def test_nodes_cordon_uncordon_drain(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,6 +16,7 @@ from scheduler.cli import completion, kinds, tables
 from scheduler.cli.apply import apply_one, read_objects
 from scheduler.cli.client import ApiError
 from scheduler.cli.errors import CommandError
+from scheduler.cli.main import build_parser
 from scheduler.cli.manifests import ManifestProblem
 from scheduler.cli.rollout import Progress, deployment_state, job_state, pod_state
 from scheduler.cli.verbs import resolve_log_target
@@ -258,10 +259,11 @@ def test_logs_of_a_deployment_pick_a_ready_pod(capsys: pytest.CaptureFixture[str
 
 def test_completion_scripts_parse() -> None:
     """The bash script is valid bash and completes commands, resources and names."""
-    script = completion.script("bash")
+    flags = completion.flags_by_command(build_parser())
+    script = completion.script("bash", flags)
     assert "complete -F _corral corral" in script and "deployments" in script
     assert "rollout" in script and "@COMMANDS@" not in script and "@FLAGS@" not in script
-    assert completion.script("zsh").startswith("# corral zsh completion")
+    assert completion.script("zsh", flags).startswith("# corral zsh completion")
     bash = shutil.which("bash")
     if bash:
         subprocess.run([bash, "-n"], input=script, text=True, check=True)
