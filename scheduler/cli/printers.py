@@ -210,11 +210,6 @@ def nodes_table(nodes: Sequence[Object], now: datetime, *, wide: bool = False) -
     return table(headers, rows)
 
 
-def names(objects: Iterable[Object], kind: str) -> str:
-    """`-o name`: one `kind/name` a line."""
-    return "\n".join(f"{kind}/{_meta(o).get('name', '')}" for o in objects)
-
-
 # --- events --------------------------------------------------------------------------------
 
 
