@@ -280,14 +280,13 @@ def test_nodes_table_wide() -> None:
     assert "<unknown>" in printers.nodes_table([bare], NOW, wide=True)
 
 
-def test_names_and_dump() -> None:
-    """-o name prints kind/name; -o json and -o yaml round-trip."""
+def test_dump() -> None:
+    """-o json and -o yaml round-trip (-o name: tests/unit/test_cli_selection.py)."""
     import json
 
     import yaml
 
     pods = [make_pod("a"), make_pod("b")]
-    assert printers.names(pods, "pod") == "pod/a\npod/b"
     assert json.loads(printers.dump(pods[0], "json")) == pods[0]
     assert yaml.safe_load(printers.dump(pods[0], "yaml")) == pods[0]
 
