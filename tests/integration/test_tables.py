@@ -16,22 +16,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import HollowProcess, SchedulerProcess, ready_nodes, wait_for
+from tests.unit.test_tables import POD_COLUMNS
 
 KUBECTL_ACCEPT = (
     "application/json;as=Table;v=v1;g=meta.k8s.io,"
     "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
 )
-POD_COLUMNS = [
-    ("Name", 0),
-    ("Ready", 0),
-    ("Status", 0),
-    ("Restarts", 0),
-    ("Age", 0),
-    ("IP", 1),
-    ("Node", 1),
-    ("Nominated Node", 1),
-    ("Readiness Gates", 1),
-]
 
 
 @pytest.fixture(scope="module")

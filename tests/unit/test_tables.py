@@ -45,22 +45,26 @@ def cells(printer: Printer, obj: dict[str, Any]) -> list[Cell]:
     return row
 
 
+# kube-apiserver's pod columns and their priorities (1: -o wide's).
+POD_COLUMNS = [
+    ("Name", 0),
+    ("Ready", 0),
+    ("Status", 0),
+    ("Restarts", 0),
+    ("Age", 0),
+    ("IP", 1),
+    ("Node", 1),
+    ("Nominated Node", 1),
+    ("Readiness Gates", 1),
+]
+
+
 # --- columns and cells ---------------------------------------------------------------------
 
 
 def test_pod_columns_and_cells() -> None:
     """Name Ready Status Restarts Age; wide: IP, Node, Nominated Node, Readiness Gates."""
-    assert names_and_priorities(columns.PODS) == [
-        ("Name", 0),
-        ("Ready", 0),
-        ("Status", 0),
-        ("Restarts", 0),
-        ("Age", 0),
-        ("IP", 1),
-        ("Node", 1),
-        ("Nominated Node", 1),
-        ("Readiness Gates", 1),
-    ]
+    assert names_and_priorities(columns.PODS) == POD_COLUMNS
     assert columns.PODS.columns[0].format == "name"
     pod = {
         "metadata": meta("web-1"),
