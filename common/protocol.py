@@ -322,6 +322,37 @@ def encode_desired(
     return msgpack.packb(frame, use_bin_type=True)
 
 
+# Pod JSON a desired frame carries at most (unless one pod is bigger): half a frame, for
+# the rest of the frame and a wide margin. A request body is at most 8 MiB by default.
+DESIRED_FRAME_BUDGET = MAX_FRAME_BYTES // 2
+
+
+def desired_frames(
+    revision: int,
+    upsert: list[bytes],
+    remove: list[str],
+    version: int = PROTOCOL_VERSION,
+    budget: int = DESIRED_FRAME_BUDGET,
+) -> list[bytes]:
+    """The desired change as frames the agent can take: one, unless the pods' JSON comes
+    to more than `budget` bytes (a burst of big pods for one node), then as many as it
+    takes, in order, the removals in the first. One frame over MAX_FRAME_BYTES made the
+    agent drop the link, and the next welcome (which carries the same pods) too."""
+    if sum(map(len, upsert)) <= budget:
+        return [encode_desired(revision, upsert, remove, version)]
+    frames: list[bytes] = []
+    part: list[bytes] = []
+    size = 0
+    for pod in upsert:
+        if part and size + len(pod) > budget:
+            frames.append(encode_desired(revision, part, [] if frames else remove, version))
+            part, size = [], 0
+        part.append(pod)
+        size += len(pod)
+    frames.append(encode_desired(revision, part, [] if frames else remove, version))
+    return frames
+
+
 def problems(exc: ValidationError, within: str = "") -> str:
     """What a validation error found, each with where (in the field `within`, if given):
     `revision: Field required; ...`."""

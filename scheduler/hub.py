@@ -589,17 +589,18 @@ class Hub:
             if not upserts and not removes:
                 continue
             revision = self._cluster.revision
-            data = protocol.encode_desired(
+            frames = protocol.desired_frames(
                 revision, list(upserts.values()), sorted(removes), session.version
             )
-            # Counted as sent before the send, which may wait for the socket to drain:
-            # the agent's ack may be read meanwhile, and must find the frame to clear.
-            session.sent(revision, time.monotonic())
-            self._mirror_lag(session)
-            try:
-                await session.ws.send_bytes(data)
-            except (ConnectionError, RuntimeError):
-                return  # the read loop sees the close and ends the session (and its lag)
+            for data in frames:
+                # Counted as sent before the send, which may wait for the socket to drain:
+                # the agent's ack may be read meanwhile, and must find the frame to clear.
+                session.sent(revision, time.monotonic())
+                self._mirror_lag(session)
+                try:
+                    await session.ws.send_bytes(data)
+                except (ConnectionError, RuntimeError):
+                    return  # the read loop sees the close and ends the session (and its lag)
 
     async def _watch_links(self) -> None:
         """Close the links that went silent: a peer gone without a TCP reset (power cut,

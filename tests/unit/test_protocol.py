@@ -10,6 +10,7 @@ import pytest
 
 from common.protocol import (
     AGENT_PROTOCOLS,
+    DESIRED_FRAME_BUDGET,
     MAX_FRAME_BYTES,
     OLDEST_AGENT_PROTOCOL,
     PROTOCOL_VERSION,
@@ -31,6 +32,7 @@ from common.protocol import (
     ProtocolError,
     Welcome,
     decode,
+    desired_frames,
     encode,
     encode_desired,
 )
@@ -243,6 +245,22 @@ def test_encode_desired_is_encode_of_the_model(upsert: list[bytes], remove: list
     assert decode(encode_desired(7, upsert, remove)) == frame
     old = OLDEST_AGENT_PROTOCOL
     assert encode_desired(7, upsert, remove, old) == encode(frame, old)
+
+
+def test_a_big_desired_change_goes_in_frames_the_agent_takes() -> None:
+    """A burst of big pods for one node is split: every frame under MAX_FRAME_BYTES, the
+    pods in order, the removals once. One frame over it made the agent drop the link."""
+    small = [b"x" * 100, b"y" * 100]
+    assert desired_frames(3, small, ["gone"]) == [encode_desired(3, small, ["gone"])]
+    big = [bytes([65 + i]) * (3 * 1024 * 1024) for i in range(12)]  # 36 MiB in all
+    frames = desired_frames(3, big, ["gone"])
+    assert len(frames) >= 3 and all(len(f) <= MAX_FRAME_BYTES for f in frames)
+    decoded = [decode(f) for f in frames]
+    assert all(isinstance(d, Desired) and d.revision == 3 for d in decoded)
+    assert [p for d in decoded for p in d.upsert] == big  # type: ignore[attr-defined]
+    assert [d.remove for d in decoded] == [["gone"]] + [[]] * (len(frames) - 1)  # type: ignore[attr-defined]
+    huge = [b"z" * (DESIRED_FRAME_BUDGET + 1)]  # one pod over the budget: a frame of its own
+    assert [len(decode(f).upsert) for f in desired_frames(3, huge + small, [])] == [1, 2]  # type: ignore[attr-defined]
 
 
 def test_the_scheduler_speaks_the_protocol_before() -> None:
