@@ -314,7 +314,7 @@ class SimPod:
                     "ready": running,
                     "restartCount": self.restart_count,
                     "image": image,
-                    "imageID": "",
+                    "imageID": "",  # no image, and no runtime's run: no containerID
                     "started": running,
                 }
                 for name, image in self.containers

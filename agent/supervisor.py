@@ -80,6 +80,10 @@ class ContainerRecord:
     ever_started: bool = False
     finished: bool = False  # terminated and will not restart
     probes: ContainerProbes | None = None  # while it runs, if it has any
+    # The last run's, as the runtime reported them; kept while it waits to restart, as
+    # the kubelet keeps them (the status then still describes that run's end).
+    container_id: str | None = None
+    image_id: str = ""
 
     def status(self) -> ContainerStatus:
         # As in Kubernetes: started once the startup probe passed (if any), ready once
@@ -93,12 +97,20 @@ class ContainerRecord:
             state=self.state,
             last_state=self.last_state,
             restart_count=self.restart_count,
+            image_id=self.image_id,
+            container_id=self.container_id,
             ready=ready,
             started=started,
         )
 
+    def ran(self, info: ContainerInfo) -> None:
+        """A run started, or was found (adopted, or its start failed): its ids are now
+        the status's. A failed start has none (it never ran): the last run's would name
+        a container that is not the one its state describes."""
+        self.container_id, self.image_id = info.container_id, info.image_id
 
-def _terminated(exit: ContainerExit) -> ContainerState:
+
+def _terminated(exit: ContainerExit, container_id: str | None) -> ContainerState:
     return ContainerState(
         terminated=ContainerStateTerminated(
             exit_code=exit.exit_code,
@@ -107,6 +119,7 @@ def _terminated(exit: ContainerExit) -> ContainerState:
             message=exit.message,
             started_at=exit.started_at,
             finished_at=exit.finished_at,
+            container_id=container_id,
         )
     )
 
@@ -172,6 +185,9 @@ class PodWorker:
                     # ended, even if the runtime kept no record of it (a failed start).
                     record.state = ContainerState.model_validate(data["finished"])
                     record.finished = record.ever_started = True
+                    record.image_id = str(data.get("imageID") or "")
+                    if record.state.terminated is not None:
+                        record.container_id = record.state.terminated.container_id
         self.start_time = now()
         if failure is not None:
             for record in self.containers.values():
@@ -273,6 +289,7 @@ class PodWorker:
                     info = ContainerInfo(name, "exited", exit=await self._start_error(name, exc))
             else:
                 started = time.monotonic()
+            record.ran(info)
             if info.state == "running":
                 if info is not adopted:
                     self._event("Started", f"Started container {name}")
@@ -301,7 +318,7 @@ class PodWorker:
             # out the backoff, or before the restart): restart it, do not count it again.
             counted = info is adopted and _is_exit(record.last_state, exit)
             info = None
-            record.state = _terminated(exit)
+            record.state = _terminated(exit, record.container_id)
             if exit.reason == "OOMKilled":
                 self._event("OOMKilled", f"Container {name} exceeded its memory limit", "Warning")
             decision = backoff.on_exit(policy, exit.exit_code, ran_for)
@@ -380,7 +397,9 @@ class PodWorker:
                 name: {
                     "restartCount": r.restart_count,
                     "lastState": r.last_state.to_dict(),
-                    **({"finished": r.state.to_dict()} if r.finished else {}),
+                    **(
+                        {"finished": r.state.to_dict(), "imageID": r.image_id} if r.finished else {}
+                    ),
                 }
                 for name, r in self.containers.items()
             }

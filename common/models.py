@@ -420,6 +420,7 @@ class ContainerStateTerminated(Model):
     message: str | None = None
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
+    container_id: str | None = Field(None, alias="containerID")  # the run that ended
 
 
 class ContainerState(Model):
@@ -436,9 +437,11 @@ class ContainerStatus(Model):
     restart_count: int = 0
     image: str | None = None
     # Always present, as Kubernetes' clients require it (the Python client refuses a status
-    # without); empty until the runtime reports what it resolved the image to, as the
-    # kubelet leaves it for a container still waiting to start.
+    # without): what the runtime resolved the image to, of the last run; empty until the
+    # container first starts, as the kubelet leaves it for a container waiting to start.
     image_id: str = Field("", alias="imageID")
+    # `<runtime>://<id>` of the last run (`docker://...`, `corral://...`); unset until then.
+    container_id: str | None = Field(None, alias="containerID")
     started: bool | None = None
 
 

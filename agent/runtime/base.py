@@ -9,7 +9,8 @@ Who calls what:
                                             (net, ipc, uts), volume directories. Idempotent.
       ensure_image(pod, c, ev) ---------->  the container's image, pulled first if its
                                             imagePullPolicy says so (events Pulling, Pulled)
-      start_container(pod, c)  ---------->  launch one container; returns once it runs
+      start_container(pod, c)  ---------->  launch one container; returns once it runs,
+                                            with the run's containerID and imageID
                                             (RuntimeFailure START_ERROR: its process
                                             could not be started)
       wait_container(uid, c)   ---------->  resolves with its exit, also for adopted ones
@@ -20,7 +21,8 @@ Who calls what:
                                             namespaces, directories. Idempotent.
 
 Containers must outlive the agent process: the runtime keeps what it needs to
-re-adopt them (pids, start times, exit records) under the state directory.
+re-adopt them (pids, start times, exit records, each run's ids) under the state
+directory.
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ class ContainerInfo:
     pid: int | None = None  # host pid of the container's init process
     started_at: datetime | None = None
     exit: ContainerExit | None = None
+    # The run's identity as the kubelet reports it in a container status: `containerID`
+    # (`<runtime>://<id>`, new for every run) and `imageID` (the image the runtime
+    # resolved). Known to the runtime from its own records, so they survive the agent.
+    container_id: str | None = None
+    image_id: str = ""
 
 
 @dataclass(slots=True)

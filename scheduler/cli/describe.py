@@ -28,8 +28,14 @@ class Writer:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def fields(self, pairs: Sequence[tuple[str, object]], indent: int = 0, width: int = 0) -> None:
-        """Aligned `Key:  value` lines; a value of None is left out, '' prints `<none>`.
+    def fields(
+        self,
+        pairs: Sequence[tuple[str, object]],
+        indent: int = 0,
+        width: int = 0,
+        empty: str = "<none>",
+    ) -> None:
+        """Aligned `Key:  value` lines; a value of None is left out, '' prints `empty`.
 
         Values start two columns after the longest key, or at `width` when that is further,
         so that separate calls can share one alignment.
@@ -40,7 +46,7 @@ class Writer:
         width = max(width, max(len(k) for k, _ in shown) + 3)
         pad = " " * indent
         for key, value in shown:
-            text = str(value) if value != "" else "<none>"
+            text = str(value) if value != "" else empty
             first, *rest = text.split("\n")
             self.lines.append(f"{pad}{(key + ':').ljust(width)}{first}".rstrip())
             for more in rest:
@@ -132,14 +138,19 @@ def _resources(w: Writer, title: str, values: object, indent: int) -> None:
 
 def _container(w: Writer, container: Object, cstatus: Object) -> None:
     w.line(f"{container.get('name', '')}:", 2)
+    # As kubectl: the run's ids once the container has a status, blank until it has run.
+    reported = bool(cstatus)
     w.fields(
         [
+            ("Container ID", (cstatus.get("containerID") or "") if reported else None),
             ("Image", container.get("image", "")),
+            ("Image ID", (cstatus.get("imageID") or "") if reported else None),
             ("Command", " ".join(container["command"]) if container.get("command") else None),
             ("Args", " ".join(container["args"]) if container.get("args") else None),
         ],
         4,
         _CONTAINER_WIDTH,
+        empty="",
     )
     _state(w, "State", cstatus.get("state") or {}, 4)
     _state(w, "Last State", cstatus.get("lastState") or {}, 4)

@@ -23,8 +23,9 @@ from agent.runtime.docker.runtime import DockerRuntime
 from agent.runtime.native.cgroups import probe
 from agent.runtime.native.logs import read_lines
 from agent.runtime.pulls import RegistryHost, RegistrySettings
-from common.models import Pod
-from tests.conftest import ROOT, SchedulerProcess, wait_for
+from agent.supervisor import Supervisor
+from common.models import ContainerStatus, Pod
+from tests.conftest import ROOT, SchedulerProcess, wait_for, wait_until
 from tests.integration.conftest import REGISTRY_PASSWORD, REGISTRY_USER
 from tests.services import AgentProcess, DockerDaemon, Registry
 
@@ -248,6 +249,85 @@ async def test_docker_pulls_with_registry_credentials(
                 await rt.close()
     finally:
         docker_images.docker("rmi", ref, check=False)
+
+
+async def test_a_status_names_the_run_and_its_image_as_cri_dockerd(
+    runtime: DockerRuntime,
+    docker_images: DockerDaemon,
+    registry: Registry,
+    busybox_layout: Path,
+    tmp_path: Path,
+) -> None:
+    """A running container's status has cri-dockerd's ids: containerID `docker://<id>`, and
+    imageID `docker-pullable://<repo>@<digest>` for an image pulled from a registry, else
+    `docker://sha256:<image id>`. A restart is a new container (new id, the old one kept in
+    lastState); a new agent's Supervisor, adopting the pod, reports the same ids."""
+    pulled = registry.push(busybox_layout, "docker/ids:1")
+    pod = make_pod(
+        "ids", sh("local", "exec sleep 600"), sh("pulled", "exec sleep 600", image=pulled)
+    )
+    local_image = docker_images.docker("image", "inspect", IMAGE, "--format", "{{.Id}}").strip()
+
+    def status(supervisor: Supervisor, name: str) -> ContainerStatus | None:
+        """The container's status once it runs (with a containerID)."""
+        pod_status = supervisor.status(uid(pod))
+        for found in pod_status.container_statuses if pod_status is not None else []:
+            if found.name == name and found.state.running is not None and found.container_id:
+                return found
+        return None
+
+    def container_id(name: str) -> str:
+        docker_id = docker_images.docker("inspect", runtime.container_name(uid(pod), name))
+        return "docker://" + json.loads(docker_id)[0]["Id"]
+
+    supervisor = Supervisor(runtime, tmp_path / "agent", lambda uid: None)
+    again: DockerRuntime | None = None
+    try:
+        await supervisor.recover()
+        await supervisor.apply([pod], [])
+        local = await wait_until(lambda: status(supervisor, "local"), within=60)
+        assert (local.container_id, local.image_id) == (
+            container_id("local"),
+            f"docker://{local_image}",
+        )
+        digests = docker_images.docker(
+            "image", "inspect", pulled, "--format", "{{json .RepoDigests}}"
+        )
+        (repo_digest,) = json.loads(digests)
+        assert repo_digest.startswith(f"{registry.host}/docker/ids@sha256:"), repo_digest
+        found = await wait_until(lambda: status(supervisor, "pulled"), within=60)
+        assert found.image_id == f"docker-pullable://{repo_digest}"
+        assert found.container_id == container_id("pulled")
+
+        docker_images.docker("kill", runtime.container_name(uid(pod), "local"))  # restarted
+        restarted = await wait_until(
+            lambda: (s := status(supervisor, "local")) and s.restart_count == 1 and s, within=30
+        )
+        assert restarted.container_id == container_id("local") != local.container_id
+        assert restarted.image_id == local.image_id
+        last = restarted.last_state.terminated
+        assert last is not None and last.container_id == local.container_id
+
+        await supervisor.close()  # the agent goes; the containers run on
+        again = DockerRuntime(
+            runtime.state_dir,
+            runtime.cgroups,
+            docker_host=docker_images.host,
+            owner=runtime.owner,
+        )
+        await again.start()
+        supervisor = Supervisor(again, tmp_path / "agent", lambda uid: None)
+        await supervisor.recover()
+        for before in (restarted, found):
+            after = await wait_until(lambda b=before: status(supervisor, b.name), within=30)  # type: ignore[misc]
+            assert (after.container_id, after.image_id) == (before.container_id, before.image_id)
+            assert after.last_state == before.last_state
+    finally:
+        await supervisor.close()
+        await (again or runtime).remove_pod(uid(pod))  # its containers, before the image
+        if again is not None:
+            await again.close()
+        docker_images.docker("rmi", pulled, check=False)
 
 
 # --- through the real scheduler and agent ---------------------------------------------------

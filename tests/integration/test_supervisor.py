@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agent.runtime.native.cgroups import CgroupDriver
+from agent.runtime.native.images import ImageStore
 from agent.runtime.native.runtime import NativeRuntime
 from agent.supervisor import PodWorker, Supervisor
+from common.models import ContainerStatus, Pod
 from tests.conftest import wait_until
 from tests.integration.test_probes import (  # noqa: F401 (fixtures)
     cgroups,
@@ -63,13 +69,16 @@ async def test_a_container_ended_for_good_is_not_run_again_by_a_new_worker(
     tmp_path: Path,
 ) -> None:
     """A container ended for good under its restart policy stays ended for the next
-    agent's worker even when the runtime kept no record of it (its end is saved)."""
+    agent's worker even when the runtime kept no record of it (its end is saved, with
+    the run's containerID and imageID)."""
     pod = make_pod(sh("main", "echo once"), restartPolicy="Never")
     saved = tmp_path / "pod.json"
     first = PodWorker(pod, runtime, lambda uid: None, saved)
     await first.start()
     await wait_until(lambda: first.status().phase == "Succeeded", within=20)
     await wait_until(saved.exists, within=5)
+    ended = first.status().container_statuses[0]
+    assert ended.container_id and ended.image_id
     first.detach()  # the agent went away...
     await runtime.remove_pod(first.uid)  # ...and the runtime lost the pod with it
     second = PodWorker(pod, runtime, lambda uid: None, saved)
@@ -77,8 +86,11 @@ async def test_a_container_ended_for_good_is_not_run_again_by_a_new_worker(
     try:
         status = second.status()
         assert status.phase == "Succeeded"
-        terminated = status.container_statuses[0].state.terminated
+        main = status.container_statuses[0]
+        terminated = main.state.terminated
         assert terminated is not None and terminated.exit_code == 0
+        assert terminated.container_id == main.container_id == ended.container_id
+        assert main.image_id == ended.image_id
         assert not runtime.container_dir(second.uid, "main").exists()  # never started
     finally:
         await second.stop(grace=0)
@@ -118,3 +130,75 @@ async def test_a_pod_is_said_stopped_only_once_it_is(
     await wait_until(lambda: stopped == [uid], within=10)  # the next try, after 2 s
     assert not pinned.exists()
     await supervisor.close()
+
+
+async def test_a_status_names_the_run_and_its_image_across_restarts_and_agents(
+    runtime: NativeRuntime,  # noqa: F811
+    images: ImageStore,  # noqa: F811
+    cgroups: CgroupDriver,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A running container's status has the kubelet's ids: containerID `corral://<64 hex>`,
+    new for every run, and imageID `<repository>@<manifest digest>` (containerd's form).
+    A restart is a new run, whose predecessor's id stays in lastState; a new agent's
+    Supervisor, adopting the pods, reports the same ids from the runtime's records, also
+    for a container that ended while no agent ran."""
+    image_id = f"docker.io/library/busybox@{images.require('busybox').digest}"
+    pod = make_pod(sh("main", "exec sleep 600"))
+    ender = make_pod(sh("main", "exec sleep 600"), restartPolicy="Never")
+
+    def main(supervisor: Supervisor, of: Pod) -> ContainerStatus | None:
+        """The container's status once it has run (it has a containerID)."""
+        status = supervisor.status(of.metadata.uid or "")
+        found = status.container_statuses[0] if status is not None else None
+        return found if found is not None and found.container_id else None
+
+    def running(supervisor: Supervisor, restarts: int) -> ContainerStatus | None:
+        found = main(supervisor, pod)
+        if found is None or found.state.running is None or found.restart_count != restarts:
+            return None
+        return found
+
+    def kill(of: Pod) -> None:
+        """SIGKILL its init (not stop_container, which would wait for an exit that a
+        restart then clears)."""
+        cdir = runtime.container_dir(of.metadata.uid or "", "main")
+        os.kill(json.loads((cdir / "init.pid").read_text())["pid"], signal.SIGKILL)
+
+    supervisor = Supervisor(runtime, tmp_path / "agent", lambda uid: None)
+    await supervisor.recover()
+    await supervisor.apply([pod, ender], [])
+    first = await wait_until(lambda: running(supervisor, 0), within=20)
+    assert first.image_id == image_id
+    assert re.fullmatch(r"corral://[0-9a-f]{64}", first.container_id or ""), first.container_id
+
+    kill(pod)  # policy Always: restarted at once
+    second = await wait_until(lambda: running(supervisor, 1), within=20)
+    assert re.fullmatch(r"corral://[0-9a-f]{64}", second.container_id or "")
+    assert second.container_id != first.container_id and second.image_id == image_id
+    last = second.last_state.terminated
+    assert last is not None and last.container_id == first.container_id
+    wire = second.to_dict()
+    assert (wire["containerID"], wire["imageID"]) == (second.container_id, image_id)
+    assert wire["lastState"]["terminated"]["containerID"] == first.container_id
+
+    ended = await wait_until(lambda: main(supervisor, ender), within=20)
+    await supervisor.close()  # the agent goes; the containers run on
+    kill(ender)  # ...and this one ends meanwhile
+    exit_file = runtime.container_dir(ender.metadata.uid or "", "main") / "exit.json"
+    await wait_until(exit_file.exists, within=10)
+    again = NativeRuntime(runtime.state_dir, images, cgroups)
+    await again.start()
+    adopted = Supervisor(again, tmp_path / "agent", lambda uid: None)
+    try:
+        await adopted.recover()
+        found = await wait_until(lambda: running(adopted, 1), within=20)
+        assert (found.container_id, found.image_id) == (second.container_id, image_id)
+        assert found.last_state == second.last_state
+        done = await wait_until(lambda: (s := main(adopted, ender)) and s.state.terminated and s)
+        assert (done.container_id, done.image_id) == (ended.container_id, image_id)
+        assert done.state.terminated is not None
+        assert done.state.terminated.container_id == ended.container_id
+    finally:
+        await adopted.close()
+        await again.close()

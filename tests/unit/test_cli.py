@@ -503,6 +503,21 @@ def test_describe_pod() -> None:
         assert has_line(text, line), line
 
 
+def test_describe_pod_shows_the_runs_ids_as_kubectl() -> None:
+    """Container ID and Image ID of a container with a status, as kubectl shows them (blank
+    while it has not run); neither for a container that has no status yet."""
+    status = running()
+    status["containerID"] = "corral://" + "a" * 64
+    status["imageID"] = "docker.io/library/busybox@sha256:" + "b" * 64
+    text = describe_pod(make_pod(statuses=[status]), NOW)
+    assert has_line(text, f"Container ID: corral://{'a' * 64}")
+    assert has_line(text, f"Image ID: docker.io/library/busybox@sha256:{'b' * 64}")
+    waiting = {"name": "c0", "state": {"waiting": {"reason": "ContainerCreating"}}, "imageID": ""}
+    lines = [line.strip() for line in describe_pod(make_pod(statuses=[waiting]), NOW).split("\n")]
+    assert "Container ID:" in lines and "Image ID:" in lines
+    assert "Container ID" not in describe_pod(make_pod(phase="Pending"), NOW)
+
+
 def has_line(text: str, words: str) -> bool:
     """Whether a line of `text` holds `words`, however the columns are padded."""
     return any(words in " ".join(line.split()) for line in text.splitlines())

@@ -194,6 +194,32 @@ def test_multi_arch_index_picks_this_arch(store: ImageStore, tmp_path: Path) -> 
     assert store.get(index_digest) is not None
 
 
+def test_repo_digest_names_the_repository_and_the_manifest(
+    store: ImageStore, tmp_path: Path
+) -> None:
+    """A container status's imageID (containerd's form): `<repository>@<manifest digest>`
+    whatever the spelling, tag or index digest it was asked by; the bare manifest digest
+    for an image known by digest alone."""
+    layout = write_oci_layout(
+        None, tmp_path / "oci", ref="multi:1", extra_layers=BASE, platforms=[host_arch()]
+    )
+    [image] = store.import_path(layout)
+    expected = f"docker.io/library/multi@{image.digest}"
+    index = layout_top_digest(layout)
+    assert index != image.digest
+    for spelling in ("multi:1", "docker.io/library/multi:1", f"multi@{index}"):
+        found = store.get(spelling)
+        assert found is not None and found.repo_digest == expected, spelling
+    for digest in (image.digest, index):
+        found = store.get(digest)
+        assert found is not None and found.repo_digest == image.digest, digest
+    hosted = write_oci_layout(
+        None, tmp_path / "o2", ref="registry.local:5000/team/app:7", extra_layers=APP
+    )
+    [other] = store.import_path(hosted)
+    assert other.repo_digest == f"registry.local:5000/team/app@{other.digest}"
+
+
 def test_wrong_arch_refused(store: ImageStore, tmp_path: Path) -> None:
     """An image only for another architecture is refused, naming both, and nothing stays."""
     only_other = write_oci_layout(None, tmp_path / "o1", extra_layers=BASE, platforms=[OTHER_ARCH])

@@ -86,6 +86,11 @@ LOG_DRAIN = 5.0  # after an exit, how long the log copy may take to catch up
 STOP_MARGIN = 30.0  # beyond the grace period, for dockerd to answer a stop
 WAIT_RETRY = 1.0
 CONNECT_TIMEOUT = 10.0  # after a lost connection to dockerd, before waiting again
+# A container status's ids as cri-dockerd reports them: containerID `docker://<id>`, and
+# imageID `docker-pullable://<repo>@<digest>` for an image from a registry (it has a repo
+# digest), else `docker://sha256:<image id>`.
+DOCKER_SCHEME = "docker://"
+PULLABLE_SCHEME = "docker-pullable://"
 # Words in dockerd's pull errors that mean "no answer from the registry" (not a refusal).
 _UNREACHABLE = ("no such host", "connection refused", "i/o timeout", "dial tcp", "network is")
 
@@ -482,7 +487,7 @@ class DockerRuntime:
                 if (uid, container) not in self._oom_watches:
                     self._watch_oom(uid, container, existing["Id"])
                 self._follow(uid, container, existing["Id"])
-                return self._info(container, existing)
+                return self._info(container, existing, await self._image_id(existing))
             infra = await self._inspect(self.infra_name(uid))
             if infra is None or not infra["State"]["Running"]:
                 raise RuntimeFailure(f"pod {uid} has no running sandbox: create_pod first")
@@ -513,7 +518,7 @@ class DockerRuntime:
             if state is None:
                 raise RuntimeFailure(f"container {container} vanished right after its start")
             self._follow(uid, container, created.id)
-            return self._info(container, state)
+            return self._info(container, state, await self._image_id(state))
 
     def _prepare_container(self, uid: str, spec: Container) -> None:
         """A fresh container cgroup with the container's limits (blocking)."""
@@ -587,17 +592,40 @@ class DockerRuntime:
             )
         return mounts
 
-    def _info(self, container: str, state: dict[str, Any]) -> ContainerInfo:
+    def _info(self, container: str, state: dict[str, Any], image_id: str) -> ContainerInfo:
+        """The run an inspect describes; `image_id` from _image_id."""
         s = state["State"]
+        container_id = DOCKER_SCHEME + state["Id"]
         if s.get("Running"):
             return ContainerInfo(
                 name=container,
                 state="running",
                 pid=int(s.get("Pid") or 0) or None,
                 started_at=_dt(s.get("StartedAt")),
+                container_id=container_id,
+                image_id=image_id,
             )
         exit = self._exit(container, state)
-        return ContainerInfo(name=container, state="exited", started_at=exit.started_at, exit=exit)
+        return ContainerInfo(
+            name=container,
+            state="exited",
+            started_at=exit.started_at,
+            exit=exit,
+            container_id=container_id,
+            image_id=image_id,
+        )
+
+    async def _image_id(self, state: dict[str, Any]) -> str:
+        """The imageID of the container an inspect describes, as cri-dockerd has it: its
+        image's first repo digest, else the image's id (see DOCKER_SCHEME). Asked of
+        dockerd each time: a later pull by digest gives an image a repo digest."""
+        image = str(state.get("Image") or "")  # `sha256:<image id>`
+        try:
+            found = await (await self._client()).images.inspect(image)
+        except aiodocker.DockerError:
+            found = {}  # not found (removed since): its id is what is left
+        digests = found.get("RepoDigests") or []
+        return PULLABLE_SCHEME + digests[0] if digests else DOCKER_SCHEME + image
 
     def _exit(self, container: str, state: dict[str, Any]) -> ContainerExit:
         s = state["State"]
@@ -865,7 +893,10 @@ class DockerRuntime:
                 container = labels.get(LABEL_CONTAINER, "")
                 if not container:
                     continue
-                info.containers[container] = await asyncio.to_thread(self._info, container, state)
+                image_id = await self._image_id(state)
+                info.containers[container] = await asyncio.to_thread(
+                    self._info, container, state, image_id
+                )
                 if state["State"]["Running"]:
                     self._watch_oom(uid, container, state["Id"])
                 # Running or not: copy what it wrote while no agent did.

@@ -89,6 +89,15 @@ class Image:
     size: int  # bytes of file content in its layers, unpacked
     config_digest: str
 
+    @property
+    def repo_digest(self) -> str:
+        """`docker.io/library/busybox@sha256:...` (its repository, its manifest digest), or
+        the bare digest for an image known by digest alone: what containerd's CRI reports
+        as a container's `imageID`, so the native runtime reports it too."""
+        if is_digest(self.ref):
+            return self.digest
+        return f"{parse_reference(self.ref).repository}@{self.digest}"
+
 
 @dataclass(frozen=True, slots=True)
 class GcStats:

@@ -25,7 +25,7 @@ time in a helper that had none prepared):
                                               an RCU grace period), drops to the image's
                                               user, chdir, execve
       error pipe EOF (exec succeeded)  <----  (the pipe is O_CLOEXEC; a failure writes why)
-      answer the agent, write started.json
+      answer the agent, write started.json (with the run's ids the agent chose)
       copy stdout/stderr to the log file (CRI format, rotated by size)
       waitpid -> exit.json (temp file, fsync, rename): code, signal, times, OOM kill
       the same record to the agent, if the one that started us still listens
@@ -281,8 +281,10 @@ def run(spec: dict[str, Any], conn: int, prepared: Prepared | BaseException | No
         return
     started = time.time()
     reply(conn, {"ok": True, "monitor_pid": os.getpid(), "init_pid": pid, "started_at": started})
-    # After the answer: only a re-adopting agent reads it, for the start time.
-    write_json(f"{cdir}/started.json", {"init_pid": pid, "started_at": started})
+    # After the answer: only a re-adopting agent reads it, for the start time and the
+    # run's ids (the agent's `run`, kept with the records of a run that started).
+    run_ids = spec.get("run")
+    write_json(f"{cdir}/started.json", {"init_pid": pid, "started_at": started, "run": run_ids})
     status = _pump(pid, writer, pipes)
     writer.close()
     if os.WIFSIGNALED(status):
@@ -293,7 +295,7 @@ def run(spec: dict[str, Any], conn: int, prepared: Prepared | BaseException | No
     cgroups = [str(d) for d in spec.get("cgroups") or []]
     files = spec.get("oom_files")
     oom = oom_kills(cgroups, files) > int(spec.get("oom_before") or 0)
-    record = _exit_record(spec, code, sig, started, oom_killed=oom)
+    record = _exit_record(spec, code, sig, started, oom_killed=oom, run=run_ids)
     write_json(f"{cdir}/exit.json", record, durable=True)
     # Durable first, then told: the agent that started us (if it still listens) needs no
     # pidfd and no read of exit.json; any other agent finds the file.

@@ -15,7 +15,9 @@ it needs to find them again lives under the state directory:
     <state>/pods/<uid>/etc/               hostname, hosts, resolv.conf for its containers
     <state>/pods/<uid>/volumes/<name>     emptyDir volumes
     <state>/pods/<uid>/containers/<name>/ monitor.pid, init.pid, started.json, exit.json,
-                                          monitor.log, upper/ work/ rootfs/ (the overlay)
+                                          monitor.log, upper/ work/ rootfs/ (the overlay);
+                                          started.json and exit.json hold the run's ids
+                                          (`run`: a random id, the image's repo digest)
     <log_dir>/<uid>/<name>.log[.1 ...]    the container's output, CRI format
     <state>/trash/                        removed pods' directories, moved there by one
                                           rename each and deleted in the background
@@ -77,6 +79,7 @@ SWEEP_TIMEOUT = 600.0  # emptying the trash: a busy disk deletes slowly, nobody 
 SWEEP_DELAY = 1.0  # removals within this share one sweep (one helper process)
 NS_KINDS = ("ipc", "uts", "net")
 ETC_FILES = ("hostname", "hosts", "resolv.conf")  # the pod's, bound into each container
+CONTAINER_ID_SCHEME = "corral://"  # containerID: `<runtime>://<id>`, as the kubelet has it
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -108,6 +111,14 @@ def _exit_from(record: dict[str, Any]) -> ContainerExit:
         signal=record.get("signal"),
         message=record.get("message"),
     )
+
+
+def _run_ids(run: object) -> tuple[str | None, str]:
+    """(containerID, imageID) of a run, from its `run` record (None, "") if it has none:
+    a start that failed, or records written before runs had ids."""
+    if not isinstance(run, dict) or not run.get("id"):
+        return None, ""
+    return CONTAINER_ID_SCHEME + str(run["id"]), str(run.get("image_id") or "")
 
 
 def _pidfd(record: dict[str, Any] | None) -> int | None:
@@ -557,11 +568,14 @@ class NativeRuntime:
             raise RuntimeFailure(
                 f"cannot start container {container}: {answer.get('error')}", START_ERROR
             )
+        container_id, image_id = _run_ids(prepared.get("run"))
         return ContainerInfo(
             name=container,
             state="running",
             pid=int(answer["init_pid"]),
             started_at=_dt(answer.get("started_at")),
+            container_id=container_id,
+            image_id=image_id,
         )
 
     def _prepare_start(
@@ -574,7 +588,12 @@ class NativeRuntime:
             return running
         image = self.images.require(container.image)
         layers = self.images.layer_dirs(image)
-        return self._prepare_container(pod, container, image.config, layers, fresh_cgroup)
+        spec = self._prepare_container(pod, container, image.config, layers, fresh_cgroup)
+        # The run's ids, new for every start (as a CRI runtime's container ids are). The
+        # monitor keeps them in its records (started.json, exit.json), which a later agent
+        # reads anyway: no file (no write) of their own.
+        spec["run"] = {"id": os.urandom(32).hex(), "image_id": image.repo_digest}
+        return spec
 
     def _prepare_container(
         self,
@@ -753,10 +772,14 @@ class NativeRuntime:
     def _exit_or_lost(self, uid: str, container: str) -> ContainerExit:
         """The recorded exit, or (the monitor died without one) a 137 "monitor lost" that
         is recorded too, after killing whatever the container left running (blocking)."""
+        return _exit_from(self._exit_record_or_lost(uid, container))
+
+    def _exit_record_or_lost(self, uid: str, container: str) -> dict[str, Any]:
+        """_exit_or_lost's record (blocking)."""
         cdir = self.container_dir(uid, container)
         record = _read_json(cdir / "exit.json")
         if record is not None:
-            return _exit_from(record)
+            return record
         started = _read_json(cdir / "started.json") or {}
         with contextlib.suppress(CgroupError):
             path = f"{self.pod_cgroup(uid)}/{container}"
@@ -770,10 +793,11 @@ class NativeRuntime:
             "oom_killed": False,
             "reason": "Error",
             "message": "monitor lost",
+            "run": started.get("run"),
         }
         if cdir.is_dir():
             write_json(str(cdir / "exit.json"), record, durable=True)
-        return _exit_from(record)
+        return record
 
     async def stop_container(self, uid: str, container: str, grace: float) -> ContainerExit | None:
         exited = self._recorded_exit(uid, container)
@@ -1057,16 +1081,28 @@ class NativeRuntime:
             if _alive(mon):
                 init = _read_json(cdir / "init.pid") or {}
                 started = _read_json(cdir / "started.json") or {}
+                container_id, image_id = _run_ids(started.get("run"))
                 return ContainerInfo(
                     name=name,
                     state="running",
                     pid=init.get("pid"),
                     started_at=_dt(started.get("started_at")),
+                    container_id=container_id,
+                    image_id=image_id,
                 )
             if not settle:
                 return None
-        exit = _exit_from(record) if record is not None else self._exit_or_lost(uid, name)
-        return ContainerInfo(name=name, state="exited", started_at=exit.started_at, exit=exit)
+            record = self._exit_record_or_lost(uid, name)
+        exit = _exit_from(record)
+        container_id, image_id = _run_ids(record.get("run"))
+        return ContainerInfo(
+            name=name,
+            state="exited",
+            started_at=exit.started_at,
+            exit=exit,
+            container_id=container_id,
+            image_id=image_id,
+        )
 
     # --- metrics ---
 
