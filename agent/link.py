@@ -90,6 +90,7 @@ class SchedulerLink:
         self._stopped: set[str] = set()
         self._ack: int | None = None  # desired revision applied, not yet acknowledged
         self._wake = asyncio.Event()
+        self._applying: asyncio.Future[None] | None = None  # the desired frame being applied
         self.connected = asyncio.Event()
         self.heartbeat_seconds = 1.0
         self.redial_cap = BACKOFF_CAP  # until a welcome says the node grace
@@ -256,6 +257,9 @@ class SchedulerLink:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            applying, self._applying = self._applying, None
+            if applying is not None:
+                await asyncio.gather(applying, return_exceptions=True)  # its end, not its error
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> Any:
         msg = await ws.receive()
@@ -275,7 +279,13 @@ class SchedulerLink:
         while True:
             frame = await self._receive(ws)
             if isinstance(frame, protocol.Desired):
-                await self._supervisor.apply(self._pods(frame.upsert), frame.remove)
+                # Applied to its end even if the link goes meanwhile (`_session` waits for
+                # it): cancelled while a new pod's sandbox was made, the pod's worker stayed
+                # registered without its containers, ContainerCreating for good.
+                self._applying = asyncio.ensure_future(
+                    self._supervisor.apply(self._pods(frame.upsert), frame.remove)
+                )
+                await asyncio.shield(self._applying)
                 self._ack = frame.revision  # the reporter's next pod_status carries it
                 self._wake.set()
             elif isinstance(frame, protocol.LogsRequest):

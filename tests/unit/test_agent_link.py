@@ -101,3 +101,38 @@ async def test_a_heartbeat_loop_that_dies_ends_the_link(
         async with asyncio.timeout(10):
             await link._session(ws)  # type: ignore[arg-type]
     assert sum(isinstance(f, protocol.Heartbeat) for f in ws.sent) == 2
+
+
+async def test_a_desired_frame_is_applied_to_its_end_when_the_link_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeats fail while a desired frame is being applied (a new pod's sandbox
+    being made): the link ends only once the frame is applied. Cancelled halfway, the
+    pod's worker stayed registered without its containers, ContainerCreating for good."""
+    config = AgentConfig(node_name="n1", state_dir=str(tmp_path))
+    applying = asyncio.Event()
+    applied: list[bool] = []
+
+    async def apply(upsert: list[Any], remove: list[str], **kwargs: Any) -> None:
+        if kwargs.get("full"):
+            return  # the welcome's
+        applying.set()
+        await asyncio.sleep(0.2)  # the sandbox
+        applied.append(True)
+
+    supervisor: Any = SimpleNamespace(workers={}, apply=apply)
+    link = SchedulerLink(config, supervisor, token="t")
+    ws = QuietLink()
+    desired = protocol.Desired(revision=2, upsert=[], remove=["gone"])
+    ws._frames.append(aiohttp.WSMessage(aiohttp.WSMsgType.BINARY, protocol.encode(desired), None))
+
+    def usage() -> dict[str, int]:
+        if applying.is_set():
+            raise RuntimeError("psutil broke")
+        return {"cpu": 0, "memory": 0}
+
+    monkeypatch.setattr(stats, "usage", usage)
+    with pytest.raises(LinkFailed):
+        async with asyncio.timeout(10):
+            await link._session(ws)  # type: ignore[arg-type]
+    assert applied == [True]
