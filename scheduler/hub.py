@@ -890,7 +890,8 @@ class Hub:
                 )
             )
             # A followed log may rightly stay silent until the container writes; one that
-            # is not is read and sent at once, so silence then means a stuck agent.
+            # is not is read and sent at once, so a silence (before any chunk or between
+            # two) means a stuck agent.
             answer_within = None if follow else self._config.agent_answer_seconds
             while True:
                 if answer_within is None:
@@ -903,7 +904,6 @@ class Hub:
                         raise LogsUnavailable(
                             f"node {node} did not answer within {answer_within:g} s"
                         ) from None
-                    answer_within = None
                 if chunk is None:
                     finished = True
                     raise LogsUnavailable(f"node {node} disconnected")

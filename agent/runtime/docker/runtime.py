@@ -622,8 +622,10 @@ class DockerRuntime:
         image = str(state.get("Image") or "")  # `sha256:<image id>`
         try:
             found = await (await self._client()).images.inspect(image)
-        except aiodocker.DockerError:
-            found = {}  # not found (removed since): its id is what is left
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError, RuntimeFailure):
+            # Not found (removed since), or dockerd out of reach for a moment: the image's
+            # id is what is left. A started container's supervision must not end on it.
+            found = {}
         digests = found.get("RepoDigests") or []
         return PULLABLE_SCHEME + digests[0] if digests else DOCKER_SCHEME + image
 
