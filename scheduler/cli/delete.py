@@ -231,33 +231,43 @@ def _uid(answer: object) -> str | None:
 
 
 def wait_gone(client: Client, deleted: list[Deleted], timeout: float | None) -> list[Deleted]:
-    """Wait until every object is gone; those still there when `timeout` ran out."""
+    """Wait until every object is gone; those still there when `timeout` ran out. One
+    list and one watch per collection, however many of its objects were deleted."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    late = []
+    collections: dict[str, list[Deleted]] = {}
     for obj in deleted:
+        collections.setdefault(obj.res.path(obj.namespace), []).append(obj)
+    late = []
+    for path, objs in collections.items():
         left = None if deadline is None else deadline - time.monotonic()
-        if not _gone(client, obj, left):
-            late.append(obj)
+        late += _still_there(client, path, objs, left)
     return late
 
 
-def _gone(client: Client, obj: Deleted, timeout: float | None) -> bool:
-    """Look it up by name; if it is there, follow it until it is deleted or `timeout`."""
-    path = obj.res.path(obj.namespace)
-    query: dict[str, str | None] = {"fieldSelector": f"metadata.name={obj.name}"}
+def _still_there(
+    client: Client, path: str, objs: list[Deleted], timeout: float | None
+) -> list[Deleted]:
+    """Those of `objs` (of the collection at `path`) not gone within `timeout`: looked up
+    in one list, then followed in one watch until each is deleted."""
+    # One object: by name, so that deleting one pod of thousands lists one.
+    query: dict[str, str | None] = (
+        {"fieldSelector": f"metadata.name={objs[0].name}"} if len(objs) == 1 else {}
+    )
     listed: Object = client.get(path, **query)
-    if not any(_is(item, obj) for item in listed.get("items") or []):
-        return True
-    if timeout is not None and timeout <= 0:
-        return False
+    items = listed.get("items") or []
+    waiting = {o.name: o for o in objs if any(_is(item, o) for item in items)}
+    if not waiting or (timeout is not None and timeout <= 0):
+        return list(waiting.values())
     version = (listed.get("metadata") or {}).get("resourceVersion")
     for event in watch_events(client, path, query, version, timeout=timeout):
         seen = event.get("object") or {}
-        if (seen.get("metadata") or {}).get("name") != obj.name:
-            continue
-        if event.get("type") == "DELETED" or not _is(seen, obj):
-            return True  # deleted, or its name already belongs to a new object
-    return False
+        name = (seen.get("metadata") or {}).get("name")
+        obj = waiting.get(name) if isinstance(name, str) else None
+        if obj is not None and (event.get("type") == "DELETED" or not _is(seen, obj)):
+            del waiting[obj.name]  # deleted, or its name already belongs to a new object
+            if not waiting:
+                break
+    return list(waiting.values())
 
 
 def _is(item: Object, obj: Deleted) -> bool:
