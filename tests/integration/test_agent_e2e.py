@@ -108,6 +108,31 @@ spec:
 """
 
 
+# A pod whose script keeps what it needs across runs in an emptyDir at /state (which
+# outlives the container's restarts); `metadata` is more of its metadata, in flow style.
+STATEFUL_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}{metadata}}}
+spec:
+  restartPolicy: {policy}
+  terminationGracePeriodSeconds: {grace}
+  volumes: [{{name: state, emptyDir: {{}}}}]
+  containers:
+  - name: main
+    image: busybox
+    volumeMounts: [{{name: state, mountPath: /state}}]
+    command: ["sh", "-c", {script!r}]
+"""
+COUNT_RUNS = "n=$(($(cat /state/n 2>/dev/null || echo 0) + 1)); echo $n > /state/n; "
+
+
+def stateful_pod(name: str, policy: str, script: str, metadata: str = "", grace: int = 30) -> str:
+    return STATEFUL_POD.format(
+        name=name, policy=policy, script=script, metadata=metadata, grace=grace
+    )
+
+
 def pod_json(s: SchedulerProcess, name: str) -> dict[str, Any]:
     return s.get(f"/api/v1/namespaces/default/pods/{name}")
 
@@ -242,21 +267,12 @@ def test_sigterm_exits_zero_and_leaves_pods(agent: AgentProcess) -> None:
 def test_logs_previous_run(agent: AgentProcess) -> None:
     """`corral logs --previous` shows the run before the current one; the current log is fresh."""
     s = agent.scheduler
-    manifest = """
-apiVersion: v1
-kind: Pod
-metadata: {name: runs}
-spec:
-  restartPolicy: Always
-  volumes: [{name: state, emptyDir: {}}]
-  containers:
-  - name: main
-    image: busybox
-    volumeMounts: [{name: state, mountPath: /state}]
-    command: ["sh", "-c"]
-    args: ["if [ -f /state/ran ]; then echo second run; exec sleep 300; fi;
-            touch /state/ran; echo first run; exit 1"]
-"""
+    manifest = stateful_pod(
+        "runs",
+        "Always",
+        "if [ -f /state/ran ]; then echo second run; exec sleep 300; fi; "
+        "touch /state/ran; echo first run; exit 1",
+    )
     assert corral(s, "apply", "-f", "-", stdin=manifest).returncode == 0
     wait_for(lambda: "second run" in corral(s, "logs", "runs").stdout, timeout=30)
     assert corral(s, "logs", "runs").stdout == "second run\n"  # the current run only
@@ -268,24 +284,13 @@ spec:
 def test_restart_count_survives_an_agent_restart_during_backoff(agent: AgentProcess) -> None:
     """An exit counted before the agent restarted is not counted again by the next agent."""
     s = agent.scheduler
-    manifest = """
-apiVersion: v1
-kind: Pod
-metadata:
-  name: backoff
-  annotations: {corral.dev/restart-backoff-initial: "60"}
-spec:
-  restartPolicy: Always
-  terminationGracePeriodSeconds: 1
-  volumes: [{name: state, emptyDir: {}}]
-  containers:
-  - name: main
-    image: busybox
-    volumeMounts: [{name: state, mountPath: /state}]
-    command: ["sh", "-c"]
-    args: ["n=$(($(cat /state/n 2>/dev/null || echo 0) + 1)); echo $n > /state/n;
-            if [ $n -ge 3 ]; then exec sleep 300; fi; exit 1"]
-"""
+    manifest = stateful_pod(
+        "backoff",
+        "Always",
+        COUNT_RUNS + "if [ $n -ge 3 ]; then exec sleep 300; fi; exit 1",
+        metadata=', annotations: {corral.dev/restart-backoff-initial: "60"}',
+        grace=1,
+    )
     assert corral(s, "apply", "-f", "-", stdin=manifest).returncode == 0
 
     def waiting() -> bool:
@@ -430,20 +435,7 @@ def test_a_finished_pod_is_not_started_again_by_a_new_agent(agent: AgentProcess)
     """After an agent restart a finished pod stays finished (its container is not run
     again) and its log is still readable."""
     s = agent.scheduler
-    manifest = """
-apiVersion: v1
-kind: Pod
-metadata: {name: counted}
-spec:
-  restartPolicy: Never
-  volumes: [{name: state, emptyDir: {}}]
-  containers:
-  - name: main
-    image: busybox
-    volumeMounts: [{name: state, mountPath: /state}]
-    command: ["sh", "-c"]
-    args: ["n=$(($(cat /state/n 2>/dev/null || echo 0) + 1)); echo $n > /state/n; echo run $n"]
-"""
+    manifest = stateful_pod("counted", "Never", COUNT_RUNS + "echo run $n")
     assert corral(s, "apply", "-f", "-", stdin=manifest).returncode == 0
     wait_for(partial(phase_is, s, "counted", "Succeeded"), 30)
     uid = pod_json(s, "counted")["metadata"]["uid"]
