@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,46 +88,73 @@ KINDS = [
 ]
 
 
+# A replace or a patch of the object, setting these labels: (status, body).
+Write = Callable[[dict[str, str]], Coroutine[Any, Any, tuple[int, dict[str, Any]]]]
+
+
+async def created_and_settled(
+    scheduler: Scheduler,
+    client: aiohttp.ClientSession,
+    collection: str,
+    key: str,
+    body: Any,
+    settled: Any,
+) -> str:
+    """The object created with label v=0, once its controllers' own first writes are
+    durable; its URL."""
+    async with client.post(collection, json=body({"v": "0"})) as r:
+        assert r.status == 201, await r.text()
+        url = f"{collection}/{(await r.json())['metadata']['name']}"
+    assert scheduler.store.latest(key) is not None, "the test's key is not the stored one"
+
+    async def quiet() -> bool:
+        async with client.get(url) as r:
+            ready = bool(settled(await r.json()))
+        return ready and await scheduler.store.settled(key) is not None
+
+    await wait_until(quiet)
+    return url
+
+
+async def second_behind_a_queued_first(
+    scheduler: Scheduler, key: str, write: Write, first: dict[str, str], second: dict[str, str]
+) -> tuple[tuple[int, dict[str, Any]], tuple[int, dict[str, Any]]]:
+    """`write(first)`, then `write(second)` while the first is queued but not durable:
+    another SQLite connection holds the database's write lock meanwhile."""
+    lock = sqlite3.connect(scheduler.db_path, timeout=5, isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # the store's next commit waits (busy_timeout: 5 s)
+        one = asyncio.create_task(write(first))
+        # Queued, not durable: the store's newest value is the first write's.
+        await wait_until(lambda: b'"v":"1"' in scheduler.store.latest(key).value)  # type: ignore[union-attr]
+        two = asyncio.create_task(write(second))
+        # Answered at once if it conflicts (the defect); else it waits for the first
+        # write to be durable, which the lock holds back.
+        await asyncio.wait({two}, timeout=1.5)
+    finally:
+        if lock.in_transaction:
+            lock.execute("ROLLBACK")
+        lock.close()
+    return await one, await two
+
+
 @pytest.mark.parametrize(
     ("collection", "key", "body", "settled"), KINDS, ids=["pod", "namespace", "deploy"]
 )
 async def test_replace_without_resource_version_waits_out_a_queued_write(
     scheduler: Scheduler, collection: str, key: str, body: Any, settled: Any
 ) -> None:
-    store = scheduler.store
     auth = {"Authorization": f"Bearer {ADMIN}"}
     async with aiohttp.ClientSession(scheduler.base, headers=auth) as client:
-        async with client.post(collection, json=body({"v": "0"})) as r:
-            assert r.status == 201, await r.text()
-            url = f"{collection}/{(await r.json())['metadata']['name']}"
-        assert store.latest(key) is not None, "the test's key is not the stored one"
-
-        async def quiet() -> bool:  # the controllers' own first writes are durable
-            async with client.get(url) as r:
-                return bool(settled(await r.json())) and await store.settled(key) is not None
-
-        await wait_until(quiet)
+        url = await created_and_settled(scheduler, client, collection, key, body, settled)
 
         async def replace(labels: dict[str, str]) -> tuple[int, dict[str, Any]]:
             async with client.put(url, json=body(labels)) as r:
                 return r.status, await r.json()
 
-        lock = sqlite3.connect(scheduler.db_path, timeout=5, isolation_level=None)
-        try:
-            lock.execute("BEGIN IMMEDIATE")  # the store's next commit waits (busy_timeout: 5 s)
-            first = asyncio.create_task(replace({"v": "1"}))
-            # Queued, not durable: the store's newest value is the first replace's.
-            await wait_until(lambda: b'"v":"1"' in store.latest(key).value)  # type: ignore[union-attr]
-            second = asyncio.create_task(replace({"v": "2"}))
-            # Answered at once if it conflicts (the defect); else it waits for the first
-            # write to be durable, which the lock holds back.
-            await asyncio.wait({second}, timeout=1.5)
-        finally:
-            if lock.in_transaction:
-                lock.execute("ROLLBACK")
-            lock.close()
-        status1, obj1 = await first
-        status2, obj2 = await second
+        (status1, obj1), (status2, obj2) = await second_behind_a_queued_first(
+            scheduler, key, replace, {"v": "1"}, {"v": "2"}
+        )
         assert status1 == 200, obj1
         assert status2 == 200, obj2
         assert int(obj2["metadata"]["resourceVersion"]) > int(obj1["metadata"]["resourceVersion"])
@@ -143,18 +170,9 @@ async def test_patch_without_resource_version_applies_on_top_of_a_queued_write(
 ) -> None:
     """A patch that loses to a queued write is applied again to the object that write made
     (its label kept with the patch's), not answered 409 nor applied to the older one."""
-    store = scheduler.store
     auth = {"Authorization": f"Bearer {ADMIN}"}
     async with aiohttp.ClientSession(scheduler.base, headers=auth) as client:
-        async with client.post(collection, json=body({"v": "0"})) as r:
-            assert r.status == 201, await r.text()
-            url = f"{collection}/{(await r.json())['metadata']['name']}"
-
-        async def quiet() -> bool:
-            async with client.get(url) as r:
-                return bool(settled(await r.json())) and await store.settled(key) is not None
-
-        await wait_until(quiet)
+        url = await created_and_settled(scheduler, client, collection, key, body, settled)
 
         async def patch(labels: dict[str, str]) -> tuple[int, dict[str, Any]]:
             headers = {"Content-Type": "application/merge-patch+json"}
@@ -162,19 +180,9 @@ async def test_patch_without_resource_version_applies_on_top_of_a_queued_write(
             async with client.patch(url, data=data, headers=headers) as r:
                 return r.status, await r.json()
 
-        lock = sqlite3.connect(scheduler.db_path, timeout=5, isolation_level=None)
-        try:
-            lock.execute("BEGIN IMMEDIATE")  # the store's next commit waits (busy_timeout: 5 s)
-            first = asyncio.create_task(patch({"v": "1"}))
-            await wait_until(lambda: b'"v":"1"' in store.latest(key).value)  # type: ignore[union-attr]
-            second = asyncio.create_task(patch({"w": "2"}))
-            await asyncio.wait({second}, timeout=1.5)
-        finally:
-            if lock.in_transaction:
-                lock.execute("ROLLBACK")
-            lock.close()
-        status1, obj1 = await first
-        status2, obj2 = await second
+        (status1, obj1), (status2, obj2) = await second_behind_a_queued_first(
+            scheduler, key, patch, {"v": "1"}, {"w": "2"}
+        )
         assert (status1, status2) == (200, 200), (obj1, obj2)
         assert int(obj2["metadata"]["resourceVersion"]) > int(obj1["metadata"]["resourceVersion"])
         async with client.get(url) as r:
