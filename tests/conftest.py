@@ -315,6 +315,25 @@ def ready_nodes(scheduler: SchedulerProcess) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def running_cluster(
+    state_dir: Path, nodes: int, *hollow_args: str, scheduler_args: list[str] | None = None
+) -> Iterator[SchedulerProcess]:
+    """A scheduler with `nodes` hollow nodes (in one process, given `hollow_args`), all
+    Ready; both stopped at the end. For a module's shared fixture."""
+    sched = SchedulerProcess(state_dir, scheduler_args)
+    sched.start()
+    try:
+        hollow = HollowProcess(sched, nodes, *hollow_args)
+        try:
+            wait_for(lambda: len(ready_nodes(sched)) == nodes, timeout=20)
+            yield sched
+        finally:
+            hollow.stop()
+    finally:
+        sched.stop()
+
+
 @pytest.fixture
 def bare_scheduler(tmp_path: Path) -> Iterator[SchedulerProcess]:
     """A running scheduler with no agents."""

@@ -20,6 +20,7 @@ from tests.conftest import (
     SchedulerProcess,
     deployment_manifest,
     ready_nodes,
+    running_cluster,
     wait_for,
 )
 
@@ -32,17 +33,9 @@ MAX_BODY = 65536
 @pytest.fixture(scope="module")
 def sched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchedulerProcess]:
     """A scheduler with two hollow nodes, shared by the module's tests."""
-    s = SchedulerProcess(
-        tmp_path_factory.mktemp("patch") / "scheduler", ["--max-body-bytes", str(MAX_BODY)]
-    )
-    s.start()
-    hollow = HollowProcess(s, 2)
-    try:
-        wait_for(lambda: len(ready_nodes(s)) == 2, timeout=20)
+    state = tmp_path_factory.mktemp("patch") / "scheduler"
+    with running_cluster(state, 2, scheduler_args=["--max-body-bytes", str(MAX_BODY)]) as s:
         yield s
-    finally:
-        hollow.stop()
-        s.stop()
 
 
 @pytest.fixture
@@ -398,6 +391,7 @@ def test_node_labels_outlive_the_agent_registering_again(tmp_path: Path) -> None
         assert labels["disk"] == "ssd" and labels["kubernetes.io/hostname"] == "hollow-0000"
     finally:
         hollow.stop()
+        s.stop()
         s.stop()
 
 

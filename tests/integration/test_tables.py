@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import HollowProcess, SchedulerProcess, ready_nodes, wait_for
+from tests.conftest import SchedulerProcess, running_cluster
 from tests.unit.test_tables import POD_COLUMNS
 
 KUBECTL_ACCEPT = (
@@ -27,15 +27,8 @@ KUBECTL_ACCEPT = (
 @pytest.fixture(scope="module")
 def sched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchedulerProcess]:
     """A scheduler with one hollow node, Ready, shared by the module's tests."""
-    s = SchedulerProcess(tmp_path_factory.mktemp("tables"))
-    s.start()
-    hollow = HollowProcess(s, 1)
-    try:
-        wait_for(lambda: len(ready_nodes(s)) == 1, timeout=20)
+    with running_cluster(tmp_path_factory.mktemp("tables"), 1) as s:
         yield s
-    finally:
-        hollow.stop()
-        s.stop()
 
 
 def table(s: SchedulerProcess, path: str, accept: str = KUBECTL_ACCEPT) -> dict[str, Any]:

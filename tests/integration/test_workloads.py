@@ -27,10 +27,9 @@ import yaml
 
 from tests.conftest import (
     ADMIN_TOKEN,
-    HollowProcess,
     SchedulerProcess,
     deployment_manifest,
-    ready_nodes,
+    running_cluster,
     wait_for,
 )
 from tests.integration.test_cli import corral
@@ -45,15 +44,9 @@ FLAKY = ["--fail-first", "2", "--fail-first-key", "flaky"]
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchedulerProcess]:
     """A scheduler with four hollow nodes, shared by the module's tests."""
-    sched = SchedulerProcess(tmp_path_factory.mktemp("workloads") / "scheduler")
-    sched.start()
-    hollow = HollowProcess(sched, 4, *HOLLOW, *FLAKY)
-    try:
-        wait_for(lambda: len(ready_nodes(sched)) == 4, timeout=20)
-        yield sched
-    finally:
-        hollow.stop()
-        sched.stop()
+    state = tmp_path_factory.mktemp("workloads") / "scheduler"
+    with running_cluster(state, 4, *HOLLOW, *FLAKY) as s:
+        yield s
 
 
 @pytest.fixture
