@@ -491,6 +491,22 @@ class NodeSpec(DeferredModel):
     unschedulable: bool = False
 
 
+# Kubernetes' NodeSystemInfo: the keys a node's `status.nodeInfo` always has, as
+# Kubernetes' clients require them all (agents report them; corral's own keys beside).
+NODE_SYSTEM_INFO = (
+    "machineID",
+    "systemUUID",
+    "bootID",
+    "kernelVersion",
+    "osImage",
+    "containerRuntimeVersion",
+    "kubeletVersion",
+    "kubeProxyVersion",
+    "operatingSystem",
+    "architecture",
+)
+
+
 class NodeStatus(DeferredModel):
     capacity: dict[str, Quantity] = Field(default_factory=dict)
     allocatable: dict[str, Quantity] = Field(default_factory=dict)
@@ -498,7 +514,7 @@ class NodeStatus(DeferredModel):
     conditions: list[NodeCondition] = Field(default_factory=list)
     addresses: list[dict[str, str]] = Field(default_factory=list)
     last_heartbeat_time: Timestamp | None = None
-    node_info: dict[str, str] = Field(default_factory=dict)
+    node_info: dict[str, str] = Field(default_factory=dict)  # NODE_SYSTEM_INFO, and corral's
 
 
 class Node(DeferredModel):

@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from common import protocol
 from common.heap import drop_tracebacks
 from common.models import (
+    NODE_SYSTEM_INFO,
     Node,
     NodeCondition,
     NodeSpec,
@@ -80,23 +81,6 @@ REGISTER_ATTEMPTS = 3  # writes of a joining node's object, against other writes
 # link has no flow control per stream; with it, this would not be needed.
 MAX_LOG_CHUNKS_QUEUED = 2048
 # What ends a link's read loop: what ends aiohttp's `async for` over it, and an error.
-# Kubernetes' NodeSystemInfo: every key, as its clients require them all; what an agent
-# does not report (an older one, a hollow node) is empty.
-NODE_SYSTEM_INFO = dict.fromkeys(
-    (
-        "machineID",
-        "systemUUID",
-        "bootID",
-        "kernelVersion",
-        "osImage",
-        "containerRuntimeVersion",
-        "kubeletVersion",
-        "kubeProxyVersion",
-        "operatingSystem",
-        "architecture",
-    ),
-    "",
-)
 _LINK_ENDED = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR))
 
 
@@ -515,7 +499,8 @@ class Hub:
                 ],
                 addresses=[{"type": "InternalIP", "address": address}] if address else [],
                 last_heartbeat_time=stamp,
-                node_info={**NODE_SYSTEM_INFO, **info.info},
+                # What an older agent (or a hollow node) does not report is empty.
+                node_info={**dict.fromkeys(NODE_SYSTEM_INFO, ""), **info.info},
             ),
         )
         await self._store.put(key, encode(node), obj=node, expect=kv.mod_revision if kv else 0)

@@ -22,6 +22,7 @@ from agent.link import (
     redial_delay,
 )
 from common import protocol
+from common.models import NODE_SYSTEM_INFO
 
 
 @pytest.mark.parametrize(
@@ -136,3 +137,10 @@ async def test_a_desired_frame_is_applied_to_its_end_when_the_link_fails(
         async with asyncio.timeout(10):
             await link._session(ws)  # type: ignore[arg-type]
     assert applied == [True]
+
+
+def test_the_agent_reports_every_node_system_info_key() -> None:
+    """Kubernetes' clients require each key of a node's `status.nodeInfo`."""
+    info = stats.node_info("native")
+    assert set(NODE_SYSTEM_INFO) <= set(info)
+    assert info["kubeletVersion"].startswith("v1.") and info["operatingSystem"] == "linux"
