@@ -290,12 +290,13 @@ async def test_a_status_names_the_run_and_its_image_as_cri_dockerd(
             container_id("local"),
             f"docker://{local_image}",
         )
+        found = await wait_until(lambda: status(supervisor, "pulled"), within=60)
+        # Inspected only once its container runs: "local" may run before the pull is done.
         digests = docker_images.docker(
             "image", "inspect", pulled, "--format", "{{json .RepoDigests}}"
         )
         (repo_digest,) = json.loads(digests)
         assert repo_digest.startswith(f"{registry.host}/docker/ids@sha256:"), repo_digest
-        found = await wait_until(lambda: status(supervisor, "pulled"), within=60)
         assert found.image_id == f"docker-pullable://{repo_digest}"
         assert found.container_id == container_id("pulled")
 
