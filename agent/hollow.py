@@ -74,6 +74,7 @@ from common.protocol import (
     Welcome,
     decode,
     encode,
+    receive_welcome,
 )
 from common.quantity import cpu_millis, memory_bytes
 from common.version import git_version, host_arch
@@ -489,7 +490,7 @@ class HollowNode:
             self._ack = None  # the welcome resyncs: nothing of the old link to acknowledge
             await self._send(Hello(node=self.node_info(), pods=self._reports(self.pods.values())))
             async with asyncio.timeout(WELCOME_TIMEOUT):
-                welcome = await self._receive(ws)
+                welcome = await receive_welcome(lambda: self._receive(ws))
             if not isinstance(welcome, Welcome):
                 raise ProtocolError(f"expected a welcome frame, got {type(welcome).__name__}")
             self.connects += 1

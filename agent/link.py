@@ -213,11 +213,11 @@ class SchedulerLink:
         reports = self._reports(list(self._supervisor.workers))
         await ws.send_bytes(protocol.encode(protocol.Hello(node=self._node, pods=reports)))
         async with asyncio.timeout(WELCOME_TIMEOUT):
-            welcome = await self._receive(ws)
+            welcome = await protocol.receive_welcome(lambda: self._receive(ws))
         if isinstance(welcome, protocol.ErrorFrame):
             raise LinkRefused(f"scheduler refused the node: {welcome.message}")
         if not isinstance(welcome, protocol.Welcome):
-            raise protocol.ProtocolError(f"expected welcome, got {welcome.type}")
+            raise protocol.ProtocolError(f"expected welcome, got {getattr(welcome, 'type', '?')}")
         if welcome.credential is not None:
             # Durable before the ack: once acknowledged, the join token no longer
             # works for this node, so a lost credential would lock it out.

@@ -43,6 +43,9 @@ scheduler is upgraded first and the agents after it, node by node.
 `welcome.pods` is the complete set of incarnations (by uid) the node must run;
 the agent stops anything else it runs (fencing after a partition). Any
 reconnect repeats hello/welcome, so a lost frame is healed by the next resync.
+A welcome or desired change whose pods come to more than half of MAX_FRAME_BYTES
+goes out in parts (`welcome_frames`, `desired_frames`): the agent applies a
+welcome once it has all its parts.
 
 The credential is the join token on a node's first connection, then the node's
 own credential (`scheduler/nodeauth.py`), which the welcome carries once and the
@@ -52,6 +55,7 @@ another node's pod is refused with an `error` frame.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Literal, TypeAlias
 
 import msgpack
@@ -61,7 +65,8 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter, 
 # 3: welcome.pods and desired.upsert are Pod JSON bytes, not maps.
 # 4: no ack frame; pod_status.revision acknowledges desired frames.
 # 5: a report's status is PodStatus JSON bytes; heartbeat usage and pod usage are arrays.
-PROTOCOL_VERSION = 5
+# 6: a welcome too big for one frame comes in parts (welcome.more).
+PROTOCOL_VERSION = 6
 # The oldest agent protocol the scheduler still speaks, so that a cluster is upgraded
 # scheduler first, then its agents one by one, as Kubernetes' skew policy has it (a
 # kubelet may be older than its API server, never newer): a scheduler that refused the
@@ -131,6 +136,10 @@ class HelloV4(Frame):
 
 
 class Welcome(Frame):
+    """The full resync that opens a link. One too big for a frame comes in parts (see
+    `welcome_frames`): every part but the last has `more`; the agent joins the parts'
+    `pods` and `stop` (`join_welcome`) and applies them only once it has the last."""
+
     type: Literal["welcome"] = "welcome"
     revision: int
     config: dict[str, Any] = Field(default_factory=dict)
@@ -139,6 +148,7 @@ class Welcome(Frame):
     # The node's own credential, sent only when the link was opened with the join
     # token: the agent stores it (0600) and presents it instead from then on.
     credential: str | None = None
+    more: bool = False  # protocol 6: another part of this welcome follows
 
 
 class CredentialAck(Frame):
@@ -308,6 +318,8 @@ def encode(frame: Frame, version: int = PROTOCOL_VERSION) -> bytes:
     # Python mode: every field is a msgpack type already (bytes travel as bin).
     raw = frame.model_dump()
     raw["v"] = version
+    if version < 6 and isinstance(frame, Welcome):
+        del raw["more"]  # unknown before 6: the agent's frames forbid extra fields
     return msgpack.packb(raw, use_bin_type=True)
 
 
@@ -337,20 +349,95 @@ def desired_frames(
     """The desired change as frames the agent can take: one, unless the pods' JSON comes
     to more than `budget` bytes (a burst of big pods for one node), then as many as it
     takes, in order, the removals in the first. One frame over MAX_FRAME_BYTES made the
-    agent drop the link, and the next welcome (which carries the same pods) too."""
-    if sum(map(len, upsert)) <= budget:
-        return [encode_desired(revision, upsert, remove, version)]
-    frames: list[bytes] = []
+    agent drop the link.
+
+    Only the last part carries `revision`; the others carry `revision - 1`, which is
+    what the agent has wholly applied once it has applied them (frames are applied in
+    order), so that its ack of a first part does not clear the later ones."""
+    parts = _parts(upsert, budget)
+    return [
+        encode_desired(
+            revision if i == len(parts) - 1 else revision - 1,
+            part,
+            remove if i == 0 else [],
+            version,
+        )
+        for i, part in enumerate(parts)
+    ]
+
+
+def welcome_frames(
+    welcome: Welcome, version: int = PROTOCOL_VERSION, budget: int = DESIRED_FRAME_BUDGET
+) -> list[bytes]:
+    """The welcome as frames the agent can take: one, unless its pods' JSON comes to
+    more than `budget` bytes; then parts (protocol 6), the first with everything but the
+    pods that do not fit, the others with pods alone, every one but the last `more`.
+
+    An agent of protocol 5 or older takes a welcome in one frame only, whatever its size
+    (one over MAX_FRAME_BYTES is refused, and the agent dials again)."""
+    parts = _parts(welcome.pods, budget)
+    if len(parts) == 1 or version < 6:
+        return [encode(welcome, version)]
+    first = welcome.model_copy(update={"pods": parts[0], "more": True})
+    rest = [
+        Welcome(revision=welcome.revision, pods=part, more=i < len(parts) - 2)
+        for i, part in enumerate(parts[1:])
+    ]
+    return [encode(frame, version) for frame in (first, *rest)]
+
+
+def join_welcome(parts: Sequence[Welcome]) -> Welcome:
+    """One welcome of its parts (`welcome_frames`), in the order received."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    revisions = {p.revision for p in parts}
+    if len(revisions) > 1 or any(p.config or p.credential for p in parts[1:]):
+        raise ProtocolError(
+            "invalid welcome: its parts differ in revision or carry config or credential"
+        )
+    return first.model_copy(
+        update={
+            "pods": [pod for part in parts for pod in part.pods],
+            "stop": [uid for part in parts for uid in part.stop],
+            "more": False,
+        }
+    )
+
+
+async def receive_welcome(receive: Callable[[], Awaitable[Frame]]) -> Frame:
+    """The first frame of a link from `receive`, a welcome joined from all its parts; any
+    other first frame (an error, say) as it came. A part followed by anything but the
+    next part is a ProtocolError."""
+    first = await receive()
+    if not isinstance(first, Welcome):
+        return first
+    parts = [first]
+    while parts[-1].more:
+        frame = await receive()
+        if not isinstance(frame, Welcome):
+            kind = getattr(frame, "type", type(frame).__name__)
+            raise ProtocolError(f"expected the next part of the welcome, got {kind}")
+        parts.append(frame)
+    return join_welcome(parts)
+
+
+def _parts(pods: list[bytes], budget: int) -> list[list[bytes]]:
+    """`pods` in order, in as few runs as keep each run's bytes within `budget` (a pod
+    bigger than that alone in its run); one run, empty or not, if they all fit."""
+    if sum(map(len, pods)) <= budget:
+        return [pods]
+    parts: list[list[bytes]] = []
     part: list[bytes] = []
     size = 0
-    for pod in upsert:
+    for pod in pods:
         if part and size + len(pod) > budget:
-            frames.append(encode_desired(revision, part, [] if frames else remove, version))
+            parts.append(part)
             part, size = [], 0
         part.append(pod)
         size += len(pod)
-    frames.append(encode_desired(revision, part, [] if frames else remove, version))
-    return frames
+    parts.append(part)
+    return parts
 
 
 def problems(exc: ValidationError, within: str = "") -> str:

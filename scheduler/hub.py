@@ -404,7 +404,17 @@ class Hub:
             stop=stop,
             credential=issued.credential if issued else None,
         )
-        await ws.send_bytes(protocol.encode(welcome, session.version))
+        frames = protocol.welcome_frames(welcome, session.version)
+        if len(frames) == 1 and len(frames[0]) > protocol.MAX_FRAME_BYTES:
+            _LOGGER.warning(
+                "node %s: its welcome (%d MiB) is too big for its agent of protocol %d, "
+                "which takes a welcome in one frame only; upgrade the agent",
+                name,
+                len(frames[0]) >> 20,
+                session.version,
+            )
+        for data in frames:
+            await ws.send_bytes(data)
         self._restretch(size)
         self._events.record(node_ref(name), "NodeReady", f"corral-agent on {name} joined")
         _LOGGER.info(

@@ -362,3 +362,36 @@ async def test_a_hello_reporting_another_nodes_pod_is_welcomed_and_told_to_stop_
     assert s.get("/api/v1/namespaces/default/pods/web-b")["status"]["phase"] == "Running"
     await a.ws.close()
     await b.ws.close()
+
+
+async def test_a_welcome_too_big_for_one_frame_comes_in_parts(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """A node whose desired pods come to more than a frame takes (70 pods of 250 kB of
+    annotations: 17 MB) is welcomed in parts, each under MAX_FRAME_BYTES, every one but
+    the last marked `more`, together the whole set. Sent as one frame, the welcome was
+    refused by the agent, which dialled again and got the same: the node could not join."""
+    s = bare_scheduler
+    agent, credential = await join(http, s, "node-a")
+    filler = {"filler": "x" * 250_000}
+    names = {f"big-{i}" for i in range(70)}
+    for name in names:
+        spec = pod(name)
+        spec["spec"]["nodeName"] = "node-a"
+        spec["metadata"]["annotations"] = filler
+        assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+    await agent.ws.close()
+
+    again, first = await dial(http, s, credential, "node-a")
+    parts = [first]
+    while isinstance(parts[-1], protocol.Welcome) and parts[-1].more:
+        parts.append(await again.receive())
+    assert all(isinstance(p, protocol.Welcome) for p in parts), parts
+    assert len(parts) >= 3, len(parts)
+    welcome = protocol.join_welcome(parts)  # type: ignore[arg-type]
+    assert {json.loads(p)["metadata"]["name"] for p in welcome.pods} == names
+    assert not welcome.more and welcome.revision > 0
+    await again.send(protocol.PodStatusUpdate(revision=welcome.revision))
+    assert s.get("/api/v1/status")["nodes"]["connected"] == 1
+    await again.ws.close()

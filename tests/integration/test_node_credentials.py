@@ -68,7 +68,9 @@ async def dial(
     """Open a link with `secret`, say hello as `name` in protocol `version`; (the link,
     the first answer)."""
     ws = await http.ws_connect(
-        s.url + "/api/v1/agent", headers={"Authorization": f"Bearer {secret}"}
+        s.url + "/api/v1/agent",
+        headers={"Authorization": f"Bearer {secret}"},
+        max_msg_size=protocol.MAX_FRAME_BYTES,  # as the agent's
     )
     agent = RawAgent(ws, version)
     node = protocol.NodeInfo(name=name, capacity=CAPACITY, allocatable=CAPACITY)
@@ -244,7 +246,8 @@ async def test_an_agent_of_a_protocol_before_keeps_its_node(
     http: aiohttp.ClientSession, bare_scheduler: SchedulerProcess, old: int
 ) -> None:
     """Upgrade order: the scheduler first. An agent still on a protocol before (3: `ack`
-    frames, no `pod_status.revision`; 3 and 4: statuses and usage as maps) joins, is
+    frames, no `pod_status.revision`; 3 and 4: statuses and usage as maps; 5: no welcome
+    in parts) joins, is
     answered in its own version, gets its pods and reports them and their usage; a
     version older than the oldest, or newer, is refused."""
     s = bare_scheduler
@@ -261,14 +264,23 @@ async def test_an_agent_of_a_protocol_before_keeps_its_node(
     if old == 3:
         await agent.send(protocol.Ack(revision=desired.revision))
         await agent.send(protocol.PodStatusUpdateV4(pods=[report]))
-    else:
+    elif old == 4:
         await agent.send(protocol.PodStatusUpdateV4(pods=[report], revision=desired.revision))
+    else:  # 5: the status as JSON bytes
+        running = protocol.PodReport(
+            uid=uid, namespace="default", name="legacy", status=b'{"phase":"Running"}'
+        )
+        await agent.send(protocol.PodStatusUpdate(pods=[running], revision=desired.revision))
     wait_for(
         lambda: s.get("/api/v1/namespaces/default/pods/legacy")["status"]["phase"] == "Running",
         timeout=10,
     )
     usage = {"cpu": 1500, "memory": 2**30}
-    await agent.send(protocol.HeartbeatV4(usage=usage, pod_usage={uid: {"cpu": 5}}))
+    if old < 5:
+        await agent.send(protocol.HeartbeatV4(usage=usage, pod_usage={uid: {"cpu": 5}}))
+    else:  # 5: arrays
+        beat = protocol.Heartbeat(usage=[1500, 2**30], pod_uids=[uid], pod_cpu=[5], pod_memory=[0])
+        await agent.send(beat)
     metrics = "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/legacy"
     used = wait_for(lambda: s.get(metrics), timeout=10)
     assert used["containers"] == [{"name": "main", "usage": {"cpu": "5m", "memory": "0Ki"}}]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -35,6 +36,9 @@ from common.protocol import (
     desired_frames,
     encode,
     encode_desired,
+    join_welcome,
+    receive_welcome,
+    welcome_frames,
 )
 
 _POD = {
@@ -256,11 +260,64 @@ def test_a_big_desired_change_goes_in_frames_the_agent_takes() -> None:
     frames = desired_frames(3, big, ["gone"])
     assert len(frames) >= 3 and all(len(f) <= MAX_FRAME_BYTES for f in frames)
     decoded = [decode(f) for f in frames]
-    assert all(isinstance(d, Desired) and d.revision == 3 for d in decoded)
+    # Only the last part says revision 3: an ack of an earlier one must not clear it.
+    assert [d.revision for d in decoded] == [2] * (len(frames) - 1) + [3]  # type: ignore[attr-defined]
     assert [p for d in decoded for p in d.upsert] == big  # type: ignore[attr-defined]
     assert [d.remove for d in decoded] == [["gone"]] + [[]] * (len(frames) - 1)  # type: ignore[attr-defined]
     huge = [b"z" * (DESIRED_FRAME_BUDGET + 1)]  # one pod over the budget: a frame of its own
     assert [len(decode(f).upsert) for f in desired_frames(3, huge + small, [])] == [1, 2]  # type: ignore[attr-defined]
+
+
+def test_a_big_welcome_goes_in_parts_the_agent_joins() -> None:
+    """A welcome whose pods come to more than the budget goes in parts (protocol 6), each
+    under MAX_FRAME_BYTES, every one but the last `more`; config, stop and credential in
+    the first; joined, they are the welcome. A small one is the one frame it always was."""
+    small = Welcome(revision=9, config={"heartbeat_seconds": 5.0}, pods=[b"x" * 100], stop=["u"])
+    assert welcome_frames(small) == [encode(small)]
+    big = [bytes([65 + i]) * (3 * 1024 * 1024) for i in range(12)]  # 36 MiB in all
+    welcome = small.model_copy(update={"pods": big, "credential": "corralnode_n1_secret"})
+    frames = welcome_frames(welcome)
+    assert len(frames) >= 3 and all(len(f) <= MAX_FRAME_BYTES for f in frames)
+    parts = [decode(f) for f in frames]
+    assert all(isinstance(p, Welcome) for p in parts)
+    assert [p.more for p in parts] == [True] * (len(parts) - 1) + [False]  # type: ignore[attr-defined]
+    assert [p.credential for p in parts[1:]] == [None] * (len(parts) - 1)  # type: ignore[attr-defined]
+    assert join_welcome(parts) == welcome  # type: ignore[arg-type]
+
+
+def test_an_agent_before_protocol_6_gets_its_welcome_in_one_frame() -> None:
+    """Without `more`, which its frames would refuse as an unknown field."""
+    welcome = Welcome(revision=9, pods=[b"x" * 100, b"y" * 100])
+    for version in (3, 4, 5):
+        (frame,) = welcome_frames(welcome, version, budget=150)
+        assert "more" not in msgpack.unpackb(frame)
+        assert decode(frame, (version,)) == welcome.model_copy(update={"v": version})
+    assert len(welcome_frames(welcome, 6, budget=150)) == 2
+
+
+async def test_receive_welcome_joins_the_parts_and_refuses_anything_between() -> None:
+    parts = [
+        Welcome(revision=3, pods=[b"a"], stop=["u1"], more=True),
+        Welcome(revision=3, pods=[b"b"], more=True),
+        Welcome(revision=3, pods=[b"c"]),
+    ]
+
+    def receiver(frames: Sequence[Frame]) -> Any:
+        queue = list(frames)
+
+        async def receive() -> Frame:
+            return queue.pop(0)
+
+        return receive
+
+    joined = await receive_welcome(receiver(parts))
+    assert joined == Welcome(revision=3, pods=[b"a", b"b", b"c"], stop=["u1"])
+    refused = ErrorFrame(message="node refused")
+    assert await receive_welcome(receiver([refused])) == refused  # for the caller to say
+    with pytest.raises(ProtocolError, match="expected the next part of the welcome, got desired"):
+        await receive_welcome(receiver([parts[0], Desired(revision=4)]))
+    with pytest.raises(ProtocolError, match="parts differ in revision"):
+        join_welcome([parts[0], Welcome(revision=4, pods=[])])
 
 
 def test_the_scheduler_speaks_the_protocol_before() -> None:
@@ -272,7 +329,9 @@ def test_the_scheduler_speaks_the_protocol_before() -> None:
     assert msgpack.unpackb(data)["v"] == old
     frame = decode(data, AGENT_PROTOCOLS)
     assert isinstance(frame, HeartbeatV4) and frame.v == old and frame.usage == {"cpu": 1}
-    with pytest.raises(ProtocolError, match=f"unsupported protocol version {old}, want 5"):
+    with pytest.raises(
+        ProtocolError, match=f"unsupported protocol version {old}, want {PROTOCOL_VERSION}"
+    ):
         decode(data)  # an agent reads only its own version
     ack = decode(encode(Ack(revision=5), old), AGENT_PROTOCOLS)
     assert isinstance(ack, Ack) and ack.revision == 5
