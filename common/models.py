@@ -201,6 +201,19 @@ class ObjectMeta(Model):
     deletion_timestamp: Timestamp | None = None
     generation: int | None = None
     owner_references: list[OwnerReference] | None = None
+    # Honoured on pods only (scheduler/podfinal.py); the other kinds refuse them
+    # (`UnfinalizedMeta`) rather than keep a promise their deletion would not.
+    finalizers: list[Annotated[str, AfterValidator(check_label_key)]] | None = None
+
+
+def _refuse_finalizers(meta: ObjectMeta) -> ObjectMeta:
+    if meta.finalizers:
+        raise ValueError("finalizers are honoured on pods only; not supported on this kind")
+    return meta
+
+
+# The metadata of every kind but Pod: finalizers refused (see ObjectMeta.finalizers).
+UnfinalizedMeta = Annotated[ObjectMeta, AfterValidator(_refuse_finalizers)]
 
 
 def _check_env(env: list[EnvVar]) -> list[EnvVar]:
@@ -520,7 +533,7 @@ class NodeStatus(DeferredModel):
 class Node(DeferredModel):
     api_version: Literal["v1"] = "v1"
     kind: Literal["Node"] = "Node"
-    metadata: ObjectMeta
+    metadata: UnfinalizedMeta
     spec: NodeSpec = Field(default_factory=NodeSpec)
     status: NodeStatus = Field(default_factory=NodeStatus)
 
@@ -554,7 +567,7 @@ class Event(DeferredModel):
 
     api_version: Literal["v1"] = "v1"
     kind: Literal["Event"] = "Event"
-    metadata: ObjectMeta
+    metadata: UnfinalizedMeta
     involved_object: ObjectReference
     reason: str
     message: str = ""
@@ -779,7 +792,7 @@ class DeploymentStatus(DeferredModel):
 class Deployment(DeferredModel):
     api_version: Literal["apps/v1"] = "apps/v1"
     kind: Literal["Deployment"] = "Deployment"
-    metadata: ObjectMeta
+    metadata: UnfinalizedMeta
     spec: DeploymentSpec
     status: DeploymentStatus = Field(default_factory=DeploymentStatus)
 
@@ -823,7 +836,7 @@ class JobStatus(DeferredModel):
 class Job(DeferredModel):
     api_version: Literal["batch/v1"] = "batch/v1"
     kind: Literal["Job"] = "Job"
-    metadata: ObjectMeta
+    metadata: UnfinalizedMeta
     spec: JobSpec
     status: JobStatus = Field(default_factory=JobStatus)
 
@@ -839,7 +852,7 @@ class NamespaceStatus(DeferredModel):
 class Namespace(DeferredModel):
     api_version: Literal["v1"] = "v1"
     kind: Literal["Namespace"] = "Namespace"
-    metadata: ObjectMeta
+    metadata: UnfinalizedMeta
     spec: NamespaceSpec = Field(default_factory=NamespaceSpec)
     status: NamespaceStatus = Field(default_factory=NamespaceStatus)
 
@@ -859,7 +872,7 @@ class ControllerRevision(DeferredModel):
 
     api_version: Literal["apps/v1"] = "apps/v1"
     kind: Literal["ControllerRevision"] = "ControllerRevision"
-    metadata: ObjectMeta
+    metadata: UnfinalizedMeta
     data: dict[str, Any] = Field(default_factory=dict)
     revision: int = Field(ge=0)
 
@@ -878,6 +891,6 @@ class Scale(DeferredModel):
 
     api_version: Literal["autoscaling/v1"] = "autoscaling/v1"
     kind: Literal["Scale"] = "Scale"
-    metadata: ObjectMeta
+    metadata: UnfinalizedMeta
     spec: ScaleSpec = Field(default_factory=ScaleSpec)
     status: ScaleStatus = Field(default_factory=ScaleStatus)

@@ -59,6 +59,7 @@ from scheduler.objects import (
     split_status,
     status_json,
 )
+from scheduler.podfinal import remove_stopped
 from scheduler.stall import woke_from_stall
 from scheduler.store import KV, Conflict, NotFound, Op, Store, StoreUnavailable
 
@@ -791,7 +792,8 @@ class Hub:
             )
 
     async def _finish_deletions(self, session: AgentSession, uids: list[str]) -> None:
-        """A pod marked for deletion is removed once its node says it stopped."""
+        """A pod marked for deletion is removed once its node says it stopped (or set
+        Failed and kept, while finalizers hold it: scheduler/podfinal.py)."""
         for uid in uids:
             key = self._cluster.by_uid.get(uid)
             kv = self._cluster.pod_kvs.get(key) if key else None
@@ -804,7 +806,7 @@ class Hub:
             if pod.metadata.deletion_timestamp is None:
                 continue
             with contextlib.suppress(Conflict, NotFound):
-                await self._store.delete(key, expect=kv.mod_revision)
+                await remove_stopped(self._store, key, kv, pod)
 
     @staticmethod
     def _report_refusal(session: AgentSession, pod: Pod, what: str) -> str:

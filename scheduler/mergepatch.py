@@ -43,6 +43,10 @@ MERGE_KEYS: dict[str, str] = {
     "topologySpreadConstraints": "topologyKey",
 }
 
+# The lists of scalars Kubernetes merges (`patchStrategy: merge` without a key): the
+# patch's values are added to the object's, each once, in order.
+MERGED_VALUES = frozenset({"finalizers"})
+
 _DIRECTIVE = "$patch"
 _ORDER = "$setElementOrder/"
 _RETAIN = "$retainKeys"
@@ -174,6 +178,13 @@ def _merge_list(original: Any, patch: list[Any], key: str, path: str) -> list[An
                 f"{path}[{i}]: unsupported $patch directive {directive!r} in a list "
                 f"(supported here: {supported})"
             )
+    if not replace and key in MERGED_VALUES and isinstance(original, list):
+        merged, seen = list(original), {_identity(v) for v in original}
+        for value in items:
+            if _identity(value) not in seen:
+                seen.add(_identity(value))
+                merged.append(value)
+        return merged
     if replace or merge_key is None or not isinstance(original, list):
         # Replaced whole (its maps' own directives applied); with `$patch: delete` items
         # on a list the object does not have, there is nothing to delete.

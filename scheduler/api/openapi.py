@@ -37,7 +37,7 @@ from scheduler.api.patch import JSON_PATCH, MERGE, STRATEGIC
 from scheduler.api.tables import serves_tables
 from scheduler.api.workloads import OPENAPI_SHAPES
 from scheduler.kinds import DEPLOYMENTS, JOBS, NAMESPACES, REVISIONS
-from scheduler.mergepatch import MERGE_KEYS
+from scheduler.mergepatch import MERGE_KEYS, MERGED_VALUES
 
 # What each route takes and returns: (request body schema, success code, response schema).
 _SHAPES: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
@@ -189,7 +189,7 @@ def _schemas() -> dict[str, dict[str, Any]]:
 
 
 def _mark_merge_keys(schema: dict[str, Any]) -> None:
-    """Each list that strategic merge patches by a key (scheduler/mergepatch.py), marked
+    """Each list that strategic merge patches by a key or by value (scheduler/mergepatch.py), marked
     as kube-apiserver's OpenAPI marks it. kubectl computes `apply`'s patch from these:
     without them it took `containers` for an atomic list, sent the whole list again, and
     said `configured` for an unchanged pod."""
@@ -197,6 +197,8 @@ def _mark_merge_keys(schema: dict[str, Any]) -> None:
         key = MERGE_KEYS.get(name)
         if key is not None and prop.get("type") == "array":
             prop["x-kubernetes-patch-merge-key"] = key
+            prop["x-kubernetes-patch-strategy"] = "merge"
+        elif name in MERGED_VALUES:  # values, merged without a key
             prop["x-kubernetes-patch-strategy"] = "merge"
 
 

@@ -50,6 +50,7 @@ from scheduler.objects import (
     set_fields,
     with_resource_version,
 )
+from scheduler.podfinal import mark_deleted, may_run, must_wait
 from scheduler.store import KV, Conflict, NotFound, Op
 
 MAX_BATCH = 5000
@@ -233,8 +234,8 @@ async def get_pod(request: web.Request) -> web.Response:
 
 
 def _replacer(request: web.Request) -> Replace:
-    """A pod's replace (for `guarded_update`): labels and annotations; the spec is
-    immutable, as in Kubernetes."""
+    """A pod's replace (for `guarded_update`): labels, annotations and finalizers; the
+    spec is immutable, as in Kubernetes."""
     namespace, name = namespace_param(request), name_param(request)
     store = plane(request).store
 
@@ -248,7 +249,7 @@ def _replacer(request: web.Request) -> Replace:
         ):
             raise Invalid(
                 f'Pod "{name}" is invalid: spec: pod updates may not change the spec '
-                "(only metadata.labels and metadata.annotations)",
+                "(only metadata.labels, metadata.annotations and metadata.finalizers)",
                 causes=[
                     StatusCause(
                         reason="FieldValueForbidden", message="pod spec is immutable", field="spec"
@@ -257,15 +258,33 @@ def _replacer(request: web.Request) -> Replace:
                 name=name,
                 kind="pods",
             )
-        meta = current.metadata
-        if (meta.labels, meta.annotations) == (
-            incoming.metadata.labels,
-            incoming.metadata.annotations,
+        meta, wanted = current.metadata, incoming.metadata
+        finalizers = wanted.finalizers or None
+        added = set(finalizers or ()) - set(meta.finalizers or ())
+        if meta.deletion_timestamp is not None and added:
+            raise Invalid(
+                f'Pod "{name}" is invalid: metadata.finalizers: Forbidden: no new finalizers '
+                "can be added if the object is being deleted",
+                causes=[
+                    StatusCause(
+                        reason="FieldValueForbidden",
+                        message="no new finalizers can be added if the object is being deleted",
+                        field="metadata.finalizers",
+                    )
+                ],
+                name=name,
+                kind="pods",
+            )
+        if (meta.labels, meta.annotations, meta.finalizers) == (
+            wanted.labels,
+            wanted.annotations,
+            finalizers,
         ):
             return json_response(with_resource_version(kv))  # no change, no new version
         updated = mutable_copy(current)
-        updated.metadata.labels = incoming.metadata.labels
-        updated.metadata.annotations = incoming.metadata.annotations
+        updated.metadata.labels = wanted.labels
+        updated.metadata.annotations = wanted.annotations
+        updated.metadata.finalizers = finalizers
         new = await store.put(kv.key, encode(updated), obj=updated, expect=kv.mod_revision)
         return json_response(with_resource_version(new))
 
@@ -317,24 +336,15 @@ async def delete_pod(request: web.Request) -> web.Response:
             raise NotFoundError(f'pods "{name}" not found', name=name, kind="pods")
         pod = decode(kv, Pod)
         check_preconditions(options, "pods", name, pod.metadata.uid, kv.mod_revision)
-        node = cp.cluster.nodes.get(pod.spec.node_name or "")
-        running_somewhere = (
-            node is not None
-            and node.ready
-            and node.connected
-            and pod.status.phase not in ("Succeeded", "Failed")
-        )
+        # Grace 0 (--force) removes a pod that may still run without waiting for its
+        # agent, which stops it when it learns; finalizers hold it whatever the grace.
         try:
-            if running_somewhere and grace != 0:
-                # Graceful: the agent stops it within its grace period and confirms;
-                # the hub then removes it (the node lifecycle controller forces it if not).
+            if must_wait(pod, may_run(cp.cluster, pod) and grace != 0):
+                # Marked: the agent stops it within its grace period and confirms, and
+                # the hub removes it then (scheduler/podfinal.py).
                 if pod.metadata.deletion_timestamp is not None:
                     return json_response(with_resource_version(kv))
-                marked = mutable_copy(pod)
-                marked.metadata.deletion_timestamp = now()
-                if grace is not None:
-                    marked.spec.termination_grace_period_seconds = grace
-                new = await cp.store.put(key, encode(marked), obj=marked, expect=kv.mod_revision)
+                new = await mark_deleted(cp.store, key, kv, pod, now(), grace)
                 return json_response(with_resource_version(new))
             await cp.store.delete(key, expect=kv.mod_revision)
             return json_response(with_resource_version(kv))

@@ -10,10 +10,11 @@
                                   or Failed with reason NodeLost (Never)
 
 Pods bound to a node that does not exist are evicted the same way once
-ORPHAN_QUARANTINE has passed (Kubernetes' PodGC). A pod marked for deletion on
-a node that is not Ready (or no longer exists) is removed at once, since no
-agent will confirm it stopped; one whose agent has not confirmed within its
-grace period plus FORCE_MARGIN is removed too.
+ORPHAN_QUARANTINE has passed (Kubernetes' PodGC). A pod marked for deletion that
+runs nowhere (finished, or on a node that is not Ready or no longer exists) is
+removed at once, since no agent will confirm it stopped; one whose agent has not
+confirmed within its grace period plus FORCE_MARGIN is removed too. Finalizers
+hold either (scheduler/podfinal.py).
 Level-triggered: every pass looks at the whole state, so a restart of the
 scheduler or a missed event is healed by the next pass.
 
@@ -49,6 +50,7 @@ from scheduler.events import node_ref
 from scheduler.eviction import evict
 from scheduler.hub import set_node_ready
 from scheduler.objects import pod_key
+from scheduler.podfinal import may_run, remove_stopped
 from scheduler.stall import woke_from_stall
 from scheduler.store import Conflict, NotFound
 
@@ -221,12 +223,12 @@ class NodeLifecycleController:
             stamp = pod.metadata.deletion_timestamp if pod is not None else None
             if pod is None or stamp is None:
                 continue
-            node = self._cluster.nodes.get(pod.spec.node_name or "")
             overdue = (wall - stamp).total_seconds() > (
                 pod.spec.termination_grace_period_seconds + FORCE_MARGIN
             )
-            if node is None or not node.ready or not node.connected or overdue:
+            # Finished, it runs nowhere: a pod its finalizers held goes once they are gone.
+            if not may_run(self._cluster, pod) or overdue:
                 kv = self._cluster.pod_kvs.get(key)
                 if kv is not None:
                     with contextlib.suppress(Conflict, NotFound):
-                        await self._store.delete(key, expect=kv.mod_revision)
+                        await remove_stopped(self._store, key, kv, pod)

@@ -28,7 +28,8 @@ from common.models import (
 )
 from scheduler.cluster import TERMINAL_PHASES, ClusterState
 from scheduler.kinds import PODS
-from scheduler.objects import decode, encode, mutable_copy
+from scheduler.objects import decode, encode
+from scheduler.podfinal import mark_deleted, may_run, must_wait
 from scheduler.store import KV, Conflict, NotFound, Op, Store
 
 HASH_LABEL = "pod-template-hash"
@@ -120,18 +121,9 @@ async def delete_pod(store: Store, cluster: ClusterState, key: str) -> KV | None
     pod = decode(kv, Pod)
     if pod.metadata.deletion_timestamp is not None:
         return kv
-    node = cluster.nodes.get(pod.spec.node_name or "")
-    running = (
-        node is not None
-        and node.ready
-        and node.connected
-        and pod.status.phase not in TERMINAL_PHASES
-    )
     try:
-        if running:
-            marked = mutable_copy(pod)
-            marked.metadata.deletion_timestamp = now()
-            return await store.put(key, encode(marked), obj=marked, expect=kv.mod_revision)
+        if must_wait(pod, may_run(cluster, pod)):
+            return await mark_deleted(store, key, kv, pod, now())
         return await store.delete(key, expect=kv.mod_revision)
     except (Conflict, NotFound):
         return None  # changed meanwhile: the next pass looks again

@@ -206,9 +206,10 @@ def test_lists_patched_by_key_are_marked_as_kube_marks_them(sched: SchedulerProc
         )
         for name, schema in schemas.items()
         for prop, spec in (schema.get("properties") or {}).items()
-        if "x-kubernetes-patch-merge-key" in spec
+        if "x-kubernetes-patch-strategy" in spec
     }
     assert marked[("PodSpec", "containers")] == ("name", "merge")
+    assert marked[("ObjectMeta", "finalizers")] == (None, "merge")  # values, no key
     assert marked[("Container", "env")] == ("name", "merge")
     assert marked[("Container", "ports")] == ("containerPort", "merge")
     assert marked[("PodSpec", "volumes")] == ("name", "merge")

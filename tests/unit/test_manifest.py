@@ -297,8 +297,27 @@ def test_unknown_top_level_field_refused() -> None:
     """Unknown fields at the top and in metadata are refused too."""
     assert _causes(_pod_doc(extra=1)) == {"extra": "not supported"}
     doc = _pod_doc()
-    doc["metadata"]["finalizers"] = []
-    assert _causes(doc) == {"metadata.finalizers": "not supported"}
+    doc["metadata"]["clusterName"] = "c1"
+    assert _causes(doc) == {"metadata.clusterName": "not supported"}
+
+
+def test_finalizers_are_taken_on_pods_only() -> None:
+    """A pod's finalizers are qualified names; any other kind refuses finalizers (corral
+    honours them on pods only) rather than delete it while they are there."""
+    doc = _pod_doc()
+    doc["metadata"]["finalizers"] = ["example.com/hold"]
+    assert load_object(doc).metadata.finalizers == ["example.com/hold"]
+    doc["metadata"]["finalizers"] = ["not a name"]
+    assert list(_causes(doc)) == ["metadata.finalizers[0]"]
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "j", "finalizers": ["example.com/hold"]},
+        "spec": {"template": {"spec": {**_pod_doc()["spec"], "restartPolicy": "Never"}}},
+    }
+    assert _causes(job) == {
+        "metadata": "finalizers are honoured on pods only; not supported on this kind"
+    }
 
 
 def test_missing_image() -> None:

@@ -182,6 +182,23 @@ def test_strategic_set_element_order_retain_keys_and_primitive_deletes() -> None
     assert trimmed == {"finalizers": ["a", "c"]}
 
 
+def test_finalizers_merge_as_a_set_of_values() -> None:
+    """`finalizers` is patchStrategy merge: a strategic patch adds its values, each once;
+    `$patch: replace` and a merge patch replace the list."""
+    held = {"metadata": {"finalizers": ["a", "b"]}}
+    added = strategic_merge_patch(held, {"metadata": {"finalizers": ["c", "a", "c"]}})
+    assert added == {"metadata": {"finalizers": ["a", "b", "c"]}}
+    replaced = strategic_merge_patch(
+        held, {"metadata": {"finalizers": [{"$patch": "replace"}, "c"]}}
+    )
+    assert replaced == {"metadata": {"finalizers": ["c"]}}
+    assert merge_patch(held, {"metadata": {"finalizers": ["c"]}}) == {
+        "metadata": {"finalizers": ["c"]}
+    }
+    odd = strategic_merge_patch(held, {"metadata": {"finalizers": [{"x": 1}]}})
+    assert odd == {"metadata": {"finalizers": ["a", "b", {"x": 1}]}}  # the model refuses it
+
+
 @pytest.mark.parametrize(
     ("patch", "named"),
     [

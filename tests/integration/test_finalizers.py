@@ -1,0 +1,127 @@
+"""Pod finalizers, as in Kubernetes: a deleted pod that names any is only marked, is
+stopped where it ran (and set Failed), and goes once the last finalizer is removed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler.podfinal import STOPPED_HELD
+from tests.conftest import SchedulerProcess, running_cluster, wait_for
+from tests.integration.test_api import pod
+
+MERGE = "application/merge-patch+json"
+PODS = "/api/v1/namespaces/default/pods"
+HOLD = "example.com/hold"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchedulerProcess]:
+    with running_cluster(tmp_path_factory.mktemp("finalizers"), 1) as s:
+        yield s
+
+
+def held_pod(s: SchedulerProcess, name: str, **spec: Any) -> None:
+    body = pod(name, **spec)
+    body["metadata"]["finalizers"] = [HOLD]
+    resp = s.request("POST", PODS, body)
+    assert resp.status == 201, resp.body
+    assert resp.json()["metadata"]["finalizers"] == [HOLD]
+
+
+def phase(s: SchedulerProcess, name: str) -> str | None:
+    resp = s.request("GET", f"{PODS}/{name}")
+    return resp.json()["status"]["phase"] if resp.status == 200 else None
+
+
+def release(s: SchedulerProcess, name: str) -> None:
+    """Remove the pod's finalizers; it is gone soon after."""
+    resp = s.request(
+        "PATCH", f"{PODS}/{name}", {"metadata": {"finalizers": None}}, content_type=MERGE
+    )
+    assert resp.status == 200, resp.body
+    wait_for(lambda: s.request("GET", f"{PODS}/{name}").status == 404, timeout=10)
+
+
+@pytest.mark.parametrize("grace", [None, 0])
+def test_a_deleted_running_pod_is_stopped_and_kept_until_its_finalizers_go(
+    cluster: SchedulerProcess, grace: int | None
+) -> None:
+    """Deleted, gracefully or by force: marked, stopped by its agent and set Failed, and
+    kept; no finalizer can be added any more; removing the last one removes the pod."""
+    s = cluster
+    name = "held-graceful" if grace is None else "held-forced"
+    held_pod(s, name)
+    wait_for(lambda: phase(s, name) == "Running", timeout=10)
+    query = "" if grace is None else f"?gracePeriodSeconds={grace}"
+    resp = s.request("DELETE", f"{PODS}/{name}{query}")
+    assert resp.status == 200, resp.body
+    assert resp.json()["metadata"]["deletionTimestamp"]
+    wait_for(lambda: phase(s, name) == "Failed", timeout=10)  # its agent stopped it
+    got = s.get(f"{PODS}/{name}")
+    assert got["status"]["message"] == STOPPED_HELD
+    assert got["metadata"]["finalizers"] == [HOLD] and got["metadata"]["deletionTimestamp"]
+
+    more = {"metadata": {"finalizers": [HOLD, "example.com/another"]}}
+    resp = s.request("PATCH", f"{PODS}/{name}", more, content_type=MERGE)
+    assert resp.status == 422, resp.body
+    cause = resp.json()["details"]["causes"][0]
+    assert cause["field"] == "metadata.finalizers" and "no new finalizers" in cause["message"]
+    assert s.request("DELETE", f"{PODS}/{name}").status == 200  # again: still marked
+    assert phase(s, name) == "Failed"
+    release(s, name)
+
+
+def test_a_deleted_pod_that_never_ran_is_set_failed_and_kept(cluster: SchedulerProcess) -> None:
+    """A pod that fits nowhere (Pending, unbound) is held as well, and does not get placed
+    while it waits for its finalizers."""
+    s = cluster
+    held_pod(s, "nowhere", nodeSelector={"disk": "none-has-it"})
+    assert s.request("DELETE", f"{PODS}/nowhere").status == 200
+    wait_for(lambda: phase(s, "nowhere") == "Failed", timeout=10)
+    assert s.get(f"{PODS}/nowhere")["spec"].get("nodeName") is None
+    release(s, "nowhere")
+
+
+def test_finalizers_are_set_and_removed_like_labels(cluster: SchedulerProcess) -> None:
+    """Added to a pod that is not being deleted and removed again, and a delete then
+    removes it at once; another kind refuses them."""
+    s = cluster
+    assert s.request("POST", PODS, pod("plain", nodeSelector={"disk": "none"})).status == 201
+    hold = {"metadata": {"finalizers": [HOLD]}}
+    resp = s.request("PATCH", f"{PODS}/plain", hold, content_type=MERGE)
+    assert resp.status == 200 and resp.json()["metadata"]["finalizers"] == [HOLD], resp.body
+    unhold: dict[str, Any] = {"metadata": {"finalizers": []}}
+    resp = s.request("PATCH", f"{PODS}/plain", unhold, content_type=MERGE)
+    assert resp.status == 200 and "finalizers" not in resp.json()["metadata"], resp.body
+    assert s.request("DELETE", f"{PODS}/plain").status == 200
+    assert s.request("GET", f"{PODS}/plain").status == 404
+
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "held", "finalizers": [HOLD]},
+        "spec": {"template": {"spec": {**pod("x")["spec"], "restartPolicy": "Never"}}},
+    }
+    resp = s.request("POST", "/apis/batch/v1/namespaces/default/jobs", job)
+    assert resp.status == 422, resp.body
+    (cause,) = resp.json()["details"]["causes"]
+    assert cause["field"] == "metadata" and "honoured on pods only" in cause["message"]
+
+
+def test_a_held_pod_survives_a_restart_of_the_scheduler(tmp_path: Path) -> None:
+    """The marks are durable: a held, stopped pod is still there, held, after a restart,
+    and goes once released."""
+    with running_cluster(tmp_path / "s", 1) as s:
+        held_pod(s, "durable")
+        wait_for(lambda: phase(s, "durable") == "Running", timeout=10)
+        assert s.request("DELETE", f"{PODS}/durable").status == 200
+        wait_for(lambda: phase(s, "durable") == "Failed", timeout=10)
+        s.stop()
+        s.start()
+        got = s.get(f"{PODS}/durable")
+        assert got["metadata"]["finalizers"] == [HOLD] and got["metadata"]["deletionTimestamp"]
+        release(s, "durable")
