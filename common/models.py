@@ -823,6 +823,15 @@ class JobSpec(DeferredModel):
         return self
 
 
+class UncountedTerminatedPods(DeferredModel):
+    """Pods that finished and are not in the Job's counts yet (Kubernetes' field): the
+    Job controller records them here before it removes their finalizer, and counts them
+    after, so that a crash in between neither loses nor doubles one."""
+
+    succeeded: list[str] = Field(default_factory=list)  # uids
+    failed: list[str] = Field(default_factory=list)
+
+
 class JobStatus(DeferredModel):
     start_time: Timestamp | None = None
     completion_time: Timestamp | None = None
@@ -831,6 +840,7 @@ class JobStatus(DeferredModel):
     failed: int = 0
     ready: int | None = None
     conditions: list[WorkloadCondition] = Field(default_factory=list)
+    uncounted_terminated_pods: UncountedTerminatedPods | None = None
 
 
 class Job(DeferredModel):

@@ -796,17 +796,33 @@ class Hub:
         Failed and kept, while finalizers hold it: scheduler/podfinal.py)."""
         for uid in uids:
             key = self._cluster.by_uid.get(uid)
-            kv = self._cluster.pod_kvs.get(key) if key else None
             pod = self._cluster.pods.get(key) if key else None
-            if kv is None or pod is None or key is None or pod.metadata.uid != uid:
+            if pod is None or key is None or pod.metadata.uid != uid:
                 continue
             if pod.spec.node_name != session.node:
                 await self._refuse_report(session, pod, "a stop")
                 continue
+            await self._remove_stopped(key, uid)
+
+    async def _remove_stopped(self, key: str, uid: str) -> None:
+        """Remove (or mark stopped, while finalizers hold it) the deleted pod whose agent
+        says it stopped: on its newest version, again if another write lands first (a
+        finalizer removed meanwhile). The agent says so once: a lost write left the pod
+        Terminating until the node lifecycle's FORCE_MARGIN."""
+        for _attempt in range(STATUS_WRITE_ATTEMPTS):
+            kv = self._store.latest(key)
+            pod = decode(kv, Pod) if kv is not None else None
+            if kv is None or pod is None or pod.metadata.uid != uid:
+                return
             if pod.metadata.deletion_timestamp is None:
-                continue
-            with contextlib.suppress(Conflict, NotFound):
+                return
+            try:
                 await remove_stopped(self._store, key, kv, pod)
+                return
+            except NotFound:
+                return
+            except Conflict:
+                await self._store.settled(key)
 
     @staticmethod
     def _report_refusal(session: AgentSession, pod: Pod, what: str) -> str:

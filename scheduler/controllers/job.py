@@ -13,10 +13,19 @@ One pass for one Job::
                waiting BACKOFF_SECONDS * 2^(failures-1) (at most BACKOFF_CAP)
                after the latest failure before starting a replacement
 
-Failures are the pods that ended Failed plus, for `restartPolicy: OnFailure`,
-every restart of a container (the pod restarts in place; Kubernetes counts those
-against `backoffLimit` too). Without `completions` (a work queue), the Job is
-Complete once a pod has succeeded and none is active. Pods are named
+Counts are kept as Kubernetes keeps them, with the finalizer JOB_TRACKING on
+every pod the Job makes, so that deleting a finished pod does not lose it (the
+Job would run its work again): a pod that finishes is first recorded in
+`status.uncountedTerminatedPods`, durably; then its finalizer is removed; then it
+is moved into `succeeded` or `failed`. A pod deleted before it finished is held
+by its finalizer until it has stopped (set Failed: scheduler/podfinal.py) and
+counts as failed. Once the Job has finished, or when it is gone or gives a pod
+up (propagationPolicy Orphan), the finalizer is removed without counting.
+
+Failures are the pods counted failed plus, for `restartPolicy: OnFailure`,
+every restart of a container of the pods still there (the pod restarts in place;
+Kubernetes counts those against `backoffLimit` too). Without `completions` (a
+work queue), the Job is Complete once a pod has succeeded and none is active. Pods are named
 `<job>-<5 random>` and labelled `job-name` and `controller-uid`, as in
 Kubernetes. The backoff is seconds, not Kubernetes' ten-second base, in line
 with corral's other timers.
@@ -32,12 +41,14 @@ from common.models import (
     Job,
     JobStatus,
     Pod,
+    UncountedTerminatedPods,
     WorkloadCondition,
     now,
 )
+from scheduler.cluster import TERMINAL_PHASES
 from scheduler.context import Context
 from scheduler.controllers.base import Controller
-from scheduler.controllers.cache import ObjectCache, OwnerIndex
+from scheduler.controllers.cache import ObjectCache, OwnerIndex, controller_ref
 from scheduler.controllers.podcontrol import (
     create_pods,
     delete_pod,
@@ -50,16 +61,18 @@ from scheduler.controllers.podcontrol import (
     pod_store_key,
     prototype,
     restarts,
+    set_finalizer,
 )
 from scheduler.events import Ref
 from scheduler.kinds import JOBS, PODS
 from scheduler.objects import encode
-from scheduler.store import Conflict, NotFound
+from scheduler.store import KV, Conflict, NotFound
 
 _LOGGER = logging.getLogger(__name__)
 
 BACKOFF_SECONDS = 1.0
 BACKOFF_CAP = 60.0
+JOB_TRACKING = "batch.kubernetes.io/job-tracking"  # Kubernetes' name for it
 
 
 def job_labels(job: Job) -> dict[str, str]:
@@ -78,6 +91,11 @@ def finished_condition(job: Job) -> WorkloadCondition | None:
         if cond.type in ("Complete", "Failed") and cond.status == "True":
             return cond
     return None
+
+
+def tracked(pod: Pod) -> bool:
+    """Does the pod carry the Job controller's finalizer (its end not yet counted)?"""
+    return JOB_TRACKING in (pod.metadata.finalizers or ())
 
 
 def failed_at(pod: Pod) -> datetime | None:
@@ -108,7 +126,27 @@ class JobController(Controller):
     def forget_pod(self, uid: str | None) -> None:
         self._failure_seen.pop(uid or "", None)
 
+    def release_if_orphaned(self, key: str, pod: Pod) -> None:
+        """Queue the pod (by its store key) to have JOB_TRACKING removed if no live Job
+        controls it any more: nothing else would, and a delete would wait for good."""
+        if tracked(pod) and not self._controlled(pod):
+            self.queue.add(key)
+
+    def _controlled(self, pod: Pod) -> bool:
+        ref = controller_ref(pod.metadata.owner_references)
+        job_key = self.jobs.by_uid.get(ref.uid) if ref is not None and ref.kind == "Job" else None
+        job = self.jobs.get(job_key) if job_key is not None else None
+        return job is not None and job.metadata.deletion_timestamp is None
+
+    async def _release_orphan(self, key: str) -> None:
+        pod = self.cluster.pods.get(key)
+        if pod is not None and tracked(pod) and not self._controlled(pod):
+            await set_finalizer(self.store, self.cluster, key, JOB_TRACKING, on=False)
+
     async def reconcile(self, key: str) -> float | None:
+        if key.startswith(PODS.prefix):  # a pod queued by `release_if_orphaned`
+            await self._release_orphan(key)
+            return None
         job = self.jobs.get(key)
         kv = self.jobs.kvs.get(key)
         if job is None or kv is None or job.metadata.deletion_timestamp is not None:
@@ -120,13 +158,23 @@ class JobController(Controller):
             for k in self.pod_owners.of(job.metadata.uid)
             if k.startswith(prefix) and (p := self.cluster.pods.get(k))
         ]
-        active = [p for p in pods if is_active(p)]
-        succeeded = [p for p in pods if p.status.phase == "Succeeded"]
-        failed = [p for p in pods if p.status.phase == "Failed"]
         stamp = now()
         status = job.status.model_copy(deep=True)
-        requeue: float | None = None
         done = finished_condition(job)
+        uncounted = status.uncounted_terminated_pods or UncountedTerminatedPods()
+        if done is None and _record_finished(uncounted, pods):
+            # Durable before any finalizer goes: a crash in between cannot lose them.
+            status.uncounted_terminated_pods = uncounted
+            self.wrote(key, [await self._put_status(key, kv, job, status)])
+            return 0.0  # on with the recorded status
+        retry = await self._count(
+            key, status, uncounted, pods, finished=done is not None, adopt=not job.spec.suspend
+        )
+        active = [p for p in pods if is_active(p)]
+        succeeded = status.succeeded + len(uncounted.succeeded)
+        failed = [p for p in pods if p.status.phase == "Failed"]
+        failures = status.failed + len(uncounted.failed)
+        requeue: float | None = retry
         if done is not None:
             await self._stop(key, job, active, "the Job has finished")
             active = []
@@ -145,21 +193,76 @@ class JobController(Controller):
                 # resets startTime on resume, so the time suspended is not counted).
                 status.start_time = stamp
             status.conditions = [c for c in status.conditions if c.type != "Suspended"]
-            active, requeue = await self._run(key, job, status, active, succeeded, failed, stamp)
+            active, requeue = await self._run(
+                key, job, status, active, pods, succeeded, failures, failed, stamp
+            )
+        if retry is not None:
+            requeue = retry if requeue is None else min(requeue, retry)
         status.active = len(active)
         status.ready = sum(1 for p in active if is_ready(p))
-        if done is None:  # a finished Job's counts stay, even as its pods are deleted
-            status.succeeded = len(succeeded)
-            status.failed = len(failed)
         if status != job.status:
-            updated = job.model_copy(update={"status": status})
-            written = await self.store.put(
-                key, encode(updated), obj=updated, expect=kv.mod_revision
-            )
-            self.wrote(key, [written])
-            if finished_condition(updated) is not None and done is None:
-                requeue = 0.0  # look again at once: the TTL starts now
+            self.wrote(key, [await self._put_status(key, kv, job, status)])
+            if finished_condition(job.model_copy(update={"status": status})) and done is None:
+                requeue = 0.0  # look again at once: the TTL starts now, the pods go free
         return requeue
+
+    async def _put_status(self, key: str, kv: KV, job: Job, status: JobStatus) -> KV:
+        updated = job.model_copy(update={"status": status})
+        return await self.store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
+
+    async def _count(
+        self,
+        key: str,
+        status: JobStatus,
+        uncounted: UncountedTerminatedPods,
+        pods: list[Pod],
+        *,
+        finished: bool,
+        adopt: bool,
+    ) -> float | None:
+        """Remove JOB_TRACKING from the recorded pods (from every pod that is not active
+        once the Job has finished), add it (`adopt`, unless finished) to active pods that
+        lack it (made before it existed), then move the recorded pods whose finalizer is
+        gone into the counts. The seconds after which to look again if a write lost,
+        else None. Active pods the controller stops itself are freed by `_stop`."""
+        recorded = set(uncounted.succeeded) | set(uncounted.failed)
+        free = [
+            p
+            for p in pods
+            if tracked(p) and (p.metadata.uid in recorded or (finished and not is_active(p)))
+        ]
+        adopt = adopt and not finished
+        bare = [p for p in pods if adopt and is_active(p) and not tracked(p)]
+        writes = [(p, False) for p in free] + [(p, True) for p in bare]
+        results = await self._set_tracking(key, writes)
+        released = {
+            p.metadata.uid for (p, on), ok in zip(writes, results, strict=True) if ok and not on
+        }
+        still = {p.metadata.uid for p in pods if tracked(p)} - released
+        for uids, field in ((uncounted.succeeded, "succeeded"), (uncounted.failed, "failed")):
+            gone = [uid for uid in uids if uid not in still]
+            if gone:
+                setattr(status, field, getattr(status, field) + len(gone))
+                uids[:] = [uid for uid in uids if uid in still]
+        has_any = uncounted.succeeded or uncounted.failed
+        status.uncounted_terminated_pods = uncounted if has_any else None
+        return 0.05 if not all(results) else None
+
+    async def _set_tracking(self, key: str, writes: list[tuple[Pod, bool]]) -> list[bool]:
+        """Add (True) or remove (False) JOB_TRACKING on each pod, side by side; which
+        writes landed (one that lost to a newer version of its pod did not)."""
+        results = await asyncio.gather(
+            *(
+                set_finalizer(self.store, self.cluster, pod_store_key(p), JOB_TRACKING, on)
+                for p, on in writes
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Conflict | NotFound):
+                raise result
+        self.wrote(key, [r for r in results if isinstance(r, KV)])
+        return [isinstance(r, KV) for r in results]
 
     async def _run(
         self,
@@ -167,19 +270,22 @@ class JobController(Controller):
         job: Job,
         status: JobStatus,
         active: list[Pod],
-        succeeded: list[Pod],
+        pods: list[Pod],
+        succeeded: int,
+        failures: int,
         failed: list[Pod],
         stamp: datetime,
     ) -> tuple[list[Pod], float | None]:
-        """Decide the outcome, or keep the right number of pods active; (active, requeue)."""
+        """Decide the outcome, or keep the right number of pods active; (active, requeue).
+        `succeeded` and `failures` are the Job's counts; `failed`, its failed pods still
+        there (for the backoff)."""
         spec = job.spec
         completions = spec.completions
         parallelism = spec.parallelism if spec.parallelism is not None else 1
         if completions is None and spec.parallelism is None:
             completions = 1
-        failures = len(failed)
         if spec.template.spec.restart_policy == "OnFailure":
-            failures += sum(restarts(p) for p in active + succeeded + failed)
+            failures += sum(restarts(p) for p in pods)
         elapsed = (stamp - status.start_time).total_seconds() if status.start_time else 0.0
         deadline = spec.active_deadline_seconds
         if deadline is not None and elapsed >= deadline:
@@ -207,7 +313,7 @@ class JobController(Controller):
             )
             return [], None
         if completions is not None:
-            complete = len(succeeded) >= completions
+            complete = succeeded >= completions
         else:
             complete = bool(succeeded) and not active
         if complete:
@@ -226,7 +332,7 @@ class JobController(Controller):
         if completions is None:
             want = 0 if succeeded else parallelism  # a work queue: no new pods after a success
         else:
-            want = min(parallelism, completions - len(succeeded))
+            want = min(parallelism, completions - succeeded)
         requeue: float | None = None
         if deadline is not None:
             requeue = max(deadline - elapsed, 0.1)
@@ -263,6 +369,8 @@ class JobController(Controller):
             new_pod(proto, job.spec.template, generate_name(job.metadata.name), labels, owner)
             for _ in range(count)
         ]
+        for pod in pods:
+            pod.metadata.finalizers = [JOB_TRACKING]
         kvs = await create_pods(self.store, pods)
         self.wrote(key, kvs)
         names = ", ".join(p.metadata.name for p in pods[:5]) + (" ..." if count > 5 else "")
@@ -274,8 +382,11 @@ class JobController(Controller):
         return pods
 
     async def _stop(self, key: str, job: Job, pods: list[Pod], why: str) -> None:
+        """Delete active pods the Job no longer wants, freed of JOB_TRACKING first: a pod
+        the controller stops itself is not a failure (Kubernetes' rule for suspend)."""
         if not pods:
             return
+        await self._set_tracking(key, [(p, False) for p in pods if tracked(p)])
         kvs = await asyncio.gather(
             *(delete_pod(self.store, self.cluster, pod_store_key(p)) for p in pods)
         )
@@ -332,6 +443,20 @@ class JobController(Controller):
             return False, 0.1
         _LOGGER.info("job %s deleted %ds after it finished", key, ttl)
         return True, None
+
+
+def _record_finished(uncounted: UncountedTerminatedPods, pods: list[Pod]) -> bool:
+    """Add the tracked pods that have finished and are not recorded yet; any added?"""
+    recorded = set(uncounted.succeeded) | set(uncounted.failed)
+    added = False
+    for pod in pods:
+        uid = pod.metadata.uid or ""
+        if tracked(pod) and pod.status.phase in TERMINAL_PHASES and uid not in recorded:
+            (uncounted.succeeded if pod.status.phase == "Succeeded" else uncounted.failed).append(
+                uid
+            )
+            added = True
+    return added
 
 
 def _suspended(job: Job) -> bool:

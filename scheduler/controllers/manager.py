@@ -5,7 +5,8 @@ ControllerRevisions (fed by the cluster's one watch), the indexes of what each
 owner owns (pods, revisions), and the controllers: deployment, job, garbage
 collector and namespace. It routes each change to the controller that cares:
 
-    pod changed ─────────> owner index ─> its Deployment / Job queued; GC if the owner is gone
+    pod changed ─────────> owner index ─> its Deployment / Job queued; GC if the owner is gone;
+                                          the Job's finalizer removed if no Job controls it
     pod orphaned ────────> orphans ─────> the Deployments whose selector matches it queued
     Deployment / Job ────> its controller queued; deleted: GC queued with its uid
     ControllerRevision ──> revision index; GC if its owner is gone
@@ -116,6 +117,8 @@ class Workloads:
         if not new_refs and not old_refs:  # the common case: a pod nobody owns
             if (new is not None and HASH_LABEL in new.metadata.labels) or key in self.orphans:
                 self._orphan_changed(key, new)
+            if new is not None and new.metadata.finalizers:
+                self.job.release_if_orphaned(key, new)
             return
         try:
             if key in self.orphans or controller_ref(new_refs) is None:
@@ -132,6 +135,8 @@ class Workloads:
                     self.job.enqueue(namespace, ref.name)
             for ref in new_refs or ():
                 self.gc.check(ref.uid, ref.kind)
+            if new is not None and new.metadata.finalizers:
+                self.job.release_if_orphaned(key, new)  # its Job gone, or it was freed
             if new is None:
                 uid = old.metadata.uid if old is not None else None
                 self.deployment.forget_pod(uid)

@@ -28,7 +28,7 @@ from common.models import (
 )
 from scheduler.cluster import TERMINAL_PHASES, ClusterState
 from scheduler.kinds import PODS
-from scheduler.objects import decode, encode
+from scheduler.objects import decode, encode, replaced
 from scheduler.podfinal import mark_deleted, may_run, must_wait
 from scheduler.store import KV, Conflict, NotFound, Op, Store
 
@@ -127,6 +127,21 @@ async def delete_pod(store: Store, cluster: ClusterState, key: str) -> KV | None
         return await store.delete(key, expect=kv.mod_revision)
     except (Conflict, NotFound):
         return None  # changed meanwhile: the next pass looks again
+
+
+async def set_finalizer(store: Store, cluster: ClusterState, key: str, name: str, on: bool) -> KV:
+    """Add (`on`) or remove finalizer `name` of the pod as the cluster view has it, guarded
+    by that version (Conflict, NotFound: a newer one is on its way; look again)."""
+    kv = cluster.pod_kvs.get(key)
+    if kv is None:
+        raise NotFound(key)
+    pod = decode(kv, Pod)
+    finalizers = [f for f in pod.metadata.finalizers or () if f != name]
+    if on:
+        finalizers.append(name)
+    changed = replaced(pod.metadata, {"finalizers": finalizers or None})
+    updated = replaced(pod, {"metadata": changed})
+    return await store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
 
 
 def is_active(pod: Pod) -> bool:

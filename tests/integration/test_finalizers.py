@@ -125,3 +125,79 @@ def test_a_held_pod_survives_a_restart_of_the_scheduler(tmp_path: Path) -> None:
         got = s.get(f"{PODS}/durable")
         assert got["metadata"]["finalizers"] == [HOLD] and got["metadata"]["deletionTimestamp"]
         release(s, "durable")
+
+
+# --- the Job controller's finalizer (batch.kubernetes.io/job-tracking) -----------------------
+
+JOBS = "/apis/batch/v1/namespaces/default/jobs"
+
+
+def job_manifest(name: str, completions: int, parallelism: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "completions": completions,
+            "parallelism": parallelism,
+            "template": {"spec": {**pod("x")["spec"], "restartPolicy": "Never"}},
+        },
+    }
+
+
+def job_pods(s: SchedulerProcess, job: str) -> list[dict[str, Any]]:
+    return s.get(f"{PODS}?labelSelector=job-name%3D{job}")["items"]
+
+
+def test_a_deleted_running_job_pod_counts_as_failed_and_is_replaced(
+    cluster: SchedulerProcess,
+) -> None:
+    """A Job's pods carry its finalizer. One deleted while it runs is held until it has
+    stopped, counted as failed (once: uncountedTerminatedPods first), freed and removed,
+    and replaced; suspending stops the rest without counting them; deleting the Job
+    frees and removes every pod."""
+    s = cluster
+    assert s.request("POST", JOBS, job_manifest("runs", 4, 2)).status == 201
+    running = wait_for(
+        lambda: [p for p in job_pods(s, "runs") if p["status"]["phase"] == "Running"] or None,
+        timeout=10,
+    )
+    victim = running[0]["metadata"]["name"]
+    assert running[0]["metadata"]["finalizers"] == ["batch.kubernetes.io/job-tracking"]
+    assert s.request("DELETE", f"{PODS}/{victim}").status == 200
+    wait_for(lambda: s.request("GET", f"{PODS}/{victim}").status == 404, timeout=10)
+    status = wait_for(lambda: (st := s.get(f"{JOBS}/runs")["status"])["failed"] == 1 and st)
+    assert "uncountedTerminatedPods" not in status, status
+    wait_for(
+        lambda: len(job_pods(s, "runs")) == 2 and s.get(f"{JOBS}/runs")["status"]["active"] == 2
+    )
+
+    suspend = {"spec": {"suspend": True}}
+    assert s.request("PATCH", f"{JOBS}/runs", suspend, content_type=MERGE).status == 200
+    wait_for(lambda: job_pods(s, "runs") == [], timeout=10)
+    assert s.get(f"{JOBS}/runs")["status"]["failed"] == 1  # stopped by the Job: no failure
+    resume = {"spec": {"suspend": False}}
+    assert s.request("PATCH", f"{JOBS}/runs", resume, content_type=MERGE).status == 200
+    wait_for(lambda: len(job_pods(s, "runs")) == 2, timeout=10)
+    assert s.request("DELETE", f"{JOBS}/runs").status == 200
+    wait_for(lambda: job_pods(s, "runs") == [], timeout=10)
+
+
+def test_pods_freed_from_their_job_lose_its_finalizer(cluster: SchedulerProcess) -> None:
+    """A Job deleted with propagationPolicy=Orphan leaves its pods running, without an
+    owner and without its finalizer, so that they can be deleted later."""
+    s = cluster
+    assert s.request("POST", JOBS, job_manifest("lets-go", 2, 2)).status == 201
+    wait_for(lambda: len(job_pods(s, "lets-go")) == 2, timeout=10)
+    assert s.request("DELETE", f"{JOBS}/lets-go?propagationPolicy=Orphan").status == 200
+
+    def freed() -> bool:
+        found = job_pods(s, "lets-go")
+        return len(found) == 2 and not any(
+            p["metadata"].get(f) for p in found for f in ("ownerReferences", "finalizers")
+        )
+
+    wait_for(freed, timeout=10)
+    for p in job_pods(s, "lets-go"):
+        assert s.request("DELETE", f"{PODS}/{p['metadata']['name']}").status == 200
+    wait_for(lambda: job_pods(s, "lets-go") == [], timeout=10)

@@ -273,6 +273,51 @@ def test_stuck_rollout_reports_progress_deadline(cluster: SchedulerProcess, ns: 
     assert (cond["status"], cond["reason"]) == ("False", "ProgressDeadlineExceeded")
 
 
+def test_a_jobs_counts_survive_deleting_its_finished_pods(
+    cluster: SchedulerProcess, ns: str
+) -> None:
+    """Each pod of a 3-completion Job is deleted as soon as it has succeeded and been
+    counted (its finalizer gone): the Job still completes after exactly 3 pods. Counted
+    from the pods still there, it lost each deleted success and ran the work again."""
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "tidy"},
+        "spec": {
+            "completions": 3,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "work", "image": "busybox"}],
+                }
+            },
+        },
+    }
+    jobs = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    assert cluster.request("POST", jobs, job).status == 201
+    deleted: set[str] = set()
+
+    def complete_while_deleting() -> dict[str, Any] | None:
+        for p in pods(cluster, ns, "job-name%3Dtidy"):
+            name = p["metadata"]["name"]
+            if p["status"]["phase"] == "Succeeded" and not p["metadata"].get("finalizers"):
+                assert cluster.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{name}").status in (
+                    200,
+                    404,
+                )
+                deleted.add(name)
+        got = cluster.get(f"{jobs}/tidy")
+        done = any(c["type"] == "Complete" for c in got["status"].get("conditions", []))
+        return got if done else None
+
+    got = wait_for(complete_while_deleting, timeout=30, interval=0.05)
+    assert (got["status"]["succeeded"], got["status"]["failed"]) == (3, 0), got["status"]
+    events = cluster.get(f"/api/v1/namespaces/{ns}/events")["items"]
+    created = [e for e in events if e["reason"] == "SuccessfulCreate"]
+    assert sum(e.get("count", 1) for e in created) == 3, created
+    assert len(deleted) >= 2, deleted  # the test deleted them as it went
+
+
 def test_namespaces_owners_and_garbage(cluster: SchedulerProcess, ns: str) -> None:
     """Objects need their namespace; orphaned pods stay; deleting an owner deletes its pods;
     deleting the namespace deletes everything in it; default stays."""
