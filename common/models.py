@@ -190,6 +190,18 @@ class OwnerReference(Model):
     block_owner_deletion: bool | None = None  # accepted; corral's deletion does not wait
 
 
+def check_finalizer_name(name: str) -> str:
+    """A finalizer: a qualified name with a domain (`example.com/hold`), as Kubernetes
+    wants for every finalizer but its own few (which act on kinds corral does not)."""
+    check_label_key(name)
+    if "/" not in name:
+        raise ValueError(f"finalizer {name!r}: must be fully qualified, as example.com/{name}")
+    return name
+
+
+FinalizerName = Annotated[str, AfterValidator(check_finalizer_name)]
+
+
 class ObjectMeta(Model):
     name: Annotated[str, AfterValidator(check_dns_subdomain)]
     namespace: Annotated[str, AfterValidator(check_dns_label)] | None = None
@@ -203,7 +215,7 @@ class ObjectMeta(Model):
     owner_references: list[OwnerReference] | None = None
     # Honoured on pods only (scheduler/podfinal.py); the other kinds refuse them
     # (`UnfinalizedMeta`) rather than keep a promise their deletion would not.
-    finalizers: list[Annotated[str, AfterValidator(check_label_key)]] | None = None
+    finalizers: list[FinalizerName] | None = None
 
 
 def _refuse_finalizers(meta: ObjectMeta) -> ObjectMeta:
@@ -674,6 +686,7 @@ class TemplateMeta(DeferredModel):
     labels: Labels = Field(default_factory=dict)
     annotations: Annotations = Field(default_factory=dict)
     creation_timestamp: Timestamp | None = None
+    finalizers: list[FinalizerName] | None = None  # copied to each pod, as in Kubernetes
 
 
 class PodTemplateSpec(DeferredModel):

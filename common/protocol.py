@@ -55,6 +55,7 @@ another node's pod is refused with an `error` frame.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Literal, TypeAlias
 
@@ -65,7 +66,8 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter, 
 # 3: welcome.pods and desired.upsert are Pod JSON bytes, not maps.
 # 4: no ack frame; pod_status.revision acknowledges desired frames.
 # 5: a report's status is PodStatus JSON bytes; heartbeat usage and pod usage are arrays.
-# 6: a welcome too big for one frame comes in parts (welcome.more).
+# 6: a welcome too big for one frame comes in parts (welcome.more); pods may carry
+#    metadata.finalizers (stripped for older agents: `pod_for_agent`).
 PROTOCOL_VERSION = 6
 # The oldest agent protocol the scheduler still speaks, so that a cluster is upgraded
 # scheduler first, then its agents one by one, as Kubernetes' skew policy has it (a
@@ -364,6 +366,19 @@ def desired_frames(
         )
         for i, part in enumerate(parts)
     ]
+
+
+def pod_for_agent(pod: bytes, version: int) -> bytes:
+    """A pod's JSON as an agent of `version` takes it: before protocol 6 without
+    `metadata.finalizers`, which its models refuse as an unknown field (it dropped the
+    pod, and stopped it at the next resync); the agent has no use for them."""
+    if version >= 6 or b'"finalizers"' not in pod:
+        return pod
+    doc = json.loads(pod)
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict) or meta.pop("finalizers", None) is None:
+        return pod
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def welcome_frames(

@@ -139,6 +139,9 @@ class AgentSession:
         self.followed: set[int] = set()  # the ids of log_streams that follow a log
         self.credential_id: str | None = None  # issued in this session's welcome
         self.last_frame = time.monotonic()  # when the agent last sent anything
+        # Set once the welcome is sent, all its parts: nothing else goes out before (the
+        # agent takes any other frame first for its link refused, or its welcome broken).
+        self.welcomed = False
 
     def want(self, uid: str, stored: bytes) -> None:
         self.removes.discard(uid)
@@ -401,7 +404,7 @@ class Hub:
         welcome = protocol.Welcome(
             revision=self._cluster.revision,
             config=self._link_config(stretch),
-            pods=[kv.value for kv in stored],
+            pods=[protocol.pod_for_agent(kv.value, session.version) for kv in stored],
             stop=stop,
             credential=issued.credential if issued else None,
         )
@@ -416,6 +419,7 @@ class Hub:
             )
         for data in frames:
             await ws.send_bytes(data)
+        session.welcomed = True
         self._restretch(size)
         self._events.record(node_ref(name), "NodeReady", f"corral-agent on {name} joined")
         _LOGGER.info(
@@ -585,9 +589,10 @@ class Hub:
             if not upserts and not removes:
                 continue
             revision = self._cluster.revision
-            frames = protocol.desired_frames(
-                revision, list(upserts.values()), sorted(removes), session.version
-            )
+            upsert = list(upserts.values())
+            if session.version < 6:
+                upsert = [protocol.pod_for_agent(pod, session.version) for pod in upsert]
+            frames = protocol.desired_frames(revision, upsert, sorted(removes), session.version)
             for data in frames:
                 # Counted as sent before the send, which may wait for the socket to drain:
                 # the agent's ack may be read meanwhile, and must find the frame to clear.
@@ -880,6 +885,8 @@ class Hub:
         session = self.sessions.get(node)
         if session is None:
             raise LogsUnavailable(f"node {node} is not connected")
+        if not session.welcomed:
+            raise LogsUnavailable(f"node {node} is joining; try again in a moment")
         self._log_ids += 1
         stream_id = self._log_ids
         queue: asyncio.Queue[protocol.LogsChunk | None] = asyncio.Queue()
@@ -955,7 +962,9 @@ class Hub:
         self._stretched_at = size
         stretch = self._config.heartbeat_stretch(size)
         for name, session in self.sessions.items():
-            if stretch <= self._cluster.heartbeat_stretch.get(name, 1.0):
+            # A node still being welcomed is left to the next growth: its welcome has
+            # its own stretch, and no other frame may go before it.
+            if not session.welcomed or stretch <= self._cluster.heartbeat_stretch.get(name, 1.0):
                 continue
             self._cluster.heartbeat_stretch[name] = stretch
             update = protocol.ConfigUpdate(config=self._link_config(stretch))

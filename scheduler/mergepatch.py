@@ -43,9 +43,10 @@ MERGE_KEYS: dict[str, str] = {
     "topologySpreadConstraints": "topologyKey",
 }
 
-# The lists of scalars Kubernetes merges (`patchStrategy: merge` without a key): the
-# patch's values are added to the object's, each once, in order.
-MERGED_VALUES = frozenset({"finalizers"})
+# The lists of scalars Kubernetes merges (`patchStrategy: merge` without a key), by path
+# from the object's root: the patch's values are added to the object's, each once, in
+# order. (A Namespace's `spec.finalizers` is atomic in Kubernetes: replaced.)
+MERGED_VALUES = frozenset({"metadata.finalizers"})
 
 _DIRECTIVE = "$patch"
 _ORDER = "$setElementOrder/"
@@ -178,7 +179,7 @@ def _merge_list(original: Any, patch: list[Any], key: str, path: str) -> list[An
                 f"{path}[{i}]: unsupported $patch directive {directive!r} in a list "
                 f"(supported here: {supported})"
             )
-    if not replace and key in MERGED_VALUES and isinstance(original, list):
+    if not replace and path in MERGED_VALUES and isinstance(original, list):
         merged, seen = list(original), {_identity(v) for v in original}
         for value in items:
             if _identity(value) not in seen:

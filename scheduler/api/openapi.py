@@ -183,12 +183,12 @@ def _schemas() -> dict[str, dict[str, Any]]:
     schemas = {name: schema30.convert(schema) for name, schema in schemas.items()}
     for name, gvk in kinds.items():
         schemas[name]["x-kubernetes-group-version-kind"] = [gvk]
-    for schema in schemas.values():
-        _mark_merge_keys(schema)
+    for name, schema in schemas.items():
+        _mark_merge_keys(name, schema)
     return schemas
 
 
-def _mark_merge_keys(schema: dict[str, Any]) -> None:
+def _mark_merge_keys(schema_name: str, schema: dict[str, Any]) -> None:
     """Each list that strategic merge patches by a key or by value (scheduler/mergepatch.py), marked
     as kube-apiserver's OpenAPI marks it. kubectl computes `apply`'s patch from these:
     without them it took `containers` for an atomic list, sent the whole list again, and
@@ -198,7 +198,7 @@ def _mark_merge_keys(schema: dict[str, Any]) -> None:
         if key is not None and prop.get("type") == "array":
             prop["x-kubernetes-patch-merge-key"] = key
             prop["x-kubernetes-patch-strategy"] = "merge"
-        elif name in MERGED_VALUES:  # values, merged without a key
+        elif schema_name == "ObjectMeta" and f"metadata.{name}" in MERGED_VALUES:  # by value
             prop["x-kubernetes-patch-strategy"] = "merge"
 
 

@@ -236,7 +236,9 @@ class JobController(Controller):
         writes = [(p, False) for p in free] + [(p, True) for p in bare]
         results = await self._set_tracking(key, writes)
         released = {
-            p.metadata.uid for (p, on), ok in zip(writes, results, strict=True) if ok and not on
+            p.metadata.uid
+            for (p, on), r in zip(writes, results, strict=True)
+            if isinstance(r, KV) and not on
         }
         still = {p.metadata.uid for p in pods if tracked(p)} - released
         for uids, field in ((uncounted.succeeded, "succeeded"), (uncounted.failed, "failed")):
@@ -246,11 +248,14 @@ class JobController(Controller):
                 uids[:] = [uid for uid in uids if uid in still]
         has_any = uncounted.succeeded or uncounted.failed
         status.uncounted_terminated_pods = uncounted if has_any else None
-        return 0.05 if not all(results) else None
+        return 0.05 if not all(isinstance(r, KV) for r in results) else None
 
-    async def _set_tracking(self, key: str, writes: list[tuple[Pod, bool]]) -> list[bool]:
-        """Add (True) or remove (False) JOB_TRACKING on each pod, side by side; which
-        writes landed (one that lost to a newer version of its pod did not)."""
+    async def _set_tracking(
+        self, key: str, writes: list[tuple[Pod, bool]]
+    ) -> list[KV | Conflict | NotFound]:
+        """Add (True) or remove (False) JOB_TRACKING on each pod, side by side; each
+        write's new version, or why it did not land (it lost to a newer version of its
+        pod, which is gone or on its way to this controller)."""
         results = await asyncio.gather(
             *(
                 set_finalizer(self.store, self.cluster, pod_store_key(p), JOB_TRACKING, on)
@@ -258,11 +263,13 @@ class JobController(Controller):
             ),
             return_exceptions=True,
         )
+        landed: list[KV | Conflict | NotFound] = []
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, Conflict | NotFound):
                 raise result
-        self.wrote(key, [r for r in results if isinstance(r, KV)])
-        return [isinstance(r, KV) for r in results]
+            landed.append(result)
+        self.wrote(key, [r for r in landed if isinstance(r, KV)])
+        return landed
 
     async def _run(
         self,
@@ -370,7 +377,10 @@ class JobController(Controller):
             for _ in range(count)
         ]
         for pod in pods:
-            pod.metadata.finalizers = [JOB_TRACKING]
+            pod.metadata.finalizers = [
+                *(f for f in pod.metadata.finalizers or () if f != JOB_TRACKING),
+                JOB_TRACKING,
+            ]
         kvs = await create_pods(self.store, pods)
         self.wrote(key, kvs)
         names = ", ".join(p.metadata.name for p in pods[:5]) + (" ..." if count > 5 else "")
@@ -386,13 +396,22 @@ class JobController(Controller):
         the controller stops itself is not a failure (Kubernetes' rule for suspend)."""
         if not pods:
             return
-        await self._set_tracking(key, [(p, False) for p in pods if tracked(p)])
+        held = [p for p in pods if tracked(p)]
+        freed = await self._set_tracking(key, [(p, False) for p in held])
+        conflicts = [r for r in freed if isinstance(r, Conflict)]
+        lost = {p.metadata.uid for p, r in zip(held, freed, strict=True) if isinstance(r, Conflict)}
         kvs = await asyncio.gather(
-            *(delete_pod(self.store, self.cluster, pod_store_key(p)) for p in pods)
+            *(
+                delete_pod(self.store, self.cluster, pod_store_key(p))
+                for p in pods
+                if p.metadata.uid not in lost
+            )
         )
         self.wrote(key, [kv for kv in kvs if kv is not None])
         names = ", ".join(p.metadata.name for p in pods[:5]) + (" ..." if len(pods) > 5 else "")
         self.events.record(_ref(job), "SuccessfulDelete", f"Deleted pod: {names} ({why})")
+        if conflicts:  # still held: deleted so, it would count as failed; the next pass does it
+            raise conflicts[0]
 
     async def _finish(
         self,

@@ -91,6 +91,10 @@ class Workloads:
                 self.pod_owners.update(key, pod.metadata.owner_references)
             elif _orphaned(pod):
                 self.orphans.add(key)
+            if pod.metadata.finalizers:
+                # Its Job may have gone while the scheduler was down, or before the
+                # finalizer's removal landed; no change of the pod would tell.
+                self.job.release_if_orphaned(key, pod)
 
     def tasks(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         return [

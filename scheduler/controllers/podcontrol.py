@@ -99,6 +99,7 @@ def new_pod(
         creation_timestamp=now(),
         generation=1,
         owner_references=[owner],
+        finalizers=list(template.metadata.finalizers or ()) or None,
     )
     return Pod(metadata=meta, spec=proto.spec.model_copy(deep=True), status=PodStatus())
 

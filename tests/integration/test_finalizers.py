@@ -3,13 +3,18 @@ stopped where it ran (and set Failed), and goes once the last finalizer is remov
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from common.models import Pod
+from scheduler.objects import encode, pod_key
 from scheduler.podfinal import STOPPED_HELD
+from scheduler.store import Op
+from scheduler.store.sqlite import SqliteStore
 from tests.conftest import SchedulerProcess, running_cluster, wait_for
 from tests.integration.test_api import pod
 
@@ -187,17 +192,70 @@ def test_pods_freed_from_their_job_lose_its_finalizer(cluster: SchedulerProcess)
     """A Job deleted with propagationPolicy=Orphan leaves its pods running, without an
     owner and without its finalizer, so that they can be deleted later."""
     s = cluster
-    assert s.request("POST", JOBS, job_manifest("lets-go", 2, 2)).status == 201
-    wait_for(lambda: len(job_pods(s, "lets-go")) == 2, timeout=10)
+    job = job_manifest("lets-go", 2, 2)
+    job["spec"]["template"]["metadata"] = {"finalizers": [HOLD]}  # copied to each pod
+    assert s.request("POST", JOBS, job).status == 201
+    made = wait_for(lambda: len(found := job_pods(s, "lets-go")) == 2 and found, timeout=10)
+    assert {tuple(p["metadata"]["finalizers"]) for p in made} == {
+        (HOLD, "batch.kubernetes.io/job-tracking")
+    }
     assert s.request("DELETE", f"{JOBS}/lets-go?propagationPolicy=Orphan").status == 200
 
     def freed() -> bool:
         found = job_pods(s, "lets-go")
-        return len(found) == 2 and not any(
-            p["metadata"].get(f) for p in found for f in ("ownerReferences", "finalizers")
+        return len(found) == 2 and all(
+            "ownerReferences" not in p["metadata"] and p["metadata"]["finalizers"] == [HOLD]
+            for p in found
         )
 
     wait_for(freed, timeout=10)
-    for p in job_pods(s, "lets-go"):
+    for p in job_pods(s, "lets-go"):  # held by the template's own finalizer, until released
         assert s.request("DELETE", f"{PODS}/{p['metadata']['name']}").status == 200
+        release(s, p["metadata"]["name"])
     wait_for(lambda: job_pods(s, "lets-go") == [], timeout=10)
+
+
+def test_a_pod_whose_job_went_while_the_scheduler_was_down_is_freed(tmp_path: Path) -> None:
+    """A deleted pod held by the Job finalizer, its Job gone (the scheduler stopped before
+    it freed the pod): the scheduler frees and removes it when it starts. Nothing about
+    the pod changes after the start, so only the start can tell."""
+    s = SchedulerProcess(tmp_path / "s")
+    s.start()
+    s.stop()  # the store made: write the state the crash left, by the store's own API
+    left = Pod.model_validate(
+        {
+            "metadata": {
+                "name": "left",
+                "namespace": "default",
+                "uid": "u-left",
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "deletionTimestamp": "2026-01-01T00:00:01Z",
+                "finalizers": ["batch.kubernetes.io/job-tracking"],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": "gone",
+                        "uid": "u-gone",
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": pod("left")["spec"],
+            "status": {"phase": "Failed"},
+        }
+    )
+
+    async def write() -> None:
+        store = await SqliteStore.open(s.state_dir / "state.db")
+        try:
+            await store.txn([Op("put", pod_key("default", "left"), encode(left), left, expect=0)])
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+    s.start()
+    try:
+        wait_for(lambda: s.request("GET", f"{PODS}/left").status == 404, timeout=10)
+    finally:
+        s.stop()

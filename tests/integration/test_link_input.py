@@ -384,6 +384,12 @@ async def test_a_welcome_too_big_for_one_frame_comes_in_parts(
     await agent.ws.close()
 
     again, first = await dial(http, s, credential, "node-a")
+    # A log asked for while the rest of the welcome may still be on its way: refused
+    # (the node is joining), or asked once the last part is out; never between parts,
+    # which broke the welcome.
+    log = asyncio.create_task(
+        asyncio.to_thread(s.request, "GET", "/api/v1/namespaces/default/pods/big-0/log")
+    )
     parts = [first]
     while isinstance(parts[-1], protocol.Welcome) and parts[-1].more:
         parts.append(await again.receive())
@@ -394,4 +400,6 @@ async def test_a_welcome_too_big_for_one_frame_comes_in_parts(
     assert not welcome.more and welcome.revision > 0
     await again.send(protocol.PodStatusUpdate(revision=welcome.revision))
     assert s.get("/api/v1/status")["nodes"]["connected"] == 1
-    await again.ws.close()
+    await again.ws.close()  # a log request sent after the welcome is not answered: ends
+    answer = await log
+    assert answer.status == 400, answer.body

@@ -254,10 +254,14 @@ async def test_an_agent_of_a_protocol_before_keeps_its_node(
     agent, welcome = await dial(http, s, TOKEN, "old-node", version=old)
     assert isinstance(welcome, protocol.Welcome) and welcome.v == old, welcome
     await agent.send(protocol.CredentialAck())
-    assert s.request("POST", "/api/v1/namespaces/default/pods", pod("legacy")).status == 201
+    held = pod("legacy")
+    held["metadata"]["finalizers"] = ["example.com/hold"]  # unknown to its models: left out
+    assert s.request("POST", "/api/v1/namespaces/default/pods", held).status == 201
     desired = await agent.receive_type(protocol.Desired)
     assert desired.v == old
-    uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+    sent = json.loads(desired.upsert[0])
+    assert "finalizers" not in sent["metadata"] and sent["metadata"]["name"] == "legacy"
+    uid = sent["metadata"]["uid"]
     report = protocol.PodReportV4(
         uid=uid, namespace="default", name="legacy", status={"phase": "Running"}
     )

@@ -33,6 +33,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.integration.test_cli import corral
+from tests.integration.test_finalizers import job_manifest
 from tests.unit.test_workload_models import TUTORIAL
 
 pytestmark = pytest.mark.slow
@@ -279,22 +280,8 @@ def test_a_jobs_counts_survive_deleting_its_finished_pods(
     """Each pod of a 3-completion Job is deleted as soon as it has succeeded and been
     counted (its finalizer gone): the Job still completes after exactly 3 pods. Counted
     from the pods still there, it lost each deleted success and ran the work again."""
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": "tidy"},
-        "spec": {
-            "completions": 3,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "work", "image": "busybox"}],
-                }
-            },
-        },
-    }
     jobs = f"/apis/batch/v1/namespaces/{ns}/jobs"
-    assert cluster.request("POST", jobs, job).status == 201
+    assert cluster.request("POST", jobs, job_manifest("tidy", 3, 1)).status == 201
     deleted: set[str] = set()
 
     def complete_while_deleting() -> dict[str, Any] | None:

@@ -121,6 +121,7 @@ async def serve(
     """A session of `node` (an agent of `version`) on a fake link, its read loop running."""
     ws = FakeWS()
     session = AgentSession(node, ws, version)  # type: ignore[arg-type]
+    session.welcomed = True  # as after its welcome
     cp.hub.sessions[node] = session
     return ws, asyncio.create_task(cp.hub._read_loop(session))
 

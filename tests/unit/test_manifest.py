@@ -309,7 +309,9 @@ def test_finalizers_are_taken_on_pods_only() -> None:
     assert load_object(doc).metadata.finalizers == ["example.com/hold"]
     doc["metadata"]["finalizers"] = ["not a name"]
     assert list(_causes(doc)) == ["metadata.finalizers[0]"]
-    job = {
+    doc["metadata"]["finalizers"] = ["hold"]
+    assert "must be fully qualified" in _causes(doc)["metadata.finalizers[0]"]
+    job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": "j", "finalizers": ["example.com/hold"]},
@@ -318,6 +320,11 @@ def test_finalizers_are_taken_on_pods_only() -> None:
     assert _causes(job) == {
         "metadata": "finalizers are honoured on pods only; not supported on this kind"
     }
+    # A template's are its pods' (copied to each, as in Kubernetes): taken.
+    del job["metadata"]["finalizers"]
+    job["spec"]["template"]["metadata"] = {"finalizers": ["example.com/hold"]}
+    template = load_object(job).spec.template  # type: ignore[union-attr]
+    assert template.metadata.finalizers == ["example.com/hold"]
 
 
 def test_missing_image() -> None:

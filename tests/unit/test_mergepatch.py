@@ -197,6 +197,10 @@ def test_finalizers_merge_as_a_set_of_values() -> None:
     }
     odd = strategic_merge_patch(held, {"metadata": {"finalizers": [{"x": 1}]}})
     assert odd == {"metadata": {"finalizers": ["a", "b", {"x": 1}]}}  # the model refuses it
+    namespace = {"spec": {"finalizers": ["kubernetes"]}}  # atomic in Kubernetes
+    assert strategic_merge_patch(namespace, {"spec": {"finalizers": ["x"]}}) == {
+        "spec": {"finalizers": ["x"]}
+    }
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from common.protocol import (
     encode,
     encode_desired,
     join_welcome,
+    pod_for_agent,
     receive_welcome,
     welcome_frames,
 )
@@ -318,6 +319,21 @@ async def test_receive_welcome_joins_the_parts_and_refuses_anything_between() ->
         await receive_welcome(receiver([parts[0], Desired(revision=4)]))
     with pytest.raises(ProtocolError, match="parts differ in revision"):
         join_welcome([parts[0], Welcome(revision=4, pods=[])])
+
+
+def test_pods_go_to_agents_before_protocol_6_without_finalizers() -> None:
+    """Their models refuse the field: such an agent dropped the pod."""
+    held: dict[str, Any] = json.loads(json.dumps(_POD))
+    held["metadata"]["finalizers"] = ["example.com/hold"]
+    raw = json.dumps(held).encode()
+    assert pod_for_agent(raw, PROTOCOL_VERSION) is raw
+    assert json.loads(pod_for_agent(raw, 5)) == _POD
+    plain = json.dumps(_POD).encode()
+    assert pod_for_agent(plain, 5) is plain
+    odd: dict[str, Any] = json.loads(json.dumps(_POD))
+    odd["metadata"]["annotations"] = {"note": '"finalizers"'}
+    named = json.dumps(odd).encode()
+    assert pod_for_agent(named, 5) is named  # the word elsewhere: left as it is
 
 
 def test_the_scheduler_speaks_the_protocol_before() -> None:
