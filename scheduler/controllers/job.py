@@ -25,9 +25,9 @@ up (propagationPolicy Orphan), the finalizer is removed without counting.
 Failures are the pods counted failed plus, for `restartPolicy: OnFailure`,
 every restart of a container of the pods still there (the pod restarts in place;
 Kubernetes counts those against `backoffLimit` too). Without `completions` (a
-work queue), the Job is Complete once a pod has succeeded and none is active. Pods are named
-`<job>-<5 random>` and labelled `job-name` and `controller-uid`, as in
-Kubernetes. The backoff is seconds, not Kubernetes' ten-second base, in line
+work queue), the Job is Complete once a pod has succeeded and none is active.
+Pods are named `<job>-<5 random>` and labelled `job-name` and `controller-uid`,
+as in Kubernetes. The backoff is seconds, not Kubernetes' ten-second base, in line
 with corral's other timers.
 """
 
