@@ -18,12 +18,22 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from common.models import Pod
+from common.models import (
+    ContainerState,
+    ContainerStateTerminated,
+    Pod,
+    PodCondition,
+    PodStatus,
+    now,
+)
 from scheduler.cluster import TERMINAL_PHASES, ClusterState
 from scheduler.objects import encode, mutable_copy, replaced
 from scheduler.store import KV, Store
 
 STOPPED_HELD = "stopped: the pod was deleted, and finalizers keep it until they are removed"
+# What the kubelet says of a container whose end it could not see; the agent reports
+# a stop, not each container's exit.
+UNKNOWN_END = "ContainerStatusUnknown"
 
 
 def may_run(cluster: ClusterState, pod: Pod) -> bool:
@@ -65,6 +75,41 @@ async def remove_stopped(store: Store, key: str, kv: KV, pod: Pod) -> None:
         return
     if pod.status.phase in TERMINAL_PHASES:
         return
-    status = replaced(pod.status, {"phase": "Failed", "message": STOPPED_HELD})
-    stopped = replaced(pod, {"status": status})
+    stopped = replaced(pod, {"status": stopped_status(pod.status, now())})
     await store.put(key, encode(stopped), obj=stopped, expect=kv.mod_revision)
+
+
+def stopped_status(status: PodStatus, stamp: datetime) -> PodStatus:
+    """The status of a deleted pod held by finalizers once it has stopped: Failed, not
+    ready, every container that had not ended terminated (exit code 137, reason
+    ContainerStatusUnknown, as the kubelet reports an end it did not see)."""
+    containers = [
+        cs
+        if cs.state.terminated is not None
+        else replaced(
+            cs,
+            {
+                "state": ContainerState(
+                    terminated=ContainerStateTerminated(
+                        exit_code=137,
+                        reason=UNKNOWN_END,
+                        message="stopped as its pod was deleted",
+                        started_at=cs.state.running.started_at if cs.state.running else None,
+                        finished_at=stamp,
+                        container_id=cs.container_id,
+                    )
+                ),
+                "ready": False,
+                "started": False,
+            },
+        )
+        for cs in status.container_statuses
+    ]
+    conditions = [
+        PodCondition(type=c.type, status="False", reason="PodCompleted", last_transition_time=stamp)
+        if c.type in ("Ready", "ContainersReady") and c.status == "True"
+        else c
+        for c in status.conditions
+    ]
+    changes = {"container_statuses": containers, "conditions": conditions}
+    return replaced(status, {"phase": "Failed", "message": STOPPED_HELD, **changes})

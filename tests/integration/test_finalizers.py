@@ -68,6 +68,11 @@ def test_a_deleted_running_pod_is_stopped_and_kept_until_its_finalizers_go(
     wait_for(lambda: phase(s, name) == "Failed", timeout=10)  # its agent stopped it
     got = s.get(f"{PODS}/{name}")
     assert got["status"]["message"] == STOPPED_HELD
+    (main,) = got["status"]["containerStatuses"]  # ended, as the kubelet says of an unseen end
+    assert main["state"]["terminated"]["reason"] == "ContainerStatusUnknown", main
+    assert main["ready"] is False
+    ready = next(c for c in got["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False", got["status"]
     assert got["metadata"]["finalizers"] == [HOLD] and got["metadata"]["deletionTimestamp"]
 
     more = {"metadata": {"finalizers": [HOLD, "example.com/another"]}}
