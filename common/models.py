@@ -218,14 +218,31 @@ class ObjectMeta(Model):
     finalizers: list[FinalizerName] | None = None
 
 
+# Kubernetes' finalizer of an owner deleted with propagationPolicy Foreground: it goes
+# once its dependents have (scheduler/controllers/gc.py).
+FOREGROUND_DELETION = "foregroundDeletion"
+
+
 def _refuse_finalizers(meta: ObjectMeta) -> ObjectMeta:
     if meta.finalizers:
         raise ValueError("finalizers are honoured on pods only; not supported on this kind")
     return meta
 
 
-# The metadata of every kind but Pod: finalizers refused (see ObjectMeta.finalizers).
+def _owner_finalizers(meta: ObjectMeta) -> ObjectMeta:
+    if meta.finalizers and set(meta.finalizers) != {FOREGROUND_DELETION}:
+        raise ValueError(
+            f"finalizers: only {FOREGROUND_DELETION} is supported on this kind "
+            "(any finalizer on pods)"
+        )
+    return meta
+
+
+# The metadata of every kind but Pod and the owners: finalizers refused (see
+# ObjectMeta.finalizers).
 UnfinalizedMeta = Annotated[ObjectMeta, AfterValidator(_refuse_finalizers)]
+# The metadata of an owner (Deployment, Job): Kubernetes' foregroundDeletion only.
+OwnerMeta = Annotated[ObjectMeta, AfterValidator(_owner_finalizers)]
 
 
 def _check_env(env: list[EnvVar]) -> list[EnvVar]:
@@ -805,7 +822,7 @@ class DeploymentStatus(DeferredModel):
 class Deployment(DeferredModel):
     api_version: Literal["apps/v1"] = "apps/v1"
     kind: Literal["Deployment"] = "Deployment"
-    metadata: UnfinalizedMeta
+    metadata: OwnerMeta
     spec: DeploymentSpec
     status: DeploymentStatus = Field(default_factory=DeploymentStatus)
 
@@ -859,7 +876,7 @@ class JobStatus(DeferredModel):
 class Job(DeferredModel):
     api_version: Literal["batch/v1"] = "batch/v1"
     kind: Literal["Job"] = "Job"
-    metadata: UnfinalizedMeta
+    metadata: OwnerMeta
     spec: JobSpec
     status: JobStatus = Field(default_factory=JobStatus)
 

@@ -7,7 +7,7 @@ ControllerRevisions that record a Deployment's rollouts.
     GET    /apis/apps/v1/namespaces/{ns}/deployments/{name}        get
     PUT    /apis/apps/v1/namespaces/{ns}/deployments/{name}        replace metadata and spec
     PATCH  /apis/apps/v1/namespaces/{ns}/deployments/{name}        patch them (api/patch.py)
-    DELETE /apis/apps/v1/namespaces/{ns}/deployments/{name}        ?propagationPolicy=Orphan
+    DELETE /apis/apps/v1/namespaces/{ns}/deployments/{name}        ?propagationPolicy=...
     GET|PUT|PATCH .../deployments/{name}/scale                     replicas
     (the same for /apis/batch/v1/.../jobs, without /scale)
     GET    /apis/apps/v1/[namespaces/{ns}/]controllerrevisions[/{name}]
@@ -24,7 +24,17 @@ from typing import Any
 
 from aiohttp import web
 
-from common.models import Deployment, Job, Pod, Scale, ScaleSpec, ScaleStatus, StatusCause, now
+from common.models import (
+    FOREGROUND_DELETION,
+    Deployment,
+    Job,
+    Pod,
+    Scale,
+    ScaleSpec,
+    ScaleStatus,
+    StatusCause,
+    now,
+)
 from scheduler.admission import admit
 from scheduler.api.common import (
     json_response,
@@ -221,7 +231,13 @@ async def delete_workload(request: web.Request) -> web.Response:
         kv = await get_kv(cp.store, kind, namespace, name)
         obj: Any = decode(kv, kind.model)
         check_preconditions(options, kind.plural, name, obj.metadata.uid, kv.mod_revision)
+        foreground = policy == "Foreground" or (
+            policy != "Orphan" and FOREGROUND_DELETION in (obj.metadata.finalizers or ())
+        )
         try:
+            if foreground:
+                # Marked; the garbage collector deletes its dependents, then it.
+                return json_response(with_resource_version(await _mark_foreground(cp, kv, obj)))
             if policy == "Orphan":
                 await _orphan(cp, kind, kv, obj)
             # Unguarded: a status written meanwhile does not change what is deleted.
@@ -233,6 +249,20 @@ async def delete_workload(request: web.Request) -> web.Response:
             break
         return success(kind, obj)
     raise NotFoundError(f'{kind.plural} "{name}" not found', name=name, kind=kind.plural)
+
+
+async def _mark_foreground(cp: ControlPlane, kv: KV, obj: Any) -> KV:
+    """The owner marked for deletion with the foregroundDeletion finalizer, as Kubernetes
+    marks it: its controller stops, and it stays (GET shows it) until its dependents
+    are gone (scheduler/controllers/gc.py). Guarded: Conflict if it changed meanwhile."""
+    finalizers = obj.metadata.finalizers or []
+    if obj.metadata.deletion_timestamp is not None and FOREGROUND_DELETION in finalizers:
+        return kv
+    marked = mutable_copy(obj)
+    marked.metadata.deletion_timestamp = obj.metadata.deletion_timestamp or now()
+    marked.metadata.finalizers = [*(f for f in finalizers if f != FOREGROUND_DELETION)]
+    marked.metadata.finalizers.append(FOREGROUND_DELETION)
+    return await cp.store.put(kv.key, encode(marked), obj=marked, expect=kv.mod_revision)
 
 
 async def _orphan(cp: ControlPlane, kind: Kind, kv: KV, obj: Any) -> None:

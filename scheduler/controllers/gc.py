@@ -12,6 +12,11 @@ Only owners of a kind corral runs controllers for (Deployment, Job) are
 checked; an ownerReference to any other kind is kept and ignored.
 `?propagationPolicy=Orphan` is handled by the API: it removes the references
 before it deletes the owner, so nothing is left here to collect.
+
+`propagationPolicy=Foreground`, as in Kubernetes: the API only marks the owner
+(deletionTimestamp and the finalizer foregroundDeletion), its controller stops,
+and this controller deletes its dependents, then the owner once none is left
+(one held by finalizers of its own holds the owner too).
 """
 
 from __future__ import annotations
@@ -41,10 +46,12 @@ class GarbageCollector(Controller):
         self,
         ctx: Context,
         owner_exists: Callable[[str], bool],
+        owner_going: Callable[[str], str | None],
         indexes: list[OwnerIndex],
     ) -> None:
         super().__init__(ctx)
         self.owner_exists = owner_exists
+        self.owner_going = owner_going  # the store key of an owner deleted in the foreground
         self.indexes = indexes
 
     def keys(self) -> list[str]:
@@ -52,7 +59,7 @@ class GarbageCollector(Controller):
 
     def check(self, uid: str, kind: str) -> None:
         """A dependent names this owner: collect if the owner is gone (cheap when it is not)."""
-        if kind in OWNER_KINDS and not self.owner_exists(uid):
+        if kind in OWNER_KINDS and (not self.owner_exists(uid) or self.owner_going(uid)):
             self.queue.add(uid)
 
     def owner_deleted(self, uid: str | None) -> None:
@@ -60,12 +67,15 @@ class GarbageCollector(Controller):
             self.queue.add(uid)
 
     async def reconcile(self, uid: str) -> float | None:
-        if self.owner_exists(uid):
+        going = self.owner_going(uid)
+        if going is None and self.owner_exists(uid):
             return None
         keys = [
             k for index in self.indexes for k in index.of(uid) if index.kind_of(uid) in OWNER_KINDS
         ]
         if not keys:
+            if going is not None:
+                await self._remove_owner(going)
             return None
         pods = [k for k in keys if k.startswith(PODS.prefix)]
         others = [k for k in keys if k.startswith(REVISIONS.prefix)]
@@ -80,3 +90,12 @@ class GarbageCollector(Controller):
         _LOGGER.info("collected %d objects of deleted owner %s", len(keys), uid)
         # Pods stopping gracefully are still listed until their agents confirm.
         return RETRY_SECONDS
+
+    async def _remove_owner(self, key: str) -> None:
+        """The owner deleted in the foreground, its dependents gone: now it goes too.
+        Guarded (Conflict: looked at again)."""
+        kv = await self.store.get(key)
+        if kv is None:
+            return
+        await self.store.delete(key, expect=kv.mod_revision)
+        _LOGGER.info("deleted %s, its dependents gone (propagationPolicy Foreground)", key)

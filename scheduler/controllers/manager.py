@@ -24,7 +24,15 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from common.models import ControllerRevision, Deployment, Job, Namespace, Pod
+from common.models import (
+    FOREGROUND_DELETION,
+    ControllerRevision,
+    Deployment,
+    Job,
+    Namespace,
+    ObjectMeta,
+    Pod,
+)
 from scheduler.context import Context
 from scheduler.controllers.cache import (
     ObjectCache,
@@ -63,7 +71,9 @@ class Workloads:
             self.orphans,
         )
         self.job = JobController(ctx, self.jobs, self.pod_owners)
-        self.gc = GarbageCollector(ctx, self.owner_exists, [self.pod_owners, self.revision_owners])
+        self.gc = GarbageCollector(
+            ctx, self.owner_exists, self.owner_going, [self.pod_owners, self.revision_owners]
+        )
         self.namespace = NamespaceController(ctx, self.namespaces)
         self.deployments.handlers.append(self._deployment_changed)
         self.jobs.handlers.append(self._job_changed)
@@ -107,6 +117,15 @@ class Workloads:
     def owner_exists(self, uid: str) -> bool:
         return uid in self.deployments.by_uid or uid in self.jobs.by_uid
 
+    def owner_going(self, uid: str) -> str | None:
+        """The store key of the owner `uid` if it is being deleted in the foreground."""
+        for cache in (self.deployments, self.jobs):
+            key = cache.by_uid.get(uid)
+            owner = cache.objects.get(key) if key is not None else None
+            if owner is not None and _foreground(owner.metadata):
+                return key
+        return None
+
     # -- routing ------------------------------------------------------------------------------
 
     def _object_event(self, event: Event) -> None:
@@ -142,6 +161,8 @@ class Workloads:
             if new is not None and new.metadata.finalizers:
                 self.job.release_if_orphaned(key, new)  # its Job gone, or it was freed
             if new is None:
+                for ref in old_refs or ():  # an owner deleted in the foreground may go now
+                    self.gc.check(ref.uid, ref.kind)
                 uid = old.metadata.uid if old is not None else None
                 self.deployment.forget_pod(uid)
                 self.job.forget_pod(uid)
@@ -165,12 +186,16 @@ class Workloads:
     def _deployment_changed(self, key: str, old: Deployment | None, new: Deployment | None) -> None:
         if new is not None:
             self.deployment.queue.add(key)
+            if _foreground(new.metadata):  # its dependents go first, then it
+                self.gc.owner_deleted(new.metadata.uid)
         elif old is not None:
             self.gc.owner_deleted(old.metadata.uid)
 
     def _job_changed(self, key: str, old: Job | None, new: Job | None) -> None:
         if new is not None:
             self.job.queue.add(key)
+            if _foreground(new.metadata):  # its dependents go first, then it
+                self.gc.owner_deleted(new.metadata.uid)
         elif old is not None:
             self.gc.owner_deleted(old.metadata.uid)
 
@@ -194,3 +219,8 @@ def _orphaned(pod: Pod) -> bool:
         and controller_ref(pod.metadata.owner_references) is None
         and is_active(pod)
     )
+
+
+def _foreground(meta: ObjectMeta) -> bool:
+    """Is the owner being deleted with propagationPolicy Foreground?"""
+    return meta.deletion_timestamp is not None and FOREGROUND_DELETION in (meta.finalizers or ())

@@ -119,7 +119,7 @@ def test_finalizers_are_set_and_removed_like_labels(cluster: SchedulerProcess) -
     resp = s.request("POST", "/apis/batch/v1/namespaces/default/jobs", job)
     assert resp.status == 422, resp.body
     (cause,) = resp.json()["details"]["causes"]
-    assert cause["field"] == "metadata" and "honoured on pods only" in cause["message"]
+    assert cause["field"] == "metadata" and "only foregroundDeletion" in cause["message"]
 
 
 def test_a_held_pod_survives_a_restart_of_the_scheduler(tmp_path: Path) -> None:

@@ -305,6 +305,40 @@ def test_a_jobs_counts_survive_deleting_its_finished_pods(
     assert len(deleted) >= 2, deleted  # the test deleted them as it went
 
 
+def test_foreground_deletion_removes_the_owner_after_its_pods(
+    cluster: SchedulerProcess, ns: str
+) -> None:
+    """propagationPolicy=Foreground: the owner is marked (deletionTimestamp, finalizer
+    foregroundDeletion), stays while any of its pods does, and goes after the last one;
+    `corral delete --cascade=foreground` returns once it is gone."""
+    assert cluster.request("POST", deploy_path(ns), deployment_manifest("fg", 3)).status == 201
+    wait_for(lambda: len([p for p in pods(cluster, ns) if is_ready(p)]) == 3, timeout=20)
+    resp = cluster.request("DELETE", deploy_path(ns, "fg") + "?propagationPolicy=Foreground")
+    assert resp.status == 200, resp.body
+    meta = resp.json()["metadata"]
+    assert meta["finalizers"] == ["foregroundDeletion"] and meta["deletionTimestamp"], meta
+    early: list[object] = []
+
+    def owner_gone() -> bool:
+        owner = cluster.request("GET", deploy_path(ns, "fg")).status
+        left = pods(cluster, ns)  # after the owner: none may be left once it has gone
+        if owner == 404 and left:
+            early.append(left)
+        return owner == 404
+
+    wait_for(owner_gone, timeout=20)
+    assert early == [] and pods(cluster, ns) == []
+
+    jobs = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    assert cluster.request("POST", jobs, job_manifest("fgjob", 2, 2)).status == 201
+    wait_for(lambda: len(pods(cluster, ns, "job-name%3Dfgjob")) == 2, timeout=20)
+    out = corral(cluster, "delete", "job", "fgjob", "-n", ns, "--cascade=foreground")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == 'job.batch "fgjob" deleted\n'
+    assert cluster.request("GET", f"{jobs}/fgjob").status == 404
+    assert pods(cluster, ns) == []
+
+
 def test_namespaces_owners_and_garbage(cluster: SchedulerProcess, ns: str) -> None:
     """Objects need their namespace; orphaned pods stay; deleting an owner deletes its pods;
     deleting the namespace deletes everything in it; default stays."""

@@ -318,6 +318,11 @@ def test_finalizers_are_taken_on_pods_only() -> None:
         "spec": {"template": {"spec": {**_pod_doc()["spec"], "restartPolicy": "Never"}}},
     }
     assert _causes(job) == {
+        "metadata": "finalizers: only foregroundDeletion is supported on this kind "
+        "(any finalizer on pods)"
+    }
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n", "finalizers": ["x/y"]}}
+    assert _causes(node) == {
         "metadata": "finalizers are honoured on pods only; not supported on this kind"
     }
     # A template's are its pods' (copied to each, as in Kubernetes): taken.
