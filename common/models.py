@@ -187,15 +187,26 @@ class OwnerReference(Model):
     name: str
     uid: str
     controller: bool | None = None
-    block_owner_deletion: bool | None = None  # accepted; corral's deletion does not wait
+    # Accepted; a Foreground deletion waits for every dependent, whatever this says.
+    block_owner_deletion: bool | None = None
+
+
+# Kubernetes' finalizer of an owner deleted with propagationPolicy Foreground: it goes
+# once its dependents have (scheduler/controllers/gc.py).
+FOREGROUND_DELETION = "foregroundDeletion"
+# Kubernetes' own finalizers, the only names it takes without a domain.
+STANDARD_FINALIZERS = frozenset({"kubernetes", "orphan", FOREGROUND_DELETION})
 
 
 def check_finalizer_name(name: str) -> str:
-    """A finalizer: a qualified name with a domain (`example.com/hold`), as Kubernetes
-    wants for every finalizer but its own few (which act on kinds corral does not)."""
+    """A finalizer: a qualified name with a domain (`example.com/hold`), or one of
+    Kubernetes' own, as Kubernetes wants."""
     check_label_key(name)
-    if "/" not in name:
-        raise ValueError(f"finalizer {name!r}: must be fully qualified, as example.com/{name}")
+    if "/" not in name and name not in STANDARD_FINALIZERS:
+        raise ValueError(
+            f"finalizer {name!r}: must be fully qualified, as example.com/{name} "
+            f"(or one of Kubernetes' own: {', '.join(sorted(STANDARD_FINALIZERS))})"
+        )
     return name
 
 
@@ -216,11 +227,6 @@ class ObjectMeta(Model):
     # Honoured on pods only (scheduler/podfinal.py); the other kinds refuse them
     # (`UnfinalizedMeta`) rather than keep a promise their deletion would not.
     finalizers: list[FinalizerName] | None = None
-
-
-# Kubernetes' finalizer of an owner deleted with propagationPolicy Foreground: it goes
-# once its dependents have (scheduler/controllers/gc.py).
-FOREGROUND_DELETION = "foregroundDeletion"
 
 
 def _refuse_finalizers(meta: ObjectMeta) -> ObjectMeta:

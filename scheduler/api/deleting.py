@@ -17,7 +17,7 @@ PROPAGATION = ("Background", "Foreground", "Orphan")
 @dataclass(frozen=True)
 class DeleteOptions:
     grace: int | None = None  # gracePeriodSeconds (pods)
-    propagation: str = "Background"  # propagationPolicy (owners)
+    propagation: str | None = None  # propagationPolicy (owners); None: not said
     uid: str | None = None  # preconditions.uid: delete only this incarnation
     revision: int | None = None  # preconditions.resourceVersion
 
@@ -39,9 +39,9 @@ async def delete_options(request: web.Request) -> DeleteOptions:
             raise BadRequest(f"gracePeriodSeconds: {value!r} is not an integer >= 0")
         grace = value
     if not policy:
-        sent = options.get("propagationPolicy") or "Background"
-        policy = sent if isinstance(sent, str) else str(sent)
-    if policy not in PROPAGATION:
+        sent = options.get("propagationPolicy")
+        policy = sent if isinstance(sent, str) or sent is None else str(sent)
+    if policy is not None and policy not in PROPAGATION:
         raise BadRequest(f"propagationPolicy: {policy!r} is not one of {', '.join(PROPAGATION)}")
     pre = options.get("preconditions") or {}
     if not isinstance(pre, dict):
@@ -51,7 +51,7 @@ async def delete_options(request: web.Request) -> DeleteOptions:
         raise BadRequest(f"preconditions.uid: {uid!r} is not a string")
     if revision is not None and not (isinstance(revision, str) and revision.isdigit()):
         raise BadRequest(f"preconditions.resourceVersion: {revision!r} is not a revision")
-    return DeleteOptions(grace, str(policy), uid, int(revision) if revision is not None else None)
+    return DeleteOptions(grace, policy, uid, int(revision) if revision is not None else None)
 
 
 def check_preconditions(

@@ -198,6 +198,25 @@ async def require_namespace(store: Store, namespace: str) -> None:
         )
 
 
+def check_new_finalizers(
+    kind: str, name: str, deleting: bool, before: list[str] | None, after: list[str] | None
+) -> None:
+    """422 if an update adds a finalizer to an object being deleted, which Kubernetes
+    forbids: a finalizer added then could hold the object for good."""
+    if deleting and set(after or ()) - set(before or ()):
+        message = "no new finalizers can be added if the object is being deleted"
+        raise Invalid(
+            f'{kind} "{name}" is invalid: metadata.finalizers: Forbidden: {message}',
+            causes=[
+                StatusCause(
+                    reason="FieldValueForbidden", message=message, field="metadata.finalizers"
+                )
+            ],
+            name=name,
+            kind=kind.lower() + "s",
+        )
+
+
 def success(kind: Kind, obj: Model) -> web.Response:
     """The `Status` Kubernetes answers a delete with."""
     meta: Any = obj.metadata  # type: ignore[attr-defined]

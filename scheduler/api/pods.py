@@ -33,7 +33,13 @@ from scheduler.api.errors import (
     NotFoundError,
     modified,
 )
-from scheduler.api.generic import Replace, get_kv, guarded_update, require_namespace
+from scheduler.api.generic import (
+    Replace,
+    check_new_finalizers,
+    get_kv,
+    guarded_update,
+    require_namespace,
+)
 from scheduler.api.paging import check_list_revision, page, with_continue
 from scheduler.api.patch import patched, read_patch
 from scheduler.api.watch import serve_watch, wants_watch, watchable
@@ -260,21 +266,8 @@ def _replacer(request: web.Request) -> Replace:
             )
         meta, wanted = current.metadata, incoming.metadata
         finalizers = wanted.finalizers or None
-        added = set(finalizers or ()) - set(meta.finalizers or ())
-        if meta.deletion_timestamp is not None and added:
-            raise Invalid(
-                f'Pod "{name}" is invalid: metadata.finalizers: Forbidden: no new finalizers '
-                "can be added if the object is being deleted",
-                causes=[
-                    StatusCause(
-                        reason="FieldValueForbidden",
-                        message="no new finalizers can be added if the object is being deleted",
-                        field="metadata.finalizers",
-                    )
-                ],
-                name=name,
-                kind="pods",
-            )
+        deleting = meta.deletion_timestamp is not None
+        check_new_finalizers("Pod", name, deleting, meta.finalizers, finalizers)
         if (meta.labels, meta.annotations, meta.finalizers) == (
             wanted.labels,
             wanted.annotations,

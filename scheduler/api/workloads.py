@@ -54,6 +54,7 @@ from scheduler.api.errors import (
 )
 from scheduler.api.generic import (
     Replace,
+    check_new_finalizers,
     get_kv,
     guarded_update,
     list_objects,
@@ -171,12 +172,21 @@ def _replacer(request: web.Request) -> Replace:
                 annotations.setdefault(key, current.metadata.annotations[key])
         updated.metadata.labels = incoming.metadata.labels
         updated.metadata.annotations = annotations
+        finalizers = incoming.metadata.finalizers or None
+        deleting = current.metadata.deletion_timestamp is not None
+        check_new_finalizers(kind.kind, name, deleting, current.metadata.finalizers, finalizers)
+        updated.metadata.finalizers = finalizers
         if incoming.metadata.owner_references is not None:
             updated.metadata.owner_references = incoming.metadata.owner_references
         if incoming.spec != current.spec:
             updated.spec = incoming.spec
             updated.metadata.generation = (current.metadata.generation or 1) + 1
         if updated == current:
+            return json_response(with_resource_version(kv))
+        if deleting and current.metadata.finalizers and not finalizers:
+            # Its last finalizer removed (a stuck Foreground deletion released): it goes
+            # now, as in Kubernetes, and its dependents after it.
+            await cp.store.delete(kv.key, expect=kv.mod_revision)
             return json_response(with_resource_version(kv))
         new = await cp.store.put(kv.key, encode(updated), obj=updated, expect=kv.mod_revision)
         return json_response(with_resource_version(new))
@@ -231,8 +241,9 @@ async def delete_workload(request: web.Request) -> web.Response:
         kv = await get_kv(cp.store, kind, namespace, name)
         obj: Any = decode(kv, kind.model)
         check_preconditions(options, kind.plural, name, obj.metadata.uid, kv.mod_revision)
+        # Unsaid, the policy is the owner's own: Foreground if it carries the finalizer.
         foreground = policy == "Foreground" or (
-            policy != "Orphan" and FOREGROUND_DELETION in (obj.metadata.finalizers or ())
+            policy is None and FOREGROUND_DELETION in (obj.metadata.finalizers or ())
         )
         try:
             if foreground:
@@ -266,10 +277,12 @@ async def _mark_foreground(cp: ControlPlane, kv: KV, obj: Any) -> KV:
 
 
 async def _orphan(cp: ControlPlane, kind: Kind, kv: KV, obj: Any) -> None:
-    """Mark the owner as going (its controller stops), then free its pods of it."""
-    if obj.metadata.deletion_timestamp is None:
+    """Mark the owner as going (its controller stops), then free its pods of it. An owner
+    being deleted in the foreground is so no more: the collector would delete its pods."""
+    if obj.metadata.deletion_timestamp is None or obj.metadata.finalizers:
         marked = mutable_copy(obj)
-        marked.metadata.deletion_timestamp = now()
+        marked.metadata.deletion_timestamp = obj.metadata.deletion_timestamp or now()
+        marked.metadata.finalizers = None
         await cp.store.put(kv.key, encode(marked), obj=marked, expect=kv.mod_revision)
     uid = obj.metadata.uid
     for pod_key in list(cp.workloads.pod_owners.of(uid)):

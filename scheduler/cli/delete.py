@@ -79,8 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--cascade",
         default="background",
         metavar="background|foreground|orphan",
-        help="what happens to the pods of a deployment or job: deleted with it (background, "
-        "the default; foreground behaves the same) or kept without an owner (orphan)",
+        help="what happens to the pods of a deployment or job: deleted after it (background, "
+        "the default), deleted before it (foreground: it goes once they have) or kept "
+        "without an owner (orphan)",
     )
     p.add_argument(
         "--ignore-not-found", action="store_true", help="do not fail on what does not exist"

@@ -25,11 +25,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from common.models import FOREGROUND_DELETION, ObjectMeta
 from scheduler.context import Context
 from scheduler.controllers.base import Controller
 from scheduler.controllers.cache import OwnerIndex
 from scheduler.controllers.podcontrol import delete_pod
-from scheduler.kinds import PODS, REVISIONS
+from scheduler.kinds import DEPLOYMENTS, JOBS, PODS, REVISIONS
+from scheduler.objects import decode
 from scheduler.store import Conflict, NotFound
 
 _LOGGER = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class GarbageCollector(Controller):
         self.owner_exists = owner_exists
         self.owner_going = owner_going  # the store key of an owner deleted in the foreground
         self.indexes = indexes
+        self._announced: set[str] = set()  # owners whose collection was logged
 
     def keys(self) -> list[str]:
         return [uid for index in self.indexes for uid in index.owners()]
@@ -74,8 +77,9 @@ class GarbageCollector(Controller):
             k for index in self.indexes for k in index.of(uid) if index.kind_of(uid) in OWNER_KINDS
         ]
         if not keys:
+            self._announced.discard(uid)
             if going is not None:
-                await self._remove_owner(going)
+                await self._remove_owner(going, uid)
             return None
         pods = [k for k in keys if k.startswith(PODS.prefix)]
         others = [k for k in keys if k.startswith(REVISIONS.prefix)]
@@ -87,15 +91,26 @@ class GarbageCollector(Controller):
                     await self.store.delete(key, expect=kv.mod_revision)
                 except (Conflict, NotFound):
                     pass
-        _LOGGER.info("collected %d objects of deleted owner %s", len(keys), uid)
+        if uid not in self._announced:  # not again at each retry while pods stop
+            self._announced.add(uid)
+            _LOGGER.info("collecting %d objects of deleted owner %s", len(keys), uid)
         # Pods stopping gracefully are still listed until their agents confirm.
         return RETRY_SECONDS
 
-    async def _remove_owner(self, key: str) -> None:
-        """The owner deleted in the foreground, its dependents gone: now it goes too.
-        Guarded (Conflict: looked at again)."""
+    async def _remove_owner(self, key: str, uid: str) -> None:
+        """The owner deleted in the foreground, its dependents gone: now it goes too, if
+        the stored one is still that owner, so marked. Guarded (Conflict: looked at
+        again)."""
         kv = await self.store.get(key)
-        if kv is None:
-            return
+        kind = DEPLOYMENTS if key.startswith(DEPLOYMENTS.prefix) else JOBS
+        owner = decode(kv, kind.model) if kv is not None else None
+        meta = owner.metadata if owner is not None else None  # type: ignore[attr-defined]
+        if kv is None or meta is None or meta.uid != uid or not foreground(meta):
+            return  # gone, or released, or the name is another's now
         await self.store.delete(key, expect=kv.mod_revision)
         _LOGGER.info("deleted %s, its dependents gone (propagationPolicy Foreground)", key)
+
+
+def foreground(meta: ObjectMeta) -> bool:
+    """Is the owner being deleted with propagationPolicy Foreground?"""
+    return meta.deletion_timestamp is not None and FOREGROUND_DELETION in (meta.finalizers or ())

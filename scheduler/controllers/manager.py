@@ -25,12 +25,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 from common.models import (
-    FOREGROUND_DELETION,
     ControllerRevision,
     Deployment,
     Job,
     Namespace,
-    ObjectMeta,
     Pod,
 )
 from scheduler.context import Context
@@ -42,7 +40,7 @@ from scheduler.controllers.cache import (
     key_namespace,
 )
 from scheduler.controllers.deployment import DeploymentController
-from scheduler.controllers.gc import GarbageCollector
+from scheduler.controllers.gc import GarbageCollector, foreground
 from scheduler.controllers.job import JobController
 from scheduler.controllers.namespace import NamespaceController, ensure_namespaces
 from scheduler.controllers.podcontrol import HASH_LABEL, is_active
@@ -105,6 +103,10 @@ class Workloads:
                 # Its Job may have gone while the scheduler was down, or before the
                 # finalizer's removal landed; no change of the pod would tell.
                 self.job.release_if_orphaned(key, pod)
+        for cache in (self.deployments, self.jobs):
+            for owner in cache.objects.values():
+                if foreground(owner.metadata):  # it may have no dependent left to tell
+                    self.gc.owner_deleted(owner.metadata.uid)
 
     def tasks(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         return [
@@ -122,7 +124,7 @@ class Workloads:
         for cache in (self.deployments, self.jobs):
             key = cache.by_uid.get(uid)
             owner = cache.objects.get(key) if key is not None else None
-            if owner is not None and _foreground(owner.metadata):
+            if owner is not None and foreground(owner.metadata):
                 return key
         return None
 
@@ -186,7 +188,7 @@ class Workloads:
     def _deployment_changed(self, key: str, old: Deployment | None, new: Deployment | None) -> None:
         if new is not None:
             self.deployment.queue.add(key)
-            if _foreground(new.metadata):  # its dependents go first, then it
+            if foreground(new.metadata):  # its dependents go first, then it
                 self.gc.owner_deleted(new.metadata.uid)
         elif old is not None:
             self.gc.owner_deleted(old.metadata.uid)
@@ -194,10 +196,21 @@ class Workloads:
     def _job_changed(self, key: str, old: Job | None, new: Job | None) -> None:
         if new is not None:
             self.job.queue.add(key)
-            if _foreground(new.metadata):  # its dependents go first, then it
+            if foreground(new.metadata):  # its dependents go first, then it
                 self.gc.owner_deleted(new.metadata.uid)
         elif old is not None:
             self.gc.owner_deleted(old.metadata.uid)
+        going = new if new is not None and new.metadata.deletion_timestamp else old
+        if going is not None and (new is None or going is new):
+            # Its pods are free of its finalizer now; a pod deleted already would not
+            # change again to say so.
+            self._release_pods_of(going.metadata.uid)
+
+    def _release_pods_of(self, uid: str | None) -> None:
+        for key in list(self.pod_owners.of(uid)):
+            pod = self.ctx.cluster.pods.get(key)
+            if pod is not None and pod.metadata.finalizers:
+                self.job.release_if_orphaned(key, pod)
 
     def _revision_changed(
         self, key: str, old: ControllerRevision | None, new: ControllerRevision | None
@@ -219,8 +232,3 @@ def _orphaned(pod: Pod) -> bool:
         and controller_ref(pod.metadata.owner_references) is None
         and is_active(pod)
     )
-
-
-def _foreground(meta: ObjectMeta) -> bool:
-    """Is the owner being deleted with propagationPolicy Foreground?"""
-    return meta.deletion_timestamp is not None and FOREGROUND_DELETION in (meta.finalizers or ())

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from common.models import Pod
+from common.models import Job, Pod
+from scheduler.kinds import JOBS as JOBS_KIND
 from scheduler.objects import encode, pod_key
 from scheduler.podfinal import STOPPED_HELD
 from scheduler.store import Op
 from scheduler.store.sqlite import SqliteStore
-from tests.conftest import SchedulerProcess, running_cluster, wait_for
+from tests.conftest import SchedulerProcess, deployment_manifest, running_cluster, wait_for
 from tests.integration.test_api import pod
 
 MERGE = "application/merge-patch+json"
@@ -251,16 +252,79 @@ def test_a_pod_whose_job_went_while_the_scheduler_was_down_is_freed(tmp_path: Pa
         }
     )
 
-    async def write() -> None:
-        store = await SqliteStore.open(s.state_dir / "state.db")
-        try:
-            await store.txn([Op("put", pod_key("default", "left"), encode(left), left, expect=0)])
-        finally:
-            await store.close()
-
-    asyncio.run(write())
+    asyncio.run(store_offline(s, pod_key("default", "left"), left))
     s.start()
     try:
         wait_for(lambda: s.request("GET", f"{PODS}/left").status == 404, timeout=10)
     finally:
         s.stop()
+
+
+# --- owners deleted in the foreground ----------------------------------------------------------
+
+DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
+
+
+def test_an_owner_being_deleted_in_the_foreground_survives_a_restart(tmp_path: Path) -> None:
+    """A Deployment deleted in the foreground whose pods a finalizer of their own holds:
+    still there, marked, after a restart (its stored form is read back), and released
+    by removing its finalizer (it goes at once, its pods after their own release). A
+    marked Job left without dependents by a crash goes when the scheduler starts."""
+    with running_cluster(tmp_path / "s", 1) as s:
+        body = deployment_manifest("held", 2)
+        body["spec"]["template"]["metadata"]["finalizers"] = [HOLD]
+        assert s.request("POST", DEPLOYMENTS, body).status == 201
+        wait_for(lambda: len(s.get(f"{PODS}?labelSelector=app%3Dheld")["items"]) == 2)
+        before = s.get(DEPLOYMENTS)["metadata"]["resourceVersion"]
+        resp = s.request("DELETE", f"{DEPLOYMENTS}/held?propagationPolicy=Foreground")
+        assert resp.status == 200 and resp.json()["kind"] == "Deployment", resp.body
+        wait_for(lambda: all(p["status"]["phase"] == "Failed" for p in s.get(PODS)["items"]))
+        # A filtered watch replays the marked version, read back from its stored form.
+        since = f"watch=1&labelSelector=app%3Dheld&resourceVersion={before}&timeoutSeconds=1"
+        watched = s.request("GET", f"{DEPLOYMENTS}?{since}")
+        assert watched.status == 200 and b'"foregroundDeletion"' in watched.body, watched.body
+        s.stop()
+        s.start()
+        marked = s.get(f"{DEPLOYMENTS}/held")["metadata"]
+        assert marked["finalizers"] == ["foregroundDeletion"] and marked["deletionTimestamp"]
+        unmark = {"metadata": {"finalizers": None}}
+        resp = s.request("PATCH", f"{DEPLOYMENTS}/held", unmark, content_type=MERGE)
+        assert resp.status == 200, resp.body
+        assert s.request("GET", f"{DEPLOYMENTS}/held").status == 404
+        for p in s.get(f"{PODS}?labelSelector=app%3Dheld")["items"]:
+            release(s, p["metadata"]["name"])
+
+        job = job_manifest("own", 1, 1)
+        job["spec"]["suspend"] = True  # no pods
+        job["metadata"]["finalizers"] = ["foregroundDeletion"]  # its own policy: Foreground
+        assert s.request("POST", JOBS, job).status == 201
+        resp = s.request("DELETE", f"{JOBS}/own")
+        assert resp.status == 200 and resp.json()["kind"] == "Job", resp.body
+        wait_for(lambda: s.request("GET", f"{JOBS}/own").status == 404, timeout=10)
+
+        s.stop()  # as if it crashed with a Job marked and no dependent left to tell
+        left = Job.model_validate(
+            {
+                **job_manifest("left", 1, 1),
+                "metadata": {
+                    "name": "left",
+                    "namespace": "default",
+                    "uid": "u-left-job",
+                    "creationTimestamp": "2026-01-01T00:00:00Z",
+                    "deletionTimestamp": "2026-01-01T00:00:01Z",
+                    "finalizers": ["foregroundDeletion"],
+                },
+            }
+        )
+        asyncio.run(store_offline(s, JOBS_KIND.key("default", "left"), left))
+        s.start()
+        wait_for(lambda: s.request("GET", f"{JOBS}/left").status == 404, timeout=10)
+
+
+async def store_offline(s: SchedulerProcess, key: str, obj: Any) -> None:
+    """Write `obj` into the stopped scheduler's store, by the store's own API."""
+    store = await SqliteStore.open(s.state_dir / "state.db")
+    try:
+        await store.txn([Op("put", key, encode(obj), obj, expect=0)])
+    finally:
+        await store.close()

@@ -321,6 +321,9 @@ def test_finalizers_are_taken_on_pods_only() -> None:
         "metadata": "finalizers: only foregroundDeletion is supported on this kind "
         "(any finalizer on pods)"
     }
+    job["metadata"]["finalizers"] = ["foregroundDeletion"]  # Kubernetes' own: taken
+    assert load_object(job).metadata.finalizers == ["foregroundDeletion"]
+    job["metadata"]["finalizers"] = ["example.com/hold"]
     node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n", "finalizers": ["x/y"]}}
     assert _causes(node) == {
         "metadata": "finalizers are honoured on pods only; not supported on this kind"
