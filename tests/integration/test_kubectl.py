@@ -197,8 +197,10 @@ def test_deployment_scaled_and_nodes_cordoned(kubectl: Kubectl) -> None:
     assert "deployment.apps/web" in everything and everything.count("pod/web-") == 3
     top = kubectl.ok("top", "nodes")
     assert node in top and "CPU" in top, top
-    kubectl.ok("delete", "deployment", "web")
-    wait_for(lambda: not kubectl.json("get", "pods", "-l", "app=web")["items"], timeout=20)
+    # Foreground: kubectl waits for the Deployment to go, which it does after its pods.
+    out = kubectl.ok("delete", "deployment", "web", "--cascade=foreground")
+    assert 'deployment.apps "web" deleted' in out
+    assert kubectl.json("get", "pods", "-l", "app=web")["items"] == []
 
 
 def test_apply_with_kubectls_own_validation(kubectl: Kubectl) -> None:
