@@ -75,6 +75,20 @@ class ContainerInfo:
     container_id: str | None = None
     image_id: str = ""
 
+    @classmethod
+    def exited(
+        cls, name: str, exit: ContainerExit, container_id: str | None, image_id: str
+    ) -> ContainerInfo:
+        """A run that has ended, as `exit` says, with its ids."""
+        return cls(
+            name=name,
+            state="exited",
+            started_at=exit.started_at,
+            exit=exit,
+            container_id=container_id,
+            image_id=image_id,
+        )
+
 
 @dataclass(slots=True)
 class PodInfo:

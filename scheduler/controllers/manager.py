@@ -194,17 +194,17 @@ class Workloads:
             self.gc.owner_deleted(old.metadata.uid)
 
     def _job_changed(self, key: str, old: Job | None, new: Job | None) -> None:
+        # A Job being deleted or gone frees its pods of its finalizer now: a pod deleted
+        # already would not change again to say so.
         if new is not None:
             self.job.queue.add(key)
             if foreground(new.metadata):  # its dependents go first, then it
                 self.gc.owner_deleted(new.metadata.uid)
+            if new.metadata.deletion_timestamp is not None:
+                self._release_pods_of(new.metadata.uid)
         elif old is not None:
             self.gc.owner_deleted(old.metadata.uid)
-        going = new if new is not None and new.metadata.deletion_timestamp else old
-        if going is not None and (new is None or going is new):
-            # Its pods are free of its finalizer now; a pod deleted already would not
-            # change again to say so.
-            self._release_pods_of(going.metadata.uid)
+            self._release_pods_of(old.metadata.uid)
 
     def _release_pods_of(self, uid: str | None) -> None:
         for key in list(self.pod_owners.of(uid)):

@@ -606,14 +606,7 @@ class DockerRuntime:
                 image_id=image_id,
             )
         exit = self._exit(container, state)
-        return ContainerInfo(
-            name=container,
-            state="exited",
-            started_at=exit.started_at,
-            exit=exit,
-            container_id=container_id,
-            image_id=image_id,
-        )
+        return ContainerInfo.exited(container, exit, container_id, image_id)
 
     async def _image_id(self, state: dict[str, Any]) -> str:
         """The imageID of the container an inspect describes, as cri-dockerd has it: its

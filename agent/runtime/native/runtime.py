@@ -1095,14 +1095,7 @@ class NativeRuntime:
             record = self._exit_record_or_lost(uid, name)
         exit = _exit_from(record)
         container_id, image_id = _run_ids(record.get("run"))
-        return ContainerInfo(
-            name=name,
-            state="exited",
-            started_at=exit.started_at,
-            exit=exit,
-            container_id=container_id,
-            image_id=image_id,
-        )
+        return ContainerInfo.exited(name, exit, container_id, image_id)
 
     # --- metrics ---
 
