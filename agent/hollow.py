@@ -52,7 +52,7 @@ import aiohttp
 import msgpack
 from pydantic_core import to_json
 
-from common.heap import tune_gc_for_large_heap
+from common.heap import GcPacer
 from common.models import (
     now,
 )
@@ -830,7 +830,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    tune_gc_for_large_heap()
+    with GcPacer():
+        await _run(args)
+
+
+async def _run(args: argparse.Namespace) -> None:
     options = HollowOptions(
         cpu=args.cpu,
         memory=args.memory,

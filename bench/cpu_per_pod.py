@@ -41,7 +41,7 @@ from aiohttp import WSMessage, WSMsgType
 
 from agent.hollow import SimPod, SimState, encode_heartbeat, encode_pod_status
 from bench.placement import pod_manifest
-from common.heap import tune_gc_for_large_heap
+from common.heap import GcPacer
 from common.models import Node, NodeCondition, NodeStatus, ObjectMeta, Pod, now
 from scheduler.api.pods import _validate
 from scheduler.config import SchedulerConfig
@@ -205,7 +205,11 @@ PATHS: dict[str, Callable[[ControlPlane, int, int], Awaitable[dict[str, float]]]
 
 
 async def run(path: str, count: int, stored: int = 0) -> dict[str, Any]:
-    tune_gc_for_large_heap()  # as the scheduler's main does
+    with GcPacer():  # as the scheduler's main does
+        return await _run(path, count, stored)
+
+
+async def _run(path: str, count: int, stored: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         config = SchedulerConfig(state_dir=tmp, node_grace_seconds=3600, eviction_seconds=7200)
         cp = ControlPlane(config)

@@ -3,31 +3,65 @@
 from __future__ import annotations
 
 import gc
+import math
+import time
 from typing import Any
 
 
-def tune_gc_for_large_heap() -> None:
-    """Freeze what exists now, collect the young generation less often, and freeze what
-    survives each young collection.
+class GcPacer:
+    """Tunes the cyclic collector for a process that keeps a large, long-lived heap, and
+    paces its young collections: at most one every `min_gap` seconds. A collection due
+    sooner finds the young generation frozen and traverses nothing.
 
     The scheduler keeps every object in memory, and a hollow-agent process simulates
-    hundreds of nodes: millions of long-lived objects that the cyclic GC would otherwise
-    traverse again and again (with Python's defaults, a hollow process spent a fifth of
-    its CPU in the collector). Frozen objects are never traversed; reference counting
-    still frees everything without cycles at once.
+    hundreds of nodes: millions of long-lived objects that the collector would otherwise
+    traverse again and again. So everything that exists at the start is frozen (never
+    traversed again; reference counting still frees what has no cycle at once), and so is
+    what survives each young collection: in a burst of pods nearly every young object is
+    state that stays, and Python's older generations only traversed it again (in a
+    100,000-pod run, two middle-generation collections freed nothing and stopped the
+    event loop for up to 1.5 s; docs/benchmarks.md, session 11).
 
-    Survivors are frozen because, in a burst of pods, nearly every young object is state
-    that stays (measured: 49-51 young collections of a 30,000-pod run freed 113 objects
-    in all), and Python's middle generation only traversed that state a second time: in a
-    100,000-pod run its two collections freed nothing and stopped the event loop for up
-    to 1.5 s (docs/benchmarks.md, session 11). Cycles that become garbage before the next
-    young collection are still collected; the old generation was never collected with
-    these thresholds anyway.
+    Even so, a young collection traverses every object made since the last one, and
+    under load nearly all of them survive: at 5,000 pods/s the collector took a sixth of
+    the scheduler's CPU. The scheduler makes almost no cyclic garbage (a whole 5,000-node
+    benchmark run with the collector off left 113 objects of it, all from start-up;
+    docs/benchmarks.md, session 16), so a collection that comes less than `min_gap` after
+    the last one is turned into a freeze, which costs nothing per object. The price: a
+    cycle that is born and becomes garbage between such a freeze and the one before it
+    stays in memory for good, as one that outlived a young collection already did.
+
+    Installed as a context manager; `collections` and `deferred` count the young
+    collections run and the ones turned into freezes.
     """
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 1000)
-    if _freeze_survivors not in gc.callbacks:
-        gc.callbacks.append(_freeze_survivors)
+
+    def __init__(self, min_gap: float = 1.0) -> None:
+        self.min_gap = min_gap
+        self.collections = 0
+        self.deferred = 0
+        self._last_collection = -math.inf
+
+    def __enter__(self) -> GcPacer:
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 1000)
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        # Runs on whichever thread allocated; the GIL orders the updates.
+        if phase == "start":
+            now = time.monotonic()
+            if now - self._last_collection < self.min_gap:
+                gc.freeze()  # the collection that follows finds nothing young
+                self.deferred += 1
+            else:
+                self._last_collection = now
+                self.collections += 1
+        elif info["generation"] == 0:
+            gc.freeze()  # the survivors
 
 
 def drop_tracebacks(error: BaseException | None) -> None:
@@ -50,8 +84,3 @@ def drop_tracebacks(error: BaseException | None) -> None:
         todo += (error.__cause__, error.__context__)
         if isinstance(error, BaseExceptionGroup):
             todo += error.exceptions
-
-
-def _freeze_survivors(phase: str, info: dict[str, Any]) -> None:
-    if phase == "stop" and info["generation"] == 0:
-        gc.freeze()

@@ -11,7 +11,7 @@ import sys
 from aiohttp import web
 
 from common.config import ConfigError, load_config
-from common.heap import tune_gc_for_large_heap
+from common.heap import GcPacer
 from common.logs import setup_logging
 from common.sdnotify import Notifier
 from scheduler import service
@@ -24,8 +24,15 @@ _LOGGER = logging.getLogger("scheduler")
 
 
 async def serve(config: SchedulerConfig, ssl_context: ssl.SSLContext | None = None) -> None:
-    tune_gc_for_large_heap()
-    app = create_app(config)
+    with GcPacer() as gc_pacer:
+        app = create_app(config)
+        app[CONTROL_PLANE].metrics.track_gc(gc_pacer)
+        await _serve(app, config, ssl_context)
+
+
+async def _serve(
+    app: web.Application, config: SchedulerConfig, ssl_context: ssl.SSLContext | None
+) -> None:
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(

@@ -15,28 +15,46 @@ ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = textwrap.dedent(
     """
     import gc
-    from common.heap import _freeze_survivors, tune_gc_for_large_heap
+    from common.heap import GcPacer
 
-    tune_gc_for_large_heap()
-    tune_gc_for_large_heap()  # twice, as a process may: one hook, not two
-    assert gc.get_threshold() == (50_000, 50, 1000)
-    assert gc.callbacks.count(_freeze_survivors) == 1
-    frozen = gc.get_freeze_count()
+    def cycle():
+        c = [None]
+        c[0] = c
 
-    kept = [[i] for i in range(1000)]  # survives the young collection
-    cycle = [None]
-    cycle[0] = cycle
-    del cycle  # garbage before the young collection: still collected
-    collected = gc.collect(0)
-    assert collected >= 1, collected
-    assert gc.get_freeze_count() >= frozen + 1000, (gc.get_freeze_count(), frozen)
-    assert all(gc.is_tracked(x) for x in kept)
+    with GcPacer(min_gap=3600) as pacer:
+        assert gc.get_threshold() == (50_000, 50, 1000)
+        assert gc.callbacks.count(pacer._callback) == 1
+        frozen = gc.get_freeze_count()
+
+        kept = [[i] for i in range(1000)]  # survives the young collection
+        cycle()  # garbage before the first young collection: collected
+        assert gc.collect(0) >= 1
+        assert (pacer.collections, pacer.deferred) == (1, 0)
+        assert gc.get_freeze_count() >= frozen + 1000, (gc.get_freeze_count(), frozen)
+        assert all(gc.is_tracked(x) for x in kept)
+
+        # The next one, due within min_gap, is a freeze: it traverses nothing, so the
+        # cycle made since is not found but frozen (the price the pacer pays).
+        frozen = gc.get_freeze_count()
+        more = [[i] for i in range(1000)]
+        cycle()
+        assert gc.collect(0) == 0
+        assert (pacer.collections, pacer.deferred) == (1, 1)
+        assert gc.get_freeze_count() >= frozen + 1002, (gc.get_freeze_count(), frozen)
+    assert pacer._callback not in gc.callbacks
+
+    with GcPacer(min_gap=0) as pacer:  # every collection due runs
+        cycle()
+        assert gc.collect(0) >= 1
+        cycle()
+        assert gc.collect(0) >= 1
+        assert (pacer.collections, pacer.deferred) == (2, 0)
     print("ok")
     """
 )
 
 
-def test_survivors_of_a_young_collection_are_frozen_and_garbage_collected() -> None:
+def test_young_collections_are_paced_and_survivors_frozen() -> None:
     result = subprocess.run(
         [sys.executable, "-c", PROGRAM], cwd=ROOT, capture_output=True, text=True, timeout=60
     )

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from common.heap import GcPacer
 from common.models import Container, Node, ObjectMeta, Pod, PodSpec, PodStatus
 from scheduler.cluster import ClusterState, NodeState
 from scheduler.config import SchedulerConfig
@@ -155,6 +156,16 @@ def test_gc_pauses_are_a_histogram_per_generation() -> None:
     buckets = [s.value for s in samples if s.name.endswith("_bucket")]
     assert len(buckets) == 3 * (len(GC_PAUSE_BUCKETS) + 1)
     assert gc.callbacks.count(pauses._callback) == 0
+
+
+def test_the_gc_pacers_outcomes_are_counters() -> None:
+    metrics = SchedulerMetrics()
+    pacer = GcPacer()
+    metrics.track_gc(pacer)
+    pacer.collections, pacer.deferred = 3, 41
+    samples = _families(metrics.exposition())["corral_gc_young"]
+    counts = {s.labels["outcome"]: s.value for s in samples if s.name == "corral_gc_young_total"}
+    assert counts == {"collected": 3, "frozen": 41}
 
 
 async def test_the_control_plane_takes_its_gc_hook_out(tmp_path: Path) -> None:
