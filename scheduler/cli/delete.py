@@ -30,7 +30,7 @@ from scheduler.cli import rollout, selection
 from scheduler.cli.client import ApiError, Client
 from scheduler.cli.commands import api_error_text
 from scheduler.cli.errors import CommandError
-from scheduler.cli.getting import err, namespace_for, out, watch_events
+from scheduler.cli.getting import WatchExpired, err, namespace_for, out, watch_events
 from scheduler.cli.kinds import NAMESPACES, Resource
 
 Object = dict[str, Any]
@@ -249,26 +249,34 @@ def _still_there(
     client: Client, path: str, objs: list[Deleted], timeout: float | None
 ) -> list[Deleted]:
     """Those of `objs` (of the collection at `path`) not gone within `timeout`: looked up
-    in one list, then followed in one watch until each is deleted."""
-    # One object: by name, so that deleting one pod of thousands lists one.
-    query: dict[str, str | None] = (
-        {"fieldSelector": f"metadata.name={objs[0].name}"} if len(objs) == 1 else {}
-    )
-    listed: Object = client.get(path, **query)
-    items = listed.get("items") or []
-    waiting = {o.name: o for o in objs if any(_is(item, o) for item in items)}
-    if not waiting or (timeout is not None and timeout <= 0):
+    in one list, then followed in one watch until each is deleted; listed again and
+    followed anew if the server expires the watch (410), as client-go's reflector does."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    waiting = {o.name: o for o in objs}
+    while True:
+        # One object: by name, so that deleting one pod of thousands lists one.
+        query: dict[str, str | None] = (
+            {"fieldSelector": f"metadata.name={next(iter(waiting))}"} if len(waiting) == 1 else {}
+        )
+        listed: Object = client.get(path, **query)
+        items = listed.get("items") or []
+        waiting = {n: o for n, o in waiting.items() if any(_is(item, o) for item in items)}
+        left = None if deadline is None else deadline - time.monotonic()
+        if not waiting or (left is not None and left <= 0):
+            return list(waiting.values())
+        version = (listed.get("metadata") or {}).get("resourceVersion")
+        try:
+            for event in watch_events(client, path, query, version, timeout=left):
+                seen = event.get("object") or {}
+                name = (seen.get("metadata") or {}).get("name")
+                obj = waiting.get(name) if isinstance(name, str) else None
+                if obj is not None and (event.get("type") == "DELETED" or not _is(seen, obj)):
+                    del waiting[obj.name]  # deleted, or its name already belongs to a new object
+                    if not waiting:
+                        break
+        except WatchExpired:
+            continue
         return list(waiting.values())
-    version = (listed.get("metadata") or {}).get("resourceVersion")
-    for event in watch_events(client, path, query, version, timeout=timeout):
-        seen = event.get("object") or {}
-        name = (seen.get("metadata") or {}).get("name")
-        obj = waiting.get(name) if isinstance(name, str) else None
-        if obj is not None and (event.get("type") == "DELETED" or not _is(seen, obj)):
-            del waiting[obj.name]  # deleted, or its name already belongs to a new object
-            if not waiting:
-                break
-    return list(waiting.values())
 
 
 def _is(item: Object, obj: Deleted) -> bool:

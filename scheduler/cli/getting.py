@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scheduler.cli import printers, tables
-from scheduler.cli.client import Client
+from scheduler.cli.client import ApiError, Client
 from scheduler.cli.errors import CommandError
 from scheduler.cli.kinds import (
     DEPLOYMENTS,
@@ -79,6 +79,12 @@ def namespace_for(args: argparse.Namespace, res: Resource) -> str | None:
     return getattr(args, "namespace", None) or "default"
 
 
+class WatchExpired(CommandError):
+    """The server can no longer stream changes from the version asked (410 Expired: the
+    watcher fell behind, or the version is older than the store's history): list again
+    and watch from the list's version, as client-go's reflectors do."""
+
+
 def watch_events(
     client: Client,
     path: str,
@@ -87,7 +93,9 @@ def watch_events(
     *,
     timeout: float | None = None,
 ) -> Iterator[Object]:
-    """Each event of a watch of `path`, reconnecting from the last version until `timeout`."""
+    """Each event of a watch of `path`, reconnecting from the last version until `timeout`.
+
+    Raises `WatchExpired` when the server answers or ends the watch with 410 Expired."""
     deadline = None if timeout is None else time.monotonic() + timeout
     version = resource_version
     while True:
@@ -98,18 +106,26 @@ def watch_events(
                 return
             params["timeoutSeconds"] = str(max(int(left), 1))
         buffer = b""
-        for chunk in client.stream(path, **params):
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                obj = event.get("object") or {}
-                if event.get("type") == "ERROR":
-                    raise CommandError(f"watch ended: {obj.get('message', 'expired')}")
-                version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                yield event
+        try:
+            for chunk in client.stream(path, **params):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        message = f"watch ended: {obj.get('message', 'expired')}"
+                        if obj.get("code") == 410:
+                            raise WatchExpired(message)
+                        raise CommandError(message)
+                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                    yield event
+        except ApiError as exc:
+            if exc.code == 410:
+                raise WatchExpired(f"watch ended: {exc}") from None
+            raise
         if deadline is not None and time.monotonic() >= deadline:
             return
 

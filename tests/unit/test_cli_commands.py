@@ -58,6 +58,9 @@ class FakeApi:
         }
         self.requests: list[tuple[str, str, dict[str, list[str]], dict[str, str]]] = []
         self.revision = 0
+        # Set, a DELETE only marks the pod, and a watch of pods expires (410) as an ERROR
+        # event ("event") or as the answer itself ("status"), the marked pods gone meanwhile.
+        self.expire_watches: str | None = None
 
     def handle(self, method: str, url: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         parts = urlsplit(url)
@@ -90,6 +93,13 @@ class FakeApi:
     def pods_route(
         self, method: str, ns: str, name: str | None, query: dict[str, list[str]], body: Any
     ) -> tuple[int, Any]:
+        if name is None and method == "GET" and query.get("watch") == ["true"]:
+            for key in [k for k, p in self.pods.items() if "deletionTimestamp" in p["metadata"]]:
+                del self.pods[key]
+            expired = status(410, "Expired", "too old resource version")
+            if self.expire_watches == "status":
+                return 410, expired
+            return 200, json.dumps({"type": "ERROR", "object": expired}).encode() + b"\n"
         if name is None and method == "GET":
             items = [p for (n, _), p in self.pods.items() if n == ns]
             for selector in query.get("labelSelector", []):  # `k=v,...` is all the fake reads
@@ -116,7 +126,9 @@ class FakeApi:
         if method == "PUT":
             pod["metadata"]["labels"] = body["metadata"]["labels"]
             return 200, pod
-        if method == "DELETE":
+        if method == "DELETE" and self.expire_watches:
+            pod["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+        elif method == "DELETE":
             del self.pods[(ns, name or "")]
         return 200, pod
 
@@ -131,7 +143,7 @@ def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeApi]:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else None
             code, answer = fake.handle(self.command, self.path, dict(self.headers), body)
-            data = json.dumps(answer).encode()
+            data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -342,6 +354,19 @@ def test_delete_by_selector_or_all(
     assert run(capsys, "delete", "pods", "-l", "app=none") == (0, "No resources found\n", "")
     assert run(capsys, "delete", "po", "--all", "--wait=false") == (0, 'pod "db" deleted\n', "")
     assert api.pods == {}
+
+
+@pytest.mark.parametrize("expired_as", ["event", "status"])
+def test_delete_waits_past_an_expired_watch(
+    api: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str], expired_as: str
+) -> None:
+    """The wait's watch expiring (410, an ERROR event or the answer) is not an error: the
+    wait lists again, finds the pod gone, and returns, as client-go's reflector does."""
+    run(capsys, "apply", "-f", manifest(tmp_path))
+    api.expire_watches = expired_as
+    assert run(capsys, "delete", "pod", "web") == (0, 'pod "web" deleted\n', "")
+    pods = [r for r in api.requests if r[:2] == ("GET", "/api/v1/namespaces/default/pods")]
+    assert [r[2].get("watch") for r in pods] == [None, ["true"], None]
 
 
 def test_delete_grace_period_force_and_now(
