@@ -1,4 +1,5 @@
-"""Event routes: list events, everywhere or per namespace, filtered by the object concerned."""
+"""Event routes: list events, everywhere or per namespace, filtered by the object concerned;
+get one by name."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ from aiohttp import web
 from common.models import Event
 from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
-from scheduler.api.common import field_selector, json_response, namespace_param, plane
-from scheduler.api.errors import BadRequest
+from scheduler.api.common import (
+    field_selector,
+    json_response,
+    name_param,
+    namespace_param,
+    plane,
+)
+from scheduler.api.errors import BadRequest, NotFoundError
 from scheduler.api.paging import check_list_revision
 from scheduler.api.watch import serve_watch, wants_watch, watchable
 from scheduler.events import EVENTS, event_key
-from scheduler.objects import decode, list_json
+from scheduler.objects import decode, list_json, with_resource_version
 from scheduler.store import KV
 
 _FIELDS: dict[str, Callable[[Event], str]] = {
@@ -57,7 +64,16 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     return json_response(list_json("EventList", kvs, revision))
 
 
+async def get_event(request: web.Request) -> web.Response:
+    namespace, name = namespace_param(request), name_param(request)
+    kv = await plane(request).store.get(event_key(namespace, name))
+    if kv is None:
+        raise NotFoundError(f'events "{name}" not found', name=name, kind="events")
+    return json_response(with_resource_version(kv))
+
+
 ROUTES = [
     web.get("/api/v1/events", list_events),
     web.get("/api/v1/namespaces/{namespace}/events", list_events),
+    web.get("/api/v1/namespaces/{namespace}/events/{name}", get_event),
 ]

@@ -57,6 +57,7 @@ _SHAPES: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
     ("POST", "/api/v1/nodes/{name}/drain"): (None, 200, "Status"),
     ("GET", "/api/v1/events"): (None, 200, "EventList"),
     ("GET", "/api/v1/namespaces/{namespace}/events"): (None, 200, "EventList"),
+    ("GET", "/api/v1/namespaces/{namespace}/events/{name}"): (None, 200, "Event"),
 }
 _SHAPES |= {
     ("GET", "/api/v1/namespaces"): (None, 200, "NamespaceList"),

@@ -21,7 +21,7 @@ from typing import Any
 from scheduler.cli.client import ApiError, Client
 from scheduler.cli.errors import CommandError
 from scheduler.cli.getting import namespace_for
-from scheduler.cli.kinds import EVENTS, GET_ALL, Resource, lookup, split_ref
+from scheduler.cli.kinds import GET_ALL, Resource, lookup, split_ref
 
 Object = dict[str, Any]
 
@@ -99,13 +99,5 @@ def fetch(client: Client, target: Target, args: argparse.Namespace) -> Found:
 
 
 def _get_one(client: Client, res: Resource, ns: str | None, name: str) -> Object:
-    if res is not EVENTS:
-        obj: Object = client.get(res.path(ns, name))
-        return obj
-    # The API has no GET of one event: it is picked from its namespace's list.
-    for event in client.get(res.path(ns)).get("items") or []:
-        if (event.get("metadata") or {}).get("name") == name:
-            return dict(event)
-    from common.models import Status
-
-    raise ApiError(Status(code=404, reason="NotFound", message=f'events "{name}" not found'))
+    obj: Object = client.get(res.path(ns, name))
+    return obj

@@ -370,6 +370,14 @@ def test_events_recorded_and_listed(scheduler: SchedulerProcess) -> None:
     assert scheduled["count"] == 1 and scheduled["source"]["component"] == "corral-scheduler"
     bad = scheduler.request("GET", "/api/v1/events?fieldSelector=color%3Dred")
     assert bad.status == 400
+    # One by name, as kube-apiserver serves it (kubectl's `get event NAME` asks so).
+    meta = scheduled["metadata"]
+    one = scheduler.get(f"/api/v1/namespaces/{meta['namespace']}/events/{meta['name']}")
+    assert (one["kind"], one["apiVersion"], one["reason"]) == ("Event", "v1", "Scheduled")
+    assert one["metadata"]["name"] == meta["name"] and one["metadata"]["resourceVersion"]
+    assert one["involvedObject"] == scheduled["involvedObject"]
+    missing = scheduler.request("GET", "/api/v1/namespaces/default/events/nope")
+    assert missing.status == 404 and missing.json()["message"] == 'events "nope" not found'
 
 
 def test_list_resource_version_semantics(scheduler: SchedulerProcess) -> None:
