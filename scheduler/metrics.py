@@ -153,6 +153,7 @@ class SchedulerMetrics:
     def track_gc(self, pacer: GcPacer) -> None:
         """The process's paced young collections (`common.heap.GcPacer`)."""
         self.registry.register(_GcPacerCollector(pacer))
+        self.gc_pauses.pacer = pacer
 
     def exposition(self, names: Sequence[str] = ()) -> bytes:
         """The Prometheus text (format 0.0.4) of every family, or only the samples named in
@@ -313,6 +314,9 @@ class GcPauseHook:
         )
         self._generations = [self.histogram.labels(str(g)) for g in range(3)]
         self._started = 0.0
+        # The process's pacer, if it has one: a collection it turned into a freeze
+        # traversed nothing, and is no pause (`corral_gc_young_total` counts those).
+        self.pacer: GcPacer | None = None
 
     def install(self) -> None:
         gc.callbacks.append(self._callback)
@@ -324,6 +328,8 @@ class GcPauseHook:
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
+            return
+        if self.pacer is not None and self.pacer.deferring:
             return
         self._generations[info["generation"]].observe(time.perf_counter() - self._started)
 

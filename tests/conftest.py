@@ -132,7 +132,9 @@ async def scheduler_in_process(
         await runner.cleanup()
 
 
-def cyclic_garbage_of(kind: type, existing: frozenset[int] = frozenset()) -> list[object]:
+def cyclic_garbage_of(
+    kind: type | tuple[type, ...], existing: frozenset[int] = frozenset()
+) -> list[object]:
     """The objects of `kind` that only the cyclic collector could free, now, leaving out
     those whose id is in `existing` (what `collector_off` found before the work). Then all
     of that garbage is freed.

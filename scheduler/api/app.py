@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import SystemRoute
 
 from common.heap import drop_tracebacks
 from scheduler.api import (
@@ -98,8 +99,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         finally:
             # The router's 404 and 405 are kept on the request (`match_info`), and their
             # traceback holds the frames that hold the request: a cycle per unknown path
-            # or wrong method, never freed once a young collection saw it (common/heap.py).
+            # or wrong method, never freed once frozen (common/heap.py). So is the route
+            # aiohttp makes for each: its handler is its own bound method.
             drop_tracebacks(exc)
+            route = request.match_info.route
+            if isinstance(route, SystemRoute):
+                route._handler = None  # type: ignore[assignment]  # it has answered
     except Exception:
         _LOGGER.exception("unhandled error in %s %s", request.method, request.path)
         response = _error_response(ApiError("internal error; see the scheduler log"))

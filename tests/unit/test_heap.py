@@ -39,8 +39,14 @@ PROGRAM = textwrap.dedent(
         more = [[i] for i in range(1000)]
         cycle()
         assert gc.collect(0) == 0
-        assert (pacer.collections, pacer.deferred) == (1, 1)
+        assert (pacer.collections, pacer.deferred) == (1, 1) and pacer.deferring
         assert gc.get_freeze_count() >= frozen + 1002, (gc.get_freeze_count(), frozen)
+
+        # A full collection asked for is left alone: it finds the garbage, and it is
+        # neither a young collection nor a freeze.
+        cycle()
+        assert gc.collect() >= 1
+        assert (pacer.collections, pacer.deferred) == (1, 1) and not pacer.deferring
     assert pacer._callback not in gc.callbacks
 
     with GcPacer(min_gap=0) as pacer:  # every collection due runs

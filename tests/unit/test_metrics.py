@@ -158,6 +158,32 @@ def test_gc_pauses_are_a_histogram_per_generation() -> None:
     assert gc.callbacks.count(pauses._callback) == 0
 
 
+def test_collections_the_pacer_turned_into_freezes_are_no_pauses() -> None:
+    metrics = SchedulerMetrics()
+    pacer = GcPacer(min_gap=3600)
+    metrics.track_gc(pacer)
+    pauses = metrics.gc_pauses
+    gc.disable()  # only the collections asked for here
+    pacer.__enter__()  # after the hook, as the scheduler installs them: either order works
+    pauses.install()
+    try:
+        gc.collect(0)  # run: a pause
+        gc.collect(0)  # within min_gap: a freeze, not a pause
+        gc.collect(0)
+    finally:
+        pauses.uninstall()
+        pacer.__exit__(None, None, None)
+        gc.unfreeze()  # as this test process was: nothing frozen
+        gc.enable()
+    samples = _families(metrics.exposition())["corral_gc_pause_seconds"]
+    [count] = [
+        s.value
+        for s in samples
+        if s.name == "corral_gc_pause_seconds_count" and s.labels["generation"] == "0"
+    ]
+    assert count == 1 and (pacer.collections, pacer.deferred) == (1, 2)
+
+
 def test_the_gc_pacers_outcomes_are_counters() -> None:
     metrics = SchedulerMetrics()
     pacer = GcPacer()
