@@ -245,14 +245,22 @@ def wait_gone(client: Client, deleted: list[Deleted], timeout: float | None) -> 
     return late
 
 
+# Pauses before listing again after the server expired the wait's watch, and how many
+# expiries in a row with nothing deleted meanwhile it takes before the wait gives up.
+RELIST_PAUSES = (0.1, 0.2, 0.5, 1.0, 2.0)
+
+
 def _still_there(
     client: Client, path: str, objs: list[Deleted], timeout: float | None
 ) -> list[Deleted]:
     """Those of `objs` (of the collection at `path`) not gone within `timeout`: looked up
-    in one list, then followed in one watch until each is deleted; listed again and
-    followed anew if the server expires the watch (410), as client-go's reflector does."""
+    in one list, then followed in one watch until each is deleted. A watch the server
+    expires (410) is listed again and followed anew, as client-go's reflector does,
+    after a pause that grows while nothing is deleted; the error is raised once that
+    happened len(RELIST_PAUSES) times in a row."""
     deadline = None if timeout is None else time.monotonic() + timeout
     waiting = {o.name: o for o in objs}
+    expiries = 0
     while True:
         # One object: by name, so that deleting one pod of thousands lists one.
         query: dict[str, str | None] = (
@@ -260,6 +268,7 @@ def _still_there(
         )
         listed: Object = client.get(path, **query)
         items = listed.get("items") or []
+        before = len(waiting)
         waiting = {n: o for n, o in waiting.items() if any(_is(item, o) for item in items)}
         left = None if deadline is None else deadline - time.monotonic()
         if not waiting or (left is not None and left <= 0):
@@ -274,9 +283,17 @@ def _still_there(
                     del waiting[obj.name]  # deleted, or its name already belongs to a new object
                     if not waiting:
                         break
-        except WatchExpired:
-            continue
-        return list(waiting.values())
+            return list(waiting.values())
+        except (WatchExpired, ApiError) as exc:
+            if isinstance(exc, ApiError) and exc.code != 410:
+                raise
+            expiries = 0 if len(waiting) < before else expiries + 1
+            if expiries >= len(RELIST_PAUSES):
+                raise
+            pause = RELIST_PAUSES[expiries]
+            if deadline is not None:
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
 
 
 def _is(item: Object, obj: Deleted) -> bool:

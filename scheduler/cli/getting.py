@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scheduler.cli import printers, tables
-from scheduler.cli.client import ApiError, Client
+from scheduler.cli.client import Client
 from scheduler.cli.errors import CommandError
 from scheduler.cli.kinds import (
     DEPLOYMENTS,
@@ -95,7 +95,8 @@ def watch_events(
 ) -> Iterator[Object]:
     """Each event of a watch of `path`, reconnecting from the last version until `timeout`.
 
-    Raises `WatchExpired` when the server answers or ends the watch with 410 Expired."""
+    Raises `WatchExpired` when the server ends the watch with 410 Expired, `ApiError`
+    (410 among others) when it refuses it."""
     deadline = None if timeout is None else time.monotonic() + timeout
     version = resource_version
     while True:
@@ -106,26 +107,19 @@ def watch_events(
                 return
             params["timeoutSeconds"] = str(max(int(left), 1))
         buffer = b""
-        try:
-            for chunk in client.stream(path, **params):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    obj = event.get("object") or {}
-                    if event.get("type") == "ERROR":
-                        message = f"watch ended: {obj.get('message', 'expired')}"
-                        if obj.get("code") == 410:
-                            raise WatchExpired(message)
-                        raise CommandError(message)
-                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                    yield event
-        except ApiError as exc:
-            if exc.code == 410:
-                raise WatchExpired(f"watch ended: {exc}") from None
-            raise
+        for chunk in client.stream(path, **params):
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    message = f"watch ended: {obj.get('message', 'expired')}"
+                    raise WatchExpired(message) if obj.get("code") == 410 else CommandError(message)
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                yield event
         if deadline is not None and time.monotonic() >= deadline:
             return
 

@@ -61,6 +61,7 @@ class FakeApi:
         # Set, a DELETE only marks the pod, and a watch of pods expires (410) as an ERROR
         # event ("event") or as the answer itself ("status"), the marked pods gone meanwhile.
         self.expire_watches: str | None = None
+        self.stuck = False  # set, the marked pods never go
 
     def handle(self, method: str, url: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         parts = urlsplit(url)
@@ -95,7 +96,8 @@ class FakeApi:
     ) -> tuple[int, Any]:
         if name is None and method == "GET" and query.get("watch") == ["true"]:
             for key in [k for k, p in self.pods.items() if "deletionTimestamp" in p["metadata"]]:
-                del self.pods[key]
+                if not self.stuck:
+                    del self.pods[key]
             expired = status(410, "Expired", "too old resource version")
             if self.expire_watches == "status":
                 return 410, expired
@@ -367,6 +369,24 @@ def test_delete_waits_past_an_expired_watch(
     assert run(capsys, "delete", "pod", "web") == (0, 'pod "web" deleted\n', "")
     pods = [r for r in api.requests if r[:2] == ("GET", "/api/v1/namespaces/default/pods")]
     assert [r[2].get("watch") for r in pods] == [None, ["true"], None]
+
+
+def test_delete_gives_up_when_every_watch_expires_and_nothing_goes(
+    api: FakeApi,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that expires every watch while the pod stays does not keep the wait
+    listing for ever: after len(RELIST_PAUSES) expiries in a row it fails with the error."""
+    monkeypatch.setattr("scheduler.cli.delete.RELIST_PAUSES", (0.0,) * 3)
+    run(capsys, "apply", "-f", manifest(tmp_path))
+    api.expire_watches, api.stuck = "status", True
+    code, out, err = run(capsys, "delete", "pod", "web")
+    assert (code, out) == (1, 'pod "web" deleted\n')
+    assert "too old resource version" in err
+    pods = [r for r in api.requests if r[:2] == ("GET", "/api/v1/namespaces/default/pods")]
+    assert [r[2].get("watch") for r in pods] == [None, ["true"]] * 3
 
 
 def test_delete_grace_period_force_and_now(
