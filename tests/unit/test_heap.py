@@ -22,7 +22,7 @@ PROGRAM = textwrap.dedent(
         c[0] = c
 
     with GcPacer(min_gap=3600) as pacer:
-        assert gc.get_threshold() == (50_000, 50, 1000)
+        assert gc.get_threshold() == (10_000, 50, 1000)
         assert gc.callbacks.count(pacer._callback) == 1
         frozen = gc.get_freeze_count()
 
