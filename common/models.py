@@ -194,8 +194,9 @@ class OwnerReference(Model):
 # Kubernetes' finalizer of an owner deleted with propagationPolicy Foreground: it goes
 # once its dependents have (scheduler/controllers/gc.py).
 FOREGROUND_DELETION = "foregroundDeletion"
+ORPHAN = "orphan"  # the owner's dependents are kept, freed of it, before it goes
 # Kubernetes' own finalizers, the only names it takes without a domain.
-STANDARD_FINALIZERS = frozenset({"kubernetes", "orphan", FOREGROUND_DELETION})
+STANDARD_FINALIZERS = frozenset({"kubernetes", ORPHAN, FOREGROUND_DELETION})
 
 
 def check_finalizer_name(name: str) -> str:
@@ -236,10 +237,10 @@ def _refuse_finalizers(meta: ObjectMeta) -> ObjectMeta:
 
 
 def _owner_finalizers(meta: ObjectMeta) -> ObjectMeta:
-    if meta.finalizers and set(meta.finalizers) != {FOREGROUND_DELETION}:
+    if meta.finalizers and not set(meta.finalizers) <= {FOREGROUND_DELETION, ORPHAN}:
         raise ValueError(
-            f"finalizers: only {FOREGROUND_DELETION} is supported on this kind "
-            "(any finalizer on pods)"
+            f"finalizers: only {FOREGROUND_DELETION} and {ORPHAN} are supported on this "
+            "kind (any finalizer on pods)"
         )
     return meta
 
@@ -247,7 +248,8 @@ def _owner_finalizers(meta: ObjectMeta) -> ObjectMeta:
 # The metadata of every kind but Pod and the owners: finalizers refused (see
 # ObjectMeta.finalizers).
 UnfinalizedMeta = Annotated[ObjectMeta, AfterValidator(_refuse_finalizers)]
-# The metadata of an owner (Deployment, Job): Kubernetes' foregroundDeletion only.
+# The metadata of an owner (Deployment, Job): Kubernetes' foregroundDeletion and orphan
+# only, which say how its dependents go when it is deleted.
 OwnerMeta = Annotated[ObjectMeta, AfterValidator(_owner_finalizers)]
 
 

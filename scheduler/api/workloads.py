@@ -19,6 +19,7 @@ the spec; `status` belongs to the controllers and is kept whatever the body says
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,9 +27,9 @@ from aiohttp import web
 
 from common.models import (
     FOREGROUND_DELETION,
+    ORPHAN,
     Deployment,
     Job,
-    Pod,
     Scale,
     ScaleSpec,
     ScaleStatus,
@@ -65,6 +66,7 @@ from scheduler.api.generic import (
 )
 from scheduler.api.patch import MERGE, patched, read_patch
 from scheduler.api.watch import watchable
+from scheduler.controllers.podcontrol import release_pod
 from scheduler.controlplane import ControlPlane
 from scheduler.kinds import DEPLOYMENTS, JOBS, REVISIONS, Kind
 from scheduler.objects import decode, encode, mutable_copy, with_resource_version
@@ -241,22 +243,28 @@ async def delete_workload(request: web.Request) -> web.Response:
         kv = await get_kv(cp.store, kind, namespace, name)
         obj: Any = decode(kv, kind.model)
         check_preconditions(options, kind.plural, name, obj.metadata.uid, kv.mod_revision)
-        # Unsaid, the policy is the owner's own: Foreground if it carries the finalizer.
+        # Unsaid, the policy is the owner's own: the one its finalizers name, as in
+        # Kubernetes (orphan first: it keeps what the other would delete).
+        finalizers = obj.metadata.finalizers or ()
+        if policy is None and ORPHAN in finalizers:
+            policy = "Orphan"
         foreground = policy == "Foreground" or (
-            policy is None and FOREGROUND_DELETION in (obj.metadata.finalizers or ())
+            policy is None and FOREGROUND_DELETION in finalizers
         )
         try:
             if foreground:
                 # Marked; the garbage collector deletes its dependents, then it.
                 return json_response(with_resource_version(await _mark_foreground(cp, kv, obj)))
             if policy == "Orphan":
-                await _orphan(cp, kind, kv, obj)
+                await _orphan(cp, kv, obj)
             # Unguarded: a status written meanwhile does not change what is deleted.
             await cp.store.delete(kv.key)
         except Conflict:
             await cp.store.settled(kv.key)  # the owner changed while being marked: look again
             continue
         except NotFound:
+            if policy == "Orphan":  # the collector finished the same Orphan delete first
+                return success(kind, obj)
             break
         return success(kind, obj)
     raise NotFoundError(f'{kind.plural} "{name}" not found', name=name, kind=kind.plural)
@@ -271,34 +279,26 @@ async def _mark_foreground(cp: ControlPlane, kv: KV, obj: Any) -> KV:
         return kv
     marked = mutable_copy(obj)
     marked.metadata.deletion_timestamp = obj.metadata.deletion_timestamp or now()
-    marked.metadata.finalizers = [*(f for f in finalizers if f != FOREGROUND_DELETION)]
+    # Orphan's finalizer out: the policy asked last is the one that holds.
+    marked.metadata.finalizers = [f for f in finalizers if f not in (FOREGROUND_DELETION, ORPHAN)]
     marked.metadata.finalizers.append(FOREGROUND_DELETION)
     return await cp.store.put(kv.key, encode(marked), obj=marked, expect=kv.mod_revision)
 
 
-async def _orphan(cp: ControlPlane, kind: Kind, kv: KV, obj: Any) -> None:
-    """Mark the owner as going (its controller stops), then free its pods of it. An owner
-    being deleted in the foreground is so no more: the collector would delete its pods."""
-    if obj.metadata.deletion_timestamp is None or obj.metadata.finalizers:
+async def _orphan(cp: ControlPlane, kv: KV, obj: Any) -> None:
+    """Mark the owner (deletionTimestamp and Kubernetes' finalizer orphan: its controller
+    stops, and the garbage collector finishes the delete if the scheduler stops before
+    this does), then free its pods of it. An owner being deleted in the foreground is so
+    no more: the collector would delete its pods."""
+    meta = obj.metadata
+    if meta.deletion_timestamp is None or meta.finalizers != [ORPHAN]:
         marked = mutable_copy(obj)
-        marked.metadata.deletion_timestamp = obj.metadata.deletion_timestamp or now()
-        marked.metadata.finalizers = None
+        marked.metadata.deletion_timestamp = meta.deletion_timestamp or now()
+        marked.metadata.finalizers = [ORPHAN]
         await cp.store.put(kv.key, encode(marked), obj=marked, expect=kv.mod_revision)
-    uid = obj.metadata.uid
-    for pod_key in list(cp.workloads.pod_owners.of(uid)):
-        for _attempt in range(5):
-            pod_kv = await cp.store.get(pod_key)
-            if pod_kv is None:
-                break
-            pod = decode(pod_kv, Pod)
-            refs = [r for r in pod.metadata.owner_references or () if r.uid != uid]
-            freed = mutable_copy(pod)
-            freed.metadata.owner_references = refs or None
-            try:
-                await cp.store.put(pod_key, encode(freed), obj=freed, expect=pod_kv.mod_revision)
-                break
-            except (Conflict, NotFound):
-                await cp.store.settled(pod_key)  # a write of it was queued: read it durable
+    uid = meta.uid
+    pods = list(cp.workloads.pod_owners.of(uid))
+    await asyncio.gather(*(release_pod(cp.store, key, uid) for key in pods))
 
 
 # -- /scale -----------------------------------------------------------------------------------

@@ -25,11 +25,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from common.models import FOREGROUND_DELETION, ObjectMeta
+from common.models import FOREGROUND_DELETION, ORPHAN, ObjectMeta
 from scheduler.context import Context
 from scheduler.controllers.base import Controller
 from scheduler.controllers.cache import OwnerIndex
-from scheduler.controllers.podcontrol import delete_pod
+from scheduler.controllers.podcontrol import delete_pod, release_pod
 from scheduler.kinds import DEPLOYMENTS, JOBS, PODS, REVISIONS
 from scheduler.objects import decode
 from scheduler.store import Conflict, NotFound
@@ -48,12 +48,13 @@ class GarbageCollector(Controller):
         self,
         ctx: Context,
         owner_exists: Callable[[str], bool],
-        owner_going: Callable[[str], str | None],
+        owner_going: Callable[[str], tuple[str, str] | None],
         indexes: list[OwnerIndex],
     ) -> None:
         super().__init__(ctx)
         self.owner_exists = owner_exists
-        self.owner_going = owner_going  # the store key of an owner deleted in the foreground
+        # The store key of an owner marked for deletion, and how (`going`).
+        self.owner_going = owner_going
         self.indexes = indexes
         self._announced: set[str] = set()  # owners whose collection was logged
 
@@ -76,10 +77,17 @@ class GarbageCollector(Controller):
         keys = [
             k for index in self.indexes for k in index.of(uid) if index.kind_of(uid) in OWNER_KINDS
         ]
+        if going is not None and going[1] == "Orphan":
+            # Its pods are kept, freed of it; then it goes (its revisions are collected
+            # once it is gone, as those of any owner deleted).
+            pods = [k for k in keys if k.startswith(PODS.prefix)]
+            await asyncio.gather(*(release_pod(self.store, k, uid) for k in pods))
+            await self._remove_owner(going[0], uid)
+            return None
         if not keys:
             self._announced.discard(uid)
             if going is not None:
-                await self._remove_owner(going, uid)
+                await self._remove_owner(going[0], uid)
             return None
         pods = [k for k in keys if k.startswith(PODS.prefix)]
         others = [k for k in keys if k.startswith(REVISIONS.prefix)]
@@ -98,19 +106,30 @@ class GarbageCollector(Controller):
         return RETRY_SECONDS
 
     async def _remove_owner(self, key: str, uid: str) -> None:
-        """The owner deleted in the foreground, its dependents gone: now it goes too, if
-        the stored one is still that owner, so marked. Guarded (Conflict: looked at
-        again)."""
+        """The owner marked going, its dependents gone (Foreground) or freed (Orphan): now
+        it goes too, if the stored one is still that owner, so marked. Guarded (Conflict:
+        looked at again)."""
         kv = await self.store.get(key)
         kind = DEPLOYMENTS if key.startswith(DEPLOYMENTS.prefix) else JOBS
         owner = decode(kv, kind.model) if kv is not None else None
         meta = owner.metadata if owner is not None else None  # type: ignore[attr-defined]
-        if kv is None or meta is None or meta.uid != uid or not foreground(meta):
+        policy = going(meta) if meta is not None else None
+        if kv is None or meta is None or meta.uid != uid or policy is None:
             return  # gone, or released, or the name is another's now
-        await self.store.delete(key, expect=kv.mod_revision)
-        _LOGGER.info("deleted %s, its dependents gone (propagationPolicy Foreground)", key)
+        try:
+            await self.store.delete(key, expect=kv.mod_revision)
+        except NotFound:
+            return  # the API's own Orphan delete finished first
+        what = "dependents gone" if policy == "Foreground" else "pods freed"
+        _LOGGER.info("deleted %s, its %s (propagationPolicy %s)", key, what, policy)
 
 
-def foreground(meta: ObjectMeta) -> bool:
-    """Is the owner being deleted with propagationPolicy Foreground?"""
-    return meta.deletion_timestamp is not None and FOREGROUND_DELETION in (meta.finalizers or ())
+def going(meta: ObjectMeta) -> str | None:
+    """How an owner marked for deletion lets its dependents go: "Foreground" (deleted
+    before it), "Orphan" (freed of it before it goes), or None: not so marked."""
+    if meta.deletion_timestamp is None:
+        return None
+    finalizers = meta.finalizers or ()
+    if ORPHAN in finalizers:
+        return "Orphan"
+    return "Foreground" if FOREGROUND_DELETION in finalizers else None

@@ -40,7 +40,7 @@ from scheduler.controllers.cache import (
     key_namespace,
 )
 from scheduler.controllers.deployment import DeploymentController
-from scheduler.controllers.gc import GarbageCollector, foreground
+from scheduler.controllers.gc import GarbageCollector, going
 from scheduler.controllers.job import JobController
 from scheduler.controllers.namespace import NamespaceController, ensure_namespaces
 from scheduler.controllers.podcontrol import HASH_LABEL, is_active
@@ -105,7 +105,7 @@ class Workloads:
                 self.job.release_if_orphaned(key, pod)
         for cache in (self.deployments, self.jobs):
             for owner in cache.objects.values():
-                if foreground(owner.metadata):  # it may have no dependent left to tell
+                if going(owner.metadata):  # it may have no dependent left to tell
                     self.gc.owner_deleted(owner.metadata.uid)
 
     def tasks(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
@@ -119,13 +119,15 @@ class Workloads:
     def owner_exists(self, uid: str) -> bool:
         return uid in self.deployments.by_uid or uid in self.jobs.by_uid
 
-    def owner_going(self, uid: str) -> str | None:
-        """The store key of the owner `uid` if it is being deleted in the foreground."""
+    def owner_going(self, uid: str) -> tuple[str, str] | None:
+        """The store key of the owner `uid` and its propagation policy, if it is marked for
+        deletion with one (Foreground, Orphan) that leaves work to the collector."""
         for cache in (self.deployments, self.jobs):
             key = cache.by_uid.get(uid)
             owner = cache.objects.get(key) if key is not None else None
-            if owner is not None and foreground(owner.metadata):
-                return key
+            policy = going(owner.metadata) if owner is not None else None
+            if key is not None and policy is not None:
+                return key, policy
         return None
 
     # -- routing ------------------------------------------------------------------------------
@@ -188,7 +190,7 @@ class Workloads:
     def _deployment_changed(self, key: str, old: Deployment | None, new: Deployment | None) -> None:
         if new is not None:
             self.deployment.queue.add(key)
-            if foreground(new.metadata):  # its dependents go first, then it
+            if going(new.metadata):  # its dependents go (or are freed) first, then it
                 self.gc.owner_deleted(new.metadata.uid)
         elif old is not None:
             self.gc.owner_deleted(old.metadata.uid)
@@ -198,7 +200,7 @@ class Workloads:
         # already would not change again to say so.
         if new is not None:
             self.job.queue.add(key)
-            if foreground(new.metadata):  # its dependents go first, then it
+            if going(new.metadata):  # its dependents go (or are freed) first, then it
                 self.gc.owner_deleted(new.metadata.uid)
             if new.metadata.deletion_timestamp is not None:
                 self._release_pods_of(new.metadata.uid)

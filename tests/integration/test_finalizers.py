@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from common.models import Job, Pod
+from common.models import Deployment, Job, Pod
+from scheduler.kinds import DEPLOYMENTS as DEPLOYMENTS_KIND
 from scheduler.kinds import JOBS as JOBS_KIND
 from scheduler.objects import encode, pod_key
 from scheduler.podfinal import STOPPED_HELD
@@ -321,10 +322,61 @@ def test_an_owner_being_deleted_in_the_foreground_survives_a_restart(tmp_path: P
         wait_for(lambda: s.request("GET", f"{JOBS}/left").status == 404, timeout=10)
 
 
-async def store_offline(s: SchedulerProcess, key: str, obj: Any) -> None:
-    """Write `obj` into the stopped scheduler's store, by the store's own API."""
+# --- owners deleted with their dependents kept ------------------------------------------------
+
+
+def test_an_orphan_delete_the_scheduler_stopped_in_is_finished_at_its_start(
+    tmp_path: Path,
+) -> None:
+    """An owner whose own finalizer is orphan keeps its pods when deleted without a
+    policy, as in Kubernetes. And a Deployment marked for an Orphan delete (its
+    deletionTimestamp and the finalizer orphan), the scheduler stopped before it freed
+    the pods: at the start the collector frees them and deletes it; they run on."""
+    with running_cluster(tmp_path / "s", 1) as s:
+        own = deployment_manifest("own", 1)
+        own["metadata"]["finalizers"] = ["orphan"]  # its own policy: Orphan
+        for body in (own, deployment_manifest("kept", 2)):
+            assert s.request("POST", DEPLOYMENTS, body).status == 201
+
+        def running(app: str, count: int) -> list[dict[str, Any]] | None:
+            found = s.get(f"{PODS}?labelSelector=app%3D{app}")["items"]
+            ok = len(found) == count and all(p["status"].get("phase") == "Running" for p in found)
+            return found if ok else None
+
+        first = wait_for(lambda: running("own", 1), timeout=10)
+        resp = s.request("DELETE", f"{DEPLOYMENTS}/own")
+        assert resp.status == 200 and resp.json()["status"] == "Success", resp.body
+        [freed] = s.get(f"{PODS}?labelSelector=app%3Down")["items"]
+        assert freed["metadata"]["name"] == first[0]["metadata"]["name"]
+        assert "ownerReferences" not in freed["metadata"]
+
+        before = {p["metadata"]["name"] for p in wait_for(lambda: running("kept", 2), timeout=10)}
+        meta = s.get(f"{DEPLOYMENTS}/kept")["metadata"]
+        marked = Deployment.model_validate(
+            {
+                **deployment_manifest("kept", 2),
+                "metadata": {
+                    **{k: meta[k] for k in ("name", "namespace", "uid", "creationTimestamp")},
+                    "labels": meta.get("labels"),
+                    "deletionTimestamp": "2026-01-01T00:00:01Z",
+                    "finalizers": ["orphan"],
+                },
+            }
+        )
+        s.stop()  # as if it stopped after marking it, before freeing its pods
+        asyncio.run(store_offline(s, DEPLOYMENTS_KIND.key("default", "kept"), marked, new=False))
+        s.start()
+        wait_for(lambda: s.request("GET", f"{DEPLOYMENTS}/kept").status == 404, timeout=10)
+        kept = s.get(f"{PODS}?labelSelector=app%3Dkept")["items"]
+        assert {p["metadata"]["name"] for p in kept} == before
+        assert all("ownerReferences" not in p["metadata"] for p in kept)
+
+
+async def store_offline(s: SchedulerProcess, key: str, obj: Any, *, new: bool = True) -> None:
+    """Write `obj` into the stopped scheduler's store, by the store's own API: a new key,
+    or (`new=False`) over what is there."""
     store = await SqliteStore.open(s.state_dir / "state.db")
     try:
-        await store.txn([Op("put", key, encode(obj), obj, expect=0)])
+        await store.txn([Op("put", key, encode(obj), obj, expect=0 if new else None)])
     finally:
         await store.close()

@@ -318,11 +318,12 @@ def test_finalizers_are_taken_on_pods_only() -> None:
         "spec": {"template": {"spec": {**_pod_doc()["spec"], "restartPolicy": "Never"}}},
     }
     assert _causes(job) == {
-        "metadata": "finalizers: only foregroundDeletion is supported on this kind "
-        "(any finalizer on pods)"
+        "metadata": "finalizers: only foregroundDeletion and orphan are supported on this "
+        "kind (any finalizer on pods)"
     }
-    job["metadata"]["finalizers"] = ["foregroundDeletion"]  # Kubernetes' own: taken
-    assert load_object(job).metadata.finalizers == ["foregroundDeletion"]
+    for own in (["foregroundDeletion"], ["orphan"]):  # Kubernetes' own: taken
+        job["metadata"]["finalizers"] = own
+        assert load_object(job).metadata.finalizers == own
     job["metadata"]["finalizers"] = ["example.com/hold"]
     node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n", "finalizers": ["x/y"]}}
     assert _causes(node) == {
