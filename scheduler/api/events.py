@@ -18,10 +18,12 @@ from scheduler.api.common import (
     namespace_param,
     plane,
 )
-from scheduler.api.errors import BadRequest, NotFoundError
+from scheduler.api.errors import BadRequest
+from scheduler.api.generic import get_kv
 from scheduler.api.paging import check_list_revision
 from scheduler.api.watch import serve_watch, wants_watch, watchable
 from scheduler.events import EVENTS, event_key
+from scheduler.kinds import EVENTS as EVENTS_KIND
 from scheduler.objects import decode, list_json, with_resource_version
 from scheduler.store import KV
 
@@ -65,11 +67,8 @@ async def list_events(request: web.Request) -> web.StreamResponse:
 
 
 async def get_event(request: web.Request) -> web.Response:
-    namespace, name = namespace_param(request), name_param(request)
-    kv = await plane(request).store.get(event_key(namespace, name))
-    if kv is None:
-        raise NotFoundError(f'events "{name}" not found', name=name, kind="events")
-    return json_response(with_resource_version(kv))
+    store, namespace, name = plane(request).store, namespace_param(request), name_param(request)
+    return json_response(with_resource_version(await get_kv(store, EVENTS_KIND, namespace, name)))
 
 
 ROUTES = [
