@@ -49,10 +49,12 @@ class GcPacer:
 
     def __enter__(self) -> GcPacer:
         gc.freeze()
-        # Due every 10,000 tracked objects: the young collection that runs traverses at
-        # most about that many (5,000-node A/B, session 16: 50,000 let it reach 100-250 ms
-        # pauses, since frees of frozen objects also lower the count; 10,000 kept them
-        # under 50 ms and the collector's share under 1%; 2,000 did no better).
+        # Due every 10,000 tracked objects (allocations less frees, frees of frozen
+        # objects included, so the young generation can hold more): 50,000 let the
+        # collections that run reach 100-250 ms pauses; 10,000 kept them under 50 ms and
+        # the collector's share under 1% (5,000-node A/B, session 16); 2,000 did no
+        # better. Due more often, more of them are turned into freezes, which keep a
+        # cycle made meanwhile: the scheduler's paths make none (test_cycles.py).
         gc.set_threshold(10_000, 50, 1000)
         gc.callbacks.append(self._callback)
         return self

@@ -237,11 +237,14 @@ def _refuse_finalizers(meta: ObjectMeta) -> ObjectMeta:
 
 
 def _owner_finalizers(meta: ObjectMeta) -> ObjectMeta:
-    if meta.finalizers and not set(meta.finalizers) <= {FOREGROUND_DELETION, ORPHAN}:
+    finalizers = set(meta.finalizers or ())
+    if not finalizers <= {FOREGROUND_DELETION, ORPHAN}:
         raise ValueError(
             f"finalizers: only {FOREGROUND_DELETION} and {ORPHAN} are supported on this "
             "kind (any finalizer on pods)"
         )
+    if len(finalizers) == 2:  # as Kubernetes refuses them: they ask opposite things
+        raise ValueError(f"finalizers: {ORPHAN} and {FOREGROUND_DELETION} cannot be both set")
     return meta
 
 

@@ -19,8 +19,7 @@ the spec; `status` belongs to the controllers and is kept whatever the body says
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -66,7 +65,6 @@ from scheduler.api.generic import (
 )
 from scheduler.api.patch import MERGE, patched, read_patch
 from scheduler.api.watch import watchable
-from scheduler.controllers.podcontrol import release_pod
 from scheduler.controlplane import ControlPlane
 from scheduler.kinds import DEPLOYMENTS, JOBS, REVISIONS, Kind
 from scheduler.objects import decode, encode, mutable_copy, with_resource_version
@@ -233,72 +231,58 @@ async def patch_workload(request: web.Request) -> web.Response:
 
 
 async def delete_workload(request: web.Request) -> web.Response:
-    """Delete; its pods follow (Background, Foreground) or are kept without an owner (Orphan)."""
+    """Delete. Background (the default): it goes at once, and the garbage collector
+    deletes its pods after it. Foreground and Orphan, as Kubernetes does them: it is
+    marked (200 with the object), its controller stops, and the collector deletes its
+    pods (Foreground) or frees them of it (Orphan), then it."""
     kind = _kind_of(request)
     namespace, name = namespace_param(request), name_param(request)
     options = await delete_options(request)
-    policy = options.propagation
     cp = plane(request)
     for _attempt in range(5):
         kv = await get_kv(cp.store, kind, namespace, name)
         obj: Any = decode(kv, kind.model)
         check_preconditions(options, kind.plural, name, obj.metadata.uid, kv.mod_revision)
-        # Unsaid, the policy is the owner's own: the one its finalizers name, as in
-        # Kubernetes (orphan first: it keeps what the other would delete).
-        finalizers = obj.metadata.finalizers or ()
-        if policy is None and ORPHAN in finalizers:
-            policy = "Orphan"
-        foreground = policy == "Foreground" or (
-            policy is None and FOREGROUND_DELETION in finalizers
-        )
+        # Unsaid, the policy is the owner's own: the one its finalizers name.
+        policy = options.propagation or _own_policy(obj.metadata.finalizers or ())
         try:
-            if foreground:
-                # Marked; the garbage collector deletes its dependents, then it.
-                return json_response(with_resource_version(await _mark_foreground(cp, kv, obj)))
-            if policy == "Orphan":
-                await _orphan(cp, kv, obj)
+            if policy in ("Foreground", "Orphan"):
+                return json_response(with_resource_version(await _mark(cp, kv, obj, policy)))
             # Unguarded: a status written meanwhile does not change what is deleted.
             await cp.store.delete(kv.key)
         except Conflict:
             await cp.store.settled(kv.key)  # the owner changed while being marked: look again
             continue
         except NotFound:
-            if policy == "Orphan":  # the collector finished the same Orphan delete first
-                return success(kind, obj)
             break
         return success(kind, obj)
+    else:
+        raise modified(kind.plural, name)  # changed under every attempt to mark it
     raise NotFoundError(f'{kind.plural} "{name}" not found', name=name, kind=kind.plural)
 
 
-async def _mark_foreground(cp: ControlPlane, kv: KV, obj: Any) -> KV:
-    """The owner marked for deletion with the foregroundDeletion finalizer, as Kubernetes
-    marks it: its controller stops, and it stays (GET shows it) until its dependents
-    are gone (scheduler/controllers/gc.py). Guarded: Conflict if it changed meanwhile."""
+def _own_policy(finalizers: Iterable[str]) -> str | None:
+    """The propagation policy an owner's own finalizers ask for (Kubernetes' defaults)."""
+    if ORPHAN in finalizers:
+        return "Orphan"
+    return "Foreground" if FOREGROUND_DELETION in finalizers else None
+
+
+async def _mark(cp: ControlPlane, kv: KV, obj: Any, policy: str) -> KV:
+    """The owner marked for deletion as Kubernetes marks it: its deletionTimestamp, and
+    the finalizer of `policy` (foregroundDeletion or orphan) in place of the other's, the
+    policy asked last being the one that holds. Its controller stops, and it stays (GET
+    shows it) until the garbage collector has deleted or freed its dependents
+    (scheduler/controllers/gc.py). Guarded: Conflict if it changed meanwhile."""
+    wanted = FOREGROUND_DELETION if policy == "Foreground" else ORPHAN
     finalizers = obj.metadata.finalizers or []
-    if obj.metadata.deletion_timestamp is not None and FOREGROUND_DELETION in finalizers:
+    if obj.metadata.deletion_timestamp is not None and _own_policy(finalizers) == policy:
         return kv
     marked = mutable_copy(obj)
     marked.metadata.deletion_timestamp = obj.metadata.deletion_timestamp or now()
-    # Orphan's finalizer out: the policy asked last is the one that holds.
-    marked.metadata.finalizers = [f for f in finalizers if f not in (FOREGROUND_DELETION, ORPHAN)]
-    marked.metadata.finalizers.append(FOREGROUND_DELETION)
+    kept = [f for f in finalizers if f not in (FOREGROUND_DELETION, ORPHAN)]
+    marked.metadata.finalizers = [*kept, wanted]
     return await cp.store.put(kv.key, encode(marked), obj=marked, expect=kv.mod_revision)
-
-
-async def _orphan(cp: ControlPlane, kv: KV, obj: Any) -> None:
-    """Mark the owner (deletionTimestamp and Kubernetes' finalizer orphan: its controller
-    stops, and the garbage collector finishes the delete if the scheduler stops before
-    this does), then free its pods of it. An owner being deleted in the foreground is so
-    no more: the collector would delete its pods."""
-    meta = obj.metadata
-    if meta.deletion_timestamp is None or meta.finalizers != [ORPHAN]:
-        marked = mutable_copy(obj)
-        marked.metadata.deletion_timestamp = meta.deletion_timestamp or now()
-        marked.metadata.finalizers = [ORPHAN]
-        await cp.store.put(kv.key, encode(marked), obj=marked, expect=kv.mod_revision)
-    uid = meta.uid
-    pods = list(cp.workloads.pod_owners.of(uid))
-    await asyncio.gather(*(release_pod(cp.store, key, uid) for key in pods))
 
 
 # -- /scale -----------------------------------------------------------------------------------

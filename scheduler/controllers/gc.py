@@ -81,13 +81,15 @@ class GarbageCollector(Controller):
             # Its pods are kept, freed of it; then it goes (its revisions are collected
             # once it is gone, as those of any owner deleted).
             pods = [k for k in keys if k.startswith(PODS.prefix)]
-            await asyncio.gather(*(release_pod(self.store, k, uid) for k in pods))
-            await self._remove_owner(going[0], uid)
+            freed = await asyncio.gather(*(release_pod(self.store, k, uid) for k in pods))
+            if not all(freed):
+                return RETRY_SECONDS  # written under every try: the owner waits for it
+            await self._remove_owner(going[0], uid, "Orphan")
             return None
         if not keys:
             self._announced.discard(uid)
             if going is not None:
-                await self._remove_owner(going[0], uid)
+                await self._remove_owner(going[0], uid, "Foreground")
             return None
         pods = [k for k in keys if k.startswith(PODS.prefix)]
         others = [k for k in keys if k.startswith(REVISIONS.prefix)]
@@ -105,31 +107,31 @@ class GarbageCollector(Controller):
         # Pods stopping gracefully are still listed until their agents confirm.
         return RETRY_SECONDS
 
-    async def _remove_owner(self, key: str, uid: str) -> None:
-        """The owner marked going, its dependents gone (Foreground) or freed (Orphan): now
-        it goes too, if the stored one is still that owner, so marked. Guarded (Conflict:
-        looked at again)."""
+    async def _remove_owner(self, key: str, uid: str, policy: str) -> None:
+        """The owner marked with `policy`, its dependents gone (Foreground) or freed
+        (Orphan): now it goes too, if the stored one is still that owner, marked so (not
+        re-marked with the other policy meanwhile). Guarded (Conflict: looked at again)."""
         kv = await self.store.get(key)
         kind = DEPLOYMENTS if key.startswith(DEPLOYMENTS.prefix) else JOBS
         owner = decode(kv, kind.model) if kv is not None else None
         meta = owner.metadata if owner is not None else None  # type: ignore[attr-defined]
-        policy = going(meta) if meta is not None else None
-        if kv is None or meta is None or meta.uid != uid or policy is None:
-            return  # gone, or released, or the name is another's now
-        try:
-            await self.store.delete(key, expect=kv.mod_revision)
-        except NotFound:
-            return  # the API's own Orphan delete finished first
+        if kv is None or meta is None or meta.uid != uid or going(meta) != policy:
+            return  # gone, released, re-marked, or the name is another's now
+        await self.store.delete(key, expect=kv.mod_revision)
         what = "dependents gone" if policy == "Foreground" else "pods freed"
         _LOGGER.info("deleted %s, its %s (propagationPolicy %s)", key, what, policy)
 
 
 def going(meta: ObjectMeta) -> str | None:
     """How an owner marked for deletion lets its dependents go: "Foreground" (deleted
-    before it), "Orphan" (freed of it before it goes), or None: not so marked."""
+    before it), "Orphan" (freed of it before it goes), or None: not so marked.
+
+    An owner marked without any finalizer is an Orphan delete too: how the API marked
+    one before the finalizer orphan was used (a scheduler stopped in the middle left it
+    so), and nothing else marks an owner without one."""
     if meta.deletion_timestamp is None:
         return None
     finalizers = meta.finalizers or ()
-    if ORPHAN in finalizers:
+    if ORPHAN in finalizers or not finalizers:
         return "Orphan"
     return "Foreground" if FOREGROUND_DELETION in finalizers else None

@@ -325,13 +325,15 @@ def test_an_owner_being_deleted_in_the_foreground_survives_a_restart(tmp_path: P
 # --- owners deleted with their dependents kept ------------------------------------------------
 
 
+@pytest.mark.parametrize("mark", [["orphan"], None], ids=["orphan", "before-the-finalizer"])
 def test_an_orphan_delete_the_scheduler_stopped_in_is_finished_at_its_start(
-    tmp_path: Path,
+    tmp_path: Path, mark: list[str] | None
 ) -> None:
     """An owner whose own finalizer is orphan keeps its pods when deleted without a
     policy, as in Kubernetes. And a Deployment marked for an Orphan delete (its
-    deletionTimestamp and the finalizer orphan), the scheduler stopped before it freed
-    the pods: at the start the collector frees them and deletes it; they run on."""
+    deletionTimestamp and the finalizer orphan; or no finalizer, as the API marked it
+    before), the scheduler stopped before it freed the pods: at the start the collector
+    frees them and deletes it; they run on."""
     with running_cluster(tmp_path / "s", 1) as s:
         own = deployment_manifest("own", 1)
         own["metadata"]["finalizers"] = ["orphan"]  # its own policy: Orphan
@@ -345,10 +347,17 @@ def test_an_orphan_delete_the_scheduler_stopped_in_is_finished_at_its_start(
 
         first = wait_for(lambda: running("own", 1), timeout=10)
         resp = s.request("DELETE", f"{DEPLOYMENTS}/own")
-        assert resp.status == 200 and resp.json()["status"] == "Success", resp.body
+        assert resp.status == 200 and resp.json()["metadata"]["deletionTimestamp"], resp.body
+        wait_for(lambda: s.request("GET", f"{DEPLOYMENTS}/own").status == 404, timeout=10)
         [freed] = s.get(f"{PODS}?labelSelector=app%3Down")["items"]
         assert freed["metadata"]["name"] == first[0]["metadata"]["name"]
         assert "ownerReferences" not in freed["metadata"]
+        # Both finalizers at once ask opposite things: refused, as Kubernetes refuses them.
+        both = deployment_manifest("both", 1)
+        both["metadata"]["finalizers"] = ["orphan", "foregroundDeletion"]
+        refused = s.request("POST", DEPLOYMENTS, both)
+        causes = refused.json()["details"]["causes"]
+        assert refused.status == 422 and "cannot be both set" in causes[0]["message"], causes
 
         before = {p["metadata"]["name"] for p in wait_for(lambda: running("kept", 2), timeout=10)}
         meta = s.get(f"{DEPLOYMENTS}/kept")["metadata"]
@@ -359,17 +368,25 @@ def test_an_orphan_delete_the_scheduler_stopped_in_is_finished_at_its_start(
                     **{k: meta[k] for k in ("name", "namespace", "uid", "creationTimestamp")},
                     "labels": meta.get("labels"),
                     "deletionTimestamp": "2026-01-01T00:00:01Z",
-                    "finalizers": ["orphan"],
+                    "finalizers": mark,
                 },
             }
         )
+        revisions = "/apis/apps/v1/namespaces/default/controllerrevisions"
+        assert s.get(f"{revisions}?labelSelector=app%3Dkept")["items"]  # collected after it
         s.stop()  # as if it stopped after marking it, before freeing its pods
         asyncio.run(store_offline(s, DEPLOYMENTS_KIND.key("default", "kept"), marked, new=False))
         s.start()
         wait_for(lambda: s.request("GET", f"{DEPLOYMENTS}/kept").status == 404, timeout=10)
+        # The collector's pass after the owner's removal (its revisions) has run once the
+        # revisions are gone: then the pods are still there, running, not deleted.
+        wait_for(lambda: s.get(f"{revisions}?labelSelector=app%3Dkept")["items"] == [])
         kept = s.get(f"{PODS}?labelSelector=app%3Dkept")["items"]
         assert {p["metadata"]["name"] for p in kept} == before
-        assert all("ownerReferences" not in p["metadata"] for p in kept)
+        for p in kept:
+            assert "ownerReferences" not in p["metadata"], p["metadata"]
+            assert "deletionTimestamp" not in p["metadata"], p["metadata"]
+            assert p["status"]["phase"] == "Running"
 
 
 async def store_offline(s: SchedulerProcess, key: str, obj: Any, *, new: bool = True) -> None:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -201,6 +202,16 @@ def test_deployment_scaled_and_nodes_cordoned(kubectl: Kubectl) -> None:
     out = kubectl.ok("delete", "deployment", "web", "--cascade=foreground")
     assert 'deployment.apps "web" deleted' in out
     assert kubectl.json("get", "pods", "-l", "app=web")["items"] == []
+    # Orphan: kubectl waits for it to go too, which it does once its pod is freed of it.
+    kept = DEPLOYMENT.replace("web", "kept")
+    assert "deployment.apps/kept created" in kubectl.ok(
+        "apply", "--validate=false", "-f", "-", stdin=kept
+    )
+    wait_for(lambda: len(kubectl.json("get", "pods", "-l", "app=kept")["items"]) == 1)  # type: ignore[arg-type]
+    out = kubectl.ok("delete", "deployment", "kept", "--cascade=orphan")
+    assert 'deployment.apps "kept" deleted' in out
+    [pod] = cast(list[dict[str, Any]], kubectl.json("get", "pods", "-l", "app=kept")["items"])
+    assert "ownerReferences" not in pod["metadata"] and "deletionTimestamp" not in pod["metadata"]
 
 
 def test_apply_with_kubectls_own_validation(kubectl: Kubectl) -> None:
