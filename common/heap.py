@@ -52,7 +52,7 @@ class GcPacer:
         # Due every 10,000 tracked objects (allocations less frees, frees of frozen
         # objects included, so the young generation can hold more): 50,000 let the
         # collections that run reach 100-250 ms pauses; 10,000 kept them under 50 ms and
-        # the collector's share under 1% (5,000-node A/B, session 16); 2,000 did no
+        # the collector's share about 1% (5,000-node A/B, session 16); 2,000 did no
         # better. Due more often, more of them are turned into freezes, which keep a
         # cycle made meanwhile: the scheduler's paths make none (test_cycles.py).
         gc.set_threshold(10_000, 50, 1000)

@@ -41,6 +41,11 @@ async def delete_options(request: web.Request) -> DeleteOptions:
     if not policy:
         sent = options.get("propagationPolicy")
         policy = sent if isinstance(sent, str) or sent is None else str(sent)
+    orphan = _orphan_dependents(request.query.get("orphanDependents"), options)
+    if orphan is not None:  # the deprecated spelling, as kube-apiserver still reads it
+        if policy is not None:
+            raise BadRequest("orphanDependents and propagationPolicy cannot be both set")
+        policy = "Orphan" if orphan else "Background"
     if policy is not None and policy not in PROPAGATION:
         raise BadRequest(f"propagationPolicy: {policy!r} is not one of {', '.join(PROPAGATION)}")
     pre = options.get("preconditions") or {}
@@ -52,6 +57,18 @@ async def delete_options(request: web.Request) -> DeleteOptions:
     if revision is not None and not (isinstance(revision, str) and revision.isdigit()):
         raise BadRequest(f"preconditions.resourceVersion: {revision!r} is not a revision")
     return DeleteOptions(grace, policy, uid, int(revision) if revision is not None else None)
+
+
+def _orphan_dependents(query: str | None, body: dict[str, object]) -> bool | None:
+    """`orphanDependents`, from the query (`true`/`false`) or the body (a boolean)."""
+    if query is not None:
+        if query not in ("true", "false"):
+            raise BadRequest(f"orphanDependents: {query!r} is not true or false")
+        return query == "true"
+    value = body.get("orphanDependents")
+    if value is not None and not isinstance(value, bool):
+        raise BadRequest(f"orphanDependents: {value!r} is not a boolean")
+    return value
 
 
 def check_preconditions(

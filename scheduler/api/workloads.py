@@ -65,6 +65,7 @@ from scheduler.api.generic import (
 )
 from scheduler.api.patch import MERGE, patched, read_patch
 from scheduler.api.watch import watchable
+from scheduler.controllers.gc import going
 from scheduler.controlplane import ControlPlane
 from scheduler.kinds import DEPLOYMENTS, JOBS, REVISIONS, Kind
 from scheduler.objects import decode, encode, mutable_copy, with_resource_version
@@ -243,13 +244,18 @@ async def delete_workload(request: web.Request) -> web.Response:
         kv = await get_kv(cp.store, kind, namespace, name)
         obj: Any = decode(kv, kind.model)
         check_preconditions(options, kind.plural, name, obj.metadata.uid, kv.mod_revision)
-        # Unsaid, the policy is the owner's own: the one its finalizers name.
-        policy = options.propagation or _own_policy(obj.metadata.finalizers or ())
+        # Unsaid, the policy is the owner's own: the one its finalizers name, or the one
+        # it is marked with already.
+        policy = (
+            options.propagation or _own_policy(obj.metadata.finalizers or ()) or going(obj.metadata)
+        )
         try:
             if policy in ("Foreground", "Orphan"):
                 return json_response(with_resource_version(await _mark(cp, kv, obj, policy)))
-            # Unguarded: a status written meanwhile does not change what is deleted.
-            await cp.store.delete(kv.key)
+            # Unguarded unless the client named the version it meant: a status written
+            # meanwhile does not change what is deleted.
+            guarded = options.uid is not None or options.revision is not None
+            await cp.store.delete(kv.key, expect=kv.mod_revision if guarded else None)
         except Conflict:
             await cp.store.settled(kv.key)  # the owner changed while being marked: look again
             continue
@@ -262,7 +268,10 @@ async def delete_workload(request: web.Request) -> web.Response:
 
 
 def _own_policy(finalizers: Iterable[str]) -> str | None:
-    """The propagation policy an owner's own finalizers ask for (Kubernetes' defaults)."""
+    """The propagation policy an owner's own finalizers ask for, as in Kubernetes. (Unlike
+    kube-apiserver, a batch/v1 Job deleted without any policy is deleted with its pods,
+    as every owner is here: kube-apiserver orphans them for compatibility with its older
+    clients, and kubectl always names a policy.)"""
     if ORPHAN in finalizers:
         return "Orphan"
     return "Foreground" if FOREGROUND_DELETION in finalizers else None

@@ -10,13 +10,13 @@ resync, so an owner deleted while the scheduler was down is collected too.
 
 Only owners of a kind corral runs controllers for (Deployment, Job) are
 checked; an ownerReference to any other kind is kept and ignored.
-`?propagationPolicy=Orphan` is handled by the API: it removes the references
-before it deletes the owner, so nothing is left here to collect.
-
-`propagationPolicy=Foreground`, as in Kubernetes: the API only marks the owner
-(deletionTimestamp and the finalizer foregroundDeletion), its controller stops,
-and this controller deletes its dependents, then the owner once none is left
-(one held by finalizers of its own holds the owner too).
+`propagationPolicy=Foreground` and `Orphan`, as in Kubernetes: the API only
+marks the owner (deletionTimestamp and the finalizer foregroundDeletion or
+orphan), its controller stops, and this controller deletes its dependents, then
+the owner once none is left (one held by finalizers of its own holds the owner
+too); or frees its pods of it, then deletes the owner once all are free (its
+revisions are collected after it, as any gone owner's). A marked owner found at
+start, the scheduler stopped in the middle, is finished the same way.
 """
 
 from __future__ import annotations

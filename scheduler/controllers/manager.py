@@ -8,7 +8,8 @@ collector and namespace. It routes each change to the controller that cares:
     pod changed ─────────> owner index ─> its Deployment / Job queued; GC if the owner is gone;
                                           the Job's finalizer removed if no Job controls it
     pod orphaned ────────> orphans ─────> the Deployments whose selector matches it queued
-    Deployment / Job ────> its controller queued; deleted: GC queued with its uid
+    Deployment / Job ────> its controller queued; deleted, or marked for a Foreground or
+                           Orphan delete: GC queued with its uid
     ControllerRevision ──> revision index; GC if its owner is gone
     Namespace ───────────> namespace controller (when Terminating)
 

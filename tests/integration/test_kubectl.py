@@ -210,8 +210,10 @@ def test_deployment_scaled_and_nodes_cordoned(kubectl: Kubectl) -> None:
     wait_for(lambda: len(kubectl.json("get", "pods", "-l", "app=kept")["items"]) == 1)  # type: ignore[arg-type]
     out = kubectl.ok("delete", "deployment", "kept", "--cascade=orphan")
     assert 'deployment.apps "kept" deleted' in out
+    assert kubectl("get", "deployment", "kept").returncode != 0  # waited until it was gone
     [pod] = cast(list[dict[str, Any]], kubectl.json("get", "pods", "-l", "app=kept")["items"])
     assert "ownerReferences" not in pod["metadata"] and "deletionTimestamp" not in pod["metadata"]
+    kubectl.ok("delete", "pod", pod["metadata"]["name"], "--grace-period=0", "--force")
 
 
 def test_apply_with_kubectls_own_validation(kubectl: Kubectl) -> None:

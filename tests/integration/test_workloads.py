@@ -359,6 +359,8 @@ def test_namespaces_owners_and_garbage(cluster: SchedulerProcess, ns: str) -> No
     assert marked["finalizers"] == ["orphan"] and marked["deletionTimestamp"]
     dropped = corral(cluster, "delete", "deployment", "drop", "-n", ns)
     assert dropped.stdout == 'deployment.apps "drop" deleted\n', dropped.stderr
+    # Gone once the collector has freed its pods of it.
+    wait_for(lambda: cluster.request("GET", deploy_path(ns, "keep")).status == 404, timeout=15)
     wait_for(lambda: len(pods(cluster, ns)) == 2, timeout=15)
     kept = pods(cluster, ns)
     assert {p["metadata"]["labels"]["app"] for p in kept} == {"keep"}
@@ -559,7 +561,13 @@ def test_delete_preconditions_of_owners(bare_scheduler: SchedulerProcess) -> Non
     assert resp.status == 409 and "Precondition failed" in resp.json()["message"]
     assert s.request("GET", path).status == 200
     assert s.request("DELETE", path, {"propagationPolicy": "Sideways"}).status == 400
-    assert s.request("DELETE", path, {"preconditions": {"uid": uid}}).status == 200
+    both = s.request("DELETE", path, {"orphanDependents": True, "propagationPolicy": "Orphan"})
+    assert both.status == 400 and "cannot be both set" in both.json()["message"]
+    assert s.request("DELETE", f"{path}?orphanDependents=maybe").status == 400
+    # The deprecated orphanDependents, as kube-apiserver still reads it: an Orphan delete.
+    resp = s.request("DELETE", f"{path}?orphanDependents=true", {"preconditions": {"uid": uid}})
+    assert resp.status == 200 and resp.json()["metadata"]["finalizers"] == ["orphan"]
+    wait_for(lambda: s.request("GET", path).status == 404, timeout=10)
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "pre"}}
     assert s.request("POST", "/api/v1/namespaces", namespace).status == 201
     old = {"preconditions": {"resourceVersion": "1"}}
