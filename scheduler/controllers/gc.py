@@ -13,7 +13,8 @@ checked; an ownerReference to any other kind is kept and ignored.
 `propagationPolicy=Foreground` and `Orphan`, as in Kubernetes: the API only
 marks the owner (deletionTimestamp and the finalizer foregroundDeletion or
 orphan), its controller stops, and this controller deletes its dependents, then
-the owner once none is left (one held by finalizers of its own holds the owner
+the owner once none is left that blocks it (`blockOwnerDeletion`, which the
+controllers' own pods carry; one held by finalizers of its own holds the owner
 too); or frees its pods of it, then deletes the owner once all are free (its
 revisions are collected after it, as any gone owner's). A marked owner found at
 start, the scheduler stopped in the middle, is finished the same way.
@@ -104,8 +105,25 @@ class GarbageCollector(Controller):
         if uid not in self._announced:  # not again at each retry while pods stop
             self._announced.add(uid)
             _LOGGER.info("collecting %d objects of deleted owner %s", len(keys), uid)
+        if going is not None and not any(self._blocks(k, uid) for k in pods):
+            # What is left does not hold its owner's deletion (Kubernetes' Foreground
+            # waits only for dependents whose ownerReference says blockOwnerDeletion):
+            # the owner goes now, and they are collected after it, as a gone owner's.
+            self._announced.discard(uid)
+            await self._remove_owner(going[0], uid, "Foreground")
+            return None
         # Pods stopping gracefully are still listed until their agents confirm.
         return RETRY_SECONDS
+
+    def _blocks(self, key: str, uid: str) -> bool:
+        """Does the pod at `key` hold the deletion of its owner `uid`? (Revisions are
+        deleted at once, and held by nothing.)"""
+        pod = self.cluster.pods.get(key)
+        if pod is None:
+            return False  # gone
+        return any(
+            r.uid == uid and r.block_owner_deletion for r in pod.metadata.owner_references or ()
+        )
 
     async def _remove_owner(self, key: str, uid: str, policy: str) -> None:
         """The owner marked with `policy`, its dependents gone (Foreground) or freed

@@ -322,6 +322,38 @@ def test_an_owner_being_deleted_in_the_foreground_survives_a_restart(tmp_path: P
         wait_for(lambda: s.request("GET", f"{JOBS}/left").status == 404, timeout=10)
 
 
+@pytest.mark.parametrize("blocks", [True, False])
+def test_a_foreground_delete_waits_only_for_dependents_that_block_it(
+    cluster: SchedulerProcess, blocks: bool
+) -> None:
+    """A pod that names a Deployment as its owner, held by a finalizer of its own after it
+    is stopped: a Foreground delete of the Deployment waits for it only if its
+    ownerReference says blockOwnerDeletion, as in Kubernetes (the controllers' own pods
+    do); otherwise the Deployment goes at once, and the pod is collected after it."""
+    s, name = cluster, f"blocked-{str(blocks).lower()}"
+    assert s.request("POST", DEPLOYMENTS, deployment_manifest(name, 0)).status == 201
+    uid = s.get(f"{DEPLOYMENTS}/{name}")["metadata"]["uid"]
+    extra = pod(f"{name}-extra")
+    extra["metadata"]["finalizers"] = [HOLD]
+    extra["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid,
+         "blockOwnerDeletion": blocks}
+    ]  # fmt: skip
+    assert s.request("POST", PODS, extra).status == 201
+    wait_for(lambda: phase(s, f"{name}-extra") == "Running", timeout=10)
+    resp = s.request("DELETE", f"{DEPLOYMENTS}/{name}?propagationPolicy=Foreground")
+    assert resp.status == 200, resp.body
+    wait_for(lambda: phase(s, f"{name}-extra") == "Failed", timeout=10)  # stopped, held
+    if blocks:
+        assert s.request("GET", f"{DEPLOYMENTS}/{name}").status == 200  # held with it
+        release(s, f"{name}-extra")
+        wait_for(lambda: s.request("GET", f"{DEPLOYMENTS}/{name}").status == 404, timeout=10)
+    else:
+        wait_for(lambda: s.request("GET", f"{DEPLOYMENTS}/{name}").status == 404, timeout=10)
+        assert phase(s, f"{name}-extra") == "Failed"  # still held by its own finalizer
+        release(s, f"{name}-extra")
+
+
 # --- owners deleted with their dependents kept ------------------------------------------------
 
 
