@@ -53,7 +53,7 @@ from common.models import (
 )
 from scheduler.context import Context
 from scheduler.controllers.base import Controller
-from scheduler.controllers.cache import ObjectCache, OrphanIndex, OwnerIndex
+from scheduler.controllers.cache import ObjectCache, OrphanIndex, OwnerIndex, controller_ref
 from scheduler.controllers.podcontrol import (
     HASH_LABEL,
     create_pods,
@@ -242,6 +242,9 @@ class DeploymentController(Controller):
             pod = self.cluster.pods.get(pod_key)
             if pod is None or not pod_key.startswith(prefix):
                 continue
+            ref = controller_ref(pod.metadata.owner_references)
+            if ref is None or ref.uid != d.metadata.uid:
+                continue  # it names the Deployment, but is not controlled by it: not its own
             current = pod.metadata.labels.get(HASH_LABEL) == hash_
             if pod.metadata.deletion_timestamp is not None:
                 if not current:

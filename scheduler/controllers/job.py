@@ -153,10 +153,15 @@ class JobController(Controller):
             return None
         # Owners are namespace-local: a pod elsewhere naming this uid is not one of its own.
         prefix = PODS.namespace_prefix(job.metadata.namespace or "default")
+        # Only the pods it controls: one that names it without `controller: true` is not
+        # its to count or stop (as Kubernetes' controllers go by the controller reference).
         pods = [
             p
             for k in self.pod_owners.of(job.metadata.uid)
-            if k.startswith(prefix) and (p := self.cluster.pods.get(k))
+            if k.startswith(prefix)
+            and (p := self.cluster.pods.get(k))
+            and (ref := controller_ref(p.metadata.owner_references)) is not None
+            and ref.uid == job.metadata.uid
         ]
         stamp = now()
         status = job.status.model_copy(deep=True)

@@ -324,13 +324,18 @@ def test_an_owner_being_deleted_in_the_foreground_survives_a_restart(tmp_path: P
 
 @pytest.mark.parametrize("blocks", [True, False])
 def test_a_foreground_delete_waits_only_for_dependents_that_block_it(
-    cluster: SchedulerProcess, blocks: bool
+    tmp_path: Path, blocks: bool
 ) -> None:
-    """A pod that names a Deployment as its owner, held by a finalizer of its own after it
-    is stopped: a Foreground delete of the Deployment waits for it only if its
-    ownerReference says blockOwnerDeletion, as in Kubernetes (the controllers' own pods
-    do); otherwise the Deployment goes at once, and the pod is collected after it."""
-    s, name = cluster, f"blocked-{str(blocks).lower()}"
+    """A pod that names a Deployment as its owner (not as its controller: the Deployment
+    leaves it be), held by a finalizer of its own after it is stopped: a Foreground delete
+    of the Deployment waits for it only if its ownerReference says blockOwnerDeletion, as
+    in Kubernetes (the controllers' own pods do); otherwise the Deployment goes at once,
+    and the pod is collected after it."""
+    with running_cluster(tmp_path / "s", 1) as s:
+        _waits_only_for_blocking(s, f"blocked-{str(blocks).lower()}", blocks)
+
+
+def _waits_only_for_blocking(s: SchedulerProcess, name: str, blocks: bool) -> None:
     assert s.request("POST", DEPLOYMENTS, deployment_manifest(name, 0)).status == 201
     uid = s.get(f"{DEPLOYMENTS}/{name}")["metadata"]["uid"]
     extra = pod(f"{name}-extra")
@@ -340,7 +345,10 @@ def test_a_foreground_delete_waits_only_for_dependents_that_block_it(
          "blockOwnerDeletion": blocks}
     ]  # fmt: skip
     assert s.request("POST", PODS, extra).status == 201
-    wait_for(lambda: phase(s, f"{name}-extra") == "Running", timeout=10)
+    wait_for(lambda: phase(s, f"{name}-extra") == "Running", timeout=20)
+    # Not the Deployment's to manage (no `controller: true`): its replicas: 0 leave it be.
+    wait_for(lambda: s.get(f"{DEPLOYMENTS}/{name}")["status"].get("observedGeneration") == 1)
+    assert "deletionTimestamp" not in s.get(f"{PODS}/{name}-extra")["metadata"]
     resp = s.request("DELETE", f"{DEPLOYMENTS}/{name}?propagationPolicy=Foreground")
     assert resp.status == 200, resp.body
     wait_for(lambda: phase(s, f"{name}-extra") == "Failed", timeout=10)  # stopped, held
