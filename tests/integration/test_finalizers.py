@@ -329,14 +329,14 @@ def test_a_foreground_delete_waits_only_for_dependents_that_block_it(
     """A pod that names a Deployment as its owner (not as its controller: the Deployment
     leaves it be), held by a finalizer of its own after it is stopped: a Foreground delete
     of the Deployment waits for it only if its ownerReference says blockOwnerDeletion, as
-    in Kubernetes (the controllers' own pods do); otherwise the Deployment goes at once,
-    and the pod is collected after it."""
+    in Kubernetes (the controllers' own pods do); otherwise the Deployment goes once its
+    own pod has, and the held pod is collected after it."""
     with running_cluster(tmp_path / "s", 1) as s:
         _waits_only_for_blocking(s, f"blocked-{str(blocks).lower()}", blocks)
 
 
 def _waits_only_for_blocking(s: SchedulerProcess, name: str, blocks: bool) -> None:
-    assert s.request("POST", DEPLOYMENTS, deployment_manifest(name, 0)).status == 201
+    assert s.request("POST", DEPLOYMENTS, deployment_manifest(name, 1)).status == 201
     uid = s.get(f"{DEPLOYMENTS}/{name}")["metadata"]["uid"]
     extra = pod(f"{name}-extra")
     extra["metadata"]["finalizers"] = [HOLD]
@@ -346,8 +346,10 @@ def _waits_only_for_blocking(s: SchedulerProcess, name: str, blocks: bool) -> No
     ]  # fmt: skip
     assert s.request("POST", PODS, extra).status == 201
     wait_for(lambda: phase(s, f"{name}-extra") == "Running", timeout=20)
-    # Not the Deployment's to manage (no `controller: true`): its replicas: 0 leave it be.
-    wait_for(lambda: s.get(f"{DEPLOYMENTS}/{name}")["status"].get("observedGeneration") == 1)
+    # Not the Deployment's to manage (no `controller: true`): once its own replica is
+    # available, it neither counts the pod nor scales it down as an old one.
+    wait_for(lambda: s.get(f"{DEPLOYMENTS}/{name}")["status"].get("availableReplicas") == 1)
+    assert s.get(f"{DEPLOYMENTS}/{name}")["status"]["replicas"] == 1
     assert "deletionTimestamp" not in s.get(f"{PODS}/{name}-extra")["metadata"]
     resp = s.request("DELETE", f"{DEPLOYMENTS}/{name}?propagationPolicy=Foreground")
     assert resp.status == 200, resp.body
