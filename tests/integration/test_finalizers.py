@@ -372,10 +372,10 @@ def test_an_orphan_delete_the_scheduler_stopped_in_is_finished_at_its_start(
     tmp_path: Path, mark: list[str] | None
 ) -> None:
     """An owner whose own finalizer is orphan keeps its pods when deleted without a
-    policy, as in Kubernetes. And a Deployment marked for an Orphan delete (its
-    deletionTimestamp and the finalizer orphan; or no finalizer, as the API marked it
+    policy, as in Kubernetes. And a Deployment and a Job marked for an Orphan delete (a
+    deletionTimestamp and the finalizer orphan; or no finalizer, as the API marked them
     before), the scheduler stopped before it freed the pods: at the start the collector
-    frees them and deletes it; they run on."""
+    frees them and deletes the owners; they run on (the Job's without its finalizer)."""
     with running_cluster(tmp_path / "s", 1) as s:
         own = deployment_manifest("own", 1)
         own["metadata"]["finalizers"] = ["orphan"]  # its own policy: Orphan
@@ -416,10 +416,25 @@ def test_an_orphan_delete_the_scheduler_stopped_in_is_finished_at_its_start(
         )
         revisions = "/apis/apps/v1/namespaces/default/controllerrevisions"
         assert s.get(f"{revisions}?labelSelector=app%3Dkept")["items"]  # collected after it
-        s.stop()  # as if it stopped after marking it, before freeing its pods
-        asyncio.run(store_offline(s, DEPLOYMENTS_KIND.key("default", "kept"), marked, new=False))
+        # A Job too: its pod carries the Job's tracking finalizer, which goes with the Job.
+        assert s.request("POST", JOBS, job_manifest("kept-job", 1, 1)).status == 201
+        [job_pod] = wait_for(
+            lambda: [p for p in job_pods(s, "kept-job") if p["status"].get("phase") == "Running"],
+            timeout=10,
+        )
+        assert job_pod["metadata"]["finalizers"] == ["batch.kubernetes.io/job-tracking"]
+        stored_job = s.get(f"{JOBS}/kept-job")
+        stored_job["metadata"] |= {"deletionTimestamp": "2026-01-01T00:00:01Z", "finalizers": mark}
+        marked_job = Job.model_validate(stored_job)
+        s.stop()  # as if it stopped after marking them, before freeing their pods
+        for kind, name, obj in (
+            (DEPLOYMENTS_KIND, "kept", marked),
+            (JOBS_KIND, "kept-job", marked_job),
+        ):
+            asyncio.run(store_offline(s, kind.key("default", name), obj, new=False))
         s.start()
         wait_for(lambda: s.request("GET", f"{DEPLOYMENTS}/kept").status == 404, timeout=10)
+        wait_for(lambda: s.request("GET", f"{JOBS}/kept-job").status == 404, timeout=10)
         # The collector's pass after the owner's removal (its revisions) has run once the
         # revisions are gone: then the pods are still there, running, not deleted.
         wait_for(lambda: s.get(f"{revisions}?labelSelector=app%3Dkept")["items"] == [])
@@ -429,6 +444,15 @@ def test_an_orphan_delete_the_scheduler_stopped_in_is_finished_at_its_start(
             assert "ownerReferences" not in p["metadata"], p["metadata"]
             assert "deletionTimestamp" not in p["metadata"], p["metadata"]
             assert p["status"]["phase"] == "Running"
+
+        def job_pod_freed() -> bool:
+            meta = s.get(f"{PODS}/{job_pod['metadata']['name']}")["metadata"]
+            return "ownerReferences" not in meta and not meta.get("finalizers")
+
+        wait_for(job_pod_freed, timeout=10)
+        still = s.get(f"{PODS}/{job_pod['metadata']['name']}")
+        assert "deletionTimestamp" not in still["metadata"]
+        assert still["status"]["phase"] == "Running"
 
 
 async def store_offline(s: SchedulerProcess, key: str, obj: Any, *, new: bool = True) -> None:
