@@ -11,13 +11,7 @@ from aiohttp import web
 from common.models import Event
 from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
-from scheduler.api.common import (
-    field_selector,
-    json_response,
-    name_param,
-    namespace_param,
-    plane,
-)
+from scheduler.api.common import field_selector, json_response, name_param, namespace_param, plane
 from scheduler.api.errors import BadRequest
 from scheduler.api.generic import get_kv
 from scheduler.api.paging import check_list_revision

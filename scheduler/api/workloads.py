@@ -19,7 +19,7 @@ the spec; `status` belongs to the controllers and is kept whatever the body says
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -65,7 +65,7 @@ from scheduler.api.generic import (
 )
 from scheduler.api.patch import MERGE, patched, read_patch
 from scheduler.api.watch import watchable
-from scheduler.controllers.gc import going
+from scheduler.controllers.gc import finalizer_policy, going
 from scheduler.controlplane import ControlPlane
 from scheduler.kinds import DEPLOYMENTS, JOBS, REVISIONS, Kind
 from scheduler.objects import decode, encode, mutable_copy, with_resource_version
@@ -245,9 +245,13 @@ async def delete_workload(request: web.Request) -> web.Response:
         obj: Any = decode(kv, kind.model)
         check_preconditions(options, kind.plural, name, obj.metadata.uid, kv.mod_revision)
         # Unsaid, the policy is the owner's own: the one its finalizers name, or the one
-        # it is marked with already.
+        # it is marked with already. (Unlike kube-apiserver, a batch/v1 Job deleted without
+        # any is deleted with its pods, as every owner is here: kube-apiserver orphans
+        # them for its older clients, and kubectl always names a policy.)
         policy = (
-            options.propagation or _own_policy(obj.metadata.finalizers or ()) or going(obj.metadata)
+            options.propagation
+            or finalizer_policy(obj.metadata.finalizers or ())
+            or going(obj.metadata)
         )
         try:
             if policy in ("Foreground", "Orphan"):
@@ -267,16 +271,6 @@ async def delete_workload(request: web.Request) -> web.Response:
     raise NotFoundError(f'{kind.plural} "{name}" not found', name=name, kind=kind.plural)
 
 
-def _own_policy(finalizers: Iterable[str]) -> str | None:
-    """The propagation policy an owner's own finalizers ask for, as in Kubernetes. (Unlike
-    kube-apiserver, a batch/v1 Job deleted without any policy is deleted with its pods,
-    as every owner is here: kube-apiserver orphans them for compatibility with its older
-    clients, and kubectl always names a policy.)"""
-    if ORPHAN in finalizers:
-        return "Orphan"
-    return "Foreground" if FOREGROUND_DELETION in finalizers else None
-
-
 async def _mark(cp: ControlPlane, kv: KV, obj: Any, policy: str) -> KV:
     """The owner marked for deletion as Kubernetes marks it: its deletionTimestamp, and
     the finalizer of `policy` (foregroundDeletion or orphan) in place of the other's, the
@@ -285,7 +279,7 @@ async def _mark(cp: ControlPlane, kv: KV, obj: Any, policy: str) -> KV:
     (scheduler/controllers/gc.py). Guarded: Conflict if it changed meanwhile."""
     wanted = FOREGROUND_DELETION if policy == "Foreground" else ORPHAN
     finalizers = obj.metadata.finalizers or []
-    if obj.metadata.deletion_timestamp is not None and _own_policy(finalizers) == policy:
+    if obj.metadata.deletion_timestamp is not None and finalizer_policy(finalizers) == policy:
         return kv
     marked = mutable_copy(obj)
     marked.metadata.deletion_timestamp = obj.metadata.deletion_timestamp or now()

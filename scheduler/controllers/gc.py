@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from common.models import FOREGROUND_DELETION, ORPHAN, ObjectMeta
 from scheduler.context import Context
@@ -140,6 +140,14 @@ class GarbageCollector(Controller):
         _LOGGER.info("deleted %s, its %s (propagationPolicy %s)", key, what, policy)
 
 
+def finalizer_policy(finalizers: Iterable[str]) -> str | None:
+    """The propagation policy an owner's finalizers name, as in Kubernetes: "Orphan"
+    (orphan), "Foreground" (foregroundDeletion), or None."""
+    if ORPHAN in finalizers:
+        return "Orphan"
+    return "Foreground" if FOREGROUND_DELETION in finalizers else None
+
+
 def going(meta: ObjectMeta) -> str | None:
     """How an owner marked for deletion lets its dependents go: "Foreground" (deleted
     before it), "Orphan" (freed of it before it goes), or None: not so marked.
@@ -149,7 +157,4 @@ def going(meta: ObjectMeta) -> str | None:
     so), and nothing else marks an owner without one."""
     if meta.deletion_timestamp is None:
         return None
-    finalizers = meta.finalizers or ()
-    if ORPHAN in finalizers or not finalizers:
-        return "Orphan"
-    return "Foreground" if FOREGROUND_DELETION in finalizers else None
+    return finalizer_policy(meta.finalizers) if meta.finalizers else "Orphan"

@@ -25,13 +25,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from common.models import (
-    ControllerRevision,
-    Deployment,
-    Job,
-    Namespace,
-    Pod,
-)
+from common.models import ControllerRevision, Deployment, Job, Namespace, Pod
 from scheduler.context import Context
 from scheduler.controllers.cache import (
     ObjectCache,

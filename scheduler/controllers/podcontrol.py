@@ -28,7 +28,7 @@ from common.models import (
 )
 from scheduler.cluster import TERMINAL_PHASES, ClusterState
 from scheduler.kinds import PODS
-from scheduler.objects import decode, encode, mutable_copy, replaced
+from scheduler.objects import decode, encode, replaced
 from scheduler.podfinal import mark_deleted, may_run, must_wait
 from scheduler.store import KV, Conflict, NotFound, Op, Store
 
@@ -199,8 +199,9 @@ async def release_pod(store: Store, key: str, owner_uid: str) -> bool:
         kept = [r for r in refs if r.uid != owner_uid]
         if len(kept) == len(refs):
             return True  # not (or no longer) its
-        freed = mutable_copy(pod)
-        freed.metadata.owner_references = kept or None
+        freed = replaced(
+            pod, {"metadata": replaced(pod.metadata, {"owner_references": kept or None})}
+        )
         try:
             await store.put(key, encode(freed), obj=freed, expect=kv.mod_revision)
             return True
