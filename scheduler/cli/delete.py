@@ -30,7 +30,14 @@ from scheduler.cli import rollout, selection
 from scheduler.cli.client import ApiError, Client
 from scheduler.cli.commands import api_error_text
 from scheduler.cli.errors import CommandError
-from scheduler.cli.getting import WatchExpired, err, namespace_for, out, watch_events
+from scheduler.cli.getting import (
+    Expiries,
+    WatchExpired,
+    err,
+    namespace_for,
+    out,
+    watch_events,
+)
 from scheduler.cli.kinds import NAMESPACES, Resource
 
 Object = dict[str, Any]
@@ -245,22 +252,16 @@ def wait_gone(client: Client, deleted: list[Deleted], timeout: float | None) -> 
     return late
 
 
-# Pauses before listing again after the server expired the wait's watch, and how many
-# expiries in a row with nothing deleted meanwhile it takes before the wait gives up.
-RELIST_PAUSES = (0.1, 0.2, 0.5, 1.0, 2.0)
-
-
 def _still_there(
     client: Client, path: str, objs: list[Deleted], timeout: float | None
 ) -> list[Deleted]:
     """Those of `objs` (of the collection at `path`) not gone within `timeout`: looked up
     in one list, then followed in one watch until each is deleted. A watch the server
-    expires (410) is listed again and followed anew, as client-go's reflector does,
-    after a pause that grows while nothing is deleted; the error is raised once that
-    happened len(RELIST_PAUSES) times in a row."""
+    expires (410) is listed again and followed anew (`Expiries`: deleting an object is
+    progress)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     waiting = {o.name: o for o in objs}
-    expiries = 0
+    expiries = Expiries(deadline)
     while True:
         # One object: by name, so that deleting one pod of thousands lists one.
         query: dict[str, str | None] = (
@@ -285,15 +286,7 @@ def _still_there(
                         break
             return list(waiting.values())
         except (WatchExpired, ApiError) as exc:
-            if isinstance(exc, ApiError) and exc.code != 410:
-                raise
-            expiries = 0 if len(waiting) < before else expiries + 1
-            if expiries >= len(RELIST_PAUSES):
-                raise
-            pause = RELIST_PAUSES[expiries]
-            if deadline is not None:
-                pause = min(pause, max(0.0, deadline - time.monotonic()))
-            time.sleep(pause)
+            expiries.pause_after(exc, progressed=len(waiting) < before)
 
 
 def _is(item: Object, obj: Deleted) -> bool:

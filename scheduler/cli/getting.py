@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scheduler.cli import printers, tables
-from scheduler.cli.client import Client
+from scheduler.cli.client import ApiError, Client
 from scheduler.cli.errors import CommandError
 from scheduler.cli.kinds import (
     DEPLOYMENTS,
@@ -83,6 +83,57 @@ class WatchExpired(CommandError):
     """The server can no longer stream changes from the version asked (410 Expired: the
     watcher fell behind, or the version is older than the store's history): list again
     and watch from the list's version, as client-go's reflectors do."""
+
+
+# Pauses before listing or watching again after the server expired a watch, and how many
+# expiries in a row with no progress meanwhile it takes before the command gives up.
+RELIST_PAUSES = (0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class Expiries:
+    """Expired watches in a row, for a command that lists (or watches afresh) after each,
+    as client-go's reflector does: the pause before the next try grows while nothing
+    progresses, and the expiry is raised once len(RELIST_PAUSES) came in a row."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self.in_a_row = 0
+
+    def pause_after(self, error: CommandError | ApiError, *, progressed: bool) -> None:
+        """Sleep before the next try, or raise `error` if it is not an expiry (410) or the
+        last of too many without progress."""
+        if isinstance(error, ApiError) and error.code != 410:
+            raise error
+        self.in_a_row = 0 if progressed else self.in_a_row + 1
+        if self.in_a_row >= len(RELIST_PAUSES):
+            raise error
+        pause = RELIST_PAUSES[self.in_a_row]
+        if self.deadline is not None:
+            pause = min(pause, max(0.0, self.deadline - time.monotonic()))
+        time.sleep(pause)
+
+
+def follow(
+    client: Client, path: str, query: dict[str, str | None], *, timeout: float | None
+) -> Iterator[Object]:
+    """Each event of a watch of `path` started without a version, so that the server first
+    sends what is there now (ADDED), until `timeout`. A watch the server expires is
+    started afresh the same way (`Expiries`), so the caller sees the current state again
+    and misses no outcome."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    expiries = Expiries(deadline)
+    while True:
+        seen = 0
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        try:
+            for event in watch_events(client, path, query, timeout=left):
+                seen += 1
+                yield event
+            return
+        except (WatchExpired, ApiError) as exc:
+            expiries.pause_after(exc, progressed=seen > 0)
 
 
 def watch_events(

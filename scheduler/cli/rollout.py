@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from scheduler.cli import printers, tables
 from scheduler.cli.client import ApiError, Client
 from scheduler.cli.errors import CommandError
-from scheduler.cli.getting import out, watch_events
+from scheduler.cli.getting import follow, out
 from scheduler.cli.kinds import DEPLOYMENTS, JOBS, REVISIONS, Resource, lookup, split_ref
 from scheduler.printing import cells
 
@@ -133,7 +133,7 @@ def wait_for(
     client.get(res.path(namespace, name))
     progress = Progress()
     query: dict[str, str | None] = {"fieldSelector": f"metadata.name={name}"}
-    for event in watch_events(client, res.path(namespace), query, timeout=timeout):
+    for event in follow(client, res.path(namespace), query, timeout=timeout):
         if event.get("type") == "DELETED":
             progress.finish(f"error: {res.ref(name)} was deleted")
             return False

@@ -62,6 +62,9 @@ class FakeApi:
         # event ("event") or as the answer itself ("status"), the marked pods gone meanwhile.
         self.expire_watches: str | None = None
         self.stuck = False  # set, the marked pods never go
+        # That many watches of pods expire (an ERROR event) before one, started without a
+        # version, sends every pod, Running and Ready, as ADDED (the `--wait` tests).
+        self.expire_then_ready: int | None = None
 
     def handle(self, method: str, url: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         parts = urlsplit(url)
@@ -91,10 +94,26 @@ class FakeApi:
             return 200, {"nodes": {"Ready": 1}, "pods": {"Running": len(self.pods)}}
         return 404, status(404, "NotFound", "the server could not find the requested resource")
 
+    def ready_watch(self, ns: str, query: dict[str, list[str]]) -> bytes:
+        expired = status(410, "Expired", "too old resource version")
+        if self.expire_then_ready:
+            self.expire_then_ready -= 1
+            return json.dumps({"type": "ERROR", "object": expired}).encode() + b"\n"
+        assert "resourceVersion" not in query  # afresh: the current state comes first
+        lines = b""
+        for (pod_ns, _), pod in self.pods.items():
+            if pod_ns == ns:
+                ready = [{"type": "Ready", "status": "True"}]
+                pod["status"] = {"phase": "Running", "conditions": ready}
+                lines += json.dumps({"type": "ADDED", "object": pod}).encode() + b"\n"
+        return lines
+
     def pods_route(
         self, method: str, ns: str, name: str | None, query: dict[str, list[str]], body: Any
     ) -> tuple[int, Any]:
         if name is None and method == "GET" and query.get("watch") == ["true"]:
+            if self.expire_then_ready is not None:
+                return 200, self.ready_watch(ns, query)
             for key in [k for k, p in self.pods.items() if "deletionTimestamp" in p["metadata"]]:
                 if not self.stuck:
                     del self.pods[key]
@@ -379,7 +398,7 @@ def test_delete_gives_up_when_every_watch_expires_and_nothing_goes(
 ) -> None:
     """A server that expires every watch while the pod stays does not keep the wait
     listing for ever: after len(RELIST_PAUSES) expiries in a row it fails with the error."""
-    monkeypatch.setattr("scheduler.cli.delete.RELIST_PAUSES", (0.0,) * 3)
+    monkeypatch.setattr("scheduler.cli.getting.RELIST_PAUSES", (0.0,) * 3)
     run(capsys, "apply", "-f", manifest(tmp_path))
     api.expire_watches, api.stuck = "status", True
     code, out, err = run(capsys, "delete", "pod", "web")
@@ -387,6 +406,40 @@ def test_delete_gives_up_when_every_watch_expires_and_nothing_goes(
     assert "too old resource version" in err
     pods = [r for r in api.requests if r[:2] == ("GET", "/api/v1/namespaces/default/pods")]
     assert [r[2].get("watch") for r in pods] == [None, ["true"]] * 3
+
+
+@pytest.mark.parametrize("expiries", [1, 4])
+def test_wait_watches_afresh_past_an_expired_watch(
+    api: FakeApi,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    expiries: int,
+) -> None:
+    """`apply --wait` (as `rollout status` and `scale --wait`) watches afresh when the
+    server expires its watch, and the new watch's first events show the pod ready."""
+    monkeypatch.setattr("scheduler.cli.getting.RELIST_PAUSES", (0.0,) * 5)
+    api.expire_then_ready = expiries
+    code, out, err = run(capsys, "apply", "-f", manifest(tmp_path), "--wait")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1] == "pod/web ready"
+    watches = [r for r in api.requests if r[2].get("watch") == ["true"]]
+    assert len(watches) == expiries + 1
+
+
+def test_wait_gives_up_when_every_watch_expires(
+    api: FakeApi,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Watches that all expire, with nothing seen in between, end the wait with the error
+    after len(RELIST_PAUSES) of them."""
+    monkeypatch.setattr("scheduler.cli.getting.RELIST_PAUSES", (0.0,) * 3)
+    api.expire_then_ready = 100
+    code, _, err = run(capsys, "apply", "-f", manifest(tmp_path), "--wait")
+    assert code == 1 and "too old resource version" in err
+    assert len([r for r in api.requests if r[2].get("watch") == ["true"]]) == 3
 
 
 def test_delete_grace_period_force_and_now(
