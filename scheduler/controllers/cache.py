@@ -34,8 +34,9 @@ def key_namespace(key: str) -> str:
 
 
 class OrphanIndex:
-    """The keys of active pods a Deployment made that no controller owns now (the
-    manager keeps it), by namespace: a Deployment looks at its own namespace's only."""
+    """The keys of objects a Deployment made that no controller owns now (active pods,
+    or ControllerRevisions; the manager keeps one index of each), by namespace: a
+    Deployment looks at its own namespace's only."""
 
     def __init__(self) -> None:
         self._keys: set[str] = set()  # membership, on the pod listener's fast path

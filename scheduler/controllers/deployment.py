@@ -11,9 +11,15 @@ ReplicaSet gives Kubernetes is kept by two things:
   what `corral rollout history|undo` read. Returning to an earlier template
   reuses its revision under the next number, as Kubernetes does.
 
+Orphans (freed by a delete with propagationPolicy=Orphan) are adopted as
+Kubernetes' Deployment adopts orphaned ReplicaSets and their pods: an active pod
+a Deployment made (`pod-template-hash`) whose labels the selector matches, and a
+revision whose pods' labels (its template's, and its hash) the selector matches.
+So a Deployment created again takes its pods and its history back.
+
 One pass (`reconcile`) for one Deployment::
 
-    adopt orphans its selector matches (then look again)
+    adopt orphans its selector matches, pods and revisions (then look again)
         │
     record the template's revision ──> delete finished pods (they are replaced)
         │
@@ -154,6 +160,7 @@ class DeploymentController(Controller):
         pod_owners: OwnerIndex,
         revision_owners: OwnerIndex,
         orphans: OrphanIndex,
+        orphan_revisions: OrphanIndex,
     ) -> None:
         super().__init__(ctx)
         self.deployments = deployments
@@ -161,6 +168,7 @@ class DeploymentController(Controller):
         self.pod_owners = pod_owners
         self.revision_owners = revision_owners
         self.orphans = orphans  # pod keys: made by a Deployment, controlled by none (manager)
+        self.orphan_revisions = orphan_revisions  # revision keys controlled by none (manager)
         self._ready_seen: dict[str, float] = {}  # uid -> when first seen Ready (no timestamp)
 
     def keys(self) -> list[str]:
@@ -202,33 +210,51 @@ class DeploymentController(Controller):
         return requeue
 
     async def _adopt(self, key: str, d: Deployment) -> bool:
-        """Claim the orphans its selector matches (a Deployment deleted with
-        propagationPolicy=Orphan and created again takes its pods back, as Kubernetes'
-        Deployment adopts its orphaned ReplicaSets); True if it claimed any."""
-        if not self.orphans:
+        """Claim the orphans its selector matches, pods and revisions (a Deployment
+        deleted with propagationPolicy=Orphan and created again takes its pods and its
+        history back, as Kubernetes' Deployment adopts its orphaned ReplicaSets); True if
+        it claimed any."""
+        if not self.orphans and not self.orphan_revisions:
             return False
+        namespace = d.metadata.namespace or "default"
         owner = owner_reference("Deployment", "apps/v1", d.metadata.name, d.metadata.uid or "")
-        claims = []
-        for pod_key in self.orphans.in_namespace(d.metadata.namespace or "default"):
+        pod_claims = []
+        for pod_key in self.orphans.in_namespace(namespace):
             pod = self.cluster.pods.get(pod_key)
             kv = self.cluster.pod_kvs.get(pod_key)
             if pod is None or kv is None or not d.spec.selector.matches(pod.metadata.labels):
                 continue
-            claimed = mutable_copy(pod)
-            claimed.metadata.owner_references = [*(pod.metadata.owner_references or ()), owner]
-            claims.append(self._claim(pod_key, claimed, kv.mod_revision))
-        # Concurrently, for one commit; a pod that changed meanwhile is claimed on its event.
-        written = [kv for kv in await asyncio.gather(*claims) if kv is not None]
-        self.wrote(key, written)
-        if written:
+            claimed_pod = mutable_copy(pod)
+            claimed_pod.metadata.owner_references = [*(pod.metadata.owner_references or ()), owner]
+            pod_claims.append(self._claim(pod_key, claimed_pod, kv.mod_revision))
+        revision_claims = []
+        for rev_key in self.orphan_revisions.in_namespace(namespace):
+            rev = self.revisions.get(rev_key)
+            kv = self.revisions.kvs.get(rev_key)
+            if rev is None or kv is None:
+                continue
+            labels = pod_labels(rev)
+            if labels is None or not d.spec.selector.matches(labels):
+                continue
+            claimed_rev = mutable_copy(rev)
+            claimed_rev.metadata.owner_references = [*(rev.metadata.owner_references or ()), owner]
+            revision_claims.append(self._claim(rev_key, claimed_rev, kv.mod_revision))
+        # Concurrently, for one commit; one that changed meanwhile is claimed on its event.
+        claimed = await asyncio.gather(*pod_claims, *revision_claims)
+        pods = [kv for kv in claimed[: len(pod_claims)] if kv is not None]
+        revisions = [kv for kv in claimed[len(pod_claims) :] if kv is not None]
+        self.wrote(key, pods + revisions)
+        if pods:
+            self.events.record(_ref(d), "Adopted", f"Adopted {len(pods)} pods its selector matches")
+        if revisions:
             self.events.record(
-                _ref(d), "Adopted", f"Adopted {len(written)} pods its selector matches"
+                _ref(d), "Adopted", f"Adopted {len(revisions)} revisions its selector matches"
             )
-        return bool(written)
+        return bool(pods or revisions)
 
-    async def _claim(self, key: str, pod: Pod, expect: int) -> KV | None:
+    async def _claim(self, key: str, obj: Pod | ControllerRevision, expect: int) -> KV | None:
         try:
-            return await self.store.put(key, encode(pod), obj=pod, expect=expect)
+            return await self.store.put(key, encode(obj), obj=obj, expect=expect)
         except (Conflict, NotFound):
             return None
 
@@ -414,7 +440,10 @@ class DeploymentController(Controller):
             self.wrote(key, [written])
             return top + 1
         if rkey in self.revisions.objects:
-            return None  # a revision of a deleted namesake: the garbage collector removes it
+            # A deleted namesake's: the garbage collector removes it; or an orphan of the
+            # same template, which this Deployment adopts (its selector matches the
+            # template's labels) on its next pass.
+            return None
         revision = ControllerRevision(
             metadata=ObjectMeta(
                 name=name,
@@ -619,6 +648,20 @@ class DeploymentController(Controller):
                 last_transition_time=transition,
             ),
         ]
+
+
+def pod_labels(rev: ControllerRevision) -> dict[str, str] | None:
+    """The labels of the pods made from the revision's template: the template's own and
+    `pod-template-hash` (a ReplicaSet's labels in Kubernetes). None where the revision
+    does not hold a template as this controller writes it."""
+    spec = rev.data.get("spec")
+    template = spec.get("template") if isinstance(spec, dict) else None
+    meta = template.get("metadata") if isinstance(template, dict) else None
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    hash_ = rev.metadata.labels.get(HASH_LABEL)
+    if not isinstance(labels, dict) or hash_ is None:
+        return None
+    return {**labels, HASH_LABEL: hash_}
 
 
 def _with_cause(annotations: dict[str, str], cause: str | None) -> dict[str, str]:

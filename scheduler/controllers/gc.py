@@ -15,9 +15,10 @@ marks the owner (deletionTimestamp and the finalizer foregroundDeletion or
 orphan), its controller stops, and this controller deletes its dependents, then
 the owner once none is left that blocks it (`blockOwnerDeletion`, which the
 controllers' own pods carry; one held by finalizers of its own holds the owner
-too); or frees its pods of it, then deletes the owner once all are free (its
-revisions are collected after it, as any gone owner's). A marked owner found at
-start, the scheduler stopped in the middle, is finished the same way.
+too); or frees every dependent of it, pods and revisions alike (as Kubernetes
+keeps an orphaned Deployment's ReplicaSets), then deletes the owner once all are
+free. A freed object names no owner, so nothing here collects it later. A marked
+owner found at start, the scheduler stopped in the middle, is finished the same way.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from common.models import FOREGROUND_DELETION, ORPHAN, ObjectMeta
+from common.models import FOREGROUND_DELETION, ORPHAN, ControllerRevision, ObjectMeta, Pod
 from scheduler.context import Context
 from scheduler.controllers.base import Controller
 from scheduler.controllers.cache import OwnerIndex
-from scheduler.controllers.podcontrol import delete_pod, release_pod
+from scheduler.controllers.podcontrol import delete_pod
 from scheduler.kinds import DEPLOYMENTS, JOBS, PODS, REVISIONS
-from scheduler.objects import decode
-from scheduler.store import Conflict, NotFound
+from scheduler.objects import decode, encode, replaced
+from scheduler.store import Conflict, NotFound, Store
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -79,10 +80,9 @@ class GarbageCollector(Controller):
             k for index in self.indexes for k in index.of(uid) if index.kind_of(uid) in OWNER_KINDS
         ]
         if going is not None and going[1] == "Orphan":
-            # Its pods are kept, freed of it; then it goes (its revisions are collected
-            # once it is gone, as those of any owner deleted).
-            pods = [k for k in keys if k.startswith(PODS.prefix)]
-            freed = await asyncio.gather(*(release_pod(self.store, k, uid) for k in pods))
+            # Its dependents are kept, freed of it; then it goes. Not before: a dependent
+            # still naming it then would be collected as a gone owner's.
+            freed = await asyncio.gather(*(release(self.store, k, uid) for k in keys))
             if not all(freed):
                 return RETRY_SECONDS  # written under every try: the owner waits for it
             await self._remove_owner(going[0], uid, "Orphan")
@@ -136,8 +136,36 @@ class GarbageCollector(Controller):
         if kv is None or meta is None or meta.uid != uid or going(meta) != policy:
             return  # gone, released, re-marked, or the name is another's now
         await self.store.delete(key, expect=kv.mod_revision)
-        what = "dependents gone" if policy == "Foreground" else "pods freed"
+        what = "dependents gone" if policy == "Foreground" else "dependents freed"
         _LOGGER.info("deleted %s, its %s (propagationPolicy %s)", key, what, policy)
+
+
+async def release(store: Store, key: str, owner_uid: str) -> bool:
+    """Free the pod or ControllerRevision at `key` of its ownerReference to `owner_uid`
+    (propagationPolicy Orphan): it stays, owned by no one (a Deployment whose selector
+    matches it may adopt it). Guarded; looked at again after a concurrent write, up to
+    five times. True once it no longer names the owner (or is gone); False if it still
+    does."""
+    model: type[Pod] | type[ControllerRevision] = (
+        Pod if key.startswith(PODS.prefix) else ControllerRevision
+    )
+    for _attempt in range(5):
+        kv = await store.get(key)
+        if kv is None:
+            return True
+        obj = decode(kv, model)
+        refs = obj.metadata.owner_references or []
+        kept = [r for r in refs if r.uid != owner_uid]
+        if len(kept) == len(refs):
+            return True  # not (or no longer) its
+        meta = replaced(obj.metadata, {"owner_references": kept or None})
+        freed = replaced(obj, {"metadata": meta})
+        try:
+            await store.put(key, encode(freed), obj=freed, expect=kv.mod_revision)
+            return True
+        except (Conflict, NotFound):
+            await store.settled(key)  # a write of it was queued: read it durable
+    return False
 
 
 def finalizer_policy(finalizers: Iterable[str]) -> str | None:

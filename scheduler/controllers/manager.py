@@ -10,7 +10,8 @@ collector and namespace. It routes each change to the controller that cares:
     pod orphaned ────────> orphans ─────> the Deployments whose selector matches it queued
     Deployment / Job ────> its controller queued; deleted, or marked for a Foreground or
                            Orphan delete: GC queued with its uid
-    ControllerRevision ──> revision index; GC if its owner is gone
+    ControllerRevision ──> revision index; GC if its owner is gone; orphaned (freed by an
+                           Orphan delete): the Deployments whose selector matches queued
     Namespace ───────────> namespace controller (when Terminating)
 
 The pod listener runs for every pod write in the cluster, so it returns at once
@@ -34,7 +35,7 @@ from scheduler.controllers.cache import (
     controller_ref,
     key_namespace,
 )
-from scheduler.controllers.deployment import DeploymentController
+from scheduler.controllers.deployment import DeploymentController, pod_labels
 from scheduler.controllers.gc import GarbageCollector, going
 from scheduler.controllers.job import JobController
 from scheduler.controllers.namespace import NamespaceController, ensure_namespaces
@@ -55,6 +56,7 @@ class Workloads:
         self.pod_owners = OwnerIndex()
         self.revision_owners = OwnerIndex()
         self.orphans = OrphanIndex()  # active pods a Deployment made, now unowned
+        self.orphan_revisions = OrphanIndex()  # revisions no Deployment controls now
         self.deployment = DeploymentController(
             ctx,
             self.deployments,
@@ -62,6 +64,7 @@ class Workloads:
             self.pod_owners,
             self.revision_owners,
             self.orphans,
+            self.orphan_revisions,
         )
         self.job = JobController(ctx, self.jobs, self.pod_owners)
         self.gc = GarbageCollector(
@@ -89,6 +92,8 @@ class Workloads:
             await cache.load(self.ctx.store)
         for key, rev in self.revisions.objects.items():
             self.revision_owners.update(key, rev.metadata.owner_references)
+            if controller_ref(rev.metadata.owner_references) is None:
+                self.orphan_revisions.add(key)
         for key, pod in self.ctx.cluster.pods.items():
             if pod.metadata.owner_references:
                 self.pod_owners.update(key, pod.metadata.owner_references)
@@ -216,6 +221,18 @@ class Workloads:
         self.revision_owners.update(key, refs)
         for ref in refs or ():
             self.gc.check(ref.uid, ref.kind)
+        if new is None or controller_ref(refs) is not None:
+            self.orphan_revisions.discard(key)
+            return
+        # Freed (propagationPolicy=Orphan): the Deployments it would be history of adopt it.
+        self.orphan_revisions.add(key)
+        labels = pod_labels(new)
+        if labels is None:
+            return
+        prefix = DEPLOYMENTS.namespace_prefix(key_namespace(key))
+        for dkey, d in self.deployments.objects.items():
+            if dkey.startswith(prefix) and d.spec.selector.matches(labels):
+                self.deployment.queue.add(dkey)
 
     def _namespace_changed(self, key: str, old: Namespace | None, new: Namespace | None) -> None:
         if new is not None and new.status.phase == "Terminating":

@@ -183,28 +183,3 @@ def deletion_order(pods: Iterable[Pod]) -> list[Pod]:
         )
 
     return sorted(pods, key=rank)
-
-
-async def release_pod(store: Store, key: str, owner_uid: str) -> bool:
-    """Free the pod at `key` of its ownerReference to `owner_uid` (propagationPolicy
-    Orphan): it stays, owned by no one, until a controller whose selector it matches
-    adopts it. Guarded; looked at again after a concurrent write, up to five times.
-    True once it no longer names the owner (or is gone); False if it still does."""
-    for _attempt in range(5):
-        kv = await store.get(key)
-        if kv is None:
-            return True
-        pod = decode(kv, Pod)
-        refs = pod.metadata.owner_references or []
-        kept = [r for r in refs if r.uid != owner_uid]
-        if len(kept) == len(refs):
-            return True  # not (or no longer) its
-        freed = replaced(
-            pod, {"metadata": replaced(pod.metadata, {"owner_references": kept or None})}
-        )
-        try:
-            await store.put(key, encode(freed), obj=freed, expect=kv.mod_revision)
-            return True
-        except (Conflict, NotFound):
-            await store.settled(key)  # a write of it was queued: read it durable
-    return False

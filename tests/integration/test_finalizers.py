@@ -375,7 +375,8 @@ def test_an_orphan_delete_the_scheduler_stopped_in_is_finished_at_its_start(
     policy, as in Kubernetes. And a Deployment and a Job marked for an Orphan delete (a
     deletionTimestamp and the finalizer orphan; or no finalizer, as the API marked them
     before), the scheduler stopped before it freed the pods: at the start the collector
-    frees them and deletes the owners; they run on (the Job's without its finalizer)."""
+    frees them (and the Deployment's revisions) and deletes the owners; they run on (the
+    Job's without its finalizer), and the revisions stay, as a ReplicaSet would."""
     with running_cluster(tmp_path / "s", 1) as s:
         own = deployment_manifest("own", 1)
         own["metadata"]["finalizers"] = ["orphan"]  # its own policy: Orphan
@@ -415,7 +416,8 @@ def test_an_orphan_delete_the_scheduler_stopped_in_is_finished_at_its_start(
             }
         )
         revisions = "/apis/apps/v1/namespaces/default/controllerrevisions"
-        assert s.get(f"{revisions}?labelSelector=app%3Dkept")["items"]  # collected after it
+        history = s.get(f"{revisions}?labelSelector=app%3Dkept")["items"]
+        assert [r["metadata"]["ownerReferences"][0]["uid"] for r in history] == [meta["uid"]]
         # A Job too: its pod carries the Job's tracking finalizer, which goes with the Job.
         assert s.request("POST", JOBS, job_manifest("kept-job", 1, 1)).status == 201
         [job_pod] = wait_for(
@@ -435,15 +437,20 @@ def test_an_orphan_delete_the_scheduler_stopped_in_is_finished_at_its_start(
         s.start()
         wait_for(lambda: s.request("GET", f"{DEPLOYMENTS}/kept").status == 404, timeout=10)
         wait_for(lambda: s.request("GET", f"{JOBS}/kept-job").status == 404, timeout=10)
-        # The collector's pass after the owner's removal (its revisions) has run once the
-        # revisions are gone: then the pods are still there, running, not deleted.
-        wait_for(lambda: s.get(f"{revisions}?labelSelector=app%3Dkept")["items"] == [])
-        kept = s.get(f"{PODS}?labelSelector=app%3Dkept")["items"]
-        assert {p["metadata"]["name"] for p in kept} == before
-        for p in kept:
-            assert "ownerReferences" not in p["metadata"], p["metadata"]
-            assert "deletionTimestamp" not in p["metadata"], p["metadata"]
-            assert p["status"]["phase"] == "Running"
+
+        def kept_as_they_were() -> None:
+            # Freed before their owner went: nothing names it that the collector would take.
+            kept = s.get(f"{PODS}?labelSelector=app%3Dkept")["items"]
+            assert {p["metadata"]["name"] for p in kept} == before
+            for p in kept:
+                assert "ownerReferences" not in p["metadata"], p["metadata"]
+                assert "deletionTimestamp" not in p["metadata"], p["metadata"]
+                assert p["status"]["phase"] == "Running"
+            freed = s.get(f"{revisions}?labelSelector=app%3Dkept")["items"]
+            assert [r["metadata"]["uid"] for r in freed] == [r["metadata"]["uid"] for r in history]
+            assert all("ownerReferences" not in r["metadata"] for r in freed), freed
+
+        kept_as_they_were()
 
         def job_pod_freed() -> bool:
             meta = s.get(f"{PODS}/{job_pod['metadata']['name']}")["metadata"]
@@ -453,6 +460,7 @@ def test_an_orphan_delete_the_scheduler_stopped_in_is_finished_at_its_start(
         still = s.get(f"{PODS}/{job_pod['metadata']['name']}")
         assert "deletionTimestamp" not in still["metadata"]
         assert still["status"]["phase"] == "Running"
+        kept_as_they_were()  # and still so, a while later
 
 
 async def store_offline(s: SchedulerProcess, key: str, obj: Any, *, new: bool = True) -> None:

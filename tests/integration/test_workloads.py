@@ -376,12 +376,66 @@ def test_namespaces_owners_and_garbage(cluster: SchedulerProcess, ns: str) -> No
     assert pods(cluster, ns) == []
 
 
+def revisions(s: SchedulerProcess, ns: str, app: str) -> list[dict[str, Any]]:
+    path = f"/apis/apps/v1/namespaces/{ns}/controllerrevisions?labelSelector=app%3D{app}"
+    return sorted(s.get(path)["items"], key=lambda r: r["revision"])
+
+
+def owner_uids(obj: dict[str, Any]) -> list[str]:
+    return [r["uid"] for r in obj["metadata"].get("ownerReferences", [])]
+
+
+def test_an_orphan_delete_keeps_the_revisions_other_deletes_take_them(
+    cluster: SchedulerProcess, ns: str
+) -> None:
+    """propagationPolicy=Orphan frees every dependent and deletes none, as Kubernetes
+    keeps a Deployment's ReplicaSets: the ControllerRevisions stay, naming no owner, with
+    the pods. A Background or Foreground delete takes the revisions with the pods."""
+    body = deployment_manifest("kept", 2)
+    assert cluster.request("POST", deploy_path(ns), body).status == 201
+    wait_for(lambda: rolled_out(cluster, ns, "kept", 2), timeout=20)
+    body["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:2"
+    assert cluster.request("PUT", deploy_path(ns, "kept"), body).status == 200
+    wait_for(lambda: rolled_out(cluster, ns, "kept", 2), timeout=20)
+    for name in ("bg", "fg"):
+        assert cluster.request("POST", deploy_path(ns), deployment_manifest(name, 1)).status == 201
+        wait_for(lambda n=name: rolled_out(cluster, ns, n, 1), timeout=20)  # type: ignore[misc]
+    uid = cluster.get(deploy_path(ns, "kept"))["metadata"]["uid"]
+    history = revisions(cluster, ns, "kept")
+    assert [(r["revision"], owner_uids(r)) for r in history] == [(1, [uid]), (2, [uid])]
+    before = {p["metadata"]["name"] for p in pods(cluster, ns, "app%3Dkept")}
+
+    orphan = cluster.request("DELETE", deploy_path(ns, "kept") + "?propagationPolicy=Orphan")
+    assert orphan.status == 200, orphan.body
+    wait_for(lambda: cluster.request("GET", deploy_path(ns, "kept")).status == 404, timeout=15)
+
+    def kept_as_they_were() -> None:
+        freed = revisions(cluster, ns, "kept")
+        assert [r["metadata"]["uid"] for r in freed] == [r["metadata"]["uid"] for r in history]
+        assert [(r["revision"], owner_uids(r)) for r in freed] == [(1, []), (2, [])], freed
+        kept = pods(cluster, ns, "app%3Dkept")
+        assert {p["metadata"]["name"] for p in kept} == before
+        assert all(owner_uids(p) == [] and "deletionTimestamp" not in p["metadata"] for p in kept)
+
+    kept_as_they_were()  # freed before their owner went
+    assert revisions(cluster, ns, "bg") and revisions(cluster, ns, "fg")
+    assert cluster.request("DELETE", deploy_path(ns, "bg")).status == 200
+    fg = cluster.request("DELETE", deploy_path(ns, "fg") + "?propagationPolicy=Foreground")
+    assert fg.status == 200, fg.body
+    for name in ("bg", "fg"):
+        wait_for(lambda n=name: revisions(cluster, ns, n) == [], timeout=15)  # type: ignore[misc]
+        wait_for(lambda n=name: pods(cluster, ns, f"app%3D{n}") == [], timeout=15)  # type: ignore[misc]
+    kept_as_they_were()  # and still so, the collector having worked since
+
+
 def test_recreated_deployment_adopts_its_orphaned_pods(cluster: SchedulerProcess, ns: str) -> None:
     """Deleted with propagationPolicy=Orphan and created again, a Deployment takes its old
-    pods back (as Kubernetes' Deployment adopts its orphaned ReplicaSets): no second set."""
+    pods and revisions back (as Kubernetes' Deployment adopts its orphaned ReplicaSets): no
+    second set, and its history goes on."""
     assert cluster.request("POST", deploy_path(ns), deployment_manifest("web", 3)).status == 201
     wait_for(lambda: rolled_out(cluster, ns, "web", 3), timeout=20)
     before = {p["metadata"]["name"] for p in pods(cluster, ns)}
+    [recorded] = revisions(cluster, ns, "web")
     orphan = cluster.request("DELETE", deploy_path(ns, "web") + "?propagationPolicy=Orphan")
     assert orphan.status == 200
     wait_for(lambda: cluster.request("GET", deploy_path(ns, "web")).status == 404, timeout=10)
@@ -394,8 +448,12 @@ def test_recreated_deployment_adopts_its_orphaned_pods(cluster: SchedulerProcess
         return found if owners and all(o == [uid] for o in owners) else None
 
     wait_for(adopted, timeout=15)
-    wait_for(lambda: rolled_out(cluster, ns, "web", 3), timeout=20)
+    done = wait_for(lambda: rolled_out(cluster, ns, "web", 3), timeout=20)
     assert {p["metadata"]["name"] for p in pods(cluster, ns)} == before
+    [adopted_revision] = revisions(cluster, ns, "web")
+    assert adopted_revision["metadata"]["uid"] == recorded["metadata"]["uid"]
+    assert owner_uids(adopted_revision) == [uid]
+    assert done["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
 
 
 def test_watch_streams_changes(cluster: SchedulerProcess, ns: str) -> None:

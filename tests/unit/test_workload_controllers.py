@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 
 from common.models import (
+    ORPHAN,
     ContainerState,
     ContainerStateTerminated,
     ContainerStatus,
+    ControllerRevision,
     Deployment,
     Job,
     Namespace,
@@ -42,7 +44,7 @@ from scheduler.controllers.podcontrol import HASH_LABEL, is_ready
 from scheduler.events import EventRecorder
 from scheduler.kinds import DEPLOYMENTS, JOBS, NAMESPACES, PODS, REVISIONS
 from scheduler.metrics import SchedulerMetrics
-from scheduler.objects import decode, encode
+from scheduler.objects import decode, encode, mutable_copy
 from scheduler.recent import RecentErrors
 from scheduler.store import Conflict, NotFound, SqliteStore
 from tests.conftest import wait_until
@@ -91,7 +93,7 @@ class Plane:
         key = kind.key(ns, obj.metadata.name)
         kv = await self.store.get(key)
         if kv is None:
-            obj.metadata.uid = f"uid-{obj.metadata.name}"
+            obj.metadata.uid = obj.metadata.uid or f"uid-{obj.metadata.name}"
             obj.metadata.generation = 1
             obj.metadata.creation_timestamp = now()
             await self.store.put(key, encode(obj), obj=obj, expect=0)
@@ -711,3 +713,105 @@ async def test_an_owner_reference_from_another_namespace_is_ignored(plane: Plane
     )
     assert d.status.replicas == 2
     assert len(active(plane.pods())) == 2 and len(active(plane.pods("other"))) == 1
+
+
+# -- Orphan deletes: what the collector frees, and what it does when that is contested ------
+
+
+async def mark_for_deletion(plane: Plane, name: str, finalizer: str) -> None:
+    """Mark the Deployment as the API's DELETE with propagationPolicy Orphan (`orphan`) or
+    Foreground (`foregroundDeletion`) marks it: a deletionTimestamp, and that finalizer."""
+    key = DEPLOYMENTS.key("default", name)
+    for _attempt in range(50):
+        kv = await plane.store.get(key)
+        assert kv is not None, key
+        marked = mutable_copy(decode(kv, Deployment))
+        marked.metadata.deletion_timestamp = marked.metadata.deletion_timestamp or now()
+        marked.metadata.finalizers = [finalizer]
+        try:
+            await plane.store.put(key, encode(marked), obj=marked, expect=kv.mod_revision)
+            return
+        except Conflict:  # a status write queued meanwhile: as a client, look again
+            await plane.store.settled(key)
+    raise AssertionError("kept conflicting")
+
+
+def removed_while_named(plane: Plane) -> list[str]:
+    """The dependents (pods, revisions) that still named a Deployment when it left the
+    store: read from the one watch, so the indexes are as of the removal's revision."""
+    named: list[str] = []
+
+    def on_deployment(key: str, old: Deployment | None, new: Deployment | None) -> None:
+        if old is not None and new is None:
+            uid = old.metadata.uid
+            named.extend(plane.workloads.pod_owners.of(uid))
+            named.extend(plane.workloads.revision_owners.of(uid))
+
+    plane.workloads.deployments.handlers.append(on_deployment)
+    return named
+
+
+def revisions_of(plane: Plane, uid: str) -> list[ControllerRevision]:
+    cache = plane.workloads.revisions
+    return [r for k in plane.workloads.revision_owners.of(uid) if (r := cache.get(k))]
+
+
+def owners(obj: Pod | ControllerRevision) -> list[str]:
+    return [r.uid for r in obj.metadata.owner_references or ()]
+
+
+async def available(plane: Plane, name: str, replicas: int, generation: int = 1) -> Deployment:
+    found: Deployment = await wait_until(
+        lambda: (
+            (d := plane.deployment(name))
+            and d.status.observed_generation == generation
+            and d.status.available_replicas == d.status.replicas == replicas
+            and d
+        ),
+        within=10,
+    )
+    return found
+
+
+async def test_an_orphan_delete_frees_the_revisions_which_a_matching_deployment_adopts(
+    plane: Plane,
+) -> None:
+    """An Orphan delete frees the Deployment's revisions with its pods. A Deployment
+    adopts an orphaned revision whose pods' labels (its template's, and its hash: a
+    ReplicaSet's labels) its selector matches, as Kubernetes adopts orphaned ReplicaSets,
+    and only such: so the same one created again, even with a narrower selector than the
+    revision's own labels (the old selector's) match, takes its history back instead of
+    waiting for the name of its revision to come free. Another leaves them be."""
+    old = deployment(replicas=1)
+    old.spec.template.metadata.labels["tier"] = "front"
+    await plane.put(old)
+    await plane.put(deployment("api", replicas=1))
+    await available(plane, "web", 1)
+    await available(plane, "api", 1)
+    [rev] = revisions_of(plane, "uid-web")
+    [pod] = [p for p in plane.pods() if p.metadata.labels["app"] == "web"]
+    named = removed_while_named(plane)
+    await mark_for_deletion(plane, "web", ORPHAN)
+    await wait_until(lambda: plane.deployment("web") is None, within=10)
+    assert named == []  # freed, every one, before it went
+    revisions = plane.workloads.revisions.objects
+    assert [owners(r) for r in revisions.values() if r.metadata.name == rev.metadata.name] == [[]]
+    # A pass of the other Deployment since: its selector does not match them.
+    await plane.put(deployment("api", replicas=2))
+    await available(plane, "api", 2, generation=2)
+    assert owners(revisions[REVISIONS.key("default", rev.metadata.name)]) == []
+    assert owners(plane.cluster.pods[PODS.key("default", pod.metadata.name)]) == []
+
+    again = deployment(replicas=1)
+    again.metadata.uid = "uid-web-again"
+    again.spec.selector.match_labels["tier"] = "front"
+    again.spec.template.metadata.labels["tier"] = "front"
+    assert not again.spec.selector.matches(rev.metadata.labels)  # the revision's own: no
+    await plane.put(again)
+    d = await available(plane, "web", 1)
+    assert d.metadata.annotations[REVISION_ANNOTATION] == "1"
+    [adopted] = revisions_of(plane, "uid-web-again")
+    assert adopted.metadata.uid == rev.metadata.uid and adopted.revision == 1
+    [mine] = [p for p in plane.pods() if p.metadata.labels["app"] == "web"]
+    assert mine.metadata.name == pod.metadata.name and owners(mine) == ["uid-web-again"]
+    assert [owners(r) for r in revisions_of(plane, "uid-api")] == [["uid-api"]]
