@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from common.models import (
+    FOREGROUND_DELETION,
     ORPHAN,
     ContainerState,
     ContainerStateTerminated,
@@ -28,6 +29,7 @@ from common.models import (
     Deployment,
     Job,
     Namespace,
+    OwnerReference,
     Pod,
     PodCondition,
     PodStatus,
@@ -36,6 +38,7 @@ from common.models import (
 from scheduler.cluster import ClusterState
 from scheduler.config import SchedulerConfig
 from scheduler.context import Context
+from scheduler.controllers import gc as gc_controller
 from scheduler.controllers import job as job_controller
 from scheduler.controllers.deployment import REVISION_ANNOTATION, surge_and_unavailable
 from scheduler.controllers.manager import Workloads
@@ -46,7 +49,7 @@ from scheduler.kinds import DEPLOYMENTS, JOBS, NAMESPACES, PODS, REVISIONS
 from scheduler.metrics import SchedulerMetrics
 from scheduler.objects import decode, encode, mutable_copy
 from scheduler.recent import RecentErrors
-from scheduler.store import Conflict, NotFound, SqliteStore
+from scheduler.store import KV, Conflict, NotFound, Op, SqliteStore
 from tests.conftest import wait_until
 
 Outcome = Callable[[Pod], str]  # "ready" | "succeed" | "fail" | "stay"
@@ -751,6 +754,28 @@ def removed_while_named(plane: Plane) -> list[str]:
     return named
 
 
+def blocking_pod(name: str, owner_uid: str) -> Pod:
+    """A pod that names the Deployment web as an owner whose deletion it blocks (not as
+    its controller), held by a finalizer of its own once deleted."""
+    pod = Pod.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}"},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+        }
+    )
+    pod.metadata.finalizers = ["example.com/hold"]
+    pod.metadata.owner_references = [
+        OwnerReference(
+            api_version="apps/v1",
+            kind="Deployment",
+            name="web",
+            uid=owner_uid,
+            block_owner_deletion=True,
+        )
+    ]
+    return pod
+
+
 def revisions_of(plane: Plane, uid: str) -> list[ControllerRevision]:
     cache = plane.workloads.revisions
     return [r for k in plane.workloads.revision_owners.of(uid) if (r := cache.get(k))]
@@ -815,3 +840,159 @@ async def test_an_orphan_delete_frees_the_revisions_which_a_matching_deployment_
     [mine] = [p for p in plane.pods() if p.metadata.labels["app"] == "web"]
     assert mine.metadata.name == pod.metadata.name and owners(mine) == ["uid-web-again"]
     assert [owners(r) for r in revisions_of(plane, "uid-api")] == [["uid-api"]]
+
+
+async def test_an_orphan_delete_retries_a_release_that_keeps_conflicting(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each time the collector would free the pod, someone else writes it first, so its
+    guarded write conflicts on every try: the collector looks again later (RETRY_SECONDS),
+    the Deployment stays, marked, while the pod names it, and the pod is never deleted.
+    Once the writes stop, the pod is freed, and only then the Deployment goes."""
+    await plane.put(deployment(replicas=1))
+    await available(plane, "web", 1)
+    [pod] = plane.pods()
+    pod_key = PODS.key("default", pod.metadata.name)
+    lost: list[str] = []
+
+    def check() -> None:
+        now_pod = plane.cluster.pods.get(pod_key)
+        if now_pod is None or now_pod.metadata.deletion_timestamp is not None:
+            lost.append(pod_key)
+
+    plane.checks.append(check)
+    named = removed_while_named(plane)
+    real_put = plane.store.put
+    touches = 0
+    interfering = True
+
+    async def put(key: str, value: bytes, *, obj: Any = None, expect: int | None = None) -> KV:
+        nonlocal touches
+        freeing = isinstance(obj, Pod) and key == pod_key and "uid-web" not in owners(obj)
+        if interfering and freeing:
+            # A real write of the pod first, as its agent's status report would be: the
+            # collector's write, made on the version before, then conflicts.
+            latest = plane.store.latest(key)
+            assert latest is not None
+            touched = mutable_copy(decode(latest, Pod))
+            touched.metadata.annotations["example.com/touched"] = str(touches)
+            await real_put(key, encode(touched), obj=touched)
+            touches += 1
+        return await real_put(key, value, obj=obj, expect=expect)
+
+    monkeypatch.setattr(plane.store, "put", put)
+    results: list[float | None] = []
+    real_reconcile = plane.workloads.gc.reconcile
+
+    async def reconcile(key: str) -> float | None:
+        result = await real_reconcile(key)
+        if key == "uid-web":
+            results.append(result)
+        return result
+
+    monkeypatch.setattr(plane.workloads.gc, "reconcile", reconcile)
+    await mark_for_deletion(plane, "web", ORPHAN)
+    # Two passes at least (five tries each), each one answering "later".
+    await wait_until(lambda: touches >= 10 and len(results) >= 2, within=10)
+    assert set(results) == {gc_controller.RETRY_SECONDS}, results
+    stored = await plane.store.get(DEPLOYMENTS.key("default", "web"))
+    assert stored is not None and decode(stored, Deployment).metadata.finalizers == [ORPHAN]
+    assert owners(plane.cluster.pods[pod_key]) == ["uid-web"]
+    assert revisions_of(plane, "uid-web") == []  # freed: its write met no other
+
+    interfering = False
+    await wait_until(lambda: plane.deployment("web") is None, within=10)
+    assert named == [] and lost == []
+    freed = plane.cluster.pods[pod_key]
+    assert owners(freed) == [] and freed.metadata.deletion_timestamp is None
+
+
+@pytest.mark.parametrize("change", ["foreground", "recreated", "recreated-orphan"])
+async def test_an_owner_changed_after_its_dependents_were_freed_is_not_deleted_as_orphaning(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """Marked Orphan, its pod and revision freed, and then, before the collector deletes
+    it, the Deployment is re-marked Foreground (and a pod that blocks its deletion, held by
+    a finalizer of its own, names it), or deleted and created again (a new uid; also
+    marked Orphan at once, with a pod not yet freed): the collector does not delete what
+    is stored now under the old owner's Orphan policy. The re-marked one goes as a
+    Foreground delete does, once the pod that blocks it has gone; the new one stays, and
+    adopts the freed pod and revision; the new one marked Orphan goes once its own pod is
+    freed."""
+    await plane.put(deployment(replicas=1))
+    await available(plane, "web", 1)
+    [pod] = plane.pods()
+    [rev] = revisions_of(plane, "uid-web")
+    key = DEPLOYMENTS.key("default", "web")
+    held_key = PODS.key("default", "held")
+    named = removed_while_named(plane)
+    changed: list[str] = []
+    old_pass_done = asyncio.Event()
+    real_remove = plane.workloads.gc._remove_owner
+    real_release = gc_controller.release
+
+    async def remove_owner(owner_key: str, uid: str, policy: str) -> None:
+        if policy == "Orphan" and not changed:
+            changed.append(change)
+            assert [owners(p) for p in plane.pods()] == [[]]  # freed
+            if change == "foreground":
+                await mark_for_deletion(plane, "web", FOREGROUND_DELETION)
+                held = blocking_pod("held", uid)
+                await plane.store.put(held_key, encode(held), obj=held, expect=0)
+            else:
+                await plane.store.delete(owner_key)  # a Background DELETE
+                again = deployment(replicas=1)
+                again.metadata.uid = "uid-web-again"
+                if change == "recreated":
+                    await plane.put(again)
+                else:  # marked, with a pod of its own: both in one write, as one change
+                    again.metadata.creation_timestamp = now()
+                    again.metadata.deletion_timestamp = now()
+                    again.metadata.finalizers = [ORPHAN]
+                    own = blocking_pod("own", "uid-web-again")
+                    own.metadata.finalizers = None
+                    await plane.store.txn(
+                        [
+                            Op("put", owner_key, encode(again), again, expect=0),
+                            Op("put", PODS.key("default", "own"), encode(own), own, expect=0),
+                        ]
+                    )
+            await real_remove(owner_key, uid, policy)
+            old_pass_done.set()
+            return
+        await real_remove(owner_key, uid, policy)
+
+    async def release(store: Any, dependent: str, owner_uid: str) -> bool:
+        if owner_uid == "uid-web-again":  # the new owner's collection: after the old pass
+            await old_pass_done.wait()
+        return await real_release(store, dependent, owner_uid)
+
+    monkeypatch.setattr(plane.workloads.gc, "_remove_owner", remove_owner)
+    monkeypatch.setattr(gc_controller, "release", release)
+    await mark_for_deletion(plane, "web", ORPHAN)
+    await wait_until(lambda: changed, within=10)
+    if change == "foreground":
+        # The pod that blocks it is deleted (held by its finalizer), and the owner waits.
+        await wait_until(
+            lambda: (p := plane.cluster.pods.get(held_key)) and p.metadata.deletion_timestamp,
+            within=10,
+        )
+        stored = await plane.store.get(key)
+        assert stored is not None
+        assert decode(stored, Deployment).metadata.finalizers == [FOREGROUND_DELETION]
+        await plane.store.delete(held_key)  # released and gone, as the node lifecycle does
+        await wait_until(lambda: plane.deployment("web") is None, within=10)
+    elif change == "recreated":
+        d = await available(plane, "web", 1)
+        assert d.metadata.uid == "uid-web-again"
+        assert [r.metadata.uid for r in revisions_of(plane, "uid-web-again")] == [rev.metadata.uid]
+        stored = await plane.store.get(key)
+        assert stored is not None and decode(stored, Deployment).metadata.uid == "uid-web-again"
+    else:
+        await wait_until(lambda: plane.deployment("web") is None, within=10)
+        own_pod = plane.cluster.pods[PODS.key("default", "own")]
+        assert owners(own_pod) == [] and own_pod.metadata.deletion_timestamp is None
+    assert named == []
+    kept = plane.cluster.pods[PODS.key("default", pod.metadata.name)]
+    assert kept.metadata.deletion_timestamp is None
+    assert owners(kept) == (["uid-web-again"] if change == "recreated" else [])
