@@ -187,7 +187,7 @@ class OwnerReference(Model):
     name: str
     uid: str
     controller: bool | None = None
-    # Accepted; a Foreground deletion waits for every dependent, whatever this says.
+    # A Foreground deletion waits only for the dependents that say so (gc.py), as in Kubernetes.
     block_owner_deletion: bool | None = None
 
 
