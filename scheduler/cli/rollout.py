@@ -184,9 +184,11 @@ def update(
 
 
 def revisions_of(client: Client, ns: str, deployment: Object) -> list[Object]:
-    """The ControllerRevisions this Deployment owns, oldest first."""
-    selector = cells.selector_text((deployment.get("spec") or {}).get("selector"))
-    found = client.get(REVISIONS.path(ns), labelSelector=selector if selector != "<none>" else None)
+    """The ControllerRevisions this Deployment owns, oldest first: found by their owner
+    reference alone. A revision's labels are its Deployment's `matchLabels` when it was
+    written, so a label query misses those of a set-based selector and those a
+    Deployment adopted under another selector; a namespace holds a few per Deployment."""
+    found = client.get(REVISIONS.path(ns))
     uid = (deployment.get("metadata") or {}).get("uid")
     owned = [
         r

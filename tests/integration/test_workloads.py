@@ -258,6 +258,26 @@ def test_cli_apply_rollout_history_undo_scale(
 TUTORIAL_DEPLOYMENT = TUTORIAL.split("---\n")[0]  # the Kubernetes documentation's
 
 
+def test_rollout_history_of_a_set_based_selector(cluster: SchedulerProcess, ns: str) -> None:
+    """`rollout history` finds a Deployment's revisions by ownership: one whose selector
+    has only matchExpressions writes revisions without its labels (a label query found
+    none of them)."""
+    body = deployment_manifest("sets", 1)
+    body["spec"]["selector"] = {
+        "matchExpressions": [{"key": "app", "operator": "In", "values": ["sets"]}]
+    }
+    assert cluster.request("POST", deploy_path(ns), body).status == 201
+    wait_for(lambda: rolled_out(cluster, ns, "sets", 1), timeout=20)
+    body["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:2"
+    assert cluster.request("PUT", deploy_path(ns, "sets"), body).status == 200
+    wait_for(lambda: rolled_out(cluster, ns, "sets", 1), timeout=20)
+    history = corral(cluster, "rollout", "history", "deploy/sets", "-n", ns)
+    assert history.returncode == 0, history.stderr
+    assert [line.split()[0] for line in history.stdout.splitlines()[2:]] == ["1", "2"]
+    undo = corral(cluster, "rollout", "undo", "deploy/sets", "-n", ns)
+    assert undo.stdout == "deployment.apps/sets rolled back\n", undo.stderr
+
+
 def test_stuck_rollout_reports_progress_deadline(cluster: SchedulerProcess, ns: str) -> None:
     """Pods that fit nowhere: Progressing=False ProgressDeadlineExceeded; `rollout status`
     fails with kubectl's message."""
