@@ -11,6 +11,7 @@ ControllerRevisions that record a Deployment's rollouts.
     GET|PUT|PATCH .../deployments/{name}/scale                     replicas
     (the same for /apis/batch/v1/.../jobs, without /scale)
     GET    /apis/apps/v1/[namespaces/{ns}/]controllerrevisions[/{name}]
+    DELETE /apis/apps/v1/namespaces/{ns}/controllerrevisions/{name}
 
 A replace follows Kubernetes' rules: `spec.selector` is immutable; a Job's
 `template` and `completions` are too. `metadata.generation` counts changes of
@@ -390,6 +391,30 @@ async def get_revision(request: web.Request) -> web.Response:
     return json_response(with_resource_version(kv))
 
 
+async def delete_revision(request: web.Request) -> web.Response:
+    """Delete one ControllerRevision (`kubectl delete controllerrevision`): a revision has
+    no dependents, so it goes at once whatever the propagation policy. One freed by an
+    Orphan delete that nothing adopted is removed so; the current revision of a live
+    Deployment is written again by its controller, numbered after those left."""
+    namespace, name = namespace_param(request), name_param(request)
+    options = await delete_options(request)
+    store = plane(request).store
+    kv = await get_kv(store, REVISIONS, namespace, name)
+    revision: Any = decode(kv, REVISIONS.model)
+    check_preconditions(options, REVISIONS.plural, name, revision.metadata.uid, kv.mod_revision)
+    # Unguarded unless the client named the version it meant, as for the other kinds.
+    guarded = options.uid is not None or options.revision is not None
+    try:
+        await store.delete(kv.key, expect=kv.mod_revision if guarded else None)
+    except Conflict:
+        raise modified(REVISIONS.plural, name) from None
+    except NotFound:
+        raise NotFoundError(
+            f'{REVISIONS.plural} "{name}" not found', name=name, kind=REVISIONS.plural
+        ) from None
+    return success(REVISIONS, revision)
+
+
 def _routes() -> list[web.RouteDef]:
     routes = []
     for kind in (DEPLOYMENTS, JOBS):
@@ -415,6 +440,10 @@ def _routes() -> list[web.RouteDef]:
         web.get(
             f"{REVISIONS.api_root}/namespaces/{{namespace}}/{REVISIONS.plural}/{{name}}",
             get_revision,
+        ),
+        web.delete(
+            f"{REVISIONS.api_root}/namespaces/{{namespace}}/{REVISIONS.plural}/{{name}}",
+            delete_revision,
         ),
     ]
     return routes
@@ -443,4 +472,5 @@ OPENAPI_SHAPES |= {
     ("GET", "/apis/apps/v1/controllerrevisions"): (None, 200, "ControllerRevisionList"),
     ("GET", f"/apis/apps/v1{_NS}/controllerrevisions"): (None, 200, "ControllerRevisionList"),
     ("GET", f"/apis/apps/v1{_NS}/controllerrevisions/{{name}}"): (None, 200, "ControllerRevision"),
+    ("DELETE", f"/apis/apps/v1{_NS}/controllerrevisions/{{name}}"): (None, 200, "Status"),
 }

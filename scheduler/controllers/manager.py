@@ -221,6 +221,13 @@ class Workloads:
         self.revision_owners.update(key, refs)
         for ref in refs or ():
             self.gc.check(ref.uid, ref.kind)
+        if new is None and old is not None:
+            # Deleted (`kubectl delete controllerrevision`): its Deployment looks again,
+            # and records its template's revision anew if that was the one.
+            held_by = controller_ref(old.metadata.owner_references)
+            owner = self.deployments.by_uid.get(held_by.uid) if held_by is not None else None
+            if owner is not None:
+                self.deployment.queue.add(owner)
         if new is None or controller_ref(refs) is not None:
             self.orphan_revisions.discard(key)
             return

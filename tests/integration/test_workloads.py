@@ -448,6 +448,39 @@ def test_an_orphan_delete_keeps_the_revisions_other_deletes_take_them(
     kept_as_they_were()  # and still so, the collector having worked since
 
 
+def test_delete_a_controllerrevision(cluster: SchedulerProcess, ns: str) -> None:
+    """A revision freed by an Orphan delete, which nothing adopts, is removed with `corral
+    delete controllerrevision`; a live Deployment's current revision, deleted, is written
+    again by its controller (numbered after what is left: 1); a stale precondition is a
+    409."""
+    for name in ("gone", "live"):
+        assert cluster.request("POST", deploy_path(ns), deployment_manifest(name, 1)).status == 201
+        wait_for(lambda n=name: rolled_out(cluster, ns, n, 1), timeout=20)  # type: ignore[misc]
+    [freed] = revisions(cluster, ns, "gone")
+    orphan = cluster.request("DELETE", deploy_path(ns, "gone") + "?propagationPolicy=Orphan")
+    assert orphan.status == 200, orphan.body
+    wait_for(lambda: cluster.request("GET", deploy_path(ns, "gone")).status == 404, timeout=15)
+    wait_for(lambda: owner_uids(revisions(cluster, ns, "gone")[0]) == [], timeout=15)
+    name = freed["metadata"]["name"]
+    path = f"/apis/apps/v1/namespaces/{ns}/controllerrevisions/{name}"
+    stale = {"preconditions": {"resourceVersion": freed["metadata"]["resourceVersion"]}}
+    refused = cluster.request("DELETE", path, stale)
+    assert refused.status == 409, refused.body  # freed since: a newer version
+    deleted = corral(cluster, "delete", "controllerrevision", name, "-n", ns)
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout == f'controllerrevision.apps "{name}" deleted\n'
+    assert cluster.request("GET", path).status == 404
+    assert revisions(cluster, ns, "gone") == []
+
+    [current] = revisions(cluster, ns, "live")
+    path = f"/apis/apps/v1/namespaces/{ns}/controllerrevisions/{current['metadata']['name']}"
+    answer = cluster.request("DELETE", path)
+    assert answer.status == 200 and json.loads(answer.body)["kind"] == "Status", answer.body
+    again = wait_for(lambda: revisions(cluster, ns, "live"), timeout=15)
+    assert [r["revision"] for r in again] == [1]
+    assert again[0]["metadata"]["uid"] != current["metadata"]["uid"]
+
+
 def test_recreated_deployment_adopts_its_orphaned_pods(cluster: SchedulerProcess, ns: str) -> None:
     """Deleted with propagationPolicy=Orphan and created again, a Deployment takes its old
     pods and revisions back (as Kubernetes' Deployment adopts its orphaned ReplicaSets): no
