@@ -116,24 +116,53 @@ class Expiries:
 def follow(
     client: Client, path: str, query: dict[str, str | None], *, timeout: float | None
 ) -> Iterator[Object]:
-    """Each event of a watch of `path` started without a version, so that the server first
-    sends what is there now (ADDED), until `timeout`. A watch the server expires is
-    started afresh the same way (`Expiries`), so the caller sees the current state again
-    and misses no outcome."""
+    """The objects of `path` that `query` selects, then each change of them, until
+    `timeout`, as client-go's UntilWithSync sees them: listed (each listed object an
+    ADDED, or a MODIFIED once seen), then watched from the list's version. A watch the
+    server expires is followed by a list again (`Expiries`: a changed object or any
+    event is progress), where one seen before and missing now is a DELETED, so no
+    outcome is missed while the watch was down."""
     deadline = None if timeout is None else time.monotonic() + timeout
     expiries = Expiries(deadline)
+    known: dict[str, Object] = {}  # name -> the object as last seen
     while True:
-        seen = 0
+        listed: Object = client.get(path, **query)
+        changed = False
+        present = set()
+        for item in listed.get("items") or []:
+            name = (item.get("metadata") or {}).get("name", "")
+            present.add(name)
+            before = known.get(name)
+            if before is not None and _version(before) == _version(item):
+                continue
+            changed = True
+            known[name] = item
+            yield {"type": "ADDED" if before is None else "MODIFIED", "object": item}
+        for name in [n for n in known if n not in present]:
+            changed = True
+            yield {"type": "DELETED", "object": known.pop(name)}
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             return
+        version = (listed.get("metadata") or {}).get("resourceVersion")
+        seen = 0
         try:
-            for event in watch_events(client, path, query, timeout=left):
+            for event in watch_events(client, path, query, version, timeout=left):
                 seen += 1
+                obj = event.get("object") or {}
+                name = (obj.get("metadata") or {}).get("name", "")
+                if event.get("type") == "DELETED":
+                    known.pop(name, None)
+                else:
+                    known[name] = obj
                 yield event
             return
         except (WatchExpired, ApiError) as exc:
-            expiries.pause_after(exc, progressed=seen > 0)
+            expiries.pause_after(exc, progressed=changed or seen > 0)
+
+
+def _version(obj: Object) -> object:
+    return (obj.get("metadata") or {}).get("resourceVersion")
 
 
 def watch_events(

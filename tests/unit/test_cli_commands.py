@@ -10,7 +10,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,10 @@ class FakeApi:
         # event ("event") or as the answer itself ("status"), the marked pods gone meanwhile.
         self.expire_watches: str | None = None
         self.stuck = False  # set, the marked pods never go
-        # That many watches of pods expire (an ERROR event) before one, started without a
-        # version, sends every pod, Running and Ready, as ADDED (the `--wait` tests).
-        self.expire_then_ready: int | None = None
+        # Set, every watch of pods expires (an ERROR event), and the first one calls this
+        # first (the `--wait` tests: what changed while the watch was down).
+        self.on_expiry: Callable[[], None] | None = None
+        self.expiring = False
 
     def handle(self, method: str, url: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         parts = urlsplit(url)
@@ -94,26 +95,23 @@ class FakeApi:
             return 200, {"nodes": {"Ready": 1}, "pods": {"Running": len(self.pods)}}
         return 404, status(404, "NotFound", "the server could not find the requested resource")
 
-    def ready_watch(self, ns: str, query: dict[str, list[str]]) -> bytes:
-        expired = status(410, "Expired", "too old resource version")
-        if self.expire_then_ready:
-            self.expire_then_ready -= 1
-            return json.dumps({"type": "ERROR", "object": expired}).encode() + b"\n"
-        assert "resourceVersion" not in query  # afresh: the current state comes first
-        lines = b""
-        for (pod_ns, _), pod in self.pods.items():
-            if pod_ns == ns:
-                ready = [{"type": "Ready", "status": "True"}]
-                pod["status"] = {"phase": "Running", "conditions": ready}
-                lines += json.dumps({"type": "ADDED", "object": pod}).encode() + b"\n"
-        return lines
+    def make_ready(self) -> None:
+        for pod in self.pods.values():
+            ready = [{"type": "Ready", "status": "True"}]
+            pod["status"] = {"phase": "Running", "conditions": ready}
+            self.revision += 1
+            pod["metadata"]["resourceVersion"] = str(self.revision)
 
     def pods_route(
         self, method: str, ns: str, name: str | None, query: dict[str, list[str]], body: Any
     ) -> tuple[int, Any]:
         if name is None and method == "GET" and query.get("watch") == ["true"]:
-            if self.expire_then_ready is not None:
-                return 200, self.ready_watch(ns, query)
+            if self.expiring:
+                if self.on_expiry is not None:
+                    self.on_expiry()
+                    self.on_expiry = None
+                expired = status(410, "Expired", "too old resource version")
+                return 200, json.dumps({"type": "ERROR", "object": expired}).encode() + b"\n"
             for key in [k for k, p in self.pods.items() if "deletionTimestamp" in p["metadata"]]:
                 if not self.stuck:
                     del self.pods[key]
@@ -408,23 +406,36 @@ def test_delete_gives_up_when_every_watch_expires_and_nothing_goes(
     assert [r[2].get("watch") for r in pods] == [None, ["true"]] * 3
 
 
-@pytest.mark.parametrize("expiries", [1, 4])
-def test_wait_watches_afresh_past_an_expired_watch(
+def test_wait_lists_again_past_an_expired_watch(
     api: FakeApi,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-    expiries: int,
 ) -> None:
-    """`apply --wait` (as `rollout status` and `scale --wait`) watches afresh when the
-    server expires its watch, and the new watch's first events show the pod ready."""
+    """`apply --wait` (as `rollout status` and `scale --wait`) lists again when the server
+    expires its watch, and the list shows what changed meanwhile: the pod ready."""
     monkeypatch.setattr("scheduler.cli.getting.RELIST_PAUSES", (0.0,) * 5)
-    api.expire_then_ready = expiries
+    api.expiring, api.on_expiry = True, api.make_ready
     code, out, err = run(capsys, "apply", "-f", manifest(tmp_path), "--wait")
     assert (code, err) == (0, "")
     assert out.splitlines()[-1] == "pod/web ready"
-    watches = [r for r in api.requests if r[2].get("watch") == ["true"]]
-    assert len(watches) == expiries + 1
+    pods = [r for r in api.requests if r[:2] == ("GET", "/api/v1/namespaces/default/pods")]
+    assert [r[2].get("watch") for r in pods] == [None, ["true"], None]
+
+
+def test_wait_sees_a_pod_deleted_while_its_watch_was_down(
+    api: FakeApi,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pod deleted while the expired watch was down is missing from the next list:
+    the wait ends with the deletion, as UntilWithSync's relist tells it, not waiting on."""
+    monkeypatch.setattr("scheduler.cli.getting.RELIST_PAUSES", (0.0,) * 5)
+    api.expiring, api.on_expiry = True, api.pods.clear
+    code, out, _ = run(capsys, "apply", "-f", manifest(tmp_path), "--wait")
+    assert code == 1
+    assert out.splitlines()[-1] == "error: pod/web was deleted"
 
 
 def test_wait_gives_up_when_every_watch_expires(
@@ -433,13 +444,13 @@ def test_wait_gives_up_when_every_watch_expires(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Watches that all expire, with nothing seen in between, end the wait with the error
-    after len(RELIST_PAUSES) of them."""
+    """Watches that all expire, with nothing changed in between, end the wait with the
+    error after len(RELIST_PAUSES) of them past the first."""
     monkeypatch.setattr("scheduler.cli.getting.RELIST_PAUSES", (0.0,) * 3)
-    api.expire_then_ready = 100
+    api.expiring = True
     code, _, err = run(capsys, "apply", "-f", manifest(tmp_path), "--wait")
     assert code == 1 and "too old resource version" in err
-    assert len([r for r in api.requests if r[2].get("watch") == ["true"]]) == 3
+    assert len([r for r in api.requests if r[2].get("watch") == ["true"]]) == 4
 
 
 def test_delete_grace_period_force_and_now(
