@@ -14,8 +14,9 @@ ReplicaSet gives Kubernetes is kept by two things:
 Orphans (freed by a delete with propagationPolicy=Orphan) are adopted as
 Kubernetes' Deployment adopts orphaned ReplicaSets and their pods: an active pod
 a Deployment made (`pod-template-hash`) whose labels the selector matches, and a
-revision whose pods' labels (its template's, and its hash) the selector matches.
-So a Deployment created again takes its pods and its history back.
+revision written for a Deployment of the same name whose pods' labels (its
+template's, and its hash) the selector matches (`history_of`). So a Deployment
+created again takes its pods and its history back.
 
 One pass (`reconcile`) for one Deployment::
 
@@ -233,8 +234,7 @@ class DeploymentController(Controller):
             kv = self.revisions.kvs.get(rev_key)
             if rev is None or kv is None:
                 continue
-            labels = pod_labels(rev)
-            if labels is None or not d.spec.selector.matches(labels):
+            if not history_of(rev, d):
                 continue
             claimed_rev = mutable_copy(rev)
             claimed_rev.metadata.owner_references = [*(rev.metadata.owner_references or ()), owner]
@@ -440,9 +440,8 @@ class DeploymentController(Controller):
             self.wrote(key, [written])
             return top + 1
         if rkey in self.revisions.objects:
-            # A deleted namesake's: the garbage collector removes it; or an orphan of the
-            # same template, which this Deployment adopts (its selector matches the
-            # template's labels) on its next pass.
+            # A deleted namesake's: the garbage collector removes it; or its orphan, which
+            # this Deployment adopts on its next pass if its selector matches (`history_of`).
             return None
         revision = ControllerRevision(
             metadata=ObjectMeta(
@@ -648,6 +647,20 @@ class DeploymentController(Controller):
                 last_transition_time=transition,
             ),
         ]
+
+
+def history_of(rev: ControllerRevision, d: Deployment) -> bool:
+    """An orphaned revision is `d`'s to adopt: it was written for a Deployment of `d`'s
+    name (deleted with propagationPolicy=Orphan; its name is `revision_name` of it), and
+    `d`'s selector matches the pods it made. Unlike a ReplicaSet in Kubernetes, a
+    revision is never adopted across names: named after its Deployment and numbered in
+    its history, it would be another's revision under a name this one cannot record
+    (Kubernetes has `collisionCount` for that; corral has no collision to resolve)."""
+    hash_ = rev.metadata.labels.get(HASH_LABEL)
+    if hash_ is None or rev.metadata.name != revision_name(d.metadata.name, hash_):
+        return False
+    labels = pod_labels(rev)
+    return labels is not None and d.spec.selector.matches(labels)
 
 
 def pod_labels(rev: ControllerRevision) -> dict[str, str] | None:

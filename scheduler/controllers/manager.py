@@ -35,7 +35,7 @@ from scheduler.controllers.cache import (
     controller_ref,
     key_namespace,
 )
-from scheduler.controllers.deployment import DeploymentController, pod_labels
+from scheduler.controllers.deployment import DeploymentController, history_of
 from scheduler.controllers.gc import GarbageCollector, going
 from scheduler.controllers.job import JobController
 from scheduler.controllers.namespace import NamespaceController, ensure_namespaces
@@ -231,14 +231,12 @@ class Workloads:
         if new is None or controller_ref(refs) is not None:
             self.orphan_revisions.discard(key)
             return
-        # Freed (propagationPolicy=Orphan): the Deployments it would be history of adopt it.
+        # Freed (propagationPolicy=Orphan): a Deployment of the name it was written for
+        # adopts it, if its selector matches (`history_of`).
         self.orphan_revisions.add(key)
-        labels = pod_labels(new)
-        if labels is None:
-            return
         prefix = DEPLOYMENTS.namespace_prefix(key_namespace(key))
         for dkey, d in self.deployments.objects.items():
-            if dkey.startswith(prefix) and d.spec.selector.matches(labels):
+            if dkey.startswith(prefix) and history_of(new, d):
                 self.deployment.queue.add(dkey)
 
     def _namespace_changed(self, key: str, old: Namespace | None, new: Namespace | None) -> None:

@@ -842,6 +842,37 @@ async def test_an_orphan_delete_frees_the_revisions_which_a_matching_deployment_
     assert [owners(r) for r in revisions_of(plane, "uid-api")] == [["uid-api"]]
 
 
+async def test_an_orphaned_revision_is_adopted_under_its_deployments_name_only(
+    plane: Plane,
+) -> None:
+    """A Deployment of another name whose selector matches an orphaned revision takes
+    the orphaned pod (as Kubernetes' would), not the revision: it records its own. The
+    Deployment of the revision's name, created again, adopts it. Adopted across names,
+    the revision held the name the re-created one records its template under, and that
+    one never got past it."""
+    await plane.put(deployment(replicas=1))
+    await available(plane, "web", 1)
+    [rev] = revisions_of(plane, "uid-web")
+    await mark_for_deletion(plane, "web", ORPHAN)
+    await wait_until(lambda: plane.deployment("web") is None, within=10)
+    twin = deployment("twin", replicas=1)
+    twin.spec.selector.match_labels["app"] = "web"
+    twin.spec.template.metadata.labels["app"] = "web"
+    await plane.put(twin)
+    await available(plane, "twin", 1)
+    [own] = revisions_of(plane, "uid-twin")
+    assert own.metadata.name.startswith("twin-") and own.revision == 1
+    freed = plane.workloads.revisions.objects[REVISIONS.key("default", rev.metadata.name)]
+    assert owners(freed) == []
+
+    again = deployment(replicas=1)
+    again.metadata.uid = "uid-web-again"
+    await plane.put(again)
+    await available(plane, "web", 1)
+    [adopted] = revisions_of(plane, "uid-web-again")
+    assert adopted.metadata.uid == rev.metadata.uid and adopted.revision == 1
+
+
 async def test_an_orphan_delete_retries_a_release_that_keeps_conflicting(
     plane: Plane, monkeypatch: pytest.MonkeyPatch
 ) -> None:
