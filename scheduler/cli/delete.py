@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from scheduler.cli import rollout, selection
-from scheduler.cli.client import ApiError, Client
+from scheduler.cli.client import ApiError, Client, ConnectionFailed
 from scheduler.cli.commands import api_error_text
 from scheduler.cli.errors import CommandError
 from scheduler.cli.getting import (
-    Expiries,
+    Retries,
     WatchExpired,
     err,
     namespace_for,
@@ -257,17 +257,22 @@ def _still_there(
 ) -> list[Deleted]:
     """Those of `objs` (of the collection at `path`) not gone within `timeout`: looked up
     in one list, then followed in one watch until each is deleted. A watch the server
-    expires (410) is listed again and followed anew (`Expiries`: deleting an object is
-    progress)."""
+    expires (410), or a server lost, is listed again and followed anew (`Retries`:
+    deleting an object is progress)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     waiting = {o.name: o for o in objs}
-    expiries = Expiries(deadline)
+    retries = Retries(deadline)
     while True:
         # One object: by name, so that deleting one pod of thousands lists one.
         query: dict[str, str | None] = (
             {"fieldSelector": f"metadata.name={next(iter(waiting))}"} if len(waiting) == 1 else {}
         )
-        listed: Object = client.get(path, **query)
+        try:
+            listed: Object = client.get(path, **query)
+        except ConnectionFailed as exc:
+            retries.pause_after(exc, progressed=False)
+            continue
+        retries.reached()
         items = listed.get("items") or []
         before = len(waiting)
         waiting = {n: o for n, o in waiting.items() if any(_is(item, o) for item in items)}
@@ -285,8 +290,8 @@ def _still_there(
                     if not waiting:
                         break
             return list(waiting.values())
-        except (WatchExpired, ApiError) as exc:
-            expiries.pause_after(exc, progressed=len(waiting) < before)
+        except (WatchExpired, ApiError, ConnectionFailed) as exc:
+            retries.pause_after(exc, progressed=len(waiting) < before)
 
 
 def _is(item: Object, obj: Deleted) -> bool:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scheduler.cli import printers, tables
-from scheduler.cli.client import ApiError, Client
+from scheduler.cli.client import ApiError, Client, ClientError, ConnectionFailed
 from scheduler.cli.errors import CommandError
 from scheduler.cli.kinds import (
     DEPLOYMENTS,
@@ -85,31 +85,52 @@ class WatchExpired(CommandError):
     and watch from the list's version, as client-go's reflectors do."""
 
 
-# Pauses before listing or watching again after the server expired a watch, and how many
-# expiries in a row with no progress meanwhile it takes before the command gives up.
+# Pauses before listing or watching again after the server expired a watch or was lost,
+# and how many expiries in a row with no progress meanwhile it takes before the command
+# gives up.
 RELIST_PAUSES = (0.1, 0.2, 0.5, 1.0, 2.0)
+# How long a command following objects keeps trying a server it lost mid-way (restarted,
+# upgraded) before it gives up: long enough for a scheduler to load its state again.
+RECONNECT_SECONDS = 60.0
 
 
-class Expiries:
-    """Expired watches in a row, for a command that lists (or watches afresh) after each,
-    as client-go's reflector does: the pause before the next try grows while nothing
-    progresses, and the expiry is raised once len(RELIST_PAUSES) came in a row."""
+class Retries:
+    """When a command that follows objects (a wait) lists and watches again, as
+    client-go's reflector does: after the server expired its watch (410), with a pause
+    that grows while nothing progresses, the expiry raised once len(RELIST_PAUSES) came
+    in a row; or after the server was lost (a restart), with the same growing pauses,
+    for up to RECONNECT_SECONDS and not past the deadline. Any other error is raised at
+    once."""
 
     def __init__(self, deadline: float | None) -> None:
         self.deadline = deadline
-        self.in_a_row = 0
+        self.expired_in_a_row = 0
+        self.lost_since: float | None = None
+        self.lost_tries = 0
 
-    def pause_after(self, error: CommandError | ApiError, *, progressed: bool) -> None:
-        """Sleep before the next try, or raise `error` if it is not an expiry (410) or the
-        last of too many without progress."""
-        if isinstance(error, ApiError) and error.code != 410:
+    def reached(self) -> None:
+        """The server answered: a lost server is found again."""
+        self.lost_since, self.lost_tries = None, 0
+
+    def pause_after(self, error: ClientError | CommandError, *, progressed: bool) -> None:
+        """Sleep before the next try, or raise `error`."""
+        now = time.monotonic()
+        if isinstance(error, ConnectionFailed):
+            self.lost_since = now if self.lost_since is None else self.lost_since
+            late = self.deadline is not None and now >= self.deadline
+            if late or now - self.lost_since >= RECONNECT_SECONDS:
+                raise error
+            pause = RELIST_PAUSES[min(self.lost_tries, len(RELIST_PAUSES) - 1)]
+            self.lost_tries += 1
+        elif isinstance(error, WatchExpired) or (isinstance(error, ApiError) and error.code == 410):
+            self.expired_in_a_row = 0 if progressed else self.expired_in_a_row + 1
+            if self.expired_in_a_row >= len(RELIST_PAUSES):
+                raise error
+            pause = RELIST_PAUSES[self.expired_in_a_row]
+        else:
             raise error
-        self.in_a_row = 0 if progressed else self.in_a_row + 1
-        if self.in_a_row >= len(RELIST_PAUSES):
-            raise error
-        pause = RELIST_PAUSES[self.in_a_row]
         if self.deadline is not None:
-            pause = min(pause, max(0.0, self.deadline - time.monotonic()))
+            pause = min(pause, max(0.0, self.deadline - now))
         time.sleep(pause)
 
 
@@ -119,14 +140,19 @@ def follow(
     """The objects of `path` that `query` selects, then each change of them, until
     `timeout`, as client-go's UntilWithSync sees them: listed (each listed object an
     ADDED, or a MODIFIED once seen), then watched from the list's version. A watch the
-    server expires is followed by a list again (`Expiries`: a changed object or any
-    event is progress), where one seen before and missing now is a DELETED, so no
-    outcome is missed while the watch was down."""
+    server expires, or a server lost, is followed by a list again (`Retries`: a changed
+    object or any event is progress), where one seen before and missing now is a
+    DELETED, so no outcome is missed while the watch was down."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    expiries = Expiries(deadline)
+    retries = Retries(deadline)
     known: dict[str, Object] = {}  # name -> the object as last seen
     while True:
-        listed: Object = client.get(path, **query)
+        try:
+            listed: Object = client.get(path, **query)
+        except ConnectionFailed as exc:
+            retries.pause_after(exc, progressed=False)
+            continue
+        retries.reached()
         changed = False
         present = set()
         for item in listed.get("items") or []:
@@ -157,8 +183,8 @@ def follow(
                     known[name] = obj
                 yield event
             return
-        except (WatchExpired, ApiError) as exc:
-            expiries.pause_after(exc, progressed=changed or seen > 0)
+        except (WatchExpired, ApiError, ConnectionFailed) as exc:
+            retries.pause_after(exc, progressed=changed or seen > 0)
 
 
 def _version(obj: Object) -> object:

@@ -4,6 +4,9 @@ stopped where it ran (and set Failed), and goes once the last finalizer is remov
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -471,3 +474,36 @@ async def store_offline(s: SchedulerProcess, key: str, obj: Any, *, new: bool = 
         await store.txn([Op("put", key, encode(obj), obj, expect=0 if new else None)])
     finally:
         await store.close()
+
+
+def test_delete_waits_across_a_restart_of_the_scheduler(tmp_path: Path) -> None:
+    """`corral delete` waiting for a held pod outlives a restart of the scheduler (kill -9,
+    then the same port): it lists again once the server answers, and returns when the
+    finalizer goes, as kubectl's wait does through its reflector."""
+    s = SchedulerProcess(tmp_path / "restarted")
+    s.start()
+    waiting: subprocess.Popen[str] | None = None
+    try:
+        held_pod(s, "held")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+        env |= {"CORRAL_SERVER": s.url, "CORRAL_TOKEN": s.token, "CORRAL_CONFIG": os.devnull}
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.cli.main", "delete", "pod", "held"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert waiting.stdout is not None
+        assert waiting.stdout.readline() == 'pod "held" deleted\n'  # marked; now it waits
+        s.kill()
+        s.start()
+        assert waiting.poll() is None
+        release(s, "held")
+        assert waiting.wait(timeout=30) == 0, waiting.stderr and waiting.stderr.read()
+    finally:
+        if waiting is not None:
+            if waiting.poll() is None:
+                waiting.kill()
+            waiting.communicate()
+        s.stop()

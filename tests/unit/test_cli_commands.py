@@ -66,8 +66,14 @@ class FakeApi:
         # first (the `--wait` tests: what changed while the watch was down).
         self.on_expiry: Callable[[], None] | None = None
         self.expiring = False
+        # Set, the first watch of pods and the lists after it, `dropped` in all, get no
+        # answer, the connection closed (a server restarting); the pods are made ready then.
+        self.dropped = 0
+        self.dropping = False
 
-    def handle(self, method: str, url: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+    def handle(
+        self, method: str, url: str, headers: dict[str, str], body: Any
+    ) -> tuple[int | None, Any]:
         parts = urlsplit(url)
         query = parse_qs(parts.query)
         self.requests.append((method, parts.path, query, headers))
@@ -104,7 +110,14 @@ class FakeApi:
 
     def pods_route(
         self, method: str, ns: str, name: str | None, query: dict[str, list[str]], body: Any
-    ) -> tuple[int, Any]:
+    ) -> tuple[int | None, Any]:
+        watching = query.get("watch") == ["true"]
+        if name is None and method == "GET" and self.dropped and (watching or self.dropping):
+            if not self.dropping:
+                self.make_ready()
+            self.dropped -= 1
+            self.dropping = self.dropped > 0
+            return None, b""
         if name is None and method == "GET" and query.get("watch") == ["true"]:
             if self.expiring:
                 if self.on_expiry is not None:
@@ -162,6 +175,9 @@ def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeApi]:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else None
             code, answer = fake.handle(self.command, self.path, dict(self.headers), body)
+            if code is None:  # no answer: the connection is closed
+                self.close_connection = True
+                return
             data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
@@ -421,6 +437,30 @@ def test_wait_lists_again_past_an_expired_watch(
     assert out.splitlines()[-1] == "pod/web ready"
     pods = [r for r in api.requests if r[:2] == ("GET", "/api/v1/namespaces/default/pods")]
     assert [r[2].get("watch") for r in pods] == [None, ["true"], None]
+
+
+def test_wait_reaches_a_server_lost_for_a_while(
+    api: FakeApi,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that stops answering mid-wait (a restart: the watch and two lists get
+    their connection closed) is tried again, and the wait ends when the list shows the
+    pod ready; one lost for good ends it after RECONNECT_SECONDS with the error."""
+    monkeypatch.setattr("scheduler.cli.getting.RELIST_PAUSES", (0.0,) * 5)
+    api.dropped = 3
+    code, out, err = run(capsys, "apply", "-f", manifest(tmp_path), "--wait")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1] == "pod/web ready"
+    pods = [r for r in api.requests if r[:2] == ("GET", "/api/v1/namespaces/default/pods")]
+    assert [r[2].get("watch") for r in pods] == [None, ["true"], None, None, None]
+
+    monkeypatch.setattr("scheduler.cli.getting.RECONNECT_SECONDS", 0.0)
+    run(capsys, "delete", "pod", "web")
+    api.dropped = 1
+    code, out, err = run(capsys, "apply", "-f", manifest(tmp_path), "--wait")
+    assert code == 1 and "connection" in err.lower(), err
 
 
 def test_wait_sees_a_pod_deleted_while_its_watch_was_down(
