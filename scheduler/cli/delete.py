@@ -267,12 +267,9 @@ def _still_there(
         query: dict[str, str | None] = (
             {"fieldSelector": f"metadata.name={next(iter(waiting))}"} if len(waiting) == 1 else {}
         )
-        try:
-            listed: Object = client.get(path, **query)
-        except ConnectionFailed as exc:
-            retries.pause_after(exc, progressed=False)
+        listed = retries.listing(client, path, query)
+        if listed is None:
             continue
-        retries.reached()
         items = listed.get("items") or []
         before = len(waiting)
         waiting = {n: o for n, o in waiting.items() if any(_is(item, o) for item in items)}

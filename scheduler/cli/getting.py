@@ -108,9 +108,15 @@ class Retries:
         self.lost_since: float | None = None
         self.lost_tries = 0
 
-    def reached(self) -> None:
-        """The server answered: a lost server is found again."""
-        self.lost_since, self.lost_tries = None, 0
+    def listing(self, client: Client, path: str, query: dict[str, str | None]) -> Object | None:
+        """The list of `path`; None, after the pause, if the server was lost (list again)."""
+        try:
+            listed: Object = client.get(path, **query)
+        except ConnectionFailed as exc:
+            self.pause_after(exc, progressed=False)
+            return None
+        self.lost_since, self.lost_tries = None, 0  # found again
+        return listed
 
     def pause_after(self, error: ClientError | CommandError, *, progressed: bool) -> None:
         """Sleep before the next try, or raise `error`."""
@@ -147,12 +153,9 @@ def follow(
     retries = Retries(deadline)
     known: dict[str, Object] = {}  # name -> the object as last seen
     while True:
-        try:
-            listed: Object = client.get(path, **query)
-        except ConnectionFailed as exc:
-            retries.pause_after(exc, progressed=False)
+        listed = retries.listing(client, path, query)
+        if listed is None:
             continue
-        retries.reached()
         changed = False
         present = set()
         for item in listed.get("items") or []:

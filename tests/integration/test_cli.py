@@ -54,19 +54,35 @@ def corral(
     scheduler: Any, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m scheduler.cli.main ARGS` pointed at the test scheduler."""
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler.cli.main", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=cli_env(scheduler),
+        timeout=30,
+    )
+
+
+def cli_env(scheduler: Any) -> dict[str, str]:
+    """The environment of a `corral` pointed at the test scheduler, and at nothing else."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
     env["CORRAL_SERVER"] = scheduler.url
     env["CORRAL_CONFIG"] = os.devnull  # an empty TOML file: no user config leaks in
     token = getattr(scheduler, "token", None)
     if token:
         env["CORRAL_TOKEN"] = token
-    return subprocess.run(
+    return env
+
+
+def corral_running(scheduler: Any, *args: str) -> subprocess.Popen[str]:
+    """`corral ARGS` started against the test scheduler, its output piped, not awaited."""
+    return subprocess.Popen(
         [sys.executable, "-m", "scheduler.cli.main", *args],
-        input=stdin,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        env=env,
-        timeout=30,
+        env=cli_env(scheduler),
     )
 
 
@@ -267,19 +283,7 @@ def test_a_server_that_is_not_corral_is_one_line() -> None:
 def test_watch_cut_short_by_a_dead_server_is_one_line(bare_scheduler: Any) -> None:
     """`get -w` whose server dies mid-stream says the connection was lost and exits 1,
     without a traceback."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
-    env.update(
-        CORRAL_SERVER=bare_scheduler.url,
-        CORRAL_CONFIG=os.devnull,
-        CORRAL_TOKEN=bare_scheduler.token,
-    )
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli.main", "get", "namespaces", "-w"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    watcher = corral_running(bare_scheduler, "get", "namespaces", "-w")
     try:
         assert watcher.stdout is not None
         assert watcher.stdout.readline().split()[0] == "NAME"
@@ -363,19 +367,7 @@ def test_watch_of_an_empty_list_prints_the_header_with_the_first_row(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
     )
     assert created.status == 201, created.body
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
-    env.update(
-        CORRAL_SERVER=bare_scheduler.url,
-        CORRAL_CONFIG=os.devnull,
-        CORRAL_TOKEN=bare_scheduler.token,
-    )
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli.main", "get", "pods", "-n", ns, "-w"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    watcher = corral_running(bare_scheduler, "get", "pods", "-n", ns, "-w")
     try:
         # The watch starts at the version of its list: a pod created once the list was
         # answered comes as a change, not in the list.
@@ -454,19 +446,7 @@ def test_watch_as_yaml_separates_documents(bare_scheduler: Any) -> None:
     """`get -w -o yaml` prints `---` between objects, so the stream reads back as YAML."""
     import yaml
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
-    env.update(
-        CORRAL_SERVER=bare_scheduler.url,
-        CORRAL_CONFIG=os.devnull,
-        CORRAL_TOKEN=bare_scheduler.token,
-    )
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli.main", "get", "namespaces", "-w", "-o", "yaml"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    watcher = corral_running(bare_scheduler, "get", "namespaces", "-w", "-o", "yaml")
     try:
         assert watcher.stdout is not None
         lines = [watcher.stdout.readline()]
@@ -681,16 +661,7 @@ def test_delete_waits_force_now_and_timeout(tmp_path: Path) -> None:
         assert forced.stderr.startswith("warning: Immediate deletion does not wait")
         assert not present(sched, "/api/v1/namespaces/default/pods/slow-e")
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
-        env |= {"CORRAL_SERVER": sched.url, "CORRAL_TOKEN": sched.token}
-        env["CORRAL_CONFIG"] = os.devnull
-        waiting = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli.main", "delete", "pods", "-l", "app=slow"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        waiting = corral_running(sched, "delete", "pods", "-l", "app=slow")
         try:
             assert waiting.stdout is not None
             deleted = [waiting.stdout.readline() for _ in names[:4]]

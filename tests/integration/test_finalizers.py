@@ -4,9 +4,7 @@ stopped where it ran (and set Failed), and goes once the last finalizer is remov
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from scheduler.store import Op
 from scheduler.store.sqlite import SqliteStore
 from tests.conftest import SchedulerProcess, deployment_manifest, running_cluster, wait_for
 from tests.integration.test_api import pod
+from tests.integration.test_cli import corral_running
 
 MERGE = "application/merge-patch+json"
 PODS = "/api/v1/namespaces/default/pods"
@@ -485,15 +484,7 @@ def test_delete_waits_across_a_restart_of_the_scheduler(tmp_path: Path) -> None:
     waiting: subprocess.Popen[str] | None = None
     try:
         held_pod(s, "held")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
-        env |= {"CORRAL_SERVER": s.url, "CORRAL_TOKEN": s.token, "CORRAL_CONFIG": os.devnull}
-        waiting = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli.main", "delete", "pod", "held"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        waiting = corral_running(s, "delete", "pod", "held")
         assert waiting.stdout is not None
         assert waiting.stdout.readline() == 'pod "held" deleted\n'  # marked; now it waits
         s.kill()
