@@ -272,6 +272,7 @@ def test_logs_previous_run(agent: AgentProcess) -> None:
         "Always",
         "if [ -f /state/ran ]; then echo second run; exec sleep 300; fi; "
         "touch /state/ran; echo first run; exit 1",
+        grace=1,  # sleep as PID 1 ignores SIGTERM: the teardown's delete waited out 30 s
     )
     assert corral(s, "apply", "-f", "-", stdin=manifest).returncode == 0
     wait_for(lambda: "second run" in corral(s, "logs", "runs").stdout, timeout=30)
