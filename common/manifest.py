@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -92,6 +93,11 @@ def causes_from_validation(error: ValidationError, prefix: str = "") -> list[Sta
 MAX_VALUES = 1_000_000
 
 
+# Integers of at most this many bits: fewer than the 4300 decimal digits past which
+# Python's int() and str() refuse to convert (sys.get_int_max_str_digits()).
+MAX_INT_BITS = 14_000
+
+
 # Far deeper than any object corral knows. PyYAML composes recursively; refusing
 # here answers with a line and column long before Python's recursion limit.
 MAX_DEPTH = 100
@@ -130,6 +136,23 @@ class _StrictLoader(yaml.SafeLoader):
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        """An integer, refused past MAX_INT_BITS: JSON's parser refuses more than 4300
+        digits, but PyYAML reads `0x` and `0b` numbers of any length, and such a number
+        cannot even be written in decimal (in an error message, or in the store's JSON)."""
+        try:
+            value: int = super().construct_yaml_int(node)
+        except ValueError:  # int() of more than 4300 decimal digits
+            value = 1 << (MAX_INT_BITS + 1)
+        if value.bit_length() > MAX_INT_BITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, "integer too large", node.start_mark
+            )
+        return value
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+
 
 def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)
@@ -140,6 +163,17 @@ def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise ManifestError(f"malformed JSON: duplicate key {key!r}")
             seen.add(key)
     return result
+
+
+def _loads(text: str) -> Any:
+    """`json.loads` with duplicate keys refused; JSONDecodeError where the JSON breaks."""
+    try:
+        return json.loads(text, object_pairs_hook=_json_pairs)
+    except (json.JSONDecodeError, ManifestError):
+        raise
+    except ValueError:  # an integer past the 4300 digits int() converts: not a 500
+        digits = sys.get_int_max_str_digits()
+        raise ManifestError(f"malformed JSON: an integer of more than {digits} digits") from None
 
 
 def _check_size(doc: Any) -> None:
@@ -186,7 +220,7 @@ def _expand_lists(docs: list[Any]) -> list[Any]:
 
 def _parse_json(text: str) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=_json_pairs)
+        return _loads(text)
     except json.JSONDecodeError as exc:
         raise ManifestError(
             f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
@@ -214,7 +248,7 @@ def parse_documents(
             # Most likely JSON, which YAML mostly (not wholly: tabs) accepts too;
             # try JSON first for exact messages, fall back to YAML.
             try:
-                docs = [json.loads(text, object_pairs_hook=_json_pairs)]
+                docs = [_loads(text)]
                 from_yaml = False
             except json.JSONDecodeError:
                 try:

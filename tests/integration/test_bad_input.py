@@ -302,3 +302,40 @@ def test_a_dry_run_is_refused_not_made(bare_scheduler: SchedulerProcess) -> None
         assert resp.status == 400 and "dryRun" in str(status_of(resp.body)["message"]), path
     assert s.request("GET", f"{PODS}/dry").status == 404
     assert s.request("GET", f"{PODS}?dryRun=All").status == 200  # reads do not write anyway
+
+
+DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
+JOBS = "/apis/batch/v1/namespaces/default/jobs"
+HUGE = "9" * 5000  # past the 4300 digits Python's int() and str() convert
+
+
+POD_YAML = (
+    b"apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: i}], "
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"apiVersion": "v1", "kind": "Pod", "spec": {"x": ' + HUGE.encode() + b"}}", "json"),
+        (b'{"apiVersion": "v1", "kind": "Pod", "spec": {"x": ' + HUGE.encode() + b"}}", "yaml"),
+        (b"apiVersion: v1\nkind: Pod\nspec: {x: " + HUGE.encode() + b"}\n", "yaml"),
+        # PyYAML reads hexadecimal and sexagesimal numbers of any length: such a grace
+        # period passed validation, then could not be written as JSON.
+        (POD_YAML + b"terminationGracePeriodSeconds: 0x" + b"f" * 5000 + b"}\n", "yaml"),
+        (POD_YAML + b"terminationGracePeriodSeconds: " + b"1:" * 3000 + b"1}\n", "yaml"),
+    ],
+    ids=["json", "json-as-yaml", "yaml", "yaml-hex", "yaml-sexagesimal"],
+)
+def test_a_number_too_long_to_convert_is_malformed(
+    bare_scheduler: SchedulerProcess, body: bytes, content_type: str
+) -> None:
+    """An integer of thousands of digits is a 400 saying so, not a 500 from the JSON or
+    YAML parser's int() (nor, for a hexadecimal one, from writing it back as JSON)."""
+    s = bare_scheduler
+    resp = s.request("POST", PODS, body, content_type=f"application/{content_type}")
+    assert resp.status == 400, resp.body
+    status = status_of(resp.body)
+    assert status["reason"] == "BadRequest"
+    assert "malformed" in str(status["message"]) and "integer" in str(status["message"])
+    assert s.request("GET", PODS).json()["items"] == []
