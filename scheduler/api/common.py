@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,18 @@ def require_url_name(body_name: str, url_name: str) -> None:
                 )
             ],
         )
+
+
+# A resourceVersion is a store revision: ASCII digits, at most as many as an unsigned
+# 64-bit number has (Kubernetes' resourceVersion is etcd's int64). `str.isdigit()` is
+# not the test: it takes "²", which int() refuses, and "٣", which int() reads as 3; and
+# int() refuses more than 4300 digits.
+_REVISION = re.compile(r"[0-9]{1,20}")
+
+
+def parse_revision(raw: str) -> int | None:
+    """`raw` as a revision, or None if it is not one."""
+    return int(raw) if _REVISION.fullmatch(raw) else None
 
 
 def int_param(request: web.Request, name: str, *, minimum: int = 0) -> int | None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from scheduler.api.common import int_param, read_documents
+from scheduler.api.common import int_param, parse_revision, read_documents
 from scheduler.api.errors import BadRequest, ConflictError
 
 PROPAGATION = ("Background", "Foreground", "Orphan")
@@ -54,9 +54,10 @@ async def delete_options(request: web.Request) -> DeleteOptions:
     uid, revision = pre.get("uid"), pre.get("resourceVersion")
     if uid is not None and not isinstance(uid, str):
         raise BadRequest(f"preconditions.uid: {uid!r} is not a string")
-    if revision is not None and not (isinstance(revision, str) and revision.isdigit()):
+    wanted = parse_revision(revision) if isinstance(revision, str) else None
+    if revision is not None and wanted is None:
         raise BadRequest(f"preconditions.resourceVersion: {revision!r} is not a revision")
-    return DeleteOptions(grace, policy, uid, int(revision) if revision is not None else None)
+    return DeleteOptions(grace, policy, uid, wanted)
 
 
 def _orphan_dependents(query: str | None, body: dict[str, object]) -> bool | None:

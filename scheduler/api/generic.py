@@ -19,7 +19,13 @@ from common.manifest import ManifestError, load_object
 from common.models import Model, Namespace, StatusCause, now
 from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
-from scheduler.api.common import body_name, field_selector, json_response, plane
+from scheduler.api.common import (
+    body_name,
+    field_selector,
+    json_response,
+    parse_revision,
+    plane,
+)
 from scheduler.api.errors import ApiError, BadRequest, Forbidden, Invalid, NotFoundError
 from scheduler.api.paging import check_list_revision, page, with_continue
 from scheduler.api.watch import serve_watch, wants_watch
@@ -132,7 +138,14 @@ def requested_revision(doc: Any) -> int | None:
     want = meta.get("resourceVersion") if isinstance(meta, dict) else None
     if want is None or want == "":
         return None
-    if not str(want).isdigit():
+    if isinstance(want, str):
+        revision = parse_revision(want)
+    elif isinstance(want, int) and not isinstance(want, bool):
+        # A number is taken as its digits are; str() of one past 4300 digits would raise.
+        revision = want if 0 <= want < 10**20 else None
+    else:
+        revision = None
+    if revision is None:
         raise Invalid(
             "metadata.resourceVersion must be a number",
             causes=[
@@ -143,7 +156,7 @@ def requested_revision(doc: Any) -> int | None:
                 )
             ],
         )
-    return int(want)
+    return revision
 
 
 async def guarded_update(

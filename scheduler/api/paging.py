@@ -17,7 +17,7 @@ import json
 from aiohttp import web
 
 from common.limits import MAX_LIST_LIMIT
-from scheduler.api.common import int_param
+from scheduler.api.common import int_param, parse_revision
 from scheduler.api.errors import BadRequest, Gone
 from scheduler.store import KV
 
@@ -85,9 +85,9 @@ def check_list_revision(request: web.Request, revision: int) -> None:
         return
     if request.query.get("continue") and raw != "0":  # the token says where, as in Kubernetes
         raise BadRequest("specifying resourceVersion is not allowed when using continue")
-    if not raw.isdigit():
+    wanted = parse_revision(raw)
+    if wanted is None:
         raise BadRequest(f"query parameter resourceVersion: {raw!r} is not a revision")
-    wanted = int(raw)
     if match == "Exact" and wanted == 0:
         raise BadRequest('resourceVersionMatch "Exact" is forbidden for resourceVersion "0"')
     if wanted > revision:

@@ -33,7 +33,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from common.models import Status
-from scheduler.api.common import int_param, plane
+from scheduler.api.common import int_param, parse_revision, plane
 from scheduler.api.errors import BadRequest, Gone
 from scheduler.api.tables import TABLE, watch_objects
 from scheduler.objects import with_resource_version
@@ -137,8 +137,8 @@ async def serve_watch(request: web.Request, prefix: str, keep: Keep | None) -> w
         # so no change can fall between them.
         kvs, start = await store.list(prefix)
         initial = [kv for kv in kvs if keep is None or keep(kv)]
-    elif raw.isdigit():
-        start = int(raw)
+    elif (wanted := parse_revision(raw)) is not None:
+        start = wanted
         if start > store.revision:
             # No revision past the store's was ever handed out: one from another store (the
             # state directory made anew) would have this watch skip every change up to it.

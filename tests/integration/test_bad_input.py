@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from urllib.parse import quote
 
 import aiohttp
 import msgpack
@@ -339,3 +340,36 @@ def test_a_number_too_long_to_convert_is_malformed(
     assert status["reason"] == "BadRequest"
     assert "malformed" in str(status["message"]) and "integer" in str(status["message"])
     assert s.request("GET", PODS).json()["items"] == []
+
+
+def test_resource_versions_that_are_not_ascii_revisions(bare_scheduler: SchedulerProcess) -> None:
+    """A resourceVersion is ASCII digits: "²" (a digit to str.isdigit(), not to int()) and
+    one of 5000 digits were 500s, "٣" was read as 3. Each is a 400 (a 422 naming the field
+    in a body), wherever a resourceVersion is read."""
+    s = bare_scheduler
+    assert s.request("POST", PODS, pod("p")).status == 201
+    for raw in ("²", "٣", HUGE):
+        for path in (
+            PODS,
+            "/api/v1/events",
+            "/apis/batch/v1/jobs",
+            f"{PODS}?watch=true&timeoutSeconds=1",
+            f"{DEPLOYMENTS}?watch=true&timeoutSeconds=1",
+        ):
+            sep = "&" if "?" in path else "?"
+            resp = s.request("GET", f"{path}{sep}resourceVersion={quote(raw)}")
+            assert resp.status == 400, (path, raw, resp.body)
+            assert "resourceVersion" in str(status_of(resp.body)["message"])
+        current = s.get(f"{PODS}/p")
+        current["metadata"]["resourceVersion"] = raw
+        resp = s.request("PUT", f"{PODS}/p", current)
+        assert resp.status == 422, (raw, resp.body)
+        assert causes(status_of(resp.body)) == ["metadata.resourceVersion"]
+        resp = s.request(
+            "DELETE",
+            f"{PODS}/p",
+            {"kind": "DeleteOptions", "preconditions": {"resourceVersion": raw}},
+        )
+        assert resp.status == 400, (raw, resp.body)
+        assert "preconditions.resourceVersion" in str(status_of(resp.body)["message"])
+    assert s.request("GET", f"{PODS}/p").status == 200  # nothing was deleted
