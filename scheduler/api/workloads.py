@@ -294,8 +294,15 @@ async def _mark(cp: ControlPlane, kv: KV, obj: Any, policy: str) -> KV:
 
 def _scale(d: Deployment, kv: KV) -> dict[str, Any]:
     scale = Scale(
+        # Not the Deployment's owners or finalizers (a Scale has none: kube-apiserver's
+        # carries name, namespace, uid, resourceVersion and creationTimestamp only); with
+        # its finalizers, the Scale of a Deployment deleted in the foreground was a 500.
         metadata=d.metadata.model_copy(
-            update={"resource_version": str(kv.mod_revision), "owner_references": None}
+            update={
+                "resource_version": str(kv.mod_revision),
+                "owner_references": None,
+                "finalizers": None,
+            }
         ),
         spec=ScaleSpec(replicas=d.spec.replicas),
         status=ScaleStatus(replicas=d.status.replicas, selector=d.spec.selector.to_query()),

@@ -11,7 +11,7 @@ import msgpack
 import pytest
 
 from common.protocol import PROTOCOL_VERSION
-from tests.conftest import TOKEN, SchedulerProcess, wait_for
+from tests.conftest import TOKEN, SchedulerProcess, deployment_manifest, wait_for
 from tests.integration.test_api import pod
 
 PODS = "/api/v1/namespaces/default/pods"
@@ -373,3 +373,24 @@ def test_resource_versions_that_are_not_ascii_revisions(bare_scheduler: Schedule
         assert resp.status == 400, (raw, resp.body)
         assert "preconditions.resourceVersion" in str(status_of(resp.body)["message"])
     assert s.request("GET", f"{PODS}/p").status == 200  # nothing was deleted
+
+
+def test_the_scale_of_a_deployment_with_a_finalizer(bare_scheduler: SchedulerProcess) -> None:
+    """A Deployment with a finalizer (orphan, or foregroundDeletion while it is deleted in
+    the foreground) has a Scale to read and write: it was a 500, the Scale carrying the
+    Deployment's finalizers, which a Scale may not have."""
+    s = bare_scheduler
+    manifest = deployment_manifest("fin", 0)
+    manifest["metadata"]["finalizers"] = ["orphan"]
+    assert s.request("POST", DEPLOYMENTS, manifest).status == 201
+    scale = s.request("GET", f"{DEPLOYMENTS}/fin/scale")
+    assert scale.status == 200, scale.body
+    assert "finalizers" not in scale.json()["metadata"]
+    resp = s.request("PUT", f"{DEPLOYMENTS}/fin/scale", {"spec": {"replicas": 0}})
+    assert resp.status == 200, resp.body
+    patch = {"spec": {"replicas": 0}}
+    resp = s.request(
+        "PATCH", f"{DEPLOYMENTS}/fin/scale", patch, content_type="application/merge-patch+json"
+    )
+    assert resp.status == 200, resp.body
+    assert s.get(f"{DEPLOYMENTS}/fin")["metadata"]["finalizers"] == ["orphan"]
