@@ -14,10 +14,18 @@ MAX_ENV_VAR_BYTES = 128 * 1024
 # ...and an environment that, with the arguments, passes a quarter of the stack limit
 # (2 MiB by default); a container's env is kept well below that.
 MAX_ENV_BYTES = 256 * 1024
+# The widths of Kubernetes' integer fields (replicas, completions and probe periods are
+# int32; grace periods, deadlines, `limit` and `timeoutSeconds` int64). Python's are
+# unbounded: a Deployment of 2**31 replicas had its controller build that many pods in
+# memory, and a number past 4300 digits cannot even be written back as JSON.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 # The largest page a list may ask for (`?limit=`); without `limit` a list is whole.
 MAX_LIST_LIMIT = 10_000
 
 __all__ = [
+    "INT32_MAX",
+    "INT64_MAX",
     "MAX_ANNOTATION_BYTES",
     "MAX_ENV_BYTES",
     "MAX_ENV_VAR_BYTES",

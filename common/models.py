@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from common.limits import check_annotations, check_env_sizes
+from common.limits import INT32_MAX, INT64_MAX, check_annotations, check_env_sizes
 from common.quantity import QuantityError, cpu_millis, memory_bytes, parse_quantity
 
 API_VERSION = "v1"
@@ -223,7 +223,7 @@ class ObjectMeta(Model):
     resource_version: str | None = None
     creation_timestamp: Timestamp | None = None
     deletion_timestamp: Timestamp | None = None
-    generation: int | None = None
+    generation: int | None = Field(default=None, le=INT64_MAX)
     owner_references: list[OwnerReference] | None = None
     # Honoured on pods only (scheduler/podfinal.py); the other kinds refuse them
     # (`UnfinalizedMeta`) rather than keep a promise their deletion would not.
@@ -333,11 +333,11 @@ class Probe(Model):
     exec: ExecAction | None = None
     http_get: HTTPGetAction | None = None
     tcp_socket: TCPSocketAction | None = None
-    initial_delay_seconds: int = Field(default=0, ge=0)
-    period_seconds: int = Field(default=10, ge=1)
-    timeout_seconds: int = Field(default=1, ge=1)
-    success_threshold: int = Field(default=1, ge=1)
-    failure_threshold: int = Field(default=3, ge=1)
+    initial_delay_seconds: int = Field(default=0, ge=0, le=INT32_MAX)
+    period_seconds: int = Field(default=10, ge=1, le=INT32_MAX)
+    timeout_seconds: int = Field(default=1, ge=1, le=INT32_MAX)
+    success_threshold: int = Field(default=1, ge=1, le=INT32_MAX)
+    failure_threshold: int = Field(default=3, ge=1, le=INT32_MAX)
 
     @model_validator(mode="after")
     def _one_handler(self) -> Probe:
@@ -408,7 +408,7 @@ class PodSpec(Model):
     restart_policy: RestartPolicy = "Always"
     node_selector: dict[str, str] = Field(default_factory=dict)
     node_name: str | None = None
-    termination_grace_period_seconds: int = Field(default=30, ge=0)
+    termination_grace_period_seconds: int = Field(default=30, ge=0, le=INT64_MAX)
     host_network: bool = False
     volumes: list[Volume] = Field(default_factory=list)
     # The node runtime to run the pod with ("native", "docker"); unset: the node's default.
@@ -726,6 +726,8 @@ def _check_percent_or_count(value: int | str) -> int | str:
     if isinstance(value, int):
         if value < 0:
             raise ValueError("must be greater than or equal to 0")
+        if value > INT32_MAX:  # Kubernetes' IntOrString holds an int32
+            raise ValueError(f"must be less than or equal to {INT32_MAX}")
     elif not re.fullmatch(r"(100|[1-9]?[0-9])%", value):
         raise ValueError(f"{value!r} must be an integer or a percentage from 0% to 100%")
     return value
@@ -777,13 +779,13 @@ def _check_workload_template(selector: LabelSelector | None, template: PodTempla
 
 
 class DeploymentSpec(DeferredModel):
-    replicas: int = Field(default=1, ge=0)
+    replicas: int = Field(default=1, ge=0, le=INT32_MAX)
     selector: LabelSelector
     template: PodTemplateSpec
     strategy: DeploymentStrategy = Field(default_factory=DeploymentStrategy)
-    min_ready_seconds: int = Field(default=0, ge=0)
-    revision_history_limit: int = Field(default=10, ge=0)
-    progress_deadline_seconds: int = Field(default=600, ge=1)
+    min_ready_seconds: int = Field(default=0, ge=0, le=INT32_MAX)
+    revision_history_limit: int = Field(default=10, ge=0, le=INT32_MAX)
+    progress_deadline_seconds: int = Field(default=600, ge=1, le=INT32_MAX)
     paused: bool = False
 
     @model_validator(mode="after")
@@ -840,11 +842,11 @@ class Deployment(DeferredModel):
 
 class JobSpec(DeferredModel):
     template: PodTemplateSpec
-    completions: int | None = Field(default=None, ge=0)
-    parallelism: int | None = Field(default=None, ge=0)
-    backoff_limit: int = Field(default=6, ge=0)
-    active_deadline_seconds: int | None = Field(default=None, ge=1)
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    completions: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    parallelism: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    backoff_limit: int = Field(default=6, ge=0, le=INT32_MAX)
+    active_deadline_seconds: int | None = Field(default=None, ge=1, le=INT64_MAX)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=INT32_MAX)
     completion_mode: Literal["NonIndexed"] = "NonIndexed"
     suspend: bool = False
     # Accepted for manifests that carry them; corral finds a Job's pods by ownership.
@@ -929,7 +931,7 @@ class ControllerRevision(DeferredModel):
 
 
 class ScaleSpec(DeferredModel):
-    replicas: int = Field(default=0, ge=0)
+    replicas: int = Field(default=0, ge=0, le=INT32_MAX)
 
 
 class ScaleStatus(DeferredModel):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from common.limits import INT64_MAX
 from common.manifest import ManifestError, parse_documents
 from common.models import StatusCause, check_dns_label, check_dns_subdomain
 from scheduler.api.errors import BadRequest, Invalid, UnsupportedMediaType
@@ -96,7 +97,11 @@ def parse_revision(raw: str) -> int | None:
     return int(raw) if _REVISION.fullmatch(raw) else None
 
 
-def int_param(request: web.Request, name: str, *, minimum: int = 0) -> int | None:
+def int_param(
+    request: web.Request, name: str, *, minimum: int = 0, maximum: int = INT64_MAX
+) -> int | None:
+    """An integer query parameter from `minimum` to `maximum` (Kubernetes' are int64),
+    None if unset; 400 otherwise."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
@@ -106,6 +111,8 @@ def int_param(request: web.Request, name: str, *, minimum: int = 0) -> int | Non
         raise BadRequest(f"query parameter {name}: {raw!r} is not an integer") from None
     if value < minimum:
         raise BadRequest(f"query parameter {name}: must be >= {minimum}")
+    if value > maximum:
+        raise BadRequest(f"query parameter {name}: must be <= {maximum}")
     return value
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from common.limits import INT64_MAX
 from scheduler.api.common import int_param, parse_revision, read_documents
 from scheduler.api.errors import BadRequest, ConflictError
 
@@ -35,8 +36,11 @@ async def delete_options(request: web.Request) -> DeleteOptions:
         options = body
     value = options.get("gracePeriodSeconds")
     if grace is None and value is not None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise BadRequest(f"gracePeriodSeconds: {value!r} is not an integer >= 0")
+        # At most an int64, as in Kubernetes: it becomes the pod's grace period, stored.
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+            raise BadRequest(
+                f"gracePeriodSeconds: {value!r} is not an integer from 0 to {INT64_MAX}"
+            )
         grace = value
     if not policy:
         sent = options.get("propagationPolicy")

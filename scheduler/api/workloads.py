@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from common.limits import INT32_MAX
 from common.models import (
     FOREGROUND_DELETION,
     ORPHAN,
@@ -326,13 +327,19 @@ def _scale_replacer(request: web.Request) -> Replace:
     async def replace(doc: Any, kv: KV) -> web.Response:
         spec = doc.get("spec") if isinstance(doc, dict) else None
         replicas = spec.get("replicas") if isinstance(spec, dict) else None
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        # At most an int32, as Kubernetes' `replicas` (common/limits.py says why).
+        if (
+            isinstance(replicas, bool)
+            or not isinstance(replicas, int)
+            or not 0 <= replicas <= INT32_MAX
+        ):
             raise Invalid(
-                f'Scale "{name}" is invalid: spec.replicas must be an integer >= 0',
+                f'Scale "{name}" is invalid: spec.replicas must be an integer from 0 to '
+                f"{INT32_MAX}",
                 causes=[
                     StatusCause(
                         reason="FieldValueInvalid",
-                        message="must be an integer greater than or equal to 0",
+                        message=f"must be an integer from 0 to {INT32_MAX}",
                         field="spec.replicas",
                     )
                 ],

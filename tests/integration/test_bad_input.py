@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -394,3 +395,61 @@ def test_the_scale_of_a_deployment_with_a_finalizer(bare_scheduler: SchedulerPro
     )
     assert resp.status == 200, resp.body
     assert s.get(f"{DEPLOYMENTS}/fin")["metadata"]["finalizers"] == ["orphan"]
+
+
+@pytest.mark.timeout(60)
+def test_integers_past_kubernetes_widths(bare_scheduler: SchedulerProcess) -> None:
+    """Counts are int32 and durations int64, as in Kubernetes: wider is a 422 naming the
+    field (a 400 in a query). A Deployment scaled to 2**31 replicas had its controller
+    build that many pods in memory: the scheduler grew by gigabytes and stopped answering."""
+    s = bare_scheduler
+    assert s.request("POST", DEPLOYMENTS, deployment_manifest("web", 0)).status == 201
+    for replicas in (2**31, 10**30):
+        for method, content_type in (("PUT", "json"), ("PATCH", "merge-patch+json")):
+            resp = s.request(
+                method,
+                f"{DEPLOYMENTS}/web/scale",
+                {"spec": {"replicas": replicas}},
+                content_type=f"application/{content_type}",
+            )
+            assert resp.status == 422, (method, replicas, resp.body)
+            assert causes(status_of(resp.body)) == ["spec.replicas"]
+    wide: list[tuple[str, dict[str, Any], str]] = [
+        (DEPLOYMENTS, deployment_manifest("big", 2**31), "spec.replicas"),
+        (
+            DEPLOYMENTS,
+            deployment_manifest(
+                "surge", 1, strategy={"rollingUpdate": {"maxSurge": 2**31, "maxUnavailable": 0}}
+            ),
+            "spec.strategy.rollingUpdate.maxSurge",
+        ),
+        (
+            PODS,
+            pod("grace", terminationGracePeriodSeconds=2**63),
+            "spec.terminationGracePeriodSeconds",
+        ),
+    ]
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "many"},
+        "spec": {
+            "completions": 2**31,
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}
+            },
+        },
+    }
+    wide.append((JOBS, job, "spec.completions"))
+    for path, body, field in wide:
+        resp = s.request("POST", path, body)
+        assert resp.status == 422, (field, resp.body)
+        assert field in causes(status_of(resp.body)), resp.body
+    assert s.request("POST", PODS, pod("p")).status == 201
+    resp = s.request("DELETE", f"{PODS}/p?gracePeriodSeconds={2**63}")
+    assert resp.status == 400 and "gracePeriodSeconds" in str(status_of(resp.body)["message"])
+    resp = s.request("DELETE", f"{PODS}/p", {"kind": "DeleteOptions", "gracePeriodSeconds": 2**63})
+    assert resp.status == 400 and "gracePeriodSeconds" in str(status_of(resp.body)["message"])
+    assert s.get(f"{DEPLOYMENTS}/web")["spec"]["replicas"] == 0  # nothing was written
+    assert s.request("GET", f"{PODS}/p").status == 200
+    assert s.request("GET", "/healthz").status == 200
