@@ -62,6 +62,7 @@ from scheduler.context import Context
 from scheduler.controllers.base import Controller
 from scheduler.controllers.cache import ObjectCache, OrphanIndex, OwnerIndex, controller_ref
 from scheduler.controllers.podcontrol import (
+    BURST,
     HASH_LABEL,
     create_pods,
     delete_pod,
@@ -372,6 +373,7 @@ class DeploymentController(Controller):
         proto = prototype(d.spec.template, namespace)
         owner = owner_reference("Deployment", "apps/v1", d.metadata.name, d.metadata.uid or "")
         base = f"{d.metadata.name}-{hash_}"
+        count = min(count, BURST)  # the rest in the next passes
         pods = [
             new_pod(proto, d.spec.template, generate_name(base), {HASH_LABEL: hash_}, owner)
             for _ in range(count)

@@ -50,6 +50,7 @@ from scheduler.context import Context
 from scheduler.controllers.base import Controller
 from scheduler.controllers.cache import ObjectCache, OwnerIndex, controller_ref
 from scheduler.controllers.podcontrol import (
+    BURST,
     create_pods,
     delete_pod,
     deletion_order,
@@ -377,6 +378,7 @@ class JobController(Controller):
         proto = prototype(job.spec.template, namespace)
         owner = owner_reference("Job", "batch/v1", job.metadata.name, job.metadata.uid or "")
         labels = job_labels(job)
+        count = min(count, BURST)  # the rest in the next passes
         pods = [
             new_pod(proto, job.spec.template, generate_name(job.metadata.name), labels, owner)
             for _ in range(count)

@@ -108,6 +108,13 @@ def pod_store_key(pod: Pod) -> str:
     return PODS.key(pod.metadata.namespace, pod.metadata.name)
 
 
+# The most pods a controller creates for one owner in one pass, as kube-controller-
+# manager's burstReplicas: the next pass (its pods' events, its status written) makes
+# more. Unbounded, a Deployment of 2**31-1 replicas (a valid int32) had its controller
+# build that many pods in memory at once, and the scheduler stopped answering.
+BURST = 500
+
+
 async def create_pods(store: Store, pods: list[Pod]) -> list[KV]:
     """Create every pod in one durable transaction (names must be free)."""
     ops = [Op("put", pod_store_key(p), encode(p), p, expect=0) for p in pods]

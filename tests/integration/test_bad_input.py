@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -453,3 +454,22 @@ def test_integers_past_kubernetes_widths(bare_scheduler: SchedulerProcess) -> No
     assert s.get(f"{DEPLOYMENTS}/web")["spec"]["replicas"] == 0  # nothing was written
     assert s.request("GET", f"{PODS}/p").status == 200
     assert s.request("GET", "/healthz").status == 200
+
+
+@pytest.mark.timeout(60)
+def test_the_widest_deployment_leaves_the_scheduler_serving(
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """2**31-1 replicas is a valid int32, as in Kubernetes: its controller creates pods a
+    burst at a time (podcontrol.BURST), and the scheduler keeps answering. It built them
+    all in memory in one pass: gigabytes within seconds, and no answer again."""
+    s = bare_scheduler
+    assert s.request("POST", DEPLOYMENTS, deployment_manifest("wide", 2**31 - 1)).status == 201
+    for _ in range(10):
+        resp = s.request("GET", f"{PODS}?limit=1", timeout=5)
+        assert resp.status == 200
+        time.sleep(0.2)
+    created = s.get(f"{DEPLOYMENTS}/wide")["status"].get("replicas", 0)
+    assert 0 < created < 2**31 - 1
+    resp = s.request("PUT", f"{DEPLOYMENTS}/wide/scale", {"spec": {"replicas": 0}}, timeout=5)
+    assert resp.status == 200, resp.body
