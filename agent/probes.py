@@ -101,7 +101,9 @@ def resolve_port(container: Container, port: int | str) -> int:
     """A probe's port: a number, or the name of one of the container's `ports`."""
     if isinstance(port, int):
         number = port
-    elif port.isdigit():
+    elif port.isascii() and port.isdigit() and len(port) <= 5:
+        # Not `isdigit()` alone: it takes "²", which int() refuses, and digits int()
+        # cannot convert past 4300; either was a ValueError out of the probe.
         number = int(port)
     else:
         found = next((p.container_port for p in container.ports if p.name == port), None)

@@ -129,6 +129,9 @@ def test_named_ports() -> None:
         resolve_port(c, "grpc")
     with pytest.raises(ProbeError):
         resolve_port(c, 70000)
+    for odd in ("²", "٣", "8" * 5000):  # a name no port has, not a ValueError
+        with pytest.raises(ProbeError, match="not a named port"):
+            resolve_port(c, odd)
 
 
 # --- attempts against host servers ---------------------------------------------------------
