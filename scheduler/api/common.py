@@ -92,6 +92,9 @@ def require_url_name(body_name: str, url_name: str) -> None:
 _REVISION = re.compile(r"[0-9]{1,20}")
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+
+
 def parse_revision(raw: str) -> int | None:
     """`raw` as a revision, or None if it is not one."""
     return int(raw) if _REVISION.fullmatch(raw) else None
@@ -105,10 +108,11 @@ def int_param(
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"query parameter {name}: {raw!r} is not an integer") from None
+    # ASCII digits, as Go's strconv reads them: int() also takes " 5", "+1", "1_0", "٣"
+    # (as 3), and refuses more than 4300 digits with a ValueError of its own.
+    if not _INTEGER.fullmatch(raw):
+        raise BadRequest(f"query parameter {name}: {raw!r} is not an integer")
+    value = int(raw)
     if value < minimum:
         raise BadRequest(f"query parameter {name}: must be >= {minimum}")
     if value > maximum:

@@ -377,6 +377,23 @@ def test_resource_versions_that_are_not_ascii_revisions(bare_scheduler: Schedule
     assert s.request("GET", f"{PODS}/p").status == 200  # nothing was deleted
 
 
+def test_integer_query_parameters_are_ascii_digits(bare_scheduler: SchedulerProcess) -> None:
+    """An integer query parameter is ASCII digits, as Go's strconv reads one: int() took
+    " 5", "+1", "1_0" and "٣" (as 3), and raised on 5000 digits. Each is a 400."""
+    s = bare_scheduler
+    asks = (
+        ("GET", f"{PODS}?limit=", "limit"),
+        ("GET", f"{PODS}?watch=true&timeoutSeconds=", "timeoutSeconds"),
+        ("DELETE", f"{PODS}/none?gracePeriodSeconds=", "gracePeriodSeconds"),
+    )
+    for raw in (" 5", "+1", "1_0", "٣", "²", HUGE):
+        for method, url, query in asks:
+            resp = s.request(method, url + quote(raw))
+            assert resp.status == 400, (query, raw, resp.body)
+            assert f"query parameter {query}" in str(status_of(resp.body)["message"])
+    assert s.request("GET", f"{PODS}?limit=5").status == 200
+
+
 def test_the_scale_of_a_deployment_with_a_finalizer(bare_scheduler: SchedulerProcess) -> None:
     """A Deployment with a finalizer (orphan, or foregroundDeletion while it is deleted in
     the foreground) has a Scale to read and write: it was a 500, the Scale carrying the
