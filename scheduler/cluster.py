@@ -125,10 +125,19 @@ class ClusterState:
         pods, revision = await self._store.list(PODS)
         nodes, _ = await self._store.list(NODES)
         for kv in nodes:
-            self._apply_node(kv.key, kv)
+            self._load(kv, self._apply_node)
         for kv in pods:
-            self._apply_pod(kv.key, kv)
+            self._load(kv, self._apply_pod)
         self.revision = revision
+
+    @staticmethod
+    def _load(kv: KV, apply: Callable[[str, KV | None], None]) -> None:
+        """One stored object into the view; one stored by an older corral that this one
+        cannot read (a value past a limit added since) is left out, not the start failed."""
+        try:
+            apply(kv.key, kv)
+        except ValueError:  # pydantic's ValidationError
+            _LOGGER.warning("ignoring %s: it does not decode as this corral reads it", kv.key)
 
     async def run(self) -> None:
         """Apply store events forever (cancel to stop)."""

@@ -87,7 +87,10 @@ class ObjectCache(Generic[M]):
     async def load(self, store: Store) -> None:
         kvs, _ = await store.list(self.kind.prefix)
         for kv in kvs:
-            self._set(kv.key, kv)
+            try:
+                self._set(kv.key, kv)
+            except ValueError:  # stored by an older corral, past what this one reads
+                _LOGGER.warning("ignoring %s: it does not decode as a %s", kv.key, self.kind.kind)
 
     def get(self, key: str) -> M | None:
         return self.objects.get(key)

@@ -1,0 +1,60 @@
+"""Objects an older corral stored that this one no longer reads do not stop its start."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from common.limits import INT32_MAX
+from scheduler.config import SchedulerConfig
+from scheduler.controlplane import ControlPlane
+from scheduler.kinds import DEPLOYMENTS, PODS
+from scheduler.store import Op
+from tests.conftest import deployment_manifest
+
+
+async def test_a_start_leaves_out_what_it_cannot_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Deployment and a pod stored with a count past int32 (the API took any integer
+    before the limits of Kubernetes' widths): the scheduler starts, leaves them out with
+    a warning naming each, and serves the rest. Their decoding stopped the start."""
+    config = SchedulerConfig(state_dir=str(tmp_path))
+    first = ControlPlane(config)
+    await first.start()
+    try:
+        meta = {"namespace": "default", "creationTimestamp": "2026-01-01T00:00:00Z"}
+        wide = deployment_manifest("wide", 1, progressDeadlineSeconds=INT32_MAX + 1)
+        wide["metadata"] |= meta | {"uid": "u-wide", "generation": 1}
+        fine = deployment_manifest("fine", 0)
+        fine["metadata"] |= meta | {"uid": "u-fine", "generation": 1}
+        probe = {"exec": {"command": ["true"]}, "periodSeconds": INT32_MAX + 1}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta | {"name": "probed", "uid": "u-pod"},
+            "spec": {"containers": [{"name": "c", "image": "x", "livenessProbe": probe}]},
+        }
+        ops = [
+            Op("put", DEPLOYMENTS.key("default", "wide"), json.dumps(wide).encode()),
+            Op("put", DEPLOYMENTS.key("default", "fine"), json.dumps(fine).encode()),
+            Op("put", PODS.key("default", "probed"), json.dumps(pod).encode()),
+        ]
+        await first.store.txn(ops)
+    finally:
+        await first.stop()
+
+    again = ControlPlane(config)
+    with caplog.at_level(logging.WARNING):
+        await again.start()
+    try:
+        deployments = again.workloads.deployments.objects
+        assert list(deployments) == [DEPLOYMENTS.key("default", "fine")]
+        assert PODS.key("default", "probed") not in again.cluster.pods
+        for key in (DEPLOYMENTS.key("default", "wide"), PODS.key("default", "probed")):
+            assert any(key in r.getMessage() for r in caplog.records), caplog.text
+    finally:
+        await again.stop()
