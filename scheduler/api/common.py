@@ -85,14 +85,12 @@ def require_url_name(body_name: str, url_name: str) -> None:
         )
 
 
-# A resourceVersion is a store revision: ASCII digits, at most as many as an unsigned
-# 64-bit number has (Kubernetes' resourceVersion is etcd's int64). `str.isdigit()` is
-# not the test: it takes "²", which int() refuses, and "٣", which int() reads as 3; and
-# int() refuses more than 4300 digits.
-_REVISION = re.compile(r"[0-9]{1,20}")
-
-
+# Integers as Go's strconv reads them: ASCII digits, at most as many as a 64-bit number
+# has. Neither `str.isdigit()` nor int() is the test: they take "²" (which int() then
+# refuses), "٣" (read as 3), and int() also " 5", "+1" and "1_0", and raises on more
+# than 4300 digits. A resourceVersion is a store revision (etcd's int64 in Kubernetes).
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
+_REVISION = re.compile(r"[0-9]{1,20}")
 
 
 def parse_revision(raw: str) -> int | None:
@@ -108,8 +106,6 @@ def int_param(
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
-    # ASCII digits, as Go's strconv reads them: int() also takes " 5", "+1", "1_0", "٣"
-    # (as 3), and refuses more than 4300 digits with a ValueError of its own.
     if not _INTEGER.fullmatch(raw):
         raise BadRequest(f"query parameter {name}: {raw!r} is not an integer")
     value = int(raw)

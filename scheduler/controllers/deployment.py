@@ -54,6 +54,7 @@ from common.models import (
     Deployment,
     DeploymentStatus,
     ObjectMeta,
+    OwnerReference,
     Pod,
     WorkloadCondition,
     now,
@@ -226,20 +227,14 @@ class DeploymentController(Controller):
             kv = self.cluster.pod_kvs.get(pod_key)
             if pod is None or kv is None or not d.spec.selector.matches(pod.metadata.labels):
                 continue
-            claimed_pod = mutable_copy(pod)
-            claimed_pod.metadata.owner_references = [*(pod.metadata.owner_references or ()), owner]
-            pod_claims.append(self._claim(pod_key, claimed_pod, kv.mod_revision))
+            pod_claims.append(self._claim(pod_key, pod, kv.mod_revision, owner))
         revision_claims = []
         for rev_key in self.orphan_revisions.in_namespace(namespace):
             rev = self.revisions.get(rev_key)
             kv = self.revisions.kvs.get(rev_key)
-            if rev is None or kv is None:
+            if rev is None or kv is None or not history_of(rev, d):
                 continue
-            if not history_of(rev, d):
-                continue
-            claimed_rev = mutable_copy(rev)
-            claimed_rev.metadata.owner_references = [*(rev.metadata.owner_references or ()), owner]
-            revision_claims.append(self._claim(rev_key, claimed_rev, kv.mod_revision))
+            revision_claims.append(self._claim(rev_key, rev, kv.mod_revision, owner))
         # Concurrently, for one commit; one that changed meanwhile is claimed on its event.
         claimed = await asyncio.gather(*pod_claims, *revision_claims)
         pods = [kv for kv in claimed[: len(pod_claims)] if kv is not None]
@@ -253,9 +248,14 @@ class DeploymentController(Controller):
             )
         return bool(pods or revisions)
 
-    async def _claim(self, key: str, obj: Pod | ControllerRevision, expect: int) -> KV | None:
+    async def _claim(
+        self, key: str, obj: Pod | ControllerRevision, expect: int, owner: OwnerReference
+    ) -> KV | None:
+        """`obj` with `owner` added to its references, written if unchanged since."""
+        claimed = mutable_copy(obj)
+        claimed.metadata.owner_references = [*(obj.metadata.owner_references or ()), owner]
         try:
-            return await self.store.put(key, encode(obj), obj=obj, expect=expect)
+            return await self.store.put(key, encode(claimed), obj=claimed, expect=expect)
         except (Conflict, NotFound):
             return None
 
