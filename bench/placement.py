@@ -1,12 +1,15 @@
 """Placement benchmark: the real scheduler, N hollow nodes, M pods; JSON lines out.
 
     python -m bench.placement [--nodes 1000] [--pods 10000] [--api-requests 300]
+        [--scheduler-python PATH]
 
 Starts `python -m scheduler.main` on a loopback port with a fresh state
 directory, and N hollow nodes (`agent.hollow`) spread over a few processes.
 Once every node is Ready it submits M pods (100m CPU, 64Mi each) through the
 API in batches from several concurrent clients, and measures:
 
+- `placement.python`: the scheduler's interpreter (`--scheduler-python`, by default
+  this one): executable, version, and libpython shared or linked in;
 - `placement.join`: seconds from starting the hollow processes to all N Ready;
 - `placement.submit`: pods/s durably created by the API;
 - `placement.throughput`: pods/s from the first submit to the last durable
@@ -94,8 +97,51 @@ LAG_BUCKETS = "corral_event_loop_lag_seconds_bucket"
 PHASE_FIGURES = (GC_SECONDS, GC_BUCKETS, COMMIT_BUCKETS, COMMITS, TRANSACTIONS, LAG_BUCKETS)
 
 
-def emit(metric: str, unit: str, **fields: Any) -> None:
-    print(json.dumps({"metric": metric, "unit": unit, **fields}), flush=True)
+def emit(metric: str, unit: str | None, **fields: Any) -> None:
+    line = {"metric": metric} if unit is None else {"metric": metric, "unit": unit}
+    print(json.dumps({**line, **fields}), flush=True)
+
+
+# What the scheduler's interpreter is, and that it has corral's dependencies. Debian's
+# python3 (built with PGO and LTO, libpython linked in) runs the scheduler about a seventh
+# faster than pyenv's default build (neither, libpython a shared library), so the figures
+# name it (docs/benchmarks.md). sysconfig cannot tell a PGO build; the maps tell the rest.
+_INTERPRETER = """
+import json, sys
+import aiohttp, aiosqlite, msgpack, pydantic
+with open("/proc/self/maps") as maps:
+    shared = any("/libpython" in line for line in maps)
+print(json.dumps({
+    "executable": sys.executable,
+    "version": sys.version.split()[0],
+    "libpython": "shared" if shared else "linked in",
+}))
+"""
+
+
+async def interpreter(python: str) -> dict[str, Any]:
+    """The scheduler's interpreter: executable, version, libpython shared or linked in."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            python,
+            "-c",
+            _INTERPRETER,
+            cwd=ROOT,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise RuntimeError(f"--scheduler-python {python}: {exc}") from None
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(
+            f"--scheduler-python {python} cannot run the scheduler: {last[0]}"
+            f" (install corral into it: {python} -m pip install -e .)"
+        )
+    info: dict[str, Any] = json.loads(out)
+    return info
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -141,11 +187,17 @@ class Processes:
     logs: Path
     procs: list[asyncio.subprocess.Process] = field(default_factory=list)
 
-    async def spawn(self, name: str, *argv: str, env: dict[str, str] | None = None) -> Any:
+    async def spawn(
+        self,
+        name: str,
+        *argv: str,
+        env: dict[str, str] | None = None,
+        python: str = sys.executable,
+    ) -> Any:
         log = await asyncio.to_thread(open, self.logs / f"{name}.log", "wb")
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable,
+                python,
                 *argv,
                 cwd=ROOT,
                 env={**os.environ, **(env or {})},
@@ -512,12 +564,14 @@ async def start_cluster(
         "CORRAL_SCHEDULER_NODE_GRACE_SECONDS": str(args.node_grace),
         "CORRAL_SCHEDULER_EVICTION_SECONDS": str(args.node_grace * 3),
     }
+    emit("placement.python", None, **await interpreter(args.scheduler_python))
     sched = await procs.spawn(
         "scheduler",
         *("-m", "scheduler.main", "--listen", f"127.0.0.1:{port}"),
         *("--state-dir", str(tmp / "state"), "--join-token", token),
         *("--admin-token", ADMIN_TOKEN),
         env=env,
+        python=args.scheduler_python,
     )
     sampler = RssSampler(sched.pid)
     try:
@@ -710,6 +764,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--node-grace", type=float, default=20.0, help="scheduler's node grace seconds")
     p.add_argument("--api-requests", type=int, default=300, help="requests per API path (0: skip)")
     p.add_argument("--timeout", type=float, default=300.0, help="limit of each phase, seconds")
+    p.add_argument(
+        "--scheduler-python",
+        default=sys.executable,
+        metavar="PATH",
+        help="interpreter of the scheduler (with corral's dependencies installed); the "
+        "hollow nodes and the benchmark stay on this one",
+    )
     return p.parse_args(argv)
 
 

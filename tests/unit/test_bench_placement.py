@@ -1,6 +1,13 @@
-"""bench/placement.py's reading of the scheduler's metrics, and the size of its hollow processes."""
+"""bench/placement.py's reading of the scheduler's metrics, the size of its hollow processes,
+and the scheduler's interpreter."""
 
 from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
 
 from bench.placement import (
     COMMIT_BUCKETS,
@@ -10,6 +17,7 @@ from bench.placement import (
     TRANSACTIONS,
     Samples,
     gc_pauses,
+    interpreter,
     nodes_per_process,
     quantiles_between,
     store_commits,
@@ -82,3 +90,24 @@ def test_hollow_processes_are_at_most_two_a_cpu() -> None:
     assert nodes_per_process(5000, 2) == 1250  # four, not twenty
     assert nodes_per_process(5001, 2) == 1251  # still four: the last one a node short
     assert nodes_per_process(5000, 16) == 250  # twenty processes on sixteen CPUs
+
+
+def test_the_scheduler_interpreter_is_named_with_its_libpython() -> None:
+    info = asyncio.run(interpreter(sys.executable))
+    assert info["executable"] == sys.executable
+    assert info["version"] == sys.version.split()[0]
+    with open("/proc/self/maps") as maps:
+        shared = any("/libpython" in line for line in maps)
+    assert info["libpython"] == ("shared" if shared else "linked in")
+
+
+def test_an_interpreter_without_corral_is_refused_by_name(tmp_path: Path) -> None:
+    bare = tmp_path / "python"
+    bare.write_text(
+        "#!/bin/sh\necho \"ModuleNotFoundError: No module named 'aiohttp'\" >&2\nexit 1\n"
+    )
+    bare.chmod(0o755)
+    with pytest.raises(RuntimeError, match=f"{bare} cannot run the scheduler: .*'aiohttp'"):
+        asyncio.run(interpreter(str(bare)))
+    with pytest.raises(RuntimeError, match="/nonexistent/python"):
+        asyncio.run(interpreter("/nonexistent/python"))
