@@ -74,7 +74,9 @@ def safely(name: str, call: Callable[[], None]) -> None:
 
 
 class ObjectCache(Generic[M]):
-    """Objects of one kind, keyed by store key, with their KVs (for guarded writes)."""
+    """Objects of one kind, keyed by store key, with their KVs (for guarded writes), and
+    by namespace for a namespaced kind (a controller looks in one namespace, as
+    Kubernetes' listers do, not through every namespace's objects)."""
 
     def __init__(self, kind: Kind, model: type[M]) -> None:
         self.kind = kind
@@ -83,6 +85,11 @@ class ObjectCache(Generic[M]):
         self.kvs: dict[str, KV] = {}
         self.by_uid: dict[str, str] = {}
         self.handlers: list[Handler[M]] = []
+        self._by_namespace: dict[str, dict[str, M]] = {}
+
+    def in_namespace(self, namespace: str) -> dict[str, M]:
+        """The objects of a namespaced kind in `namespace`, by key (do not mutate)."""
+        return self._by_namespace.get(namespace, {})
 
     async def load(self, store: Store) -> None:
         kvs, _ = await store.list(self.kind.prefix)
@@ -126,6 +133,8 @@ class ObjectCache(Generic[M]):
             self.by_uid.pop(old.metadata.uid or "", None)
         self.objects[key] = obj
         self.kvs[key] = kv
+        if self.kind.namespaced:
+            self._by_namespace.setdefault(key_namespace(key), {})[key] = obj
         uid = obj.metadata.uid
         if uid:
             self.by_uid[uid] = key
@@ -136,6 +145,12 @@ class ObjectCache(Generic[M]):
         self.kvs.pop(key, None)
         if old is not None:
             self.by_uid.pop(old.metadata.uid or "", None)
+            if self.kind.namespaced:
+                namespace = key_namespace(key)
+                objects = self._by_namespace[namespace]
+                del objects[key]
+                if not objects:
+                    del self._by_namespace[namespace]
 
 
 def controller_ref(refs: Iterable[OwnerReference] | None) -> OwnerReference | None:

@@ -179,10 +179,9 @@ class Workloads:
             self.orphans.discard(key)
             return
         self.orphans.add(key)
-        prefix = DEPLOYMENTS.namespace_prefix(key_namespace(key))
         try:
-            for dkey, d in self.deployments.objects.items():
-                if dkey.startswith(prefix) and d.spec.selector.matches(new.metadata.labels):
+            for dkey, d in self.deployments.in_namespace(key_namespace(key)).items():
+                if d.spec.selector.matches(new.metadata.labels):
                     self.deployment.queue.add(dkey)
         except Exception:  # never into the cluster watch
             _LOGGER.exception("pod listener failed on orphan %s", key)
@@ -234,9 +233,8 @@ class Workloads:
         # Freed (propagationPolicy=Orphan): a Deployment of the name it was written for
         # adopts it, if its selector matches (`history_of`).
         self.orphan_revisions.add(key)
-        prefix = DEPLOYMENTS.namespace_prefix(key_namespace(key))
-        for dkey, d in self.deployments.objects.items():
-            if dkey.startswith(prefix) and history_of(new, d):
+        for dkey, d in self.deployments.in_namespace(key_namespace(key)).items():
+            if history_of(new, d):
                 self.deployment.queue.add(dkey)
 
     def _namespace_changed(self, key: str, old: Namespace | None, new: Namespace | None) -> None:
