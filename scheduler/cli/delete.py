@@ -27,17 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from scheduler.cli import rollout, selection
-from scheduler.cli.client import ApiError, Client, ConnectionFailed
+from scheduler.cli.client import ApiError, Client
 from scheduler.cli.commands import api_error_text
 from scheduler.cli.errors import CommandError
-from scheduler.cli.getting import (
-    Retries,
-    WatchExpired,
-    err,
-    namespace_for,
-    out,
-    watch_events,
-)
+from scheduler.cli.getting import err, follow, namespace_for, out
 from scheduler.cli.kinds import NAMESPACES, Resource
 
 Object = dict[str, Any]
@@ -255,40 +248,24 @@ def wait_gone(client: Client, deleted: list[Deleted], timeout: float | None) -> 
 def _still_there(
     client: Client, path: str, objs: list[Deleted], timeout: float | None
 ) -> list[Deleted]:
-    """Those of `objs` (of the collection at `path`) not gone within `timeout`: looked up
-    in one list, then followed in one watch until each is deleted. A watch the server
-    expires (410), or a server lost, is listed again and followed anew (`Retries`:
-    deleting an object is progress)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+    """Those of `objs` (of the collection at `path`) not gone within `timeout`: followed
+    (one list, then one watch, listed again past an expired watch or a lost server)
+    until each is deleted or its name belongs to a new object."""
     waiting = {o.name: o for o in objs}
-    retries = Retries(deadline)
-    while True:
-        # One object: by name, so that deleting one pod of thousands lists one.
-        query: dict[str, str | None] = (
-            {"fieldSelector": f"metadata.name={next(iter(waiting))}"} if len(waiting) == 1 else {}
-        )
-        listed = retries.listing(client, path, query)
-        if listed is None:
-            continue
-        items = listed.get("items") or []
-        before = len(waiting)
-        waiting = {n: o for n, o in waiting.items() if any(_is(item, o) for item in items)}
-        left = None if deadline is None else deadline - time.monotonic()
-        if not waiting or (left is not None and left <= 0):
-            return list(waiting.values())
-        version = (listed.get("metadata") or {}).get("resourceVersion")
-        try:
-            for event in watch_events(client, path, query, version, timeout=left):
-                seen = event.get("object") or {}
-                name = (seen.get("metadata") or {}).get("name")
-                obj = waiting.get(name) if isinstance(name, str) else None
-                if obj is not None and (event.get("type") == "DELETED" or not _is(seen, obj)):
-                    del waiting[obj.name]  # deleted, or its name already belongs to a new object
-                    if not waiting:
-                        break
-            return list(waiting.values())
-        except (WatchExpired, ApiError, ConnectionFailed) as exc:
-            retries.pause_after(exc, progressed=len(waiting) < before)
+    # One object: by name, so that deleting one pod of thousands lists one.
+    query: dict[str, str | None] = (
+        {"fieldSelector": f"metadata.name={next(iter(waiting))}"} if len(waiting) == 1 else {}
+    )
+    known: dict[str, Object] = {o.name: {"metadata": {"name": o.name}} for o in objs}
+    for event in follow(client, path, query, timeout=timeout, known=known):
+        seen = event.get("object") or {}
+        name = (seen.get("metadata") or {}).get("name")
+        obj = waiting.get(name) if isinstance(name, str) else None
+        if obj is not None and (event.get("type") == "DELETED" or not _is(seen, obj)):
+            del waiting[obj.name]  # deleted, or its name already belongs to a new object
+            if not waiting:
+                break
+    return list(waiting.values())
 
 
 def _is(item: Object, obj: Deleted) -> bool:

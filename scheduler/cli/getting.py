@@ -141,17 +141,26 @@ class Retries:
 
 
 def follow(
-    client: Client, path: str, query: dict[str, str | None], *, timeout: float | None
+    client: Client,
+    path: str,
+    query: dict[str, str | None],
+    *,
+    timeout: float | None,
+    known: dict[str, Object] | None = None,
 ) -> Iterator[Object]:
     """The objects of `path` that `query` selects, then each change of them, until
     `timeout`, as client-go's UntilWithSync sees them: listed (each listed object an
     ADDED, or a MODIFIED once seen), then watched from the list's version. A watch the
-    server expires, or a server lost, is followed by a list again (`Retries`: a changed
-    object or any event is progress), where one seen before and missing now is a
-    DELETED, so no outcome is missed while the watch was down."""
+    server expires, or a server lost, is followed by a list again (`Retries`: any event,
+    or a list that differs from the one before, is progress), where one seen before and
+    missing now is a DELETED, so no outcome is missed while the watch was down.
+
+    `known`: the objects as the caller saw them (by name), taken as seen before the
+    first list, which then tells of each as MODIFIED or DELETED."""
     deadline = None if timeout is None else time.monotonic() + timeout
     retries = Retries(deadline)
-    known: dict[str, Object] = {}  # name -> the object as last seen
+    known = dict(known or {})  # name -> the object as last seen
+    listed_before = False
     while True:
         listed = retries.listing(client, path, query)
         if listed is None:
@@ -187,7 +196,8 @@ def follow(
                 yield event
             return
         except (WatchExpired, ApiError, ConnectionFailed) as exc:
-            retries.pause_after(exc, progressed=changed or seen > 0)
+            retries.pause_after(exc, progressed=(changed and listed_before) or seen > 0)
+        listed_before = True
 
 
 def _version(obj: Object) -> object:

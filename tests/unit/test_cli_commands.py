@@ -485,12 +485,13 @@ def test_wait_gives_up_when_every_watch_expires(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Watches that all expire, with nothing changed in between, end the wait with the
-    error after len(RELIST_PAUSES) of them past the first."""
+    error after len(RELIST_PAUSES) of them (the first list is no change: there is none
+    before it), as `delete`'s wait does."""
     monkeypatch.setattr("scheduler.cli.getting.RELIST_PAUSES", (0.0,) * 3)
     api.expiring = True
     code, _, err = run(capsys, "apply", "-f", manifest(tmp_path), "--wait")
     assert code == 1 and "too old resource version" in err
-    assert len([r for r in api.requests if r[2].get("watch") == ["true"]]) == 4
+    assert len([r for r in api.requests if r[2].get("watch") == ["true"]]) == 3
 
 
 def test_delete_grace_period_force_and_now(
