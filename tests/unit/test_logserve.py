@@ -1,0 +1,160 @@
+"""The agent's log server: a container's log sent over the link in chunks, read, parsed
+and rendered off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from agent import logserve
+from agent.logserve import CHUNK_BYTES, INLINE_RECORDS, LogServer
+from agent.runtime.native import logs
+from common import protocol
+
+LINE = "a record of a chatty container, 64 characters long, more or less"
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    """Poll until `predicate()` holds (the caller bounds the time)."""
+    while True:
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+
+
+def server(path: Path, finished: bool = True) -> tuple[LogServer, SimpleNamespace]:
+    container = SimpleNamespace(finished=finished)
+    supervisor = SimpleNamespace(
+        workers={"uid": SimpleNamespace(containers={"c": container})},
+        runtime=SimpleNamespace(log_path=lambda uid, name: path),
+    )
+    return LogServer(supervisor), container  # type: ignore[arg-type]
+
+
+async def serve(srv: LogServer, **request: Any) -> list[protocol.LogsChunk]:
+    """Every frame the server sends for one request, up to its end."""
+    frames: list[protocol.LogsChunk] = []
+    ended = asyncio.Event()
+
+    async def send(frame: protocol.Frame) -> None:
+        assert isinstance(frame, protocol.LogsChunk)
+        frames.append(frame)
+        if frame.eof:
+            ended.set()
+
+    srv.open(protocol.LogsRequest(id=1, uid="uid", container="c", **request), send)
+    async with asyncio.timeout(30):
+        await ended.wait()
+    return frames
+
+
+def write_log(path: Path, records: int) -> None:
+    writer = logs.LogWriter(str(path), max_bytes=1 << 30)
+    writer.write("stdout", f"{LINE}\n".encode() * records)
+    writer.close()
+
+
+@pytest.mark.parametrize("follow", [False, True])
+async def test_a_log_goes_in_chunks_not_a_frame_per_record(tmp_path: Path, follow: bool) -> None:
+    """A followed log's history (and each read of it) goes in CHUNK_BYTES frames, as an
+    unfollowed one does: a frame per record made `kubectl logs -f` of a chatty container
+    353,000 frames for 30 MiB, at both ends of the link."""
+    path = tmp_path / "c.log"
+    records = 5000
+    write_log(path, records)
+    srv, _ = server(path)
+    frames = await serve(srv, follow=follow)
+    text = "".join(f.data or "" for f in frames)
+    assert text == f"{LINE}\n" * records
+    assert len(frames) <= len(text) // CHUNK_BYTES + 2  # the chunks, the rest and the eof
+    assert frames[-1].eof and frames[-1].error is None
+
+
+async def test_records_written_while_followed_go_a_read_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "c.log"
+    write_log(path, 1)
+    srv, container = server(path, finished=False)
+    frames: list[protocol.LogsChunk] = []
+
+    async def send(frame: protocol.Frame) -> None:
+        assert isinstance(frame, protocol.LogsChunk)
+        frames.append(frame)
+
+    srv.open(protocol.LogsRequest(id=1, uid="uid", container="c", follow=True), send)
+    async with asyncio.timeout(10):
+        await _until(lambda: bool(frames))
+        writer = logs.LogWriter(str(path), max_bytes=1 << 30)
+        writer.write("stdout", f"{LINE}\n".encode() * 100)  # one burst: one read
+        writer.close()
+        await _until(lambda: sum((f.data or "").count("\n") for f in frames) >= 101)
+        container.finished = True
+        await _until(lambda: frames[-1].eof)
+    assert len(frames) == 3  # the history, the burst, the eof
+
+
+@pytest.mark.parametrize("follow", [False, True])
+async def test_a_big_log_is_parsed_and_rendered_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, follow: bool
+) -> None:
+    """A whole log (30 MiB at the default rotation) took the agent's event loop, and with
+    it the link's heartbeats and every probe, 0.1-0.35 s to parse and render."""
+    path = tmp_path / "c.log"
+    write_log(path, INLINE_RECORDS * 4)
+    loop_thread = threading.get_ident()
+    threads: set[int] = set()
+    real_render, real_parse = logserve.render, logs.parse_line
+
+    def render(line: logs.LogLine, timestamps: bool) -> str:
+        threads.add(threading.get_ident())
+        return real_render(line, timestamps)
+
+    def parse_line(raw: bytes) -> logs.LogLine | None:
+        threads.add(threading.get_ident())
+        return real_parse(raw)
+
+    monkeypatch.setattr(logserve, "render", render)
+    monkeypatch.setattr(logs, "parse_line", parse_line)
+    srv, _ = server(path)
+    frames = await serve(srv, follow=follow)
+    assert "".join(f.data or "" for f in frames).count("\n") == INLINE_RECORDS * 4
+    assert threads and loop_thread not in threads
+
+
+async def test_a_followed_burst_is_parsed_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a read brings (up to a whole rotated file, 10 MiB) is parsed in the thread that
+    read it."""
+    path = tmp_path / "c.log"
+    loop_thread = threading.get_ident()
+    parsed_on_loop = 0
+    real_parse = logs.parse_line
+
+    def parse_line(raw: bytes) -> logs.LogLine | None:
+        nonlocal parsed_on_loop
+        parsed_on_loop += threading.get_ident() == loop_thread
+        return real_parse(raw)
+
+    monkeypatch.setattr(logs, "parse_line", parse_line)
+    finished = False
+    got = 0
+
+    async def reader() -> None:
+        nonlocal got
+        async for batch in logs.follow_batches(str(path), done=lambda: finished, interval=0.01):
+            got += len(batch)
+
+    task = asyncio.create_task(reader())
+    async with asyncio.timeout(10):
+        await asyncio.sleep(0.05)
+        write_log(path, 1000)
+        await _until(lambda: got >= 1000)
+        finished = True
+        await task
+    assert parsed_on_loop == 0
