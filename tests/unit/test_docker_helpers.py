@@ -3,6 +3,7 @@ image's layer, and the router that sends each pod to its runtime."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import tarfile
 from io import BytesIO
@@ -126,3 +127,20 @@ async def test_router_routes_by_class_and_uid() -> None:
         await router.create_pod(pod("c", "gvisor"))
     assert info.value.reason == "CreatePodSandboxError"
     assert "native, docker" in str(info.value) or "docker, native" in str(info.value)
+
+
+async def test_draining_a_log_copy_can_be_cancelled(tmp_path: Path) -> None:
+    """A container's wait that drains its log copy when the agent shuts down is cancelled,
+    not left to go on as if the container had exited (the cancellation was suppressed)."""
+    from agent.runtime.docker.runtime import DockerRuntime
+
+    runtime = DockerRuntime(tmp_path, None)  # type: ignore[arg-type]
+    copy = asyncio.create_task(asyncio.sleep(3600))  # a copy still catching up
+    runtime._followers[("uid", "c")] = copy
+    drain = asyncio.create_task(runtime._drain_logs("uid", "c"))
+    await asyncio.sleep(0.01)
+    drain.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await drain
+    assert not copy.done()  # the copy is not the drain's to cancel
+    copy.cancel()

@@ -700,8 +700,9 @@ class DockerRuntime:
     async def _drain_logs(self, uid: str, container: str) -> None:
         task = self._followers.get((uid, container))
         if task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(task), LOG_DRAIN)
+            # wait, not wait_for(shield()) under suppress(CancelledError): that took the
+            # caller's own cancellation (agent shutdown) for the copy's, and went on.
+            await asyncio.wait({task}, timeout=LOG_DRAIN)
 
     async def _forget_run(self, uid: str, container: str) -> None:
         """Before a run's container goes: its log copy finished, its OOM watch closed."""
