@@ -19,6 +19,7 @@ from agent.config import ENV_PREFIX, AgentConfig
 from common.config import ConfigError, load_config
 from common.logs import setup_logging
 from common.sdnotify import Notifier
+from common.statelock import StateDirLocked, lock_state_dir
 
 if TYPE_CHECKING:
     from agent.link import SchedulerLink
@@ -53,6 +54,20 @@ def read_token(config: AgentConfig) -> str | None:
 
 
 async def run(config: AgentConfig, token: str | None) -> None:
+    # Taken out of the environment before anything is started: the fork server,
+    # monitors and pods must not inherit systemd's notification socket.
+    notifier = Notifier.from_environment()
+    state = Path(config.state_dir)
+    # First: nothing of the state directory (the pods' records) is read before this
+    # process owns it. Not inherited by the fork server, monitors or pods.
+    state_lock = await lock_state_dir(state, "corral-agent")
+    try:
+        await _run(config, token, notifier, state)
+    finally:
+        state_lock.release()
+
+
+async def _run(config: AgentConfig, token: str | None, notifier: Notifier, state: Path) -> None:
     from agent.delegation import pods_parent
     from agent.link import SchedulerLink
     from agent.runtime.native.cgroups import probe
@@ -60,10 +75,6 @@ async def run(config: AgentConfig, token: str | None) -> None:
     from agent.service import AgentService
     from agent.supervisor import Supervisor
 
-    # Taken out of the environment before anything is started: the fork server,
-    # monitors and pods must not inherit systemd's notification socket.
-    notifier = Notifier.from_environment()
-    state = Path(config.state_dir)
     parent = await asyncio.to_thread(pods_parent, config.cgroup_parent, config.cgroup_delegated)
     cgroups = await asyncio.to_thread(probe, parent)
     runtime = build_runtime(config, state, cgroups)  # native and docker, routed per pod
@@ -119,11 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     if insecure:
         _LOGGER.warning("%s", insecure)
     try:
-        import uvloop
-
-        uvloop.run(run(config, token))
-    except ImportError:
-        asyncio.run(run(config, token))
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(run(config, token))
+        else:
+            uvloop.run(run(config, token))
+    except StateDirLocked as exc:
+        print(f"corral-agent: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,6 +9,7 @@ import os
 import secrets
 from pathlib import Path
 
+from common.statelock import StateLock, lock_state_dir
 from scheduler.auth import TokenAuth
 from scheduler.cluster import ClusterState
 from scheduler.config import SchedulerConfig
@@ -76,6 +77,7 @@ class ControlPlane:
         self.errors = RecentErrors()
         self.ready = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._state_lock: StateLock | None = None
 
     async def start(self) -> None:
         # First, so that the pauses of loading a big store are counted too; a start that
@@ -85,10 +87,14 @@ class ControlPlane:
             await self._start()
         except BaseException:
             self.metrics.gc_pauses.uninstall()
+            if self._state_lock is not None:
+                self._state_lock.release()
             raise
 
     async def _start(self) -> None:
         config = self.config
+        # First: nothing of the state directory is read before this process owns it.
+        self._state_lock = await lock_state_dir(config.state_dir, "corral-scheduler")
         token = await asyncio.to_thread(join_token, config)
         self.store = await SqliteStore.open(Path(config.state_dir) / "state.db")
         self.metrics.track_store(self.store)
@@ -155,5 +161,7 @@ class ControlPlane:
                 await self.events.flush()  # what was recorded last is not lost
         if hasattr(self, "store"):
             await self.store.close()
+        if self._state_lock is not None:
+            self._state_lock.release()
         self.metrics.gc_pauses.uninstall()
         _LOGGER.info("control plane stopped")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from agent.runtime.native.cgroups import probe
-from tests.conftest import ROOT, SchedulerProcess, wait_for
+from tests.conftest import ROOT, TOKEN, SchedulerProcess, wait_for
 from tests.imagebuild import build_busybox_rootfs, write_oci_layout
 from tests.services import AgentProcess
 
@@ -262,6 +262,37 @@ def test_sigterm_exits_zero_and_leaves_pods(agent: AgentProcess) -> None:
     agent.start()
     wait_for(lambda: ready(s, "node-a"), timeout=30)
     assert container_pid(agent, "keep") == pid
+
+
+def test_a_second_agent_on_the_same_state_directory_is_refused(agent: AgentProcess) -> None:
+    """One agent a state directory: a second would adopt the same pods and fight over
+    them. It exits 1 naming the first, which goes on running its pod."""
+    s = agent.scheduler
+    corral(
+        s, "apply", "-f", "-", stdin=POD.format(name="mine", policy="Always", script="sleep 300")
+    )
+    wait_for(lambda: pod_json(s, "mine")["status"]["phase"] == "Running", 30)
+    pid = container_pid(agent, "mine")
+    assert agent.proc is not None
+    second = subprocess.run(
+        [
+            *(sys.executable, "-m", "agent.main", "--config", str(agent.config_path)),
+            *("--server", s.url, "--join-token", TOKEN, "--node-name", "node-b"),
+            *("--state-dir", str(agent.state), "--cgroup-parent", f"{agent.cgroup_parent}-b"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 1, second.stderr
+    assert (
+        f"corral-agent: state directory {agent.state} is in use by process {agent.proc.pid}"
+        in second.stderr
+    )
+    assert "Traceback" not in second.stderr
+    assert ready(s, "node-a") and container_pid(agent, "mine") == pid
+    assert [n["metadata"]["name"] for n in s.get("/api/v1/nodes")["items"]] == ["node-a"]
 
 
 def test_logs_previous_run(agent: AgentProcess) -> None:

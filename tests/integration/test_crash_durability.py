@@ -1,12 +1,15 @@
-"""`kill -9` of the scheduler during a stream of creates loses nothing it acknowledged."""
+"""`kill -9` of the scheduler during a stream of creates loses nothing it acknowledged;
+a second scheduler on the same state directory is refused rather than let write."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import urllib.error
 from pathlib import Path
 
-from tests.conftest import SchedulerProcess, wait_for
+from tests.conftest import ADMIN_TOKEN, ROOT, TOKEN, SchedulerProcess, wait_for
 from tests.integration.test_api import pod
 
 WRITERS = 8
@@ -59,3 +62,43 @@ def test_acknowledged_pods_survive_kill_9(tmp_path: Path) -> None:
     finally:
         stop.set()
         sched.stop()
+
+
+def test_a_second_scheduler_on_the_same_state_directory_is_refused(tmp_path: Path) -> None:
+    """Two schedulers on one store would each number revisions from what they loaded and
+    overwrite each other's writes: the second exits 1, naming the first, and the first
+    goes on serving and writing."""
+    s = SchedulerProcess(tmp_path / "state")
+    s.start()
+    try:
+        assert s.proc is not None
+        assert s.request("POST", "/api/v1/namespaces/default/pods", pod("before")).status == 201
+        second = subprocess.run(
+            [
+                *(sys.executable, "-m", "scheduler.main", "--listen", "127.0.0.1:0"),
+                *("--state-dir", str(s.state_dir), "--join-token", TOKEN),
+                *("--admin-token", ADMIN_TOKEN),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1, second.stderr
+        assert (
+            f"corral-scheduler: state directory {s.state_dir} is in use by process {s.proc.pid}"
+            in second.stderr
+        )
+        assert "listening" not in second.stdout
+        assert s.request("POST", "/api/v1/namespaces/default/pods", pod("after")).status == 201
+        names = [p["metadata"]["name"] for p in s.get("/api/v1/pods")["items"]]
+        assert sorted(names) == ["after", "before"]
+    finally:
+        s.stop()
+    # Stopped, it lets go: a scheduler started again on the directory has both pods.
+    s.start()
+    try:
+        names = [p["metadata"]["name"] for p in s.get("/api/v1/pods")["items"]]
+        assert sorted(names) == ["after", "before"]
+    finally:
+        s.stop()
