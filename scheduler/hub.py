@@ -43,7 +43,7 @@ from common.models import (
     check_dns_subdomain,
     now,
 )
-from common.quantity import QuantityError, cpu_millis, memory_bytes
+from common.quantity import QuantityError, cpu_millis, memory_bytes, parse_quantity
 from scheduler.auth import secret_bytes
 from scheduler.cluster import TERMINAL_PHASES, NodeState
 from scheduler.context import Context
@@ -81,6 +81,11 @@ REGISTER_ATTEMPTS = 3  # writes of a joining node's object, against other writes
 # as the container logs. A log that is not followed ends by itself: it is not cut. The
 # link has no flow control per stream; with it, this would not be needed.
 MAX_LOG_CHUNKS_QUEUED = 2048
+# An error an agent is sent, and the scheduler logs and keeps (`RecentErrors`), is cut to
+# this many characters: it may quote what the agent sent (a node name, a label key, a
+# quantity), and a hello of 12 MB of node name made 24 MB of message, logged, kept among
+# the recent errors (50 of them) and sent back in a frame the agent refuses as too big.
+MAX_ERROR_MESSAGE = 2000
 # What ends a link's read loop: what ends aiohttp's `async for` over it, and an error.
 _LINK_ENDED = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR))
 
@@ -295,6 +300,8 @@ class Hub:
     async def _send_error(
         self, ws: web.WebSocketResponse, message: str, version: int = protocol.PROTOCOL_VERSION
     ) -> None:
+        if len(message) > MAX_ERROR_MESSAGE:
+            message = f"{message[: MAX_ERROR_MESSAGE - 3]}..."
         self._errors.add(f"agent link: {message}")
         with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.send_bytes(protocol.encode(protocol.ErrorFrame(message=message), version))
@@ -357,7 +364,8 @@ class Hub:
         try:
             check_node_info(info)
         except (ValueError, QuantityError) as exc:
-            await self._send_error(ws, f"node {info.name!r} refused: {exc}", hello.v)
+            name = protocol.shown(repr(info.name))  # not checked yet: any length
+            await self._send_error(ws, f"node {name} refused: {exc}", hello.v)
             return None
         # Before the Node object is written: a refused link must not change it.
         admitted, issued = await self._admit(ws, info, auth, hello.v)
@@ -365,7 +373,12 @@ class Hub:
             return None
         try:
             node = await self._register(info, remote)
-        except (ValueError, ValidationError, QuantityError) as exc:
+        except ValidationError as exc:  # `str` of it lists every error, whole
+            await self._send_error(
+                ws, f"node {info.name!r} refused: {protocol.problems(exc)}", hello.v
+            )
+            return None
+        except (ValueError, QuantityError) as exc:
             await self._send_error(ws, f"node {info.name!r} refused: {exc}", hello.v)
             return None
         except Conflict:  # lost to other writes of the node REGISTER_ATTEMPTS times
@@ -1019,13 +1032,23 @@ class Hub:
 
 
 def check_node_info(info: protocol.NodeInfo) -> None:
-    """A hello's node: a valid name and the quantities placement needs; ValueError if not."""
+    """A hello's node: a valid name and the quantities placement needs; ValueError if not.
+    Every quantity is checked here, the first bad one refused, rather than by the Node
+    model, which reports every one (a hello of 500,000 made a message of 200 MB)."""
+    if len(info.name) > 253:  # before the check that quotes it whole
+        raise ValueError(f"a node name is at most 253 characters, not {len(info.name)}")
     check_dns_subdomain(info.name)
     for key in ("cpu", "memory"):
         if key not in info.allocatable:
             raise ValueError(f"allocatable.{key} is required")
     cpu_millis(info.allocatable["cpu"])
     memory_bytes(info.allocatable["memory"])
+    for field, quantities in (("capacity", info.capacity), ("allocatable", info.allocatable)):
+        for key, value in quantities.items():
+            try:
+                parse_quantity(value)
+            except QuantityError as exc:
+                raise ValueError(f"{field}.{protocol.shown(key)}: {exc}") from None
 
 
 _marking: set[str] = set()

@@ -13,9 +13,10 @@ import socket
 from pathlib import Path
 
 import aiohttp
+import msgpack
 
 from common import protocol
-from tests.conftest import SchedulerProcess, wait_for, wait_until
+from tests.conftest import TOKEN, SchedulerProcess, wait_for, wait_until
 from tests.integration.test_api import pod
 from tests.integration.test_node_credentials import (  # noqa: F401 (http: a fixture)
     CAPACITY,
@@ -403,3 +404,33 @@ async def test_a_welcome_too_big_for_one_frame_comes_in_parts(
     await again.ws.close()  # a log request sent after the welcome is not answered: ends
     answer = await log
     assert answer.status == 400, answer.body
+
+
+async def test_a_frame_of_many_invalid_values_is_answered_in_a_few_lines(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """A heartbeat of 300,000 invalid numbers, and a hello whose node name is 1 MB: each
+    is refused with a message of a few lines, for the agent and the log. The first was
+    answered with every one of its errors (20 MB of message, built for seconds on the
+    event loop, logged, kept among the recent errors, sent in a frame no agent takes);
+    the second quoted the name twice, whole; a frame of 16 MiB made hundreds of MiB."""
+    s = bare_scheduler
+    agent, _ = await join(http, s, "node-a")
+    bad = {"v": protocol.PROTOCOL_VERSION, "type": "heartbeat", "pod_uids": []}
+    bad |= {"pod_cpu": [-1] * 300_000, "pod_memory": []}
+    await agent.ws.send_bytes(msgpack.packb(bad))
+    answer = await agent.receive_type(protocol.ErrorFrame, 30)
+    assert isinstance(answer, protocol.ErrorFrame), answer
+    assert "heartbeat.pod_cpu.0: Input should be greater than or equal to 0" in answer.message
+    assert len(answer.message) < 1000, len(answer.message)
+    await agent.ws.close()
+
+    long, answer = await dial(http, s, TOKEN, "n" * 1_000_000)
+    assert isinstance(answer, protocol.ErrorFrame), answer
+    assert "a node name is at most 253 characters, not 1000000" in answer.message
+    assert len(answer.message) < 1000, len(answer.message)
+    await long.ws.close()
+    status = s.request("GET", "/api/v1/status")
+    assert status.status == 200 and len(status.body) < 100_000, len(status.body)
+    assert s.log_path.stat().st_size < 1_000_000
