@@ -35,6 +35,10 @@ _LOGGER = logging.getLogger(__name__)
 EVENTS = "/events/"
 FLUSH_SECONDS = 0.25
 MAX_MESSAGE = 1024
+# Kubernetes' limit on an event's reason (a CamelCase word). The reason is free text from
+# an agent's events frame: uncut, one of 8 MB was kept, written and listed whole, and
+# up to `max_events` of them.
+MAX_REASON = 128
 MAX_NAME = 253  # an event's name is a DNS subdomain, as every object name
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
@@ -106,6 +110,7 @@ class EventRecorder:
         """Fold one occurrence in; it is written within FLUSH_SECONDS. Called for every
         pod placed: keep it cheap (no model is built here)."""
         message = message[:MAX_MESSAGE]
+        reason = reason[:MAX_REASON]
         namespace = ref.namespace or "default"
         digest = hashlib.sha1(
             f"{ref.kind}/{ref.uid or ref.name}/{reason}/{message}".encode()

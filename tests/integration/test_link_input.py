@@ -434,3 +434,37 @@ async def test_a_frame_of_many_invalid_values_is_answered_in_a_few_lines(
     status = s.request("GET", "/api/v1/status")
     assert status.status == 200 and len(status.body) < 100_000, len(status.body)
     assert s.log_path.stat().st_size < 1_000_000
+
+
+async def test_an_agents_event_reason_is_cut_to_kubernetes_limit(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """An agent's event reason is cut to 128 characters, as its message is to 1 KiB: it was
+    kept, written and listed whole (a reason of 8 MB from one frame, and as many events
+    of them as the recorder keeps)."""
+    s = bare_scheduler
+    agent, _ = await join(http, s, "node-a")
+    spec = pod("web", nodeSelector={"kubernetes.io/hostname": "node-a"})
+    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+    desired = await agent.receive_type(protocol.Desired)
+    uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+    event = protocol.EventReport(
+        uid=uid,
+        namespace="default",
+        name="web",
+        reason="Pulled" + "x" * 1_000_000,
+        message="m" * 1_000_000,
+        timestamp="2026-01-01T00:00:00Z",
+    )
+    await agent.send(protocol.PodEvents(events=[event]))
+
+    def pulled() -> list[dict[str, object]]:
+        resp = s.request("GET", "/api/v1/namespaces/default/events")
+        assert resp.status == 200, resp.body
+        return [e for e in resp.json()["items"] if str(e["reason"]).startswith("Pulled")]
+
+    (recorded,) = wait_for(pulled, timeout=10)
+    assert recorded["reason"] == "Pulled" + "x" * 122
+    assert len(str(recorded["message"])) == 1024
+    await agent.ws.close()
