@@ -562,13 +562,18 @@ class Hub:
                 if state is not None:
                     self._heard(state, frame)
             elif isinstance(frame, protocol.PodStatusUpdate | protocol.PodStatusUpdateV4):
+                answers: dict[str, None] = {}
                 if frame.pods:
-                    self._apply_reports(session, frame.pods, answer=True)
+                    self._apply_reports(session, frame.pods, answers)
                 if frame.stopped:
-                    self._spawn(self._finish_deletions(session, frame.stopped))
+                    stopped = self._own_stops(session, frame.stopped, answers)
+                    if stopped:
+                        self._spawn(self._finish_deletions(session, stopped))
                 if frame.revision is not None:
                     session.acked(frame.revision)
                     self._mirror_lag(session)
+                if answers:
+                    await self._answer(session, answers)
             elif isinstance(frame, protocol.HeartbeatV4):  # an agent of protocol 3 or 4
                 if state is not None:
                     self._heard(state, frame.upgraded())
@@ -576,7 +581,10 @@ class Hub:
                 session.acked(frame.revision)
                 self._mirror_lag(session)
             elif isinstance(frame, protocol.PodEvents):
-                self._record_agent_events(session, frame.events)
+                answers = {}
+                self._record_agent_events(session, frame.events, answers)
+                if answers:
+                    await self._answer(session, answers)
             elif isinstance(frame, protocol.CredentialAck):
                 if session.credential_id is not None:
                     self._spawn(self.credentials.confirm(session.node, session.credential_id))
@@ -674,28 +682,27 @@ class Hub:
         self,
         session: AgentSession,
         reports: Sequence[protocol.PodReport | protocol.PodReportV4],
-        *,
-        answer: bool = False,
+        answers: dict[str, None] | None = None,
     ) -> list[asyncio.Future[list[KV]]]:
         """Validate an agent's statuses and queue their writes, in the order reported.
 
         Synchronous up to the queueing (the store fixes the order of writes at the call),
-        so a pod_status frame needs no task of its own; returns the writes' futures. An
-        invalid status is skipped and recorded, and with `answer` the agent is told why
-        (not for a hello's: the agent takes any frame before the welcome for a refusal).
+        so a pod_status frame needs no task of its own; returns the writes' futures. A
+        report refused or with an invalid status is skipped, and why is added to `answers`
+        for the agent (`_answer`); without `answers` (a hello's: the agent takes any frame
+        before the welcome for its link refused) it is logged only, and the welcome's
+        `stop` fences a pod of another node.
         """
         validator = PodStatus.__pydantic_validator__
         writes = []
+        problems = {} if answers is None else answers
         for report in reports:
             key = self._cluster.by_uid.get(report.uid)
             pod = self._cluster.pods.get(key) if key else None
             if key is None or pod is None or pod.metadata.uid != report.uid:
                 continue  # a stale incarnation: the welcome/desired set stops it
             if pod.spec.node_name != session.node:
-                if answer:
-                    self._spawn(self._refuse_report(session, pod, "status"))
-                else:  # a hello's: recorded only; the welcome's `stop` fences the pod
-                    self._refuse_quietly(session, pod, "status")
+                self._refuse_report(session, pod, "status", problems)
                 continue
             raw = report.status
             try:
@@ -707,15 +714,13 @@ class Hub:
                 )
             except ValidationError as exc:
                 problem = f"node {session.node}: invalid status for {pod.key}: "
-                problem += protocol.problems(exc, "status")
-                if answer:
-                    self._spawn(self._send_error(session.ws, problem, session.version))
-                else:
-                    self._errors.add(f"agent link: {problem}")
+                problems[problem + protocol.problems(exc, "status")] = None
                 continue
             write = self._write_status(key, report.uid, status)
             if write is not None:
                 writes.append(write)
+        if answers is None and problems:
+            self._errors.add(f"agent link: {_summary(problems)}")
         return writes
 
     def _write_status(
@@ -781,7 +786,7 @@ class Hub:
         return self._store.txn([Op("put", key, value, updated, kv.mod_revision)])
 
     def _record_agent_events(
-        self, session: AgentSession, events: list[protocol.EventReport]
+        self, session: AgentSession, events: list[protocol.EventReport], answers: dict[str, None]
     ) -> None:
         for ev in events:
             key = self._cluster.by_uid.get(ev.uid)
@@ -789,7 +794,7 @@ class Hub:
             if pod is None:
                 continue
             if pod.spec.node_name != session.node:  # only a pod's own node speaks for it
-                self._spawn(self._refuse_report(session, pod, "events"))
+                self._refuse_report(session, pod, "events", answers)
                 continue
             try:
                 stamp: datetime | None = datetime.fromisoformat(ev.timestamp)
@@ -809,16 +814,33 @@ class Hub:
                 timestamp=stamp,
             )
 
+    def _own_stops(
+        self, session: AgentSession, uids: list[str], answers: dict[str, None]
+    ) -> list[str]:
+        """The uids of a `stopped` list that are the node's own pods; a pod bound elsewhere
+        is refused (in `answers`), an unknown uid left out."""
+        own = []
+        for uid in uids:
+            key = self._cluster.by_uid.get(uid)
+            pod = self._cluster.pods.get(key) if key else None
+            if pod is None or pod.metadata.uid != uid:
+                continue
+            if pod.spec.node_name != session.node:
+                self._refuse_report(session, pod, "a stop", answers)
+                continue
+            own.append(uid)
+        return own
+
     async def _finish_deletions(self, session: AgentSession, uids: list[str]) -> None:
         """A pod marked for deletion is removed once its node says it stopped (or set
-        Failed and kept, while finalizers hold it: scheduler/podfinal.py)."""
+        Failed and kept, while finalizers hold it: scheduler/podfinal.py). `uids` are the
+        node's own (`_own_stops`)."""
         for uid in uids:
             key = self._cluster.by_uid.get(uid)
             pod = self._cluster.pods.get(key) if key else None
             if pod is None or key is None or pod.metadata.uid != uid:
                 continue
             if pod.spec.node_name != session.node:
-                await self._refuse_report(session, pod, "a stop")
                 continue
             await self._remove_stopped(key, uid)
 
@@ -849,18 +871,24 @@ class Hub:
             f"{pod.spec.node_name or 'no node'}; refused"
         )
 
-    async def _refuse_report(self, session: AgentSession, pod: Pod, what: str) -> None:
-        """A node spoke for a pod bound elsewhere: refuse, log, record, tell the agent."""
+    def _refuse_report(
+        self, session: AgentSession, pod: Pod, what: str, answers: dict[str, None]
+    ) -> None:
+        """A node spoke for a pod bound elsewhere: refuse and record it, once per frame
+        however often the frame names the pod; why goes in `answers`, for the agent and
+        the log (`_answer`)."""
         message = self._report_refusal(session, pod, what)
-        await self._refuse(session.ws, session.node, message, "ReportRefused", session.version)
+        if message not in answers:
+            answers[message] = None
+            self._events.record(node_ref(session.node), "ReportRefused", message, type="Warning")
 
-    def _refuse_quietly(self, session: AgentSession, pod: Pod, what: str) -> None:
-        """`_refuse_report` without the error frame, for a hello's report: an agent takes
-        any frame before the welcome for its link refused, and would redial with the same
-        hello for good."""
-        message = self._report_refusal(session, pod, what)
-        self._events.record(node_ref(session.node), "ReportRefused", message, type="Warning")
-        self._errors.add(f"agent link: {message}")
+    async def _answer(self, session: AgentSession, answers: dict[str, None]) -> None:
+        """What was refused of one frame, in one error frame and one log line (the first
+        refusal, and how many more). Awaited by the read loop, so an agent that sends
+        faster than it reads waits for its answers: sent from a task each, one per
+        refused report, they piled up without bound behind a peer that read nothing, and
+        a frame naming a pod 50,000 times made 50,000 of them and as many log lines."""
+        await self._send_error(session.ws, _summary(answers), session.version)
 
     def _end_log_stream(
         self, session: AgentSession, stream_id: int, stream: asyncio.Queue[Any]
@@ -1029,6 +1057,13 @@ class Hub:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _summary(messages: dict[str, None]) -> str:
+    """The first of `messages` (in order), and how many more."""
+    first = next(iter(messages))
+    more = len(messages) - 1
+    return f"{first} (and {more} more)" if more else first
 
 
 def check_node_info(info: protocol.NodeInfo) -> None:

@@ -468,3 +468,46 @@ async def test_an_agents_event_reason_is_cut_to_kubernetes_limit(
     assert recorded["reason"] == "Pulled" + "x" * 122
     assert len(str(recorded["message"])) == 1024
     await agent.ws.close()
+
+
+async def test_a_frame_naming_another_nodes_pod_many_times_is_refused_once(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """A pod_status frame that reports another node's pod 2,000 times (as status and as
+    stopped), and an events frame that does the same: each frame is answered with one
+    error frame, saying what else it refused, and logged once. Each report was refused
+    with an error frame of its own, sent from a task of its own: 2,000 frames and log lines
+    per frame, and behind an agent that read nothing the tasks piled up without bound."""
+    s = bare_scheduler
+    a, _ = await join(http, s, "node-a")
+    b, _ = await join(http, s, "node-b")
+    spec = pod("web-b", nodeSelector={"kubernetes.io/hostname": "node-b"})
+    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+    desired = await b.receive_type(protocol.Desired)
+    uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+    failed = json.dumps({"phase": "Failed"}).encode()
+    report = protocol.PodReport(uid=uid, namespace="default", name="web-b", status=failed)
+    await a.send(protocol.PodStatusUpdate(pods=[report] * 2000, stopped=[uid] * 2000))
+    event = protocol.EventReport(
+        uid=uid,
+        namespace="default",
+        name="web-b",
+        reason="Killing",
+        timestamp="2026-01-01T00:00:00Z",
+    )
+    await a.send(protocol.PodEvents(events=[event] * 2000))
+    answers = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            answers.append(await a.receive(1.0))
+    refusal = "node node-a reported {} for pod default/web-b, which is bound to node-b; refused"
+    assert answers == [
+        protocol.ErrorFrame(message=f"{refusal.format('status')} (and 1 more)"),
+        protocol.ErrorFrame(message=refusal.format("events")),
+    ], answers[:3]
+    assert s.log_path.read_text().count("reported status for pod default/web-b") == 1
+    pod_b = s.get("/api/v1/namespaces/default/pods/web-b")
+    assert pod_b["status"]["phase"] != "Failed" and "deletionTimestamp" not in pod_b["metadata"]
+    await a.ws.close()
+    await b.ws.close()
