@@ -86,6 +86,11 @@ MAX_LOG_CHUNKS_QUEUED = 2048
 # quantity), and a hello of 12 MB of node name made 24 MB of message, logged, kept among
 # the recent errors (50 of them) and sent back in a frame the agent refuses as too big.
 MAX_ERROR_MESSAGE = 2000
+# The largest pod status an agent may report, as JSON. Kubernetes' own are a few KiB (the
+# kubelet cuts termination messages to 12 KiB a pod); a node that reported 10 MB ones
+# made its pods bigger than the API takes, and each report another copy in the store's
+# history.
+MAX_STATUS_BYTES = 256 * 1024
 # What ends a link's read loop: what ends aiohttp's `async for` over it, and an error.
 _LINK_ENDED = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR))
 
@@ -705,6 +710,9 @@ class Hub:
                 self._refuse_report(session, pod, "status", problems)
                 continue
             raw = report.status
+            if isinstance(raw, bytes) and len(raw) > MAX_STATUS_BYTES:
+                problems[_too_big(session.node, pod.key, len(raw))] = None
+                continue
             try:
                 # Protocol 5's JSON bytes parsed and validated in one pass of pydantic-core.
                 status: PodStatus = (
@@ -715,6 +723,9 @@ class Hub:
             except ValidationError as exc:
                 problem = f"node {session.node}: invalid status for {pod.key}: "
                 problems[problem + protocol.problems(exc, "status")] = None
+                continue
+            if not isinstance(raw, bytes) and (size := len(status_json(status))) > MAX_STATUS_BYTES:
+                problems[_too_big(session.node, pod.key, size)] = None  # protocol 3 and 4's map
                 continue
             write = self._write_status(key, report.uid, status)
             if write is not None:
@@ -1057,6 +1068,12 @@ class Hub:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _too_big(node: str, pod: str, size: int) -> str:
+    return (
+        f"node {node}: the status of {pod} is {size} bytes, more than {MAX_STATUS_BYTES}; refused"
+    )
 
 
 def _summary(messages: dict[str, None]) -> str:

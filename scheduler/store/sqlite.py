@@ -118,6 +118,11 @@ class _SqliteWatch:
             self.close()
 
 
+# The history's bound in bytes of JSON, besides its count: an agent that reports a big
+# status over and over (its pod's whole JSON each time), or clients that rewrite big
+# objects, would otherwise hold up to `history` versions of them (5 GB in 36 s, from one
+# node reporting 50 KB statuses). A watch older than what is kept lists again (410).
+HISTORY_BYTES = 256 * 2**20
 # The history keeps each version's JSON for watches that resume from an older revision.
 # The decoded objects of its events (`KV.obj`, a tree of a few dozen tracked objects per
 # pod) are kept only for the last DECODED_COMMITS commits, which is as far behind as the
@@ -140,7 +145,9 @@ def _release_replaced(ev: Event, committed: dict[str, KV]) -> None:
 class SqliteStore:
     """`Store` on SQLite. Open with `await SqliteStore.open(path)`."""
 
-    def __init__(self, db: aiosqlite.Connection, path: str, history: int) -> None:
+    def __init__(
+        self, db: aiosqlite.Connection, path: str, history: int, history_bytes: int = HISTORY_BYTES
+    ) -> None:
         self._db = db
         self.path = path
         self._committed: dict[str, KV] = {}
@@ -150,6 +157,8 @@ class SqliteStore:
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._history: deque[Event] = deque(maxlen=history)
+        self._history_budget = history_bytes
+        self._history_bytes = 0  # of the values the history holds
         self._decoded: deque[builtins.list[_Pending]] = deque()  # the last commits' writes
         # Watches must start at or after this revision: events of it and before
         # have (at least partly) left the history, or predate this process.
@@ -165,7 +174,9 @@ class SqliteStore:
         self.on_commit: Callable[[float], None] | None = None
 
     @classmethod
-    async def open(cls, path: str | Path, *, history: int = 100_000) -> SqliteStore:
+    async def open(
+        cls, path: str | Path, *, history: int = 100_000, history_bytes: int = HISTORY_BYTES
+    ) -> SqliteStore:
         """Open (creating and migrating as needed) the database at `path`."""
         path = str(path)
         if path != ":memory:":
@@ -181,7 +192,7 @@ class SqliteStore:
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA busy_timeout=5000")
             await _migrate(db, path)
-            store = cls(db, path, history)
+            store = cls(db, path, history, history_bytes)
             await store._load()
         except BaseException as exc:
             await db.close()
@@ -384,6 +395,7 @@ class SqliteStore:
         # leaves the set meanwhile, and ignores what it is pushed after that.
         watchers = list(self._watchers)
         maxlen = history.maxlen
+        budget, held = self._history_budget, self._history_bytes
         for pending in batch:
             kvs: builtins.list[KV] = []
             for ev in pending.events:
@@ -400,15 +412,23 @@ class SqliteStore:
                     del latest[key]
                 if maxlen == 0:
                     self._compacted = ev.revision
-                elif len(history) == maxlen:
-                    self._compacted = history[0].revision
-                history.append(ev)
+                else:
+                    if len(history) == maxlen:  # the oldest goes with the append
+                        self._compacted = history[0].revision
+                        held -= len(history[0].kv.value)
+                    history.append(ev)
+                    held += len(kv.value)
+                    while held > budget and len(history) > 1:
+                        gone = history.popleft()
+                        held -= len(gone.kv.value)
+                        self._compacted = gone.revision
                 for watcher in watchers:
                     if key.startswith(watcher.prefix):
                         watcher.push(ev)
             self._revision = pending.events[0].revision
             if not pending.future.done():
                 pending.future.set_result(kvs)
+        self._history_bytes = held
         if maxlen:
             self._decoded.append(batch)
             if len(self._decoded) > DECODED_COMMITS:

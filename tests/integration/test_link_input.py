@@ -511,3 +511,43 @@ async def test_a_frame_naming_another_nodes_pod_many_times_is_refused_once(
     assert pod_b["status"]["phase"] != "Failed" and "deletionTimestamp" not in pod_b["metadata"]
     await a.ws.close()
     await b.ws.close()
+
+
+async def test_a_status_too_big_is_refused_and_the_next_one_taken(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """A pod status over 256 KiB of JSON is refused, naming its size; the pod keeps the
+    status it had, and the node's next report of a normal one is written. A node that
+    reported 50 KB statuses over and over took the scheduler from 79 MB to 5 GB in 36 s
+    (each version kept in the store's history); one of 10 MB made its pod bigger than
+    the API accepts."""
+    s = bare_scheduler
+    agent, _ = await join(http, s, "node-a")
+    spec = pod("web", nodeSelector={"kubernetes.io/hostname": "node-a"})
+    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+    desired = await agent.receive_type(protocol.Desired)
+    uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+
+    def report(message: str) -> protocol.PodStatusUpdate:
+        status = json.dumps({"phase": "Running", "message": message}).encode()
+        return protocol.PodStatusUpdate(
+            pods=[protocol.PodReport(uid=uid, namespace="default", name="web", status=status)]
+        )
+
+    big = report("x" * 300_000)
+    await agent.send(big)
+    answer = await agent.receive_type(protocol.ErrorFrame, 10)
+    assert isinstance(answer, protocol.ErrorFrame), answer
+    size = len(big.pods[0].status)
+    assert answer.message == (
+        f"node node-a: the status of default/web is {size} bytes, more than 262144; refused"
+    )
+    await agent.send(report("fine"))
+
+    def reported() -> dict[str, object] | None:
+        status = s.get("/api/v1/namespaces/default/pods/web")["status"]
+        return status if status.get("message") == "fine" else None
+
+    assert wait_for(reported, timeout=10)["phase"] == "Running"
+    await agent.ws.close()

@@ -366,6 +366,32 @@ async def test_watch_compacted(db_path: Path) -> None:
         await store.close()
 
 
+async def test_the_history_is_bounded_in_bytes_too(db_path: Path) -> None:
+    """The history keeps at most `history_bytes` of values, the newest, whatever its count
+    allows: a value rewritten over and over (an agent's big status) held as many copies
+    as the count let. A version bigger than the whole budget is still kept alone."""
+    store = await SqliteStore.open(db_path, history=1000, history_bytes=3000)
+    try:
+        for i in range(6):
+            await store.put("k", bytes([i]) * 1000)  # revisions 1..6
+        with pytest.raises(Compacted, match="revision 2 is compacted"):
+            store.watch("", 2)  # would miss 3
+        watch = store.watch("", 3)  # 4, 5, 6: 3,000 bytes
+        assert [e.kv.value[0] for e in await _take(watch, 3)] == [3, 4, 5]
+        watch.close()
+        await store.put("big", b"x" * 5000)  # 7, alone past the budget
+        with pytest.raises(Compacted):
+            store.watch("", 5)
+        watch = store.watch("", 6)
+        assert [e.revision for e in await _take(watch, 1)] == [7]
+        watch.close()
+        await store.delete("big")  # 8: its value counted, and 7 goes
+        with pytest.raises(Compacted):
+            store.watch("", 6)
+    finally:
+        await store.close()
+
+
 async def test_watch_compacted_mid_transaction(db_path: Path) -> None:
     """If only part of a transaction's events are kept, watching from before it is refused."""
     store = await SqliteStore.open(db_path, history=2)
