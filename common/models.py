@@ -466,9 +466,14 @@ class ContainerStateRunning(Model):
     started_at: Timestamp | None = None
 
 
+# Kubernetes' exitCode and signal are int32, as restartCount: an agent's report past them
+# would be stored and listed, and no Kubernetes client could read the pod list again.
+Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
+
+
 class ContainerStateTerminated(Model):
-    exit_code: int
-    signal: int | None = None
+    exit_code: Int32
+    signal: Int32 | None = None
     reason: str | None = None
     message: str | None = None
     started_at: Timestamp | None = None
@@ -487,7 +492,7 @@ class ContainerStatus(Model):
     state: ContainerState = Field(default_factory=ContainerState)
     last_state: ContainerState = Field(default_factory=ContainerState)
     ready: bool = False
-    restart_count: int = 0
+    restart_count: int = Field(default=0, ge=0, le=INT32_MAX)
     image: str | None = None
     # Always present, as Kubernetes' clients require it (the Python client refuses a status
     # without): what the runtime resolved the image to, of the last run; empty until the

@@ -467,3 +467,37 @@ def test_times_without_an_offset_are_utc() -> None:
     assert status.start_time == status.conditions[0].last_transition_time
     assert status.to_json().startswith(b'{"phase":"Pending","conditions":[')
     assert b'"startTime":"2024-05-01T12:00:00Z"' in status.to_json()
+
+
+@pytest.mark.parametrize(
+    ("container_status", "where"),
+    [
+        ({"restartCount": 2**31}, "containerStatuses.0.restartCount"),
+        ({"restartCount": -1}, "containerStatuses.0.restartCount"),
+        ({"state": {"terminated": {"exitCode": 2**31}}}, "containerStatuses.0.state.terminated"),
+        (
+            {"lastState": {"terminated": {"exitCode": 0, "signal": -(2**31) - 1}}},
+            "containerStatuses.0.lastState.terminated.signal",
+        ),
+    ],
+)
+def test_a_container_status_s_integers_are_kubernetes_int32(
+    container_status: dict[str, Any], where: str
+) -> None:
+    """restartCount, exitCode and signal are int32 in Kubernetes: a node's report past them
+    was stored and listed, and no Kubernetes client could read the pod list again."""
+    with pytest.raises(ValidationError, match=where.replace(".", r"\.")):
+        PodStatus.model_validate({"containerStatuses": [{"name": "c", **container_status}]})
+
+
+def test_a_container_status_takes_the_whole_int32_range() -> None:
+    terminated = {"exitCode": -(2**31), "signal": 2**31 - 1}
+    status = PodStatus.model_validate(
+        {
+            "containerStatuses": [
+                {"name": "c", "restartCount": 2**31 - 1, "state": {"terminated": terminated}}
+            ]
+        }
+    )
+    state = status.container_statuses[0].state.terminated
+    assert state is not None and (state.exit_code, state.signal) == (-(2**31), 2**31 - 1)
