@@ -86,6 +86,13 @@ MAX_LOG_CHUNKS_QUEUED = 2048
 # quantity), and a hello of 12 MB of node name made 24 MB of message, logged, kept among
 # the recent errors (50 of them) and sent back in a frame the agent refuses as too big.
 MAX_ERROR_MESSAGE = 2000
+# What a hello may tell of its node: an address (an IP or a host name), and the entries of
+# its info (Kubernetes' NodeSystemInfo and corral's own: a dozen, each a version or an id),
+# capacity and allocatable (a few resources).
+MAX_ADDRESS = 253
+MAX_NODE_ENTRIES = 64
+MAX_INFO_KEY = 63
+MAX_INFO_VALUE = 1024
 # The largest pod status an agent may report, as JSON. Kubernetes' own are a few KiB (the
 # kubelet cuts termination messages to 12 KiB a pod); a node that reported 10 MB ones
 # made its pods bigger than the API takes, and each report another copy in the store's
@@ -505,13 +512,15 @@ class Hub:
             created = existing.metadata.creation_timestamp or stamp
             uid = existing.metadata.uid
             # What was set through the API (`kubectl label node`) is kept, as a kubelet
-            # keeps it; the agent's own labels are set over it.
+            # keeps it; the agent's own labels are set over it, but for its hostname.
             labels, annotations = existing.metadata.labels, existing.metadata.annotations
         address = info.address or remote
         node = Node(
             metadata=ObjectMeta(
                 name=info.name,
-                labels={**labels, "kubernetes.io/hostname": info.name, **info.labels},
+                # The node's name, whatever its agent says: a node labelled with another's
+                # name would draw the pods pinned to that one (`nodeSelector`).
+                labels={**labels, **info.labels, "kubernetes.io/hostname": info.name},
                 annotations=dict(annotations),
                 creation_timestamp=created,
                 uid=uid or _uid(),
@@ -1090,6 +1099,23 @@ def check_node_info(info: protocol.NodeInfo) -> None:
     if len(info.name) > 253:  # before the check that quotes it whole
         raise ValueError(f"a node name is at most 253 characters, not {len(info.name)}")
     check_dns_subdomain(info.name)
+    # The Node object goes into every list of nodes: what an agent tells of itself is
+    # bounded (a hello of a 10 MB address, or 300,000 info entries, made it that big).
+    if info.address is not None and len(info.address) > MAX_ADDRESS:
+        raise ValueError(f"address is at most {MAX_ADDRESS} characters, not {len(info.address)}")
+    for field, entries in (
+        ("info", info.info),
+        ("capacity", info.capacity),
+        ("allocatable", info.allocatable),
+    ):
+        if len(entries) > MAX_NODE_ENTRIES:
+            raise ValueError(f"{field} has {len(entries)} entries, more than {MAX_NODE_ENTRIES}")
+    for key, value in info.info.items():
+        if len(key) > MAX_INFO_KEY or len(value) > MAX_INFO_VALUE:
+            raise ValueError(
+                f"info.{protocol.shown(key)}: keys are at most {MAX_INFO_KEY} characters,"
+                f" values at most {MAX_INFO_VALUE}"
+            )
     for key in ("cpu", "memory"):
         if key not in info.allocatable:
             raise ValueError(f"allocatable.{key} is required")

@@ -20,6 +20,7 @@ from tests.conftest import TOKEN, SchedulerProcess, wait_for, wait_until
 from tests.integration.test_api import pod
 from tests.integration.test_node_credentials import (  # noqa: F401 (http: a fixture)
     CAPACITY,
+    RawAgent,
     dial,
     events,
     http,
@@ -551,3 +552,35 @@ async def test_a_status_too_big_is_refused_and_the_next_one_taken(
 
     assert wait_for(reported, timeout=10)["phase"] == "Running"
     await agent.ws.close()
+
+
+async def test_an_agent_cannot_label_its_node_with_another_s_hostname(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """A node's `kubernetes.io/hostname` is its name, whatever its agent's labels say: an
+    agent that labelled node-a `kubernetes.io/hostname=node-b` drew the pods pinned to
+    node-b. Its other labels are taken."""
+    s = bare_scheduler
+    ws = await http.ws_connect(
+        s.url + "/api/v1/agent",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        max_msg_size=protocol.MAX_FRAME_BYTES,
+    )
+    agent = RawAgent(ws)
+    labels = {"kubernetes.io/hostname": "node-b", "disk": "ssd"}
+    node = protocol.NodeInfo(name="node-a", labels=labels, capacity=CAPACITY, allocatable=CAPACITY)
+    await agent.send(protocol.Hello(node=node))
+    assert isinstance(await agent.receive(), protocol.Welcome)
+    stored = s.get("/api/v1/nodes/node-a")["metadata"]["labels"]
+    assert stored["kubernetes.io/hostname"] == "node-a" and stored["disk"] == "ssd"
+    spec = pod("pinned", nodeSelector={"kubernetes.io/hostname": "node-b"})
+    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+
+    def unschedulable() -> dict[str, object] | None:
+        got = s.get("/api/v1/namespaces/default/pods/pinned")
+        conditions = got["status"].get("conditions", [])
+        return got if any(c["reason"] == "Unschedulable" for c in conditions) else None
+
+    assert "nodeName" not in wait_for(unschedulable, timeout=10)["spec"]
+    await ws.close()
