@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from agent.runtime.pulls import RegistryHost
 from common.config import DaemonConfig
 from common.models import check_dns_subdomain
+from common.nodelabels import check_agent_labels
 from common.quantity import QuantityError, cpu_millis, memory_bytes
 
 ENV_PREFIX = "CORRAL_AGENT_"
@@ -127,6 +128,14 @@ class AgentConfig(DaemonConfig):
         if isinstance(value, str):  # from a flag or the environment: k=v,k2=v2
             pairs = [item.split("=", 1) for item in value.split(",") if item]
             return {k.strip(): v.strip() for k, v in pairs}
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _own_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        # Refused at start, as the kubelet refuses such --node-labels, rather than by the
+        # scheduler at every connection.
+        check_agent_labels(value)
         return value
 
     @field_validator("metrics_listen")

@@ -43,6 +43,7 @@ from common.models import (
     check_dns_subdomain,
     now,
 )
+from common.nodelabels import check_agent_labels
 from common.quantity import QuantityError, cpu_millis, memory_bytes, parse_quantity
 from scheduler.auth import secret_bytes
 from scheduler.cluster import TERMINAL_PHASES, NodeState
@@ -1104,12 +1105,14 @@ def check_node_info(info: protocol.NodeInfo) -> None:
     if info.address is not None and len(info.address) > MAX_ADDRESS:
         raise ValueError(f"address is at most {MAX_ADDRESS} characters, not {len(info.address)}")
     for field, entries in (
+        ("labels", info.labels),
         ("info", info.info),
         ("capacity", info.capacity),
         ("allocatable", info.allocatable),
     ):
         if len(entries) > MAX_NODE_ENTRIES:
             raise ValueError(f"{field} has {len(entries)} entries, more than {MAX_NODE_ENTRIES}")
+    check_agent_labels(info.labels)
     for key, value in info.info.items():
         if len(key) > MAX_INFO_KEY or len(value) > MAX_INFO_VALUE:
             raise ValueError(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
+from agent.config import AgentConfig
 from common import protocol
 from scheduler.hub import check_node_info
 
@@ -44,3 +46,44 @@ def test_a_node_that_says_too_much_is_refused_saying_what(
     300,000 info entries, made it that big (found by fuzzing the link)."""
     with pytest.raises(ValueError, match=message):
         check_node_info(_info(**fields))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "node-role.kubernetes.io/worker",
+        "node-restriction.kubernetes.io/pci",
+        "kubernetes.io/role",
+        "k8s.io/anything",
+        "team.k8s.io/owner",
+    ],
+)
+def test_a_node_may_not_label_itself_in_the_restricted_namespaces(key: str) -> None:
+    """As Kubernetes' NodeRestriction: `node-restriction.kubernetes.io/` labels exist so that
+    an administrator can keep workloads to nodes that cannot claim them themselves."""
+    with pytest.raises(ValueError, match=re.escape(f"may not set on itself: {key} ")):
+        check_node_info(_info(labels={key: "", "disk": "ssd"}))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "kubernetes.io/hostname",
+        "kubernetes.io/arch",
+        "topology.kubernetes.io/zone",
+        "node.kubernetes.io/instance-type",
+        "node.kubernetes.io/exclude-from-external-load-balancers",
+        "example.kubelet.kubernetes.io/x",
+        "disk",
+        "example.com/gpu",
+        "kubernetes.iox/not-restricted",
+    ],
+)
+def test_a_node_may_label_itself_as_a_kubelet_may(key: str) -> None:
+    check_node_info(_info(labels={key: "v"}))
+
+
+def test_an_agent_with_a_restricted_label_in_its_config_does_not_start() -> None:
+    with pytest.raises(ValueError, match=re.escape("node-role.kubernetes.io/worker")):
+        AgentConfig.model_validate({"labels": {"node-role.kubernetes.io/worker": ""}})
+    assert AgentConfig.model_validate({"labels": {"disk": "ssd"}}).labels == {"disk": "ssd"}
