@@ -45,17 +45,25 @@ def restricted(key: str) -> bool:
     return key not in ALLOWED and not _within(namespace, ALLOWED_NAMESPACES)
 
 
+def restricted_keys(labels: dict[str, str]) -> list[str]:
+    """The keys of `labels` an agent may not set on its node, sorted."""
+    return sorted(key for key in labels if restricted(key))
+
+
+def describe(keys: list[str]) -> str:
+    """`keys` (restricted ones) for a message: the first few, cut, and how many more."""
+    # Cut: the keys come from the agent, of any length until the label check.
+    shown = ", ".join(key[:100] for key in keys[:5])
+    return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+
 def check_agent_labels(labels: dict[str, str]) -> None:
     """ValueError naming the labels an agent may not set on its own node."""
-    refused = sorted(key for key in labels if restricted(key))
+    refused = restricted_keys(labels)
     if refused:
-        # Cut: the keys come from the agent, of any length until the label check.
-        shown = ", ".join(key[:100] for key in refused[:5])
-        if len(refused) > 5:
-            shown += f" and {len(refused) - 5} more"
         raise ValueError(
             f"labels in the kubernetes.io and k8s.io namespaces that a node may not set on "
-            f"itself: {shown} (an administrator sets them through the API, as `kubectl "
-            f"label node` does; a node may set {', '.join(ALLOWED_NAMESPACES)} labels and "
-            "kubernetes.io/hostname, arch, os, topology and instance-type)"
+            f"itself: {describe(refused)} (an administrator sets them through the API, as "
+            f"`kubectl label node` does; a node may set {', '.join(ALLOWED_NAMESPACES)} "
+            "labels and kubernetes.io/hostname, arch, os, topology and instance-type)"
         )

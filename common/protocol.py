@@ -89,9 +89,10 @@ class Frame(BaseModel):
 
 
 # The collections in the frames an agent sends stop at their first invalid item
-# (`fail_fast`): pydantic otherwise reports every one, and a frame of 16 MiB of wrong
-# one-byte numbers made 16 million errors, some 6 GiB and seconds of the event loop to
-# build, then a message of hundreds of MiB for the log and the agent.
+# (`fail_fast`, on a dict from pydantic 2.14): pydantic otherwise reports every one, and
+# a frame of 16 MiB of wrong one-byte numbers made 16 million errors, some 6 GiB and
+# seconds of the event loop to build, then a message of hundreds of MiB for the log and
+# the agent.
 
 
 class NodeInfo(BaseModel):

@@ -43,7 +43,7 @@ from common.models import (
     check_dns_subdomain,
     now,
 )
-from common.nodelabels import check_agent_labels
+from common.nodelabels import describe, restricted_keys
 from common.quantity import QuantityError, cpu_millis, memory_bytes, parse_quantity
 from scheduler.auth import secret_bytes
 from scheduler.cluster import TERMINAL_PHASES, NodeState
@@ -384,6 +384,15 @@ class Hub:
         admitted, issued = await self._admit(ws, info, auth, hello.v)
         if not admitted:
             return None
+        # Labels a node may not set on itself (Kubernetes' NodeRestriction) are left out,
+        # not the link refused: an agent of before this check, configured with
+        # `node-role.kubernetes.io/worker`, would be locked out at the scheduler's
+        # upgrade. A current agent refuses them in its configuration.
+        ignored = restricted_keys(info.labels)
+        if ignored:
+            dropped = set(ignored)
+            kept = {k: v for k, v in info.labels.items() if k not in dropped}
+            info = info.model_copy(update={"labels": kept})
         try:
             node = await self._register(info, remote)
         except ValidationError as exc:  # `str` of it lists every error, whole
@@ -398,6 +407,13 @@ class Hub:
             await self._send_error(ws, f"node {info.name!r}: busy; try again", hello.v)
             return None
         name = node.metadata.name
+        if ignored:
+            message = (
+                f"node {name}: labels a node may not set on itself left out: "
+                f"{describe(ignored)} (set them through the API)"
+            )
+            self._events.record(node_ref(name), "LabelsIgnored", message, type="Warning")
+            self._errors.add(f"agent link: {message}")
         previous = self.sessions.get(name)
         session = AgentSession(name, ws, hello.v, request.transport)
         session.credential_id = issued.record.id if issued else None
@@ -1112,7 +1128,6 @@ def check_node_info(info: protocol.NodeInfo) -> None:
     ):
         if len(entries) > MAX_NODE_ENTRIES:
             raise ValueError(f"{field} has {len(entries)} entries, more than {MAX_NODE_ENTRIES}")
-    check_agent_labels(info.labels)
     for key, value in info.info.items():
         if len(key) > MAX_INFO_KEY or len(value) > MAX_INFO_VALUE:
             raise ValueError(

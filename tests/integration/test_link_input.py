@@ -560,7 +560,9 @@ async def test_an_agent_cannot_label_its_node_with_another_s_hostname(
 ) -> None:
     """A node's `kubernetes.io/hostname` is its name, whatever its agent's labels say: an
     agent that labelled node-a `kubernetes.io/hostname=node-b` drew the pods pinned to
-    node-b. Its other labels are taken."""
+    node-b. A label a node may not set on itself (`node-role.kubernetes.io/...`, as
+    Kubernetes' NodeRestriction) is left out with a warning event, the link not refused
+    (an agent of before the check must not be locked out); its other labels are taken."""
     s = bare_scheduler
     ws = await http.ws_connect(
         s.url + "/api/v1/agent",
@@ -568,12 +570,17 @@ async def test_an_agent_cannot_label_its_node_with_another_s_hostname(
         max_msg_size=protocol.MAX_FRAME_BYTES,
     )
     agent = RawAgent(ws)
-    labels = {"kubernetes.io/hostname": "node-b", "disk": "ssd"}
+    labels = {"kubernetes.io/hostname": "node-b", "disk": "ssd", "node-role.kubernetes.io/x": ""}
     node = protocol.NodeInfo(name="node-a", labels=labels, capacity=CAPACITY, allocatable=CAPACITY)
     await agent.send(protocol.Hello(node=node))
     assert isinstance(await agent.receive(), protocol.Welcome)
     stored = s.get("/api/v1/nodes/node-a")["metadata"]["labels"]
-    assert stored["kubernetes.io/hostname"] == "node-a" and stored["disk"] == "ssd"
+    assert stored == {"kubernetes.io/hostname": "node-a", "disk": "ssd"}
+    (ignored,) = wait_for(lambda: events(s, "LabelsIgnored"), timeout=10)
+    assert ignored["message"] == (
+        "node node-a: labels a node may not set on itself left out: "
+        "node-role.kubernetes.io/x (set them through the API)"
+    )
     spec = pod("pinned", nodeSelector={"kubernetes.io/hostname": "node-b"})
     assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
 

@@ -9,6 +9,7 @@ import pytest
 
 from agent.config import AgentConfig
 from common import protocol
+from common.nodelabels import check_agent_labels, restricted_keys
 from scheduler.hub import check_node_info
 
 CAPACITY = {"cpu": "4", "memory": "8Gi", "pods": "110"}
@@ -61,8 +62,9 @@ def test_a_node_that_says_too_much_is_refused_saying_what(
 def test_a_node_may_not_label_itself_in_the_restricted_namespaces(key: str) -> None:
     """As Kubernetes' NodeRestriction: `node-restriction.kubernetes.io/` labels exist so that
     an administrator can keep workloads to nodes that cannot claim them themselves."""
+    assert restricted_keys({key: "", "disk": "ssd"}) == [key]
     with pytest.raises(ValueError, match=re.escape(f"may not set on itself: {key} ")):
-        check_node_info(_info(labels={key: "", "disk": "ssd"}))
+        check_agent_labels({key: "", "disk": "ssd"})
 
 
 @pytest.mark.parametrize(
@@ -80,7 +82,8 @@ def test_a_node_may_not_label_itself_in_the_restricted_namespaces(key: str) -> N
     ],
 )
 def test_a_node_may_label_itself_as_a_kubelet_may(key: str) -> None:
-    check_node_info(_info(labels={key: "v"}))
+    assert restricted_keys({key: "v"}) == []
+    check_agent_labels({key: "v"})
 
 
 def test_an_agent_with_a_restricted_label_in_its_config_does_not_start() -> None:
