@@ -15,6 +15,7 @@ process exits, however it exits (kill -9 included): nothing to clean up.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import logging
 import os
@@ -53,7 +54,10 @@ def _try_lock(path: Path) -> tuple[int | None, str]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # EAGAIN or EACCES: held by another process
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EAGAIN):  # no locks here (NFS without
+            os.close(fd)  # lockd: ENOLCK): say so, not "in use"
+            raise OSError(exc.errno, f"cannot lock {path}: {exc.strerror}") from None
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
         os.close(fd)
         return None, holder

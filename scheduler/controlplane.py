@@ -87,6 +87,9 @@ class ControlPlane:
             await self._start()
         except BaseException:
             self.metrics.gc_pauses.uninstall()
+            if hasattr(self, "store"):  # its writer let go before the lock is
+                with contextlib.suppress(Exception):
+                    await self.store.close()
             if self._state_lock is not None:
                 self._state_lock.release()
             raise

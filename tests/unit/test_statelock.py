@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -15,24 +16,22 @@ import pytest
 from common.statelock import StateDirLocked, lock_state_dir
 from tests.conftest import ROOT
 
-# A process that holds the lock of the directory argv[1] until it gets SIGTERM (or, with
-# argv[2], for that many seconds), and says so on stdout.
+# A process that holds the lock of the directory argv[1], says so on stdout, and exits
+# at the first line on its stdin (or when killed).
 HOLDER = """
-import asyncio, signal, sys, time
+import asyncio, sys
 from common.statelock import lock_state_dir
 lock = asyncio.run(lock_state_dir(sys.argv[1], "test-daemon", wait=10))
 print("locked", flush=True)
-if len(sys.argv) > 2:
-    time.sleep(float(sys.argv[2]))
-else:
-    signal.sigwait({signal.SIGTERM})
+sys.stdin.readline()
 """
 
 
-def _hold(directory: Path, *args: str) -> subprocess.Popen[str]:
+def _hold(directory: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(directory), *args],
+        [sys.executable, "-c", HOLDER, str(directory)],
         cwd=ROOT,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -64,13 +63,45 @@ def test_a_held_directory_is_refused_naming_its_holder(
     asyncio.run(lock_state_dir(tmp_path, "corral-agent", wait=0)).release()
 
 
+class _Said(logging.Handler):
+    """Sets `event` at the first record logged (on the event loop's thread)."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        super().__init__(logging.WARNING)
+        self.event = event
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        self.event.set()
+
+
 def test_a_starting_daemon_waits_for_the_one_stopping(tmp_path: Path) -> None:
-    proc = _hold(tmp_path, "0.5")  # lets go half a second from now
+    proc = _hold(tmp_path)
+    logger = logging.getLogger("common.statelock")
+
+    async def start_while_the_other_stops() -> list[str]:
+        said = _Said(asyncio.Event())
+        logger.addHandler(said)
+        try:
+            starting = asyncio.create_task(lock_state_dir(tmp_path, "corral-scheduler", wait=30))
+            # Once it has found the lock held and waits, the other one stops.
+            async with asyncio.timeout(10):
+                await said.event.wait()
+            assert proc.stdin is not None
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+            (await starting).release()
+        finally:
+            logger.removeHandler(said)
+        return said.messages
+
     try:
-        with pytest.raises(StateDirLocked):
-            asyncio.run(lock_state_dir(tmp_path, "corral-scheduler", wait=0))
-        asyncio.run(lock_state_dir(tmp_path, "corral-scheduler", wait=10)).release()
-        assert proc.wait(timeout=5) == 0  # it held the lock to its end
+        messages = asyncio.run(start_while_the_other_stops())
+        assert proc.wait(timeout=5) == 0  # it held the lock until it stopped
+        assert messages == [
+            f"state directory {tmp_path} is locked by process {proc.pid}; waiting for it"
+        ]
     finally:
         proc.kill()
         proc.wait()
