@@ -103,12 +103,13 @@ def emit(metric: str, unit: str | None, **fields: Any) -> None:
 
 
 # What the scheduler's interpreter is, and that it has corral's dependencies. Debian's
-# python3 (built with PGO and LTO, libpython linked in) runs the scheduler about a seventh
-# faster than pyenv's default build (neither, libpython a shared library), so the figures
-# name it (docs/benchmarks.md). sysconfig cannot tell a PGO build; the maps tell the rest.
+# python3 (built with PGO and LTO, libpython linked in) runs the scheduler in about a
+# tenth less CPU than pyenv's default build (neither, libpython a shared library), so the
+# figures name it (docs/benchmarks.md). sysconfig cannot tell a PGO build; the maps tell
+# the rest.
 _INTERPRETER = """
 import json, sys
-import aiohttp, aiosqlite, msgpack, pydantic
+import aiohttp, aiosqlite, msgpack, prometheus_client, psutil, pydantic, yaml
 with open("/proc/self/maps") as maps:
     shared = any("/libpython" in line for line in maps)
 print(json.dumps({

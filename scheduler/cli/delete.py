@@ -257,7 +257,11 @@ def _still_there(
         {"fieldSelector": f"metadata.name={next(iter(waiting))}"} if len(waiting) == 1 else {}
     )
     known: dict[str, Object] = {o.name: {"metadata": {"name": o.name}} for o in objs}
-    for event in follow(client, path, query, timeout=timeout, known=known):
+    # Progress is an object gone, not any change in the collection (which may be busy).
+    events = follow(
+        client, path, query, timeout=timeout, known=known, progress=lambda: len(waiting)
+    )
+    for event in events:
         seen = event.get("object") or {}
         name = (seen.get("metadata") or {}).get("name")
         obj = waiting.get(name) if isinstance(name, str) else None

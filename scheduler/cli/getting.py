@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -147,6 +147,7 @@ def follow(
     *,
     timeout: float | None,
     known: dict[str, Object] | None = None,
+    progress: Callable[[], object] | None = None,
 ) -> Iterator[Object]:
     """The objects of `path` that `query` selects, then each change of them, until
     `timeout`, as client-go's UntilWithSync sees them: listed (each listed object an
@@ -156,12 +157,15 @@ def follow(
     missing now is a DELETED, so no outcome is missed while the watch was down.
 
     `known`: the objects as the caller saw them (by name), taken as seen before the
-    first list, which then tells of each as MODIFIED or DELETED."""
+    first list, which then tells of each as MODIFIED or DELETED. `progress`: what the
+    caller counts as progress, a measure of it that changes when it progresses (how many
+    objects it still waits for), instead of any change of the objects followed."""
     deadline = None if timeout is None else time.monotonic() + timeout
     retries = Retries(deadline)
     known = dict(known or {})  # name -> the object as last seen
     listed_before = False
     while True:
+        measure = progress() if progress is not None else None
         listed = retries.listing(client, path, query)
         if listed is None:
             continue
@@ -196,7 +200,11 @@ def follow(
                 yield event
             return
         except (WatchExpired, ApiError, ConnectionFailed) as exc:
-            retries.pause_after(exc, progressed=(changed and listed_before) or seen > 0)
+            if progress is not None:
+                progressed = progress() != measure
+            else:
+                progressed = (changed and listed_before) or seen > 0
+            retries.pause_after(exc, progressed=progressed)
         listed_before = True
 
 

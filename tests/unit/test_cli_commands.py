@@ -70,6 +70,7 @@ class FakeApi:
         # answer, the connection closed (a server restarting); the pods are made ready then.
         self.dropped = 0
         self.dropping = False
+        self.on_list: Callable[[], None] | None = None  # called at each list of pods
 
     def handle(
         self, method: str, url: str, headers: dict[str, str], body: Any
@@ -133,6 +134,8 @@ class FakeApi:
                 return 410, expired
             return 200, json.dumps({"type": "ERROR", "object": expired}).encode() + b"\n"
         if name is None and method == "GET":
+            if self.on_list is not None:
+                self.on_list()
             items = [p for (n, _), p in self.pods.items() if n == ns]
             for selector in query.get("labelSelector", []):  # `k=v,...` is all the fake reads
                 wanted = dict(term.split("=", 1) for term in selector.split(","))
@@ -420,6 +423,37 @@ def test_delete_gives_up_when_every_watch_expires_and_nothing_goes(
     assert "too old resource version" in err
     pods = [r for r in api.requests if r[:2] == ("GET", "/api/v1/namespaces/default/pods")]
     assert [r[2].get("watch") for r in pods] == [None, ["true"]] * 3
+
+
+def test_delete_gives_up_while_other_pods_of_the_namespace_change(
+    api: FakeApi,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Waiting for several pods (one list of the namespace), other pods changing between
+    the lists are no progress: only one of the deleted pods gone is. A busy namespace
+    kept the wait from ever giving up on pods stuck behind expiring watches."""
+    monkeypatch.setattr("scheduler.cli.getting.RELIST_PAUSES", (0.0,) * 3)
+    for name in ("web", "api", "busy"):
+        run(capsys, "apply", "-f", manifest(tmp_path, name))
+    api.pods[("default", "busy")]["metadata"]["labels"] = {"app": "busy"}
+    changes = 0
+
+    def busy_changes() -> None:  # for a while: the old rule would otherwise never end
+        nonlocal changes
+        if changes < 20:
+            changes += 1
+            api.revision += 1
+            api.pods[("default", "busy")]["metadata"]["resourceVersion"] = str(api.revision)
+
+    api.on_list = busy_changes
+    api.expire_watches, api.stuck = "status", True
+    code, out, err = run(capsys, "delete", "pods", "-l", "app=web")
+    assert (code, out) == (1, 'pod "web" deleted\npod "api" deleted\n')
+    assert "too old resource version" in err
+    watches = [r for r in api.requests if r[2].get("watch") == ["true"]]
+    assert len(watches) == 3
 
 
 def test_wait_lists_again_past_an_expired_watch(
