@@ -1103,8 +1103,10 @@ def _too_big(node: str, pod: str, size: int) -> str:
 
 
 def _summary(messages: dict[str, None]) -> str:
-    """The first of `messages` (in order), and how many more."""
+    """The first of `messages` (in order, cut to MAX_ERROR_MESSAGE), and how many more."""
     first = next(iter(messages))
+    if len(first) > MAX_ERROR_MESSAGE:
+        first = f"{first[: MAX_ERROR_MESSAGE - 3]}..."
     more = len(messages) - 1
     return f"{first} (and {more} more)" if more else first
 
@@ -1129,10 +1131,15 @@ def check_node_info(info: protocol.NodeInfo) -> None:
         if len(entries) > MAX_NODE_ENTRIES:
             raise ValueError(f"{field} has {len(entries)} entries, more than {MAX_NODE_ENTRIES}")
     for key, value in info.info.items():
-        if len(key) > MAX_INFO_KEY or len(value) > MAX_INFO_VALUE:
+        if len(key) > MAX_INFO_KEY:
             raise ValueError(
-                f"info.{protocol.shown(key)}: keys are at most {MAX_INFO_KEY} characters,"
-                f" values at most {MAX_INFO_VALUE}"
+                f"info.{protocol.shown(key)}: a key is at most {MAX_INFO_KEY} characters,"
+                f" not {len(key)}"
+            )
+        if len(value) > MAX_INFO_VALUE:
+            raise ValueError(
+                f"info.{protocol.shown(key)}: a value is at most {MAX_INFO_VALUE} characters,"
+                f" not {len(value)}"
             )
     for key in ("cpu", "memory"):
         if key not in info.allocatable:

@@ -35,8 +35,8 @@ def test_a_node_as_agents_describe_it_is_taken() -> None:
             {"capacity": {**CAPACITY, **{f"example.com/r{i}": "1" for i in range(62)}}},
             "capacity has 65 entries, more than 64",
         ),
-        ({"info": {"osImage": "x" * 1025}}, "info.osImage: keys are at most 63 characters"),
-        ({"info": {"k" * 64: "v"}}, r"info\.k{64}: keys are at most 63"),
+        ({"info": {"osImage": "x" * 1025}}, "info.osImage: a value is at most 1024 characters"),
+        ({"info": {"k" * 64: "v"}}, r"info\.k{64}: a key is at most 63 characters, not 64"),
         ({"allocatable": {**CAPACITY, "pods": "lots"}}, "allocatable.pods: "),
     ],
 )

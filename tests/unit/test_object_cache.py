@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from common.models import Deployment, Namespace
 from scheduler.controllers.cache import ObjectCache
 from scheduler.kinds import DEPLOYMENTS, NAMESPACES
 from scheduler.objects import encode
-from scheduler.store import KV, Event
+from scheduler.store import KV, Event, SqliteStore
 
 
 def _deployment(namespace: str, name: str, uid: str) -> Deployment:
@@ -63,3 +65,17 @@ def test_a_cluster_scoped_cache_has_no_namespaces() -> None:
     cache.apply(Event("PUT", KV(key, encode(ns), 1, 1), None, 1))
     assert list(cache.objects) == [key]
     assert cache.in_namespace("red") == {}
+
+
+async def test_the_namespace_index_is_built_by_the_start_s_listing(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "state.db")
+    try:
+        for namespace, name, uid in (("red", "web", "u1"), ("blue", "web", "u2")):
+            d = _deployment(namespace, name, uid)
+            await store.put(f"{DEPLOYMENTS.prefix}{namespace}/{name}", encode(d))
+        cache = ObjectCache(DEPLOYMENTS, Deployment)
+        await cache.load(store)
+        assert list(cache.in_namespace("red")) == [f"{DEPLOYMENTS.prefix}red/web"]
+        assert list(cache.in_namespace("blue")) == [f"{DEPLOYMENTS.prefix}blue/web"]
+    finally:
+        await store.close()

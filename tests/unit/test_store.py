@@ -392,6 +392,26 @@ async def test_the_history_is_bounded_in_bytes_too(db_path: Path) -> None:
         await store.close()
 
 
+async def test_the_history_counts_the_bytes_of_what_its_count_drops(db_path: Path) -> None:
+    """Versions dropped by the count leave the byte total too: after the count has turned
+    the history over, the budget still holds as many versions as it fits."""
+    store = await SqliteStore.open(db_path, history=3, history_bytes=3000)
+    try:
+        for i in range(10):
+            await store.put("k", bytes([i]) * 1000)  # revisions 1..10; the count keeps 3
+        watch = store.watch("", 7)  # 8, 9, 10: within both bounds
+        assert [e.kv.value[0] for e in await _take(watch, 3)] == [7, 8, 9]
+        watch.close()
+        with pytest.raises(Compacted):
+            store.watch("", 6)
+        await store.put("small", b"x")  # 11: the count drops 8, the bytes keep the rest
+        watch = store.watch("", 8)
+        assert [e.revision for e in await _take(watch, 3)] == [9, 10, 11]
+        watch.close()
+    finally:
+        await store.close()
+
+
 async def test_watch_compacted_mid_transaction(db_path: Path) -> None:
     """If only part of a transaction's events are kept, watching from before it is refused."""
     store = await SqliteStore.open(db_path, history=2)
