@@ -52,6 +52,7 @@ import aiohttp
 import msgpack
 from pydantic_core import to_json
 
+from common import eventloop
 from common.heap import GcPacer
 from common.models import (
     now,
@@ -875,12 +876,7 @@ async def _run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_main(args))
-    else:
-        uvloop.run(_main(args))
+    eventloop.run(_main(args))
     return 0
 
 

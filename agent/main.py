@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.config import ENV_PREFIX, AgentConfig
+from common import eventloop
 from common.config import ConfigError, load_config
 from common.logs import setup_logging
 from common.sdnotify import Notifier
@@ -130,12 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if insecure:
         _LOGGER.warning("%s", insecure)
     try:
-        try:
-            import uvloop
-        except ImportError:
-            asyncio.run(run(config, token))
-        else:
-            uvloop.run(run(config, token))
+        eventloop.run(run(config, token))
     except StateDirLocked as exc:
         print(f"corral-agent: {exc}", file=sys.stderr)
         return 1

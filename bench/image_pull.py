@@ -47,6 +47,7 @@ from bench._common import (
     note,
     run_bench,
 )
+from common import eventloop
 
 TAG = "corral-bench-pull"
 
@@ -78,13 +79,7 @@ class Native:
         from agent.runtime.native.runtime import NativeRuntime
         from agent.runtime.pulls import RegistrySettings
 
-        self.loop: asyncio.AbstractEventLoop
-        try:
-            import uvloop
-
-            self.loop = uvloop.new_event_loop()
-        except ImportError:
-            self.loop = asyncio.new_event_loop()
+        self.loop = eventloop.new_loop()  # as the agent runs
         self.work = work
         self.image = image
         self._settings = RegistrySettings(insecure=[registry_host])

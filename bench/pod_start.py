@@ -47,7 +47,6 @@ Everything it starts, mounts or creates is removed at the end, also on failure o
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import http.client
 import inspect
@@ -92,6 +91,7 @@ from bench._common import (
     smaps_rollup,
     stop_process,
 )
+from common import eventloop
 from common.models import Pod
 from tests.imagebuild import BusyboxMissing, build_busybox_rootfs, dir_tar, write_oci_layout
 
@@ -110,16 +110,6 @@ SUBJECTS = ("native", "runc", "crun", "docker")
 SKIPPABLE = (*SUBJECTS, "profile", "cluster")
 NATIVE_STEPS = ("create_pod", "start_container", "wait_container", "remove_pod")
 SAMPLE_ERRORS = (BenchError, RuntimeFailure, CgroupError, OSError, subprocess.SubprocessError)
-
-
-def new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where installed, as the agent runs."""
-    try:
-        import uvloop
-
-        return uvloop.new_event_loop()
-    except ImportError:
-        return asyncio.new_event_loop()
 
 
 def loop_name() -> str:
@@ -182,7 +172,7 @@ class NativeSubject:
         self.images.import_path(layout)
         self.cgroups: CgroupDriver = probe(f"{TAG}-{label}")
         self.runtime = NativeRuntime(self.state, self.images, self.cgroups)
-        self.loop = new_loop()
+        self.loop = eventloop.new_loop()
         self.steps: dict[str, list[float]] = {step: [] for step in NATIVE_STEPS}
         self.deferred: list[float] = []  # ms to delete a removed pod's files, untimed
         self._count = 0

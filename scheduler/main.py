@@ -10,6 +10,7 @@ import sys
 
 from aiohttp import web
 
+from common import eventloop
 from common.config import ConfigError, load_config
 from common.heap import GcPacer
 from common.logs import setup_logging
@@ -83,12 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if insecure:
         _LOGGER.warning("%s", insecure)
     try:
-        try:
-            import uvloop
-        except ImportError:
-            asyncio.run(serve(config, ssl_context))
-        else:
-            uvloop.run(serve(config, ssl_context))
+        eventloop.run(serve(config, ssl_context))
     except OSError as exc:
         print(f"corral-scheduler: {exc}", file=sys.stderr)
         return 1

@@ -46,6 +46,21 @@ def stop_process(proc: subprocess.Popen[Any] | None, grace: float) -> int | None
     return proc.returncode
 
 
+def refused_as_second(daemon: str, module: str, args: list[str], state: Path, pid: int) -> None:
+    """`python -m module *args`, a second daemon on the state directory of the one whose
+    process is `pid`, exits 1 at once saying so (common/statelock.py), and starts nothing."""
+    second = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 1, second.stderr
+    assert f"{daemon}: state directory {state} is in use by process {pid}" in second.stderr
+    assert "Traceback" not in second.stderr and "listening" not in second.stdout
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
     """Poll until `predicate()` is truthy and return it; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout

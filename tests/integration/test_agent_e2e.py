@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from agent.runtime.native.cgroups import probe
-from tests.conftest import ROOT, TOKEN, SchedulerProcess, wait_for
+from tests.conftest import ROOT, TOKEN, SchedulerProcess, refused_as_second, wait_for
 from tests.imagebuild import build_busybox_rootfs, write_oci_layout
 from tests.services import AgentProcess
 
@@ -274,23 +274,10 @@ def test_a_second_agent_on_the_same_state_directory_is_refused(agent: AgentProce
     wait_for(lambda: pod_json(s, "mine")["status"]["phase"] == "Running", 30)
     pid = container_pid(agent, "mine")
     assert agent.proc is not None
-    second = subprocess.run(
-        [
-            *(sys.executable, "-m", "agent.main", "--config", str(agent.config_path)),
-            *("--server", s.url, "--join-token", TOKEN, "--node-name", "node-b"),
-            *("--state-dir", str(agent.state), "--cgroup-parent", f"{agent.cgroup_parent}-b"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert second.returncode == 1, second.stderr
-    assert (
-        f"corral-agent: state directory {agent.state} is in use by process {agent.proc.pid}"
-        in second.stderr
-    )
-    assert "Traceback" not in second.stderr
+    args = ["--config", str(agent.config_path), "--server", s.url, "--join-token", TOKEN]
+    args += ["--node-name", "node-b", "--state-dir", str(agent.state)]
+    args += ["--cgroup-parent", f"{agent.cgroup_parent}-b"]
+    refused_as_second("corral-agent", "agent.main", args, agent.state, agent.proc.pid)
     assert ready(s, "node-a") and container_pid(agent, "mine") == pid
     assert [n["metadata"]["name"] for n in s.get("/api/v1/nodes")["items"]] == ["node-a"]
 

@@ -3,13 +3,11 @@ a second scheduler on the same state directory is refused rather than let write.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import urllib.error
 from pathlib import Path
 
-from tests.conftest import ADMIN_TOKEN, ROOT, TOKEN, SchedulerProcess, wait_for
+from tests.conftest import ADMIN_TOKEN, TOKEN, SchedulerProcess, refused_as_second, wait_for
 from tests.integration.test_api import pod
 
 WRITERS = 8
@@ -73,23 +71,9 @@ def test_a_second_scheduler_on_the_same_state_directory_is_refused(tmp_path: Pat
     try:
         assert s.proc is not None
         assert s.request("POST", "/api/v1/namespaces/default/pods", pod("before")).status == 201
-        second = subprocess.run(
-            [
-                *(sys.executable, "-m", "scheduler.main", "--listen", "127.0.0.1:0"),
-                *("--state-dir", str(s.state_dir), "--join-token", TOKEN),
-                *("--admin-token", ADMIN_TOKEN),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert second.returncode == 1, second.stderr
-        assert (
-            f"corral-scheduler: state directory {s.state_dir} is in use by process {s.proc.pid}"
-            in second.stderr
-        )
-        assert "listening" not in second.stdout
+        args = ["--listen", "127.0.0.1:0", "--state-dir", str(s.state_dir)]
+        args += ["--join-token", TOKEN, "--admin-token", ADMIN_TOKEN]
+        refused_as_second("corral-scheduler", "scheduler.main", args, s.state_dir, s.proc.pid)
         assert s.request("POST", "/api/v1/namespaces/default/pods", pod("after")).status == 201
         names = [p["metadata"]["name"] for p in s.get("/api/v1/pods")["items"]]
         assert sorted(names) == ["after", "before"]
