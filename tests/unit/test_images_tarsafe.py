@@ -175,6 +175,42 @@ def test_write_through_symlink_refused(tmp_path: Path) -> None:
     )
 
 
+def test_replaced_directory_attributes_stay_inside(tmp_path: Path) -> None:
+    """A directory's mode, owner and mtime are set at the end; an entry that replaced it
+    meanwhile (`a/`, then `a -> /outside`) must not have them applied through it."""
+    outside = tmp_path / "outside"
+    (outside / "c").mkdir(parents=True)
+    (outside / "secret").write_text("s")
+    for path in (outside, outside / "c", outside / "secret"):
+        path.chmod(0o700)
+    before = {p: p.stat() for p in (outside, outside / "c", outside / "secret")}
+    dest = unpack(
+        tmp_path,
+        [
+            directory("a", mode=0o6777, uid=4321, gid=4321),
+            symlink("a", str(outside / "secret")),  # the directory itself replaced
+            directory("b/c", mode=0o777, uid=4321, gid=4321),
+            symlink("b", str(outside)),  # its parent replaced
+            directory("d", mode=0o777),
+            file("d", "now a file"),
+            directory("e", mode=0o750),
+            directory("e", mode=0o711),  # repeated: the last one wins
+        ],
+    )
+    for path, st in before.items():
+        now = path.stat()
+        assert (stat.S_IMODE(now.st_mode), now.st_uid, now.st_gid, now.st_mtime_ns) == (
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            st.st_gid,
+            st.st_mtime_ns,
+        ), path
+    assert os.readlink(dest / "a") == str(outside / "secret")
+    assert os.readlink(dest / "b") == str(outside)
+    assert stat.S_IMODE((dest / "d").stat().st_mode) == 0o644
+    assert stat.S_IMODE((dest / "e").stat().st_mode) == 0o711
+
+
 @pytest.mark.parametrize("target", ["..", "../x", "a/../../x", "a/b/../../../x"])
 def test_relative_symlink_escape_refused(tmp_path: Path, target: str) -> None:
     """A relative symlink target that climbs above the layer root is refused."""

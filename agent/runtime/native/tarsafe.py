@@ -128,7 +128,9 @@ class _Unpacker:
         self.dest = dest
         self.size = 0
         self._as_root = os.geteuid() == 0  # ownership is kept only when we may chown
-        self._dirs: list[tuple[Path, tarfile.TarInfo]] = []  # attributes applied at the end
+        # Directory entries by relative path, their attributes applied at the end; an entry
+        # replaced later (by a symlink, say) is dropped, so `finish` never acts on its name.
+        self._dirs: dict[str, tarfile.TarInfo] = {}
         self._safe_dirs: set[str] = {""}  # relative dirs known to be real directories
 
     # --- checks ---
@@ -192,6 +194,9 @@ class _Unpacker:
         if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(path)
             self._safe_dirs = {""}  # forget cached directories below the removed one
+            rel = path.relative_to(self.dest).as_posix()
+            for gone in [d for d in self._dirs if d == rel or d.startswith(rel + "/")]:
+                del self._dirs[gone]
         else:
             os.unlink(path)
 
@@ -217,7 +222,7 @@ class _Unpacker:
                 self._clear(path)
                 os.mkdir(path, 0o700)  # final mode later: a read-only dir would block children
             self._safe_dirs.add(rel)
-            self._dirs.append((path, m))
+            self._dirs[rel] = m  # a repeated entry: the last one wins
         elif m.isreg():
             self._clear(path)
             self._regular(tar, m, path)
@@ -319,9 +324,31 @@ class _Unpacker:
                 f"creating the overlay whiteout {path.name!r} needs root (CAP_MKNOD)"
             ) from None
 
+    def _open_dir(self, rel: str) -> int:
+        """An fd on the layer's directory `rel`, following no symlink on the way there."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.dest, flags)
+        for part in rel.split("/"):
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            finally:
+                os.close(fd)
+            fd = child
+        return fd
+
     def finish(self) -> None:
-        """Directory attributes, deepest first, once nothing more is written inside them."""
-        for path, m in sorted(self._dirs, key=lambda d: d[0].as_posix().count("/"), reverse=True):
-            self._own(path, m)
-            os.chmod(path, m.mode & 0o7777)
-            os.utime(path, (m.mtime, m.mtime))
+        """Directory attributes, deepest first, once nothing more is written inside them.
+
+        Through an fd opened without following links: a name that was a directory when
+        its entry came may since have been replaced (`dir`, then `dir -> /etc`), and a
+        chown or chmod by name would then land on the host.
+        """
+        for rel in sorted(self._dirs, key=lambda d: d.count("/"), reverse=True):
+            m = self._dirs[rel]
+            fd = self._open_dir(rel)
+            try:
+                self._own(fd, m)
+                os.fchmod(fd, m.mode & 0o7777)
+                os.utime(fd, (m.mtime, m.mtime))
+            finally:
+                os.close(fd)
