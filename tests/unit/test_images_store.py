@@ -330,6 +330,19 @@ def test_escaping_layers_refused(store: ImageStore, tmp_path: Path, kind: str, f
     assert not any(p.name in ("evil", "abs-evil", "passwd") for p in tmp_path.rglob("*"))
 
 
+def test_too_deep_layer_refused_store_still_works(store: ImageStore, tmp_path: Path) -> None:
+    """A directory chain deeper than Python's rmtree can recurse is refused while unpacking:
+    once unpacked, its removal (a rollback, gc) would raise RecursionError and leave it in
+    tmp/, where every later transaction fails to clear it."""
+    deep = [[directory("/".join(["d"] * 1500))]]
+    layout = write_oci_layout(None, tmp_path / "o", ref="deep", extra_layers=deep)
+    with pytest.raises(ImageError, match="components deep"):
+        store.import_path(layout)
+    assert_empty(store)
+    store.import_path(write_oci_layout(None, tmp_path / "b", ref="base", extra_layers=BASE))
+    assert store.get("base") is not None
+
+
 def test_not_an_image(store: ImageStore, tmp_path: Path) -> None:
     """Paths that are not images are refused with a clear message."""
     (tmp_path / "empty").mkdir()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.runtime.native.oci import ImageError
-from agent.runtime.native.tarsafe import OPAQUE_XATTR, unpack_layer
+from agent.runtime.native.tarsafe import MAX_DEPTH, OPAQUE_XATTR, unpack_layer
 from tests.imagebuild import (
     MTIME,
     Entry,
@@ -247,6 +247,14 @@ def test_hardlink_escape_refused(tmp_path: Path, target: str, why: str) -> None:
 def test_devices_refused(tmp_path: Path, entry: Entry) -> None:
     """Block and character devices (other than the 0/0 whiteout) are refused."""
     refused(tmp_path, [directory("dev"), entry], entry.name, "device files")
+
+
+def test_depth_limit(tmp_path: Path) -> None:
+    """Names up to MAX_DEPTH components deep unpack; deeper ones are refused."""
+    dest = unpack(tmp_path, [file("/".join(["d"] * (MAX_DEPTH - 1) + ["f"]), "x")])
+    assert (dest / "/".join(["d"] * (MAX_DEPTH - 1) + ["f"])).read_text() == "x"
+    deeper = "/".join(["d"] * MAX_DEPTH + ["f"])
+    refused(tmp_path / "2", [file(deeper)], deeper, f"more than {MAX_DEPTH} components deep")
 
 
 def test_whiteout_of_dotdot_refused(tmp_path: Path) -> None:

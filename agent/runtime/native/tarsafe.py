@@ -10,9 +10,11 @@ The checks are written out rather than left to `tarfile`'s 'data' filter, which 
 drop setuid bits and refuse the whiteout devices we create. Refused, naming the entry:
 absolute names, `..` components, entries whose parent is a symlink (`link -> /etc`, then
 `link/passwd`), relative symlinks that climb above the layer root, hard links to anything
-not already extracted from this layer, and device files. Absolute symlink targets are kept:
-they resolve against the container's root, which is where they are ever followed; this
-module itself never follows a link while writing.
+not already extracted from this layer, device files, and names more than MAX_DEPTH
+components deep (Python's shutil.rmtree recurses once per level, so a deeper tree could
+never be removed again: its RecursionError would wedge every later import and gc).
+Absolute symlink targets are kept: they resolve against the container's root, which is
+where they are ever followed; this module itself never follows a link while writing.
 
 The uncompressed stream is hashed while it is read and must match the config's diff_id,
 so a layer directory's name always tells the truth about its content.
@@ -42,6 +44,8 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
+# Far deeper than any real image, far below Python's recursion limit (see above).
+MAX_DEPTH = 256
 # Extended attributes worth keeping from a layer (file capabilities, e.g. for ping).
 # trusted.* is refused on purpose: a layer must not forge overlayfs' own metadata.
 _KEPT_XATTRS = ("security.capability",)
@@ -143,6 +147,8 @@ class _Unpacker:
         parts = [p for p in name.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise _Unsafe("path contains '..'")
+        if len(parts) > MAX_DEPTH:
+            raise _Unsafe(f"path is more than {MAX_DEPTH} components deep")
         return "/".join(parts)
 
     def _parent(self, rel: str) -> Path:
