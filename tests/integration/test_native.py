@@ -30,7 +30,10 @@ from agent.runtime.native.runtime import NativeRuntime
 from common.models import Pod
 from tests.conftest import wait_until
 from tests.imagebuild import (
+    build_busybox_rootfs,
     check_root_marker,
+    symlink,
+    write_oci_layout,
 )
 from tests.nativefixtures import busybox_store, cgroup_driver
 
@@ -355,6 +358,34 @@ async def test_volumes_empty_dir_shared_host_path_checked(
     assert info.value.reason == "CreateContainerConfigError"
     await remove_and_check(runtime, pod)
     await remove_and_check(runtime, escape)
+
+
+async def test_an_image_link_into_the_parked_host_root_reaches_nothing_there(
+    make_runtime: Factory, images: ImageStore, tmp_path: Path
+) -> None:
+    """While the volumes are bound the host's tree is parked at /dev/.oldroot: an image's
+    `data -> /dev/.oldroot/HOST/PATH` made the init create the volume's directories on
+    the host (found by an audit; so did `etc -> ...` with the /etc files). Now the
+    target is resolved inside the container and refused, and the host is untouched."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    tree = build_busybox_rootfs(tmp_path / "rootfs")
+    link = [symlink("data", f"{rootfs.OLD_ROOT}{probe}")]
+    images.import_path(
+        write_oci_layout(tree, tmp_path / "linked", ref="linked:1", extra_layers=[link])
+    )
+    runtime = await make_runtime()
+    mounts = [{"name": "v", "mountPath": "/data/made/by/image"}]
+    pod = make_pod(
+        "linked",
+        sh("c", "true", image="linked:1", volumeMounts=mounts),
+        volumes=[{"name": "v", "emptyDir": {}}],
+    )
+    await runtime.create_pod(pod)
+    with pytest.raises(RuntimeFailure, match=f"resolves to {rootfs.OLD_ROOT}{probe}/made/by/image"):
+        await runtime.start_container(pod, "c")
+    assert list(probe.iterdir()) == []
+    await remove_and_check(runtime, pod)
 
 
 # --- limits ---

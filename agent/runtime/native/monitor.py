@@ -243,9 +243,7 @@ def prepare(conn: int, priority: int | None = None, spec: dict[str, Any] | None 
         os.close(fd)
     prepared = Prepared(pid, up_r, out_r, err_r, go_w, fail_r)
     if os.read(up_r, 1) != b"w":
-        failure = b""
-        while chunk := os.read(fail_r, 4096):
-            failure += chunk
+        failure = _read_to_end(fail_r)
         prepared.discard()
         raise RuntimeError(failure.decode("utf-8", "replace") or "the init died unprepared")
     return prepared
@@ -327,6 +325,14 @@ def attach_self(procs: list[int]) -> None:
             os.close(fd)
 
 
+def _read_to_end(fd: int) -> bytes:
+    """What the init wrote on its failure pipe, to EOF (it has exited or exec'd)."""
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    return data
+
+
 def _start(
     spec: dict[str, Any], conn: int, prepared: Prepared
 ) -> tuple[int, logs.LogWriter, dict[int, str]]:
@@ -362,17 +368,22 @@ def _start(
         # The records are there: the init may go on to its cgroups and its command. It
         # is still building its root, usually, so the go waits for it, not it for us.
         os.write(prepared.go_w, b"g")
-    except BaseException:
+    except BaseException as exc:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         if writer is not None:
             writer.close()
+        if isinstance(exc, OSError):
+            # The init may have failed first, building its root, and gone: then pinning
+            # its namespaces failed (no /proc/PID/ns/... any more), and its own message,
+            # waiting in the pipe, is the one that says why.
+            failure = _read_to_end(prepared.fail_r)
+            if failure:
+                raise RuntimeError(failure.decode("utf-8", "replace")) from None
         raise
     finally:
         os.close(prepared.go_w)
-    failure = b""
-    while chunk := os.read(prepared.fail_r, 4096):
-        failure += chunk
+    failure = _read_to_end(prepared.fail_r)
     os.close(prepared.fail_r)
     if failure:
         os.waitpid(pid, 0)

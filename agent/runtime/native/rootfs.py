@@ -13,8 +13,9 @@ order, as in rubber-docker, one step per line with its why:
                                       directory writes nothing to the disk's journal
     pivot_root <rootfs> <rootfs>/dev/.oldroot; chdir /
     mount /proc, /sys (ro)            fresh proc for the new PID namespace
-    bind volumes and /etc files       targets resolved inside the new root, so an image's
-                                      symlinks cannot point a mount at the host
+    bind volumes and /etc files       targets resolved inside the new root (`in_root`),
+                                      so an image's symlinks cannot point a mount, or
+                                      the files and directories made for it, at the host
     umount2 /dev/.oldroot MNT_DETACH  the host's tree is gone from the container's view
 
 The overlay lives only in the container's mount namespace: when the container's last
@@ -111,6 +112,47 @@ def _open_source(mount: dict[str, Any]) -> int:
     return fd
 
 
+MAX_SYMLINKS = 40  # followed in one path, as the kernel's walk allows (then ELOOP)
+
+
+def in_root(path: str, root: str = "/") -> str:
+    """`path`, absolute in the container, with every symlink on the way resolved as the
+    container sees it: absolute targets from its root, `..` never above it (the rule of
+    runc's securejoin for mount targets). `root` is where that root is (the new root is
+    "/" after pivot_root). The result names no symlink that exists, so making and
+    mounting on it follow none. One that lands in OLD_ROOT, where the host's tree is
+    parked while the volumes are bound (an image's `etc -> /dev/.oldroot/...`: the init
+    made the /etc files on the host), is refused."""
+    todo = [p for p in reversed(path.split("/")) if p not in ("", ".")]
+    done: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        here = os.path.join(root, *done, part)
+        try:
+            mode = os.lstat(here).st_mode
+        except FileNotFoundError:
+            mode = 0  # made later, a real directory or file
+        if stat.S_ISLNK(mode):
+            links += 1
+            if links > MAX_SYMLINKS:
+                raise SetupError(f"mount target {path}: more than {MAX_SYMLINKS} symlinks")
+            target = os.readlink(here)
+            if target.startswith("/"):
+                done = []
+            todo.extend(p for p in reversed(target.split("/")) if p not in ("", "."))
+            continue
+        done.append(part)
+    resolved = "/" + "/".join(done)
+    if resolved == OLD_ROOT or resolved.startswith(OLD_ROOT + "/"):
+        raise SetupError(f"mount target {path} resolves to {resolved}, outside the container")
+    return resolved
+
+
 def _mkdir_p(path: str) -> None:
     try:
         os.makedirs(path, 0o755, exist_ok=True)
@@ -172,7 +214,9 @@ def _mount_dev(dev: str) -> None:
 
 def _bind(fd: int, target: str, readonly: bool) -> None:
     # Mount through the fd's magic link: the source is the file opened (and checked)
-    # on the host, whatever its name points to now.
+    # on the host, whatever its name points to now. The target, resolved in the new
+    # root first, is made and mounted on without following a symlink.
+    target = in_root(target)
     if stat.S_ISDIR(os.fstat(fd).st_mode):
         _mkdir_p(target)
     else:
@@ -225,11 +269,13 @@ def enter(spec: dict[str, Any]) -> None:
     os.chdir("/")
 
     # proc for the new PID namespace (the init is PID 1 in it): `ps` shows the container.
-    _mkdir_p("/proc")
-    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    proc = in_root("/proc")
+    _mkdir_p(proc)
+    sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
     # sysfs read-only: tools read it, nothing in a container should write it.
-    _mkdir_p("/sys")
-    sc.mount("sysfs", "/sys", "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    sys_ = in_root("/sys")
+    _mkdir_p(sys_)
+    sc.mount("sysfs", sys_, "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
 
     # Volumes and /etc/{hostname,hosts,resolv.conf}; targets resolve inside the new root.
     for mount, fd in zip(mounts, fds, strict=True):

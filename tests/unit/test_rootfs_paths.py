@@ -1,0 +1,58 @@
+"""Mount targets resolved inside a container's root (agent/runtime/native/rootfs.py
+`in_root`), on a real directory tree standing for the new root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.runtime.native.rootfs import MAX_SYMLINKS, OLD_ROOT, SetupError, in_root
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> str:
+    """A root with a Debian-like `var/run -> /run`, a relative link, and links that try
+    to climb out of it."""
+    for d in ("run", "etc", "srv/data", "dev/.oldroot/tmp"):
+        (tmp_path / d).mkdir(parents=True)
+    os.symlink("/run", tmp_path / "var-run")
+    (tmp_path / "var").mkdir()
+    os.symlink("/run", tmp_path / "var/run")
+    os.symlink("../srv/data", tmp_path / "etc/data")
+    os.symlink("../../../../../srv", tmp_path / "etc/climb")
+    os.symlink("/dev/.oldroot/tmp/probe", tmp_path / "data")
+    os.symlink("data/../..", tmp_path / "up")
+    os.symlink("loop-b", tmp_path / "loop-a")
+    os.symlink("loop-a", tmp_path / "loop-b")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("target", "resolved"),
+    [
+        ("/etc/hostname", "/etc/hostname"),  # missing: made there
+        ("/var/run/secrets/token", "/run/secrets/token"),  # an absolute link, from the root
+        ("/etc/data/x", "/srv/data/x"),  # a relative one, from its directory
+        ("/etc/climb/data", "/srv/data"),  # `..` stops at the root
+        ("/../../etc/hosts", "/etc/hosts"),
+        ("/new/dirs/../made", "/new/made"),
+        ("/srv/./data/", "/srv/data"),
+    ],
+)
+def test_a_target_resolves_as_the_container_sees_it(root: str, target: str, resolved: str) -> None:
+    assert in_root(target, root) == resolved
+
+
+@pytest.mark.parametrize("target", ["/data/made/by/image", "/data", "/up/dev/.oldroot/x"])
+def test_a_target_through_a_link_to_the_parked_host_root_is_refused(root: str, target: str) -> None:
+    """An image's `data -> /dev/.oldroot/...` made the init create the volume's directories
+    on the host (found by an audit): the host's tree is parked there while volumes bind."""
+    with pytest.raises(SetupError, match=f"resolves to {OLD_ROOT}"):
+        in_root(target, root)
+
+
+def test_a_symlink_loop_is_refused(root: str) -> None:
+    with pytest.raises(SetupError, match=f"more than {MAX_SYMLINKS} symlinks"):
+        in_root("/loop-a/x", root)
