@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,20 @@ def test_a_target_resolves_as_the_container_sees_it(root: str, target: str, reso
 def test_a_target_through_a_link_to_the_parked_host_root_is_refused(root: str, target: str) -> None:
     """An image's `data -> /dev/.oldroot/...` made the init create the volume's directories
     on the host (found by an audit): the host's tree is parked there while volumes bind."""
-    with pytest.raises(SetupError, match=f"resolves to {OLD_ROOT}"):
+    with pytest.raises(SetupError, match=re.escape(f"resolves into {OLD_ROOT}, outside")):
         in_root(target, root)
+
+
+def test_nothing_in_the_parked_host_root_is_looked_at(root: str) -> None:
+    """Refused at the parked root itself, before any lstat or readlink below it: the
+    message says nothing of the host's files (`.../etc/shadow/x` was ENOTDIR, a missing
+    path not, and a link's target was quoted)."""
+    os.symlink("/dev/.oldroot/etc/shadow/x", Path(root) / "peek")
+    with pytest.raises(SetupError) as caught:
+        in_root("/peek", root)
+    assert str(caught.value) == (
+        f"mount target /peek resolves into {OLD_ROOT}, outside the container"
+    )
 
 
 def test_a_symlink_loop_is_refused(root: str) -> None:

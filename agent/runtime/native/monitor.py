@@ -373,13 +373,13 @@ def _start(
         os.waitpid(pid, 0)
         if writer is not None:
             writer.close()
-        if isinstance(exc, OSError):
-            # The init may have failed first, building its root, and gone: then pinning
-            # its namespaces failed (no /proc/PID/ns/... any more), and its own message,
-            # waiting in the pipe, is the one that says why.
-            failure = _read_to_end(prepared.fail_r)
-            if failure:
-                raise RuntimeError(failure.decode("utf-8", "replace")) from None
+        # The init may have failed first and gone (building its root, or looking up the
+        # pod's namespaces): then pinning them failed (no /proc/PID/ns/... any more) or
+        # its line never came, and its own message, waiting in the pipe, says why. The
+        # pipe is at its end: the init, its only writer, is reaped.
+        failure = _read_to_end(prepared.fail_r)
+        if failure and isinstance(exc, Exception):
+            raise RuntimeError(failure.decode("utf-8", "replace")) from None
         raise
     finally:
         os.close(prepared.go_w)

@@ -122,16 +122,24 @@ def in_root(path: str, root: str = "/") -> str:
     "/" after pivot_root). The result names no symlink that exists, so making and
     mounting on it follow none. One that lands in OLD_ROOT, where the host's tree is
     parked while the volumes are bound (an image's `etc -> /dev/.oldroot/...`: the init
-    made the /etc files on the host), is refused."""
+    made the /etc files on the host), is refused as soon as it reaches OLD_ROOT, before
+    anything there is looked at. A check by name: a path below a volume that a running
+    container of the pod can change is not safe from a swap between this and the mkdir
+    (docs/security.md)."""
     todo = [p for p in reversed(path.split("/")) if p not in ("", ".")]
     done: list[str] = []
     links = 0
+    parked = [p for p in OLD_ROOT.split("/") if p]
     while todo:
         part = todo.pop()
         if part == "..":
             if done:
                 done.pop()
             continue
+        if [*done, part] == parked:
+            # Refused before anything in the host's tree is looked at: an image must not
+            # learn its files' types or links' targets from the message.
+            raise SetupError(f"mount target {path} resolves into {OLD_ROOT}, outside the container")
         here = os.path.join(root, *done, part)
         try:
             mode = os.lstat(here).st_mode
@@ -147,10 +155,7 @@ def in_root(path: str, root: str = "/") -> str:
             todo.extend(p for p in reversed(target.split("/")) if p not in ("", "."))
             continue
         done.append(part)
-    resolved = "/" + "/".join(done)
-    if resolved == OLD_ROOT or resolved.startswith(OLD_ROOT + "/"):
-        raise SetupError(f"mount target {path} resolves to {resolved}, outside the container")
-    return resolved
+    return "/" + "/".join(done)
 
 
 def _mkdir_p(path: str) -> None:
