@@ -391,6 +391,22 @@ async def test_an_image_link_into_the_parked_host_root_reaches_nothing_there(
     await remove_and_check(runtime, pod)
 
 
+async def test_a_container_that_made_a_very_deep_tree_starts_again(runtime: NativeRuntime) -> None:
+    """A container's upper dir is removed at its restart: one 1,500 directories deep
+    (`mkdir d; cd d`, deeper than Python's recursion and past PATH_MAX) made
+    shutil.rmtree raise RecursionError, so the container could never start again, and
+    the trash sweep stopped at it for good."""
+    deep = "i=0; while [ $i -lt 1500 ]; do mkdir d && cd d || exit 2; i=$((i+1)); done; exit 1"
+    pod = make_pod("deep", sh("c", deep))
+    await runtime.create_pod(pod)
+    await runtime.start_container(pod, "c")
+    exited = await asyncio.wait_for(runtime.wait_container(uid(pod), "c"), 30)
+    assert exited.exit_code == 1  # the tree was made
+    await runtime.start_container(pod, "c")  # its upper dir removed first
+    await asyncio.wait_for(runtime.wait_container(uid(pod), "c"), 30)
+    await remove_and_check(runtime, pod)
+
+
 # --- limits ---
 
 

@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import time
 from datetime import UTC, datetime
@@ -847,8 +846,8 @@ class DockerRuntime:
         left = rootfs.mounts_below(str(pdir))
         if left:  # never rm -rf through a mount point
             raise RuntimeFailure(f"pod {uid}: mounts remain after unmounting: {left}")
-        shutil.rmtree(pdir, ignore_errors=True)
-        shutil.rmtree(self.log_dir / uid, ignore_errors=True)
+        rootfs.remove_tree(pdir)  # its emptyDirs as deep as the containers made them
+        rootfs.remove_tree(self.log_dir / uid)
         if self._nested:
             dcg.remove_everywhere(self.cgroups, self.pod_cgroup(uid))
 

@@ -206,8 +206,6 @@ def empty_trash(trash: str) -> int:
     """Delete what the runtime moved to the trash, at the lowest CPU priority; return how
     many entries went. Never through a mount point: a stray mount below an entry is
     detached first, or the entry stays (and the next sweep tries again)."""
-    import shutil  # here, not at the top: only this helper needs it
-
     os.nice(19)
     try:
         entries = sorted(os.listdir(trash))
@@ -224,7 +222,7 @@ def empty_trash(trash: str) -> int:
         if stuck:
             print(f"corral sweep: not deleting {entry}: mounts remain: {stuck}", file=sys.stderr)
             continue
-        shutil.rmtree(entry, ignore_errors=True)
+        rootfs.remove_tree(entry)  # as deep as a container made it
         removed += 1
     return removed
 

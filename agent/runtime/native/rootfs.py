@@ -415,3 +415,64 @@ def unmount_below(prefix: str) -> None:
             except OSError as exc:
                 if exc.errno not in (2, 22):  # ENOENT, EINVAL: gone already
                     raise
+
+
+def remove_tree(top: str | os.PathLike[str]) -> None:
+    """Delete `top` and everything below it, as `shutil.rmtree(top, ignore_errors=True)`,
+    without recursion and without long paths: a container can make its upper dir or a
+    volume as deep as it likes (`mkdir d; cd d`, over and over), and rmtree recursed once
+    a level (RecursionError on Python 3.11 and 3.12, whatever ignore_errors says, so the
+    container could never restart and the trash was never emptied again). One directory
+    descriptor at a time, down by name, up by `..`; links are removed, never followed;
+    what cannot be removed is left, as rmtree's ignore_errors leaves it."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        if not stat.S_ISDIR(os.lstat(top).st_mode):
+            os.unlink(top)
+            return
+        fd = os.open(top, flags)
+    except OSError:
+        return
+    names: list[str] = []  # from `top` down to where `fd` is
+    stuck: set[tuple[str, ...]] = set()  # directories that could not be entered or removed
+    try:
+        while True:
+            below = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    try:
+                        if not entry.is_dir(follow_symlinks=False):
+                            os.unlink(entry.name, dir_fd=fd)
+                        elif (*names, entry.name) not in stuck:
+                            below = entry.name
+                            break
+                    except OSError:
+                        pass
+            if below is not None:
+                try:
+                    child = os.open(below, flags, dir_fd=fd)
+                except OSError:
+                    stuck.add((*names, below))
+                    continue
+                os.close(fd)
+                fd = child
+                names.append(below)
+                continue
+            if not names:
+                break
+            parent = os.open("..", flags, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            name = names.pop()
+            try:
+                os.rmdir(name, dir_fd=fd)
+            except OSError:
+                stuck.add((*names, name))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(top)
+    except OSError:
+        pass

@@ -622,7 +622,7 @@ class NativeRuntime:
             retire(str(self.log_path(uid, container.name)), self.log_max_files)
         # A restarted container starts from the image again, as in Kubernetes.
         for name in ("upper", "work", "empty"):
-            shutil.rmtree(cdir / name, ignore_errors=True)
+            rootfs.remove_tree(cdir / name)  # as deep as the container made it
         for name in ("monitor.pid", "init.pid", "started.json", "exit.json"):
             with contextlib.suppress(FileNotFoundError):
                 (cdir / name).unlink()
@@ -966,7 +966,7 @@ class NativeRuntime:
             os.rename(path, self.trash_dir / f"{name}.{os.urandom(4).hex()}")
         except OSError as exc:  # another filesystem, say; then the slow way
             _LOGGER.debug("cannot move %s to the trash (%s); deleting it now", path, exc)
-            shutil.rmtree(path, ignore_errors=True)
+            rootfs.remove_tree(path)
 
     def _sweep(self, delay: float = SWEEP_DELAY) -> None:
         """Empty the trash off every caller's path, `delay` seconds from now so that the

@@ -1,0 +1,65 @@
+"""rootfs.remove_tree: what a container leaves, however deep, goes; nothing outside."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.runtime.native.rootfs import remove_tree
+
+DEPTH = 1500  # past Python's recursion limit, and its path past PATH_MAX (4096)
+
+
+def _deep(top: Path, depth: int) -> None:
+    """`mkdir dd; cd dd` `depth` times, a file at every level, as a container can."""
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for level in range(depth):
+            os.close(os.open(f"f{level}", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+            os.mkdir("dd", dir_fd=fd)
+            child = os.open("dd", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+
+
+def test_a_tree_deeper_than_recursion_and_path_max_goes(tmp_path: Path) -> None:
+    top = tmp_path / "upper"
+    _deep(top, DEPTH)
+    if sys.version_info < (3, 13):  # what the runtime used: fails, ignore_errors or not
+        with pytest.raises(RecursionError):
+            shutil.rmtree(top, ignore_errors=True)
+    remove_tree(top)
+    assert not top.exists()
+
+
+def test_links_are_removed_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "keep").write_text("host's")
+    top = tmp_path / "trash"
+    (top / "a").mkdir(parents=True)
+    os.symlink(outside, top / "a" / "to-dir")
+    os.symlink(outside / "sub" / "keep", top / "to-file")
+    (top / "a" / "file").write_text("x")
+    remove_tree(top)
+    assert not top.exists()
+    assert (outside / "sub" / "keep").read_text() == "host's"
+
+
+def test_a_file_or_nothing(tmp_path: Path) -> None:
+    lone = tmp_path / "lone"
+    lone.write_text("x")
+    remove_tree(lone)
+    assert not lone.exists()
+    remove_tree(tmp_path / "missing")  # nothing there: no error
+    link = tmp_path / "link"
+    os.symlink(tmp_path, link)
+    remove_tree(link)  # the link goes, not what it points to
+    assert not link.is_symlink() and tmp_path.is_dir()
