@@ -28,6 +28,16 @@ from tests.integration.test_node_credentials import (  # noqa: F401 (http: a fix
 )
 
 
+async def placed(s: SchedulerProcess, agent: RawAgent, name: str, node: str) -> str:
+    """Create pod `name` pinned to `node` (whose link `agent` is); its uid once the agent
+    is told to run it."""
+    spec = pod(name, nodeSelector={"kubernetes.io/hostname": node})
+    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+    desired = await agent.receive_type(protocol.Desired)
+    uid: str = json.loads(desired.upsert[0])["metadata"]["uid"]
+    return uid
+
+
 async def test_an_event_stamped_without_a_utc_offset_breaks_no_event_list(
     http: aiohttp.ClientSession,  # noqa: F811
     bare_scheduler: SchedulerProcess,
@@ -36,10 +46,7 @@ async def test_an_event_stamped_without_a_utc_offset_breaks_no_event_list(
     time it was received: stored naive, it made every event list (sorted by time) a 500."""
     s = bare_scheduler
     agent, _ = await join(http, s, "node-a")
-    spec = pod("web", nodeSelector={"kubernetes.io/hostname": "node-a"})
-    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
-    desired = await agent.receive_type(protocol.Desired)
-    uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+    uid = await placed(s, agent, "web", "node-a")
     event = protocol.EventReport(
         uid=uid, namespace="default", name="web", reason="Pulled", timestamp="2026-01-01T00:00:00"
     )
@@ -446,10 +453,7 @@ async def test_an_agents_event_reason_is_cut_to_kubernetes_limit(
     of them as the recorder keeps)."""
     s = bare_scheduler
     agent, _ = await join(http, s, "node-a")
-    spec = pod("web", nodeSelector={"kubernetes.io/hostname": "node-a"})
-    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
-    desired = await agent.receive_type(protocol.Desired)
-    uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+    uid = await placed(s, agent, "web", "node-a")
     event = protocol.EventReport(
         uid=uid,
         namespace="default",
@@ -483,10 +487,7 @@ async def test_a_frame_naming_another_nodes_pod_many_times_is_refused_once(
     s = bare_scheduler
     a, _ = await join(http, s, "node-a")
     b, _ = await join(http, s, "node-b")
-    spec = pod("web-b", nodeSelector={"kubernetes.io/hostname": "node-b"})
-    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
-    desired = await b.receive_type(protocol.Desired)
-    uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+    uid = await placed(s, b, "web-b", "node-b")
     failed = json.dumps({"phase": "Failed"}).encode()
     report = protocol.PodReport(uid=uid, namespace="default", name="web-b", status=failed)
     await a.send(protocol.PodStatusUpdate(pods=[report] * 2000, stopped=[uid] * 2000))
@@ -525,10 +526,7 @@ async def test_a_status_too_big_is_refused_and_the_next_one_taken(
     the API accepts."""
     s = bare_scheduler
     agent, _ = await join(http, s, "node-a")
-    spec = pod("web", nodeSelector={"kubernetes.io/hostname": "node-a"})
-    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
-    desired = await agent.receive_type(protocol.Desired)
-    uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+    uid = await placed(s, agent, "web", "node-a")
 
     def report(message: str) -> protocol.PodStatusUpdate:
         status = json.dumps({"phase": "Running", "message": message}).encode()
