@@ -46,15 +46,26 @@ def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def _utc_if_naive(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+def _in_utc(value: datetime) -> datetime:
+    offset = value.utcoffset()
+    if offset is None:
+        return value.replace(tzinfo=UTC)
+    if not offset:
+        return value  # pydantic's own UTC (`Z`), written back as `Z`
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # an ArithmeticError, which pydantic would not catch
+        raise ValueError("out of range once in UTC (0001-01-01 to 9999-12-31)") from None
 
 
-# A time in an object. RFC 3339 gives every time an offset; one without (which a buggy
-# agent or client could send) is taken as UTC rather than kept naive: naive and aware
-# times do not compare, and a Job's backoff and the status page failed on one. About
-# 0.7 us a time present, a Python call (pydantic-core has no such option).
-Timestamp = Annotated[datetime, AfterValidator(_utc_if_naive)]
+# A time in an object, as Kubernetes keeps one: in UTC. RFC 3339 gives every time an
+# offset; one without (which a buggy agent or client could send) is taken as UTC rather
+# than kept naive: naive and aware times do not compare, and a Job's backoff and the
+# status page failed on one. One with another offset is the same instant in UTC, as
+# kube-apiserver writes it back; one that has none (year 1 at +14:00, year 9999 at
+# -14:00) is refused, not kept for a later conversion to fail on. About 0.7 us a time
+# present, a Python call (pydantic-core has no such option).
+Timestamp = Annotated[datetime, AfterValidator(_in_utc)]
 
 
 # The checks of names and label parts that repeat from pod to pod (`app`, `default`) are

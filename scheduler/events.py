@@ -120,6 +120,8 @@ class EventRecorder:
         name = f"{prefix.rstrip('-.')}.{digest}"
         key = event_key(namespace, name)
         stamp = timestamp or now()
+        if stamp.utcoffset():  # kept in UTC, as the Event model keeps every time
+            stamp = stamp.astimezone(UTC)
         event = self._events.pop(key, None)  # re-inserted last: recording order
         if event is not None:
             event.count += count

@@ -23,7 +23,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -76,12 +76,20 @@ LINK_CHECK_SECONDS = 5.0
 LINK_CLOSE_SECONDS = 5.0
 STATUS_WRITE_ATTEMPTS = 3
 REGISTER_ATTEMPTS = 3  # writes of a joining node's object, against other writes of it
-# Chunks of a *followed* log held for a reader that has not taken them (the agent's are
-# 32 KiB): past this (64 MiB, more than an agent keeps of a container's log with its
-# defaults, so the backlog fits), the stream is ended rather than kept in memory as fast
-# as the container logs. A log that is not followed ends by itself: it is not cut. The
-# link has no flow control per stream; with it, this would not be needed.
+# What a log stream holds for a reader that has not taken it; past this, the stream is
+# ended (the reader gets what is queued, then the reason; the agent is told to stop). The
+# link has no flow control per stream; with it, these would not be needed.
+# A *followed* log: 2,048 chunks (the agent's are 32 KiB: 64 MiB, more than an agent keeps
+# of a container's log with its defaults, 4 x 10 MiB, so the backlog fits), else it would be
+# kept in memory as fast as the container logs.
 MAX_LOG_CHUNKS_QUEUED = 2048
+# A log that is not followed ends by itself, so a reader that takes its time (`corral logs
+# POD | less`) gets all of it, up to a quarter GiB behind: only an agent that never ends
+# one (or a log kept far past the defaults) reaches that.
+MAX_UNFOLLOWED_LOG_CHUNKS_QUEUED = 8192
+# Either kind, in characters: an agent's chunk may be a whole 16 MiB frame, so a count
+# alone bounds nothing.
+MAX_LOG_CHARS_QUEUED = {True: 64 << 20, False: 256 << 20}
 # An error an agent is sent, and the scheduler logs and keeps (`RecentErrors`), is cut to
 # this many characters: it may quote what the agent sent (a node name, a label key, a
 # quantity), and a hello of 12 MB of node name made 24 MB of message, logged, kept among
@@ -133,6 +141,50 @@ def desired_on(pod: Pod | None) -> str | None:
     return pod.spec.node_name
 
 
+def _agent_time(text: str) -> datetime | None:
+    """An agent's RFC 3339 time, in UTC; None (taken as received) for one unreadable, one
+    without an offset (a naive time cannot be compared with the others, and every event
+    list sorts by time) or one with no instant in UTC (year 1 at +14:00)."""
+    try:
+        stamp = datetime.fromisoformat(text)
+        return None if stamp.utcoffset() is None else stamp.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+class LogStream:
+    """A log relayed from an agent to one reader: the chunks it has not taken yet, and the
+    characters they hold, bounded (`full`) since the link has no flow control per stream."""
+
+    __slots__ = ("chars", "follow", "queue")
+
+    def __init__(self, follow: bool) -> None:
+        self.follow = follow
+        self.queue: asyncio.Queue[protocol.LogsChunk | None] = asyncio.Queue()
+        self.chars = 0
+
+    def full(self) -> bool:
+        chunks = MAX_LOG_CHUNKS_QUEUED if self.follow else MAX_UNFOLLOWED_LOG_CHUNKS_QUEUED
+        return self.queue.qsize() >= chunks or self.chars >= MAX_LOG_CHARS_QUEUED[self.follow]
+
+    def put(self, chunk: protocol.LogsChunk | None) -> None:
+        """Queue `chunk` (None: the node went away), whatever the bound."""
+        if chunk is not None:
+            self.chars += len(chunk.data)
+        self.queue.put_nowait(chunk)
+
+    async def get(self) -> protocol.LogsChunk | None:
+        chunk = await self.queue.get()
+        if chunk is not None:
+            self.chars -= len(chunk.data)
+        return chunk
+
+    def too_slow(self, node: str) -> str:
+        """Why the stream ended, once `full`."""
+        held = f"{self.queue.qsize()} chunks ({self.chars / (1 << 20):.0f} MiB)"
+        return f"the reader is too slow: {held} of the log from node {node} were waiting for it"
+
+
 class AgentSession:
     def __init__(
         self,
@@ -153,8 +205,7 @@ class AgentSession:
         # oldest first: an agent that stops acknowledging is stuck applying them.
         self.unacked: deque[tuple[int, float]] = deque()
         self.sender: asyncio.Task[None] | None = None
-        self.log_streams: dict[int, asyncio.Queue[protocol.LogsChunk | None]] = {}
-        self.followed: set[int] = set()  # the ids of log_streams that follow a log
+        self.log_streams: dict[int, LogStream] = {}
         self.credential_id: str | None = None  # issued in this session's welcome
         self.last_frame = time.monotonic()  # when the agent last sent anything
         # Set once the welcome is sent, all its parts: nothing else goes out before (the
@@ -617,15 +668,19 @@ class Hub:
                 if answers:
                     await self._answer(session, answers)
             elif isinstance(frame, protocol.CredentialAck):
-                if session.credential_id is not None:
-                    self._spawn(self.credentials.confirm(session.node, session.credential_id))
+                # Confirmed once per credential issued: a flood of acks started a task (and
+                # a store read) each. A confirm that fails is made again when the agent
+                # next links with the credential.
+                issued, session.credential_id = session.credential_id, None
+                if issued is not None:
+                    self._spawn(self.credentials.confirm(session.node, issued))
             elif isinstance(frame, protocol.LogsChunk):
                 stream = session.log_streams.get(frame.id)
                 if stream is not None:
-                    if frame.id not in session.followed or stream.qsize() < MAX_LOG_CHUNKS_QUEUED:
-                        stream.put_nowait(frame)
-                    else:
+                    if stream.full():
                         self._end_log_stream(session, frame.id, stream)
+                    else:
+                        stream.put(frame)
             else:
                 kind = getattr(frame, "type", type(frame).__name__)
                 await self._send_error(
@@ -683,7 +738,7 @@ class Hub:
 
     async def _end_session(self, session: AgentSession) -> None:
         for stream in session.log_streams.values():
-            stream.put_nowait(None)  # readers see the node go away
+            stream.put(None)  # readers see the node go away
         if session.sender is not None:
             session.sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -833,14 +888,6 @@ class Hub:
             if pod.spec.node_name != session.node:  # only a pod's own node speaks for it
                 self._refuse_report(session, pod, "events", answers)
                 continue
-            try:
-                stamp: datetime | None = datetime.fromisoformat(ev.timestamp)
-            except ValueError:
-                stamp = None
-            if stamp is not None and stamp.utcoffset() is None:
-                # Not RFC 3339: a naive time cannot be compared with the others (every
-                # event list sorts by time), so it is taken as received, as an unreadable one.
-                stamp = None
             self._events.record(
                 pod_ref(pod),
                 ev.reason,
@@ -848,7 +895,7 @@ class Hub:
                 type=ev.type,
                 component="corral-agent",
                 host=session.node,
-                timestamp=stamp,
+                timestamp=_agent_time(ev.timestamp),
             )
 
     def _own_stops(
@@ -927,18 +974,12 @@ class Hub:
         a frame naming a pod 50,000 times made 50,000 of them and as many log lines."""
         await self._send_error(session.ws, _summary(answers), session.version)
 
-    def _end_log_stream(
-        self, session: AgentSession, stream_id: int, stream: asyncio.Queue[Any]
-    ) -> None:
-        """The reader of a followed log fell MAX_LOG_CHUNKS_QUEUED chunks behind: it gets
-        what is queued, then the reason; the agent is told to stop sending."""
+    def _end_log_stream(self, session: AgentSession, stream_id: int, stream: LogStream) -> None:
+        """The reader fell too far behind (`LogStream.full`): it gets what is queued, then
+        the reason; the agent is told to stop sending."""
         del session.log_streams[stream_id]
-        session.followed.discard(stream_id)
-        message = (
-            f"the reader is too slow: {MAX_LOG_CHUNKS_QUEUED} chunks from node "
-            f"{session.node} were waiting for it"
-        )
-        stream.put_nowait(protocol.LogsChunk(id=stream_id, eof=True, error=message))
+        message = stream.too_slow(session.node)
+        stream.put(protocol.LogsChunk(id=stream_id, eof=True, error=message))
         self._spawn(self._send_quietly(session, protocol.LogsCancel(id=stream_id)))
 
     async def forget_node(self, name: str) -> None:
@@ -967,10 +1008,7 @@ class Hub:
             raise LogsUnavailable(f"node {node} is joining; try again in a moment")
         self._log_ids += 1
         stream_id = self._log_ids
-        queue: asyncio.Queue[protocol.LogsChunk | None] = asyncio.Queue()
-        session.log_streams[stream_id] = queue
-        if follow:
-            session.followed.add(stream_id)
+        stream = session.log_streams[stream_id] = LogStream(follow)
         finished = False
         try:
             await session.ws.send_bytes(
@@ -993,11 +1031,11 @@ class Hub:
             answer_within = None if follow else self._config.agent_answer_seconds
             while True:
                 if answer_within is None:
-                    chunk = await queue.get()
+                    chunk = await stream.get()
                 else:
                     try:
                         async with asyncio.timeout(answer_within):
-                            chunk = await queue.get()
+                            chunk = await stream.get()
                     except TimeoutError:
                         raise LogsUnavailable(
                             f"node {node} did not answer within {answer_within:g} s"
@@ -1015,7 +1053,6 @@ class Hub:
                     return
         finally:
             session.log_streams.pop(stream_id, None)
-            session.followed.discard(stream_id)
             if not finished and not session.ws.closed:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await session.ws.send_bytes(

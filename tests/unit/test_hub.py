@@ -476,3 +476,90 @@ def test_desired_on(phase: str, reason: str | None, deleting: bool, node: str | 
     if deleting:
         pod.metadata.deletion_timestamp = now()
     assert hub_module.desired_on(pod) == node
+
+
+async def test_a_flood_of_credential_acks_confirms_once(
+    cp: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The credential issued in a welcome is confirmed once, at the first ack: each ack
+    started a confirm task (a store read) of its own, as fast as the agent sent them."""
+    calls: list[str] = []
+    real_confirm = cp.hub.credentials.confirm
+
+    async def confirm(node: str, credential_id: str) -> bool:
+        calls.append(credential_id)
+        return await real_confirm(node, credential_id)
+
+    monkeypatch.setattr(cp.hub.credentials, "confirm", confirm)
+    ws, reader = await serve(cp, "n1")
+    cp.hub.sessions["n1"].credential_id = "cred-1"  # as its welcome issued
+    ack = protocol.encode(protocol.CredentialAck())
+    for _ in range(1000):
+        ws.feed(ack)
+    await settle(cp, ws)
+    assert calls == ["cred-1"]
+    assert not [f for f in ws.sent if isinstance(f, protocol.ErrorFrame)]
+    reader.cancel()
+
+
+async def unread_log(
+    cp: ControlPlane, ws: FakeWS, follow: bool
+) -> tuple[AsyncIterator[str], protocol.LogsRequest]:
+    """A log stream of node n1 whose reader took its first chunk and reads no more."""
+    lines = cp.hub.stream_logs("n1", "uid-web", "main", follow=follow)
+    first = asyncio.ensure_future(anext(lines))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        requests = [f for f in ws.sent if isinstance(f, protocol.LogsRequest)]
+        if requests:
+            break
+    (request,) = requests
+    ws.feed(protocol.encode(protocol.LogsChunk(id=request.id, data="first\n")))
+    assert await asyncio.wait_for(first, 5) == "first\n"
+    return lines, request
+
+
+async def read_to_the_end(lines: AsyncIterator[str]) -> tuple[int, str]:
+    """Characters the stream still gave, and the error it ended with."""
+    got = 0
+    with pytest.raises(hub_module.LogsUnavailable) as ended:
+        async for data in lines:
+            got += len(data)
+    return got, str(ended.value)
+
+
+@pytest.mark.parametrize("follow", [True, False])
+async def test_a_log_of_big_chunks_is_bounded_by_size(cp: ControlPlane, follow: bool) -> None:
+    """An agent's log chunk may fill a whole frame (16 MiB): the chunks a reader has not
+    taken are bounded in characters, not only in number (2,048 of them were 32 GiB)."""
+    ws, reader = await serve(cp, "n1")
+    lines, request = await unread_log(cp, ws, follow)
+    big = "x" * (15 << 20)
+    limit = hub_module.MAX_LOG_CHARS_QUEUED[follow]
+    sent = 0
+    while not any(isinstance(f, protocol.LogsCancel) for f in ws.sent) and sent < 40:
+        ws.feed(protocol.encode(protocol.LogsChunk(id=request.id, data=big)))
+        sent += 1
+        await settle(cp, ws)
+    assert sent == limit // len(big) + 2  # past the bound, then the one refused
+    got, error = await read_to_the_end(lines)
+    assert got == (sent - 1) * len(big)
+    assert "the reader is too slow:" in error and "MiB) of the log from node n1" in error
+    reader.cancel()
+
+
+async def test_a_log_that_is_not_followed_and_never_ends_is_cut(cp: ControlPlane) -> None:
+    """A log that is not followed ends by itself, so its reader may fall far behind; an
+    agent that never ends one (small chunks, forever) is cut at a bound in number."""
+    ws, reader = await serve(cp, "n1")
+    lines, request = await unread_log(cp, ws, follow=False)
+    limit = hub_module.MAX_UNFOLLOWED_LOG_CHUNKS_QUEUED
+    chunk = protocol.encode(protocol.LogsChunk(id=request.id, data="y" * 100 + "\n"))
+    for _ in range(limit + 100):
+        ws.feed(chunk)
+    await settle(cp, ws)
+    cancels = [f for f in ws.sent if isinstance(f, protocol.LogsCancel)]
+    assert [c.id for c in cancels] == [request.id]
+    got, error = await read_to_the_end(lines)
+    assert got == limit * 101 and f"{limit} chunks" in error
+    reader.cancel()

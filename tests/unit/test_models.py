@@ -456,9 +456,10 @@ def test_status_shape() -> None:
     }
 
 
-def test_times_without_an_offset_are_utc() -> None:
-    """Every time in an object has an offset once validated: one sent without is UTC, as
-    Kubernetes reads it; one with an offset is kept as sent."""
+def test_times_are_kept_in_utc() -> None:
+    """Every time in an object is in UTC once validated, as kube-apiserver keeps it: one
+    sent without an offset is UTC, as Kubernetes reads it; one with an offset is the same
+    instant, written back in UTC."""
     status = PodStatus.model_validate_json(
         b'{"startTime": "2024-05-01T12:00:00", "conditions": [{"type": "Ready", '
         b'"status": "True", "lastTransitionTime": "2024-05-01T14:00:00+02:00"}]}'
@@ -467,6 +468,17 @@ def test_times_without_an_offset_are_utc() -> None:
     assert status.start_time == status.conditions[0].last_transition_time
     assert status.to_json().startswith(b'{"phase":"Pending","conditions":[')
     assert b'"startTime":"2024-05-01T12:00:00Z"' in status.to_json()
+    assert b'"lastTransitionTime":"2024-05-01T12:00:00Z"' in status.to_json()
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+def test_a_time_with_no_instant_in_utc_is_refused(stamp: str) -> None:
+    """Year 1 at +14:00 is before the first time Python's datetime can hold in UTC: it was
+    kept as sent, and any conversion to UTC later raised OverflowError."""
+    doc = {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": stamp}]}
+    with pytest.raises(ValidationError, match="out of range once in UTC"):
+        PodStatus.model_validate(doc)
+    assert PodStatus.model_validate({"startTime": stamp[:19]}).start_time  # the same, in UTC
 
 
 @pytest.mark.parametrize(
