@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from common.models import Node, Pod
 from common.quantity import cpu_millis, memory_bytes
-from scheduler.objects import NODES, PODS, decode
+from scheduler.objects import NODES, PODS, UnreadableObject, decode
 from scheduler.store import KV, Event, Store
 
 _LOGGER = logging.getLogger(__name__)
@@ -144,7 +144,11 @@ class ClusterState:
         watch = self._store.watch("/", self.revision)
         try:
             async for event in watch:
-                self.apply(event)
+                try:
+                    self.apply(event)
+                except UnreadableObject as exc:  # written past the API (by hand): never fatal
+                    _LOGGER.warning("ignoring %s: it does not decode (%s)", exc.key, exc.problem)
+                    self.revision = event.revision
         finally:
             watch.close()
 
@@ -183,15 +187,14 @@ class ClusterState:
             listener(name, node)
 
     def _apply_pod(self, key: str, kv: KV | None) -> None:
+        new = None if kv is None else decode(kv, Pod)  # first: one unreadable changes nothing
         old = self.pods.get(key)
         if old is not None:
             self.phases[old.status.phase] -= 1
-        if kv is None:
+        if kv is None or new is None:
             self.pods.pop(key, None)
             self.pod_kvs.pop(key, None)
-            new = None
         else:
-            new = decode(kv, Pod)
             self.pods[key] = new
             self.pod_kvs[key] = kv
             self.phases[new.status.phase] += 1

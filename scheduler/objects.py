@@ -11,6 +11,8 @@ import os
 from json.encoder import encode_basestring as _string  # JSON string, UTF-8 kept
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from common.models import Model, ObjectMeta
 from scheduler.store import KV
 
@@ -116,12 +118,34 @@ def bound_pod_json(head: bytes, node: str, spec_rest: bytes, status: bytes) -> b
     )
 
 
+class UnreadableObject(ValueError):
+    """A stored object this corral cannot read: one an older corral stored with a value
+    past a limit added since, or damaged in the store. The API answers a 500
+    `StorageReadError` naming its key; a DELETE may remove it as it is (api/deleting.py)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
 def decode(kv: KV, model: type[T]) -> T:
-    """The object in a KV, decoded once and cached on the KV (shared: do not mutate)."""
+    """The object in a KV, decoded once and cached on the KV (shared: do not mutate).
+    UnreadableObject (a ValueError) if the stored value does not validate."""
     if kv.obj is None:
-        kv.obj = model.model_validate_json(kv.value)
+        try:
+            kv.obj = model.model_validate_json(kv.value)
+        except ValidationError as exc:
+            raise UnreadableObject(kv.key, _first_problem(exc)) from None
     obj: T = kv.obj
     return obj
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in error["loc"])
+    more = exc.error_count() - 1
+    return f"{where}: {error['msg'][:200]}" + (f" (and {more} more)" if more else "")
 
 
 _META = b'"metadata":{'

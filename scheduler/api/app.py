@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import SystemRoute
 
 from common.heap import drop_tracebacks
+from common.models import StatusCause
 from scheduler.api import (
     access,
     discovery,
@@ -35,6 +36,7 @@ from scheduler.api.errors import (
     Forbidden,
     MethodNotAllowed,
     NotFoundError,
+    StorageReadError,
     TooLarge,
     Unauthorized,
     Unavailable,
@@ -42,6 +44,7 @@ from scheduler.api.errors import (
 )
 from scheduler.config import SchedulerConfig
 from scheduler.controlplane import ControlPlane
+from scheduler.objects import UnreadableObject
 from scheduler.store import StoreUnavailable
 
 _LOGGER = logging.getLogger(__name__)
@@ -61,6 +64,15 @@ def _error_response(error: ApiError) -> web.Response:
     return json_response(error.status().to_dict(), status=error.code)
 
 
+def _unreadable(exc: UnreadableObject) -> StorageReadError:
+    return StorageReadError(
+        f"corrupt object: {exc.key} cannot be read by this corral ({exc.problem}); it was "
+        "stored by an older corral, or damaged. Delete it with "
+        "?ignoreStoreReadErrorWithClusterBreakingPotential=true (docs/operations.md)",
+        causes=[StatusCause(reason="UnexpectedServerResponse", message=exc.problem, field=exc.key)],
+    )
+
+
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -73,6 +85,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except ApiError as exc:
         response = _error_response(exc)
+    except UnreadableObject as exc:
+        response = _error_response(_unreadable(exc))
     except StoreUnavailable as exc:
         response = _error_response(
             Unavailable(f"the store could not make the write durable: {exc}")

@@ -4,13 +4,23 @@ fields of a `DeleteOptions` body (kubectl sends `--grace-period`, `--force` and
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from common.limits import INT64_MAX
-from scheduler.api.common import int_param, parse_revision, read_documents
+from common.models import Model
+from scheduler.api.common import int_param, json_response, parse_revision, read_documents
 from scheduler.api.errors import BadRequest, ConflictError
+from scheduler.objects import UnreadableObject, decode
+from scheduler.store import KV, Store
+
+_LOGGER = logging.getLogger(__name__)
+T = TypeVar("T", bound=Model)
+# Kubernetes' DeleteOptions field (KEP-3926), as a query parameter or in the body.
+IGNORE_READ_ERROR = "ignoreStoreReadErrorWithClusterBreakingPotential"
 
 PROPAGATION = ("Background", "Foreground", "Orphan")
 
@@ -21,6 +31,8 @@ class DeleteOptions:
     propagation: str | None = None  # propagationPolicy (owners); None: not said
     uid: str | None = None  # preconditions.uid: delete only this incarnation
     revision: int | None = None  # preconditions.resourceVersion
+    # An object this corral cannot read is removed as it is (`readable_or_removed`).
+    ignore_read_error: bool = False
 
 
 async def delete_options(request: web.Request) -> DeleteOptions:
@@ -61,7 +73,53 @@ async def delete_options(request: web.Request) -> DeleteOptions:
     wanted = parse_revision(revision) if isinstance(revision, str) else None
     if revision is not None and wanted is None:
         raise BadRequest(f"preconditions.resourceVersion: {revision!r} is not a revision")
-    return DeleteOptions(grace, policy, uid, wanted)
+    return DeleteOptions(grace, policy, uid, wanted, _ignore_read_error(request, options))
+
+
+def _ignore_read_error(request: web.Request, body: dict[str, object]) -> bool:
+    query = request.query.get(IGNORE_READ_ERROR)
+    if query is not None:
+        if query not in ("true", "false"):
+            raise BadRequest(f"{IGNORE_READ_ERROR}: {query!r} is not true or false")
+        return query == "true"
+    value = body.get(IGNORE_READ_ERROR, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{IGNORE_READ_ERROR}: {value!r} is not a boolean")
+    return value
+
+
+async def readable_or_removed(
+    store: Store, kv: KV, model: type[T], options: DeleteOptions
+) -> T | None:
+    """The object a DELETE is about, decoded; if this corral cannot read it and the client
+    said `ignoreStoreReadErrorWithClusterBreakingPotential`, None once it is removed from
+    the store as it is, as kube-apiserver's unsafe delete does (KEP-3926): its finalizers,
+    the preconditions, a pod's graceful stop and an owner's propagation policy are not
+    looked at, since none of them can be read. Its dependents go as any gone owner's (the
+    garbage collector), a pod's containers as any the scheduler does not know (its node
+    stops them). Without the option, UnreadableObject (a 500 naming the option)."""
+    try:
+        return decode(kv, model)
+    except UnreadableObject as exc:
+        if not options.ignore_read_error:
+            raise
+        await store.delete(kv.key)
+        _LOGGER.warning("removed %s, which could not be read (%s), as asked", kv.key, exc.problem)
+        return None
+
+
+def removed_unread(plural: str, name: str) -> web.Response:
+    """The `Status` answering an unsafe delete: there is no object to show."""
+    details: dict[str, Any] = {"name": name, "kind": plural}
+    return json_response(
+        {
+            "apiVersion": "v1",
+            "kind": "Status",
+            "metadata": {},
+            "status": "Success",
+            "details": details,
+        }
+    )
 
 
 def _orphan_dependents(query: str | None, body: dict[str, object]) -> bool | None:

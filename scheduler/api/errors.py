@@ -89,5 +89,11 @@ class Invalid(ApiError):
     code, reason = 422, "Invalid"
 
 
+class StorageReadError(ApiError):
+    """Kubernetes' answer for a stored object it cannot read (KEP-3926)."""
+
+    code, reason = 500, "StorageReadError"
+
+
 class Unavailable(ApiError):
     code, reason = 503, "ServiceUnavailable"

@@ -13,7 +13,12 @@ from aiohttp import web
 
 from common.models import Namespace, NamespaceStatus, now
 from scheduler.api.common import json_response, name_param, plane, read_documents, require_url_name
-from scheduler.api.deleting import check_preconditions, delete_options
+from scheduler.api.deleting import (
+    check_preconditions,
+    delete_options,
+    readable_or_removed,
+    removed_unread,
+)
 from scheduler.api.errors import AlreadyExists, BadRequest, ConflictError, Forbidden, modified
 from scheduler.api.generic import (
     Replace,
@@ -130,7 +135,9 @@ async def delete_namespace(request: web.Request) -> web.Response:
     store = plane(request).store
     for _attempt in range(5):
         kv = await get_kv(store, NAMESPACES, None, name)
-        ns = decode(kv, Namespace)
+        ns = await readable_or_removed(store, kv, Namespace, options)
+        if ns is None:
+            return removed_unread("namespaces", name)
         check_preconditions(options, "namespaces", name, ns.metadata.uid, kv.mod_revision)
         if ns.status.phase == "Terminating":
             return json_response(with_resource_version(kv))

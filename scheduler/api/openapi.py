@@ -33,6 +33,7 @@ from common.models import (
 )
 from scheduler.api import discovery, options, schema30, tokens
 from scheduler.api.common import json_response
+from scheduler.api.deleting import IGNORE_READ_ERROR
 from scheduler.api.patch import JSON_PATCH, MERGE, STRATEGIC
 from scheduler.api.tables import serves_tables
 from scheduler.api.workloads import OPENAPI_SHAPES
@@ -251,6 +252,16 @@ def build(app: web.Application) -> dict[str, Any]:
                     "in": "query",
                     "required": False,
                     "schema": {"type": "integer", "minimum": 0},
+                }
+            )
+        if route.method == "DELETE" and path.endswith("/{name}"):
+            params.append(
+                {
+                    "name": IGNORE_READ_ERROR,
+                    "in": "query",
+                    "required": False,
+                    "description": "An object that cannot be read is removed as it is",
+                    "schema": {"type": "boolean"},
                 }
             )
         if path in _PROPAGATED and route.method == "DELETE":

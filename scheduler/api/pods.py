@@ -24,7 +24,12 @@ from scheduler.api.common import (
     read_documents,
     require_url_name,
 )
-from scheduler.api.deleting import check_preconditions, delete_options
+from scheduler.api.deleting import (
+    check_preconditions,
+    delete_options,
+    readable_or_removed,
+    removed_unread,
+)
 from scheduler.api.errors import (
     AlreadyExists,
     BadRequest,
@@ -327,7 +332,9 @@ async def delete_pod(request: web.Request) -> web.Response:
         kv = await cp.store.get(key)
         if kv is None:
             raise NotFoundError(f'pods "{name}" not found', name=name, kind="pods")
-        pod = decode(kv, Pod)
+        pod = await readable_or_removed(cp.store, kv, Pod, options)
+        if pod is None:
+            return removed_unread("pods", name)
         check_preconditions(options, "pods", name, pod.metadata.uid, kv.mod_revision)
         # Grace 0 (--force) removes a pod that may still run without waiting for its
         # agent, which stops it when it learns; finalizers hold it whatever the grace.

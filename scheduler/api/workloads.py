@@ -46,7 +46,12 @@ from scheduler.api.common import (
     read_documents,
     require_url_name,
 )
-from scheduler.api.deleting import check_preconditions, delete_options
+from scheduler.api.deleting import (
+    check_preconditions,
+    delete_options,
+    readable_or_removed,
+    removed_unread,
+)
 from scheduler.api.errors import (
     AlreadyExists,
     BadRequest,
@@ -244,7 +249,9 @@ async def delete_workload(request: web.Request) -> web.Response:
     cp = plane(request)
     for _attempt in range(5):
         kv = await get_kv(cp.store, kind, namespace, name)
-        obj: Any = decode(kv, kind.model)
+        obj: Any = await readable_or_removed(cp.store, kv, kind.model, options)
+        if obj is None:
+            return removed_unread(kind.plural, name)
         check_preconditions(options, kind.plural, name, obj.metadata.uid, kv.mod_revision)
         # Unsaid, the policy is the owner's own: the one its finalizers name, or the one
         # it is marked with already. (Unlike kube-apiserver, a batch/v1 Job deleted without
@@ -414,7 +421,9 @@ async def delete_revision(request: web.Request) -> web.Response:
     options = await delete_options(request)
     store = plane(request).store
     kv = await get_kv(store, REVISIONS, namespace, name)
-    revision: Any = decode(kv, REVISIONS.model)
+    revision: Any = await readable_or_removed(store, kv, REVISIONS.model, options)
+    if revision is None:
+        return removed_unread(REVISIONS.plural, name)
     check_preconditions(options, REVISIONS.plural, name, revision.metadata.uid, kv.mod_revision)
     # Unguarded unless the client named the version it meant, as for the other kinds.
     guarded = options.uid is not None or options.revision is not None

@@ -13,7 +13,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.controlplane import ControlPlane
 from scheduler.kinds import DEPLOYMENTS, PODS
 from scheduler.store import Op
-from tests.conftest import deployment_manifest
+from tests.conftest import deployment_manifest, wait_until
 
 
 async def test_a_start_leaves_out_what_it_cannot_read(
@@ -58,3 +58,33 @@ async def test_a_start_leaves_out_what_it_cannot_read(
             assert any(key in r.getMessage() for r in caplog.records), caplog.text
     finally:
         await again.stop()
+
+
+async def test_an_unreadable_write_does_not_stop_the_cluster_view(tmp_path: Path) -> None:
+    """A pod written past the API (by hand) that this corral cannot read is left out of the
+    cluster view with a warning; the view goes on with the writes after it. It ended the
+    view's watch, which every controller and placement read."""
+    plane = ControlPlane(SchedulerConfig(state_dir=str(tmp_path)))
+    await plane.start()
+    try:
+        meta = {"namespace": "default", "creationTimestamp": "2026-01-01T00:00:00Z"}
+        wide = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta | {"name": "wide", "uid": "u-wide"},
+            "spec": {
+                "containers": [{"name": "c", "image": "x"}],
+                "terminationGracePeriodSeconds": 2**64,
+            },
+        }
+        fine = wide | {
+            "metadata": meta | {"name": "fine", "uid": "u-fine"},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        }
+        await plane.store.txn([Op("put", PODS.key("default", "wide"), json.dumps(wide).encode())])
+        await plane.store.txn([Op("put", PODS.key("default", "fine"), json.dumps(fine).encode())])
+        await wait_until(lambda: PODS.key("default", "fine") in plane.cluster.pods, within=5)
+        assert PODS.key("default", "wide") not in plane.cluster.pods
+        assert plane.cluster.phases["Pending"] == 1
+    finally:
+        await plane.stop()
