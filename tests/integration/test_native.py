@@ -364,10 +364,12 @@ async def test_volumes_empty_dir_shared_host_path_checked(
 async def test_an_image_link_into_the_parked_host_root_reaches_nothing_there(
     make_runtime: Factory, images: ImageStore, tmp_path: Path
 ) -> None:
-    """While the volumes are bound the host's tree is parked at /dev/.oldroot: an image's
-    `data -> /dev/.oldroot/HOST/PATH` made the init create the volume's directories on
-    the host (found by an audit; so did `etc -> ...` with the /etc files). Now the
-    target is resolved inside the container and refused, and the host is untouched."""
+    """While the volumes were bound the host's tree was parked at /dev/.oldroot: an
+    image's `data -> /dev/.oldroot/HOST/PATH` made the init create the volume's
+    directories on the host (found by an audit; so did `etc -> ...` with the /etc
+    files). The target is resolved inside the container and such a link refused (and
+    since the volumes are moved to their targets only after the host's tree is
+    detached, it would lead nowhere anyway); the host is untouched."""
     probe = tmp_path / "probe"
     probe.mkdir()
     tree = build_busybox_rootfs(tmp_path / "rootfs")
@@ -389,6 +391,165 @@ async def test_an_image_link_into_the_parked_host_root_reaches_nothing_there(
     assert info.value.reason == "StartError"
     assert list(probe.iterdir()) == []
     await remove_and_check(runtime, pod)
+
+
+def enter_in_child(
+    tmp_path: Path,
+    lower: Path,
+    mounts: list[dict[str, Any]],
+    then: Callable[[], dict[str, Any]],
+    race: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """`rootfs.enter` run for real in a forked child (its own mount namespace, gone when it
+    exits) on an overlay over `lower`; what `then()` reports from inside the new root, or
+    {"error": ...} if `enter` failed. `race(target)`, if given, runs in the child right
+    after each volume target's name check (`in_root`) and before anything is made for
+    it: the winning interleaving of a racing container, made deterministic."""
+    for d in ("upper", "work", "root"):
+        (tmp_path / d).mkdir(parents=True)
+    spec = {
+        "rootfs": {
+            "lower": [str(lower)],
+            "upper": str(tmp_path / "upper"),
+            "work": str(tmp_path / "work"),
+            "target": str(tmp_path / "root"),
+        },
+        "mounts": mounts,
+    }
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            os.close(read)
+            if race is not None:
+                check = rootfs.in_root
+                targets = {str(m["target"]) for m in mounts}
+
+                def raced(path: str, root: str = "/") -> str:
+                    resolved = check(path, root)
+                    if path in targets:
+                        race(path)
+                    return resolved
+
+                rootfs.in_root = raced
+            try:
+                rootfs.enter(spec)
+                found = then()
+            except Exception as exc:
+                found = {"error": str(exc)}
+            os.write(write, json.dumps(found).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        out = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def test_a_volume_target_swapped_for_a_link_to_the_host_after_its_check_reaches_nothing(
+    tmp_path: Path, busybox_rootfs: Path
+) -> None:
+    """runc's CVE-2021-30465 race, its winning interleaving: a running container of the
+    pod, sharing an emptyDir mounted at /shared, swaps the directory /shared/sub for a
+    link `sub -> /dev/.oldroot/HOST/PATH` between the check of the target
+    /shared/sub/made/here by name and the mkdir. The init made made/here on the host,
+    through the host's tree parked at /dev/.oldroot. Now that tree is detached before
+    any target is resolved: the link leads nowhere in the container (the mkdir fails,
+    so the start does), and the host is untouched."""
+    probe = tmp_path / "probe"  # HOST/PATH
+    probe.mkdir()
+    shared = tmp_path / "emptydir"
+    (shared / "sub").mkdir(parents=True)
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    mounts = [
+        {"source": str(shared), "target": "/shared"},
+        {"source": str(volume), "target": "/shared/sub/made/here"},
+    ]
+
+    def swap(target: str) -> None:
+        if target == "/shared/sub/made/here":
+            # What the racing container could reach through the link at this moment.
+            with open("/reachable", "w") as f:  # in the container's upper dir
+                f.write(str(os.path.isdir(f"{rootfs.OLD_ROOT}{probe}")))
+            os.rename("/shared/sub", "/shared/was-sub")
+            os.symlink(f"{rootfs.OLD_ROOT}{probe}", "/shared/sub")
+
+    def report() -> dict[str, Any]:
+        return {"entered": True}
+
+    result = enter_in_child(tmp_path / "c", busybox_rootfs, mounts, report, race=swap)
+    assert list(probe.iterdir()) == []  # nothing made on the host
+    assert (tmp_path / "c/upper/reachable").read_text() == "False"
+    assert result == {"error": "[Errno 2] No such file or directory: '/shared/sub/made'"}
+    assert (shared / "sub").is_symlink() and (shared / "was-sub").is_dir()
+
+
+def test_staged_volumes_land_on_their_targets_and_leave_no_staging_behind(
+    tmp_path: Path, busybox_rootfs: Path
+) -> None:
+    """Volumes are bound on /dev/.mounts/<i> of the container's /dev tmpfs before the
+    host's tree is detached, then moved to their targets: in order (a volume below
+    another lands in it), read-only where asked, a file on a file, one even over /dev
+    (which covers the staging directory: the later moves go through descriptors), and
+    neither the staging directory nor /dev/.oldroot is left in the container's /dev."""
+    (tmp_path / "outer").mkdir()
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "inner" / "greeting").write_text("inner\n")
+    (tmp_path / "devvol").mkdir()
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
+    mounts: list[dict[str, Any]] = [
+        {"source": str(tmp_path / "outer"), "target": "/data"},
+        {"source": str(tmp_path / "inner"), "target": "/data/in/ner", "readonly": True},
+        {"source": str(tmp_path / "devvol"), "target": "/dev"},
+        {"source": str(tmp_path / "hosts"), "target": "/etc/hosts"},
+    ]
+
+    def report() -> dict[str, Any]:
+        try:
+            with open("/data/in/ner/x", "w"):
+                pass
+            inner_writable = True
+        except OSError:
+            inner_writable = False
+        with open("/data/in/ner/greeting") as f, open("/etc/hosts") as hosts:
+            return {
+                "greeting": f.read(),
+                "hosts": hosts.read(),
+                "inner_writable": inner_writable,
+                "dev": sorted(os.listdir("/dev")),
+            }
+
+    result = enter_in_child(tmp_path / "c", busybox_rootfs, mounts, report)
+    assert result == {
+        "greeting": "inner\n",
+        "hosts": "127.0.0.1 localhost\n",
+        "inner_writable": False,
+        "dev": [],  # the volume's (empty) content
+    }
+    assert sorted(os.listdir(tmp_path / "outer")) == ["in"]  # made in the outer volume
+    assert os.listdir(tmp_path / "devvol") == []
+
+
+def test_the_staging_directory_is_removed_from_the_containers_dev(
+    tmp_path: Path, busybox_rootfs: Path
+) -> None:
+    """With nothing over /dev, the container's /dev is the devices, links and mounts made
+    for it: no staging directory, no parked host root."""
+    (tmp_path / "v").mkdir()
+    mounts = [{"source": str(tmp_path / "v"), "target": "/dev/shm/v"}]
+
+    def report() -> dict[str, Any]:
+        return {"dev": sorted(os.listdir("/dev")), "shm": os.listdir("/dev/shm")}
+
+    result = enter_in_child(tmp_path / "c", busybox_rootfs, mounts, report)
+    devices = [name for name, _, _ in rootfs.DEVICES] + [name for name, _ in rootfs.DEV_LINKS]
+    assert result == {"dev": sorted([*devices, "pts", "shm", "mqueue"]), "shm": ["v"]}
 
 
 async def test_a_container_that_made_a_very_deep_tree_starts_again(runtime: NativeRuntime) -> None:

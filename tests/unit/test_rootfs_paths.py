@@ -49,7 +49,8 @@ def test_a_target_resolves_as_the_container_sees_it(root: str, target: str, reso
 @pytest.mark.parametrize("target", ["/data/made/by/image", "/data", "/up/dev/.oldroot/x"])
 def test_a_target_through_a_link_to_the_parked_host_root_is_refused(root: str, target: str) -> None:
     """An image's `data -> /dev/.oldroot/...` made the init create the volume's directories
-    on the host (found by an audit): the host's tree is parked there while volumes bind."""
+    on the host (found by an audit), when the host's tree was parked there while volumes
+    were bound. It still is while /proc and /sys are resolved: refused by name."""
     with pytest.raises(SetupError, match=re.escape(f"resolves into {OLD_ROOT}, outside")):
         in_root(target, root)
 

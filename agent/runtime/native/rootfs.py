@@ -11,12 +11,21 @@ order, as in rubber-docker, one step per line with its why:
     mount a tmpfs on <rootfs>/dev     minimal devices; the host's root will move to a
                                       directory on it, so making and removing that
                                       directory writes nothing to the disk's journal
+    stage volumes and /etc files      each source bound (and made read-only) on
+                                      <rootfs>/dev/.mounts/<i>, a fresh tmpfs private to
+                                      this init: no name there can be raced; an O_PATH
+                                      fd kept on each staged mount
     pivot_root <rootfs> <rootfs>/dev/.oldroot; chdir /
-    mount /proc, /sys (ro)            fresh proc for the new PID namespace
-    bind volumes and /etc files       targets resolved inside the new root (`in_root`),
-                                      so an image's symlinks cannot point a mount, or
-                                      the files and directories made for it, at the host
+    mount /proc, /sys (ro)            fresh proc for the new PID namespace (before the
+                                      detach: nothing but the image and this container's
+                                      upper dir can change the names resolved for them)
     umount2 /dev/.oldroot MNT_DETACH  the host's tree is gone from the container's view
+    move staged mounts to targets     targets resolved inside the new root (`in_root`),
+                                      made, and the staged mount moved there (MS_MOVE
+                                      through its fd); a target swapped for a symlink
+                                      meanwhile (runc's CVE-2021-30465 race) reaches only
+                                      what the container itself sees, never the host
+    remove /dev/.mounts               best effort, through descriptors
 
 The overlay lives only in the container's mount namespace: when the container's last
 process exits, the kernel unmounts it; nothing needs unmounting on the host.
@@ -38,6 +47,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 OLD_ROOT = "/dev/.oldroot"  # in the container's /dev tmpfs
+STAGING = "/dev/.mounts"  # also: volumes and /etc files wait there, one entry each
 
 # (name, major, minor): the character devices every container gets, as runc creates them.
 DEVICES = (
@@ -121,11 +131,16 @@ def in_root(path: str, root: str = "/") -> str:
     runc's securejoin for mount targets). `root` is where that root is (the new root is
     "/" after pivot_root). The result names no symlink that exists, so making and
     mounting on it follow none. One that lands in OLD_ROOT, where the host's tree is
-    parked while the volumes are bound (an image's `etc -> /dev/.oldroot/...`: the init
-    made the /etc files on the host), is refused as soon as it reaches OLD_ROOT, before
-    anything there is looked at. A check by name: a path below a volume that a running
-    container of the pod can change is not safe from a swap between this and the mkdir
-    (docs/security.md)."""
+    parked after pivot_root, is refused as soon as it reaches OLD_ROOT, before anything
+    there is looked at: an image's `proc -> /dev/.oldroot/...` would have the init make
+    directories on the host for /proc. That name check is what protects the host for
+    /proc and /sys, resolved while the host's tree is parked, in a tree nothing else can
+    change then (the image's layers and this container's upper dir; no volume is
+    mounted yet). Volume and /etc targets are resolved after the host's tree is
+    detached: a name there can be changed between this and the mkdir by a running
+    container of the pod sharing a volume, so it is not this check that keeps them off
+    the host but the detach (`enter`); for them the refusal only turns an image's link
+    into the parked root into a clear error."""
     todo = [p for p in reversed(path.split("/")) if p not in ("", ".")]
     done: list[str] = []
     links = 0
@@ -138,7 +153,8 @@ def in_root(path: str, root: str = "/") -> str:
             continue
         if [*done, part] == parked:
             # Refused before anything in the host's tree is looked at: an image must not
-            # learn its files' types or links' targets from the message.
+            # learn its files' types or links' targets from the message. (A guard for
+            # /proc and /sys; once the host's tree is detached, a clear error only.)
             raise SetupError(f"mount target {path} resolves into {OLD_ROOT}, outside the container")
         here = os.path.join(root, *done, part)
         try:
@@ -217,20 +233,65 @@ def _mount_dev(dev: str) -> None:
         os.symlink(target, f"{dev}/{name}")
 
 
-def _bind(fd: int, target: str, readonly: bool) -> None:
-    # Mount through the fd's magic link: the source is the file opened (and checked)
-    # on the host, whatever its name points to now. The target, resolved in the new
-    # root first, is made and mounted on without following a symlink.
-    target = in_root(target)
+def _stage(fd: int, path: str, readonly: bool) -> int:
+    """Bind the checked source `fd` on `path`, a new entry of the staging directory (a
+    directory, or an empty file for a non-directory source), read-only if asked, and
+    return an O_PATH fd on the staged mount. The staging directory is on the fresh /dev
+    tmpfs of this init's own mount namespace: nothing else can see, let alone swap, a
+    name there. The source is mounted through the fd's magic link: the file opened (and
+    checked) on the host, whatever its name points to now."""
     if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.mkdir(path, 0o755)
+    else:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+    sc.mount(f"/proc/self/fd/{fd}", path, None, sc.MS_BIND | sc.MS_REC)
+    if readonly:
+        # MS_RDONLY is ignored on the first bind mount; it takes a remount.
+        sc.mount(None, path, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
+    # The root of the staged mount, held by descriptor: a volume later mounted over /dev
+    # or over this path (a mountPath may name it) cannot hide it from the move.
+    return os.open(path, os.O_PATH | os.O_CLOEXEC)
+
+
+def _move(staged: int, target: str) -> None:
+    """Move the staged mount `staged` (an O_PATH fd on its root) to `target`, resolved
+    in the new root first, and made without following a symlink that was there then.
+    Called after the host's tree is detached: a name swapped meanwhile by a container
+    sharing a volume can only lead to what the container sees itself."""
+    target = in_root(target)
+    if stat.S_ISDIR(os.fstat(staged).st_mode):
         _mkdir_p(target)
     else:
         _touch(target)
-    sc.mount(f"/proc/self/fd/{fd}", target, None, sc.MS_BIND | sc.MS_REC)
-    if readonly:
-        # MS_RDONLY is ignored on the first bind mount; it takes a remount.
-        flags = sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY
-        sc.mount(None, target, None, flags)
+    # MS_MOVE needs the root of a mount as its source: the magic link resolves to
+    # exactly the mount and dentry the fd holds, wherever (and however covered) it is.
+    sc.mount(f"/proc/self/fd/{staged}", target, None, sc.MS_MOVE)
+
+
+def _unstage(dev: int, count: int) -> None:
+    """Remove the staging directory, emptied by the moves, from the /dev tmpfs (`dev`, a
+    descriptor on its root: a volume mounted over /dev may cover it). Best effort."""
+    try:
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        staging = os.open(os.path.basename(STAGING), flags, dir_fd=dev)
+    except OSError:
+        return
+    try:
+        for index in range(count):
+            name = str(index)
+            try:
+                if stat.S_ISDIR(os.lstat(name, dir_fd=staging).st_mode):
+                    os.rmdir(name, dir_fd=staging)
+                else:
+                    os.unlink(name, dir_fd=staging)
+            except OSError:
+                pass
+    finally:
+        os.close(staging)
+    try:
+        os.rmdir(os.path.basename(STAGING), dir_fd=dev)
+    except OSError:
+        pass
 
 
 def enter(spec: dict[str, Any]) -> None:
@@ -267,13 +328,29 @@ def enter(spec: dict[str, Any]) -> None:
 
     # /dev before the swap, and in it the directory the host's root moves to until we
     # have taken what we need from it: both on the tmpfs, not in the upper dir.
-    _mount_dev(_plain_dir(new_root + "/dev"))
+    dev_path = _plain_dir(new_root + "/dev")
+    _mount_dev(dev_path)
+    dev = os.open(dev_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    # Volumes and /etc/{hostname,hosts,resolv.conf} staged on that tmpfs now, while the
+    # names they will get in the container are still unresolved: the host's tree must be
+    # out of reach before anything is made for a target (see `_move`).
+    os.mkdir(new_root + STAGING, 0o700)
+    staged = []
+    for index, (mount, fd) in enumerate(zip(mounts, fds, strict=True)):
+        path = f"{new_root}{STAGING}/{index}"
+        staged.append(_stage(fd, path, bool(mount.get("readonly"))))
+        os.close(fd)
+
     put_old = new_root + OLD_ROOT
     os.mkdir(put_old)
     sc.pivot_root(new_root, put_old)
     os.chdir("/")
 
     # proc for the new PID namespace (the init is PID 1 in it): `ps` shows the container.
+    # Before the detach, as runc does: in a user namespace (none is used today) the kernel
+    # mounts a proc only where a fully visible one is already mounted, as the parked host
+    # tree's is.
     proc = in_root("/proc")
     _mkdir_p(proc)
     sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
@@ -282,14 +359,17 @@ def enter(spec: dict[str, Any]) -> None:
     _mkdir_p(sys_)
     sc.mount("sysfs", sys_, "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
 
-    # Volumes and /etc/{hostname,hosts,resolv.conf}; targets resolve inside the new root.
-    for mount, fd in zip(mounts, fds, strict=True):
-        _bind(fd, str(mount["target"]), bool(mount.get("readonly")))
-        os.close(fd)
-
     # Detach the host's tree: lazily, as the overlay still holds references into it.
+    # From here on no name the container can change leads to the host.
     sc.umount2(OLD_ROOT, sc.MNT_DETACH)
     os.rmdir(OLD_ROOT)
+
+    # Each staged mount moved to its target, in order (a volume below another lands in it).
+    for mount, fd in zip(mounts, staged, strict=True):
+        _move(fd, str(mount["target"]))
+        os.close(fd)
+    _unstage(dev, len(staged))
+    os.close(dev)
 
 
 def resolve_user(user: str | None) -> tuple[int, int, list[int]]:
