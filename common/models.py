@@ -368,6 +368,9 @@ class VolumeMount(Model):
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/") or ".." in value.split("/"):
             raise ValueError(f"mountPath {value!r} must be an absolute path without '..'")
+        if all(part in ("", ".") for part in value.split("/")):
+            # As Docker refuses destination "/": a volume cannot be the container's root.
+            raise ValueError(f"mountPath {value!r} is the root '/', which cannot be a volume")
         return value
 
 

@@ -346,6 +346,16 @@ def test_bad_namespace_refused() -> None:
             "absolute path",
         ),
         (
+            {"name": "a", "image": "x", "volumeMounts": [{"name": "v", "mountPath": "/"}]},
+            "spec.containers[0].volumeMounts[0].mountPath",
+            "is the root '/', which cannot be a volume",
+        ),
+        (
+            {"name": "a", "image": "x", "volumeMounts": [{"name": "v", "mountPath": "//./"}]},
+            "spec.containers[0].volumeMounts[0].mountPath",
+            "is the root '/', which cannot be a volume",
+        ),
+        (
             {"name": "a", "image": "x", "imagePullPolicy": "Sometimes"},
             "spec.containers[0].imagePullPolicy",
             "'Always', 'IfNotPresent' or 'Never'",
