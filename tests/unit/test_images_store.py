@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.runtime.native.images import Image, ImageError, ImageStore, image_main
 from agent.runtime.native.oci import ERR_IMAGE_NEVER_PULL, INVALID_IMAGE_NAME
+from agent.runtime.native.rootfs import remove_tree
 from common.version import host_arch
 from tests.imagebuild import (
     Entry,
@@ -331,9 +333,8 @@ def test_escaping_layers_refused(store: ImageStore, tmp_path: Path, kind: str, f
 
 
 def test_too_deep_layer_refused_store_still_works(store: ImageStore, tmp_path: Path) -> None:
-    """A directory chain deeper than Python's rmtree can recurse is refused while unpacking:
-    once unpacked, its removal (a rollback, gc) would raise RecursionError and leave it in
-    tmp/, where every later transaction fails to clear it."""
+    """A directory chain deeper than MAX_DEPTH is refused while unpacking, and the store
+    works on. (Removal no longer depends on it: see test_deep_tree_in_tmp_swept_*.)"""
     deep = [[directory("/".join(["d"] * 1500))]]
     layout = write_oci_layout(None, tmp_path / "o", ref="deep", extra_layers=deep)
     with pytest.raises(ImageError, match="components deep"):
@@ -510,3 +511,56 @@ def test_concurrent_writers(store: ImageStore, tmp_path: Path) -> None:
         f"docker.io/library/img{i}:latest" for i in range(4)
     ]
     assert len(contents(store)[1]) == 5  # the shared base layer once, one layer each
+
+
+# --- untrusted input: trees of any depth -------------------------------------------------------
+
+DEEP = 1500  # past Python's recursion limit (shutil.rmtree raised RecursionError on 3.11/3.12)
+
+
+def _deep_dir(top: Path, depth: int = DEEP) -> None:
+    """`mkdir d; cd d`, `depth` times below `top` (made by descriptor: the path is too long)."""
+    top.mkdir(parents=True)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def deep_store(store: ImageStore) -> Iterator[ImageStore]:
+    """The store, removed without recursion afterwards: pytest cleans its tmp dirs with
+    shutil.rmtree, so a deep tree left behind would fail a later session."""
+    try:
+        yield store
+    finally:
+        remove_tree(store.root)
+
+
+def test_deep_tree_in_tmp_swept_by_the_next_import(deep_store: ImageStore, tmp_path: Path) -> None:
+    """Litter in tmp/ deeper than Python's recursion limit is cleared by the next writer,
+    which then works: shutil.rmtree's RecursionError used to fail every import for good."""
+    store = deep_store
+    _deep_dir(store.tmp / "layer-crashed")
+    [image] = store.import_path(write_oci_layout(None, tmp_path / "a", extra_layers=BASE))
+    assert list(store.tmp.iterdir()) == []
+    assert store.layer_dirs(image)[0].is_dir()
+
+
+def test_deep_layer_dir_removed_by_gc(deep_store: ImageStore, tmp_path: Path) -> None:
+    """gc removes an unused layer dir however deep it is (renamed into tmp/, then removed)."""
+    store = deep_store
+    [image] = store.import_path(write_oci_layout(None, tmp_path / "a", extra_layers=BASE))
+    orphan = store.layers / ("0" * 64)
+    _deep_dir(orphan / "rootfs")
+    stats = store.gc()
+    assert stats.layers_removed == 1
+    assert not orphan.exists() and list(store.tmp.iterdir()) == []
+    assert store.layer_dirs(image)[0].is_dir()
+    assert store.gc().layers_removed == 0

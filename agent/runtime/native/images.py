@@ -38,10 +38,9 @@ import json
 import logging
 import os
 import re
-import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -66,6 +65,7 @@ from agent.runtime.native.oci import (
     platform_matches,
     read_images,
 )
+from agent.runtime.native.rootfs import remove_tree
 from common.version import host_arch
 
 __all__ = ["GcStats", "Image", "ImageConfig", "ImageError", "ImageStore", "image_main"]
@@ -125,23 +125,15 @@ def _syncfs(path: Path) -> None:
         os.close(fd)
 
 
-def _rmtree(path: Path) -> None:
-    """Remove a tree even where unpacked directory modes (0555, 0000) forbid it."""
-
-    def retry(func: Callable[..., Any], name: str, _exc: Any) -> None:
-        # Only reached without root (root ignores modes): make the parent writable, retry.
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(name), 0o700)
-        with contextlib.suppress(OSError):
-            os.chmod(name, 0o700)
-        func(name)
-
-    if not os.path.lexists(path):
-        return
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=retry)
-    else:
-        shutil.rmtree(path, onerror=retry)
+def _remove(path: Path) -> None:
+    """Remove a tree (or a file) of any depth: `rootfs.remove_tree`, iterative and one
+    descriptor at a time, never following a link. shutil.rmtree recursed once a level, so
+    a tree deeper than Python's recursion limit raised RecursionError and, left in tmp/,
+    failed every later import, pull and gc. What cannot be removed is left and logged
+    (tmp/ is swept again by the next writer)."""
+    remove_tree(path)
+    if os.path.lexists(path):
+        _LOGGER.warning("could not remove all of %s; left for the next sweep", path)
 
 
 class ImportTransaction:
@@ -231,7 +223,7 @@ class ImportTransaction:
             os.rename(staging, layer_dir)  # the layer appears whole or not at all
             _fsync_dir(store.layers)
         finally:
-            _rmtree(staging)
+            _remove(staging)
         self.added_layers.append(diff_id)
         return size
 
@@ -291,7 +283,7 @@ class ImportTransaction:
 
     def rollback(self) -> None:
         for diff_id in self.added_layers:
-            _rmtree(self.store.layers / digest_hex(diff_id))
+            _remove(self.store.layers / digest_hex(diff_id))
         for digest in self.added_blobs:
             self.store.blob_path(digest).unlink(missing_ok=True)
 
@@ -376,10 +368,7 @@ class ImageStore:
     def _clear_tmp(self) -> None:
         """Leftovers of a writer that crashed; only called with the lock held."""
         for entry in self.tmp.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                _rmtree(entry)
-            else:
-                entry.unlink()
+            _remove(entry)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[ImportTransaction]:
@@ -558,7 +547,7 @@ class ImageStore:
                         freed += self.layer_size("sha256:" + layer_dir.name)
                     doomed = self.tmp / f"gc-{layer_dir.name}"
                     os.rename(layer_dir, doomed)
-                    _rmtree(doomed)
+                    _remove(doomed)
                     layers += 1
             return GcStats(blobs, layers, freed)
 

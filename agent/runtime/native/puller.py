@@ -28,7 +28,6 @@ import asyncio
 import io
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ from agent.runtime.native.registry import (
     RegistryUnreachable,
     Resolved,
 )
+from agent.runtime.native.rootfs import remove_tree
 from agent.runtime.pulls import ERR_IMAGE_PULL, PullPolicy
 
 _LOGGER = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class ImagePuller:
                 await _all([fetch(d) for d in missing])
                 image = await asyncio.to_thread(self._commit, ref, resolved, staging)
             finally:
-                await asyncio.to_thread(shutil.rmtree, staging, True)
+                await asyncio.to_thread(remove_tree, staging)
         except RegistryError as exc:
             cls = RegistryUnreachable if isinstance(exc, RegistryUnreachable) else RegistryError
             raise cls(f"{what}: {exc}") from None
@@ -247,7 +247,7 @@ class ImagePuller:
         for entry in base.iterdir():
             try:
                 if now - entry.stat().st_mtime > STALE_STAGING:
-                    shutil.rmtree(entry, ignore_errors=True)
+                    remove_tree(entry)
             except FileNotFoundError:
                 continue
         return Path(tempfile.mkdtemp(dir=base, prefix="pull-"))

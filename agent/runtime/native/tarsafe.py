@@ -11,8 +11,8 @@ drop setuid bits and refuse the whiteout devices we create. Refused, naming the 
 absolute names, `..` components, entries whose parent is a symlink (`link -> /etc`, then
 `link/passwd`), relative symlinks that climb above the layer root, hard links to anything
 not already extracted from this layer, device files, and names more than MAX_DEPTH
-components deep (Python's shutil.rmtree recurses once per level, so a deeper tree could
-never be removed again: its RecursionError would wedge every later import and gc).
+components deep (no real image comes near; the store removes trees of any depth with
+`rootfs.remove_tree`, so this is a sanity bound, not what keeps removal working).
 Absolute symlink targets are kept: they resolve against the container's root, which is
 where they are ever followed; this module itself never follows a link while writing.
 
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from agent.runtime.native.oci import ImageError
+from agent.runtime.native.rootfs import remove_tree
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
-# Far deeper than any real image, far below Python's recursion limit (see above).
+# Far deeper than any real image (see above).
 MAX_DEPTH = 256
 # Extended attributes worth keeping from a layer (file capabilities, e.g. for ping).
 # trusted.* is refused on purpose: a layer must not forge overlayfs' own metadata.
@@ -198,7 +199,7 @@ class _Unpacker:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(path)
+            remove_tree(path)  # not following links; os.mkdir/open(O_EXCL) fail if it stays
             self._safe_dirs = {""}  # forget cached directories below the removed one
             rel = path.relative_to(self.dest).as_posix()
             for gone in [d for d in self._dirs if d == rel or d.startswith(rel + "/")]:
