@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -513,7 +515,7 @@ def test_concurrent_writers(store: ImageStore, tmp_path: Path) -> None:
     assert len(contents(store)[1]) == 5  # the shared base layer once, one layer each
 
 
-# --- untrusted input: trees of any depth -------------------------------------------------------
+# --- untrusted input: trees of any depth, files that are not files ------------------------------
 
 DEEP = 1500  # past Python's recursion limit (shutil.rmtree raised RecursionError on 3.11/3.12)
 
@@ -564,3 +566,67 @@ def test_deep_layer_dir_removed_by_gc(deep_store: ImageStore, tmp_path: Path) ->
     assert not orphan.exists() and list(store.tmp.iterdir()) == []
     assert store.layer_dirs(image)[0].is_dir()
     assert store.gc().layers_removed == 0
+
+
+def _import_cli(root: Path, path: Path) -> subprocess.CompletedProcess[str]:
+    """`corral-agent image import` in a child with a deadline: a FIFO used to block it in
+    open() for ever, and a hang must fail the test, not stall the run."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent.main", "image", "import", str(path), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+
+
+def test_fifo_index_json_refused(store: ImageStore, tmp_path: Path) -> None:
+    """A FIFO as a layout's index.json is refused by name; the import does not block."""
+    layout = write_oci_layout(None, tmp_path / "o", ref="fifo", extra_layers=BASE)
+    (layout / "index.json").unlink()
+    os.mkfifo(layout / "index.json")
+    result = _import_cli(store.root, layout)
+    assert result.returncode == 1
+    assert f"{layout / 'index.json'}: is a FIFO, not a regular file" in result.stderr
+    assert_empty(store)
+
+
+def test_fifo_blob_refused(store: ImageStore, tmp_path: Path) -> None:
+    """A FIFO in place of a layer blob is refused by name; nothing of the image is kept."""
+    layout = write_oci_layout(None, tmp_path / "o", ref="fifo", extra_layers=APP)
+    blob = layout_blob(layout, layout_layer_digests(layout)[1])
+    blob.unlink()
+    os.mkfifo(blob)
+    result = _import_cli(store.root, layout)
+    assert result.returncode == 1
+    assert f"{blob}: is a FIFO, not a regular file" in result.stderr
+    assert_empty(store)
+
+
+def test_fifo_or_device_as_the_archive_refused(store: ImageStore, tmp_path: Path) -> None:
+    """The path given to import, when it is not a directory, must be a regular file too."""
+    fifo = tmp_path / "image.tar"
+    os.mkfifo(fifo)
+    result = _import_cli(store.root, fifo)
+    assert result.returncode == 1 and "is a FIFO, not a regular file" in result.stderr
+    with pytest.raises(ImageError, match="/dev/null: is a character device"):
+        store.import_path("/dev/null")
+
+
+def test_symlinked_blobs_followed_devices_refused(store: ImageStore, tmp_path: Path) -> None:
+    """A layout's symlinks are followed (as skopeo and umoci do; the content must still
+    match its digest), even out of the layout; a link to a device is refused."""
+    layout = write_oci_layout(None, tmp_path / "o", ref="linked", extra_layers=APP)
+    blob = layout_blob(layout, layout_layer_digests(layout)[1])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(blob.read_bytes())
+    blob.unlink()
+    blob.symlink_to(elsewhere)
+    assert store.import_path(layout)[0].ref == "docker.io/library/linked:latest"
+    store.remove("linked")
+    store.gc()
+    blob.unlink()
+    blob.symlink_to("/dev/zero")  # read as a blob, it would stream for ever
+    with pytest.raises(ImageError, match=rf"{blob}: is a character device"):
+        store.import_path(layout)
+    assert_empty(store)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import stat
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -426,18 +428,69 @@ def _clean_member(name: str) -> str:
     return "/".join(parts)
 
 
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_regular(path: Path, mode: int) -> ImageError:
+    kind = next((k for test, k in _FILE_KINDS if test(mode)), "not a regular file")
+    return ImageError(f"{path}: is {kind}, not a regular file; refusing to read it")
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading, if it is a regular file (after symlinks); else ImageError.
+
+    Archives and layouts are handed in by the operator but made by whoever built the
+    image: a FIFO would block the import forever at open(), and a device such as
+    /dev/zero would stream into the store without end. So the type is checked before the
+    open (opening a device can have effects of its own), the open is non-blocking (a FIFO
+    swapped in meanwhile cannot hang it), and checked again on the descriptor.
+    """
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as err:
+        raise ImageError(f"{path}: {(err.strerror or str(err)).lower()}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class _DirSource:
+    """A directory (an OCI layout, or an unpacked docker save).
+
+    Symlinks in it are followed, as skopeo and umoci follow them in a layout: the operator
+    chose the directory, and what a link reaches is checked like any other content (its
+    digest, or a layer's diff_id, must match what the image says). Only regular files
+    are read (`open_regular`).
+    """
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def exists(self, name: str) -> bool:
-        return (self.root / _clean_member(name)).is_file()
+        # Anything at that name, so that a FIFO index.json is refused by `open` naming it,
+        # rather than the layout being called "not an OCI layout".
+        return os.path.lexists(self.root / _clean_member(name))
 
     def open(self, name: str) -> BinaryIO:
-        try:
-            return open(self.root / _clean_member(name), "rb")
-        except FileNotFoundError:
-            raise ImageError(f"{self.root}: {name} is missing") from None
+        path = self.root / _clean_member(name)
+        if not os.path.lexists(path):
+            raise ImageError(f"{self.root}: {name} is missing")
+        return open_regular(path)
 
 
 class _TarSource:
@@ -463,14 +516,13 @@ def open_source(path: Path) -> Iterator[Source]:
     if path.is_dir():
         yield _DirSource(path)
         return
-    try:
-        tar = tarfile.open(path, "r:*")
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file or directory") from None
-    except (tarfile.TarError, OSError) as err:
-        raise ImageError(f"{path}: not a directory or a tar archive ({err})") from None
-    with tar:
-        yield _TarSource(path, tar)
+    with open_regular(path) as raw:  # a FIFO or a device is refused, never read
+        try:
+            tar = tarfile.open(fileobj=raw, mode="r:*")
+        except (tarfile.TarError, OSError) as err:
+            raise ImageError(f"{path}: not a directory or a tar archive ({err})") from None
+        with tar:
+            yield _TarSource(path, tar)
 
 
 def read_images(sink: ImageSink, src: Source, what: str, extra: list[ImageRef]) -> None:
