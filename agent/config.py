@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from agent.runtime.native.tarsafe import MAX_LAYER_BYTES
 from agent.runtime.pulls import RegistryHost
 from common.config import DaemonConfig
 from common.models import check_dns_subdomain
@@ -89,6 +90,12 @@ class AgentConfig(DaemonConfig):
         "password_file, ca_file, insecure",
     )
     max_concurrent_downloads: int = Field(3, gt=0, description="layer downloads per pull")
+    max_layer_bytes: int = Field(
+        MAX_LAYER_BYTES,
+        gt=0,
+        description="bytes one image layer may unpack to (its uncompressed tar): a pull of "
+        "a bigger layer fails and keeps nothing of it (image import: --max-layer-bytes)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field(
         "text", description="log lines: text (for people) or json (one object a line)"

@@ -21,7 +21,7 @@ def build_runtime(config: AgentConfig, state: Path, cgroups: CgroupDriver) -> Ru
     `runtimeClassName`, else `config.runtime`. Call `start()` on the result."""
     log_dir = Path(config.log_dir) if config.log_dir else state / "logs"
     registries = settings_from(config)
-    images = ImageStore(state / "images")
+    images = ImageStore(state / "images", max_layer_bytes=config.max_layer_bytes)
     puller = ImagePuller(images, RegistryClient(registries))
     native = NativeRuntime(
         state,

@@ -23,7 +23,9 @@ from common.version import host_arch
 from tests.conftest import ROOT, SchedulerProcess, wait_for
 from tests.imagebuild import (
     file,
+    layer_tar,
     layout_layer_digests,
+    sha256,
     symlink_escape_layer,
     traversal_layer,
     write_oci_layout,
@@ -153,6 +155,25 @@ async def test_malicious_layer_refused(
         assert_nothing_cached(puller.store)
         assert list(outside.iterdir()) == []
         assert not (tmp_path / "evil").exists() and not (tmp_path.parent / "evil").exists()
+    finally:
+        await puller.close()
+
+
+async def test_gzip_bomb_layer_refused(registry: Registry, tmp_path: Path) -> None:
+    """A layer whose few compressed kB unpack past the store's max_layer_bytes ends in
+    ErrImagePull naming the layer and the limit; nothing is cached or left in staging."""
+    bomb = layer_tar([file("zeros", b"\0" * (8 << 20))])
+    layout = unique_layout(None, tmp_path / "oci", "bomb", extra_layers=[bomb])
+    ref = registry.push(layout, "bad/bomb:1")
+    puller = puller_for(tmp_path / "store", registry)
+    puller.store.max_layer_bytes = 1 << 20
+    try:
+        with pytest.raises(RegistryError) as info:
+            await puller.pull(ref)
+        assert info.value.reason == "ErrImagePull"
+        assert f"layer {sha256(bomb)}: unpacks to more than {1 << 20} bytes" in str(info.value)
+        assert_nothing_cached(puller.store)
+        assert list(puller.store.tmp.iterdir()) == []
     finally:
         await puller.close()
 

@@ -515,7 +515,7 @@ def test_concurrent_writers(store: ImageStore, tmp_path: Path) -> None:
     assert len(contents(store)[1]) == 5  # the shared base layer once, one layer each
 
 
-# --- untrusted input: trees of any depth, files that are not files ------------------------------
+# --- untrusted input: trees of any depth, files that are not files, layers that explode -------
 
 DEEP = 1500  # past Python's recursion limit (shutil.rmtree raised RecursionError on 3.11/3.12)
 
@@ -630,3 +630,36 @@ def test_symlinked_blobs_followed_devices_refused(store: ImageStore, tmp_path: P
     with pytest.raises(ImageError, match=rf"{blob}: is a character device"):
         store.import_path(layout)
     assert_empty(store)
+
+
+def _bomb(size: int) -> bytes:
+    """A layer tar holding one file of `size` zero bytes (gzip makes it a few kB)."""
+    return layer_tar([directory("data"), file("data/zeros", b"\0" * size)])
+
+
+def test_gzip_bomb_layer_refused_nothing_kept(tmp_path: Path) -> None:
+    """A small gzip layer that unpacks past the store's max_layer_bytes fails the import,
+    naming the layer and the limit; no staging, blob or layer is left."""
+    store = ImageStore(tmp_path / "store", max_layer_bytes=1 << 20)
+    bomb = _bomb(16 << 20)
+    layout = write_oci_layout(None, tmp_path / "o", ref="bomb", extra_layers=[*BASE, bomb])
+    assert layout_blob(layout, layout_layer_digests(layout)[1]).stat().st_size < 100_000
+    with pytest.raises(ImageError) as err:
+        store.import_path(layout)
+    assert f"layer {sha256(bomb)}: unpacks to more than {1 << 20} bytes" in str(err.value)
+    assert_empty(store)
+    assert store.get("bomb") is None
+    # Under the limit, the same store takes it; a bigger limit takes the bomb too.
+    store.import_path(write_oci_layout(None, tmp_path / "b", ref="base", extra_layers=BASE))
+    big = ImageStore(store.root, max_layer_bytes=32 << 20)
+    assert big.import_path(layout)[0].size >= 16 << 20
+
+
+def test_cli_import_max_layer_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`image import --max-layer-bytes N` bounds the import's layers."""
+    root = str(tmp_path / "store")
+    layout = write_oci_layout(None, tmp_path / "o", ref="bomb", extra_layers=[_bomb(4 << 20)])
+    argv = ["import", str(layout), "--root", root, "--max-layer-bytes", str(1 << 20)]
+    assert image_main(argv) == 1
+    assert f"unpacks to more than {1 << 20} bytes" in capsys.readouterr().err
+    assert image_main(["import", str(layout), "--root", root]) == 0

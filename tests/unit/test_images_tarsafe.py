@@ -301,3 +301,30 @@ def test_zstd_without_module_names_media_type(tmp_path: Path) -> None:
     blob = zstandard.ZstdCompressor().compress(data)
     unpack_layer(io.BytesIO(blob), dest, media_type="zstd", diff_id=sha256(data), what="L")
     assert (dest / "z").read_text() == "zstd!"
+
+
+def _unpack_bounded(blob: bytes, dest: Path, diff_id: str, **limits: int) -> int:
+    dest.mkdir()
+    return unpack_layer(
+        io.BytesIO(blob), dest, media_type="t", diff_id=diff_id, what="layer L", **limits
+    )
+
+
+def test_uncompressed_size_bounded(tmp_path: Path) -> None:
+    """At most `max_bytes` of uncompressed tar stream, counted as it is read (a gzip bomb
+    stops there): exactly the stream's length passes, one byte less is refused."""
+    data = layer_tar([file("zeros", b"\0" * (1 << 20))])
+    blob = gzip.compress(data)
+    assert len(blob) < len(data) // 100
+    _unpack_bounded(blob, tmp_path / "ok", sha256(data), max_bytes=len(data))
+    assert (tmp_path / "ok" / "zeros").stat().st_size == 1 << 20
+    with pytest.raises(ImageError, match=f"layer L: unpacks to more than {len(data) - 1} bytes"):
+        _unpack_bounded(blob, tmp_path / "short", sha256(data), max_bytes=len(data) - 1)
+
+
+def test_entry_count_bounded(tmp_path: Path) -> None:
+    """At most `max_entries` entries (inodes) in one layer."""
+    data = layer_tar([file(f"f{i}") for i in range(5)])
+    with pytest.raises(ImageError, match="layer L: more than 4 entries"):
+        _unpack_bounded(data, tmp_path / "four", sha256(data), max_entries=4)
+    _unpack_bounded(data, tmp_path / "five", sha256(data), max_entries=5)

@@ -215,7 +215,12 @@ class ImportTransaction:
             rootfs.mkdir(mode=0o755)
             with open(store.blob_path(blob), "rb") as raw:
                 size = tarsafe.unpack_layer(
-                    raw, rootfs, media_type=media_type, diff_id=diff_id, what=f"layer {diff_id}"
+                    raw,
+                    rootfs,
+                    media_type=media_type,
+                    diff_id=diff_id,
+                    what=f"layer {diff_id}",
+                    max_bytes=store.max_layer_bytes,
                 )
             meta = {"diff_id": diff_id, "blob": blob, "size": size}
             (staging / "layer.json").write_text(json.dumps(meta))
@@ -298,9 +303,18 @@ def _prune_records(state: dict[str, Any]) -> None:
 class ImageStore:
     """The local image store. Sync disk I/O: the agent calls it through asyncio.to_thread."""
 
-    def __init__(self, root: Path | str = DEFAULT_ROOT, *, arch: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | str = DEFAULT_ROOT,
+        *,
+        arch: str | None = None,
+        max_layer_bytes: int = tarsafe.MAX_LAYER_BYTES,
+    ) -> None:
         self.root = Path(root)
         self.arch = arch or host_arch()
+        # Uncompressed bytes one layer may unpack to (the agent's max_layer_bytes): a layer
+        # over it fails its import or pull, and nothing of it is kept.
+        self.max_layer_bytes = max_layer_bytes
         self.blobs = self.root / "blobs" / "sha256"
         self.layers = self.root / "layers"
         self.tmp = self.root / "tmp"
@@ -596,6 +610,16 @@ def _familiar(ref: str) -> str:
     return parsed.familiar_repository + suffix
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bytes")
+    return value
+
+
 def image_main(argv: list[str]) -> int:
     """`corral-agent image import PATH | pull REF | ls | rm REF... [--root DIR]`; returns the
     exit code."""
@@ -607,6 +631,13 @@ def image_main(argv: list[str]) -> int:
     p_import = sub.add_parser("import", help="import an OCI layout, OCI archive or docker save")
     p_import.add_argument("path")
     p_import.add_argument("--name", help="also name the imported image REF")
+    p_import.add_argument(
+        "--max-layer-bytes",
+        type=_positive_int,
+        default=tarsafe.MAX_LAYER_BYTES,
+        metavar="N",
+        help="refuse a layer that unpacks to more than N bytes (default: %(default)s)",
+    )
     p_ls = sub.add_parser("ls", help="list images")
     p_rm = sub.add_parser("rm", help="remove image names")
     p_rm.add_argument("refs", nargs="+", metavar="REF")
@@ -626,6 +657,7 @@ def image_main(argv: list[str]) -> int:
     store = ImageStore(args.root)
     try:
         if args.command == "import":
+            store.max_layer_bytes = args.max_layer_bytes
             for image in store.import_path(args.path, name=args.name):
                 print(f"imported {_familiar(image.ref)} {image.digest}")
         elif args.command == "pull":

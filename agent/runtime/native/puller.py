@@ -303,6 +303,7 @@ def pull_main(store: ImageStore, args: Any) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    store.max_layer_bytes = config.max_layer_bytes
     settings = settings_from(config)
     settings.insecure |= {h.lower() for h in args.insecure_registry}
     if args.auth_file:

@@ -16,6 +16,11 @@ components deep (no real image comes near; the store removes trees of any depth 
 Absolute symlink targets are kept: they resolve against the container's root, which is
 where they are ever followed; this module itself never follows a link while writing.
 
+A layer is bounded as it is read: at most `max_bytes` of uncompressed tar stream
+(MAX_LAYER_BYTES unless the caller says otherwise; a gzip bomb, a few kB expanding to
+many GiB, would otherwise be written out until the node's disk is full) and at most
+MAX_LAYER_ENTRIES entries (inodes). Over either, the layer is refused.
+
 The uncompressed stream is hashed while it is read and must match the config's diff_id,
 so a layer directory's name always tells the truth about its content.
 """
@@ -47,6 +52,12 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
 # Far deeper than any real image (see above).
 MAX_DEPTH = 256
+# Uncompressed bytes of one layer's tar stream (the agent's max_layer_bytes by default).
+# containerd has no such bound; this one is generous, and only stops a runaway layer.
+MAX_LAYER_BYTES = 64 << 30
+# Entries (headers) of one layer: far more files than real images hold in one layer, far
+# fewer inodes than a bomb of empty files could take.
+MAX_LAYER_ENTRIES = 1_000_000
 # Extended attributes worth keeping from a layer (file capabilities, e.g. for ping).
 # trusted.* is refused on purpose: a layer must not forge overlayfs' own metadata.
 _KEPT_XATTRS = ("security.capability",)
@@ -61,14 +72,25 @@ class _Readable(Protocol):
 
 
 class _HashingReader:
-    """A read-only stream that hashes everything read through it."""
+    """A read-only stream that hashes everything read through it, up to `limit` bytes."""
 
-    def __init__(self, raw: _Readable) -> None:
+    def __init__(self, raw: _Readable, limit: int, what: str) -> None:
         self._raw = raw
+        self._limit = limit
+        self._what = what
         self.sha256 = hashlib.sha256()
+        self.count = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
+        if size is None or size < 0:  # never unbounded: one byte past the limit at most
+            size = self._limit - self.count + 1
+        data = self._raw.read(min(size, self._limit - self.count + 1))
+        self.count += len(data)
+        if self.count > self._limit:
+            raise ImageError(
+                f"{self._what}: unpacks to more than {self._limit} bytes, the limit for one "
+                "layer (the agent's max_layer_bytes); refusing it"
+            )
         self.sha256.update(data)
         return data
 
@@ -99,17 +121,36 @@ def _decompressed(raw: BinaryIO, media_type: str, what: str) -> _Readable:
     return raw
 
 
-def unpack_layer(raw: BinaryIO, dest: Path, *, media_type: str, diff_id: str, what: str) -> int:
+def unpack_layer(
+    raw: BinaryIO,
+    dest: Path,
+    *,
+    media_type: str,
+    diff_id: str,
+    what: str,
+    max_bytes: int = MAX_LAYER_BYTES,
+    max_entries: int = MAX_LAYER_ENTRIES,
+) -> int:
     """Extract the layer blob `raw` into the empty directory `dest`; return the bytes unpacked.
+
+    Refuses (ImageError) a layer whose uncompressed tar stream is longer than `max_bytes`
+    or that has more than `max_entries` entries, as soon as it gets there.
 
     Called by the image store with `dest` inside its private staging directory. On any
     error `dest` is left partly written: the caller removes it, nothing else is touched.
     """
-    reader = _HashingReader(_decompressed(raw, media_type, what))
+    reader = _HashingReader(_decompressed(raw, media_type, what), max_bytes, what)
     unpacker = _Unpacker(dest)
+    entries = 0
     try:
         with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
+                entries += 1
+                if entries > max_entries:
+                    raise ImageError(
+                        f"{what}: more than {max_entries} entries, the limit for one layer; "
+                        "refusing it"
+                    )
                 try:
                     unpacker.add(tar, member)
                 except _Unsafe as err:
