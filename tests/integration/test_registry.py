@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -155,6 +156,28 @@ async def test_malicious_layer_refused(
         assert_nothing_cached(puller.store)
         assert list(outside.iterdir()) == []
         assert not (tmp_path / "evil").exists() and not (tmp_path.parent / "evil").exists()
+    finally:
+        await puller.close()
+
+
+async def test_a_layer_declared_past_the_limit_is_refused_before_its_download(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """A manifest may declare any size for a layer, and the download is bounded only by
+    it: one declared past max_layer_bytes is refused before any byte of it is fetched."""
+    noise = layer_tar([file("noise", os.urandom(2 << 20))])  # does not compress
+    layout = unique_layout(None, tmp_path / "oci", "big", extra_layers=[noise])
+    ref = registry.push(layout, "bad/big:1")
+    puller = puller_for(tmp_path / "store", registry)
+    puller.store.max_layer_bytes = 1 << 20
+    seen: list[int] = []
+    try:
+        with pytest.raises(RegistryError) as info:
+            await puller.pull(ref, progress=lambda done, total: seen.append(done))
+        assert info.value.reason == "ErrImagePull"
+        assert f"more than the {1 << 20} a layer may unpack to" in str(info.value)
+        assert seen == [] and not (puller.store.root / "pulls").exists()  # no staging made
+        assert_nothing_cached(puller.store)
     finally:
         await puller.close()
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -663,3 +665,24 @@ def test_cli_import_max_layer_bytes(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert image_main(argv) == 1
     assert f"unpacks to more than {1 << 20} bytes" in capsys.readouterr().err
     assert image_main(["import", str(layout), "--root", root]) == 0
+
+
+@pytest.mark.parametrize("target", ["index.json", "nowhere.json"])
+def test_an_archive_link_that_loops_or_leads_nowhere_is_refused(
+    store: ImageStore, tmp_path: Path, target: str
+) -> None:
+    """A tar member that links to itself made tarfile raise RecursionError, and one that
+    links to no member a KeyError, out of the import; both are now an ImageError naming
+    the member."""
+    archive = tmp_path / "looping.tar"
+    with tarfile.open(archive, "w") as tar:
+        layout = tarfile.TarInfo("oci-layout")
+        data = b'{"imageLayoutVersion": "1.0.0"}'
+        layout.size = len(data)
+        tar.addfile(layout, io.BytesIO(data))
+        link = tarfile.TarInfo("index.json")
+        link.type, link.linkname = tarfile.SYMTYPE, target
+        tar.addfile(link)
+    with pytest.raises(ImageError, match=r"index\.json is a link that loops or leads nowhere"):
+        store.import_path(archive)
+    assert_empty(store)

@@ -504,7 +504,10 @@ class _TarSource:
 
     def open(self, name: str) -> BinaryIO:
         member = self.members.get(_clean_member(name))
-        src = self.tar.extractfile(member) if member is not None else None
+        try:
+            src = self.tar.extractfile(member) if member is not None else None
+        except (RecursionError, KeyError):  # a link member that loops, or leads nowhere
+            raise ImageError(f"{self.path}: {name} is a link that loops or leads nowhere") from None
         if src is None:
             raise ImageError(f"{self.path}: {name} is missing from the archive")
         return src  # type: ignore[return-value]

@@ -194,6 +194,7 @@ class ImagePuller:
                 _LOGGER.debug("%s is up to date (%s)", ref, present.digest)
                 return PullResult(present, time.monotonic() - started, 0)
             wanted = [resolved.manifest.config, *resolved.manifest.layers]
+            self._check_sizes(resolved.manifest.layers)
             missing = await asyncio.to_thread(self._missing, wanted)
             staging = await asyncio.to_thread(self._staging)
             try:
@@ -229,6 +230,19 @@ class ImagePuller:
             "pulled %s %s in %.3fs (%s downloaded)", ref, image.digest, seconds, _human(total)
         )
         return PullResult(image, seconds, total)
+
+    def _check_sizes(self, layers: list[Descriptor]) -> None:
+        """Refuse, before any download, a layer whose declared size is past what a layer may
+        unpack to: the download itself is bounded only by the size the manifest declares,
+        which whoever pushed the image chose (a compressed layer is not bigger than its tar
+        stream, but for a few bytes of framing)."""
+        limit = self.store.max_layer_bytes
+        for desc in layers:
+            if desc.size > limit:
+                raise ImageError(
+                    f"layer {desc.digest}: declares {desc.size} bytes, more than the {limit} "
+                    "a layer may unpack to (the agent's max_layer_bytes); refusing it"
+                )
 
     def _missing(self, descs: list[Descriptor]) -> list[Descriptor]:
         seen: set[str] = set()
