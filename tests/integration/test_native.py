@@ -536,6 +536,31 @@ def test_staged_volumes_land_on_their_targets_and_leave_no_staging_behind(
     assert os.listdir(tmp_path / "devvol") == []
 
 
+def test_a_target_through_a_link_to_the_staging_directory_is_refused(tmp_path: Path) -> None:
+    """An image's `data -> /dev/.mounts` with a volume at /data: the volume was moved onto
+    the staging directory, and the clean-up after the moves then unlinked the volume's
+    files named 0, 1, 2... (on the host, for a hostPath). Refused by name now, and the
+    clean-up never looks into a mount."""
+    image = tmp_path / "image"
+    image.mkdir()
+    os.symlink(rootfs.STAGING, image / "data")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    for name in ("0", "1", "2", "keep"):
+        (volume / name).write_text(name)
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
+    mounts = [
+        {"source": str(volume), "target": "/data"},
+        {"source": str(tmp_path / "hosts"), "target": "/etc/hosts"},
+        {"source": str(tmp_path / "hosts"), "target": "/etc/resolv.conf"},
+    ]
+    result = enter_in_child(tmp_path / "c", image, mounts, lambda: {"entered": True})
+    assert result == {
+        "error": f"mount target /data resolves into {rootfs.STAGING}, where corral stages volumes"
+    }
+    assert sorted(os.listdir(volume)) == ["0", "1", "2", "keep"]
+
+
 def test_the_staging_directory_is_removed_from_the_containers_dev(
     tmp_path: Path, busybox_rootfs: Path
 ) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.runtime.native.rootfs import MAX_SYMLINKS, OLD_ROOT, SetupError, in_root
+from agent.runtime.native.rootfs import MAX_SYMLINKS, OLD_ROOT, STAGING, SetupError, in_root
 
 
 @pytest.fixture
@@ -52,6 +52,14 @@ def test_a_target_through_a_link_to_the_parked_host_root_is_refused(root: str, t
     on the host (found by an audit), when the host's tree was parked there while volumes
     were bound. It still is while /proc and /sys are resolved: refused by name."""
     with pytest.raises(SetupError, match=re.escape(f"resolves into {OLD_ROOT}, outside")):
+        in_root(target, root)
+
+
+@pytest.mark.parametrize("target", ["/dev/.mounts", "/dev/.mounts/0", "/var/run/../dev/.mounts/x"])
+def test_a_target_in_the_staging_directory_is_refused(root: str, target: str) -> None:
+    """Where the volumes wait to be moved: a volume moved onto it covered the others, and
+    the clean-up looked into it (tests/integration/test_native.py)."""
+    with pytest.raises(SetupError, match=re.escape(f"resolves into {STAGING}, where corral")):
         in_root(target, root)
 
 

@@ -145,6 +145,7 @@ def in_root(path: str, root: str = "/") -> str:
     done: list[str] = []
     links = 0
     parked = [p for p in OLD_ROOT.split("/") if p]
+    staging = [p for p in STAGING.split("/") if p]
     while todo:
         part = todo.pop()
         if part == "..":
@@ -156,6 +157,12 @@ def in_root(path: str, root: str = "/") -> str:
             # learn its files' types or links' targets from the message. (A guard for
             # /proc and /sys; once the host's tree is detached, a clear error only.)
             raise SetupError(f"mount target {path} resolves into {OLD_ROOT}, outside the container")
+        if [*done, part] == staging:
+            # Where the volumes wait for their moves: one moved onto it would cover the
+            # others, and the clean-up after the moves would look into it.
+            raise SetupError(
+                f"mount target {path} resolves into {STAGING}, where corral stages volumes"
+            )
         here = os.path.join(root, *done, part)
         try:
             mode = os.lstat(here).st_mode
@@ -276,11 +283,17 @@ def _unstage(dev: int, count: int) -> None:
         staging = os.open(os.path.basename(STAGING), flags, dir_fd=dev)
     except OSError:
         return
+    tmpfs = os.fstat(dev).st_dev
     try:
+        if os.fstat(staging).st_dev != tmpfs:
+            return  # something is mounted on it: what is below is not ours to remove
         for index in range(count):
             name = str(index)
             try:
-                if stat.S_ISDIR(os.lstat(name, dir_fd=staging).st_mode):
+                entry = os.lstat(name, dir_fd=staging)
+                if entry.st_dev != tmpfs:
+                    continue  # a mount left on it (its move failed): never look into it
+                if stat.S_ISDIR(entry.st_mode):
                     os.rmdir(name, dir_fd=staging)
                 else:
                     os.unlink(name, dir_fd=staging)
