@@ -6,12 +6,14 @@ import gzip
 import io
 import os
 import stat
+import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from agent.runtime.native.oci import ImageError
-from agent.runtime.native.tarsafe import MAX_DEPTH, OPAQUE_XATTR, unpack_layer
+from agent.runtime.native.tarsafe import MAX_DEPTH, MAX_HEADER_BYTES, OPAQUE_XATTR, unpack_layer
 from tests.imagebuild import (
     MTIME,
     Entry,
@@ -328,3 +330,41 @@ def test_entry_count_bounded(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="layer L: more than 4 entries"):
         _unpack_bounded(data, tmp_path / "four", sha256(data), max_entries=4)
     _unpack_bounded(data, tmp_path / "five", sha256(data), max_entries=5)
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "posix"])
+def test_a_sparse_member_counts_its_full_size(tmp_path: Path, fmt: str) -> None:
+    """A sparse member is a few blocks of tar that tarfile writes out whole: 10 KiB of
+    tar made a 2 GiB file of zeros past max_bytes. Its full size counts."""
+    (tmp_path / "src").mkdir()
+    subprocess.run(["truncate", "-s", "8M", "hole"], cwd=tmp_path / "src", check=True)
+    subprocess.run(
+        ["tar", f"--format={fmt}", "--sparse", "-cf", "../layer.tar", "hole"],
+        cwd=tmp_path / "src",
+        check=True,
+    )
+    data = (tmp_path / "layer.tar").read_bytes()
+    assert len(data) < 1 << 20  # the stream alone is well under the bound
+    with pytest.raises(ImageError, match=f"layer L: unpacks to more than {1 << 20} bytes"):
+        _unpack_bounded(data, tmp_path / "small", sha256(data), max_bytes=1 << 20)
+    _unpack_bounded(data, tmp_path / "big", sha256(data), max_bytes=8 << 20)
+    assert (tmp_path / "big" / "hole").stat().st_size == 8 << 20
+
+
+def test_an_extended_header_past_its_bound_is_refused(tmp_path: Path) -> None:
+    """tarfile reads a pax header whole into memory: 400 MiB of one, 398 KiB gzipped, took
+    the agent to 1.4 GiB. One past MAX_HEADER_BYTES is refused before it is read."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("f")
+        info.pax_headers = {"comment": "x" * (MAX_HEADER_BYTES + 1)}
+        tar.addfile(info, io.BytesIO(b""))
+    data = out.getvalue()
+    with pytest.raises(ImageError, match=r"layer L: not a valid tar stream \(an extended header"):
+        _unpack_bounded(data, tmp_path / "x", sha256(data))
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("f")
+        info.pax_headers = {"comment": "x" * (MAX_HEADER_BYTES - 100)}
+        tar.addfile(info, io.BytesIO(b""))
+    _unpack_bounded(out.getvalue(), tmp_path / "y", sha256(out.getvalue()))
