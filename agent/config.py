@@ -8,9 +8,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from agent.runtime.native.tarsafe import MAX_LAYER_BYTES
 from agent.runtime.pulls import RegistryHost
 from common.config import DaemonConfig
+from common.limits import MAX_LAYER_BYTES
 from common.models import check_dns_subdomain
 from common.nodelabels import check_agent_labels
 from common.quantity import QuantityError, cpu_millis, memory_bytes

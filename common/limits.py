@@ -68,3 +68,10 @@ def check_env_sizes(pairs: list[tuple[str, str]]) -> None:
             f"the environment totals {total} bytes; at most {MAX_ENV_BYTES} "
             f"({MAX_ENV_BYTES // 1024} KiB) per container"
         )
+
+
+# What one image layer may unpack to, by default (the agent's `max_layer_bytes`): here, not
+# in agent/runtime/native/tarsafe.py, so that reading the agent's configuration (the
+# `corral` command does, for `install`) does not load the native runtime. containerd has
+# no such bound; this one is generous, and only stops a runaway layer.
+MAX_LAYER_BYTES = 64 << 30

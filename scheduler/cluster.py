@@ -191,10 +191,11 @@ class ClusterState:
         old = self.pods.get(key)
         if old is not None:
             self.phases[old.status.phase] -= 1
-        if kv is None or new is None:
+        if kv is None:
             self.pods.pop(key, None)
             self.pod_kvs.pop(key, None)
         else:
+            assert new is not None  # decoded above
             self.pods[key] = new
             self.pod_kvs[key] = kv
             self.phases[new.status.phase] += 1

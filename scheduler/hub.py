@@ -677,7 +677,7 @@ class Hub:
             elif isinstance(frame, protocol.LogsChunk):
                 stream = session.log_streams.get(frame.id)
                 if stream is not None:
-                    if stream.full():
+                    if stream.full() and not frame.eof:  # the end is always taken
                         self._end_log_stream(session, frame.id, stream)
                     else:
                         stream.put(frame)

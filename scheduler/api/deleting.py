@@ -15,7 +15,7 @@ from common.models import Model
 from scheduler.api.common import int_param, json_response, parse_revision, read_documents
 from scheduler.api.errors import BadRequest, ConflictError
 from scheduler.objects import UnreadableObject, decode
-from scheduler.store import KV, Store
+from scheduler.store import KV, Conflict, NotFound, Store
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T", bound=Model)
@@ -93,7 +93,8 @@ async def readable_or_removed(
 ) -> T | None:
     """The object a DELETE is about, decoded; if this corral cannot read it and the client
     said `ignoreStoreReadErrorWithClusterBreakingPotential`, None once it is removed from
-    the store as it is, as kube-apiserver's unsafe delete does (KEP-3926): its finalizers,
+    the store as it is (a 409 if it changed since `kv` was read), as kube-apiserver's
+    unsafe delete does (KEP-3926): its finalizers,
     the preconditions, a pod's graceful stop and an owner's propagation policy are not
     looked at, since none of them can be read. Its dependents go as any gone owner's (the
     garbage collector), a pod's containers as any the scheduler does not know (its node
@@ -103,9 +104,17 @@ async def readable_or_removed(
     except UnreadableObject as exc:
         if not options.ignore_read_error:
             raise
-        await store.delete(kv.key)
-        _LOGGER.warning("removed %s, which could not be read (%s), as asked", kv.key, exc.problem)
-        return None
+        problem = exc.problem
+    try:
+        # Guarded by the version read: one written meanwhile (a repair) is not removed
+        # unread, and the client is told to look again.
+        await store.delete(kv.key, expect=kv.mod_revision)
+    except (Conflict, NotFound):
+        raise ConflictError(
+            f"{kv.key} changed while it was being deleted; try again", name=kv.key
+        ) from None
+    _LOGGER.warning("removed %s, which could not be read (%s), as asked", kv.key, problem)
+    return None
 
 
 def removed_unread(plural: str, name: str) -> web.Response:

@@ -563,3 +563,20 @@ async def test_a_log_that_is_not_followed_and_never_ends_is_cut(cp: ControlPlane
     got, error = await read_to_the_end(lines)
     assert got == limit * 101 and f"{limit} chunks" in error
     reader.cancel()
+
+
+async def test_a_log_that_ends_at_its_bound_ends_cleanly(
+    cp: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end of a log is taken even when the stream is at its bound: its reader gets all
+    of it and no error (it was told the reader was too slow)."""
+    monkeypatch.setattr(hub_module, "MAX_UNFOLLOWED_LOG_CHUNKS_QUEUED", 5)
+    ws, reader = await serve(cp, "n1")
+    lines, request = await unread_log(cp, ws, follow=False)
+    for _ in range(5):
+        ws.feed(protocol.encode(protocol.LogsChunk(id=request.id, data="z\n")))
+    ws.feed(protocol.encode(protocol.LogsChunk(id=request.id, eof=True)))
+    await settle(cp, ws)
+    assert [data async for data in lines] == ["z\n"] * 5
+    assert not [f for f in ws.sent if isinstance(f, protocol.LogsCancel)]
+    reader.cancel()

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from common.limits import INT32_MAX
+from common.models import Pod
+from scheduler.api.deleting import DeleteOptions, readable_or_removed
+from scheduler.api.errors import ConflictError
 from scheduler.config import SchedulerConfig
 from scheduler.controlplane import ControlPlane
 from scheduler.kinds import DEPLOYMENTS, PODS
@@ -86,5 +89,28 @@ async def test_an_unreadable_write_does_not_stop_the_cluster_view(tmp_path: Path
         await wait_until(lambda: PODS.key("default", "fine") in plane.cluster.pods, within=5)
         assert PODS.key("default", "wide") not in plane.cluster.pods
         assert plane.cluster.phases["Pending"] == 1
+    finally:
+        await plane.stop()
+
+
+async def test_the_unsafe_delete_removes_only_the_version_it_read(tmp_path: Path) -> None:
+    """An unreadable pod repaired (written again) after a DELETE read it: the delete that
+    disregards read errors is a 409, and the repaired pod stays. It removed any version."""
+    plane = ControlPlane(SchedulerConfig(state_dir=str(tmp_path)))
+    await plane.start()
+    try:
+        key = PODS.key("default", "wide")
+        meta = {"name": "wide", "namespace": "default", "uid": "u-wide"}
+        spec: dict[str, object] = {"containers": [{"name": "c", "image": "x"}]}
+        wide = {"metadata": meta, "spec": spec | {"terminationGracePeriodSeconds": 2**64}}
+        await plane.store.txn([Op("put", key, json.dumps(wide).encode())])
+        read = await plane.store.get(key)
+        assert read is not None
+        repaired = json.dumps({"metadata": meta, "spec": spec}).encode()
+        await plane.store.txn([Op("put", key, repaired, expect=read.mod_revision)])
+        with pytest.raises(ConflictError, match="changed while it was being deleted"):
+            await readable_or_removed(plane.store, read, Pod, DeleteOptions(ignore_read_error=True))
+        kept = await plane.store.get(key)
+        assert kept is not None and kept.value == repaired
     finally:
         await plane.stop()

@@ -41,6 +41,7 @@ from typing import Any, BinaryIO, Protocol
 
 from agent.runtime.native.oci import ImageError
 from agent.runtime.native.rootfs import remove_tree
+from common.limits import MAX_LAYER_BYTES
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,9 +53,6 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
 # Far deeper than any real image (see above).
 MAX_DEPTH = 256
-# Uncompressed bytes of one layer's tar stream (the agent's max_layer_bytes by default).
-# containerd has no such bound; this one is generous, and only stops a runaway layer.
-MAX_LAYER_BYTES = 64 << 30
 # Entries (headers) of one layer: far more files than real images hold in one layer, far
 # fewer inodes than a bomb of empty files could take.
 MAX_LAYER_ENTRIES = 1_000_000
