@@ -14,9 +14,10 @@ API in batches from several concurrent clients, and measures:
 - `placement.submit`: pods/s durably created by the API;
 - `placement.throughput`: pods/s from the first submit to the last durable
   bind. Polls of `/metrics` (`corral_binds_total`) find when all M are bound;
-  the pods' `PodScheduled` times (whole seconds) narrow that down, so the
-  figure is the middle of an interval of `resolution_ms` (at most 1 s; a
-  poll asks for that one counter, so polls can be frequent). One
+  the scheduler's `corral_last_bind_timestamp_seconds` then says when the last
+  one was (`end_from`; one clock for both processes). Without that gauge, the
+  pods' `PodScheduled` times (whole seconds) narrow the polls' interval down, and
+  the figure is its middle, `resolution_ms` wide (`end_from: polls`). One
   `GET /api/v1/pods` at the end verifies `spec.nodeName` on every pod;
 - `placement.latency`: per-pod pending-to-bound latency, p50/p99, from the
   scheduler's `corral_scheduling_latency_seconds` histogram (interpolated
@@ -84,6 +85,7 @@ NAMESPACE = "default"
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"')
 BINDS = "corral_binds_total"
+LAST_BIND = "corral_last_bind_timestamp_seconds"
 PODS_BY_PHASE = "corral_pods"
 LATENCY_BUCKETS = "corral_scheduling_latency_seconds_bucket"
 GC_SECONDS = "corral_gc_pause_seconds_sum"
@@ -615,7 +617,7 @@ async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None
     bound = await wait_bound(api, args, submitted, t0)
     t_submitted = await submit_task
     cpu_placement = sampler.cpu_seconds() - cpu_before
-    phase_after = await api.metrics(*PHASE_FIGURES, LATENCY_BUCKETS)
+    phase_after = await api.metrics(*PHASE_FIGURES, LATENCY_BUCKETS, LAST_BIND)
     gc_seconds, gc_max_pause = gc_pauses(phase_before, phase_after)
 
     per_node: dict[str, int] = {}
@@ -628,12 +630,20 @@ async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None
                 stamp = datetime.fromisoformat(cond["lastTransitionTime"]).timestamp()
                 latest = max(latest, stamp)
     # The last bind happened after the poll before the one that saw all bound, before that
-    # poll's end, and within the second of the latest PodScheduled time: take the overlap.
+    # poll's end. The scheduler's own time of its last durable bind, when it says, gives
+    # it to a millisecond or so (its wall clock and ours are one clock). Without it, the
+    # latest PodScheduled time (whole seconds) narrows the interval down.
     lower, upper = bound.at - bound.resolution, bound.at
     wall_to_mono = time.monotonic() - time.time()
-    if lower <= latest + wall_to_mono + 1 and latest + wall_to_mono <= upper:
-        lower = max(lower, latest + wall_to_mono)
-        upper = min(upper, latest + wall_to_mono + 1)
+    last_bind = sample(phase_after, LAST_BIND)
+    if last_bind and lower - 0.05 <= last_bind + wall_to_mono <= upper + 0.05:
+        lower = upper = last_bind + wall_to_mono
+        source = LAST_BIND
+    else:
+        source = "polls"
+        if lower <= latest + wall_to_mono + 1 and latest + wall_to_mono <= upper:
+            lower = max(lower, latest + wall_to_mono)
+            upper = min(upper, latest + wall_to_mono + 1)
     elapsed = (lower + upper) / 2 - t0
     emit(
         "placement.submit",
@@ -651,6 +661,7 @@ async def place(api: Api, args: argparse.Namespace, sampler: RssSampler) -> None
         pods=args.pods,
         seconds=round(elapsed, 3),
         resolution_ms=round((upper - lower) * 1000),
+        end_from=source,
         poll_ms=round(bound.scrape_ms, 1),
         poll_interval_ms=round(bound.interval_ms),
         bound_verified=sum(per_node.values()),

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge as PromGauge
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -76,6 +77,12 @@ class SchedulerMetrics:
         )
         self.binds = PromCounter(
             "corral_binds_total", "Pods durably bound to a node", registry=self.registry
+        )
+        self.last_bind = PromGauge(
+            "corral_last_bind_timestamp_seconds",
+            "Unix time at which the latest bind was durable (0: none since the scheduler "
+            "started)",
+            registry=self.registry,
         )
         self.http_requests = PromCounter(
             "corral_http_requests_total",

@@ -170,7 +170,9 @@ class Scheduler:
                 continue
             latencies.append(done - first_seen)
         self._metrics.scheduling_latency.observe_all(latencies)
-        self._metrics.binds.inc(sum(1 for r in results if not isinstance(r, BaseException)))
+        if latencies:  # one per bind that landed
+            self._metrics.binds.inc(len(latencies))
+            self._metrics.last_bind.set(time.time())
 
     def _mark_unschedulable(self, key: str, pod: Pod, message: str, stamp: datetime) -> None:
         if self.unschedulable.get(key) == message:

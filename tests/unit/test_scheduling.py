@@ -218,9 +218,14 @@ async def test_finish_binds_counts_each_outcome() -> None:
             write.set_result(outcome)
     loop.call_later(0.01, writes[-1].set_result, [KV("/pods/e", b"{}", 1, 2)])
     keys = ["/pods/a", "/pods/b", "/pods/c", "/pods/d", "/pods/e"]
+    assert metrics.registry.get_sample_value("corral_last_bind_timestamp_seconds") == 0
+    before = time.time()
     await scheduler._finish_binds(
         [(key, "n1", time.monotonic(), w) for key, w in zip(keys, writes, strict=True)]
     )
+    # When the last write that landed was durable, as an operator's alert reads it.
+    last = metrics.registry.get_sample_value("corral_last_bind_timestamp_seconds")
+    assert last is not None and before + 0.01 <= last <= time.time()
     assert cluster.forgotten == ["/pods/a", "/pods/c", "/pods/d"]
     assert [m for _, m in errors._items] == ["bind /pods/c to n1: disk full"]
     assert metrics.registry.get_sample_value("corral_binds_total") == 2
