@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,37 @@ def test_a_file_or_nothing(tmp_path: Path) -> None:
     os.symlink(tmp_path, link)
     remove_tree(link)  # the link goes, not what it points to
     assert not link.is_symlink() and tmp_path.is_dir()
+
+
+@pytest.mark.root
+def test_a_process_without_dac_override_removes_directories_it_may_not_write_or_read() -> None:
+    """The image store and the runtime may run without root (development, a user
+    namespace): a 0555 directory with a file in it and a 0000 one were left, where
+    shutil.rmtree's callers made them writable and tried again."""
+    base = Path(tempfile.mkdtemp(prefix="corral-rmtree-", dir="/tmp"))
+    try:
+        base.chmod(0o777)  # the unprivileged child must reach it, and remove `top` from it
+        top = base / "layer"
+        for sub, mode in (("readonly", 0o555), ("sealed", 0o000)):
+            (top / sub).mkdir(parents=True)
+            (top / sub / "f").write_text("x")
+            (top / sub / "d").mkdir()
+            (top / sub).chmod(mode)
+        subprocess.run(["chown", "-R", "65534:65534", str(top)], check=True)
+        pid = os.fork()
+        if pid == 0:  # the child: nobody, no capabilities
+            code = 1
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                remove_tree(top)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert not top.exists()
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwx", str(base)], check=False)
+        shutil.rmtree(base)

@@ -510,20 +510,48 @@ def unmount_below(prefix: str) -> None:
                     raise
 
 
+def _retried(dir_fd: int, remove: Any, name: str) -> None:
+    """`remove(name, dir_fd=dir_fd)`; refused for want of write permission on the directory
+    (a process without CAP_DAC_OVERRIDE, a 0555 directory of an image), made writable by
+    its owner through its descriptor, never by name, and tried once more."""
+    try:
+        remove(name, dir_fd=dir_fd)
+    except PermissionError:
+        os.fchmod(dir_fd, 0o700)
+        remove(name, dir_fd=dir_fd)
+
+
+def _open_dir(name: str, dir_fd: int | None, flags: int) -> int:
+    """The directory `name` opened with `flags`; one its owner may not read (mode 0), made
+    readable first through an O_PATH descriptor of that very directory: a link swapped in
+    is not followed (O_NOFOLLOW), and /proc/self/fd names the inode opened."""
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except PermissionError:
+        path_only = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        pinned = os.open(name, path_only, dir_fd=dir_fd)
+        try:
+            os.chmod(f"/proc/self/fd/{pinned}", 0o700)
+        finally:
+            os.close(pinned)
+        return os.open(name, flags, dir_fd=dir_fd)
+
+
 def remove_tree(top: str | os.PathLike[str]) -> None:
     """Delete `top` and everything below it, as `shutil.rmtree(top, ignore_errors=True)`,
     without recursion and without long paths: a container can make its upper dir or a
     volume as deep as it likes (`mkdir d; cd d`, over and over), and rmtree recursed once
     a level (RecursionError on Python 3.11 and 3.12, whatever ignore_errors says, so the
     container could never restart and the trash was never emptied again). One directory
-    descriptor at a time, down by name, up by `..`; links are removed, never followed;
-    what cannot be removed is left, as rmtree's ignore_errors leaves it."""
+    descriptor at a time, down by name, up by `..`; links are removed, never followed; a
+    directory its owner may not read or write is made so (as shutil.rmtree's callers
+    here used to); what cannot be removed is left, as rmtree's ignore_errors leaves it."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         if not stat.S_ISDIR(os.lstat(top).st_mode):
             os.unlink(top)
             return
-        fd = os.open(top, flags)
+        fd = _open_dir(os.fspath(top), None, flags)
     except OSError:
         return
     names: list[str] = []  # from `top` down to where `fd` is
@@ -535,7 +563,7 @@ def remove_tree(top: str | os.PathLike[str]) -> None:
                 for entry in entries:
                     try:
                         if not entry.is_dir(follow_symlinks=False):
-                            os.unlink(entry.name, dir_fd=fd)
+                            _retried(fd, os.unlink, entry.name)
                         elif (*names, entry.name) not in stuck:
                             below = entry.name
                             break
@@ -543,7 +571,7 @@ def remove_tree(top: str | os.PathLike[str]) -> None:
                         pass
             if below is not None:
                 try:
-                    child = os.open(below, flags, dir_fd=fd)
+                    child = _open_dir(below, fd, flags)
                 except OSError:
                     stuck.add((*names, below))
                     continue
@@ -558,7 +586,7 @@ def remove_tree(top: str | os.PathLike[str]) -> None:
             fd = parent
             name = names.pop()
             try:
-                os.rmdir(name, dir_fd=fd)
+                _retried(fd, os.rmdir, name)
             except OSError:
                 stuck.add((*names, name))
     except OSError:
