@@ -24,6 +24,7 @@ from agent.probes import (
     ProbeError,
     Prober,
     Thresholds,
+    _insecure_tls,
     http_request,
     resolve_port,
     status_code,
@@ -274,6 +275,16 @@ async def test_https_skips_verification(
     port = await serve(http_handler(200), context)
     got = await prober().attempt(http_probe(port, scheme="HTTPS"))
     assert got.ok, got
+
+
+def test_https_context_is_made_once_without_ca_certificates() -> None:
+    """An HTTPS attempt makes no TLS context of its own: ssl.create_default_context()
+    parsed the system's CA bundle (45-70 ms, on the event loop) at every attempt, for
+    certificates a probe never checks."""
+    context = _insecure_tls()
+    assert _insecure_tls() is context
+    assert context.cert_store_stats()["x509_ca"] == 0
+    assert context.verify_mode == ssl.CERT_NONE and not context.check_hostname
 
 
 async def test_tcp_socket(serve: Callable[..., Awaitable[int]], dead_port: int) -> None:
