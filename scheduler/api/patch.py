@@ -10,6 +10,7 @@ is 415. A malformed patch is 400; one that cannot be applied to the object (a fa
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import jsonpointer
 from aiohttp import web
 
 from common.manifest import ManifestError, parse_documents
+from scheduler.api.common import INLINE_JSON_BYTES
 from scheduler.api.errors import BadRequest, Invalid, TooLarge, UnsupportedMediaType
 from scheduler.mergepatch import PatchError, json_type, merge_patch, strategic_merge_patch
 from scheduler.objects import with_resource_version
@@ -116,7 +118,12 @@ async def read_patch(request: web.Request, *, plain_json: str | None = None) -> 
     if not body.strip():
         raise BadRequest("the patch is empty")
     try:
-        (doc,) = parse_documents(body, "application/json", flatten=False)
+        if len(body) <= INLINE_JSON_BYTES:
+            (doc,) = parse_documents(body, "application/json", flatten=False)
+        else:  # up to the 8 MiB body limit: 0.15 s of parsing, in a thread (read_documents)
+            (doc,) = await asyncio.to_thread(
+                parse_documents, body, "application/json", flatten=False
+            )
     except ManifestError as exc:
         raise BadRequest(f"the patch is not valid JSON: {exc.message}") from None
     if media == JSON_PATCH:

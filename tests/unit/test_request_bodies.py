@@ -11,6 +11,7 @@ from aiohttp import web
 import scheduler.api.common as api_common
 from scheduler.api.common import INLINE_JSON_BYTES, read_documents
 from scheduler.api.errors import BadRequest
+from scheduler.api.patch import MERGE, read_patch
 
 
 class _Request:
@@ -66,3 +67,22 @@ async def test_a_malformed_body_is_still_a_400() -> None:
     request = cast(web.Request, _Request(b"a: [1, 2\n", "application/yaml"))
     with pytest.raises(BadRequest, match="malformed YAML"):
         await read_documents(request)
+
+
+async def test_a_big_patch_is_parsed_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    import scheduler.api.patch as api_patch
+
+    threads: list[threading.Thread] = []
+    parse = api_patch.parse_documents
+
+    def recording(*args: Any, **kwargs: Any) -> list[Any]:
+        threads.append(threading.current_thread())
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(api_patch, "parse_documents", recording)
+    for size in (10, INLINE_JSON_BYTES):
+        body = b'{"metadata": {"labels": {"a": "' + b"x" * size + b'"}}}'
+        patch = await read_patch(cast(web.Request, _Request(body, MERGE)))
+        assert len(patch.body["metadata"]["labels"]["a"]) == size
+    assert threads[0] is threading.current_thread()
+    assert threads[1] is not threading.current_thread()
