@@ -1,0 +1,94 @@
+"""SIGTERM while a daemon starts: it stops the start and exits 0, as it does once running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from aiohttp import web
+
+from scheduler.config import SchedulerConfig
+from scheduler.main import _serve
+
+
+@pytest.fixture
+def sigterm_caught() -> Iterator[list[int]]:
+    """SIGTERM to this process caught (a code without its own handler yet must not kill
+    the test run); the handler before restored after."""
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda sig, frame: caught.append(sig))
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+async def test_scheduler_stops_while_its_control_plane_starts(
+    sigterm_caught: list[int],
+) -> None:
+    """A SIGTERM while the store loads (about 1 s for 10,000 pods) killed the scheduler
+    outright (exit status -15): its handler came only after the start. Now the start is
+    cancelled, undoes itself, and the scheduler returns (exit 0)."""
+    started, undone = asyncio.Event(), asyncio.Event()
+
+    async def slow_start(app: web.Application) -> AsyncIterator[None]:
+        started.set()
+        try:
+            await asyncio.sleep(3600)  # a store that takes long to load
+        finally:
+            undone.set()
+        yield
+
+    app = web.Application()
+    app.cleanup_ctx.append(slow_start)
+    config = cast(SchedulerConfig, SimpleNamespace(host="127.0.0.1", port=0))
+    serving = asyncio.create_task(_serve(app, config, None))
+    try:
+        await asyncio.wait_for(started.wait(), 5)
+        assert not serving.done(), serving
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(asyncio.shield(serving), 5)
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+    assert undone.is_set()
+    assert not sigterm_caught  # the scheduler's own handler had it
+
+
+async def test_scheduler_answers_sigterm_once_serving(sigterm_caught: list[int]) -> None:
+    """The usual case, for comparison: started, then stopped by SIGTERM."""
+    events: list[str] = []
+    started = asyncio.Event()
+
+    async def lifetime(app: web.Application) -> AsyncIterator[Any]:
+        events.append("started")
+        started.set()
+        yield
+        events.append("stopped")
+
+    app = web.Application()
+    app.cleanup_ctx.append(lifetime)
+
+    class Plane:
+        ready = False  # what the status line and the watchdog read of it
+
+    from scheduler.api.common import CONTROL_PLANE
+
+    app[CONTROL_PLANE] = cast(Any, Plane())
+    config = cast(SchedulerConfig, SimpleNamespace(host="127.0.0.1", port=0))
+    serving = asyncio.create_task(_serve(app, config, None))
+    try:
+        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.sleep(0.1)  # serving
+        assert not serving.done(), serving
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(asyncio.shield(serving), 5)
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+    assert events == ["started", "stopped"] and not sigterm_caught
