@@ -58,17 +58,29 @@ async def run(config: AgentConfig, token: str | None) -> None:
     # Taken out of the environment before anything is started: the fork server,
     # monitors and pods must not inherit systemd's notification socket.
     notifier = Notifier.from_environment()
+    # The signals before anything else: a SIGTERM while the agent started (its imports,
+    # the fork server, 0.5-1 s) killed it outright, exit status -15. Now it stops it.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     state = Path(config.state_dir)
-    # First: nothing of the state directory (the pods' records) is read before this
-    # process owns it. Not inherited by the fork server, monitors or pods.
-    state_lock = await lock_state_dir(state, "corral-agent")
     try:
-        await _run(config, token, notifier, state)
+        # First: nothing of the state directory (the pods' records) is read before this
+        # process owns it. Not inherited by the fork server, monitors or pods.
+        state_lock = await lock_state_dir(state, "corral-agent")
+        try:
+            await _run(config, token, notifier, state, stop)
+        finally:
+            state_lock.release()
     finally:
-        state_lock.release()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
-async def _run(config: AgentConfig, token: str | None, notifier: Notifier, state: Path) -> None:
+async def _run(
+    config: AgentConfig, token: str | None, notifier: Notifier, state: Path, stop: asyncio.Event
+) -> None:
     from agent.delegation import pods_parent
     from agent.link import SchedulerLink
     from agent.runtime.native.cgroups import probe
@@ -84,11 +96,10 @@ async def _run(config: AgentConfig, token: str | None, notifier: Notifier, state
     supervisor = Supervisor(runtime, state, lambda uid: link.report(uid) if link else None)
     link = SchedulerLink(config, supervisor, token)
     service = AgentService(config, supervisor, link, notifier)  # sd_notify and /metrics
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
+        if stop.is_set():
+            _LOGGER.info("stopped while starting; pods keep running")
+            return
         await supervisor.recover()
         link_task = asyncio.create_task(link.run(), name="scheduler-link")
         await service.start()

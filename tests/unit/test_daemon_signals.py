@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -92,3 +94,50 @@ async def test_scheduler_answers_sigterm_once_serving(sigterm_caught: list[int])
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
     assert events == ["started", "stopped"] and not sigterm_caught
+
+
+async def test_agent_stops_while_it_starts(
+    sigterm_caught: list[int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM while the agent started (its imports, the fork server: 0.5-1 s) killed it
+    outright (exit status -15): its handler came after. Now it stops: no pod adopted, no
+    link dialled, the runtime closed, the state directory let go."""
+    import agent.delegation
+    import agent.runtime.native.cgroups
+    import agent.runtime.setup
+    from agent.config import AgentConfig
+    from agent.main import run
+
+    calls: list[str] = []
+
+    class SlowRuntime:
+        """A runtime whose start takes long (a fork server starting on a busy node)."""
+
+        async def start(self) -> None:
+            calls.append("start")
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(0.2)
+
+        async def recover(self) -> list[Any]:
+            calls.append("recover")
+            return []
+
+        async def close(self) -> None:
+            calls.append("close")
+
+    monkeypatch.setattr(agent.delegation, "pods_parent", lambda parent, delegated: parent)
+    monkeypatch.setattr(
+        agent.runtime.native.cgroups, "probe", lambda parent: SimpleNamespace(version=2)
+    )
+    monkeypatch.setattr(agent.runtime.setup, "build_runtime", lambda *args: SlowRuntime())
+    config = AgentConfig(
+        server="http://127.0.0.1:9", node_name="n", state_dir=str(tmp_path), metrics_listen=""
+    )
+    await asyncio.wait_for(run(config, "token"), 10)
+    assert calls == ["start", "close"]
+    assert not sigterm_caught  # the agent's own handler had it
+    lock = os.open(tmp_path / "lock", os.O_RDWR)
+    try:
+        fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # let go
+    finally:
+        os.close(lock)
