@@ -241,10 +241,12 @@ class PodWorker:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(os.unlink, self._persist_path)
 
-    def detach(self) -> None:
-        """Stop supervising without touching the containers (agent shutdown)."""
+    def detach(self) -> list[asyncio.Task[None]]:
+        """Stop supervising without touching the containers (agent shutdown): the
+        containers' tasks, cancelled, for the caller to wait for."""
         for task in self._tasks:
             task.cancel()
+        return list(self._tasks)
 
     # -- one container ------------------------------------------------------
 
@@ -561,10 +563,10 @@ class Supervisor:
         if stop_pods:
             for uid in list(self.workers):
                 self._stop(uid)
-        for worker in self.workers.values():
-            worker.detach()
-        if self._stopping:
-            await asyncio.gather(*self._stopping.values(), return_exceptions=True)
+        # Waited for, not only cancelled: a container's task that was starting it, or
+        # probing it, ends its exchange with the fork server before the runtime closes.
+        detached = [task for worker in self.workers.values() for task in worker.detach()]
+        await asyncio.gather(*detached, *self._stopping.values(), return_exceptions=True)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -1,0 +1,63 @@
+"""Agent shutdown: the supervisor's tasks end before it returns, not after the runtime closed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, cast
+
+from agent.runtime.base import ContainerExit, ContainerInfo, Runtime
+from agent.supervisor import Supervisor
+from common.models import Pod
+
+
+class WaitingRuntime:
+    """Containers that start at once and run until their waiters are cancelled; a
+    cancelled wait takes a few more loop turns to unwind (a fork server exchange ends)."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.unwound: list[str] = []
+
+    async def create_pod(self, pod: Pod) -> None:
+        pass
+
+    async def ensure_image(self, pod: Pod, container: str, events: Any) -> None:
+        pass
+
+    async def start_container(self, pod: Pod, container: str) -> ContainerInfo:
+        return ContainerInfo(container, "running", pid=1)
+
+    async def wait_container(self, uid: str, container: str) -> ContainerExit:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            self.unwound.append(container)
+        raise AssertionError("unreachable")
+
+
+def pod(name: str) -> Pod:
+    return Pod.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}"},
+            "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "x"}]},
+        }
+    )
+
+
+async def test_close_waits_for_the_containers_tasks(tmp_path: Path) -> None:
+    """close() cancelled them and returned at once: the runtime was closed while they still
+    unwound (a start or a probe still talking to the fork server)."""
+    runtime = WaitingRuntime()
+    supervisor = Supervisor(cast(Runtime, runtime), tmp_path, lambda uid: None)
+    await supervisor.apply([pod("p"), pod("q")], [])
+    for _ in range(10):
+        await asyncio.sleep(0)  # the containers start and wait
+    tasks = [t for w in supervisor.workers.values() for t in w._tasks]
+    assert len(tasks) == 4 and not any(t.done() for t in tasks)
+    await supervisor.close()
+    assert all(t.done() for t in tasks)
+    assert sorted(runtime.unwound) == ["a", "a", "b", "b"]
