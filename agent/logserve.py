@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -62,7 +63,14 @@ class LogServer:
         self.cancel(request.id)
         task = asyncio.create_task(self._serve(request, send), name=f"logs-{request.id}")
         self._streams[request.id] = task
-        task.add_done_callback(lambda _t: self._streams.pop(request.id, None))
+        task.add_done_callback(functools.partial(self._ended_stream, request.id))
+
+    def _ended_stream(self, stream_id: int, task: asyncio.Task[None]) -> None:
+        # Only if it is still this task's: one cancelled for a request of the same id
+        # ends after the new one was registered, and took the new one out of
+        # `_streams` (no longer cancelled by `cancel`, nor by `close` when the link drops).
+        if self._streams.get(stream_id) is task:
+            del self._streams[stream_id]
 
     def cancel(self, stream_id: int) -> None:
         task = self._streams.pop(stream_id, None)

@@ -158,3 +158,25 @@ async def test_a_followed_burst_is_parsed_off_the_event_loop(
         finished = True
         await task
     assert parsed_on_loop == 0
+
+
+async def test_a_stream_opened_again_under_its_id_stays_owned(tmp_path: Path) -> None:
+    """A request for an id that is streaming replaces the stream; the old one's end took
+    the new one out of the server's streams: `close` (the link dropped) left it running."""
+    path = tmp_path / "c.log"
+    write_log(path, 3)
+    srv, _ = server(path, finished=False)  # followed until cancelled
+
+    async def send(frame: protocol.Frame) -> None:
+        pass
+
+    request = protocol.LogsRequest(id=7, uid="uid", container="c", follow=True)
+    srv.open(request, send)
+    first = srv._streams[7]
+    srv.open(request, send)  # the same id again: the first is cancelled
+    second = srv._streams[7]
+    await asyncio.wait({first})
+    await asyncio.sleep(0)  # the first's done callbacks
+    assert srv._streams.get(7) is second
+    await srv.close()
+    assert second.cancelled()
