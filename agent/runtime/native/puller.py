@@ -166,13 +166,24 @@ class ImagePuller:
         name share the first one's work and result."""
         ref = parse_reference(image)  # InvalidImageName before any network
         key = ref.key()
-        running = self._inflight.get(key)
-        if running is not None:
-            return await asyncio.shield(running)
+        while (running := self._inflight.get(key)) is not None:
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # The pull we shared was cancelled with the task that ran it (its pod was
+                # removed), not we: pull it ourselves. Its CancelledError used to reach
+                # us as our own, and ended our caller's task (a container that then stayed
+                # ContainerCreating for good).
+                task = asyncio.current_task()
+                if not running.cancelled() or (task is not None and task.cancelling()):
+                    raise
         future: asyncio.Future[PullResult] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
             result = await self._pull(ref, progress)
+        except asyncio.CancelledError:
+            future.cancel()  # those who share it pull again (above)
+            raise
         except BaseException as exc:
             if not future.done():
                 future.set_exception(exc)
