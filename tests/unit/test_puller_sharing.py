@@ -53,3 +53,28 @@ async def test_a_waiter_cancelled_itself_is_cancelled() -> None:
     puller.release.set()
     assert await first == "pulled docker.io/library/busybox:latest"
     assert puller.calls == 1
+
+
+async def test_docker_shared_pull_cancelled_with_its_pod_is_pulled_again() -> None:
+    """The Docker runtime shares `docker pull`s the same way, with the same fault."""
+    from agent.runtime.docker.runtime import DockerRuntime
+
+    runtime = object.__new__(DockerRuntime)  # only its pulls: no dockerd, no cgroups
+    runtime._pulls = {}
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    async def pull_now(image: str) -> None:
+        calls.append(image)
+        await release.wait()
+
+    runtime._pull_now = pull_now  # type: ignore[method-assign]
+    first = asyncio.create_task(runtime._pull("busybox"))
+    await asyncio.sleep(0)
+    shared = asyncio.create_task(runtime._pull("busybox"))
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.wait_for(shared, 5)
+    assert first.cancelled() and calls == ["busybox", "busybox"]

@@ -331,14 +331,23 @@ class DockerRuntime:
 
     async def _pull(self, image: str) -> None:
         """`docker pull` with the registry's credentials; one pull per image at a time."""
-        running = self._pulls.get(image)
-        if running is not None:
-            return await asyncio.shield(running)
+        while (running := self._pulls.get(image)) is not None:
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # The shared pull was cancelled with its task (its pod removed), not we:
+                # pull ourselves (as the native puller; its CancelledError ended our task).
+                task = asyncio.current_task()
+                if not running.cancelled() or (task is not None and task.cancelling()):
+                    raise
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pulls[image] = future
         try:
             await self._pull_now(image)
             future.set_result(None)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: no warning if nobody else waits
