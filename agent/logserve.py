@@ -71,6 +71,10 @@ class LogServer:
         # `_streams` (no longer cancelled by `cancel`, nor by `close` when the link drops).
         if self._streams.get(stream_id) is task:
             del self._streams[stream_id]
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # Retrieved here: a stream's unforeseen failure (a log file it may not read)
+            # was left to the garbage collector's "Task exception was never retrieved".
+            _LOGGER.warning("log stream %d failed: %r", stream_id, exc)
 
     def cancel(self, stream_id: int) -> None:
         task = self._streams.pop(stream_id, None)

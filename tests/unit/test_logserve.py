@@ -180,3 +180,21 @@ async def test_a_stream_opened_again_under_its_id_stays_owned(tmp_path: Path) ->
     assert srv._streams.get(7) is second
     await srv.close()
     assert second.cancelled()
+
+
+async def test_a_stream_that_fails_is_logged_not_left_unretrieved(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "c.log"
+    write_log(path, 3)
+    srv, _ = server(path)
+
+    async def send(frame: protocol.Frame) -> None:
+        raise ValueError("a frame that cannot go")
+
+    srv.open(protocol.LogsRequest(id=3, uid="uid", container="c"), send)
+    task = srv._streams[3]
+    await asyncio.wait({task})
+    await asyncio.sleep(0)  # its done callbacks
+    assert task._log_traceback is False  # retrieved
+    assert "log stream 3 failed: ValueError('a frame that cannot go')" in caplog.text
