@@ -80,8 +80,7 @@ class SchedulerMetrics:
         )
         self.last_bind = PromGauge(
             "corral_last_bind_timestamp_seconds",
-            "Unix time at which the latest bind was durable (0: none since the scheduler "
-            "started)",
+            "Unix time at which the latest bind was durable (0: none since the scheduler started)",
             registry=self.registry,
         )
         self.http_requests = PromCounter(
