@@ -91,14 +91,17 @@ async def _run(
     parent = await asyncio.to_thread(pods_parent, config.cgroup_parent, config.cgroup_delegated)
     cgroups = await asyncio.to_thread(probe, parent)
     runtime = build_runtime(config, state, cgroups)  # native and docker, routed per pod
+    if stop.is_set():  # not the fork server started only to be closed
+        _LOGGER.info("stopped while starting; pods left as they were")
+        return
     await runtime.start()
     link: SchedulerLink | None = None
     supervisor = Supervisor(runtime, state, lambda uid: link.report(uid) if link else None)
     link = SchedulerLink(config, supervisor, token)
     service = AgentService(config, supervisor, link, notifier)  # sd_notify and /metrics
     try:
-        if stop.is_set():
-            _LOGGER.info("stopped while starting; pods keep running")
+        if stop.is_set():  # nothing recovered yet: no pod is stopped, whatever the config
+            _LOGGER.info("stopped while starting; pods left as they were")
             return
         await supervisor.recover()
         link_task = asyncio.create_task(link.run(), name="scheduler-link")

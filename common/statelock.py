@@ -20,6 +20,7 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _LOGGER = logging.getLogger(__name__)
@@ -71,6 +72,28 @@ def _try_lock(path: Path) -> tuple[int | None, str]:
     return fd, ""
 
 
+async def _cancel_safe(
+    try_lock: Callable[[Path], tuple[int | None, str]], path: Path
+) -> tuple[int | None, str]:
+    """`try_lock(path)` in a thread. Cancelled meanwhile (a SIGTERM while the daemon
+    starts), the thread runs on: the lock it may take is let go when it ends, not held
+    by a process that went on without it."""
+    attempt = asyncio.ensure_future(asyncio.to_thread(try_lock, path))
+    try:
+        result: tuple[int | None, str] = await asyncio.shield(attempt)
+    except asyncio.CancelledError:
+        attempt.add_done_callback(_release_unwanted)
+        raise
+    return result
+
+
+def _release_unwanted(attempt: asyncio.Future[tuple[int | None, str]]) -> None:
+    if not attempt.cancelled() and attempt.exception() is None:
+        fd = attempt.result()[0]
+        if fd is not None:
+            os.close(fd)
+
+
 async def lock_state_dir(
     directory: str | Path, daemon: str, *, wait: float = WAIT_SECONDS
 ) -> StateLock:
@@ -80,7 +103,7 @@ async def lock_state_dir(
     deadline = time.monotonic() + wait
     logged = False
     while True:
-        fd, holder = await asyncio.to_thread(_try_lock, path)
+        fd, holder = await _cancel_safe(_try_lock, path)
         if fd is not None:
             return StateLock(path, fd)
         who = f"process {holder}" if holder.isdigit() else "another process"

@@ -99,3 +99,20 @@ def test_a_process_without_dac_override_removes_directories_it_may_not_write_or_
     finally:
         subprocess.run(["chmod", "-R", "u+rwx", str(base)], check=False)
         shutil.rmtree(base)
+
+
+@pytest.mark.root
+def test_a_file_that_cannot_be_removed_leaves_its_directory_as_it_was(tmp_path: Path) -> None:
+    """An immutable file (EPERM, even for root): left, and its directory's mode with it;
+    only a directory its owner may not write (EACCES) is made writable to try again."""
+    sub = tmp_path / "top" / "sub"
+    sub.mkdir(parents=True)
+    sub.chmod(0o755)
+    (sub / "f").write_text("x")
+    if subprocess.run(["chattr", "+i", str(sub / "f")], capture_output=True).returncode:
+        pytest.skip("this file system has no immutable attribute")
+    try:
+        remove_tree(tmp_path / "top")
+        assert (sub / "f").exists() and oct(sub.stat().st_mode & 0o777) == "0o755"
+    finally:
+        subprocess.run(["chattr", "-i", str(sub / "f")], check=True)

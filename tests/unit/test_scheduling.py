@@ -216,10 +216,10 @@ async def test_finish_binds_counts_each_outcome() -> None:
             write.set_exception(outcome)
         else:
             write.set_result(outcome)
+    before = time.time()
     loop.call_later(0.01, writes[-1].set_result, [KV("/pods/e", b"{}", 1, 2)])
     keys = ["/pods/a", "/pods/b", "/pods/c", "/pods/d", "/pods/e"]
     assert metrics.registry.get_sample_value("corral_last_bind_timestamp_seconds") == 0
-    before = time.time()
     await scheduler._finish_binds(
         [(key, "n1", time.monotonic(), w) for key, w in zip(keys, writes, strict=True)]
     )

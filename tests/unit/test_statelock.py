@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,3 +125,44 @@ def test_a_forked_child_does_not_keep_the_lock(tmp_path: Path) -> None:
     finally:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
+
+
+def test_a_lock_taken_after_its_wait_was_cancelled_is_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM while a daemon starts cancels its wait for the lock; the thread taking it
+    runs on. The lock it took then was kept by the process, which went on without it."""
+    import common.statelock as statelock
+
+    go, taken = threading.Event(), threading.Event()
+    real = statelock._try_lock
+
+    def slow(path: Path) -> tuple[int | None, str]:
+        go.wait(10)  # until the wait for it has been cancelled
+        try:
+            return real(path)
+        finally:
+            taken.set()
+
+    monkeypatch.setattr(statelock, "_try_lock", slow)
+    probe = "import fcntl, sys; fcntl.lockf(open(sys.argv[1], 'a'), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+
+    def free() -> bool:  # another process can take it
+        args = [sys.executable, "-c", probe, str(tmp_path / statelock.LOCK_FILE)]
+        return subprocess.run(args, capture_output=True).returncode == 0
+
+    async def cancel_the_wait() -> bool:
+        waiting = asyncio.create_task(lock_state_dir(tmp_path, "test-daemon"))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        go.set()
+        await asyncio.to_thread(taken.wait, 10)
+        for _ in range(50):  # the thread's result reaches the loop, which lets go of it
+            await asyncio.sleep(0.02)
+            if await asyncio.to_thread(free):
+                return True
+        return False
+
+    assert asyncio.run(cancel_the_wait())

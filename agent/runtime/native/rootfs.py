@@ -31,12 +31,13 @@ The overlay lives only in the container's mount namespace: when the container's 
 process exits, the kernel unmounts it; nothing needs unmounting on the host.
 
 The host-side helpers at the end (`check_host_path`, `mountinfo`, `detach`,
-`unmount_below`) are used by the runtime. Imported by the fork server, so only `os` and
-`stat` at load time.
+`unmount_below`) are used by the runtime. Imported by the fork server, so only `errno`,
+`os` and `stat` (built in) at load time.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -516,7 +517,9 @@ def _retried(dir_fd: int, remove: Any, name: str) -> None:
     its owner through its descriptor, never by name, and tried once more."""
     try:
         remove(name, dir_fd=dir_fd)
-    except PermissionError:
+    except PermissionError as exc:
+        if exc.errno != errno.EACCES:  # EPERM: an immutable file, a sticky directory
+            raise
         os.fchmod(dir_fd, 0o700)
         remove(name, dir_fd=dir_fd)
 
@@ -527,7 +530,9 @@ def _open_dir(name: str, dir_fd: int | None, flags: int) -> int:
     is not followed (O_NOFOLLOW), and /proc/self/fd names the inode opened."""
     try:
         return os.open(name, flags, dir_fd=dir_fd)
-    except PermissionError:
+    except PermissionError as exc:
+        if exc.errno != errno.EACCES:
+            raise
         path_only = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         pinned = os.open(name, path_only, dir_fd=dir_fd)
         try:
