@@ -67,6 +67,12 @@ _LOGGER = logging.getLogger(__name__)
 START_ERROR_WAIT = 5.0  # for the exit record of a failed start (there, or none at all)
 # A pod whose stop failed is stopped again after 1, 2, 4 ... up to this many seconds.
 STOP_RETRY_CAP = 30.0
+# How long an agent's shutdown waits for the pods it is stopping (a deletion in flight, or
+# every pod with stop_pods_on_exit) before it exits: below its unit's TimeoutStopSec (30 s),
+# so that a pod with a longer grace period, or a process that ignores SIGTERM, does not
+# have systemd SIGKILL the agent (a failed stop, an audit found it at 29.7 s).
+STOP_DRAIN_SECONDS = 20.0
+
 EventSink = Callable[[Pod, str, str, str], None]  # pod, reason, message, Normal|Warning
 
 
@@ -558,7 +564,8 @@ class Supervisor:
 
     async def close(self, *, stop_pods: bool = False) -> None:
         """Agent shutdown: stop supervising; containers keep running for the next agent,
-        unless `stop_pods` (then every pod is stopped within its grace period)."""
+        unless `stop_pods` (then every pod is stopped within its grace period). Pods being
+        stopped are waited for STOP_DRAIN_SECONDS at most."""
         self._closing.set()
         if stop_pods:
             for uid in list(self.workers):
@@ -566,7 +573,22 @@ class Supervisor:
         # Waited for, not only cancelled: a container's task that was starting it, or
         # probing it, ends its exchange with the fork server before the runtime closes.
         detached = [task for worker in self.workers.values() for task in worker.detach()]
-        await asyncio.gather(*detached, *self._stopping.values(), return_exceptions=True)
+        await asyncio.gather(*detached, return_exceptions=True)
+        stopping = list(self._stopping.values())
+        if not stopping:
+            return
+        _, late = await asyncio.wait(stopping, timeout=STOP_DRAIN_SECONDS)
+        if late:
+            # Not said stopped: the next agent finds them in its state directory, and
+            # stops those no longer desired (deleted pods) with their grace period.
+            _LOGGER.warning(
+                "%d pod(s) still stopping after %g s; the next agent start stops them",
+                len(late),
+                STOP_DRAIN_SECONDS,
+            )
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

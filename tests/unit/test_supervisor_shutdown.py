@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
+from agent import supervisor as supervisor_module
 from agent.runtime.base import ContainerExit, ContainerInfo, Runtime
 from agent.supervisor import Supervisor
 from common.models import Pod
@@ -61,3 +65,34 @@ async def test_close_waits_for_the_containers_tasks(tmp_path: Path) -> None:
     await supervisor.close()
     assert all(t.done() for t in tasks)
     assert sorted(runtime.unwound) == ["a", "a", "b", "b"]
+
+
+class StuckStopRuntime(WaitingRuntime):
+    """Containers whose stop never ends (a process that ignores SIGTERM, a long grace)."""
+
+    async def stop_container(self, uid: str, container: str, grace: float) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_close_waits_for_pods_being_stopped_only_so_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deletion in flight held the agent's shutdown for the pod's whole grace period:
+    with 30 s, systemd (TimeoutStopSec=30s) SIGKILLed the agent. Now at most
+    STOP_DRAIN_SECONDS; the pod is not said stopped, and the next agent stops it."""
+    monkeypatch.setattr(supervisor_module, "STOP_DRAIN_SECONDS", 0.2)
+    stopped: list[str] = []
+    runtime = StuckStopRuntime()
+    supervisor = Supervisor(cast(Runtime, runtime), tmp_path, lambda uid: None)
+    supervisor.on_stopped = stopped.append
+    await supervisor.apply([pod("p")], [])
+    for _ in range(10):
+        await asyncio.sleep(0)
+    await supervisor.apply([], ["uid-p"])  # p deleted: its stop starts, and never ends
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert "uid-p" in supervisor._stopping
+    started = time.monotonic()
+    await asyncio.wait_for(supervisor.close(), 5)
+    assert 0.2 <= time.monotonic() - started < 2
+    assert stopped == [] and supervisor._stopping == {}
