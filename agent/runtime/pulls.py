@@ -25,13 +25,15 @@ text that came back from a registry before it is shown.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -237,3 +239,38 @@ def settings_from(config: Any) -> RegistrySettings:
         auth_file=config.registry_auth_file,
         max_concurrent_downloads=config.max_concurrent_downloads,
     )
+
+
+T = TypeVar("T")
+
+
+async def shared_pull(
+    inflight: dict[str, asyncio.Future[T]], key: str, pull: Callable[[], Awaitable[T]]
+) -> T:
+    """`pull()` once for every concurrent caller of the same `key` (one image): the first
+    runs it, the others wait for its result or its error. If the first is cancelled (its
+    pod removed), the others pull again themselves: its CancelledError reached them as
+    their own, and ended their containers' tasks (ContainerCreating for good)."""
+    while (running := inflight.get(key)) is not None:
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not running.cancelled() or (task is not None and task.cancelling()):
+                raise  # we were cancelled, not the pull we shared
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    inflight[key] = future
+    try:
+        result = await pull()
+    except asyncio.CancelledError:
+        future.cancel()  # those who share it pull again (above)
+        raise
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: no "never retrieved" warning without waiters
+        raise
+    else:
+        future.set_result(result)
+        return result
+    finally:
+        inflight.pop(key, None)

@@ -30,6 +30,24 @@ def sigterm_caught() -> Iterator[list[int]]:
         signal.signal(signal.SIGTERM, previous)
 
 
+async def serve_until_sigterm(
+    app: web.Application, started: asyncio.Event, serving_for: float = 0.0
+) -> None:
+    """The scheduler's `_serve(app)`, sent SIGTERM `serving_for` seconds after `started`;
+    it must return within 5 s."""
+    config = cast(SchedulerConfig, SimpleNamespace(host="127.0.0.1", port=0))
+    serving = asyncio.create_task(_serve(app, config, None))
+    try:
+        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.sleep(serving_for)
+        assert not serving.done(), serving
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(asyncio.shield(serving), 5)
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+
+
 async def test_scheduler_stops_while_its_control_plane_starts(
     sigterm_caught: list[int],
 ) -> None:
@@ -48,16 +66,7 @@ async def test_scheduler_stops_while_its_control_plane_starts(
 
     app = web.Application()
     app.cleanup_ctx.append(slow_start)
-    config = cast(SchedulerConfig, SimpleNamespace(host="127.0.0.1", port=0))
-    serving = asyncio.create_task(_serve(app, config, None))
-    try:
-        await asyncio.wait_for(started.wait(), 5)
-        assert not serving.done(), serving
-        os.kill(os.getpid(), signal.SIGTERM)
-        await asyncio.wait_for(asyncio.shield(serving), 5)
-    finally:
-        serving.cancel()
-        await asyncio.gather(serving, return_exceptions=True)
+    await serve_until_sigterm(app, started)
     assert undone.is_set()
     assert not sigterm_caught  # the scheduler's own handler had it
 
@@ -82,17 +91,7 @@ async def test_scheduler_answers_sigterm_once_serving(sigterm_caught: list[int])
     from scheduler.api.common import CONTROL_PLANE
 
     app[CONTROL_PLANE] = cast(Any, Plane())
-    config = cast(SchedulerConfig, SimpleNamespace(host="127.0.0.1", port=0))
-    serving = asyncio.create_task(_serve(app, config, None))
-    try:
-        await asyncio.wait_for(started.wait(), 5)
-        await asyncio.sleep(0.1)  # serving
-        assert not serving.done(), serving
-        os.kill(os.getpid(), signal.SIGTERM)
-        await asyncio.wait_for(asyncio.shield(serving), 5)
-    finally:
-        serving.cancel()
-        await asyncio.gather(serving, return_exceptions=True)
+    await serve_until_sigterm(app, started, serving_for=0.1)
     assert events == ["started", "stopped"] and not sigterm_caught
 
 

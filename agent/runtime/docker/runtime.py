@@ -69,6 +69,7 @@ from agent.runtime.pulls import (
     pull_policy,
     redact,
     registry_host,
+    shared_pull,
 )
 from common.models import Container, Pod
 from common.quantity import memory_bytes
@@ -331,29 +332,7 @@ class DockerRuntime:
 
     async def _pull(self, image: str) -> None:
         """`docker pull` with the registry's credentials; one pull per image at a time."""
-        while (running := self._pulls.get(image)) is not None:
-            try:
-                return await asyncio.shield(running)
-            except asyncio.CancelledError:
-                # The shared pull was cancelled with its task (its pod removed), not we:
-                # pull ourselves (as the native puller; its CancelledError ended our task).
-                task = asyncio.current_task()
-                if not running.cancelled() or (task is not None and task.cancelling()):
-                    raise
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pulls[image] = future
-        try:
-            await self._pull_now(image)
-            future.set_result(None)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no warning if nobody else waits
-            raise
-        finally:
-            self._pulls.pop(image, None)
+        await shared_pull(self._pulls, image, lambda: self._pull_now(image))
 
     async def _pull_now(self, image: str) -> None:
         docker = await self._client()

@@ -51,7 +51,7 @@ from agent.runtime.native.registry import (
     Resolved,
 )
 from agent.runtime.native.rootfs import remove_tree
-from agent.runtime.pulls import ERR_IMAGE_PULL, PullPolicy
+from agent.runtime.pulls import ERR_IMAGE_PULL, PullPolicy, shared_pull
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -165,35 +165,7 @@ class ImagePuller:
         """Pull `image` into the store (see the module docstring). Concurrent pulls of one
         name share the first one's work and result."""
         ref = parse_reference(image)  # InvalidImageName before any network
-        key = ref.key()
-        while (running := self._inflight.get(key)) is not None:
-            try:
-                return await asyncio.shield(running)
-            except asyncio.CancelledError:
-                # The pull we shared was cancelled with the task that ran it (its pod was
-                # removed), not we: pull it ourselves. Its CancelledError used to reach
-                # us as our own, and ended our caller's task (a container that then stayed
-                # ContainerCreating for good).
-                task = asyncio.current_task()
-                if not running.cancelled() or (task is not None and task.cancelling()):
-                    raise
-        future: asyncio.Future[PullResult] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            result = await self._pull(ref, progress)
-        except asyncio.CancelledError:
-            future.cancel()  # those who share it pull again (above)
-            raise
-        except BaseException as exc:
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # retrieved: no "never retrieved" warning without waiters
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
-            self._inflight.pop(key, None)
+        return await shared_pull(self._inflight, ref.key(), lambda: self._pull(ref, progress))
 
     async def _pull(self, ref: ImageRef, progress: ProgressFn | None) -> PullResult:
         started = time.monotonic()
