@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -208,12 +209,12 @@ class PodWorker:
             if self.containers[container.name].finished:
                 continue
             info = self._adopted.containers.get(container.name) if self._adopted else None
-            self._tasks.append(
-                asyncio.create_task(
-                    self._run_container(container.name, info),
-                    name=f"pod-{self.uid}-{container.name}",
-                )
+            task = asyncio.create_task(
+                self._run_container(container.name, info),
+                name=f"pod-{self.uid}-{container.name}",
             )
+            task.add_done_callback(functools.partial(self._container_ended, container.name))
+            self._tasks.append(task)
 
     async def _create_pod(self) -> RuntimeFailure | None:
         """The sandbox of a new (not adopted) pod; the failure, if it failed."""
@@ -253,6 +254,23 @@ class PodWorker:
         for task in self._tasks:
             task.cancel()
         return list(self._tasks)
+
+    def _container_ended(self, name: str, task: asyncio.Task[None]) -> None:
+        """A container's task that failed unforeseen (a bug, not a runtime's refusal) is
+        logged with its traceback and shown on the container (`RunContainerError`, the
+        message), with a Warning event: it was left to "Task exception was never
+        retrieved" while the pod went on showing its last state. Not restarted: what
+        failed is not known to be safe to do again."""
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        _LOGGER.error("pod %s container %s: supervision failed", self.pod.key, name, exc_info=exc)
+        message = f"the agent stopped supervising it: {exc!r}"[:1024]
+        record = self.containers[name]
+        record.state = ContainerState(
+            waiting=ContainerStateWaiting(reason="RunContainerError", message=message)
+        )
+        self._event("Failed", f"Error: container {name}: {message}", "Warning")
+        self._changed()
 
     # -- one container ------------------------------------------------------
 
@@ -308,7 +326,7 @@ class PodWorker:
                 record.probes = self._probes(name, info.started_at)
                 self._changed()
                 try:
-                    exit = await self._runtime.wait_container(self.uid, name)
+                    exit = await self._wait(name, info)
                 finally:
                     if record.probes is not None:
                         await record.probes.close()
@@ -363,6 +381,22 @@ class PodWorker:
                 )
                 self._changed()
                 await asyncio.sleep(decision.delay)
+
+    async def _wait(self, name: str, info: ContainerInfo) -> ContainerExit:
+        """The exit of a running container. One the runtime lost track of (its monitor
+        gone, its exit record unreadable) is killed, to be sure, and said terminated with
+        the kubelet's `ContainerStatusUnknown` (137): the restart policy then applies as to
+        any exit. Its task ended there, and the container was supervised no more."""
+        try:
+            return await self._runtime.wait_container(self.uid, name)
+        except (RuntimeFailure, OSError) as exc:
+            _LOGGER.warning("pod %s container %s: lost track of it: %s", self.pod.key, name, exc)
+            with contextlib.suppress(RuntimeFailure, OSError):
+                await self._runtime.stop_container(self.uid, name, 0)
+            self._event("Failed", f"Error: lost track of container {name}: {exc}", "Warning")
+            return ContainerExit(
+                137, "ContainerStatusUnknown", info.started_at, now(), message=str(exc)
+            )
 
     async def _start_error(self, name: str, exc: RuntimeFailure) -> ContainerExit:
         """The exit of a start that failed: as the runtime recorded it (native), else now."""
