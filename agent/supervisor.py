@@ -73,6 +73,13 @@ STOP_RETRY_CAP = 30.0
 # so that a pod with a longer grace period, or a process that ignores SIGTERM, does not
 # have systemd SIGKILL the agent (a failed stop, an audit found it at 29.7 s).
 STOP_DRAIN_SECONDS = 20.0
+# With stop_pods_on_exit, each pod's grace is cut to leave this much of the drain for the
+# SIGKILL and the clean-up that follow it.
+STOP_KILL_MARGIN = 5.0
+# A running container whose wait fails is waited for again this many times (after 1, 2,
+# 4, 8, 8 s: a container runtime restarting) before it is taken as lost.
+WAIT_RETRIES = 5
+WAIT_RETRY_CAP = 8.0
 
 EventSink = Callable[[Pod, str, str, str], None]  # pod, reason, message, Normal|Warning
 
@@ -383,20 +390,42 @@ class PodWorker:
                 await asyncio.sleep(decision.delay)
 
     async def _wait(self, name: str, info: ContainerInfo) -> ContainerExit:
-        """The exit of a running container. One the runtime lost track of (its monitor
-        gone, its exit record unreadable) is killed, to be sure, and said terminated with
-        the kubelet's `ContainerStatusUnknown` (137): the restart policy then applies as to
-        any exit. Its task ended there, and the container was supervised no more."""
-        try:
-            return await self._runtime.wait_container(self.uid, name)
-        except (RuntimeFailure, OSError) as exc:
-            _LOGGER.warning("pod %s container %s: lost track of it: %s", self.pod.key, name, exc)
-            with contextlib.suppress(RuntimeFailure, OSError):
-                await self._runtime.stop_container(self.uid, name, 0)
-            self._event("Failed", f"Error: lost track of container {name}: {exc}", "Warning")
-            return ContainerExit(
-                137, "ContainerStatusUnknown", info.started_at, now(), message=str(exc)
-            )
+        """The exit of a running container. A wait that fails (a container runtime that
+        does not answer for a moment, records the native runtime cannot read) is tried
+        again, WAIT_RETRIES times over about half a minute; then the container is taken
+        as lost: killed, and only once the kill went through, said terminated with the
+        kubelet's `ContainerStatusUnknown` (137), the restart policy applying as to any
+        exit. Its task used to end at the first failure, the container supervised no
+        more and shown as it was."""
+        failures = 0
+        while True:
+            try:
+                return await self._runtime.wait_container(self.uid, name)
+            except (RuntimeFailure, OSError) as exc:
+                task = asyncio.current_task()
+                if self.stopping or (task is not None and task.cancelling()):
+                    raise  # being stopped: not a container lost
+                failures += 1
+                _LOGGER.warning(
+                    "pod %s container %s: waiting for it failed (%d): %s",
+                    self.pod.key,
+                    name,
+                    failures,
+                    exc,
+                )
+                if failures == 1:
+                    self._event("Failed", f"Error: waiting for container {name}: {exc}", "Warning")
+                if failures > WAIT_RETRIES:
+                    try:
+                        await self._runtime.stop_container(self.uid, name, 0)
+                    except (RuntimeFailure, OSError) as kill:
+                        _LOGGER.warning("pod %s: killing lost %s: %s", self.pod.key, name, kill)
+                    else:
+                        self._event("Failed", f"Error: lost track of container {name}", "Warning")
+                        return ContainerExit(
+                            137, "ContainerStatusUnknown", info.started_at, now(), message=str(exc)
+                        )
+                await asyncio.sleep(min(WAIT_RETRY_CAP, 2.0 ** min(failures - 1, 5)))
 
     async def _start_error(self, name: str, exc: RuntimeFailure) -> ContainerExit:
         """The exit of a start that failed: as the runtime recorded it (native), else now."""
@@ -559,7 +588,8 @@ class Supervisor:
         for uid in new:
             self._on_change(uid)
 
-    def _stop(self, uid: str) -> None:
+    def _stop(self, uid: str, grace: float | None = None) -> None:
+        """Stop pod `uid` in a task of its own, within `grace` (default: the pod's)."""
         if uid in self._stopping:
             return  # said stopped when it is
         worker = self.workers.pop(uid, None)
@@ -574,7 +604,7 @@ class Supervisor:
             try:
                 while True:
                     try:
-                        await worker.stop()
+                        await worker.stop(grace)
                         break
                     except Exception:
                         attempt += 1
@@ -602,8 +632,11 @@ class Supervisor:
         stopped are waited for STOP_DRAIN_SECONDS at most."""
         self._closing.set()
         if stop_pods:
-            for uid in list(self.workers):
-                self._stop(uid)
+            # Within the drain below: a pod whose grace is longer (30 s by default), with
+            # a process that ignores SIGTERM, is killed in time, not left running.
+            for uid, worker in list(self.workers.items()):
+                grace = float(worker.pod.spec.termination_grace_period_seconds)
+                self._stop(uid, min(grace, STOP_DRAIN_SECONDS - STOP_KILL_MARGIN))
         # Waited for, not only cancelled: a container's task that was starting it, or
         # probing it, ends its exchange with the fork server before the runtime closes.
         detached = [task for worker in self.workers.values() for task in worker.detach()]

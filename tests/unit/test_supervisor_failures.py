@@ -7,6 +7,9 @@ import asyncio
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
+from agent import supervisor as supervisor_module
 from agent.restart import ANNOTATION_CAP, ANNOTATION_INITIAL
 from agent.runtime.base import ContainerExit, ContainerInfo, Runtime, RuntimeFailure
 from agent.supervisor import Supervisor
@@ -15,12 +18,12 @@ from tests.conftest import wait_until
 
 
 class FlakyWaitRuntime:
-    """One container; its first wait fails as `failure`, later ones wait for ever."""
+    """One container; its first `times` waits fail as `failure`, later ones wait for ever."""
 
     name = "fake"
 
-    def __init__(self, failure: BaseException) -> None:
-        self.failure: BaseException | None = failure
+    def __init__(self, failure: BaseException, times: int = 1) -> None:
+        self.failures = [failure] * times
         self.starts = 0
         self.stops: list[float] = []
 
@@ -35,9 +38,8 @@ class FlakyWaitRuntime:
         return ContainerInfo(container, "running", pid=1)
 
     async def wait_container(self, uid: str, container: str) -> ContainerExit:
-        failure, self.failure = self.failure, None
-        if failure is not None:
-            raise failure
+        if self.failures:
+            raise self.failures.pop()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
@@ -68,11 +70,39 @@ async def supervised(runtime: FlakyWaitRuntime, tmp_path: Path) -> tuple[Supervi
     return supervisor, events
 
 
-async def test_a_container_the_runtime_lost_is_killed_and_restarted(tmp_path: Path) -> None:
-    """Its wait failed (a monitor gone): the task ended there, and the container was
-    supervised no more, shown running for good. Now it is killed to be sure, terminated
-    as the kubelet says it (ContainerStatusUnknown, 137), and the restart policy applies."""
-    runtime = FlakyWaitRuntime(RuntimeFailure("monitor of container a is gone"))
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(supervisor_module, "WAIT_RETRY_CAP", 0.01)
+
+
+async def test_a_wait_that_fails_for_a_moment_is_tried_again(
+    tmp_path: Path, quick_retries: None
+) -> None:
+    """A container runtime that does not answer for a moment (dockerd restarting): the
+    container is waited for again, never killed."""
+    runtime = FlakyWaitRuntime(RuntimeFailure("docker inspect: 500"), times=3)
+    supervisor, events = await supervised(runtime, tmp_path)
+    try:
+        await wait_until(lambda: not runtime.failures, within=5)
+        for _ in range(10):
+            await asyncio.sleep(0.02)
+        status = supervisor.status("uid-p")
+        assert status is not None and status.container_statuses[0].state.running is not None
+        assert runtime.starts == 1 and runtime.stops == []
+        assert [e for e in events if "waiting for container a" in e], events
+    finally:
+        await supervisor.close()
+
+
+async def test_a_container_the_runtime_lost_is_killed_and_restarted(
+    tmp_path: Path, quick_retries: None
+) -> None:
+    """Its wait failed: the task ended there, and the container was supervised no more,
+    shown running for good. Now, once waits have failed WAIT_RETRIES times more, it is
+    killed to be sure, terminated as the kubelet says it (ContainerStatusUnknown, 137),
+    and the restart policy applies."""
+    failure = RuntimeFailure("no exit record and no monitor for container a")
+    runtime = FlakyWaitRuntime(failure, times=supervisor_module.WAIT_RETRIES + 1)
     supervisor, events = await supervised(runtime, tmp_path)
     try:
         await wait_until(lambda: runtime.starts == 2, within=5)
@@ -82,7 +112,7 @@ async def test_a_container_the_runtime_lost_is_killed_and_restarted(tmp_path: Pa
         assert container.restart_count == 1 and container.state.running is not None
         last = container.last_state.terminated
         assert last is not None and last.exit_code == 137
-        assert last.reason == "ContainerStatusUnknown" and "monitor" in (last.message or "")
+        assert last.reason == "ContainerStatusUnknown" and "no exit record" in (last.message or "")
         assert runtime.stops == [0]  # killed before it was started again
         assert any("lost track of container a" in e for e in events), events
     finally:

@@ -96,3 +96,26 @@ async def test_close_waits_for_pods_being_stopped_only_so_long(
     await asyncio.wait_for(supervisor.close(), 5)
     assert 0.2 <= time.monotonic() - started < 2
     assert stopped == [] and supervisor._stopping == {}
+
+
+async def test_stopping_pods_on_exit_kills_them_within_the_drain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With stop_pods_on_exit (`corral up`), a pod's 30 s grace outlasted the drain: a
+    process ignoring SIGTERM was left running. Its grace is now cut to end in time."""
+    grants: list[float] = []
+
+    class Recording(WaitingRuntime):
+        async def stop_container(self, uid: str, container: str, grace: float) -> None:
+            grants.append(grace)
+
+        async def remove_pod(self, uid: str) -> None:
+            pass
+
+    supervisor = Supervisor(cast(Runtime, Recording()), tmp_path, lambda uid: None)
+    await supervisor.apply([pod("p")], [])
+    for _ in range(10):
+        await asyncio.sleep(0)
+    await supervisor.close(stop_pods=True)
+    limit = supervisor_module.STOP_DRAIN_SECONDS - supervisor_module.STOP_KILL_MARGIN
+    assert grants == [limit, limit]  # both containers, within the drain
