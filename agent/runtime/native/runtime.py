@@ -122,12 +122,14 @@ def _run_ids(run: object) -> tuple[str | None, str]:
 
 
 def _pidfd(record: dict[str, Any] | None) -> int | None:
-    """A pidfd for the process a pid file names, if it still runs (same start time)."""
+    """A pidfd for the process a pid file names, if it still runs (same start time).
+    OSError if that cannot be told: out of descriptors (EMFILE) read as "not running"
+    had a healthy container's monitor taken for lost, and the container killed."""
     if not record or not record.get("pid"):
         return None
     try:
         fd = os.pidfd_open(int(record["pid"]))
-    except (ProcessLookupError, OSError):
+    except ProcessLookupError:
         return None
     # Check the start time after opening: from now on the fd names this very process,
     # so a pid reused since the file was written cannot slip through.
