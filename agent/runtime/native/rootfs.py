@@ -124,6 +124,15 @@ def _open_source(mount: dict[str, Any]) -> int:
 
 
 MAX_SYMLINKS = 40  # followed in one path, as the kernel's walk allows (then ELOOP)
+# What no mount target may resolve into, by path components, and why. OLD_ROOT: the host's
+# tree, parked there until it is detached (a guard for /proc and /sys; for volumes, which
+# are moved after the detach, a clear error only). STAGING: where the volumes wait for
+# their moves; one moved onto it would cover the others, and the clean-up after the moves
+# would look into it.
+_RESERVED = {
+    tuple(OLD_ROOT.strip("/").split("/")): f"{OLD_ROOT}, outside the container",
+    tuple(STAGING.strip("/").split("/")): f"{STAGING}, where corral stages volumes",
+}
 
 
 def in_root(path: str, root: str = "/") -> str:
@@ -145,25 +154,17 @@ def in_root(path: str, root: str = "/") -> str:
     todo = [p for p in reversed(path.split("/")) if p not in ("", ".")]
     done: list[str] = []
     links = 0
-    parked = [p for p in OLD_ROOT.split("/") if p]
-    staging = [p for p in STAGING.split("/") if p]
     while todo:
         part = todo.pop()
         if part == "..":
             if done:
                 done.pop()
             continue
-        if [*done, part] == parked:
-            # Refused before anything in the host's tree is looked at: an image must not
-            # learn its files' types or links' targets from the message. (A guard for
-            # /proc and /sys; once the host's tree is detached, a clear error only.)
-            raise SetupError(f"mount target {path} resolves into {OLD_ROOT}, outside the container")
-        if [*done, part] == staging:
-            # Where the volumes wait for their moves: one moved onto it would cover the
-            # others, and the clean-up after the moves would look into it.
-            raise SetupError(
-                f"mount target {path} resolves into {STAGING}, where corral stages volumes"
-            )
+        reserved = _RESERVED.get((*done, part))
+        if reserved is not None:
+            # Refused before anything below is looked at (lstat, readlink): an image must
+            # not learn the host's files' types or links' targets from the message.
+            raise SetupError(f"mount target {path} resolves into {reserved}")
         here = os.path.join(root, *done, part)
         try:
             mode = os.lstat(here).st_mode
