@@ -99,12 +99,9 @@ async def readable_or_removed(
     looked at, since none of them can be read. Its dependents go as any gone owner's (the
     garbage collector), a pod's containers as any the scheduler does not know (its node
     stops them). Without the option, UnreadableObject (a 500 naming the option)."""
-    try:
-        return decode(kv, model)
-    except UnreadableObject as exc:
-        if not options.ignore_read_error:
-            raise
-        problem = exc.problem
+    obj = decoded_unless_unreadable(kv, model, options)
+    if obj is not None:
+        return obj
     try:
         # Guarded by the version read: one written meanwhile (a repair) is not removed
         # unread, and the client is told to look again.
@@ -113,8 +110,19 @@ async def readable_or_removed(
         raise ConflictError(
             f"{kv.key} changed while it was being deleted; try again", name=kv.key
         ) from None
-    _LOGGER.warning("removed %s, which could not be read (%s), as asked", kv.key, problem)
+    _LOGGER.warning("removed %s, which could not be read, as asked", kv.key)
     return None
+
+
+def decoded_unless_unreadable(kv: KV, model: type[T], options: DeleteOptions) -> T | None:
+    """The object in `kv`; None if this corral cannot read it and the client said
+    `ignoreStoreReadErrorWithClusterBreakingPotential`; else UnreadableObject (a 500)."""
+    try:
+        return decode(kv, model)
+    except UnreadableObject:
+        if not options.ignore_read_error:
+            raise
+        return None
 
 
 def removed_unread(plural: str, name: str) -> web.Response:

@@ -20,7 +20,12 @@ from scheduler.api.common import (
     plane,
     require_url_name,
 )
-from scheduler.api.deleting import check_preconditions, delete_options, removed_unread
+from scheduler.api.deleting import (
+    check_preconditions,
+    decoded_unless_unreadable,
+    delete_options,
+    removed_unread,
+)
 from scheduler.api.errors import BadRequest, ConflictError, modified
 from scheduler.api.generic import Replace, get_kv, guarded_update, validate
 from scheduler.api.paging import check_list_revision, page
@@ -30,7 +35,7 @@ from scheduler.cluster import NodeState
 from scheduler.controlplane import ControlPlane
 from scheduler.eviction import evict
 from scheduler.kinds import NODES as NODE_KIND
-from scheduler.objects import NODES, UnreadableObject, decode, encode, mutable_copy, pod_key
+from scheduler.objects import NODES, decode, encode, mutable_copy, pod_key
 from scheduler.store import KV, Conflict, NotFound
 
 
@@ -213,15 +218,9 @@ async def delete_node(request: web.Request) -> web.Response:
     kv = await get_kv(cp.store, NODE_KIND, None, name)
     # Its pods and link are found by name: one this corral cannot read goes the same way,
     # if the client said so (`readable_or_removed`'s option), answered without the object.
-    try:
-        uid = decode(kv, Node).metadata.uid
-        readable = True
-    except UnreadableObject:
-        if not options.ignore_read_error:
-            raise
-        readable = False
-    if readable:
-        check_preconditions(options, "nodes", name, uid, kv.mod_revision)
+    node = decoded_unless_unreadable(kv, Node, options)
+    if node is not None:
+        check_preconditions(options, "nodes", name, node.metadata.uid, kv.mod_revision)
     # The credential goes first: if we stop half-way, the node can only join again
     # with the join token, never keep acting with the old credential.
     await cp.hub.credentials.revoke(name)
@@ -235,7 +234,7 @@ async def delete_node(request: web.Request) -> web.Response:
         await _move_pods(cp, name, "NodeLost", f"node {name} was deleted")
     finally:  # its link goes even if a move failed (the store failing: a 503)
         await cp.hub.forget_node(name)
-    return json_response(_live(cp, kv)) if readable else removed_unread("nodes", name)
+    return json_response(_live(cp, kv)) if node is not None else removed_unread("nodes", name)
 
 
 ROUTES = [
