@@ -11,7 +11,7 @@ import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -526,6 +526,7 @@ class PodCondition(Model):
 
 
 PodPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
+POD_PHASES: tuple[PodPhase, ...] = get_args(PodPhase)
 
 
 class PodStatus(Model):

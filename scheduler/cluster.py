@@ -33,6 +33,8 @@ class NodeState:
 
     name: str
     node: Node
+    cap_cpu: int = 0
+    cap_mem: int = 0
     alloc_cpu: int = 0
     alloc_mem: int = 0
     alloc_pods: int = 110
@@ -65,7 +67,9 @@ class NodeState:
         self.node = node
         self.ready = node.ready
         self.cordoned = node.spec.unschedulable
-        alloc = node.status.allocatable
+        capacity, alloc = node.status.capacity, node.status.allocatable
+        self.cap_cpu = cpu_millis(capacity.get("cpu", 0))
+        self.cap_mem = memory_bytes(capacity.get("memory", 0))
         self.alloc_cpu = cpu_millis(alloc.get("cpu", 0))
         self.alloc_mem = memory_bytes(alloc.get("memory", 0))
         self.alloc_pods = int(memory_bytes(alloc.get("pods", 110)))
@@ -78,6 +82,18 @@ def needs_node(pod: Pod) -> bool:
         and pod.metadata.deletion_timestamp is None
         and pod.status.phase not in TERMINAL_PHASES
     )
+
+
+def running_unready(pod: Pod) -> bool:
+    """Running with its Ready condition False: held out of service by a readiness probe
+    (or still starting)."""
+    status = pod.status
+    if status.phase != "Running":
+        return False
+    for condition in status.conditions:
+        if condition.type == "Ready":
+            return condition.status == "False"
+    return False
 
 
 def occupies_node(pod: Pod) -> bool:
@@ -106,6 +122,7 @@ class ClusterState:
         # Pods by phase, kept as pods change: /metrics reads it, and counting every pod at
         # each scrape cost milliseconds of the event loop with tens of thousands of pods.
         self.phases: Counter[str] = Counter()
+        self.running_unready = 0  # pods for which `running_unready` holds, kept the same way
         self.terminating: set[str] = set()  # pods marked for deletion
         self._accounted: dict[str, tuple[str, int, int]] = {}  # key -> (node, cpu, mem)
         # Of those, the pods bound to a node that does not exist (deleted, or never
@@ -191,6 +208,7 @@ class ClusterState:
         old = self.pods.get(key)
         if old is not None:
             self.phases[old.status.phase] -= 1
+            self.running_unready -= running_unready(old)
         if kv is None:
             self.pods.pop(key, None)
             self.pod_kvs.pop(key, None)
@@ -199,6 +217,7 @@ class ClusterState:
             self.pods[key] = new
             self.pod_kvs[key] = kv
             self.phases[new.status.phase] += 1
+            self.running_unready += running_unready(new)
         if old is not None and (new is None or old.metadata.uid != new.metadata.uid):
             self.by_uid.pop(old.metadata.uid or "", None)
         if new is not None and new.metadata.uid:

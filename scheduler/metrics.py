@@ -33,12 +33,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from common.models import POD_PHASES
+
 if TYPE_CHECKING:
     from common.heap import GcPacer
     from scheduler.cluster import ClusterState
     from scheduler.store import SqliteStore
 
-PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
 HEARTBEAT_AGE = "corral_node_heartbeat_age_seconds"
 _HEARTBEAT_AGE_HEAD = (
     f"# HELP {HEARTBEAT_AGE} Seconds since each node's last heartbeat\n"
@@ -404,7 +405,7 @@ class _ClusterCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         cluster = self._cluster
         pods = GaugeMetricFamily("corral_pods", "Pods by phase", labels=["phase"])
-        for phase in PHASES:
+        for phase in POD_PHASES:
             pods.add_metric([phase], cluster.phases.get(phase, 0))
         yield pods
         yield GaugeMetricFamily(

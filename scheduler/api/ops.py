@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from common.quantity import cpu_millis, memory_bytes
+from common.models import POD_PHASES
 from scheduler.api.common import json_response, plane
 from scheduler.cluster import ClusterState
 
@@ -55,23 +54,14 @@ async def status(request: web.Request) -> web.Response:
             )
         nodes["cordoned"] += state.node.spec.unschedulable
         nodes["connected"] += state.connected
-        capacity = state.node.status.capacity
-        cpu["capacity"] += cpu_millis(capacity.get("cpu", 0))
-        mem["capacity"] += memory_bytes(capacity.get("memory", 0))
+        cpu["capacity"] += state.cap_cpu
+        mem["capacity"] += state.cap_mem
         cpu["allocatable"] += state.alloc_cpu
         mem["allocatable"] += state.alloc_mem
         cpu["requested"] += state.req_cpu
         mem["requested"] += state.req_mem
         cpu["used"] += state.usage_cpu
         mem["used"] += state.usage_mem
-    phases = Counter(p.status.phase for p in cluster.pods.values())
-    # Running but failing readiness (or still starting): what a probe holds out of service.
-    pods_not_ready = sum(
-        1
-        for p in cluster.pods.values()
-        if p.status.phase == "Running"
-        and any(c.type == "Ready" and c.status == "False" for c in p.status.conditions)
-    )
     unschedulable = [
         {"pod": key, "message": message}
         for key, message in list(cp.scheduler.unschedulable.items())[:20]
@@ -90,11 +80,10 @@ async def status(request: web.Request) -> web.Response:
         },
         "pods": {
             "total": len(cluster.pods),
-            "byPhase": {
-                p: phases.get(p, 0)
-                for p in ("Pending", "Running", "Succeeded", "Failed", "Unknown")
-            },
-            "notReady": pods_not_ready,
+            "byPhase": {p: cluster.phases.get(p, 0) for p in POD_PHASES},
+            # Running but failing readiness (or still starting): what a probe holds out of
+            # service.
+            "notReady": cluster.running_unready,
             "pendingQueue": len(cluster.pending),
             "unschedulable": unschedulable,
         },

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from common.models import Event, Pod
+from common.models import POD_PHASES, Event, Pod
 from common.quantity import cpu_millis, humanize_bytes, memory_bytes
 from scheduler.api.common import plane
 from scheduler.api.ops import behind_on_changes
@@ -34,7 +34,6 @@ from scheduler.objects import decode, pod_key
 
 COOKIE = "corral_token"
 REFRESH_SECONDS = 5
-PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
 MAX_PROBLEMS = 100
 MAX_EVENTS = 30
 MAX_ERRORS = 20
@@ -146,7 +145,6 @@ async def status_page(request: web.Request) -> web.StreamResponse:
 def render(cp: ControlPlane, events: list[Event], who: str) -> str:
     cluster = cp.cluster
     pods = list(cluster.pods.values())
-    phases: Counter[str] = Counter(p.status.phase for p in pods)
     ready = sum(1 for n in cluster.nodes.values() if n.ready)
     cordoned = sum(1 for n in cluster.nodes.values() if n.node.spec.unschedulable)
     not_ready = len(cluster.nodes) - ready
@@ -158,7 +156,7 @@ def render(cp: ControlPlane, events: list[Event], who: str) -> str:
         + (f' <span class="badge bad">{behind} behind on pod changes</span>' if behind else "")
         + "</span>",
         f"<span><b>Pods</b> {len(pods)}: "
-        + ", ".join(f"{phases.get(p, 0)} {p}" for p in PHASES)
+        + ", ".join(f"{cluster.phases.get(p, 0)} {p}" for p in POD_PHASES)
         + "</span>",
         f"<span><b>Waiting for a node</b> {len(cluster.pending)}</span>",
         f'<span class="muted">revision {cp.store.revision} · '
@@ -266,11 +264,11 @@ def _namespaces(pods: list[Pod]) -> str:
         counts[pod.metadata.namespace or "default"][pod.status.phase] += 1
     rows = [
         f"<tr><td>{e(ns)}</td>"
-        + "".join(f'<td class="num">{counts[ns].get(p, 0)}</td>' for p in PHASES)
+        + "".join(f'<td class="num">{counts[ns].get(p, 0)}</td>' for p in POD_PHASES)
         + f'<td class="num">{sum(counts[ns].values())}</td></tr>'
         for ns in sorted(counts)
     ]
-    return _table(("Namespace", *PHASES, "Total"), rows, "No pods.")
+    return _table(("Namespace", *POD_PHASES, "Total"), rows, "No pods.")
 
 
 def problem(

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from common.heap import GcPacer
-from common.models import Container, Node, ObjectMeta, Pod, PodSpec, PodStatus
+from common.models import Container, Node, ObjectMeta, Pod, PodCondition, PodSpec, PodStatus
 from scheduler.cluster import ClusterState, NodeState
 from scheduler.config import SchedulerConfig
 from scheduler.controlplane import ControlPlane
@@ -121,6 +121,40 @@ def test_pods_by_phase_follow_the_store() -> None:
     samples = _families(metrics.exposition(["corral_pods"]))["corral_pods"]
     counts = {s.labels["phase"]: s.value for s in samples}
     assert counts == {"Pending": 1, "Running": 1, "Succeeded": 0, "Failed": 0, "Unknown": 0}
+
+
+def test_running_unready_pods_are_counted_as_they_change() -> None:
+    """`ClusterState.running_unready` (the status page's `pods.notReady`) follows pods
+    that start, become ready, fail readiness, finish and go, without a recount."""
+    cluster = ClusterState(cast(Store, None))
+    revision = 0
+
+    def put(name: str, phase: str, ready: str | None) -> None:
+        nonlocal revision
+        revision += 1
+        conditions = [] if ready is None else [PodCondition(type="Ready", status=ready)]
+        pod = Pod(
+            metadata=ObjectMeta(name=name, uid=name),
+            spec=PodSpec(containers=[Container(name="app", image="pause")]),
+            status=PodStatus(phase=phase, conditions=conditions),
+        )
+        kv = KV(f"/pods/default/{name}", encode(pod), 1, revision, pod)
+        cluster.apply(Event("PUT", kv, None, revision))
+
+    put("a", "Pending", "False")  # not running: not counted
+    put("b", "Running", None)  # no Ready condition yet: not counted
+    assert cluster.running_unready == 0
+    put("a", "Running", "False")
+    put("b", "Running", "False")
+    assert cluster.running_unready == 2
+    put("a", "Running", "True")
+    assert cluster.running_unready == 1
+    put("b", "Failed", "False")
+    assert cluster.running_unready == 0
+    put("a", "Running", "False")
+    gone = cluster.pod_kvs["/pods/default/a"]
+    cluster.apply(Event("DELETE", gone, gone, revision + 1))
+    assert cluster.running_unready == 0
 
 
 def test_gc_pauses_are_a_histogram_per_generation() -> None:
