@@ -15,16 +15,17 @@ valid token the page is a small sign-in form. Everything shown is escaped.
 
 from __future__ import annotations
 
+import heapq
 import html
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from aiohttp import web
 
 from common.models import POD_PHASES, Event, Pod
-from common.quantity import cpu_millis, humanize_bytes, memory_bytes
+from common.quantity import humanize_bytes
 from scheduler.api.common import plane
 from scheduler.api.ops import behind_on_changes
 from scheduler.cluster import NodeState
@@ -35,6 +36,9 @@ from scheduler.objects import decode, pod_key
 COOKIE = "corral_token"
 REFRESH_SECONDS = 5
 MAX_PROBLEMS = 100
+# Nodes shown, those needing attention first: a table of thousands is no use to a person,
+# and rendering it every refresh held the event loop (0.2-0.3 s and 3 MB at 5,000 nodes).
+MAX_NODES = 100
 MAX_EVENTS = 30
 MAX_ERRORS = 20
 # A container waiting for these reasons is on its way, not failing.
@@ -218,11 +222,16 @@ def _bar(requested: int, allocatable: int, used: int, capacity: int, fmt: str) -
     )
 
 
+def _attention(state: NodeState) -> bool:
+    return not state.ready or not state.connected or state.node.spec.unschedulable
+
+
 def _nodes(nodes: Iterable[NodeState]) -> str:
     mono = time.monotonic()
+    listed = list(nodes)
+    shown = heapq.nsmallest(MAX_NODES, listed, key=lambda n: (not _attention(n), n.name))
     rows = []
-    for state in sorted(nodes, key=lambda n: n.name):
-        capacity = state.node.status.capacity
+    for state in shown:
         badges = (
             '<span class="badge ok">Ready</span>'
             if state.ready
@@ -232,41 +241,35 @@ def _nodes(nodes: Iterable[NodeState]) -> str:
             badges += '<span class="badge warn">cordoned</span>'
         if not state.connected:
             badges += '<span class="badge warn">disconnected</span>'
-        cpu = _bar(
-            state.req_cpu,
-            state.alloc_cpu,
-            state.usage_cpu,
-            cpu_millis(capacity.get("cpu", 0)),
-            "cpu",
-        )
-        mem = _bar(
-            state.req_mem,
-            state.alloc_mem,
-            state.usage_mem,
-            memory_bytes(capacity.get("memory", 0)),
-            "memory",
-        )
+        cpu = _bar(state.req_cpu, state.alloc_cpu, state.usage_cpu, state.cap_cpu, "cpu")
+        mem = _bar(state.req_mem, state.alloc_mem, state.usage_mem, state.cap_mem, "memory")
         rows.append(
             f"<tr><td>{e(state.name)}</td><td>{badges}</td><td>{cpu}</td><td>{mem}</td>"
             f'<td class="num">{len(state.pods)}/{state.alloc_pods}</td>'
             f'<td class="num">{mono - state.last_heartbeat:.1f}s ago</td></tr>'
         )
-    return _table(
+    more = len(listed) - len(shown)
+    table = _table(
         ("Node", "Status", "CPU", "Memory", "Pods", "Heartbeat"),
         rows,
         "No nodes yet: start corral-agent on a machine (see README).",
     )
+    if more > 0:
+        table += (
+            f'<p class="muted">{len(shown)} of {len(listed)} nodes shown, those NotReady, '
+            "disconnected or cordoned first; <code>corral get nodes</code> lists them all.</p>"
+        )
+    return table
 
 
 def _namespaces(pods: list[Pod]) -> str:
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for pod in pods:
-        counts[pod.metadata.namespace or "default"][pod.status.phase] += 1
+    counts = Counter((pod.metadata.namespace or "default", pod.status.phase) for pod in pods)
+    namespaces = sorted({ns for ns, _ in counts})
     rows = [
         f"<tr><td>{e(ns)}</td>"
-        + "".join(f'<td class="num">{counts[ns].get(p, 0)}</td>' for p in POD_PHASES)
-        + f'<td class="num">{sum(counts[ns].values())}</td></tr>'
-        for ns in sorted(counts)
+        + "".join(f'<td class="num">{counts[ns, p]}</td>' for p in POD_PHASES)
+        + f'<td class="num">{sum(counts[ns, p] for p in POD_PHASES)}</td></tr>'
+        for ns in namespaces
     ]
     return _table(("Namespace", *POD_PHASES, "Total"), rows, "No pods.")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from common.models import Event, Pod
+from common.models import Event, Node, ObjectMeta, Pod
 from scheduler.api import ui
+from scheduler.cluster import NodeState
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 EVIL = '<script>alert("x")</script>'
@@ -133,3 +134,35 @@ def test_a_time_without_an_offset_is_taken_as_utc() -> None:
     }
     listed = ui.problem(pod(phase="Running", containerStatuses=[restarted]), {}, NOW)
     assert listed is not None and listed[2].endswith("exit 1 (Error) 60s ago")
+
+
+def test_a_large_cluster_shows_the_nodes_needing_attention_first() -> None:
+    """Past MAX_NODES nodes the table is cut, NotReady, disconnected and cordoned nodes
+    kept whatever their names, and the page says how many are left out."""
+    nodes = []
+    for i in range(ui.MAX_NODES + 50):
+        node = Node(metadata=ObjectMeta(name=f"node-{i:04d}"))
+        nodes.append(NodeState(node.metadata.name, node, ready=True, connected=True))
+    nodes[-1].ready = False
+    nodes[-2].connected = False
+    nodes[-3].node.spec.unschedulable = True
+    html = ui._nodes(nodes)
+    assert html.count("<tr><td>node-") == ui.MAX_NODES
+    for state in nodes[-3:]:
+        assert f"<tr><td>{state.name}</td>" in html
+    assert f"<tr><td>node-{ui.MAX_NODES - 3:04d}</td>" not in html  # the first healthy left out
+    assert f"{ui.MAX_NODES} of {ui.MAX_NODES + 50} nodes shown" in html
+    assert "nodes shown" not in ui._nodes(nodes[: ui.MAX_NODES])
+
+
+def test_pods_are_counted_by_namespace_and_phase() -> None:
+    """A row per namespace, sorted, a column per phase and the total."""
+    pods = [pod("a", phase="Running"), pod("b", phase="Running"), pod("c", phase="Failed")]
+    pending = pod("d", phase="Pending")
+    pending.metadata.namespace = "batch"
+    pods.append(pending)
+    html = ui._namespaces(pods)
+    cells = '<td class="num">{}</td>'
+    batch = "".join(cells.format(n) for n in (1, 0, 0, 0, 0, 1))
+    default = "".join(cells.format(n) for n in (0, 2, 0, 1, 0, 3))
+    assert f"<tr><td>batch</td>{batch}</tr><tr><td>default</td>{default}</tr>" in html
