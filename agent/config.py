@@ -6,7 +6,7 @@ import json
 import socket
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from agent.runtime.pulls import RegistryHost
 from common.config import DaemonConfig
@@ -96,6 +96,29 @@ class AgentConfig(DaemonConfig):
         description="bytes one image layer may unpack to (its uncompressed tar): a pull of "
         "a bigger layer fails and keeps nothing of it (image import: --max-layer-bytes)",
     )
+    image_gc_high_threshold_percent: int = Field(
+        85,
+        ge=1,
+        le=100,
+        description="when the image store's filesystem is fuller than this, images no pod "
+        "uses are removed, least recently used first (the kubelet's "
+        "imageGCHighThresholdPercent; 100 turns image gc off)",
+    )
+    image_gc_low_threshold_percent: int = Field(
+        80,
+        ge=0,
+        le=99,
+        description="image gc removes images until the filesystem is this full (below the "
+        "high threshold)",
+    )
+    image_minimum_gc_age_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="an image is not removed until this long after image gc first saw it",
+    )
+    image_gc_period_seconds: float = Field(
+        300.0, gt=0, description="seconds between image gc passes"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field(
         "text", description="log lines: text (for people) or json (one object a line)"
@@ -176,3 +199,13 @@ class AgentConfig(DaemonConfig):
             except ValueError:
                 raise ValueError("expected a JSON object of HOST: {username, ...}") from None
         return value
+
+    @model_validator(mode="after")
+    def _image_gc_thresholds(self) -> AgentConfig:
+        if self.image_gc_low_threshold_percent >= self.image_gc_high_threshold_percent:
+            raise ValueError(
+                f"image_gc_low_threshold_percent ({self.image_gc_low_threshold_percent}) must "
+                f"be below image_gc_high_threshold_percent "
+                f"({self.image_gc_high_threshold_percent})"
+            )
+        return self

@@ -82,6 +82,7 @@ async def _run(
     config: AgentConfig, token: str | None, notifier: Notifier, state: Path, stop: asyncio.Event
 ) -> None:
     from agent.delegation import pods_parent
+    from agent.imagegc import ImageGcMetrics, image_collector, pod_images, run_image_gc
     from agent.link import SchedulerLink
     from agent.runtime.native.cgroups import probe
     from agent.runtime.setup import build_runtime
@@ -104,15 +105,21 @@ async def _run(
             _LOGGER.info("stopped while starting; pods left as they were")
             return
         await supervisor.recover()
-        link_task = asyncio.create_task(link.run(), name="scheduler-link")
+        tasks = [asyncio.create_task(link.run(), name="scheduler-link")]
         await service.start()
-        trim_task = asyncio.create_task(_trim_after_start(link), name="trim-memory")
+        tasks.append(asyncio.create_task(_trim_after_start(link), name="trim-memory"))
+        collector = image_collector(config, runtime)
+        service.metrics.registry.register(ImageGcMetrics(collector))
+        if collector.policy.enabled:
+            pods = supervisor.workers.values()
+            gc = run_image_gc(collector, lambda: pod_images(w.pod for w in pods))
+            tasks.append(asyncio.create_task(gc, name="image-gc"))
         _LOGGER.info("corral-agent %s running (cgroup v%d)", config.node_name, cgroups.version)
         await stop.wait()
         _LOGGER.info("shutting down; pods keep running")
-        link_task.cancel()
-        trim_task.cancel()
-        await asyncio.gather(link_task, trim_task, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         await service.close()
         await supervisor.close(stop_pods=config.stop_pods_on_exit)

@@ -141,5 +141,8 @@ def load_config(
             source = sources.get(str(err["loc"][0])) if err["loc"] else None
             where = f" (from {source})" if source else ""
             message = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{name}{where}: {message}")
+            if err["type"] == "value_error":  # a validator's ValueError: its own words
+                message = str(err["ctx"]["error"])
+            # A check of several options together (a model validator) names them itself.
+            problems.append(f"{name}{where}: {message}" if name else message)
         raise ConfigError(f"invalid configuration: {'; '.join(problems)}") from None

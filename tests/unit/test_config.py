@@ -215,3 +215,27 @@ def test_unknown_flag_exits(capsys: pytest.CaptureFixture[str]) -> None:
         _load(["--bogus"])
     assert info.value.code == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_a_check_of_several_options_is_said_in_its_own_words() -> None:
+    """A model validator (the agent's image gc thresholds) has no one option to name: its
+    message stands alone, without pydantic's "Value error, " prefix, as a field's does."""
+    from agent.config import AgentConfig
+
+    argv = ["--image-gc-high-threshold-percent", "70", "--image-gc-low-threshold-percent", "70"]
+    with pytest.raises(ConfigError) as info:
+        load_config(AgentConfig, argv, prog="a", description="", env_prefix="X_", environ={})
+    assert str(info.value) == (
+        "invalid configuration: image_gc_low_threshold_percent (70) must be below "
+        "image_gc_high_threshold_percent (70)"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            AgentConfig,
+            ["--cpu-reserved", "1x"],
+            prog="a",
+            description="",
+            env_prefix="X_",
+            environ={},
+        )
+    assert "(from flag --cpu-reserved): '1x' is not a quantity" in str(info.value)

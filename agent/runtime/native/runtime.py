@@ -1032,6 +1032,23 @@ class NativeRuntime:
         finally:
             os.close(fd)
 
+    def images_started_from(self) -> set[str]:
+        """Manifest digests of the images the containers on disk were last started from
+        (blocking): image gc keeps them while their pods are torn down."""
+        digests: set[str] = set()
+        try:
+            pod_dirs = list(self.pods_dir.iterdir())
+        except FileNotFoundError:
+            return digests
+        for pdir in pod_dirs:
+            for cdir in (pdir / "containers").glob("*"):
+                for name in ("started.json", "exit.json"):
+                    record = _read_json(cdir / name)
+                    _, image_id = _run_ids(record.get("run") if record else None)
+                    if image_id:  # repo@sha256:..., or the bare digest
+                        digests.add(image_id.rpartition("@")[2])
+        return digests
+
     # --- re-adoption ---
 
     async def recover(self) -> list[PodInfo]:

@@ -1,0 +1,235 @@
+"""Image garbage collection on the node, as the kubelet's.
+
+Every `image_gc_period_seconds` (5 minutes, the kubelet's period) the agent looks at the
+filesystem of its image store. When more of it is used than
+`image_gc_high_threshold_percent` (85), images no pod uses are removed, least recently
+used first, until the usage is back at `image_gc_low_threshold_percent` (80) or no
+image is left to remove; then the blobs and layers nothing refers to any more are
+deleted. An image is never removed within `image_minimum_gc_age_seconds` (2 minutes)
+of the pass that first saw it, so one pulled for a pod that has yet to start stays. A
+high threshold of 100 turns collection off.
+
+An image is in use while a pod of the node names it (running, starting, or told to
+run) or a container on disk was started from it (a pod being torn down). As in the
+kubelet, when an image was last used is known to a pass's precision: each pass marks
+the images in use then, and after a restart the images count from the first pass.
+
+Only the native runtime's store is collected: dockerd keeps its own images
+(`docker image prune`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agent.config import AgentConfig
+from agent.runtime.native.images import ImageError, ImageStore
+from agent.runtime.native.runtime import NativeRuntime
+from agent.runtime.router import RuntimeRouter
+from common.models import Pod
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageGcPolicy:
+    high_percent: int = 85
+    low_percent: int = 80
+    minimum_age: float = 120.0  # seconds from the pass that first saw an image
+    period: float = 300.0  # seconds between passes
+
+    @property
+    def enabled(self) -> bool:
+        return self.high_percent < 100
+
+
+@dataclass(slots=True)
+class GcPass:
+    """What one pass that found the store's filesystem too full did."""
+
+    usage_percent: float  # of the filesystem, when the pass began
+    removed: list[str] = field(default_factory=list)  # the images removed, by name
+    freed: int = 0  # bytes of blobs and layers deleted
+    usage_after: float = 0.0
+    held_by: str | None = None  # why nothing could be removed, if so
+
+
+def disk_usage(path: Path) -> tuple[int, int]:
+    """(used, capacity) bytes of the filesystem holding `path`; used counts the blocks an
+    unprivileged user cannot have (capacity minus available), as the kubelet does."""
+    st = os.statvfs(path)
+    capacity = st.f_blocks * st.f_frsize
+    return capacity - st.f_bavail * st.f_frsize, capacity
+
+
+class ImageCollector:
+    """Passes over one image store. `collect` blocks (disk): run it in a thread."""
+
+    def __init__(
+        self,
+        store: ImageStore,
+        policy: ImageGcPolicy,
+        *,
+        started_from: Callable[[], set[str]] = set,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        # Digests of the images the containers on disk were started from (blocking).
+        self._started_from = started_from
+        self._first_seen: dict[str, float] = {}  # digest -> clock of the first pass seeing it
+        self._last_used: dict[str, float] = {}  # digest -> clock of the last pass it was in use
+        self.images_removed = 0
+        self.bytes_freed = 0
+        self.failures = 0  # passes that could not bring the usage under the high threshold
+
+    def collect(self, refs_in_use: Iterable[str]) -> GcPass | None:
+        """One pass; `refs_in_use` are the images the node's pods name. None when the
+        filesystem was not over the high threshold (nothing removed)."""
+        now = time.monotonic()
+        names: dict[str, list[str]] = {}  # digest -> its names
+        for image in self.store.list():
+            names.setdefault(image.digest, []).append(image.ref)
+        in_use = self._in_use(refs_in_use)
+        for gone in set(self._first_seen) - set(names):
+            del self._first_seen[gone]
+            self._last_used.pop(gone, None)
+        for digest in names:
+            self._first_seen.setdefault(digest, now)
+            if digest in in_use:
+                self._last_used[digest] = now
+        used, capacity = disk_usage(self.store.root)
+        if not capacity or used * 100 <= capacity * self.policy.high_percent:
+            return None
+        result = GcPass(usage_percent=100 * used / capacity, usage_after=100 * used / capacity)
+        unknown = in_use - set(names)
+        if unknown:
+            # A container runs an image removed by hand: which layers it stands on is no
+            # longer recorded, so nothing is deleted until it is gone.
+            result.held_by = f"in use but no longer in the store: {', '.join(sorted(unknown))}"
+            self.failures += 1
+            return result
+        target = capacity * self.policy.low_percent // 100
+        # Never used first (as the kubelet: a last use of zero), then the longest unused.
+        candidates = sorted(
+            (
+                digest
+                for digest in names
+                if digest not in in_use
+                and now - self._first_seen[digest] >= self.policy.minimum_age
+            ),
+            key=lambda d: (self._last_used.get(d, -math.inf), self._first_seen[d], d),
+        )
+        # One image at a time, measured after each: what an image frees depends on the
+        # layers it shares with the images that stay.
+        for digest in candidates:
+            if used <= target:
+                break
+            try:
+                self.store.remove(digest)  # a bare digest drops every name of the image
+            except ImageError:
+                continue  # removed meanwhile (`corral-agent image rm`)
+            freed = self.store.gc().bytes_freed
+            result.removed.extend(names[digest])
+            result.freed += freed
+            self.images_removed += 1
+            self.bytes_freed += freed
+            used, capacity = disk_usage(self.store.root)
+        result.usage_after = 100 * used / capacity
+        if used * 100 > capacity * self.policy.high_percent:
+            self.failures += 1
+        return result
+
+    def _in_use(self, refs: Iterable[str]) -> set[str]:
+        digests = set(self._started_from())
+        for ref in refs:
+            try:
+                image = self.store.get(ref)
+            except ImageError:
+                continue  # a name that does not parse: that pod's start fails on it anyway
+            if image is not None:
+                digests.add(image.digest)
+        return digests
+
+
+def image_collector(config: AgentConfig, runtime: RuntimeRouter) -> ImageCollector:
+    """The collector of the native runtime's store, by the agent's options."""
+    native = runtime.runtimes["native"]
+    assert isinstance(native, NativeRuntime)
+    policy = ImageGcPolicy(
+        high_percent=config.image_gc_high_threshold_percent,
+        low_percent=config.image_gc_low_threshold_percent,
+        minimum_age=config.image_minimum_gc_age_seconds,
+        period=config.image_gc_period_seconds,
+    )
+    return ImageCollector(native.images, policy, started_from=native.images_started_from)
+
+
+def pod_images(pods: Iterable[Pod]) -> list[str]:
+    """The images the pods' containers name."""
+    return [container.image for pod in pods for container in pod.spec.containers]
+
+
+async def run_image_gc(collector: ImageCollector, refs_in_use: Callable[[], list[str]]) -> None:
+    """Pass after pass, every policy.period seconds, until cancelled. `refs_in_use` is
+    read on the event loop; the pass itself runs in a thread."""
+    while True:
+        await asyncio.sleep(collector.policy.period)
+        try:
+            result = await asyncio.to_thread(collector.collect, refs_in_use())
+        except OSError as exc:
+            collector.failures += 1
+            _LOGGER.error("image gc failed: %s", exc)
+            continue
+        if result is not None:
+            log_pass(result, collector.policy)
+
+
+def log_pass(result: GcPass, policy: ImageGcPolicy) -> None:
+    removed = ", ".join(result.removed) or "none"
+    message = (
+        f"image gc: the image store's filesystem was {result.usage_percent:.1f}% used (over "
+        f"{policy.high_percent}%); removed images: {removed}; freed {result.freed} bytes; "
+        f"now {result.usage_after:.1f}% used"
+    )
+    if result.held_by:
+        message += f"; nothing removed ({result.held_by})"
+    if result.usage_after > policy.high_percent:
+        _LOGGER.warning("%s; still over %d%%", message, policy.high_percent)
+    else:
+        _LOGGER.info("%s", message)
+
+
+class ImageGcMetrics(Collector):
+    """The collector's counters, read at scrape time."""
+
+    def __init__(self, collector: ImageCollector) -> None:
+        self._collector = collector
+
+    def collect(self) -> Iterable[Metric]:
+        c = self._collector
+        yield CounterMetricFamily(
+            "corral_agent_image_gc_removed_images",
+            "Images removed by image gc",
+            value=c.images_removed,
+        )
+        yield CounterMetricFamily(
+            "corral_agent_image_gc_freed_bytes",
+            "Bytes of blobs and layers image gc deleted",
+            value=c.bytes_freed,
+        )
+        yield CounterMetricFamily(
+            "corral_agent_image_gc_failures",
+            "Image gc passes that left the image store's filesystem over the high threshold "
+            "(or failed)",
+            value=c.failures,
+        )

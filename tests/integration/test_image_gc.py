@@ -1,0 +1,187 @@
+"""Image gc on a real, small filesystem (a tmpfs): what goes, in which order, what stays."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.imagegc import ImageCollector, ImageGcPolicy, disk_usage
+from agent.runtime.native.cgroups import probe
+from agent.runtime.native.images import ImageStore
+from tests.conftest import SchedulerProcess, wait_for
+from tests.imagebuild import build_busybox_rootfs, check_root_marker, file, write_oci_layout
+from tests.services import AgentProcess, free_port
+
+pytestmark = pytest.mark.root
+
+IMAGE_BYTES = 4 << 20  # random, so the compressed blob is as big as the unpacked layer
+
+
+@pytest.fixture(autouse=True)
+def _root_marker(request: pytest.FixtureRequest) -> None:
+    check_root_marker(request)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ImageStore]:
+    """An image store alone on a 64 MiB tmpfs."""
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(fs)], check=True)
+    try:
+        yield ImageStore(fs / "images")
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=True)
+
+
+def add_image(store: ImageStore, tmp_path: Path, name: str) -> str:
+    """Import a one-layer image of IMAGE_BYTES random bytes as `name`; its digest."""
+    layer = [file("data", os.urandom(IMAGE_BYTES))]
+    layout = write_oci_layout(None, tmp_path / f"oci-{name}", ref=name, extra_layers=[layer])
+    (image,) = store.import_path(layout)
+    return image.digest
+
+
+def digests(store: ImageStore) -> set[str]:
+    return {image.digest for image in store.list()}
+
+
+def test_unused_images_go_least_recently_used_first_down_to_the_low_threshold(
+    store: ImageStore, tmp_path: Path
+) -> None:
+    """Over the high threshold, the images never used go first, then the longest unused,
+    each measured, until the low threshold; the image in use and the one used more
+    recently than the low threshold needs stay, and their blobs and layers with them."""
+    before, capacity = disk_usage(store.root.parent)
+    refs = {n: f"gc.test/{n}:1" for n in "abcd"}
+    made = {n: add_image(store, tmp_path, ref) for n, ref in refs.items()}
+    used, _ = disk_usage(store.root)
+    per_image = (used - before) // 4
+    collector = ImageCollector(store, ImageGcPolicy(high_percent=99, low_percent=98))
+    assert collector.collect([refs["a"], refs["c"]]) is None  # under the threshold: a use
+    # Thresholds that ask for about one and a half images back.
+    low = (used - per_image * 3 // 2) * 100 // capacity
+    collector.policy = ImageGcPolicy(high_percent=low + 1, low_percent=low, minimum_age=0)
+    result = collector.collect([refs["a"]])
+    assert result is not None
+    assert sorted(result.removed) == sorted([refs["b"], refs["d"]])  # never used: first
+    assert digests(store) == {made["a"], made["c"]}
+    assert result.freed >= 2 * 2 * IMAGE_BYTES  # each image's blob and its layer
+    assert collector.bytes_freed == result.freed and collector.images_removed == 2
+    assert result.usage_after <= low < result.usage_percent
+    assert len(list(store.blobs.iterdir())) == 2 * 3  # a and c: manifest, config, layer
+    assert len(list(store.layers.iterdir())) == 2
+    assert collector.failures == 0
+
+
+def test_images_in_use_or_too_new_stay_whatever_the_usage(
+    store: ImageStore, tmp_path: Path
+) -> None:
+    """An image a pod names or a container on disk was started from is never removed,
+    nor one first seen less than the minimum age ago; a pass that cannot get under the
+    high threshold counts as a failure."""
+    named = add_image(store, tmp_path, "gc.test/named:1")
+    started = add_image(store, tmp_path, "gc.test/started:1")
+    spare = add_image(store, tmp_path, "gc.test/spare:1")
+    policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=3600)
+    collector = ImageCollector(store, policy, started_from=lambda: {started})
+    result = collector.collect(["gc.test/named:1"])
+    assert result is not None and result.removed == []
+    assert digests(store) == {named, started, spare}
+    assert collector.failures == 1
+    collector.policy = dataclasses.replace(policy, minimum_age=0)
+    result = collector.collect(["gc.test/named:1"])
+    assert result is not None and result.removed == ["gc.test/spare:1"]
+    assert digests(store) == {named, started}
+    assert collector.failures == 2  # still over 1%: only those in use are left
+
+
+def test_nothing_is_removed_while_a_container_runs_an_image_removed_by_hand(
+    store: ImageStore, tmp_path: Path
+) -> None:
+    """`corral-agent image rm` of an image a container still runs: its layers are no
+    longer recorded, so the pass deletes nothing at all rather than guess, and says why."""
+    running = add_image(store, tmp_path, "gc.test/running:1")
+    spare = add_image(store, tmp_path, "gc.test/spare:1")
+    store.remove("gc.test/running:1")
+    policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=0)
+    collector = ImageCollector(store, policy, started_from=lambda: {running})
+    result = collector.collect([])
+    assert result is not None and result.removed == []
+    assert result.held_by is not None and running in result.held_by
+    assert digests(store) == {spare}
+    assert len(list(store.layers.iterdir())) == 2  # the running image's layer is still there
+
+
+def test_the_agent_collects_what_its_pods_no_longer_use(
+    bare_scheduler: SchedulerProcess, tmp_path: Path
+) -> None:
+    """A real agent, its state on a small tmpfs, restarted with orders to keep it empty
+    (high threshold 1%): from its first pass it keeps busybox, which the pod it adopted
+    runs, and removes the image no pod names; once the pod is gone, busybox goes too.
+    Its metrics count both."""
+    s = bare_scheduler
+    base = tmp_path / "image"
+    layout = write_oci_layout(build_busybox_rootfs(base / "rootfs"), base / "layout")
+    state = tmp_path / "agent"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(state)], check=True)
+    port = free_port()
+    agent = AgentProcess(s, state, "gc-node", {"image_gc_high_threshold_percent": 100})
+    try:
+        store = ImageStore(state / "images")
+        store.import_path(layout)
+        agent.start()
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "sleeper"},
+            "spec": {
+                "nodeName": "gc-node",
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "600"]}],
+            },
+        }
+        assert s.request("POST", "/api/v1/namespaces/default/pods", pod).status == 201
+        path = "/api/v1/namespaces/default/pods/sleeper"
+        wait_for(lambda: s.get(path)["status"]["phase"] == "Running", timeout=30)
+        assert agent.stop() == 0  # the pod keeps running
+        spare = add_image(store, tmp_path, "gc.test/spare:1")
+        agent.config = {
+            "image_gc_high_threshold_percent": 1,
+            "image_gc_low_threshold_percent": 0,
+            "image_minimum_gc_age_seconds": 0,
+            "image_gc_period_seconds": 0.2,
+            "metrics_listen": f"127.0.0.1:{port}",
+        }
+        agent.start()
+        metrics = f"http://127.0.0.1:{port}/metrics"
+        wait_for(lambda: "corral_agent_image_gc_removed_images_total 1.0" in fetch(metrics), 30)
+        assert [i.ref for i in store.list()] == ["docker.io/library/busybox:latest"]
+        assert spare not in digests(store)
+        assert s.get(path)["status"]["phase"] == "Running"
+        s.request("DELETE", path)
+        wait_for(lambda: not store.list(), timeout=30)
+        wait_for(lambda: "corral_agent_image_gc_removed_images_total 2.0" in fetch(metrics), 10)
+        wait_for(lambda: not list(store.layers.iterdir()), timeout=10)
+    finally:
+        # The pod outlives a failed test's agent: an agent tears it down before the mount goes.
+        s.request("DELETE", "/api/v1/namespaces/default/pods/sleeper?gracePeriodSeconds=0")
+        if agent.proc is None or agent.proc.poll() is not None:
+            agent.config = {"image_gc_high_threshold_percent": 100}
+            agent.start()
+        wait_for(lambda: not list((state / "pods").glob("*")), timeout=60)
+        agent.stop()
+        probe(agent.cgroup_parent).remove("")
+        subprocess.run(["umount", "-l", str(state)], check=True)
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
