@@ -116,7 +116,9 @@ async def _run(
             tasks.append(asyncio.create_task(gc, name="image-gc"))
         _LOGGER.info("corral-agent %s running (cgroup v%d)", config.node_name, cgroups.version)
         await stop.wait()
-        _LOGGER.info("shutting down; pods keep running")
+        # `corral up` (stop_pods_on_exit) stops them in supervisor.close below.
+        kept = "stopping its pods" if config.stop_pods_on_exit else "pods keep running"
+        _LOGGER.info("shutting down; %s", kept)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

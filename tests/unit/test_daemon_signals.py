@@ -140,3 +140,53 @@ async def test_agent_stops_while_it_starts(
         fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # let go
     finally:
         os.close(lock)
+
+
+@pytest.mark.parametrize(
+    ("stop_pods", "said"), [(True, "stopping its pods"), (False, "pods keep running")]
+)
+async def test_agent_says_what_becomes_of_its_pods_on_shutdown(
+    sigterm_caught: list[int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    stop_pods: bool,
+    said: str,
+) -> None:
+    """The agent of `corral up` (stop_pods_on_exit) logged "shutting down; pods keep
+    running" and then stopped every pod: its log must say which of the two it does."""
+    import agent.delegation
+    import agent.runtime.native.cgroups
+    import agent.runtime.setup
+    from agent.config import AgentConfig
+    from agent.main import run
+
+    class IdleRuntime:
+        """A runtime with no pods; SIGTERM comes once the agent runs."""
+
+        async def start(self) -> None:
+            asyncio.get_running_loop().call_later(0.3, os.kill, os.getpid(), signal.SIGTERM)
+
+        async def recover(self) -> list[Any]:
+            return []
+
+        async def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(agent.delegation, "pods_parent", lambda parent, delegated: parent)
+    monkeypatch.setattr(
+        agent.runtime.native.cgroups, "probe", lambda parent: SimpleNamespace(version=2)
+    )
+    monkeypatch.setattr(agent.runtime.setup, "build_runtime", lambda *args: IdleRuntime())
+    config = AgentConfig(
+        server="http://127.0.0.1:9",
+        node_name="n",
+        state_dir=str(tmp_path),
+        metrics_listen="",
+        stop_pods_on_exit=stop_pods,
+    )
+    caplog.set_level("INFO", logger="agent")
+    await asyncio.wait_for(run(config, "token"), 10)
+    assert not sigterm_caught
+    shutdown = [r.getMessage() for r in caplog.records if "shutting down" in r.getMessage()]
+    assert shutdown == [f"shutting down; {said}"]
