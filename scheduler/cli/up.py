@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 from scheduler.cli.errors import CommandError
@@ -43,19 +44,43 @@ def _stop(proc: subprocess.Popen[str] | None, timeout: float) -> None:
         proc.wait()
 
 
+UP_MARK = "# written by `corral up`"
+
+
+def _written_by_up(path: Path) -> bool:
+    """The CLI config is one an earlier `corral up` wrote and nobody has changed since:
+    its first line, `server` and `token_file`, nothing else."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not text.startswith(UP_MARK + "\n"):
+        return False
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return False
+    return set(config) == {"server", "token_file"}
+
+
 def _point_cli_at(url: str, token_file: Path) -> str:
-    """Let a plain `corral` reach this cluster: a CLI config naming the admin token file,
-    unless the user already has a config (then say how to use the token instead)."""
+    """Let a plain `corral` reach this cluster: a CLI config naming the admin token file.
+
+    A config an earlier `corral up` wrote (here or in another directory, whose cluster
+    may be gone) is replaced; any other is the user's and left alone (then say how to
+    use the token instead)."""
     path, _ = config_path(os.environ)
-    if path.exists():
+    if path.exists() and not _written_by_up(path):
         return (
             f"the admin token is in {token_file}; your CLI config {path} is left alone: "
             f"export CORRAL_SERVER={url} CORRAL_TOKEN=$(cat {token_file})"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(f'# written by `corral up`\nserver = "{url}"\ntoken_file = "{token_file}"\n')
+        f.write(f'{UP_MARK}\nserver = "{url}"\ntoken_file = "{token_file}"\n')
+    os.replace(tmp, path)
     return f"the CLI is configured in {path} (admin token in {token_file})"
 
 

@@ -1,0 +1,70 @@
+"""`corral up` pointing the CLI at its cluster: the config file it writes or leaves alone."""
+
+from __future__ import annotations
+
+import stat
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from scheduler.cli.up import _point_cli_at
+
+UP_MARK = "# written by `corral up`"  # the first line of the file it writes
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The CLI config path, under a private XDG_CONFIG_HOME."""
+    monkeypatch.delenv("CORRAL_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "corral" / "config.toml"
+
+
+def test_writes_a_config_when_there_is_none(config: Path, tmp_path: Path) -> None:
+    token = tmp_path / "new" / "admin-token"
+    said = _point_cli_at("http://127.0.0.1:7070", token)
+    assert said == f"the CLI is configured in {config} (admin token in {token})"
+    assert tomllib.loads(config.read_text()) == {
+        "server": "http://127.0.0.1:7070",
+        "token_file": str(token),
+    }
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+
+
+def test_replaces_the_config_an_earlier_corral_up_wrote(config: Path, tmp_path: Path) -> None:
+    """A second `corral up` (here, or in another directory whose cluster is gone) said
+    "your CLI config is left alone" of its own file, which still named the old
+    cluster's token: every plain `corral` command then failed (Unauthorized, or a
+    token file that no longer exists). Its own file is now pointed at the new cluster."""
+    old = tmp_path / "old" / "admin-token"
+    _point_cli_at("http://127.0.0.1:7070", old)
+    new = tmp_path / "new" / "admin-token"
+    said = _point_cli_at("http://127.0.0.1:7171", new)
+    assert said == f"the CLI is configured in {config} (admin token in {new})"
+    assert tomllib.loads(config.read_text()) == {
+        "server": "http://127.0.0.1:7171",
+        "token_file": str(new),
+    }
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert [p.name for p in config.parent.iterdir()] == ["config.toml"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'server = "https://prod:7070"\ntoken_file = "/etc/corral/token"\n',  # the user's own
+        f'{UP_MARK}\nserver = "http://127.0.0.1:7070"\ntoken_file = "/t"\nca_file = "/ca"\n',
+        f"{UP_MARK}\nserver = \n",  # edited into something corral up never wrote
+    ],
+)
+def test_leaves_any_other_config_alone(config: Path, tmp_path: Path, text: str) -> None:
+    config.parent.mkdir(parents=True)
+    config.write_text(text)
+    token = tmp_path / "admin-token"
+    said = _point_cli_at("http://127.0.0.1:7070", token)
+    assert said == (
+        f"the admin token is in {token}; your CLI config {config} is left alone: "
+        f"export CORRAL_SERVER=http://127.0.0.1:7070 CORRAL_TOKEN=$(cat {token})"
+    )
+    assert config.read_text() == text
