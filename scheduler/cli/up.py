@@ -20,7 +20,27 @@ from scheduler.cli.errors import CommandError
 from scheduler.cli.settings import config_path
 
 
-def _wait_listening(proc: subprocess.Popen[str], what: str, timeout: float = 30.0) -> str:
+def _last_line(log: Path) -> str | None:
+    """The last line a daemon wrote to its log (why it stopped), if any."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def _failed(what: str, log: Path) -> CommandError:
+    """`corral-scheduler did not start: <its last log line> (log: PATH)`."""
+    reason = _last_line(log)
+    return CommandError(f"{what}: {reason} (log: {log})" if reason else f"{what}; see {log}")
+
+
+def _wait_listening(
+    proc: subprocess.Popen[str], name: str, log: Path, timeout: float = 30.0
+) -> str:
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -30,7 +50,8 @@ def _wait_listening(proc: subprocess.Popen[str], what: str, timeout: float = 30.
         if "listening on" in line:
             return line.strip().rsplit(" ", 1)[-1]
     proc.kill()
-    raise CommandError(f"{what} did not start; see its log")
+    proc.wait()
+    raise _failed(f"{name} did not start", log)
 
 
 def _stop(proc: subprocess.Popen[str] | None, timeout: float) -> None:
@@ -121,7 +142,7 @@ def up(args: argparse.Namespace) -> int:
             text=True,
             start_new_session=True,  # Ctrl-C reaches `corral up` only; it stops the children
         )
-        url = _wait_listening(scheduler, f"corral-scheduler (log: {state / 'scheduler.log'})")
+        url = _wait_listening(scheduler, "corral-scheduler", state / "scheduler.log")
         agent = subprocess.Popen(
             [
                 sys.executable,
@@ -151,7 +172,7 @@ def up(args: argparse.Namespace) -> int:
             for proc, name in ((scheduler, "corral-scheduler"), (agent, "corral-agent")):
                 if proc.poll() is not None:
                     log = state / f"{name.split('-')[1]}.log"
-                    raise CommandError(f"{name} exited with code {proc.returncode}; see {log}")
+                    raise _failed(f"{name} exited with code {proc.returncode}", log)
             time.sleep(0.2)
         print("stopping corral: pods get their grace periods to exit...", flush=True)
         return 0

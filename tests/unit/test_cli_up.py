@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import stat
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from scheduler.cli.main import run
 from scheduler.cli.up import _point_cli_at
 
 UP_MARK = "# written by `corral up`"  # the first line of the file it writes
@@ -68,3 +73,34 @@ def test_leaves_any_other_config_alone(config: Path, tmp_path: Path, text: str) 
         f"export CORRAL_SERVER=http://127.0.0.1:7070 CORRAL_TOKEN=$(cat {token})"
     )
     assert config.read_text() == text
+
+
+@pytest.fixture
+def signals_kept() -> Iterator[None]:
+    """`corral up` takes SIGINT and SIGTERM for itself: give them back after."""
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="corral up needs root")
+def test_a_scheduler_that_cannot_start_is_said_why(
+    tmp_path: Path, config: Path, signals_kept: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`corral up` on a busy port said only "corral-scheduler (log: ...) did not start;
+    see its log": the reason (the address in use, or the state directory held by the
+    `corral up` already running there) is in the log's last line, and is now said."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        state = tmp_path / "state"
+        code = run(["up", "--state-dir", str(state), "--listen", f"127.0.0.1:{port}"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: corral-scheduler did not start: "), err
+    assert "address already in use" in err and f"(log: {state / 'scheduler.log'})" in err
+    assert not config.exists()  # the CLI is not pointed at a cluster that never came up
