@@ -5,7 +5,8 @@
     GET /apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods[/{name}]        (labelSelector)
 
 Usage comes from the agents' heartbeats and is kept in the scheduler's memory
-only (never in the store): a node's CPU and memory, and each running pod's.
+only (never in the store): a node's CPU and memory, and each running pod's (a
+finished pod, Succeeded or Failed, has none, though its node still measures it).
 An agent measures a pod's cgroup as a whole, so each PodMetrics has one entry
 in `containers`, named after the pod's first container, holding the pod's
 total. Pods on nodes that are not connected have no metrics and are left out,
@@ -25,7 +26,7 @@ from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
 from scheduler.api.common import json_response, name_param, namespace_param, plane
 from scheduler.api.errors import BadRequest, NotFoundError
-from scheduler.cluster import NodeState
+from scheduler.cluster import TERMINAL_PHASES, NodeState
 from scheduler.controlplane import ControlPlane
 
 API_VERSION = "metrics.k8s.io/v1beta1"
@@ -61,7 +62,12 @@ def _node_metrics(cp: ControlPlane, state: NodeState) -> dict[str, Any]:
 def _pod_metrics(
     cp: ControlPlane, pod: Pod, paired: dict[str, dict[str, tuple[int, int]]]
 ) -> dict[str, Any] | None:
-    """`paired`: each node's `pod_usage()`, filled as nodes come up (once per request)."""
+    """`paired`: each node's `pod_usage()`, filled as nodes come up (once per request).
+
+    None for a pod that has finished: its node keeps its cgroup (and reports it) until
+    the pod is deleted, but metrics-server, and so `kubectl top`, shows running pods."""
+    if pod.status.phase in TERMINAL_PHASES:
+        return None
     node = pod.spec.node_name or ""
     state = cp.cluster.nodes.get(node)
     if state is None or not state.connected:
