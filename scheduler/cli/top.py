@@ -47,7 +47,12 @@ def top(client: Client, args: argparse.Namespace) -> int:
             out(printers.dump(found, args.output))
             return 0
         if not items:
-            err("error: metrics not available yet (no node is connected)")
+            why = (
+                f"no connected node matches {args.selector}"
+                if args.selector
+                else "no node is connected"
+            )
+            err(f"error: metrics not available yet ({why})")
             return 1
         nodes = {n["metadata"]["name"]: n for n in client.get("/api/v1/nodes").get("items") or []}
         out(tables.top_nodes_table(_sort(items, args.sort_by, _node_usage), nodes))

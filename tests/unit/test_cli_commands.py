@@ -98,6 +98,13 @@ class FakeApi:
             elif method == "POST" and m[2] == "uncordon":
                 node["spec"]["unschedulable"] = False
             return 200, node
+        if path == "/apis/metrics.k8s.io/v1beta1/nodes" and method == "GET":
+            # The fake's nodes have no labels: a selector matches none of them.
+            names = [] if query.get("labelSelector") else list(self.nodes)
+            items = [
+                {"metadata": {"name": n}, "usage": {"cpu": "250m", "memory": "1Gi"}} for n in names
+            ]
+            return 200, {"kind": "NodeMetricsList", "items": items}
         if path == "/api/v1/status":
             return 200, {"nodes": {"Ready": 1}, "pods": {"Running": len(self.pods)}}
         return 404, status(404, "NotFound", "the server could not find the requested resource")
@@ -579,6 +586,20 @@ def test_nodes_cordon_uncordon_drain(api: FakeApi, capsys: pytest.CaptureFixture
     assert run(capsys, "drain", "node-1") == (0, "node/node-1 cordoned\nnode/node-1 drained\n", "")
     code, _, err = run(capsys, "cordon", "ghost")
     assert code == 1 and err == 'Error from server (NotFound): nodes "ghost" not found\n'
+
+
+def test_top_nodes_says_why_it_has_nothing_to_show(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`corral top nodes -l NOMATCH` said "no node is connected" of a cluster whose node
+    was connected: it is the selector that matched none."""
+    code, out, _ = run(capsys, "top", "nodes")
+    assert code == 0 and out.splitlines()[1].split()[:2] == ["node-1", "250m"]
+    expected = "error: metrics not available yet (no connected node matches role=db)\n"
+    assert run(capsys, "top", "nodes", "-l", "role=db") == (1, "", expected)
+    api.nodes.clear()
+    expected = "error: metrics not available yet (no node is connected)\n"
+    assert run(capsys, "top", "nodes") == (1, "", expected)
 
 
 def test_describe_node_asks_for_its_pods(
