@@ -93,10 +93,23 @@ def _events_for(client: Client, kind: str, name: str, namespace: str) -> list[Ob
 
 
 def describe(client: Client, args: argparse.Namespace) -> int:
-    """`corral describe pod|node NAME`."""
+    """`corral describe pod|node NAME`, or `describe TYPE/NAME` as kubectl takes it."""
     from scheduler.cli.describe import describe_node, describe_pod
+    from scheduler.cli.kinds import split_ref
     from scheduler.cli.verbs import dispatch_describe
 
+    ref, name = split_ref(args.resource)
+    if ref is not None and args.name is not None:
+        raise CommandError(
+            f"there is no need to specify a resource type as a separate argument when "
+            f"passing arguments in resource/name form: `describe {args.resource}`"
+        )
+    if ref is not None:
+        args.resource, args.name = ref.plural, name
+    if args.name is None:
+        raise CommandError(
+            f"say what to describe: `describe {args.resource} NAME` or `describe TYPE/NAME`"
+        )
     handled = dispatch_describe(client, args)  # deployments, jobs, namespaces
     if handled is not None:
         return handled

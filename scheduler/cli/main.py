@@ -209,9 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     _selectors(p)
     delete.add_arguments(p)
 
-    p = add("describe", commands.describe, "Show an object in detail, with its events.")
-    p.add_argument("resource", metavar="RESOURCE", help="pod, node, deployment, job, namespace")
-    p.add_argument("name", metavar="NAME")
+    p = add(
+        "describe",
+        commands.describe,
+        "Show an object in detail, with its events.",
+        "examples:\n  corral describe pod web\n  corral describe deploy/web\n"
+        "  corral describe node node-3",
+    )
+    p.add_argument(
+        "resource",
+        metavar="RESOURCE",
+        help="pod, node, deployment, job, namespace; or TYPE/NAME",
+    )
+    p.add_argument("name", metavar="NAME", nargs="?")
     _namespace(p)
 
     for name, help_text in (

@@ -616,6 +616,22 @@ def test_describe_node_asks_for_its_pods(
     assert code == 0 and "Node:" in out and "node-1" in out
 
 
+def test_describe_takes_type_slash_name(
+    api: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`corral describe pod/web`, as kubectl takes it (and as get, delete and logs do),
+    was an argparse usage error (exit 2: "the following arguments are required: NAME")."""
+    run(capsys, "apply", "-f", manifest(tmp_path))
+    code, out, err = run(capsys, "describe", "pod/web")
+    assert (code, err) == (0, "") and out.startswith("Name:") and "node-1" in out
+    code, out, err = run(capsys, "describe", "no/node-1")
+    assert (code, err) == (0, "") and "Non-terminated Pods:  (1 in total)" in out
+    code, out, err = run(capsys, "describe", "pod/web", "web")
+    assert (code, out) == (1, "") and "resource/name form" in err
+    expected = "error: say what to describe: `describe pods NAME` or `describe TYPE/NAME`\n"
+    assert run(capsys, "describe", "pods") == (1, "", expected)
+
+
 def test_status(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     """status renders the summary as text, or passes it through as JSON."""
     code, out, _ = run(capsys, "status")
