@@ -28,7 +28,10 @@ class ConnectionFailed(ClientError):
 
     def __init__(self, server: str, reason: str) -> None:
         hint = "is corral-scheduler running? set --server or CORRAL_SERVER"
-        if "certificate" in reason.lower() or "ssl" in reason.lower():
+        if "wrong version number" in reason.lower():
+            # What OpenSSL makes of a plain-HTTP answer to its hello: no CA helps.
+            hint = f"the server does not speak TLS there: is it {_as_http(server)}?"
+        elif "certificate" in reason.lower() or "ssl" in reason.lower():
             hint = "TLS: set --ca-file or CORRAL_CA_FILE to the cluster's CA (corral certs)"
         super().__init__(f"cannot connect to the corral server at {server}: {reason} ({hint})")
         self.server = server
@@ -114,6 +117,11 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
             f"{newurl}; corral does not follow redirects (the token would go along): set "
             "--server or CORRAL_SERVER to the API's own address"
         )
+
+
+def _as_http(server: str) -> str:
+    """`https://host:7070` -> `http://host:7070`."""
+    return "http://" + server.removeprefix("https://")
 
 
 def _phrase(code: int) -> str:

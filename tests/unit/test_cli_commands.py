@@ -656,6 +656,20 @@ def test_connection_refused_names_the_server(
     assert "refused" in err
 
 
+def test_https_to_a_plain_http_server_says_so(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--server https://...` of a scheduler serving plain HTTP (`corral up`) failed with
+    OpenSSL's "wrong version number" and the hint to set --ca-file, which cannot help."""
+    http = os.environ["CORRAL_SERVER"]
+    https = http.replace("http://", "https://")
+    code, out, err = run(capsys, "--server", https, "get", "pods")
+    assert (code, out) == (1, "") and err.count("\n") == 1
+    assert err.startswith(f"error: cannot connect to the corral server at {https}: "), err
+    assert err.endswith(f"(the server does not speak TLS there: is it {http}?)\n"), err
+    assert "--ca-file" not in err
+
+
 def test_usage_errors(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     """Unknown resources and contradictory flags are refused before any request."""
     assert run(capsys, "get", "widgets")[0] == 1
