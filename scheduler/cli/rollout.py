@@ -309,9 +309,19 @@ def scale(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
 def wait_seconds(value: str) -> float | None:
-    """`--wait-timeout`: seconds, or 0 for no limit."""
-    seconds = float(value.rstrip("s"))
-    if seconds < 0:
-        raise argparse.ArgumentTypeError("must be 0 (no limit) or more")
+    """`--wait-timeout`: seconds (`90`, `90s`), or kubectl's `5m` and `1h`; 0 for no limit."""
+    text = value.strip()
+    unit = _UNITS.get(text[-1:], 0)
+    try:
+        seconds = float(text[:-1] if unit else text) * (unit or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a number of seconds (or of minutes with m, hours with h)"
+        ) from None
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r}: must be 0 (no limit) or more seconds")
     return seconds or None

@@ -18,7 +18,7 @@ from scheduler.cli.client import ApiError
 from scheduler.cli.errors import CommandError
 from scheduler.cli.main import build_parser
 from scheduler.cli.manifests import ManifestProblem
-from scheduler.cli.rollout import Progress, deployment_state, job_state, pod_state
+from scheduler.cli.rollout import Progress, deployment_state, job_state, pod_state, wait_seconds
 from scheduler.cli.verbs import resolve_log_target
 from scheduler.printing import cells
 from tests.unit.test_workload_models import TUTORIAL
@@ -283,3 +283,28 @@ def test_describe_pod_names_its_controller() -> None:
     }
     lines = [" ".join(line.split()) for line in describe_pod(pod, NOW).splitlines()]
     assert "Controlled By: Deployment/web" in lines
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [("90", 90.0), ("90s", 90.0), ("1.5", 1.5), ("5m", 300.0), ("1h", 3600.0), ("0", None)],
+)
+def test_wait_timeout_takes_seconds_and_kubectl_durations(
+    given: str, seconds: float | None
+) -> None:
+    assert wait_seconds(given) == seconds
+
+
+@pytest.mark.parametrize("given", ["soon", "5x", "", "nan", "inf", "-1"])
+def test_wait_timeout_refuses_what_is_no_duration(
+    given: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--wait-timeout 5m` (kubectl's --timeout form) or a typo was argparse's "invalid
+    wait_seconds value" (the name of a function), and `nan` was taken: a wait that never
+    timed out. Each is a usage error that says what a duration is."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["apply", "-f", "-", "--wait", "--wait-timeout", given])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --wait-timeout: " in err and "wait_seconds" not in err, err
+    assert "must be 0 (no limit) or more seconds" in err or "is not a number of seconds" in err
