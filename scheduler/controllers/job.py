@@ -25,7 +25,8 @@ up (propagationPolicy Orphan), the finalizer is removed without counting.
 Failures are the pods counted failed plus, for `restartPolicy: OnFailure`,
 every restart of a container of the pods still there (the pod restarts in place;
 Kubernetes counts those against `backoffLimit` too). Without `completions` (a
-work queue), the Job is Complete once a pod has succeeded and none is active.
+work queue), no pod is started once one has succeeded, those still active are left
+to finish, and the Job is Complete when none is.
 Pods are named `<job>-<5 random>` and labelled `job-name` and `controller-uid`,
 as in Kubernetes. The backoff is seconds, not Kubernetes' ten-second base, in line
 with corral's other timers.
@@ -343,7 +344,9 @@ class JobController(Controller):
             )
             return [], None
         if completions is None:
-            want = 0 if succeeded else parallelism  # a work queue: no new pods after a success
+            # A work queue: no new pod after a success, and those still active are left
+            # to finish their share (Kubernetes' wantActive = active), not stopped.
+            want = len(active) if succeeded else parallelism
         else:
             want = min(parallelism, completions - succeeded)
         requeue: float | None = None

@@ -1027,3 +1027,66 @@ async def test_an_owner_changed_after_its_dependents_were_freed_is_not_deleted_a
     kept = plane.cluster.pods[PODS.key("default", pod.metadata.name)]
     assert kept.metadata.deletion_timestamp is None
     assert owners(kept) == (["uid-web-again"] if change == "recreated" else [])
+
+
+# -- Kubernetes semantics, checked against kube-controller-manager's ---------------------
+
+
+async def finish_pod(plane: Plane, pod: Pod, phase: str) -> None:
+    """The pod's containers ended: Succeeded (exit 0) or Failed (exit 1), as an agent says."""
+    key = PODS.key("default", pod.metadata.name)
+    for _attempt in range(50):
+        kv = await plane.store.get(key)
+        assert kv is not None, key
+        current = decode(kv, Pod)
+        code = 0 if phase == "Succeeded" else 1
+        state = ContainerState(
+            terminated=ContainerStateTerminated(exit_code=code, finished_at=now())
+        )
+        status = PodStatus(
+            phase=phase,
+            conditions=[PodCondition(type="Ready", status="False", last_transition_time=now())],
+            container_statuses=[
+                ContainerStatus(name=c.name, ready=False, state=state)
+                for c in current.spec.containers
+            ],
+        )
+        updated = current.model_copy(update={"status": status})
+        try:
+            await plane.store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
+            return
+        except Conflict:
+            await plane.store.settled(key)
+    raise AssertionError("kept conflicting")
+
+
+def pods_of_job(plane: Plane, name: str) -> list[Pod]:
+    return [p for p in plane.pods() if p.metadata.labels.get("job-name") == name]
+
+
+async def test_a_work_queue_job_lets_its_other_workers_finish_after_a_success(
+    plane: Plane,
+) -> None:
+    """Without `completions`, once one pod has succeeded Kubernetes starts no new pod but
+    leaves those still running to finish their share of the queue (wantActive = active);
+    the Job is Complete once none is active. The workers are not stopped."""
+    made: list[str] = []
+
+    def outcome(pod: Pod) -> str:
+        made.append(pod.metadata.name)
+        return "succeed" if len(made) == 1 else "ready"
+
+    plane.outcome = outcome
+    await plane.put(job("queue", parallelism=3), JOBS)
+    await wait_until(lambda: (j := plane.job("queue")) and j.status.succeeded == 1, within=10)
+    await asyncio.sleep(0.5)
+    workers = [p for p in pods_of_job(plane, "queue") if p.status.phase == "Running"]
+    assert len(workers) == 2 and all(p.metadata.deletion_timestamp is None for p in workers)
+    assert len(pods_of_job(plane, "queue")) == 3  # no new pod after the success
+    queue = plane.job("queue")
+    assert queue is not None and not finished(queue) and queue.status.active == 2
+    for pod in workers:
+        await finish_pod(plane, pod, "Succeeded")
+    done = await wait_until(lambda: (j := plane.job("queue")) and finished(j) and j, within=10)
+    assert [c.type for c in done.status.conditions if c.status == "True"] == ["Complete"]
+    assert (done.status.succeeded, done.status.failed) == (3, 0)
