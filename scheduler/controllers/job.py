@@ -5,7 +5,8 @@ One pass for one Job::
     finished (Complete or Failed)? ──> stop what still runs; delete the Job
                                        ttlSecondsAfterFinished after it finished
     active longer than activeDeadlineSeconds ──> Failed, reason DeadlineExceeded
-    more failures than backoffLimit          ──> Failed, reason BackoffLimitExceeded
+    failed pods > backoffLimit, or (OnFailure)
+    active pods' restarts >= backoffLimit    ──> Failed, reason BackoffLimitExceeded
     `completions` pods Succeeded             ──> Complete (the rest are stopped)
     suspended                                ──> stop what runs (resumed: startTime
                                                  is reset, the deadline counts anew)
@@ -22,9 +23,11 @@ by its finalizer until it has stopped (set Failed: scheduler/podfinal.py) and
 counts as failed. Once the Job has finished, or when it is gone or gives a pod
 up (propagationPolicy Orphan), the finalizer is removed without counting.
 
-Failures are the pods counted failed plus, for `restartPolicy: OnFailure`,
-every restart of a container of the pods still there (the pod restarts in place;
-Kubernetes counts those against `backoffLimit` too). Without `completions` (a
+The Job fails when more pods than `backoffLimit` are counted failed, or, for
+`restartPolicy: OnFailure` (the pod restarts in place), once the containers of its
+Pending or Running pods have restarted `backoffLimit` times between them (more than
+0 for a limit of 0), as Kubernetes decides it: restarts of a pod that went on to
+finish are not counted. Without `completions` (a
 work queue), no pod is started once one has succeeded, those still active are left
 to finish, and the Job is Complete when none is.
 Pods are named `<job>-<5 random>` and labelled `job-name` and `controller-uid`,
@@ -298,8 +301,6 @@ class JobController(Controller):
         parallelism = spec.parallelism if spec.parallelism is not None else 1
         if completions is None and spec.parallelism is None:
             completions = 1
-        if spec.template.spec.restart_policy == "OnFailure":
-            failures += sum(restarts(p) for p in pods)
         elapsed = (stamp - status.start_time).total_seconds() if status.start_time else 0.0
         deadline = spec.active_deadline_seconds
         if deadline is not None and elapsed >= deadline:
@@ -314,7 +315,7 @@ class JobController(Controller):
                 stamp,
             )
             return [], None
-        if failures > spec.backoff_limit:
+        if failures > spec.backoff_limit or restarts_past_limit(job, pods):
             await self._finish(
                 key,
                 job,
@@ -486,6 +487,17 @@ def _record_finished(uncounted: UncountedTerminatedPods, pods: list[Pod]) -> boo
             )
             added = True
     return added
+
+
+def restarts_past_limit(job: Job, pods: list[Pod]) -> bool:
+    """`restartPolicy: OnFailure`: have the containers of its Pending or Running pods
+    restarted backoffLimit times (more than 0 times for a limit of 0)? Kubernetes'
+    pastBackoffLimitOnFailure: the restarts of a pod that has finished no longer count."""
+    if job.spec.template.spec.restart_policy != "OnFailure":
+        return False
+    count = sum(restarts(p) for p in pods if p.status.phase in ("Pending", "Running"))
+    limit = job.spec.backoff_limit
+    return count > 0 if limit == 0 else count >= limit
 
 
 def _suspended(job: Job) -> bool:

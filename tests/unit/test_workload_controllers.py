@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -1034,20 +1035,30 @@ async def test_an_owner_changed_after_its_dependents_were_freed_is_not_deleted_a
 
 async def finish_pod(plane: Plane, pod: Pod, phase: str) -> None:
     """The pod's containers ended: Succeeded (exit 0) or Failed (exit 1), as an agent says."""
+    await report(plane, pod, phase)
+
+
+async def report(plane: Plane, pod: Pod, phase: str, restarts: int = 0) -> None:
+    """The pod's status as an agent reports it: Running (Ready), or ended Succeeded (exit 0)
+    or Failed (exit 1); its containers restarted `restarts` times each."""
     key = PODS.key("default", pod.metadata.name)
     for _attempt in range(50):
         kv = await plane.store.get(key)
         assert kv is not None, key
         current = decode(kv, Pod)
-        code = 0 if phase == "Succeeded" else 1
-        state = ContainerState(
-            terminated=ContainerStateTerminated(exit_code=code, finished_at=now())
-        )
+        running = phase == "Running"
+        state = ContainerState()
+        if not running:
+            code = 0 if phase == "Succeeded" else 1
+            state = ContainerState(
+                terminated=ContainerStateTerminated(exit_code=code, finished_at=now())
+            )
+        ready = "True" if running else "False"
         status = PodStatus(
             phase=phase,
-            conditions=[PodCondition(type="Ready", status="False", last_transition_time=now())],
+            conditions=[PodCondition(type="Ready", status=ready, last_transition_time=now())],
             container_statuses=[
-                ContainerStatus(name=c.name, ready=False, state=state)
+                ContainerStatus(name=c.name, ready=running, state=state, restart_count=restarts)
                 for c in current.spec.containers
             ],
         )
@@ -1090,3 +1101,40 @@ async def test_a_work_queue_job_lets_its_other_workers_finish_after_a_success(
     done = await wait_until(lambda: (j := plane.job("queue")) and finished(j) and j, within=10)
     assert [c.type for c in done.status.conditions if c.status == "True"] == ["Complete"]
     assert (done.status.succeeded, done.status.failed) == (3, 0)
+
+
+def pending_pod(plane: Plane, job_name: str, count: int) -> Pod | None:
+    """The Job's pod not started yet, once it has made `count` pods."""
+    pods = pods_of_job(plane, job_name)
+    if len(pods) != count:
+        return None
+    return next((p for p in pods if p.status.phase == "Pending"), None)
+
+
+async def test_on_failure_restarts_count_against_the_backoff_limit_as_in_kubernetes(
+    plane: Plane,
+) -> None:
+    """restartPolicy OnFailure: Kubernetes fails the Job once the restarts of its active
+    (Pending or Running) pods reach backoffLimit (pastBackoffLimitOnFailure: >=, and > 0
+    for a limit of 0). The restarts of pods that went on to succeed are not counted: a
+    Job whose every pod restarts once before it succeeds completes."""
+    plane.outcome = lambda pod: "stay"
+    await plane.put(job("retrying", "OnFailure", completions=4, backoffLimit=2), JOBS)
+    for n in range(1, 5):
+        pod = await wait_until(functools.partial(pending_pod, plane, "retrying", n), within=10)
+        await report(plane, pod, "Running", restarts=1)
+        await report(plane, pod, "Succeeded", restarts=1)
+    done = await wait_until(lambda: (j := plane.job("retrying")) and finished(j) and j, within=10)
+    assert [c.type for c in done.status.conditions if c.status == "True"] == ["Complete"]
+    assert (done.status.succeeded, done.status.failed) == (4, 0)
+
+    await plane.put(job("crashing", "OnFailure", backoffLimit=2), JOBS)
+    pod = await wait_until(lambda: next(iter(pods_of_job(plane, "crashing")), None), within=10)
+    await report(plane, pod, "Running", restarts=1)
+    await asyncio.sleep(0.3)
+    crashing = plane.job("crashing")
+    assert crashing is not None and not finished(crashing)
+    await report(plane, pod, "Running", restarts=2)
+    failed = await wait_until(lambda: (j := plane.job("crashing")) and finished(j) and j, within=10)
+    reasons = [(c.type, c.reason) for c in failed.status.conditions if c.status == "True"]
+    assert reasons == [("Failed", "BackoffLimitExceeded")]
