@@ -16,13 +16,16 @@ Kubernetes' Deployment adopts orphaned ReplicaSets and their pods: an active pod
 a Deployment made (`pod-template-hash`) whose labels the selector matches, and a
 revision written for a Deployment of the same name whose pods' labels (its
 template's, and its hash) the selector matches (`history_of`). So a Deployment
-created again takes its pods and its history back.
+created again takes its pods and its history back. A pod it controls whose labels
+the selector no longer matches (relabelled out of it) is released, as a ReplicaSet
+releases it: its ownerReference is removed, it runs on, and it is replaced.
 
 One pass (`reconcile`) for one Deployment::
 
     adopt orphans its selector matches, pods and revisions (then look again)
         │
-    record the template's revision ──> delete finished pods (they are replaced)
+    record the template's revision ──> release pods it no longer matches,
+        │                              delete finished pods (they are replaced)
         │
         ├─ Recreate:      delete every old pod; create new ones only once none is left
         └─ RollingUpdate: create new pods while   total < replicas + maxSurge
@@ -62,6 +65,7 @@ from common.models import (
 from scheduler.context import Context
 from scheduler.controllers.base import Controller
 from scheduler.controllers.cache import ObjectCache, OrphanIndex, OwnerIndex, controller_ref
+from scheduler.controllers.gc import release
 from scheduler.controllers.podcontrol import (
     BURST,
     HASH_LABEL,
@@ -145,6 +149,7 @@ class Picture:
     old: list[Pod] = field(default_factory=list)
     terminating_old: list[Pod] = field(default_factory=list)
     finished: list[Pod] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)  # keys: its selector no longer matches
     available: set[str] = field(default_factory=set)  # uids
     next_check: float | None = None  # seconds until a pod becomes available
 
@@ -197,6 +202,7 @@ class DeploymentController(Controller):
         if revision is None:
             return 0.2  # a revision of that name is still being cleaned up
         picture = self._picture(d, hash_)
+        await self._release(d, picture.released)
         await asyncio.gather(
             *(delete_pod(self.store, self.cluster, pod_store_key(p)) for p in picture.finished)
         )
@@ -248,6 +254,22 @@ class DeploymentController(Controller):
             )
         return bool(pods or revisions)
 
+    async def _release(self, d: Deployment, keys: list[str]) -> None:
+        """Free the pods it controls that its selector no longer matches (relabelled out of
+        it), as a ReplicaSet releases them: they keep running, owned by no one, and are
+        replaced."""
+        if not keys:
+            return
+        uid = d.metadata.uid or ""
+        await asyncio.gather(*(release(self.store, k, uid) for k in keys))
+        for key in keys:
+            pod = self.cluster.pods.get(key)
+            self.forget_pod(pod.metadata.uid if pod is not None else None)
+        names = ", ".join(k.rsplit("/", 1)[1] for k in keys)
+        self.events.record(
+            _ref(d), "Released", f"Released pods its selector no longer matches: {names}"
+        )
+
     async def _claim(
         self, key: str, obj: Pod | ControllerRevision, expect: int, owner: OwnerReference
     ) -> KV | None:
@@ -272,6 +294,9 @@ class DeploymentController(Controller):
             ref = controller_ref(pod.metadata.owner_references)
             if ref is None or ref.uid != d.metadata.uid:
                 continue  # it names the Deployment, but is not controlled by it: not its own
+            if not d.spec.selector.matches(pod.metadata.labels):
+                picture.released.append(pod_key)  # relabelled out of it: no longer its own
+                continue
             current = pod.metadata.labels.get(HASH_LABEL) == hash_
             if pod.metadata.deletion_timestamp is not None:
                 if not current:

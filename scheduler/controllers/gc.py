@@ -142,10 +142,10 @@ class GarbageCollector(Controller):
 
 async def release(store: Store, key: str, owner_uid: str) -> bool:
     """Free the pod or ControllerRevision at `key` of its ownerReference to `owner_uid`
-    (propagationPolicy Orphan): it stays, owned by no one (a Deployment whose selector
-    matches it may adopt it). Guarded; looked at again after a concurrent write, up to
-    five times. True once it no longer names the owner (or is gone); False if it still
-    does."""
+    (propagationPolicy Orphan; a pod relabelled out of its Deployment's selector): it
+    stays, owned by no one (a Deployment whose selector matches it may adopt it).
+    Guarded; looked at again after a concurrent write, up to five times. True once it
+    no longer names the owner (or is gone); False if it still does."""
     model: type[Pod] | type[ControllerRevision] = (
         Pod if key.startswith(PODS.prefix) else ControllerRevision
     )

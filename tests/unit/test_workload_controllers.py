@@ -1138,3 +1138,49 @@ async def test_on_failure_restarts_count_against_the_backoff_limit_as_in_kuberne
     failed = await wait_until(lambda: (j := plane.job("crashing")) and finished(j) and j, within=10)
     reasons = [(c.type, c.reason) for c in failed.status.conditions if c.status == "True"]
     assert reasons == [("Failed", "BackoffLimitExceeded")]
+
+
+async def relabel(plane: Plane, pod: Pod, labels: dict[str, str]) -> None:
+    """`kubectl label pod --overwrite`: the pod's labels become `labels`."""
+    key = PODS.key("default", pod.metadata.name)
+    for _attempt in range(50):
+        kv = await plane.store.get(key)
+        assert kv is not None, key
+        updated = mutable_copy(decode(kv, Pod))
+        updated.metadata.labels = labels
+        try:
+            await plane.store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
+            return
+        except Conflict:
+            await plane.store.settled(key)
+    raise AssertionError("kept conflicting")
+
+
+async def test_a_pod_relabelled_out_of_the_selector_is_released_and_replaced(
+    plane: Plane,
+) -> None:
+    """A pod of a Deployment whose labels its selector no longer matches (taken out for
+    debugging, `kubectl label pod P app=debug --overwrite`) is released, as a ReplicaSet
+    releases it: its ownerReference removed, it keeps running, owned by no one, and a
+    replacement is made; deleting the Deployment leaves it."""
+    await plane.put(deployment(replicas=2))
+    d = await available(plane, "web", 2)
+    taken = plane.pods()[0]
+    await relabel(plane, taken, {**taken.metadata.labels, "app": "debug"})
+    await wait_until(
+        lambda: (
+            (p := plane.cluster.pods.get(PODS.key("default", taken.metadata.name)))
+            and not p.metadata.owner_references
+        ),
+        within=10,
+    )
+    await wait_until(
+        lambda: len([p for p in active(plane.pods()) if owners(p) == [d.metadata.uid]]) == 2,
+        within=10,
+    )
+    d = await available(plane, "web", 2)
+    assert d.status.replicas == 2 and len(active(plane.pods())) == 3
+    await plane.store.delete(DEPLOYMENTS.key("default", "web"))
+    await wait_until(lambda: [p.metadata.name for p in plane.pods()] == [taken.metadata.name])
+    await asyncio.sleep(0.3)
+    assert [p.metadata.name for p in active(plane.pods())] == [taken.metadata.name]
