@@ -192,6 +192,10 @@ class OwnerIndex:
     def of(self, uid: str | None) -> set[str]:
         return self.dependents.get(uid or "", set())
 
+    def owners_of(self, key: str) -> tuple[str, ...]:
+        """The uids of every owner the dependent at `key` names."""
+        return self._owners.get(key, ())
+
     def kind_of(self, uid: str) -> str | None:
         return self._kinds.get(uid)
 

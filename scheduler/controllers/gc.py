@@ -3,10 +3,13 @@
 Deleting an owner removes only the owner (Kubernetes' background propagation);
 this controller then deletes every object whose ownerReferences name an owner
 uid that no longer exists: pods (gracefully, through their agents) and
-ControllerRevisions. Its keys are owner uids. It is told of an owner's
-deletion by the owner caches, of a dependent that names a missing owner by the
-dependents' listeners, and it looks at every owner uid it knows on a periodic
-resync, so an owner deleted while the scheduler was down is collected too.
+ControllerRevisions. One that names another live owner too (one that exists and
+is not being deleted in the foreground: Kubernetes' solid owner) is not deleted
+but freed of the reference to the gone one, as Kubernetes' collector does. Its
+keys are owner uids. It is told of an owner's deletion by the owner caches, of a
+dependent that names a missing owner by the dependents' listeners, and it looks at
+every owner uid it knows on a periodic resync, so an owner deleted while the
+scheduler was down is collected too.
 
 Only owners of a kind corral runs controllers for (Deployment, Job) are
 checked; an ownerReference to any other kind is kept and ignored.
@@ -87,6 +90,13 @@ class GarbageCollector(Controller):
                 return RETRY_SECONDS  # written under every try: the owner waits for it
             await self._remove_owner(going[0], uid, "Orphan")
             return None
+        # One that another live owner still holds is not deleted, only freed of this one.
+        shared = [k for k in keys if self._held_elsewhere(k, uid)]
+        if shared:
+            freed = await asyncio.gather(*(release(self.store, k, uid) for k in shared))
+            if not all(freed):
+                return RETRY_SECONDS  # never deleted for want of being freed
+            keys = [k for k in keys if k not in shared]
         if not keys:
             self._announced.discard(uid)
             if going is not None:
@@ -114,6 +124,19 @@ class GarbageCollector(Controller):
             return None
         # Pods stopping gracefully are still listed until their agents confirm.
         return RETRY_SECONDS
+
+    def _held_elsewhere(self, key: str, uid: str) -> bool:
+        """Does the dependent at `key` name a live owner besides `uid`: one of a kind corral
+        runs that exists and is not being deleted in the foreground (Kubernetes' solid
+        owner)? References to other kinds are ignored here as everywhere."""
+        for index in self.indexes:
+            for other in index.owners_of(key):
+                if other == uid or index.kind_of(other) not in OWNER_KINDS:
+                    continue
+                going = self.owner_going(other)
+                if self.owner_exists(other) and (going is None or going[1] != "Foreground"):
+                    return True
+        return False
 
     def _blocks(self, key: str, uid: str) -> bool:
         """Does the pod at `key` hold the deletion of its owner `uid`? (Revisions are

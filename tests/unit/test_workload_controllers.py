@@ -44,7 +44,7 @@ from scheduler.controllers import job as job_controller
 from scheduler.controllers.deployment import REVISION_ANNOTATION, surge_and_unavailable
 from scheduler.controllers.manager import Workloads
 from scheduler.controllers.namespace import ensure_namespaces, new_namespace
-from scheduler.controllers.podcontrol import HASH_LABEL, is_ready
+from scheduler.controllers.podcontrol import HASH_LABEL, is_ready, pod_store_key
 from scheduler.events import EventRecorder
 from scheduler.kinds import DEPLOYMENTS, JOBS, NAMESPACES, PODS, REVISIONS
 from scheduler.metrics import SchedulerMetrics
@@ -1184,3 +1184,60 @@ async def test_a_pod_relabelled_out_of_the_selector_is_released_and_replaced(
     await wait_until(lambda: [p.metadata.name for p in plane.pods()] == [taken.metadata.name])
     await asyncio.sleep(0.3)
     assert [p.metadata.name for p in active(plane.pods())] == [taken.metadata.name]
+
+
+async def name_as_owner(plane: Plane, pod: Pod, owner: Deployment) -> None:
+    """Add `owner` to the pod's ownerReferences (not as its controller)."""
+    key = PODS.key("default", pod.metadata.name)
+    ref = OwnerReference(
+        api_version="apps/v1",
+        kind="Deployment",
+        name=owner.metadata.name,
+        uid=owner.metadata.uid or "",
+        block_owner_deletion=True,
+    )
+    for _attempt in range(50):
+        kv = await plane.store.get(key)
+        assert kv is not None, key
+        updated = mutable_copy(decode(kv, Pod))
+        updated.metadata.owner_references = [*(updated.metadata.owner_references or ()), ref]
+        try:
+            await plane.store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
+            return
+        except Conflict:
+            await plane.store.settled(key)
+    raise AssertionError("kept conflicting")
+
+
+async def test_a_dependent_with_another_live_owner_is_freed_not_collected(
+    plane: Plane,
+) -> None:
+    """Kubernetes' garbage collector deletes a dependent only once none of its owners is
+    left: one that still has a live owner (not itself being deleted in the foreground)
+    is freed of the deleted owner's reference instead, in a Background delete as in a
+    Foreground one (whose owner then goes)."""
+    plane.outcome = lambda pod: "stay"
+    await plane.put(job("batch", parallelism=2, completions=2), JOBS)
+    pods = await wait_until(lambda: len(p := pods_of_job(plane, "batch")) == 2 and p, within=10)
+    await plane.put(deployment("web", replicas=0))
+    await plane.put(deployment("api", replicas=0))
+    web, api = await available(plane, "web", 0), await available(plane, "api", 0)
+    await name_as_owner(plane, pods[0], web)
+    await name_as_owner(plane, pods[1], api)
+    await wait_until(
+        lambda: all(len(owners(plane.cluster.pods[pod_store_key(p)])) == 2 for p in pods),
+        within=10,
+    )
+    await plane.store.delete(DEPLOYMENTS.key("default", "web"))
+    await mark_for_deletion(plane, "api", FOREGROUND_DELETION)
+    await wait_until(lambda: plane.deployment("api") is None, within=10)
+    await wait_until(
+        lambda: all(owners(plane.cluster.pods[pod_store_key(p)]) == ["uid-batch"] for p in pods),
+        within=10,
+    )
+    await asyncio.sleep(0.3)
+    assert sorted(p.metadata.name for p in active(plane.pods())) == sorted(
+        p.metadata.name for p in pods
+    )
+    batch = plane.job("batch")
+    assert batch is not None and batch.status.failed == 0 and batch.status.active == 2
