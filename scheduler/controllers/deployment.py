@@ -38,7 +38,8 @@ A pod is *available* once its Ready condition has been True for
 `minReadySeconds`. Progress (more updated, ready or available pods, fewer old
 ones) refreshes the Progressing condition; none for `progressDeadlineSeconds`
 turns it False with reason ProgressDeadlineExceeded. A paused Deployment's
-pods are left alone.
+pods are left alone, and a template it was given while paused is recorded as a
+revision only once it is resumed (as Kubernetes makes its ReplicaSet only then).
 """
 
 from __future__ import annotations
@@ -452,6 +453,11 @@ class DeploymentController(Controller):
         rkey = REVISIONS.key(namespace, name)
         if current is not None and current.revision == top:
             return top
+        if d.spec.paused:
+            # No rollout while paused, so no revision for its template yet: it is recorded
+            # on resume (Kubernetes makes no ReplicaSet for it until then), and several
+            # edits made while paused become one revision.
+            return top
         if current is not None:
             # Back to an earlier template (`rollout undo`): it becomes the newest revision.
             updated = current.model_copy(update={"revision": top + 1})
@@ -569,13 +575,12 @@ class DeploymentController(Controller):
             ),
         )
         requeue = self._progress(d, status, old_status, hash_, revision, changed, stamp)
-        annotations = d.metadata.annotations
-        want_revision = str(revision)
-        if status == old_status and annotations.get(REVISION_ANNOTATION) == want_revision:
+        annotations = dict(d.metadata.annotations)
+        if revision:  # none yet for a Deployment created paused
+            annotations[REVISION_ANNOTATION] = str(revision)
+        if status == old_status and annotations == d.metadata.annotations:
             return requeue
-        meta = d.metadata.model_copy(
-            update={"annotations": {**annotations, REVISION_ANNOTATION: want_revision}}
-        )
+        meta = d.metadata.model_copy(update={"annotations": annotations})
         updated = d.model_copy(update={"metadata": meta, "status": status})
         written = await self.store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
         self.wrote(key, [written])

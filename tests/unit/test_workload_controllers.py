@@ -1241,3 +1241,37 @@ async def test_a_dependent_with_another_live_owner_is_freed_not_collected(
     )
     batch = plane.job("batch")
     assert batch is not None and batch.status.failed == 0 and batch.status.active == 2
+
+
+def observed(plane: Plane, name: str, generation: int) -> Deployment | None:
+    """The Deployment once its controller has seen `generation` of it."""
+    d = plane.deployment(name)
+    return d if d is not None and d.status.observed_generation == generation else None
+
+
+async def test_a_paused_deployment_records_no_revision_until_it_is_resumed(
+    plane: Plane,
+) -> None:
+    """Edits of a paused Deployment's template start no rollout, so, as in Kubernetes
+    (which makes no ReplicaSet for them until the resume), they record no revision:
+    `rollout history` and the revision annotation stay as they were, and several edits
+    made while paused become one revision when it is resumed."""
+    await plane.put(deployment(replicas=2))
+    await available(plane, "web", 2)
+    await plane.put(deployment(replicas=2, paused=True))
+    for generation, image in ((3, "nginx:2"), (4, "nginx:3")):
+        await plane.put(deployment(replicas=2, image=image, paused=True))
+        await wait_until(functools.partial(observed, plane, "web", generation), within=10)
+    await asyncio.sleep(0.3)
+    paused = plane.deployment("web")
+    assert paused is not None and paused.metadata.annotations[REVISION_ANNOTATION] == "1"
+    assert [r.revision for r in revisions_of(plane, "uid-web")] == [1]
+    await plane.put(deployment(replicas=2, image="nginx:3"))
+    d = await available(plane, "web", 2, generation=5)
+    await wait_until(lambda: len(plane.pods()) == 2, within=10)
+    assert d.metadata.annotations[REVISION_ANNOTATION] == "2"
+    images = {
+        r.revision: r.data["spec"]["template"]["spec"]["containers"][0]["image"]
+        for r in revisions_of(plane, "uid-web")
+    }
+    assert images == {1: "nginx:1", 2: "nginx:3"}
