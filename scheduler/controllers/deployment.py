@@ -555,7 +555,9 @@ class DeploymentController(Controller):
             updated_replicas=len(picture.new),
             ready_replicas=ready,
             available_replicas=available,
-            unavailable_replicas=max(desired - available, 0),
+            # Kubernetes' total (what its ReplicaSets want: replicas, more in a surge)
+            # less the available.
+            unavailable_replicas=max(max(desired, len(active)) - available, 0),
             conditions=list(old_status.conditions),
             collision_count=old_status.collision_count,
         )

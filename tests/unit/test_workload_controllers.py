@@ -1275,3 +1275,27 @@ async def test_a_paused_deployment_records_no_revision_until_it_is_resumed(
         for r in revisions_of(plane, "uid-web")
     }
     assert images == {1: "nginx:1", 2: "nginx:3"}
+
+
+async def test_unavailable_replicas_count_the_surge_as_kubernetes_does(plane: Plane) -> None:
+    """status.unavailableReplicas is Kubernetes' total replicas (the pods its ReplicaSets
+    want: at least spec.replicas, more while it surges) less the available ones: in a
+    stuck rollout of 10 with maxSurge 3 and maxUnavailable 2 (5 new pods never ready, 8
+    old ones left, as Kubernetes leaves it) it is 13 - 8 = 5, not 10 - 8, as `kubectl
+    describe` shows it ("13 total | 8 available | 5 unavailable")."""
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}}
+    await plane.put(deployment(replicas=10, strategy=strategy))
+    await available(plane, "web", 10)
+    plane.outcome = lambda pod: "stay"
+    await plane.put(deployment(replicas=10, image="nginx:2", strategy=strategy))
+    d = await wait_until(
+        lambda: (
+            (d := plane.deployment("web"))
+            and d.status.observed_generation == 2
+            and (d.status.replicas, d.status.updated_replicas) == (13, 5)
+            and d.status.available_replicas == 8
+            and d
+        ),
+        within=10,
+    )
+    assert d.status.unavailable_replicas == 5
