@@ -161,10 +161,12 @@ class ImageCollector:
         return digests
 
 
-def image_collector(config: AgentConfig, runtime: RuntimeRouter) -> ImageCollector:
-    """The collector of the native runtime's store, by the agent's options."""
-    native = runtime.runtimes["native"]
-    assert isinstance(native, NativeRuntime)
+def image_collector(config: AgentConfig, runtime: object) -> ImageCollector | None:
+    """The collector of the native runtime's store, by the agent's options; None for a
+    runtime without one."""
+    native = runtime.runtimes.get("native") if isinstance(runtime, RuntimeRouter) else None
+    if not isinstance(native, NativeRuntime):
+        return None
     policy = ImageGcPolicy(
         high_percent=config.image_gc_high_threshold_percent,
         low_percent=config.image_gc_low_threshold_percent,

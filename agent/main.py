@@ -109,8 +109,9 @@ async def _run(
         await service.start()
         tasks.append(asyncio.create_task(_trim_after_start(link), name="trim-memory"))
         collector = image_collector(config, runtime)
-        service.metrics.registry.register(ImageGcMetrics(collector))
-        if collector.policy.enabled:
+        if collector is not None:
+            service.metrics.registry.register(ImageGcMetrics(collector))
+        if collector is not None and collector.policy.enabled:
             pods = supervisor.workers.values()
             gc = run_image_gc(collector, lambda: pod_images(w.pod for w in pods))
             tasks.append(asyncio.create_task(gc, name="image-gc"))
