@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -50,6 +50,7 @@ from scheduler.api.patch import patched, read_patch
 from scheduler.api.watch import serve_watch, wants_watch, watchable
 from scheduler.hub import LogsUnavailable
 from scheduler.kinds import PODS as PODS_KIND
+from scheduler.logfilter import LogFilter
 from scheduler.objects import (
     PODS,
     decode,
@@ -372,8 +373,31 @@ def _bool_param(request: web.Request, name: str) -> bool:
     return raw in ("true", "1")
 
 
+def _log_since(request: web.Request) -> datetime | None:
+    """The start of a log read: `sinceSeconds` ago or `sinceTime` (RFC 3339), not both."""
+    seconds = int_param(request, "sinceSeconds", minimum=1)
+    raw = request.query.get("sinceTime", "")
+    if seconds is not None and raw:
+        raise BadRequest("at most one of sinceTime or sinceSeconds may be specified")
+    if seconds is not None:
+        try:
+            return datetime.now(UTC) - timedelta(seconds=seconds)
+        except OverflowError:
+            return datetime.min.replace(tzinfo=UTC)  # before any log
+    if not raw:
+        return None
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise BadRequest(f"query parameter sinceTime: {raw!r} is not an RFC 3339 time")
+    return when
+
+
 async def pod_log(request: web.Request) -> web.StreamResponse:
-    """A container's log, streamed from its node (`?container=&follow=&tailLines=&timestamps=`)."""
+    """A container's log, streamed from its node (`?container=&follow=&tailLines=&timestamps=
+    &previous=&sinceSeconds=&sinceTime=&limitBytes=`)."""
     namespace, name = namespace_param(request), name_param(request)
     cp = plane(request)
     kv = await cp.store.get(pod_key(namespace, name))
@@ -388,6 +412,9 @@ async def pod_log(request: web.Request) -> web.StreamResponse:
         )
     if container not in names:
         raise BadRequest(f"container {container} is not valid for pod {name}")
+    since = _log_since(request)
+    timestamps = _bool_param(request, "timestamps")
+    shown = LogFilter(since, timestamps, int_param(request, "limitBytes", minimum=1))
     if pod.spec.node_name is None:
         raise BadRequest(f'pod "{name}" is not bound to a node yet; no logs')
     stream = cp.hub.stream_logs(
@@ -396,7 +423,7 @@ async def pod_log(request: web.Request) -> web.StreamResponse:
         container,
         tail_lines=int_param(request, "tailLines"),
         follow=_bool_param(request, "follow"),
-        timestamps=_bool_param(request, "timestamps"),
+        timestamps=timestamps or since is not None,  # `since` is read off the stamps
         previous=_bool_param(request, "previous"),
     )
     iterator = aiter(stream)
@@ -409,13 +436,14 @@ async def pod_log(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     try:
         if first is not None:
-            await response.write(first.encode())
-            async for data in iterator:
-                await response.write(data.encode())
+            await response.write(shown.feed(first))
+            while not shown.done and (data := await anext(iterator, None)) is not None:
+                await response.write(shown.feed(data))
+            await response.write(shown.flush())
     except LogsUnavailable as exc:
         await response.write(f"\n[corral: log stream ended: {exc}]\n".encode())
     finally:
-        await stream.aclose()
+        await stream.aclose()  # also what ends a followed log at `limitBytes`
     await response.write_eof()
     return response
 

@@ -64,6 +64,39 @@ def test_a_hollow_pod_has_a_log(scheduler: SchedulerProcess) -> None:
     assert previous.status == 400 and "previous terminated" in previous.json()["message"]
 
 
+def test_a_log_read_since_a_time_and_cut_at_a_size(scheduler: SchedulerProcess) -> None:
+    """`kubectl logs --since=1h`, `--since-time=...` and `--limit-bytes=N` (the kubelet's
+    sinceSeconds, sinceTime and limitBytes): lines older than the start are left out (the
+    hollow line is stamped with its container's start), a log stops at N bytes."""
+    assert scheduler.request("POST", "/api/v1/namespaces/default/pods", pod("web")).status == 201
+    wait_for(lambda: get_pod(scheduler, "web")["status"]["phase"] == "Running")
+    path = "/api/v1/namespaces/default/pods/web/log"
+    line = b"hollow pod web: main started\n"
+    for query, body in (
+        ("sinceSeconds=3600", line),
+        ("sinceTime=2000-01-01T00:00:00Z", line),
+        ("sinceTime=2999-01-01T00:00:00Z", b""),
+        ("sinceTime=2999-01-01T00:00:00Z&follow=true", b""),
+        ("limitBytes=6", b"hollow"),
+        ("limitBytes=6&follow=true", b"hollow"),
+        ("sinceSeconds=3600&limitBytes=10", b"hollow pod"),
+    ):
+        got = scheduler.request("GET", f"{path}?{query}")
+        assert (got.status, got.body) == (200, body), (query, got.body)
+    stamped = scheduler.request("GET", path + "?sinceSeconds=3600&timestamps=true").body
+    assert stamped.endswith(b"Z " + line) and stamped[:4].isdigit(), stamped
+    wait_for(lambda: scheduler.request("GET", path + "?sinceSeconds=1").body == b"", timeout=5)
+    for query in (
+        "sinceSeconds=0",
+        "limitBytes=0",
+        "sinceTime=yesterday",
+        "sinceTime=2000-01-01T00:00:00",  # no offset
+        "sinceSeconds=5&sinceTime=2000-01-01T00:00:00Z",
+    ):
+        refused = scheduler.request("GET", f"{path}?{query}")
+        assert refused.status == 400, (query, refused.body)
+
+
 def test_yaml_body_and_list_shape(scheduler: SchedulerProcess) -> None:
     """YAML bodies are accepted; lists are PodList with items and a resourceVersion."""
     manifest = (

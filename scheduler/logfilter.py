@@ -1,0 +1,74 @@
+"""`sinceSeconds`/`sinceTime` and `limitBytes` of a pod's log, applied by the scheduler to
+what the agent sends (the link's `logs` request carries neither).
+
+For a start time the agent is asked for timestamps, every record's (`<RFC 3339> text`):
+lines before the start are left out, as the kubelet leaves them out, and the stamp is
+taken off again unless the client asked for it too. The kubelet applies `tailLines` before
+the start time, as the agent here (the last N lines, then those not older than the start).
+A record the runtime split (a line longer than its buffer) is one line here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+def stamp_of(line: str) -> datetime | None:
+    """The time a timestamped line starts with; None if it starts with none."""
+    stamp, space, _ = line.partition(" ")
+    if not space:
+        return None
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+class LogFilter:
+    """What of a log stream is written: `feed` each piece as it comes, `flush` at the end."""
+
+    def __init__(self, since: datetime | None, timestamps: bool, limit: int | None) -> None:
+        self._since = since
+        self._timestamps = timestamps
+        self._remaining = limit
+        self._pending = ""  # the start of a line whose end has not come yet
+        self._started = since is None  # a line not older than `since` has been seen
+
+    @property
+    def done(self) -> bool:
+        """Whether `limitBytes` have been written: nothing more will be."""
+        return self._remaining == 0
+
+    def feed(self, data: str) -> bytes:
+        if self._since is None:
+            return self._limited(data)
+        lines = (self._pending + data).split("\n")
+        self._pending = lines.pop()
+        since = self._since
+        return self._limited("".join(self._line(line + "\n", since) for line in lines))
+
+    def flush(self) -> bytes:
+        """The last line, if the log does not end with a newline."""
+        pending, self._pending = self._pending, ""
+        if not pending or self._since is None:
+            return b""
+        return self._limited(self._line(pending, self._since))
+
+    def _line(self, line: str, since: datetime) -> str:
+        stamp = stamp_of(line)
+        if not self._started:
+            if stamp is None or stamp < since:
+                return ""
+            self._started = True  # a log is in time order: every later line is kept
+        if self._timestamps or stamp is None:
+            return line
+        return line.partition(" ")[2]
+
+    def _limited(self, text: str) -> bytes:
+        data = text.encode()
+        if self._remaining is None:
+            return data
+        data = data[: self._remaining]
+        self._remaining -= len(data)
+        return data
