@@ -16,7 +16,13 @@ backed by the store's own watch, so nothing is polled and nothing is missed:
 - `timeoutSeconds` ends the stream after that long (0, as unset: never); a consumer that falls too
   far behind gets an ERROR event (a Status, 410 Expired) and the end;
 - asked for Tables (`kubectl get -w`), each event's object is a Table of one row
-  (scheduler/api/tables.py); an ERROR's Status stays as it is.
+  (scheduler/api/tables.py); an ERROR's Status stays as it is;
+- `sendInitialEvents` (a watch-list, client-go's WatchListClient; it takes
+  `resourceVersionMatch=NotOlderThan`, as kube-apiserver): `true` sends the ADDED events
+  of the listing whatever `resourceVersion` says (one not newer than the store's), then,
+  with `allowWatchBookmarks`, a BOOKMARK annotated `k8s.io/initial-events-end` at the
+  listing's revision, which is what the client waits for before it takes the list as
+  whole; `false` sends no listing, only the changes (after `resourceVersion`, or from now).
 
 Streams end when the scheduler shuts down (`setup` registers that).
 """
@@ -34,8 +40,9 @@ from aiohttp import web
 
 from common.models import Status
 from scheduler.api.common import int_param, parse_revision, plane
-from scheduler.api.errors import BadRequest, Gone
+from scheduler.api.errors import BadRequest, Gone, Invalid
 from scheduler.api.tables import TABLE, watch_objects
+from scheduler.kinds import ALL
 from scheduler.objects import with_resource_version
 from scheduler.store import KV, Compacted, Store
 
@@ -91,6 +98,34 @@ def _line(kind: str, obj: bytes) -> bytes:
     return b'{"type":"%s","object":%s}\n' % (kind.encode(), obj)
 
 
+def _bookmark_line(prefix: str, revision: int) -> bytes:
+    """The BOOKMARK that ends a watch-list's initial events: an object of the watched kind
+    with only its resourceVersion and kube-apiserver's annotation."""
+    kind = next(k for k in ALL if prefix.startswith(k.prefix))
+    meta = {
+        "resourceVersion": str(revision),
+        "annotations": {"k8s.io/initial-events-end": "true"},
+    }
+    obj = {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": meta}
+    return _line("BOOKMARK", json.dumps(obj, separators=(",", ":")).encode())
+
+
+def _send_initial_events(request: web.Request) -> bool | None:
+    """`?sendInitialEvents=` (None: unset); it needs `resourceVersionMatch=NotOlderThan`
+    (422 otherwise, kube-apiserver's answer)."""
+    raw = request.query.get("sendInitialEvents", "").lower()
+    if not raw:
+        return None
+    if raw not in ("true", "false", "1", "0"):
+        raise BadRequest(f"query parameter sendInitialEvents: {raw!r} is not true or false")
+    if request.query.get("resourceVersionMatch") != "NotOlderThan":
+        raise Invalid(
+            "resourceVersionMatch: Forbidden: sendInitialEvents requires setting "
+            "resourceVersionMatch to NotOlderThan"
+        )
+    return raw in ("true", "1")
+
+
 def _error_line(message: str) -> bytes:
     status = Status(code=410, reason="Expired", message=message)
     return json.dumps({"type": "ERROR", "object": status.to_dict()}).encode() + b"\n"
@@ -131,23 +166,26 @@ async def serve_watch(request: web.Request, prefix: str, keep: Keep | None) -> w
     store = plane(request).store
     raw = request.query.get("resourceVersion", "")
     timeout = int_param(request, "timeoutSeconds")
+    send_initial = _send_initial_events(request)
+    bookmarks = request.query.get("allowWatchBookmarks", "").lower() in ("true", "1")
     initial: list[KV] = []
-    if raw in ("", "0"):
+    wanted = None if raw in ("", "0") else parse_revision(raw)
+    if wanted is None and raw not in ("", "0"):
+        raise BadRequest(f"query parameter resourceVersion: {raw!r} is not a revision")
+    if wanted is not None and wanted > store.revision:
+        # No revision past the store's was ever handed out: one from another store (the
+        # state directory made anew) would have this watch skip every change up to it.
+        raise Gone(
+            f"too large resource version: {wanted}, current: {store.revision}; "
+            "list again and watch from the list's resourceVersion"
+        )
+    if send_initial or (wanted is None and send_initial is None):
         # The listing and the watch are taken without yielding to the loop in between,
         # so no change can fall between them.
         kvs, start = await store.list(prefix)
         initial = [kv for kv in kvs if keep is None or keep(kv)]
-    elif (wanted := parse_revision(raw)) is not None:
-        start = wanted
-        if start > store.revision:
-            # No revision past the store's was ever handed out: one from another store (the
-            # state directory made anew) would have this watch skip every change up to it.
-            raise Gone(
-                f"too large resource version: {start}, current: {store.revision}; "
-                "list again and watch from the list's resourceVersion"
-            )
     else:
-        raise BadRequest(f"query parameter resourceVersion: {raw!r} is not a revision")
+        start = store.revision if wanted is None else wanted
     try:
         watch = store.watch(prefix, start)
     except Compacted as exc:
@@ -165,6 +203,8 @@ async def serve_watch(request: web.Request, prefix: str, keep: Keep | None) -> w
             if len(buffer) >= _BATCH_BYTES:
                 await response.write(bytes(buffer))
                 buffer.clear()
+        if send_initial and bookmarks:
+            buffer += _bookmark_line(prefix, start)
         if buffer:
             await response.write(bytes(buffer))
         async with asyncio.timeout(timeout or None):  # 0: none, as Kubernetes' default

@@ -441,3 +441,35 @@ def test_list_resource_version_semantics(scheduler: SchedulerProcess) -> None:
                   f"resourceVersion={current}&resourceVersionMatch=Newest",
                   f"resourceVersion={current}&limit=1&continue=L3BvZHMvZGVmYXVsdC9h"):  # fmt: skip
         assert scheduler.request("GET", f"{pods}?{query}").status == 400, query
+
+
+def test_a_watch_list_ends_its_listing_with_a_bookmark(scheduler: SchedulerProcess) -> None:
+    """`sendInitialEvents=true` (client-go's watch-list): the listing's ADDED events, then
+    the BOOKMARK annotated `k8s.io/initial-events-end` that the client waits for before
+    it takes the list as whole, whatever resourceVersion it names; `false`: the changes
+    only. Without `resourceVersionMatch=NotOlderThan` it is kube-apiserver's 422."""
+    for name in ("wl-1", "wl-2"):
+        assert scheduler.request("POST", "/api/v1/namespaces/default/pods", pod(name)).status == 201
+    listed = int(scheduler.get("/api/v1/pods")["metadata"]["resourceVersion"])
+    base = "/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=1&labelSelector=app=wl"
+    watch_list = base + "&sendInitialEvents=true&resourceVersionMatch=NotOlderThan"
+    for since in ("", "&resourceVersion=1", f"&resourceVersion={listed}"):
+        resp = scheduler.request("GET", f"{watch_list}&allowWatchBookmarks=true{since}")
+        assert resp.status == 200, resp.body
+        events = [json.loads(line) for line in resp.body.splitlines()]
+        added = sorted(e["object"]["metadata"]["name"] for e in events if e["type"] == "ADDED")
+        assert added == ["wl-1", "wl-2"], events
+        [mark] = [e for e in events if e["type"] == "BOOKMARK"]
+        assert events.index(mark) == 2, events  # right after the listing
+        assert mark["object"]["kind"] == "Pod" and mark["object"]["apiVersion"] == "v1"
+        meta = mark["object"]["metadata"]
+        assert meta["annotations"] == {"k8s.io/initial-events-end": "true"}
+        assert int(meta["resourceVersion"]) >= listed
+    without_bookmarks = scheduler.request("GET", watch_list).body.splitlines()
+    assert [json.loads(line)["type"] for line in without_bookmarks][:2] == ["ADDED", "ADDED"]
+    assert b"BOOKMARK" not in b"".join(without_bookmarks)
+    changes_only = base.replace("timeoutSeconds=1", "timeoutSeconds=1&sendInitialEvents=false")
+    resp = scheduler.request("GET", changes_only + "&resourceVersionMatch=NotOlderThan")
+    assert resp.status == 200 and b"ADDED" not in resp.body, resp.body
+    refused = scheduler.request("GET", base + "&sendInitialEvents=true")
+    assert refused.status == 422 and "NotOlderThan" in refused.json()["message"]
