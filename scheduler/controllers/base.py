@@ -26,7 +26,12 @@ from scheduler.store import KV, Conflict, NotFound
 _LOGGER = logging.getLogger(__name__)
 
 CATCH_UP_SECONDS = 5.0
+CONFLICT_RETRY_SECONDS = 0.05
 ERROR_RETRY_SECONDS = 1.0
+# A key whose passes keep failing is retried later and later, doubling up to this, as
+# client-go's per-item rate limiter does: a stale or broken object (one stored past what
+# this corral decodes conflicts at every write) must not spin a worker.
+MAX_RETRY_SECONDS = 60.0
 
 
 class WorkQueue:
@@ -107,6 +112,7 @@ class Controller:
         self.events = ctx.events
         self.queue = WorkQueue()
         self._written: dict[str, int] = {}
+        self._failures: dict[str, int] = {}  # key -> passes in a row that failed
 
     def keys(self) -> Iterable[str]:
         """Every key this controller is responsible for (the periodic resync queues them)."""
@@ -138,6 +144,8 @@ class Controller:
                 self.queue.add(key)
             for key in [k for k in self._written if k not in keys]:
                 del self._written[key]
+            for key in [k for k in self._failures if k not in keys]:
+                del self._failures[key]
             await asyncio.sleep(self.resync_seconds)
 
     async def _worker(self) -> None:
@@ -147,17 +155,23 @@ class Controller:
             try:
                 await self._caught_up(key)
                 delay = await self.reconcile(key)
+                self._failures.pop(key, None)
             except (Conflict, NotFound):
                 # Something changed under this pass; its watch event brings the news.
-                delay = 0.05
+                delay = self._backoff(key, CONFLICT_RETRY_SECONDS)
             except Exception as exc:  # one bad object must not stop the controller
                 _LOGGER.exception("%s: reconciling %s failed", self.name, key)
                 self.ctx.errors.add(f"{self.name} controller: {key}: {exc!r}")
-                delay = ERROR_RETRY_SECONDS
+                delay = self._backoff(key, ERROR_RETRY_SECONDS)
             finally:
                 self.queue.done(key)
             if delay is not None:
                 self.queue.add_after(key, delay)
+
+    def _backoff(self, key: str, base: float) -> float:
+        failed = self._failures.get(key, 0)
+        self._failures[key] = failed + 1
+        return min(base * 2 ** min(failed, 20), MAX_RETRY_SECONDS)
 
     async def _caught_up(self, key: str) -> None:
         want = self._written.get(key, 0)

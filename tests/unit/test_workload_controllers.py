@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -1299,3 +1300,32 @@ async def test_unavailable_replicas_count_the_surge_as_kubernetes_does(plane: Pl
         within=10,
     )
     assert d.status.unavailable_replicas == 5
+
+
+async def test_a_pass_that_keeps_conflicting_backs_off(plane: Plane) -> None:
+    """A Deployment rewritten past what this corral decodes (as after a downgrade): its
+    controller still holds the last version it read, so every status write it tries
+    conflicts. The retries back off (as client-go's rate limiter), not a pass every
+    50 ms forever."""
+    await plane.put(deployment(replicas=1))
+    key = DEPLOYMENTS.key("default", "web")
+    await wait_until(lambda: plane.pods(), within=5)
+    kv = await plane.store.get(key)
+    assert kv is not None
+    raw = json.loads(kv.value)
+    raw["spec"]["replicas"] = 2**40  # past int32: refused by the model
+    await plane.store.put(key, json.dumps(raw).encode(), expect=kv.mod_revision)
+    controller = plane.workloads.deployment
+    passes = 0
+    reconcile = controller.reconcile
+
+    async def counted(k: str) -> float | None:
+        nonlocal passes
+        if k == key:
+            passes += 1
+        return await reconcile(k)
+
+    controller.reconcile = counted  # type: ignore[method-assign]
+    controller.queue.add(key)
+    await asyncio.sleep(2.0)
+    assert 3 <= passes <= 8, passes  # 0.05 s, 0.1, 0.2 ... apart; 40 at a steady 0.05 s
