@@ -110,8 +110,8 @@ async def lock_state_dir(
         if time.monotonic() >= deadline:
             raise StateDirLocked(
                 f"state directory {directory} is in use by {who} (another {daemon}?): "
-                f"one {daemon} a state directory; stop it, or give this one another "
-                "state_dir"
+                f"only one {daemon} may use a state directory; stop it, or give this one "
+                "another state_dir"
             )
         if not logged:
             _LOGGER.warning("state directory %s is locked by %s; waiting for it", directory, who)

@@ -8,6 +8,7 @@ then the scheduler; nothing is left running.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -100,7 +101,10 @@ def _point_cli_at(url: str, token_file: Path) -> str:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(f'{UP_MARK}\nserver = "{url}"\ntoken_file = "{token_file}"\n')
+        # JSON strings are TOML basic strings: a path with a quote or backslash stays one.
+        f.write(
+            f"{UP_MARK}\nserver = {json.dumps(url)}\ntoken_file = {json.dumps(str(token_file))}\n"
+        )
     os.replace(tmp, path)
     return f"the CLI is configured in {path} (admin token in {token_file})"
 

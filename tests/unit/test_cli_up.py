@@ -37,6 +37,14 @@ def test_writes_a_config_when_there_is_none(config: Path, tmp_path: Path) -> Non
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
 
 
+def test_a_token_path_with_quotes_and_backslashes_stays_one_string(
+    config: Path, tmp_path: Path
+) -> None:
+    token = tmp_path / 'odd "dir\\' / "admin-token"
+    _point_cli_at("http://127.0.0.1:7070", token)
+    assert tomllib.loads(config.read_text())["token_file"] == str(token)
+
+
 def test_replaces_the_config_an_earlier_corral_up_wrote(config: Path, tmp_path: Path) -> None:
     """A second `corral up` (here, or in another directory whose cluster is gone) said
     "your CLI config is left alone" of its own file, which still named the old
