@@ -188,6 +188,8 @@ class PodWorker:
         saved, failure = await asyncio.gather(
             asyncio.to_thread(_read_json, self._persist_path), self._create_pod()
         )
+        if saved is None:
+            self._carry_over(self.pod.status.container_statuses)
         for name, data in (saved or {}).get("containers", {}).items():
             record = self.containers.get(name)
             if record is not None:
@@ -222,6 +224,19 @@ class PodWorker:
             )
             task.add_done_callback(functools.partial(self._container_ended, container.name))
             self._tasks.append(task)
+
+    def _carry_over(self, statuses: list[ContainerStatus]) -> None:
+        """Restart counts and last states from the pod's status as the scheduler sent it,
+        for an incarnation this node has counted no exit of yet: a replacement of a pod
+        whose node was lost (scheduler/eviction.py) carries its predecessor's restarts
+        plus one and that end (`NodeLost`). The first status from here wiped both: the
+        restarts went back to 0, and a Job's failures under OnFailure, which count them,
+        went down."""
+        for status in statuses:
+            record = self.containers.get(status.name)
+            if record is not None:
+                record.restart_count = status.restart_count
+                record.last_state = status.last_state
 
     async def _create_pod(self) -> RuntimeFailure | None:
         """The sandbox of a new (not adopted) pod; the failure, if it failed."""

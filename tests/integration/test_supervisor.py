@@ -18,6 +18,7 @@ from agent.runtime.native.images import ImageStore
 from agent.runtime.native.runtime import NativeRuntime
 from agent.supervisor import PodWorker, Supervisor
 from common.models import ContainerStatus, Pod
+from scheduler.eviction import replacement
 from tests.conftest import wait_until
 from tests.integration.test_probes import (  # noqa: F401 (fixtures)
     cgroups,
@@ -199,6 +200,53 @@ async def test_a_status_names_the_run_and_its_image_across_restarts_and_agents(
         assert (done.container_id, done.image_id) == (ended.container_id, image_id)
         assert done.state.terminated is not None
         assert done.state.terminated.container_id == ended.container_id
+    finally:
+        await adopted.close()
+        await again.close()
+
+
+async def test_a_replacement_keeps_the_restarts_and_the_end_of_its_predecessor(
+    runtime: NativeRuntime,  # noqa: F811
+    images: ImageStore,  # noqa: F811
+    cgroups: CgroupDriver,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A pod replaced after its node was lost comes with its predecessor's restarts plus
+    one and lastState `NodeLost` (scheduler/eviction.py); the node that runs it goes on
+    from there, and so does a new agent that adopts it. The first status from the node
+    said 0 restarts and dropped the NodeLost end."""
+    pod = replacement(make_pod(sh("main", "exec sleep 600")), "NodeLost", "node gone")
+    uid = pod.metadata.uid or ""
+    pod.status.container_statuses[0].restart_count = 3  # 2 restarts, then the node lost
+
+    def running(supervisor: Supervisor, restarts: int) -> ContainerStatus | None:
+        status = supervisor.status(uid)
+        found = status.container_statuses[0] if status is not None else None
+        if found is None or found.state.running is None or found.restart_count != restarts:
+            return None
+        return found
+
+    supervisor = Supervisor(runtime, tmp_path / "agent", lambda uid: None)
+    await supervisor.recover()
+    await supervisor.apply([pod], [])
+    first = await wait_until(lambda: running(supervisor, 3), within=20)
+    assert first.last_state.terminated is not None
+    assert first.last_state.terminated.reason == "NodeLost"
+
+    cdir = runtime.container_dir(uid, "main")
+    os.kill(json.loads((cdir / "init.pid").read_text())["pid"], signal.SIGKILL)
+    second = await wait_until(lambda: running(supervisor, 4), within=20)
+    assert second.last_state.terminated is not None
+    assert second.last_state.terminated.exit_code == 137
+
+    await supervisor.close()  # the agent goes; the container runs on
+    again = NativeRuntime(runtime.state_dir, images, cgroups)
+    await again.start()
+    adopted = Supervisor(again, tmp_path / "agent", lambda uid: None)
+    try:
+        await adopted.recover()
+        found = await wait_until(lambda: running(adopted, 4), within=20)
+        assert found.last_state == second.last_state
     finally:
         await adopted.close()
         await again.close()
