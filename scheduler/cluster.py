@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from common.models import Node, Pod
+from common.models import Node, Pod, PodStatus
 from common.quantity import cpu_millis, memory_bytes
 from scheduler.objects import NODES, PODS, UnreadableObject, decode
 from scheduler.store import KV, Event, Store
@@ -84,12 +84,9 @@ def needs_node(pod: Pod) -> bool:
     )
 
 
-def running_unready(pod: Pod) -> bool:
-    """Running with its Ready condition False: held out of service by a readiness probe
-    (or still starting)."""
-    status = pod.status
-    if status.phase != "Running":
-        return False
+def unready(status: PodStatus) -> bool:
+    """Its Ready condition is False: of a running pod, held out of service by a readiness
+    probe (or still starting)."""
     for condition in status.conditions:
         if condition.type == "Ready":
             return condition.status == "False"
@@ -122,7 +119,7 @@ class ClusterState:
         # Pods by phase, kept as pods change: /metrics reads it, and counting every pod at
         # each scrape cost milliseconds of the event loop with tens of thousands of pods.
         self.phases: Counter[str] = Counter()
-        self.running_unready = 0  # pods for which `running_unready` holds, kept the same way
+        self.running_unready = 0  # Running pods that are `unready`, kept the same way
         self.terminating: set[str] = set()  # pods marked for deletion
         self._accounted: dict[str, tuple[str, int, int]] = {}  # key -> (node, cpu, mem)
         # Of those, the pods bound to a node that does not exist (deleted, or never
@@ -207,8 +204,11 @@ class ClusterState:
         new = None if kv is None else decode(kv, Pod)  # first: one unreadable changes nothing
         old = self.pods.get(key)
         if old is not None:
-            self.phases[old.status.phase] -= 1
-            self.running_unready -= running_unready(old)
+            phase = old.status.phase
+            self.phases[phase] -= 1
+            # The phase tested first, inline: every write of a pod passes here.
+            if phase == "Running" and unready(old.status):
+                self.running_unready -= 1
         if kv is None:
             self.pods.pop(key, None)
             self.pod_kvs.pop(key, None)
@@ -216,8 +216,10 @@ class ClusterState:
             assert new is not None  # decoded above
             self.pods[key] = new
             self.pod_kvs[key] = kv
-            self.phases[new.status.phase] += 1
-            self.running_unready += running_unready(new)
+            phase = new.status.phase
+            self.phases[phase] += 1
+            if phase == "Running" and unready(new.status):
+                self.running_unready += 1
         if old is not None and (new is None or old.metadata.uid != new.metadata.uid):
             self.by_uid.pop(old.metadata.uid or "", None)
         if new is not None and new.metadata.uid:
