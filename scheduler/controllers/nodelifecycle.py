@@ -9,6 +9,10 @@
                                   pods replaced elsewhere (Always/OnFailure)
                                   or Failed with reason NodeLost (Never)
 
+While a node is NotReady, its Running pods' Ready condition is False with reason
+NodeNotReady (Kubernetes' MarkPodsNotReady; scheduler/podready.py), and True again
+once the node is Ready without having said otherwise.
+
 Pods bound to a node that does not exist are evicted the same way once
 ORPHAN_QUARANTINE has passed (Kubernetes' PodGC). A pod marked for deletion that
 runs nowhere (finished, or on a node that is not Ready or no longer exists) is
@@ -45,8 +49,9 @@ import time
 from datetime import UTC, datetime
 
 from common.models import Pod
+from scheduler import podready
 from scheduler.context import Context
-from scheduler.events import node_ref
+from scheduler.events import node_ref, pod_ref
 from scheduler.eviction import evict
 from scheduler.hub import set_node_ready
 from scheduler.objects import pod_key
@@ -78,6 +83,13 @@ class NodeLifecycleController:
         # After cluster.load(): the nodes it loaded were last heard from before this.
         self.started = time.monotonic()
         self.resumed = -math.inf  # when this scheduler last woke from a stall
+        # Nodes some of whose pods may carry podready's mark: those to look at once Ready.
+        # From the store at the start (once), then as this controller marks them.
+        self.marked: set[str] = {
+            pod.spec.node_name
+            for pod in self._cluster.pods.values()
+            if pod.spec.node_name is not None and podready.is_marked(pod)
+        }
 
     async def run(self) -> None:
         while True:
@@ -129,6 +141,8 @@ class NodeLifecycleController:
             if state.ready:
                 if self.not_ready_since:
                     self.not_ready_since.pop(name, None)
+                if self.marked and name in self.marked:
+                    await self._restore_pods(name)
                 if mono - state.last_heartbeat <= least_grace:
                     continue  # the common case, decided without the node's stretch
                 grace, eviction = self._timeouts(name)
@@ -150,6 +164,7 @@ class NodeLifecycleController:
                     )
                 continue
             grace, eviction = self._timeouts(name)
+            await self._mark_pods(name)
             since = self.not_ready_since.setdefault(name, mono)
             # Evict once the node has been silent for eviction_seconds in all (counted
             # from its last heartbeat), and NotReady for at least one pass.
@@ -160,8 +175,42 @@ class NodeLifecycleController:
                 )
         for name in [n for n in self.not_ready_since if n not in self._cluster.nodes]:
             del self.not_ready_since[name]  # the node was deleted while NotReady
+            self.marked.discard(name)
         await self._evict_orphans(mono)
         await self._finish_deletions()
+
+    async def _mark_pods(self, node: str) -> None:
+        """Ready False on the NotReady node's Running, ready pods (all in one commit)."""
+        marks = []
+        for pod in self._cluster.pods_on(node):
+            marked = podready.marked_not_ready(pod, node)
+            kv = self._cluster.pod_kvs.get(
+                pod_key(pod.metadata.namespace or "default", pod.metadata.name)
+            )
+            if marked is not None and kv is not None:
+                marks.append((pod, marked, kv.mod_revision))
+        if not marks:
+            return
+        self.marked.add(node)
+        written = await asyncio.gather(*(podready.write(self._store, m, r) for _, m, r in marks))
+        for (pod, _, _), ok in zip(marks, written, strict=True):
+            if ok:
+                self._events.record(
+                    pod_ref(pod), "NodeNotReady", f"Node {node} is not ready", type="Warning"
+                )
+
+    async def _restore_pods(self, node: str) -> None:
+        """Ready again, the pods the node has said nothing of since they were marked."""
+        writes = []
+        for pod in self._cluster.pods_on(node):
+            back = podready.restored(pod)
+            kv = self._cluster.pod_kvs.get(
+                pod_key(pod.metadata.namespace or "default", pod.metadata.name)
+            )
+            if back is not None and kv is not None:
+                writes.append(podready.write(self._store, back, kv.mod_revision))
+        if all(await asyncio.gather(*writes)):
+            self.marked.discard(node)  # else a write lost to another: the next pass again
 
     async def _evict_orphans(self, mono: float) -> None:
         """Pods bound to a node that does not exist are evicted as from a lost node once

@@ -340,3 +340,41 @@ async def test_a_never_pod_failed_as_node_lost_stays_failed_when_its_node_return
     status = pods_by_name(s)["once"]["status"]
     assert (status["phase"], status.get("reason")) == ("Failed", "NodeLost"), status
     await again.ws.close()
+
+
+def test_a_not_ready_nodes_pods_are_not_ready_until_it_returns(tmp_path: Path) -> None:
+    """While its node is NotReady a running pod is not ready either (Ready False, reason
+    NodeNotReady, an event; counted in the status's notReady), as Kubernetes' node
+    lifecycle marks it; Ready again once the node is, though its agent reports nothing
+    new (it was only paused: its link stayed up)."""
+    s = started_fast_scheduler(tmp_path, "--eviction-seconds", "60")
+    hollow = HollowProcess(s, 1, "--name-prefix", "p")
+    assert hollow.proc is not None
+
+    def ready(name: str) -> dict[str, Any]:
+        pod = pods_by_name(s)[name]
+        return next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
+
+    try:
+        wait_for(lambda: len(ready_nodes(s)) == 1)
+        running_pod(s, "web")
+        wait_for(lambda: ready("web")["status"] == "True")
+        hollow.proc.send_signal(signal.SIGSTOP)
+        wait_for(lambda: node_ready(s, "p-0000") == "Unknown", timeout=10)
+        marked = wait_for(lambda: (c := ready("web"))["status"] == "False" and c, timeout=10)
+        assert marked["reason"] == "NodeNotReady"
+        assert s.get("/api/v1/status")["pods"]["notReady"] == 1
+        events = s.get("/api/v1/namespaces/default/events")["items"]
+        assert any(
+            e["reason"] == "NodeNotReady" and e["involvedObject"]["name"] == "web" for e in events
+        )
+        hollow.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: node_ready(s, "p-0000") == "True", timeout=10)
+        back = wait_for(lambda: (c := ready("web"))["status"] == "True" and c, timeout=10)
+        assert "reason" not in back
+        assert s.get("/api/v1/status")["pods"]["notReady"] == 0
+        assert pods_by_name(s)["web"]["status"]["phase"] == "Running"
+    finally:
+        hollow.proc.send_signal(signal.SIGCONT)
+        hollow.stop()
+        s.stop()
