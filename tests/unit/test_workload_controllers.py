@@ -1325,7 +1325,7 @@ async def test_a_pass_that_keeps_conflicting_backs_off(plane: Plane) -> None:
             passes += 1
         return await reconcile(k)
 
-    controller.reconcile = counted  # type: ignore[method-assign]
+    controller.reconcile = counted  # type: ignore[method-assign,assignment]
     controller.queue.add(key)
     await asyncio.sleep(2.0)
     assert 3 <= passes <= 8, passes  # 0.05 s, 0.1, 0.2 ... apart; 40 at a steady 0.05 s
