@@ -95,6 +95,8 @@ class ImageCollector:
     def collect(self, refs_in_use: Iterable[str]) -> GcPass | None:
         """One pass; `refs_in_use` are the images the node's pods name. None when the
         filesystem was not over the high threshold (nothing removed)."""
+        if not self.store.root.is_dir():
+            return None  # nothing imported or pulled yet
         now = time.monotonic()
         names: dict[str, list[str]] = {}  # digest -> its names
         for image in self.store.list():

@@ -102,6 +102,14 @@ def test_images_in_use_or_too_new_stay_whatever_the_usage(
     assert collector.failures == 2  # still over 1%: only those in use are left
 
 
+def test_a_node_with_no_image_store_yet_has_nothing_to_collect(tmp_path: Path) -> None:
+    """Before the first import or pull there is no store directory: a pass is a no-op, not
+    an error every period."""
+    collector = ImageCollector(ImageStore(tmp_path / "images"), ImageGcPolicy(high_percent=1))
+    assert collector.collect(["busybox"]) is None
+    assert collector.failures == 0
+
+
 def test_nothing_is_removed_while_a_container_runs_an_image_removed_by_hand(
     store: ImageStore, tmp_path: Path
 ) -> None:
