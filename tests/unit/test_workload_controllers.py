@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -59,6 +59,9 @@ Outcome = Callable[[Pod], str]  # "ready" | "succeed" | "fail" | "stay"
 
 def always_ready(pod: Pod) -> str:
     return "ready"
+
+
+M = TypeVar("M", Pod, Deployment)
 
 
 @dataclass
@@ -723,22 +726,32 @@ async def test_an_owner_reference_from_another_namespace_is_ignored(plane: Plane
 # -- Orphan deletes: what the collector frees, and what it does when that is contested ------
 
 
-async def mark_for_deletion(plane: Plane, name: str, finalizer: str) -> None:
-    """Mark the Deployment as the API's DELETE with propagationPolicy Orphan (`orphan`) or
-    Foreground (`foregroundDeletion`) marks it: a deletionTimestamp, and that finalizer."""
-    key = DEPLOYMENTS.key("default", name)
+async def edit(plane: Plane, key: str, model: type[M], change: Callable[[M], None]) -> None:
+    """Change the stored object at `key` as a client would: read it, `change` a copy, write
+    it guarded by its revision, and look again after a conflict (a status write queued
+    meanwhile)."""
     for _attempt in range(50):
         kv = await plane.store.get(key)
         assert kv is not None, key
-        marked = mutable_copy(decode(kv, Deployment))
-        marked.metadata.deletion_timestamp = marked.metadata.deletion_timestamp or now()
-        marked.metadata.finalizers = [finalizer]
+        obj = mutable_copy(decode(kv, model))
+        change(obj)
         try:
-            await plane.store.put(key, encode(marked), obj=marked, expect=kv.mod_revision)
+            await plane.store.put(key, encode(obj), obj=obj, expect=kv.mod_revision)
             return
-        except Conflict:  # a status write queued meanwhile: as a client, look again
+        except Conflict:
             await plane.store.settled(key)
     raise AssertionError("kept conflicting")
+
+
+async def mark_for_deletion(plane: Plane, name: str, finalizer: str) -> None:
+    """Mark the Deployment as the API's DELETE with propagationPolicy Orphan (`orphan`) or
+    Foreground (`foregroundDeletion`) marks it: a deletionTimestamp, and that finalizer."""
+
+    def mark(d: Deployment) -> None:
+        d.metadata.deletion_timestamp = d.metadata.deletion_timestamp or now()
+        d.metadata.finalizers = [finalizer]
+
+    await edit(plane, DEPLOYMENTS.key("default", name), Deployment, mark)
 
 
 def removed_while_named(plane: Plane) -> list[str]:
@@ -1042,12 +1055,9 @@ async def finish_pod(plane: Plane, pod: Pod, phase: str) -> None:
 async def report(plane: Plane, pod: Pod, phase: str, restarts: int = 0) -> None:
     """The pod's status as an agent reports it: Running (Ready), or ended Succeeded (exit 0)
     or Failed (exit 1); its containers restarted `restarts` times each."""
-    key = PODS.key("default", pod.metadata.name)
-    for _attempt in range(50):
-        kv = await plane.store.get(key)
-        assert kv is not None, key
-        current = decode(kv, Pod)
-        running = phase == "Running"
+    running = phase == "Running"
+
+    def reported(current: Pod) -> None:
         state = ContainerState()
         if not running:
             code = 0 if phase == "Succeeded" else 1
@@ -1055,7 +1065,7 @@ async def report(plane: Plane, pod: Pod, phase: str, restarts: int = 0) -> None:
                 terminated=ContainerStateTerminated(exit_code=code, finished_at=now())
             )
         ready = "True" if running else "False"
-        status = PodStatus(
+        current.status = PodStatus(
             phase=phase,
             conditions=[PodCondition(type="Ready", status=ready, last_transition_time=now())],
             container_statuses=[
@@ -1063,13 +1073,8 @@ async def report(plane: Plane, pod: Pod, phase: str, restarts: int = 0) -> None:
                 for c in current.spec.containers
             ],
         )
-        updated = current.model_copy(update={"status": status})
-        try:
-            await plane.store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
-            return
-        except Conflict:
-            await plane.store.settled(key)
-    raise AssertionError("kept conflicting")
+
+    await edit(plane, PODS.key("default", pod.metadata.name), Pod, reported)
 
 
 def pods_of_job(plane: Plane, name: str) -> list[Pod]:
@@ -1143,18 +1148,11 @@ async def test_on_failure_restarts_count_against_the_backoff_limit_as_in_kuberne
 
 async def relabel(plane: Plane, pod: Pod, labels: dict[str, str]) -> None:
     """`kubectl label pod --overwrite`: the pod's labels become `labels`."""
-    key = PODS.key("default", pod.metadata.name)
-    for _attempt in range(50):
-        kv = await plane.store.get(key)
-        assert kv is not None, key
-        updated = mutable_copy(decode(kv, Pod))
-        updated.metadata.labels = labels
-        try:
-            await plane.store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
-            return
-        except Conflict:
-            await plane.store.settled(key)
-    raise AssertionError("kept conflicting")
+
+    def label(p: Pod) -> None:
+        p.metadata.labels = labels
+
+    await edit(plane, PODS.key("default", pod.metadata.name), Pod, label)
 
 
 async def test_a_pod_relabelled_out_of_the_selector_is_released_and_replaced(
@@ -1189,7 +1187,6 @@ async def test_a_pod_relabelled_out_of_the_selector_is_released_and_replaced(
 
 async def name_as_owner(plane: Plane, pod: Pod, owner: Deployment) -> None:
     """Add `owner` to the pod's ownerReferences (not as its controller)."""
-    key = PODS.key("default", pod.metadata.name)
     ref = OwnerReference(
         api_version="apps/v1",
         kind="Deployment",
@@ -1197,17 +1194,11 @@ async def name_as_owner(plane: Plane, pod: Pod, owner: Deployment) -> None:
         uid=owner.metadata.uid or "",
         block_owner_deletion=True,
     )
-    for _attempt in range(50):
-        kv = await plane.store.get(key)
-        assert kv is not None, key
-        updated = mutable_copy(decode(kv, Pod))
-        updated.metadata.owner_references = [*(updated.metadata.owner_references or ()), ref]
-        try:
-            await plane.store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
-            return
-        except Conflict:
-            await plane.store.settled(key)
-    raise AssertionError("kept conflicting")
+
+    def name(p: Pod) -> None:
+        p.metadata.owner_references = [*(p.metadata.owner_references or ()), ref]
+
+    await edit(plane, PODS.key("default", pod.metadata.name), Pod, name)
 
 
 async def test_a_dependent_with_another_live_owner_is_freed_not_collected(
