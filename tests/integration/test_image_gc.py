@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from agent.runtime.native.cgroups import probe
 from agent.runtime.native.images import ImageStore
 from tests.conftest import SchedulerProcess, wait_for
 from tests.imagebuild import build_busybox_rootfs, check_root_marker, file, write_oci_layout
-from tests.services import AgentProcess, free_port
+from tests.services import AgentProcess, free_port, tmpfs
 
 pytestmark = pytest.mark.root
 
@@ -31,13 +30,8 @@ def _root_marker(request: pytest.FixtureRequest) -> None:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ImageStore]:
     """An image store alone on a 64 MiB tmpfs."""
-    fs = tmp_path / "fs"
-    fs.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(fs)], check=True)
-    try:
+    with tmpfs(tmp_path / "fs", "64m") as fs:
         yield ImageStore(fs / "images")
-    finally:
-        subprocess.run(["umount", "-l", str(fs)], check=True)
 
 
 def add_image(store: ImageStore, tmp_path: Path, name: str) -> str:
@@ -137,57 +131,56 @@ def test_the_agent_collects_what_its_pods_no_longer_use(
     s = bare_scheduler
     base = tmp_path / "image"
     layout = write_oci_layout(build_busybox_rootfs(base / "rootfs"), base / "layout")
-    state = tmp_path / "agent"
-    state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(state)], check=True)
-    port = free_port()
-    agent = AgentProcess(s, state, "gc-node", {"image_gc_high_threshold_percent": 100})
-    try:
-        store = ImageStore(state / "images")
-        store.import_path(layout)
-        agent.start()
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "sleeper"},
-            "spec": {
-                "nodeName": "gc-node",
-                "terminationGracePeriodSeconds": 1,
-                "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "600"]}],
-            },
-        }
-        assert s.request("POST", "/api/v1/namespaces/default/pods", pod).status == 201
-        path = "/api/v1/namespaces/default/pods/sleeper"
-        wait_for(lambda: s.get(path)["status"]["phase"] == "Running", timeout=30)
-        assert agent.stop() == 0  # the pod keeps running
-        spare = add_image(store, tmp_path, "gc.test/spare:1")
-        agent.config = {
-            "image_gc_high_threshold_percent": 1,
-            "image_gc_low_threshold_percent": 0,
-            "image_minimum_gc_age_seconds": 0,
-            "image_gc_period_seconds": 0.2,
-            "metrics_listen": f"127.0.0.1:{port}",
-        }
-        agent.start()
-        metrics = f"http://127.0.0.1:{port}/metrics"
-        wait_for(lambda: "corral_agent_image_gc_removed_images_total 1.0" in fetch(metrics), 30)
-        assert [i.ref for i in store.list()] == ["docker.io/library/busybox:latest"]
-        assert spare not in digests(store)
-        assert s.get(path)["status"]["phase"] == "Running"
-        s.request("DELETE", path)
-        wait_for(lambda: not store.list(), timeout=30)
-        wait_for(lambda: "corral_agent_image_gc_removed_images_total 2.0" in fetch(metrics), 10)
-        wait_for(lambda: not list(store.layers.iterdir()), timeout=10)
-    finally:
-        # The pod outlives a failed test's agent: an agent tears it down before the mount goes.
-        s.request("DELETE", "/api/v1/namespaces/default/pods/sleeper?gracePeriodSeconds=0")
-        if agent.proc is None or agent.proc.poll() is not None:
-            agent.config = {"image_gc_high_threshold_percent": 100}
+    with tmpfs(tmp_path / "agent", "64m") as state:
+        port = free_port()
+        agent = AgentProcess(s, state, "gc-node", {"image_gc_high_threshold_percent": 100})
+        try:
+            store = ImageStore(state / "images")
+            store.import_path(layout)
             agent.start()
-        wait_for(lambda: not list((state / "pods").glob("*")), timeout=60)
-        agent.stop()
-        probe(agent.cgroup_parent).remove("")
-        subprocess.run(["umount", "-l", str(state)], check=True)
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "sleeper"},
+                "spec": {
+                    "nodeName": "gc-node",
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [
+                        {"name": "main", "image": "busybox", "command": ["sleep", "600"]}
+                    ],
+                },
+            }
+            assert s.request("POST", "/api/v1/namespaces/default/pods", pod).status == 201
+            path = "/api/v1/namespaces/default/pods/sleeper"
+            wait_for(lambda: s.get(path)["status"]["phase"] == "Running", timeout=30)
+            assert agent.stop() == 0  # the pod keeps running
+            spare = add_image(store, tmp_path, "gc.test/spare:1")
+            agent.config = {
+                "image_gc_high_threshold_percent": 1,
+                "image_gc_low_threshold_percent": 0,
+                "image_minimum_gc_age_seconds": 0,
+                "image_gc_period_seconds": 0.2,
+                "metrics_listen": f"127.0.0.1:{port}",
+            }
+            agent.start()
+            metrics = f"http://127.0.0.1:{port}/metrics"
+            wait_for(lambda: "corral_agent_image_gc_removed_images_total 1.0" in fetch(metrics), 30)
+            assert [i.ref for i in store.list()] == ["docker.io/library/busybox:latest"]
+            assert spare not in digests(store)
+            assert s.get(path)["status"]["phase"] == "Running"
+            s.request("DELETE", path)
+            wait_for(lambda: not store.list(), timeout=30)
+            wait_for(lambda: "corral_agent_image_gc_removed_images_total 2.0" in fetch(metrics), 10)
+            wait_for(lambda: not list(store.layers.iterdir()), timeout=10)
+        finally:
+            # The pod outlives a failed test's agent: an agent tears it down before the mount goes.
+            s.request("DELETE", "/api/v1/namespaces/default/pods/sleeper?gracePeriodSeconds=0")
+            if agent.proc is None or agent.proc.poll() is not None:
+                agent.config = {"image_gc_high_threshold_percent": 100}
+                agent.start()
+            wait_for(lambda: not list((state / "pods").glob("*")), timeout=60)
+            agent.stop()
+            probe(agent.cgroup_parent).remove("")
 
 
 def fetch(url: str) -> str:

@@ -27,6 +27,7 @@ from tests.integration.test_probes import (  # noqa: F401 (fixtures)
     runtime,
     sh,
 )
+from tests.services import tmpfs
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 
@@ -34,10 +35,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 @pytest.fixture
 def full_dir(tmp_path: Path) -> Iterator[Path]:
     """A directory on a tmpfs that is full: every write to it fails with ENOSPC."""
-    path = tmp_path / "full"
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(path)], check=True)
-    try:
+    with tmpfs(tmp_path / "full", "64k") as path:
         fd = os.open(path / "filler", os.O_WRONLY | os.O_CREAT)
         try:
             with pytest.raises(OSError):
@@ -46,8 +44,6 @@ def full_dir(tmp_path: Path) -> Iterator[Path]:
         finally:
             os.close(fd)
         yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
 
 
 async def test_a_full_disk_does_not_end_the_restarts(
