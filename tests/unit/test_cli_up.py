@@ -26,15 +26,17 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "xdg" / "corral" / "config.toml"
 
 
+def assert_points_at(config: Path, url: str, token: Path) -> None:
+    """The CLI config names `url` and `token`, and only its owner may read it."""
+    assert tomllib.loads(config.read_text()) == {"server": url, "token_file": str(token)}
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+
+
 def test_writes_a_config_when_there_is_none(config: Path, tmp_path: Path) -> None:
     token = tmp_path / "new" / "admin-token"
     said = _point_cli_at("http://127.0.0.1:7070", token)
     assert said == f"the CLI is configured in {config} (admin token in {token})"
-    assert tomllib.loads(config.read_text()) == {
-        "server": "http://127.0.0.1:7070",
-        "token_file": str(token),
-    }
-    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert_points_at(config, "http://127.0.0.1:7070", token)
 
 
 def test_a_token_path_with_quotes_and_backslashes_stays_one_string(
@@ -55,11 +57,7 @@ def test_replaces_the_config_an_earlier_corral_up_wrote(config: Path, tmp_path: 
     new = tmp_path / "new" / "admin-token"
     said = _point_cli_at("http://127.0.0.1:7171", new)
     assert said == f"the CLI is configured in {config} (admin token in {new})"
-    assert tomllib.loads(config.read_text()) == {
-        "server": "http://127.0.0.1:7171",
-        "token_file": str(new),
-    }
-    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert_points_at(config, "http://127.0.0.1:7171", new)
     assert [p.name for p in config.parent.iterdir()] == ["config.toml"]  # no temporary left
 
 
