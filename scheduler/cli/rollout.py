@@ -254,6 +254,12 @@ def _history(client: Client, args: argparse.Namespace, ns: str, name: str) -> in
 
 def _undo(client: Client, args: argparse.Namespace, ns: str, name: str) -> int:
     deployment = client.get(DEPLOYMENTS.path(ns, name))
+    if (deployment.get("spec") or {}).get("paused"):
+        # kubectl's refusal: a paused Deployment records no revision until it is resumed.
+        raise CommandError(
+            f"you cannot rollback a paused deployment; resume it first with `corral rollout "
+            f"resume {DEPLOYMENTS.ref(name)}` and try again"
+        )
     revisions = revisions_of(client, ns, deployment)
     if not revisions:
         raise CommandError(f"no rollout history found for {DEPLOYMENTS.ref(name)}")

@@ -224,6 +224,11 @@ def test_cli_apply_rollout_history_undo_scale(
     assert status.stdout.splitlines()[-1] == 'deployment "nginx-deployment" successfully rolled out'
     history = corral(cluster, "rollout", "history", "deploy/nginx-deployment", "-n", ns)
     assert [line.split()[0] for line in history.stdout.splitlines()[2:]] == ["1", "2"]
+    assert corral(cluster, "rollout", "pause", "deploy/nginx-deployment", "-n", ns).returncode == 0
+    refused = corral(cluster, "rollout", "undo", "deploy/nginx-deployment", "-n", ns)
+    assert refused.returncode == 1  # as kubectl: resume first
+    assert "you cannot rollback a paused deployment; resume it first" in refused.stderr
+    assert corral(cluster, "rollout", "resume", "deploy/nginx-deployment", "-n", ns).returncode == 0
     undo = corral(cluster, "rollout", "undo", "deploy/nginx-deployment", "-n", ns)
     assert undo.stdout == "deployment.apps/nginx-deployment rolled back\n", undo.stderr
     assert corral(cluster, "rollout", "status", "deploy/nginx-deployment", "-n", ns).returncode == 0
