@@ -13,7 +13,7 @@ from aiohttp import web
 from common.limits import INT64_MAX
 from common.manifest import ManifestError, parse_documents
 from common.models import StatusCause, check_dns_label, check_dns_subdomain
-from scheduler.api.errors import BadRequest, Invalid, UnsupportedMediaType
+from scheduler.api.errors import BadRequest, Invalid, NotFoundError, UnsupportedMediaType
 
 if TYPE_CHECKING:
     from scheduler.controlplane import ControlPlane
@@ -73,11 +73,17 @@ def namespace_param(request: web.Request) -> str:
 
 
 def name_param(request: web.Request) -> str:
+    """The object name in the URL. One no object can have is not found, as kube-apiserver
+    answers (it finds nothing by that name), not a 422: `kubectl apply` reads before it
+    creates, and only a 404 leads it on to the create, which names the bad field."""
     name = request.match_info["name"]
     try:
         return check_dns_subdomain(name)
-    except ValueError as exc:
-        raise Invalid(f"name: {exc}") from None
+    except ValueError:
+        route = request.match_info.route.resource
+        parts = route.canonical.split("/") if route is not None else []
+        kind = parts[parts.index("{name}") - 1] if "{name}" in parts[1:] else "object"
+        raise NotFoundError(f'{kind} "{name}" not found', name=name, kind=kind) from None
 
 
 def require_url_name(body_name: str, url_name: str) -> None:

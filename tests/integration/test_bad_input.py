@@ -123,6 +123,30 @@ def test_wrong_kind_and_namespace(bare_scheduler: SchedulerProcess) -> None:
     assert resp.status == 400
 
 
+def test_a_name_no_object_can_have_is_not_found(bare_scheduler: SchedulerProcess) -> None:
+    """A URL naming an object by a name no object can have (Bad_Name) finds nothing: 404,
+    as kube-apiserver answers. It was a 422, so `kubectl apply` of a manifest with that
+    name failed reading it ("error when retrieving current configuration") instead of
+    going on to the create, which names the field."""
+    for method, path in [
+        ("GET", f"{PODS}/Bad_Name"),
+        ("DELETE", f"{PODS}/Bad_Name"),
+        ("GET", f"{PODS}/Bad_Name/log"),
+        ("GET", "/api/v1/nodes/Bad_Node"),
+        ("GET", "/apis/apps/v1/namespaces/default/deployments/Bad_Name"),
+    ]:
+        resp = bare_scheduler.request(method, path)
+        assert resp.status == 404, (method, path, resp.body)
+        status = status_of(resp.body)
+        kind = path.split("/")[-2] if not path.endswith("/log") else "pods"
+        name = path.split("/")[-1] if not path.endswith("/log") else "Bad_Name"
+        assert status["reason"] == "NotFound"
+        assert status["message"] == f'{kind} "{name}" not found', status
+    body = pod("Bad_Name")
+    resp = bare_scheduler.request("POST", PODS, body)  # the create names the field
+    assert resp.status == 422 and "metadata.name" in causes(status_of(resp.body))
+
+
 def test_kind_and_api_version_come_from_the_url(bare_scheduler: SchedulerProcess) -> None:
     """A pod without apiVersion and kind (the Python client leaves them out unless set) is
     taken as what the URL names, as kube-apiserver does; in a batch, and on replace."""
