@@ -194,6 +194,13 @@ async def run_image_gc(collector: ImageCollector, refs_in_use: Callable[[], list
             collector.failures += 1
             _LOGGER.error("image gc failed: %s", exc)
             continue
+        except Exception:
+            # A store it cannot read (images.json corrupt, a config blob missing: an
+            # ImageError) must not end the task for good: nothing awaits it until the
+            # agent stops, so it would end without a word and gc never run again.
+            collector.failures += 1
+            _LOGGER.exception("image gc failed")
+            continue
         if result is not None:
             log_pass(result, collector.policy)
 
