@@ -25,6 +25,11 @@ def stamp_of(line: str) -> datetime | None:
     return when if when.tzinfo is not None else None
 
 
+# The most of a line held back until its end comes; a longer one is judged by its stamp
+# without it (a container printing no newline would have its log held whole).
+MAX_PENDING = 64 * 1024
+
+
 class LogFilter:
     """What of a log stream is written: `feed` each piece as it comes, `flush` at the end."""
 
@@ -34,6 +39,9 @@ class LogFilter:
         self._remaining = limit
         self._pending = ""  # the start of a line whose end has not come yet
         self._started = since is None  # a line not older than `since` has been seen
+        # Within a line too long to hold whose start was judged: True, the rest is kept;
+        # False, left out; None, at the start of a line.
+        self._rest: bool | None = None
 
     @property
     def done(self) -> bool:
@@ -43,10 +51,32 @@ class LogFilter:
     def feed(self, data: str) -> bytes:
         if self._since is None:
             return self._limited(data)
-        lines = (self._pending + data).split("\n")
-        self._pending = lines.pop()
+        text, self._pending = self._pending + data, ""
         since = self._since
-        return self._limited("".join(self._line(line + "\n", since) for line in lines))
+        out = []
+        start = 0
+        while start < len(text):
+            end = text.find("\n", start)
+            if self._rest is not None:  # the rest of a line judged already
+                piece = text[start:] if end < 0 else text[start : end + 1]
+                if self._rest:
+                    out.append(piece)
+                if end < 0:
+                    break
+                self._rest = None
+            elif end >= 0:
+                out.append(self._line(text[start : end + 1], since))
+            elif len(text) - start < MAX_PENDING:
+                self._pending = text[start:]  # its stamp (or its end) is yet to come
+                break
+            else:
+                # A line with no end in sight (output without newlines, followed): judged
+                # by its stamp now, not held whole.
+                out.append(self._line(text[start:], since))
+                self._rest = self._started
+                break
+            start = end + 1
+        return self._limited("".join(out))
 
     def flush(self) -> bytes:
         """The last line, if the log does not end with a newline."""

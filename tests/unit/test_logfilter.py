@@ -35,3 +35,16 @@ def test_a_last_line_without_its_newline_and_a_size_limit() -> None:
     assert shown.feed("more\n") == b"" and shown.flush() == b""
     assert read(LogFilter(None, False, 3), ["ab", "cd"]) == b"abc"
     assert read(LogFilter(None, False, None), ["ab", "cd"]) == b"abcd"
+
+
+def test_a_line_with_no_end_is_streamed_not_held() -> None:
+    """A container that prints no newline (progress output), followed with --since: the
+    line was held whole until its end, in the scheduler's memory, and nothing shown."""
+    chunk = "x" * 16384
+    shown = LogFilter(SINCE, False, None)
+    out = shown.feed("2024-05-01T10:00:02Z ") + b"".join(shown.feed(chunk) for _ in range(64))
+    assert out == b"x" * len(out) and len(out) >= 16384 * 60  # all but what is held
+    assert shown.feed("y\n2024-05-01T10:00:03Z next\n") == b"y\nnext\n"
+    old = LogFilter(SINCE, False, None)
+    assert b"".join(old.feed(p) for p in ["2024-05-01T10:00:00Z ", *[chunk] * 64]) == b""
+    assert old.feed("y\n2024-05-01T10:00:03Z next\n") == b"next\n"
