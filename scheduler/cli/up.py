@@ -85,6 +85,13 @@ def _written_by_up(path: Path) -> bool:
     return set(config) == {"server", "token_file"}
 
 
+def _toml_string(text: str) -> str:
+    """`text` as a TOML basic string: JSON's escapes (quote, backslash, control
+    characters), but not ASCII-only, whose surrogate pairs (`\\ud83d\\ude00` for a
+    character past U+FFFF) TOML refuses; DEL, which TOML wants escaped, escaped."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def _point_cli_at(url: str, token_file: Path) -> str:
     """Let a plain `corral` reach this cluster: a CLI config naming the admin token file.
 
@@ -100,10 +107,10 @@ def _point_cli_at(url: str, token_file: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        # JSON strings are TOML basic strings: a path with a quote or backslash stays one.
+    with os.fdopen(fd, "w", encoding="utf-8") as f:  # TOML is UTF-8
         f.write(
-            f"{UP_MARK}\nserver = {json.dumps(url)}\ntoken_file = {json.dumps(str(token_file))}\n"
+            f"{UP_MARK}\nserver = {_toml_string(url)}\n"
+            f"token_file = {_toml_string(str(token_file))}\n"
         )
     os.replace(tmp, path)
     return f"the CLI is configured in {path} (admin token in {token_file})"

@@ -47,6 +47,17 @@ def test_a_token_path_with_quotes_and_backslashes_stays_one_string(
     assert tomllib.loads(config.read_text())["token_file"] == str(token)
 
 
+@pytest.mark.parametrize("odd", ["\U0001f600", "caf\u00e9", "del\x7f", "tab\tnl\n"])
+def test_a_token_path_with_any_character_stays_readable(
+    config: Path, tmp_path: Path, odd: str
+) -> None:
+    """JSON's ASCII escapes wrote a character past U+FFFF as a surrogate pair, which
+    TOML refuses: the config could not be read (and was then taken for the user's)."""
+    token = tmp_path / odd / "admin-token"
+    _point_cli_at("http://127.0.0.1:7070", token)
+    assert tomllib.loads(config.read_text(encoding="utf-8"))["token_file"] == str(token)
+
+
 def test_replaces_the_config_an_earlier_corral_up_wrote(config: Path, tmp_path: Path) -> None:
     """A second `corral up` (here, or in another directory whose cluster is gone) said
     "your CLI config is left alone" of its own file, which still named the old
