@@ -24,8 +24,10 @@ import asyncio
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,12 +82,15 @@ class ImageCollector:
         store: ImageStore,
         policy: ImageGcPolicy,
         *,
-        started_from: Callable[[], set[str]] = set,
+        in_use: Callable[[], set[str]] = set,
+        lock: AbstractContextManager[object] | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
-        # Digests of the images the containers on disk were started from (blocking).
-        self._started_from = started_from
+        # Digests of the images the runtime's containers use (blocking), read again under
+        # `lock` before each removal: the runtime takes an image for a start under it.
+        self._runtime_in_use = in_use
+        self._lock = lock if lock is not None else threading.Lock()
         self._first_seen: dict[str, float] = {}  # digest -> clock of the first pass seeing it
         self._last_used: dict[str, float] = {}  # digest -> clock of the last pass it was in use
         self.images_removed = 0
@@ -136,11 +141,14 @@ class ImageCollector:
         for digest in candidates:
             if used <= target:
                 break
-            try:
-                self.store.remove(digest)  # a bare digest drops every name of the image
-            except ImageError:
-                continue  # removed meanwhile (`corral-agent image rm`)
-            freed = self.store.gc().bytes_freed
+            with self._lock:
+                if digest in self._runtime_in_use():
+                    continue  # a pod started from it since the pass began
+                try:
+                    self.store.remove(digest)  # a bare digest drops every name of the image
+                except ImageError:
+                    continue  # removed meanwhile (`corral-agent image rm`)
+                freed = self.store.gc().bytes_freed
             result.removed.extend(names[digest])
             result.freed += freed
             self.images_removed += 1
@@ -152,7 +160,7 @@ class ImageCollector:
         return result
 
     def _in_use(self, refs: Iterable[str]) -> set[str]:
-        digests = set(self._started_from())
+        digests = set(self._runtime_in_use())
         for ref in refs:
             try:
                 image = self.store.get(ref)
@@ -175,7 +183,9 @@ def image_collector(config: AgentConfig, runtime: object) -> ImageCollector | No
         minimum_age=config.image_minimum_gc_age_seconds,
         period=config.image_gc_period_seconds,
     )
-    return ImageCollector(native.images, policy, started_from=native.images_started_from)
+    return ImageCollector(
+        native.images, policy, in_use=native.images_in_use, lock=native.image_lock
+    )
 
 
 def pod_images(pods: Iterable[Pod]) -> list[str]:
@@ -184,25 +194,26 @@ def pod_images(pods: Iterable[Pod]) -> list[str]:
 
 
 async def run_image_gc(collector: ImageCollector, refs_in_use: Callable[[], list[str]]) -> None:
-    """Pass after pass, every policy.period seconds, until cancelled. `refs_in_use` is
-    read on the event loop; the pass itself runs in a thread."""
+    """A pass at once, then one every policy.period seconds, until cancelled. The first
+    sees the images (as the kubelet detects them at its start), so their minimum age
+    counts from the agent's start, not from a period later. `refs_in_use` is read on the
+    event loop; a pass runs in a thread."""
     while True:
-        await asyncio.sleep(collector.policy.period)
         try:
             result = await asyncio.to_thread(collector.collect, refs_in_use())
         except OSError as exc:
             collector.failures += 1
             _LOGGER.error("image gc failed: %s", exc)
-            continue
         except Exception:
             # A store it cannot read (images.json corrupt, a config blob missing: an
             # ImageError) must not end the task for good: nothing awaits it until the
             # agent stops, so it would end without a word and gc never run again.
             collector.failures += 1
             _LOGGER.exception("image gc failed")
-            continue
-        if result is not None:
-            log_pass(result, collector.policy)
+        else:
+            if result is not None:
+                log_pass(result, collector.policy)
+        await asyncio.sleep(collector.policy.period)
 
 
 def log_pass(result: GcPass, policy: ImageGcPolicy) -> None:

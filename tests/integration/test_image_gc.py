@@ -13,8 +13,16 @@ import pytest
 from agent.imagegc import ImageCollector, ImageGcPolicy, disk_usage
 from agent.runtime.native.cgroups import probe
 from agent.runtime.native.images import ImageStore
+from agent.runtime.native.runtime import NativeRuntime
 from tests.conftest import SchedulerProcess, wait_for
 from tests.imagebuild import build_busybox_rootfs, check_root_marker, file, write_oci_layout
+from tests.integration.test_probes import (  # noqa: F401 (fixtures)
+    cgroups,
+    images,
+    make_pod,
+    runtime,
+    sh,
+)
 from tests.services import AgentProcess, free_port, tmpfs
 
 pytestmark = pytest.mark.root
@@ -84,7 +92,7 @@ def test_images_in_use_or_too_new_stay_whatever_the_usage(
     started = add_image(store, tmp_path, "gc.test/started:1")
     spare = add_image(store, tmp_path, "gc.test/spare:1")
     policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=3600)
-    collector = ImageCollector(store, policy, started_from=lambda: {started})
+    collector = ImageCollector(store, policy, in_use=lambda: {started})
     result = collector.collect(["gc.test/named:1"])
     assert result is not None and result.removed == []
     assert digests(store) == {named, started, spare}
@@ -113,7 +121,7 @@ def test_nothing_is_removed_while_a_container_runs_an_image_removed_by_hand(
     spare = add_image(store, tmp_path, "gc.test/spare:1")
     store.remove("gc.test/running:1")
     policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=0)
-    collector = ImageCollector(store, policy, started_from=lambda: {running})
+    collector = ImageCollector(store, policy, in_use=lambda: {running})
     result = collector.collect([])
     assert result is not None and result.removed == []
     assert result.held_by is not None and running in result.held_by
@@ -186,3 +194,27 @@ def test_the_agent_collects_what_its_pods_no_longer_use(
 def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         return str(response.read().decode())
+
+
+async def test_the_runtime_holds_an_image_from_its_start_until_its_pod_goes(
+    runtime: NativeRuntime,  # noqa: F811
+    images: ImageStore,  # noqa: F811
+) -> None:
+    """The native runtime counts an image in use from the moment a start takes its layers
+    (before the container's records name it) until its pod is removed; a pass over a
+    store that a start took an image from since the pass began leaves that image."""
+    (busybox,) = images.list()
+    assert busybox.digest not in runtime.images_in_use()
+    pod = make_pod(sh("main", "sleep 600"))
+    await runtime.create_pod(pod)
+    await runtime.start_container(pod, "main")
+    assert busybox.digest in runtime.images_in_use()
+    # A start between the pass's first look and its removal: the removal looks again.
+    looks = iter([set(), {busybox.digest}])
+    policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=0)
+    collector = ImageCollector(images, policy, in_use=lambda: next(looks))
+    result = collector.collect([])
+    assert result is not None and result.removed == []
+    assert images.get("busybox") is not None
+    await runtime.remove_pod(str(pod.metadata.uid))
+    assert busybox.digest not in runtime.images_in_use()

@@ -22,7 +22,8 @@ transaction ends.
 
 Readers (`get`, `list`, `layer_dirs`) take no lock: images.json is replaced atomically and
 blobs never change. `gc` must not race a pod start that has its layer dirs but has not
-mounted them yet; the agent serialises the two.
+mounted them yet: the native runtime takes an image for a start, and image gc removes
+one, under the runtime's `image_lock` (agent/imagegc.py).
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ import os
 import shutil
 import signal
 import stat
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,6 +112,11 @@ def _exit_from(record: dict[str, Any]) -> ContainerExit:
         signal=record.get("signal"),
         message=record.get("message"),
     )
+
+
+def _digest_of(image_id: str) -> str:
+    """The manifest digest of an imageID: `repo@sha256:...`, or the bare digest."""
+    return image_id.rpartition("@")[2]
 
 
 def _run_ids(run: object) -> tuple[str | None, str]:
@@ -276,6 +282,13 @@ class NativeRuntime:
         self._sweeping: asyncio.Task[None] | None = None
         self._sweep_again = False
         self._sweep_waiting = False  # the sweep task waits for more removals to gather
+        # Image gc (agent/imagegc.py) removes an image holding `image_lock`, once it has
+        # made sure nothing uses it (`images_in_use`): a start takes its image's layers and
+        # records the image here under the same lock, for as long as its pod is here (a
+        # container's own records name its image only once it has run).
+        self.image_lock = threading.Lock()
+        self._image_of: dict[tuple[str, str], str] = {}  # (uid, container) -> digest
+        self._image_of_lock = threading.Lock()  # for the dict alone: held for moments
 
     # --- paths ---
 
@@ -588,8 +601,11 @@ class NativeRuntime:
         running = self._container_info(str(pod.metadata.uid), container.name, False)
         if running is not None and running.state == "running":
             return running
-        image = self.images.require(container.image)
-        layers = self.images.layer_dirs(image)
+        with self.image_lock:  # not while image gc removes an image
+            image = self.images.require(container.image)
+            layers = self.images.layer_dirs(image)
+            with self._image_of_lock:
+                self._image_of[(str(pod.metadata.uid), container.name)] = image.digest
         spec = self._prepare_container(pod, container, image.config, layers, fresh_cgroup)
         # The run's ids, new for every start (as a CRI runtime's container ids are). The
         # monitor keeps them in its records (started.json, exit.json), which a later agent
@@ -896,6 +912,9 @@ class NativeRuntime:
                 await asyncio.to_thread(self._teardown, uid)
             for key in [k for k in self._watches if k[0] == uid]:
                 self._watches.pop(key).close()
+            with self._image_of_lock:  # its containers are gone: their images are free
+                for key in [k for k in self._image_of if k[0] == uid]:
+                    del self._image_of[key]
         self._locks.pop(uid, None)
         self._sweep()
         _LOGGER.debug("pod %s removed (%s)", uid, pdir)
@@ -1032,10 +1051,12 @@ class NativeRuntime:
         finally:
             os.close(fd)
 
-    def images_started_from(self) -> set[str]:
-        """Manifest digests of the images the containers on disk were last started from
-        (blocking): image gc keeps them while their pods are torn down."""
-        digests: set[str] = set()
+    def images_in_use(self) -> set[str]:
+        """Manifest digests of the images this agent started containers from, and those the
+        containers on disk were last started from (blocking): image gc keeps them, a pod
+        being torn down's too. Read under `image_lock`, it cannot miss a start."""
+        with self._image_of_lock:
+            digests = set(self._image_of.values())
         try:
             pod_dirs = list(self.pods_dir.iterdir())
         except FileNotFoundError:
@@ -1045,8 +1066,8 @@ class NativeRuntime:
                 for name in ("started.json", "exit.json"):
                     record = _read_json(cdir / name)
                     _, image_id = _run_ids(record.get("run") if record else None)
-                    if image_id:  # repo@sha256:..., or the bare digest
-                        digests.add(image_id.rpartition("@")[2])
+                    if image_id:
+                        digests.add(_digest_of(image_id))
         return digests
 
     # --- re-adoption ---
