@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from common.models import Pod, PodCondition, now
 from scheduler.objects import encode, mutable_copy, pod_key
-from scheduler.store import Conflict, NotFound, Store
+from scheduler.store import Conflict, NotFound, Store, StoreUnavailable
 
 NODE_NOT_READY = "NodeNotReady"
 
@@ -37,7 +37,7 @@ def marked_not_ready(pod: Pod, node: str) -> Pod | None:
     return _with_ready(pod, False, f"node {node} is not ready")
 
 
-def restored(pod: Pod) -> Pod | None:
+def restored(pod: Pod, node: str = "") -> Pod | None:
     """The pod Ready again, its node being Ready; None unless it carries the mark."""
     return _with_ready(pod, True, None) if is_marked(pod) else None
 
@@ -64,6 +64,6 @@ async def write(store: Store, pod: Pod, expect: int) -> bool:
     key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)
     try:
         await store.put(key, encode(pod), obj=pod, expect=expect)
-    except (Conflict, NotFound):
+    except (Conflict, NotFound, StoreUnavailable):  # the next pass tries again
         return False
     return True

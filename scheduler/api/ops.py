@@ -81,8 +81,8 @@ async def status(request: web.Request) -> web.Response:
         "pods": {
             "total": len(cluster.pods),
             "byPhase": {p: cluster.phases.get(p, 0) for p in POD_PHASES},
-            # Running but failing readiness (or still starting): what a probe holds out of
-            # service.
+            # Running but not ready: held out of service by a readiness probe, still
+            # starting, or on a NotReady node (scheduler/podready.py).
             "notReady": cluster.running_unready,
             "pendingQueue": len(cluster.pending),
             "unschedulable": unschedulable,

@@ -18,7 +18,8 @@ backed by the store's own watch, so nothing is polled and nothing is missed:
 - asked for Tables (`kubectl get -w`), each event's object is a Table of one row
   (scheduler/api/tables.py); an ERROR's Status stays as it is;
 - `sendInitialEvents` (a watch-list, client-go's WatchListClient; it takes
-  `resourceVersionMatch=NotOlderThan`, as kube-apiserver): `true` sends the ADDED events
+  `resourceVersionMatch=NotOlderThan` and `allowWatchBookmarks`, else a 422, as
+  kube-apiserver): `true` sends the ADDED events
   of the listing whatever `resourceVersion` says (one not newer than the store's), then,
   with `allowWatchBookmarks`, a BOOKMARK annotated `k8s.io/initial-events-end` at the
   listing's revision, which is what the client waits for before it takes the list as
@@ -122,6 +123,12 @@ def _send_initial_events(request: web.Request) -> bool | None:
         raise Invalid(
             "resourceVersionMatch: Forbidden: sendInitialEvents requires setting "
             "resourceVersionMatch to NotOlderThan"
+        )
+    if request.query.get("allowWatchBookmarks", "").lower() not in ("true", "1"):
+        # Without the bookmark a client cannot tell where the listing ends.
+        raise Invalid(
+            "allowWatchBookmarks: Forbidden: sendInitialEvents requires setting "
+            "allowWatchBookmarks to true"
         )
     return raw in ("true", "1")
 

@@ -262,7 +262,10 @@ class DeploymentController(Controller):
         if not keys:
             return
         uid = d.metadata.uid or ""
-        await asyncio.gather(*(release(self.store, k, uid) for k in keys))
+        freed = await asyncio.gather(*(release(self.store, k, uid) for k in keys))
+        keys = [k for k, ok in zip(keys, freed, strict=True) if ok]  # else the next pass
+        if not keys:
+            return
         for key in keys:
             pod = self.cluster.pods.get(key)
             self.forget_pod(pod.metadata.uid if pod is not None else None)

@@ -136,13 +136,15 @@ class NodeLifecycleController:
 
     async def reconcile(self) -> None:
         mono = time.monotonic()
+        marks: list[str] = []  # NotReady nodes: their ready pods are marked not ready
+        restores: list[str] = []  # Ready nodes with marked pods: the marks taken back
         least_grace = self._config.node_grace_seconds  # stretches are never below 1
         for name, state in list(self._cluster.nodes.items()):
             if state.ready:
                 if self.not_ready_since:
                     self.not_ready_since.pop(name, None)
                 if self.marked and name in self.marked:
-                    await self._restore_pods(name)
+                    restores.append(name)
                 if mono - state.last_heartbeat <= least_grace:
                     continue  # the common case, decided without the node's stretch
                 grace, eviction = self._timeouts(name)
@@ -164,7 +166,7 @@ class NodeLifecycleController:
                     )
                 continue
             grace, eviction = self._timeouts(name)
-            await self._mark_pods(name)
+            marks.append(name)
             since = self.not_ready_since.setdefault(name, mono)
             # Evict once the node has been silent for eviction_seconds in all (counted
             # from its last heartbeat), and NotReady for at least one pass.
@@ -176,41 +178,38 @@ class NodeLifecycleController:
         for name in [n for n in self.not_ready_since if n not in self._cluster.nodes]:
             del self.not_ready_since[name]  # the node was deleted while NotReady
             self.marked.discard(name)
+        await self._set_pods_ready(marks, restores)
         await self._evict_orphans(mono)
         await self._finish_deletions()
 
-    async def _mark_pods(self, node: str) -> None:
-        """Ready False on the NotReady node's Running, ready pods (all in one commit)."""
-        marks = []
-        for pod in self._cluster.pods_on(node):
-            marked = podready.marked_not_ready(pod, node)
-            kv = self._cluster.pod_kvs.get(
-                pod_key(pod.metadata.namespace or "default", pod.metadata.name)
-            )
-            if marked is not None and kv is not None:
-                marks.append((pod, marked, kv.mod_revision))
-        if not marks:
-            return
-        self.marked.add(node)
-        written = await asyncio.gather(*(podready.write(self._store, m, r) for _, m, r in marks))
-        for (pod, _, _), ok in zip(marks, written, strict=True):
-            if ok:
+    async def _set_pods_ready(self, marks: list[str], restores: list[str]) -> None:
+        """Ready False on the running, ready pods of the NotReady nodes `marks`, and True
+        again on the marked pods of the Ready nodes `restores`: every write of the pass
+        at once (one commit), whatever the number of nodes."""
+        changes: list[tuple[str, Pod, Pod, int]] = []  # node, pod, changed, revision
+        for node, change in [(n, podready.marked_not_ready) for n in marks] + [
+            (n, podready.restored) for n in restores
+        ]:
+            for pod in self._cluster.pods_on(node):
+                changed = change(pod, node)
+                kv = self._cluster.pod_kvs.get(
+                    pod_key(pod.metadata.namespace or "default", pod.metadata.name)
+                )
+                if changed is not None and kv is not None:
+                    changes.append((node, pod, changed, kv.mod_revision))
+        self.marked.update(marks)
+        written = await asyncio.gather(
+            *(podready.write(self._store, changed, rev) for _, _, changed, rev in changes)
+        )
+        undone = set()
+        for (node, pod, changed, _), ok in zip(changes, written, strict=True):
+            if not ok:
+                undone.add(node)  # lost to another write: the next pass looks again
+            elif podready.is_marked(changed):
                 self._events.record(
                     pod_ref(pod), "NodeNotReady", f"Node {node} is not ready", type="Warning"
                 )
-
-    async def _restore_pods(self, node: str) -> None:
-        """Ready again, the pods the node has said nothing of since they were marked."""
-        writes = []
-        for pod in self._cluster.pods_on(node):
-            back = podready.restored(pod)
-            kv = self._cluster.pod_kvs.get(
-                pod_key(pod.metadata.namespace or "default", pod.metadata.name)
-            )
-            if back is not None and kv is not None:
-                writes.append(podready.write(self._store, back, kv.mod_revision))
-        if all(await asyncio.gather(*writes)):
-            self.marked.discard(node)  # else a write lost to another: the next pass again
+        self.marked -= set(restores) - undone
 
     async def _evict_orphans(self, mono: float) -> None:
         """Pods bound to a node that does not exist are evicted as from a lost node once

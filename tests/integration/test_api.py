@@ -447,7 +447,8 @@ def test_a_watch_list_ends_its_listing_with_a_bookmark(scheduler: SchedulerProce
     """`sendInitialEvents=true` (client-go's watch-list): the listing's ADDED events, then
     the BOOKMARK annotated `k8s.io/initial-events-end` that the client waits for before
     it takes the list as whole, whatever resourceVersion it names; `false`: the changes
-    only. Without `resourceVersionMatch=NotOlderThan` it is kube-apiserver's 422."""
+    only. Without `resourceVersionMatch=NotOlderThan` or `allowWatchBookmarks` it is
+    kube-apiserver's 422."""
     for name in ("wl-1", "wl-2"):
         assert scheduler.request("POST", "/api/v1/namespaces/default/pods", pod(name)).status == 201
     listed = int(scheduler.get("/api/v1/pods")["metadata"]["resourceVersion"])
@@ -465,11 +466,15 @@ def test_a_watch_list_ends_its_listing_with_a_bookmark(scheduler: SchedulerProce
         meta = mark["object"]["metadata"]
         assert meta["annotations"] == {"k8s.io/initial-events-end": "true"}
         assert int(meta["resourceVersion"]) >= listed
-    without_bookmarks = scheduler.request("GET", watch_list).body.splitlines()
-    assert [json.loads(line)["type"] for line in without_bookmarks][:2] == ["ADDED", "ADDED"]
-    assert b"BOOKMARK" not in b"".join(without_bookmarks)
     changes_only = base.replace("timeoutSeconds=1", "timeoutSeconds=1&sendInitialEvents=false")
-    resp = scheduler.request("GET", changes_only + "&resourceVersionMatch=NotOlderThan")
+    resp = scheduler.request(
+        "GET", changes_only + "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"
+    )
     assert resp.status == 200 and b"ADDED" not in resp.body, resp.body
-    refused = scheduler.request("GET", base + "&sendInitialEvents=true")
+    refused = scheduler.request("GET", base + "&sendInitialEvents=true&allowWatchBookmarks=true")
     assert refused.status == 422 and "NotOlderThan" in refused.json()["message"]
+    for value in ("true", "false"):  # without the bookmark a client cannot tell the end
+        refused = scheduler.request(
+            "GET", f"{base}&sendInitialEvents={value}&resourceVersionMatch=NotOlderThan"
+        )
+        assert refused.status == 422 and "allowWatchBookmarks" in refused.json()["message"]
