@@ -14,7 +14,7 @@ import json
 import random
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from common.models import (
@@ -28,7 +28,7 @@ from common.models import (
 )
 from scheduler.cluster import TERMINAL_PHASES, ClusterState
 from scheduler.kinds import PODS
-from scheduler.objects import decode, encode, replaced
+from scheduler.objects import decode, encode, mutable_copy, replaced
 from scheduler.podfinal import mark_deleted, may_run, must_wait
 from scheduler.store import KV, Conflict, NotFound, Op, Store
 
@@ -115,10 +115,14 @@ def pod_store_key(pod: Pod) -> str:
 BURST = 500
 
 
-async def create_pods(store: Store, pods: list[Pod]) -> list[KV]:
-    """Create every pod in one durable transaction (names must be free)."""
-    ops = [Op("put", pod_store_key(p), encode(p), p, expect=0) for p in pods]
-    return await store.txn(ops)
+def creation_op(pod: Pod) -> Op:
+    """The write that creates the pod, as one operation of a transaction (its name free)."""
+    return Op("put", pod_store_key(pod), encode(pod), pod, expect=0)
+
+
+async def create_pods(store: Store, pods: list[Pod], also: Sequence[Op] = ()) -> list[KV]:
+    """Create every pod in one durable transaction (names must be free), with `also`."""
+    return await store.txn([*(creation_op(p) for p in pods), *also])
 
 
 async def delete_pod(store: Store, cluster: ClusterState, key: str) -> KV | None:
@@ -135,6 +139,22 @@ async def delete_pod(store: Store, cluster: ClusterState, key: str) -> KV | None
         return await store.delete(key, expect=kv.mod_revision)
     except (Conflict, NotFound):
         return None  # changed meanwhile: the next pass looks again
+
+
+def deletion_op(cluster: ClusterState, key: str) -> Op | None:
+    """`delete_pod` as one operation of a transaction, made from the cluster view's version
+    of the pod and guarded by it (a stale view fails the transaction, to be tried again):
+    a mark where its agent must stop it or finalizers hold it, else its removal. None if
+    the view has no such pod."""
+    kv = cluster.pod_kvs.get(key)
+    pod = cluster.pods.get(key)
+    if kv is None or pod is None:
+        return None
+    if not must_wait(pod, may_run(cluster, pod)):
+        return Op("delete", key, expect=kv.mod_revision)
+    marked = mutable_copy(pod)
+    marked.metadata.deletion_timestamp = now()
+    return Op("put", key, encode(marked), marked, expect=kv.mod_revision)
 
 
 async def set_finalizer(store: Store, cluster: ClusterState, key: str, name: str, on: bool) -> KV:
