@@ -27,6 +27,7 @@ One pass (`reconcile`) for one Deployment::
     record the template's revision ──> release pods it no longer matches,
         │                              delete finished pods (they are replaced)
         │
+        ├─ replicas changed: scale (below), and nothing more this pass
         ├─ Recreate:      delete every old pod; create new ones only once none is left
         └─ RollingUpdate: create new pods while   total < replicas + maxSurge
                           delete old pods while    available > replicas - maxUnavailable
@@ -40,6 +41,31 @@ ones) refreshes the Progressing condition; none for `progressDeadlineSeconds`
 turns it False with reason ProgressDeadlineExceeded. A paused Deployment's
 pods are left alone, and a template it was given while paused is recorded as a
 revision only once it is resumed (as Kubernetes makes its ReplicaSet only then).
+
+Scaling, as Kubernetes' `sync` and `scale` (pkg/controller/deployment/sync.go). Each
+template with active pods is a *group*, what a ReplicaSet is there. Each revision
+records what its group was last sized for: the Deployment's replicas and replicas +
+maxSurge, in the annotations `deployment.kubernetes.io/desired-replicas` and
+`max-replicas` (a ReplicaSet's, under the same names). A group sized for other
+replicas than the Deployment's now makes the pass a scale (`_scale`): the only group
+gets `replicas`; a new template with all
+`replicas` available leaves the old ones none; otherwise, in a rolling update, what
+brings the total to replicas + maxSurge is shared between the groups in proportion to
+their sizes (`proportional`). So a scale in the middle of a rollout keeps the old
+pods' share, and the Deployment its availability, instead of giving every added pod to
+a new template that may never become ready (and every removed one to the old).
+
+What a group wants (a ReplicaSet's `spec.replicas`) is simply its number of active
+pods, recorded nowhere else: a scale creates and deletes pods and annotates the
+revisions in one transaction, so a restart finds all of it or none (and scales again
+from the same sizes, to the same result). The one thing a restart must not lose, what
+the sizes were set for, is on the revisions: the controller alone writes them (a PUT
+of the Deployment replaces its annotations, so they could not live there), a revision
+lives as long as its template has pods (`_prune_revisions` keeps those), and one write
+per template records it (an annotation on each pod would take a write per pod). The
+one difference from a ReplicaSet: a template's pod lost in the middle of a rollout is
+not replaced by one of its own, as before (the rolling update gives its place to the
+new template).
 """
 
 from __future__ import annotations
@@ -60,6 +86,7 @@ from common.models import (
     ObjectMeta,
     OwnerReference,
     Pod,
+    PodTemplateSpec,
     WorkloadCondition,
     now,
 )
@@ -71,7 +98,9 @@ from scheduler.controllers.podcontrol import (
     BURST,
     HASH_LABEL,
     create_pods,
+    creation_op,
     delete_pod,
+    deletion_op,
     deletion_order,
     generate_name,
     is_active,
@@ -86,12 +115,16 @@ from scheduler.controllers.podcontrol import (
 from scheduler.events import Ref
 from scheduler.kinds import DEPLOYMENTS, PODS, REVISIONS
 from scheduler.objects import encode, mutable_copy
-from scheduler.store import KV, Conflict, NotFound
+from scheduler.store import KV, Conflict, NotFound, Op
 
 _LOGGER = logging.getLogger(__name__)
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
+# On a revision: the Deployment's replicas, and replicas + maxSurge, that its pods were
+# last sized for (Kubernetes' annotations of a ReplicaSet, under the same names).
+DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
+MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 
 
 def resolve(value: int | str, replicas: int, *, round_up: bool) -> int:
@@ -140,6 +173,72 @@ def set_condition(
 
 def find_condition(conditions: list[WorkloadCondition], kind: str) -> WorkloadCondition | None:
     return next((c for c in conditions if c.type == kind), None)
+
+
+@dataclass
+class Group:
+    """The active pods of one template (one `pod-template-hash`): what a ReplicaSet is to
+    Kubernetes, its size (`spec.replicas` there) the number of those pods."""
+
+    hash: str
+    size: int
+    revision: ControllerRevision | None = None  # its template and annotations, if recorded
+    pods: list[Pod] = field(default_factory=list)
+
+    def annotation(self, name: str) -> int | None:
+        """DESIRED_REPLICAS or MAX_REPLICAS as its revision records it (None: not recorded)."""
+        value = self.revision.metadata.annotations.get(name) if self.revision else None
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def created(self) -> float:
+        """Its age, as Kubernetes breaks ties between ReplicaSets of one size: its
+        revision's creation (a group with none counts as the oldest)."""
+        stamp = self.revision.metadata.creation_timestamp if self.revision else None
+        return stamp.timestamp() if stamp is not None else 0.0
+
+
+def proportional(groups: list[Group], allowed: int, status_replicas: int) -> dict[str, int]:
+    """The size of each group after a scale in the middle of a rollout, as Kubernetes'
+    `scale` (pkg/controller/deployment/sync.go) sizes its active ReplicaSets. `allowed`
+    is the total to reach: replicas + maxSurge (0 for 0 replicas). What that adds (or
+    removes) is shared in proportion to each group's size: its share is
+    `round(size * allowed / max-replicas) - size` (max-replicas: the total its size was
+    set for, else status.replicas), no more than what is left to share; groups are
+    taken largest first (on a tie, the newer first when adding, the older first when
+    removing) and the first takes what rounding left over. Never below 0."""
+    total = sum(g.size for g in groups)
+    to_add = allowed - total
+    if to_add == 0:
+        return {g.hash: g.size for g in groups}
+    newer_first = to_add > 0
+    ordered = sorted(groups, key=lambda g: (-g.size, -g.created if newer_first else g.created))
+    sizes: dict[str, int] = {}
+    added = 0
+    for g in ordered:
+        share = _proportion(g, allowed, status_replicas, to_add, added)
+        sizes[g.hash] = g.size + share
+        added += share
+    first = ordered[0].hash
+    sizes[first] = max(sizes[first] + to_add - added, 0)
+    return sizes
+
+
+def _proportion(g: Group, allowed: int, status_replicas: int, to_add: int, added: int) -> int:
+    """Kubernetes' GetProportion: the group's fraction, no more than what is left to add
+    (or to remove)."""
+    if g.size == 0 or to_add == added:
+        return 0
+    if allowed == 0:
+        fraction = -g.size  # scaled to zero: every group goes
+    else:
+        before = g.annotation(MAX_REPLICAS) or status_replicas
+        if before == 0:
+            return 0
+        # Rounded half away from zero, as Kubernetes' RoundToInt32 (in integers: exact).
+        fraction = (2 * g.size * allowed + before) // (2 * before) - g.size
+    left = to_add - added
+    return min(fraction, left) if to_add > 0 else max(fraction, left)
 
 
 @dataclass
@@ -207,17 +306,23 @@ class DeploymentController(Controller):
         await asyncio.gather(
             *(delete_pod(self.store, self.cluster, pod_store_key(p)) for p in picture.finished)
         )
-        changed = False
-        if not d.spec.paused:
-            if d.spec.strategy.type == "Recreate":
-                changed = await self._recreate(key, d, hash_, revision, picture)
-            else:
-                changed = await self._rolling(key, d, hash_, revision, picture)
+        groups = self._groups(d, picture)
+        scaled = changed = False
+        if d.spec.paused:
+            pass
+        elif scaling_event(groups, d.spec.replicas):
+            # Kubernetes' `sync`: a scale is a pass of its own (the rollout goes on at the
+            # next one).
+            changed = scaled = await self._scale(key, d, hash_, groups, picture)
+        elif d.spec.strategy.type == "Recreate":
+            changed = await self._recreate(key, d, hash_, revision, picture)
+        else:
+            changed = await self._rolling(key, d, hash_, revision, picture)
         await self._prune_revisions(d, hash_)
         requeue = await self._write_status(key, kv, d, hash_, revision, picture, changed)
         if picture.next_check is not None:
             requeue = min(requeue or picture.next_check, picture.next_check)
-        return requeue
+        return 0.0 if scaled else requeue
 
     async def _adopt(self, key: str, d: Deployment) -> bool:
         """Claim the orphans its selector matches, pods and revisions (a Deployment
@@ -327,6 +432,143 @@ class DeploymentController(Controller):
                 picture.next_check = min(picture.next_check or left, left)
         return picture
 
+    # -- scaling ------------------------------------------------------------------------------
+
+    def _groups(self, d: Deployment, picture: Picture) -> list[Group]:
+        """Its active pods by template, each with its revision where one is recorded."""
+        by_hash: dict[str, list[Pod]] = {}
+        for pod in picture.old + picture.new:
+            by_hash.setdefault(pod.metadata.labels.get(HASH_LABEL, ""), []).append(pod)
+        revisions = {r.metadata.labels.get(HASH_LABEL): r for r in self._owned_revisions(d)}
+        return [Group(h, len(pods), revisions.get(h), pods) for h, pods in by_hash.items()]
+
+    async def _scale(
+        self, key: str, d: Deployment, hash_: str, groups: list[Group], picture: Picture
+    ) -> bool:
+        """Kubernetes' `scale`: the only template with pods gets `replicas`; a saturated
+        new template (all `replicas` available) leaves the old ones none; otherwise, in
+        a rolling update, the new size is shared in proportion (`proportional`). A
+        scale-up adds at most BURST pods in one pass: a larger one is done in steps of
+        that, each shared in proportion again. True if it wrote anything."""
+        replicas = d.spec.replicas
+        surge = surge_and_unavailable(d)[0]
+        goal = replicas + surge if replicas > 0 else 0
+        total = sum(g.size for g in groups)
+        new = next((g for g in groups if g.hash == hash_), None)
+        if not groups:
+            return False
+        if len(groups) == 1:
+            only = groups[0]
+            target = min(replicas, only.size + BURST)
+            return await self._resize(
+                key, d, hash_, [only], {only.hash: target}, picture, target == replicas
+            )
+        if new is not None and self._saturated(new, replicas, picture):
+            sizes = {g.hash: replicas if g is new else 0 for g in groups}
+            return await self._resize(key, d, hash_, groups, sizes, picture, True)
+        if d.spec.strategy.type == "RollingUpdate":
+            allowed = min(goal, total + BURST)
+            sizes = proportional(groups, allowed, d.status.replicas)
+            return await self._resize(key, d, hash_, groups, sizes, picture, allowed == goal)
+        # Recreate with pods of several templates (Kubernetes leaves them as they are):
+        # its own pass removes the old ones.
+        sizes = {g.hash: g.size for g in groups}
+        return await self._resize(key, d, hash_, groups, sizes, picture, True)
+
+    @staticmethod
+    def _saturated(new: Group, replicas: int, picture: Picture) -> bool:
+        """Kubernetes' IsSaturated: the new template has all it wants, all available."""
+        return (
+            new.size == replicas
+            and new.annotation(DESIRED_REPLICAS) == replicas
+            and picture.count_available(new.pods) == replicas
+        )
+
+    async def _resize(
+        self,
+        key: str,
+        d: Deployment,
+        hash_: str,
+        groups: list[Group],
+        sizes: dict[str, int],
+        picture: Picture,
+        done: bool,
+    ) -> bool:
+        """Give each group its size and record on each revision what the sizes are for
+        (`done`: the Deployment's replicas; else a step of a larger scale-up, whose next
+        step starts from these sizes): pods created, pods deleted and revisions
+        annotated in one transaction, so that a restart finds either none of it (and
+        scales again) or all of it (and goes on with the rollout)."""
+        replicas = d.spec.replicas
+        max_replicas = replicas + surge_and_unavailable(d)[0] if done else sum(sizes.values())
+        ops: list[Op] = []
+        made: dict[str, list[Pod]] = {}
+        doomed: dict[str, list[Pod]] = {}
+        for g in groups:
+            want = sizes[g.hash]
+            template = self._template(d, hash_, g) if want > g.size else None
+            if template is not None:
+                made[g.hash] = self._new_pods(d, g.hash, template, want - g.size)
+                ops += [creation_op(p) for p in made[g.hash]]
+            elif want < g.size:
+                doomed[g.hash] = deletion_order(g.pods)[: g.size - want]
+                found = (deletion_op(self.cluster, pod_store_key(p)) for p in doomed[g.hash])
+                ops += [op for op in found if op is not None]
+            desired = replicas if done else g.annotation(DESIRED_REPLICAS)
+            annotate = self._annotation_op(d, g.revision, desired, max_replicas)
+            if annotate is not None:
+                ops.append(annotate)
+        if not ops:
+            return False
+        kvs = await self.store.txn(ops)  # Conflict: something changed; the next pass
+        self.wrote(key, kvs)
+        for g in groups:
+            if g.hash in made:
+                (picture.new if g.hash == hash_ else picture.old).extend(made[g.hash])
+            self._forget_deleted(picture, doomed.get(g.hash, []))
+            if g.hash in made or g.hash in doomed:
+                number = g.revision.revision if g.revision is not None else "?"
+                self.events.record(
+                    _ref(d),
+                    "ScalingReplicaSet",
+                    f"Scaled {'up' if g.hash in made else 'down'} revision {number} "
+                    f"({revision_name(d.metadata.name, g.hash)}) from {g.size} to "
+                    f"{g.size + len(made.get(g.hash, [])) - len(doomed.get(g.hash, []))}",
+                )
+        return True
+
+    def _template(self, d: Deployment, hash_: str, g: Group) -> PodTemplateSpec | None:
+        """The template of the group's pods: the Deployment's own, or its revision's (None
+        for a group without a readable revision: it cannot grow)."""
+        if g.hash == hash_:
+            return d.spec.template
+        spec = g.revision.data.get("spec") if g.revision is not None else None
+        template = spec.get("template") if isinstance(spec, dict) else None
+        if not isinstance(template, dict):
+            return None
+        try:
+            return PodTemplateSpec.model_validate(template)
+        except ValueError:
+            return None
+
+    def _annotation_op(
+        self, d: Deployment, rev: ControllerRevision | None, desired: int | None, max_: int
+    ) -> Op | None:
+        """The write recording on `rev` the replicas its pods are sized for (None if
+        already so, or if it has no revision)."""
+        if rev is None:
+            return None
+        annotations = {**rev.metadata.annotations, MAX_REPLICAS: str(max_)}
+        if desired is not None:
+            annotations[DESIRED_REPLICAS] = str(desired)
+        rkey = REVISIONS.key(d.metadata.namespace or "default", rev.metadata.name)
+        kv = self.revisions.kvs.get(rkey)
+        if annotations == rev.metadata.annotations or kv is None:
+            return None
+        meta = rev.metadata.model_copy(update={"annotations": annotations})
+        updated = rev.model_copy(update={"metadata": meta})
+        return Op("put", rkey, encode(updated), updated, expect=kv.mod_revision)
+
     # -- strategies ---------------------------------------------------------------------------
 
     async def _rolling(
@@ -398,16 +640,18 @@ class DeploymentController(Controller):
     async def _create(
         self, key: str, d: Deployment, hash_: str, revision: int, count: int, picture: Picture
     ) -> None:
-        namespace = d.metadata.namespace or "default"
-        proto = prototype(d.spec.template, namespace)
-        owner = owner_reference("Deployment", "apps/v1", d.metadata.name, d.metadata.uid or "")
-        base = f"{d.metadata.name}-{hash_}"
-        count = min(count, BURST)  # the rest in the next passes
-        pods = [
-            new_pod(proto, d.spec.template, generate_name(base), {HASH_LABEL: hash_}, owner)
-            for _ in range(count)
-        ]
-        kvs = await create_pods(self.store, pods)  # Conflict (a name taken): the next pass
+        pods = self._new_pods(d, hash_, d.spec.template, min(count, BURST))  # the rest later
+        # Sized now for the Deployment's replicas, as Kubernetes annotates a ReplicaSet it
+        # scales: a template that had no pod at the last scale was not annotated then.
+        current = next(
+            (r for r in self._owned_revisions(d) if r.metadata.labels.get(HASH_LABEL) == hash_),
+            None,
+        )
+        replicas = d.spec.replicas
+        annotate = self._annotation_op(d, current, replicas, replicas + surge_and_unavailable(d)[0])
+        also = [annotate] if annotate is not None else []
+        # Conflict (a name taken, the revision changed): the next pass.
+        kvs = await create_pods(self.store, pods, also)
         self.wrote(key, kvs)
         picture.new.extend(pods)
         self.events.record(
@@ -417,6 +661,26 @@ class DeploymentController(Controller):
             f"to {len(picture.new)}",
         )
 
+    def _new_pods(
+        self, d: Deployment, hash_: str, template: PodTemplateSpec, count: int
+    ) -> list[Pod]:
+        """`count` pods of `template` (whose hash is `hash_`) for the Deployment."""
+        proto = prototype(template, d.metadata.namespace or "default")
+        owner = owner_reference("Deployment", "apps/v1", d.metadata.name, d.metadata.uid or "")
+        base = f"{d.metadata.name}-{hash_}"
+        labels = {HASH_LABEL: hash_}
+        return [new_pod(proto, template, generate_name(base), labels, owner) for _ in range(count)]
+
+    @staticmethod
+    def _forget_deleted(picture: Picture, pods: list[Pod]) -> None:
+        for pod in pods:
+            if pod in picture.new:
+                picture.new.remove(pod)
+            if pod in picture.old:
+                picture.old.remove(pod)
+                picture.terminating_old.append(pod)
+            picture.available.discard(pod.metadata.uid or "")
+
     async def _delete(
         self, key: str, d: Deployment, pods: list[Pod], picture: Picture, what: str
     ) -> None:
@@ -425,13 +689,7 @@ class DeploymentController(Controller):
             *(delete_pod(self.store, self.cluster, pod_store_key(p)) for p in pods)
         )
         self.wrote(key, [kv for kv in kvs if kv is not None])
-        for pod in pods:
-            if pod in picture.new:
-                picture.new.remove(pod)
-            if pod in picture.old:
-                picture.old.remove(pod)
-                picture.terminating_old.append(pod)
-            picture.available.discard(pod.metadata.uid or "")
+        self._forget_deleted(picture, pods)
         self.events.record(
             _ref(d),
             "ScalingReplicaSet",
@@ -485,7 +743,13 @@ class DeploymentController(Controller):
                 namespace=namespace,
                 uid=_uid(),
                 labels={**d.spec.selector.match_labels, HASH_LABEL: hash_},
-                annotations=_with_cause({}, cause),
+                annotations=_with_cause(
+                    {
+                        DESIRED_REPLICAS: str(d.spec.replicas),
+                        MAX_REPLICAS: str(d.spec.replicas + surge_and_unavailable(d)[0]),
+                    },
+                    cause,
+                ),
                 creation_timestamp=now(),
                 owner_references=[
                     owner_reference("Deployment", "apps/v1", d.metadata.name, d.metadata.uid or "")
@@ -684,6 +948,17 @@ class DeploymentController(Controller):
                 last_transition_time=transition,
             ),
         ]
+
+
+def scaling_event(groups: list[Group], replicas: int) -> bool:
+    """Kubernetes' isScalingEvent: a template with pods was sized for other replicas than
+    the Deployment's (one without a record of it, as a revision written before there was
+    one, says nothing)."""
+    for g in groups:
+        desired = g.annotation(DESIRED_REPLICAS)
+        if g.size > 0 and desired is not None and desired != replicas:
+            return True
+    return False
 
 
 def history_of(rev: ControllerRevision, d: Deployment) -> bool:

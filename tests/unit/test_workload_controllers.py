@@ -42,7 +42,14 @@ from scheduler.config import SchedulerConfig
 from scheduler.context import Context
 from scheduler.controllers import gc as gc_controller
 from scheduler.controllers import job as job_controller
-from scheduler.controllers.deployment import REVISION_ANNOTATION, surge_and_unavailable
+from scheduler.controllers.deployment import (
+    DESIRED_REPLICAS,
+    MAX_REPLICAS,
+    REVISION_ANNOTATION,
+    Group,
+    proportional,
+    surge_and_unavailable,
+)
 from scheduler.controllers.manager import Workloads
 from scheduler.controllers.namespace import ensure_namespaces, new_namespace
 from scheduler.controllers.podcontrol import HASH_LABEL, is_ready, pod_store_key
@@ -163,11 +170,19 @@ class Plane:
 @pytest.fixture
 async def plane(tmp_path: Path) -> AsyncIterator[Plane]:
     """The store, cluster view, event recorder and workload controllers, running."""
-    store = await SqliteStore.open(tmp_path / "state.db")
+    async with running_plane(tmp_path) as p:
+        yield p
+
+
+@contextlib.asynccontextmanager
+async def running_plane(state: Path) -> AsyncIterator[Plane]:
+    """A plane on the state in `state`: a second one on the same state after the first
+    has stopped is a restart of the scheduler."""
+    store = await SqliteStore.open(state / "state.db")
     cluster = ClusterState(store)
     await cluster.load()
     events = EventRecorder(store)
-    config = SchedulerConfig(state_dir=str(tmp_path))
+    config = SchedulerConfig(state_dir=str(state))
     ctx = Context(config, store, cluster, SchedulerMetrics(), RecentErrors(), events)
     workloads = Workloads(ctx)
     await workloads.load()
@@ -1320,3 +1335,131 @@ async def test_a_pass_that_keeps_conflicting_backs_off(plane: Plane) -> None:
     controller.queue.add(key)
     await asyncio.sleep(2.0)
     assert 3 <= passes <= 8, passes  # 0.05 s, 0.1, 0.2 ... apart; 40 at a steady 0.05 s
+
+
+# -- scaling in the middle of a rollout, as Kubernetes' proportional scaling -----------------
+
+
+def broken(pod: Pod) -> str:
+    """The fake kubelet's outcome: pods of the image "broken" never become ready."""
+    return "stay" if pod.spec.containers[0].image == "broken" else "ready"
+
+
+def by_image(plane: Plane) -> dict[str, int]:
+    """The Deployment's active pods, counted by image (one image per template here)."""
+    counts: dict[str, int] = {}
+    for pod in active(plane.pods()):
+        image = pod.spec.containers[0].image
+        counts[image] = counts.get(image, 0) + 1
+    return counts
+
+
+def is_available(d: Deployment) -> bool:
+    return any(c.type == "Available" and c.status == "True" for c in d.status.conditions)
+
+
+async def settled(plane: Plane, counts: dict[str, int], available: int) -> Deployment:
+    """The Deployment once its pods are `counts` by image, `available` of them available
+    and Available, and still so a moment later (no later pass undoes it)."""
+
+    def reached() -> Deployment | None:
+        d = plane.deployment("web")
+        if d is None or by_image(plane) != counts or d.status.available_replicas != available:
+            return None
+        return d if is_available(d) and d.status.replicas == sum(counts.values()) else None
+
+    await wait_until(reached, within=10)
+    await asyncio.sleep(0.3)
+    found = reached()
+    assert found is not None, (by_image(plane), plane.deployment("web"))
+    return found
+
+
+async def stuck_rollout(plane: Plane) -> None:
+    """10 replicas (maxSurge 25% = 3, maxUnavailable 25% = 2) rolled to a template that
+    never becomes ready: it stops, as Kubernetes' does, at 5 new pods and 8 old ones."""
+    plane.outcome = broken
+    await plane.put(deployment(replicas=10))
+    await available(plane, "web", 10)
+    await plane.put(deployment(replicas=10, image="broken"))
+    await settled(plane, {"nginx:1": 8, "broken": 5}, available=8)
+
+
+async def test_scaling_in_a_rollout_is_proportional_as_in_kubernetes(plane: Plane) -> None:
+    """Scaled in the middle of a stuck rollout (8 old pods, 5 new; both templates sized
+    for 10 replicas, 13 with the surge), the Deployment shares the change between its
+    templates as Kubernetes shares it between its ReplicaSets, and stays Available:
+
+    up to 20: maxSurge 25% of 20 = 5, so 25 allowed, 12 to add, largest first:
+      old: round(8 * 25 / 13) - 8 = round(15.38) - 8 = 7  -> 15
+      new: round(5 * 25 / 13) - 5 = round(9.62) - 5 = 5   -> 10 (the 5 left; none over)
+      15 old available >= 20 - maxUnavailable 5: Available (all 12 to the new template,
+      as before, left 8 available of 25: not);
+    down to 10: 10 + 3 allowed, 25 - 13 = 12 to remove, largest first:
+      old: round(15 * 13 / 25) - 15 = round(7.8) - 15 = -7  -> 8
+      new: round(10 * 13 / 25) - 10 = round(5.2) - 10 = -5  -> 5
+      back to 8 old and 5 new, 8 available >= 10 - 2."""
+    await stuck_rollout(plane)
+    await plane.put(deployment(replicas=20, image="broken"))
+    d = await settled(plane, {"nginx:1": 15, "broken": 10}, available=15)
+    sized = {r.metadata.annotations[DESIRED_REPLICAS] for r in revisions_of(plane, "uid-web")}
+    assert sized == {"20"}
+    assert d.status.updated_replicas == 10 and d.metadata.annotations[REVISION_ANNOTATION] == "2"
+    await plane.put(deployment(replicas=10, image="broken"))
+    await settled(plane, {"nginx:1": 8, "broken": 5}, available=8)
+    maxima = {r.metadata.annotations[MAX_REPLICAS] for r in revisions_of(plane, "uid-web")}
+    assert maxima == {"13"}
+
+
+async def test_a_proportional_scale_survives_a_restart(tmp_path: Path) -> None:
+    """The sizes a scale gave each template are what its pods are, and what they were sized
+    for is on the revisions: after a restart of the scheduler the next pass neither undoes
+    the 15 old and 10 new pods of a scale to 20 (see the test above) nor takes the next
+    scale for a rollout step. Scaled down to 10 by the restarted controller, they go
+    back to 8 and 5: a controller that had lost the record would instead leave the 10 new
+    pods and remove old ones down to its availability floor (8 old and 10 new, 18 pods
+    past the 13 allowed)."""
+    async with running_plane(tmp_path) as plane:
+        await stuck_rollout(plane)
+        await plane.put(deployment(replicas=20, image="broken"))
+        await settled(plane, {"nginx:1": 15, "broken": 10}, available=15)
+        await asyncio.sleep(0.2)  # the fake kubelet's last looks at its pods
+    async with running_plane(tmp_path) as plane:
+        plane.outcome = broken
+        await settled(plane, {"nginx:1": 15, "broken": 10}, available=15)
+        await plane.put(deployment(replicas=10, image="broken"))
+        await settled(plane, {"nginx:1": 8, "broken": 5}, available=8)
+
+
+def test_proportional_shares_as_kubernetes_documents() -> None:
+    """Kubernetes' documented example (Deployments, "Proportional scaling"): 10 replicas,
+    maxSurge 3, a stuck rollout of 8 old and 5 new pods, scaled to 15: 18 allowed, 5 to
+    add; old round(8 * 18 / 13) - 8 = 3, new round(5 * 18 / 13) - 5 = 2. Ties go to the
+    newer when adding, to the older when removing; a scale to 0 removes everything."""
+    old = Group("old", 8)
+    new = Group("new", 5)
+    for g in (old, new):
+        g.revision = ControllerRevision.model_validate(
+            {"metadata": {"name": g.hash, "annotations": {MAX_REPLICAS: "13"}}, "revision": 1}
+        )
+    assert proportional([old, new], 18, 13) == {"old": 11, "new": 7}
+    assert proportional([old, new], 13, 13) == {"old": 8, "new": 5}
+    assert proportional([old, new], 0, 13) == {"old": 0, "new": 0}
+    # Two of one size, no record (status.replicas 4 instead): the leftover of rounding
+    # goes to the newer when adding, the older when removing.
+    first = Group(
+        "first",
+        2,
+        ControllerRevision.model_validate(
+            {"metadata": {"name": "a", "creationTimestamp": "2024-01-01T00:00:00Z"}, "revision": 1}
+        ),
+    )
+    second = Group(
+        "second",
+        2,
+        ControllerRevision.model_validate(
+            {"metadata": {"name": "b", "creationTimestamp": "2024-01-02T00:00:00Z"}, "revision": 2}
+        ),
+    )
+    assert proportional([first, second], 5, 4) == {"first": 2, "second": 3}
+    assert proportional([first, second], 3, 4) == {"first": 1, "second": 2}
