@@ -27,7 +27,7 @@ One pass (`reconcile`) for one Deployment::
     record the template's revision ──> release pods it no longer matches,
         │                              delete finished pods (they are replaced)
         │
-        ├─ replicas changed: scale (below), and nothing more this pass
+        ├─ paused, or replicas changed: scale (below), and nothing more this pass
         ├─ Recreate:      delete every old pod; create new ones only once none is left
         └─ RollingUpdate: create new pods while   total < replicas + maxSurge
                           delete old pods while    available > replicas - maxUnavailable
@@ -38,9 +38,9 @@ One pass (`reconcile`) for one Deployment::
 A pod is *available* once its Ready condition has been True for
 `minReadySeconds`. Progress (more updated, ready or available pods, fewer old
 ones) refreshes the Progressing condition; none for `progressDeadlineSeconds`
-turns it False with reason ProgressDeadlineExceeded. A paused Deployment's
-pods are left alone, and a template it was given while paused is recorded as a
-revision only once it is resumed (as Kubernetes makes its ReplicaSet only then).
+turns it False with reason ProgressDeadlineExceeded. A paused Deployment is
+scaled but not rolled out, and a template it was given while paused is recorded
+as a revision only once it is resumed (as Kubernetes makes its ReplicaSet only then).
 
 Scaling, as Kubernetes' `sync` and `scale` (pkg/controller/deployment/sync.go). Each
 template with active pods is a *group*, what a ReplicaSet is there. Each revision
@@ -48,7 +48,7 @@ records what its group was last sized for: the Deployment's replicas and replica
 maxSurge, in the annotations `deployment.kubernetes.io/desired-replicas` and
 `max-replicas` (a ReplicaSet's, under the same names). A group sized for other
 replicas than the Deployment's now makes the pass a scale (`_scale`): the only group
-gets `replicas`; a new template with all
+(or, none having pods, the newest template) gets `replicas`; a new template with all
 `replicas` available leaves the old ones none; otherwise, in a rolling update, what
 brings the total to replicas + maxSurge is shared between the groups in proportion to
 their sizes (`proportional`). So a scale in the middle of a rollout keeps the old
@@ -65,7 +65,7 @@ lives as long as its template has pods (`_prune_revisions` keeps those), and one
 per template records it (an annotation on each pod would take a write per pod). The
 one difference from a ReplicaSet: a template's pod lost in the middle of a rollout is
 not replaced by one of its own, as before (the rolling update gives its place to the
-new template).
+new template), except when paused, where the scale puts it back.
 """
 
 from __future__ import annotations
@@ -307,12 +307,10 @@ class DeploymentController(Controller):
             *(delete_pod(self.store, self.cluster, pod_store_key(p)) for p in picture.finished)
         )
         groups = self._groups(d, picture)
-        scaled = changed = False
-        if d.spec.paused:
-            pass
-        elif scaling_event(groups, d.spec.replicas):
+        scaled = False
+        if d.spec.paused or scaling_event(groups, d.spec.replicas):
             # Kubernetes' `sync`: a scale is a pass of its own (the rollout goes on at the
-            # next one).
+            # next one); a paused Deployment is scaled, never rolled out.
             changed = scaled = await self._scale(key, d, hash_, groups, picture)
         elif d.spec.strategy.type == "Recreate":
             changed = await self._recreate(key, d, hash_, revision, picture)
@@ -445,20 +443,21 @@ class DeploymentController(Controller):
     async def _scale(
         self, key: str, d: Deployment, hash_: str, groups: list[Group], picture: Picture
     ) -> bool:
-        """Kubernetes' `scale`: the only template with pods gets `replicas`; a saturated
-        new template (all `replicas` available) leaves the old ones none; otherwise, in
-        a rolling update, the new size is shared in proportion (`proportional`). A
-        scale-up adds at most BURST pods in one pass: a larger one is done in steps of
-        that, each shared in proportion again. True if it wrote anything."""
+        """Kubernetes' `scale`: the only template with pods (or, with none, the newest)
+        gets `replicas`; a saturated new template (all `replicas` available) leaves the
+        old ones none; otherwise, in a rolling update, the new size is shared in
+        proportion (`proportional`). A scale-up adds at most BURST pods in one pass: a
+        larger one is done in steps of that, each shared in proportion again. True if it
+        wrote anything."""
         replicas = d.spec.replicas
         surge = surge_and_unavailable(d)[0]
         goal = replicas + surge if replicas > 0 else 0
         total = sum(g.size for g in groups)
         new = next((g for g in groups if g.hash == hash_), None)
-        if not groups:
-            return False
-        if len(groups) == 1:
-            only = groups[0]
+        if len(groups) <= 1:
+            only = groups[0] if groups else self._latest(d, hash_)
+            if only is None:
+                return False
             target = min(replicas, only.size + BURST)
             return await self._resize(
                 key, d, hash_, [only], {only.hash: target}, picture, target == replicas
@@ -483,6 +482,16 @@ class DeploymentController(Controller):
             and new.annotation(DESIRED_REPLICAS) == replicas
             and picture.count_available(new.pods) == replicas
         )
+
+    def _latest(self, d: Deployment, hash_: str) -> Group | None:
+        """No pod left: the template to scale up is the current one if it has a revision,
+        else the newest revision's (that of a Deployment edited while paused)."""
+        owned = self._owned_revisions(d)
+        rev = next((r for r in owned if r.metadata.labels.get(HASH_LABEL) == hash_), None)
+        rev = rev or max(owned, key=lambda r: r.revision, default=None)
+        if rev is None or HASH_LABEL not in rev.metadata.labels:
+            return None
+        return Group(rev.metadata.labels[HASH_LABEL], 0, rev)
 
     async def _resize(
         self,

@@ -1431,6 +1431,22 @@ async def test_a_proportional_scale_survives_a_restart(tmp_path: Path) -> None:
         await settled(plane, {"nginx:1": 8, "broken": 5}, available=8)
 
 
+async def test_a_paused_deployment_is_scaled_as_in_kubernetes(plane: Plane) -> None:
+    """Kubernetes scales a paused Deployment (only its rollout is paused): one paused
+    after a template edit still has only pods of the earlier template, and those are
+    what a scale adds to; no revision is recorded for the edit until the resume."""
+    await plane.put(deployment(replicas=2))
+    await available(plane, "web", 2)
+    await plane.put(deployment(replicas=2, image="nginx:2", paused=True))
+    await wait_until(functools.partial(observed, plane, "web", 2), within=10)
+    await plane.put(deployment(replicas=4, image="nginx:2", paused=True))
+    await wait_until(lambda: by_image(plane) == {"nginx:1": 4}, within=10)
+    await available(plane, "web", 4, generation=3)
+    assert [r.revision for r in revisions_of(plane, "uid-web")] == [1]
+    await plane.put(deployment(replicas=4, image="nginx:2"))
+    await wait_until(lambda: by_image(plane) == {"nginx:2": 4}, within=10)
+
+
 def test_proportional_shares_as_kubernetes_documents() -> None:
     """Kubernetes' documented example (Deployments, "Proportional scaling"): 10 replicas,
     maxSurge 3, a stuck rollout of 8 old and 5 new pods, scaled to 15: 18 allowed, 5 to
