@@ -93,7 +93,15 @@ def _apply_json_patch(ops: list[Any], doc: Any) -> Any:
             copied += len(json.dumps(source))
             if copied > MAX_COPIED_BYTES:
                 raise TooLarge(f"the JSON patch copies more than {MAX_COPIED_BYTES} bytes in all")
-        doc = jsonpatch.JsonPatch([op]).apply(doc, in_place=True)
+        try:
+            doc = jsonpatch.JsonPatch([op]).apply(doc, in_place=True)
+        except jsonpatch.JsonPatchTestFailed:
+            # Said in JSON, not in jsonpatch's Python (`2 (<class 'str'>) is not equal...`).
+            found = jsonpointer.resolve_pointer(doc, op["path"], None)
+            raise Invalid(
+                f"the JSON patch cannot be applied: test of {op['path']} failed: it is "
+                f"{json.dumps(found)}, not {json.dumps(op.get('value'))}"
+            ) from None
     return doc
 
 
