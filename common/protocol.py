@@ -68,7 +68,9 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter, 
 # 5: a report's status is PodStatus JSON bytes; heartbeat usage and pod usage are arrays.
 # 6: a welcome too big for one frame comes in parts (welcome.more); pods may carry
 #    metadata.finalizers (stripped for older agents: `pod_for_agent`).
-PROTOCOL_VERSION = 6
+# 7: pods may carry spec.dnsPolicy and metadata.generateName (stripped for older
+#    agents: `pod_for_agent`).
+PROTOCOL_VERSION = 7
 # The oldest agent protocol the scheduler still speaks, so that a cluster is upgraded
 # scheduler first, then its agents one by one, as Kubernetes' skew policy has it (a
 # kubelet may be older than its API server, never newer): a scheduler that refused the
@@ -377,15 +379,43 @@ def desired_frames(
     ]
 
 
+# The first protocol whose agents take every field a stored pod may carry; an agent
+# before it gets its pods through `pod_for_agent`.
+POD_FIELDS_PROTOCOL = 7
+# The pod fields that came after protocol 5: (the protocol that brought it, its section,
+# its name, the name as JSON, looked for before the pod is parsed).
+_NEWER_POD_FIELDS = tuple(
+    (since, section, field, json.dumps(field).encode())
+    for since, section, field in (
+        (6, "metadata", "finalizers"),
+        (7, "metadata", "generateName"),
+        (7, "spec", "dnsPolicy"),
+    )
+)
+
+
 def pod_for_agent(pod: bytes, version: int) -> bytes:
-    """A pod's JSON as an agent of `version` takes it: before protocol 6 without
-    `metadata.finalizers`, which its models refuse as an unknown field (it dropped the
-    pod, and stopped it at the next resync); the agent has no use for them."""
-    if version >= 6 or b'"finalizers"' not in pod:
+    """A pod's JSON as an agent of `version` takes it: without the fields that came after
+    its protocol (`_NEWER_POD_FIELDS`: `metadata.finalizers` before 6, `spec.dnsPolicy`
+    and `metadata.generateName` before 7), which its models refuse as unknown (it dropped
+    the pod, and stopped it at the next resync); the agent has no use for them. A pod
+    without them, most pods, is returned as it is, unparsed."""
+    if version >= POD_FIELDS_PROTOCOL:
+        return pod
+    newer = [
+        (section, field)
+        for since, section, field, needle in _NEWER_POD_FIELDS
+        if version < since and needle in pod
+    ]
+    if not newer:
         return pod
     doc = json.loads(pod)
-    meta = doc.get("metadata")
-    if not isinstance(meta, dict) or meta.pop("finalizers", None) is None:
+    removed = False
+    for section, field in newer:
+        part = doc.get(section)
+        if isinstance(part, dict) and part.pop(field, None) is not None:
+            removed = True
+    if not removed:  # the word elsewhere (in an annotation, say)
         return pod
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 

@@ -697,7 +697,7 @@ class Hub:
                 continue
             revision = self._cluster.revision
             upsert = list(upserts.values())
-            if session.version < 6:
+            if session.version < protocol.POD_FIELDS_PROTOCOL:
                 upsert = [protocol.pod_for_agent(pod, session.version) for pod in upsert]
             frames = protocol.desired_frames(revision, upsert, sorted(removes), session.version)
             for data in frames:

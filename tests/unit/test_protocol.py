@@ -321,19 +321,59 @@ async def test_receive_welcome_joins_the_parts_and_refuses_anything_between() ->
         join_welcome([parts[0], Welcome(revision=4, pods=[])])
 
 
+def _with(**fields: Any) -> dict[str, Any]:
+    """_POD with `metadata` and `spec` fields added: `metadata__finalizers=[...]`."""
+    pod: dict[str, Any] = json.loads(json.dumps(_POD))
+    for name, value in fields.items():
+        section, field = name.split("__")
+        pod[section][field] = value
+    return pod
+
+
 def test_pods_go_to_agents_before_protocol_6_without_finalizers() -> None:
     """Their models refuse the field: such an agent dropped the pod."""
-    held: dict[str, Any] = json.loads(json.dumps(_POD))
-    held["metadata"]["finalizers"] = ["example.com/hold"]
-    raw = json.dumps(held).encode()
+    raw = json.dumps(_with(metadata__finalizers=["example.com/hold"])).encode()
     assert pod_for_agent(raw, PROTOCOL_VERSION) is raw
+    assert pod_for_agent(raw, 6) is raw
     assert json.loads(pod_for_agent(raw, 5)) == _POD
     plain = json.dumps(_POD).encode()
     assert pod_for_agent(plain, 5) is plain
-    odd: dict[str, Any] = json.loads(json.dumps(_POD))
-    odd["metadata"]["annotations"] = {"note": '"finalizers"'}
-    named = json.dumps(odd).encode()
+    named = json.dumps(_with(metadata__annotations={"note": '"finalizers"'})).encode()
     assert pod_for_agent(named, 5) is named  # the word elsewhere: left as it is
+
+
+def test_pods_go_to_agents_before_protocol_7_without_dns_policy_and_generate_name() -> None:
+    """Protocol 7 brought `spec.dnsPolicy` and `metadata.generateName` (what `kubectl run`
+    and `kubectl create -f` of a generateName send): an agent before it gets the pod
+    without them, and an agent before 6 without finalizers too; an agent of 7 gets the
+    stored bytes, and a pod without them is not parsed (the same bytes) for any."""
+    full = _with(
+        metadata__generateName="web-",
+        metadata__finalizers=["example.com/hold"],
+        spec__dnsPolicy="ClusterFirst",
+    )
+    raw = json.dumps(full).encode()
+    assert PROTOCOL_VERSION == 7
+    assert pod_for_agent(raw, 7) is raw
+    assert json.loads(pod_for_agent(raw, 6)) == _with(metadata__finalizers=["example.com/hold"])
+    assert json.loads(pod_for_agent(raw, 5)) == _POD
+    plain = json.dumps(_POD).encode()
+    for version in (5, 6, 7):
+        assert pod_for_agent(plain, version) is plain
+    for field in ("spec__dnsPolicy", "metadata__generateName"):
+        one = json.dumps(_with(**{field: "x"})).encode()
+        assert json.loads(pod_for_agent(one, 6)) == _POD, field
+    # The words elsewhere only (a label value, an env variable): left as they are.
+    labelled = _with(
+        metadata__labels={"k": "dnsPolicy"}, metadata__annotations={"generateName": ""}
+    )
+    named = json.dumps(labelled).encode()
+    assert pod_for_agent(named, 6) is named
+    # Text that is not ASCII comes through the strip as it went in.
+    accented = _with(metadata__labels={"app": "web"}, spec__dnsPolicy="Default")
+    accented["metadata"]["annotations"] = {"note": "café ☕"}
+    out = pod_for_agent(json.dumps(accented, ensure_ascii=False).encode(), 6)
+    assert "café ☕" in out.decode() and "dnsPolicy" not in out.decode()
 
 
 def test_the_scheduler_speaks_the_protocol_before() -> None:
