@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from common.models import Deployment, Job, Namespace, Node, Pod, StatusCause
+from common.models import NOT_SUPPORTED, Deployment, Job, Namespace, Node, Pod, StatusCause
 
 # An object a manifest may hold.
 ManifestObject = Pod | Node | Deployment | Job | Namespace
@@ -80,6 +80,8 @@ def causes_from_validation(error: ValidationError, prefix: str = "") -> list[Sta
     causes: list[StatusCause] = []
     for err in error.errors(include_url=False):
         reason, message = _REASONS.get(err["type"], ("FieldValueInvalid", err["msg"]))
+        if err["type"] == NOT_SUPPORTED:
+            reason = "FieldValueNotSupported"
         message = message.removeprefix("Value error, ")
         cause = StatusCause(reason=reason, message=message, field=field_path(err["loc"], prefix))
         if cause not in causes:

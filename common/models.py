@@ -8,6 +8,7 @@ is refused by its path instead of being silently dropped.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,6 +36,10 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+# The type of a validation error for a value outside a set, which the API answers as
+# Kubernetes does, with reason FieldValueNotSupported (common/manifest.py).
+NOT_SUPPORTED = "value_not_supported"
 
 MAX_CONTAINERS = 32
 MAX_ENV = 512
@@ -415,6 +420,23 @@ class Volume(Model):
 
 
 RestartPolicy = Literal["Always", "OnFailure", "Never"]
+# Kubernetes' DNS policies but `None` (which takes the resolver from `dnsConfig`, a field
+# corral does not have). corral has no cluster DNS: each gives the pod the node's
+# resolver, as ClusterFirst does in a Kubernetes cluster without one (docs/api.md).
+DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default")
+
+
+def _check_dns_policy(value: str) -> str:
+    if value in DNS_POLICIES:
+        return value
+    supported = f"supported values: {', '.join(map(json.dumps, DNS_POLICIES))}"
+    if value == "None":
+        supported = f"corral has no spec.dnsConfig to take the resolver from; {supported}"
+    raise PydanticCustomError(
+        NOT_SUPPORTED,
+        "Unsupported value: {value}: {supported}",
+        {"value": json.dumps(value), "supported": supported},
+    )
 
 
 class PodSpec(Model):
@@ -424,6 +446,9 @@ class PodSpec(Model):
     node_name: str | None = None
     termination_grace_period_seconds: int = Field(default=30, ge=0, le=INT64_MAX)
     host_network: bool = False
+    # Unset unless given (Kubernetes defaults it to ClusterFirst, the same here): a pod
+    # without it is sent as it was to agents before protocol 7 (`pod_for_agent`).
+    dns_policy: Annotated[str, AfterValidator(_check_dns_policy)] | None = None
     volumes: list[Volume] = Field(default_factory=list)
     # The node runtime to run the pod with ("native", "docker"); unset: the node's default.
     runtime_class_name: Annotated[str, AfterValidator(check_dns_subdomain)] | None = None

@@ -8,7 +8,7 @@ from typing import Any
 
 from openapi_spec_validator import validate
 
-from tests.conftest import SchedulerProcess, wait_for
+from tests.conftest import SchedulerProcess, deployment_manifest, wait_for
 
 
 def pod(name: str, cpu: str = "100m", memory: str = "64Mi", **spec: Any) -> dict[str, Any]:
@@ -478,3 +478,50 @@ def test_a_watch_list_ends_its_listing_with_a_bookmark(scheduler: SchedulerProce
             "GET", f"{base}&sendInitialEvents={value}&resourceVersionMatch=NotOlderThan"
         )
         assert refused.status == 422 and "allowWatchBookmarks" in refused.json()["message"]
+
+
+DNS_SUPPORTED = '"ClusterFirst", "ClusterFirstWithHostNet", "Default"'
+
+
+def test_dns_policies_are_taken_as_kubernetes_takes_them(bare_scheduler: SchedulerProcess) -> None:
+    """Kubernetes' policies (`kubectl run` always sends ClusterFirst): stored and returned,
+    in a pod and in a Deployment's template; a pod without one has none. `None` (which
+    needs dnsConfig, which corral has not) and any other value: 422 naming the field and
+    the values supported, reason FieldValueNotSupported, as Kubernetes says it."""
+    s = bare_scheduler
+    pods, deployments = (
+        "/api/v1/namespaces/default/pods",
+        "/apis/apps/v1/namespaces/default/deployments",
+    )
+    for policy in ("ClusterFirst", "ClusterFirstWithHostNet", "Default"):
+        name = policy.lower()
+        resp = s.request("POST", pods, pod(name, dnsPolicy=policy))
+        assert resp.status == 201 and resp.json()["spec"]["dnsPolicy"] == policy, resp.body
+        assert get_pod(s, name)["spec"]["dnsPolicy"] == policy
+        manifest = deployment_manifest(name, 0)
+        manifest["spec"]["template"]["spec"]["dnsPolicy"] = policy
+        resp = s.request("POST", deployments, manifest)
+        assert resp.status == 201, resp.body
+        assert resp.json()["spec"]["template"]["spec"]["dnsPolicy"] == policy
+    resp = s.request("POST", pods, pod("plain"))
+    assert resp.status == 201 and "dnsPolicy" not in resp.json()["spec"], resp.body
+    refusals = {
+        "None": 'Unsupported value: "None": corral has no spec.dnsConfig to take the '
+        f"resolver from; supported values: {DNS_SUPPORTED}",
+        "clusterfirst": f'Unsupported value: "clusterfirst": supported values: {DNS_SUPPORTED}',
+        "": f'Unsupported value: "": supported values: {DNS_SUPPORTED}',
+    }
+    for policy, message in refusals.items():
+        resp = s.request("POST", pods, pod("refused", dnsPolicy=policy))
+        assert resp.status == 422, resp.body
+        [cause] = resp.json()["details"]["causes"]
+        assert cause == {
+            "reason": "FieldValueNotSupported",
+            "message": message,
+            "field": "spec.dnsPolicy",
+        }
+        manifest = deployment_manifest("refused", 0)
+        manifest["spec"]["template"]["spec"]["dnsPolicy"] = policy
+        resp = s.request("POST", deployments, manifest)
+        assert resp.status == 422, resp.body
+        assert resp.json()["details"]["causes"][0]["field"] == "spec.template.spec.dnsPolicy"

@@ -237,6 +237,47 @@ def test_apply_with_kubectls_own_validation(kubectl: Kubectl) -> None:
         assert result.returncode == 1 and "could not find the requested resource" in result.stderr
 
 
+def test_kubectl_run_starts_pods(kubectl: Kubectl) -> None:
+    """`kubectl run` sends `dnsPolicy: ClusterFirst` (and `restartPolicy`, `resources: {}`,
+    `status: {}`...) whatever the flags: its pods are created and run, with the labels,
+    command, environment and ports it was given, and the policy is returned."""
+    assert "pod/run-plain created" in kubectl.ok("run", "run-plain", "--image=busybox")
+    out = kubectl.ok(
+        "run",
+        "run-once",
+        "--image=busybox",
+        "--restart=Never",
+        "--labels=app=once,tier=batch",
+        "--env=GREETING=hello",
+        "--env=COUNT=3",
+        "--port=8080",
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING; sleep 1000",
+    )
+    assert "pod/run-once created" in out
+    phases = ["get", "pods", "run-plain", "run-once", "-o", "jsonpath={.items[*].status.phase}"]
+    wait_for(lambda: kubectl.ok(*phases) == "Running Running")
+    plain = cast(dict[str, Any], kubectl.json("get", "pod", "run-plain"))
+    assert plain["metadata"]["labels"] == {"run": "run-plain"}
+    assert plain["spec"]["dnsPolicy"] == "ClusterFirst"
+    assert plain["spec"]["restartPolicy"] == "Always"
+    once = cast(dict[str, Any], kubectl.json("get", "pod", "run-once"))
+    [container] = once["spec"]["containers"]
+    assert once["metadata"]["labels"] == {"app": "once", "tier": "batch"}
+    assert once["spec"]["restartPolicy"] == "Never"
+    assert container["command"] == ["sh", "-c", "echo $GREETING; sleep 1000"]
+    assert container["env"] == [
+        {"name": "GREETING", "value": "hello"},
+        {"name": "COUNT", "value": "3"},
+    ]
+    assert container["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+    for name in ("run-plain", "run-once"):
+        kubectl.ok("delete", "pod", name, "--grace-period=0", "--force")
+
+
 def test_errors_are_shown_as_the_server_says(kubectl: Kubectl) -> None:
     bad = POD.replace("name: hello", "name: bad").replace(
         "image: busybox,", "image: busybox, securityContext: {privileged: true},"
