@@ -98,6 +98,30 @@ def check_dns_subdomain(value: str) -> str:
     return value
 
 
+def mask_trailing_dash(prefix: str) -> str:
+    """A `generateName` as checked: a trailing '-' is allowed, since 5 characters will
+    follow it. kube-apiserver's maskTrailingDash, whose quirk (the character before the
+    dash goes too) is kept, so that the same prefixes pass."""
+    if len(prefix) > 1 and prefix.endswith("-"):
+        return prefix[:-2] + "a"
+    return prefix
+
+
+def check_generate_name(value: str) -> str | None:
+    """`metadata.generateName`: a prefix of a name (the name made of it is checked as any
+    name is); empty is none, as Kubernetes has it."""
+    if not value:
+        return None
+    try:
+        check_dns_subdomain(mask_trailing_dash(value))
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a valid name prefix: at most 253 lowercase letters, digits, "
+            "'-' and '.', starting with a letter or digit"
+        ) from None
+    return value
+
+
 @functools.lru_cache(maxsize=4096)
 def check_label_key(key: str) -> str:
     """A label key: an optional DNS-subdomain prefix and '/', then a name of at most 63."""
@@ -232,6 +256,9 @@ FinalizerName = Annotated[str, AfterValidator(check_finalizer_name)]
 
 class ObjectMeta(Model):
     name: Annotated[str, AfterValidator(check_dns_subdomain)]
+    # What a create named the object after: kube-apiserver's generateName, kept as given
+    # (scheduler/api/generic.py `name_to_generate`).
+    generate_name: Annotated[str, AfterValidator(check_generate_name)] | None = None
     namespace: Annotated[str, AfterValidator(check_dns_label)] | None = None
     uid: str | None = None
     labels: Labels = Field(default_factory=dict)
@@ -673,6 +700,7 @@ class StatusDetails(DeferredModel):
     name: str | None = None
     kind: str | None = None
     causes: list[StatusCause] = Field(default_factory=list)
+    retry_after_seconds: int | None = None
 
 
 class ListMeta(DeferredModel):
@@ -807,11 +835,14 @@ class DeploymentStrategy(DeferredModel):
         return self
 
 
+def _error(loc: tuple[str | int, ...], message: str, value: Any = None) -> InitErrorDetails:
+    return InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
+
+
 def _invalid(loc: tuple[str | int, ...], message: str, value: Any = None) -> ValidationError:
     """An error at `loc` below the model being validated (a model validator's own location
     would name the whole spec; this names the field, as Kubernetes does)."""
-    error = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
-    return ValidationError.from_exception_data("invalid", [error])
+    return ValidationError.from_exception_data("invalid", [_error(loc, message, value)])
 
 
 def _check_workload_template(selector: LabelSelector | None, template: PodTemplateSpec) -> None:
@@ -956,10 +987,21 @@ class Namespace(DeferredModel):
 
     @model_validator(mode="after")
     def _label_name(self) -> Namespace:
+        errors: list[InitErrorDetails] = []
         try:
             check_dns_label(self.metadata.name)
         except ValueError as exc:
-            raise _invalid(("metadata", "name"), str(exc), self.metadata.name) from None
+            errors.append(_error(("metadata", "name"), str(exc), self.metadata.name))
+        prefix = self.metadata.generate_name
+        masked = mask_trailing_dash(prefix) if prefix is not None else "a"
+        if len(masked) > 63 or not _DNS_LABEL.match(masked):
+            message = (
+                f"{prefix!r} is not a valid namespace name prefix: at most 63 lowercase "
+                "letters, digits and '-', starting with a letter or digit"
+            )
+            errors.append(_error(("metadata", "generateName"), message, prefix))
+        if errors:  # both, as kube-apiserver names both
+            raise ValidationError.from_exception_data("invalid", errors)
         if self.metadata.namespace:
             raise _invalid(("metadata", "namespace"), "not allowed: namespaces are not namespaced")
         return self

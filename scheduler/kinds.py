@@ -44,6 +44,12 @@ class Kind:
         )
 
     @property
+    def group_resource(self) -> str:
+        """`pods`, `deployments.apps`: the resource as kube-apiserver's messages name it."""
+        group = self.api_version.rpartition("/")[0]
+        return f"{self.plural}.{group}" if group else self.plural
+
+    @property
     def list_kind(self) -> str:
         return f"{self.kind}List"
 

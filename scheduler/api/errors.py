@@ -16,17 +16,24 @@ class ApiError(Exception):
         causes: list[StatusCause] | None = None,
         name: str | None = None,
         kind: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.causes = causes or []
         self.name = name
         self.kind = kind
+        self.retry_after = retry_after  # seconds, for `details.retryAfterSeconds`
 
     def status(self) -> Status:
         details = None
         if self.causes or self.name or self.kind:
-            details = StatusDetails(name=self.name, kind=self.kind, causes=self.causes)
+            details = StatusDetails(
+                name=self.name,
+                kind=self.kind,
+                causes=self.causes,
+                retry_after_seconds=self.retry_after,
+            )
         return Status(message=self.message, reason=self.reason, code=self.code, details=details)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -26,11 +27,19 @@ from scheduler.api.common import (
     parse_revision,
     plane,
 )
-from scheduler.api.errors import ApiError, BadRequest, Forbidden, Invalid, NotFoundError
+from scheduler.api.errors import (
+    AlreadyExists,
+    ApiError,
+    BadRequest,
+    Forbidden,
+    Invalid,
+    NotFoundError,
+)
 from scheduler.api.paging import check_list_revision, page, with_continue
 from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.kinds import NAMESPACES, Kind
-from scheduler.objects import decode, list_json
+from scheduler.names import from_generate_name
+from scheduler.objects import decode, encode, list_json
 from scheduler.store import KV, Conflict, NotFound, Store
 
 Keep = Callable[[KV], bool]
@@ -118,6 +127,75 @@ def validate(doc: Any, kind: Kind, namespace: str | None) -> Any:
             )
         obj.metadata.namespace = namespace
     return obj
+
+
+# How many names a create with `metadata.generateName` tries, each new, before a 409:
+# kube-apiserver's maxNameGenerationCreateAttempts (enough for a million names of one
+# prefix with a 0.1% chance of a conflict, it says).
+GENERATE_NAME_ATTEMPTS = 8
+
+
+def name_to_generate(doc: Any) -> str | None:
+    """The body's `metadata.generateName` if the server is to name the object (it has no
+    `metadata.name`): the body is given a name made from it now, before it is validated,
+    as kube-apiserver names it (the name is then checked as a given one is). None if the
+    body names itself (or has no usable generateName: validation says what is wrong)."""
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    if not isinstance(meta, dict) or meta.get("name") not in (None, ""):
+        return None
+    base = meta.get("generateName")
+    if not isinstance(base, str) or not base:
+        return None
+    meta["name"] = from_generate_name(base)
+    return base
+
+
+def rename(doc: Any, base: str) -> None:
+    """Give a body named by `name_to_generate` another name, for a new try."""
+    doc["metadata"]["name"] = from_generate_name(base)
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    """A create whose body `name_to_generate` named from `base`, its generateName; `build`
+    makes the object of the body (validated, the server's fields set) for another try."""
+
+    doc: Any
+    base: str
+    build: Callable[[], Model]
+
+
+def already_exists(kind: Kind, name: str, generated: bool, more: str = "") -> AlreadyExists:
+    """Kubernetes' 409 for a create whose name is taken; for a name the server
+    `generated`, its own message and `retryAfterSeconds` (`more` ends the message)."""
+    taken = f'{kind.group_resource} "{name}" already exists'
+    if generated:
+        message = f"{taken}, the server was not able to generate a unique name for the object"
+        return AlreadyExists(message + more, name=name, kind=kind.plural, retry_after=1)
+    return AlreadyExists(taken + more, name=name, kind=kind.plural)
+
+
+async def create_object(
+    store: Store,
+    kind: Kind,
+    namespace: str | None,
+    obj: Model,
+    generated: Generated | None = None,
+) -> KV:
+    """Write `obj`, a new object; 409 if its name is taken. One `generated` from its
+    generateName is then named anew and made again, as kube-apiserver does, up to
+    GENERATE_NAME_ATTEMPTS names in all, then 409."""
+    attempt = 1
+    while True:
+        name = obj.metadata.name  # type: ignore[attr-defined]
+        try:
+            return await store.put(kind.key(namespace, name), encode(obj), obj=obj, expect=0)
+        except Conflict:
+            if generated is None or attempt == GENERATE_NAME_ATTEMPTS:
+                raise already_exists(kind, name, generated is not None) from None
+        rename(generated.doc, generated.base)
+        obj = generated.build()
+        attempt += 1
 
 
 def stamp_new(obj: Any) -> None:

@@ -19,12 +19,15 @@ from scheduler.api.deleting import (
     readable_or_removed,
     removed_unread,
 )
-from scheduler.api.errors import AlreadyExists, BadRequest, ConflictError, Forbidden, modified
+from scheduler.api.errors import BadRequest, ConflictError, Forbidden, modified
 from scheduler.api.generic import (
+    Generated,
     Replace,
+    create_object,
     get_kv,
     guarded_update,
     list_objects,
+    name_to_generate,
     stamp_new,
     validate,
 )
@@ -50,18 +53,17 @@ async def list_namespaces(request: web.Request) -> web.StreamResponse:
 
 async def create_namespace(request: web.Request) -> web.Response:
     """Create a Namespace (201)."""
-    ns: Namespace = validate(await _one_document(request), NAMESPACES, None)
-    stamp_new(ns)
-    ns.metadata.labels.setdefault("kubernetes.io/metadata.name", ns.metadata.name)
-    key = NAMESPACES.key(None, ns.metadata.name)
-    try:
-        kv = await plane(request).store.put(key, encode(ns), obj=ns, expect=0)
-    except Conflict:
-        raise AlreadyExists(
-            f'namespaces "{ns.metadata.name}" already exists',
-            name=ns.metadata.name,
-            kind="namespaces",
-        ) from None
+    doc = await _one_document(request)
+    base = name_to_generate(doc)
+
+    def build() -> Namespace:
+        ns: Namespace = validate(doc, NAMESPACES, None)
+        stamp_new(ns)
+        ns.metadata.labels.setdefault("kubernetes.io/metadata.name", ns.metadata.name)
+        return ns
+
+    generated = Generated(doc, base, build) if base is not None else None
+    kv = await create_object(plane(request).store, NAMESPACES, None, build(), generated)
     return json_response(with_resource_version(kv), status=201)
 
 

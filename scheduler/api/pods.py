@@ -31,7 +31,6 @@ from scheduler.api.deleting import (
     removed_unread,
 )
 from scheduler.api.errors import (
-    AlreadyExists,
     BadRequest,
     ConflictError,
     Invalid,
@@ -39,10 +38,16 @@ from scheduler.api.errors import (
     modified,
 )
 from scheduler.api.generic import (
+    GENERATE_NAME_ATTEMPTS,
+    Generated,
     Replace,
+    already_exists,
     check_new_finalizers,
+    create_object,
     get_kv,
     guarded_update,
+    name_to_generate,
+    rename,
     require_namespace,
 )
 from scheduler.api.paging import check_list_revision, page, with_continue
@@ -151,53 +156,81 @@ async def create_pods(request: web.Request) -> web.Response:
     await require_namespace(store, namespace)  # 404 if it does not exist, as in Kubernetes
     config = plane(request).config
     if not is_list(doc):
-        pod = _validate(doc, namespace)
-        admit(config, pod)  # hostNetwork, hostPath: by the scheduler's options
-        key = pod_key(namespace, pod.metadata.name)
-        try:
-            kv = await store.put(key, encode(pod), obj=pod, expect=0)
-        except Conflict:
-            raise AlreadyExists(
-                f'pods "{pod.metadata.name}" already exists', name=pod.metadata.name, kind="pods"
-            ) from None
+        base = name_to_generate(doc)
+
+        def build() -> Pod:
+            pod = _validate(doc, namespace)
+            admit(config, pod)  # hostNetwork, hostPath: by the scheduler's options
+            return pod
+
+        generated = Generated(doc, base, build) if base is not None else None
+        kv = await create_object(store, PODS_KIND, namespace, build(), generated)
         return json_response(with_resource_version(kv), status=201)
     items = doc["items"]
     if len(items) > MAX_BATCH:
         raise BadRequest(f"a batch holds at most {MAX_BATCH} pods, got {len(items)}")
     created = now()  # one creation time and one read of randomness for the whole batch
     uids = new_uids(len(items))
-    pods = [
-        _validate(item, namespace, f"items[{i}].", created=created, uid=uids[i])
-        for i, item in enumerate(items)
-    ]
-    for i, pod in enumerate(pods):
-        admit(config, pod, f"items[{i}].")
-    seen: set[str] = set()
-    for i, pod in enumerate(pods):
-        if pod.metadata.name in seen:
-            raise Invalid(
-                f"pod name {pod.metadata.name!r} appears twice in the batch",
-                causes=[
-                    StatusCause(
-                        reason="FieldValueDuplicate",
-                        message="Duplicate value",
-                        field=f"items[{i}].metadata.name",
-                    )
-                ],
-            )
-        seen.add(pod.metadata.name)
-    ops = [Op("put", pod_key(namespace, p.metadata.name), encode(p), p, expect=0) for p in pods]
-    try:
-        kvs = await store.txn(ops)
-    except Conflict as exc:
-        name = exc.key.rsplit("/", 1)[-1]
-        raise AlreadyExists(
-            f'pods "{name}" already exists; nothing in the batch was created',
-            name=name,
-            kind="pods",
-        ) from None
+    bases = [name_to_generate(item) for item in items]
+
+    def build_item(i: int) -> Pod:
+        prefix = f"items[{i}]."
+        pod = _validate(items[i], namespace, prefix, created=created, uid=uids[i])
+        admit(config, pod, prefix)
+        return pod
+
+    pods = [build_item(i) for i in range(len(items))]
+    tries = [1] * len(pods)
+
+    def retry(i: int) -> None:
+        """Item `i`, named from its generateName, under another name, its name being
+        taken (409 after GENERATE_NAME_ATTEMPTS names, or if it was named in the body)."""
+        base = bases[i]
+        if base is None or tries[i] == GENERATE_NAME_ATTEMPTS:
+            name, more = pods[i].metadata.name, "; nothing in the batch was created"
+            raise already_exists(PODS_KIND, name, base is not None, more)
+        rename(items[i], base)
+        pods[i] = build_item(i)
+        tries[i] += 1
+
+    _unique_names(pods, bases, retry)
+    while True:
+        ops = [Op("put", pod_key(namespace, p.metadata.name), encode(p), p, expect=0) for p in pods]
+        try:
+            kvs = await store.txn(ops)
+            break
+        except Conflict as exc:
+            taken = exc.key.rsplit("/", 1)[-1]
+            i = next(i for i, p in enumerate(pods) if p.metadata.name == taken)
+            retry(i)
+            _unique_names(pods, bases, retry)
     revision = max(kv.mod_revision for kv in kvs) if kvs else store.revision
     return json_response(list_json("PodList", kvs, revision), status=201)
+
+
+def _unique_names(pods: list[Pod], bases: list[str | None], retry: Callable[[int], None]) -> None:
+    """A batch's names each once: 422 for a name given twice in the body; a name made
+    from a generateName that another item has is made anew (`retry`)."""
+    seen: set[str] = set()
+    for i, pod in enumerate(pods):
+        if bases[i] is None:
+            if pod.metadata.name in seen:
+                raise Invalid(
+                    f"pod name {pod.metadata.name!r} appears twice in the batch",
+                    causes=[
+                        StatusCause(
+                            reason="FieldValueDuplicate",
+                            message="Duplicate value",
+                            field=f"items[{i}].metadata.name",
+                        )
+                    ],
+                )
+            seen.add(pod.metadata.name)
+    for i in range(len(pods)):
+        if bases[i] is not None:
+            while pods[i].metadata.name in seen:
+                retry(i)
+            seen.add(pods[i].metadata.name)
 
 
 def _filters(request: web.Request) -> Callable[[Pod], bool] | None:

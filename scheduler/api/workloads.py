@@ -53,18 +53,20 @@ from scheduler.api.deleting import (
     removed_unread,
 )
 from scheduler.api.errors import (
-    AlreadyExists,
     BadRequest,
     Invalid,
     NotFoundError,
     modified,
 )
 from scheduler.api.generic import (
+    Generated,
     Replace,
     check_new_finalizers,
+    create_object,
     get_kv,
     guarded_update,
     list_objects,
+    name_to_generate,
     require_namespace,
     stamp_new,
     success,
@@ -136,20 +138,21 @@ async def create_workload(request: web.Request) -> web.Response:
     """Create a Deployment or Job (201); its controller then creates its pods."""
     kind = _kind_of(request)
     namespace = namespace_param(request)
-    obj = validate(await _one_document(request, kind), kind, namespace)
-    admit(plane(request).config, obj)  # the pod template: hostNetwork, hostPath (admission.py)
+    doc = await _one_document(request, kind)
+    base = name_to_generate(doc)
+    config = plane(request).config
+
+    def build() -> Any:
+        obj = validate(doc, kind, namespace)
+        admit(config, obj)  # the pod template: hostNetwork, hostPath (admission.py)
+        stamp_new(obj)
+        return obj
+
+    obj = build()
     store = plane(request).store
     await require_namespace(store, namespace)
-    stamp_new(obj)
-    name = obj.metadata.name
-    try:
-        kv = await store.put(kind.key(namespace, name), encode(obj), obj=obj, expect=0)
-    except Conflict:
-        raise AlreadyExists(
-            f'{kind.plural}.{kind.api_version.split("/")[0]} "{name}" already exists',
-            name=name,
-            kind=kind.plural,
-        ) from None
+    generated = Generated(doc, base, build) if base is not None else None
+    kv = await create_object(store, kind, namespace, obj, generated)
     return json_response(with_resource_version(kv), status=201)
 
 

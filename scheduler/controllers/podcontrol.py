@@ -11,7 +11,6 @@ marked and stopped by its agent; anything else is removed at once.
 from __future__ import annotations
 
 import json
-import random
 import uuid
 import zlib
 from collections.abc import Iterable, Sequence
@@ -28,29 +27,24 @@ from common.models import (
 )
 from scheduler.cluster import TERMINAL_PHASES, ClusterState
 from scheduler.kinds import PODS
+from scheduler.names import ALPHABET, random_suffix
 from scheduler.objects import decode, encode, mutable_copy, replaced
 from scheduler.podfinal import mark_deleted, may_run, must_wait
 from scheduler.store import KV, Conflict, NotFound, Op, Store
 
 HASH_LABEL = "pod-template-hash"
-# Kubernetes' alphabet for generated names: no vowels (no words), no look-alikes.
-_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 # A generated pod name is at most 63 characters, so that it fits a hostname.
 _MAX_NAME_BASE = 63 - 6
 
 
 def safe_encode(text: str) -> str:
-    return "".join(_ALPHABET[b % len(_ALPHABET)] for b in text.encode())
+    return "".join(ALPHABET[b % len(ALPHABET)] for b in text.encode())
 
 
 def template_hash(template: PodTemplateSpec) -> str:
     """A short, stable name for a template (defaults filled in, so spelling does not matter)."""
     data = json.dumps(template.to_dict(), sort_keys=True, separators=(",", ":"))
     return safe_encode(str(zlib.crc32(data.encode())))
-
-
-def random_suffix(length: int = 5) -> str:
-    return "".join(random.choices(_ALPHABET, k=length))
 
 
 def generate_name(base: str) -> str:

@@ -278,6 +278,59 @@ def test_kubectl_run_starts_pods(kubectl: Kubectl) -> None:
         kubectl.ok("delete", "pod", name, "--grace-period=0", "--force")
 
 
+SUFFIX = "[bcdfghjklmnpqrstvwxz2456789]{5}"  # Kubernetes' alphabet of generated names
+GENERATED = """\
+apiVersion: v1
+kind: Pod
+metadata: {generateName: gen-, labels: {app: gen}}
+spec:
+  dnsPolicy: Default
+  containers:
+  - {name: app, image: busybox}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {generateName: gendeploy-}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: gendeploy}}
+  template:
+    metadata: {labels: {app: gendeploy}}
+    spec:
+      containers:
+      - {name: app, image: busybox}
+"""
+
+
+def test_create_names_objects_from_their_generate_name(kubectl: Kubectl) -> None:
+    """`kubectl create -f` of a manifest with generateName and no name (which `apply`
+    refuses): each create makes new objects, named by the server; the pods run.
+    (`--validate=false`: kubectl before 1.29 validates with OpenAPI v2, as for `apply`.)"""
+    names: list[str] = []
+    for _ in range(2):
+        out = kubectl.ok("create", "--validate=false", "-f", "-", "-o", "name", stdin=GENERATED)
+        pod, deployment = out.split()
+        assert re.fullmatch(rf"pod/gen-{SUFFIX}", pod), out
+        assert re.fullmatch(rf"deployment.apps/gendeploy-{SUFFIX}", deployment), out
+        names += [pod, deployment]
+    assert len(set(names)) == 4, names
+    pods = cast(list[dict[str, Any]], kubectl.json("get", "pods", "-l", "app=gen")["items"])
+    assert sorted(p["metadata"]["name"] for p in pods) == sorted(
+        n.removeprefix("pod/") for n in names if n.startswith("pod/")
+    )
+    assert {p["metadata"]["generateName"] for p in pods} == {"gen-"}
+    assert {p["spec"]["dnsPolicy"] for p in pods} == {"Default"}
+
+    def running() -> bool:
+        listed = kubectl.json("get", "pods", "-l", "app in (gen,gendeploy)")["items"]
+        phases = [p["status"]["phase"] for p in cast(list[dict[str, Any]], listed)]
+        return phases == ["Running"] * 4
+
+    wait_for(running, timeout=20)
+    for name in names:
+        kubectl.ok("delete", name, "--grace-period=0", "--force")
+
+
 def test_errors_are_shown_as_the_server_says(kubectl: Kubectl) -> None:
     bad = POD.replace("name: hello", "name: bad").replace(
         "image: busybox,", "image: busybox, securityContext: {privileged: true},"

@@ -247,38 +247,53 @@ async def test_an_agent_of_a_protocol_before_keeps_its_node(
 ) -> None:
     """Upgrade order: the scheduler first. An agent still on a protocol before (3: `ack`
     frames, no `pod_status.revision`; 3 and 4: statuses and usage as maps; 5: no welcome
-    in parts, no finalizers) joins, is
+    in parts, no finalizers; 6: no dnsPolicy, no generateName) joins, is
     answered in its own version, gets its pods (without the fields its models would
-    refuse) and reports them and their usage; a version older than the oldest, or newer,
-    is refused."""
+    refuse, in a desired frame as in a welcome) and reports them and their usage; a
+    version older than the oldest, or newer, is refused."""
     s = bare_scheduler
     agent, welcome = await dial(http, s, TOKEN, "old-node", version=old)
     assert isinstance(welcome, protocol.Welcome) and welcome.v == old, welcome
     await agent.send(protocol.CredentialAck())
-    held = pod("legacy")
-    held["metadata"]["finalizers"] = ["example.com/hold"]  # unknown before 6: left out
-    assert s.request("POST", "/api/v1/namespaces/default/pods", held).status == 201
+    # Fields unknown to its models: left out (finalizers from 6 on are sent).
+    held = pod("", dnsPolicy="ClusterFirst")
+    held["metadata"] = {"generateName": "legacy-", "finalizers": ["example.com/hold"]}
+    created = s.request("POST", "/api/v1/namespaces/default/pods", held)
+    assert created.status == 201, created.body
+    name = created.json()["metadata"]["name"]
     desired = await agent.receive_type(protocol.Desired)
     assert desired.v == old
-    sent = json.loads(desired.upsert[0])
-    assert ("finalizers" in sent["metadata"]) == (old >= 6), sent
-    assert sent["metadata"]["name"] == "legacy"
-    uid = sent["metadata"]["uid"]
+
+    def as_sent(pod_json: bytes) -> dict[str, Any]:
+        sent: dict[str, Any] = json.loads(pod_json)
+        assert ("finalizers" in sent["metadata"]) == (old >= 6), sent
+        assert "generateName" not in sent["metadata"] and "dnsPolicy" not in sent["spec"]
+        assert sent["metadata"]["name"] == name and name.startswith("legacy-")
+        return sent
+
+    uid = as_sent(desired.upsert[0])["metadata"]["uid"]
+    # The welcome of a link opened again carries it the same way.
+    await agent.ws.close()
+    assert isinstance(welcome.credential, str)
+    again, rewelcome = await dial(http, s, welcome.credential, "old-node", version=old)
+    assert isinstance(rewelcome, protocol.Welcome) and rewelcome.v == old, rewelcome
+    assert [as_sent(p)["metadata"]["uid"] for p in rewelcome.pods] == [uid]
+    agent = again
     report = protocol.PodReportV4(
-        uid=uid, namespace="default", name="legacy", status={"phase": "Running"}
+        uid=uid, namespace="default", name=name, status={"phase": "Running"}
     )
     if old == 3:
-        await agent.send(protocol.Ack(revision=desired.revision))
+        await agent.send(protocol.Ack(revision=rewelcome.revision))
         await agent.send(protocol.PodStatusUpdateV4(pods=[report]))
     elif old == 4:
-        await agent.send(protocol.PodStatusUpdateV4(pods=[report], revision=desired.revision))
+        await agent.send(protocol.PodStatusUpdateV4(pods=[report], revision=rewelcome.revision))
     else:  # 5: the status as JSON bytes
         running = protocol.PodReport(
-            uid=uid, namespace="default", name="legacy", status=b'{"phase":"Running"}'
+            uid=uid, namespace="default", name=name, status=b'{"phase":"Running"}'
         )
-        await agent.send(protocol.PodStatusUpdate(pods=[running], revision=desired.revision))
+        await agent.send(protocol.PodStatusUpdate(pods=[running], revision=rewelcome.revision))
     wait_for(
-        lambda: s.get("/api/v1/namespaces/default/pods/legacy")["status"]["phase"] == "Running",
+        lambda: s.get(f"/api/v1/namespaces/default/pods/{name}")["status"]["phase"] == "Running",
         timeout=10,
     )
     usage = {"cpu": 1500, "memory": 2**30}
@@ -287,7 +302,7 @@ async def test_an_agent_of_a_protocol_before_keeps_its_node(
     else:  # 5: arrays
         beat = protocol.Heartbeat(usage=[1500, 2**30], pod_uids=[uid], pod_cpu=[5], pod_memory=[0])
         await agent.send(beat)
-    metrics = "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/legacy"
+    metrics = f"/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/{name}"
     used = wait_for(lambda: s.get(metrics), timeout=10)
     assert used["containers"] == [{"name": "main", "usage": {"cpu": "5m", "memory": "0Ki"}}]
     node = s.get("/apis/metrics.k8s.io/v1beta1/nodes/old-node")
