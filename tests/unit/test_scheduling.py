@@ -239,5 +239,5 @@ def test_bind_splice_knows_the_fields_after_node_name() -> None:
     a field added there must be checked against that, then listed here."""
     fields = list(PodSpec.model_fields)
     after = fields[fields.index("termination_grace_period_seconds") + 1 :]
-    assert after == ["host_network", "volumes", "runtime_class_name"]
+    assert after == ["host_network", "dns_policy", "volumes", "runtime_class_name"]
     assert fields.index("node_name") == fields.index("termination_grace_period_seconds") - 1
