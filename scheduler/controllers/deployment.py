@@ -458,6 +458,10 @@ class DeploymentController(Controller):
             only = groups[0] if groups else self._latest(d, hash_)
             if only is None:
                 return False
+            if d.spec.strategy.type == "Recreate" and any(
+                p.metadata.labels.get(HASH_LABEL) != only.hash for p in picture.terminating_old
+            ):
+                return False  # Recreate: no pod of a template while another's still stop
             target = min(replicas, only.size + BURST)
             return await self._resize(
                 key, d, hash_, [only], {only.hash: target}, picture, target == replicas

@@ -1479,3 +1479,24 @@ def test_proportional_shares_as_kubernetes_documents() -> None:
     )
     assert proportional([first, second], 5, 4) == {"first": 2, "second": 3}
     assert proportional([first, second], 3, 4) == {"first": 1, "second": 2}
+
+
+async def test_a_recreate_paused_while_its_old_pods_stop_starts_no_new_pod(plane: Plane) -> None:
+    """Recreate runs no pod of the new template while one of the old is still there, paused
+    or not: a Deployment paused while its old pods are terminating (a finalizer holds them
+    here, as a slow agent would) is scaled, but has no pod of either template to scale,
+    and must not make all `replicas` of the new template next to the old ones."""
+
+    def held(image: str, paused: bool = False) -> Deployment:
+        d = deployment(replicas=2, image=image, strategy={"type": "Recreate"}, paused=paused)
+        d.spec.template.metadata.finalizers = ["example.com/hold"]
+        return d
+
+    await plane.put(held("nginx:1"))
+    await available(plane, "web", 2)
+    await plane.put(held("nginx:2"))
+    await wait_until(lambda: len(plane.pods()) == 2 and not active(plane.pods()), within=10)
+    await plane.put(held("nginx:2", paused=True))
+    await wait_until(functools.partial(observed, plane, "web", 3), within=10)
+    await asyncio.sleep(0.3)
+    assert {p.spec.containers[0].image for p in active(plane.pods())} == set()
