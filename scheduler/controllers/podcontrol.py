@@ -42,8 +42,13 @@ def safe_encode(text: str) -> str:
 
 
 def template_hash(template: PodTemplateSpec) -> str:
-    """A short, stable name for a template (defaults filled in, so spelling does not matter)."""
-    data = json.dumps(template.to_dict(), sort_keys=True, separators=(",", ":"))
+    """A short, stable name for a template (defaults filled in, so spelling does not matter).
+    `dnsPolicy: ClusterFirst`, Kubernetes' default, which corral leaves unset unless given
+    (so that pods without it reach agents before protocol 7 unparsed), hashes as unset."""
+    doc = template.to_dict()
+    if template.spec.dns_policy == "ClusterFirst":
+        del doc["spec"]["dnsPolicy"]
+    data = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return safe_encode(str(zlib.crc32(data.encode())))
 
 

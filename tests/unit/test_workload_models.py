@@ -185,6 +185,16 @@ def test_template_hash_ignores_spelling_and_names_fit_a_hostname() -> None:
         }
     )
     assert template_hash(short) == template_hash(long)
+    # Kubernetes' default DNS policy, written out (kubectl run, a manifest read from a
+    # Kubernetes cluster), is no new template: applying it starts no rollout.
+    cluster_first = PodTemplateSpec.model_validate(
+        {"spec": {"dnsPolicy": "ClusterFirst", "containers": [{"name": "c", "image": "x"}]}}
+    )
+    assert template_hash(cluster_first) == template_hash(short)
+    default = PodTemplateSpec.model_validate(
+        {"spec": {"dnsPolicy": "Default", "containers": [{"name": "c", "image": "x"}]}}
+    )
+    assert template_hash(default) != template_hash(short)
     other = PodTemplateSpec.model_validate({"spec": {"containers": [{"name": "c", "image": "y"}]}})
     assert template_hash(short) != template_hash(other)
     name = generate_name("a" * 80 + "-" + template_hash(short))
