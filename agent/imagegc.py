@@ -97,16 +97,18 @@ class ImageCollector:
         self.bytes_freed = 0
         self.failures = 0  # passes that could not bring the usage under the high threshold
 
-    def collect(self, refs_in_use: Iterable[str]) -> GcPass | None:
-        """One pass; `refs_in_use` are the images the node's pods name. None when the
-        filesystem was not over the high threshold (nothing removed)."""
+    def collect(self, refs_in_use: Callable[[], Iterable[str]]) -> GcPass | None:
+        """One pass; `refs_in_use` gives the images the node's pods name (called from
+        this thread: it must be safe there), read again before each removal, so a pod
+        that arrived meanwhile keeps its image. None when the filesystem was not over the
+        high threshold (nothing removed)."""
         if not self.store.root.is_dir():
             return None  # nothing imported or pulled yet
         now = time.monotonic()
         names: dict[str, list[str]] = {}  # digest -> its names
         for image in self.store.list():
             names.setdefault(image.digest, []).append(image.ref)
-        in_use = self._in_use(refs_in_use)
+        in_use = self._in_use(refs_in_use())
         for gone in set(self._first_seen) - set(names):
             del self._first_seen[gone]
             self._last_used.pop(gone, None)
@@ -141,14 +143,17 @@ class ImageCollector:
         for digest in candidates:
             if used <= target:
                 break
+            doomed: list[Path] = []
             with self._lock:
-                if digest in self._runtime_in_use():
-                    continue  # a pod started from it since the pass began
+                if digest in self._in_use(refs_in_use()):
+                    continue  # a pod came for it, or started from it, since the pass began
                 try:
                     self.store.remove(digest)  # a bare digest drops every name of the image
                 except ImageError:
                     continue  # removed meanwhile (`corral-agent image rm`)
-                freed = self.store.gc().bytes_freed
+                freed = self.store.gc(doomed=doomed).bytes_freed
+            # Out of the lock, which holds pod starts: the layer trees, moved aside, go now.
+            self.store.purge(doomed)
             result.removed.extend(names[digest])
             result.freed += freed
             self.images_removed += 1
@@ -196,11 +201,11 @@ def pod_images(pods: Iterable[Pod]) -> list[str]:
 async def run_image_gc(collector: ImageCollector, refs_in_use: Callable[[], list[str]]) -> None:
     """A pass at once, then one every policy.period seconds, until cancelled. The first
     sees the images (as the kubelet detects them at its start), so their minimum age
-    counts from the agent's start, not from a period later. `refs_in_use` is read on the
-    event loop; a pass runs in a thread."""
+    counts from the agent's start, not from a period later. A pass runs in a thread, and
+    calls `refs_in_use` there."""
     while True:
         try:
-            result = await asyncio.to_thread(collector.collect, refs_in_use())
+            result = await asyncio.to_thread(collector.collect, refs_in_use)
         except OSError as exc:
             collector.failures += 1
             _LOGGER.error("image gc failed: %s", exc)

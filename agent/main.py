@@ -112,8 +112,9 @@ async def _run(
         if collector is not None:
             service.metrics.registry.register(ImageGcMetrics(collector))
         if collector is not None and collector.policy.enabled:
-            pods = supervisor.workers.values()
-            gc = run_image_gc(collector, lambda: pod_images(w.pod for w in pods))
+            workers = supervisor.workers
+            # Called in gc's thread: the list is taken in one step, under the GIL.
+            gc = run_image_gc(collector, lambda: pod_images(w.pod for w in list(workers.values())))
             tasks.append(asyncio.create_task(gc, name="image-gc"))
         _LOGGER.info("corral-agent %s running (cgroup v%d)", config.node_name, cgroups.version)
         await stop.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,11 +67,11 @@ def test_unused_images_go_least_recently_used_first_down_to_the_low_threshold(
     used, _ = disk_usage(store.root)
     per_image = (used - before) // 4
     collector = ImageCollector(store, ImageGcPolicy(high_percent=99, low_percent=98))
-    assert collector.collect([refs["a"], refs["c"]]) is None  # under the threshold: a use
+    assert collector.collect(lambda: [refs["a"], refs["c"]]) is None  # under the threshold: a use
     # Thresholds that ask for about one and a half images back.
     low = (used - per_image * 3 // 2) * 100 // capacity
     collector.policy = ImageGcPolicy(high_percent=low + 1, low_percent=low, minimum_age=0)
-    result = collector.collect([refs["a"]])
+    result = collector.collect(lambda: [refs["a"]])
     assert result is not None
     assert sorted(result.removed) == sorted([refs["b"], refs["d"]])  # never used: first
     assert digests(store) == {made["a"], made["c"]}
@@ -93,12 +94,12 @@ def test_images_in_use_or_too_new_stay_whatever_the_usage(
     spare = add_image(store, tmp_path, "gc.test/spare:1")
     policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=3600)
     collector = ImageCollector(store, policy, in_use=lambda: {started})
-    result = collector.collect(["gc.test/named:1"])
+    result = collector.collect(lambda: ["gc.test/named:1"])
     assert result is not None and result.removed == []
     assert digests(store) == {named, started, spare}
     assert collector.failures == 1
     collector.policy = dataclasses.replace(policy, minimum_age=0)
-    result = collector.collect(["gc.test/named:1"])
+    result = collector.collect(lambda: ["gc.test/named:1"])
     assert result is not None and result.removed == ["gc.test/spare:1"]
     assert digests(store) == {named, started}
     assert collector.failures == 2  # still over 1%: only those in use are left
@@ -108,7 +109,7 @@ def test_a_node_with_no_image_store_yet_has_nothing_to_collect(tmp_path: Path) -
     """Before the first import or pull there is no store directory: a pass is a no-op, not
     an error every period."""
     collector = ImageCollector(ImageStore(tmp_path / "images"), ImageGcPolicy(high_percent=1))
-    assert collector.collect(["busybox"]) is None
+    assert collector.collect(lambda: ["busybox"]) is None
     assert collector.failures == 0
 
 
@@ -122,7 +123,7 @@ def test_nothing_is_removed_while_a_container_runs_an_image_removed_by_hand(
     store.remove("gc.test/running:1")
     policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=0)
     collector = ImageCollector(store, policy, in_use=lambda: {running})
-    result = collector.collect([])
+    result = collector.collect(lambda: [])
     assert result is not None and result.removed == []
     assert result.held_by is not None and running in result.held_by
     assert digests(store) == {spare}
@@ -213,8 +214,36 @@ async def test_the_runtime_holds_an_image_from_its_start_until_its_pod_goes(
     looks = iter([set(), {busybox.digest}])
     policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=0)
     collector = ImageCollector(images, policy, in_use=lambda: next(looks))
-    result = collector.collect([])
+    result = collector.collect(lambda: [])
     assert result is not None and result.removed == []
     assert images.get("busybox") is not None
     await runtime.remove_pod(str(pod.metadata.uid))
     assert busybox.digest not in runtime.images_in_use()
+
+
+def test_a_pod_that_came_during_the_pass_keeps_its_image_and_trees_go_outside_the_lock(
+    store: ImageStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pods' images are read again, under the lock, before each removal: a pod told
+    to the node since the pass began keeps its image. The removed image's layer trees
+    are deleted after the lock is let go: pod starts wait on it, and a big tree takes
+    seconds to delete."""
+    came = add_image(store, tmp_path, "gc.test/came:1")
+    gone = add_image(store, tmp_path, "gc.test/gone:1")
+    lock = threading.Lock()
+    purged_under_lock: list[bool] = []
+    purge = store.purge
+
+    def watched(doomed: list[Path]) -> None:
+        purged_under_lock.append(lock.locked())
+        purge(doomed)
+
+    monkeypatch.setattr(store, "purge", watched)
+    looks = iter([[], ["gc.test/came:1"], ["gc.test/came:1"]])
+    policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=0)
+    collector = ImageCollector(store, policy, lock=lock)
+    result = collector.collect(lambda: next(looks))
+    assert result is not None and result.removed == ["gc.test/gone:1"]
+    assert digests(store) == {came} and gone not in digests(store)
+    assert purged_under_lock == [False]
+    assert len(list(store.layers.iterdir())) == 1 and not list(store.tmp.iterdir())

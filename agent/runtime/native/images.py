@@ -533,12 +533,16 @@ class ImageStore:
             _prune_records(state)
             self._save_state(state)
 
-    def gc(self, in_use: Iterable[str | Path] = ()) -> GcStats:
+    def gc(
+        self, in_use: Iterable[str | Path] = (), *, doomed: builtins.list[Path] | None = None
+    ) -> GcStats:
         """Delete blobs and layer dirs that no image refers to and no running pod uses.
 
         `in_use` holds layer dirs (paths from `layer_dirs`) or diff_ids of running pods.
         Each layer dir is renamed into tmp/ before it is deleted, so a crash never leaves
-        a partial layer under layers/.
+        a partial layer under layers/. With `doomed`, the renamed dirs are added to it
+        instead of deleted, for the caller to `purge` later (deleting a big tree takes
+        seconds, which image gc spends outside its lock).
         """
         keep_layers = {_layer_hex(item) for item in in_use}
         with self._locked():
@@ -560,11 +564,20 @@ class ImageStore:
                 if layer_dir.name not in keep_layers:
                     if _HEX_RE.fullmatch(layer_dir.name):
                         freed += self.layer_size("sha256:" + layer_dir.name)
-                    doomed = self.tmp / f"gc-{layer_dir.name}"
-                    os.rename(layer_dir, doomed)
-                    _remove(doomed)
+                    moved = self.tmp / f"gc-{layer_dir.name}"
+                    os.rename(layer_dir, moved)
+                    if doomed is None:
+                        _remove(moved)
+                    else:
+                        doomed.append(moved)
                     layers += 1
             return GcStats(blobs, layers, freed)
+
+    @staticmethod
+    def purge(doomed: Iterable[Path]) -> None:
+        """Delete the layer dirs a `gc` left in tmp/ for the caller."""
+        for path in doomed:
+            _remove(path)
 
 
 def _layer_hex(item: str | Path) -> str:
