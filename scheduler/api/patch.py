@@ -97,10 +97,12 @@ def _apply_json_patch(ops: list[Any], doc: Any) -> Any:
             doc = jsonpatch.JsonPatch([op]).apply(doc, in_place=True)
         except jsonpatch.JsonPatchTestFailed:
             # Said in JSON, not in jsonpatch's Python (`2 (<class 'str'>) is not equal...`).
-            found = jsonpointer.resolve_pointer(doc, op["path"], None)
+            missing = object()
+            found = jsonpointer.resolve_pointer(doc, op["path"], missing)
+            what = "it is not there" if found is missing else f"it is {json.dumps(found)}"
             raise Invalid(
-                f"the JSON patch cannot be applied: test of {op['path']} failed: it is "
-                f"{json.dumps(found)}, not {json.dumps(op.get('value'))}"
+                f"the JSON patch cannot be applied: test of {op['path']} failed: {what}, "
+                f"not {json.dumps(op.get('value'))}"
             ) from None
     return doc
 

@@ -85,6 +85,9 @@ class NodeLifecycleController:
         self.resumed = -math.inf  # when this scheduler last woke from a stall
         # Nodes some of whose pods may carry podready's mark: those to look at once Ready.
         # From the store at the start (once), then as this controller marks them.
+        # Of those, the NotReady nodes all of whose ready pods are marked: not looked at
+        # again while they stay NotReady (no pod becomes ready on a silent node).
+        self.settled: set[str] = set()
         self.marked: set[str] = {
             pod.spec.node_name
             for pod in self._cluster.pods.values()
@@ -166,7 +169,8 @@ class NodeLifecycleController:
                     )
                 continue
             grace, eviction = self._timeouts(name)
-            marks.append(name)
+            if name not in self.settled:
+                marks.append(name)
             since = self.not_ready_since.setdefault(name, mono)
             # Evict once the node has been silent for eviction_seconds in all (counted
             # from its last heartbeat), and NotReady for at least one pass.
@@ -178,6 +182,7 @@ class NodeLifecycleController:
         for name in [n for n in self.not_ready_since if n not in self._cluster.nodes]:
             del self.not_ready_since[name]  # the node was deleted while NotReady
             self.marked.discard(name)
+            self.settled.discard(name)
         await self._set_pods_ready(marks, restores)
         await self._evict_orphans(mono)
         await self._finish_deletions()
@@ -187,9 +192,11 @@ class NodeLifecycleController:
         again on the marked pods of the Ready nodes `restores`: every write of the pass
         at once (one commit), whatever the number of nodes."""
         changes: list[tuple[str, Pod, Pod, int]] = []  # node, pod, changed, revision
-        for node, change in [(n, podready.marked_not_ready) for n in marks] + [
-            (n, podready.restored) for n in restores
-        ]:
+        work = [(n, podready.marked_not_ready) for n in marks]
+        work += [(n, podready.restored) for n in restores]
+        for i, (node, change) in enumerate(work):
+            if i and not i % 64:
+                await asyncio.sleep(0)  # a partition of thousands of nodes: let others run
             for pod in self._cluster.pods_on(node):
                 changed = change(pod, node)
                 kv = self._cluster.pod_kvs.get(
@@ -210,6 +217,8 @@ class NodeLifecycleController:
                     pod_ref(pod), "NodeNotReady", f"Node {node} is not ready", type="Warning"
                 )
         self.marked -= set(restores) - undone
+        self.settled -= set(restores)
+        self.settled |= set(marks) - undone
 
     async def _evict_orphans(self, mono: float) -> None:
         """Pods bound to a node that does not exist are evicted as from a lost node once

@@ -188,6 +188,11 @@ def test_failing_json_patch_test_is_422(sched: SchedulerProcess, ns: str) -> Non
         'the JSON patch cannot be applied: test of /metadata/labels/app failed: it is "t", '
         'not "nope"'
     ), status
+    absent = [{"op": "test", "path": "/metadata/labels/absent", "value": None}]
+    status = _refused(sched, path, absent, JSON_PATCH, 422)
+    assert status["message"].endswith(
+        "test of /metadata/labels/absent failed: it is not there, not null"
+    )
     missing = [{"op": "remove", "path": "/metadata/labels/absent"}]
     assert _refused(sched, path, missing, JSON_PATCH, 422)["reason"] == "Invalid"
     into_a_string = [{"op": "remove", "path": "/metadata/name/0"}]  # a 500 from jsonpatch
