@@ -446,6 +446,7 @@ def test_deployment_patches(sched: SchedulerProcess, ns: str) -> None:
         lambda: (
             (st := sched.get(path)["status"]).get("availableReplicas") == 2
             and st.get("updatedReplicas") == 2
+            and st.get("replicas") == 2  # the old template's pod gone too, not stopping
         ),
         timeout=20,
     )
