@@ -54,6 +54,7 @@ from pydantic_core import to_json
 
 from common import eventloop
 from common.heap import GcPacer
+from common.logsince import log_start
 from common.models import (
     now,
 )
@@ -359,6 +360,9 @@ def simulated_log(pod: SimPod | None, request: LogsRequest) -> LogsChunk:
     lines = [] if started is None else [(started, f"hollow pod {pod.name}: {container} started")]
     if request.tail_lines is not None:
         lines = lines[-request.tail_lines :] if request.tail_lines else []
+    start = log_start(request.since_seconds, request.since_time, datetime.now(UTC))
+    if start is not None:
+        lines = [(at, line) for at, line in lines if at >= start]
     stamp = request.timestamps
     data = "".join(f"{_stamp(at)} {line}\n" if stamp else f"{line}\n" for at, line in lines)
     return LogsChunk(id=request.id, data=data, eof=True)

@@ -8,10 +8,12 @@ import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from agent.runtime.native.logs import LogLine, follow_batches, previous, read_lines
 from agent.supervisor import Supervisor
 from common import protocol
+from common.logsince import log_start, parse_stamp
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -26,6 +28,19 @@ Send = Callable[[protocol.Frame], Awaitable[None]]
 def render(line: LogLine, timestamps: bool) -> str:
     text = line.text if line.partial else line.text + "\n"
     return f"{line.timestamp} {text}" if timestamps else text
+
+
+def since(lines: list[LogLine], start: datetime | None) -> list[LogLine]:
+    """The records not older than `start` (all of them without one), as the kubelet
+    keeps them: by each record's stamp (a record without a readable one is kept)."""
+    if start is None:
+        return lines
+    kept = []
+    for line in lines:
+        when = parse_stamp(line.timestamp)
+        if when is None or when >= start:
+            kept.append(line)
+    return kept
 
 
 def chunks(lines: list[LogLine], timestamps: bool) -> list[str]:
@@ -118,8 +133,10 @@ class LogServer:
                 return
             request = request.model_copy(update={"follow": False})
         timestamps = request.timestamps
+        start = log_start(request.since_seconds, request.since_time, datetime.now(UTC))
 
         async def send_lines(lines: list[LogLine]) -> None:
+            lines = since(lines, start)
             if len(lines) > INLINE_RECORDS:
                 rendered = await asyncio.to_thread(chunks, lines, timestamps)
             else:
@@ -132,7 +149,7 @@ class LogServer:
                 # Read, parsed and rendered in one thread: only the sends are left here.
                 tail = request.tail_lines
                 for data in await asyncio.to_thread(
-                    lambda: chunks(read_lines(path, tail), timestamps)
+                    lambda: chunks(since(read_lines(path, tail), start), timestamps)
                 ):
                     await send(protocol.LogsChunk(id=request.id, data=data))
             else:

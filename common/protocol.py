@@ -69,7 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter, 
 # 6: a welcome too big for one frame comes in parts (welcome.more); pods may carry
 #    metadata.finalizers (stripped for older agents: `pod_for_agent`).
 # 7: pods may carry spec.dnsPolicy and metadata.generateName (stripped for older
-#    agents: `pod_for_agent`).
+#    agents: `pod_for_agent`); a logs request may carry since_seconds or since_time.
 PROTOCOL_VERSION = 7
 # The oldest agent protocol the scheduler still speaks, so that a cluster is upgraded
 # scheduler first, then its agents one by one, as Kubernetes' skew policy has it (a
@@ -269,6 +269,10 @@ class LogsRequest(Frame):
     follow: bool = False
     timestamps: bool = False
     previous: bool = False
+    # Protocol 7: records older than this are left out, by the node's own clock and
+    # stamps, as the kubelet does (common/logsince.py).
+    since_seconds: int | None = None
+    since_time: str | None = None  # RFC 3339
 
 
 class LogsChunk(Frame):
@@ -333,6 +337,8 @@ def encode(frame: Frame, version: int = PROTOCOL_VERSION) -> bytes:
     raw["v"] = version
     if version < 6 and isinstance(frame, Welcome):
         del raw["more"]  # unknown before 6: the agent's frames forbid extra fields
+    if version < 7 and isinstance(frame, LogsRequest):
+        del raw["since_seconds"], raw["since_time"]  # unknown before 7
     return msgpack.packb(raw, use_bin_type=True)
 
 

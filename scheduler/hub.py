@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from common import protocol
 from common.heap import drop_tracebacks
+from common.logsince import log_start
 from common.models import (
     NODE_SYSTEM_INFO,
     Node,
@@ -49,6 +50,7 @@ from scheduler.auth import secret_bytes
 from scheduler.cluster import TERMINAL_PHASES, NodeState
 from scheduler.context import Context
 from scheduler.events import node_ref, pod_ref
+from scheduler.logfilter import LogFilter
 from scheduler.nodeauth import AlreadyJoined, Issued, NodeCredentials
 from scheduler.objects import (
     decode,
@@ -999,13 +1001,34 @@ class Hub:
         follow: bool = False,
         timestamps: bool = False,
         previous: bool = False,
+        since_seconds: int | None = None,
+        since_time: str | None = None,
     ) -> AsyncGenerator[str, None]:
-        """A container's log, read by its node's agent and relayed over the link."""
+        """A container's log, read by its node's agent and relayed over the link. The
+        records before `since_seconds` ago or `since_time` are left out by the agent (its
+        clock, its stamps, as the kubelet), or, by an agent before protocol 7, here."""
         session = self.sessions.get(node)
         if session is None:
             raise LogsUnavailable(f"node {node} is not connected")
         if not session.welcomed:
             raise LogsUnavailable(f"node {node} is joining; try again in a moment")
+        if session.version < 7 and (since_seconds is not None or since_time is not None):
+            start = log_start(since_seconds, since_time, datetime.now(UTC))
+            older = LogFilter(start, timestamps, None)  # read off the stamps it asks for
+            async for data in self.stream_logs(
+                node,
+                uid,
+                container,
+                tail_lines=tail_lines,
+                follow=follow,
+                timestamps=True,
+                previous=previous,
+            ):
+                if kept := older.feed(data).decode():
+                    yield kept
+            if rest := older.flush().decode():
+                yield rest
+            return
         self._log_ids += 1
         stream_id = self._log_ids
         stream = session.log_streams[stream_id] = LogStream(follow)
@@ -1021,6 +1044,8 @@ class Hub:
                         follow=follow,
                         timestamps=timestamps,
                         previous=previous,
+                        since_seconds=since_seconds,
+                        since_time=since_time,
                     ),
                     session.version,
                 )

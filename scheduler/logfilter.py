@@ -1,7 +1,8 @@
-"""`sinceSeconds`/`sinceTime` and `limitBytes` of a pod's log, applied by the scheduler to
-what the agent sends (the link's `logs` request carries neither).
+"""`limitBytes` of a pod's log, applied by the scheduler to what the agent sends; and
+`sinceSeconds`/`sinceTime` for an agent before protocol 7, whose `logs` request cannot
+carry them (from 7 the agent applies them itself, by its clock: common/logsince.py).
 
-For a start time the agent is asked for timestamps, every record's (`<RFC 3339> text`):
+For a start time such an agent is asked for timestamps, every record's (`<RFC 3339> text`):
 lines before the start are left out, as the kubelet leaves them out, and the stamp is
 taken off again unless the client asked for it too. The kubelet applies `tailLines` before
 the start time, as the agent here (the last N lines, then those not older than the start).
@@ -12,17 +13,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from common.logsince import parse_stamp
+
 
 def stamp_of(line: str) -> datetime | None:
     """The time a timestamped line starts with; None if it starts with none."""
     stamp, space, _ = line.partition(" ")
-    if not space:
-        return None
-    try:
-        when = datetime.fromisoformat(stamp)
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else None
+    return parse_stamp(stamp) if space else None
 
 
 # The most of a line held back until its end comes; a longer one is judged by its stamp

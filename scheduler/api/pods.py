@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from common.logsince import parse_stamp
 from common.manifest import ManifestError, is_list, load_object
 from common.models import Pod, PodStatus, StatusCause, now
 from common.selector import SelectorError, parse_selector
@@ -406,26 +407,19 @@ def _bool_param(request: web.Request, name: str) -> bool:
     return raw in ("true", "1")
 
 
-def _log_since(request: web.Request) -> datetime | None:
-    """The start of a log read: `sinceSeconds` ago or `sinceTime` (RFC 3339), not both."""
+def _log_since(request: web.Request) -> tuple[int | None, str | None]:
+    """The start of a log read, checked: (`sinceSeconds`, `sinceTime` as RFC 3339), at
+    most one of them. The node applies it, by its own clock and stamps (hub.stream_logs)."""
     seconds = int_param(request, "sinceSeconds", minimum=1)
     raw = request.query.get("sinceTime", "")
     if seconds is not None and raw:
         raise BadRequest("at most one of sinceTime or sinceSeconds may be specified")
-    if seconds is not None:
-        try:
-            return datetime.now(UTC) - timedelta(seconds=seconds)
-        except OverflowError:
-            return datetime.min.replace(tzinfo=UTC)  # before any log
     if not raw:
-        return None
-    try:
-        when = datetime.fromisoformat(raw)
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
+        return seconds, None
+    when = parse_stamp(raw)
+    if when is None:
         raise BadRequest(f"query parameter sinceTime: {raw!r} is not an RFC 3339 time")
-    return when
+    return None, when.isoformat()
 
 
 async def pod_log(request: web.Request) -> web.StreamResponse:
@@ -445,9 +439,9 @@ async def pod_log(request: web.Request) -> web.StreamResponse:
         )
     if container not in names:
         raise BadRequest(f"container {container} is not valid for pod {name}")
-    since = _log_since(request)
+    since_seconds, since_time = _log_since(request)
     timestamps = _bool_param(request, "timestamps")
-    shown = LogFilter(since, timestamps, int_param(request, "limitBytes", minimum=1))
+    shown = LogFilter(None, timestamps, int_param(request, "limitBytes", minimum=1))
     if pod.spec.node_name is None:
         raise BadRequest(f'pod "{name}" is not bound to a node yet; no logs')
     stream = cp.hub.stream_logs(
@@ -456,8 +450,10 @@ async def pod_log(request: web.Request) -> web.StreamResponse:
         container,
         tail_lines=int_param(request, "tailLines"),
         follow=_bool_param(request, "follow"),
-        timestamps=timestamps or since is not None,  # `since` is read off the stamps
+        timestamps=timestamps,
         previous=_bool_param(request, "previous"),
+        since_seconds=since_seconds,
+        since_time=since_time,
     )
     iterator = aiter(stream)
     try:

@@ -198,3 +198,29 @@ async def test_a_stream_that_fails_is_logged_not_left_unretrieved(
     await asyncio.sleep(0)  # its done callbacks
     assert task._log_traceback is False  # retrieved
     assert "log stream 3 failed: ValueError('a frame that cannot go')" in caplog.text
+
+
+@pytest.mark.parametrize("follow", [False, True])
+async def test_since_is_applied_by_the_node_to_its_records(tmp_path: Path, follow: bool) -> None:
+    """Protocol 7: the agent leaves out the records older than `since_time` (or
+    `since_seconds` ago, by its own clock), by each record's stamp, as the kubelet does.
+    A line the runtime split into parts comes out whole, with no stamp inside it: the
+    scheduler, filtering an older agent's stamped records, left the later parts' stamps
+    in the text."""
+    path = tmp_path / "c.log"
+    path.write_text(
+        "2024-05-01T10:00:00.000000001Z stdout F old\n"
+        "2024-05-01T10:00:05.000000001Z stdout P new, long: \n"
+        "2024-05-01T10:00:05.000000002Z stdout F the rest of it\n"
+        "2024-05-01T10:00:06.000000001Z stderr F newer\n"
+    )
+    srv, _ = server(path)
+    frames = await serve(srv, follow=follow, since_time="2024-05-01T10:00:05Z")
+    text = "".join(f.data or "" for f in frames)
+    assert text == "new, long: the rest of it\nnewer\n"
+    stamped = await serve(srv, follow=follow, since_time="2024-05-01T10:00:06Z", timestamps=True)
+    assert "".join(f.data or "" for f in stamped) == "2024-05-01T10:00:06.000000001Z newer\n"
+    recent = await serve(srv, follow=follow, since_seconds=3600)  # 2024 is long ago
+    assert "".join(f.data or "" for f in recent) == ""
+    everything = await serve(srv, follow=follow, since_seconds=10**12)  # before any log
+    assert "".join(f.data or "" for f in everything).startswith("old\n")

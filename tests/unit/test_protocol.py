@@ -25,6 +25,7 @@ from common.protocol import (
     HeartbeatV4,
     Hello,
     HelloV4,
+    LogsRequest,
     NodeInfo,
     PodReport,
     PodReportV4,
@@ -431,3 +432,18 @@ def test_protocol_5_shapes_are_refused_from_older_agents(frame: Frame) -> None:
     kind = frame.model_dump()["type"]
     with pytest.raises(ProtocolError, match=f"invalid {kind!r} frame"):
         decode(encode(frame, 4), AGENT_PROTOCOLS)
+
+
+def test_a_logs_request_carries_since_from_protocol_7_only() -> None:
+    """An agent of 7 is sent `since_seconds` and `since_time` and applies them itself; an
+    older one, whose frames forbid unknown fields, is sent neither (the scheduler filters
+    what it relays instead)."""
+    request = LogsRequest(id=1, uid="u", container="c", since_time="2024-05-01T10:00:00Z")
+    new = msgpack.unpackb(encode(request, 7))
+    assert new["since_time"] == "2024-05-01T10:00:00Z" and new["since_seconds"] is None
+    for version in range(OLDEST_AGENT_PROTOCOL, 7):
+        old = msgpack.unpackb(encode(request, version))
+        assert "since_time" not in old and "since_seconds" not in old
+        assert decode(encode(request, version), (version,)) == request.model_copy(
+            update={"since_time": None, "v": version}
+        )
