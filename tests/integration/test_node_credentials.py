@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from common import protocol
-from tests.conftest import TOKEN, SchedulerProcess, wait_for
+from tests.conftest import ADMIN_TOKEN, TOKEN, SchedulerProcess, wait_for
 from tests.integration.test_api import pod
 
 CAPACITY = {"cpu": "4", "memory": "8Gi", "pods": "110"}
@@ -307,6 +307,17 @@ async def test_an_agent_of_a_protocol_before_keeps_its_node(
     assert used["containers"] == [{"name": "main", "usage": {"cpu": "5m", "memory": "0Ki"}}]
     node = s.get("/apis/metrics.k8s.io/v1beta1/nodes/old-node")
     assert node["usage"] == {"cpu": "1500m", "memory": f"{2**20}Ki"}
+    # A log read since a time: its request cannot say so (7 can), so the agent is asked
+    # for stamped records and the scheduler leaves out the older ones and the stamps.
+    log = f"/api/v1/namespaces/default/pods/{name}/log?sinceTime=2024-05-01T10:00:05Z"
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    reading = asyncio.ensure_future(http.get(s.url + log, headers=auth))
+    request = await agent.receive_type(protocol.LogsRequest)
+    assert request.v == old and request.timestamps
+    stamped = "2024-05-01T10:00:00.000000001Z old\n2024-05-01T10:00:06.000000001Z new\n"
+    await agent.send(protocol.LogsChunk(id=request.id, data=stamped, eof=True))
+    async with await reading as relayed:
+        assert (relayed.status, await relayed.text()) == (200, "new\n")
     # The agent's own version on every frame: a frame of another version is refused.
     await agent.ws.send_bytes(protocol.encode(protocol.Heartbeat(), protocol.PROTOCOL_VERSION))
     refusal = await agent.receive_type(protocol.ErrorFrame)
