@@ -1015,7 +1015,7 @@ class Hub:
         if session.version < 7 and (since_seconds is not None or since_time is not None):
             start = log_start(since_seconds, since_time, datetime.now(UTC))
             older = LogFilter(start, timestamps, None)  # read off the stamps it asks for
-            async for data in self.stream_logs(
+            stamped = self.stream_logs(
                 node,
                 uid,
                 container,
@@ -1023,9 +1023,13 @@ class Hub:
                 follow=follow,
                 timestamps=True,
                 previous=previous,
-            ):
-                if kept := older.feed(data).decode():
-                    yield kept
+            )
+            # Closed with this one (limitBytes reached, the client gone): its LogsCancel
+            # goes at once, not whenever the garbage collector finalizes it.
+            async with contextlib.aclosing(stamped):
+                async for data in stamped:
+                    if kept := older.feed(data).decode():
+                        yield kept
             if rest := older.flush().decode():
                 yield rest
             return

@@ -580,3 +580,32 @@ async def test_a_log_that_ends_at_its_bound_ends_cleanly(
     assert [data async for data in lines] == ["z\n"] * 5
     assert not [f for f in ws.sent if isinstance(f, protocol.LogsCancel)]
     reader.cancel()
+
+
+async def test_a_log_since_a_time_from_an_older_agent_is_cancelled_when_closed(
+    cp: ControlPlane,
+) -> None:
+    """An agent before protocol 7 is asked for stamped records and the scheduler filters
+    them (a stream within a stream): closing the outer one (limitBytes reached, the client
+    gone) cancels the agent's at once, as it does without `since`, not whenever the inner
+    generator happens to be finalized."""
+    ws, reader = await serve(cp, "n1", version=6)
+    lines = cp.hub.stream_logs(
+        "n1", "uid-web", "main", follow=True, since_time="2024-05-01T10:00:05+00:00"
+    )
+    first = asyncio.ensure_future(anext(lines))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        requests = [f for f in ws.sent if isinstance(f, protocol.LogsRequest)]
+        if requests:
+            break
+    (request,) = requests
+    assert request.timestamps
+    data = "2024-05-01T10:00:00Z old\n2024-05-01T10:00:06Z new\n"
+    ws.feed(protocol.encode(protocol.LogsChunk(id=request.id, data=data), 6))
+    assert await asyncio.wait_for(first, 5) == "new\n"
+    await lines.aclose()
+    cancels = [f for f in ws.sent if isinstance(f, protocol.LogsCancel)]
+    assert [c.id for c in cancels] == [request.id]
+    assert not cp.hub.sessions["n1"].log_streams
+    reader.cancel()
