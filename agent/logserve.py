@@ -35,8 +35,12 @@ def since(lines: list[LogLine], start: datetime | None) -> list[LogLine]:
     keeps them: by each record's stamp (a record without a readable one is kept)."""
     if start is None:
         return lines
+    # Empties `lines` as it goes, as `chunks` does: a whole log's records, left in the
+    # caller's list, were freed at once, on the event loop.
     kept = []
-    for line in lines:
+    lines.reverse()
+    while lines:
+        line = lines.pop()
         when = parse_stamp(line.timestamp)
         if when is None or when >= start:
             kept.append(line)
@@ -136,11 +140,11 @@ class LogServer:
         start = log_start(request.since_seconds, request.since_time, datetime.now(UTC))
 
         async def send_lines(lines: list[LogLine]) -> None:
-            lines = since(lines, start)
+            # A followed log's history is the whole log: its stamps are read in the thread.
             if len(lines) > INLINE_RECORDS:
-                rendered = await asyncio.to_thread(chunks, lines, timestamps)
+                rendered = await asyncio.to_thread(lambda: chunks(since(lines, start), timestamps))
             else:
-                rendered = chunks(lines, timestamps)
+                rendered = chunks(since(lines, start), timestamps)
             for data in rendered:
                 await send(protocol.LogsChunk(id=request.id, data=data))
 

@@ -224,3 +224,26 @@ async def test_since_is_applied_by_the_node_to_its_records(tmp_path: Path, follo
     assert "".join(f.data or "" for f in recent) == ""
     everything = await serve(srv, follow=follow, since_seconds=10**12)  # before any log
     assert "".join(f.data or "" for f in everything).startswith("old\n")
+
+
+async def test_a_big_followed_history_since_a_time_is_filtered_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`since` reads every record's stamp: a followed log's history (the whole log, 30 MiB
+    at the default rotation) had them read on the event loop, and the batch's records
+    freed there at once."""
+    path = tmp_path / "c.log"
+    write_log(path, INLINE_RECORDS * 4)
+    loop_thread = threading.get_ident()
+    threads: set[int] = set()
+    real_parse = logserve.parse_stamp
+
+    def parse_stamp(stamp: str) -> Any:
+        threads.add(threading.get_ident())
+        return real_parse(stamp)
+
+    monkeypatch.setattr(logserve, "parse_stamp", parse_stamp)
+    srv, _ = server(path)
+    frames = await serve(srv, follow=True, since_seconds=3600)
+    assert "".join(f.data or "" for f in frames).count("\n") == INLINE_RECORDS * 4
+    assert threads and loop_thread not in threads
