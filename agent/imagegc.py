@@ -165,15 +165,9 @@ class ImageCollector:
         return result
 
     def _in_use(self, refs: Iterable[str]) -> set[str]:
-        digests = set(self._runtime_in_use())
-        for ref in refs:
-            try:
-                image = self.store.get(ref)
-            except ImageError:
-                continue  # a name that does not parse: that pod's start fails on it anyway
-            if image is not None:
-                digests.add(image.digest)
-        return digests
+        # A name that does not parse is left out: that pod's start fails on it anyway. The
+        # store's state is read once, not once a pod's container: this runs under the lock.
+        return set(self._runtime_in_use()) | self.store.digests_of(refs)
 
 
 def image_collector(config: AgentConfig, runtime: object) -> ImageCollector | None:

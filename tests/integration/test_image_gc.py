@@ -8,6 +8,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -247,3 +248,30 @@ def test_a_pod_that_came_during_the_pass_keeps_its_image_and_trees_go_outside_th
     assert digests(store) == {came} and gone not in digests(store)
     assert purged_under_lock == [False]
     assert len(list(store.layers.iterdir())) == 1 and not list(store.tmp.iterdir())
+
+
+def test_the_pods_images_are_looked_up_in_one_read_of_the_store_under_the_lock(
+    store: ImageStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before each removal the pods' images are read again under the lock pod starts
+    take: the store's state (images.json) is read once for all of them, not once a pod's
+    container (110 pods, 110 reads and parses of it, each candidate, pod starts waiting)."""
+    kept = add_image(store, tmp_path, "gc.test/kept:1")
+    add_image(store, tmp_path, "gc.test/spare:1")
+    lock = threading.Lock()
+    reads_under_lock = 0
+    load = store._load_state
+
+    def counted() -> dict[str, Any]:
+        nonlocal reads_under_lock
+        reads_under_lock += lock.locked()
+        return load()
+
+    monkeypatch.setattr(store, "_load_state", counted)
+    pods = ["gc.test/kept:1", "docker.io/library/kept-not-here:1", "Not A Name"] * 40
+    policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=0)
+    collector = ImageCollector(store, policy, lock=lock)
+    result = collector.collect(lambda: pods)
+    assert result is not None and result.removed == ["gc.test/spare:1"]
+    assert digests(store) == {kept}
+    assert reads_under_lock <= 3  # the pods' images, the removal, the gc: once each

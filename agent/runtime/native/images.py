@@ -453,6 +453,21 @@ class ImageStore:
         key, digest = found
         return self._image(key, digest, state["images"][digest])
 
+    def digests_of(self, refs: Iterable[str]) -> set[str]:
+        """The manifest digests of the images here that `refs` name, the state read once
+        for all of them (image gc asks for every pod's, under the lock pod starts take); a
+        reference that does not parse is left out."""
+        state = self._load_state()
+        digests = set()
+        for ref in set(refs):
+            try:
+                found = self._resolve(state, ref)
+            except ImageError:
+                continue
+            if found is not None:
+                digests.add(found[1])
+        return digests
+
     def require(self, ref: str) -> Image:
         """Like `get`, but ImageError(ErrImageNeverPull) when the image is not here."""
         image = self.get(ref)
