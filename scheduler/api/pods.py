@@ -419,7 +419,8 @@ def _log_since(request: web.Request) -> tuple[int | None, str | None]:
     when = parse_stamp(raw)
     if when is None:
         raise BadRequest(f"query parameter sinceTime: {raw!r} is not an RFC 3339 time")
-    return None, when.isoformat()
+    # To the second, as kube-apiserver passes it on to the kubelet (RFC 3339, no fraction).
+    return None, when.replace(microsecond=0).isoformat()
 
 
 async def pod_log(request: web.Request) -> web.StreamResponse:
