@@ -502,18 +502,24 @@ async def test_a_flood_of_credential_acks_confirms_once(
     reader.cancel()
 
 
-async def unread_log(
-    cp: ControlPlane, ws: FakeWS, follow: bool
-) -> tuple[AsyncIterator[str], protocol.LogsRequest]:
-    """A log stream of node n1 whose reader took its first chunk and reads no more."""
-    lines = cp.hub.stream_logs("n1", "uid-web", "main", follow=follow)
-    first = asyncio.ensure_future(anext(lines))
+async def sent_logs_request(ws: FakeWS) -> protocol.LogsRequest:
+    """The one logs request the hub sent the agent, once it has (within a second)."""
     for _ in range(100):
         await asyncio.sleep(0.01)
         requests = [f for f in ws.sent if isinstance(f, protocol.LogsRequest)]
         if requests:
             break
     (request,) = requests
+    return request
+
+
+async def unread_log(
+    cp: ControlPlane, ws: FakeWS, follow: bool
+) -> tuple[AsyncIterator[str], protocol.LogsRequest]:
+    """A log stream of node n1 whose reader took its first chunk and reads no more."""
+    lines = cp.hub.stream_logs("n1", "uid-web", "main", follow=follow)
+    first = asyncio.ensure_future(anext(lines))
+    request = await sent_logs_request(ws)
     ws.feed(protocol.encode(protocol.LogsChunk(id=request.id, data="first\n")))
     assert await asyncio.wait_for(first, 5) == "first\n"
     return lines, request
@@ -594,12 +600,7 @@ async def test_a_log_since_a_time_from_an_older_agent_is_cancelled_when_closed(
         "n1", "uid-web", "main", follow=True, since_time="2024-05-01T10:00:05+00:00"
     )
     first = asyncio.ensure_future(anext(lines))
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        requests = [f for f in ws.sent if isinstance(f, protocol.LogsRequest)]
-        if requests:
-            break
-    (request,) = requests
+    request = await sent_logs_request(ws)
     assert request.timestamps
     data = "2024-05-01T10:00:00Z old\n2024-05-01T10:00:06Z new\n"
     ws.feed(protocol.encode(protocol.LogsChunk(id=request.id, data=data), 6))
