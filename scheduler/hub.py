@@ -1027,9 +1027,16 @@ class Hub:
             # Closed with this one (limitBytes reached, the client gone): its LogsCancel
             # goes at once, not whenever the garbage collector finalizes it.
             async with contextlib.aclosing(stamped):
-                async for data in stamped:
-                    if kept := older.feed(data).decode():
-                        yield kept
+                try:
+                    async for data in stamped:
+                        if kept := older.feed(data).decode():
+                            yield kept
+                except LogsUnavailable:
+                    # What came before the failure is relayed whole, as without `since`:
+                    # a last line with no newline yet included.
+                    if rest := older.flush().decode():
+                        yield rest
+                    raise
             if rest := older.flush().decode():
                 yield rest
             return

@@ -610,3 +610,27 @@ async def test_a_log_since_a_time_from_an_older_agent_is_cancelled_when_closed(
     assert [c.id for c in cancels] == [request.id]
     assert not cp.hub.sessions["n1"].log_streams
     reader.cancel()
+
+
+async def test_an_older_agents_log_that_fails_keeps_what_came_before(cp: ControlPlane) -> None:
+    """A filtered stream from an agent before protocol 7 that ends in an error relays
+    everything before it, a last line with no newline yet included, then the error: as a
+    stream without `since` does."""
+    ws, reader = await serve(cp, "n1", version=6)
+    lines = cp.hub.stream_logs("n1", "uid-web", "main", since_time="2024-05-01T10:00:05+00:00")
+    got: list[str] = []
+
+    async def read() -> None:
+        async for data in lines:
+            got.append(data)
+
+    reading = asyncio.ensure_future(read())
+    request = await sent_logs_request(ws)
+    data = "2024-05-01T10:00:06Z whole\n2024-05-01T10:00:07Z no newline yet"
+    ws.feed(protocol.encode(protocol.LogsChunk(id=request.id, data=data), 6))
+    failed = protocol.LogsChunk(id=request.id, eof=True, error="the container's log is gone")
+    ws.feed(protocol.encode(failed, 6))
+    with pytest.raises(hub_module.LogsUnavailable, match="log is gone"):
+        await asyncio.wait_for(reading, 5)
+    assert "".join(got) == "whole\nno newline yet"
+    reader.cancel()
