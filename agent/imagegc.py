@@ -200,15 +200,12 @@ async def run_image_gc(collector: ImageCollector, refs_in_use: Callable[[], list
     while True:
         try:
             result = await asyncio.to_thread(collector.collect, refs_in_use)
-        except OSError as exc:
-            collector.failures += 1
-            _LOGGER.error("image gc failed: %s", exc)
-        except Exception:
-            # A store it cannot read (images.json corrupt, a config blob missing: an
-            # ImageError) must not end the task for good: nothing awaits it until the
+        except Exception as exc:
+            # Whatever it is (a disk error; images.json corrupt, a config blob missing: an
+            # ImageError), it must not end the task for good: nothing awaits it until the
             # agent stops, so it would end without a word and gc never run again.
             collector.failures += 1
-            _LOGGER.exception("image gc failed")
+            _LOGGER.error("image gc failed: %s", exc, exc_info=not isinstance(exc, OSError))
         else:
             if result is not None:
                 log_pass(result, collector.policy)

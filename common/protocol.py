@@ -275,6 +275,9 @@ class LogsRequest(Frame):
     since_time: str | None = None  # RFC 3339
 
 
+LOG_SINCE_PROTOCOL = 7  # the first whose logs requests carry since_seconds and since_time
+
+
 class LogsChunk(Frame):
     """Agent -> scheduler: part of a log stream; `eof` ends it, `error` says why it failed."""
 
@@ -337,8 +340,8 @@ def encode(frame: Frame, version: int = PROTOCOL_VERSION) -> bytes:
     raw["v"] = version
     if version < 6 and isinstance(frame, Welcome):
         del raw["more"]  # unknown before 6: the agent's frames forbid extra fields
-    if version < 7 and isinstance(frame, LogsRequest):
-        del raw["since_seconds"], raw["since_time"]  # unknown before 7
+    if version < LOG_SINCE_PROTOCOL and isinstance(frame, LogsRequest):
+        del raw["since_seconds"], raw["since_time"]  # unknown before: forbidden extras
     return msgpack.packb(raw, use_bin_type=True)
 
 

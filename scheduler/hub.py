@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from common import protocol
 from common.heap import drop_tracebacks
-from common.logsince import log_start
+from common.logsince import log_start, parse_stamp
 from common.models import (
     NODE_SYSTEM_INFO,
     Node,
@@ -147,10 +147,10 @@ def _agent_time(text: str) -> datetime | None:
     """An agent's RFC 3339 time, in UTC; None (taken as received) for one unreadable, one
     without an offset (a naive time cannot be compared with the others, and every event
     list sorts by time) or one with no instant in UTC (year 1 at +14:00)."""
+    stamp = parse_stamp(text)
     try:
-        stamp = datetime.fromisoformat(text)
-        return None if stamp.utcoffset() is None else stamp.astimezone(UTC)
-    except (ValueError, OverflowError):
+        return None if stamp is None else stamp.astimezone(UTC)
+    except OverflowError:
         return None
 
 
@@ -1012,7 +1012,9 @@ class Hub:
             raise LogsUnavailable(f"node {node} is not connected")
         if not session.welcomed:
             raise LogsUnavailable(f"node {node} is joining; try again in a moment")
-        if session.version < 7 and (since_seconds is not None or since_time is not None):
+        if session.version < protocol.LOG_SINCE_PROTOCOL and (
+            since_seconds is not None or since_time is not None
+        ):
             start = log_start(since_seconds, since_time, datetime.now(UTC))
             older = LogFilter(start, timestamps, None)  # read off the stamps it asks for
             stamped = self.stream_logs(
@@ -1026,19 +1028,19 @@ class Hub:
             )
             # Closed with this one (limitBytes reached, the client gone): its LogsCancel
             # goes at once, not whenever the garbage collector finalizes it.
+            failure: LogsUnavailable | None = None
             async with contextlib.aclosing(stamped):
                 try:
                     async for data in stamped:
                         if kept := older.feed(data).decode():
                             yield kept
-                except LogsUnavailable:
-                    # What came before the failure is relayed whole, as without `since`:
-                    # a last line with no newline yet included.
-                    if rest := older.flush().decode():
-                        yield rest
-                    raise
+                except LogsUnavailable as exc:
+                    failure = exc
+            # Before a failure too, as without `since`: a last line with no newline yet.
             if rest := older.flush().decode():
                 yield rest
+            if failure is not None:
+                raise failure
             return
         self._log_ids += 1
         stream_id = self._log_ids

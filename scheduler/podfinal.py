@@ -59,11 +59,18 @@ async def mark_deleted(
 ) -> KV:
     """Write the pod marked for deletion at `stamp` (with `grace` seconds to stop, if
     given); guarded by `kv`'s revision (Conflict, NotFound)."""
+    marked = marked_for_deletion(pod, stamp, grace)
+    return await store.put(key, encode(marked), obj=marked, expect=kv.mod_revision)
+
+
+def marked_for_deletion(pod: Pod, stamp: datetime, grace: int | None = None) -> Pod:
+    """A copy of the pod marked for deletion at `stamp` (with `grace` seconds to stop, if
+    given)."""
     marked = mutable_copy(pod)
     marked.metadata.deletion_timestamp = stamp
     if grace is not None:
         marked.spec.termination_grace_period_seconds = grace
-    return await store.put(key, encode(marked), obj=marked, expect=kv.mod_revision)
+    return marked
 
 
 async def remove_stopped(store: Store, key: str, kv: KV, pod: Pod) -> None:

@@ -2,12 +2,13 @@
 
 While a node is NotReady nothing is known of its pods: the node lifecycle controller
 sets the Ready condition of each of its Running, ready pods to False with reason
-`NodeNotReady`, so that `corral get pods` says 0/1 and a Deployment stops counting them
-available. The agent owns a pod's conditions (the hub merges its reports over them), so
-the first report from the node replaces the mark. A node that becomes Ready again
-without reporting (its link stayed up: the agent was paused, or its heartbeats were
-late) has nothing new to say of its pods; the mark, the only change since its last
-report, is then taken back: Ready is True again.
+`NodeNotReady`, so that a Deployment stops counting them available and the status
+summary counts them not ready (READY in `get pods` counts ready containers, as
+Kubernetes', and is left as it was). The agent owns a pod's conditions (the hub merges
+its reports over them), so the first report from the node replaces the mark. A node
+that becomes Ready again without reporting (its link stayed up: the agent was paused,
+or its heartbeats were late) has nothing new to say of its pods; the mark, the only
+change since its last report, is then taken back: Ready is True again.
 """
 
 from __future__ import annotations

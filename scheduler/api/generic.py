@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -43,6 +43,7 @@ from scheduler.objects import decode, encode, list_json
 from scheduler.store import KV, Conflict, NotFound, Store
 
 Keep = Callable[[KV], bool]
+M = TypeVar("M", bound=Model)
 # One replace of an object: (the new document, the current KV) -> the answer; its write is
 # guarded by the KV's revision and raises the store's Conflict (or NotFound) if it lost.
 Replace = Callable[[Any, KV], Awaitable[web.Response]]
@@ -163,6 +164,13 @@ class Generated:
     doc: Any
     base: str
     build: Callable[[], Model]
+
+
+def named(doc: Any, build: Callable[[], M]) -> tuple[M, Generated | None]:
+    """The object a create's body makes (`build`), named first from its generateName if it
+    has no name (`name_to_generate`), with what `create_object` needs to name it anew."""
+    base = name_to_generate(doc)
+    return build(), (Generated(doc, base, build) if base is not None else None)
 
 
 def already_exists(kind: Kind, name: str, generated: bool, more: str = "") -> AlreadyExists:

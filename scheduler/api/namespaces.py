@@ -21,13 +21,12 @@ from scheduler.api.deleting import (
 )
 from scheduler.api.errors import BadRequest, ConflictError, Forbidden, modified
 from scheduler.api.generic import (
-    Generated,
     Replace,
     create_object,
     get_kv,
     guarded_update,
     list_objects,
-    name_to_generate,
+    named,
     stamp_new,
     validate,
 )
@@ -54,7 +53,6 @@ async def list_namespaces(request: web.Request) -> web.StreamResponse:
 async def create_namespace(request: web.Request) -> web.Response:
     """Create a Namespace (201)."""
     doc = await _one_document(request)
-    base = name_to_generate(doc)
 
     def build() -> Namespace:
         ns: Namespace = validate(doc, NAMESPACES, None)
@@ -62,8 +60,7 @@ async def create_namespace(request: web.Request) -> web.Response:
         ns.metadata.labels.setdefault("kubernetes.io/metadata.name", ns.metadata.name)
         return ns
 
-    generated = Generated(doc, base, build) if base is not None else None
-    kv = await create_object(plane(request).store, NAMESPACES, None, build(), generated)
+    kv = await create_object(plane(request).store, NAMESPACES, None, *named(doc, build))
     return json_response(with_resource_version(kv), status=201)
 
 

@@ -40,7 +40,6 @@ from scheduler.api.errors import (
 )
 from scheduler.api.generic import (
     GENERATE_NAME_ATTEMPTS,
-    Generated,
     Replace,
     already_exists,
     check_new_finalizers,
@@ -48,6 +47,7 @@ from scheduler.api.generic import (
     get_kv,
     guarded_update,
     name_to_generate,
+    named,
     rename,
     require_namespace,
 )
@@ -157,15 +157,13 @@ async def create_pods(request: web.Request) -> web.Response:
     await require_namespace(store, namespace)  # 404 if it does not exist, as in Kubernetes
     config = plane(request).config
     if not is_list(doc):
-        base = name_to_generate(doc)
 
         def build() -> Pod:
             pod = _validate(doc, namespace)
             admit(config, pod)  # hostNetwork, hostPath: by the scheduler's options
             return pod
 
-        generated = Generated(doc, base, build) if base is not None else None
-        kv = await create_object(store, PODS_KIND, namespace, build(), generated)
+        kv = await create_object(store, PODS_KIND, namespace, *named(doc, build))
         return json_response(with_resource_version(kv), status=201)
     items = doc["items"]
     if len(items) > MAX_BATCH:

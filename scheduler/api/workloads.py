@@ -59,14 +59,13 @@ from scheduler.api.errors import (
     modified,
 )
 from scheduler.api.generic import (
-    Generated,
     Replace,
     check_new_finalizers,
     create_object,
     get_kv,
     guarded_update,
     list_objects,
-    name_to_generate,
+    named,
     require_namespace,
     stamp_new,
     success,
@@ -139,7 +138,6 @@ async def create_workload(request: web.Request) -> web.Response:
     kind = _kind_of(request)
     namespace = namespace_param(request)
     doc = await _one_document(request, kind)
-    base = name_to_generate(doc)
     config = plane(request).config
 
     def build() -> Any:
@@ -148,10 +146,9 @@ async def create_workload(request: web.Request) -> web.Response:
         stamp_new(obj)
         return obj
 
-    obj = build()
+    obj, generated = named(doc, build)
     store = plane(request).store
     await require_namespace(store, namespace)
-    generated = Generated(doc, base, build) if base is not None else None
     kv = await create_object(store, kind, namespace, obj, generated)
     return json_response(with_resource_version(kv), status=201)
 

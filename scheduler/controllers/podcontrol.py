@@ -28,8 +28,8 @@ from common.models import (
 from scheduler.cluster import TERMINAL_PHASES, ClusterState
 from scheduler.kinds import PODS
 from scheduler.names import ALPHABET, random_suffix
-from scheduler.objects import decode, encode, mutable_copy, replaced
-from scheduler.podfinal import mark_deleted, may_run, must_wait
+from scheduler.objects import decode, encode, replaced
+from scheduler.podfinal import mark_deleted, marked_for_deletion, may_run, must_wait
 from scheduler.store import KV, Conflict, NotFound, Op, Store
 
 HASH_LABEL = "pod-template-hash"
@@ -151,8 +151,7 @@ def deletion_op(cluster: ClusterState, key: str) -> Op | None:
         return None
     if not must_wait(pod, may_run(cluster, pod)):
         return Op("delete", key, expect=kv.mod_revision)
-    marked = mutable_copy(pod)
-    marked.metadata.deletion_timestamp = now()
+    marked = marked_for_deletion(pod, now())
     return Op("put", key, encode(marked), marked, expect=kv.mod_revision)
 
 
