@@ -26,7 +26,7 @@ from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
 from scheduler.api.common import json_response, name_param, namespace_param, plane
 from scheduler.api.errors import BadRequest, NotFoundError
-from scheduler.cluster import TERMINAL_PHASES, NodeState
+from scheduler.cluster import NodeState
 from scheduler.controlplane import ControlPlane
 
 API_VERSION = "metrics.k8s.io/v1beta1"
@@ -64,9 +64,10 @@ def _pod_metrics(
 ) -> dict[str, Any] | None:
     """`paired`: each node's `pod_usage()`, filled as nodes come up (once per request).
 
-    None for a pod that has finished: its node keeps its cgroup (and reports it) until
-    the pod is deleted, but metrics-server, and so `kubectl top`, shows running pods."""
-    if pod.status.phase in TERMINAL_PHASES:
+    None for a pod that is not Running: its node keeps a finished pod's cgroup (and
+    reports it) until the pod is deleted, and makes one for a pod still waiting for its
+    image, but metrics-server, and so `kubectl top`, shows pods with running containers."""
+    if pod.status.phase != "Running":
         return None
     node = pod.spec.node_name or ""
     state = cp.cluster.nodes.get(node)

@@ -25,13 +25,13 @@ def _pod(uid: str, phase: str) -> Pod:
 
 @pytest.fixture
 def plane() -> ControlPlane:
-    """A control plane with one connected node that reports three pods' cgroups."""
+    """A control plane with one connected node that reports four pods' cgroups."""
     state = NodeState(
         name="n1",
         node=Node.model_validate({"metadata": {"name": "n1"}}),
-        pod_uids=["run", "done", "failed"],
-        pod_cpu=[50, 0, 0],
-        pod_memory=[4 << 20, 400 << 10, 0],
+        pod_uids=["run", "done", "failed", "waiting"],
+        pod_cpu=[50, 0, 0, 0],
+        pod_memory=[4 << 20, 400 << 10, 0, 0],
         connected=True,
     )
     cluster = SimpleNamespace(nodes={"n1": state})
@@ -53,3 +53,10 @@ def test_a_finished_pod_has_none(plane: ControlPlane, uid: str, phase: str) -> N
     their node keeps their cgroups, and reports them, until they are deleted. The
     metrics API serves running pods (docs/api.md), as metrics-server does."""
     assert _pod_metrics(plane, _pod(uid, phase), {}) is None
+
+
+def test_a_pod_waiting_for_its_image_has_none(plane: ControlPlane) -> None:
+    """On a fresh node the quickstart's Deployment waits in ImagePullBackOff (Pending) until
+    busybox is imported; `corral top pods` listed its pods at 0m: the agent reports the
+    cgroup it made for them, but no container runs."""
+    assert _pod_metrics(plane, _pod("waiting", "Pending"), {}) is None
