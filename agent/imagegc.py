@@ -14,8 +14,20 @@ run) or a container on disk was started from it (a pod being torn down). As in t
 kubelet, when an image was last used is known to a pass's precision: each pass marks
 the images in use then, and after a restart the images count from the first pass.
 
-Only the native runtime's store is collected: dockerd keeps its own images
-(`docker image prune`).
+What a pass must not do is remove an image between a pod start's lookup of it and the
+mount of its layers. The native runtime takes an image for a start under its
+`image_lock`, and records it then (`images_started`); a pass removes each image under
+the same lock, after reading again, under it, what the pods name and what the runtime
+started since (cheap: no I/O but the store's names). What the containers on disk were
+started from (`images_in_use`: every container's records) is read once a pass, before
+the removals: those records change only through starts, which `images_started`
+already has. Each start records the layer dirs it stands on, so the layers of a
+container whose image was removed by hand (`corral-agent image rm`) are kept while the
+rest is collected; only a container started by an older agent, which recorded none,
+holds the whole pass back until it is gone (what it stands on is unknown).
+
+Only the native runtime's store is collected: dockerd keeps its own images, for reasons
+docs/operations.md gives (prune them with `docker image prune`).
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ from prometheus_client.registry import Collector
 
 from agent.config import AgentConfig
 from agent.runtime.native.images import ImageError, ImageStore
-from agent.runtime.native.runtime import NativeRuntime
+from agent.runtime.native.runtime import ImagesInUse, NativeRuntime
 from agent.runtime.router import RuntimeRouter
 from common.models import Pod
 
@@ -82,14 +94,17 @@ class ImageCollector:
         store: ImageStore,
         policy: ImageGcPolicy,
         *,
-        in_use: Callable[[], set[str]] = set,
+        in_use: Callable[[], ImagesInUse] = ImagesInUse,
+        started: Callable[[], ImagesInUse] | None = None,
         lock: AbstractContextManager[object] | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
-        # Digests of the images the runtime's containers use (blocking), read again under
-        # `lock` before each removal: the runtime takes an image for a start under it.
+        # What the runtime's containers use: all of it once a pass (blocking), and what
+        # it started since (`started`, cheap; `in_use` again if None) under `lock` before
+        # each removal: the runtime takes an image for a start under it.
         self._runtime_in_use = in_use
+        self._runtime_started = started or in_use
         self._lock = lock if lock is not None else threading.Lock()
         self._first_seen: dict[str, float] = {}  # digest -> clock of the first pass seeing it
         self._last_used: dict[str, float] = {}  # digest -> clock of the last pass it was in use
@@ -108,7 +123,8 @@ class ImageCollector:
         names: dict[str, list[str]] = {}  # digest -> its names
         for image in self.store.list():
             names.setdefault(image.digest, []).append(image.ref)
-        in_use = self._in_use(refs_in_use())
+        runtime = self._runtime_in_use()  # the containers' records: once a pass
+        in_use = runtime.digests | self.store.digests_of(refs_in_use())
         for gone in set(self._first_seen) - set(names):
             del self._first_seen[gone]
             self._last_used.pop(gone, None)
@@ -120,10 +136,10 @@ class ImageCollector:
         if not capacity or used * 100 <= capacity * self.policy.high_percent:
             return None
         result = GcPass(usage_percent=100 * used / capacity, usage_after=100 * used / capacity)
-        unknown = in_use - set(names)
+        unknown = runtime.unrecorded - set(names)
         if unknown:
-            # A container runs an image removed by hand: which layers it stands on is no
-            # longer recorded, so nothing is deleted until it is gone.
+            # A container started by an older agent runs an image removed by hand: which
+            # layers it stands on is recorded nowhere, so nothing is deleted until it is gone.
             result.held_by = f"in use but no longer in the store: {', '.join(sorted(unknown))}"
             self.failures += 1
             return result
@@ -143,31 +159,49 @@ class ImageCollector:
         for digest in candidates:
             if used <= target:
                 break
-            doomed: list[Path] = []
-            with self._lock:
-                if digest in self._in_use(refs_in_use()):
-                    continue  # a pod came for it, or started from it, since the pass began
-                try:
-                    self.store.remove(digest)  # a bare digest drops every name of the image
-                except ImageError:
-                    continue  # removed meanwhile (`corral-agent image rm`)
-                freed = self.store.gc(doomed=doomed).bytes_freed
-            # Out of the lock, which holds pod starts: the layer trees, moved aside, go now.
-            self.store.purge(doomed)
+            freed = self._remove(digest, runtime, refs_in_use)
+            if freed is None:
+                continue
             result.removed.extend(names[digest])
             result.freed += freed
-            self.images_removed += 1
-            self.bytes_freed += freed
+            used, capacity = disk_usage(self.store.root)
+        if not result.removed:
+            # What images removed by hand (or imports that failed) left: each removal's
+            # gc takes it too, but there was none.
+            result.freed += self._remove(None, runtime, refs_in_use) or 0
             used, capacity = disk_usage(self.store.root)
         result.usage_after = 100 * used / capacity
         if used * 100 > capacity * self.policy.high_percent:
             self.failures += 1
         return result
 
-    def _in_use(self, refs: Iterable[str]) -> set[str]:
-        # A name that does not parse is left out: that pod's start fails on it anyway. The
-        # store's state is read once, not once a pod's container: this runs under the lock.
-        return set(self._runtime_in_use()) | self.store.digests_of(refs)
+    def _remove(
+        self,
+        digest: str | None,
+        runtime: ImagesInUse,
+        refs_in_use: Callable[[], Iterable[str]],
+    ) -> int | None:
+        """Remove the image `digest` (None: none) if still unused, then the blobs and layers
+        nothing refers to any more; the bytes freed, None if the image stays."""
+        with self._lock:
+            now_used = runtime | self._runtime_started()
+            if digest is not None:
+                # A name that does not parse is left out: that pod's start fails on it
+                # anyway. The store's names are read once for all the pods.
+                if digest in now_used.digests or digest in self.store.digests_of(refs_in_use()):
+                    return None  # a pod came for it, or started from it, since the pass began
+                try:
+                    self.store.remove(digest)  # a bare digest drops every name of the image
+                except ImageError:
+                    return None  # removed meanwhile (`corral-agent image rm`)
+            # The layers containers stand on stay, whatever names their images have.
+            freed = self.store.gc(now_used.layers, doomed=[]).bytes_freed
+        # Out of the lock, which holds pod starts: the layer trees, moved aside, go now.
+        self.store.purge()
+        if digest is not None:
+            self.images_removed += 1
+        self.bytes_freed += freed
+        return freed
 
 
 def image_collector(config: AgentConfig, runtime: object) -> ImageCollector | None:
@@ -183,7 +217,11 @@ def image_collector(config: AgentConfig, runtime: object) -> ImageCollector | No
         period=config.image_gc_period_seconds,
     )
     return ImageCollector(
-        native.images, policy, in_use=native.images_in_use, lock=native.image_lock
+        native.images,
+        policy,
+        in_use=native.images_in_use,
+        started=native.images_started,
+        lock=native.image_lock,
     )
 
 

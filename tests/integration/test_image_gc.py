@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import os
 import threading
 import urllib.request
@@ -13,10 +15,10 @@ from typing import Any
 import pytest
 
 from agent.imagegc import ImageCollector, ImageGcPolicy, disk_usage
-from agent.runtime.native.cgroups import probe
+from agent.runtime.native.cgroups import CgroupDriver, probe
 from agent.runtime.native.images import ImageStore
-from agent.runtime.native.runtime import NativeRuntime
-from tests.conftest import SchedulerProcess, wait_for
+from agent.runtime.native.runtime import ImagesInUse, NativeRuntime
+from tests.conftest import SchedulerProcess, wait_for, wait_until
 from tests.imagebuild import build_busybox_rootfs, check_root_marker, file, write_oci_layout
 from tests.integration.test_probes import (  # noqa: F401 (fixtures)
     cgroups,
@@ -25,6 +27,7 @@ from tests.integration.test_probes import (  # noqa: F401 (fixtures)
     runtime,
     sh,
 )
+from tests.nativefixtures import busybox_store
 from tests.services import AgentProcess, free_port, tmpfs
 
 pytestmark = pytest.mark.root
@@ -94,7 +97,7 @@ def test_images_in_use_or_too_new_stay_whatever_the_usage(
     started = add_image(store, tmp_path, "gc.test/started:1")
     spare = add_image(store, tmp_path, "gc.test/spare:1")
     policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=3600)
-    collector = ImageCollector(store, policy, in_use=lambda: {started})
+    collector = ImageCollector(store, policy, in_use=lambda: ImagesInUse(frozenset({started})))
     result = collector.collect(lambda: ["gc.test/named:1"])
     assert result is not None and result.removed == []
     assert digests(store) == {named, started, spare}
@@ -114,21 +117,68 @@ def test_a_node_with_no_image_store_yet_has_nothing_to_collect(tmp_path: Path) -
     assert collector.failures == 0
 
 
-def test_nothing_is_removed_while_a_container_runs_an_image_removed_by_hand(
+def test_nothing_is_removed_while_an_older_agents_container_runs_an_image_removed_by_hand(
     store: ImageStore, tmp_path: Path
 ) -> None:
-    """`corral-agent image rm` of an image a container still runs: its layers are no
-    longer recorded, so the pass deletes nothing at all rather than guess, and says why."""
+    """`corral-agent image rm` of an image a container started by an older agent (whose
+    records name no layers) still runs: its layers are no longer known, so the pass
+    deletes nothing at all rather than guess, and says why."""
     running = add_image(store, tmp_path, "gc.test/running:1")
     spare = add_image(store, tmp_path, "gc.test/spare:1")
     store.remove("gc.test/running:1")
     policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=0)
-    collector = ImageCollector(store, policy, in_use=lambda: {running})
+    old = ImagesInUse(frozenset({running}), unrecorded=frozenset({running}))
+    collector = ImageCollector(store, policy, in_use=lambda: old)
     result = collector.collect(lambda: [])
     assert result is not None and result.removed == []
     assert result.held_by is not None and running in result.held_by
     assert digests(store) == {spare}
     assert len(list(store.layers.iterdir())) == 2  # the running image's layer is still there
+
+
+async def test_a_container_of_an_image_removed_by_hand_keeps_its_layers_not_the_pass(
+    cgroups: CgroupDriver,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A start records the layer dirs its container stands on (in the runtime, and in the
+    run's records on disk for the next agent): when its image is removed by hand, gc
+    keeps those layers and goes on collecting the rest, where it held every removal
+    back until the container ended."""
+    own = busybox_store(tmp_path / "images")  # its own: busybox is removed below
+    (busybox,) = own.list()
+    spare = add_image(own, tmp_path, "gc.test/spare:1")
+    rt = NativeRuntime(tmp_path / "state", own, cgroups)
+    await rt.start()
+    pod = make_pod(sh("main", "sleep 600"))
+    uid = str(pod.metadata.uid)
+    try:
+        await rt.create_pod(pod)
+        await rt.start_container(pod, "main")
+        (layer,) = [p.parent.name for p in own.layer_dirs(busybox)]
+        record = rt.container_dir(uid, "main") / "started.json"
+        await wait_until(record.exists, within=10)  # the monitor writes it once it runs
+        started = json.loads(record.read_text())
+        assert started["run"]["layers"] == [layer]
+        own.remove("busybox")  # `corral-agent image rm busybox` while it runs
+        policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=0)
+        collector = ImageCollector(
+            own,
+            policy,
+            in_use=rt.images_in_use,
+            started=rt.images_started,
+            lock=rt.image_lock,
+        )
+        result = await asyncio.to_thread(collector.collect, lambda: ["busybox"])
+        assert result is not None and result.held_by is None
+        assert result.removed == ["gc.test/spare:1"] and spare not in digests(own)
+        assert [p.name for p in own.layers.iterdir()] == [layer]  # the container's
+        # The next agent knows it from the records alone.
+        rt._image_of.clear()
+        assert layer in rt.images_in_use().layers
+        assert layer not in rt.images_started().layers
+    finally:
+        await rt.remove_pod(uid)
+        await rt.close()
 
 
 def test_the_agent_collects_what_its_pods_no_longer_use(
@@ -206,20 +256,29 @@ async def test_the_runtime_holds_an_image_from_its_start_until_its_pod_goes(
     (before the container's records name it) until its pod is removed; a pass over a
     store that a start took an image from since the pass began leaves that image."""
     (busybox,) = images.list()
-    assert busybox.digest not in runtime.images_in_use()
+    assert busybox.digest not in runtime.images_in_use().digests
     pod = make_pod(sh("main", "sleep 600"))
     await runtime.create_pod(pod)
     await runtime.start_container(pod, "main")
-    assert busybox.digest in runtime.images_in_use()
-    # A start between the pass's first look and its removal: the removal looks again.
-    looks = iter([set(), {busybox.digest}])
+    assert busybox.digest in runtime.images_started().digests
+    assert busybox.digest in runtime.images_in_use().digests
+    # A start between the pass's first look and its removal: the removal looks again, at
+    # what the runtime started since (the containers' records are read once a pass).
+    since = ImagesInUse(frozenset({busybox.digest}))
     policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=0)
-    collector = ImageCollector(images, policy, in_use=lambda: next(looks))
+    whole: list[bool] = []
+
+    def records() -> ImagesInUse:
+        whole.append(True)
+        return ImagesInUse()
+
+    collector = ImageCollector(images, policy, in_use=records, started=lambda: since)
     result = collector.collect(lambda: [])
     assert result is not None and result.removed == []
     assert images.get("busybox") is not None
+    assert whole == [True]  # once for the pass
     await runtime.remove_pod(str(pod.metadata.uid))
-    assert busybox.digest not in runtime.images_in_use()
+    assert busybox.digest not in runtime.images_in_use().digests
 
 
 def test_a_pod_that_came_during_the_pass_keeps_its_image_and_trees_go_outside_the_lock(
@@ -235,9 +294,9 @@ def test_a_pod_that_came_during_the_pass_keeps_its_image_and_trees_go_outside_th
     purged_under_lock: list[bool] = []
     purge = store.purge
 
-    def watched(doomed: list[Path]) -> None:
+    def watched() -> None:
         purged_under_lock.append(lock.locked())
-        purge(doomed)
+        purge()
 
     monkeypatch.setattr(store, "purge", watched)
     looks = iter([[], ["gc.test/came:1"], ["gc.test/came:1"]])
@@ -248,6 +307,7 @@ def test_a_pod_that_came_during_the_pass_keeps_its_image_and_trees_go_outside_th
     assert digests(store) == {came} and gone not in digests(store)
     assert purged_under_lock == [False]
     assert len(list(store.layers.iterdir())) == 1 and not list(store.tmp.iterdir())
+    assert not list(store.doomed.iterdir())
 
 
 def test_the_pods_images_are_looked_up_in_one_read_of_the_store_under_the_lock(
@@ -275,3 +335,52 @@ def test_the_pods_images_are_looked_up_in_one_read_of_the_store_under_the_lock(
     assert result is not None and result.removed == ["gc.test/spare:1"]
     assert digests(store) == {kept}
     assert reads_under_lock <= 3  # the pods' images, the removal, the gc: once each
+
+
+def test_the_containers_records_are_read_once_a_pass_not_under_the_lock(
+    store: ImageStore, tmp_path: Path
+) -> None:
+    """What the containers on disk were started from (every container's records) is read
+    once a pass, outside the lock pod starts take; under it, before each removal, only
+    what the runtime started since. The whole read was done under the lock for every
+    candidate, pod starts waiting on it."""
+    for name in "abc":
+        add_image(store, tmp_path, f"gc.test/{name}:1")
+    lock = threading.Lock()
+    whole: list[bool] = []  # under the lock, each time
+    since: list[bool] = []
+
+    def records() -> ImagesInUse:
+        whole.append(lock.locked())
+        return ImagesInUse()
+
+    def started() -> ImagesInUse:
+        since.append(lock.locked())
+        return ImagesInUse()
+
+    policy = ImageGcPolicy(high_percent=1, low_percent=0, minimum_age=0)
+    collector = ImageCollector(store, policy, in_use=records, started=started, lock=lock)
+    result = collector.collect(lambda: [])
+    assert result is not None and len(result.removed) == 3
+    assert whole == [False]
+    assert since == [True, True, True]
+
+
+def test_an_import_leaves_the_layers_a_pass_doomed_to_its_purge(
+    store: ImageStore, tmp_path: Path
+) -> None:
+    """The layer trees a gc moved aside are deleted by `purge`, after the store's lock is
+    let go, and by nothing else: they were in tmp/, which an import clears under that
+    lock, so an import and a purge deleted the same tree at once (and the import, its
+    lock held, did the purge's seconds of work)."""
+    add_image(store, tmp_path, "gc.test/gone:1")
+    store.remove("gc.test/gone:1")
+    doomed: list[Path] = []
+    store.gc(doomed=doomed)
+    assert len(doomed) == 1 and doomed[0].is_dir()
+    add_image(store, tmp_path, "gc.test/next:1")  # an import, before the purge
+    assert doomed[0].is_dir()  # the purge's to delete
+    store.purge()
+    assert not doomed[0].exists() and not list(store.doomed.iterdir())
+    store.gc()  # without `doomed`: deleted at once
+    assert not list(store.doomed.iterdir()) and len(list(store.layers.iterdir())) == 1

@@ -7,7 +7,9 @@ Layout under the root (default /var/lib/corral/images):
     layers/<diffid-hex>/layer.json   {"diff_id", "blob", "size"}
     images.json                 names -> manifest digest, and one record per image
     tmp/                        staging, same filesystem, so finished work is a rename away
+    doomed/                     layer dirs gc took out of layers/, until `purge` deletes them
     lock                        flock: one writer (import, remove, gc) at a time
+    purge.lock                  flock: one deleter of doomed/ at a time
 
 Everything appears by rename after it is complete and synced, so a crash leaves either
 the old state or the new one, plus litter in tmp/ that the next writer clears and blobs or
@@ -319,6 +321,10 @@ class ImageStore:
         self.blobs = self.root / "blobs" / "sha256"
         self.layers = self.root / "layers"
         self.tmp = self.root / "tmp"
+        # Not below tmp/: every writer clears tmp/ under the store's lock, and a pass of
+        # image gc deletes what it doomed after letting that lock go (a big tree takes
+        # seconds); in tmp/ an import would have deleted the same tree at the same time.
+        self.doomed = self.root / "doomed"
         self.state_path = self.root / "images.json"
         self._configs: dict[str, ImageConfig] = {}  # config digest -> parsed (blobs never change)
 
@@ -553,15 +559,18 @@ class ImageStore:
     ) -> GcStats:
         """Delete blobs and layer dirs that no image refers to and no running pod uses.
 
-        `in_use` holds layer dirs (paths from `layer_dirs`) or diff_ids of running pods.
-        Each layer dir is renamed into tmp/ before it is deleted, so a crash never leaves
-        a partial layer under layers/. With `doomed`, the renamed dirs are added to it
-        instead of deleted, for the caller to `purge` later (deleting a big tree takes
-        seconds, which image gc spends outside its lock).
+        `in_use` holds layer dirs (paths from `layer_dirs`) or diff_ids (or their hex) of
+        running containers: kept even when no image names them any more. Each layer dir
+        is renamed into doomed/ before it is deleted, so a crash never leaves a partial
+        layer under layers/. With `doomed`, the renamed dirs are added to it instead of
+        deleted, for the caller to `purge` later (deleting a big tree takes seconds,
+        which image gc spends outside its lock).
         """
         keep_layers = {_layer_hex(item) for item in in_use}
+        moved: builtins.list[Path] = []
         with self._locked():
             self._clear_tmp()
+            self.doomed.mkdir(exist_ok=True)
             state = self._load_state()
             keep_blobs: set[str] = set()
             for digest, record in state["images"].items():
@@ -579,20 +588,28 @@ class ImageStore:
                 if layer_dir.name not in keep_layers:
                     if _HEX_RE.fullmatch(layer_dir.name):
                         freed += self.layer_size("sha256:" + layer_dir.name)
-                    moved = self.tmp / f"gc-{layer_dir.name}"
-                    os.rename(layer_dir, moved)
-                    if doomed is None:
-                        _remove(moved)
-                    else:
-                        doomed.append(moved)
+                    target = self.doomed / f"{layer_dir.name}.{os.urandom(4).hex()}"
+                    os.rename(layer_dir, target)
+                    moved.append(target)
                     layers += 1
-            return GcStats(blobs, layers, freed)
+        if doomed is None:
+            self.purge()
+        else:
+            doomed.extend(moved)
+        return GcStats(blobs, layers, freed)
 
-    @staticmethod
-    def purge(doomed: Iterable[Path]) -> None:
-        """Delete the layer dirs a `gc` left in tmp/ for the caller."""
-        for path in doomed:
-            _remove(path)
+    def purge(self) -> None:
+        """Delete the layer dirs `gc` moved to doomed/ (those a crash left there too).
+
+        Outside the store's lock, which imports and pulls wait on; under a lock of its
+        own, so that two purges never delete one tree at once. Nothing else deletes in
+        doomed/: a writer clears tmp/ only."""
+        if not self.doomed.is_dir():
+            return  # no gc yet
+        with open(self.root / "purge.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for path in self.doomed.iterdir():
+                _remove(path)
 
 
 def _layer_hex(item: str | Path) -> str:

@@ -42,6 +42,7 @@ import shutil
 import signal
 import stat
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,6 +126,49 @@ def _run_ids(run: object) -> tuple[str | None, str]:
     if not isinstance(run, dict) or not run.get("id"):
         return None, ""
     return CONTAINER_ID_SCHEME + str(run["id"]), str(run.get("image_id") or "")
+
+
+@dataclass(frozen=True, slots=True)
+class ImagesInUse:
+    """What image gc (agent/imagegc.py) must keep for a runtime's containers."""
+
+    digests: frozenset[str] = frozenset()  # manifest digests of the images they run
+    # Names (hex) of the layer dirs under them, as recorded at each start: kept whatever
+    # happens to the image's names (`corral-agent image rm`).
+    layers: frozenset[str] = frozenset()
+    # Digests of containers whose layers no record names (started by an agent older than
+    # the layers' record): their image's layers are known only while the store has it.
+    unrecorded: frozenset[str] = frozenset()
+
+    def __or__(self, other: ImagesInUse) -> ImagesInUse:
+        return ImagesInUse(
+            self.digests | other.digests,
+            self.layers | other.layers,
+            self.unrecorded | other.unrecorded,
+        )
+
+
+def _union(uses: list[ImagesInUse]) -> ImagesInUse:
+    digests: set[str] = set()
+    layers: set[str] = set()
+    unrecorded: set[str] = set()
+    for use in uses:
+        digests |= use.digests
+        layers |= use.layers
+        unrecorded |= use.unrecorded
+    return ImagesInUse(frozenset(digests), frozenset(layers), frozenset(unrecorded))
+
+
+def _use_of(run: object) -> ImagesInUse:
+    """What a run's record (`run` of started.json or exit.json) says it stands on."""
+    _, image_id = _run_ids(run)
+    if not image_id:
+        return ImagesInUse()
+    digest = frozenset({_digest_of(image_id)})
+    layers = run.get("layers") if isinstance(run, dict) else None
+    if not isinstance(layers, list):
+        return ImagesInUse(digest, unrecorded=digest)
+    return ImagesInUse(digest, frozenset(str(layer) for layer in layers))
 
 
 def _pidfd(record: dict[str, Any] | None) -> int | None:
@@ -287,7 +331,8 @@ class NativeRuntime:
         # records the image here under the same lock, for as long as its pod is here (a
         # container's own records name its image only once it has run).
         self.image_lock = threading.Lock()
-        self._image_of: dict[tuple[str, str], str] = {}  # (uid, container) -> digest
+        # (uid, container) -> its image's digest and layer dirs
+        self._image_of: dict[tuple[str, str], ImagesInUse] = {}
         self._image_of_lock = threading.Lock()  # for the dict alone: held for moments
 
     # --- paths ---
@@ -604,13 +649,16 @@ class NativeRuntime:
         with self.image_lock:  # not while image gc removes an image
             image = self.images.require(container.image)
             layers = self.images.layer_dirs(image)
+            names = [layer.parent.name for layer in layers]  # layers/<hex>/rootfs
+            use = ImagesInUse(frozenset({image.digest}), frozenset(names))
             with self._image_of_lock:
-                self._image_of[(str(pod.metadata.uid), container.name)] = image.digest
+                self._image_of[(str(pod.metadata.uid), container.name)] = use
         spec = self._prepare_container(pod, container, image.config, layers, fresh_cgroup)
-        # The run's ids, new for every start (as a CRI runtime's container ids are). The
-        # monitor keeps them in its records (started.json, exit.json), which a later agent
-        # reads anyway: no file (no write) of their own.
-        spec["run"] = {"id": os.urandom(32).hex(), "image_id": image.repo_digest}
+        # The run's ids, new for every start (as a CRI runtime's container ids are), and
+        # the layers it stands on, for image gc to keep whatever becomes of the image's
+        # names. The monitor keeps them in its records (started.json, exit.json), which a
+        # later agent reads anyway: no file (no write) of their own.
+        spec["run"] = {"id": os.urandom(32).hex(), "image_id": image.repo_digest, "layers": names}
         return spec
 
     def _prepare_container(
@@ -1051,24 +1099,31 @@ class NativeRuntime:
         finally:
             os.close(fd)
 
-    def images_in_use(self) -> set[str]:
-        """Manifest digests of the images this agent started containers from, and those the
-        containers on disk were last started from (blocking): image gc keeps them, a pod
-        being torn down's too. Read under `image_lock`, it cannot miss a start."""
+    def images_started(self) -> ImagesInUse:
+        """The images (and their layers) this agent took for the starts of the pods it
+        still has (no I/O). Image gc reads it under `image_lock`, which a start takes
+        its image under: it cannot miss a start."""
         with self._image_of_lock:
-            digests = set(self._image_of.values())
+            uses = list(self._image_of.values())
+        return _union(uses)
+
+    def images_in_use(self) -> ImagesInUse:
+        """`images_started`, and what the containers on disk were last started from as
+        their records say (blocking: reads every container's records), a pod being
+        torn down's too. The records on disk change only by starts, which
+        `images_started` has from before their records exist: image gc reads this once a
+        pass, and only `images_started` again before each removal."""
+        uses = [self.images_started()]
         try:
             pod_dirs = list(self.pods_dir.iterdir())
         except FileNotFoundError:
-            return digests
+            return uses[0]
         for pdir in pod_dirs:
             for cdir in (pdir / "containers").glob("*"):
                 for name in ("started.json", "exit.json"):
                     record = _read_json(cdir / name)
-                    _, image_id = _run_ids(record.get("run") if record else None)
-                    if image_id:
-                        digests.add(_digest_of(image_id))
-        return digests
+                    uses.append(_use_of(record.get("run") if record else None))
+        return _union(uses)
 
     # --- re-adoption ---
 
