@@ -24,6 +24,9 @@ from common.statelock import StateDirLocked, lock_state_dir
 
 if TYPE_CHECKING:
     from agent.link import SchedulerLink
+    from agent.runtime.native.cgroups import CgroupDriver
+    from agent.runtime.router import RuntimeRouter
+    from agent.supervisor import Supervisor
 
 _LOGGER = logging.getLogger("agent")
 TRIM_WAIT_SECONDS = 10.0  # as READY=1 (agent/service.py): joined, or serving without it
@@ -45,6 +48,27 @@ async def _trim_after_start(link: SchedulerLink) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(link.connected.wait(), TRIM_WAIT_SECONDS)
     trim_memory()
+
+
+async def housekeeping(
+    runtime: RuntimeRouter,
+    supervisor: Supervisor,
+    config: AgentConfig,
+    state: Path,
+    cgroups: CgroupDriver,
+) -> None:
+    """Remove what pods that no runtime knows left behind (agent/housekeeping.py)."""
+    from agent.housekeeping import log_swept, sweep
+    from agent.runtime.setup import log_dir_of
+
+    log_dir = log_dir_of(config, state)
+    try:
+        known = await runtime.known_pods() | set(supervisor.workers)
+        swept = await asyncio.to_thread(sweep, known, log_dir, supervisor.records_dir, cgroups)
+    except Exception as exc:  # the agent runs its pods whatever is left here
+        _LOGGER.error("housekeeping failed: %s", exc, exc_info=not isinstance(exc, OSError))
+        return
+    log_swept(swept)
 
 
 def read_token(config: AgentConfig) -> str | None:
@@ -105,6 +129,8 @@ async def _run(
             _LOGGER.info("stopped while starting; pods left as they were")
             return
         await supervisor.recover()
+        # Before the link: no pod can be new to the runtimes while the sweep looks.
+        await housekeeping(runtime, supervisor, config, state, cgroups)
         tasks = [asyncio.create_task(link.run(), name="scheduler-link")]
         await service.start()
         tasks.append(asyncio.create_task(_trim_after_start(link), name="trim-memory"))

@@ -553,6 +553,7 @@ class Supervisor:
         self.runtime = runtime
         self._runtime = runtime
         self._dir = state_dir / "supervisor"
+        self.records_dir = self._dir  # `<uid>.json`: restart counts, ends for good
         self._on_change = on_change
         self.workers: dict[str, PodWorker] = {}
         self._stopping: dict[str, asyncio.Task[None]] = {}

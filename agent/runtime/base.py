@@ -5,6 +5,7 @@ Who calls what:
     supervisor                                runtime
       recover() once at start  ---------->  every pod found in the state directory, with
                                             each container running (adopted) or exited
+      known_pods() after it    ---------->  every uid it has anything of (housekeeping)
       create_pod(pod)          ---------->  the sandbox: pod cgroup, shared namespaces
                                             (net, ipc, uts), volume directories. Idempotent.
       ensure_image(pod, c, ev) ---------->  the container's image, pulled first if its
@@ -115,6 +116,12 @@ class Runtime(Protocol):
         ...
 
     async def recover(self) -> list[PodInfo]: ...
+
+    async def known_pods(self) -> set[str]:
+        """The uids of every pod the runtime has anything of (after `recover`): a pod it
+        runs, or was told to create and has not removed. The agent's housekeeping
+        (agent/housekeeping.py) removes log directories and cgroups of any other uid."""
+        ...
 
     async def create_pod(self, pod: Pod) -> None: ...
 

@@ -79,6 +79,12 @@ class RuntimeRouter:
                 found.append(info)
         return found
 
+    async def known_pods(self) -> set[str]:
+        known = set(self._by_uid)
+        for runtime in self.runtimes.values():
+            known |= await runtime.known_pods()
+        return known
+
     # --- pods, by pod ---
 
     async def create_pod(self, pod: Pod) -> None:

@@ -16,10 +16,15 @@ from agent.runtime.pulls import settings_from
 from agent.runtime.router import RuntimeRouter
 
 
+def log_dir_of(config: AgentConfig, state: Path) -> Path:
+    """The containers' log directory, which both runtimes share."""
+    return Path(config.log_dir) if config.log_dir else state / "logs"
+
+
 def build_runtime(config: AgentConfig, state: Path, cgroups: CgroupDriver) -> RuntimeRouter:
     """Both runtimes, sharing the log directory, limits and registry settings; pods go to
     `runtimeClassName`, else `config.runtime`. Call `start()` on the result."""
-    log_dir = Path(config.log_dir) if config.log_dir else state / "logs"
+    log_dir = log_dir_of(config, state)
     registries = settings_from(config)
     images = ImageStore(state / "images", max_layer_bytes=config.max_layer_bytes)
     puller = ImagePuller(images, RegistryClient(registries))

@@ -20,7 +20,8 @@ import pytest
 from agent.runtime.base import RuntimeFailure
 from agent.runtime.docker.cgroups import remove_everywhere
 from agent.runtime.docker.runtime import DockerRuntime
-from agent.runtime.native.cgroups import probe
+from agent.runtime.native.cgroups import probe, read_mounts
+from agent.runtime.native.images import ImageStore
 from agent.runtime.native.logs import read_lines
 from agent.runtime.pulls import RegistryHost, RegistrySettings
 from agent.supervisor import Supervisor
@@ -488,3 +489,100 @@ def test_docker_pod_restarted_by_corral(
         lambda: (i := container_state(docker_images, s, "crash")["Id"]) != first and i, 30
     )
     assert second != first
+
+
+def pod_cgroups(parent: str, uid: str) -> list[Path]:
+    """A pod's cgroup in every hierarchy mounted (its directory may be in some only)."""
+    return [
+        Path(m.mount_point, parent, f"pod-{uid}")
+        for m in read_mounts()
+        if m.fstype in ("cgroup", "cgroup2") and m.mount_point.startswith("/sys/fs/cgroup")
+    ]
+
+
+def test_the_agent_removes_at_its_start_what_pods_no_runtime_knows_left(
+    docker_agent: AgentProcess, busybox_layout: Path
+) -> None:
+    """What a kill -9 of the agent at the wrong moment leaves of a pod (its log directory,
+    its supervisor record, an empty pod cgroup in each hierarchy) is removed by the next
+    agent's start; what belongs to pods it runs, native and Docker ones (which share the
+    log directory and the cgroup naming), stays, and so does a pod cgroup that processes
+    run in, which it reports. All of it stayed for good."""
+    s = docker_agent.scheduler
+    agent = docker_agent
+    ImageStore(agent.state / "images").import_path(busybox_layout)
+    once = "test -e /data/ran || { touch /data/ran; exit 1; }; exec sleep 600"
+    native = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "native-kept"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox:latest",
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["sh", "-c", once],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                }
+            ],
+        },
+    }
+    corral(s, "apply", "-f", "-", stdin=json.dumps(native))
+    corral(s, "apply", "-f", "-", stdin=manifest("docker-kept", "exec sleep 600"))
+
+    def restarted_once() -> bool:
+        statuses = pod_json(s, "native-kept")["status"].get("containerStatuses") or []
+        return (
+            bool(statuses)
+            and statuses[0]["restartCount"] == 1
+            and "running" in statuses[0]["state"]
+        )
+
+    wait_for(restarted_once, timeout=30)
+    wait_for(lambda: pod_json(s, "docker-kept")["status"]["phase"] == "Running", 30)
+    live = [pod_json(s, name)["metadata"]["uid"] for name in ("native-kept", "docker-kept")]
+    logs, records = agent.state / "logs", agent.state / "supervisor"
+    assert (records / f"{live[0]}.json").is_file()  # the restart count
+    kept_cgroups = [p for uid in live for p in pod_cgroups(agent.cgroup_parent, uid) if p.is_dir()]
+    assert pod_cgroups(agent.cgroup_parent, live[0])[0].parent.is_dir()
+    assert kept_cgroups and all((logs / uid).is_dir() for uid in live)
+    agent.kill()
+    # What a crash leaves: a stale log directory, records (one half written), and empty
+    # pod cgroups (one with a container's below it) in every hierarchy; and a pod cgroup
+    # a process still runs in.
+    stale, busy = str(uuid.uuid4()), str(uuid.uuid4())
+    (logs / stale).mkdir()
+    (logs / stale / "main.log").write_text("2026-01-01T00:00:00Z stdout F old\n")
+    (records / f"{stale}.json").write_text('{"containers": {}}')
+    (records / f"{uuid.uuid4()}.tmp").write_text("{")
+    for path in pod_cgroups(agent.cgroup_parent, stale):
+        (path / "main").mkdir(parents=True)
+    squatter = subprocess.Popen(["sleep", "600"])
+    try:
+        for path in pod_cgroups(agent.cgroup_parent, busy):
+            path.mkdir(parents=True)
+        # In the hierarchies pods use (cpuset, say, takes no process before it is set up).
+        for directory in probe(agent.cgroup_parent).paths(f"pod-{busy}"):
+            Path(directory, "cgroup.procs").write_text(str(squatter.pid))
+        agent.start()
+        wait_for(lambda: "housekeeping: removed" in agent.log(), timeout=30)
+        assert not (logs / stale).exists()
+        assert sorted(p.name for p in records.glob("*.*")) == [f"{live[0]}.json"]
+        assert not any(p.exists() for p in pod_cgroups(agent.cgroup_parent, stale))
+        assert all(p.is_dir() for p in pod_cgroups(agent.cgroup_parent, busy))
+        assert f"pod-{busy} belongs to no pod this agent knows, but processes run" in agent.log()
+        assert all(p.is_dir() for p in kept_cgroups) and all((logs / u).is_dir() for u in live)
+        wait_for(lambda: connected(s), timeout=30)
+        for name in ("native-kept", "docker-kept"):
+            assert pod_json(s, name)["status"]["phase"] == "Running"
+    finally:
+        if agent.proc is None or agent.proc.poll() is not None:
+            agent.start()  # for the fixture's clean-up, which needs an agent
+        squatter.kill()
+        squatter.wait()
+        for path in pod_cgroups(agent.cgroup_parent, busy):
+            wait_for(lambda p=path: not (p / "cgroup.procs").read_text().split(), timeout=10)  # type: ignore[misc]
+            path.rmdir()

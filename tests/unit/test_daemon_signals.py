@@ -170,12 +170,17 @@ async def test_agent_says_what_becomes_of_its_pods_on_shutdown(
         async def recover(self) -> list[Any]:
             return []
 
+        async def known_pods(self) -> set[str]:
+            return set()
+
         async def close(self) -> None:
             pass
 
     monkeypatch.setattr(agent.delegation, "pods_parent", lambda parent, delegated: parent)
     monkeypatch.setattr(
-        agent.runtime.native.cgroups, "probe", lambda parent: SimpleNamespace(version=2)
+        agent.runtime.native.cgroups,
+        "probe",
+        lambda parent: SimpleNamespace(version=2, parent=parent, paths=lambda path: []),
     )
     monkeypatch.setattr(agent.runtime.setup, "build_runtime", lambda *args: IdleRuntime())
     config = AgentConfig(

@@ -887,6 +887,18 @@ class DockerRuntime:
             pods.append(info)
         return pods
 
+    async def known_pods(self) -> set[str]:
+        """Every pod with a directory (made before its log directory, its cgroup and its
+        containers, removed after them), and every uid its labelled containers name,
+        when dockerd answers."""
+        known = set(await asyncio.to_thread(self._pod_dirs))
+        try:
+            found = await self._list()
+        except (RuntimeFailure, aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
+            _LOGGER.debug("docker pods known by their directories alone: %s", exc)
+            return known
+        return known | {c.get("Labels", {}).get(LABEL_UID) or "" for c in found} - {""}
+
     def _pod_dirs(self) -> list[str]:
         try:
             return sorted(p.name for p in self.pods_dir.iterdir() if p.is_dir())

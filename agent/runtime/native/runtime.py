@@ -1132,6 +1132,18 @@ class NativeRuntime:
         self._sweep()  # leftovers of pods that never had a pod.json
         return found
 
+    async def known_pods(self) -> set[str]:
+        """Every pod with a directory: create_pod makes it right after the pod's cgroups
+        and before its log directory, and a removal moves it away only after both
+        (after `recover`, which removes those without a pod.json)."""
+        return set(await asyncio.to_thread(self._pod_uids))
+
+    def _pod_uids(self) -> list[str]:
+        try:
+            return [p.name for p in self.pods_dir.iterdir() if p.is_dir()]
+        except FileNotFoundError:
+            return []
+
     def _recover(self) -> list[PodInfo]:
         found = []
         try:
