@@ -9,7 +9,11 @@ ReplicaSet gives Kubernetes is kept by two things:
 - each template rolled out is recorded as a ControllerRevision named
   `<deployment>-<hash>` (owned by the Deployment, numbered 1, 2, ...), which is
   what `corral rollout history|undo` read. Returning to an earlier template
-  reuses its revision under the next number, as Kubernetes does.
+  reuses its revision under the next number, as Kubernetes does. A name taken by
+  another's revision (long Deployment names are cut to fit) bumps the Deployment's
+  `status.collisionCount`, which is hashed with the template, as Kubernetes does;
+  the current template's revision is found by its template, so one made before
+  keeps its hash.
 
 Orphans (freed by a delete with propagationPolicy=Orphan) are adopted as
 Kubernetes' Deployment adopts orphaned ReplicaSets and their pods: an active pod
@@ -26,6 +30,8 @@ One pass (`reconcile`) for one Deployment::
         │
     record the template's revision ──> release pods it no longer matches,
         │                              delete finished pods (they are replaced)
+        │
+    replace each template's lost pods (its revision's REPLICAS), as a ReplicaSet would
         │
         ├─ paused, or replicas changed: scale (below), and nothing more this pass
         ├─ Recreate:      delete every old pod; create new ones only once none is left
@@ -55,17 +61,23 @@ their sizes (`proportional`). So a scale in the middle of a rollout keeps the ol
 pods' share, and the Deployment its availability, instead of giving every added pod to
 a new template that may never become ready (and every removed one to the old).
 
-What a group wants (a ReplicaSet's `spec.replicas`) is simply its number of active
-pods, recorded nowhere else: a scale creates and deletes pods and annotates the
-revisions in one transaction, so a restart finds all of it or none (and scales again
-from the same sizes, to the same result). The one thing a restart must not lose, what
-the sizes were set for, is on the revisions: the controller alone writes them (a PUT
-of the Deployment replaces its annotations, so they could not live there), a revision
-lives as long as its template has pods (`_prune_revisions` keeps those), and one write
-per template records it (an annotation on each pod would take a write per pod). The
-one difference from a ReplicaSet: a template's pod lost in the middle of a rollout is
-not replaced by one of its own, as before (the rolling update gives its place to the
-new template), except when paused, where the scale puts it back.
+What a group wants (a ReplicaSet's `spec.replicas`) is recorded on its revision too
+(REPLICAS), written in the same transaction as the pods the controller creates or
+deletes for it (a scale, a rolling update's steps), so a restart finds all of it or
+none. A pod lost otherwise (deleted, failed, relabelled out) leaves its template short
+of that, and the pass first makes it up with a pod of the same template (`_replenish`),
+as the ReplicaSet of an old template replaces its own pods until the rollout scales it
+down: a lost old pod's place does not go to a new template that may never become
+available. The controller alone writes these annotations (a PUT of the Deployment
+replaces its annotations, so they could not live there), a revision lives as long as
+its template has pods or is to have some (`_prune_revisions` keeps those), and one
+write per template records it (an annotation on each pod would take a write per pod).
+A revision written before REPLICAS existed records nothing: its pods are what it wants.
+
+Those transactions delete pods guarded by the versions the controller has seen. A
+status write of a pod still being committed (agents report all the time) fails such
+a guard; the deletions are then made again from the store's latest versions and tried
+again at once (`_transact`), rather than the pass retried with backoff.
 """
 
 from __future__ import annotations
@@ -125,6 +137,16 @@ CHANGE_CAUSE = "kubernetes.io/change-cause"
 # last sized for (Kubernetes' annotations of a ReplicaSet, under the same names).
 DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
+# On a revision: how many active pods its template should have, what a ReplicaSet's
+# `spec.replicas` is (corral's own: a revision has no spec to hold it). Written in the
+# same transaction as the pods the controller creates or deletes for that template, so
+# a pod lost otherwise (deleted, failed, released) is put back from its own template.
+REPLICAS = "corral.dev/replicas"
+# A revision or pod name is a DNS subdomain.
+MAX_NAME = 253
+# Tries of one transaction that deletes pods: a pod whose status write is still being
+# committed fails the guard on the cached version; the retry guards on the latest.
+DELETION_ATTEMPTS = 3
 
 
 def resolve(value: int | str, replicas: int, *, round_up: bool) -> int:
@@ -150,7 +172,32 @@ def surge_and_unavailable(d: Deployment) -> tuple[int, int]:
 
 
 def revision_name(deployment: str, hash_: str) -> str:
-    return f"{deployment[:240].rstrip('-.')}-{hash_}"
+    """`<deployment>-<hash>`, as Kubernetes names a Deployment's ReplicaSet, the name cut
+    (only if it must be) so that the whole fits a DNS subdomain. Two Deployments whose
+    long names share what is kept may then want one name for one template: the second
+    bumps its `status.collisionCount` (`_sync_revision`), which changes its hash."""
+    keep = MAX_NAME - 1 - len(hash_)
+    base = deployment if len(deployment) <= keep else deployment[:keep].rstrip("-.")
+    return f"{base}-{hash_}"
+
+
+def revision_template(rev: ControllerRevision) -> PodTemplateSpec | None:
+    """The pod template a revision records (None if it does not hold a readable one)."""
+    spec = rev.data.get("spec")
+    template = spec.get("template") if isinstance(spec, dict) else None
+    if not isinstance(template, dict):
+        return None
+    try:
+        return PodTemplateSpec.model_validate(template)
+    except ValueError:
+        return None
+
+
+def created(rev: ControllerRevision) -> tuple[float, str]:
+    """A revision's age as Kubernetes orders ReplicaSets (ReplicaSetsByCreationTimestamp):
+    by creation, then by name."""
+    stamp = rev.metadata.creation_timestamp
+    return (stamp.timestamp() if stamp is not None else 0.0, rev.metadata.name)
 
 
 def set_condition(
@@ -186,9 +233,9 @@ class Group:
     pods: list[Pod] = field(default_factory=list)
 
     def annotation(self, name: str) -> int | None:
-        """DESIRED_REPLICAS or MAX_REPLICAS as its revision records it (None: not recorded)."""
-        value = self.revision.metadata.annotations.get(name) if self.revision else None
-        return int(value) if value is not None and value.isdigit() else None
+        """DESIRED_REPLICAS, MAX_REPLICAS or REPLICAS as its revision records it (None: not
+        recorded)."""
+        return recorded(self.revision, name) if self.revision else None
 
     @property
     def created(self) -> float:
@@ -239,6 +286,12 @@ def _proportion(g: Group, allowed: int, status_replicas: int, to_add: int, added
         fraction = (2 * g.size * allowed + before) // (2 * before) - g.size
     left = to_add - added
     return min(fraction, left) if to_add > 0 else max(fraction, left)
+
+
+def recorded(rev: ControllerRevision, name: str) -> int | None:
+    """A count the revision records in annotation `name` (None: not recorded)."""
+    value = rev.metadata.annotations.get(name)
+    return int(value) if value is not None and value.isdigit() else None
 
 
 @dataclass
@@ -297,15 +350,20 @@ class DeploymentController(Controller):
             return None  # gone or going: the garbage collector takes its pods
         if await self._adopt(key, d):
             return 0.0  # look again once the adopted pods are counted as its own
-        hash_ = template_hash(d.spec.template)
-        revision = await self._sync_revision(key, d, hash_)
+        hash_ = self._current_hash(d)
+        revision = await self._sync_revision(key, kv, d, hash_)
         if revision is None:
-            return 0.2  # a revision of that name is still being cleaned up
+            return 0.2  # its revision's name is taken: adopted, or a new hash, next pass
+        # A revision renumbered just now (`rollout undo`) is written again by this pass
+        # (what its pods are sized for): from the cache's version of it, once caught up,
+        # not the one before, whose guard would fail the pass.
+        await self._caught_up(key)
         picture = self._picture(d, hash_)
         await self._release(d, picture.released)
         await asyncio.gather(
             *(delete_pod(self.store, self.cluster, pod_store_key(p)) for p in picture.finished)
         )
+        replenished = await self._replenish(key, d, hash_, picture)
         groups = self._groups(d, picture)
         scaled = False
         if d.spec.paused or scaling_event(groups, d.spec.replicas):
@@ -316,6 +374,7 @@ class DeploymentController(Controller):
             changed = await self._recreate(key, d, hash_, revision, picture)
         else:
             changed = await self._rolling(key, d, hash_, revision, picture)
+        changed = changed or replenished
         await self._prune_revisions(d, hash_)
         requeue = await self._write_status(key, kv, d, hash_, revision, picture, changed)
         if picture.next_check is not None:
@@ -489,10 +548,12 @@ class DeploymentController(Controller):
 
     def _latest(self, d: Deployment, hash_: str) -> Group | None:
         """No pod left: the template to scale up is the current one if it has a revision,
-        else the newest revision's (that of a Deployment edited while paused)."""
+        else the newest revision's (that of a Deployment edited while paused): the last
+        created, as Kubernetes' FindActiveOrLatest takes the newest ReplicaSet, not the
+        highest revision number (which `rollout undo` gives an older template)."""
         owned = self._owned_revisions(d)
         rev = next((r for r in owned if r.metadata.labels.get(HASH_LABEL) == hash_), None)
-        rev = rev or max(owned, key=lambda r: r.revision, default=None)
+        rev = rev or max(owned, key=created, default=None)
         if rev is None or HASH_LABEL not in rev.metadata.labels:
             return None
         return Group(rev.metadata.labels[HASH_LABEL], 0, rev)
@@ -514,7 +575,7 @@ class DeploymentController(Controller):
         scales again) or all of it (and goes on with the rollout)."""
         replicas = d.spec.replicas
         max_replicas = replicas + surge_and_unavailable(d)[0] if done else sum(sizes.values())
-        ops: list[Op] = []
+        annotations: list[Op] = []
         made: dict[str, list[Pod]] = {}
         doomed: dict[str, list[Pod]] = {}
         for g in groups:
@@ -522,19 +583,23 @@ class DeploymentController(Controller):
             template = self._template(d, hash_, g) if want > g.size else None
             if template is not None:
                 made[g.hash] = self._new_pods(d, g.hash, template, want - g.size)
-                ops += [creation_op(p) for p in made[g.hash]]
             elif want < g.size:
                 doomed[g.hash] = deletion_order(g.pods)[: g.size - want]
-                found = (deletion_op(self.cluster, pod_store_key(p)) for p in doomed[g.hash])
-                ops += [op for op in found if op is not None]
+            changes = {MAX_REPLICAS: str(max_replicas)}
             desired = replicas if done else g.annotation(DESIRED_REPLICAS)
-            annotate = self._annotation_op(d, g.revision, desired, max_replicas)
+            if desired is not None:
+                changes[DESIRED_REPLICAS] = str(desired)
+            # A template that cannot grow (no readable revision) keeps what it has.
+            changes[REPLICAS] = str(want if want <= g.size or g.hash in made else g.size)
+            annotate = self._annotation_op(d, g.revision, changes)
             if annotate is not None:
-                ops.append(annotate)
-        if not ops:
+                annotations.append(annotate)
+        created_pods = [p for pods in made.values() for p in pods]
+        doomed_pods = [p for pods in doomed.values() for p in pods]
+        # Conflict (a revision changed, a pod name taken): the next pass.
+        kvs = await self._transact(key, created_pods, doomed_pods, annotations)
+        if not kvs:
             return False
-        kvs = await self.store.txn(ops)  # Conflict: something changed; the next pass
-        self.wrote(key, kvs)
         for g in groups:
             if g.hash in made:
                 (picture.new if g.hash == hash_ else picture.old).extend(made[g.hash])
@@ -555,25 +620,16 @@ class DeploymentController(Controller):
         for a group without a readable revision: it cannot grow)."""
         if g.hash == hash_:
             return d.spec.template
-        spec = g.revision.data.get("spec") if g.revision is not None else None
-        template = spec.get("template") if isinstance(spec, dict) else None
-        if not isinstance(template, dict):
-            return None
-        try:
-            return PodTemplateSpec.model_validate(template)
-        except ValueError:
-            return None
+        return revision_template(g.revision) if g.revision is not None else None
 
     def _annotation_op(
-        self, d: Deployment, rev: ControllerRevision | None, desired: int | None, max_: int
+        self, d: Deployment, rev: ControllerRevision | None, changes: dict[str, str]
     ) -> Op | None:
-        """The write recording on `rev` the replicas its pods are sized for (None if
-        already so, or if it has no revision)."""
+        """The write recording `changes` in `rev`'s annotations, what its pods are sized
+        for (None if already so, or if it has no revision)."""
         if rev is None:
             return None
-        annotations = {**rev.metadata.annotations, MAX_REPLICAS: str(max_)}
-        if desired is not None:
-            annotations[DESIRED_REPLICAS] = str(desired)
+        annotations = {**rev.metadata.annotations, **changes}
         rkey = REVISIONS.key(d.metadata.namespace or "default", rev.metadata.name)
         kv = self.revisions.kvs.get(rkey)
         if annotations == rev.metadata.annotations or kv is None:
@@ -661,7 +717,12 @@ class DeploymentController(Controller):
             None,
         )
         replicas = d.spec.replicas
-        annotate = self._annotation_op(d, current, replicas, replicas + surge_and_unavailable(d)[0])
+        changes = {
+            DESIRED_REPLICAS: str(replicas),
+            MAX_REPLICAS: str(replicas + surge_and_unavailable(d)[0]),
+            REPLICAS: str(len(picture.new) + len(pods)),
+        }
+        annotate = self._annotation_op(d, current, changes)
         also = [annotate] if annotate is not None else []
         # Conflict (a name taken, the revision changed): the next pass.
         kvs = await create_pods(self.store, pods, also)
@@ -697,11 +758,23 @@ class DeploymentController(Controller):
     async def _delete(
         self, key: str, d: Deployment, pods: list[Pod], picture: Picture, what: str
     ) -> None:
-        # Concurrently: the store's group commit makes them durable in one fsync.
-        kvs = await asyncio.gather(
-            *(delete_pod(self.store, self.cluster, pod_store_key(p)) for p in pods)
-        )
-        self.wrote(key, [kv for kv in kvs if kv is not None])
+        """Delete the pods and record each template's new size (REPLICAS) on its revision,
+        in one transaction: what a rolling update does to a ReplicaSet's replicas."""
+        after: dict[str, int] = {}
+        for pod in picture.new + picture.old:
+            h = pod.metadata.labels.get(HASH_LABEL, "")
+            after[h] = after.get(h, 0) + 1
+        for pod in pods:
+            h = pod.metadata.labels.get(HASH_LABEL, "")
+            after[h] = after.get(h, 0) - 1
+        revisions = {r.metadata.labels.get(HASH_LABEL): r for r in self._owned_revisions(d)}
+        annotations = [
+            op
+            for h in {p.metadata.labels.get(HASH_LABEL, "") for p in pods}
+            if (op := self._annotation_op(d, revisions.get(h), {REPLICAS: str(after[h])}))
+            is not None
+        ]
+        await self._transact(key, [], pods, annotations)
         self._forget_deleted(picture, pods)
         self.events.record(
             _ref(d),
@@ -710,14 +783,132 @@ class DeploymentController(Controller):
             f"{', '.join(p.metadata.name for p in pods[:5])}{' ...' if len(pods) > 5 else ''}",
         )
 
+    async def _transact(
+        self, key: str, made: list[Pod], doomed: list[Pod], also: list[Op]
+    ) -> list[KV]:
+        """Create `made`, delete `doomed` and write `also` in one transaction. Each deletion
+        is guarded by the pod's cached version; one that fails only because the pod
+        changed meanwhile (an agent's status write still being committed: on a busy
+        cluster there nearly always is one) is made again from the store's latest version
+        of every doomed pod and tried again at once (DELETION_ATTEMPTS in all), so that a
+        scale is not put off, with backoff, until no status write is in flight. A pod gone
+        or marked meanwhile is left out (it is going anyway). Any other conflict (a
+        revision changed, a name taken) is raised: the next pass looks again."""
+        doomed_keys = {pod_store_key(p) for p in doomed}
+        for attempt in range(DELETION_ATTEMPTS):
+            ops = [creation_op(p) for p in made]
+            ops += self._deletion_ops(doomed, latest=attempt > 0)
+            ops += also
+            if not ops:
+                return []
+            try:
+                kvs = await self.store.txn(ops)
+            except Conflict as exc:
+                if exc.key not in doomed_keys or attempt == DELETION_ATTEMPTS - 1:
+                    raise
+                continue
+            self.wrote(key, kvs)
+            return kvs
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    def _deletion_ops(self, pods: list[Pod], *, latest: bool) -> list[Op]:
+        """The ops deleting `pods`, from the cached versions (or the store's latest, which
+        also stands in for a pod this pass created and the cache has not seen yet)."""
+        ops = []
+        for pod in pods:
+            pkey = pod_store_key(pod)
+            kv = None if latest else self.cluster.pod_kvs.get(pkey)
+            kv = kv or self.store.latest(pkey)
+            if kv is None:
+                continue
+            op = deletion_op(self.cluster, pkey, kv)
+            if op is not None:
+                ops.append(op)
+        return ops
+
+    async def _replenish(self, key: str, d: Deployment, hash_: str, picture: Picture) -> bool:
+        """What Kubernetes' ReplicaSet controller does: a template with fewer active pods
+        than its revision's REPLICAS (one deleted, failed, or released) gets pods of its
+        own template to make them up, old templates in the middle of a rollout too (an old
+        ReplicaSet keeps its replicas until the rollout scales it down), so that a lost old
+        pod's place does not go to a new template that may never become available. Under
+        Recreate only the current template, once no old pod is left (the old ones are all
+        to go). True if it created any."""
+        counts: dict[str, int] = {}
+        for pod in picture.new + picture.old:
+            h = pod.metadata.labels.get(HASH_LABEL, "")
+            counts[h] = counts.get(h, 0) + 1
+        recreate = d.spec.strategy.type == "Recreate"
+        made: dict[str, list[Pod]] = {}
+        budget = BURST
+        for rev in self._owned_revisions(d):
+            rhash = rev.metadata.labels.get(HASH_LABEL)
+            want = recorded(rev, REPLICAS)
+            if rhash is None or want is None or want <= counts.get(rhash, 0) or budget <= 0:
+                continue
+            if recreate and (rhash != hash_ or picture.old or picture.terminating_old):
+                continue
+            template = d.spec.template if rhash == hash_ else revision_template(rev)
+            if template is None:
+                continue
+            count = min(want - counts.get(rhash, 0), budget)
+            made[rhash] = self._new_pods(d, rhash, template, count)
+            budget -= count
+        if not made:
+            return False
+        kvs = await create_pods(self.store, [p for pods in made.values() for p in pods])
+        self.wrote(key, kvs)
+        for h, pods in made.items():
+            (picture.new if h == hash_ else picture.old).extend(pods)
+            self.events.record(
+                _ref(d),
+                "SuccessfulCreate",
+                f"Replaced {len(pods)} lost pods of {revision_name(d.metadata.name, h)}",
+            )
+        return True
+
     # -- revisions ----------------------------------------------------------------------------
+
+    def _current_hash(self, d: Deployment) -> str:
+        """The `pod-template-hash` of the Deployment's template: that of a revision of its
+        own recording the same template (as Kubernetes finds the new ReplicaSet by its
+        template, not its name: one made before a collision bumped the count keeps its
+        hash), else the template's hashed with `status.collisionCount`."""
+        hash_ = template_hash(d.spec.template, d.status.collision_count)
+        owned = self._owned_revisions(d)
+        if any(r.metadata.labels.get(HASH_LABEL) == hash_ for r in owned):
+            return hash_
+        plain = template_hash(d.spec.template)
+        same = [
+            r
+            for r in owned
+            if HASH_LABEL in r.metadata.labels
+            and (t := revision_template(r)) is not None
+            and template_hash(t) == plain
+        ]
+        return min(same, key=created).metadata.labels[HASH_LABEL] if same else hash_
+
+    async def _bump_collision_count(self, key: str, kv: KV, d: Deployment, name: str) -> None:
+        """Kubernetes' answer to a ReplicaSet name taken by another's: count the collision
+        in `status.collisionCount`, which changes the template's hash, and so the name,
+        from the next pass on."""
+        count = (d.status.collision_count or 0) + 1
+        status = d.status.model_copy(update={"collision_count": count})
+        updated = d.model_copy(update={"status": status})
+        written = await self.store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
+        self.wrote(key, [written])
+        _LOGGER.info(
+            "deployment %s: revision name %s is taken; collisionCount is now %d", key, name, count
+        )
 
     def _owned_revisions(self, d: Deployment) -> list[ControllerRevision]:
         found = (self.revisions.get(k) for k in self.revision_owners.of(d.metadata.uid))
         return [r for r in found if r is not None]
 
-    async def _sync_revision(self, key: str, d: Deployment, hash_: str) -> int | None:
-        """The number of the current template's revision, recording it first if new."""
+    async def _sync_revision(self, key: str, kv: KV, d: Deployment, hash_: str) -> int | None:
+        """The number of the current template's revision, recording it first if new (None:
+        its name is taken, by an orphan of its own to adopt, or by another's revision, for
+        which `status.collisionCount` is bumped, as Kubernetes does)."""
         owned = self._owned_revisions(d)
         name = revision_name(d.metadata.name, hash_)
         top = max((r.revision for r in owned), default=0)
@@ -738,17 +929,21 @@ class DeploymentController(Controller):
             updated.metadata = current.metadata.model_copy(
                 update={"annotations": _with_cause(current.metadata.annotations, cause)}
             )
-            kv = self.revisions.kvs.get(rkey)
-            if kv is None:
+            rkv = self.revisions.kvs.get(rkey)
+            if rkv is None:
                 return None
             written = await self.store.put(
-                rkey, encode(updated), obj=updated, expect=kv.mod_revision
+                rkey, encode(updated), obj=updated, expect=rkv.mod_revision
             )
             self.wrote(key, [written])
             return top + 1
-        if rkey in self.revisions.objects:
-            # A deleted namesake's: the garbage collector removes it; or its orphan, which
-            # this Deployment adopts on its next pass if its selector matches (`history_of`).
+        taken = self.revisions.get(rkey)
+        if taken is not None:
+            if controller_ref(taken.metadata.owner_references) is None and history_of(taken, d):
+                return None  # its own orphan: adopted on the next pass
+            # Another's (a Deployment whose long name begins as this one's, or a deleted
+            # namesake's): a new hash, as Kubernetes resolves a ReplicaSet name collision.
+            await self._bump_collision_count(key, kv, d, name)
             return None
         revision = ControllerRevision(
             metadata=ObjectMeta(
@@ -797,8 +992,8 @@ class DeploymentController(Controller):
         for rev in old:
             if excess <= 0:
                 break
-            if rev.metadata.labels.get(HASH_LABEL) in in_use:
-                continue
+            if rev.metadata.labels.get(HASH_LABEL) in in_use or (recorded(rev, REPLICAS) or 0) > 0:
+                continue  # its pods, or pods it is to make up (an old ReplicaSet's replicas)
             rkey = REVISIONS.key(namespace, rev.metadata.name)
             kv = self.revisions.kvs.get(rkey)
             if kv is not None:
@@ -979,8 +1174,7 @@ def history_of(rev: ControllerRevision, d: Deployment) -> bool:
     name (deleted with propagationPolicy=Orphan; its name is `revision_name` of it), and
     `d`'s selector matches the pods it made. Unlike a ReplicaSet in Kubernetes, a
     revision is never adopted across names: named after its Deployment and numbered in
-    its history, it would be another's revision under a name this one cannot record
-    (Kubernetes has `collisionCount` for that; corral has no collision to resolve)."""
+    its history, it would be another's revision under a name this one cannot record."""
     hash_ = rev.metadata.labels.get(HASH_LABEL)
     if hash_ is None or rev.metadata.name != revision_name(d.metadata.name, hash_):
         return False

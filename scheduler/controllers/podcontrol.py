@@ -41,15 +41,20 @@ def safe_encode(text: str) -> str:
     return "".join(ALPHABET[b % len(ALPHABET)] for b in text.encode())
 
 
-def template_hash(template: PodTemplateSpec) -> str:
+def template_hash(template: PodTemplateSpec, collision_count: int | None = None) -> str:
     """A short, stable name for a template (defaults filled in, so spelling does not matter).
     `dnsPolicy: ClusterFirst`, Kubernetes' default, which corral leaves unset unless given
-    (so that pods without it reach agents before protocol 7 unparsed), hashes as unset."""
+    (so that pods without it reach agents before protocol 7 unparsed), hashes as unset.
+    A Deployment's `status.collisionCount`, once set, is hashed in after the template, as
+    Kubernetes' ComputeHash does, so that a name taken by another object gives way to a
+    new one."""
     doc = template.to_dict()
     if template.spec.dns_policy == "ClusterFirst":
         del doc["spec"]["dnsPolicy"]
-    data = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-    return safe_encode(str(zlib.crc32(data.encode())))
+    data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    if collision_count is not None:
+        data += (collision_count & 0xFFFFFFFF).to_bytes(8, "little")
+    return safe_encode(str(zlib.crc32(data)))
 
 
 def generate_name(base: str) -> str:
@@ -140,15 +145,20 @@ async def delete_pod(store: Store, cluster: ClusterState, key: str) -> KV | None
         return None  # changed meanwhile: the next pass looks again
 
 
-def deletion_op(cluster: ClusterState, key: str) -> Op | None:
+def deletion_op(cluster: ClusterState, key: str, kv: KV | None = None) -> Op | None:
     """`delete_pod` as one operation of a transaction, made from the cluster view's version
-    of the pod and guarded by it (a stale view fails the transaction, to be tried again):
-    a mark where its agent must stop it or finalizers hold it, else its removal. None if
-    the view has no such pod."""
-    kv = cluster.pod_kvs.get(key)
-    pod = cluster.pods.get(key)
+    of the pod (or from `kv`, such as the store's latest) and guarded by it (a stale one
+    fails the transaction): a mark where its agent must stop it or finalizers hold it,
+    else its removal. None if there is no such pod, or if it is marked already."""
+    if kv is None:
+        kv = cluster.pod_kvs.get(key)
+        pod = cluster.pods.get(key)
+    else:
+        pod = decode(kv, Pod)
     if kv is None or pod is None:
         return None
+    if pod.metadata.deletion_timestamp is not None:
+        return None  # on its way out already: a mark again would change nothing
     if not must_wait(pod, may_run(cluster, pod)):
         return Op("delete", key, expect=kv.mod_revision)
     marked = marked_for_deletion(pod, now())

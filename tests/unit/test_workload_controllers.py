@@ -1500,3 +1500,126 @@ async def test_a_recreate_paused_while_its_old_pods_stop_starts_no_new_pod(plane
     await wait_until(functools.partial(observed, plane, "web", 3), within=10)
     await asyncio.sleep(0.3)
     assert {p.spec.containers[0].image for p in active(plane.pods())} == set()
+
+
+# -- a busy cluster, lost old pods, long names, undo -----------------------------------------
+
+
+async def keep_reporting(plane: Plane, keys: list[str], stop: asyncio.Event) -> None:
+    """Status reports for the pods at `keys`, each written as soon as the one before is
+    committed, on top of the store's latest version, as the hub writes an agent's reports:
+    so a status write of each pod is nearly always still being committed."""
+
+    async def one(key: str) -> None:
+        count = 0
+        while not stop.is_set():
+            kv = plane.store.latest(key)
+            if kv is None:
+                return
+            pod = decode(kv, Pod)
+            count += 1
+            status = pod.status.model_copy(update={"message": f"report {count}"})
+            updated = pod.model_copy(update={"status": status})
+            with contextlib.suppress(Conflict, NotFound):
+                await plane.store.put(key, encode(updated), obj=updated, expect=kv.mod_revision)
+
+    await asyncio.gather(*(one(k) for k in keys))
+
+
+async def test_a_scale_goes_through_while_status_writes_are_in_flight(plane: Plane) -> None:
+    """Scaled down while every pod's status is being written all the time: the deletions
+    of the scale's transaction are guarded by the versions the controller has seen, which
+    a write in flight has already replaced. The controller makes them again from the
+    latest versions and the scale goes through at once; before, each pass conflicted and
+    was retried later and later (0.05 s, 0.1, 0.2 ...), the rollout waiting meanwhile."""
+    await plane.put(deployment(replicas=8))
+    await available(plane, "web", 8)
+    keys = [pod_store_key(p) for p in active(plane.pods())]
+    stop = asyncio.Event()
+    reporting = asyncio.create_task(keep_reporting(plane, keys, stop))
+    try:
+        await plane.put(deployment(replicas=2))
+        await wait_until(lambda: len(active(plane.pods())) == 2, within=1.5)
+        await available(plane, "web", 2, generation=2)
+        assert not reporting.done()  # the reports went on all along
+    finally:
+        stop.set()
+        await reporting
+
+
+async def test_a_lost_old_pod_is_replaced_from_its_own_template(plane: Plane) -> None:
+    """In the middle of a stuck rollout (8 old pods available, 5 new that never become
+    ready), an old pod deleted and another failed (as after NodeLost) are replaced by pods
+    of the old template, as the old ReplicaSet replaces them in Kubernetes (its replicas
+    stay 8 until the rollout scales it down): the Deployment is Available again. Before,
+    their places went to the new template (8 + 5 allowed, so 2 more new pods that never
+    become ready) and the Deployment stayed at 6 available of a minimum of 8."""
+    await stuck_rollout(plane)
+    old = [p for p in active(plane.pods()) if p.spec.containers[0].image == "nginx:1"]
+    await plane.store.delete(pod_store_key(old[0]))
+    await finish_pod(plane, old[1], "Failed")
+    await settled(plane, {"nginx:1": 8, "broken": 5}, available=8)
+    replicas = {
+        r.data["spec"]["template"]["spec"]["containers"][0]["image"]: r.metadata.annotations[
+            "corral.dev/replicas"
+        ]
+        for r in revisions_of(plane, "uid-web")
+    }
+    assert replicas == {"nginx:1": "8", "broken": "5"}
+
+
+def named(name: str) -> Deployment:
+    """A Deployment called `name` whose template does not name it (so that two of them
+    have one template, and one hash)."""
+    d = deployment(replicas=1)
+    d.metadata.name = name
+    return d
+
+
+async def test_deployments_with_long_names_alike_get_revisions_of_their_own(
+    plane: Plane,
+) -> None:
+    """Two Deployments of one template whose 249-character names differ only past what a
+    revision name keeps of them (253 characters in all with the hash): the second finds
+    the name taken and bumps its status.collisionCount, which changes its hash, as
+    Kubernetes resolves a ReplicaSet name collision; both then roll out. Before, the
+    second waited for the name to be free, for ever."""
+    prefix = "a" * 245
+    names = [f"{prefix}-one", f"{prefix}-two"]
+    for name in names:
+        await plane.put(named(name))
+    for name in names:
+        await available(plane, name, 1)
+    deployments = [plane.deployment(name) for name in names]
+    assert sorted(d.status.collision_count or 0 for d in deployments if d is not None) == [0, 1]
+    revisions = list(plane.workloads.revisions.objects.values())
+    assert len(revisions) == 2
+    assert all(len(r.metadata.name) <= 253 for r in revisions)
+    owners_by_name = {r.metadata.name: owners(r) for r in revisions}
+    assert sorted(u for o in owners_by_name.values() for u in o) == [f"uid-{n}" for n in names]
+    for d in deployments:
+        assert d is not None
+        hashes = {p.metadata.labels[HASH_LABEL] for p in active(plane.pods()) if owned_by(p, d)}
+        assert len(hashes) == 1
+
+
+def owned_by(pod: Pod, d: Deployment) -> bool:
+    return any(r.uid == d.metadata.uid for r in pod.metadata.owner_references or ())
+
+
+async def test_with_no_pods_the_newest_template_is_the_last_created(plane: Plane) -> None:
+    """Kubernetes' FindActiveOrLatest: a paused Deployment (its template edited, so with no
+    revision of its own) scaled up from 0 scales the newest template, by creation, as the
+    newest ReplicaSet; not the one with the highest revision number, which after an undo
+    is an older template. Templates a, b, then a again (revision 3): b is the newest."""
+    for generation, image in enumerate(("a", "b", "a"), start=1):
+        await plane.put(deployment(replicas=1, image=image))
+        await available(plane, "web", 1, generation=generation)
+        await wait_until(lambda i=image: by_image(plane) == {i: 1}, within=10)  # type: ignore[misc]
+        # Creation times are kept to the second: b's revision is made in a later one.
+        stamps = [r.metadata.creation_timestamp for r in revisions_of(plane, "uid-web")]
+        await wait_until(lambda s=stamps: all(t is not None and now() > t for t in s), within=2)
+    await plane.put(deployment(replicas=0, image="c", paused=True))
+    await wait_until(lambda: not active(plane.pods()), within=10)
+    await plane.put(deployment(replicas=2, image="c", paused=True))
+    await wait_until(lambda: by_image(plane) == {"b": 2}, within=10)
