@@ -12,7 +12,8 @@ One pass for one Job::
                                                  is reset, the deadline counts anew)
     otherwise: keep min(parallelism, completions - succeeded) pods active,
                waiting BACKOFF_SECONDS * 2^(failures-1) (at most BACKOFF_CAP)
-               after the latest failure before starting a replacement
+               after the latest failure before starting a replacement (failures:
+               those counted since the last success, as Kubernetes' backoff record)
 
 Counts are kept as Kubernetes keeps them, with the finalizer JOB_TRACKING on
 every pod the Job makes, so that deleting a finished pod does not lose it (the
@@ -33,12 +34,20 @@ to finish, and the Job is Complete when none is.
 Pods are named `<job>-<5 random>` and labelled `job-name` and `controller-uid`,
 as in Kubernetes. The backoff is seconds, not Kubernetes' ten-second base, in line
 with corral's other timers.
+
+The backoff follows Kubernetes' backoff record (pkg/controller/job/backoff_utils.go):
+the pods counted failed since the last counted success, and when the last of them
+finished (`finished_at`), updated as finished pods are recorded, so deleting failed
+pods does not reset it, and a pod the Job stops itself (never counted) does not add
+to it. Like kube-controller-manager's, it is kept in memory: a restart of the
+scheduler forgets it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from common.models import (
@@ -103,14 +112,50 @@ def tracked(pod: Pod) -> bool:
     return JOB_TRACKING in (pod.metadata.finalizers or ())
 
 
-def failed_at(pod: Pod) -> datetime | None:
-    """When a failed pod's last container ended (its agent's own timestamp)."""
-    stamps = [
-        cs.state.terminated.finished_at
+def finished_at(pod: Pod, fallback: datetime) -> datetime:
+    """When a finished pod ended, as Kubernetes' getFinishedTime has it: its last
+    container's end if every container has one (its agent's own timestamp), else when
+    its Ready condition turned False, else when it was deleted, else when it was created
+    (`fallback` for a pod with no time at all)."""
+    ends = [
+        cs.state.terminated.finished_at if cs.state.terminated is not None else None
         for cs in pod.status.container_statuses
-        if cs.state.terminated is not None and cs.state.terminated.finished_at is not None
     ]
-    return max(stamps) if stamps else None
+    if ends and all(end is not None for end in ends):
+        return max(end for end in ends if end is not None)
+    ready = next((c for c in pod.status.conditions if c.type == "Ready"), None)
+    if ready is not None and ready.status == "False" and ready.last_transition_time:
+        return ready.last_transition_time
+    return pod.metadata.deletion_timestamp or pod.metadata.creation_timestamp or fallback
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Kubernetes' backoffRecord: the failures counted since the last success, and when
+    the last of them happened."""
+
+    failures: int = 0
+    last_failure: datetime | None = None
+
+    def then(self, succeeded: list[Pod], failed: list[Pod], stamp: datetime) -> Backoff:
+        """The record once these newly finished pods are counted (newBackoffRecord): a
+        success starts it again from the failures that finished after it."""
+        if not succeeded and not failed:
+            return self
+        if not succeeded:
+            last = max(finished_at(p, stamp) for p in failed)
+            return Backoff(self.failures + len(failed), last)
+        last_success = max(finished_at(p, stamp) for p in succeeded)
+        after = [t for t in (finished_at(p, stamp) for p in failed) if t > last_success]
+        return Backoff(len(after), max(after) if after else None)
+
+    def left(self, stamp: datetime) -> float:
+        """Seconds before a replacement may start: BACKOFF_SECONDS * 2^(failures-1), at
+        most BACKOFF_CAP, after the last failure (getRemainingTimeForFailuresCount)."""
+        if self.failures == 0 or self.last_failure is None:
+            return 0.0
+        delay = min(BACKOFF_SECONDS * 2 ** min(self.failures - 1, 30), BACKOFF_CAP)
+        return max(delay - (stamp - self.last_failure).total_seconds(), 0.0)
 
 
 class JobController(Controller):
@@ -120,16 +165,13 @@ class JobController(Controller):
         super().__init__(ctx)
         self.jobs = jobs
         self.pod_owners = pod_owners
-        self._failure_seen: dict[str, datetime] = {}  # pod uid -> first seen Failed
+        self._backoffs: dict[str, Backoff] = {}  # job key -> its record
 
     def keys(self) -> list[str]:
         return list(self.jobs.objects)
 
     def enqueue(self, namespace: str, name: str) -> None:
         self.queue.add(JOBS.key(namespace, name))
-
-    def forget_pod(self, uid: str | None) -> None:
-        self._failure_seen.pop(uid or "", None)
 
     def release_if_orphaned(self, key: str, pod: Pod) -> None:
         """Queue the pod (by its store key) to have JOB_TRACKING removed if no live Job
@@ -155,6 +197,7 @@ class JobController(Controller):
         job = self.jobs.get(key)
         kv = self.jobs.kvs.get(key)
         if job is None or kv is None or job.metadata.deletion_timestamp is not None:
+            self._backoffs.pop(key, None)
             return None
         # Owners are namespace-local: a pod elsewhere naming this uid is not one of its own.
         prefix = PODS.namespace_prefix(job.metadata.namespace or "default")
@@ -172,20 +215,24 @@ class JobController(Controller):
         status = job.status.model_copy(deep=True)
         done = finished_condition(job)
         uncounted = status.uncounted_terminated_pods or UncountedTerminatedPods()
-        if done is None and _record_finished(uncounted, pods):
+        new_succeeded, new_failed = _record_finished(uncounted, pods) if done is None else ([], [])
+        if new_succeeded or new_failed:
             # Durable before any finalizer goes: a crash in between cannot lose them.
             status.uncounted_terminated_pods = uncounted
             self.wrote(key, [await self._put_status(key, kv, job, status)])
+            # Counted once recorded (a write that lost records them again next pass).
+            backoff = self._backoffs.get(key, Backoff())
+            self._backoffs[key] = backoff.then(new_succeeded, new_failed, stamp)
             return 0.0  # on with the recorded status
         retry = await self._count(
             key, status, uncounted, pods, finished=done is not None, adopt=not job.spec.suspend
         )
         active = [p for p in pods if is_active(p)]
         succeeded = status.succeeded + len(uncounted.succeeded)
-        failed = [p for p in pods if p.status.phase == "Failed"]
         failures = status.failed + len(uncounted.failed)
         requeue: float | None = retry
         if done is not None:
+            self._backoffs.pop(key, None)
             await self._stop(key, job, active, "the Job has finished")
             active = []
             deleted, requeue = await self._expire(key, job, done, stamp)
@@ -204,7 +251,7 @@ class JobController(Controller):
                 status.start_time = stamp
             status.conditions = [c for c in status.conditions if c.type != "Suspended"]
             active, requeue = await self._run(
-                key, job, status, active, pods, succeeded, failures, failed, stamp
+                key, job, status, active, pods, succeeded, failures, stamp
             )
         if retry is not None:
             requeue = retry if requeue is None else min(requeue, retry)
@@ -290,12 +337,10 @@ class JobController(Controller):
         pods: list[Pod],
         succeeded: int,
         failures: int,
-        failed: list[Pod],
         stamp: datetime,
     ) -> tuple[list[Pod], float | None]:
         """Decide the outcome, or keep the right number of pods active; (active, requeue).
-        `succeeded` and `failures` are the Job's counts; `failed`, its failed pods still
-        there (for the backoff)."""
+        `succeeded` and `failures` are the Job's counts."""
         spec = job.spec
         completions = spec.completions
         parallelism = spec.parallelism if spec.parallelism is not None else 1
@@ -359,23 +404,12 @@ class JobController(Controller):
             await self._stop(key, job, extra, "parallelism was lowered")
             active = [p for p in active if p not in extra]
         elif missing > 0:
-            wait = self._backoff_left(failed, stamp)
+            wait = self._backoffs.get(key, Backoff()).left(stamp)
             if wait > 0:
                 requeue = min(requeue or wait, wait)
             else:
                 active = active + await self._create(key, job, missing)
         return active, requeue
-
-    def _backoff_left(self, failed: list[Pod], stamp: datetime) -> float:
-        if not failed:
-            return 0.0
-        latest = None
-        for pod in failed:
-            when = failed_at(pod) or self._failure_seen.setdefault(pod.metadata.uid or "", stamp)
-            latest = when if latest is None or when > latest else latest
-        assert latest is not None
-        delay = min(BACKOFF_SECONDS * 2 ** (len(failed) - 1), BACKOFF_CAP)
-        return delay - (stamp - latest).total_seconds()
 
     async def _create(self, key: str, job: Job, count: int) -> list[Pod]:
         namespace = job.metadata.namespace or "default"
@@ -475,18 +509,24 @@ class JobController(Controller):
         return True, None
 
 
-def _record_finished(uncounted: UncountedTerminatedPods, pods: list[Pod]) -> bool:
-    """Add the tracked pods that have finished and are not recorded yet; any added?"""
+def _record_finished(
+    uncounted: UncountedTerminatedPods, pods: list[Pod]
+) -> tuple[list[Pod], list[Pod]]:
+    """Add the tracked pods that have finished and are not recorded yet; (those that
+    succeeded, those that failed)."""
     recorded = set(uncounted.succeeded) | set(uncounted.failed)
-    added = False
+    succeeded: list[Pod] = []
+    failed: list[Pod] = []
     for pod in pods:
         uid = pod.metadata.uid or ""
         if tracked(pod) and pod.status.phase in TERMINAL_PHASES and uid not in recorded:
-            (uncounted.succeeded if pod.status.phase == "Succeeded" else uncounted.failed).append(
-                uid
-            )
-            added = True
-    return added
+            if pod.status.phase == "Succeeded":
+                uncounted.succeeded.append(uid)
+                succeeded.append(pod)
+            else:
+                uncounted.failed.append(uid)
+                failed.append(pod)
+    return succeeded, failed
 
 
 def restarts_past_limit(job: Job, pods: list[Pod]) -> bool:

@@ -169,7 +169,6 @@ class Workloads:
                     self.gc.check(ref.uid, ref.kind)
                 uid = old.metadata.uid if old is not None else None
                 self.deployment.forget_pod(uid)
-                self.job.forget_pod(uid)
         except Exception:  # never into the cluster watch
             _LOGGER.exception("pod listener failed on %s", key)
 

@@ -57,6 +57,7 @@ from scheduler.events import EventRecorder
 from scheduler.kinds import DEPLOYMENTS, JOBS, NAMESPACES, PODS, REVISIONS
 from scheduler.metrics import SchedulerMetrics
 from scheduler.objects import decode, encode, mutable_copy
+from scheduler.podfinal import remove_stopped
 from scheduler.recent import RecentErrors
 from scheduler.store import KV, Conflict, NotFound, Op, SqliteStore
 from tests.conftest import wait_until
@@ -1623,3 +1624,68 @@ async def test_with_no_pods_the_newest_template_is_the_last_created(plane: Plane
     await wait_until(lambda: not active(plane.pods()), within=10)
     await plane.put(deployment(replicas=2, image="c", paused=True))
     await wait_until(lambda: by_image(plane) == {"b": 2}, within=10)
+
+
+# -- a Job's backoff, as Kubernetes' backoff record ------------------------------------------
+
+
+async def test_deleting_a_jobs_failed_pods_does_not_reset_its_backoff(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three failures in a row: the replacement waits 4 x 0.5 s after the third. Deleting
+    the failed pods meanwhile (they are counted in status.failed already) changes nothing,
+    as in Kubernetes, whose backoff record counts failures since the last success. Before,
+    the backoff counted the failed pods still there, so deleting them started the
+    replacement at once. (Pod times are kept to the second, so the wait seen here may be
+    up to a second short of 2 s.)"""
+    monkeypatch.setattr(job_controller, "BACKOFF_SECONDS", 0.5)
+    plane.outcome = lambda pod: "fail"
+    await plane.put(job("flaky", backoffLimit=10), JOBS)
+    await wait_until(
+        lambda: (j := plane.job("flaky")) and j.status.failed == 3 and j.status.active == 0,
+        within=10,
+    )
+    loop = asyncio.get_running_loop()
+    third_counted = loop.time()
+    failed = pods_of_job(plane, "flaky")
+    assert len(failed) == 3 and all(p.status.phase == "Failed" for p in failed)
+    for pod in failed:
+        await plane.store.delete(pod_store_key(pod))
+    await wait_until(lambda: pods_of_job(plane, "flaky"), within=5)
+    assert loop.time() - third_counted >= 0.7
+
+
+async def test_pods_a_job_stops_itself_do_not_hold_back_new_ones(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parallelism lowered from 3 to 1: the Job deletes two of its pods, which a finalizer
+    of their template holds, stopped and Failed, as the scheduler keeps such a pod. They
+    are not failures of the Job (not counted in status.failed), and, as in Kubernetes,
+    they do not count towards its backoff either: raised to 3 again, it starts two pods
+    at once. Before, the backoff counted every Failed pod still there (30 s x 2 here)."""
+    monkeypatch.setattr(job_controller, "BACKOFF_SECONDS", 30.0)
+    plane.outcome = lambda pod: "stay"
+    held = job("wide", parallelism=3, completions=10)
+    held.spec.template.metadata.finalizers = ["example.com/hold"]
+    await plane.put(held, JOBS)
+    await wait_until(lambda: len(pods_of_job(plane, "wide")) == 3, within=10)
+    narrow = held.model_copy(deep=True)
+    narrow.spec.parallelism = 1
+    await plane.put(narrow, JOBS)
+    await wait_until(
+        lambda: len([p for p in pods_of_job(plane, "wide") if p.metadata.deletion_timestamp]) == 2,
+        within=10,
+    )
+    for pod in pods_of_job(plane, "wide"):
+        if pod.metadata.deletion_timestamp is not None:  # stopped: as its agent confirms it
+            kv = await plane.store.get(pod_store_key(pod))
+            assert kv is not None
+            await remove_stopped(plane.store, pod_store_key(pod), kv, decode(kv, Pod))
+    await wait_until(
+        lambda: len([p for p in pods_of_job(plane, "wide") if p.status.phase == "Failed"]) == 2,
+        within=10,
+    )
+    await plane.put(held, JOBS)
+    await wait_until(lambda: len(active(pods_of_job(plane, "wide"))) == 3, within=5)
+    wide = plane.job("wide")
+    assert wide is not None and wide.status.failed == 0
