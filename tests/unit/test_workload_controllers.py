@@ -15,7 +15,7 @@ import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -1608,6 +1608,14 @@ def owned_by(pod: Pod, d: Deployment) -> bool:
     return any(r.uid == d.metadata.uid for r in pod.metadata.owner_references or ())
 
 
+def only_image(plane: Plane, image: str) -> bool:
+    return by_image(plane) == {image: 1}
+
+
+def all_past(stamps: list[datetime | None]) -> bool:
+    return all(t is not None and now() > t for t in stamps)
+
+
 async def test_with_no_pods_the_newest_template_is_the_last_created(plane: Plane) -> None:
     """Kubernetes' FindActiveOrLatest: a paused Deployment (its template edited, so with no
     revision of its own) scaled up from 0 scales the newest template, by creation, as the
@@ -1616,10 +1624,10 @@ async def test_with_no_pods_the_newest_template_is_the_last_created(plane: Plane
     for generation, image in enumerate(("a", "b", "a"), start=1):
         await plane.put(deployment(replicas=1, image=image))
         await available(plane, "web", 1, generation=generation)
-        await wait_until(lambda i=image: by_image(plane) == {i: 1}, within=10)  # type: ignore[misc]
+        await wait_until(functools.partial(only_image, plane, image), within=10)
         # Creation times are kept to the second: b's revision is made in a later one.
         stamps = [r.metadata.creation_timestamp for r in revisions_of(plane, "uid-web")]
-        await wait_until(lambda s=stamps: all(t is not None and now() > t for t in s), within=2)
+        await wait_until(functools.partial(all_past, stamps), within=2)
     await plane.put(deployment(replicas=0, image="c", paused=True))
     await wait_until(lambda: not active(plane.pods()), within=10)
     await plane.put(deployment(replicas=2, image="c", paused=True))
