@@ -451,6 +451,7 @@ RestartPolicy = Literal["Always", "OnFailure", "Never"]
 # corral does not have). corral has no cluster DNS: each gives the pod the node's
 # resolver, as ClusterFirst does in a Kubernetes cluster without one (docs/api.md).
 DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default")
+DEFAULT_DNS_POLICY = "ClusterFirst"  # what kube-apiserver sets on a pod created without one
 
 
 def _check_dns_policy(value: str) -> str:
@@ -473,9 +474,13 @@ class PodSpec(Model):
     node_name: str | None = None
     termination_grace_period_seconds: int = Field(default=30, ge=0, le=INT64_MAX)
     host_network: bool = False
-    # Unset unless given (Kubernetes defaults it to ClusterFirst, the same here): a pod
-    # without it is sent as it was to agents before protocol 7 (`pod_for_agent`).
-    dns_policy: Annotated[str, AfterValidator(_check_dns_policy)] | None = None
+    # A pod is created with DEFAULT_DNS_POLICY if it has none, as in Kubernetes (the API
+    # and the controllers set it: scheduler/api/pods.py, scheduler/controllers/podcontrol.py);
+    # unset in a template, and in a pod stored before corral set it, where it means the
+    # same. Agents before protocol 7 get pods without it (`pod_for_agent`).
+    dns_policy: Annotated[str, AfterValidator(_check_dns_policy)] | None = Field(
+        default=None, json_schema_extra={"enum": list(DNS_POLICIES)}
+    )
     volumes: list[Volume] = Field(default_factory=list)
     # The node runtime to run the pod with ("native", "docker"); unset: the node's default.
     runtime_class_name: Annotated[str, AfterValidator(check_dns_subdomain)] | None = None
@@ -970,8 +975,19 @@ class Job(DeferredModel):
     status: JobStatus = Field(default_factory=JobStatus)
 
 
+# What kube-apiserver puts in every new namespace's `spec.finalizers`: the namespace
+# controller's own, which it removes once the namespace is empty. corral's controller
+# deletes the emptied namespace without reading it (scheduler/controllers/namespace.py).
+NAMESPACE_FINALIZER = "kubernetes"
+
+
 class NamespaceSpec(DeferredModel):
     finalizers: list[str] = Field(default_factory=list)
+
+    def with_namespace_finalizer(self) -> None:
+        """Add NAMESPACE_FINALIZER, last, as kube-apiserver does on create."""
+        if NAMESPACE_FINALIZER not in self.finalizers:
+            self.finalizers.append(NAMESPACE_FINALIZER)
 
 
 class NamespaceStatus(DeferredModel):

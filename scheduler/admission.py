@@ -82,5 +82,5 @@ def admit(config: SchedulerConfig, obj: Any, prefix: str = "") -> None:
             f'{kind} "{name}" is invalid: ' + "; ".join(f"{c.field}: {c.message}" for c in causes),
             causes=causes,
             name=name,
-            kind=f"{kind.lower()}s",
+            kind=kind,
         )

@@ -93,6 +93,10 @@ class UnsupportedMediaType(ApiError):
 
 
 class Invalid(ApiError):
+    """422. Its `details.kind` is the object's kind ("Pod"), where the other errors name
+    the resource ("pods"): kube-apiserver's NewInvalid takes a GroupKind, NewNotFound,
+    NewAlreadyExists, NewConflict and NewForbidden a GroupResource."""
+
     code, reason = 422, "Invalid"
 
 

@@ -14,7 +14,7 @@ from common.selector import matches as selector_matches
 from scheduler.api.common import field_selector, json_response, name_param, namespace_param, plane
 from scheduler.api.errors import BadRequest
 from scheduler.api.generic import get_kv
-from scheduler.api.paging import check_list_revision
+from scheduler.api.paging import POSITION_SEP, check_list_options, page, with_continue
 from scheduler.api.watch import serve_watch, wants_watch, watchable
 from scheduler.events import EVENTS, event_key
 from scheduler.kinds import EVENTS as EVENTS_KIND
@@ -33,7 +33,8 @@ _FIELDS: dict[str, Callable[[Event], str]] = {
 
 @watchable
 async def list_events(request: web.Request) -> web.StreamResponse:
-    """Events, oldest first (`fieldSelector=involvedObject.name=web,type!=Normal`)."""
+    """Events, oldest first (`fieldSelector=involvedObject.name=web,type!=Normal`), in
+    pages with `?limit=` and `?continue=`."""
     namespace = namespace_param(request) if "namespace" in request.match_info else None
     wanted = [(_FIELDS[f], value, neg) for f, value, neg in field_selector(request, _FIELDS)]
     try:
@@ -52,12 +53,23 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     if wants_watch(request):
         return await serve_watch(request, prefix, keep if wanted or labels else None)
     kvs, revision = await store.list(prefix)
-    check_list_revision(request, revision)
+    check_list_options(request, revision)
     if wanted or labels:
         kvs = [kv for kv in kvs if keep(kv)]
-    epoch = datetime.min.replace(tzinfo=UTC)
-    kvs.sort(key=lambda kv: (decode(kv, Event).last_timestamp or epoch, kv.mod_revision))
-    return json_response(list_json("EventList", kvs, revision))
+    kvs.sort(key=_position)
+    kvs, more = page(request, kvs, prefix, _position)  # ?limit= and ?continue=, as for pods
+    return json_response(with_continue(list_json("EventList", kvs, revision), more))
+
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def _position(kv: KV) -> str:
+    """Where an event stands in a list (api/paging.py): oldest first, by its last time
+    (an event without one first), then by the revision it was last written at. Each
+    part is of one width, so that the string sorts as the times and numbers do."""
+    when = (decode(kv, Event).last_timestamp or _EPOCH).isoformat(timespec="microseconds")
+    return f"{when}{POSITION_SEP}{kv.mod_revision:020d}{POSITION_SEP}{kv.key}"
 
 
 async def get_event(request: web.Request) -> web.Response:

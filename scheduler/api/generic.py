@@ -35,7 +35,7 @@ from scheduler.api.errors import (
     Invalid,
     NotFoundError,
 )
-from scheduler.api.paging import check_list_revision, page, with_continue
+from scheduler.api.paging import check_list_options, page, with_continue
 from scheduler.api.watch import serve_watch, wants_watch
 from scheduler.kinds import NAMESPACES, Kind
 from scheduler.names import from_generate_name
@@ -86,7 +86,7 @@ async def list_objects(
     if wants_watch(request):
         return await serve_watch(request, prefix, keep)
     kvs, revision = await plane(request).store.list(prefix)
-    check_list_revision(request, revision)
+    check_list_options(request, revision)
     if keep is not None:
         kvs = [kv for kv in kvs if keep(kv)]
     kvs, more = page(request, kvs, prefix)  # ?limit= and ?continue=, as for pods
@@ -110,7 +110,7 @@ def validate(doc: Any, kind: Kind, namespace: str | None) -> Any:
         obj: Any = load_object(doc)
     except ManifestError as exc:
         name = body_name(doc)
-        raise Invalid(exc.message, causes=exc.causes, name=name, kind=kind.plural) from None
+        raise Invalid(exc.message, causes=exc.causes, name=name, kind=kind.kind) from None
     if namespace is not None:
         if obj.metadata.namespace not in (None, namespace):
             raise Invalid(
@@ -124,7 +124,7 @@ def validate(doc: Any, kind: Kind, namespace: str | None) -> Any:
                     )
                 ],
                 name=obj.metadata.name,
-                kind=kind.plural,
+                kind=kind.kind,
             )
         obj.metadata.namespace = namespace
     return obj
@@ -312,7 +312,7 @@ def check_new_finalizers(
                 )
             ],
             name=name,
-            kind=kind.lower() + "s",
+            kind=kind,
         )
 
 

@@ -58,6 +58,7 @@ async def create_namespace(request: web.Request) -> web.Response:
         ns: Namespace = validate(doc, NAMESPACES, None)
         stamp_new(ns)
         ns.metadata.labels.setdefault("kubernetes.io/metadata.name", ns.metadata.name)
+        ns.spec.with_namespace_finalizer()
         return ns
 
     kv = await create_object(plane(request).store, NAMESPACES, None, *named(doc, build))
@@ -71,7 +72,9 @@ async def get_namespace(request: web.Request) -> web.Response:
 
 
 def _replacer(request: web.Request) -> Replace:
-    """A namespace's replace (for `guarded_update`): labels and annotations."""
+    """A namespace's replace (for `guarded_update`): labels and annotations. Its
+    `spec.finalizers` is kept, as kube-apiserver keeps it on an update (it changes only
+    through the `finalize` subresource, which corral does not serve)."""
     name = name_param(request)
     store = plane(request).store
 

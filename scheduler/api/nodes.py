@@ -1,4 +1,4 @@
-"""Node routes: list, get (with live usage), patch, delete, cordon, uncordon, drain."""
+"""Node routes: list, get (with live usage), update, patch, delete, cordon, uncordon, drain."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from scheduler.api.common import (
     json_response,
     name_param,
     plane,
+    read_documents,
     require_url_name,
 )
 from scheduler.api.deleting import (
@@ -28,7 +29,7 @@ from scheduler.api.deleting import (
 )
 from scheduler.api.errors import BadRequest, ConflictError, modified
 from scheduler.api.generic import Replace, get_kv, guarded_update, validate
-from scheduler.api.paging import check_list_revision, page
+from scheduler.api.paging import check_list_options, page
 from scheduler.api.patch import patched, read_patch
 from scheduler.api.watch import serve_watch, wants_watch, watchable
 from scheduler.cluster import NodeState
@@ -84,7 +85,7 @@ async def list_nodes(request: web.Request) -> web.StreamResponse:
     if wants_watch(request):  # the stored nodes, without live usage (scheduler/api/watch.py)
         return await serve_watch(request, NODES, keep)
     kvs, revision = await cp.store.list(NODES)
-    check_list_revision(request, revision)
+    check_list_options(request, revision)
     if selector or fields:
         kvs = [kv for kv in kvs if keep(kv)]
     kvs, more = page(request, kvs, NODES)  # ?limit= and ?continue=, as for pods
@@ -105,8 +106,10 @@ async def get_node(request: web.Request) -> web.Response:
 
 
 def _replacer(request: web.Request) -> Replace:
-    """A node's replace (for `guarded_update`): labels, annotations and `spec`
-    (`unschedulable`); the rest is the agent's and kept. Nodes have no PUT; PATCH uses it."""
+    """A node's replace (for `guarded_update`, by PUT and PATCH): labels, annotations and
+    `spec` (`unschedulable`); the status, and the rest of the metadata, are the agent's
+    and the server's, and kept whatever the document says, as kube-apiserver keeps a
+    node's status on a write to the node itself (its status has a route of its own)."""
     cp = plane(request)
     name = name_param(request)
 
@@ -124,6 +127,24 @@ def _replacer(request: web.Request) -> Replace:
         return json_response(_live(cp, new))
 
     return replace
+
+
+async def update_node(request: web.Request) -> web.Response:
+    """Replace labels, annotations and `spec.unschedulable` (`kubectl replace`): the
+    status in the body is ignored. Guarded by the body's `metadata.resourceVersion` (409
+    if the node is at another); without one the update is made on the latest version."""
+    cp = plane(request)
+    docs = await read_documents(request)
+    if len(docs) != 1:
+        raise BadRequest(f"expected one Node, got {len(docs)} documents")
+    name = name_param(request)
+    return await guarded_update(
+        cp.store,
+        lambda: get_kv(cp.store, NODE_KIND, None, name),
+        lambda kv: docs[0],
+        _replacer(request),
+        lambda: modified("nodes", name),
+    )
 
 
 async def patch_node(request: web.Request) -> web.Response:
@@ -240,6 +261,7 @@ async def delete_node(request: web.Request) -> web.Response:
 ROUTES = [
     web.get("/api/v1/nodes", list_nodes),
     web.get("/api/v1/nodes/{name}", get_node),
+    web.put("/api/v1/nodes/{name}", update_node),
     web.patch("/api/v1/nodes/{name}", patch_node),
     web.delete("/api/v1/nodes/{name}", delete_node),
     web.post("/api/v1/nodes/{name}/cordon", cordon),

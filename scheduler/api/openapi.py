@@ -51,6 +51,7 @@ _SHAPES: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
     ("DELETE", "/api/v1/namespaces/{namespace}/pods/{name}"): (None, 200, "Pod"),
     ("GET", "/api/v1/nodes"): (None, 200, "NodeList"),
     ("GET", "/api/v1/nodes/{name}"): (None, 200, "Node"),
+    ("PUT", "/api/v1/nodes/{name}"): ("Node", 200, "Node"),
     ("PATCH", "/api/v1/nodes/{name}"): ("Patch", 200, "Node"),
     ("DELETE", "/api/v1/nodes/{name}"): (None, 200, "Node"),
     ("POST", "/api/v1/nodes/{name}/cordon"): (None, 200, "Node"),
@@ -86,8 +87,8 @@ _QUERY = {
     "/api/v1/pods": ["labelSelector", "fieldSelector", "limit", "continue"],
     "/api/v1/namespaces/{namespace}/pods": ["labelSelector", "fieldSelector", "limit", "continue"],
     "/api/v1/nodes": ["labelSelector", "fieldSelector", "limit", "continue"],
-    "/api/v1/events": ["fieldSelector"],
-    "/api/v1/namespaces/{namespace}/events": ["fieldSelector"],
+    "/api/v1/events": ["fieldSelector", "limit", "continue"],
+    "/api/v1/namespaces/{namespace}/events": ["fieldSelector", "limit", "continue"],
     "/api/v1/namespaces/{namespace}/pods/{name}/log": [
         "container",
         "follow",

@@ -14,6 +14,12 @@ server's OpenAPI v3 says the parameter is served (scheduler/api/openapi_v3.py), 
 leaves the validation to the server. Any other value is refused, as kube-apiserver
 refuses it (there a 422 about the CreateOptions; here a 400, as for every other query
 parameter corral cannot take).
+
+`fieldManager` names the writer for server-side apply's managed fields, which corral does
+not keep: it is accepted and unused, but checked as kube-apiserver checks it (at most 128
+bytes, printable characters only), with kube-apiserver's answer: 422 Invalid about the
+write's options (`CreateOptions.meta.k8s.io "" is invalid: fieldManager: ...`), so that a
+client that works here is not refused by a Kubernetes cluster.
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ from typing import Any
 from aiohttp import web
 
 from common.models import StatusCause
-from scheduler.api.errors import BadRequest
+from scheduler.api.errors import BadRequest, Invalid
 
 WRITES = frozenset({"POST", "PUT", "PATCH"})
 FIELD_VALIDATION = ("Ignore", "Strict", "Warn")  # kube-apiserver's, in its order
+FIELD_MANAGER_MAX_BYTES = 128  # kube-apiserver's FieldManagerMaxLength
+# The options kube-apiserver reads a write's query into, by method (named in its 422).
+_OPTIONS_KIND = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}
 
 # The parameter in the OpenAPI document, on every write (scheduler/api/openapi.py).
 FIELD_VALIDATION_PARAMETER: dict[str, Any] = {
@@ -60,3 +69,35 @@ def check(request: web.Request) -> None:
                     )
                 ],
             )
+    for manager in request.query.getall("fieldManager", []):
+        _check_field_manager(request.method, manager)
+
+
+def _check_field_manager(method: str, manager: str) -> None:
+    """422, as kube-apiserver's ValidateFieldManager: a name past FIELD_MANAGER_MAX_BYTES
+    (as UTF-8), or with a character that is not printable (its position in bytes, as Go
+    counts it)."""
+    causes = []
+    if len(manager.encode()) > FIELD_MANAGER_MAX_BYTES:
+        causes.append(
+            StatusCause(
+                reason="FieldValueTooLong",
+                message=f"Too long: must have at most {FIELD_MANAGER_MAX_BYTES} bytes",
+                field="fieldManager",
+            )
+        )
+    for i, char in enumerate(manager):
+        if not char.isprintable():
+            where = len(manager[:i].encode())
+            causes.append(
+                StatusCause(
+                    reason="FieldValueInvalid",
+                    message=f"Invalid value: invalid character U+{ord(char):04X} "
+                    f"(at position {where})",
+                    field="fieldManager",
+                )
+            )
+    if causes:
+        kind = _OPTIONS_KIND[method]
+        problems = ", ".join(f"{c.field}: {c.message}" for c in causes)
+        raise Invalid(f'{kind}.meta.k8s.io "" is invalid: {problems}', causes=causes, kind=kind)

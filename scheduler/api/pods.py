@@ -10,7 +10,7 @@ from aiohttp import web
 
 from common.logsince import parse_stamp
 from common.manifest import ManifestError, is_list, load_object
-from common.models import Pod, PodStatus, StatusCause, now
+from common.models import DEFAULT_DNS_POLICY, Pod, PodStatus, StatusCause, now
 from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
 from scheduler.admission import admit
@@ -51,7 +51,7 @@ from scheduler.api.generic import (
     rename,
     require_namespace,
 )
-from scheduler.api.paging import check_list_revision, page, with_continue
+from scheduler.api.paging import check_list_options, page, with_continue
 from scheduler.api.patch import patched, read_patch
 from scheduler.api.watch import serve_watch, wants_watch, watchable
 from scheduler.hub import LogsUnavailable
@@ -110,7 +110,7 @@ def _validate(
             )
             for c in exc.causes
         ]
-        raise Invalid(exc.message, causes=causes, name=body_name(doc), kind="pods") from None
+        raise Invalid(exc.message, causes=causes, name=body_name(doc), kind="Pod") from None
     assert isinstance(obj, Pod)
     meta = obj.metadata
     if meta.namespace is not None and meta.namespace != namespace:
@@ -125,7 +125,7 @@ def _validate(
                 )
             ],
             name=meta.name,
-            kind="pods",
+            kind="Pod",
         )
     # The server's fields, set together (set_fields: about a quarter of the cost of
     # assigning them one by one); the fields a client rarely sends are only reset when it
@@ -142,6 +142,8 @@ def _validate(
     if meta.deletion_timestamp is not None:
         owned["deletion_timestamp"] = None
     set_fields(meta, owned)
+    if obj.spec.dns_policy is None:  # kube-apiserver's default, so a PUT without it matches
+        set_fields(obj.spec, {"dns_policy": DEFAULT_DNS_POLICY})
     if "status" in doc:  # what a client says of the status is dropped (validated, above)
         obj.status = PodStatus()
     return obj
@@ -262,7 +264,7 @@ async def list_pods(request: web.Request) -> web.StreamResponse:
             request, prefix, None if test is None else lambda kv: test(decode(kv, Pod))
         )
     kvs, revision = await plane(request).store.list(prefix)
-    check_list_revision(request, revision)
+    check_list_options(request, revision)
     if keep is not None:
         kvs = [kv for kv in kvs if keep(decode(kv, Pod))]
     kvs, more = page(request, kvs, prefix)  # ?limit= and ?continue= (api/paging.py)
@@ -287,7 +289,13 @@ def _replacer(request: web.Request) -> Replace:
         incoming = _validate(doc, namespace)
         require_url_name(incoming.metadata.name, name)
         current = decode(kv, Pod)
-        comparable = current.spec.model_copy(update={"node_name": incoming.spec.node_name})
+        # A pod stored before corral set the default has no dnsPolicy: the same as it.
+        comparable = current.spec.model_copy(
+            update={
+                "node_name": incoming.spec.node_name,
+                "dns_policy": current.spec.dns_policy or DEFAULT_DNS_POLICY,
+            }
+        )
         if incoming.spec.to_dict() != comparable.to_dict() or (
             incoming.spec.node_name not in (None, current.spec.node_name)
         ):
@@ -300,7 +308,7 @@ def _replacer(request: web.Request) -> Replace:
                     )
                 ],
                 name=name,
-                kind="pods",
+                kind="Pod",
             )
         meta, wanted = current.metadata, incoming.metadata
         finalizers = wanted.finalizers or None

@@ -103,7 +103,7 @@ def _immutable(field: str, name: str, kind: Kind) -> Invalid:
         f'{kind.kind} "{name}" is invalid: {field}: field is immutable',
         causes=[StatusCause(reason="FieldValueInvalid", message="field is immutable", field=field)],
         name=name,
-        kind=kind.plural,
+        kind=kind.kind,
     )
 
 

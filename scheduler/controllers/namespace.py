@@ -18,7 +18,7 @@ import contextlib
 import logging
 import uuid
 
-from common.models import Namespace, ObjectMeta, now
+from common.models import NAMESPACE_FINALIZER, Namespace, NamespaceSpec, ObjectMeta, now
 from scheduler.context import Context
 from scheduler.controllers.base import Controller
 from scheduler.controllers.cache import ObjectCache
@@ -39,7 +39,8 @@ def new_namespace(name: str) -> Namespace:
             uid=str(uuid.uuid4()),
             labels={"kubernetes.io/metadata.name": name},
             creation_timestamp=now(),
-        )
+        ),
+        spec=NamespaceSpec(finalizers=[NAMESPACE_FINALIZER]),
     )
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from common.models import (
+    DEFAULT_DNS_POLICY,
     ObjectMeta,
     OwnerReference,
     Pod,
@@ -43,13 +44,13 @@ def safe_encode(text: str) -> str:
 
 def template_hash(template: PodTemplateSpec, collision_count: int | None = None) -> str:
     """A short, stable name for a template (defaults filled in, so spelling does not matter).
-    `dnsPolicy: ClusterFirst`, Kubernetes' default, which corral leaves unset unless given
-    (so that pods without it reach agents before protocol 7 unparsed), hashes as unset.
+    `dnsPolicy: ClusterFirst`, Kubernetes' default, which corral leaves unset in a
+    template unless given (as it was before corral set it on pods), hashes as unset.
     A Deployment's `status.collisionCount`, once set, is hashed in after the template, as
     Kubernetes' ComputeHash does, so that a name taken by another object gives way to a
     new one."""
     doc = template.to_dict()
-    if template.spec.dns_policy == "ClusterFirst":
+    if template.spec.dns_policy == DEFAULT_DNS_POLICY:
         del doc["spec"]["dnsPolicy"]
     data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     if collision_count is not None:
@@ -83,6 +84,9 @@ def prototype(template: PodTemplateSpec, namespace: str) -> Pod:
     }
     pod = Pod.model_validate(doc)
     pod.spec.node_name = None  # a template never binds its pods
+    # Its pods get the default a pod created through the API gets (api/pods.py); the
+    # template keeps what it was given (`template_hash` takes the two as one).
+    pod.spec.dns_policy = pod.spec.dns_policy or DEFAULT_DNS_POLICY
     return pod
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from openapi_spec_validator import validate
 
-from tests.conftest import SchedulerProcess, deployment_manifest, wait_for
+from tests.conftest import SchedulerProcess, deployment_manifest, ready_nodes, wait_for
 
 
 def pod(name: str, cpu: str = "100m", memory: str = "64Mi", **spec: Any) -> dict[str, Any]:
@@ -490,9 +490,11 @@ DNS_SUPPORTED = '"ClusterFirst", "ClusterFirstWithHostNet", "Default"'
 
 def test_dns_policies_are_taken_as_kubernetes_takes_them(bare_scheduler: SchedulerProcess) -> None:
     """Kubernetes' policies (`kubectl run` always sends ClusterFirst): stored and returned,
-    in a pod and in a Deployment's template; a pod without one has none. `None` (which
-    needs dnsConfig, which corral has not) and any other value: 422 naming the field and
-    the values supported, reason FieldValueNotSupported, as Kubernetes says it."""
+    in a pod and in a Deployment's template; a pod created without one gets ClusterFirst,
+    as kube-apiserver defaults it (a template without one keeps none, its pods get it), so
+    that a PUT without it of a pod created with it is no change of the spec. `None`
+    (which needs dnsConfig, which corral has not) and any other value: 422 naming the
+    field and the values supported, reason FieldValueNotSupported, as Kubernetes says it."""
     s = bare_scheduler
     pods, deployments = (
         "/api/v1/namespaces/default/pods",
@@ -509,7 +511,29 @@ def test_dns_policies_are_taken_as_kubernetes_takes_them(bare_scheduler: Schedul
         assert resp.status == 201, resp.body
         assert resp.json()["spec"]["template"]["spec"]["dnsPolicy"] == policy
     resp = s.request("POST", pods, pod("plain"))
-    assert resp.status == 201 and "dnsPolicy" not in resp.json()["spec"], resp.body
+    assert resp.status == 201 and resp.json()["spec"]["dnsPolicy"] == "ClusterFirst", resp.body
+    # Created with it, replaced without it (and the other way round): the same spec.
+    for name, labels in (("clusterfirst", {"v": "2"}), ("plain", {"v": "3"})):
+        body = pod(name)
+        body["metadata"]["labels"] = labels
+        resp = s.request("PUT", f"{pods}/{name}", body)
+        assert resp.status == 200 and resp.json()["metadata"]["labels"] == labels, resp.body
+    body = pod("plain", dnsPolicy="ClusterFirst")
+    assert s.request("PUT", f"{pods}/plain", body).status == 200
+    # Any other policy is still a change of the spec.
+    resp = s.request("PUT", f"{pods}/plain", pod("plain", dnsPolicy="Default"))
+    assert resp.status == 422 and resp.json()["details"]["causes"][0]["field"] == "spec"
+    # A Deployment's template without one keeps none; the pods made from it have it.
+    resp = s.request("POST", deployments, deployment_manifest("templated", 1))
+    assert resp.status == 201 and "dnsPolicy" not in resp.json()["spec"]["template"]["spec"]
+    made = wait_for(lambda: s.get(f"{pods}?labelSelector=app%3Dtemplated")["items"])
+    assert made[0]["spec"]["dnsPolicy"] == "ClusterFirst"
+    schema = s.get("/openapi.json")["components"]["schemas"]["PodSpec"]
+    assert schema["properties"]["dnsPolicy"]["enum"] == [
+        "ClusterFirst",
+        "ClusterFirstWithHostNet",
+        "Default",
+    ]
     refusals = {
         "None": 'Unsupported value: "None": corral has no spec.dnsConfig to take the '
         f"resolver from; supported values: {DNS_SUPPORTED}",
@@ -530,3 +554,90 @@ def test_dns_policies_are_taken_as_kubernetes_takes_them(bare_scheduler: Schedul
         resp = s.request("POST", deployments, manifest)
         assert resp.status == 422, resp.body
         assert resp.json()["details"]["causes"][0]["field"] == "spec.template.spec.dnsPolicy"
+
+
+def test_event_lists_come_in_pages(scheduler: SchedulerProcess) -> None:
+    """`limit` and `continue` page an event list as they page pods (api/paging.py), in the
+    list's own order (oldest first): the pages together are the list; a token from
+    another list is refused."""
+    pods = "/api/v1/namespaces/default/pods"
+    for i in range(5):
+        assert scheduler.request("POST", pods, pod(f"paged-{i}")).status == 201
+    # Scheduled events: one per pod, never written again, so the list holds still.
+    events = "/api/v1/namespaces/default/events?fieldSelector=reason%3DScheduled"
+    whole = wait_for(lambda: len(items := scheduler.get(events)["items"]) == 5 and items)
+    assert "continue" not in scheduler.get(events)["metadata"]
+    seen: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        page = scheduler.get(f"{events}&limit=2" + (f"&continue={token}" if token else ""))
+        assert len(page["items"]) <= 2
+        seen += page["items"]
+        token = page["metadata"].get("continue", "")
+        if not token:
+            break
+    assert [e["metadata"]["name"] for e in seen] == [e["metadata"]["name"] for e in whole]
+    assert len(scheduler.get("/api/v1/events?limit=1")["items"]) == 1
+    pods_token = scheduler.get(f"{pods}?limit=1")["metadata"]["continue"]
+    resp = scheduler.request("GET", f"{events}&limit=2&continue={pods_token}")
+    assert resp.status == 400 and "continue" in resp.json()["message"], resp.body
+    assert scheduler.request("GET", f"{events}&limit=0").status == 400
+
+
+def test_a_node_is_replaced_as_it_is_patched(scheduler: SchedulerProcess) -> None:
+    """PUT of a node (`kubectl replace`) writes what PATCH writes: labels, annotations and
+    `spec.unschedulable`; the status in the body is ignored (the agent's), as on a PUT
+    to a node in Kubernetes. Guarded by resourceVersion: 409 for a stale one."""
+    name = ready_nodes(scheduler)[0]
+    url = f"/api/v1/nodes/{name}"
+    node = scheduler.get(url)
+    stale = node["metadata"]["resourceVersion"]
+    node["metadata"]["labels"]["tier"] = "gold"
+    node["metadata"]["annotations"] = {"note": "replaced"}
+    node["spec"]["unschedulable"] = True
+    capacity = node["status"]["capacity"]
+    node["status"]["capacity"] = {"cpu": "999", "memory": "1Ti"}
+    resp = scheduler.request("PUT", url, node)
+    assert resp.status == 200, resp.body
+    after = scheduler.get(url)
+    assert after["metadata"]["labels"]["tier"] == "gold"
+    assert after["metadata"]["annotations"] == {"note": "replaced"}
+    assert after["spec"]["unschedulable"] is True
+    assert after["status"]["capacity"] == capacity
+    assert after["metadata"]["resourceVersion"] != stale
+    # The version it was read at is gone: 409, and nothing changes.
+    node["metadata"]["labels"]["tier"] = "lead"
+    resp = scheduler.request("PUT", url, node)
+    assert resp.status == 409 and resp.json()["reason"] == "Conflict", resp.body
+    details = resp.json()["details"]
+    assert (details["name"], details["kind"]) == (name, "nodes")
+    assert scheduler.get(url)["metadata"]["labels"]["tier"] == "gold"
+    # Without a resourceVersion: made on the latest. A replace without `spec` uncordons.
+    del node["metadata"]["resourceVersion"], node["spec"]
+    assert scheduler.request("PUT", url, node).status == 200
+    after = scheduler.get(url)
+    assert after["metadata"]["labels"]["tier"] == "lead"
+    assert after["spec"].get("unschedulable", False) is False
+    node["metadata"]["name"] = "another"
+    assert scheduler.request("PUT", url, node).status == 422
+    assert scheduler.request("PUT", "/api/v1/nodes/nosuch", node).status == 404
+
+
+def test_a_namespace_has_the_kubernetes_finalizer(bare_scheduler: SchedulerProcess) -> None:
+    """Every new namespace, `default` too, has `spec.finalizers: [kubernetes]` as
+    kube-apiserver gives it; an update does not change it (only `finalize` would, which
+    corral does not serve); deleting the namespace still removes it."""
+    s = bare_scheduler
+    assert s.get("/api/v1/namespaces/default")["spec"] == {"finalizers": ["kubernetes"]}
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}
+    resp = s.request("POST", "/api/v1/namespaces", body)
+    assert resp.status == 201 and resp.json()["spec"] == {"finalizers": ["kubernetes"]}
+    given = {**body, "spec": {"finalizers": ["example.com/mine"]}, "metadata": {"name": "own"}}
+    resp = s.request("POST", "/api/v1/namespaces", given)
+    assert resp.json()["spec"]["finalizers"] == ["example.com/mine", "kubernetes"]
+    replaced = {**body, "metadata": {"name": "team", "labels": {"a": "b"}}, "spec": {}}
+    resp = s.request("PUT", "/api/v1/namespaces/team", replaced)
+    assert resp.status == 200 and resp.json()["spec"] == {"finalizers": ["kubernetes"]}
+    assert s.request("POST", "/api/v1/namespaces/team/pods", pod("inside")).status == 201
+    assert s.request("DELETE", "/api/v1/namespaces/team").status == 200
+    wait_for(lambda: s.request("GET", "/api/v1/namespaces/team").status == 404, timeout=20)

@@ -514,3 +514,88 @@ def test_the_widest_deployment_leaves_the_scheduler_serving(
     assert 0 < created < 2**31 - 1
     resp = s.request("PUT", f"{DEPLOYMENTS}/wide/scale", {"spec": {"replicas": 0}}, timeout=5)
     assert resp.status == 200, resp.body
+
+
+def test_details_kind_is_the_kind_for_invalid_and_the_resource_otherwise(
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """As kube-apiserver: a 422 (NewInvalid, given a GroupKind) says `Pod` or
+    `Deployment`; a 404 or 409 (NewNotFound, NewAlreadyExists: a GroupResource) says
+    `pods`."""
+    s = bare_scheduler
+    bad = pod("bad")
+    bad["spec"]["restartPolicy"] = "Sometimes"
+    resp = s.request("POST", PODS, bad)
+    assert resp.status == 422 and resp.json()["details"]["kind"] == "Pod", resp.body
+    manifest = deployment_manifest("bad", 1)
+    manifest["spec"]["replicas"] = -1
+    resp = s.request("POST", "/apis/apps/v1/namespaces/default/deployments", manifest)
+    assert resp.status == 422 and resp.json()["details"]["kind"] == "Deployment", resp.body
+    assert s.request("POST", PODS, pod("good")).status == 201
+    changed = pod("good", memory="128Mi")
+    resp = s.request("PUT", f"{PODS}/good", changed)
+    assert resp.status == 422 and resp.json()["details"]["kind"] == "Pod", resp.body
+    resp = s.request("GET", f"{PODS}/nosuch")
+    assert resp.status == 404 and resp.json()["details"]["kind"] == "pods", resp.body
+    resp = s.request("POST", PODS, pod("good"))
+    assert resp.status == 409 and resp.json()["details"]["kind"] == "pods", resp.body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/pods",
+        PODS,
+        "/api/v1/nodes",
+        "/api/v1/events",
+        "/api/v1/namespaces",
+        "/apis/apps/v1/namespaces/default/deployments",
+    ],
+)
+def test_a_list_refuses_a_timeout_that_is_not_a_number(
+    bare_scheduler: SchedulerProcess, path: str
+) -> None:
+    """kube-apiserver parses `timeoutSeconds` for every list, a watch or not: 400 for one
+    that is not an integer; a number is taken (and only bounds a watch)."""
+    resp = bare_scheduler.request("GET", f"{path}?timeoutSeconds=abc")
+    assert resp.status == 400, resp.body
+    assert "timeoutSeconds" in str(status_of(resp.body)["message"])
+    assert bare_scheduler.request("GET", f"{path}?timeoutSeconds=5").status == 200
+
+
+def test_a_write_refuses_a_field_manager_kubernetes_refuses(
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """`fieldManager` past 128 bytes, or with a character that is not printable: 422 about
+    the write's options, as kube-apiserver's ValidateFieldManager; nothing is written.
+    128 bytes is taken."""
+    s = bare_scheduler
+    longest = "m" * 128
+    assert s.request("POST", f"{PODS}?fieldManager={longest}", pod("kept")).status == 201
+    too_long = "m" * 129
+    for method, path, body, kind in (
+        ("POST", PODS, pod("refused"), "CreateOptions"),
+        ("PUT", f"{PODS}/kept", pod("kept"), "UpdateOptions"),
+        ("PATCH", f"{PODS}/kept", {"metadata": {"labels": {"x": "y"}}}, "PatchOptions"),
+    ):
+        media = "application/merge-patch+json" if method == "PATCH" else "application/json"
+        resp = s.request(method, f"{path}?fieldManager={too_long}", body, content_type=media)
+        assert resp.status == 422, (method, resp.body)
+        status = status_of(resp.body)
+        assert status["reason"] == "Invalid"
+        assert status["message"] == (
+            f'{kind}.meta.k8s.io "" is invalid: fieldManager: Too long: must have at most 128 bytes'
+        )
+        details = status["details"]
+        assert isinstance(details, dict) and details["kind"] == kind
+        assert causes(status) == ["fieldManager"]
+    # Two bytes a character: 65 of them are 130 bytes.
+    resp = s.request("POST", f"{PODS}?fieldManager={quote('é' * 65)}", pod("refused"))
+    assert resp.status == 422, resp.body
+    tab = quote("a\tb")
+    resp = s.request("POST", f"{PODS}?fieldManager={tab}", pod("refused"))
+    assert resp.status == 422, resp.body
+    assert "U+0009 (at position 1)" in str(status_of(resp.body)["message"])
+    names = [p["metadata"]["name"] for p in s.get("/api/v1/pods")["items"]]
+    assert names == ["kept"]
+    assert "x" not in s.get(f"{PODS}/kept")["metadata"]["labels"]

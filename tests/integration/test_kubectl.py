@@ -340,3 +340,35 @@ def test_errors_are_shown_as_the_server_says(kubectl: Kubectl) -> None:
     assert "spec.containers[0].securityContext" in result.stderr, result.stderr
     missing = kubectl("get", "pod", "nosuch")
     assert missing.returncode == 1 and 'pods "nosuch" not found' in missing.stderr
+
+
+def test_replace_and_what_kubectl_shows_as_kubernetes_serves_it(kubectl: Kubectl) -> None:
+    """`kubectl replace` of a node (PUT) changes its labels and cordons it; a namespace
+    shows `spec.finalizers: [kubernetes]`; a pod replaced without the `dnsPolicy` it was
+    created with is no spec change (ClusterFirst is the default); `kubectl get events`
+    in chunks (`limit`, `continue`) shows every event."""
+    node = ready(kubectl)[0]
+    manifest = json.loads(kubectl.ok("get", "node", node, "-o", "json"))
+    manifest["metadata"]["labels"]["tier"] = "gold"
+    manifest["spec"]["unschedulable"] = True
+    out = kubectl.ok("replace", "-f", "-", stdin=json.dumps(manifest))
+    assert f"node/{node} replaced" in out
+    assert kubectl.ok("get", "node", node, "-o", "jsonpath={.metadata.labels.tier}") == "gold"
+    assert f"node/{node} uncordoned" in kubectl.ok("uncordon", node)
+    stale = kubectl("replace", "-f", "-", stdin=json.dumps(manifest))  # its version is gone
+    assert stale.returncode == 1 and "the object has been modified" in stale.stderr
+    finalizers = kubectl.ok("get", "namespace", "default", "-o", "jsonpath={.spec.finalizers}")
+    assert json.loads(finalizers) == ["kubernetes"]
+    with_policy = POD.replace("hello", "replaced").replace(
+        "spec:\n", "spec:\n  dnsPolicy: ClusterFirst\n"
+    )
+    assert "pod/replaced created" in kubectl.ok("create", "-f", "-", stdin=with_policy)
+    relabelled = POD.replace("hello", "replaced").replace("{app: replaced}", "{app: other}")
+    assert "pod/replaced replaced" in kubectl.ok("replace", "-f", "-", stdin=relabelled)
+    assert kubectl.ok("get", "pod", "replaced", "-o", "jsonpath={.metadata.labels.app}") == "other"
+    # Scheduled events are written once: the list holds still while it is read in chunks.
+    scheduled = ("get", "events", "-A", "--field-selector=reason=Scheduled", "-o", "name")
+    wait_for(lambda: "replaced" in kubectl.ok(*scheduled, "--chunk-size=0"))
+    kubectl.ok("delete", "pod", "replaced", "--grace-period=0", "--force")
+    whole = kubectl.ok(*scheduled, "--chunk-size=0").split()
+    assert kubectl.ok(*scheduled, "--chunk-size=1").split() == whole
