@@ -61,7 +61,7 @@ def render(
     if res is NODES:
         return printers.nodes_table(items, now, wide=wide)
     if res is EVENTS:
-        return printers.events_table(items, now, namespaces=namespaces)
+        return printers.events_table(items, now, wide=wide, namespaces=namespaces)
     if res is DEPLOYMENTS:
         return tables.deployments_table(items, now, wide=wide, namespaces=namespaces)
     if res is JOBS:

@@ -222,9 +222,12 @@ def event_age(event: Object, now: datetime) -> str:
     return last
 
 
-def events_table(events: Sequence[Object], now: datetime, *, namespaces: bool = False) -> str:
-    """`corral get events`: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE."""
-    return printed(EVENTS, events, now, namespaces=namespaces)
+def events_table(
+    events: Sequence[Object], now: datetime, *, wide: bool = False, namespaces: bool = False
+) -> str:
+    """`corral get events`: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE; `-o wide` adds
+    SUBOBJECT and SOURCE before MESSAGE, FIRST SEEN, COUNT and NAME after it (kubectl's)."""
+    return printed(EVENTS, events, now, wide=wide, namespaces=namespaces)
 
 
 def events_section(events: Sequence[Object], now: datetime) -> str:

@@ -341,6 +341,14 @@ def test_get_events_by_name_label_and_output_name(scheduler: Any, tmp_path: Path
     assert len(rows) == 1 and f"pod/{name}" in rows[0], one.stdout
     as_json = corral(scheduler, "get", "event", event, "-o", "json")
     assert json.loads(as_json.stdout)["metadata"]["name"] == event
+    # -o wide: kubectl's extra columns, in its order (its event printer's priority 1 ones).
+    wide = corral(scheduler, "get", "events", event, "-o", "wide")
+    assert wide.returncode == 0, wide.stderr
+    header, row = wide.stdout.splitlines()
+    starts = [header.index(c) for c in ("SUBOBJECT", "SOURCE", "MESSAGE", "FIRST SEEN", "COUNT")]
+    assert starts == sorted(starts) and header.rstrip().endswith("COUNT   NAME"), header
+    assert row.split()[-2:] == ["1", event], row  # COUNT, then NAME
+    assert row[header.index("SOURCE") :].startswith("corral-scheduler"), row
 
     missing = corral(scheduler, "get", "event", "nope")
     assert missing.returncode == 1
