@@ -72,6 +72,7 @@ class _Recorded:
     last: datetime | None
     component: str | None  # source.component; None: no source
     host: str | None
+    seq: int = 0  # when it was last recorded, in this recorder's order (`recorded_order`)
 
 
 class EventRecorder:
@@ -86,14 +87,24 @@ class EventRecorder:
         self._dirty: set[str] = set()
         self._written: set[str] = set()  # keys that exist in the store
         self._wake = asyncio.Event()
+        self._sequence = itertools.count(1)
 
     async def load(self) -> None:
         kvs, _ = await self._store.list(EVENTS)
         loaded = [(kv.key, _from_event(decode(kv, Event))) for kv in kvs]
         loaded.sort(key=lambda item: item[1].last or _EPOCH)
         for key, event in loaded:
+            event.seq = next(self._sequence)
             self._events[key] = event
             self._written.add(key)
+
+    def recorded_order(self, key: str) -> int:
+        """Where the event stored at `key` was last recorded, in recording order (0: not
+        known here). Events are stamped to the second and one flush writes many in one
+        revision, so this is what orders those of one second and one flush: their keys
+        are digests, in no order of time."""
+        event = self._events.get(key)
+        return event.seq if event is not None else 0
 
     def record(
         self,
@@ -141,6 +152,7 @@ class EventRecorder:
                 component,
                 host,
             )
+        event.seq = next(self._sequence)
         self._events[key] = event
         self._dirty.add(key)
         self._wake.set()

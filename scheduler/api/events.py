@@ -56,20 +56,28 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     check_list_options(request, revision)
     if wanted or labels:
         kvs = [kv for kv in kvs if keep(kv)]
-    kvs.sort(key=_position)
-    kvs, more = page(request, kvs, prefix, _position)  # ?limit= and ?continue=, as for pods
+    position = _position(plane(request).events.recorded_order)
+    kvs.sort(key=position)
+    kvs, more = page(request, kvs, prefix, position)  # ?limit= and ?continue=, as for pods
     return json_response(with_continue(list_json("EventList", kvs, revision), more))
 
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
-def _position(kv: KV) -> str:
+def _position(recorded_order: Callable[[str], int]) -> Callable[[KV], str]:
     """Where an event stands in a list (api/paging.py): oldest first, by its last time
-    (an event without one first), then by the revision it was last written at. Each
-    part is of one width, so that the string sorts as the times and numbers do."""
-    when = (decode(kv, Event).last_timestamp or _EPOCH).isoformat(timespec="microseconds")
-    return f"{when}{POSITION_SEP}{kv.mod_revision:020d}{POSITION_SEP}{kv.key}"
+    (an event without one first), then by the revision it was last written at, then in
+    the order it was recorded (events are stamped to the second, and one flush writes
+    many in one revision: their keys are digests, in no order of time). Each part is
+    of one width, so that the string sorts as the times and numbers do."""
+
+    def position(kv: KV) -> str:
+        when = (decode(kv, Event).last_timestamp or _EPOCH).isoformat(timespec="microseconds")
+        order = f"{kv.mod_revision:020d}{POSITION_SEP}{recorded_order(kv.key):020d}"
+        return f"{when}{POSITION_SEP}{order}{POSITION_SEP}{kv.key}"
+
+    return position
 
 
 async def get_event(request: web.Request) -> web.Response:

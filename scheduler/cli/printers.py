@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from common.quantity import QuantityError, cpu_millis, humanize_bytes, memory_bytes
@@ -231,9 +231,12 @@ def events_table(
 
 
 def events_section(events: Sequence[Object], now: datetime) -> str:
-    """The `Events:` block at the end of `corral describe`."""
+    """The `Events:` block at the end of `corral describe`: oldest first by lastTimestamp,
+    as kubectl describe sorts them (SortableEvents); the sort is stable, so the events of
+    one second stay in the server's order, which is the order they were recorded in."""
     if not events:
         return "Events:  <none>"
+    events = sorted(events, key=_last_seen)
     rows = [
         (
             e.get("type", ""),
@@ -246,3 +249,17 @@ def events_section(events: Sequence[Object], now: datetime) -> str:
     ]
     body = table(["Type", "Reason", "Age", "From", "Message"], rows)
     return "Events:\n" + "\n".join("  " + line for line in body.splitlines())
+
+
+def _last_seen(event: Object) -> datetime:
+    """An event's lastTimestamp, for sorting; one without (or with an unreadable one)
+    sorts first, as Go's zero time does in kubectl's."""
+    stamp = event.get("lastTimestamp")
+    try:
+        when = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return _NO_TIME
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+_NO_TIME = datetime.min.replace(tzinfo=UTC)

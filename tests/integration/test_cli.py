@@ -6,6 +6,7 @@ base URL of a running scheduler (and `.token`, if the API wants one).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -16,15 +17,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 import yaml
 
-from tests.conftest import HollowProcess, SchedulerProcess, ready_nodes
+from common import protocol
+from tests.conftest import HollowProcess, SchedulerProcess, ready_nodes, wait_until
+from tests.integration.test_node_credentials import http, join  # noqa: F401 (http: a fixture)
 
 T = TypeVar("T")
 
@@ -689,3 +694,49 @@ def test_delete_waits_force_now_and_timeout(tmp_path: Path) -> None:
         hollow.proc.send_signal(signal.SIGCONT)
         hollow.stop()
         sched.stop()
+
+
+async def test_describe_lists_the_events_of_one_second_in_recorded_order(
+    http: aiohttp.ClientSession,  # noqa: F811
+    bare_scheduler: SchedulerProcess,
+) -> None:
+    """A node reports a pod's events of one second in one frame (they are stamped to the
+    second, and written by one flush in one revision): the event list, and so `describe`,
+    give them in the order they happened, as kubectl describe (stable by lastTimestamp).
+    They came in the order of their names, which are digests."""
+    s = bare_scheduler
+    agent, _ = await join(http, s, "node-a")
+    spec = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web"},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": "node-a"},
+            "containers": [{"name": "main", "image": "busybox"}],
+        },
+    }
+    assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+    desired = await agent.receive_type(protocol.Desired)
+    uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+    stamp = datetime.now(UTC).replace(microsecond=0).isoformat()
+    reasons = [f"Step{i:02d}" for i in range(16)]
+    happened = [
+        protocol.EventReport(
+            uid=uid, namespace="default", name="web", reason=r, message=r, timestamp=stamp
+        )
+        for r in reasons
+    ]
+    await agent.send(protocol.PodEvents(events=happened))
+
+    def listed() -> list[str] | None:
+        items = s.get("/api/v1/namespaces/default/events")["items"]
+        steps = [e["reason"] for e in items if e["reason"].startswith("Step")]
+        return steps if len(steps) == len(reasons) else None
+
+    assert await wait_until(listed, within=10) == reasons
+    described = await asyncio.to_thread(corral, s, "describe", "pod", "web")
+    assert described.returncode == 0, described.stderr
+    block = described.stdout.split("Events:", 1)[1]
+    shown = [line.split()[1] for line in block.splitlines() if "Step" in line]
+    assert shown == reasons, block
+    await agent.ws.close()

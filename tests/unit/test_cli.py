@@ -573,3 +573,20 @@ def test_render_status_units() -> None:
         "    Used:  12",
         "  Memory:  1.0Gi",
     ]
+
+
+def test_describe_events_oldest_first_ties_in_the_servers_order() -> None:
+    """The Events block sorts by lastTimestamp as kubectl describe does, and keeps the
+    server's order (the recording order) among events of the same second."""
+    now = datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC)
+
+    def event(reason: str, second: int) -> dict[str, Any]:
+        stamp = f"2026-01-01T12:00:{second:02d}Z"
+        return {"type": "Normal", "reason": reason, "lastTimestamp": stamp, "message": reason}
+
+    given = [event("Started", 5), event("Pulled", 5), event("Scheduled", 1), event("Created", 5)]
+    given.insert(2, {"type": "Normal", "reason": "Undated", "message": "no time"})
+    shown = printers.events_section(given, now).splitlines()[2:]
+    assert [line.split()[1] for line in shown] == [
+        "Undated", "Scheduled", "Started", "Pulled", "Created",
+    ]  # fmt: skip
