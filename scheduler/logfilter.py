@@ -15,6 +15,21 @@ from datetime import datetime
 
 from common.logsince import parse_stamp
 
+# What a log read that failed midway ends with (its node lost or failing, its reader too
+# slow), then `REASON]\n`, before the scheduler cuts the response short: the reason, for
+# whoever reads the body (`corral logs` says it on stderr: `ended_because`).
+LOG_ENDED_PREFIX = "\n[corral: log stream ended: "
+
+
+def ended_because(tail: bytes) -> str | None:
+    """The reason a log read that was cut short gives at its end (`tail`: its last
+    bytes), or None if it ends otherwise."""
+    text = tail.decode(errors="replace")
+    start = text.rfind(LOG_ENDED_PREFIX)
+    if start < 0 or not text.endswith("]\n"):
+        return None
+    return text[start + len(LOG_ENDED_PREFIX) : -2] or None
+
 
 def stamp_of(line: str) -> datetime | None:
     """The time a timestamped line starts with; None if it starts with none."""

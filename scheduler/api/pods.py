@@ -56,7 +56,7 @@ from scheduler.api.patch import patched, read_patch
 from scheduler.api.watch import serve_watch, wants_watch, watchable
 from scheduler.hub import LogsUnavailable
 from scheduler.kinds import PODS as PODS_KIND
-from scheduler.logfilter import LogFilter
+from scheduler.logfilter import LOG_ENDED_PREFIX, LogFilter
 from scheduler.objects import (
     PODS,
     decode,
@@ -477,11 +477,24 @@ async def pod_log(request: web.Request) -> web.StreamResponse:
                 await response.write(shown.feed(data))
             await response.write(shown.flush())
     except LogsUnavailable as exc:
-        await response.write(f"\n[corral: log stream ended: {exc}]\n".encode())
+        await response.write(f"{LOG_ENDED_PREFIX}{exc}]\n".encode())
+        _cut_short(request)
+        return response
     finally:
         await stream.aclose()  # also what ends a followed log at `limitBytes`
     await response.write_eof()
     return response
+
+
+def _cut_short(request: web.Request) -> None:
+    """End a streamed response without its last chunk: every HTTP client then sees the
+    read fail (kubectl an unexpected EOF, `corral logs` a lost stream, exit 1), as when
+    the server itself goes away, where a complete response would be a log that ended
+    because its container did. What was written is still sent: closing the transport
+    flushes it first. aiohttp's own last chunk, after the handler, then finds the
+    connection closing and drops the response without logging an error."""
+    if request.transport is not None:
+        request.transport.close()
 
 
 ROUTES.append(web.get("/api/v1/namespaces/{namespace}/pods/{name}/log", pod_log))

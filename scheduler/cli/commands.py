@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from scheduler.cli import printers
-from scheduler.cli.client import ApiError, Client, nodes_path, pods_path
+from scheduler.cli.client import ApiError, Client, ConnectionFailed, nodes_path, pods_path
 from scheduler.cli.errors import CommandError
+from scheduler.logfilter import ended_because
 
 if TYPE_CHECKING:
     from scheduler.cli.manifests import PodManifest
@@ -221,7 +222,8 @@ def logs(client: Client, args: argparse.Namespace) -> int:
     from scheduler.cli.verbs import resolve_log_target
 
     namespace = namespace_of(args) or "default"
-    path = pods_path(namespace, resolve_log_target(client, args)) + "/log"  # or deploy/NAME
+    pod = resolve_log_target(client, args)  # or deploy/NAME, job/NAME
+    path = pods_path(namespace, pod) + "/log"
     query = {
         "container": args.container,
         "follow": "true" if args.follow else None,
@@ -230,10 +232,25 @@ def logs(client: Client, args: argparse.Namespace) -> int:
         "previous": "true" if args.previous else None,
     }
     out_stream = sys.stdout.buffer
-    for chunk in client.stream(path, **query):
-        out_stream.write(chunk)
-        out_stream.flush()
+    tail = b""  # the last bytes: a read the scheduler cut short says why there
+    try:
+        for chunk in client.stream(path, **query):
+            out_stream.write(chunk)
+            out_stream.flush()
+            tail = (tail + chunk)[-_LOG_TAIL_BYTES:]
+    except ConnectionFailed:
+        # A stream that ends without its last chunk failed (its node was lost, the
+        # scheduler went away): exit 1, as kubectl on an unexpected EOF. One that ends
+        # whole ended because the container did, or at --limit-bytes.
+        reason = ended_because(tail)
+        if reason is None:
+            raise
+        raise CommandError(f"the log stream of pod {pod} ended early: {reason}") from None
     return 0
+
+
+# Enough of a log's end to hold the scheduler's reason for cutting it short.
+_LOG_TAIL_BYTES = 4096
 
 
 # --- tokens --------------------------------------------------------------------------------

@@ -100,16 +100,37 @@ def job_state(job: Object) -> tuple[str, str]:
 
 
 def pod_state(pod: Object) -> tuple[str, str]:
+    """Done once Running and Ready, as `kubectl wait --for=condition=Ready`. A pod that
+    has terminated is never ready again (its phase is final; kubelet's Ready is False
+    then): Failed is a failure, and so is Succeeded, where kubectl would wait out its
+    timeout for a Ready that cannot come."""
     name = (pod.get("metadata") or {}).get("name", "")
     phase = (pod.get("status") or {}).get("phase", "Pending")
     ready = cells.condition(pod, "Ready")
-    if phase == "Succeeded":
-        return "done", f"pod/{name} succeeded"
     if phase == "Failed":
-        return "failed", f"pod/{name} failed: {printers.pod_status(pod)}"
+        return "failed", f"pod/{name} failed: {_termination(pod)}"
+    if phase == "Succeeded":
+        return "failed", f"pod/{name} has run to completion (Succeeded) and will never be ready"
     if phase == "Running" and ready and ready.get("status") == "True":
         return "done", f"pod/{name} ready"
     return "waiting", f"Waiting for pod/{name}: {printers.pod_status(pod)}..."
+
+
+def _termination(pod: Object) -> str:
+    """Why a Failed pod failed: its own reason (`Evicted`, `NodeLost`), else each failed
+    container's exit (`container main exited with code 3 (Error)`)."""
+    status = pod.get("status") or {}
+    if status.get("reason"):
+        message = status.get("message")
+        return f"{status['reason']}: {message}" if message else str(status["reason"])
+    exits = []
+    for cs in cells.container_statuses(pod):
+        ended = (cs.get("state") or {}).get("terminated") or {}
+        code = ended.get("exitCode")
+        if code:
+            reason = f" ({ended['reason']})" if ended.get("reason") else ""
+            exits.append(f"container {cs.get('name', '')} exited with code {code}{reason}")
+    return "; ".join(exits) or printers.pod_status(pod)
 
 
 STATES: dict[str, Callable[[Object], tuple[str, str]]] = {
@@ -141,6 +162,14 @@ def wait_for(
         if state == "waiting":
             progress.show(message)
             continue
+        if state == "done" and res.plural == "pods":
+            # A pod may be Ready only for a moment (a Never pod whose command exits at
+            # once: its node reports it running, then ended); its status as the server
+            # has it now, not as this event had it, decides.
+            state, message = pod_state(client.get(res.path(namespace, name)))
+            if state == "waiting":
+                progress.show(message)
+                continue
         progress.finish(message if state == "done" else f"error: {message}")
         return state == "done"
     progress.finish(f"error: timed out waiting for {res.ref(name)}")

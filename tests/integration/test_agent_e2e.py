@@ -378,8 +378,65 @@ spec:
             text=True,
             timeout=20,
         )
-        assert followed.stdout == "one\ntwo\n", followed
+        assert (followed.returncode, followed.stdout) == (0, "one\ntwo\n"), followed
     assert phase_is(s, "pair", "Running")
+
+
+def test_apply_wait_fails_for_a_pod_that_ended(agent: AgentProcess) -> None:
+    """`apply --wait` of a Never pod that has ended: Failed fails naming the exit code;
+    Succeeded fails too, a pod that has run to completion never being ready (`kubectl
+    wait --for=condition=Ready` would wait out its timeout). It said "succeeded", exit 0."""
+    s = agent.scheduler
+    cases = [
+        ("three", "exit 3", "Failed", "failed: container main exited with code 3 (Error)"),
+        (
+            "zero",
+            "exit 0",
+            "Succeeded",
+            "has run to completion (Succeeded) and will never be ready",
+        ),
+    ]
+    for name, script, phase, verdict in cases:
+        manifest = POD.format(name=name, policy="Never", script=script)
+        assert corral(s, "apply", "-f", "-", stdin=manifest).returncode == 0
+        wait_for(partial(phase_is, s, name, phase), 30)
+        applied = corral(s, "apply", "-f", "-", "--wait", "--wait-timeout", "60", stdin=manifest)
+        assert applied.returncode == 1, applied
+        assert applied.stdout.splitlines() == [
+            f"pod/{name} unchanged",
+            f"error: pod/{name} {verdict}",
+        ]
+
+
+def test_followed_log_of_a_lost_node_fails(agent: AgentProcess) -> None:
+    """`corral logs -f` whose node goes away mid-stream exits 1 saying so, as kubectl
+    does when a followed stream breaks; it exited 0, as if the container had ended."""
+    s = agent.scheduler
+    script = "echo first; while :; do sleep 0.2; done"
+    assert (
+        corral(
+            s, "apply", "-f", "-", stdin=POD.format(name="talk", policy="Always", script=script)
+        ).returncode
+        == 0
+    )
+    wait_for(partial(phase_is, s, "talk", "Running"), 30)
+    command = [sys.executable, "-m", "scheduler.cli.main", "--server", s.url, "logs", "-f", "talk"]
+    follower = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline() == "first\n"  # the stream is up
+        agent.kill()  # the link drops; the pod runs on
+        _, err = follower.communicate(timeout=20)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+        agent.start()  # for the fixture's clean-up
+    assert follower.returncode == 1, err
+    assert err == "error: the log stream of pod talk ended early: node node-a disconnected\n"
+    wait_for(lambda: ready(s, "node-a"), timeout=30)
 
 
 def test_finished_pods_keep_their_logs_until_deleted(agent: AgentProcess) -> None:
