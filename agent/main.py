@@ -154,6 +154,11 @@ async def _run(
         await service.close()
         await supervisor.close(stop_pods=config.stop_pods_on_exit)
         await runtime.close()
+        # The pods' cgroup parent, made by the first pod, goes with the agent once no pod
+        # is left below it (`corral up` stops its pods; an agent otherwise keeps them
+        # running, and so the parent). The next pod makes it again.
+        if await asyncio.to_thread(cgroups.remove_parent_if_empty):
+            _LOGGER.info("removed the pods' cgroup parent %s: no pod left", cgroups.parent)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -264,6 +264,33 @@ def test_sigterm_exits_zero_and_leaves_pods(agent: AgentProcess) -> None:
     assert container_pid(agent, "keep") == pid
 
 
+def test_a_stopped_agent_removes_its_cgroup_parent_once_no_pod_is_left(
+    agent: AgentProcess,
+) -> None:
+    """An agent stopped with a pod running keeps the pods' cgroup parent (the pod runs
+    on in it); one that stops its pods on exit (`corral up`'s) removes it, in every
+    hierarchy. It was left behind, empty, for good."""
+    s = agent.scheduler
+    parent = probe(agent.cgroup_parent)
+    manifest = POD.format(name="keep", policy="Always", script="sleep 300")
+    assert corral(s, "apply", "-f", "-", stdin=manifest).returncode == 0
+    wait_for(partial(phase_is, s, "keep", "Running"), 30)
+    pid = container_pid(agent, "keep")
+    assert agent.stop() == 0
+    assert os.path.exists(f"/proc/{pid}")
+    assert all(os.path.isdir(d) for d in parent.paths("")), parent.paths("")
+    agent.config["stop_pods_on_exit"] = True
+    agent.start()
+    wait_for(lambda: ready(s, "node-a"), timeout=30)
+    assert agent.stop() == 0
+    assert not os.path.exists(f"/proc/{pid}")
+    assert not any(os.path.exists(d) for d in parent.paths("")), parent.paths("")
+    assert "removed the pods' cgroup parent" in agent.log()
+    agent.config["stop_pods_on_exit"] = False
+    agent.start()  # for the fixture's clean-up
+    wait_for(lambda: ready(s, "node-a"), timeout=30)
+
+
 def test_a_second_agent_on_the_same_state_directory_is_refused(agent: AgentProcess) -> None:
     """One agent a state directory: a second would adopt the same pods and fight over
     them. It exits 1 naming the first, which goes on running its pod."""

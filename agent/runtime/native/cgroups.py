@@ -131,6 +131,11 @@ class CgroupDriver(Protocol):
         """True if the cgroup exists in any hierarchy (even half-created)."""
         ...
 
+    def remove_parent_if_empty(self) -> bool:
+        """Remove the parent's own directory in every hierarchy if no cgroup is left below
+        it in any (no pod's): True if it is gone. Never raises."""
+        ...
+
     def stats(self, path: str) -> CgroupStats: ...
 
     def oom_kills(self, path: str) -> int: ...
@@ -377,6 +382,24 @@ class _Driver:
             except FileNotFoundError:
                 continue
         return sorted(f"{rel}/{n}" if rel else n for n in names)
+
+    def remove_parent_if_empty(self) -> bool:
+        # Only the parent's last directory: those above it are the machine's (a delegated
+        # unit's, the admin's), made by whoever made them. A pod's cgroup below it, in any
+        # hierarchy, keeps them all: pods outlive the agent by design. The kernel refuses
+        # to remove a cgroup with children or processes anyway (EBUSY), so one made
+        # meanwhile is not lost either.
+        if self.child_paths(""):
+            return False
+        for directory in self.paths(""):
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                _LOGGER.info("cgroup parent %s left: %s", directory, exc.strerror)
+                return False
+        return True
 
     # processes
 
