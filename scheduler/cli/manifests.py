@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from common.manifest import ManifestError, load_manifests
-from common.models import Pod, PodSpec
+from common.models import DEFAULT_DNS_POLICY, Pod, PodSpec
 from scheduler.cli.errors import CommandError
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -107,11 +107,15 @@ def read_pods(paths: Sequence[str], namespace: str | None) -> list[PodManifest]:
 
 
 def normalized_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """A spec as the model writes it (defaults filled, quantities as strings), to compare."""
+    """A spec as the model writes it (defaults filled, quantities as strings), to compare.
+    `dnsPolicy` too, which the server fills in on create (as kube-apiserver does) and a
+    manifest, or a server before that default, may leave out."""
     try:
-        return PodSpec.model_validate(spec).to_dict()
+        normal = PodSpec.model_validate(spec).to_dict()
     except ValidationError:
         return spec
+    normal.setdefault("dnsPolicy", DEFAULT_DNS_POLICY)
+    return normal
 
 
 def spec_changes(wanted: dict[str, Any], existing: dict[str, Any]) -> list[str]:
