@@ -30,10 +30,17 @@ def is_marked(pod: Pod) -> bool:
     return ready is not None and ready.status == "False" and ready.reason == NODE_NOT_READY
 
 
+def markable(pod: Pod) -> bool:
+    """It runs and is ready: on a NotReady node, it is to be marked."""
+    if pod.status.phase != "Running":
+        return False
+    ready = _ready(pod)
+    return ready is not None and ready.status == "True"
+
+
 def marked_not_ready(pod: Pod, node: str) -> Pod | None:
     """The pod with Ready False for its NotReady node; None unless it runs and is ready."""
-    ready = _ready(pod)
-    if pod.status.phase != "Running" or ready is None or ready.status != "True":
+    if not markable(pod):
         return None
     return _with_ready(pod, False, f"node {node} is not ready")
 

@@ -10,8 +10,9 @@
                                   or Failed with reason NodeLost (Never)
 
 While a node is NotReady, its Running pods' Ready condition is False with reason
-NodeNotReady (Kubernetes' MarkPodsNotReady; scheduler/podready.py), and True again
-once the node is Ready without having said otherwise.
+NodeNotReady (Kubernetes' MarkPodsNotReady; scheduler/podready.py), a pod made ready
+meanwhile (a late report of its agent) included, and True again once the node is
+Ready without having said otherwise.
 
 Pods bound to a node that does not exist are evicted the same way once
 ORPHAN_QUARANTINE has passed (Kubernetes' PodGC). A pod marked for deletion that
@@ -86,13 +87,33 @@ class NodeLifecycleController:
         # Nodes some of whose pods may carry podready's mark: those to look at once Ready.
         # From the store at the start (once), then as this controller marks them.
         # Of those, the NotReady nodes all of whose ready pods are marked: not looked at
-        # again while they stay NotReady (no pod becomes ready on a silent node).
+        # again while they stay NotReady, unless one of their pods is made ready meanwhile
+        # (`on_pod_change`): a pass then looks at the few nodes that changed, not at all
+        # the NotReady nodes of a partition.
         self.settled: set[str] = set()
+        # While a pass marks pods: the nodes a pod was made ready on since it began, which
+        # it must not settle (it may have read that pod before the change).
+        self._readied: set[str] | None = None
+        ctx.cluster.pod_listeners.append(self.on_pod_change)
         self.marked: set[str] = {
             pod.spec.node_name
             for pod in self._cluster.pods.values()
             if pod.spec.node_name is not None and podready.is_marked(pod)
         }
+
+    def on_pod_change(self, key: str, old: Pod | None, new: Pod | None) -> None:
+        """A pod made ready on a settled node (its status written through the API, or a
+        late report of its agent) unsettles the node, so that the next pass marks it, as
+        Kubernetes' node lifecycle controller marks a pod updated on a NotReady node. Runs
+        for every pod write: a set lookup, unless a pass is marking."""
+        node = new.spec.node_name if new is not None else None
+        if node is None or (self._readied is None and node not in self.settled):
+            return
+        assert new is not None  # it has a node
+        if podready.markable(new):
+            self.settled.discard(node)
+            if self._readied is not None:
+                self._readied.add(node)
 
     async def run(self) -> None:
         while True:
@@ -194,20 +215,24 @@ class NodeLifecycleController:
         changes: list[tuple[str, Pod, Pod, int]] = []  # node, pod, changed, revision
         work = [(n, podready.marked_not_ready) for n in marks]
         work += [(n, podready.restored) for n in restores]
-        for i, (node, change) in enumerate(work):
-            if i and not i % 64:
-                await asyncio.sleep(0)  # a partition of thousands of nodes: let others run
-            for pod in self._cluster.pods_on(node):
-                changed = change(pod, node)
-                kv = self._cluster.pod_kvs.get(
-                    pod_key(pod.metadata.namespace or "default", pod.metadata.name)
-                )
-                if changed is not None and kv is not None:
-                    changes.append((node, pod, changed, kv.mod_revision))
-        self.marked.update(marks)
-        written = await asyncio.gather(
-            *(podready.write(self._store, changed, rev) for _, _, changed, rev in changes)
-        )
+        self._readied = set()
+        try:
+            for i, (node, change) in enumerate(work):
+                if i and not i % 64:
+                    await asyncio.sleep(0)  # a partition of thousands of nodes: let others run
+                for pod in self._cluster.pods_on(node):
+                    changed = change(pod, node)
+                    kv = self._cluster.pod_kvs.get(
+                        pod_key(pod.metadata.namespace or "default", pod.metadata.name)
+                    )
+                    if changed is not None and kv is not None:
+                        changes.append((node, pod, changed, kv.mod_revision))
+            self.marked.update(marks)
+            written = await asyncio.gather(
+                *(podready.write(self._store, changed, rev) for _, _, changed, rev in changes)
+            )
+        finally:
+            readied, self._readied = self._readied, None
         undone = set()
         for (node, pod, changed, _), ok in zip(changes, written, strict=True):
             if not ok:
@@ -218,7 +243,8 @@ class NodeLifecycleController:
                 )
         self.marked -= set(restores) - undone
         self.settled -= set(restores)
-        self.settled |= set(marks) - undone
+        # Not the nodes a pod was made ready on meanwhile: it may have been read before.
+        self.settled |= set(marks) - undone - readied
 
     async def _evict_orphans(self, mono: float) -> None:
         """Pods bound to a node that does not exist are evicted as from a lost node once

@@ -20,6 +20,7 @@ from tests.conftest import HollowProcess, SchedulerProcess, ready_nodes, wait_fo
 from tests.integration.test_api import pod
 from tests.integration.test_node_credentials import (  # noqa: F401 (http: a fixture)
     dial,
+    events,
     http,
     join,
 )
@@ -377,4 +378,51 @@ def test_a_not_ready_nodes_pods_are_not_ready_until_it_returns(tmp_path: Path) -
     finally:
         hollow.proc.send_signal(signal.SIGCONT)
         hollow.stop()
+        s.stop()
+
+
+async def test_a_pod_made_ready_on_a_not_ready_node_is_marked_again(
+    http: aiohttp.ClientSession,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A late report of a silent node's agent that says its pod is ready (the node sent no
+    heartbeat, so it stays NotReady) is followed by the mark again: Ready False, reason
+    NodeNotReady, as Kubernetes' node lifecycle controller marks a pod updated on a
+    NotReady node. The controller had settled the node once its pods were marked."""
+    s = started_fast_scheduler(tmp_path, "--eviction-seconds", "60")
+    try:
+        agent, _ = await join(http, s, "node-a")
+        spec = pod("web", nodeSelector={"kubernetes.io/hostname": "node-a"})
+        assert s.request("POST", "/api/v1/namespaces/default/pods", spec).status == 201
+        desired = await agent.receive_type(protocol.Desired)
+        uid = json.loads(desired.upsert[0])["metadata"]["uid"]
+
+        def report(at: str) -> protocol.PodReport:
+            ready = {"type": "Ready", "status": "True", "lastTransitionTime": at}
+            status = json.dumps({"phase": "Running", "conditions": [ready]}).encode()
+            return protocol.PodReport(uid=uid, namespace="default", name="web", status=status)
+
+        def ready() -> dict[str, Any]:
+            conditions = pods_by_name(s)["web"]["status"].get("conditions", [])
+            return next(c for c in conditions if c["type"] == "Ready")
+
+        def marks() -> int:
+            """How many times the pod was marked: each mark's event folds into one."""
+            found = [e for e in events(s, "NodeNotReady") if e["involvedObject"]["kind"] == "Pod"]
+            return sum(e["count"] for e in found)
+
+        # No heartbeat is ever sent: the node goes NotReady within GRACE, its pod is marked.
+        await agent.send(protocol.PodStatusUpdate(pods=[report("2024-05-01T12:00:00Z")]))
+        wait_for(lambda: node_ready(s, "node-a") == "Unknown", timeout=10)
+        wait_for(lambda: ready()["reason"] == "NodeNotReady", timeout=10)
+        wait_for(lambda: marks() == 1, timeout=10)
+
+        # A late report: ready again, while the node stays NotReady (no heartbeat).
+        await agent.send(protocol.PodStatusUpdate(pods=[report("2024-05-01T12:00:05Z")]))
+        wait_for(lambda: marks() == 2, timeout=10)
+        marked = ready()
+        assert (marked["status"], marked["reason"]) == ("False", "NodeNotReady"), marked
+        assert node_ready(s, "node-a") == "Unknown"
+        await agent.ws.close()
+    finally:
         s.stop()

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from common.models import Node, ObjectMeta, Pod
+from common.models import Node, ObjectMeta, Pod, PodCondition, PodStatus
 from scheduler.cluster import ClusterState, NodeState
 from scheduler.config import SchedulerConfig
 from scheduler.context import Context
 from scheduler.controllers.nodelifecycle import ORPHAN_QUARANTINE, NodeLifecycleController
 from scheduler.events import EventRecorder
 from scheduler.metrics import SchedulerMetrics
-from scheduler.objects import decode, encode, node_key, pod_key
+from scheduler.objects import decode, encode, mutable_copy, node_key, pod_key
+from scheduler.podready import is_marked
 from scheduler.recent import RecentErrors
-from scheduler.store import Event
+from scheduler.store import Event, Store
 from scheduler.store.sqlite import SqliteStore
 
 
@@ -227,3 +230,108 @@ async def test_pods_bound_to_a_node_that_does_not_exist_are_evicted_after_a_quar
     assert replaced.spec.node_name is None and replaced.status.phase == "Pending"
     assert "node ghost does not exist" in (replaced.status.message or "")
     assert (failed.status.phase, failed.status.reason) == ("Failed", "NodeLost")
+
+
+def running_ready(name: str, node: str) -> Pod:
+    pod = bound_pod(name, node)
+    pod.status = PodStatus(phase="Running", conditions=[PodCondition(type="Ready", status="True")])
+    return pod
+
+
+async def caught_up(cluster: ClusterState, store: Store) -> None:
+    """Until the cluster view has applied every durable write (its watch has no event to
+    wait on)."""
+    for _ in range(1000):
+        if cluster.revision >= store.revision:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the cluster view did not catch up with the store")
+
+
+class PodsOnCounter:
+    """Counts the pass's reads of each node's pods (`ClusterState.pods_on`), and notes what
+    the loop's other task had counted by each."""
+
+    def __init__(self, cluster: ClusterState) -> None:
+        self.reads: Counter[str] = Counter()
+        self.ticks_seen: list[int] = []
+        self.ticks = 0
+        self._pods_on = cluster.pods_on
+        cluster.pods_on = self  # type: ignore[method-assign]
+
+    def __call__(self, node: str) -> list[Pod]:
+        self.reads[node] += 1
+        self.ticks_seen.append(self.ticks)
+        return self._pods_on(node)
+
+
+async def test_a_settled_node_is_not_read_again(controller: NodeLifecycleController) -> None:
+    """Once a NotReady node's ready pods are marked, passes skip it: the marks' own writes,
+    and a pod change that leaves no pod to mark, do not bring it back. A pod made ready on
+    it does, once."""
+    store, cluster = controller._store, controller._cluster
+    add_node(controller, "n", ready=False, heartbeat=1e12)  # heard from: not evicted
+    for name in ("a", "b"):
+        pod = running_ready(name, "n")
+        await store.put(pod_key("default", name), encode(pod), obj=pod, expect=0)
+    await cluster.load()
+    counter = PodsOnCounter(cluster)
+    watch = asyncio.create_task(cluster.run())
+    try:
+        await controller.reconcile()
+        await caught_up(cluster, store)
+        assert all(is_marked(cluster.pods[pod_key("default", n)]) for n in ("a", "b"))
+        assert counter.reads["n"] == 1
+        # A label on a marked pod: nothing to mark.
+        kv = cluster.pod_kvs[pod_key("default", "a")]
+        labelled = mutable_copy(cluster.pods[pod_key("default", "a")])
+        labelled.metadata.labels = {"tier": "web"}
+        await store.put(kv.key, encode(labelled), obj=labelled, expect=kv.mod_revision)
+        await caught_up(cluster, store)
+        revision = store.revision
+        await controller.reconcile()
+        await controller.reconcile()
+        assert counter.reads["n"] == 1 and store.revision == revision  # nothing written
+        # Made ready again (a late report of its agent): read once more, and marked.
+        kv = cluster.pod_kvs[pod_key("default", "b")]
+        again = running_ready("b", "n")
+        again.metadata.uid = cluster.pods[kv.key].metadata.uid
+        await store.put(kv.key, encode(again), obj=again, expect=kv.mod_revision)
+        await caught_up(cluster, store)
+        await controller.reconcile()
+        await caught_up(cluster, store)
+        await controller.reconcile()
+        assert counter.reads["n"] == 2
+        assert is_marked(cluster.pods[kv.key])
+    finally:
+        watch.cancel()
+
+
+async def test_a_pass_over_many_not_ready_nodes_lets_other_tasks_run(
+    controller: NodeLifecycleController,
+) -> None:
+    """A partition leaves thousands of nodes NotReady at once: the pass that marks their
+    pods gives the loop to other tasks every 64 nodes, rather than holding it throughout."""
+    cluster = controller._cluster
+    for i in range(200):
+        add_node(controller, f"n{i:03d}", ready=False, heartbeat=1e12)
+    counter = PodsOnCounter(cluster)
+    done = False
+
+    async def other_task() -> None:
+        while not done:
+            counter.ticks += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)  # it runs once before the pass
+    try:
+        await controller.reconcile()
+    finally:
+        done = True
+        await other
+    assert len(counter.ticks_seen) == 200
+    # The other task ran between the 64th and 65th node read, and again every 64.
+    assert counter.ticks_seen[0] == counter.ticks_seen[63] < counter.ticks_seen[64]
+    assert counter.ticks_seen[64] == counter.ticks_seen[127] < counter.ticks_seen[128]
+    assert counter.ticks_seen[128] == counter.ticks_seen[191] < counter.ticks_seen[192]
