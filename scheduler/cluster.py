@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from common.models import Node, Pod, PodStatus
@@ -75,6 +75,46 @@ class NodeState:
         self.alloc_pods = int(memory_bytes(alloc.get("pods", 110)))
 
 
+@dataclass(slots=True)
+class NodeTotals:
+    """Sums over every node in the view, kept as nodes change: the status summary reads
+    them, and summing 5,000 nodes at each request held the event loop for ~12 ms."""
+
+    cap_cpu: int = 0
+    cap_mem: int = 0
+    alloc_cpu: int = 0
+    alloc_mem: int = 0
+    req_cpu: int = 0
+    req_mem: int = 0
+    usage_cpu: int = 0
+    usage_mem: int = 0
+    ready: int = 0
+    cordoned: int = 0
+    connected: int = 0
+
+    def add(self, state: NodeState, sign: int) -> None:
+        """Count `state` in (sign 1) or out (sign -1)."""
+        self.cap_cpu += sign * state.cap_cpu
+        self.cap_mem += sign * state.cap_mem
+        self.alloc_cpu += sign * state.alloc_cpu
+        self.alloc_mem += sign * state.alloc_mem
+        self.req_cpu += sign * state.req_cpu
+        self.req_mem += sign * state.req_mem
+        self.usage_cpu += sign * state.usage_cpu
+        self.usage_mem += sign * state.usage_mem
+        self.ready += sign * state.ready
+        self.cordoned += sign * state.cordoned
+        self.connected += sign * state.connected
+
+    @classmethod
+    def of(cls, nodes: Iterable[NodeState]) -> NodeTotals:
+        """Summed afresh (the tests compare the kept sums with this)."""
+        totals = cls()
+        for state in nodes:
+            totals.add(state, 1)
+        return totals
+
+
 def needs_node(pod: Pod) -> bool:
     """A pod waits for placement: not bound, not finished, not being deleted."""
     return (
@@ -112,6 +152,10 @@ class ClusterState:
         self.pod_kvs: dict[str, KV] = {}
         self.by_uid: dict[str, str] = {}
         self.nodes: dict[str, NodeState] = {}
+        # Kept as nodes change (`set_usage`, `set_connected`, the store's events): what the
+        # status summary shows without looking at every node.
+        self.totals = NodeTotals()
+        self.not_ready: dict[str, None] = {}  # NotReady nodes, in the order they became so
         # Per node, the factor its heartbeat interval and timeouts were stretched by when
         # its link was welcomed (config.heartbeat_stretch); 1 if absent.
         self.heartbeat_stretch: dict[str, float] = {}
@@ -182,9 +226,12 @@ class ClusterState:
         if kv is None:
             state = self.nodes.pop(name, None)
             self.heartbeat_stretch.pop(name, None)
+            self.not_ready.pop(name, None)
             node = None
-            if state is not None and state.pods:
-                self.unknown_nodes[name] = set(state.pods)  # still bound to it
+            if state is not None:
+                self.totals.add(state, -1)
+                if state.pods:
+                    self.unknown_nodes[name] = set(state.pods)  # still bound to it
         else:
             node = decode(kv, Node)
             state = self.nodes.get(name)
@@ -195,7 +242,14 @@ class ClusterState:
                     state.req_cpu += cpu
                     state.req_mem += mem
                     state.pods.add(key)
+            else:
+                self.totals.add(state, -1)
             state.update(node)
+            self.totals.add(state, 1)
+            if state.ready:
+                self.not_ready.pop(name, None)
+            elif name not in self.not_ready:
+                self.not_ready[name] = None
         self.capacity_changed.set()
         for listener in self.node_listeners:
             listener(name, node)
@@ -264,6 +318,8 @@ class ClusterState:
             if state is not None:
                 state.req_cpu -= have[1]
                 state.req_mem -= have[2]
+                self.totals.req_cpu -= have[1]
+                self.totals.req_mem -= have[2]
                 state.pods.discard(key)
             elif (unknown := self.unknown_nodes.get(have[0])) is not None:
                 unknown.discard(key)
@@ -277,9 +333,23 @@ class ClusterState:
             if state is not None:
                 state.req_cpu += want[1]
                 state.req_mem += want[2]
+                self.totals.req_cpu += want[1]
+                self.totals.req_mem += want[2]
                 state.pods.add(key)
             else:
                 self.unknown_nodes.setdefault(want[0], set()).add(key)
+
+    def set_usage(self, state: NodeState, cpu: int, mem: int) -> None:
+        """The node's usage as its heartbeat gives it (`state` is one of `nodes`)."""
+        totals = self.totals
+        totals.usage_cpu += cpu - state.usage_cpu
+        totals.usage_mem += mem - state.usage_mem
+        state.usage_cpu, state.usage_mem = cpu, mem
+
+    def set_connected(self, state: NodeState, connected: bool) -> None:
+        """Whether its agent holds a link (`state` is one of `nodes`)."""
+        self.totals.connected += connected - state.connected
+        state.connected = connected
 
     def assume(self, key: str, node: str, cpu: int, mem: int) -> None:
         """Count a placement decision against the node before its bind is durable."""

@@ -478,7 +478,7 @@ class Hub:
             self._spawn(self._close_link(previous, b"replaced by a newer link"))
         state = self._cluster.nodes.get(name)
         if state is not None:
-            state.connected = True
+            self._cluster.set_connected(state, True)
             state.last_heartbeat = time.monotonic()
             state.desired_unacked_since = None  # the welcome resyncs whatever was pending
         # The hello's statuses are durable (or their writes failed) before the welcome.
@@ -749,7 +749,7 @@ class Hub:
             del self.sessions[session.node]
             state = self._cluster.nodes.get(session.node)
             if state is not None:
-                state.connected = False
+                self._cluster.set_connected(state, False)
                 state.desired_unacked_since = None  # the next link's welcome resyncs all
             _LOGGER.info("node %s disconnected", session.node)
 
@@ -757,7 +757,8 @@ class Hub:
 
     def _heard(self, state: NodeState, beat: protocol.Heartbeat) -> None:
         """A node's heartbeat, in protocol 5's shape whatever the agent's protocol."""
-        state.usage_cpu, state.usage_mem = beat.usage  # ints: validated strictly
+        cpu, mem = beat.usage  # ints: validated strictly
+        self._cluster.set_usage(state, cpu, mem)
         state.pod_uids, state.pod_cpu, state.pod_memory = (
             beat.pod_uids,
             beat.pod_cpu,

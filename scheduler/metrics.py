@@ -418,14 +418,14 @@ class _ClusterCollector(Collector):
             value=0.0 if oldest is None else round(time.monotonic() - oldest, 3),
         )
         nodes = GaugeMetricFamily("corral_nodes", "Nodes by readiness", labels=["condition"])
-        ready = sum(1 for n in cluster.nodes.values() if n.ready)
+        ready = cluster.totals.ready
         nodes.add_metric(["Ready"], ready)
         nodes.add_metric(["NotReady"], len(cluster.nodes) - ready)
         yield nodes
         yield GaugeMetricFamily(
             "corral_connected_agents",
             "Agents holding a link to this scheduler",
-            value=sum(1 for n in cluster.nodes.values() if n.connected),
+            value=cluster.totals.connected,
         )
         # One gauge for all nodes, not one per node: what an alert on stuck agents needs.
         since = [n.desired_unacked_since for n in cluster.nodes.values()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from aiohttp import web
@@ -40,28 +41,33 @@ async def status(request: web.Request) -> web.Response:
     cp = plane(request)
     cluster = cp.cluster
     mono = time.monotonic()
-    nodes = {"total": len(cluster.nodes), "ready": 0, "notReady": 0, "cordoned": 0, "connected": 0}
-    cpu = {"capacity": 0, "allocatable": 0, "requested": 0, "used": 0}
-    mem = {"capacity": 0, "allocatable": 0, "requested": 0, "used": 0}
-    not_ready = []
-    for name, state in cluster.nodes.items():
-        if state.ready:
-            nodes["ready"] += 1
-        else:
-            nodes["notReady"] += 1
-            not_ready.append(
-                {"name": name, "lastHeartbeatSecondsAgo": round(mono - state.last_heartbeat, 1)}
-            )
-        nodes["cordoned"] += state.node.spec.unschedulable
-        nodes["connected"] += state.connected
-        cpu["capacity"] += state.cap_cpu
-        mem["capacity"] += state.cap_mem
-        cpu["allocatable"] += state.alloc_cpu
-        mem["allocatable"] += state.alloc_mem
-        cpu["requested"] += state.req_cpu
-        mem["requested"] += state.req_mem
-        cpu["used"] += state.usage_cpu
-        mem["used"] += state.usage_mem
+    # From sums kept as nodes change, and the NotReady nodes alone: a request costs the
+    # same at 5,000 nodes as at 5.
+    totals = cluster.totals
+    nodes = {
+        "total": len(cluster.nodes),
+        "ready": totals.ready,
+        "notReady": len(cluster.nodes) - totals.ready,
+        "cordoned": totals.cordoned,
+        "connected": totals.connected,
+    }
+    cpu = {
+        "capacity": totals.cap_cpu,
+        "allocatable": totals.alloc_cpu,
+        "requested": totals.req_cpu,
+        "used": totals.usage_cpu,
+    }
+    mem = {
+        "capacity": totals.cap_mem,
+        "allocatable": totals.alloc_mem,
+        "requested": totals.req_mem,
+        "used": totals.usage_mem,
+    }
+    not_ready = [
+        {"name": name, "lastHeartbeatSecondsAgo": round(mono - state.last_heartbeat, 1)}
+        for name in itertools.islice(cluster.not_ready, 50)
+        if (state := cluster.nodes.get(name)) is not None
+    ]
     unschedulable = [
         {"pod": key, "message": message}
         for key, message in list(cp.scheduler.unschedulable.items())[:20]
@@ -70,7 +76,7 @@ async def status(request: web.Request) -> web.Response:
         "revision": cp.store.revision,
         "nodes": {
             **nodes,
-            "notReadyNodes": not_ready[:50],
+            "notReadyNodes": not_ready,  # in the order they became NotReady
             # Agents that have not applied a desired change (a pod to start or stop) for
             # a while: a healthy one acknowledges within moments.
             "desiredNotAcknowledged": [
