@@ -11,6 +11,7 @@ them, and a failed bind is forgotten (as kube-scheduler's assume cache does).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections import Counter
@@ -156,6 +157,11 @@ class ClusterState:
         # status summary shows without looking at every node.
         self.totals = NodeTotals()
         self.not_ready: dict[str, None] = {}  # NotReady nodes, in the order they became so
+        # For the status page's table of the first nodes: every name, sorted (kept by
+        # insertion: nodes join and leave seldom), and those NotReady, disconnected or
+        # cordoned, listed first.
+        self.names: list[str] = []
+        self.attention: set[str] = set()
         # Per node, the factor its heartbeat interval and timeouts were stretched by when
         # its link was welcomed (config.heartbeat_stretch); 1 if absent.
         self.heartbeat_stretch: dict[str, float] = {}
@@ -227,9 +233,11 @@ class ClusterState:
             state = self.nodes.pop(name, None)
             self.heartbeat_stretch.pop(name, None)
             self.not_ready.pop(name, None)
+            self.attention.discard(name)
             node = None
             if state is not None:
                 self.totals.add(state, -1)
+                del self.names[bisect.bisect_left(self.names, name)]
                 if state.pods:
                     self.unknown_nodes[name] = set(state.pods)  # still bound to it
         else:
@@ -237,6 +245,7 @@ class ClusterState:
             state = self.nodes.get(name)
             if state is None:
                 state = self.nodes[name] = NodeState(name, node, last_heartbeat=time.monotonic())
+                bisect.insort(self.names, name)
                 for key in self.unknown_nodes.pop(name, ()):  # bound before the node was known
                     _, cpu, mem = self._accounted[key]
                     state.req_cpu += cpu
@@ -250,6 +259,7 @@ class ClusterState:
                 self.not_ready.pop(name, None)
             elif name not in self.not_ready:
                 self.not_ready[name] = None
+            self._note_attention(state)
         self.capacity_changed.set()
         for listener in self.node_listeners:
             listener(name, node)
@@ -350,6 +360,13 @@ class ClusterState:
         """Whether its agent holds a link (`state` is one of `nodes`)."""
         self.totals.connected += connected - state.connected
         state.connected = connected
+        self._note_attention(state)
+
+    def _note_attention(self, state: NodeState) -> None:
+        if not state.ready or not state.connected or state.cordoned:
+            self.attention.add(state.name)
+        else:
+            self.attention.discard(state.name)
 
     def assume(self, key: str, node: str, cpu: int, mem: int) -> None:
         """Count a placement decision against the node before its bind is durable."""

@@ -19,6 +19,7 @@ from scheduler.controllers.nodelifecycle import NodeLifecycleController
 from scheduler.events import EventRecorder
 from scheduler.hub import Hub
 from scheduler.metrics import SchedulerMetrics
+from scheduler.overview import Overview
 from scheduler.placement import Placement
 from scheduler.recent import RecentErrors
 from scheduler.scheduling import Scheduler
@@ -103,6 +104,9 @@ class ControlPlane:
         self.metrics.track_store(self.store)
         self.cluster = ClusterState(self.store)
         await self.cluster.load()
+        self.overview = Overview()  # before the cluster view's watch runs
+        self.overview.track(self.cluster)
+        await self.overview.load_events(self.store)
         self.events = EventRecorder(self.store)
         await self.events.load()
         self.auth = TokenAuth(self.store)

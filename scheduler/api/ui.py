@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import html
+import itertools
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -28,10 +29,10 @@ from common.models import POD_PHASES, Event, Pod
 from common.quantity import humanize_bytes
 from scheduler.api.common import plane
 from scheduler.api.ops import behind_on_changes
-from scheduler.cluster import NodeState
+from scheduler.cluster import ClusterState, NodeState
 from scheduler.controlplane import ControlPlane
-from scheduler.events import EVENTS
 from scheduler.objects import decode, pod_key
+from scheduler.overview import NORMAL_WAITING
 
 COOKIE = "corral_token"
 REFRESH_SECONDS = 5
@@ -41,8 +42,6 @@ MAX_PROBLEMS = 100
 MAX_NODES = 100
 MAX_EVENTS = 30
 MAX_ERRORS = 20
-# A container waiting for these reasons is on its way, not failing.
-NORMAL_WAITING = frozenset({"ContainerCreating", "PodInitializing"})
 RECENT_RESTART_SECONDS = 600  # a running pod that failed this recently is listed
 
 HEADERS = {
@@ -138,7 +137,7 @@ async def status_page(request: web.Request) -> web.StreamResponse:
         if COOKIE in request.cookies:
             response.del_cookie(COOKIE, path="/")  # revoked since it was set
         return response
-    events = await _recent_events(cp)
+    events = _recent_events(cp)
     who = f"token {record.id} ({record.role})"
     return _html(_page("corral status", render(cp, events, who), refresh=True))
 
@@ -147,11 +146,12 @@ async def status_page(request: web.Request) -> web.StreamResponse:
 
 
 def render(cp: ControlPlane, events: list[Event], who: str) -> str:
-    cluster = cp.cluster
-    pods = list(cluster.pods.values())
-    ready = sum(1 for n in cluster.nodes.values() if n.ready)
-    cordoned = sum(1 for n in cluster.nodes.values() if n.node.spec.unschedulable)
+    # What is kept as the cluster changes (scheduler/overview.py, the cluster view's sums),
+    # and the pods that may be failing: no walk over every node, pod or event.
+    cluster, overview = cp.cluster, cp.overview
+    ready, cordoned = cluster.totals.ready, cluster.totals.cordoned
     not_ready = len(cluster.nodes) - ready
+    may_fail = [cluster.pods[k] for k in overview.may_fail if k in cluster.pods]
     behind = len(behind_on_changes(cluster, time.monotonic()))
     cards = [
         f"<span><b>Nodes</b> {ready}/{len(cluster.nodes)} ready"
@@ -159,7 +159,7 @@ def render(cp: ControlPlane, events: list[Event], who: str) -> str:
         + (f' <span class="badge warn">{cordoned} cordoned</span>' if cordoned else "")
         + (f' <span class="badge bad">{behind} behind on pod changes</span>' if behind else "")
         + "</span>",
-        f"<span><b>Pods</b> {len(pods)}: "
+        f"<span><b>Pods</b> {len(cluster.pods)}: "
         + ", ".join(f"{cluster.phases.get(p, 0)} {p}" for p in POD_PHASES)
         + "</span>",
         f"<span><b>Waiting for a node</b> {len(cluster.pending)}</span>",
@@ -175,11 +175,11 @@ def render(cp: ControlPlane, events: list[Event], who: str) -> str:
             '<p class="muted">Bars: <span class="badge" style="background:#6a9fd8">&nbsp;</span>'
             "requested of allocatable, "
             '<span class="badge" style="background:#2e7d32">&nbsp;</span>used of capacity.</p>',
-            _nodes(cluster.nodes.values()),
+            _nodes(nodes_shown(cluster), len(cluster.nodes)),
             "<h2>Pods by namespace</h2>",
-            _namespaces(pods),
+            _namespaces(overview.by_namespace),
             "<h2>Failing and pending pods</h2>",
-            _problems(pods, cp.scheduler.unschedulable),
+            _problems(may_fail, cp.scheduler.unschedulable),
             "<h2>Recent events</h2>",
             _events(events),
             "<h2>Recent errors</h2>",
@@ -222,14 +222,19 @@ def _bar(requested: int, allocatable: int, used: int, capacity: int, fmt: str) -
     )
 
 
-def _attention(state: NodeState) -> bool:
-    return not state.ready or not state.connected or state.node.spec.unschedulable
+def nodes_shown(cluster: ClusterState) -> list[NodeState]:
+    """Up to MAX_NODES nodes: those NotReady, disconnected or cordoned, then the others,
+    each by name; from the cluster view's indexes, not a walk over every node."""
+    picked = heapq.nsmallest(MAX_NODES, cluster.attention)
+    if len(picked) < MAX_NODES:
+        others = (name for name in cluster.names if name not in cluster.attention)
+        picked += itertools.islice(others, MAX_NODES - len(picked))
+    return [cluster.nodes[name] for name in picked]
 
 
-def _nodes(nodes: Iterable[NodeState]) -> str:
+def _nodes(shown: list[NodeState], total: int) -> str:
+    """The table of the nodes `shown`, of `total`."""
     mono = time.monotonic()
-    listed = list(nodes)
-    shown = heapq.nsmallest(MAX_NODES, listed, key=lambda n: (not _attention(n), n.name))
     rows = []
     for state in shown:
         badges = (
@@ -248,7 +253,7 @@ def _nodes(nodes: Iterable[NodeState]) -> str:
             f'<td class="num">{len(state.pods)}/{state.alloc_pods}</td>'
             f'<td class="num">{mono - state.last_heartbeat:.1f}s ago</td></tr>'
         )
-    more = len(listed) - len(shown)
+    more = total - len(shown)
     table = _table(
         ("Node", "Status", "CPU", "Memory", "Pods", "Heartbeat"),
         rows,
@@ -256,14 +261,14 @@ def _nodes(nodes: Iterable[NodeState]) -> str:
     )
     if more > 0:
         table += (
-            f'<p class="muted">{len(shown)} of {len(listed)} nodes shown, those NotReady, '
+            f'<p class="muted">{len(shown)} of {total} nodes shown, those NotReady, '
             "disconnected or cordoned first; <code>corral get nodes</code> lists them all.</p>"
         )
     return table
 
 
-def _namespaces(pods: list[Pod]) -> str:
-    counts = Counter((pod.metadata.namespace or "default", pod.status.phase) for pod in pods)
+def _namespaces(counts: Counter[tuple[str, str]]) -> str:
+    """A row per namespace from the pods' counts by (namespace, phase)."""
     namespaces = sorted({ns for ns, _ in counts})
     rows = [
         f"<tr><td>{e(ns)}</td>"
@@ -325,6 +330,8 @@ def problem(
 
 
 def _problems(pods: list[Pod], unschedulable: dict[str, str]) -> str:
+    """The failing and pending pods of `pods` (those `may_be_failing`), the most severe
+    first, cut at MAX_PROBLEMS."""
     found = []
     now = datetime.now(UTC)
     for pod in pods:
@@ -354,11 +361,9 @@ def _problems(pods: list[Pod], unschedulable: dict[str, str]) -> str:
     return table + (f'<p class="muted">and {more} more</p>' if more > 0 else "")
 
 
-async def _recent_events(cp: ControlPlane) -> list[Event]:
-    """The newest events from the store (by revision: only those are decoded)."""
-    kvs, _ = await cp.store.list(EVENTS)
-    newest = sorted(kvs, key=lambda kv: kv.mod_revision, reverse=True)[:MAX_EVENTS]
-    return [decode(kv, Event) for kv in newest]
+def _recent_events(cp: ControlPlane) -> list[Event]:
+    """The events written last (only those are decoded)."""
+    return [decode(kv, Event) for kv in cp.overview.newest_events(MAX_EVENTS)]
 
 
 def _events(events: list[Event]) -> str:

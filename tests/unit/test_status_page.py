@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from common.models import Event, Node, ObjectMeta, Pod
+from bench.cpu_per_pod import ready_node
+from common.models import Event, Pod
 from scheduler.api import ui
-from scheduler.cluster import NodeState
+from scheduler.cluster import ClusterState
+from scheduler.objects import encode, node_key
+from scheduler.overview import Overview
+from scheduler.store import Event as StoreEvent
+from scheduler.store import Op
+from scheduler.store.sqlite import SqliteStore
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 EVIL = '<script>alert("x")</script>'
@@ -136,23 +143,38 @@ def test_a_time_without_an_offset_is_taken_as_utc() -> None:
     assert listed is not None and listed[2].endswith("exit 1 (Error) 60s ago")
 
 
-def test_a_large_cluster_shows_the_nodes_needing_attention_first() -> None:
+async def test_a_large_cluster_shows_the_nodes_needing_attention_first(tmp_path: Path) -> None:
     """Past MAX_NODES nodes the table is cut, NotReady, disconnected and cordoned nodes
-    kept whatever their names, and the page says how many are left out."""
-    nodes = []
-    for i in range(ui.MAX_NODES + 50):
-        node = Node(metadata=ObjectMeta(name=f"node-{i:04d}"))
-        nodes.append(NodeState(node.metadata.name, node, ready=True, connected=True))
-    nodes[-1].ready = False
-    nodes[-2].connected = False
-    nodes[-3].node.spec.unschedulable = True
-    html = ui._nodes(nodes)
-    assert html.count("<tr><td>node-") == ui.MAX_NODES
-    for state in nodes[-3:]:
-        assert f"<tr><td>{state.name}</td>" in html
-    assert f"<tr><td>node-{ui.MAX_NODES - 3:04d}</td>" not in html  # the first healthy left out
-    assert f"{ui.MAX_NODES} of {ui.MAX_NODES + 50} nodes shown" in html
-    assert "nodes shown" not in ui._nodes(nodes[: ui.MAX_NODES])
+    kept whatever their names, and the page says how many are left out. They are found
+    from the cluster view's indexes, kept as nodes change (joins, links, removals)."""
+    store = await SqliteStore.open(tmp_path / "state.db")
+    try:
+        cluster = ClusterState(store)
+        nodes = [ready_node(f"node-{i:04d}", "4", "8Gi", 110) for i in range(ui.MAX_NODES + 50)]
+        nodes[-1].status.conditions = []  # node-0149: NotReady
+        nodes[-3].spec.unschedulable = True  # node-0147: cordoned
+        nodes.append(ready_node("gone", "4", "8Gi", 110))
+        await store.txn([Op("put", node_key(n.metadata.name), encode(n), n) for n in nodes])
+        await cluster.load()
+        for state in cluster.nodes.values():
+            cluster.set_connected(state, True)
+        cluster.set_connected(cluster.nodes["node-0148"], False)
+        cluster.set_connected(cluster.nodes["gone"], False)
+        deleted = await store.delete(node_key("gone"))
+        cluster.apply(StoreEvent("DELETE", deleted, None, deleted.mod_revision))
+
+        html = ui._nodes(ui.nodes_shown(cluster), len(cluster.nodes))
+        assert html.count("<tr><td>node-") == ui.MAX_NODES
+        for name in ("node-0147", "node-0148", "node-0149"):
+            assert f"<tr><td>{name}</td>" in html
+        assert f"<tr><td>node-{ui.MAX_NODES - 3:04d}</td>" not in html  # the first healthy out
+        assert f"<tr><td>node-{ui.MAX_NODES - 4:04d}</td>" in html
+        assert f"{ui.MAX_NODES} of {ui.MAX_NODES + 50} nodes shown" in html
+        shown = ui.nodes_shown(cluster)
+        assert "nodes shown" not in ui._nodes(shown, len(shown))
+        assert "gone" not in cluster.attention and "gone" not in cluster.names
+    finally:
+        await store.close()
 
 
 def test_pods_are_counted_by_namespace_and_phase() -> None:
@@ -161,7 +183,10 @@ def test_pods_are_counted_by_namespace_and_phase() -> None:
     pending = pod("d", phase="Pending")
     pending.metadata.namespace = "batch"
     pods.append(pending)
-    html = ui._namespaces(pods)
+    overview = Overview()
+    for p in pods:
+        overview.pod_changed(f"/pods/{p.metadata.namespace}/{p.metadata.name}", None, p)
+    html = ui._namespaces(overview.by_namespace)
     cells = '<td class="num">{}</td>'
     batch = "".join(cells.format(n) for n in (1, 0, 0, 0, 0, 1))
     default = "".join(cells.format(n) for n in (0, 2, 0, 1, 0, 3))
