@@ -61,18 +61,27 @@ class Overview:
     def pod_changed(self, key: str, old: Pod | None, new: Pod | None) -> None:
         """A pod listener of the cluster view: runs at every pod write, kept to a few
         dictionary operations."""
-        counts = self.by_namespace
-        if old is not None:
-            was = (old.metadata.namespace or "default", old.status.phase)
-            counts[was] -= 1
-            if not counts[was]:
-                del counts[was]  # a namespace without pods is not listed
-        if new is not None:
-            counts[new.metadata.namespace or "default", new.status.phase] += 1
+        if (
+            old is None
+            or new is None
+            or old.status.phase != new.status.phase
+            or old.metadata.namespace != new.metadata.namespace
+        ):  # else the common status report, which leaves the counts as they are
+            self._count(old, -1)
+            self._count(new, 1)
         if new is not None and may_be_failing(new):
             self.may_fail.add(key)
         else:
             self.may_fail.discard(key)
+
+    def _count(self, pod: Pod | None, sign: int) -> None:
+        if pod is None:
+            return
+        counts = self.by_namespace
+        at = (pod.metadata.namespace or "default", pod.status.phase)
+        counts[at] += sign
+        if not counts[at]:
+            del counts[at]  # a namespace without pods is not listed
 
     def object_changed(self, event: Event) -> None:
         key = event.kv.key
