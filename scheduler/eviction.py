@@ -64,25 +64,36 @@ def failed(pod: Pod, reason: str, message: str) -> Pod:
     return new
 
 
-async def evict(
-    store: Store, pod: Pod, expect: int, reason: str, message: str, events: EventRecorder
-) -> bool:
-    """Replace or fail one pod; False if it changed meanwhile (the next pass retries)."""
-    if pod.status.phase in TERMINAL_PHASES:
-        return True
-    replace = pod.spec.restart_policy != "Never"
-    new = replacement(pod, reason, message) if replace else failed(pod, reason, message)
-    key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)
-    try:
-        await store.put(key, encode(new), obj=new, expect=expect)
-    except (Conflict, NotFound):
-        return False
+def evicted(pod: Pod, reason: str, message: str) -> Pod:
+    """The pod as an eviction leaves it: a new incarnation, or Failed for good (Never)."""
+    if pod.spec.restart_policy != "Never":
+        return replacement(pod, reason, message)
+    return failed(pod, reason, message)
+
+
+def record_eviction(events: EventRecorder, pod: Pod, new: Pod, reason: str, message: str) -> None:
+    """The events of an eviction written: on the old incarnation, and on the new one."""
     events.record(pod_ref(pod), reason, message, type="Warning")
-    if replace:
+    if new.metadata.uid != pod.metadata.uid:
         events.record(
             pod_ref(new),
             "Rescheduled",
             f"incarnation {pod.metadata.uid} on {pod.spec.node_name} replaced by "
             f"{new.metadata.uid}",
         )
+
+
+async def evict(
+    store: Store, pod: Pod, expect: int, reason: str, message: str, events: EventRecorder
+) -> bool:
+    """Replace or fail one pod; False if it changed meanwhile (the next pass retries)."""
+    if pod.status.phase in TERMINAL_PHASES:
+        return True
+    new = evicted(pod, reason, message)
+    key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)
+    try:
+        await store.put(key, encode(new), obj=new, expect=expect)
+    except (Conflict, NotFound):
+        return False
+    record_eviction(events, pod, new, reason, message)
     return True
