@@ -21,7 +21,7 @@ from common.models import (
 )
 from scheduler.cluster import TERMINAL_PHASES
 from scheduler.events import EventRecorder, pod_ref
-from scheduler.objects import encode, mutable_copy, pod_key
+from scheduler.objects import encode, mutable_copy, pod_store_key
 from scheduler.store import Conflict, NotFound, Store
 
 
@@ -90,7 +90,7 @@ async def evict(
     if pod.status.phase in TERMINAL_PHASES:
         return True
     new = evicted(pod, reason, message)
-    key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)
+    key = pod_store_key(pod)
     try:
         await store.put(key, encode(new), obj=new, expect=expect)
     except (Conflict, NotFound):

@@ -56,7 +56,7 @@ from scheduler.objects import (
     decode,
     encode,
     node_key,
-    pod_key,
+    pod_store_key,
     replaced,
     set_fields,
     split_status,
@@ -489,7 +489,7 @@ class Hub:
         wanted = {p.metadata.uid for p in desired}
         desired += self._finished_here(name, hello.pods, wanted)
         kvs = self._cluster.pod_kvs
-        stored = [kvs[pod_key(p.metadata.namespace or "default", p.metadata.name)] for p in desired]
+        stored = [kvs[pod_store_key(p)] for p in desired]
         stop = sorted({r.uid for r in hello.pods} - wanted)
         session.desired = {uid for uid in wanted if uid}
         # The cluster's size, this node included (the watch may not have brought it yet).

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from common.models import Model, ObjectMeta
+from common.models import Model, ObjectMeta, Pod
 from scheduler.store import KV
 
 PODS = "/pods/"
@@ -24,6 +24,12 @@ T = TypeVar("T", bound=Model)
 
 def pod_key(namespace: str, name: str) -> str:
     return f"{PODS}{namespace}/{name}"
+
+
+def pod_store_key(pod: Pod) -> str:
+    """Where the pod is stored (a pod without a namespace is in "default", as the API
+    puts it)."""
+    return pod_key(pod.metadata.namespace or "default", pod.metadata.name)
 
 
 def node_key(name: str) -> str:

@@ -14,7 +14,7 @@ change since its last report, is then taken back: Ready is True again.
 from __future__ import annotations
 
 from common.models import Pod, PodCondition, now
-from scheduler.objects import encode, mutable_copy, pod_key
+from scheduler.objects import encode, mutable_copy, pod_store_key
 from scheduler.store import Conflict, NotFound, Store, StoreUnavailable
 
 NODE_NOT_READY = "NodeNotReady"
@@ -69,7 +69,7 @@ def _with_ready(pod: Pod, ready: bool, message: str | None) -> Pod:
 
 async def write(store: Store, pod: Pod, expect: int) -> bool:
     """Store the pod as changed here; False if it changed meanwhile (a next pass sees)."""
-    key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)
+    key = pod_store_key(pod)
     try:
         await store.put(key, encode(pod), obj=pod, expect=expect)
     except (Conflict, NotFound, StoreUnavailable):  # the next pass tries again

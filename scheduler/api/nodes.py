@@ -36,7 +36,7 @@ from scheduler.cluster import NodeState
 from scheduler.controlplane import ControlPlane
 from scheduler.eviction import evicted, record_eviction
 from scheduler.kinds import NODES as NODE_KIND
-from scheduler.objects import NODES, decode, encode, mutable_copy, pod_key
+from scheduler.objects import NODES, decode, encode, mutable_copy, pod_store_key
 from scheduler.store import KV, Conflict, NotFound, Op
 
 
@@ -193,7 +193,7 @@ async def _move_pods(cp: ControlPlane, name: str, reason: str, message: str) -> 
     evictions: list[tuple[Pod, Pod]] = []
     ops: list[Op] = []
     for listed in cp.cluster.pods_on(name):
-        key = pod_key(listed.metadata.namespace or "default", listed.metadata.name)
+        key = pod_store_key(listed)
         # Built on the newest version, queued writes included, as the hub's status writes
         # are: on the durable one, a status report in flight made the eviction a conflict,
         # and nothing moves the pod later once the node is deleted. With no await between

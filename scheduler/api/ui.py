@@ -31,7 +31,7 @@ from scheduler.api.common import plane
 from scheduler.api.ops import behind_on_changes
 from scheduler.cluster import ClusterState, NodeState
 from scheduler.controlplane import ControlPlane
-from scheduler.objects import decode, pod_key
+from scheduler.objects import decode, pod_store_key
 from scheduler.overview import NORMAL_WAITING
 
 COOKIE = "corral_token"
@@ -319,9 +319,7 @@ def problem(
         scheduled = next((c for c in status.conditions if c.type == "PodScheduled"), None)
         if scheduled is not None and scheduled.status == "False":
             return 2, scheduled.reason or "Unschedulable", scheduled.message or ""
-        waiting_for = unschedulable.get(
-            pod_key(pod.metadata.namespace or "default", pod.metadata.name)
-        )
+        waiting_for = unschedulable.get(pod_store_key(pod))
         if waiting_for is not None:
             return 2, "Unschedulable", waiting_for
         if pod.spec.node_name is None:

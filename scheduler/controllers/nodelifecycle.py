@@ -55,7 +55,7 @@ from scheduler.context import Context
 from scheduler.events import node_ref, pod_ref
 from scheduler.eviction import evict
 from scheduler.hub import set_node_ready
-from scheduler.objects import pod_key
+from scheduler.objects import pod_store_key
 from scheduler.podfinal import may_run, remove_stopped
 from scheduler.stall import woke_from_stall
 from scheduler.store import Conflict, NotFound
@@ -222,9 +222,7 @@ class NodeLifecycleController:
                     await asyncio.sleep(0)  # a partition of thousands of nodes: let others run
                 for pod in self._cluster.pods_on(node):
                     changed = change(pod, node)
-                    kv = self._cluster.pod_kvs.get(
-                        pod_key(pod.metadata.namespace or "default", pod.metadata.name)
-                    )
+                    kv = self._cluster.pod_kvs.get(pod_store_key(pod))
                     if changed is not None and kv is not None:
                         changes.append((node, pod, changed, kv.mod_revision))
             self.marked.update(marks)
@@ -291,7 +289,7 @@ class NodeLifecycleController:
     async def _evict_pod(self, pod: Pod, node: str, message: str) -> None:
         if pod.metadata.deletion_timestamp is not None:
             return  # handled by _finish_deletions
-        key = pod_key(pod.metadata.namespace or "default", pod.metadata.name)
+        key = pod_store_key(pod)
         kv = self._cluster.pod_kvs.get(key)
         if kv is None or pod.status.phase in ("Succeeded", "Failed"):
             return

@@ -27,9 +27,8 @@ from common.models import (
     now,
 )
 from scheduler.cluster import TERMINAL_PHASES, ClusterState
-from scheduler.kinds import PODS
 from scheduler.names import ALPHABET, random_suffix
-from scheduler.objects import decode, encode, replaced
+from scheduler.objects import decode, encode, pod_store_key, replaced
 from scheduler.podfinal import mark_deleted, marked_for_deletion, may_run, must_wait
 from scheduler.store import KV, Conflict, NotFound, Op, Store
 
@@ -110,10 +109,6 @@ def new_pod(
         finalizers=list(template.metadata.finalizers or ()) or None,
     )
     return Pod(metadata=meta, spec=proto.spec.model_copy(deep=True), status=PodStatus())
-
-
-def pod_store_key(pod: Pod) -> str:
-    return PODS.key(pod.metadata.namespace, pod.metadata.name)
 
 
 # The most pods a controller creates for one owner in one pass, as kube-controller-
