@@ -1050,3 +1050,32 @@ class Scale(DeferredModel):
     metadata: UnfinalizedMeta
     spec: ScaleSpec = Field(default_factory=ScaleSpec)
     status: ScaleStatus = Field(default_factory=ScaleStatus)
+
+
+class Preconditions(DeferredModel):
+    uid: str | None = None
+    resource_version: str | None = None
+
+
+class DeleteOptions(DeferredModel):
+    """metav1.DeleteOptions, as an Eviction carries it (scheduler/api/deleting.py reads
+    the same fields from a DELETE's body or query)."""
+
+    api_version: str | None = None
+    kind: str | None = None
+    grace_period_seconds: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    preconditions: Preconditions | None = None
+    orphan_dependents: bool | None = None
+    propagation_policy: Literal["Background", "Foreground", "Orphan"] | None = None
+    dry_run: list[Literal["All"]] | None = None
+    ignore_store_read_error_with_cluster_breaking_potential: bool | None = None
+
+
+class Eviction(DeferredModel):
+    """policy/v1 Eviction, the body of a pod's eviction subresource (policy/v1beta1's is
+    the same object: scheduler/api/evictions.py)."""
+
+    api_version: Literal["policy/v1"] = "policy/v1"
+    kind: Literal["Eviction"] = "Eviction"
+    metadata: ObjectMeta
+    delete_options: DeleteOptions | None = None

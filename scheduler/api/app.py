@@ -15,6 +15,7 @@ from scheduler.api import (
     access,
     discovery,
     events,
+    evictions,
     namespaces,
     nodes,
     openapi,
@@ -220,6 +221,7 @@ def create_app(
 
     for routes in (
         pods.ROUTES,
+        evictions.ROUTES,
         nodes.ROUTES,
         events.ROUTES,
         tokens.ROUTES,

@@ -5,6 +5,7 @@ fields of a `DeleteOptions` body (kubectl sends `--grace-period`, `--force` and
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,51 +34,88 @@ class DeleteOptions:
     revision: int | None = None  # preconditions.resourceVersion
     # An object this corral cannot read is removed as it is (`readable_or_removed`).
     ignore_read_error: bool = False
+    dry_run: bool = False  # dryRun: ["All"]; only an eviction honours it (api/evictions.py)
 
 
 async def delete_options(request: web.Request) -> DeleteOptions:
-    """The request's options; 400 naming a malformed one (none is silently dropped)."""
-    grace = int_param(request, "gracePeriodSeconds")
-    policy = request.query.get("propagationPolicy")
-    options: dict[str, object] = {}
+    """The request's options; 400 naming a malformed one (none is silently dropped).
+
+    A body's `dryRun` is refused as the query's is (scheduler/api/options.py): `kubectl
+    delete --dry-run=server` sends it there, and a DELETE that ignored it deleted."""
+    body: dict[str, object] = {}
     if request.can_read_body:
         docs = await read_documents(request)
-        body = docs[0] if len(docs) == 1 else None
-        if not isinstance(body, dict):
+        sent = docs[0] if len(docs) == 1 else None
+        if not isinstance(sent, dict):
             raise BadRequest("expected one DeleteOptions object as the body")
-        options = body
-    value = options.get("gracePeriodSeconds")
+        body = sent
+    options = options_from(body, request.query, grace=int_param(request, "gracePeriodSeconds"))
+    if options.dry_run:
+        raise BadRequest("dryRun: not supported (the delete would be made)")
+    return options
+
+
+def options_from(
+    body: dict[str, object],
+    query: Mapping[str, str],
+    prefix: str = "",
+    *,
+    grace: int | None = None,
+) -> DeleteOptions:
+    """DeleteOptions from a body's fields (`prefix` names where they are in it, for the
+    messages: an Eviction's `deleteOptions.`) and a DELETE's query (`grace`: its
+    gracePeriodSeconds, read), which wins."""
+    policy = query.get("propagationPolicy")
+    value = body.get("gracePeriodSeconds")
     if grace is None and value is not None:
         # At most an int64, as in Kubernetes: it becomes the pod's grace period, stored.
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
             raise BadRequest(
-                f"gracePeriodSeconds: {value!r} is not an integer from 0 to {INT64_MAX}"
+                f"{prefix}gracePeriodSeconds: {value!r} is not an integer from 0 to {INT64_MAX}"
             )
         grace = value
     if not policy:
-        sent = options.get("propagationPolicy")
+        sent = body.get("propagationPolicy")
         policy = sent if isinstance(sent, str) or sent is None else str(sent)
-    orphan = _orphan_dependents(request.query.get("orphanDependents"), options)
+    orphan = _orphan_dependents(query.get("orphanDependents"), body)
     if orphan is not None:  # the deprecated spelling, as kube-apiserver still reads it
         if policy is not None:
             raise BadRequest("orphanDependents and propagationPolicy cannot be both set")
         policy = "Orphan" if orphan else "Background"
     if policy is not None and policy not in PROPAGATION:
-        raise BadRequest(f"propagationPolicy: {policy!r} is not one of {', '.join(PROPAGATION)}")
-    pre = options.get("preconditions") or {}
+        raise BadRequest(
+            f"{prefix}propagationPolicy: {policy!r} is not one of {', '.join(PROPAGATION)}"
+        )
+    pre = body.get("preconditions") or {}
     if not isinstance(pre, dict):
-        raise BadRequest("preconditions: expected an object with uid and resourceVersion")
+        raise BadRequest(f"{prefix}preconditions: expected an object with uid and resourceVersion")
     uid, revision = pre.get("uid"), pre.get("resourceVersion")
     if uid is not None and not isinstance(uid, str):
-        raise BadRequest(f"preconditions.uid: {uid!r} is not a string")
+        raise BadRequest(f"{prefix}preconditions.uid: {uid!r} is not a string")
     wanted = parse_revision(revision) if isinstance(revision, str) else None
     if revision is not None and wanted is None:
-        raise BadRequest(f"preconditions.resourceVersion: {revision!r} is not a revision")
-    return DeleteOptions(grace, policy, uid, wanted, _ignore_read_error(request, options))
+        raise BadRequest(f"{prefix}preconditions.resourceVersion: {revision!r} is not a revision")
+    return DeleteOptions(
+        grace,
+        policy,
+        uid,
+        wanted,
+        _ignore_read_error(query, body),
+        dry_run(body.get("dryRun"), f"{prefix}dryRun"),
+    )
 
 
-def _ignore_read_error(request: web.Request, body: dict[str, object]) -> bool:
-    query = request.query.get(IGNORE_READ_ERROR)
+def dry_run(value: object, field: str) -> bool:
+    """Whether a `dryRun` list asks for one: kube-apiserver's only value is `All`."""
+    if value is None or value == []:
+        return False
+    if not isinstance(value, list) or any(v != "All" for v in value):
+        raise BadRequest(f'{field}: {value!r} is not supported (supported: ["All"])')
+    return True
+
+
+def _ignore_read_error(query_args: Mapping[str, str], body: dict[str, object]) -> bool:
+    query = query_args.get(IGNORE_READ_ERROR)
     if query is not None:
         if query not in ("true", "false"):
             raise BadRequest(f"{IGNORE_READ_ERROR}: {query!r} is not true or false")

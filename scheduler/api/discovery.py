@@ -51,8 +51,15 @@ _OTHER_KINDS = {
     ("metrics.k8s.io/v1beta1", "nodes"): "NodeMetrics",  # scheduler/api/usage.py
     ("metrics.k8s.io/v1beta1", "pods"): "PodMetrics",
 }
-# Subresources whose object is not their parent's kind: (group, version, kind).
-_SUBRESOURCE_KINDS = {"scale": ("autoscaling", "v1", "Scale")}
+# Subresources whose object is not their parent's kind: (group, version, kind). Their
+# group-version is listed too (`/apis`), as kube-apiserver lists it, with the resources
+# corral serves in it (none of its own: no HorizontalPodAutoscalers, no
+# PodDisruptionBudgets): kubectl before 1.22 evicts (`drain`) only where `/apis` lists
+# the policy group, and deletes the pods otherwise.
+_SUBRESOURCE_KINDS = {
+    "scale": ("autoscaling", "v1", "Scale"),
+    "eviction": ("policy", "v1", "Eviction"),
+}
 
 _COLLECTION_VERBS = {"GET": "list", "POST": "create", "DELETE": "deletecollection"}
 _ITEM_VERBS = {
@@ -98,7 +105,12 @@ def resources(app: web.Application) -> dict[str, list[Resource]]:
     by_group: dict[str, list[Resource]] = {}
     for key in sorted(found):
         by_group.setdefault(key[0], []).append(found[key])
-    return by_group
+    for _, name in found:
+        sub = name.partition("/")[2]
+        if sub in _SUBRESOURCE_KINDS:
+            group, version, _ = _SUBRESOURCE_KINDS[sub]
+            by_group.setdefault(f"{group}/{version}", [])
+    return dict(sorted(by_group.items()))
 
 
 def _kind_of(group_version: str, plural: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:

@@ -24,6 +24,7 @@ from common.models import (
     ControllerRevision,
     Deployment,
     Event,
+    Eviction,
     Job,
     Namespace,
     Node,
@@ -49,6 +50,10 @@ _SHAPES: dict[tuple[str, str], tuple[str | None, int, str | None]] = {
     ("PUT", "/api/v1/namespaces/{namespace}/pods/{name}"): ("Pod", 200, "Pod"),
     ("PATCH", "/api/v1/namespaces/{namespace}/pods/{name}"): ("Patch", 200, "Pod"),
     ("DELETE", "/api/v1/namespaces/{namespace}/pods/{name}"): (None, 200, "Pod"),
+    ("GET", "/api/v1/namespaces/{namespace}/pods/{name}/status"): (None, 200, "Pod"),
+    ("PUT", "/api/v1/namespaces/{namespace}/pods/{name}/status"): ("Pod", 200, "Pod"),
+    ("PATCH", "/api/v1/namespaces/{namespace}/pods/{name}/status"): ("Patch", 200, "Pod"),
+    ("POST", "/api/v1/namespaces/{namespace}/pods/{name}/eviction"): ("Eviction", 201, "Status"),
     ("GET", "/api/v1/nodes"): (None, 200, "NodeList"),
     ("GET", "/api/v1/nodes/{name}"): (None, 200, "Node"),
     ("PUT", "/api/v1/nodes/{name}"): ("Node", 200, "Node"),
@@ -73,6 +78,7 @@ _SHAPES |= {
 }
 _MODELS = (
     *(Pod, Node, Status, Event, Namespace, Deployment, Job, ControllerRevision, Scale),
+    Eviction,
     *tokens.OPENAPI_MODELS,
 )
 # Every list also takes these (scheduler/api/watch.py, scheduler/api/paging.py).
@@ -96,6 +102,8 @@ _QUERY = {
         "timestamps",
         "previous",
     ],
+    # The eviction's own dry run (scheduler/api/evictions.py): every other write refuses it.
+    "/api/v1/namespaces/{namespace}/pods/{name}/eviction": ["dryRun"],
 }
 
 _PAGED = ["labelSelector", "fieldSelector", "limit", "continue"]

@@ -3,7 +3,8 @@ UpdateOptions and PatchOptions: read once, by the API's middleware (scheduler/ap
 for every route, so that no handler has to remember it.
 
 `dryRun` is refused: corral has no dry run, and ignoring it would make the write that
-`kubectl apply --dry-run=server` only meant to try.
+`kubectl apply --dry-run=server` only meant to try. A handler that does a dry run itself
+says so (`honours_dry_run`: the eviction subresource, scheduler/api/evictions.py).
 
 `fieldValidation` (Strict, Warn or Ignore) is accepted and changes nothing: corral
 always refuses a field it does not know, naming its path (common/models.py), whatever
@@ -24,6 +25,7 @@ client that works here is not refused by a Kubernetes cluster.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -50,9 +52,21 @@ FIELD_VALIDATION_PARAMETER: dict[str, Any] = {
 }
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_DRY_RUN = "corral_honours_dry_run"
+
+
+def honours_dry_run(handler: Handler) -> Handler:
+    """Mark a handler that reads `?dryRun` itself and writes nothing when asked: `check`
+    lets the parameter through to it."""
+    setattr(handler, _DRY_RUN, True)
+    return handler
+
+
 def check(request: web.Request) -> None:
     """400 for a write option corral cannot honour."""
-    if "dryRun" in request.query and request.method not in ("GET", "HEAD"):
+    handled = getattr(request.match_info.handler, _DRY_RUN, False) is True
+    if "dryRun" in request.query and request.method not in ("GET", "HEAD") and not handled:
         # Refused, not ignored: `kubectl apply --dry-run=server` would change the cluster.
         raise BadRequest("query parameter dryRun: not supported (the write would be made)")
     if request.method not in WRITES:

@@ -26,6 +26,7 @@ from scheduler.api.common import (
     require_url_name,
 )
 from scheduler.api.deleting import (
+    DeleteOptions,
     check_preconditions,
     delete_options,
     readable_or_removed,
@@ -54,6 +55,7 @@ from scheduler.api.generic import (
 from scheduler.api.paging import check_list_options, page, with_continue
 from scheduler.api.patch import patched, read_patch
 from scheduler.api.watch import serve_watch, wants_watch, watchable
+from scheduler.controlplane import ControlPlane
 from scheduler.hub import LogsUnavailable
 from scheduler.kinds import PODS as PODS_KIND
 from scheduler.logfilter import LOG_ENDED_PREFIX, LogFilter
@@ -87,11 +89,13 @@ def _validate(
     *,
     created: datetime | None = None,
     uid: str | None = None,
+    keep_status: bool = False,
 ) -> Pod:
     """A client's pod, checked, with the fields the server owns set.
 
     `created` and `uid` are the creation time and uid to give it (a batch passes one time
-    for all its pods and uids made together); by default, now and a new uid.
+    for all its pods and uids made together); by default, now and a new uid. The status
+    the client sent is dropped, unless `keep_status` (a write of the status subresource).
     """
     if isinstance(doc, dict):
         # What the URL says, as kube-apiserver fills it in (clients send objects without).
@@ -144,7 +148,7 @@ def _validate(
     set_fields(meta, owned)
     if obj.spec.dns_policy is None:  # kube-apiserver's default, so a PUT without it matches
         set_fields(obj.spec, {"dns_policy": DEFAULT_DNS_POLICY})
-    if "status" in doc:  # what a client says of the status is dropped (validated, above)
+    if "status" in doc and not keep_status:  # dropped (validated, above)
         obj.status = PodStatus()
     return obj
 
@@ -366,16 +370,31 @@ async def patch_pod(request: web.Request) -> web.Response:
 async def delete_pod(request: web.Request) -> web.Response:
     namespace, name = namespace_param(request), name_param(request)
     options = await delete_options(request)
+    kv = await delete_pod_object(plane(request), namespace, name, options)
+    return json_response(with_resource_version(kv)) if kv else removed_unread("pods", name)
+
+
+async def delete_pod_object(
+    cp: ControlPlane, namespace: str, name: str, options: DeleteOptions
+) -> KV | None:
+    """Delete a pod as DELETE does (an eviction too: api/evictions.py): gracefully where it
+    may run, 404 if there is none, 409 for a failed precondition. The pod as answered
+    (marked for deletion, or as it was when removed); None if it was removed unread. With
+    `options.dry_run`, all of it is checked and nothing written."""
     grace = options.grace
-    cp = plane(request)
     key = pod_key(namespace, name)
     for _attempt in range(5):
         kv = await cp.store.get(key)
         if kv is None:
             raise NotFoundError(f'pods "{name}" not found', name=name, kind="pods")
-        pod = await readable_or_removed(cp.store, kv, Pod, options)
-        if pod is None:
-            return removed_unread("pods", name)
+        if options.dry_run:
+            pod = decode(kv, Pod)  # unreadable: a 500, as the delete itself would be
+            check_preconditions(options, "pods", name, pod.metadata.uid, kv.mod_revision)
+            return kv
+        read = await readable_or_removed(cp.store, kv, Pod, options)
+        if read is None:
+            return None
+        pod = read
         check_preconditions(options, "pods", name, pod.metadata.uid, kv.mod_revision)
         # Grace 0 (--force) removes a pod that may still run without waiting for its
         # agent, which stops it when it learns; finalizers hold it whatever the grace.
@@ -384,15 +403,84 @@ async def delete_pod(request: web.Request) -> web.Response:
                 # Marked: the agent stops it within its grace period and confirms, and
                 # the hub removes it then (scheduler/podfinal.py).
                 if pod.metadata.deletion_timestamp is not None:
-                    return json_response(with_resource_version(kv))
-                new = await mark_deleted(cp.store, key, kv, pod, now(), grace)
-                return json_response(with_resource_version(new))
+                    return kv
+                return await mark_deleted(cp.store, key, kv, pod, now(), grace)
             await cp.store.delete(key, expect=kv.mod_revision)
-            return json_response(with_resource_version(kv))
+            return kv
         except (Conflict, NotFound):
             # Changed under us (a status report, say): look again once that is durable.
             await cp.store.settled(key)
     raise ConflictError(f'pods "{name}" kept changing; try again', name=name, kind="pods")
+
+
+def _status_replacer(request: web.Request) -> Replace:
+    """A replace of the status subresource (for `guarded_update`), as kube-apiserver's
+    pod status strategy makes it: the status is the body's; the spec, ownerReferences
+    and deletionTimestamp stay the stored ones whatever the body says; labels,
+    annotations and finalizers are taken as a PUT of the pod takes them."""
+    namespace, name = namespace_param(request), name_param(request)
+    store = plane(request).store
+
+    async def replace(doc: Any, kv: KV) -> web.Response:
+        current = decode(kv, Pod)
+        if not isinstance(doc, dict):
+            raise BadRequest(f"expected a Pod object, got {type(doc).__name__}")
+        # The spec is the stored one before anything is checked, as kube-apiserver resets
+        # it first: a status written with a partial pod (no spec) is accepted.
+        doc = {**doc, "spec": current.spec.to_dict()}
+        incoming = _validate(doc, namespace, keep_status=True)
+        require_url_name(incoming.metadata.name, name)
+        meta, wanted = current.metadata, incoming.metadata
+        finalizers = wanted.finalizers or None
+        check_new_finalizers(
+            "Pod", name, meta.deletion_timestamp is not None, meta.finalizers, finalizers
+        )
+        updated = mutable_copy(current)
+        updated.status = incoming.status
+        updated.metadata.labels = wanted.labels
+        updated.metadata.annotations = wanted.annotations
+        updated.metadata.finalizers = finalizers
+        if updated.to_dict() == current.to_dict():
+            return json_response(with_resource_version(kv))  # no change, no new version
+        new = await store.put(kv.key, encode(updated), obj=updated, expect=kv.mod_revision)
+        return json_response(with_resource_version(new))
+
+    return replace
+
+
+async def get_pod_status(request: web.Request) -> web.Response:
+    """Read a pod, through its status subresource (the whole pod, as kube-apiserver)."""
+    return await get_pod(request)
+
+
+async def update_pod_status(request: web.Request) -> web.Response:
+    """Replace a pod's status: spec changes are ignored; guarded by
+    `metadata.resourceVersion` when the body gives one (409 if not the pod's)."""
+    docs = await read_documents(request)
+    if len(docs) != 1:
+        raise BadRequest(f"expected one Pod, got {len(docs)} documents")
+    name = name_param(request)
+    return await guarded_update(
+        plane(request).store,
+        lambda: get_kv(plane(request).store, PODS_KIND, namespace_param(request), name),
+        lambda kv: docs[0],
+        _status_replacer(request),
+        lambda: modified("pods", name),
+    )
+
+
+async def patch_pod_status(request: web.Request) -> web.Response:
+    """Patch a pod's status (merge, strategic merge or JSON patch), replaced as PUT of
+    the status subresource replaces it."""
+    patch = await read_patch(request)
+    name = name_param(request)
+    return await guarded_update(
+        plane(request).store,
+        lambda: get_kv(plane(request).store, PODS_KIND, namespace_param(request), name),
+        patched(patch),
+        _status_replacer(request),
+        lambda: modified("pods", name),
+    )
 
 
 ROUTES = [
@@ -403,6 +491,9 @@ ROUTES = [
     web.put("/api/v1/namespaces/{namespace}/pods/{name}", update_pod),
     web.patch("/api/v1/namespaces/{namespace}/pods/{name}", patch_pod),
     web.delete("/api/v1/namespaces/{namespace}/pods/{name}", delete_pod),
+    web.get("/api/v1/namespaces/{namespace}/pods/{name}/status", get_pod_status),
+    web.put("/api/v1/namespaces/{namespace}/pods/{name}/status", update_pod_status),
+    web.patch("/api/v1/namespaces/{namespace}/pods/{name}/status", patch_pod_status),
 ]
 
 
