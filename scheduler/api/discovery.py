@@ -52,10 +52,11 @@ _OTHER_KINDS = {
     ("metrics.k8s.io/v1beta1", "pods"): "PodMetrics",
 }
 # Subresources whose object is not their parent's kind: (group, version, kind). Their
-# group-version is listed too (`/apis`), as kube-apiserver lists it, with the resources
-# corral serves in it (none of its own: no HorizontalPodAutoscalers, no
-# PodDisruptionBudgets): kubectl before 1.22 evicts (`drain`) only where `/apis` lists
-# the policy group, and deletes the pods otherwise.
+# group-version is not listed in `/apis` when no route is under it (policy/v1: corral has
+# no PodDisruptionBudgets): kubectl 1.30's discovery fails on a group-version of no
+# resources ("received empty response for: policy/v1"), which costs kubectl before 1.22
+# its evictions: it evicts only where `/apis` lists the policy group, and `drain`
+# deletes the pods instead (the same delete: scheduler/api/evictions.py).
 _SUBRESOURCE_KINDS = {
     "scale": ("autoscaling", "v1", "Scale"),
     "eviction": ("policy", "v1", "Eviction"),
@@ -105,12 +106,7 @@ def resources(app: web.Application) -> dict[str, list[Resource]]:
     by_group: dict[str, list[Resource]] = {}
     for key in sorted(found):
         by_group.setdefault(key[0], []).append(found[key])
-    for _, name in found:
-        sub = name.partition("/")[2]
-        if sub in _SUBRESOURCE_KINDS:
-            group, version, _ = _SUBRESOURCE_KINDS[sub]
-            by_group.setdefault(f"{group}/{version}", [])
-    return dict(sorted(by_group.items()))
+    return by_group
 
 
 def _kind_of(group_version: str, plural: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:

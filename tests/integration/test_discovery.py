@@ -108,8 +108,7 @@ def test_discovery_documents_have_kubernetes_shapes(sched: SchedulerProcess) -> 
     groups = sched.get("/apis")
     assert groups["kind"] == "APIGroupList" and groups["apiVersion"] == "v1"
     by_name = {g["name"]: g for g in groups["groups"]}
-    # policy and autoscaling: the groups of the pods' Eviction and the Deployments' Scale.
-    assert set(by_name) == {"apps", "autoscaling", "batch", "metrics.k8s.io", "policy"}
+    assert set(by_name) == {"apps", "batch", "metrics.k8s.io"}
     for name, group in by_name.items():
         assert group["kind"] == "APIGroup"
         assert group["preferredVersion"] == group["versions"][0]
@@ -144,17 +143,12 @@ def test_discovery_documents_have_kubernetes_shapes(sched: SchedulerProcess) -> 
 
 
 def test_groups_are_those_the_routes_serve(sched: SchedulerProcess) -> None:
-    """`/apis` lists exactly the groups some route is under, each with its versions, and
-    those of the kinds subresources take (policy/v1 for pods/eviction, as kube-apiserver
-    lists it: kubectl before 1.22 evicts only where it is listed)."""
+    """`/apis` lists exactly the groups some route is under, each with its versions."""
     from_routes: dict[str, set[str]] = {}
     for gv, _ in served(sched):
         if "/" in gv:
             group, version = gv.split("/")
             from_routes.setdefault(group, set()).add(version)
-    for resource in discovered(sched).values():
-        if "group" in resource:
-            from_routes.setdefault(resource["group"], set()).add(resource["version"])
     listed = {
         g["name"]: {v["version"] for v in g["versions"]} for g in sched.get("/apis")["groups"]
     }
@@ -252,7 +246,7 @@ def test_version_shape(sched: SchedulerProcess) -> None:
 
 def test_unknown_groups_are_not_found(sched: SchedulerProcess) -> None:
     """A group or version corral does not serve is a 404 Status, as kube-apiserver's."""
-    for path in ("/apis/nosuch.example.com", "/apis/apps/v2", "/apis/policy/v1beta1"):
+    for path in ("/apis/nosuch.example.com", "/apis/apps/v2", "/apis/policy/v1"):
         resp = sched.request("GET", path)
         assert resp.status == 404, (path, resp.status)
         assert resp.json()["kind"] == "Status" and resp.json()["reason"] == "NotFound"

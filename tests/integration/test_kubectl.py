@@ -372,3 +372,81 @@ def test_replace_and_what_kubectl_shows_as_kubernetes_serves_it(kubectl: Kubectl
     kubectl.ok("delete", "pod", "replaced", "--grace-period=0", "--force")
     whole = kubectl.ok(*scheduled, "--chunk-size=0").split()
     assert kubectl.ok(*scheduled, "--chunk-size=1").split() == whole
+
+
+def client_minor(kubectl: Kubectl) -> int:
+    version = json.loads(kubectl.ok("version", "-o", "json"))["clientVersion"]
+    return int(version["minor"].rstrip("+"))
+
+
+def took_off(drain_output: str, pod: str, evicts: bool) -> bool:
+    """kubectl's word that `pod` went: evicted (pods/eviction) where it evicts, deleted
+    where it does not (kubectl before 1.22 looks for the policy group in `/apis`, which
+    corral does not list: scheduler/api/discovery.py)."""
+    if evicts:
+        return (
+            f"evicting pod default/{pod}" in drain_output and f"pod/{pod} evicted" in drain_output
+        )
+    return f"pod/{pod} deleted" in drain_output
+
+
+def finished(drain_output: str, node: str) -> bool:
+    """kubectl's last word on a drain: `drained`; kubectl 1.20 says there what it did to
+    the pods (`evicted` or `deleted`), not to the node."""
+    return any(
+        f"node/{node} {word}\n" in drain_output for word in ("drained", "evicted", "deleted")
+    )
+
+
+def test_drain_evicts_pods_and_refuses_unmanaged_ones_without_force(kubectl: Kubectl) -> None:
+    """`kubectl drain` cordons the node, lists its pods (`spec.nodeName` field selector),
+    evicts them (pods/eviction, found in `/api/v1`'s discovery; kubectl 1.20 deletes them
+    instead) and waits until they are gone. A pod no controller owns stops a plain drain,
+    as kubectl says; `--force` takes it too. A Deployment's pods come back on the other
+    node."""
+    evicts = client_minor(kubectl) >= 22
+    deployment = DEPLOYMENT.replace("web", "drained").replace("replicas: 1", "replicas: 2")
+    kubectl.ok("apply", "--validate=false", "-f", "-", stdin=deployment)
+    kubectl.ok("apply", "--validate=false", "-f", "-", stdin=POD.replace("hello", "loner"))
+
+    def phases(selector: str) -> list[tuple[str, str, str]]:
+        listed = kubectl.json("get", "pods", "-l", selector)["items"]
+        return sorted(
+            (p["metadata"]["name"], p["status"]["phase"], p["spec"].get("nodeName", ""))
+            for p in cast(list[dict[str, Any]], listed)
+        )
+
+    wait_for(lambda: [p[1] for p in phases("app in (drained,loner)")] == ["Running"] * 3)
+    node = kubectl.ok("get", "pod", "loner", "-o", "jsonpath={.spec.nodeName}")
+    [other] = [n for n in ready(kubectl) if n != node]
+    refused = kubectl("drain", node, "--timeout=50s")
+    assert refused.returncode == 1, refused
+    assert "default/loner" in refused.stderr and "--force" in refused.stderr, refused.stderr
+    assert kubectl.ok("get", "node", node, "-o", "jsonpath={.spec.unschedulable}") == "true"
+    assert "loner" in kubectl.ok("get", "pods", "--field-selector", f"spec.nodeName={node}")
+
+    out = kubectl.ok(
+        "drain",
+        node,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--force",
+        "--timeout=50s",
+    )
+    assert took_off(out, "loner", evicts) and finished(out, node), out
+    assert kubectl("get", "pod", "loner").returncode == 1  # waited for until gone
+    on_node = kubectl.ok("get", "pods", "--field-selector", f"spec.nodeName={node}", "-o", "name")
+    assert on_node == "", on_node
+
+    def moved() -> bool:
+        return [(p[1], p[2]) for p in phases("app=drained")] == [("Running", other)] * 2
+
+    wait_for(moved, timeout=20)
+    # A plain drain of a node whose pods a controller owns: evicted, and back on the first.
+    kubectl.ok("uncordon", node)
+    names = [p[0] for p in phases("app=drained")]
+    out = kubectl.ok("drain", other, "--timeout=50s")
+    assert all(took_off(out, name, evicts) for name in names) and finished(out, other), out
+    wait_for(lambda: [(p[1], p[2]) for p in phases("app=drained")] == [("Running", node)] * 2)
+    kubectl.ok("uncordon", other)
+    kubectl.ok("delete", "deployment", "drained")
