@@ -55,6 +55,7 @@ from scheduler.api.generic import (
 from scheduler.api.paging import check_list_options, page, with_continue
 from scheduler.api.patch import patched, read_patch
 from scheduler.api.watch import serve_watch, wants_watch, watchable
+from scheduler.cluster import TERMINAL_PHASES
 from scheduler.controlplane import ControlPlane
 from scheduler.hub import LogsUnavailable
 from scheduler.kinds import PODS as PODS_KIND
@@ -430,6 +431,7 @@ def _status_replacer(request: web.Request) -> Replace:
         doc = {**doc, "spec": current.spec.to_dict()}
         incoming = _validate(doc, namespace, keep_status=True)
         require_url_name(incoming.metadata.name, name)
+        _check_status_transition(name, current, incoming.status)
         meta, wanted = current.metadata, incoming.metadata
         finalizers = wanted.finalizers or None
         check_new_finalizers(
@@ -446,6 +448,43 @@ def _status_replacer(request: web.Request) -> Replace:
         return json_response(with_resource_version(new))
 
     return replace
+
+
+def _check_status_transition(name: str, current: Pod, status: PodStatus) -> None:
+    """What a status write may not do (422, writing nothing). As kube-apiserver's
+    ValidateContainerStateTransition: a terminated container of a pod that does not
+    restart it (Never; OnFailure after exit 0) may not become running or waiting again.
+    And, corral's own rule: a pod in a terminal phase (Succeeded, Failed) stays in it,
+    as its agent's reports cannot move it either (the hub refuses them): Jobs count a
+    finished pod once, and a node's pods are evicted by what they are."""
+    causes: list[StatusCause] = []
+    if current.status.phase in TERMINAL_PHASES and status.phase != current.status.phase:
+        causes.append(
+            StatusCause(
+                reason="FieldValueForbidden",
+                message=f"may not change from the terminal phase {current.status.phase}",
+                field="status.phase",
+            )
+        )
+    policy = current.spec.restart_policy
+    if policy != "Always":
+        wanted = {cs.name: cs for cs in status.container_statuses}
+        for i, old in enumerate(current.status.container_statuses):
+            ended = old.state.terminated
+            if ended is None or (ended.exit_code != 0 and policy == "OnFailure"):
+                continue
+            new = wanted.get(old.name)
+            if new is not None and new.state.terminated is None:
+                causes.append(
+                    StatusCause(
+                        reason="FieldValueForbidden",
+                        message="may not be transitioned to non-terminated state",
+                        field=f"status.containerStatuses[{i}].state",
+                    )
+                )
+    if causes:
+        what = "; ".join(f"{c.field}: Forbidden: {c.message}" for c in causes)
+        raise Invalid(f'Pod "{name}" is invalid: {what}', causes=causes, name=name, kind="Pod")
 
 
 async def get_pod_status(request: web.Request) -> web.Response:

@@ -261,6 +261,37 @@ def test_a_status_patch_of_each_type(sched: SchedulerProcess) -> None:
     sched.request("DELETE", f"{PODS}/patched", {"gracePeriodSeconds": 0})
 
 
+def test_a_status_write_does_not_bring_back_what_ended(sched: SchedulerProcess) -> None:
+    """A terminated container of a Never pod may not run again (kube-apiserver's
+    ValidateContainerStateTransition), nor may a pod leave Failed or Succeeded (corral's
+    rule: its agent's reports cannot either); each such write is a 422 naming the field,
+    and nothing is written."""
+    assert sched.request("POST", PODS, pod("ended", restartPolicy="Never")).status == 201
+    wait_for(lambda: get_pod(sched, "ended")["status"]["phase"] == "Running")
+    path = f"{PODS}/ended/status"
+    container = {"name": "main", "image": "busybox", "ready": False, "restartCount": 0}
+    terminated = {**container, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    running = {**container, "state": {"running": {}}}
+
+    def write(phase: str, status: dict[str, Any]) -> Any:
+        body = {"metadata": {"name": "ended"}, "status": {"phase": phase, **status}}
+        return sched.request("PUT", path, body)
+
+    # Still Running as a phase, its container ended: written (the hollow agent's next
+    # report would say the same of a container that exited).
+    assert write("Running", {"containerStatuses": [terminated]}).status == 200
+    back = write("Running", {"containerStatuses": [running]})
+    assert back.status == 422, back.body
+    assert back.json()["details"]["causes"][0]["field"] == "status.containerStatuses[0].state"
+    assert write("Failed", {"containerStatuses": [terminated]}).status == 200
+    before = get_pod(sched, "ended")
+    again = write("Running", {"containerStatuses": [terminated]})
+    assert again.status == 422, again.body
+    assert [c["field"] for c in again.json()["details"]["causes"]] == ["status.phase"]
+    assert get_pod(sched, "ended") == before
+    sched.request("DELETE", f"{PODS}/ended", {"gracePeriodSeconds": 0})
+
+
 def test_discovery_and_openapi_name_the_subresources(sched: SchedulerProcess) -> None:
     """`pods/eviction` and `pods/status` as kube-apiserver lists them, and the OpenAPI
     document's operations for both."""
