@@ -341,29 +341,38 @@ async def update_pod(request: web.Request) -> web.Response:
     Guarded by the body's `metadata.resourceVersion` (409 if it is not the pod's); without
     one the update is unconditional: a write that lands first (a status report) is read
     and the update made on top of it, as Kubernetes does, not answered 409."""
-    docs = await read_documents(request)
-    if len(docs) != 1:
-        raise BadRequest(f"expected one Pod, got {len(docs)} documents")
-    name = name_param(request)
-    return await guarded_update(
-        plane(request).store,
-        lambda: get_kv(plane(request).store, PODS_KIND, namespace_param(request), name),
-        lambda kv: docs[0],
-        _replacer(request),
-        lambda: modified("pods", name),
-    )
+    return await _replace_pod(request, _replacer(request))
 
 
 async def patch_pod(request: web.Request) -> web.Response:
     """Patch labels and annotations (merge, strategic merge or JSON patch): the patched
     pod is replaced as PUT replaces it."""
-    patch = await read_patch(request)
+    return await _patch_pod(request, _replacer(request))
+
+
+async def _replace_pod(request: web.Request, replace: Replace) -> web.Response:
+    """PUT of the pod or its status: the body's one Pod, replaced by `replace`."""
+    docs = await read_documents(request)
+    if len(docs) != 1:
+        raise BadRequest(f"expected one Pod, got {len(docs)} documents")
+    return await _update_pod(request, lambda kv: docs[0], replace)
+
+
+async def _patch_pod(request: web.Request, replace: Replace) -> web.Response:
+    """PATCH of the pod or its status: the stored pod patched, replaced by `replace`."""
+    return await _update_pod(request, patched(await read_patch(request)), replace)
+
+
+async def _update_pod(
+    request: web.Request, wanted: Callable[[KV], Any], replace: Replace
+) -> web.Response:
     name = name_param(request)
+    store = plane(request).store
     return await guarded_update(
-        plane(request).store,
-        lambda: get_kv(plane(request).store, PODS_KIND, namespace_param(request), name),
-        patched(patch),
-        _replacer(request),
+        store,
+        lambda: get_kv(store, PODS_KIND, namespace_param(request), name),
+        wanted,
+        replace,
         lambda: modified("pods", name),
     )
 
@@ -495,31 +504,13 @@ async def get_pod_status(request: web.Request) -> web.Response:
 async def update_pod_status(request: web.Request) -> web.Response:
     """Replace a pod's status: spec changes are ignored; guarded by
     `metadata.resourceVersion` when the body gives one (409 if not the pod's)."""
-    docs = await read_documents(request)
-    if len(docs) != 1:
-        raise BadRequest(f"expected one Pod, got {len(docs)} documents")
-    name = name_param(request)
-    return await guarded_update(
-        plane(request).store,
-        lambda: get_kv(plane(request).store, PODS_KIND, namespace_param(request), name),
-        lambda kv: docs[0],
-        _status_replacer(request),
-        lambda: modified("pods", name),
-    )
+    return await _replace_pod(request, _status_replacer(request))
 
 
 async def patch_pod_status(request: web.Request) -> web.Response:
     """Patch a pod's status (merge, strategic merge or JSON patch), replaced as PUT of
     the status subresource replaces it."""
-    patch = await read_patch(request)
-    name = name_param(request)
-    return await guarded_update(
-        plane(request).store,
-        lambda: get_kv(plane(request).store, PODS_KIND, namespace_param(request), name),
-        patched(patch),
-        _status_replacer(request),
-        lambda: modified("pods", name),
-    )
+    return await _patch_pod(request, _status_replacer(request))
 
 
 ROUTES = [

@@ -3,7 +3,6 @@ a walk over every pod and event, through a real control plane (store, cluster vi
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 from common.models import Pod
@@ -13,21 +12,13 @@ from scheduler.events import EVENTS, Ref
 from scheduler.objects import encode, mutable_copy, pod_key
 from scheduler.store import Op
 from tests.unit.test_hub import cp  # noqa: F401 (a fixture)
+from tests.unit.test_node_totals import settle_store
 from tests.unit.test_status_page import pod, waiting
-
-
-async def caught_up(plane: ControlPlane) -> None:
-    store = plane.store
-    for _ in range(500):
-        if store._next_revision == store.revision <= plane.cluster.revision:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the store or the cluster view did not settle")
 
 
 async def check(plane: ControlPlane) -> None:
     """The kept counts, failing pods and newest events are a walk's."""
-    await caught_up(plane)
+    await settle_store(plane)
     cluster, overview = plane.cluster, plane.overview
     pods = cluster.pods.values()
     assert overview.by_namespace == Counter(
@@ -104,7 +95,7 @@ async def test_a_restarted_scheduler_loads_what_is_stored(cp: ControlPlane) -> N
     for i in range(3):
         cp.events.record(Ref("Pod", f"p{i}", "default", f"u{i}"), "Started", "started")
     await cp.events.flush()
-    await caught_up(cp)
+    await settle_store(cp)
     await cp.stop()
     again = ControlPlane(cp.config)
     await again.start()
