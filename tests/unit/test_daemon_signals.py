@@ -126,7 +126,9 @@ async def test_agent_stops_while_it_starts(
 
     monkeypatch.setattr(agent.delegation, "pods_parent", lambda parent, delegated: parent)
     monkeypatch.setattr(
-        agent.runtime.native.cgroups, "probe", lambda parent: SimpleNamespace(version=2)
+        agent.runtime.native.cgroups,
+        "probe",
+        lambda parent: SimpleNamespace(version=2, remove_parent_if_empty=lambda: False),
     )
     monkeypatch.setattr(agent.runtime.setup, "build_runtime", lambda *args: SlowRuntime())
     config = AgentConfig(
@@ -180,7 +182,9 @@ async def test_agent_says_what_becomes_of_its_pods_on_shutdown(
     monkeypatch.setattr(
         agent.runtime.native.cgroups,
         "probe",
-        lambda parent: SimpleNamespace(version=2, parent=parent, paths=lambda path: []),
+        lambda parent: SimpleNamespace(
+            version=2, parent=parent, paths=lambda path: [], remove_parent_if_empty=lambda: False
+        ),
     )
     monkeypatch.setattr(agent.runtime.setup, "build_runtime", lambda *args: IdleRuntime())
     config = AgentConfig(
