@@ -19,8 +19,7 @@ import heapq
 import html
 import itertools
 import time
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -267,13 +266,13 @@ def _nodes(shown: list[NodeState], total: int) -> str:
     return table
 
 
-def _namespaces(counts: Counter[tuple[str, str]]) -> str:
+def _namespaces(counts: Mapping[tuple[str, str], int]) -> str:
     """A row per namespace from the pods' counts by (namespace, phase)."""
     namespaces = sorted({ns for ns, _ in counts})
     rows = [
         f"<tr><td>{e(ns)}</td>"
-        + "".join(f'<td class="num">{counts[ns, p]}</td>' for p in POD_PHASES)
-        + f'<td class="num">{sum(counts[ns, p] for p in POD_PHASES)}</td></tr>'
+        + "".join(f'<td class="num">{counts.get((ns, p), 0)}</td>' for p in POD_PHASES)
+        + f'<td class="num">{sum(counts.get((ns, p), 0) for p in POD_PHASES)}</td></tr>'
         for ns in namespaces
     ]
     return _table(("Namespace", *POD_PHASES, "Total"), rows, "No pods.")
