@@ -662,6 +662,24 @@ class HollowNode:
             self._forget(uid)
         for uid in to_start:
             self._start(SimPod.from_wire(by_uid[uid]))
+        for uid in by_uid.keys() & self.pods.keys():
+            self._update(self.pods[uid], SimPod.from_wire(by_uid[uid]).containers)
+
+    def _update(self, pod: SimPod, containers: list[tuple[str, str]]) -> None:
+        """A pod it runs, its images changed (a pod update): the real agent restarts the
+        containers whose image changed; here a running pod ends (143, as a SIGTERM) and
+        runs again with the new images, restartCount + 1. A pod that no longer runs keeps
+        the images it ran with, as the real agent reports them."""
+        if containers == pod.containers or not pod.active:
+            return
+        pod.containers = containers
+        if pod.state is SimState.RUNNING:
+            pod.cancel_timer()
+            pod.last_exit = (143, "Error", pod.started_at, now())
+            pod.restart_count += 1
+            self._run(pod)
+        else:
+            self._changed(pod)
 
     def _forget(self, uid: str) -> None:
         """Stop = forget; the uid is reported stopped, on this link or after a resync."""

@@ -70,7 +70,10 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter, 
 #    metadata.finalizers (stripped for older agents: `pod_for_agent`).
 # 7: pods may carry spec.dnsPolicy and metadata.generateName (stripped for older
 #    agents: `pod_for_agent`); a logs request may carry since_seconds or since_time.
-PROTOCOL_VERSION = 7
+# 8: a desired upsert of a pod the agent already runs may change its containers' images
+#    (a pod update): the agent restarts those containers with them. Older agents ignore
+#    such an upsert, so the scheduler sends them none (`SPEC_UPDATE_PROTOCOL`).
+PROTOCOL_VERSION = 8
 # The oldest agent protocol the scheduler still speaks, so that a cluster is upgraded
 # scheduler first, then its agents one by one, as Kubernetes' skew policy has it (a
 # kubelet may be older than its API server, never newer): a scheduler that refused the
@@ -391,6 +394,7 @@ def desired_frames(
 # The first protocol whose agents take every field a stored pod may carry; an agent
 # before it gets its pods through `pod_for_agent`.
 POD_FIELDS_PROTOCOL = 7
+SPEC_UPDATE_PROTOCOL = 8  # the first whose agents act on a running pod's new images
 # The pod fields that came after protocol 5: (the protocol that brought it, its section,
 # its name, the name as JSON, looked for before the pod is parsed).
 _NEWER_POD_FIELDS = tuple(

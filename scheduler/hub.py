@@ -143,6 +143,10 @@ def desired_on(pod: Pod | None) -> str | None:
     return pod.spec.node_name
 
 
+def _images(pod: Pod) -> list[str]:
+    return [c.image for c in pod.spec.containers]
+
+
 def _agent_time(text: str) -> datetime | None:
     """An agent's RFC 3339 time, in UTC; None (taken as received) for one unreadable, one
     without an offset (a naive time cannot be compared with the others, and every event
@@ -214,9 +218,14 @@ class AgentSession:
         # agent takes any other frame first for its link refused, or its welcome broken).
         self.welcomed = False
 
-    def want(self, uid: str, stored: bytes) -> None:
+    def want(self, uid: str, stored: bytes, *, again: bool = False) -> None:
+        """Pod `uid` must run here: sent to the agent if it was not desired yet, or if
+        `again` (its spec changed: the agent restarts the containers whose image did)."""
         self.removes.discard(uid)
-        if uid not in self.desired:
+        if again and uid in self.desired:
+            self.upserts[uid] = stored
+            self.changed.set()
+        elif uid not in self.desired:
             self.desired.add(uid)
             self.upserts[uid] = stored
             self.changed.set()
@@ -292,7 +301,16 @@ class Hub:
             session = self.sessions.get(new_node)
             kv = self._cluster.pod_kvs.get(key)
             if session is not None and kv is not None and new_uid:
-                session.want(new_uid, kv.value)
+                # The same incarnation with other images (the only spec change an update
+                # may make): sent again, to agents that act on it; an older agent keeps
+                # what it runs (docs/api.md).
+                again = (
+                    old is not None
+                    and old_uid == new_uid
+                    and session.version >= protocol.SPEC_UPDATE_PROTOCOL
+                    and _images(old) != _images(new)
+                )
+                session.want(new_uid, kv.value, again=again)
 
     # -- the WebSocket endpoint ---------------------------------------------
 

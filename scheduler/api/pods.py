@@ -1,4 +1,5 @@
-"""Pod routes: create (one or a batch), list, get, update or patch labels, delete."""
+"""Pod routes: create (one or a batch), list, get, update or patch (labels, annotations,
+finalizers, containers' images), delete."""
 
 from __future__ import annotations
 
@@ -284,9 +285,85 @@ async def get_pod(request: web.Request) -> web.Response:
     return json_response(with_resource_version(kv))
 
 
+# What a pod update may change in the spec: kube-apiserver's ValidatePodUpdate also lets
+# `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` and
+# (from a negative value) `spec.terminationGracePeriodSeconds` change, fields a corral pod
+# does not have (unknown fields are refused) or cannot hold (a negative grace period).
+_UPDATABLE_SPEC = "`spec.containers[*].image`"
+
+
+def _spec_forbidden(name: str, message: str, field: str) -> Invalid:
+    return Invalid(
+        f'Pod "{name}" is invalid: {field}: Forbidden: {message}',
+        causes=[StatusCause(reason="FieldValueForbidden", message=message, field=field)],
+        name=name,
+        kind="Pod",
+    )
+
+
+def _first_difference(old: Any, new: Any, path: str) -> str:
+    """The path of the first field where two JSON values differ (`old != new`), to name
+    it in a 422: kube-apiserver appends a diff of the specs to its message."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(old.keys() | new.keys()):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{path}.{key}")
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            if a != b:
+                return _first_difference(a, b, f"{path}[{i}]")
+    return path
+
+
+def _checked_spec_update(name: str, current: Pod, incoming: Pod) -> list[str] | None:
+    """The containers' images an update of `current` to `incoming` sets, or None if it
+    leaves them as they are; 422 for any other change to the spec. kube-apiserver's
+    ValidatePodUpdate: the images are compared by position, everything else must match
+    (`nodeName` may be left out, and a pod stored before corral set `dnsPolicy` has
+    none, which means the default)."""
+    old, new = current.spec, incoming.spec
+    if len(new.containers) != len(old.containers):
+        message = "pod updates may not add or remove containers"
+        raise _spec_forbidden(name, message, "spec.containers")
+    images = [c.image for c in new.containers]
+    for i, image in enumerate(images):
+        if image != old.containers[i].image and image.strip() != image:
+            # kube-apiserver's ValidateContainerUpdates; a create takes the image as given.
+            where = f"spec.containers[{i}].image"
+            message = "must not have leading or trailing whitespace"
+            raise Invalid(
+                f'Pod "{name}" is invalid: {where}: Invalid value: {image!r}: {message}',
+                causes=[StatusCause(reason="FieldValueInvalid", message=message, field=where)],
+                name=name,
+                kind="Pod",
+            )
+    comparable = old.model_copy(
+        update={
+            "containers": [
+                c.model_copy(update={"image": image})
+                for c, image in zip(old.containers, images, strict=True)
+            ],
+            "node_name": new.node_name,
+            "dns_policy": old.dns_policy or DEFAULT_DNS_POLICY,
+        }
+    )
+    wanted = new.to_dict()
+    if wanted != comparable.to_dict() or new.node_name not in (None, old.node_name):
+        changed = _first_difference(comparable.to_dict(), wanted, "spec")
+        if new.node_name not in (None, old.node_name):
+            changed = "spec.nodeName"
+        message = (
+            f"pod updates may not change fields other than {_UPDATABLE_SPEC} (changed: {changed})"
+        )
+        raise _spec_forbidden(name, message, "spec")
+    if images == [c.image for c in old.containers]:
+        return None
+    return images
+
+
 def _replacer(request: web.Request) -> Replace:
-    """A pod's replace (for `guarded_update`): labels, annotations and finalizers; the
-    spec is immutable, as in Kubernetes."""
+    """A pod's replace (for `guarded_update`): labels, annotations and finalizers, and the
+    containers' images; the rest of the spec is immutable, as in Kubernetes."""
     namespace, name = namespace_param(request), name_param(request)
     store = plane(request).store
 
@@ -294,32 +371,12 @@ def _replacer(request: web.Request) -> Replace:
         incoming = _validate(doc, namespace)
         require_url_name(incoming.metadata.name, name)
         current = decode(kv, Pod)
-        # A pod stored before corral set the default has no dnsPolicy: the same as it.
-        comparable = current.spec.model_copy(
-            update={
-                "node_name": incoming.spec.node_name,
-                "dns_policy": current.spec.dns_policy or DEFAULT_DNS_POLICY,
-            }
-        )
-        if incoming.spec.to_dict() != comparable.to_dict() or (
-            incoming.spec.node_name not in (None, current.spec.node_name)
-        ):
-            raise Invalid(
-                f'Pod "{name}" is invalid: spec: pod updates may not change the spec '
-                "(only metadata.labels, metadata.annotations and metadata.finalizers)",
-                causes=[
-                    StatusCause(
-                        reason="FieldValueForbidden", message="pod spec is immutable", field="spec"
-                    )
-                ],
-                name=name,
-                kind="Pod",
-            )
+        images = _checked_spec_update(name, current, incoming)
         meta, wanted = current.metadata, incoming.metadata
         finalizers = wanted.finalizers or None
         deleting = meta.deletion_timestamp is not None
         check_new_finalizers("Pod", name, deleting, meta.finalizers, finalizers)
-        if (meta.labels, meta.annotations, meta.finalizers) == (
+        if images is None and (meta.labels, meta.annotations, meta.finalizers) == (
             wanted.labels,
             wanted.annotations,
             finalizers,
@@ -329,6 +386,12 @@ def _replacer(request: web.Request) -> Replace:
         updated.metadata.labels = wanted.labels
         updated.metadata.annotations = wanted.annotations
         updated.metadata.finalizers = finalizers
+        if images is not None:
+            # The pod's agent restarts each container whose image changed (agent/
+            # supervisor.py); generation counts spec changes, as kube-apiserver's does.
+            for container, image in zip(updated.spec.containers, images, strict=True):
+                container.image = image
+            updated.metadata.generation = (current.metadata.generation or 1) + 1
         new = await store.put(kv.key, encode(updated), obj=updated, expect=kv.mod_revision)
         return json_response(with_resource_version(new))
 
@@ -336,7 +399,8 @@ def _replacer(request: web.Request) -> Replace:
 
 
 async def update_pod(request: web.Request) -> web.Response:
-    """Replace labels and annotations; the spec of a pod is immutable, as in Kubernetes.
+    """Replace labels, annotations, finalizers and containers' images; the rest of a pod's
+    spec is immutable, as in Kubernetes (422). A changed image restarts that container.
 
     Guarded by the body's `metadata.resourceVersion` (409 if it is not the pod's); without
     one the update is unconditional: a write that lands first (a status report) is read
@@ -345,8 +409,8 @@ async def update_pod(request: web.Request) -> web.Response:
 
 
 async def patch_pod(request: web.Request) -> web.Response:
-    """Patch labels and annotations (merge, strategic merge or JSON patch): the patched
-    pod is replaced as PUT replaces it."""
+    """Patch labels, annotations, finalizers and containers' images (merge, strategic
+    merge or JSON patch): the patched pod is replaced as PUT replaces it."""
     return await _patch_pod(request, _replacer(request))
 
 

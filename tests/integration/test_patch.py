@@ -211,32 +211,118 @@ def test_json_patch_copies_are_bounded(sched: SchedulerProcess, ns: str) -> None
     assert sched.request("GET", "/readyz").status == 200
 
 
-def test_patching_a_pods_spec_is_refused_as_put_is(sched: SchedulerProcess, ns: str) -> None:
-    """A patch that changes a pod's spec gets PUT's 422 (field `spec`), whatever its type."""
+UPDATABLE = "pod updates may not change fields other than `spec.containers[*].image`"
+
+
+def _running_image(s: SchedulerProcess, path: str) -> tuple[str, int] | None:
+    """(image, restartCount) of the pod's running container, as its node reports it."""
+    statuses = s.get(path).get("status", {}).get("containerStatuses") or []
+    if not statuses or "running" not in statuses[0]["state"]:
+        return None
+    return statuses[0]["image"], statuses[0]["restartCount"]
+
+
+def test_a_pods_images_may_change_by_put_and_every_patch(sched: SchedulerProcess, ns: str) -> None:
+    """As kube-apiserver's ValidatePodUpdate allows: `spec.containers[*].image` changes on a
+    PUT, a strategic merge patch (what `kubectl set image pod/...` sends) and a JSON patch;
+    the rest of the spec stays, `metadata.generation` counts the change, and the pod's
+    (hollow) node reports the container restarted with the new image."""
+    _make_pod(sched, ns, "img")
+    path = _pod_path(ns, "img")
+    wait_for(lambda: _running_image(sched, path) == ("busybox", 0), timeout=30)
+    current = sched.get(path)
+    current["spec"]["containers"][0]["image"] = "busybox:1.36"
+    # Unconditional: the pod's agent may report a status between the read and the PUT.
+    del current["metadata"]["resourceVersion"]
+    put = sched.request("PUT", path, current)
+    assert put.status == 200, put.body
+    updated = put.json()
+    assert updated["spec"] == current["spec"]
+    assert updated["metadata"]["generation"] == 2
+    assert sched.get(path)["spec"]["containers"][0]["image"] == "busybox:1.36"
+    wait_for(lambda: _running_image(sched, path) == ("busybox:1.36", 1), timeout=30)
+
+    strategic = {"spec": {"containers": [{"name": "main", "image": "busybox:1.37"}]}}
+    patched = _ok(sched, path, strategic, STRATEGIC)
+    assert patched["spec"]["containers"][0]["image"] == "busybox:1.37"
+    assert patched["spec"]["containers"][0]["env"] == [{"name": "A", "value": "1"}]
+    assert patched["metadata"]["generation"] == 3
+    wait_for(lambda: _running_image(sched, path) == ("busybox:1.37", 2), timeout=30)
+
+    replace = [{"op": "replace", "path": "/spec/containers/0/image", "value": "busybox"}]
+    assert _ok(sched, path, replace, JSON_PATCH)["spec"]["containers"][0]["image"] == "busybox"
+    wait_for(lambda: _running_image(sched, path) == ("busybox", 3), timeout=30)
+    # The same image again is no change: no new generation, no restart.
+    again = {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}
+    assert _ok(sched, path, again, STRATEGIC)["metadata"]["generation"] == 4
+    assert _running_image(sched, path) == ("busybox", 3)
+
+
+def test_the_rest_of_a_pods_spec_is_refused_naming_what_may_change(
+    sched: SchedulerProcess, ns: str
+) -> None:
+    """Any other spec change gets a 422 (field `spec`) whose message says what may change,
+    as kube-apiserver's does, and names the field that changed; an image changed together
+    with another field is refused as a whole."""
     _make_pod(sched, ns, "imm")
     path = _pod_path(ns, "imm")
     current = sched.get(path)
-    current["spec"]["containers"][0]["image"] = "busybox:2"
-    # Unconditional: the pod's agent may report a status between the read and the PUT,
-    # and a stale resourceVersion would then be a 409 (conflict) before the 422.
     del current["metadata"]["resourceVersion"]
+    current["spec"]["containers"][0]["image"] = "busybox:2"
+    current["spec"]["containers"][0]["command"] = ["sleep", "1"]
     put = sched.request("PUT", path, current)
     assert put.status == 422, put.body
-    expected = put.json()["details"]["causes"]
-    patches = [
-        ({"spec": {"containers": [{"name": "main", "image": "busybox:2"}]}}, MERGE),
-        ({"spec": {"containers": [{"name": "main", "image": "busybox:2"}]}}, STRATEGIC),
-        ([{"op": "replace", "path": "/spec/containers/0/image", "value": "busybox:2"}], JSON_PATCH),
-        ({"spec": {"restartPolicy": "Never"}}, STRATEGIC),
+    status = put.json()
+    [cause] = status["details"]["causes"]
+    assert (cause["reason"], cause["field"]) == ("FieldValueForbidden", "spec")
+    assert UPDATABLE in cause["message"] and "spec.containers[0].command" in cause["message"]
+    assert status["message"].startswith('Pod "imm" is invalid: spec: Forbidden: ' + UPDATABLE)
+    assert sched.get(path)["spec"]["containers"][0]["image"] == "busybox"
+    refusals = [
+        # A merge patch replaces the list: the container loses its env and resources.
+        ({"spec": {"containers": [{"name": "main", "image": "busybox:2"}]}}, MERGE, "env"),
+        ({"spec": {"restartPolicy": "Never"}}, STRATEGIC, "spec.restartPolicy"),
+        ({"spec": {"terminationGracePeriodSeconds": 5}}, MERGE, "terminationGracePeriod"),
+        (
+            [{"op": "replace", "path": "/spec/containers/0/name", "value": "other"}],
+            JSON_PATCH,
+            "spec.containers[0].name",
+        ),
     ]
-    for body, media in patches:
-        status = _refused(sched, path, body, media, 422)
-        assert status["details"]["causes"] == expected, (media, status)
+    for body, media, named in refusals:
+        refused = _refused(sched, path, body, media, 422)
+        [cause] = refused["details"]["causes"]
+        assert cause["field"] == "spec" and UPDATABLE in cause["message"], refused
+        assert named in cause["message"], (named, cause)
+    # Adding a container (or removing one) is kube's own message, on spec.containers.
+    added = {"name": "side", "image": "busybox"}
+    refused = _refused(
+        sched, path, [{"op": "add", "path": "/spec/containers/-", "value": added}], JSON_PATCH, 422
+    )
+    [cause] = refused["details"]["causes"]
+    assert cause["field"] == "spec.containers"
+    assert cause["message"] == "pod updates may not add or remove containers"
     # An invalid object is PUT's 422 too, naming the field.
     status = _refused(sched, path, {"metadata": {"labels": {"bad key!": "v"}}}, MERGE, 422)
     assert any("metadata.labels" in c["field"] for c in status["details"]["causes"])
     renamed = _refused(sched, path, {"metadata": {"name": "other"}}, MERGE, 422)
     assert renamed["details"]["causes"][0]["field"] == "metadata.name"
+
+
+def test_a_new_image_is_validated(sched: SchedulerProcess, ns: str) -> None:
+    """The new image is checked as on create (required), and, as kube-apiserver's
+    ValidateContainerUpdates has it, without leading or trailing whitespace: 422s naming
+    `spec.containers[0].image`, the pod unchanged."""
+    _make_pod(sched, ns, "bad")
+    path = _pod_path(ns, "bad")
+    for image in ("", " busybox:2", "busybox:2\n"):
+        body = [{"op": "replace", "path": "/spec/containers/0/image", "value": image}]
+        refused = _refused(sched, path, body, JSON_PATCH, 422)
+        fields = [c["field"] for c in refused["details"]["causes"]]
+        assert fields == ["spec.containers[0].image"], (image, refused)
+    removed = [{"op": "remove", "path": "/spec/containers/0/image"}]
+    refused = _refused(sched, path, removed, JSON_PATCH, 422)
+    assert [c["field"] for c in refused["details"]["causes"]] == ["spec.containers[0].image"]
 
 
 def test_strategic_merge_keeps_the_pods_lists(sched: SchedulerProcess, ns: str) -> None:

@@ -346,20 +346,21 @@ def test_pods_go_to_agents_before_protocol_6_without_finalizers() -> None:
 def test_pods_go_to_agents_before_protocol_7_without_dns_policy_and_generate_name() -> None:
     """Protocol 7 brought `spec.dnsPolicy` and `metadata.generateName` (what `kubectl run`
     and `kubectl create -f` of a generateName send): an agent before it gets the pod
-    without them, and an agent before 6 without finalizers too; an agent of 7 gets the
-    stored bytes, and a pod without them is not parsed (the same bytes) for any."""
+    without them, and an agent before 6 without finalizers too; an agent of 7 or later
+    gets the stored bytes, and a pod without them is not parsed (the same bytes) for any."""
     full = _with(
         metadata__generateName="web-",
         metadata__finalizers=["example.com/hold"],
         spec__dnsPolicy="ClusterFirst",
     )
     raw = json.dumps(full).encode()
-    assert PROTOCOL_VERSION == 7
+    assert PROTOCOL_VERSION == 8
+    assert pod_for_agent(raw, 8) is raw
     assert pod_for_agent(raw, 7) is raw
     assert json.loads(pod_for_agent(raw, 6)) == _with(metadata__finalizers=["example.com/hold"])
     assert json.loads(pod_for_agent(raw, 5)) == _POD
     plain = json.dumps(_POD).encode()
-    for version in (5, 6, 7):
+    for version in (5, 6, 7, 8):
         assert pod_for_agent(plain, version) is plain
     for field in ("spec__dnsPolicy", "metadata__generateName"):
         one = json.dumps(_with(**{field: "x"})).encode()
