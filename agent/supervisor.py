@@ -15,6 +15,11 @@ While a container runs, its probes (agent/probes.py) run too: a failed liveness 
 startup probe stops it (then the restart policy applies, as for any exit); the
 readiness probe decides its `ready`, and the pod's Ready condition follows.
 
+A pod update that changes a container's image reaches the worker as an upsert of a
+pod it runs (`PodWorker.update`): the container is stopped within the pod's grace
+period and started with the new image (restartCount + 1), as the kubelet restarts a
+container whose definition changed.
+
 The supervisor works with or without the scheduler: restart policies keep
 working while the link is down. What it runs survives the agent: on start it
 re-adopts every pod the runtime finds (`recover`), including the exits that
@@ -35,13 +40,13 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.probes import ContainerProbes, Kind, Prober
-from agent.restart import RestartBackoff
+from agent.restart import Decision, RestartBackoff
 from agent.runtime.base import (
     START_ERROR,
     ContainerExit,
@@ -98,6 +103,13 @@ class ContainerRecord:
     # the kubelet keeps them (the status then still describes that run's end).
     container_id: str | None = None
     image_id: str = ""
+    # The image the last run was started with (or the adopted run's): when the pod's spec
+    # names another (a pod update), the container is restarted with it.
+    run_image: str = ""
+    # The stop of a run whose image changed (`PodWorker.update`), until its exit is seen.
+    replacing: asyncio.Task[None] | None = None
+    # Set by an update of its image: a wait between starts (backoff) ends at once.
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def status(self) -> ContainerStatus:
         # As in Kubernetes: started once the startup probe passed (if any), ready once
@@ -172,6 +184,7 @@ class PodWorker:
                 c.image,
                 ContainerState(waiting=ContainerStateWaiting(reason="ContainerCreating")),
                 ContainerState(),
+                run_image=c.image,
             )
             for c in pod.spec.containers
         }
@@ -190,6 +203,8 @@ class PodWorker:
         )
         if saved is None:
             self._carry_over(self.pod.status.container_statuses)
+        elif self._adopted is not None:
+            self._recall_images(saved)
         for name, data in (saved or {}).get("containers", {}).items():
             record = self.containers.get(name)
             if record is not None:
@@ -225,6 +240,73 @@ class PodWorker:
             task.add_done_callback(functools.partial(self._container_ended, container.name))
             self._tasks.append(task)
 
+    def _recall_images(self, saved: dict[str, Any]) -> None:
+        """An adopted pod's images as its last update left them, and those its runs were
+        started with, from the saved record: the runtime keeps the pod as it was created
+        (native's pod.json), so an agent started after an update would otherwise take the
+        old images for the wanted ones, or restart a container already on the new one."""
+        images = saved.get("images")
+        if isinstance(images, dict) and images:
+            self.pod = _with_images(self.pod, {k: str(v) for k, v in images.items()})
+        for name, data in saved.get("containers", {}).items():
+            record = self.containers.get(name)
+            if record is not None and data.get("image"):
+                record.run_image = record.image = str(data["image"])
+
+    async def update(self, pod: Pod) -> None:
+        """The scheduler's pod again, its containers' images changed (a pod update, the
+        only spec change Kubernetes allows that reaches a node): each running container
+        whose image changed is stopped within the pod's grace period and started again
+        with the new image, whatever the restart policy, as the kubelet does when a
+        container's definition changes (restartCount + 1). One waiting to start or to
+        restart starts with it at once (a new image, a new backoff); one that ended for
+        good stays ended. Any other difference is not acted on (the API refuses it)."""
+        if self.stopping:
+            return
+        images = {
+            c.name: c.image
+            for c in pod.spec.containers
+            if c.name in self.containers and c.image != self._image(c.name)
+        }
+        if not images:
+            return
+        self.pod = _with_images(self.pod, images)
+        await self._persist()  # the new images, for an agent started before they run
+        for name in images:
+            record = self.containers[name]
+            if record.finished:
+                continue
+            if record.state.running is not None:
+                self._replace(name)
+            else:
+                record.wake.set()
+
+    def _image(self, name: str) -> str:
+        """The image the pod's spec gives container `name` now."""
+        return next(c.image for c in self.pod.spec.containers if c.name == name)
+
+    def _replace(self, name: str) -> None:
+        """Stop the running container `name`, whose image changed, within the pod's grace
+        period; its task sees the exit and starts it again with the new image."""
+        record = self.containers[name]
+        if record.replacing is not None:
+            return  # already being stopped: the restart takes the newest image
+        self._event("Killing", f"Container {name} definition changed, will be restarted")
+        grace = float(self.pod.spec.termination_grace_period_seconds)
+
+        async def stop() -> None:
+            try:
+                await self._runtime.stop_container(self.uid, name, grace)
+            except RuntimeFailure as exc:
+                _LOGGER.warning("pod %s: stopping container %s: %s", self.pod.key, name, exc)
+
+        record.replacing = asyncio.create_task(stop(), name=f"replace-{self.uid}-{name}")
+
+    async def _pause(self, record: ContainerRecord, delay: float) -> None:
+        """Wait `delay` seconds between starts, less if the container's image changes."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(record.wake.wait(), delay)
+
     def _carry_over(self, statuses: list[ContainerStatus]) -> None:
         """Restart counts and last states from the pod's status as the scheduler sent it,
         for an incarnation this node has counted no exit of yet: a replacement of a pod
@@ -255,9 +337,10 @@ class PodWorker:
         for name, record in self.containers.items():
             if record.state.running is not None:
                 self._event("Killing", f"Stopping container {name}")
-        for task in self._tasks:
+        replacing = [r.replacing for r in self.containers.values() if r.replacing is not None]
+        for task in [*self._tasks, *replacing]:  # a replacement's stop gives way to this one
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *replacing, return_exceptions=True)
         await asyncio.gather(
             *(
                 self._runtime.stop_container(self.uid, name, grace)
@@ -272,10 +355,14 @@ class PodWorker:
 
     def detach(self) -> list[asyncio.Task[None]]:
         """Stop supervising without touching the containers (agent shutdown): the
-        containers' tasks, cancelled, for the caller to wait for."""
-        for task in self._tasks:
+        containers' tasks, cancelled, for the caller to wait for. A container being
+        stopped for its new image may go on with the old one: the next agent sees that
+        (`_recall_images`) and replaces it then."""
+        replacing = [r.replacing for r in self.containers.values() if r.replacing is not None]
+        tasks = [*self._tasks, *replacing]
+        for task in tasks:
             task.cancel()
-        return list(self._tasks)
+        return tasks
 
     def _container_ended(self, name: str, task: asyncio.Task[None]) -> None:
         """A container's task that failed unforeseen (a bug, not a runtime's refusal) is
@@ -304,15 +391,28 @@ class PodWorker:
         pull_failures = 0  # in a row: the first shows ErrImagePull, later ones ImagePullBackOff
         while True:
             if info is None:
+                # One spec for the whole attempt: an update meanwhile is seen once it runs.
+                pod = self.pod
+                image = self._image(name)
+                if image != record.image:
+                    # A new definition starts afresh, as the kubelet's backoff is per
+                    # container spec.
+                    backoff = RestartBackoff.for_annotations(pod.metadata.annotations)
+                    pull_failures = 0
+                    record.image = image
+                record.wake.clear()
                 started = time.monotonic()
                 record.state = ContainerState(
                     waiting=ContainerStateWaiting(reason="ContainerCreating")
                 )
                 try:
-                    await self._runtime.create_pod(self.pod)
-                    await self._runtime.ensure_image(self.pod, name, self._event)
-                    info = await self._runtime.start_container(self.pod, name)
+                    await self._runtime.create_pod(pod)
+                    await self._runtime.ensure_image(pod, name, self._event)
+                    info = await self._runtime.start_container(pod, name)
                     pull_failures = 0
+                    if record.run_image != image:
+                        record.run_image = image
+                        await self._persist()  # for an agent started while it runs
                 except RuntimeFailure as exc:
                     _LOGGER.warning(
                         "pod %s container %s failed to start: %s", self.pod.key, name, exc
@@ -330,7 +430,7 @@ class PodWorker:
                             waiting=ContainerStateWaiting(reason=reason, message=str(exc))
                         )
                         self._changed()
-                        await asyncio.sleep(delay)
+                        await self._pause(record, delay)
                         continue
                     # Its process could not be started: an exit (128) under the restart
                     # policy like any other (Never: the pod fails), as with the kubelet.
@@ -347,6 +447,8 @@ class PodWorker:
                 )
                 record.probes = self._probes(name, info.started_at)
                 self._changed()
+                if self._image(name) != record.run_image:
+                    self._replace(name)  # updated while it started (or while no agent ran)
                 try:
                     exit = await self._wait(name, info)
                 finally:
@@ -369,7 +471,15 @@ class PodWorker:
             record.state = _terminated(exit, record.container_id)
             if exit.reason == "OOMKilled":
                 self._event("OOMKilled", f"Container {name} exceeded its memory limit", "Warning")
-            decision = backoff.on_exit(policy, exit.exit_code, ran_for)
+            replaced = record.replacing is not None
+            if record.replacing is not None:
+                # Its stop done before the next start: a late kill must not hit that one.
+                await asyncio.gather(record.replacing, return_exceptions=True)
+                record.replacing = None
+            # Stopped for its new image: restarted at once, whatever the policy.
+            decision = (
+                Decision(True) if replaced else backoff.on_exit(policy, exit.exit_code, ran_for)
+            )
             _LOGGER.info(
                 "pod %s container %s exited %d (%s); restart=%s delay=%.2fs",
                 self.pod.key,
@@ -402,7 +512,7 @@ class PodWorker:
                     )
                 )
                 self._changed()
-                await asyncio.sleep(decision.delay)
+                await self._pause(record, decision.delay)
 
     async def _wait(self, name: str, info: ContainerInfo) -> ContainerExit:
         """The exit of a running container. A wait that fails (a container runtime that
@@ -479,16 +589,19 @@ class PodWorker:
 
     async def _persist(self) -> None:
         data = {
+            # The images as the last update left them, and each run's (`_recall_images`).
+            "images": {c.name: c.image for c in self.pod.spec.containers},
             "containers": {
                 name: {
                     "restartCount": r.restart_count,
                     "lastState": r.last_state.to_dict(),
+                    "image": r.run_image,
                     **(
                         {"finished": r.state.to_dict(), "imageID": r.image_id} if r.finished else {}
                     ),
                 }
                 for name, r in self.containers.items()
-            }
+            },
         }
         try:
             await asyncio.to_thread(_write_json, self._persist_path, data)
@@ -584,8 +697,9 @@ class Supervisor:
         return worker
 
     async def apply(self, upsert: list[Pod], remove: list[str], *, full: bool = False) -> None:
-        """Start pods new to this node, stop removed ones. `full`: `upsert` is the whole
-        desired set, so anything else running is stopped (resync and fencing)."""
+        """Start pods new to this node, stop removed ones, and restart the containers of
+        running ones whose images changed (`PodWorker.update`). `full`: `upsert` is the
+        whole desired set, so anything else running is stopped (resync and fencing)."""
         wanted = {p.metadata.uid for p in upsert}
         stop = set(remove)
         if full:
@@ -595,7 +709,11 @@ class Supervisor:
         new = []
         for pod in upsert:
             uid = pod.metadata.uid or ""
-            if uid in self.workers or uid in self._stopping or uid in stop:
+            if uid in self._stopping or uid in stop:
+                continue
+            worker = self.workers.get(uid)
+            if worker is not None:
+                await worker.update(pod)
                 continue
             self._worker(pod)
             new.append(uid)
@@ -672,6 +790,15 @@ class Supervisor:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+
+
+def _with_images(pod: Pod, images: dict[str, str]) -> Pod:
+    """`pod` with the containers named in `images` given those images."""
+    containers = [
+        c.model_copy(update={"image": images[c.name]}) if c.name in images else c
+        for c in pod.spec.containers
+    ]
+    return pod.model_copy(update={"spec": pod.spec.model_copy(update={"containers": containers})})
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -20,16 +20,25 @@ from agent.supervisor import PodWorker, Supervisor
 from common.models import ContainerStatus, Pod
 from scheduler.eviction import replacement
 from tests.conftest import wait_until
+from tests.imagebuild import DEFAULT_ENV
 from tests.integration.test_probes import (  # noqa: F401 (fixtures)
     cgroups,
-    images,
     make_pod,
     runtime,
     sh,
 )
+from tests.nativefixtures import busybox_store
 from tests.services import tmpfs
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> ImageStore:
+    """An image store with busybox:latest, and the same tree as busybox:v2, whose config
+    sets IMAGE=v2 (another image, another imageID)."""
+    v2 = {"env": [*DEFAULT_ENV, "IMAGE=v2"]}
+    return busybox_store(tmp_path_factory.mktemp("images"), **{"busybox:v2": v2})
 
 
 @pytest.fixture
@@ -131,7 +140,7 @@ async def test_a_pod_is_said_stopped_only_once_it_is(
 
 async def test_a_status_names_the_run_and_its_image_across_restarts_and_agents(
     runtime: NativeRuntime,  # noqa: F811
-    images: ImageStore,  # noqa: F811
+    images: ImageStore,
     cgroups: CgroupDriver,  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -203,7 +212,7 @@ async def test_a_status_names_the_run_and_its_image_across_restarts_and_agents(
 
 async def test_a_replacement_keeps_the_restarts_and_the_end_of_its_predecessor(
     runtime: NativeRuntime,  # noqa: F811
-    images: ImageStore,  # noqa: F811
+    images: ImageStore,
     cgroups: CgroupDriver,  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -246,3 +255,120 @@ async def test_a_replacement_keeps_the_restarts_and_the_end_of_its_predecessor(
     finally:
         await adopted.close()
         await again.close()
+
+
+def _with_image(pod: Pod, image: str) -> Pod:
+    """The pod as the scheduler sends it after a pod update changed its image."""
+    wire = pod.to_dict()
+    wire["spec"]["containers"][0]["image"] = image
+    return Pod.model_validate(wire)
+
+
+async def test_a_changed_image_restarts_the_container_with_it(
+    runtime: NativeRuntime,  # noqa: F811
+    images: ImageStore,
+    cgroups: CgroupDriver,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An upsert of a pod the supervisor runs, with another image (a pod update), restarts
+    that container with it, as the kubelet restarts a container whose definition changed:
+    Killing (definition changed) within the grace period, then a new run of the new image
+    (a new containerID and imageID, the process a new one, IMAGE=v2 from its config),
+    restartCount + 1 and the killed run in lastState, whatever the restart policy (Never
+    here). The next agent adopts that run as it is: its welcome, the same pod, restarts
+    nothing, although the runtime's own record of the pod has the old image."""
+    events: list[tuple[str, str]] = []
+    pod = make_pod(sh("main", "exec sleep 600"), restartPolicy="Never")
+    uid = pod.metadata.uid or ""
+    supervisor = Supervisor(runtime, tmp_path / "agent", lambda uid: None)
+    supervisor.on_event = lambda pod, reason, message, kind: events.append((reason, message))
+    await supervisor.recover()
+
+    def running(sup: Supervisor, restarts: int) -> ContainerStatus | None:
+        status = sup.status(uid)
+        found = status.container_statuses[0] if status is not None else None
+        ok = found is not None and found.state.running is not None
+        return found if ok and found is not None and found.restart_count == restarts else None
+
+    def init_pid() -> int:
+        cdir = runtime.container_dir(uid, "main")
+        return int(json.loads((cdir / "init.pid").read_text())["pid"])
+
+    async def env_image(rt: NativeRuntime) -> str:
+        code, out = await rt.exec_in_container(uid, "main", ["sh", "-c", "echo ${IMAGE:-v1}"], 5)
+        assert code == 0, out
+        return out.decode().strip()
+
+    await supervisor.apply([pod], [])
+    first = await wait_until(lambda: running(supervisor, 0), within=20)
+    assert first.image == "busybox" and await env_image(runtime) == "v1"
+    first_pid = init_pid()
+
+    updated = _with_image(pod, "busybox:v2")
+    await supervisor.apply([updated], [])
+    assert ("Killing", "Container main definition changed, will be restarted") in events
+    second = await wait_until(lambda: running(supervisor, 1), within=20)
+    assert second.image == "busybox:v2"
+    assert second.image_id == f"docker.io/library/busybox@{images.require('busybox:v2').digest}"
+    assert second.image_id != first.image_id and second.container_id != first.container_id
+    last = second.last_state.terminated
+    assert last is not None and last.container_id == first.container_id
+    assert await env_image(runtime) == "v2"
+    assert init_pid() != first_pid
+    assert not await asyncio.to_thread(os.path.exists, f"/proc/{first_pid}")
+    assert [r for r, _ in events].count("Started") == 2
+
+    await supervisor.close()  # the agent goes; the container runs on
+    again = NativeRuntime(runtime.state_dir, images, cgroups)
+    await again.start()
+    adopted = Supervisor(again, tmp_path / "agent", lambda uid: None)
+    later: list[str] = []
+    adopted.on_event = lambda pod, reason, message, kind: later.append(reason)
+    try:
+        await adopted.recover()
+        found = await wait_until(lambda: running(adopted, 1), within=20)
+        assert (found.image, found.container_id) == ("busybox:v2", second.container_id)
+        await adopted.apply([updated], [], full=True)  # its welcome
+        assert "Killing" not in later
+        found = await wait_until(lambda: running(adopted, 1), within=5)
+        assert found.container_id == second.container_id and await env_image(again) == "v2"
+    finally:
+        await adopted.close(stop_pods=True)
+        await again.close()
+
+
+async def test_a_container_waiting_for_a_missing_image_starts_at_once_with_a_new_one(
+    runtime: NativeRuntime,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A container that cannot start (its image is not on the node: ErrImageNeverPull,
+    waiting out a 60 s backoff) starts as soon as an update names an image that is: the
+    backoff belonged to the old definition. It never ran, so no restart is counted."""
+    pod = make_pod(
+        sh("main", "exec sleep 600", image="busybox:missing"),
+        restartPolicy="Always",
+    )
+    wire = pod.to_dict()
+    wire["metadata"]["annotations"] = {"corral.dev/restart-backoff-initial": "60"}
+    pod = Pod.model_validate(wire)
+    uid = pod.metadata.uid or ""
+    supervisor = Supervisor(runtime, tmp_path / "agent", lambda uid: None)
+    await supervisor.recover()
+    try:
+        await supervisor.apply([pod], [])
+
+        def waiting() -> str | None:
+            status = supervisor.status(uid)
+            state = status.container_statuses[0].state if status else None
+            return state.waiting.reason if state and state.waiting else None
+
+        await wait_until(lambda: waiting() == "ErrImageNeverPull", within=20)
+        await supervisor.apply([_with_image(pod, "busybox")], [])
+        started = await wait_until(
+            lambda: (s := supervisor.status(uid)) and s.container_statuses[0].state.running and s,
+            within=10,
+        )
+        main = started.container_statuses[0]
+        assert (main.image, main.restart_count) == ("busybox", 0)
+    finally:
+        await supervisor.close(stop_pods=True)
