@@ -15,7 +15,7 @@ import pytest
 
 from agent.runtime.native.cgroups import probe
 from tests.conftest import ROOT, TOKEN, SchedulerProcess, refused_as_second, wait_for
-from tests.imagebuild import build_busybox_rootfs, write_oci_layout
+from tests.imagebuild import DEFAULT_ENV, build_busybox_rootfs, write_oci_layout
 from tests.services import AgentProcess
 
 pytestmark = pytest.mark.root
@@ -555,3 +555,58 @@ def test_a_finished_pod_is_not_started_again_by_a_new_agent(agent: AgentProcess)
     assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
     assert corral(s, "delete", "pod", "counted").returncode == 0
     wait_for(lambda: not (agent.state / "pods" / uid).exists(), timeout=30)
+
+
+def test_a_pods_new_image_restarts_its_container_with_it(
+    agent: AgentProcess, tmp_path: Path
+) -> None:
+    """A pod update that changes a container's image (the strategic merge patch `kubectl
+    set image pod/...` sends) reaches the agent, which restarts that container with the
+    new image, as the kubelet does: the status names the new image, restartCount 1 and
+    the killed run in lastState; the process is a new one, with the new image's config
+    (IMAGE=v2), and the Killing event says why."""
+    s = agent.scheduler
+    layout = tmp_path / "v2"
+    rootfs = build_busybox_rootfs(tmp_path / "rootfs")
+    write_oci_layout(rootfs, layout, ref="busybox:v2", env=[*DEFAULT_ENV, "IMAGE=v2"])
+    importing = [sys.executable, "-m", "agent.main", "image", "import", str(layout)]
+    subprocess.run(
+        [*importing, "--root", str(agent.state / "images")],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    script = COUNT_RUNS + 'echo "run $n of ${IMAGE:-v1}"; exec sleep 300'
+    manifest = stateful_pod("reimaged", "Always", script, grace=2)
+    assert corral(s, "apply", "-f", "-", stdin=manifest).returncode == 0
+    wait_for(partial(phase_is, s, "reimaged", "Running"), 30)
+    wait_for(lambda: log_of(s, "reimaged") == "run 1 of v1\n", timeout=15)
+    before = container_pid(agent, "reimaged")
+    first = pod_json(s, "reimaged")["status"]["containerStatuses"][0]
+
+    patch = {"spec": {"containers": [{"name": "main", "image": "busybox:v2"}]}}
+    path = "/api/v1/namespaces/default/pods/reimaged"
+    resp = s.request("PATCH", path, patch, content_type="application/strategic-merge-patch+json")
+    assert resp.status == 200, resp.body
+
+    def restarted() -> dict[str, Any] | None:
+        statuses = pod_json(s, "reimaged")["status"].get("containerStatuses") or [{}]
+        cs = statuses[0]
+        running = "running" in (cs.get("state") or {}) and cs.get("restartCount") == 1
+        return cs if running and cs.get("image") == "busybox:v2" else None
+
+    cs = wait_for(restarted, timeout=30)
+    assert cs["imageID"] != first["imageID"] and cs["containerID"] != first["containerID"]
+    assert cs["lastState"]["terminated"]["containerID"] == first["containerID"]
+    wait_for(lambda: log_of(s, "reimaged") == "run 2 of v2\n", timeout=15)
+    assert not os.path.exists(f"/proc/{before}")
+    assert container_pid(agent, "reimaged") != before
+    described = wait_for(
+        lambda: (
+            (out := corral(s, "describe", "pod", "reimaged").stdout)
+            and "definition changed" in out
+            and out
+        ),
+        timeout=15,
+    )
+    assert "Container main definition changed, will be restarted" in described

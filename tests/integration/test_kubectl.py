@@ -374,6 +374,29 @@ def test_replace_and_what_kubectl_shows_as_kubernetes_serves_it(kubectl: Kubectl
     assert kubectl.ok(*scheduled, "--chunk-size=1").split() == whole
 
 
+def test_set_image_on_a_pod_restarts_its_container_with_it(kubectl: Kubectl) -> None:
+    """`kubectl set image pod/NAME c=IMAGE` (a strategic merge patch of the image) is
+    taken, as kube-apiserver takes it; the pod's (hollow) node reports the container run
+    again under the new image. Any other change of the spec is refused with the server's
+    word on what may change."""
+    kubectl.ok("apply", "--validate=false", "-f", "-", stdin=POD.replace("hello", "imaged"))
+    path = "jsonpath={.status.phase}"
+    wait_for(lambda: kubectl.ok("get", "pod", "imaged", "-o", path) == "Running")
+    assert "pod/imaged image updated" in kubectl.ok("set", "image", "pod/imaged", "app=busybox:2")
+    spec_image = "jsonpath={.spec.containers[0].image}"
+    assert kubectl.ok("get", "pod", "imaged", "-o", spec_image) == "busybox:2"
+    shown = (
+        "jsonpath={.status.containerStatuses[0].image} {.status.containerStatuses[0].restartCount}"
+    )
+    wait_for(lambda: kubectl.ok("get", "pod", "imaged", "-o", shown) == "busybox:2 1")
+    refused = kubectl("set", "env", "pod/imaged", "A=1")
+    assert refused.returncode == 1
+    assert "pod updates may not change fields other than `spec.containers[*].image`" in (
+        refused.stderr
+    ), refused.stderr
+    kubectl.ok("delete", "pod", "imaged", "--grace-period=0", "--force")
+
+
 def client_minor(kubectl: Kubectl) -> int:
     version = json.loads(kubectl.ok("version", "-o", "json"))["clientVersion"]
     return int(version["minor"].rstrip("+"))
