@@ -399,8 +399,10 @@ def _replacer(request: web.Request) -> Replace:
 
 
 async def update_pod(request: web.Request) -> web.Response:
-    """Replace labels, annotations, finalizers and containers' images; the rest of a pod's
-    spec is immutable, as in Kubernetes (422). A changed image restarts that container.
+    """Replace labels, annotations, finalizers and containers' images.
+
+    The rest of a pod's spec is immutable, as in Kubernetes (422); the pod's agent
+    restarts a container whose image changed.
 
     Guarded by the body's `metadata.resourceVersion` (409 if it is not the pod's); without
     one the update is unconditional: a write that lands first (a status report) is read
@@ -409,8 +411,9 @@ async def update_pod(request: web.Request) -> web.Response:
 
 
 async def patch_pod(request: web.Request) -> web.Response:
-    """Patch labels, annotations, finalizers and containers' images (merge, strategic
-    merge or JSON patch): the patched pod is replaced as PUT replaces it."""
+    """Patch labels, annotations, finalizers and containers' images.
+
+    Merge, strategic merge or JSON patch: the patched pod is replaced as PUT replaces it."""
     return await _patch_pod(request, _replacer(request))
 
 

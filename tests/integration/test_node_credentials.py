@@ -241,16 +241,44 @@ async def test_heartbeats_stretch_with_the_cluster(
         s.stop()
 
 
+async def test_a_pod_update_of_its_images_is_sent_to_its_agent_again(
+    http: aiohttp.ClientSession, bare_scheduler: SchedulerProcess
+) -> None:
+    """Protocol 8: a pod the agent runs goes out again in a desired frame when an update
+    changes its images (the agent restarts those containers); a change of its labels, or
+    of its status, does not send it again."""
+    s = bare_scheduler
+    agent, _ = await join(http, s, "n8")
+    assert s.request("POST", "/api/v1/namespaces/default/pods", pod("web")).status == 201
+    first = await agent.receive_type(protocol.Desired)
+    [sent] = [json.loads(p) for p in first.upsert]
+    assert sent["spec"]["containers"][0]["image"] == "busybox"
+    path = "/api/v1/namespaces/default/pods/web"
+    strategic = "application/strategic-merge-patch+json"
+    labelled = {"metadata": {"labels": {"tier": "front"}}}
+    assert s.request("PATCH", path, labelled, content_type=strategic).status == 200
+    patch = {"spec": {"containers": [{"name": "main", "image": "busybox:2"}]}}
+    assert s.request("PATCH", path, patch, content_type=strategic).status == 200
+    again = await agent.receive_type(protocol.Desired)
+    assert again.revision > first.revision and not again.remove
+    [resent] = [json.loads(p) for p in again.upsert]
+    assert resent["metadata"]["uid"] == sent["metadata"]["uid"]
+    assert resent["spec"]["containers"][0]["image"] == "busybox:2"
+    assert resent["metadata"]["labels"]["tier"] == "front"
+    await agent.ws.close()
+
+
 @pytest.mark.parametrize("old", range(protocol.OLDEST_AGENT_PROTOCOL, protocol.PROTOCOL_VERSION))
 async def test_an_agent_of_a_protocol_before_keeps_its_node(
     http: aiohttp.ClientSession, bare_scheduler: SchedulerProcess, old: int
 ) -> None:
     """Upgrade order: the scheduler first. An agent still on a protocol before (3: `ack`
     frames, no `pod_status.revision`; 3 and 4: statuses and usage as maps; 5: no welcome
-    in parts, no finalizers; 6: no dnsPolicy, no generateName) joins, is
-    answered in its own version, gets its pods (without the fields its models would
-    refuse, in a desired frame as in a welcome) and reports them and their usage; a
-    version older than the oldest, or newer, is refused."""
+    in parts, no finalizers; 6: no dnsPolicy, no generateName; 7: no new images for a pod
+    it runs) joins, is answered in its own version, gets its pods (without the fields its
+    models would refuse, in a desired frame as in a welcome) and reports them and their
+    usage, and is not sent a pod update's new image, which it would ignore; a version
+    older than the oldest, or newer, is refused."""
     s = bare_scheduler
     agent, welcome = await dial(http, s, TOKEN, "old-node", version=old)
     assert isinstance(welcome, protocol.Welcome) and welcome.v == old, welcome
@@ -267,7 +295,8 @@ async def test_an_agent_of_a_protocol_before_keeps_its_node(
     def as_sent(pod_json: bytes) -> dict[str, Any]:
         sent: dict[str, Any] = json.loads(pod_json)
         assert ("finalizers" in sent["metadata"]) == (old >= 6), sent
-        assert "generateName" not in sent["metadata"] and "dnsPolicy" not in sent["spec"]
+        assert ("generateName" in sent["metadata"]) == (old >= 7), sent
+        assert ("dnsPolicy" in sent["spec"]) == (old >= 7), sent
         assert sent["metadata"]["name"] == name and name.startswith("legacy-")
         return sent
 
@@ -296,6 +325,15 @@ async def test_an_agent_of_a_protocol_before_keeps_its_node(
         lambda: s.get(f"/api/v1/namespaces/default/pods/{name}")["status"]["phase"] == "Running",
         timeout=10,
     )
+    # A new image: not sent (it would skip an upsert of a pod it runs). The next desired
+    # frame, for a pod made after the update, holds that pod only.
+    patch = {"spec": {"containers": [{"name": "main", "image": "busybox:2"}]}}
+    path = f"/api/v1/namespaces/default/pods/{name}"
+    strategic = "application/strategic-merge-patch+json"
+    assert s.request("PATCH", path, patch, content_type=strategic).status == 200
+    assert s.request("POST", "/api/v1/namespaces/default/pods", pod("after")).status == 201
+    later = await agent.receive_type(protocol.Desired)
+    assert [json.loads(p)["metadata"]["name"] for p in later.upsert] == ["after"]
     usage = {"cpu": 1500, "memory": 2**30}
     if old < 5:
         await agent.send(protocol.HeartbeatV4(usage=usage, pod_usage={uid: {"cpu": 5}}))
@@ -307,15 +345,19 @@ async def test_an_agent_of_a_protocol_before_keeps_its_node(
     assert used["containers"] == [{"name": "main", "usage": {"cpu": "5m", "memory": "0Ki"}}]
     node = s.get("/apis/metrics.k8s.io/v1beta1/nodes/old-node")
     assert node["usage"] == {"cpu": "1500m", "memory": f"{2**20}Ki"}
-    # A log read since a time: its request cannot say so (7 can), so the agent is asked
+    # A log read since a time: before 7 its request cannot say so, so the agent is asked
     # for stamped records and the scheduler leaves out the older ones and the stamps.
     log = f"/api/v1/namespaces/default/pods/{name}/log?sinceTime=2024-05-01T10:00:05Z"
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     reading = asyncio.ensure_future(http.get(s.url + log, headers=auth))
     request = await agent.receive_type(protocol.LogsRequest)
-    assert request.v == old and request.timestamps
-    stamped = "2024-05-01T10:00:00.000000001Z old\n2024-05-01T10:00:06.000000001Z new\n"
-    await agent.send(protocol.LogsChunk(id=request.id, data=stamped, eof=True))
+    if old < protocol.LOG_SINCE_PROTOCOL:
+        assert request.v == old and request.timestamps
+        stamped = "2024-05-01T10:00:00.000000001Z old\n2024-05-01T10:00:06.000000001Z new\n"
+        await agent.send(protocol.LogsChunk(id=request.id, data=stamped, eof=True))
+    else:  # 7 asks the agent for the lines since then
+        assert request.v == old and request.since_time and not request.timestamps
+        await agent.send(protocol.LogsChunk(id=request.id, data="new\n", eof=True))
     async with await reading as relayed:
         assert (relayed.status, await relayed.text()) == (200, "new\n")
     # The agent's own version on every frame: a frame of another version is refused.
