@@ -304,8 +304,11 @@ class Hub:
                 # The same incarnation with other images (the only spec change an update
                 # may make): sent again, to agents that act on it; an older agent keeps
                 # what it runs (docs/api.md).
+                # A status write shares the old version's spec (`replaced`): no lists built
+                # for the most frequent pod write of all.
                 again = (
                     old is not None
+                    and old.spec is not new.spec
                     and old_uid == new_uid
                     and session.version >= protocol.SPEC_UPDATE_PROTOCOL
                     and _images(old) != _images(new)
