@@ -15,6 +15,11 @@ the cgroup naming, so both are asked), as the kubelet's housekeeping removes orp
 pod directories and pod cgroups. A cgroup is removed only when empty: one that holds a
 process is left, and reported (a warning), never killed: what runs there is not known
 to be corral's to kill.
+
+Only what is named as corral names a pod's is removed: a log directory named by a pod
+uid (a UUID, as the scheduler makes every uid). `log_dir` is the admin's to choose, and
+may hold what is not corral's (`/var/log`, say): a sweep of every directory no pod
+knows deleted all of that at the agent's start.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +59,8 @@ def sweep(known: set[str], log_dir: Path, records_dir: Path, cgroups: CgroupDriv
     whose uid is not in `known` (blocking)."""
     swept = Swept()
     for path in _entries(log_dir):
-        if path.is_dir() and not path.is_symlink() and path.name not in known:
+        name = path.name
+        if _is_uid(name) and name not in known and path.is_dir() and not path.is_symlink():
             remove_tree(path)
             swept.log_dirs.append(path)
     for path in _entries(records_dir):
@@ -92,6 +99,14 @@ def log_swept(swept: Swept) -> None:
             "housekeeping: removed what pods no runtime knows left behind: %s",
             ", ".join(removed),
         )
+
+
+def _is_uid(name: str) -> bool:
+    """Whether `name` is a pod uid, as the scheduler makes them (`str(uuid.uuid4())`)."""
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False
 
 
 def _entries(directory: Path) -> list[Path]:
