@@ -480,6 +480,12 @@ class PodWorker:
             decision = (
                 Decision(True) if replaced else backoff.on_exit(policy, exit.exit_code, ran_for)
             )
+            if counted and not decision.restart:
+                # The previous agent counted this exit, which it does only once it has
+                # decided to restart: a run it stopped for a new image, under any policy,
+                # then died before the new run started (a pull of minutes is a wide
+                # window). Under Never that exit ended the container and failed the pod.
+                decision = Decision(True)
             _LOGGER.info(
                 "pod %s container %s exited %d (%s); restart=%s delay=%.2fs",
                 self.pod.key,

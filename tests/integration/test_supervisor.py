@@ -372,3 +372,56 @@ async def test_a_container_waiting_for_a_missing_image_starts_at_once_with_a_new
         assert (main.image, main.restart_count) == ("busybox", 0)
     finally:
         await supervisor.close(stop_pods=True)
+
+
+async def test_a_restart_for_a_new_image_survives_an_agent_restart_under_never(
+    runtime: NativeRuntime,  # noqa: F811
+    images: ImageStore,
+    cgroups: CgroupDriver,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A container stopped for its new image, whose new run has not started when the
+    agent goes (its image not there yet: a long pull, here one that cannot be), is
+    restarted by the next agent whatever the restart policy, as the agent before had
+    decided: the stopped run's exit, already counted, is not taken for the container's
+    own end. Under Never it was: the container ended for good and the pod Failed."""
+    pod = make_pod(sh("main", "exec sleep 600"), restartPolicy="Never")
+    uid = pod.metadata.uid or ""
+    missing = _with_image(pod, "busybox:missing")
+
+    def main(sup: Supervisor) -> ContainerStatus | None:
+        status = sup.status(uid)
+        return status.container_statuses[0] if status is not None else None
+
+    def waiting_for_image(sup: Supervisor) -> bool:
+        found = main(sup)
+        waiting = found.state.waiting if found is not None else None
+        return waiting is not None and waiting.reason == "ErrImageNeverPull"
+
+    supervisor = Supervisor(runtime, tmp_path / "agent", lambda uid: None)
+    await supervisor.recover()
+    await supervisor.apply([pod], [])
+    await wait_until(lambda: (found := main(supervisor)) and found.state.running, within=20)
+    await supervisor.apply([missing], [])
+    await wait_until(lambda: waiting_for_image(supervisor), within=20)
+    await supervisor.close()  # the agent goes between the kill and the new run
+
+    again = NativeRuntime(runtime.state_dir, images, cgroups)
+    await again.start()
+    adopted = Supervisor(again, tmp_path / "agent", lambda uid: None)
+    try:
+        await adopted.recover()
+        await adopted.apply([missing], [], full=True)  # its welcome
+        await wait_until(lambda: waiting_for_image(adopted), within=10)
+        status = adopted.status(uid)
+        assert status is not None and status.phase != "Failed"
+        await adopted.apply([_with_image(pod, "busybox:v2")], [])
+        found = await wait_until(
+            lambda: (found := main(adopted)) and found.state.running and found, within=20
+        )
+        assert (found.image, found.restart_count) == ("busybox:v2", 1)
+        last = found.last_state.terminated
+        assert last is not None and last.exit_code == 137  # the run stopped for its image
+    finally:
+        await adopted.close(stop_pods=True)
+        await again.close()
