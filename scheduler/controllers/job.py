@@ -165,13 +165,22 @@ class JobController(Controller):
         super().__init__(ctx)
         self.jobs = jobs
         self.pod_owners = pod_owners
-        self._backoffs: dict[str, Backoff] = {}  # job key -> its record
+        # Job key -> the uid of the Job it was kept for, and its record. A Job created again
+        # under its name is another Job, which must not start out backing off from the
+        # failures of the first: `forget` drops the record on the deletion's event, the uid
+        # keeps one it came too late for from counting.
+        self._backoffs: dict[str, tuple[str, Backoff]] = {}
 
     def keys(self) -> list[str]:
         return list(self.jobs.objects)
 
     def enqueue(self, namespace: str, name: str) -> None:
         self.queue.add(JOBS.key(namespace, name))
+
+    def forget(self, key: str) -> None:
+        """The Job at `key` is gone: its backoff record goes too (no pass may come for a
+        key no Job holds, and a Job created later under its name starts afresh)."""
+        self._backoffs.pop(key, None)
 
     def release_if_orphaned(self, key: str, pod: Pod) -> None:
         """Queue the pod (by its store key) to have JOB_TRACKING removed if no live Job
@@ -221,8 +230,8 @@ class JobController(Controller):
             status.uncounted_terminated_pods = uncounted
             self.wrote(key, [await self._put_status(key, kv, job, status)])
             # Counted once recorded (a write that lost records them again next pass).
-            backoff = self._backoffs.get(key, Backoff())
-            self._backoffs[key] = backoff.then(new_succeeded, new_failed, stamp)
+            backoff = self._backoff_record(key, job).then(new_succeeded, new_failed, stamp)
+            self._backoffs[key] = (job.metadata.uid or "", backoff)
             return 0.0  # on with the recorded status
         retry = await self._count(
             key, status, uncounted, pods, finished=done is not None, adopt=not job.spec.suspend
@@ -404,12 +413,17 @@ class JobController(Controller):
             await self._stop(key, job, extra, "parallelism was lowered")
             active = [p for p in active if p not in extra]
         elif missing > 0:
-            wait = self._backoffs.get(key, Backoff()).left(stamp)
+            wait = self._backoff_record(key, job).left(stamp)
             if wait > 0:
                 requeue = min(requeue or wait, wait)
             else:
                 active = active + await self._create(key, job, missing)
         return active, requeue
+
+    def _backoff_record(self, key: str, job: Job) -> Backoff:
+        """The Job's backoff record: none yet, or one kept for an earlier Job of its name."""
+        kept = self._backoffs.get(key)
+        return kept[1] if kept is not None and kept[0] == (job.metadata.uid or "") else Backoff()
 
     async def _create(self, key: str, job: Job, count: int) -> list[Pod]:
         namespace = job.metadata.namespace or "default"

@@ -203,6 +203,7 @@ class Workloads:
             if new.metadata.deletion_timestamp is not None:
                 self._release_pods_of(new.metadata.uid)
         elif old is not None:
+            self.job.forget(key)
             self.gc.owner_deleted(old.metadata.uid)
             self._release_pods_of(old.metadata.uid)
 

@@ -1697,3 +1697,30 @@ async def test_pods_a_job_stops_itself_do_not_hold_back_new_ones(
     await wait_until(lambda: len(active(pods_of_job(plane, "wide"))) == 3, within=5)
     wide = plane.job("wide")
     assert wide is not None and wide.status.failed == 0
+
+
+async def test_a_job_created_again_under_its_name_starts_without_backoff(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Job whose pod failed (a replacement 30 s away), deleted and created again under
+    its name (`kubectl delete` then `apply`, or `replace --force`): the new Job is another
+    Job and starts its pod at once, as it does under any other name. Before, the backoff
+    record was kept by name and dropped only by a pass that found no Job there, which
+    the deletion never queued: the new Job waited out the old one's 30 s, and a later
+    failure of it backed off from the old one's count."""
+    monkeypatch.setattr(job_controller, "BACKOFF_SECONDS", 30.0)
+    plane.outcome = lambda pod: "fail"
+    await plane.put(job("flaky", backoffLimit=10), JOBS)
+    await wait_until(
+        lambda: (j := plane.job("flaky")) and j.status.failed == 1 and j.status.active == 0,
+        within=10,
+    )
+    plane.outcome = lambda pod: "stay"
+    await plane.store.delete(JOBS.key("default", "flaky"))
+    again = job("flaky", backoffLimit=10)
+    again.metadata.uid = "uid-flaky-again"
+    await plane.put(again, JOBS)
+    await wait_until(
+        lambda: [p for p in pods_of_job(plane, "flaky") if owners(p) == ["uid-flaky-again"]],
+        within=5,
+    )
