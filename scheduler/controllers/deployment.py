@@ -87,6 +87,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -691,9 +692,24 @@ class DeploymentController(Controller):
         revision: int,
         picture: Picture,
     ) -> bool:
+        # Every old template is sized to 0, as Kubernetes scales every old ReplicaSet to 0
+        # for a Recreate, not only those with pods left to delete: one whose pods all went
+        # otherwise (deleted, released) would keep its REPLICAS, its revision past the
+        # history limit, and have its pods made up again under a later RollingUpdate.
+        doomed_hashes = {p.metadata.labels.get(HASH_LABEL, "") for p in picture.old}
+        emptied = [
+            op
+            for rev in self._owned_revisions(d)
+            if (h := rev.metadata.labels.get(HASH_LABEL)) != hash_
+            and h not in doomed_hashes
+            and (recorded(rev, REPLICAS) or 0) > 0
+            and (op := self._annotation_op(d, rev, {REPLICAS: "0"})) is not None
+        ]
         if picture.old:
-            await self._delete(key, d, list(picture.old), picture, "old revisions")
+            await self._delete(key, d, list(picture.old), picture, "old revisions", emptied)
             return True
+        if emptied:
+            await self._transact(key, [], [], emptied)
         if picture.terminating_old:
             return False  # Recreate: new pods only once every old one is gone
         desired = d.spec.replicas
@@ -756,10 +772,17 @@ class DeploymentController(Controller):
             picture.available.discard(pod.metadata.uid or "")
 
     async def _delete(
-        self, key: str, d: Deployment, pods: list[Pod], picture: Picture, what: str
+        self,
+        key: str,
+        d: Deployment,
+        pods: list[Pod],
+        picture: Picture,
+        what: str,
+        also: Sequence[Op] = (),
     ) -> None:
         """Delete the pods and record each template's new size (REPLICAS) on its revision,
-        in one transaction: what a rolling update does to a ReplicaSet's replicas."""
+        in one transaction (with `also`): what a rolling update does to a ReplicaSet's
+        replicas."""
         after: dict[str, int] = {}
         for pod in picture.new + picture.old:
             h = pod.metadata.labels.get(HASH_LABEL, "")
@@ -774,7 +797,7 @@ class DeploymentController(Controller):
             if (op := self._annotation_op(d, revisions.get(h), {REPLICAS: str(after[h])}))
             is not None
         ]
-        await self._transact(key, [], pods, annotations)
+        await self._transact(key, [], pods, [*annotations, *also])
         self._forget_deleted(picture, pods)
         self.events.record(
             _ref(d),

@@ -1724,3 +1724,35 @@ async def test_a_job_created_again_under_its_name_starts_without_backoff(
         lambda: [p for p in pods_of_job(plane, "flaky") if owners(p) == ["uid-flaky-again"]],
         within=5,
     )
+
+
+async def test_a_recreate_sizes_an_old_template_without_pods_to_zero(plane: Plane) -> None:
+    """Recreate, its pods deleted by a user in the same moment as its template is edited
+    (one transaction here, so that no pass comes between): the old template has no pod
+    left to delete, and is still sized to 0, as Kubernetes scales every old ReplicaSet to
+    0 for a Recreate. Before, its revision kept REPLICAS 3: it was kept past
+    revisionHistoryLimit 0, and a later change to RollingUpdate made up its 3 pods again
+    (to be scaled down at once by the rollout)."""
+    recreate = {"type": "Recreate"}
+    await plane.put(deployment(replicas=3, strategy=recreate, revisionHistoryLimit=0))
+    await available(plane, "web", 3)
+    key = DEPLOYMENTS.key("default", "web")
+    kv = await plane.store.get(key)
+    assert kv is not None
+    edited = mutable_copy(decode(kv, Deployment))
+    edited.spec.template.spec.containers[0].image = "nginx:2"
+    edited.metadata.generation = 2
+    deleted = [Op("delete", pod_store_key(p)) for p in active(plane.pods())]
+    await plane.store.txn(
+        [*deleted, Op("put", key, encode(edited), edited, expect=kv.mod_revision)]
+    )
+    await available(plane, "web", 3, generation=2)
+    await wait_until(lambda: len(revisions_of(plane, "uid-web")) == 1, within=5)
+    old_pods: list[dict[str, int]] = []
+    plane.checks.append(
+        lambda: old_pods.append(by_image(plane)) if "nginx:1" in by_image(plane) else None
+    )
+    await plane.put(deployment(replicas=3, image="nginx:2", revisionHistoryLimit=0))
+    await available(plane, "web", 3, generation=3)
+    await asyncio.sleep(0.3)
+    assert by_image(plane) == {"nginx:2": 3} and not old_pods, old_pods
