@@ -122,6 +122,37 @@ async def test_a_command_that_cannot_run_is_a_start_error(runtime: DockerRuntime
     assert info.value.reason == "StartError"
 
 
+async def test_a_start_cancelled_while_dockerd_creates_leaves_nothing_to_a_removal(
+    runtime: DockerRuntime,
+) -> None:
+    """A pod deleted while its container was being (re)started: the start is cancelled
+    while dockerd creates the container, and the pod is removed. The create happened
+    anyway, after the removal had listed the pod's containers, and the container stayed
+    for good (seen once in CI, the docker agent fixture's check). The start now finishes
+    under the pod's lock first, so the removal finds it."""
+    pod = make_pod("cancelled", sh("main", "sleep 600"))
+    await runtime.create_pod(pod)
+    docker = await runtime._client()
+    creating = asyncio.Event()
+    create = docker.containers.create
+
+    async def noted_create(*args: Any, **kwargs: Any) -> Any:
+        creating.set()  # the request is on its way to dockerd, which makes the container
+        return await create(*args, **kwargs)
+
+    docker.containers.create = noted_create  # type: ignore[method-assign]
+    try:
+        start = asyncio.create_task(runtime.start_container(pod, "main"))
+        await asyncio.wait_for(creating.wait(), 30)
+        start.cancel()
+        await asyncio.gather(start, return_exceptions=True)
+    finally:
+        docker.containers.create = create  # type: ignore[method-assign]
+    await runtime.remove_pod(uid(pod))
+    left = await runtime._list(uid(pod))
+    assert left == [], [c["Id"][:12] for c in left]
+
+
 async def test_pod_shares_network_ipc_volumes(runtime: DockerRuntime, tmp_path: Path) -> None:
     """Containers of a pod share loopback, IPC and emptyDirs; env, workingDir and the
     cgroup limits are the native runtime's; exec and the netns path work."""

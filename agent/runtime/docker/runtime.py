@@ -40,9 +40,10 @@ import math
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiodocker
 import aiohttp
@@ -75,6 +76,7 @@ from common.models import Container, Pod
 from common.quantity import memory_bytes
 
 _LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LABEL_UID = "corral.pod.uid"
 LABEL_CONTAINER = "corral.container.name"
@@ -374,6 +376,9 @@ class DockerRuntime:
         return spec
 
     async def create_pod(self, pod: Pod) -> None:
+        await _uncancelled(self._create_pod(pod))  # its infra container: as a start's
+
+    async def _create_pod(self, pod: Pod) -> None:
         uid = pod.metadata.uid
         if not uid:
             raise RuntimeFailure("the pod has no uid")
@@ -463,6 +468,9 @@ class DockerRuntime:
     # --- containers ---
 
     async def start_container(self, pod: Pod, container: str) -> ContainerInfo:
+        return await _uncancelled(self._start_container(pod, container))
+
+    async def _start_container(self, pod: Pod, container: str) -> ContainerInfo:
         uid = str(pod.metadata.uid)
         spec = self._spec(pod, container)
         name = self.container_name(uid, container)
@@ -925,3 +933,23 @@ class DockerRuntime:
 
 def _is_mount(path: Path) -> bool:
     return any(point == str(path) for point, _ in rootfs.mountinfo())
+
+
+async def _uncancelled(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` to its end even if the caller is cancelled, then let the cancel through.
+
+    A create or start cancelled while its request is with dockerd still happens there,
+    and the pod's lock went with the cancel: a `remove_pod` that came for the lock next
+    listed the pod's containers before dockerd had made the new one, which stayed for good
+    (a pod deleted while its container was being restarted). Finished under the lock, the
+    container is there for `remove_pod` to find."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():  # a second cancel waits too
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(task)
+        if not task.cancelled():
+            task.exception()  # the caller is told of the cancel, not of what the work came to
+        raise
