@@ -347,11 +347,10 @@ def _checked_spec_update(name: str, current: Pod, incoming: Pod) -> list[str] | 
             "dns_policy": old.dns_policy or DEFAULT_DNS_POLICY,
         }
     )
-    wanted = new.to_dict()
-    if wanted != comparable.to_dict() or new.node_name not in (None, old.node_name):
-        changed = _first_difference(comparable.to_dict(), wanted, "spec")
-        if new.node_name not in (None, old.node_name):
-            changed = "spec.nodeName"
+    wanted, allowed = new.to_dict(), comparable.to_dict()
+    rebound = new.node_name not in (None, old.node_name)
+    if wanted != allowed or rebound:
+        changed = "spec.nodeName" if rebound else _first_difference(allowed, wanted, "spec")
         message = (
             f"pod updates may not change fields other than {_UPDATABLE_SPEC} (changed: {changed})"
         )
@@ -359,6 +358,25 @@ def _checked_spec_update(name: str, current: Pod, incoming: Pod) -> list[str] | 
     if images == [c.image for c in old.containers]:
         return None
     return images
+
+
+def _metadata_written(name: str, current: Pod, incoming: Pod) -> Pod:
+    """`current`, copied, with the labels, annotations and finalizers of `incoming`: what a
+    write of a pod, or of its status, takes of its metadata."""
+    meta, wanted = current.metadata, incoming.metadata
+    finalizers = wanted.finalizers or None
+    deleting = meta.deletion_timestamp is not None
+    check_new_finalizers("Pod", name, deleting, meta.finalizers, finalizers)
+    updated = mutable_copy(current)
+    updated.metadata.labels = wanted.labels
+    updated.metadata.annotations = wanted.annotations
+    updated.metadata.finalizers = finalizers
+    return updated
+
+
+def _writable(pod: Pod) -> tuple[object, ...]:
+    meta = pod.metadata
+    return meta.labels, meta.annotations, meta.finalizers
 
 
 def _replacer(request: web.Request) -> Replace:
@@ -372,20 +390,9 @@ def _replacer(request: web.Request) -> Replace:
         require_url_name(incoming.metadata.name, name)
         current = decode(kv, Pod)
         images = _checked_spec_update(name, current, incoming)
-        meta, wanted = current.metadata, incoming.metadata
-        finalizers = wanted.finalizers or None
-        deleting = meta.deletion_timestamp is not None
-        check_new_finalizers("Pod", name, deleting, meta.finalizers, finalizers)
-        if images is None and (meta.labels, meta.annotations, meta.finalizers) == (
-            wanted.labels,
-            wanted.annotations,
-            finalizers,
-        ):
+        updated = _metadata_written(name, current, incoming)
+        if images is None and _writable(updated) == _writable(current):
             return json_response(with_resource_version(kv))  # no change, no new version
-        updated = mutable_copy(current)
-        updated.metadata.labels = wanted.labels
-        updated.metadata.annotations = wanted.annotations
-        updated.metadata.finalizers = finalizers
         if images is not None:
             # The pod's agent restarts each container whose image changed (agent/
             # supervisor.py); generation counts spec changes, as kube-apiserver's does.
@@ -508,16 +515,8 @@ def _status_replacer(request: web.Request) -> Replace:
         incoming = _validate(doc, namespace, keep_status=True)
         require_url_name(incoming.metadata.name, name)
         _check_status_transition(name, current, incoming.status)
-        meta, wanted = current.metadata, incoming.metadata
-        finalizers = wanted.finalizers or None
-        check_new_finalizers(
-            "Pod", name, meta.deletion_timestamp is not None, meta.finalizers, finalizers
-        )
-        updated = mutable_copy(current)
+        updated = _metadata_written(name, current, incoming)
         updated.status = incoming.status
-        updated.metadata.labels = wanted.labels
-        updated.metadata.annotations = wanted.annotations
-        updated.metadata.finalizers = finalizers
         if updated.to_dict() == current.to_dict():
             return json_response(with_resource_version(kv))  # no change, no new version
         new = await store.put(kv.key, encode(updated), obj=updated, expect=kv.mod_revision)
