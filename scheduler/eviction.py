@@ -19,10 +19,10 @@ from common.models import (
     PodStatus,
     now,
 )
-from scheduler.cluster import TERMINAL_PHASES
+from scheduler.cluster import TERMINAL_PHASES, ClusterState
 from scheduler.events import EventRecorder, pod_ref
-from scheduler.objects import encode, mutable_copy, pod_store_key
-from scheduler.store import Conflict, NotFound, Store
+from scheduler.objects import decode, encode, mutable_copy, pod_store_key
+from scheduler.store import Op, Store
 
 
 def replacement(pod: Pod, reason: str, message: str) -> Pod:
@@ -83,17 +83,36 @@ def record_eviction(events: EventRecorder, pod: Pod, new: Pod, reason: str, mess
         )
 
 
-async def evict(
-    store: Store, pod: Pod, expect: int, reason: str, message: str, events: EventRecorder
-) -> bool:
-    """Replace or fail one pod; False if it changed meanwhile (the next pass retries)."""
-    if pod.status.phase in TERMINAL_PHASES:
-        return True
-    new = evicted(pod, reason, message)
-    key = pod_store_key(pod)
-    try:
-        await store.put(key, encode(new), obj=new, expect=expect)
-    except (Conflict, NotFound):
-        return False
-    record_eviction(events, pod, new, reason, message)
-    return True
+async def evict_node_pods(
+    store: Store, cluster: ClusterState, events: EventRecorder, node: str, reason: str, message: str
+) -> list[Pod]:
+    """Replace or fail every unfinished pod bound to `node`, in one transaction; the pods
+    evicted (as they were).
+
+    Each is built on its newest version, queued writes included, as the hub's status
+    writes are: on the durable one, a status report in flight made the eviction a
+    conflict, and nothing moved the pod later once its node was deleted. With no await
+    between the reads and the transaction's guards, they hold. One transaction, not one
+    write awaited after another: while its agent kept reporting, 40 pods' commits in a
+    row outlasted a client's 10 s timeout on a slow machine."""
+    evictions: list[tuple[Pod, Pod]] = []
+    ops: list[Op] = []
+    for listed in cluster.pods_on(node):
+        key = pod_store_key(listed)
+        kv = store.latest(key)
+        pod = decode(kv, Pod) if kv is not None else None
+        if (
+            kv is None
+            or pod is None
+            or pod.spec.node_name != node
+            or pod.status.phase in TERMINAL_PHASES
+            or pod.metadata.deletion_timestamp  # its deletion finishes it (podfinal.py)
+        ):
+            continue
+        new = evicted(pod, reason, message)
+        evictions.append((pod, new))
+        ops.append(Op("put", key, encode(new), new, kv.mod_revision))
+    await store.txn(ops)
+    for pod, new in evictions:
+        record_eviction(events, pod, new, reason, message)
+    return [pod for pod, _ in evictions]

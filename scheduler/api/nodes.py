@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from common.models import Node, Pod, Status
+from common.models import Node, Status
 from common.quantity import format_cpu
 from common.selector import SelectorError, parse_selector
 from common.selector import matches as selector_matches
@@ -34,10 +34,10 @@ from scheduler.api.patch import patched, read_patch
 from scheduler.api.watch import serve_watch, wants_watch, watchable
 from scheduler.cluster import NodeState
 from scheduler.controlplane import ControlPlane
-from scheduler.eviction import evicted, record_eviction
+from scheduler.eviction import evict_node_pods
 from scheduler.kinds import NODES as NODE_KIND
-from scheduler.objects import NODES, decode, encode, mutable_copy, pod_store_key
-from scheduler.store import KV, Conflict, NotFound, Op
+from scheduler.objects import NODES, decode, encode, mutable_copy
+from scheduler.store import KV, Conflict, NotFound
 
 
 def _live(cp: ControlPlane, kv: KV) -> dict[str, object]:
@@ -188,37 +188,11 @@ async def uncordon(request: web.Request) -> web.Response:
 
 
 async def _move_pods(cp: ControlPlane, name: str, reason: str, message: str) -> tuple[int, int]:
-    """Evict every unfinished pod bound to the node, in one transaction; (moved, failed
-    for good)."""
-    evictions: list[tuple[Pod, Pod]] = []
-    ops: list[Op] = []
-    for listed in cp.cluster.pods_on(name):
-        key = pod_store_key(listed)
-        # Built on the newest version, queued writes included, as the hub's status writes
-        # are: on the durable one, a status report in flight made the eviction a conflict,
-        # and nothing moves the pod later once the node is deleted. With no await between
-        # the reads and the transaction's guards, they hold. One transaction, not one
-        # write awaited after another: while its agent kept reporting, 40 pods' commits
-        # in a row outlasted a client's 10 s timeout on a slow machine.
-        kv = cp.store.latest(key)
-        pod = decode(kv, Pod) if kv is not None else None
-        if (
-            kv is None
-            or pod is None
-            or pod.spec.node_name != name
-            or pod.status.phase in ("Succeeded", "Failed")
-            or pod.metadata.deletion_timestamp
-        ):
-            continue
-        new = evicted(pod, reason, message)
-        evictions.append((pod, new))
-        ops.append(Op("put", key, encode(new), new, kv.mod_revision))
-    await cp.store.txn(ops)
-    for pod, new in evictions:
-        record_eviction(cp.events, pod, new, reason, message)
-    cp.metrics.evictions.labels(reason=reason).inc(len(evictions))
-    failed = sum(1 for pod, _ in evictions if pod.spec.restart_policy == "Never")
-    return len(evictions) - failed, failed
+    """Evict every unfinished pod bound to the node; (moved, failed for good)."""
+    evicted = await evict_node_pods(cp.store, cp.cluster, cp.events, name, reason, message)
+    cp.metrics.evictions.labels(reason=reason).inc(len(evicted))
+    failed = sum(1 for pod in evicted if pod.spec.restart_policy == "Never")
+    return len(evicted) - failed, failed
 
 
 async def drain(request: web.Request) -> web.Response:

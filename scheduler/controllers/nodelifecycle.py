@@ -53,7 +53,7 @@ from common.models import Pod
 from scheduler import podready
 from scheduler.context import Context
 from scheduler.events import node_ref, pod_ref
-from scheduler.eviction import evict
+from scheduler.eviction import evict_node_pods
 from scheduler.hub import set_node_ready
 from scheduler.objects import pod_store_key
 from scheduler.podfinal import may_run, remove_stopped
@@ -282,20 +282,12 @@ class NodeLifecycleController:
         )
 
     async def _evict_node(self, name: str, message: str) -> None:
-        # All of the node's pods at once, so their durable writes share one commit.
-        pods = list(self._cluster.pods_on(name))
-        await asyncio.gather(*(self._evict_pod(pod, name, message) for pod in pods))
-
-    async def _evict_pod(self, pod: Pod, node: str, message: str) -> None:
-        if pod.metadata.deletion_timestamp is not None:
-            return  # handled by _finish_deletions
-        key = pod_store_key(pod)
-        kv = self._cluster.pod_kvs.get(key)
-        if kv is None or pod.status.phase in ("Succeeded", "Failed"):
-            return
-        if await evict(self._store, pod, kv.mod_revision, "NodeLost", message, self._events):
+        # All of the node's pods at once, in one commit.
+        for pod in await evict_node_pods(
+            self._store, self._cluster, self._events, name, "NodeLost", message
+        ):
             self._metrics.evictions.labels(reason="NodeLost").inc()
-            _LOGGER.info("pod %s evicted from lost node %s", key, node)
+            _LOGGER.info("pod %s evicted from lost node %s", pod_store_key(pod), name)
 
     async def _finish_deletions(self) -> None:
         wall = datetime.now(UTC)
