@@ -87,7 +87,8 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -287,6 +288,11 @@ def _proportion(g: Group, allowed: int, status_replicas: int, to_add: int, added
         fraction = (2 * g.size * allowed + before) // (2 * before) - g.size
     left = to_add - added
     return min(fraction, left) if to_add > 0 else max(fraction, left)
+
+
+def template_counts(pods: Iterable[Pod]) -> Counter[str]:
+    """How many of `pods` each template (`pod-template-hash`) has."""
+    return Counter(pod.metadata.labels.get(HASH_LABEL, "") for pod in pods)
 
 
 def recorded(rev: ControllerRevision, name: str) -> int | None:
@@ -783,13 +789,8 @@ class DeploymentController(Controller):
         """Delete the pods and record each template's new size (REPLICAS) on its revision,
         in one transaction (with `also`): what a rolling update does to a ReplicaSet's
         replicas."""
-        after: dict[str, int] = {}
-        for pod in picture.new + picture.old:
-            h = pod.metadata.labels.get(HASH_LABEL, "")
-            after[h] = after.get(h, 0) + 1
-        for pod in pods:
-            h = pod.metadata.labels.get(HASH_LABEL, "")
-            after[h] = after.get(h, 0) - 1
+        after = template_counts(picture.new + picture.old)
+        after.subtract(template_counts(pods))
         revisions = {r.metadata.labels.get(HASH_LABEL): r for r in self._owned_revisions(d)}
         annotations = [
             op
@@ -857,10 +858,7 @@ class DeploymentController(Controller):
         pod's place does not go to a new template that may never become available. Under
         Recreate only the current template, once no old pod is left (the old ones are all
         to go). True if it created any."""
-        counts: dict[str, int] = {}
-        for pod in picture.new + picture.old:
-            h = pod.metadata.labels.get(HASH_LABEL, "")
-            counts[h] = counts.get(h, 0) + 1
+        counts = template_counts(picture.new + picture.old)
         recreate = d.spec.strategy.type == "Recreate"
         made: dict[str, list[Pod]] = {}
         budget = BURST
